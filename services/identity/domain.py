@@ -1,0 +1,54 @@
+"""Rules for the 12-digit personal identification number (Decree 137/2015/NĐ-CP Art. 13)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from services.identity.provinces import PROVINCES
+
+#: Digit 4 encodes century and sex: (century start year, sex) -> digit.
+CENTURY_SEX_DIGIT = {
+    (1900, "M"): "0",
+    (1900, "F"): "1",
+    (2000, "M"): "2",
+    (2000, "F"): "3",
+    (2100, "M"): "4",
+    (2100, "F"): "5",
+}
+
+
+@dataclass(frozen=True)
+class IdProblem:
+    code: str
+    message: str
+
+
+def personal_id_problems(personal_id: str, date_of_birth: date, sex: str) -> list[IdProblem]:
+    """Every way `personal_id` disagrees with the rules or with the stated birth date and sex."""
+    if len(personal_id) != 12 or not personal_id.isascii() or not personal_id.isdigit():
+        return [IdProblem("format", f"personal ID must be exactly 12 digits, got {len(personal_id)} characters")]
+    problems = []
+    province = personal_id[:3]
+    if province not in PROVINCES:
+        problems.append(IdProblem("province", f"digits 1-3 '{province}' are not a known province code"))
+    century = date_of_birth.year // 100 * 100
+    expected = CENTURY_SEX_DIGIT.get((century, sex))
+    if expected is None:
+        problems.append(IdProblem("century", f"birth year {date_of_birth.year} is outside 1900-2199"))
+    elif personal_id[3] != expected:
+        problems.append(
+            IdProblem(
+                "century-sex",
+                f"digit 4 is '{personal_id[3]}' but a {'male' if sex == 'M' else 'female'} "
+                f"born in {date_of_birth.year} has '{expected}'",
+            )
+        )
+    if personal_id[4:6] != f"{date_of_birth.year % 100:02d}":
+        problems.append(
+            IdProblem(
+                "birth-year",
+                f"digits 5-6 '{personal_id[4:6]}' do not match birth year {date_of_birth.year}",
+            )
+        )
+    return problems

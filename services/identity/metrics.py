@@ -1,0 +1,21 @@
+"""identity's domain metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+
+
+class IdentityMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registered = Counter(
+            "hocba_students_registered_total", "Students newly registered.", registry=registry
+        )
+        self.rejected = Counter(
+            "hocba_students_rejected_total",
+            "Roster rows rejected, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.lookups = Counter(
+            "hocba_student_lookups_total", "Student identities looked up.", registry=registry
+        )

@@ -1,0 +1,1 @@
+"""Code that two or more hocba services share: contracts, messaging, storage, crypto, settings."""

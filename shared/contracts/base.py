@@ -1,0 +1,58 @@
+"""The envelope every hocba message has: id, schema version, time, actor, routing key."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import ClassVar
+from uuid import NAMESPACE_URL, uuid4, uuid5
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid4().hex
+
+
+class Model(BaseModel):
+    """Immutable value inside a message. Unknown fields are ignored so optional additions stay compatible."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Message(Model):
+    """A command or event on the `hocba` exchange.
+
+    `message_id` is the idempotency key; `actor` carries the signed token of the person who caused it.
+    Each concrete message names its routing key `<service>.<entity>.<event-or-command>.v<N>`.
+    """
+
+    ROUTING_KEY: ClassVar[str]
+    #: Durable messages must reach a queue: an unroutable publish raises.
+    MANDATORY: ClassVar[bool] = True
+
+    message_id: str = Field(default_factory=new_id)
+    schema_version: int = 1
+    occurred_at: datetime = Field(default_factory=utcnow)
+    actor: str | None = None
+
+
+class Notification(Message):
+    """Progress news for whoever is watching (an operator's terminal, a school app).
+
+    Nothing depends on receiving it, so it is published without the mandatory flag: when no one
+    listens it is dropped by design, not by accident.
+    """
+
+    MANDATORY: ClassVar[bool] = False
+
+
+def derived_id(source_id: str, *parts: object) -> str:
+    """A deterministic message id for what a handler emits because of `source_id`.
+
+    A redelivered command then yields events with the same ids, so consumers can deduplicate.
+    """
+    return uuid5(NAMESPACE_URL, "/".join([source_id, *map(str, parts)])).hex

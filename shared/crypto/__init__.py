@@ -1,0 +1,1 @@
+"""Cryptography shared by the services: canonical JSON, digests, signatures, hash chains."""

@@ -1,0 +1,83 @@
+"""ES256 signatures as compact JWS (RFC 7515) with a detached payload."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class EcSigner:
+    """An ECDSA P-256 key that signs; `key_id` names it in the JWS header."""
+
+    key: ec.EllipticCurvePrivateKey
+    key_id: str
+
+    @classmethod
+    def generate(cls, key_id: str) -> EcSigner:
+        return cls(ec.generate_private_key(ec.SECP256R1()), key_id)
+
+    def public_jwk(self) -> dict[str, str]:
+        numbers = self.key.public_key().public_numbers()
+        return {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big")),
+            "kid": self.key_id,
+        }
+
+    def sign_raw(self, data: bytes) -> bytes:
+        """ES256 signature: r‖s, 32 bytes each (RFC 7518 §3.4)."""
+        r, s = decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def sign_detached(signer: EcSigner, payload: bytes, header: dict[str, Any]) -> str:
+    """Compact JWS `header..signature` whose payload travels separately (RFC 7515 App. F)."""
+    protected = b64url(json.dumps({"alg": "ES256", "kid": signer.key_id, **header}, separators=(",", ":")).encode())
+    signing_input = f"{protected}.{b64url(payload)}".encode()
+    return f"{protected}..{b64url(signer.sign_raw(signing_input))}"
+
+
+def jwk_public_key(jwk: dict[str, str]) -> ec.EllipticCurvePublicKey:
+    x = int.from_bytes(b64url_decode(jwk["x"]), "big")
+    y = int.from_bytes(b64url_decode(jwk["y"]), "big")
+    return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+
+
+def protected_header(jws: str) -> dict[str, Any]:
+    return json.loads(b64url_decode(jws.split(".")[0]))
+
+
+def verify_detached(public_key: ec.EllipticCurvePublicKey, jws: str, payload: bytes) -> bool:
+    protected, empty, signature = jws.split(".")
+    if empty:
+        return False
+    raw = b64url_decode(signature)
+    if len(raw) != 64:
+        return False
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    try:
+        public_key.verify(der, f"{protected}.{b64url(payload)}".encode(), ec.ECDSA(hashes.SHA256()))
+        return True
+    except InvalidSignature:
+        return False

@@ -1,0 +1,269 @@
+"""The broker with its safety settings, the queue topology, publishing and dead-lettering.
+
+FastStream's defaults are unsafe for records that must not be lost; this module is the one
+place they are set:
+
+* one durable topic exchange; every queue a quorum queue with an explicit delivery limit and a
+  dead-letter exchange, each queue with its own `<queue>.dlq`;
+* messages persistent, publisher confirms on, and an unroutable mandatory publish raises;
+* a permanent failure (invalid message, forbidden, unknown) is dead-lettered at once with a
+  reason header; a transient one is retried with back-off until the delivery limit, then
+  dead-lettered with the last error. Nothing is acknowledged before it is safe elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aio_pika import ExchangeType
+from faststream import BaseMiddleware
+from faststream.exceptions import NackMessage
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitExchange, RabbitQueue, RabbitResponse
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from faststream.rabbit.schemas.queue import QueueType
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+from pymongo.errors import PyMongoError
+
+from shared.contracts.base import Message
+from shared.errors import PermanentError
+from shared.settings import Names, Settings
+
+log = logging.getLogger("hocba.messaging")
+
+M = TypeVar("M", bound=Message)
+
+REASON_HEADER = "x-hocba-reason"
+ERROR_HEADER = "x-hocba-error"
+QUEUE_HEADER = "x-hocba-queue"
+DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on redelivery
+
+
+def topic_exchange(names: Names) -> RabbitExchange:
+    return RabbitExchange(names.exchange, type=ExchangeType.TOPIC, durable=True)
+
+
+def dead_letter_exchange(names: Names) -> RabbitExchange:
+    return RabbitExchange(names.dead_letter_exchange, type=ExchangeType.DIRECT, durable=True)
+
+
+def quorum_queue(names: Names, queue: str, routing_key: str, delivery_limit: int) -> RabbitQueue:
+    """A quorum queue bound to `routing_key`, dead-lettering at least once to `<queue>.dlq`."""
+    return RabbitQueue(
+        queue,
+        queue_type=QueueType.QUORUM,
+        durable=True,
+        routing_key=routing_key,
+        arguments={
+            "x-delivery-limit": delivery_limit,
+            "x-dead-letter-exchange": names.dead_letter_exchange,
+            "x-dead-letter-routing-key": queue,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+    )
+
+
+def dead_letter_queue(names: Names, queue: str) -> RabbitQueue:
+    return RabbitQueue(
+        names.dead_letter_queue(queue),
+        queue_type=QueueType.QUORUM,
+        durable=True,
+        routing_key=queue,
+    )
+
+
+@dataclass
+class Topology:
+    """The queues one service consumes, so their dead-letter queues can be declared first."""
+
+    names: Names
+    consumer: str
+    delivery_limit: int
+    queues: dict[str, RabbitQueue] = field(default_factory=dict)
+
+    def queue_for(self, message: type[Message]) -> RabbitQueue:
+        name = self.names.queue(self.consumer, message.ROUTING_KEY)
+        if name not in self.queues:
+            self.queues[name] = quorum_queue(
+                self.names, name, message.ROUTING_KEY, self.delivery_limit
+            )
+        return self.queues[name]
+
+    def queue_name(self, routing_key: str) -> str:
+        return self.names.queue(self.consumer, routing_key)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Errors no retry can fix: bad payloads and the service's own permanent errors."""
+    return isinstance(exc, PermanentError | ValidationError | json.JSONDecodeError | UnicodeDecodeError)
+
+
+def backoff_seconds(attempt: int) -> float:
+    return min(0.2 * 2**attempt, 5.0)
+
+
+class DeadLetterMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.dead_lettered = Counter(
+            "hocba_messages_dead_lettered_total",
+            "Messages sent to a dead-letter queue, by queue and reason.",
+            ["queue", "reason"],
+            registry=registry,
+        )
+        self.retried = Counter(
+            "hocba_messages_retried_total",
+            "Messages handed back for another attempt after a transient failure.",
+            ["queue"],
+            registry=registry,
+        )
+
+
+class Bus:
+    """Publishing, requests and dead-lettering on one service's broker."""
+
+    def __init__(self, broker: RabbitBroker, settings: Settings, service: str) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.names = settings.names()
+        self.service = service
+        self.exchange = topic_exchange(self.names)
+        self.dlx = dead_letter_exchange(self.names)
+
+    def declare_publisher(self, message: type[Message]) -> None:
+        """Record that this service publishes `message` (it then appears in the AsyncAPI spec)."""
+        self.broker.publisher(
+            message.ROUTING_KEY,
+            exchange=self.exchange,
+            persist=message.MANDATORY,
+            mandatory=message.MANDATORY,
+            title=f"{self.service}:{message.ROUTING_KEY}",
+            schema=message,
+        )
+
+    async def publish(self, message: Message) -> None:
+        await self.broker.publish(
+            message,
+            exchange=self.exchange,
+            routing_key=message.ROUTING_KEY,
+            persist=message.MANDATORY,
+            mandatory=message.MANDATORY,
+            message_id=message.message_id,
+            message_type=message.ROUTING_KEY,
+        )
+
+    async def request(self, message: Message, timeout: float = 30.0) -> Any:
+        reply = await self.broker.request(
+            message,
+            exchange=self.exchange,
+            routing_key=message.ROUTING_KEY,
+            message_id=message.message_id,
+            timeout=timeout,
+        )
+        return await reply.decode()
+
+    async def dead_letter(
+        self, queue: str, body: bytes, headers: dict[str, Any], reason: str, error: str
+    ) -> None:
+        """Publish (with confirm) a copy of a failed message to `<queue>.dlq` with the reason."""
+        await self.broker.publish(
+            body,
+            exchange=self.dlx,
+            routing_key=queue,
+            persist=True,
+            mandatory=True,
+            headers={
+                **{k: v for k, v in headers.items() if isinstance(v, str | int | float | bool)},
+                REASON_HEADER: reason,
+                ERROR_HEADER: error[:1000],
+                QUEUE_HEADER: queue,
+            },
+            content_type="application/json",
+        )
+
+    async def declare_dead_letter_queues(self, topology: Topology) -> None:
+        dlx = await self.broker.declare_exchange(self.dlx)
+        for queue in topology.queues:
+            dlq = await self.broker.declare_queue(dead_letter_queue(self.names, queue))
+            await dlq.bind(dlx, routing_key=queue)
+
+
+def dead_letter_middleware(
+    bus_ref: Callable[[], Bus], topology: Topology, metrics: DeadLetterMetrics
+) -> Callable[..., BaseMiddleware]:
+    """Middleware that turns handler failures into a dead letter or a bounded retry."""
+
+    class _DeadLetter(BaseMiddleware):
+        async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+            try:
+                return await call_next(msg)
+            except Exception as exc:  # noqa: BLE001 - every failure is classified below
+                await self._on_failure(msg, exc)
+                return None
+
+        async def _on_failure(self, msg: Any, exc: Exception) -> None:
+            raw = msg.raw_message
+            queue = topology.queue_name(raw.routing_key or "")
+            headers = dict(msg.headers or {})
+            error = f"{type(exc).__name__}: {exc}"
+            attempts = int(headers.get(DELIVERY_COUNT_HEADER, 0)) + 1
+            if is_permanent(exc):
+                reason = getattr(exc, "reason", "invalid")
+            elif attempts >= topology.delivery_limit:
+                reason = "retries-exhausted"
+            else:
+                metrics.retried.labels(queue).inc()
+                log.warning("retrying %s (attempt %d): %s", queue, attempts, error)
+                await asyncio.sleep(backoff_seconds(attempts))
+                raise NackMessage() from exc
+            log.error("dead-lettering from %s (%s): %s", queue, reason, error)
+            await bus_ref().dead_letter(queue, msg.body, headers, reason, error)
+            metrics.dead_lettered.labels(queue, reason).inc()
+
+    return _DeadLetter
+
+
+def make_broker(settings: Settings, registry: CollectorRegistry, service: str) -> tuple[RabbitBroker, Bus, Topology]:
+    """The service's broker with hocba's safety settings, its Bus and its queue topology."""
+    names = settings.names()
+    topology = Topology(names, service, settings.delivery_limit)
+    metrics = DeadLetterMetrics(registry)
+    holder: dict[str, Bus] = {}
+    broker = RabbitBroker(
+        settings.amqp_url,
+        default_channel=Channel(
+            prefetch_count=settings.prefetch,
+            publisher_confirms=True,
+            on_return_raises=True,
+        ),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        graceful_timeout=30.0,
+        app_id=f"hocba-{service}",
+        middlewares=[
+            dead_letter_middleware(lambda: holder["bus"], topology, metrics),
+            RabbitPrometheusMiddleware(registry=registry, app_name=service),
+        ],
+        log_level=logging.DEBUG,
+    )
+    holder["bus"] = Bus(broker, settings, service)
+    return broker, holder["bus"], topology
+
+
+def subscriber(broker: RabbitBroker, bus: Bus, topology: Topology, message: type[M]) -> Any:
+    """Subscribe to `message` on this service's own quorum queue."""
+    return broker.subscriber(
+        topology.queue_for(message),
+        exchange=bus.exchange,
+        title=f"{topology.consumer}:{message.ROUTING_KEY}",
+    )
+
+
+def reply(body: Any) -> RabbitResponse:
+    """A reply to a request. Direct reply-to is not a queue, so it is not published as mandatory."""
+    return RabbitResponse(body, mandatory=False)

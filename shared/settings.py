@@ -1,0 +1,84 @@
+"""Runtime settings read from the environment, and the names derived from a namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("identity", "grades", "signing", "archive", "sync")
+
+#: Default HTTP port of each process for /metrics and /health (override with HOCBA_HTTP_PORT).
+DEFAULT_HTTP_PORTS = {
+    "identity": 9101,
+    "grades": 9102,
+    "signing": 9103,
+    "archive": 9104,
+    "sync": 9105,
+    "ministry-simulator": 9180,
+}
+DEFAULT_EMBEDDED_MONGO_PORT = 27817
+
+
+class Settings(BaseSettings):
+    """Everything a service process reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="HOCBA_", extra="ignore", frozen=True)
+
+    amqp_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        validation_alias=AliasChoices("AMQP_URL", "HOCBA_AMQP_URL"),
+    )
+    mongo_url: str = Field(
+        f"mongodb://127.0.0.1:{DEFAULT_EMBEDDED_MONGO_PORT}/",
+        validation_alias=AliasChoices("MONGO_URL", "HOCBA_MONGO_URL"),
+    )
+    #: Prefix for the exchange, queue and database names; lets several stacks share one broker.
+    namespace: str = ""
+    http_host: str = "127.0.0.1"
+    #: 0 means the service's default port from DEFAULT_HTTP_PORTS.
+    http_port: int = 0
+    #: How many times a message is delivered before it is dead-lettered.
+    delivery_limit: int = Field(5, ge=1)
+    #: Unacknowledged messages a consumer may hold.
+    prefetch: int = Field(8, ge=1)
+    #: Records per message where records travel in bulk.
+    chunk_size: int = Field(100, ge=1)
+    ministry_url: str = "http://127.0.0.1:9180"
+    ministry_concurrency: int = Field(16, ge=1)
+    data_dir: Path = Path(".hocba")
+    log_level: str = "INFO"
+
+    def names(self) -> Names:
+        return Names(self.namespace)
+
+    def port_for(self, service: str) -> int:
+        return self.http_port or DEFAULT_HTTP_PORTS[service]
+
+
+@dataclass(frozen=True)
+class Names:
+    """Broker and database names under one namespace (empty in production)."""
+
+    namespace: str = ""
+
+    @property
+    def exchange(self) -> str:
+        return f"{self.namespace}hocba"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}hocba.dlx"
+
+    def queue(self, consumer: str, routing_key: str) -> str:
+        """The queue through which `consumer` receives `routing_key`: `<consumer>.<routing key>`."""
+        return f"{self.namespace}{consumer}.{routing_key}"
+
+    def dead_letter_queue(self, queue: str) -> str:
+        return f"{queue}.dlq"
+
+    def database(self, service: str) -> str:
+        prefix = self.namespace.replace(".", "_").replace("-", "_")
+        return f"{prefix}{service}"
