@@ -71,6 +71,7 @@ def assemble(
     *,
     mongo: AsyncMongoClient | None,
     indexes: list[Index],
+    owns_mongo: bool = True,
 ) -> ServiceApp:
     """Wire the start-up order: database and indexes, dead-letter queues, then consumers."""
     health = Health()
@@ -97,7 +98,7 @@ def assemble(
             await hook()
 
     async def stopped() -> None:
-        if mongo is not None:
+        if mongo is not None and owns_mongo:
             await mongo.close()
 
     service.mongo = mongo
@@ -108,10 +109,13 @@ def assemble(
     return service
 
 
-def mongo_for(settings: Settings, given: AsyncMongoClient | None, needed: bool) -> AsyncMongoClient | None:
+def mongo_for(
+    settings: Settings, given: AsyncMongoClient | None, needed: bool
+) -> tuple[AsyncMongoClient | None, bool]:
+    """The client to use and whether the service owns it (and so closes it at shutdown)."""
     if given is not None or not needed:
-        return given
-    return make_client(settings.mongo_url)
+        return given, False
+    return make_client(settings.mongo_url), True
 
 
 async def serve(service: ServiceApp) -> None:

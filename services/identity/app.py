@@ -22,8 +22,10 @@ def build_app(
     registry: CollectorRegistry | None = None,
 ) -> ServiceApp:
     registry, broker, bus, topology = messaging_parts(NAME, settings, registry)
-    mongo = mongo_for(settings, mongo, needed=repository is None)
+    mongo, owns_mongo = mongo_for(settings, mongo, needed=repository is None)
     if repository is None:
         repository = MongoStudentRepository(mongo[settings.names().database(NAME)])
     register_routes(broker, bus, topology, repository, IdentityMetrics(registry))
-    return assemble(NAME, settings, registry, broker, bus, topology, mongo=mongo, indexes=INDEXES)
+    return assemble(
+        NAME, settings, registry, broker, bus, topology, mongo=mongo, indexes=INDEXES, owns_mongo=owns_mongo
+    )

@@ -1,0 +1,57 @@
+"""Real infrastructure for integration tests: RabbitMQ and a MongoDB-wire server."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+from shared.mongo import make_client
+from shared.settings import Settings
+from tests.support import EmbeddedMongo, amqp_url
+
+
+@pytest.fixture(scope="session")
+def rabbit_url() -> str:
+    url = amqp_url()
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or 5672), 2).close()
+    except OSError as exc:
+        pytest.fail(f"RabbitMQ is not reachable at {url} ({exc}); `make test` starts it, or set AMQP_URL")
+    return url
+
+
+@pytest.fixture(scope="session")
+def mongo_url(tmp_path_factory) -> str:
+    if url := os.environ.get("MONGO_URL"):
+        yield url
+        return
+    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def settings(namespace: str, rabbit_url: str, mongo_url: str) -> Settings:
+    return Settings(
+        namespace=namespace,
+        amqp_url=rabbit_url,
+        mongo_url=mongo_url,
+        delivery_limit=3,
+        chunk_size=10,
+    )
+
+
+@pytest.fixture
+async def mongo_client(mongo_url: str, namespace: str):
+    client = make_client(mongo_url)
+    yield client
+    prefix = namespace.replace(".", "_").replace("-", "_")
+    for name in await client.list_database_names():
+        if name.startswith(prefix):
+            await client.drop_database(name)
+    await client.close()
