@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aio_pika
 from aio_pika import ExchangeType
 from faststream import BaseMiddleware
 from faststream.exceptions import NackMessage
@@ -267,3 +268,22 @@ def subscriber(broker: RabbitBroker, bus: Bus, topology: Topology, message: type
 def reply(body: Any) -> RabbitResponse:
     """A reply to a request. Direct reply-to is not a queue, so it is not published as mandatory."""
     return RabbitResponse(body, mandatory=False)
+
+
+async def delete_queues(url: str, queues: Iterable[str]) -> None:
+    """Delete queues and their dead-letter queues (throw-away stacks only)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+            await channel.queue_delete(f"{queue}.dlq")
+
+
+async def delete_exchanges(url: str, names: Names) -> None:
+    """Delete a throw-away namespace's exchanges once everything using them has stopped."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(names.exchange)
+        await channel.exchange_delete(names.dead_letter_exchange)

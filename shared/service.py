@@ -13,7 +13,7 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from shared.messaging import Bus, Topology, make_broker
+from shared.messaging import Bus, Topology, delete_queues, make_broker
 from shared.mongo import Index, ensure_indexes, make_client, ping
 from shared.observability import Health, configure_logging, http_app
 from shared.settings import Settings
@@ -100,6 +100,8 @@ def assemble(
     async def stopped() -> None:
         if mongo is not None and owns_mongo:
             await mongo.close()
+        if settings.ephemeral:
+            await delete_queues(settings.amqp_url, topology.queues)
 
     service.mongo = mongo
     service.app.on_startup(start_dependencies)

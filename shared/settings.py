@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     ministry_url: str = "http://127.0.0.1:9180"
     ministry_concurrency: int = Field(16, ge=1)
     data_dir: Path = Path(".hocba")
+    #: Name of this process among copies of one service (signing workers), for logs and metrics.
+    instance: str = ""
+    #: Delete this service's queues when it stops: for throw-away stacks (demo, tests), never production.
+    ephemeral: bool = False
     log_level: str = "INFO"
 
     def names(self) -> Names:

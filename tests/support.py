@@ -5,26 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aio_pika
 
+from hocba.infra import EmbeddedMongo, free_port  # noqa: F401 - re-exported for the test layers
+
 from shared.contracts.base import Message
+from shared.messaging import delete_queues
 from shared.service import ServiceApp
 from shared.settings import Settings
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def amqp_url() -> str:
@@ -50,18 +43,6 @@ async def running(service: ServiceApp, timeout: float = 30.0) -> AsyncIterator[S
         await delete_queues(service.settings.amqp_url, service.topology.queues)
 
 
-async def delete_queues(url: str, queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
-    """Delete queues (and their `.dlq`) and exchanges a test declared."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        for queue in queues:
-            for name in (queue, f"{queue}.dlq"):
-                await channel.queue_delete(name)
-        for exchange in exchanges:
-            await channel.exchange_delete(exchange)
-
-
 async def drain(url: str, queue: str, timeout: float = 2.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Take every message now in `queue` (acknowledging them)."""
     connection = await aio_pika.connect(url)
@@ -80,50 +61,6 @@ async def drain(url: str, queue: str, timeout: float = 2.0) -> list[aio_pika.abc
             await message.ack()
             taken.append(message)
     return taken
-
-
-class EmbeddedMongo:
-    """The MongoDB-wire server (nx-27017) on a free loopback port with its own files."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/"
-
-    def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        log = open(self.folder / "stdout.log", "wb")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("nx-27017")),
-                "--host", "127.0.0.1",
-                "--port", str(self.port),
-                "--data-dir", str(self.folder / "data"),
-                "--pid-file", str(self.folder / "nx.pid"),
-                "--log-file", str(self.folder / "nx.log"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nx-27017 did not start; see {self.folder / 'stdout.log'}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 @contextlib.asynccontextmanager

@@ -92,3 +92,14 @@ class BatchCompleted(Notification):
     school_year: str
     records_signed: int
     records_total: int
+
+
+class RecordsReceived(Notification):
+    """Signing stored a chunk of record versions; they now await signature."""
+
+    ROUTING_KEY = "signing.records.received.v1"
+
+    school_code: str
+    school_year: str
+    count: int
+    source_message_id: str

@@ -10,7 +10,7 @@ import pytest
 
 from shared.mongo import make_client
 from shared.settings import Settings
-from tests.support import EmbeddedMongo, amqp_url
+from tests.support import EmbeddedMongo, amqp_url, free_port
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def mongo_url(tmp_path_factory) -> str:
     if url := os.environ.get("MONGO_URL"):
         yield url
         return
-    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"))
+    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"), free_port())
     server.start()
     yield server.url
     server.stop()

@@ -1,0 +1,92 @@
+"""The `hocba` command: run the stack locally, run the term-end demo."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hocba.demo import fresh_data_dir, run_demo
+from hocba.infra import InfraError
+from hocba.stack import Stack, StackConfig
+from shared.settings import Settings
+
+app = typer.Typer(help="hocba: electronic student academic records.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def data_root() -> Path:
+    return Settings().data_dir
+
+
+@app.command()
+def up(
+    signing_workers: Annotated[int, typer.Option(min=1, help="Signing worker processes to run.")] = 1,
+    data_dir: Annotated[Path | None, typer.Option(help="Where data and logs go (default .hocba/).")] = None,
+) -> None:
+    """Start MongoDB (embedded unless MONGO_URL is set), the five services and the ministry simulator.
+
+    Runs until Ctrl-C, then stops everything it started.
+    """
+    folder = data_dir or data_root()
+    stack = Stack(
+        StackConfig.from_environment(folder, signing_workers=signing_workers),
+        report=lambda line: console.print(f"· {line}"),
+    )
+
+    def terminate(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        stack.start()
+        table = Table(title="hocba is up")
+        for column in ("process", "pid", "metrics and health"):
+            table.add_column(column)
+        for child in stack.children:
+            table.add_row(child.name, str(child.process.pid), child.base_url)  # type: ignore[union-attr]
+        console.print(table)
+        console.print(f"logs: {folder / 'logs'} — press Ctrl-C to stop everything")
+        while True:
+            if dead := stack.dead_children():
+                names = ", ".join(c.name for c in dead)
+                console.print(f"[red]{names} exited[/red]:\n{dead[0].log_tail()}")
+                raise typer.Exit(1)
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    except InfraError as exc:
+        console.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        stack.stop()
+        console.print("stopped; nothing left running")
+
+
+@app.command()
+def demo(
+    schools: Annotated[int, typer.Option(min=1, help="Schools in the term end.")] = 1,
+    students: Annotated[int, typer.Option(min=1, help="Students per school.")] = 1000,
+    signing_workers: Annotated[int, typer.Option(min=1, help="Signing worker processes.")] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds a stage may take before the demo gives up.")] = 600.0,
+) -> None:
+    """Run a term end on a fresh local stack and print what happened.
+
+    Exits 0 only if every record reached the ministry simulator exactly once.
+    """
+    folder = fresh_data_dir(data_root())
+    try:
+        outcome = run_demo(schools, students, folder, signing_workers, timeout, console)
+    except InfraError as exc:
+        console.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(0 if outcome.ok else 1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,149 @@
+"""`hocba demo`: a term end on a fresh local stack, with progress bars and a summary table."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hocba.stack import Stack, StackConfig
+from hocba.term_end import STAGES, StageResult, TermEnd
+from shared.messaging import delete_exchanges
+from shared.settings import Settings
+
+
+@dataclass
+class MinistryCheck:
+    """What the ministry (simulator) holds compared with what the run produced."""
+
+    expected: int
+    accepted: int
+    duplicates: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.accepted == self.expected and not self.missing and not self.unexpected
+
+
+@dataclass
+class DemoOutcome:
+    stages: list[StageResult]
+    ministry: MinistryCheck | None
+    dead_letters: int
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.ministry is not None and self.ministry.exactly_once
+
+
+def check_ministry(simulator_url: str, expected_keys: set[str]) -> MinistryCheck:
+    with httpx.Client(base_url=simulator_url, timeout=30) as client:
+        stats = client.get("/v1/stats").raise_for_status().json()
+        held = {r["idempotency_key"] for r in client.get("/v1/receipts").raise_for_status().json()["receipts"]}
+    return MinistryCheck(
+        expected=len(expected_keys),
+        accepted=stats["accepted"],
+        duplicates=stats["duplicates"],
+        missing=sorted(expected_keys - held),
+        unexpected=sorted(held - expected_keys),
+    )
+
+
+def dead_letter_total(stack: Stack) -> int:
+    total = 0.0
+    with httpx.Client(timeout=5) as client:
+        for child in stack.children:
+            if child.name == "ministry-simulator" or not child.alive():
+                continue
+            text = client.get(child.base_url + "/metrics").text
+            for family in text_string_to_metric_families(text):
+                if family.name == "hocba_messages_dead_lettered":
+                    total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return int(total)
+
+
+def run_demo(
+    schools: int,
+    students: int,
+    data_dir: Path,
+    signing_workers: int = 1,
+    stage_timeout: float = 600.0,
+    console: Console | None = None,
+) -> DemoOutcome:
+    console = console or Console()
+    namespace = f"demo{uuid.uuid4().hex[:8]}."
+    config = StackConfig.from_environment(
+        data_dir, namespace=namespace, fixed_ports=False, ephemeral=True, signing_workers=signing_workers
+    )
+    stack = Stack(config, report=lambda line: console.print(f"[dim]· {line}[/dim]"))
+    console.print(f"[bold]hocba demo[/bold]: {schools} school(s) × {students} students, data in {data_dir}")
+    stack.start()
+    settings = Settings(amqp_url=config.amqp_url, namespace=namespace)
+    try:
+        with Progress(
+            TextColumn("{task.description:<24}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bars:
+            tasks = {stage: bars.add_task(what, total=None) for stage, what in STAGES}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                bars.update(tasks[stage], completed=done, total=total)
+
+            run = TermEnd(settings, schools, students, progress=progress, stage_timeout=stage_timeout)
+            error = None
+            try:
+                asyncio.run(run.run())
+            except Exception as exc:  # noqa: BLE001 - reported in the summary, exit code 1
+                error = f"{type(exc).__name__}: {exc}"
+        ministry = None
+        if error is None:
+            expected = {f"{rid}:{version}" for rid, version in run.counts.ready}
+            ministry = check_ministry(stack.simulator.base_url, expected)
+        outcome = DemoOutcome(run.results, ministry, dead_letter_total(stack), error)
+    finally:
+        stack.stop()
+        asyncio.run(delete_exchanges(config.amqp_url, settings.names()))
+    print_summary(console, outcome, data_dir)
+    return outcome
+
+
+def print_summary(console: Console, outcome: DemoOutcome, data_dir: Path) -> None:
+    table = Table(title="term end")
+    table.add_column("stage")
+    table.add_column("count", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("records/s", justify="right")
+    for result in outcome.stages:
+        table.add_row(result.what, f"{result.count:,}", f"{result.seconds:.1f}", f"{result.rate:,.0f}")
+    console.print(table)
+    console.print("[dim]archive and delivery run alongside signing: their seconds count from the signing request.[/dim]")
+    if outcome.error:
+        console.print(f"[red]failed:[/red] {outcome.error} — service logs are in {data_dir / 'logs'}")
+    if outcome.ministry:
+        m = outcome.ministry
+        verdict = "[green]every record reached the ministry simulator exactly once[/green]" if m.exactly_once else "[red]delivery mismatch[/red]"
+        console.print(
+            f"{verdict}: expected {m.expected:,}, accepted {m.accepted:,}, "
+            f"repeated requests answered idempotently {m.duplicates:,}, missing {len(m.missing)}, unexpected {len(m.unexpected)}"
+        )
+    console.print(f"dead-lettered messages: {outcome.dead_letters}")
+
+
+def fresh_data_dir(base: Path) -> Path:
+    folder = base / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder

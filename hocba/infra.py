@@ -1,0 +1,142 @@
+"""The infrastructure a local stack needs: RabbitMQ reachable, and the embedded MongoDB-wire server."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class InfraError(RuntimeError):
+    """Something the stack needs is missing; the message says how to get it."""
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout):
+        return True
+    return False
+
+
+def wait_for_port(host: str, port: int, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_open(host, port):
+        if time.monotonic() > deadline:
+            raise InfraError(f"{what} did not open {host}:{port} within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_rabbitmq(amqp_url: str, timeout: float = 90.0) -> str:
+    """Make sure RabbitMQ answers at `amqp_url`; start the local server if it is installed.
+
+    Returns what was done, for the operator ("reachable" or "started").
+    """
+    parsed = urlparse(amqp_url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 5672
+    if port_open(host, port):
+        return "reachable"
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        raise InfraError(f"RabbitMQ is not reachable at {host}:{port}; check AMQP_URL")
+    server = shutil.which("rabbitmq-server") or (
+        "/usr/sbin/rabbitmq-server" if Path("/usr/sbin/rabbitmq-server").exists() else None
+    )
+    if server is None:
+        raise InfraError(
+            f"RabbitMQ is not reachable at {host}:{port} and rabbitmq-server is not installed. "
+            "Install it (Debian/Ubuntu: `sudo apt-get install rabbitmq-server`), "
+            "or point AMQP_URL at a running broker."
+        )
+    subprocess.run([server, "-detached"], check=False, capture_output=True)
+    wait_for_port(host, port, timeout, "RabbitMQ")
+    return "started"
+
+
+def nx_command() -> str:
+    beside = Path(sys.executable).with_name("nx-27017")
+    found = str(beside) if beside.exists() else shutil.which("nx-27017")
+    if not found:
+        raise InfraError("the embedded MongoDB-wire server (nx-27017) is not installed; run `make install`")
+    return found
+
+
+class EmbeddedMongo:
+    """nx-27017 on loopback with its files (data, pid, log) under one folder of its own."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder = folder
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 30.0) -> None:
+        if port_open("127.0.0.1", self.port):
+            raise InfraError(
+                f"port {self.port} is already in use; stop what listens there or set MONGO_URL"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "stdout.log", "ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    nx_command(),
+                    "--host", "127.0.0.1",
+                    "--port", str(self.port),
+                    "--data-dir", str(self.folder / "data"),
+                    "--pid-file", str(self.folder / "nx-27017.pid"),
+                    "--log-file", str(self.folder / "nx-27017.log"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not port_open("127.0.0.1", self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise InfraError(f"nx-27017 did not start; see {self.folder / 'stdout.log'}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m hocba.infra reachable|start`: used by the Makefile before the tests."""
+    from shared.settings import Settings
+
+    url = Settings().amqp_url
+    parsed = urlparse(url)
+    if argv[1:] == ["reachable"]:
+        return 0 if port_open(parsed.hostname or "127.0.0.1", parsed.port or 5672) else 1
+    if argv[1:] == ["start"]:
+        try:
+            print(f"RabbitMQ: {ensure_rabbitmq(url)}")
+        except InfraError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        return 0
+    print("usage: python -m hocba.infra reachable|start", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv))

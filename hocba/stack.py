@@ -1,0 +1,201 @@
+"""A whole hocba system on one machine: MongoDB, the five services and the ministry simulator as processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from hocba.infra import EmbeddedMongo, InfraError, ensure_rabbitmq, free_port
+from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SERVICES, Settings
+
+SIMULATOR = "ministry-simulator"
+#: Signing workers after the first listen on 9111, 9112, … when ports are fixed.
+EXTRA_WORKER_PORT = 9110
+
+
+@dataclass
+class Child:
+    """One process the stack started, with its log file and health URL."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the stack, which stops children in order
+            )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    namespace: str = ""
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    mongo_url: str | None = None
+    signing_workers: int = 1
+    #: Fixed well-known ports (for `hocba up`, so Prometheus can scrape) or free ones (demo, tests).
+    fixed_ports: bool = True
+    ephemeral: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls, data_dir: Path, **overrides: object) -> StackConfig:
+        settings = Settings()
+        return cls(
+            data_dir=data_dir,
+            amqp_url=settings.amqp_url,
+            mongo_url=os.environ.get("MONGO_URL") or None,
+            **overrides,  # type: ignore[arg-type]
+        )
+
+
+class Stack:
+    """Starts everything in dependency order, waits until each is ready, stops all of it."""
+
+    def __init__(self, config: StackConfig, report: Callable[[str], None] = lambda _: None) -> None:
+        self.config = config
+        self.report = report
+        self.mongo: EmbeddedMongo | None = None
+        self.children: list[Child] = []
+        self.mongo_url = config.mongo_url or ""
+
+    def port(self, name: str) -> int:
+        return DEFAULT_HTTP_PORTS[name] if self.config.fixed_ports else free_port()
+
+    @property
+    def simulator(self) -> Child:
+        return next(c for c in self.children if c.name == SIMULATOR)
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        try:
+            self._start(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, ready_timeout: float) -> None:
+        cfg = self.config
+        self.report(f"RabbitMQ at {cfg.amqp_url.split('@')[-1]}: {ensure_rabbitmq(cfg.amqp_url)}")
+        if not self.mongo_url:
+            port = DEFAULT_EMBEDDED_MONGO_PORT if cfg.fixed_ports else free_port()
+            self.mongo = EmbeddedMongo(cfg.data_dir / "mongo", port)
+            self.mongo.start()
+            self.mongo_url = self.mongo.url
+            self.report(f"embedded MongoDB-wire server (nx-27017) on {self.mongo_url}")
+        else:
+            self.report(f"MongoDB at {self.mongo_url} (MONGO_URL)")
+
+        simulator_port = self.port(SIMULATOR)
+        base_env = {
+            **os.environ,
+            **cfg.extra_env,
+            "AMQP_URL": cfg.amqp_url,
+            "MONGO_URL": self.mongo_url,
+            "HOCBA_NAMESPACE": cfg.namespace,
+            "HOCBA_MINISTRY_URL": f"http://127.0.0.1:{simulator_port}",
+            "HOCBA_EPHEMERAL": "1" if cfg.ephemeral else "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        logs = cfg.data_dir / "logs"
+        self.children.append(
+            Child(
+                SIMULATOR,
+                [
+                    sys.executable, "-m", "hocba.ministry_simulator",
+                    "--host", "127.0.0.1", "--port", str(simulator_port),
+                    "--data-file", str(cfg.data_dir / "ministry-simulator.jsonl"),
+                ],
+                base_env,
+                simulator_port,
+                logs / f"{SIMULATOR}.log",
+            )
+        )
+        for service in SERVICES:
+            copies = cfg.signing_workers if service == "signing" else 1
+            for n in range(copies):
+                port = self.port(service) if n == 0 or not cfg.fixed_ports else EXTRA_WORKER_PORT + n
+                name = service if copies == 1 else f"{service}-{n + 1}"
+                env = {**base_env, "HOCBA_HTTP_PORT": str(port), "HOCBA_INSTANCE": name}
+                self.children.append(
+                    Child(name, [sys.executable, "-m", f"services.{service}"], env, port, logs / f"{name}.log")
+                )
+        for child in self.children:
+            child.start()
+        self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(self.children)
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for child in list(pending):
+                    if not child.alive():
+                        raise InfraError(f"{child.name} exited during start-up:\n{child.log_tail()}")
+                    path = "/health/live" if child.name == SIMULATOR else "/health/ready"
+                    try:
+                        if client.get(child.base_url + path).status_code == 200:
+                            pending.remove(child)
+                            self.report(f"{child.name} ready on :{child.port}")
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    names = ", ".join(c.name for c in pending)
+                    raise InfraError(f"not ready after {timeout:.0f}s: {names}\n{pending[0].log_tail()}")
+                if pending:
+                    time.sleep(0.2)
+
+    def dead_children(self) -> list[Child]:
+        return [c for c in self.children if not c.alive()]
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop every process this stack started: services first, then the simulator, then MongoDB."""
+        for child in reversed(self.children):
+            if child.alive():
+                child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout
+        for child in reversed(self.children):
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        self.children.clear()
+        if self.mongo is not None:
+            self.mongo.stop()
+            self.mongo = None

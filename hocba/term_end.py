@@ -1,0 +1,221 @@
+"""A term end driven over the broker, as the school management application would, with its progress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from hocba import demo_data
+from hocba.watch import Watch
+from shared.contracts.archive import RecordsArchived
+from shared.contracts.grades import AssessmentsRecorded, CloseYear, RecordAssessments, RecordsReady
+from shared.contracts.identity import RegisterStudents, StudentsRegistered
+from shared.contracts.signing import (
+    BatchCompleted,
+    BatchProgress,
+    RecordsCompleted,
+    RecordsReceived,
+    RequestSignBatch,
+)
+from shared.contracts.sync import RecordsDelivered
+from shared.messaging import make_broker
+from shared.settings import Settings
+
+#: The stages in order, with what each counts.
+STAGES = (
+    ("register", "students registered"),
+    ("assess", "assessments recorded"),
+    ("assemble", "records assembled"),
+    ("sign", "records signed"),
+    ("archive", "records archived"),
+    ("deliver", "records delivered"),
+)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class StageResult:
+    name: str
+    what: str
+    count: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Counts:
+    """What the watch has seen, deduplicated, since the run began."""
+
+    students: dict[str, set[str]] = field(default_factory=dict)  # school -> refs
+    assessments: dict[str, int] = field(default_factory=dict)  # source message -> entries
+    ready: set[tuple[str, int]] = field(default_factory=set)
+    received: dict[str, int] = field(default_factory=dict)
+    batches_done: set[str] = field(default_factory=set)
+    batch_signed: dict[str, int] = field(default_factory=dict)
+    signed: set[tuple[str, int]] = field(default_factory=set)
+    archived: set[tuple[str, int]] = field(default_factory=set)
+    delivered: set[tuple[str, int]] = field(default_factory=set)
+
+    def value(self, stage: str) -> int:
+        return {
+            "register": sum(len(refs) for refs in self.students.values()),
+            "assess": sum(self.assessments.values()),
+            "assemble": min(len(self.ready), sum(self.received.values())),
+            "sign": max(len(self.signed), sum(self.batch_signed.values())),
+            "archive": len(self.archived),
+            "deliver": len(self.delivered),
+        }[stage]
+
+
+class StageTimeout(RuntimeError):
+    pass
+
+
+class TermEnd:
+    """Roster → assessments → close year → one-click signing → archive → ministry, for N schools."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        schools: int,
+        students: int,
+        progress: Progress = lambda stage, done, total: None,
+        stage_timeout: float = 600.0,
+    ) -> None:
+        self.settings = settings
+        self.schools = demo_data.schools(schools)
+        self.students_per_school = students
+        self.progress = progress
+        self.stage_timeout = stage_timeout
+        self.counts = Counts()
+        self.results: list[StageResult] = []
+        self.broker, self.bus, _ = make_broker(settings, CollectorRegistry(), "term-end")
+        self.watch = Watch(settings.amqp_url, settings.names())
+        self._changed = asyncio.Event()
+
+    @property
+    def total_students(self) -> int:
+        return len(self.schools) * self.students_per_school
+
+    def expected_entries(self) -> int:
+        return self.total_students * len(demo_data.SUBJECTS) * 2
+
+    def _on(self, update: Callable[[Any], object]) -> Callable[[Any], None]:
+        def handler(message: Any) -> None:
+            update(message)
+            self._changed.set()
+
+        return handler
+
+    def _watch_counts(self) -> None:
+        c = self.counts
+
+        def registered(m: StudentsRegistered) -> None:
+            for s in m.students:
+                c.students.setdefault(s.enrolment.school_code, set()).add(s.student_ref)
+
+        watch = self.watch
+        watch.on(StudentsRegistered, self._on(registered))
+        watch.on(AssessmentsRecorded, self._on(lambda m: c.assessments.__setitem__(m.source_message_id, m.entries)))
+        watch.on(RecordsReady, self._on(lambda m: c.ready.update(keys(m.records))))
+        watch.on(RecordsReceived, self._on(lambda m: c.received.__setitem__(m.source_message_id, m.count)))
+        watch.on(BatchProgress, self._on(lambda m: c.batch_signed.__setitem__(m.batch_id, m.records_signed)))
+        watch.on(BatchCompleted, self._on(lambda m: c.batches_done.add(m.batch_id)))
+        watch.on(RecordsCompleted, self._on(lambda m: c.signed.update(keys(s.record for s in m.records))))
+        watch.on(RecordsArchived, self._on(lambda m: c.archived.update(keys(m.records))))
+        watch.on(RecordsDelivered, self._on(lambda m: c.delivered.update(keys(m.deliveries))))
+
+    async def _until(self, stage: str, total: int, done: Callable[[], bool] | None = None) -> None:
+        """Wait until `stage` counts `total` (and `done` holds), reporting progress as it grows."""
+        deadline = time.monotonic() + self.stage_timeout
+        while True:
+            value = self.counts.value(stage)
+            self.progress(stage, value, total)
+            if value >= total and (done is None or done()):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StageTimeout(
+                    f"stage '{stage}' stalled at {value} of {total} after {self.stage_timeout:.0f}s"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
+
+    async def _stage(self, stage: str, total: int, start: Callable[[], Awaitable[None]], done=None) -> None:
+        began = time.monotonic()
+        await start()
+        await self._until(stage, total, done)
+        what = dict(STAGES)[stage]
+        self.results.append(StageResult(stage, what, self.counts.value(stage), time.monotonic() - began))
+
+    async def run(self) -> list[StageResult]:
+        self._watch_counts()
+        await self.watch.start()
+        await self.broker.connect()
+        try:
+            await self._run()
+        finally:
+            await self.broker.stop()
+            await self.watch.stop()
+        return self.results
+
+    async def _run(self) -> None:
+        n = self.total_students
+        size = self.settings.chunk_size
+        rosters = [
+            (school, demo_data.roster(school, self.students_per_school, i * self.students_per_school))
+            for i, school in enumerate(self.schools)
+        ]
+
+        async def register() -> None:
+            for _, roster in rosters:
+                for part in demo_data.chunks(roster, size):
+                    await self.bus.publish(RegisterStudents(students=part))
+
+        await self._stage("register", n, register)
+
+        async def assess() -> None:
+            for school in self.schools:
+                refs = sorted(self.counts.students.get(school.code, ()))
+                entries = list(demo_data.gradebook(refs))
+                for part in demo_data.chunks(entries, size * 5):
+                    await self.bus.publish(
+                        RecordAssessments(school_code=school.code, school_year=demo_data.SCHOOL_YEAR, entries=part)
+                    )
+
+        await self._stage("assess", self.expected_entries(), assess)
+
+        async def close() -> None:
+            for school in self.schools:
+                await self.bus.publish(CloseYear(school_code=school.code, school_year=demo_data.SCHOOL_YEAR))
+
+        await self._stage("assemble", n, close)
+
+        async def sign() -> None:
+            for school in self.schools:
+                await self.bus.publish(
+                    RequestSignBatch(school_code=school.code, school_year=demo_data.SCHOOL_YEAR, role="principal")
+                )
+
+        signing_began = time.monotonic()
+        await self._stage("sign", n, sign, done=lambda: len(self.counts.batches_done) >= len(self.schools))
+        for stage in ("archive", "deliver"):
+            await self._until(stage, n)
+            self.results.append(
+                StageResult(stage, dict(STAGES)[stage], self.counts.value(stage), time.monotonic() - signing_began)
+            )
+
+
+def keys(items: Iterable[Any]) -> list[tuple[str, int]]:
+    return [(item.record_id, item.version) for item in items]

@@ -1,0 +1,52 @@
+"""Watches what the services announce on the exchange, through queues of its own that vanish with it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+
+from shared.contracts.base import Message
+from shared.settings import Names
+
+Handler = Callable[[Any], Awaitable[None] | None]
+
+
+class Watch:
+    """An observer: one exclusive, auto-deleted queue per message type, bound to the topic exchange."""
+
+    def __init__(self, amqp_url: str, names: Names) -> None:
+        self.amqp_url = amqp_url
+        self.names = names
+        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self.handlers: dict[type[Message], Handler] = {}
+
+    def on(self, message: type[Message], handler: Handler) -> None:
+        self.handlers[message] = handler
+
+    async def start(self) -> None:
+        self.connection = await aio_pika.connect_robust(self.amqp_url)
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=256)
+        exchange = await channel.declare_exchange(
+            self.names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        for message, handler in self.handlers.items():
+            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+            await queue.bind(exchange, routing_key=message.ROUTING_KEY)
+            await queue.consume(self._consumer(message, handler), no_ack=True)
+
+    @staticmethod
+    def _consumer(message: type[Message], handler: Handler) -> Callable[..., Awaitable[None]]:
+        async def consume(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+            result = handler(message.model_validate_json(incoming.body))
+            if result is not None:
+                await result
+
+        return consume
+
+    async def stop(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None

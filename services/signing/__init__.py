@@ -1,0 +1,1 @@
+"""signing: signs record versions role by role; one-click batches fanned out to competing workers."""
