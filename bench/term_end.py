@@ -1,0 +1,113 @@
+"""Term-end throughput per stage, next to raw ES256 signing and raw insert_many measured in the same run.
+
+    .venv/bin/python bench/term_end.py --students 10000 [--schools 1] [--signing-workers 1]
+
+The machines are shared and noisy, so each stage is reported as records/s and as a ratio to the
+two baselines measured in this run, not as an absolute target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from hocba.stack import Stack, StackConfig
+from hocba.term_end import TermEnd
+from shared.crypto.canonical import canonical_json
+from shared.crypto.jws import EcSigner
+from shared.messaging import delete_exchanges
+from shared.mongo import make_client
+from shared.settings import Settings
+
+
+async def sample_documents(mongo_url: str, settings: Settings, limit: int) -> list[dict]:
+    client = make_client(mongo_url)
+    try:
+        cursor = client[settings.names().database("signing")]["records"].find({}, {"_id": 0, "document": 1})
+        return [doc["document"] async for doc in cursor.limit(limit)]
+    finally:
+        await client.close()
+
+
+def raw_signing_rate(documents: list[dict]) -> float:
+    """ES256 over each document's canonical bytes, one process, no I/O."""
+    signer = EcSigner.generate("bench")
+    payloads = [canonical_json(d) for d in documents]
+    began = time.perf_counter()
+    for payload in payloads:
+        signer.sign_raw(payload)
+    return len(payloads) / (time.perf_counter() - began)
+
+
+async def raw_insert_rate(mongo_url: str, documents: list[dict], chunk: int) -> float:
+    """insert_many(ordered=False) of the same documents, in the same chunks, into the same server."""
+    client = make_client(mongo_url)
+    scratch = f"bench_baseline_{uuid.uuid4().hex[:8]}"
+    try:
+        collection = client[scratch]["records"]
+        copies = [dict(d) for d in documents]
+        began = time.perf_counter()
+        for start in range(0, len(copies), chunk):
+            await collection.insert_many(copies[start : start + chunk], ordered=False)
+        return len(copies) / (time.perf_counter() - began)
+    finally:
+        await client.drop_database(scratch)
+        await client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=10_000, help="students in all (default 10000)")
+    parser.add_argument("--schools", type=int, default=1)
+    parser.add_argument("--signing-workers", type=int, default=1)
+    parser.add_argument("--chunk-size", type=int, default=100)
+    args = parser.parse_args()
+    console = Console()
+    per_school = args.students // args.schools
+    namespace = f"bench{uuid.uuid4().hex[:8]}."
+    data_dir = Path(tempfile.mkdtemp(prefix="hocba-bench-"))
+    config = StackConfig.from_environment(
+        data_dir,
+        namespace=namespace,
+        fixed_ports=False,
+        ephemeral=True,
+        signing_workers=args.signing_workers,
+        extra_env={"HOCBA_CHUNK_SIZE": str(args.chunk_size)},
+    )
+    stack = Stack(config, report=lambda line: console.print(f"[dim]· {line}[/dim]"))
+    stack.start()
+    settings = Settings(amqp_url=config.amqp_url, namespace=namespace, chunk_size=args.chunk_size)
+    try:
+        console.print(f"term end: {args.schools} school(s) × {per_school} students, {args.signing_workers} signing worker(s)")
+        results = asyncio.run(TermEnd(settings, args.schools, per_school, stage_timeout=3600).run())
+        documents = asyncio.run(sample_documents(stack.mongo_url, settings, args.students))
+        signing_baseline = raw_signing_rate(documents)
+        insert_baseline = asyncio.run(raw_insert_rate(stack.mongo_url, documents, args.chunk_size))
+    finally:
+        stack.stop()
+        asyncio.run(delete_exchanges(config.amqp_url, settings.names()))
+
+    table = Table(title=f"term end, {args.students:,} students")
+    for column in ("stage", "count", "seconds", "per second", "÷ raw ES256", "÷ raw insert_many"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for r in results:
+        table.add_row(
+            r.what, f"{r.count:,}", f"{r.seconds:.1f}", f"{r.rate:,.0f}",
+            f"{r.rate / signing_baseline:.3f}", f"{r.rate / insert_baseline:.3f}",
+        )
+    table.add_row("baseline: raw ES256 sign (1 process)", f"{len(documents):,}", "", f"{signing_baseline:,.0f}", "1.000", "")
+    table.add_row("baseline: raw insert_many (same server)", f"{len(documents):,}", "", f"{insert_baseline:,.0f}", "", "1.000")
+    console.print(table)
+    console.print("[dim]archive and delivery overlap signing; their seconds count from the signing request. "
+                  "'assess' counts assessment entries (24 a student), the other stages records.[/dim]")
+
+
+if __name__ == "__main__":
+    main()
