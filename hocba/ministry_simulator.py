@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_HTTP_PORTS["ministry-simulator"])
-    parser.add_argument("--data-file", type=Path, default=None, help="JSON lines file that keeps receipts across restarts")
+    parser.add_argument(
+        "--data-file", type=Path, default=None, help="JSON lines file that keeps receipts across restarts"
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     store = ReceiptStore(args.data_file)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
@@ -29,6 +31,8 @@ def build_app(
     policy: DeliveryPolicy | None = None,
     relay_interval: float = 1.0,
 ) -> ServiceApp:
+    # One INFO line per request to the ministry would drown the service's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     registry, broker, bus, topology = messaging_parts(NAME, settings, registry)
     mongo, owns_mongo = mongo_for(settings, mongo, needed=repository is None)
     if repository is None:

@@ -86,7 +86,8 @@ async def deliver(deps: SyncDeps, keys: list[str] | None, limit: int) -> Deliver
     if not claimed:
         deps.metrics.backlog.set(await deps.repo.backlog())
         return DeliveryOutcome()
-    attempts = await asyncio.gather(*(deps.ministry.send(e.key, e.payload) for e in claimed))
+    answers = await asyncio.gather(*(deps.ministry.send(e.key, e.payload) for e in claimed), return_exceptions=True)
+    attempts = [_as_attempt(a) for a in answers]
     done = deps.clock()
     receipts: list[Receipt] = []
     failures: list[Failure] = []
@@ -113,6 +114,15 @@ async def deliver(deps: SyncDeps, keys: list[str] | None, limit: int) -> Deliver
         )
     deps.metrics.backlog.set(await deps.repo.backlog())
     return DeliveryOutcome(claimed=len(claimed), receipts=receipts, failures=failures)
+
+
+def _as_attempt(answer: Attempt | BaseException) -> Attempt:
+    """An unexpected error while sending counts as a failed attempt, so the entry is not left claimed."""
+    if isinstance(answer, Exception):
+        return Attempt(Outcome.RETRY, 0.0, error=f"{type(answer).__name__}: {answer}")
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
 
 
 def delivered_event(message_id: str, receipts: list[Receipt]) -> RecordsDelivered | None:

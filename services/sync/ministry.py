@@ -52,7 +52,7 @@ class Ministry:
                 return Attempt(Outcome.RETRY, 0.0, error="the ministry client is not open")
             try:
                 response = await self.client.post(self.url, json=payload, headers={IDEMPOTENCY_HEADER: key})
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 return Attempt(Outcome.RETRY, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
             seconds = time.perf_counter() - started
         outcome = classify(response.status_code)

@@ -1,0 +1,98 @@
+"""Fixtures for sync's use cases: in-memory outbox, the ministry simulator in-process, a settable clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from hocba.ministry_simulator import ReceiptStore, create_app
+from services.sync.domain import DeliveryPolicy
+from services.sync.handlers import SyncDeps
+from services.sync.metrics import SyncMetrics
+from services.sync.ministry import Ministry
+from services.sync.repository import InMemoryOutboxRepository
+from shared.contracts.archive import ArchivedRecord, RecordsArchived
+
+MINISTRY_URL = "http://ministry.test"
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def archived(n: int, school: str = "79000701", version: int = 1) -> RecordsArchived:
+    return RecordsArchived(
+        records=[
+            ArchivedRecord(
+                record_id=f"hb-{school}-{i:04d}",
+                version=version,
+                school_code=school,
+                school_year="2025-2026",
+                student_ref=f"s-{i}",
+                seq=i,
+                entry_hash=f"{i:064x}",
+                digest=f"{i + 1000:064x}",
+                document={"record_id": f"hb-{school}-{i:04d}", "year_result": "Tốt"},
+            )
+            for i in range(n)
+        ]
+    )
+
+
+@pytest.fixture
+def store() -> ReceiptStore:
+    return ReceiptStore()
+
+
+@pytest.fixture
+async def client(store):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(store))) as client:
+        yield client
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def repo() -> InMemoryOutboxRepository:
+    return InMemoryOutboxRepository()
+
+
+@pytest.fixture
+def policy() -> DeliveryPolicy:
+    return DeliveryPolicy(max_attempts=4, base_seconds=2.0, cap_seconds=60.0, lease_seconds=30.0)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def deps(repo, client, clock, policy, registry) -> SyncDeps:
+    return SyncDeps(
+        repo=repo,
+        ministry=Ministry(MINISTRY_URL, concurrency=4, client=client),
+        metrics=SyncMetrics(registry),
+        policy=policy,
+        clock=clock,
+        jitter=lambda: 0.0,
+    )
+
+
+def deliveries(registry: CollectorRegistry, outcome: str) -> float:
+    return registry.get_sample_value("hocba_sync_deliveries_total", {"outcome": outcome}) or 0.0
