@@ -43,6 +43,18 @@ def score_problems(label: str, value: Decimal) -> list[EntryProblem]:
     return []
 
 
+def enrolled_entry_problems(
+    rule_set: RuleSet, school_code: str, student: RegisteredStudent, entry: SubjectTermScores
+) -> list[EntryProblem]:
+    """An entry checked against the student's enrolment and the subject table of their grade."""
+    enrolment = student.enrolment
+    if enrolment.school_code != school_code:
+        return [EntryProblem("wrong-school", f"the student is enrolled in school {enrolment.school_code}")]
+    if rule_set.subjects(enrolment.grade) is None:
+        return [EntryProblem("no-rule-set", f"{rule_set.key} has no subject table for grade {enrolment.grade}")]
+    return entry_problems(entry, rule_set.subject(enrolment.grade, entry.subject))
+
+
 def entry_problems(entry: SubjectTermScores, rule: SubjectRule | None) -> list[EntryProblem]:
     """Every way one subject-term entry disagrees with its subject's rule (None: unknown subject)."""
     if rule is None:

@@ -1,0 +1,1 @@
+"""grades: assessment entries, term and year results by the circulars, the assembled year record."""

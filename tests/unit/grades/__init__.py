@@ -1,0 +1,1 @@
+"""Unit tests of the grades service: rules, record assembly and use cases."""
