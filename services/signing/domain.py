@@ -33,6 +33,11 @@ class StoredRecord:
     def key(self) -> Key:
         return (self.record.record_id, self.record.version)
 
+    @property
+    def scope(self) -> tuple[str, str]:
+        """(school_code, school_year): what a batch selects records by."""
+        return (self.record.school_code, self.record.school_year)
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -132,7 +137,10 @@ def signature_digest(jws: str) -> str:
     return sha256_hex(jws.encode("ascii"))
 
 
-def prev_digest(role: Role, present: Mapping[Role, Signature], order: Sequence[Role] = REQUIRED_ROLES) -> str | None:
+def prev_digest(
+    role: Role, present: Mapping[Role, Signature], order: Sequence[Role] = REQUIRED_ROLES
+) -> str | None:
+    """`prev` of `role`'s signature: the digest of the previous role's, or None for the first role."""
     before = previous_role(role, order)
     return signature_digest(present[before].jws) if before is not None else None
 

@@ -1,0 +1,1 @@
+"""archive: every signed record version kept forever in an append-only, hash-chained log."""

@@ -1,0 +1,32 @@
+"""signing's domain metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+BATCH_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+
+
+class SigningMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records_signed = Counter(
+            "hocba_records_signed_total",
+            "Record versions signed by this process, by signer role.",
+            ["role"],
+            registry=registry,
+        )
+        self.chunks = Counter(
+            "hocba_signing_chunks_total", "Chunks of batch work counted as signed.", registry=registry
+        )
+        self.batches = Counter(
+            "hocba_signing_batches_total",
+            "Signing batches finished, by outcome (completed, or empty when nothing needed a signature).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.batch_duration = Histogram(
+            "hocba_signing_batch_duration_seconds",
+            "Time from planning a batch to its last chunk being counted.",
+            buckets=BATCH_DURATION_BUCKETS,
+            registry=registry,
+        )

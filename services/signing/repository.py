@@ -1,0 +1,250 @@
+"""signing's `records`, `signatures` and `batches` collections: a Protocol, MongoDB and in-memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.signing.domain import COMPLETED, OPEN, Batch, Key, StoredRecord
+from shared.contracts.grades import RecordVersion
+from shared.contracts.signing import Role, Signature
+from shared.mongo import Index, insert_new, insert_one_new
+
+RECORDS = "records"
+SIGNATURES = "signatures"
+BATCHES = "batches"
+
+INDEXES = [
+    Index(RECORDS, [("record_id", 1), ("version", 1)], unique=True, name="record_version_unique"),
+    Index(RECORDS, [("school_code", 1), ("school_year", 1)], name="school_year"),
+    Index(
+        SIGNATURES, [("record_id", 1), ("version", 1), ("role", 1)], unique=True, name="record_version_role_unique"
+    ),
+    Index(SIGNATURES, [("school_code", 1), ("school_year", 1), ("role", 1)], name="school_year_role"),
+]
+
+
+class SigningRepository(Protocol):
+    async def add_records(self, records: list[StoredRecord]) -> int:
+        """Store record versions not stored before; returns how many were new."""
+
+    async def records(self, keys: Iterable[Key]) -> dict[Key, StoredRecord]:
+        """The stored versions among `keys`."""
+
+    async def unsigned(self, school_code: str, school_year: str, role: Role) -> list[Key]:
+        """Keys of the school year's record versions that lack `role`'s signature."""
+
+    async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
+        """Store (signature, school_code, school_year) rows whose (record, version, role) is new."""
+
+    async def signatures(self, keys: Iterable[Key]) -> dict[Key, dict[Role, Signature]]:
+        """The stored signatures of `keys`, by role."""
+
+    async def add_batch(self, batch: Batch) -> bool:
+        """Store a new batch with its plan; False when the batch id exists."""
+
+    async def batch(self, batch_id: str) -> Batch | None: ...
+
+    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int) -> Batch | None:
+        """Count a chunk once, atomically; the updated batch, or None if counted before (or unknown)."""
+
+    async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
+        """Mark an open batch completed; True only for the one call that did."""
+
+
+def record_id(key: Key) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+def _by_record_id(keys: Iterable[Key]) -> tuple[set[Key], dict[str, Any]]:
+    wanted = set(keys)
+    return wanted, {"record_id": {"$in": sorted({k[0] for k in wanted})}}
+
+
+def batch_document(batch: Batch) -> dict[str, Any]:
+    return {
+        "_id": batch.batch_id,
+        "school_code": batch.school_code,
+        "school_year": batch.school_year,
+        "role": batch.role,
+        "chunks": [[[rid, version] for rid, version in chunk] for chunk in batch.chunks],
+        "chunks_total": batch.chunks_total,
+        "records_total": batch.records_total,
+        "started_at": batch.started_at,
+        "status": batch.status,
+        "done_chunks": sorted(batch.done_chunks),
+        "records_signed": batch.records_signed,
+        "closed": {"at": batch.completed_at},
+    }
+
+
+def batch_from_document(doc: dict[str, Any]) -> Batch:
+    return Batch(
+        batch_id=doc["_id"],
+        school_code=doc["school_code"],
+        school_year=doc["school_year"],
+        role=doc["role"],
+        chunks=tuple(tuple((rid, int(version)) for rid, version in chunk) for chunk in doc["chunks"]),
+        started_at=doc["started_at"],
+        status=doc["status"],
+        done_chunks=frozenset(doc.get("done_chunks", [])),
+        records_signed=doc.get("records_signed", 0),
+        completed_at=(doc.get("closed") or {}).get("at"),
+    )
+
+
+class MongoSigningRepository:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.record_rows = db[RECORDS]
+        self.signature_rows = db[SIGNATURES]
+        self.batch_rows = db[BATCHES]
+
+    async def add_records(self, records: list[StoredRecord]) -> int:
+        return await insert_new(
+            self.record_rows,
+            [{"_id": record_id(r.key), **r.record.model_dump(mode="json"), "digest": r.digest} for r in records],
+        )
+
+    async def records(self, keys: Iterable[Key]) -> dict[Key, StoredRecord]:
+        wanted, query = _by_record_id(keys)
+        found: dict[Key, StoredRecord] = {}
+        async for doc in self.record_rows.find(query, {"_id": 0}):
+            key = (doc["record_id"], doc["version"])
+            if key in wanted:
+                found[key] = StoredRecord(RecordVersion.model_validate(doc), doc["digest"])
+        return found
+
+    async def unsigned(self, school_code: str, school_year: str, role: Role) -> list[Key]:
+        scope = {"school_code": school_code, "school_year": school_year}
+        projection = {"_id": 0, "record_id": 1, "version": 1}
+        signatures = self.signature_rows.find({**scope, "role": role}, projection)
+        signed = {(d["record_id"], d["version"]) async for d in signatures}
+        return sorted(
+            [
+                key
+                async for d in self.record_rows.find(scope, projection)
+                if (key := (d["record_id"], d["version"])) not in signed
+            ]
+        )
+
+    async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
+        return await insert_new(
+            self.signature_rows,
+            [
+                {
+                    "_id": f"{record_id((s.record_id, s.version))}:{s.role}",
+                    **s.model_dump(),
+                    "school_code": school_code,
+                    "school_year": school_year,
+                }
+                for s, school_code, school_year in signatures
+            ],
+        )
+
+    async def signatures(self, keys: Iterable[Key]) -> dict[Key, dict[Role, Signature]]:
+        wanted, query = _by_record_id(keys)
+        found: dict[Key, dict[Role, Signature]] = {}
+        async for doc in self.signature_rows.find(query):
+            key = (doc["record_id"], doc["version"])
+            if key in wanted:
+                found.setdefault(key, {})[doc["role"]] = Signature.model_validate(doc)
+        return found
+
+    async def add_batch(self, batch: Batch) -> bool:
+        return await insert_one_new(self.batch_rows, batch_document(batch))
+
+    async def batch(self, batch_id: str) -> Batch | None:
+        doc = await self.batch_rows.find_one({"_id": batch_id})
+        return batch_from_document(doc) if doc else None
+
+    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int) -> Batch | None:
+        # `$nin` rather than `$ne`: both mean "not among the array's elements" on MongoDB, and the
+        # embedded server honours only `$nin` in an update filter.
+        doc = await self.batch_rows.find_one_and_update(
+            {"_id": batch_id, "done_chunks": {"$nin": [chunk_no]}},
+            {"$push": {"done_chunks": chunk_no}, "$inc": {"records_signed": signed}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return batch_from_document(doc) if doc else None
+
+    async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
+        # The time sits in a subdocument: the embedded server stores a date `$set` on a top-level
+        # field as a string, but keeps dates inside subdocuments.
+        result = await self.batch_rows.update_one(
+            {"_id": batch_id, "status": OPEN}, {"$set": {"status": COMPLETED, "closed": {"at": completed_at}}}
+        )
+        return result.modified_count == 1
+
+
+class InMemorySigningRepository:
+    """For unit and wiring tests: same behaviour, no database."""
+
+    def __init__(self) -> None:
+        self.stored: dict[Key, StoredRecord] = {}
+        self.signed: dict[tuple[str, int, Role], tuple[Signature, str, str]] = {}
+        self.batches: dict[str, Batch] = {}
+
+    async def add_records(self, records: list[StoredRecord]) -> int:
+        added = 0
+        for record in records:
+            if record.key not in self.stored:
+                self.stored[record.key] = record
+                added += 1
+        return added
+
+    async def records(self, keys: Iterable[Key]) -> dict[Key, StoredRecord]:
+        return {k: self.stored[k] for k in set(keys) if k in self.stored}
+
+    async def unsigned(self, school_code: str, school_year: str, role: Role) -> list[Key]:
+        return sorted(
+            key
+            for key, r in self.stored.items()
+            if r.record.school_code == school_code
+            and r.record.school_year == school_year
+            and (*key, role) not in self.signed
+        )
+
+    async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
+        added = 0
+        for row in signatures:
+            s = row[0]
+            if (s.record_id, s.version, s.role) not in self.signed:
+                self.signed[(s.record_id, s.version, s.role)] = row
+                added += 1
+        return added
+
+    async def signatures(self, keys: Iterable[Key]) -> dict[Key, dict[Role, Signature]]:
+        wanted = set(keys)
+        found: dict[Key, dict[Role, Signature]] = {}
+        for (rid, version, role), (s, _, _) in self.signed.items():
+            if (rid, version) in wanted:
+                found.setdefault((rid, version), {})[role] = s
+        return found
+
+    async def add_batch(self, batch: Batch) -> bool:
+        if batch.batch_id in self.batches:
+            return False
+        self.batches[batch.batch_id] = batch
+        return True
+
+    async def batch(self, batch_id: str) -> Batch | None:
+        return self.batches.get(batch_id)
+
+    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int) -> Batch | None:
+        batch = self.batches.get(batch_id)
+        if batch is None or chunk_no in batch.done_chunks:
+            return None
+        self.batches[batch_id] = batch.counted(chunk_no, signed)
+        return self.batches[batch_id]
+
+    async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
+        batch = self.batches.get(batch_id)
+        if batch is None or batch.status != OPEN:
+            return False
+        self.batches[batch_id] = replace(batch, status=COMPLETED, completed_at=completed_at)
+        return True
