@@ -126,7 +126,7 @@ def print_summary(console: Console, outcome: DemoOutcome, data_dir: Path) -> Non
     table.add_column("stage")
     table.add_column("count", justify="right")
     table.add_column("seconds", justify="right")
-    table.add_column("records/s", justify="right")
+    table.add_column("per second", justify="right")
     for result in outcome.stages:
         table.add_row(result.what, f"{result.count:,}", f"{result.seconds:.1f}", f"{result.rate:,.0f}")
     console.print(table)
