@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
 from hocba.term_end import TermEnd
 from shared.crypto.canonical import canonical_json
@@ -86,7 +87,8 @@ def main() -> None:
     settings = Settings(amqp_url=config.amqp_url, namespace=namespace, chunk_size=args.chunk_size)
     try:
         console.print(f"term end: {args.schools} school(s) × {per_school} students, {args.signing_workers} signing worker(s)")
-        results = asyncio.run(TermEnd(settings, args.schools, per_school, stage_timeout=3600).run())
+        issuer, _ = dev_issuer(data_dir)
+        results = asyncio.run(TermEnd(settings, issuer, args.schools, per_school, stage_timeout=3600).run())
         documents = asyncio.run(sample_documents(stack.mongo_url, settings, args.students))
         signing_baseline = raw_signing_rate(documents)
         insert_baseline = asyncio.run(raw_insert_rate(stack.mongo_url, documents, args.chunk_size))

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
 from hocba.term_end import STAGES, StageResult, TermEnd
 from shared.messaging import delete_exchanges
@@ -103,7 +104,8 @@ def run_demo(
             def progress(stage: str, done: int, total: int) -> None:
                 bars.update(tasks[stage], completed=done, total=total)
 
-            run = TermEnd(settings, schools, students, progress=progress, stage_timeout=stage_timeout)
+            issuer, _ = dev_issuer(data_dir)
+            run = TermEnd(settings, issuer, schools, students, progress=progress, stage_timeout=stage_timeout)
             error = None
             try:
                 asyncio.run(run.run())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from hocba.keys import dev_issuer
 from hocba.infra import EmbeddedMongo, InfraError, ensure_rabbitmq, free_port
 from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SERVICES, Settings
 
@@ -119,6 +120,7 @@ class Stack:
         else:
             self.report(f"MongoDB at {self.mongo_url} (MONGO_URL)")
 
+        _, issuer_jwks = dev_issuer(cfg.data_dir)
         simulator_port = self.port(SIMULATOR)
         base_env = {
             **os.environ,
@@ -128,6 +130,7 @@ class Stack:
             "HOCBA_NAMESPACE": cfg.namespace,
             "HOCBA_MINISTRY_URL": f"http://127.0.0.1:{simulator_port}",
             "HOCBA_EPHEMERAL": "1" if cfg.ephemeral else "0",
+            "HOCBA_ACTOR_ISSUER_JWKS": os.environ.get("HOCBA_ACTOR_ISSUER_JWKS", str(issuer_jwks.resolve())),
             "PYTHONUNBUFFERED": "1",
         }
         logs = cfg.data_dir / "logs"

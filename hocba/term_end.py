@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from hocba import demo_data
+from hocba.staff import Staff
 from hocba.watch import Watch
 from shared.contracts.archive import RecordsArchived
 from shared.contracts.grades import AssessmentsRecorded, CloseYear, RecordAssessments, RecordsReady
@@ -24,6 +25,7 @@ from shared.contracts.signing import (
     RequestSignBatch,
 )
 from shared.contracts.sync import RecordsDelivered
+from shared.auth import IssuerKey
 from shared.messaging import make_broker
 from shared.settings import Settings
 
@@ -56,7 +58,7 @@ class StageResult:
 class Counts:
     """What the watch has seen, deduplicated, since the run began."""
 
-    students: dict[str, set[str]] = field(default_factory=dict)  # school -> refs
+    students: dict[str, dict[str, str]] = field(default_factory=dict)  # school -> ref -> class
     assessments: dict[str, int] = field(default_factory=dict)  # source message -> entries
     ready: set[tuple[str, int]] = field(default_factory=set)
     received: dict[str, int] = field(default_factory=dict)
@@ -87,6 +89,7 @@ class TermEnd:
     def __init__(
         self,
         settings: Settings,
+        issuer: IssuerKey,
         schools: int,
         students: int,
         progress: Progress = lambda stage, done, total: None,
@@ -98,6 +101,7 @@ class TermEnd:
         self.progress = progress
         self.stage_timeout = stage_timeout
         self.counts = Counts()
+        self.staff = Staff(issuer)
         self.results: list[StageResult] = []
         self.broker, self.bus, _ = make_broker(settings, CollectorRegistry(), "term-end")
         self.watch = Watch(settings.amqp_url, settings.names())
@@ -122,7 +126,7 @@ class TermEnd:
 
         def registered(m: StudentsRegistered) -> None:
             for s in m.students:
-                c.students.setdefault(s.enrolment.school_code, set()).add(s.student_ref)
+                c.students.setdefault(s.enrolment.school_code, {})[s.student_ref] = s.enrolment.class_name
 
         watch = self.watch
         watch.on(StudentsRegistered, self._on(registered))
@@ -179,33 +183,55 @@ class TermEnd:
         ]
 
         async def register() -> None:
-            for _, roster in rosters:
+            for school, roster in rosters:
+                actor = self.staff.school_admin(school.code)
                 for part in demo_data.chunks(roster, size):
-                    await self.bus.publish(RegisterStudents(students=part))
+                    await self.bus.publish(RegisterStudents(students=part, actor=actor))
 
         await self._stage("register", n, register)
 
         async def assess() -> None:
+            # Each subject teacher enters their subject for a class, as the school app sends it.
             for school in self.schools:
-                refs = sorted(self.counts.students.get(school.code, ()))
-                entries = list(demo_data.gradebook(refs))
-                for part in demo_data.chunks(entries, size * 5):
+                class_of = self.counts.students.get(school.code, {})
+                by_class_subject: dict[tuple[str, str], list] = {}
+                for entry in demo_data.gradebook(sorted(class_of)):
+                    by_class_subject.setdefault((class_of[entry.student_ref], entry.subject), []).append(entry)
+                classes = sorted(set(class_of.values()))
+                for (_, subject), entries in sorted(by_class_subject.items()):
+                    actor = self.staff.subject_teacher(school.code, subject, classes)
                     await self.bus.publish(
-                        RecordAssessments(school_code=school.code, school_year=demo_data.SCHOOL_YEAR, entries=part)
+                        RecordAssessments(
+                            school_code=school.code,
+                            school_year=demo_data.SCHOOL_YEAR,
+                            entries=entries,
+                            actor=actor,
+                        )
                     )
 
         await self._stage("assess", self.expected_entries(), assess)
 
         async def close() -> None:
             for school in self.schools:
-                await self.bus.publish(CloseYear(school_code=school.code, school_year=demo_data.SCHOOL_YEAR))
+                await self.bus.publish(
+                    CloseYear(
+                        school_code=school.code,
+                        school_year=demo_data.SCHOOL_YEAR,
+                        actor=self.staff.principal(school.code),
+                    )
+                )
 
         await self._stage("assemble", n, close)
 
         async def sign() -> None:
             for school in self.schools:
                 await self.bus.publish(
-                    RequestSignBatch(school_code=school.code, school_year=demo_data.SCHOOL_YEAR, role="principal")
+                    RequestSignBatch(
+                        school_code=school.code,
+                        school_year=demo_data.SCHOOL_YEAR,
+                        role="principal",
+                        actor=self.staff.principal(school.code),
+                    )
                 )
 
         signing_began = time.monotonic()

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     #: Delete this service's queues when it stops: for throw-away stacks (demo, tests), never production.
     ephemeral: bool = False
     log_level: str = "INFO"
+    #: JWKS file with the public keys whose actor tokens are accepted (the school management system's).
+    actor_issuer_jwks: Path | None = None
+    #: The `iss` those tokens must carry.
+    actor_issuer: str = "hocba-school-app"
 
     def names(self) -> Names:
         return Names(self.namespace)

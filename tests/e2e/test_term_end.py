@@ -8,6 +8,7 @@ import uuid
 import httpx
 import pytest
 
+from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
 from hocba.term_end import TermEnd
 from shared.messaging import delete_exchanges
@@ -50,7 +51,8 @@ def settings(stack) -> Settings:
 
 
 async def test_every_record_is_signed_archived_and_delivered_once(stack, settings):
-    run = TermEnd(settings, schools=1, students=STUDENTS, stage_timeout=180)
+    issuer, _ = dev_issuer(stack.config.data_dir)
+    run = TermEnd(settings, issuer, schools=1, students=STUDENTS, stage_timeout=180)
     results = {r.name: r.count for r in await run.run()}
     assert results == {
         "register": STUDENTS,

@@ -1,0 +1,35 @@
+"""Development keys made at run time into the ignored data folder (never committed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from joserfc.jwk import ECKey
+
+from shared.auth import DEFAULT_ISSUER, IssuerKey
+
+PRIVATE = "actor-issuer.private.jwk.json"
+PUBLIC = "actor-issuer.jwks.json"
+
+
+def dev_issuer(data_dir: Path) -> tuple[IssuerKey, Path]:
+    """The local stand-in for the school management system's token key, created on first use.
+
+    Returns the private key (for the command line, which acts as that system locally) and the
+    path of the public JWKS the services are pointed at.
+    """
+    folder = data_dir / "keys"
+    private_path, public_path = folder / PRIVATE, folder / PUBLIC
+    if private_path.exists():
+        key = IssuerKey(ECKey.import_key(json.loads(private_path.read_text())), DEFAULT_ISSUER)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        key = IssuerKey.generate("hocba-dev-school-app")
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(key.private_jwk(), out)
+    public_path.write_text(json.dumps({"keys": [key.key.as_dict(private=False)]}, indent=2))
+    return key, public_path
