@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field
@@ -27,3 +28,24 @@ class RecordsArchived(Message):
     ROUTING_KEY = "archive.record.archived.v1"
 
     records: list[ArchivedRecord] = Field(min_length=1)
+
+
+class Checkpoint(Model):
+    """A signed statement of the archive log's size and root hash at a moment (RFC 9162 style).
+
+    Checkpoints leave the system (sync delivers them to the ministry), so the operator cannot
+    rewrite history without the difference showing against a checkpoint held elsewhere.
+    """
+
+    origin: str
+    tree_size: int
+    root_hash: str
+    issued_at: datetime
+    #: Compact JWS (ES256) over the canonical JSON of the fields above.
+    signature: str
+
+
+class CheckpointIssued(Message):
+    ROUTING_KEY = "archive.checkpoint.issued.v1"
+
+    checkpoint: Checkpoint
