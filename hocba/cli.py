@@ -28,6 +28,9 @@ def data_root() -> Path:
 def up(
     signing_workers: Annotated[int, typer.Option(min=1, help="Signing worker processes to run.")] = 1,
     data_dir: Annotated[Path | None, typer.Option(help="Where data and logs go (default .hocba/).")] = None,
+    any_ports: Annotated[
+        bool, typer.Option("--any-ports", help="Pick free ports instead of the well-known ones (they are printed).")
+    ] = False,
 ) -> None:
     """Start MongoDB (embedded unless MONGO_URL is set), the five services and the ministry simulator.
 
@@ -35,7 +38,7 @@ def up(
     """
     folder = data_dir or data_root()
     stack = Stack(
-        StackConfig.from_environment(folder, signing_workers=signing_workers),
+        StackConfig.from_environment(folder, signing_workers=signing_workers, fixed_ports=not any_ports),
         report=lambda line: console.print(f"· {line}"),
     )
 

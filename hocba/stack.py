@@ -73,12 +73,13 @@ class StackConfig:
     @classmethod
     def from_environment(cls, data_dir: Path, **overrides: object) -> StackConfig:
         settings = Settings()
-        return cls(
-            data_dir=data_dir,
-            amqp_url=settings.amqp_url,
-            mongo_url=os.environ.get("MONGO_URL") or None,
-            **overrides,  # type: ignore[arg-type]
-        )
+        defaults: dict[str, object] = {
+            "amqp_url": settings.amqp_url,
+            "mongo_url": os.environ.get("MONGO_URL") or None,
+            "namespace": settings.namespace,
+            "ephemeral": settings.ephemeral,
+        }
+        return cls(data_dir=data_dir, **{**defaults, **overrides})  # type: ignore[arg-type]
 
 
 class Stack:

@@ -1,0 +1,60 @@
+"""`hocba up` starts every process, and Ctrl-C stops all of them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from shared.messaging import delete_exchanges
+from shared.settings import Names
+from tests.support import amqp_url
+
+PROCESSES = {"ministry-simulator", "identity", "grades", "signing", "archive", "sync"}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_up_runs_every_process_and_ctrl_c_stops_them_all(tmp_path: Path):
+    namespace = f"up{uuid.uuid4().hex[:8]}."
+    env = {**os.environ, "HOCBA_NAMESPACE": namespace, "HOCBA_EPHEMERAL": "1", "COLUMNS": "120"}
+    env.pop("MONGO_URL", None)  # the embedded server is part of what `up` starts
+    up = subprocess.Popen(
+        [str(Path(sys.executable).with_name("hocba")), "up", "--any-ports", "--data-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = up.stdout.readline()
+        output.append(line)
+        if "press Ctrl-C" in line or (not line and up.poll() is not None):
+            break
+    text = "".join(output)
+    assert "press Ctrl-C" in text, text
+    pids = {name: int(pid) for name, pid in re.findall(r"│ ([a-z-]+)\s+│ (\d+)\s+│", text)}
+    assert set(pids) == PROCESSES, text
+    mongo_pid = int((tmp_path / "mongo" / "nx-27017.pid").read_text().strip())
+    assert all(alive(pid) for pid in [*pids.values(), mongo_pid])
+
+    up.send_signal(signal.SIGINT)
+    rest, _ = up.communicate(timeout=60)
+    assert "nothing left running" in rest
+    assert up.returncode == 0
+    still = [name for name, pid in pids.items() if alive(pid)] + (["nx-27017"] if alive(mongo_pid) else [])
+    assert still == []
+    await delete_exchanges(amqp_url(), Names(namespace))
