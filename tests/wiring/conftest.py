@@ -1,10 +1,11 @@
 """Helpers for wiring tests: probes that record what a service publishes."""
 
-
 from typing import Any
 
+from faststream.rabbit import RabbitMessage
+
 from shared.contracts.base import Message
-from shared.messaging import quorum_queue
+from shared.messaging import dead_letter_queue, quorum_queue
 from shared.service import ServiceApp
 
 
@@ -23,3 +24,15 @@ def probe(service: ServiceApp, message: type[Message]) -> list[Any]:
 
 async def send(broker: Any, service: ServiceApp, message: Message) -> None:
     await broker.publish(message, exchange=service.bus.exchange, routing_key=message.ROUTING_KEY)
+
+
+def dead_letters(service: ServiceApp, message: type[Message]) -> list[tuple[bytes, dict]]:
+    """Subscribe to the dead-letter queue of `message`'s queue and collect (body, headers)."""
+    received: list[tuple[bytes, dict]] = []
+    dlq = dead_letter_queue(service.settings.names(), service.topology.queue_name(message.ROUTING_KEY))
+
+    @service.broker.subscriber(dlq, exchange=service.bus.dlx)
+    async def collect(body: dict, msg: RabbitMessage) -> None:
+        received.append((msg.body, dict(msg.headers)))
+
+    return received
