@@ -13,11 +13,31 @@ class GradesMetrics:
         self.recorded = Counter(
             "hocba_assessments_recorded_total", "Assessment entries newly stored.", registry=registry
         )
+        self.changed = Counter(
+            "hocba_entries_changed_total",
+            "Stored entries changed (each change logged with who, when, old and new value, reason), by kind.",
+            ["kind"],
+            registry=registry,
+        )
         self.rejected = Counter(
             "hocba_assessments_rejected_total",
-            "Assessment entries rejected, by reason.",
+            "Entries rejected (subject and homeroom entries), by reason.",
             ["reason"],
             registry=registry,
+        )
+        self.homeroom_recorded = Counter(
+            "hocba_homeroom_entries_recorded_total",
+            "Homeroom entries (conduct, absences, qualities, comments) newly stored.",
+            registry=registry,
+        )
+        self.refused = Counter(
+            "hocba_grades_commands_refused_total",
+            "Commands refused whole (no valid actor token, or the actor may not), by command and reason.",
+            ["command", "reason"],
+            registry=registry,
+        )
+        self.terms = Counter(
+            "hocba_terms_changed_total", "Terms closed or reopened, by action.", ["action"], registry=registry
         )
         self.assembled = Counter(
             "hocba_records_assembled_total", "Year records newly assembled and stored.", registry=registry
@@ -27,4 +47,7 @@ class GradesMetrics:
             "Enrolled students whose year record could not be assembled, by reason.",
             ["reason"],
             registry=registry,
+        )
+        self.explained = Counter(
+            "hocba_records_explained_total", "Record explanations answered, by outcome.", ["outcome"], registry=registry
         )

@@ -1,20 +1,33 @@
-"""grades' collections (enrolments, assessments, terms, records): a Protocol, MongoDB, indexes."""
+"""grades' collections (enrolments, assessments, terms, records): a Protocol, MongoDB, indexes.
+
+`assessments` holds both subject entries (kind "subject") and homeroom entries (kind
+"homeroom": conduct, absences, qualities, comments), each with its revision, the ids of the
+messages that set it and the log of its changes (who, when, old value, new value, reason).
+`terms` holds each term's lock with its history, and the year's close.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.contracts.grades import RecordVersion, SubjectTermScores
+from services.grades.domain.terms import Stored, TermStatus
+from shared.contracts.grades import RecordVersion, StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import Enrolment, RegisteredStudent
+from shared.errors import TransientError
 from shared.mongo import Index, insert_new, insert_one_new
 
 ENROLMENTS = "enrolments"
 ASSESSMENTS = "assessments"
 TERMS = "terms"
 RECORDS = "records"
+
+Kind = Literal["subject", "homeroom"]
+HOMEROOM = "(homeroom)"  # the `subject` key of homeroom entries; no subject has this name
+YEAR = 0  # the `term` key of the year's close in `terms`
 
 INDEXES = [
     Index(ENROLMENTS, [("student_ref", 1), ("school_year", 1)], unique=True, name="student_year_unique"),
@@ -26,10 +39,27 @@ INDEXES = [
         name="student_year_subject_term_unique",
     ),
     Index(ASSESSMENTS, [("school_code", 1), ("school_year", 1)], name="school_year"),
-    Index(TERMS, [("school_code", 1), ("school_year", 1)], unique=True, name="school_year_unique"),
+    Index(TERMS, [("school_code", 1), ("school_year", 1), ("term", 1)], unique=True, name="school_year_term_unique"),
     Index(RECORDS, [("record_id", 1), ("version", 1)], unique=True, name="record_version_unique"),
     Index(RECORDS, [("school_code", 1), ("school_year", 1)], name="school_year"),
 ]
+
+#: (student ref, subject, term): one entry's key within a school year.
+EntryKey = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class Write:
+    """One entry to store: new (revision 0 expected) or a change of revision `revision`."""
+
+    key: EntryKey
+    values: SubjectTermScores | StudentTermConduct
+    message_id: str
+    by: str
+    at: datetime
+    reason: str = ""
+    revision: int = 0
+    old: SubjectTermScores | StudentTermConduct | None = None
 
 
 class GradesRepository(Protocol):
@@ -48,17 +78,37 @@ class GradesRepository(Protocol):
     async def close_year(self, school_code: str, school_year: str, closed_at: datetime) -> bool:
         """Record that the year is closed; False when it already was."""
 
-    async def add_assessments(self, school_code: str, school_year: str, entries: list[SubjectTermScores]) -> int:
-        """Store entries whose (student, year, subject, term) is new; returns how many were."""
+    async def term_statuses(self, school_code: str, school_year: str) -> dict[int, TermStatus]:
+        """Terms 1 and 2 with their locks."""
+
+    async def set_term(
+        self, school_code: str, school_year: str, term: int, closed: bool, by: str, at: datetime, reason: str, message_id: str
+    ) -> bool:
+        """Close (or reopen) a term, logging who, when and why; False when it already was."""
+
+    async def stored(self, school_code: str, school_year: str, kind: Kind, keys: list[EntryKey]) -> dict[EntryKey, Stored]:
+        """The stored entries among `keys`."""
+
+    async def write(self, school_code: str, school_year: str, kind: Kind, writes: list[Write]) -> None:
+        """Insert the new entries and apply the changes; a lost race raises TransientError."""
 
     async def assessments(self, school_code: str, school_year: str) -> list[SubjectTermScores]:
-        """Every entry of the school's year."""
+        """Every subject entry of the school's year."""
+
+    async def homeroom(self, school_code: str, school_year: str) -> list[StudentTermConduct]:
+        """Every homeroom entry of the school's year."""
+
+    async def changes(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
+        """The change log of the school's year: each change with its entry's key."""
 
     async def add_records(self, records: list[RecordVersion]) -> int:
         """Store record versions not yet stored; returns how many were new."""
 
     async def records(self, school_code: str, school_year: str, version: int) -> list[RecordVersion]:
         """The stored records of the school's year at `version`, ordered by record id."""
+
+    async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
+        """One record at `version` (None: the latest)."""
 
 
 def enrolment_document(student: RegisteredStudent) -> dict[str, Any]:
@@ -69,8 +119,28 @@ def registered(doc: dict[str, Any]) -> RegisteredStudent:
     return RegisteredStudent(student_ref=doc["student_ref"], enrolment=Enrolment.model_validate(doc))
 
 
-def assessment_document(school_code: str, school_year: str, entry: SubjectTermScores) -> dict[str, Any]:
-    return {"school_code": school_code, "school_year": school_year, **entry.model_dump(mode="json")}
+def entry_id(school_year: str, key: EntryKey) -> str:
+    return "/".join((school_year, key[0], key[1], str(key[2])))
+
+
+def entry_key(kind: Kind, values: SubjectTermScores | StudentTermConduct) -> EntryKey:
+    subject = values.subject if isinstance(values, SubjectTermScores) else HOMEROOM
+    return (values.student_ref, subject, values.term)
+
+
+def model_for(kind: Kind) -> type[SubjectTermScores] | type[StudentTermConduct]:
+    return SubjectTermScores if kind == "subject" else StudentTermConduct
+
+
+def change_entry(write: Write) -> dict[str, Any]:
+    return {
+        "at": write.at,
+        "by": write.by,
+        "old": write.old.model_dump(mode="json") if write.old is not None else None,
+        "new": write.values.model_dump(mode="json"),
+        "reason": write.reason,
+        "message_id": write.message_id,
+    }
 
 
 class MongoGradesRepository:
@@ -92,21 +162,136 @@ class MongoGradesRepository:
         return [registered(doc) async for doc in cursor]
 
     async def is_closed(self, school_code: str, school_year: str) -> bool:
-        return await self._terms.find_one({"school_code": school_code, "school_year": school_year}) is not None
+        found = await self._terms.find_one({"school_code": school_code, "school_year": school_year, "term": YEAR})
+        return found is not None
 
     async def close_year(self, school_code: str, school_year: str, closed_at: datetime) -> bool:
         return await insert_one_new(
-            self._terms, {"school_code": school_code, "school_year": school_year, "closed_at": closed_at}
+            self._terms,
+            {"school_code": school_code, "school_year": school_year, "term": YEAR, "closed": {"at": closed_at}},
         )
 
-    async def add_assessments(self, school_code: str, school_year: str, entries: list[SubjectTermScores]) -> int:
-        return await insert_new(
-            self._assessments, [assessment_document(school_code, school_year, e) for e in entries]
+    async def term_statuses(self, school_code: str, school_year: str) -> dict[int, TermStatus]:
+        statuses = {t: TermStatus(t) for t in (1, 2)}
+        async for doc in self._terms.find({"school_code": school_code, "school_year": school_year, "term": {"$in": [1, 2]}}):
+            statuses[doc["term"]] = TermStatus(doc["term"], closed=doc["state"] == "closed", reopened=doc.get("reopened", 0) > 0)
+        return statuses
+
+    async def set_term(
+        self, school_code: str, school_year: str, term: int, closed: bool, by: str, at: datetime, reason: str, message_id: str
+    ) -> bool:
+        key = {"school_code": school_code, "school_year": school_year, "term": term}
+        event = {"action": "close" if closed else "reopen", "by": by, "at": at, "reason": reason, "message_id": message_id}
+        state, other = ("closed", "open") if closed else ("open", "closed")
+        first = {**key, "state": state, "reopened": 0, "revision": 1, "history": [event], "message_ids": [message_id]}
+        if closed and await insert_one_new(self._terms, first):
+            return True
+        # Arrays of documents are rewritten whole under a revision check ($push of documents is
+        # not portable to the embedded server); a message that already acted never acts again.
+        doc = await self._terms.find_one({**key, "state": other, "message_ids": {"$nin": [message_id]}})
+        if doc is None:
+            return False
+        result = await self._terms.update_one(
+            {**key, "revision": doc["revision"]},
+            {
+                "$set": {
+                    "state": state,
+                    "revision": doc["revision"] + 1,
+                    "reopened": doc["reopened"] + (0 if closed else 1),
+                    "history": [*doc["history"], event],
+                },
+                "$push": {"message_ids": message_id},
+            },
         )
+        if result.modified_count != 1:
+            raise TransientError(f"term {term} changed meanwhile; the command is tried again")
+        return True
+
+    async def stored(self, school_code: str, school_year: str, kind: Kind, keys: list[EntryKey]) -> dict[EntryKey, Stored]:
+        if not keys:
+            return {}
+        refs = sorted({k[0] for k in keys})
+        subjects = sorted({k[1] for k in keys})
+        wanted = set(keys)
+        cursor = self._assessments.find(
+            {"school_year": school_year, "kind": kind, "student_ref": {"$in": refs}, "subject": {"$in": subjects}},
+            {"values": 1, "revision": 1, "message_ids": 1, "student_ref": 1, "subject": 1, "term": 1},
+        )
+        model = model_for(kind)
+        found = {}
+        async for doc in cursor:
+            key = (doc["student_ref"], doc["subject"], doc["term"])
+            if key in wanted:
+                found[key] = Stored(model.model_validate(doc["values"]), doc["revision"], frozenset(doc["message_ids"]))
+        return found
+
+    async def write(self, school_code: str, school_year: str, kind: Kind, writes: list[Write]) -> None:
+        new = [w for w in writes if w.revision == 0]
+        inserted = await insert_new(
+            self._assessments,
+            [
+                {
+                    "_id": entry_id(school_year, w.key),
+                    "school_code": school_code,
+                    "school_year": school_year,
+                    "kind": kind,
+                    "student_ref": w.key[0],
+                    "subject": w.key[1],
+                    "term": w.key[2],
+                    "values": w.values.model_dump(mode="json"),
+                    "revision": 1,
+                    "message_ids": [w.message_id],
+                    "recorded": {"at": w.at, "by": w.by},
+                    "changes": [],
+                }
+                for w in new
+            ],
+        )
+        lost = len(new) - inserted
+        for w in writes:
+            if w.revision == 0:
+                continue
+            where = {"_id": entry_id(school_year, w.key), "revision": w.revision}
+            doc = await self._assessments.find_one(where, {"changes": 1})
+            result = None if doc is None else await self._assessments.update_one(
+                where,
+                {
+                    "$set": {
+                        "values": w.values.model_dump(mode="json"),
+                        "revision": w.revision + 1,
+                        "changes": [*doc["changes"], change_entry(w)],
+                    },
+                    "$push": {"message_ids": w.message_id},
+                },
+            )
+            lost += 1 if result is None else 1 - result.modified_count
+        if lost:
+            raise TransientError(f"{lost} entr(ies) changed meanwhile; the command is tried again")
 
     async def assessments(self, school_code: str, school_year: str) -> list[SubjectTermScores]:
-        cursor = self._assessments.find({"school_code": school_code, "school_year": school_year}, {"_id": 0})
-        return [SubjectTermScores.model_validate(doc) async for doc in cursor]
+        return [e async for e in self._values(school_code, school_year, "subject")]  # type: ignore[misc]
+
+    async def homeroom(self, school_code: str, school_year: str) -> list[StudentTermConduct]:
+        return [e async for e in self._values(school_code, school_year, "homeroom")]  # type: ignore[misc]
+
+    async def _values(self, school_code: str, school_year: str, kind: Kind):
+        model = model_for(kind)
+        cursor = self._assessments.find(
+            {"school_code": school_code, "school_year": school_year, "kind": kind}, {"values": 1}
+        )
+        async for doc in cursor:
+            yield model.model_validate(doc["values"])
+
+    async def changes(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
+        cursor = self._assessments.find(
+            {"school_code": school_code, "school_year": school_year, "revision": {"$gt": 1}},
+            {"student_ref": 1, "subject": 1, "term": 1, "changes": 1},
+        )
+        return [
+            {"student_ref": d["student_ref"], "subject": d["subject"], "term": d["term"], **change}
+            async for d in cursor
+            for change in d["changes"]
+        ]
 
     async def add_records(self, records: list[RecordVersion]) -> int:
         return await insert_new(self._records, [r.model_dump(mode="json") for r in records])
@@ -118,15 +303,35 @@ class MongoGradesRepository:
         found = [RecordVersion.model_validate(doc) async for doc in cursor]
         return sorted(found, key=lambda r: r.record_id)
 
+    async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
+        query: dict[str, Any] = {"record_id": record_id}
+        if version is not None:
+            query["version"] = version
+        found = [RecordVersion.model_validate(doc) async for doc in self._records.find(query, {"_id": 0})]
+        return max(found, key=lambda r: r.version, default=None)
+
+
+@dataclass
+class _Row:
+    school_code: str
+    kind: Kind
+    values: SubjectTermScores | StudentTermConduct
+    revision: int
+    message_ids: set[str]
+    changes: list[dict[str, Any]]
+
 
 class InMemoryGradesRepository:
     """For unit and wiring tests: same behaviour, no database."""
 
     def __init__(self) -> None:
         self.enrolment_by_key: dict[tuple[str, str], RegisteredStudent] = {}
-        self.entry_by_key: dict[tuple[str, str, str, int], tuple[str, SubjectTermScores]] = {}
+        self.rows: dict[tuple[str, EntryKey], _Row] = {}  # (school year, key) -> row
         self.closed: dict[tuple[str, str], datetime] = {}
+        self.terms: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.record_by_key: dict[tuple[str, int], RecordVersion] = {}
+        #: Set to make the next write lose a race (tests of the retry).
+        self.lose_next_write = False
 
     async def enrol(self, students: list[RegisteredStudent]) -> int:
         added = 0
@@ -157,20 +362,74 @@ class InMemoryGradesRepository:
         self.closed[(school_code, school_year)] = closed_at
         return True
 
-    async def add_assessments(self, school_code: str, school_year: str, entries: list[SubjectTermScores]) -> int:
-        added = 0
-        for entry in entries:
-            key = (entry.student_ref, school_year, entry.subject, entry.term)
-            if key not in self.entry_by_key:
-                self.entry_by_key[key] = (school_code, entry)
-                added += 1
-        return added
+    async def term_statuses(self, school_code: str, school_year: str) -> dict[int, TermStatus]:
+        statuses = {}
+        for t in (1, 2):
+            doc = self.terms.get((school_code, school_year, t))
+            statuses[t] = TermStatus(t) if doc is None else TermStatus(t, doc["state"] == "closed", doc["reopened"] > 0)
+        return statuses
+
+    async def set_term(
+        self, school_code: str, school_year: str, term: int, closed: bool, by: str, at: datetime, reason: str, message_id: str
+    ) -> bool:
+        event = {"action": "close" if closed else "reopen", "by": by, "at": at, "reason": reason, "message_id": message_id}
+        doc = self.terms.get((school_code, school_year, term))
+        if doc is None:
+            if not closed:
+                return False
+            self.terms[(school_code, school_year, term)] = {"state": "closed", "reopened": 0, "history": [event]}
+            return True
+        wanted = "closed" if closed else "open"
+        if doc["state"] == wanted or any(h["message_id"] == message_id for h in doc["history"]):
+            return False
+        doc["state"] = wanted
+        doc["reopened"] += 0 if closed else 1
+        doc["history"].append(event)
+        return True
+
+    async def stored(self, school_code: str, school_year: str, kind: Kind, keys: list[EntryKey]) -> dict[EntryKey, Stored]:
+        found = {}
+        for key in keys:
+            row = self.rows.get((school_year, key))
+            if row is not None and row.kind == kind:
+                found[key] = Stored(row.values, row.revision, frozenset(row.message_ids))
+        return found
+
+    async def write(self, school_code: str, school_year: str, kind: Kind, writes: list[Write]) -> None:
+        lost = 0
+        for w in writes:
+            row = self.rows.get((school_year, w.key))
+            if self.lose_next_write:
+                self.lose_next_write, lost = False, lost + 1
+                continue
+            if w.revision == 0:
+                if row is None:
+                    self.rows[(school_year, w.key)] = _Row(school_code, kind, w.values, 1, {w.message_id}, [])
+                else:
+                    lost += 1
+            elif row is None or row.revision != w.revision:
+                lost += 1
+            else:
+                row.values, row.revision = w.values, row.revision + 1
+                row.message_ids.add(w.message_id)
+                row.changes.append(change_entry(w))
+        if lost:
+            raise TransientError(f"{lost} entr(ies) changed meanwhile; the command is tried again")
 
     async def assessments(self, school_code: str, school_year: str) -> list[SubjectTermScores]:
+        return [r.values for (y, _), r in self.rows.items()  # type: ignore[misc]
+                if y == school_year and r.school_code == school_code and r.kind == "subject"]
+
+    async def homeroom(self, school_code: str, school_year: str) -> list[StudentTermConduct]:
+        return [r.values for (y, _), r in self.rows.items()  # type: ignore[misc]
+                if y == school_year and r.school_code == school_code and r.kind == "homeroom"]
+
+    async def changes(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
         return [
-            entry
-            for (_, year, _, _), (code, entry) in self.entry_by_key.items()
-            if code == school_code and year == school_year
+            {"student_ref": key[0], "subject": key[1], "term": key[2], **change}
+            for (y, key), r in self.rows.items()
+            if y == school_year and r.school_code == school_code
+            for change in r.changes
         ]
 
     async def add_records(self, records: list[RecordVersion]) -> int:
@@ -188,3 +447,7 @@ class InMemoryGradesRepository:
             if r.school_code == school_code and r.school_year == school_year and r.version == version
         ]
         return sorted(found, key=lambda r: r.record_id)
+
+    async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
+        found = [r for (rid, v), r in self.record_by_key.items() if rid == record_id and (version is None or v == version)]
+        return max(found, key=lambda r: r.version, default=None)

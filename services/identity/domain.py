@@ -1,4 +1,4 @@
-"""Rules for the 12-digit personal identification number (Decree 137/2015/NĐ-CP Art. 13)."""
+"""identity's rules, pure: the 12-digit personal ID (Decree 137/2015/NĐ-CP Art. 13) and a roster row."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from services.identity.provinces import PROVINCES
+from shared.contracts.identity import StudentIdentity
 
 #: Digit 4 encodes century and sex: (century start year, sex) -> digit.
 CENTURY_SEX_DIGIT = {
@@ -16,6 +17,9 @@ CENTURY_SEX_DIGIT = {
     (2100, "M"): "4",
     (2100, "F"): "5",
 }
+
+#: Identity fields compared when a student is registered again.
+COMPARED = ("full_name", "date_of_birth", "sex", "place_of_birth", "ethnicity", "guardian_name")
 
 
 @dataclass(frozen=True)
@@ -52,3 +56,18 @@ def personal_id_problems(personal_id: str, date_of_birth: date, sex: str) -> lis
             )
         )
     return problems
+
+
+def identity_problems(identity: StudentIdentity, today: date) -> list[IdProblem]:
+    """A roster row's identity: the personal ID rules, a name, and a birth date not in the future."""
+    problems = personal_id_problems(identity.personal_id, identity.date_of_birth, identity.sex)
+    if not identity.full_name.strip():
+        problems.append(IdProblem("name", "full name is empty"))
+    if identity.date_of_birth > today:
+        problems.append(IdProblem("date-of-birth", f"date of birth {identity.date_of_birth} is in the future"))
+    return problems
+
+
+def differences(stored: StudentIdentity, given: StudentIdentity) -> list[str]:
+    """The identity fields in which a row differs from the registered student."""
+    return [name for name in COMPARED if getattr(stored, name) != getattr(given, name)]

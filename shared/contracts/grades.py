@@ -1,4 +1,4 @@
-"""Grades messages: assessment entries, closing a year, and the assembled year record."""
+"""Grades messages: assessment and conduct entries, terms, closing a year, the assembled record."""
 
 from __future__ import annotations
 
@@ -11,13 +11,22 @@ from shared.contracts.base import Message, Model, Notification
 
 Term = Literal[1, 2]
 CommentLevel = Literal["Đ", "CĐ"]
+#: Primary subject levels: Hoàn thành tốt, Hoàn thành, Chưa hoàn thành (Circular 27/2020).
+SubjectLevel = Literal["T", "H", "C"]
+#: Primary qualities and competencies: Tốt, Đạt, Cần cố gắng.
+QualityLevel = Literal["T", "Đ", "C"]
+#: Secondary conduct (rèn luyện) per term (Circular 22/2021).
+ConductLevel = Literal["Tốt", "Khá", "Đạt", "Chưa đạt"]
 
 
 class SubjectTermScores(Model):
     """One student's assessments in one subject for one term.
 
-    Score-assessed subjects carry `regular` (ĐĐGtx), `midterm` (ĐĐGgk) and `final` (ĐĐGck);
-    comment-assessed subjects carry `comment_level` (Đạt / Chưa đạt).
+    Secondary score-assessed subjects carry `regular` (ĐĐGtx), `midterm` (ĐĐGgk) and `final`
+    (ĐĐGck); secondary comment-assessed subjects carry `comment_level` (Đạt / Chưa đạt).
+    Primary subjects carry `level` (term 1: end of term I, term 2: end of year) and
+    `midterm_level`; tested primary subjects carry the periodic test in `final` (and, in
+    grades 4-5 for Tiếng Việt and Toán, the mid-term test in `midterm`).
     """
 
     student_ref: str
@@ -27,16 +36,34 @@ class SubjectTermScores(Model):
     midterm: Decimal | None = None
     final: Decimal | None = None
     comment_level: CommentLevel | None = None
+    level: SubjectLevel | None = None
+    midterm_level: SubjectLevel | None = None
+    #: The subject teacher's comment for the term.
+    comment: str = ""
 
 
 class RecordAssessments(Message):
-    """Command: store a chunk of assessment entries of one school year."""
+    """Command: store a chunk of assessment entries of one school year, from a subject teacher.
+
+    An entry that replaces a stored one is a change: it is logged with the actor and `reason`
+    (required once the term has been reopened). Requested (not just published), it is answered
+    with an `AssessmentsRecorded`.
+    """
 
     ROUTING_KEY = "grades.assessments.record.v1"
 
     school_code: str
     school_year: str
     entries: list[SubjectTermScores] = Field(min_length=1)
+    reason: str = ""
+
+
+class EntryRejection(Model):
+    """Why entry `index` of a command was not stored; `code` is short, `reason` in words."""
+
+    index: int
+    code: str
+    reason: str
 
 
 class AssessmentsRecorded(Notification):
@@ -44,12 +71,94 @@ class AssessmentsRecorded(Notification):
 
     school_code: str
     school_year: str
+    #: Entries accepted (new, changed or unchanged).
     entries: int
     source_message_id: str
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    rejected: list[EntryRejection] = []
+
+
+class StudentTermConduct(Model):
+    """What the homeroom teacher enters for one student and one term.
+
+    Secondary: `conduct` (rèn luyện) and `absences` (sessions, excused or not). Primary:
+    `qualities` and `competencies` (name -> T/Đ/C) and `absences`. Both: `comment`.
+    """
+
+    student_ref: str
+    term: Term
+    conduct: ConductLevel | None = None
+    absences: int | None = Field(None, ge=0)
+    qualities: dict[str, QualityLevel] = {}
+    competencies: dict[str, QualityLevel] = {}
+    comment: str = ""
+
+
+class RecordConduct(Message):
+    """Command: the homeroom teacher's entries for students of their class."""
+
+    ROUTING_KEY = "grades.conduct.record.v1"
+
+    school_code: str
+    school_year: str
+    entries: list[StudentTermConduct] = Field(min_length=1)
+    reason: str = ""
+
+
+class ConductRecorded(Notification):
+    ROUTING_KEY = "grades.conduct.recorded.v1"
+
+    school_code: str
+    school_year: str
+    entries: int
+    source_message_id: str
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    rejected: list[EntryRejection] = []
+
+
+class CloseTerm(Message):
+    """Command (principal or school administrator): lock a term's entries."""
+
+    ROUTING_KEY = "grades.term.close.v1"
+
+    school_code: str
+    school_year: str
+    term: Term
+
+
+class ReopenTerm(Message):
+    """Command (principal only): unlock a closed term for corrections, saying why."""
+
+    ROUTING_KEY = "grades.term.reopen.v1"
+
+    school_code: str
+    school_year: str
+    term: Term
+    reason: str = Field(min_length=1)
+
+
+class TermChanged(Notification):
+    """A term was closed or reopened (or a repeated command found it so already)."""
+
+    ROUTING_KEY = "grades.term.changed.v1"
+
+    school_code: str
+    school_year: str
+    term: Term
+    state: Literal["open", "closed"]
+    source_message_id: str
+    by: str = ""
 
 
 class CloseYear(Message):
-    """Command: close the school year and assemble every student's record."""
+    """Command (principal): close the school year and assemble every student's record.
+
+    Both terms must be closed first: a record is assembled only from locked entries.
+    """
 
     ROUTING_KEY = "grades.year.close.v1"
 
@@ -89,3 +198,39 @@ class RecordsReady(Message):
     school_code: str
     school_year: str
     records: list[RecordVersion] = Field(min_length=1)
+
+
+class ExplainRecord(Message):
+    """Request: how a record's results were computed (answered with `RecordExplanation`)."""
+
+    ROUTING_KEY = "grades.record.explain.v1"
+
+    record_id: str
+    #: None: the latest version.
+    version: int | None = None
+
+
+class ExplanationLine(Model):
+    """One computed result: what it is about, its value, the clause that decided it, the inputs."""
+
+    about: str
+    result: Any
+    clause: str
+    rule: str
+    inputs: dict[str, Any]
+    text: str
+
+
+class RecordExplanation(Model):
+    found: bool
+    record_id: str
+    version: int = 0
+    school_code: str = ""
+    school_year: str = ""
+    grade: int = 0
+    class_name: str = ""
+    student_name: str = ""
+    rule_set: str = ""
+    unconfirmed: list[str] = []
+    lines: list[ExplanationLine] = []
+    error: str = ""

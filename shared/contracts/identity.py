@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.base import Message, Model
+from shared.contracts.base import Message, Model, Notification
 
 Sex = Literal["M", "F"]
 
@@ -75,3 +75,60 @@ class StudentSnapshots(Model):
 
     students: list[StudentSnapshot]
     missing: list[str] = []
+
+
+class RowRejection(Model):
+    """Why row `index` of a RegisterStudents was not registered."""
+
+    index: int
+    code: str
+    reason: str
+
+
+class RegistrationReport(Model):
+    """Reply to a requested RegisterStudents: what became of each row.
+
+    `new`: registered now; `unchanged`: already registered with the same identity and
+    enrolment; `enrolled`: already registered, this enrolment added.
+    """
+
+    source_message_id: str
+    new: int = 0
+    unchanged: int = 0
+    enrolled: int = 0
+    rejected: list[RowRejection] = []
+
+
+class FindStudents(Message):
+    """Request: the identity snapshots of these personal IDs, as far as the actor may see them.
+
+    A school's staff see their school's students; the department's operators see all.
+    Answered with `StudentMatches`.
+    """
+
+    ROUTING_KEY = "identity.students.find.v1"
+
+    personal_ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class StudentMatches(Model):
+    students: list[StudentSnapshot] = []
+    #: Personal IDs with no student the actor may see.
+    missing: list[str] = []
+    error: str = ""
+
+
+class RotateIdentityKey(Message):
+    """Command (operator): add a new data key, make it current, re-encrypt every student under it."""
+
+    ROUTING_KEY = "identity.keys.rotate.v1"
+
+
+class KeyRotationProgress(Notification):
+    ROUTING_KEY = "identity.keys.rotation.v1"
+
+    source_message_id: str
+    key_id: str
+    done: int
+    total: int
+    finished: bool = False

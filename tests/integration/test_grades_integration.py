@@ -7,21 +7,50 @@ import json
 import time
 from datetime import UTC, datetime
 
+import pytest
+from bson import json_util
+
 from services.grades.app import build_app
 from services.grades.domain import record_id
-from services.grades.repository import INDEXES, MongoGradesRepository
+from services.grades.repository import INDEXES, MongoGradesRepository, Write, entry_key
 from shared.contracts.grades import (
     AssessmentsRecorded,
+    CloseTerm,
     CloseYear,
+    ExplainRecord,
     RecordAssessments,
+    RecordConduct,
+    RecordExplanation,
     RecordsReady,
     RecordVersion,
+    ReopenTerm,
+    TermChanged,
 )
 from shared.contracts.identity import StudentSnapshots, StudentsRegistered
 from shared.messaging import ERROR_HEADER, REASON_HEADER
 from shared.mongo import ensure_indexes
 from tests.support import drain, probing, running
-from tests.unit.grades.builders import SCHOOL, YEAR, commented, enrolled, full_year, scored, snapshot
+from shared.errors import TransientError
+from tests.unit.grades.builders import (
+    KEYS,
+    SCHOOL,
+    YEAR,
+    enrolled,
+    full_year,
+    homeroom,
+    homeroom_teacher,
+    principal,
+    scored,
+    snapshot,
+    subject_teacher,
+)
+
+NOW = datetime(2026, 1, 10, tzinfo=UTC)
+
+
+def writes(entries, message_id: str = "m1", revision: int = 0, old=None, reason: str = "") -> list[Write]:
+    kind = "subject"
+    return [Write(entry_key(kind, e), e, message_id, "gv-1", NOW, reason, revision, old) for e in entries]
 
 
 async def repository(mongo_client, settings) -> MongoGradesRepository:
@@ -41,28 +70,50 @@ async def test_enrolments_are_kept_once_per_student_and_year(mongo_client, setti
     assert await repo.enrolments_of("2026-2027", ["s1"]) == {}
 
 
-async def test_assessments_are_unique_per_student_year_subject_and_term(mongo_client, settings):
+async def test_entries_are_stored_once_and_come_back_as_the_same_decimals(mongo_client, settings):
     repo = await repository(mongo_client, settings)
     entries = full_year("s1")
-    assert await repo.add_assessments(SCHOOL, YEAR, entries) == 24
-    changed = scored("s1", "Toán", 1, ["1", "1", "1", "1"], "1", "1")
-    assert await repo.add_assessments(SCHOOL, YEAR, [changed, commented("s2", "Nghệ thuật", 1)]) == 1
+    await repo.write(SCHOOL, YEAR, "subject", writes(entries))
+    with pytest.raises(TransientError, match="changed meanwhile"):
+        await repo.write(SCHOOL, YEAR, "subject", writes(entries[:1], "m2"))  # a second insert loses
     stored = await repo.assessments(SCHOOL, YEAR)
-    assert len(stored) == 25
-    assert next(e for e in stored if e.student_ref == "s1" and e.subject == "Toán" and e.term == 1) == entries[2]
-    assert sorted(stored, key=lambda e: (e.student_ref, e.subject, e.term)) == sorted(
-        [*entries, commented("s2", "Nghệ thuật", 1)], key=lambda e: (e.student_ref, e.subject, e.term)
-    ), "scores come back as the same Decimals"
+    key = lambda e: (e.student_ref, e.subject, e.term)  # noqa: E731
+    assert sorted(stored, key=key) == sorted(entries, key=key), "scores come back as the same Decimals"
     assert await repo.assessments("79000702", YEAR) == []
+    found = await repo.stored(SCHOOL, YEAR, "subject", [entry_key("subject", entries[0]), ("s9", "Toán", 1)])
+    assert list(found) == [entry_key("subject", entries[0])]
+    assert found[entry_key("subject", entries[0])].revision == 1
+    assert found[entry_key("subject", entries[0])].message_ids == frozenset({"m1"})
 
 
-async def test_a_year_is_closed_once(mongo_client, settings):
+async def test_a_change_is_applied_once_and_logged_with_who_when_old_new_and_why(mongo_client, settings):
     repo = await repository(mongo_client, settings)
-    assert not await repo.is_closed(SCHOOL, YEAR)
-    assert await repo.close_year(SCHOOL, YEAR, datetime(2026, 5, 31, tzinfo=UTC))
-    assert not await repo.close_year(SCHOOL, YEAR, datetime(2026, 6, 1, tzinfo=UTC))
-    assert await repo.is_closed(SCHOOL, YEAR)
-    assert not await repo.is_closed("79000702", YEAR)
+    before = scored("s1", "Tin học", 1, ["8", "7"], "7", "8")
+    after = scored("s1", "Tin học", 1, ["9", "7"], "7", "8")
+    await repo.write(SCHOOL, YEAR, "subject", writes([before]))
+    await repo.write(SCHOOL, YEAR, "subject", writes([after], "m2", revision=1, old=before, reason="nhập sai"))
+    with pytest.raises(TransientError):
+        await repo.write(SCHOOL, YEAR, "subject", writes([before], "m3", revision=1, old=after))  # stale revision
+    assert await repo.assessments(SCHOOL, YEAR) == [after]
+    [change] = await repo.changes(SCHOOL, YEAR)
+    assert (change["by"], change["reason"], change["message_id"]) == ("gv-1", "nhập sai", "m2")
+    assert change["old"]["regular"] == ["8", "7"] and change["new"]["regular"] == ["9", "7"]
+    assert change["at"] == NOW, "the time of the change is kept as a date"
+
+
+async def test_terms_close_reopen_and_a_late_redelivery_does_not_close_again(mongo_client, settings):
+    repo = await repository(mongo_client, settings)
+    assert [s.closed for s in (await repo.term_statuses(SCHOOL, YEAR)).values()] == [False, False]
+    assert await repo.set_term(SCHOOL, YEAR, 1, True, "ht-1", NOW, "", "close-1")
+    assert not await repo.set_term(SCHOOL, YEAR, 1, True, "ht-1", NOW, "", "close-1")
+    assert (await repo.term_statuses(SCHOOL, YEAR))[1].closed
+    assert await repo.set_term(SCHOOL, YEAR, 1, False, "ht-1", NOW, "sửa điểm", "reopen-1")
+    status = (await repo.term_statuses(SCHOOL, YEAR))[1]
+    assert not status.closed and status.reopened
+    assert not await repo.set_term(SCHOOL, YEAR, 1, True, "ht-1", NOW, "", "close-1"), "an old close does not lock again"
+    assert await repo.set_term(SCHOOL, YEAR, 1, True, "ht-1", NOW, "", "close-2")
+    assert await repo.close_year(SCHOOL, YEAR, NOW) and not await repo.close_year(SCHOOL, YEAR, NOW)
+    assert await repo.is_closed(SCHOOL, YEAR) and not await repo.is_closed("79000702", YEAR)
 
 
 async def test_record_versions_are_stored_once_and_come_back_unchanged(mongo_client, settings):
@@ -104,13 +155,13 @@ async def test_term_end_over_the_broker(mongo_client, settings):
         asked.append(wanted)
         return StudentSnapshots(students=[snapshot(r) for r in wanted if r != "s11"], missing=["s11"])
 
-    service = build_app(settings, mongo=mongo_client, lookup=lookup)
+    service = build_app(settings, mongo=mongo_client, lookup=lookup, issuer_keys=KEYS)
     db = mongo_client[settings.names().database("grades")]
-    async with probing(settings, AssessmentsRecorded, RecordsReady) as probes, running(service):
+    async with probing(settings, AssessmentsRecorded, RecordsReady, TermChanged) as probes, running(service):
         invalid = scored("s00", "Toán", 1, ["8", "7"], "7", "8")
         entries = [e for ref in refs for e in full_year(ref, "8.5")]
         entries = [e for e in entries if not (e.student_ref == "s00" and e.subject == "Toán" and e.term == 1)]
-        command = RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=[*entries, invalid])
+        command = RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=[*entries, invalid], actor=subject_teacher())
         # Entries that arrive before their students' enrolment wait for it (retried), then are stored.
         await service.bus.publish(command)
         assessments_queue = service.topology.queue_name(RecordAssessments.ROUTING_KEY)
@@ -127,7 +178,25 @@ async def test_term_end_over_the_broker(mongo_client, settings):
         assert [AssessmentsRecorded.model_validate_json(m.body).entries for m in recorded] == [len(entries)]
         assert await db["assessments"].count_documents({}) == len(entries)
 
-        close = CloseYear(school_code=SCHOOL, school_year=YEAR)
+        # the homeroom teacher's entries, by request: answered with what was stored
+        conduct = RecordConduct(school_code=SCHOOL, school_year=YEAR, entries=[h for r in refs for h in homeroom(r)],
+                                actor=homeroom_teacher())
+        reply = await service.bus.request(conduct)
+        assert reply["new"] == 24 and reply["rejected"] == []
+
+        # the year cannot close while a term is open; closing terms is answered too
+        await service.bus.publish(CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal()))
+        refused = await drain(settings.amqp_url, service.topology.queue_name(CloseYear.ROUTING_KEY) + ".dlq", 15)
+        assert "is still open" in refused[0].headers[ERROR_HEADER]
+        for term in (1, 2):
+            closed = TermChanged.model_validate(await service.bus.request(
+                CloseTerm(school_code=SCHOOL, school_year=YEAR, term=term, actor=principal())))
+            assert closed.state == "closed"
+        await service.bus.publish(ReopenTerm(school_code=SCHOOL, school_year=YEAR, term=2, reason="x", actor=subject_teacher()))
+        forbidden = await drain(settings.amqp_url, service.topology.queue_name(ReopenTerm.ROUTING_KEY) + ".dlq", 15)
+        assert forbidden[0].headers[REASON_HEADER] == "forbidden"
+
+        close = CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal())
         await service.bus.publish(close)
         ready = await take(settings.amqp_url, probes[RecordsReady.ROUTING_KEY], 2)
         events = [RecordsReady.model_validate_json(m.body) for m in ready]
@@ -137,12 +206,17 @@ async def test_term_end_over_the_broker(mongo_client, settings):
         assert asked == [refs]
         assert published["s00"].document["complete"] is False
         assert published["s00"].document["missing"] == [{"subject": "Toán", "term": 1}]
+        assert published["s01"].document["complete"] is True
         assert published["s01"].document["learning_result"] == {"term_1": "Tốt", "term_2": "Tốt", "year": "Tốt"}
+        assert published["s01"].document["promotion"] == {"decision": "Được lên lớp"}
         assert published["s01"].record_id == record_id(SCHOOL, YEAR, "s01")
 
         stored = await db["records"].find_one({"student_ref": "s01"}, {"_id": 0})
         assert RecordVersion.model_validate(stored) == published["s01"]
-        assert await db["terms"].count_documents({"school_code": SCHOOL, "school_year": YEAR}) == 1
+
+        explained = RecordExplanation.model_validate(await service.bus.request(
+            ExplainRecord(record_id=published["s01"].record_id, actor=homeroom_teacher())))
+        assert explained.found and any(line.about == "conduct/year" for line in explained.lines)
 
         # Redelivered (same message id): nothing is stored twice, the same records are announced again.
         await service.bus.publish(close)
@@ -151,10 +225,18 @@ async def test_term_end_over_the_broker(mongo_client, settings):
         assert await db["records"].count_documents({}) == 11
         assert service.registry.get_sample_value("hocba_records_assembled_total") == 11
 
-        # The year is closed: late entries are refused whole.
-        await service.bus.publish(RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=[invalid]))
+        # The year is closed: late entries are rejected and dead-lettered.
+        await service.bus.publish(
+            RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=[invalid], actor=subject_teacher())
+        )
         late = await drain(settings.amqp_url, assessments_queue + ".dlq", 15)
         assert len(late) == 1 and "2025-2026 is closed" in late[0].headers[ERROR_HEADER]
+
+        # Only the record documents hold the student's personal ID; everything else holds references.
+        for collection in ("enrolments", "assessments", "terms"):
+            dumped = json_util.dumps([d async for d in db[collection].find()])
+            assert "079214000123" not in dumped and "Nguyễn" not in dumped, collection
+        assert "079214000123" in json_util.dumps(await db["records"].find_one())
 
 
 async def _retried(service, queue: str) -> bool:

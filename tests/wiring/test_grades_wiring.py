@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,11 +12,34 @@ from faststream.rabbit.annotations import RabbitMessage
 from services.grades.app import build_app
 from services.grades.domain import record_id
 from services.grades.repository import InMemoryGradesRepository
-from shared.contracts.grades import AssessmentsRecorded, CloseYear, RecordAssessments, RecordsReady
+from shared.contracts.grades import (
+    AssessmentsRecorded,
+    CloseTerm,
+    CloseYear,
+    ConductRecorded,
+    ExplainRecord,
+    RecordAssessments,
+    RecordConduct,
+    RecordExplanation,
+    RecordsReady,
+    TermChanged,
+)
 from shared.contracts.identity import LookupStudents, StudentSnapshots, StudentsRegistered
 from shared.messaging import ERROR_HEADER, REASON_HEADER, quorum_queue, reply
 from shared.service import ServiceApp
-from tests.unit.grades.builders import SCHOOL, YEAR, enrolled, full_year, scored, snapshot
+from tests.unit.grades.builders import (
+    KEYS,
+    SCHOOL,
+    YEAR,
+    enrolled,
+    full_year,
+    homeroom,
+    homeroom_teacher,
+    principal,
+    scored,
+    snapshot,
+    subject_teacher,
+)
 from tests.wiring.conftest import probe, send
 
 
@@ -50,7 +74,12 @@ def dead_letters(service: ServiceApp, routing_key: str) -> list[tuple[dict[str, 
 @pytest.fixture
 def service(settings):
     repo = InMemoryGradesRepository()
-    return build_app(settings, repository=repo), repo
+    return build_app(settings, repository=repo, issuer_keys=KEYS), repo
+
+
+async def close_terms(repo) -> None:
+    for term in (1, 2):
+        await repo.set_term(SCHOOL, YEAR, term, True, "ht-1", datetime.now(UTC), "", f"close-{term}")
 
 
 async def test_registered_students_are_enrolled(service):
@@ -69,7 +98,7 @@ async def test_assessments_are_stored_announced_and_invalid_ones_dead_lettered(s
     await repo.enrol([enrolled("s1")])
     invalid = scored("s1", "Toán", 1, ["8", "7"], "7", "8")
     entries = [*full_year("s1", skip=frozenset({("Toán", 1)})), invalid]
-    command = RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=entries)
+    command = RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=entries, actor=subject_teacher())
     async with TestRabbitBroker(svc.broker) as broker:
         await send(broker, svc, command)
 
@@ -84,25 +113,40 @@ async def test_assessments_are_stored_announced_and_invalid_ones_dead_lettered(s
     assert svc.registry.get_sample_value("hocba_assessments_rejected_total", {"reason": "regular-count"}) == 1
 
 
-async def test_a_message_without_valid_entries_is_dead_lettered_whole(service):
+async def test_forbidden_entries_and_commands_without_a_token_are_dead_lettered_with_their_reason(service):
     svc, repo = service
     recorded = probe(svc, AssessmentsRecorded)
     dead = dead_letters(svc, RecordAssessments.ROUTING_KEY)
     await repo.enrol([enrolled("s1")])
-    command = RecordAssessments(
-        school_code=SCHOOL, school_year=YEAR, entries=[scored("s1", "Tin học", 1, ["8", "7"], "7", "7.25")]
-    )
+    mine, theirs = scored("s1", "Tin học", 1, ["8", "7"], "7", "8"), scored("s1", "Công nghệ", 1, ["8", "7"], "7", "8")
+    teacher = subject_teacher(subjects={"Tin học"})
     async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, command)
+        await send(broker, svc, RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=[mine, theirs], actor=teacher))
+        await send(broker, svc, RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=[theirs]))
 
-    assert await repo.assessments(SCHOOL, YEAR) == []
-    assert recorded == []
-    assert len(dead) == 1
-    body, headers = dead[0]
-    assert body["message_id"] == command.message_id, "the original message is dead-lettered"
-    assert headers[REASON_HEADER] == "invalid"
-    assert "final 7.25 has more than one decimal" in headers[ERROR_HEADER]
-    assert svc.registry.get_sample_value("hocba_assessments_rejected_total", {"reason": "score-precision"}) == 1
+    assert await repo.assessments(SCHOOL, YEAR) == [mine]
+    assert [(r.entries, [x.code for x in r.rejected]) for r in recorded] == [(1, ["forbidden"])]
+    assert [h[REASON_HEADER] for _, h in dead] == ["forbidden", "unauthenticated"]
+    assert RecordAssessments.model_validate(dead[0][0]).entries == [theirs]
+    assert "not assigned to teach Công nghệ in class 6A1" in dead[0][1][ERROR_HEADER]
+    assert svc.registry.get_sample_value("hocba_assessments_rejected_total", {"reason": "forbidden"}) == 1
+    assert svc.registry.get_sample_value(
+        "hocba_grades_commands_refused_total", {"command": "RecordAssessments", "reason": "unauthenticated"}
+    ) == 1
+
+
+async def test_conduct_and_term_locks_over_the_broker(service):
+    svc, repo = service
+    conducts = probe(svc, ConductRecorded)
+    changed = probe(svc, TermChanged)
+    await repo.enrol([enrolled("s1")])
+    async with TestRabbitBroker(svc.broker) as broker:
+        await send(broker, svc, RecordConduct(school_code=SCHOOL, school_year=YEAR, entries=homeroom("s1"),
+                                              actor=homeroom_teacher()))
+        await send(broker, svc, CloseTerm(school_code=SCHOOL, school_year=YEAR, term=1, actor=principal()))
+    assert [c.new for c in conducts] == [2]
+    assert [(t.term, t.state, t.by) for t in changed] == [(1, "closed", "ht-1")]
+    assert (await repo.term_statuses(SCHOOL, YEAR))[1].closed
 
 
 async def test_closing_the_year_asks_identity_and_publishes_records_in_chunks(service):
@@ -111,8 +155,8 @@ async def test_closing_the_year_asks_identity_and_publishes_records_in_chunks(se
     refs = [f"s{n:02d}" for n in range(13)]
     asked = identity_replier(svc, known=set(refs) - {"s05"})
     await repo.enrol([enrolled(ref) for ref in refs])
-    await repo.add_assessments(SCHOOL, YEAR, full_year("s00", "9.0"))
-    close = CloseYear(school_code=SCHOOL, school_year=YEAR)
+    await close_terms(repo)
+    close = CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal())
     async with TestRabbitBroker(svc.broker) as broker:
         await send(broker, svc, close)
 
@@ -122,8 +166,7 @@ async def test_closing_the_year_asks_identity_and_publishes_records_in_chunks(se
     assert {r.student_ref for r in records} == set(refs) - {"s05"}
     assert {r.record_id for r in records} == {record_id(SCHOOL, YEAR, r) for r in set(refs) - {"s05"}}
     first = next(r for r in records if r.student_ref == "s00")
-    assert first.version == 1 and first.document["complete"] is True
-    assert first.document["learning_result"]["year"] == "Tốt"
+    assert first.version == 1 and first.document["complete"] is False
     assert first.document["student"]["identity"]["personal_id"] == "079214000123"
     assert repo.closed.keys() == {(SCHOOL, YEAR)}
     assert svc.registry.get_sample_value("hocba_records_assembled_total") == 12
@@ -136,10 +179,11 @@ async def test_a_redelivered_close_publishes_the_same_records_again(settings):
     async def lookup(refs: list[str]) -> StudentSnapshots:
         return StudentSnapshots(students=[snapshot(r) for r in refs])
 
-    svc = build_app(settings, repository=repo, lookup=lookup)
+    svc = build_app(settings, repository=repo, lookup=lookup, issuer_keys=KEYS)
     ready = probe(svc, RecordsReady)
     await repo.enrol([enrolled("s1"), enrolled("s2")])
-    close = CloseYear(school_code=SCHOOL, school_year=YEAR)
+    await close_terms(repo)
+    close = CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal())
     async with TestRabbitBroker(svc.broker) as broker:
         await send(broker, svc, close)
         await send(broker, svc, close)
@@ -148,3 +192,23 @@ async def test_a_redelivered_close_publishes_the_same_records_again(settings):
     assert ready[0].message_id == ready[1].message_id
     assert ready[0].records == ready[1].records
     assert svc.registry.get_sample_value("hocba_records_assembled_total") == 2
+
+
+async def test_a_record_is_explained_by_request(settings):
+    repo = InMemoryGradesRepository()
+
+    async def lookup(refs: list[str]) -> StudentSnapshots:
+        return StudentSnapshots(students=[snapshot(r) for r in refs])
+
+    svc = build_app(settings, repository=repo, lookup=lookup, issuer_keys=KEYS)
+    await repo.enrol([enrolled("s1")])
+    await close_terms(repo)
+    async with TestRabbitBroker(svc.broker) as broker:
+        await send(broker, svc, CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal()))
+        response = await broker.request(
+            ExplainRecord(record_id=record_id(SCHOOL, YEAR, "s1"), actor=homeroom_teacher()),
+            exchange=svc.bus.exchange,
+            routing_key=ExplainRecord.ROUTING_KEY,
+        )
+        answer = RecordExplanation.model_validate(await response.decode())
+    assert answer.found and answer.student_name == "Nguyễn Văn An" and answer.rule_set == "circular-22-2021/v2"

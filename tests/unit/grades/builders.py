@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from services.grades.rulesets import GRADE_6
-from shared.contracts.grades import SubjectTermScores
+from shared.auth import Actor, IssuerKey, issue_token
+from shared.contracts.grades import StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import Enrolment, RegisteredStudent, StudentIdentity, StudentSnapshot
 
 SCHOOL = "79000701"
@@ -60,3 +61,46 @@ def full_year(
             else:
                 entries.append(commented(ref, rule.name, term, level))
     return entries
+
+
+# -- people and their tokens ------------------------------------------------------------------
+
+ISSUER = IssuerKey.generate("test-school-app")
+KEYS = ISSUER.public_keys()
+
+
+def token(roles: set[str], school: str = SCHOOL, **fields) -> str:
+    actor = Actor(
+        subject=fields.pop("subject", "-".join(sorted(roles))),
+        roles=frozenset(roles),
+        school_code=school,
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+        **fields,
+    )
+    return issue_token(ISSUER, actor)
+
+
+def subject_teacher(subjects: set[str] | None = None, classes: set[str] | None = None, school: str = SCHOOL) -> str:
+    everything = {r.name for r in GRADE_6}
+    return token({"subject_teacher"}, school, subjects=frozenset(subjects or everything),
+                 classes=frozenset(classes or {"6A1", "6A2"}), subject="gv-1")
+
+
+def homeroom_teacher(class_name: str = "6A1", school: str = SCHOOL) -> str:
+    return token({"homeroom_teacher"}, school, classes=frozenset({class_name}), homeroom_class=class_name,
+                 subject=f"gvcn-{class_name}")
+
+
+def principal(school: str = SCHOOL) -> str:
+    return token({"principal"}, school, subject="ht-1")
+
+
+def school_admin(school: str = SCHOOL) -> str:
+    return token({"school_admin"}, school, subject="admin-1")
+
+
+def homeroom(ref: str, conduct: tuple[str, str] = ("Tốt", "Tốt"), absences: tuple[int, int] = (1, 2)) -> list[StudentTermConduct]:
+    return [
+        StudentTermConduct(student_ref=ref, term=t, conduct=conduct[t - 1], absences=absences[t - 1], comment=f"ghi chú {t}")
+        for t in (1, 2)
+    ]

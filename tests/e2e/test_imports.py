@@ -1,0 +1,173 @@
+"""The `hocba identity` and `hocba grades` commands against a running stack: imports, look-ups, rotation, explain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
+
+from hocba.cli import app
+from hocba.keys import dev_issuer
+from hocba.staff import Staff
+from hocba.stack import Stack, StackConfig
+from shared.contracts.grades import CloseTerm, CloseYear, TermChanged
+from shared.messaging import delete_exchanges, make_broker
+from shared.mongo import make_client
+from shared.settings import Settings
+from tests.support import amqp_url
+
+SCHOOL = "79007000"
+
+ROSTER = """personal_id,full_name,date_of_birth,sex,place_of_birth,ethnicity,school_code,grade,class,guardian_name
+079214000001,Nguyễn Văn An,2014-03-02,M,TP. Hồ Chí Minh,Kinh,79007000,6,6A1,Nguyễn Văn Ba
+079314000002,Trần Thị Bình,2014-07-19,F,TP. Hồ Chí Minh,Kinh,79007000,6,6A1,Trần Văn Tư
+001214000003,Lê Minh Châu,2014-11-30,M,Hà Nội,Kinh,79007000,6,6A1,Lê Thị Năm
+079214000004,Phạm Quốc Dũng,2014-01-05,F,TP. Hồ Chí Minh,Kinh,79007000,6,6A1,Phạm Văn Sáu
+079214000005,Võ Gia Huy,2014-13-01,M,TP. Hồ Chí Minh,Kinh,79007000,6,6A1,Võ Văn Bảy
+079314000002,Trần Thị Bình,2014-07-19,F,TP. Hồ Chí Minh,Kinh,79007000,6,6A1,Trần Văn Tư
+003214000006,Đỗ Thanh Lan,2014-02-02,F,Hà Nội,Kinh,79007000,6,6A1,Đỗ Văn Tám
+"""
+
+GRADEBOOK = """school_code,school_year,class,personal_id,subject,term,regular,midterm,final,level,midterm_level,comment
+79007000,2025-2026,6A1,079214000001,Tin học,1,8 7.5,7,8,,,Tiến bộ
+79007000,2025-2026,6A1,079314000002,Tin học,1,9 9,8.5,9,,,
+79007000,2025-2026,6A1,001214000003,Tin học,1,6 7,7,6.5,,,
+79007000,2025-2026,6A1,079214000001,Tin học,2,8 8,8,8,,,
+79007000,2025-2026,6A1,079314000002,Tin học,2,11 9,8,9,,,
+79007000,2025-2026,6A1,001214000003,Tin học,2,7,7,7,,,
+79007000,2025-2026,6A1,079214000099,Tin học,2,7 7,7,7,,,
+79007000,2025-2026,6A1,079214000001,Tin học,1,8 7.5,7,8,,,
+79007000,2025-2026,6A1,079214000001,Nghệ thuật,1,,,,Đ,,
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imports")
+    config = StackConfig(
+        data_dir=folder,
+        namespace=f"cli{uuid.uuid4().hex[:8]}.",
+        amqp_url=amqp_url(),
+        mongo_url=os.environ.get("MONGO_URL") or None,
+        fixed_ports=False,
+        ephemeral=True,
+        extra_env={"HOCBA_IDENTITY_KEY_RING": str(folder / "keys" / "identity-keyring.json")},
+    )
+    running = Stack(config)
+    running.start()
+    yield running
+    running.stop()
+    asyncio.run(delete_exchanges(config.amqp_url, Settings(namespace=config.namespace).names()))
+
+
+@pytest.fixture(scope="module")
+def hocba(stack):
+    runner = CliRunner()
+    env = {"AMQP_URL": stack.config.amqp_url, "HOCBA_NAMESPACE": stack.config.namespace}
+
+    def run(*args: str):
+        return runner.invoke(app, [*args, "--data-dir", str(stack.config.data_dir)], env=env, catch_exceptions=False)
+
+    return run
+
+
+def rows_reported(output: str) -> dict[int, str]:
+    return {int(n): reason for n, reason in re.findall(r"row (\d+): (.*)", output)}
+
+
+def counts(output: str) -> list[int]:
+    """The numbers of the summary table's one data row."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃|]", line) if c.strip()]
+        if cells and all(c.isdigit() for c in cells):
+            return [int(c) for c in cells]
+    raise AssertionError(f"no summary row in:\n{output}")
+
+
+def test_roster_import_reports_bad_rows_and_a_second_import_changes_nothing(stack, hocba, tmp_path: Path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text(ROSTER, encoding="utf-8")
+    first = hocba("identity", "import", str(roster))
+    assert first.exit_code == 1, first.output
+    bad = rows_reported(first.output)
+    assert set(bad) == {5, 6, 7, 8}, first.output
+    assert "digit 4 is '2' but a female born in 2014 has '3'" in bad[5]
+    assert "not an ISO 8601 date" in bad[6]
+    assert "duplicate" in bad[7] and "row 3" in bad[7]
+    assert "'003' are not a known province code" in bad[8]
+    assert counts(first.output) == [7, 3, 0, 0, 4]  # rows, registered, unchanged, enrolment added, rejected
+
+    again = hocba("identity", "import", str(roster))
+    assert counts(again.output) == [7, 0, 3, 0, 4]
+    assert set(rows_reported(again.output)) == {5, 6, 7, 8}
+
+    found = hocba("identity", "lookup", "079314000002", "079214000099")
+    assert "Trần Thị Bình" in found.output and "079214000099: not found" in found.output
+
+
+def test_gradebook_import_reports_bad_rows_and_a_second_import_changes_nothing(stack, hocba, tmp_path: Path):
+    gradebook = tmp_path / "6A1.csv"
+    gradebook.write_text(GRADEBOOK, encoding="utf-8")
+    first = hocba("grades", "import", str(gradebook))
+    assert first.exit_code == 1, first.output
+    bad = rows_reported(first.output)
+    assert set(bad) == {6, 7, 8, 9}, first.output
+    assert "regular 1 11 is outside 0-10" in bad[6]
+    assert "needs 2 regular assessments per term, got 1" in bad[7]
+    assert "no student with personal ID 079214000099" in bad[8]
+    assert "duplicate" in bad[9] and "row 2" in bad[9]
+    assert counts(first.output) == [9, 5, 0, 0, 4]  # rows, stored, changed, unchanged, rejected
+
+    again = hocba("grades", "import", str(gradebook))
+    assert counts(again.output) == [9, 0, 0, 5, 4]
+
+
+def test_rotation_keeps_lookups_working_and_explain_prints_the_computation(stack, hocba):
+    rotated = hocba("identity", "rotate-key")
+    assert rotated.exit_code == 0, rotated.output
+    assert "3 student(s) re-encrypted" in rotated.output
+    assert "Trần Thị Bình" in hocba("identity", "lookup", "079314000002").output
+
+    async def close_year() -> None:
+        settings = Settings(amqp_url=stack.config.amqp_url, namespace=stack.config.namespace)
+        staff = Staff(dev_issuer(stack.config.data_dir)[0])
+        broker, bus, _ = make_broker(settings, CollectorRegistry(), "test")
+        await broker.connect()
+        try:
+            for term in (1, 2):
+                reply = await bus.request(CloseTerm(school_code=SCHOOL, school_year="2025-2026", term=term,
+                                                    actor=staff.principal(SCHOOL)))
+                assert TermChanged.model_validate(reply).state == "closed"
+            await bus.publish(CloseYear(school_code=SCHOOL, school_year="2025-2026", actor=staff.principal(SCHOOL)))
+        finally:
+            await broker.stop()
+
+    asyncio.run(close_year())
+
+    async def record_of_an() -> str:
+        client = make_client(stack.mongo_url)
+        grades = client[Settings(namespace=stack.config.namespace).names().database("grades")]
+        try:
+            for _ in range(100):
+                async for doc in grades["records"].find({}):
+                    if doc["document"]["student"]["identity"]["full_name"] == "Nguyễn Văn An":
+                        return doc["record_id"]
+                await asyncio.sleep(0.1)
+        finally:
+            await client.close()
+        raise AssertionError("no record assembled")
+
+    record_id = asyncio.run(record_of_an())
+    explained = hocba("grades", "explain", record_id, "--inputs")
+    assert explained.exit_code == 0, explained.output
+    text = " ".join(explained.output.split())
+    assert "Nguyễn Văn An" in text
+    assert "Tin học term I average 7.6 = (8 + 7.5 + 2×7 + 3×8) / (2 + 5)" in text
+    assert "Circular 22/2021 Art. 9.1.b" in text
+    assert "not yet confirmed" in text
