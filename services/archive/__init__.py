@@ -1,1 +1,1 @@
-"""archive: every signed record version kept forever in an append-only, hash-chained log."""
+"""archive: every signed record version kept forever in an append-only RFC 9162 Merkle log with signed checkpoints."""

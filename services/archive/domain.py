@@ -1,117 +1,133 @@
-"""The archive log's rules: what an entry covers, how entries chain, how a chain is checked."""
+"""The archive's rules: what an entry commits to, which versions it admits, amendments, and the audit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared.contracts.archive import AuditFinding, AuditReport, Checkpoint
 from shared.contracts.signing import SignedRecord
+from shared.crypto.archive_log import entry_leaf_hash, timestamp
 from shared.crypto.canonical import digest
-from shared.crypto.hashchain import GENESIS, chain_hash
+from shared.crypto.merkle import MerkleTree
+from shared.crypto.record_signatures import header_of
+from shared.errors import Forbidden, InvalidMessage
 
 #: (record_id, version): one record version.
 Key = tuple[str, int]
 
 
 @dataclass(frozen=True)
-class Head:
-    """The last entry of the log: its seq and hash (seq -1 and the genesis hash when empty)."""
-
-    seq: int
-    entry_hash: str
-
-    @property
-    def size(self) -> int:
-        return self.seq + 1
-
-
-EMPTY = Head(seq=-1, entry_hash=GENESIS)
-
-
-@dataclass(frozen=True)
 class Entry:
-    """One signed record version in the log. Only `document` and `signatures` are hashed content."""
+    """One signed record version in the log: leaf `seq` of the Merkle tree. Never changed once written."""
 
     seq: int
     record_id: str
     version: int
-    prev_hash: str
-    content_digest: str
-    entry_hash: str
+    school_code: str
+    school_year: str
+    student_ref: str
     document: dict[str, Any]
     signatures: tuple[str, ...]
-    appended_at: datetime
+    archived_at: str
+    leaf_hash: str
+    batch_id: str | None = None
 
     @property
     def key(self) -> Key:
         return (self.record_id, self.version)
+
+    @property
+    def supersedes(self) -> int | None:
+        return superseded_version(self.document)
+
+    def computed_leaf_hash(self) -> str:
+        return leaf_hash_of(
+            self.seq, self.record_id, self.version, self.school_code, self.school_year, self.student_ref,
+            self.document, self.signatures, self.archived_at,
+        )
+
+
+def leaf_hash_of(
+    seq: int,
+    record_id: str,
+    version: int,
+    school_code: str,
+    school_year: str,
+    student_ref: str,
+    document: Mapping[str, Any],
+    signatures: Sequence[str],
+    archived_at: str,
+    document_json: bytes | None = None,
+) -> str:
+    return entry_leaf_hash(
+        seq=seq,
+        record_id=record_id,
+        version=version,
+        school_code=school_code,
+        school_year=school_year,
+        student_ref=student_ref,
+        document=document,
+        signatures=signatures,
+        archived_at=archived_at,
+        document_json=document_json,
+    ).hex()
 
 
 def key_of(signed: SignedRecord) -> Key:
     return (signed.record.record_id, signed.record.version)
 
 
-def content_digest(document: dict[str, Any], signatures: Sequence[str]) -> str:
-    """SHA-256 of the canonical {"record": document, "signatures": [compact JWS, …]}."""
-    return digest({"record": document, "signatures": list(signatures)})
-
-
-def build_entries(head: Head, records: Iterable[SignedRecord], appended_at: datetime) -> list[Entry]:
-    """Entries for `records`, chained one after another from `head`."""
-    entries: list[Entry] = []
-    previous = head
-    for signed in records:
-        seq = previous.seq + 1
-        jws = tuple(s.jws for s in signed.signatures)
-        content = content_digest(signed.record.document, jws)
-        entry_hash = chain_hash(previous.entry_hash, content, seq)
-        entries.append(
-            Entry(
-                seq=seq,
-                record_id=signed.record.record_id,
-                version=signed.record.version,
-                prev_hash=previous.entry_hash,
-                content_digest=content,
-                entry_hash=entry_hash,
-                document=signed.record.document,
-                signatures=jws,
-                appended_at=appended_at,
-            )
-        )
-        previous = Head(seq, entry_hash)
-    return entries
-
-
-def head_after(head: Head, entries: Sequence[Entry]) -> Head:
-    return Head(entries[-1].seq, entries[-1].entry_hash) if entries else head
-
-
-def verify_chain(entries: Iterable[Entry], start: Head = EMPTY) -> int | None:
-    """Check entries in order from `start`: consecutive seqs, each content and link intact.
-
-    Returns the seq of the first entry that breaks the chain, or None when it holds.
-    """
-    previous = start
-    for entry in entries:
-        if (
-            entry.seq != previous.seq + 1
-            or entry.prev_hash != previous.entry_hash
-            or content_digest(entry.document, entry.signatures) != entry.content_digest
-            or chain_hash(entry.prev_hash, entry.content_digest, entry.seq) != entry.entry_hash
-        ):
-            return entry.seq
-        previous = Head(entry.seq, entry.entry_hash)
+def superseded_version(document: Mapping[str, Any]) -> int | None:
+    amendment = document.get("amendment")
+    if isinstance(amendment, Mapping) and isinstance(amendment.get("supersedes"), int):
+        return int(amendment["supersedes"])
     return None
 
 
-def signature_problems(signed: SignedRecord) -> list[str]:
+def build_entries(
+    size: int,
+    records: Iterable[SignedRecord],
+    archived_at: datetime,
+    batch_id: str | None = None,
+    documents: Mapping[Key, bytes] | None = None,
+) -> list[Entry]:
+    """Entries for `records` as leaves size, size+1, … of the tree (`documents`: canonical bytes known already)."""
+    documents = documents or {}
+    when = timestamp(archived_at)
+    entries = []
+    for seq, signed in enumerate(records, start=size):
+        record = signed.record
+        jws = tuple(s.jws for s in signed.signatures)
+        entries.append(
+            Entry(
+                seq=seq,
+                record_id=record.record_id,
+                version=record.version,
+                school_code=record.school_code,
+                school_year=record.school_year,
+                student_ref=record.student_ref,
+                document=record.document,
+                signatures=jws,
+                archived_at=when,
+                leaf_hash=leaf_hash_of(
+                    seq, record.record_id, record.version, record.school_code, record.school_year,
+                    record.student_ref, record.document, jws, when, documents.get(key_of(signed)),
+                ),
+                batch_id=batch_id,
+            )
+        )
+    return entries
+
+
+def signature_problems(signed: SignedRecord, expected: str | None = None) -> list[str]:
     """Ways a signed record contradicts itself: no signatures, or one naming another version or content."""
     record = signed.record
     if not signed.signatures:
         return [f"{record.record_id} v{record.version} carries no signature"]
-    expected = digest(record.document)
+    expected = expected or digest(record.document)
     return [
         f"{record.record_id} v{record.version}: {s.role}'s signature is for {s.record_id} v{s.version}"
         if (s.record_id, s.version) != (record.record_id, record.version)
@@ -119,3 +135,120 @@ def signature_problems(signed: SignedRecord) -> list[str]:
         for s in signed.signatures
         if (s.record_id, s.version) != (record.record_id, record.version) or s.digest != expected
     ]
+
+
+@dataclass(frozen=True)
+class ArchivedVersion:
+    """What the archive knows of an archived version when it judges an amendment."""
+
+    version: int
+    school_code: str
+
+
+class SupersededNotArchived(Exception):
+    """The amendment names a version the archive does not hold (yet)."""
+
+
+def amendment_problem(signed: SignedRecord, archived: Sequence[ArchivedVersion]) -> None:
+    """Admit a new version of an archived record only as an amendment by the issuing school.
+
+    Raises Forbidden (another school), InvalidMessage (no or wrong superseded version), or
+    SupersededNotArchived (the superseded version may still be on its way).
+    """
+    record = signed.record
+    supersedes = superseded_version(record.document)
+    if not archived:
+        if supersedes is not None:
+            raise SupersededNotArchived(f"{record.record_id} v{supersedes} is not archived")
+        return
+    foreign = [a for a in archived if a.school_code != record.school_code]
+    if foreign:
+        raise Forbidden(
+            f"{record.record_id} was issued by school {foreign[0].school_code}; "
+            f"school {record.school_code} may not amend it"
+        )
+    latest = max(a.version for a in archived)
+    if supersedes is None:
+        raise InvalidMessage(
+            f"{record.record_id} v{record.version}: a new version of an archived record must name the version "
+            "it supersedes and a reason (an amendment)"
+        )
+    if supersedes != latest or record.version <= latest:
+        raise InvalidMessage(
+            f"{record.record_id} v{record.version} supersedes v{supersedes}, but the latest archived version is "
+            f"v{latest}: an amendment replaces the latest version with a later one"
+        )
+
+
+# --- the audit -------------------------------------------------------------------------------
+
+
+def audit(
+    entries: Sequence[Entry],
+    checkpoints: Sequence[Checkpoint],
+    check_signature: Callable[[Checkpoint], list[str]],
+) -> AuditReport:
+    """Recompute the log from stored entries and hold it against every signed checkpoint.
+
+    Names each entry that was altered (its content no longer gives its leaf hash, or its record
+    no longer matches its signatures' digest), removed (a gap in the positions) or reordered
+    (stored out of its position); and each checkpoint whose root the stored entries no longer give.
+    """
+    findings: list[AuditFinding] = []
+    passed: list[str] = []
+    by_seq: dict[int, Entry] = {}
+    for entry in entries:
+        if entry.seq in by_seq:
+            findings.append(AuditFinding(seq=entry.seq, record_id=entry.record_id, version=entry.version,
+                                         problem=f"two entries claim position {entry.seq}"))
+        by_seq.setdefault(entry.seq, entry)
+    size = max(by_seq) + 1 if by_seq else 0
+    leaves: list[bytes] = []
+    altered = 0
+    for seq in range(size):
+        entry = by_seq.get(seq)
+        if entry is None:
+            findings.append(AuditFinding(seq=seq, problem=f"entry {seq} is missing: removed from the log"))
+            leaves.append(b"\x00" * 32)
+            continue
+        computed = entry.computed_leaf_hash()
+        leaves.append(bytes.fromhex(computed))
+        problems = []
+        if computed != entry.leaf_hash:
+            problems.append("its content no longer gives its stored leaf hash (altered, or moved from another position)")
+        record_digest = digest(entry.document)
+        if any(_signed_digest(jws) != record_digest for jws in entry.signatures):
+            problems.append("its record no longer matches the digest its signatures cover")
+        for problem in problems:
+            altered += 1
+            findings.append(AuditFinding(seq=seq, record_id=entry.record_id, version=entry.version,
+                                         problem=f"entry {seq} ({entry.record_id} v{entry.version}): {problem}"))
+    if size and not altered and all(s in by_seq for s in range(size)):
+        passed.append(f"all {size} entries give their stored leaf hashes and match their signatures")
+    tree = MerkleTree(leaves)
+    for checkpoint in sorted(checkpoints, key=lambda c: c.tree_size):
+        when = f"{checkpoint.issued_at:%Y-%m-%d %H:%M:%S}"
+        problems = check_signature(checkpoint)
+        for problem in problems:
+            findings.append(AuditFinding(seq=None, problem=f"checkpoint of size {checkpoint.tree_size} ({when}): {problem}"))
+        if checkpoint.tree_size > size:
+            findings.append(AuditFinding(seq=None, problem=(
+                f"checkpoint of size {checkpoint.tree_size} ({when}) covers entries that are no longer stored "
+                f"(only {size} are): entries removed from the end of the log")))
+            continue
+        if tree.root(checkpoint.tree_size).hex() != checkpoint.root_hash:
+            findings.append(AuditFinding(seq=None, problem=(
+                f"the stored entries 0-{checkpoint.tree_size - 1} no longer give the root signed in the checkpoint "
+                f"of size {checkpoint.tree_size} ({when})")))
+        elif not problems:
+            passed.append(f"the checkpoint of size {checkpoint.tree_size} ({when}) is signed and its root recomputes")
+    return AuditReport(
+        entries=len(entries), checkpoints=len(checkpoints), ok=not findings, passed=passed, findings=findings
+    )
+
+
+def _signed_digest(jws: str) -> str | None:
+    try:
+        return header_of(jws).get("digest")
+    except (ValueError, IndexError):
+        return None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from shared.contracts.archive import Checkpoint
 
 
 class ArchiveMetrics:
@@ -15,3 +19,34 @@ class ArchiveMetrics:
             "Entries in the archive log, as this process last saw it.",
             registry=registry,
         )
+        self.refused = Counter(
+            "hocba_archive_refused_total",
+            "Record versions the archive refused to admit, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "hocba_archive_checkpoints_total", "Signed checkpoints of the archive log issued.", registry=registry
+        )
+        self.checkpoint_size = Gauge(
+            "hocba_archive_checkpoint_tree_size",
+            "Tree size of the latest signed checkpoint.",
+            registry=registry,
+        )
+        self.last_checkpoint_at: float | None = None
+        self.checkpoint_age = Gauge(
+            "hocba_archive_checkpoint_age_seconds",
+            "Seconds since the latest signed checkpoint was issued (0 before the first).",
+            registry=registry,
+        )
+        self.checkpoint_age.set_function(
+            lambda: time.time() - self.last_checkpoint_at if self.last_checkpoint_at is not None else 0.0
+        )
+        self.exports = Counter(
+            "hocba_archive_exports_total", "Verification bundles exported.", registry=registry
+        )
+
+    def checkpoint_seen(self, checkpoint: Checkpoint) -> None:
+        """The latest checkpoint (issued now or loaded at start-up) sets tree size and age."""
+        self.checkpoint_size.set(checkpoint.tree_size)
+        self.last_checkpoint_at = checkpoint.issued_at.timestamp()

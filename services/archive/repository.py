@@ -1,26 +1,37 @@
-"""archive's `log` and `records` collections: a Protocol, MongoDB and in-memory. Insert-only."""
+"""archive's `log`, `records` and `checkpoints` collections: a Protocol, MongoDB and in-memory. Insert-only.
+
+No code path updates or deletes a stored entry, row or checkpoint: an amendment is a new entry,
+and "superseded" is read from the later versions, never written onto the earlier one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from services.archive.domain import EMPTY, Entry, Head, Key
-from shared.mongo import DUPLICATE_KEY, Index, insert_new
+from services.archive.domain import ArchivedVersion, Entry, Key
+from shared.contracts.archive import Checkpoint
+from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new
 
 LOG = "log"
 RECORDS = "records"
+CHECKPOINTS = "checkpoints"
 
+# Look-ups go by `_id` or by equality on one indexed field: the forms every MongoDB-wire server
+# serves from an index (the embedded one scans the collection for others).
 INDEXES = [
     Index(LOG, [("record_id", 1), ("version", 1)], unique=True, name="record_version_unique"),
     Index(LOG, [("seq", 1)], unique=True, name="seq_unique"),
+    Index(LOG, [("record_id", 1)], name="record"),
     Index(RECORDS, [("record_id", 1), ("version", 1)], unique=True, name="record_version_unique"),
+    Index(RECORDS, [("record_id", 1)], name="record"),
     Index(RECORDS, [("school_code", 1), ("school_year", 1)], name="school_year"),
+    Index(RECORDS, [("batch_id", 1)], name="batch"),
+    Index(CHECKPOINTS, [("tree_size", 1)], unique=True, name="tree_size_unique"),
 ]
 
 
@@ -34,19 +45,22 @@ class ArchivedRow:
     school_code: str
     school_year: str
     student_ref: str
-    archived_at: datetime
+    archived_at: str
+    batch_id: str | None = None
+    supersedes: int | None = None
+    leaf_hash: str = ""
 
 
 @dataclass(frozen=True)
 class Position:
     seq: int
-    entry_hash: str
-    appended_at: datetime
+    leaf_hash: str
+    archived_at: str
 
 
 class ArchiveRepository(Protocol):
-    async def head(self) -> Head:
-        """The log's last entry (EMPTY when the log is empty)."""
+    async def leaf_hashes(self) -> list[bytes]:
+        """Every entry's stored leaf hash in log order: what the in-memory tree is rebuilt from."""
 
     async def append(self, entries: list[Entry]) -> int:
         """Insert entries in order, stopping at the first whose seq or version is taken.
@@ -55,30 +69,37 @@ class ArchiveRepository(Protocol):
         """
 
     async def positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
-        """Where the archived versions among `keys` sit in the log."""
+        """Where the archived versions among `keys` sit in the log (from their rows: the quick look-up)."""
+
+    async def log_positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
+        """The same from the log itself, for versions appended just before a crash left their rows unwritten."""
+
+    async def entry(self, record_id: str, version: int | None = None) -> Entry | None:
+        """One archived version (the latest when `version` is None)."""
 
     async def entries(self, start: int = 0, limit: int = 0) -> list[Entry]:
         """Log entries in seq order from `start` (all of them when limit is 0)."""
 
+    async def versions(self, record_ids: Iterable[str]) -> dict[str, list[ArchivedVersion]]:
+        """The archived versions of each record."""
+
     async def add_rows(self, rows: list[ArchivedRow]) -> int:
         """Store per-version rows not stored before; returns how many were new."""
 
+    async def count_batch(self, batch_id: str) -> int:
+        """How many archived versions a signing batch completed."""
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Store a checkpoint; False when one of that tree size is stored already."""
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint, smallest tree first."""
+
 
 def entry_document(entry: Entry) -> dict[str, Any]:
-    return {
-        # `_id` is what makes a seq taken once; `seq` repeats it for ordering, as the embedded server
-        # sorts an integer `_id` as text (10 before 9) but other integer fields as numbers.
-        "_id": entry.seq,
-        "seq": entry.seq,
-        "record_id": entry.record_id,
-        "version": entry.version,
-        "prev_hash": entry.prev_hash,
-        "content_digest": entry.content_digest,
-        "entry_hash": entry.entry_hash,
-        "document": entry.document,
-        "signatures": list(entry.signatures),
-        "appended_at": entry.appended_at,
-    }
+    # `_id` is what makes a seq taken once; `seq` repeats it for ordering, as the embedded server
+    # sorts an integer `_id` as text (10 before 9) but other integer fields as numbers.
+    return {"_id": entry.seq, **asdict(entry), "signatures": list(entry.signatures)}
 
 
 def entry_from_document(doc: dict[str, Any]) -> Entry:
@@ -86,23 +107,30 @@ def entry_from_document(doc: dict[str, Any]) -> Entry:
         seq=doc["seq"],
         record_id=doc["record_id"],
         version=doc["version"],
-        prev_hash=doc["prev_hash"],
-        content_digest=doc["content_digest"],
-        entry_hash=doc["entry_hash"],
+        school_code=doc["school_code"],
+        school_year=doc["school_year"],
+        student_ref=doc["student_ref"],
         document=doc["document"],
         signatures=tuple(doc["signatures"]),
-        appended_at=doc["appended_at"],
+        archived_at=doc["archived_at"],
+        leaf_hash=doc["leaf_hash"],
+        batch_id=doc.get("batch_id"),
     )
+
+
+def checkpoint_document(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {"_id": f"{checkpoint.tree_size:012d}", **checkpoint.model_dump()}
 
 
 class MongoArchiveRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self.log = db[LOG]
         self.rows = db[RECORDS]
+        self.checkpoint_rows = db[CHECKPOINTS]
 
-    async def head(self) -> Head:
-        doc = await self.log.find_one({}, {"seq": 1, "entry_hash": 1}, sort=[("seq", -1)])
-        return Head(doc["seq"], doc["entry_hash"]) if doc else EMPTY
+    async def leaf_hashes(self) -> list[bytes]:
+        cursor = self.log.find({}, {"_id": 0, "seq": 1, "leaf_hash": 1}, sort=[("seq", 1)])
+        return [bytes.fromhex(doc["leaf_hash"]) async for doc in cursor]
 
     async def append(self, entries: list[Entry]) -> int:
         if not entries:
@@ -117,27 +145,50 @@ class MongoArchiveRepository:
             return int(exc.details.get("nInserted", 0))
 
     async def positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
-        wanted = set(keys)
-        if not wanted:
+        ids = [f"{rid}:{version}" for rid, version in sorted(set(keys))]
+        if not ids:
             return {}
-        cursor = self.log.find(
-            {"record_id": {"$in": sorted({k[0] for k in wanted})}},
-            {"seq": 1, "record_id": 1, "version": 1, "entry_hash": 1, "appended_at": 1},
-        )
-        return {
-            key: Position(doc["seq"], doc["entry_hash"], doc["appended_at"])
-            async for doc in cursor
-            if (key := (doc["record_id"], doc["version"])) in wanted
-        }
+        cursor = self.rows.find({"_id": {"$in": ids}}, {"seq": 1, "record_id": 1, "version": 1, "leaf_hash": 1, "archived_at": 1})
+        return {(doc["record_id"], doc["version"]): Position(doc["seq"], doc["leaf_hash"], doc["archived_at"]) async for doc in cursor}
+
+    async def log_positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
+        wanted = set(keys)
+        found: dict[Key, Position] = {}
+        for rid in sorted({k[0] for k in wanted}):
+            async for doc in self.log.find({"record_id": rid}, {"seq": 1, "version": 1, "leaf_hash": 1, "archived_at": 1}):
+                if (rid, doc["version"]) in wanted:
+                    found[(rid, doc["version"])] = Position(doc["seq"], doc["leaf_hash"], doc["archived_at"])
+        return found
+
+    async def entry(self, record_id: str, version: int | None = None) -> Entry | None:
+        docs = [doc async for doc in self.log.find({"record_id": record_id})]
+        matching = [d for d in docs if version in (None, d["version"])]
+        return entry_from_document(max(matching, key=lambda d: d["version"])) if matching else None
 
     async def entries(self, start: int = 0, limit: int = 0) -> list[Entry]:
         cursor = self.log.find({"seq": {"$gte": start}}, sort=[("seq", 1)], limit=limit)
         return [entry_from_document(doc) async for doc in cursor]
 
+    async def versions(self, record_ids: Iterable[str]) -> dict[str, list[ArchivedVersion]]:
+        ids = sorted(set(record_ids))
+        found: dict[str, list[ArchivedVersion]] = {rid: [] for rid in ids}
+        for rid in ids:
+            async for doc in self.rows.find({"record_id": rid}, {"version": 1, "school_code": 1}):
+                found[rid].append(ArchivedVersion(doc["version"], doc["school_code"]))
+        return found
+
     async def add_rows(self, rows: list[ArchivedRow]) -> int:
-        return await insert_new(
-            self.rows, [{"_id": f"{r.record_id}:{r.version}", **asdict(r)} for r in rows]
-        )
+        return await insert_new(self.rows, [{"_id": f"{r.record_id}:{r.version}", **asdict(r)} for r in rows])
+
+    async def count_batch(self, batch_id: str) -> int:
+        return len([doc async for doc in self.rows.find({"batch_id": batch_id}, {"_id": 1})])
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        return await insert_one_new(self.checkpoint_rows, checkpoint_document(checkpoint))
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        cursor = self.checkpoint_rows.find({}, sort=[("tree_size", 1)])
+        return [Checkpoint.model_validate(doc) async for doc in cursor]
 
 
 class InMemoryArchiveRepository:
@@ -146,12 +197,10 @@ class InMemoryArchiveRepository:
     def __init__(self) -> None:
         self.log: dict[int, Entry] = {}
         self.rows: dict[Key, ArchivedRow] = {}
+        self.stored_checkpoints: dict[int, Checkpoint] = {}
 
-    async def head(self) -> Head:
-        if not self.log:
-            return EMPTY
-        last = self.log[max(self.log)]
-        return Head(last.seq, last.entry_hash)
+    async def leaf_hashes(self) -> list[bytes]:
+        return [bytes.fromhex(self.log[seq].leaf_hash) for seq in sorted(self.log)]
 
     async def append(self, entries: list[Entry]) -> int:
         taken = {e.key for e in self.log.values()}
@@ -164,11 +213,27 @@ class InMemoryArchiveRepository:
 
     async def positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
         wanted = set(keys)
-        return {e.key: Position(e.seq, e.entry_hash, e.appended_at) for e in self.log.values() if e.key in wanted}
+        return {k: Position(r.seq, r.leaf_hash, r.archived_at) for k, r in self.rows.items() if k in wanted}
+
+    async def log_positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
+        wanted = set(keys)
+        return {e.key: Position(e.seq, e.leaf_hash, e.archived_at) for e in self.log.values() if e.key in wanted}
+
+    async def entry(self, record_id: str, version: int | None = None) -> Entry | None:
+        matching = [e for e in self.log.values() if e.record_id == record_id and version in (None, e.version)]
+        return max(matching, key=lambda e: e.version, default=None)
 
     async def entries(self, start: int = 0, limit: int = 0) -> list[Entry]:
         found = [self.log[seq] for seq in sorted(self.log) if seq >= start]
         return found[:limit] if limit else found
+
+    async def versions(self, record_ids: Iterable[str]) -> dict[str, list[ArchivedVersion]]:
+        ids = set(record_ids)
+        found: dict[str, list[ArchivedVersion]] = {rid: [] for rid in ids}
+        for (rid, version), row in self.rows.items():
+            if rid in ids:
+                found[rid].append(ArchivedVersion(version, row.school_code))
+        return found
 
     async def add_rows(self, rows: list[ArchivedRow]) -> int:
         added = 0
@@ -177,3 +242,15 @@ class InMemoryArchiveRepository:
                 self.rows[(row.record_id, row.version)] = row
                 added += 1
         return added
+
+    async def count_batch(self, batch_id: str) -> int:
+        return sum(1 for r in self.rows.values() if r.batch_id == batch_id)
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        if checkpoint.tree_size in self.stored_checkpoints:
+            return False
+        self.stored_checkpoints[checkpoint.tree_size] = checkpoint
+        return True
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        return [self.stored_checkpoints[size] for size in sorted(self.stored_checkpoints)]

@@ -1,4 +1,4 @@
-"""Runs the signing service: `python -m services.signing`."""
+"""Runs a signing worker: `python -m services.signing`."""
 
 from services.signing.app import NAME, build_app
 from shared.service import main

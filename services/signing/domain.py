@@ -1,4 +1,4 @@
-"""Signing rules: which roles a record needs, how a batch is cut into chunks, what a signature says."""
+"""Signing rules: who may sign what, in which order, how a batch is cut into chunks, what a signature says."""
 
 from __future__ import annotations
 
@@ -7,19 +7,40 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from shared.auth import Actor
 from shared.contracts.grades import RecordVersion
-from shared.contracts.signing import Role, Signature
-from shared.crypto.canonical import sha256_hex
+from shared.contracts.signing import SIGNING_ORDER, Role, Signature, seal_subject
+from shared.crypto.certs import CertIdentity
+from shared.crypto.record_signatures import signature_digest
+from shared.errors import Forbidden
 
 #: The roles a record version needs, in the order they sign. Each signature names the digest of
 #: the one before it, so the chain cannot be reordered or cut.
-REQUIRED_ROLES: tuple[Role, ...] = ("principal",)
+REQUIRED_ROLES: tuple[Role, ...] = SIGNING_ORDER
+
+#: What one batch of a role signs. The school's seal follows the principal's signature within the
+#: same chunk: the principal's one click signs and seals (ký và đóng dấu), as on paper, where the
+#: principal holds the school's seal. A `school_seal` batch (requested by the principal) seals what
+#: carries the principal's signature but no seal yet.
+BATCH_ROLES: dict[Role, tuple[Role, ...]] = {
+    "homeroom_teacher": ("homeroom_teacher",),
+    "principal": ("principal", "school_seal"),
+    "school_seal": ("school_seal",),
+}
 
 #: (record_id, version): one record version.
 Key = tuple[str, int]
 
 OPEN = "open"
 COMPLETED = "completed"
+
+
+class SignerRefused(Forbidden):
+    """A signature by the wrong person, or with a certificate that may not sign; says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = code
 
 
 @dataclass(frozen=True)
@@ -38,10 +59,15 @@ class StoredRecord:
         """(school_code, school_year): what a batch selects records by."""
         return (self.record.school_code, self.record.school_year)
 
+    @property
+    def class_name(self) -> str | None:
+        value = self.record.document.get("class_name")
+        return value if isinstance(value, str) else None
+
 
 @dataclass(frozen=True)
 class Batch:
-    """One "sign all" request: its plan (the chunks) and how far the workers have got."""
+    """One "sign all" request: its plan (the chunks), who signs, and how far the workers have got."""
 
     batch_id: str
     school_code: str
@@ -53,6 +79,11 @@ class Batch:
     done_chunks: frozenset[int] = field(default_factory=frozenset)
     records_signed: int = 0
     completed_at: datetime | None = None
+    #: Subject id of the person whose certificate signs the batch's first role.
+    signer: str = ""
+    class_name: str | None = None
+    records_completed: int = 0
+    records_waiting: int = 0
 
     @property
     def chunks_total(self) -> int:
@@ -66,13 +97,29 @@ class Batch:
     def all_chunks_done(self) -> bool:
         return len(self.done_chunks) >= self.chunks_total
 
-    def counted(self, chunk_no: int, signed: int) -> Batch:
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        return BATCH_ROLES[self.role]
+
+    def signer_of(self, role: Role) -> str:
+        """Whose certificate makes `role`'s signature in this batch."""
+        return signer_subject(role, self.signer, self.school_code)
+
+    def counted(self, chunk_no: int, signed: int, completed: int = 0) -> Batch:
         """The batch after chunk `chunk_no` is counted (unchanged if it was counted before)."""
         if chunk_no in self.done_chunks:
             return self
         return replace(
-            self, done_chunks=self.done_chunks | {chunk_no}, records_signed=self.records_signed + signed
+            self,
+            done_chunks=self.done_chunks | {chunk_no},
+            records_signed=self.records_signed + signed,
+            records_completed=self.records_completed + completed,
         )
+
+
+def signer_subject(role: Role, person: str, school_code: str) -> str:
+    """The subject id whose certificate makes `role`'s signature: the person, or the school's seal."""
+    return seal_subject(school_code) if role == "school_seal" else person
 
 
 def plan_chunks(keys: Iterable[Key], chunk_size: int) -> tuple[tuple[Key, ...], ...]:
@@ -91,6 +138,10 @@ def new_batch(
     unsigned: Iterable[Key],
     chunk_size: int,
     started_at: datetime,
+    *,
+    signer: str = "",
+    class_name: str | None = None,
+    waiting: int = 0,
 ) -> Batch:
     """A batch over the records that lack `role`'s signature; with none it is complete at once."""
     chunks = plan_chunks(unsigned, chunk_size)
@@ -103,7 +154,42 @@ def new_batch(
         started_at=started_at,
         status=OPEN if chunks else COMPLETED,
         completed_at=None if chunks else started_at,
+        signer=signer,
+        class_name=class_name,
+        records_waiting=waiting,
     )
+
+
+# --- who may sign ----------------------------------------------------------------------------
+
+
+def authorise(actor: Actor, role: Role, school_code: str, class_name: str | None) -> None:
+    """Refuse a request by anyone but that class's homeroom teacher or that school's principal."""
+    if role == "homeroom_teacher":
+        if not class_name:
+            raise SignerRefused("invalid", "a homeroom teacher's batch names the class it signs")
+        if actor.school_code != school_code or not actor.is_homeroom_teacher_of(class_name):
+            raise SignerRefused(
+                "wrong-signer",
+                f"{actor.subject} is not the homeroom teacher of class {class_name} at school {school_code}",
+            )
+        return
+    if not actor.is_principal_of(school_code):
+        raise SignerRefused("wrong-signer", f"{actor.subject} is not the principal of school {school_code}")
+
+
+def certificate_problem(holder: CertIdentity, subject_id: str, role: Role, school_code: str) -> str | None:
+    """Why a certificate may not make `role`'s signature for `subject_id` at `school_code`, if it may not."""
+    if holder.subject_id != subject_id:
+        return f"the certificate names {holder.subject_id or 'nobody'}, not {subject_id}"
+    if holder.role != role:
+        return f"{subject_id}'s certificate is for {holder.role or 'no role'}, not {role}"
+    if holder.school_code != school_code:
+        return f"{subject_id}'s certificate is for school {holder.school_code or '?'}, not {school_code}"
+    return None
+
+
+# --- the order of signatures -----------------------------------------------------------------
 
 
 def previous_role(role: Role, order: Sequence[Role] = REQUIRED_ROLES) -> Role | None:
@@ -132,11 +218,6 @@ def in_role_order(present: Mapping[Role, Signature], order: Sequence[Role] = REQ
     return [present[r] for r in sorted(present, key=lambda r: (rank.get(r, len(rank)), r))]
 
 
-def signature_digest(jws: str) -> str:
-    """What the next signature in the chain names as `prev`: SHA-256 (hex) of the compact JWS."""
-    return sha256_hex(jws.encode("ascii"))
-
-
 def prev_digest(
     role: Role, present: Mapping[Role, Signature], order: Sequence[Role] = REQUIRED_ROLES
 ) -> str | None:
@@ -150,16 +231,18 @@ def whole_milliseconds(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-def signature_header(
-    record: StoredRecord, role: Role, signed_at: datetime, jwk: Mapping[str, str], prev: str | None
-) -> dict[str, Any]:
-    """The protected header fields that bind a signature to one record version, role and chain."""
+def signature_header(record: StoredRecord, role: Role, signed_at: datetime, prev: str | None) -> dict[str, Any]:
+    """The protected header fields that bind a signature to one record version, role, time and chain."""
     return {
         "record_id": record.record.record_id,
         "version": record.record.version,
         "role": role,
         "digest": record.digest,
         "signed_at": signed_at.isoformat(),
-        "jwk": dict(jwk),
         "prev": prev,
     }
+
+
+def amended_document(document: Mapping[str, Any], supersedes: int, reason_code: str, note: str, by: str) -> dict[str, Any]:
+    """The amended version's document: it names the version it supersedes and why, under the signatures."""
+    return {**document, "amendment": {"supersedes": supersedes, "reason": reason_code, "note": note, "requested_by": by}}

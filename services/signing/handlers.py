@@ -7,17 +7,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.signing import domain
-from services.signing.domain import Batch, Key, StoredRecord
+from services.signing.domain import Batch, Key, SignerRefused, StoredRecord
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import SigningRepository
+from shared.auth import IssuerKeys, require_actor
 from shared.contracts.base import Message, derived_id, utcnow
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.signing import (
+    AmendmentReceived,
     BatchCompleted,
     BatchProgress,
+    BatchRefused,
     ChunkSigned,
     RecordsCompleted,
     RecordsReceived,
+    RequestAmendment,
     RequestSignBatch,
     Role,
     Signature,
@@ -25,10 +29,41 @@ from shared.contracts.signing import (
     SignWork,
 )
 from shared.crypto.canonical import canonical_json, digest, sha256_hex
-from shared.crypto.jws import EcSigner, sign_detached
-from shared.errors import InvalidMessage, NotFound
+from shared.crypto.certs import TrustStore
+from shared.crypto.jws import sign_detached
+from shared.crypto.signer import SignerDirectory, UnknownSigner, X509Signer
+from shared.errors import Forbidden, InvalidMessage, NotFound
 
 Clock = Callable[[], datetime]
+
+
+@dataclass
+class Authority:
+    """What decides who signs: the actor-token issuer keys, the signers' keys and the trust anchor."""
+
+    issuer_keys: IssuerKeys | None
+    signers: SignerDirectory
+    #: The current trust store (re-read when the CRL changes).
+    trust: Callable[[], TrustStore]
+
+    def signer(self, subject_id: str, role: Role, school_code: str, at: datetime) -> X509Signer:
+        """`subject_id`'s signer for `role`, refused unless its certificate may sign at `at`."""
+        try:
+            signer = self.signers.signer_for(subject_id)
+        except UnknownSigner as exc:
+            raise SignerRefused("no-certificate", str(exc)) from None
+        problem = domain.certificate_problem(signer.identity, subject_id, role, school_code)
+        if problem:
+            raise SignerRefused("wrong-certificate", problem)
+        try:
+            trust = self.trust()
+        except FileNotFoundError as exc:
+            raise SignerRefused("no-trust-anchor", str(exc)) from None
+        check = trust.validate(signer.chain, at)
+        if not check.ok:
+            code = "certificate-revoked" if check.revoked and any("revoked" in f for f in check.failed) else "certificate-invalid"
+            raise SignerRefused(code, f"{subject_id}'s certificate may not sign: {'; '.join(check.failed)}")
+        return signer
 
 
 # --- receiving records -----------------------------------------------------------------------
@@ -113,6 +148,10 @@ def completed_event(batch: Batch) -> BatchCompleted:
         school_year=batch.school_year,
         records_signed=batch.records_signed,
         records_total=batch.records_total,
+        role=batch.role,
+        class_name=batch.class_name,
+        records_completed=batch.records_completed,
+        records_waiting=batch.records_waiting,
     )
 
 
@@ -121,28 +160,115 @@ async def plan_batch(
     repo: SigningRepository,
     chunk_size: int,
     metrics: SigningMetrics,
+    authority: Authority,
     clock: Clock = utcnow,
 ) -> list[Message]:
-    """Plan the batch once; a redelivered request re-publishes the stored plan (workers are idempotent)."""
-    unsigned = await repo.unsigned(command.school_code, command.school_year, command.role)
-    batch = domain.new_batch(
-        command.batch_id, command.school_code, command.school_year, command.role, unsigned, chunk_size, clock()
-    )
-    if await repo.add_batch(batch):
-        if not batch.chunks:
-            metrics.batches.labels("empty").inc()
-    else:
-        stored = await repo.batch(command.batch_id)
-        if stored is None:
-            raise NotFound(f"batch {command.batch_id} vanished after it was created")
-        if (stored.school_code, stored.school_year, stored.role) != (
+    """Check who asks, plan the batch once; a redelivered request re-publishes the stored plan.
+
+    Refused (SignerRefused, dead-lettered with its reason) unless the actor is that class's
+    homeroom teacher or that school's principal and every certificate the batch signs with is
+    valid and not revoked now.
+    """
+    actor = require_actor(command.actor, authority.issuer_keys)
+    domain.authorise(actor, command.role, command.school_code, command.class_name)
+    now = clock()
+    signer = actor.subject if command.role != "school_seal" else ""
+    for role in domain.BATCH_ROLES[command.role]:
+        authority.signer(domain.signer_subject(role, signer, command.school_code), role, command.school_code, now)
+    stored = await repo.batch(command.batch_id)
+    if stored is None:
+        unsigned, waiting = await repo.unsigned(
+            command.school_code,
+            command.school_year,
+            domain.BATCH_ROLES[command.role][0],
+            command.class_name if command.role == "homeroom_teacher" else None,
+            after=domain.previous_role(command.role),
+        )
+        batch = domain.new_batch(
+            command.batch_id,
             command.school_code,
             command.school_year,
             command.role,
-        ):
-            raise InvalidMessage(f"batch id {command.batch_id} is already used for another school year or role")
-        batch = stored
-    return work_messages(batch, command.actor)
+            unsigned,
+            chunk_size,
+            now,
+            signer=signer,
+            class_name=command.class_name,
+            waiting=waiting,
+        )
+        if await repo.add_batch(batch):
+            if not batch.chunks:
+                metrics.batches.labels("empty").inc()
+            return work_messages(batch, command.actor)
+        stored = await repo.batch(command.batch_id)
+        if stored is None:
+            raise NotFound(f"batch {command.batch_id} vanished after it was created")
+    if (stored.school_code, stored.school_year, stored.role, stored.signer) != (
+        command.school_code,
+        command.school_year,
+        command.role,
+        signer,
+    ):
+        raise InvalidMessage(f"batch id {command.batch_id} is already used for another school year, role or signer")
+    return work_messages(stored, command.actor)
+
+
+def refusal(command: RequestSignBatch, exc: Forbidden) -> BatchRefused:
+    """What the requester is told when a batch is refused."""
+    return BatchRefused(
+        message_id=derived_id(command.message_id, "refused"),
+        batch_id=command.batch_id,
+        school_code=command.school_code,
+        school_year=command.school_year,
+        role=command.role,
+        reason=str(exc),
+        code=exc.reason,
+    )
+
+
+# --- amendments ------------------------------------------------------------------------------
+
+
+async def receive_amendment(
+    command: RequestAmendment, repo: SigningRepository, issuer_keys: IssuerKeys | None
+) -> AmendmentReceived:
+    """Keep an amended version to be signed again, if the issuing school's principal or administrator asks.
+
+    The new version names the version it supersedes and the reason inside its document, so both
+    are under every signature it will carry.
+    """
+    actor = require_actor(command.actor, issuer_keys)
+    record = command.record
+    if actor.school_code != record.school_code or not (actor.has("principal") or actor.has("school_admin")):
+        raise SignerRefused(
+            "wrong-school",
+            f"{actor.subject} may not amend {record.record_id}: only the issuing school ({record.school_code}) "
+            "may, through its principal or records administrator",
+        )
+    if record.version <= command.supersedes:
+        raise InvalidMessage(
+            f"{record.record_id} v{record.version} cannot supersede v{command.supersedes}: it must be a later version"
+        )
+    amended = record.model_copy(
+        update={
+            "document": domain.amended_document(
+                record.document, command.supersedes, command.reason_code, command.note, actor.subject
+            )
+        }
+    )
+    stored = StoredRecord(amended, digest(amended.document))
+    if not await repo.add_records([stored]):
+        known = (await repo.records([stored.key])).get(stored.key)
+        if known is None or known.digest != stored.digest:
+            raise InvalidMessage(f"{record.record_id} v{record.version} exists already with other content")
+    return AmendmentReceived(
+        message_id=derived_id(command.message_id, "amendment-received"),
+        actor=command.actor,
+        record_id=record.record_id,
+        version=record.version,
+        supersedes=command.supersedes,
+        reason_code=command.reason_code,
+    )
 
 
 # --- signing a chunk -------------------------------------------------------------------------
@@ -156,15 +282,18 @@ class ChunkOutcome:
 
 
 def sign_record(
-    record: StoredRecord, role: Role, present: dict[Role, Signature], signer: EcSigner, signed_at: datetime
+    record: StoredRecord,
+    role: Role,
+    present: dict[Role, Signature],
+    signer: X509Signer,
+    signed_at: datetime,
+    payload: bytes | None = None,
 ) -> Signature:
-    """ES256 over the canonical document, detached; the header binds record, version, role and chain."""
-    payload = canonical_json(record.record.document)
+    """ES256 over the canonical document, detached; the header binds record, version, role, time and chain."""
+    payload = payload if payload is not None else canonical_json(record.record.document)
     if sha256_hex(payload) != record.digest:
         raise InvalidMessage(f"{record.record.record_id} v{record.record.version} no longer matches its digest")
-    header = domain.signature_header(
-        record, role, signed_at, signer.public_jwk(), domain.prev_digest(role, present)
-    )
+    header = domain.signature_header(record, role, signed_at, domain.prev_digest(role, present))
     return Signature(
         record_id=record.record.record_id,
         version=record.record.version,
@@ -173,41 +302,67 @@ def sign_record(
         digest=record.digest,
         jws=sign_detached(signer, payload, header),
         signed_at=signed_at,
+        signer=signer.identity.subject_id,
     )
 
 
 async def sign_chunk(
     work: SignWork,
     repo: SigningRepository,
-    signer: EcSigner,
+    authority: Authority,
     metrics: SigningMetrics,
+    worker: str,
     clock: Clock = utcnow,
 ) -> ChunkOutcome:
-    """Sign the chunk's records that lack `role`; report those now complete and the chunk as done."""
+    """Sign the chunk's records for the batch's roles (principal, then seal); report those now complete.
+
+    Only a chunk of the stored plan is signed, with the signers the batch was planned for, so a
+    forged work message cannot choose what is signed or by whom.
+    """
+    batch = await repo.batch(work.batch_id)
+    if batch is None:
+        raise NotFound(f"unknown batch {work.batch_id}")
     keys = list(dict.fromkeys((k.record_id, k.version) for k in work.records))
+    if work.chunk_no >= batch.chunks_total or set(keys) != set(batch.chunks[work.chunk_no]) or work.role != batch.role:
+        raise InvalidMessage(f"the work for chunk {work.chunk_no} does not match batch {work.batch_id}'s plan")
     records = await repo.records(keys)
     missing = [f"{rid} v{version}" for rid, version in keys if (rid, version) not in records]
     if missing:
         raise NotFound(f"unknown record versions: {', '.join(missing[:5])}")
     present = await repo.signatures(keys)
     signed_at = domain.whole_milliseconds(clock())
-    fresh = [
-        sign_record(records[key], work.role, present.get(key, {}), signer, signed_at)
-        for key in keys
-        if domain.may_sign(work.role, present.get(key, {}))
-    ]
+    signers = {role: authority.signer(batch.signer_of(role), role, batch.school_code, signed_at) for role in batch.roles}
+    fresh: list[Signature] = []
+    for key in keys:
+        have = dict(present.get(key, {}))
+        payload: bytes | None = None
+        for role in batch.roles:
+            if domain.may_sign(role, have):
+                payload = payload if payload is not None else canonical_json(records[key].record.document)
+                have[role] = sign_record(records[key], role, have, signers[role], signed_at, payload)
+                fresh.append(have[role])
     new = await repo.add_signatures([(s, *records[(s.record_id, s.version)].scope) for s in fresh])
-    metrics.records_signed.labels(work.role).inc(new)
-    if fresh:
-        # Another worker may have signed some of these first: the stored signatures are the ones that count.
+    if new < len(fresh):
+        # Another worker signed some of these first: the stored signatures are the ones that count.
         present = await repo.signatures(keys)
+    else:
+        for signature in fresh:
+            present.setdefault((signature.record_id, signature.version), {})[signature.role] = signature
+    for signature in fresh:
+        if present[(signature.record_id, signature.version)][signature.role].jws == signature.jws:
+            metrics.records_signed.labels(signature.role).inc()
     complete = [
         SignedRecord(record=records[key].record, signatures=domain.in_role_order(present[key]))
         for key in keys
         if domain.is_complete(present.get(key, {}))
     ]
     completed = (
-        RecordsCompleted(message_id=derived_id(work.message_id, "completed"), actor=work.actor, records=complete)
+        RecordsCompleted(
+            message_id=derived_id(work.message_id, "completed"),
+            actor=work.actor,
+            records=complete,
+            batch_id=work.batch_id,
+        )
         if complete
         else None
     )
@@ -215,8 +370,9 @@ async def sign_chunk(
         message_id=derived_id(work.message_id, "chunk-signed"),
         batch_id=work.batch_id,
         chunk_no=work.chunk_no,
-        signed=sum(1 for key in keys if work.role in present.get(key, {})),
-        worker=signer.key_id,
+        signed=sum(1 for key in keys if batch.role in present.get(key, {})),
+        worker=worker,
+        completed=len(complete),
     )
     return ChunkOutcome(completed=completed, chunk=chunk, new_signatures=new)
 
@@ -233,7 +389,7 @@ async def count_chunk(
         raise NotFound(f"unknown batch {event.batch_id}")
     if not 0 <= event.chunk_no < batch.chunks_total:
         raise InvalidMessage(f"batch {event.batch_id} has no chunk {event.chunk_no}")
-    counted = await repo.count_chunk(event.batch_id, event.chunk_no, event.signed)
+    counted = await repo.count_chunk(event.batch_id, event.chunk_no, event.signed, event.completed)
     batch = counted if counted is not None else batch
     out: list[Message] = []
     if counted is not None:
@@ -248,6 +404,7 @@ async def count_chunk(
                 chunks_total=batch.chunks_total,
                 records_signed=batch.records_signed,
                 records_total=batch.records_total,
+                role=batch.role,
             )
         )
     # Checked on redelivery too: a crash after counting the last chunk must not leave the batch open.

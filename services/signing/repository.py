@@ -12,21 +12,29 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.signing.domain import COMPLETED, OPEN, Batch, Key, StoredRecord
 from shared.contracts.grades import RecordVersion
-from shared.contracts.signing import Role, Signature
+from shared.contracts.signing import SIGNING_ORDER, Role, Signature
 from shared.mongo import Index, insert_new, insert_one_new
 
 RECORDS = "records"
 SIGNATURES = "signatures"
 BATCHES = "batches"
 
+# Look-ups go by `_id` or by equality on one indexed field (`scope`, `class_scope`, `role_scope`):
+# the forms every MongoDB-wire server serves from an index (the embedded one scans for others).
 INDEXES = [
     Index(RECORDS, [("record_id", 1), ("version", 1)], unique=True, name="record_version_unique"),
-    Index(RECORDS, [("school_code", 1), ("school_year", 1)], name="school_year"),
+    Index(RECORDS, [("scope", 1)], name="scope"),
+    Index(RECORDS, [("class_scope", 1)], name="class_scope"),
     Index(
         SIGNATURES, [("record_id", 1), ("version", 1), ("role", 1)], unique=True, name="record_version_role_unique"
     ),
-    Index(SIGNATURES, [("school_code", 1), ("school_year", 1), ("role", 1)], name="school_year_role"),
+    Index(SIGNATURES, [("role_scope", 1)], name="role_scope"),
 ]
+
+
+def scope_key(school_code: str, school_year: str, *more: str) -> str:
+    """One field that names a school year (and a class, or a role): what plans select by."""
+    return "|".join((school_code, school_year, *more))
 
 
 class SigningRepository(Protocol):
@@ -36,8 +44,14 @@ class SigningRepository(Protocol):
     async def records(self, keys: Iterable[Key]) -> dict[Key, StoredRecord]:
         """The stored versions among `keys`."""
 
-    async def unsigned(self, school_code: str, school_year: str, role: Role) -> list[Key]:
-        """Keys of the school year's record versions that lack `role`'s signature."""
+    async def unsigned(
+        self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
+    ) -> tuple[list[Key], int]:
+        """Keys of the school year's (or class's) record versions that lack `role`'s signature.
+
+        With `after`, only those that carry `after`'s signature; the second value counts the
+        others, which wait for `after` to sign first.
+        """
 
     async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
         """Store (signature, school_code, school_year) rows whose (record, version, role) is new."""
@@ -50,7 +64,7 @@ class SigningRepository(Protocol):
 
     async def batch(self, batch_id: str) -> Batch | None: ...
 
-    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int) -> Batch | None:
+    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int, completed: int = 0) -> Batch | None:
         """Count a chunk once, atomically; the updated batch, or None if counted before (or unknown)."""
 
     async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
@@ -61,9 +75,13 @@ def record_id(key: Key) -> str:
     return f"{key[0]}:{key[1]}"
 
 
-def _by_record_id(keys: Iterable[Key]) -> tuple[set[Key], dict[str, Any]]:
-    wanted = set(keys)
-    return wanted, {"record_id": {"$in": sorted({k[0] for k in wanted})}}
+def split_ready(unsigned: Iterable[Key], signed_before: set[Key] | None) -> tuple[list[Key], int]:
+    """(the keys whose earlier role has signed, sorted; how many others wait for it)."""
+    keys = sorted(set(unsigned))
+    if signed_before is None:
+        return keys, 0
+    ready = [k for k in keys if k in signed_before]
+    return ready, len(keys) - len(ready)
 
 
 def batch_document(batch: Batch) -> dict[str, Any]:
@@ -79,6 +97,10 @@ def batch_document(batch: Batch) -> dict[str, Any]:
         "status": batch.status,
         "done_chunks": sorted(batch.done_chunks),
         "records_signed": batch.records_signed,
+        "records_completed": batch.records_completed,
+        "records_waiting": batch.records_waiting,
+        "signer": batch.signer,
+        "class_name": batch.class_name,
         "closed": {"at": batch.completed_at},
     }
 
@@ -95,6 +117,10 @@ def batch_from_document(doc: dict[str, Any]) -> Batch:
         done_chunks=frozenset(doc.get("done_chunks", [])),
         records_signed=doc.get("records_signed", 0),
         completed_at=(doc.get("closed") or {}).get("at"),
+        signer=doc.get("signer", ""),
+        class_name=doc.get("class_name"),
+        records_completed=doc.get("records_completed", 0),
+        records_waiting=doc.get("records_waiting", 0),
     )
 
 
@@ -107,30 +133,50 @@ class MongoSigningRepository:
     async def add_records(self, records: list[StoredRecord]) -> int:
         return await insert_new(
             self.record_rows,
-            [{"_id": record_id(r.key), **r.record.model_dump(mode="json"), "digest": r.digest} for r in records],
+            [
+                {
+                    "_id": record_id(r.key),
+                    **r.record.model_dump(mode="json"),
+                    "digest": r.digest,
+                    "class_name": r.class_name,
+                    "scope": scope_key(*r.scope),
+                    "class_scope": scope_key(*r.scope, r.class_name or ""),
+                }
+                for r in records
+            ],
         )
 
     async def records(self, keys: Iterable[Key]) -> dict[Key, StoredRecord]:
-        wanted, query = _by_record_id(keys)
+        wanted = set(keys)
         found: dict[Key, StoredRecord] = {}
-        async for doc in self.record_rows.find(query, {"_id": 0}):
+        async for doc in self.record_rows.find({"_id": {"$in": [record_id(k) for k in sorted(wanted)]}}, {"_id": 0}):
             key = (doc["record_id"], doc["version"])
             if key in wanted:
                 found[key] = StoredRecord(RecordVersion.model_validate(doc), doc["digest"])
         return found
 
-    async def unsigned(self, school_code: str, school_year: str, role: Role) -> list[Key]:
-        scope = {"school_code": school_code, "school_year": school_year}
-        projection = {"_id": 0, "record_id": 1, "version": 1}
-        signatures = self.signature_rows.find({**scope, "role": role}, projection)
-        signed = {(d["record_id"], d["version"]) async for d in signatures}
-        return sorted(
-            [
-                key
-                async for d in self.record_rows.find(scope, projection)
-                if (key := (d["record_id"], d["version"])) not in signed
-            ]
+    async def unsigned(
+        self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
+    ) -> tuple[list[Key], int]:
+        projection = {"_id": 0, "record_id": 1, "version": 1, "role": 1}
+        roles = [role] if after is None else [role, after]
+        in_scope = (
+            {"class_scope": scope_key(school_code, school_year, class_name)}
+            if class_name
+            else {"scope": scope_key(school_code, school_year)}
         )
+        keys = [(d["record_id"], d["version"]) async for d in self.record_rows.find(in_scope, projection)]
+        signed: dict[Role, set[Key]] = {r: set() for r in roles}
+        if class_name:  # a class: its few records' signatures by id
+            ids = [f"{record_id(k)}:{r}" for k in keys for r in roles]
+            query: list[dict[str, Any]] = [{"_id": {"$in": ids}}] if ids else []
+        else:  # a school: every signature of the role
+            query = [{"role_scope": scope_key(school_code, school_year, r)} for r in roles]
+        for q in query:
+            async for d in self.signature_rows.find(q, projection):
+                signed[d["role"]].add((d["record_id"], d["version"]))
+        unsigned = [key for key in keys if key not in signed[role]]
+        return split_ready(unsigned, signed[after] if after is not None else None)
 
     async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
         return await insert_new(
@@ -141,15 +187,17 @@ class MongoSigningRepository:
                     **s.model_dump(),
                     "school_code": school_code,
                     "school_year": school_year,
+                    "role_scope": scope_key(school_code, school_year, s.role),
                 }
                 for s, school_code, school_year in signatures
             ],
         )
 
     async def signatures(self, keys: Iterable[Key]) -> dict[Key, dict[Role, Signature]]:
-        wanted, query = _by_record_id(keys)
+        wanted = set(keys)
+        ids = [f"{record_id(k)}:{role}" for k in sorted(wanted) for role in SIGNING_ORDER]
         found: dict[Key, dict[Role, Signature]] = {}
-        async for doc in self.signature_rows.find(query):
+        async for doc in self.signature_rows.find({"_id": {"$in": ids}}):
             key = (doc["record_id"], doc["version"])
             if key in wanted:
                 found.setdefault(key, {})[doc["role"]] = Signature.model_validate(doc)
@@ -162,12 +210,12 @@ class MongoSigningRepository:
         doc = await self.batch_rows.find_one({"_id": batch_id})
         return batch_from_document(doc) if doc else None
 
-    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int) -> Batch | None:
+    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int, completed: int = 0) -> Batch | None:
         # `$nin` rather than `$ne`: both mean "not among the array's elements" on MongoDB, and the
         # embedded server honours only `$nin` in an update filter.
         doc = await self.batch_rows.find_one_and_update(
             {"_id": batch_id, "done_chunks": {"$nin": [chunk_no]}},
-            {"$push": {"done_chunks": chunk_no}, "$inc": {"records_signed": signed}},
+            {"$push": {"done_chunks": chunk_no}, "$inc": {"records_signed": signed, "records_completed": completed}},
             return_document=ReturnDocument.AFTER,
         )
         return batch_from_document(doc) if doc else None
@@ -200,14 +248,18 @@ class InMemorySigningRepository:
     async def records(self, keys: Iterable[Key]) -> dict[Key, StoredRecord]:
         return {k: self.stored[k] for k in set(keys) if k in self.stored}
 
-    async def unsigned(self, school_code: str, school_year: str, role: Role) -> list[Key]:
-        return sorted(
+    async def unsigned(
+        self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
+    ) -> tuple[list[Key], int]:
+        unsigned = [
             key
             for key, r in self.stored.items()
-            if r.record.school_code == school_code
-            and r.record.school_year == school_year
+            if r.scope == (school_code, school_year)
+            and (class_name is None or r.class_name == class_name)
             and (*key, role) not in self.signed
-        )
+        ]
+        ready = {(rid, v) for rid, v, r in self.signed if r == after} if after is not None else None
+        return split_ready(unsigned, ready)
 
     async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
         added = 0
@@ -235,11 +287,11 @@ class InMemorySigningRepository:
     async def batch(self, batch_id: str) -> Batch | None:
         return self.batches.get(batch_id)
 
-    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int) -> Batch | None:
+    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int, completed: int = 0) -> Batch | None:
         batch = self.batches.get(batch_id)
         if batch is None or chunk_no in batch.done_chunks:
             return None
-        self.batches[batch_id] = batch.counted(chunk_no, signed)
+        self.batches[batch_id] = batch.counted(chunk_no, signed, completed)
         return self.batches[batch_id]
 
     async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:

@@ -16,12 +16,14 @@ class ArchivedRecord(Model):
     school_code: str
     school_year: str
     student_ref: str
-    #: Position in the archive log and the hash that chains the entry to its predecessor.
+    #: Position in the archive's Merkle log (the leaf index) and the entry's RFC 9162 leaf hash (hex).
     seq: int
     entry_hash: str
     #: SHA-256 of the canonical record document, as signed.
     digest: str
     document: dict[str, Any]
+    #: For an amendment: the version this one supersedes.
+    supersedes: int | None = None
 
 
 class RecordsArchived(Message):
@@ -49,3 +51,101 @@ class CheckpointIssued(Message):
     ROUTING_KEY = "archive.checkpoint.issued.v1"
 
     checkpoint: Checkpoint
+
+
+# --- requests answered by the archive (request/reply) ----------------------------------------
+
+
+class ProveInclusion(Message):
+    """Request: the inclusion proof of a record version (the latest when `version` is None)."""
+
+    ROUTING_KEY = "archive.proof.inclusion.v1"
+    MANDATORY = False
+
+    record_id: str
+    version: int | None = None
+    #: Prove against this tree size (a checkpoint the asker holds); the latest checkpoint by default.
+    tree_size: int | None = None
+
+
+class InclusionProof(Model):
+    record_id: str
+    version: int
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    #: RFC 9162 PATH, hex, from the leaf up.
+    proof: list[str]
+    checkpoint: Checkpoint | None = None
+
+
+class ProveConsistency(Message):
+    """Request: the consistency proof from tree size `first` to `second` (the latest checkpoint by default)."""
+
+    ROUTING_KEY = "archive.proof.consistency.v1"
+    MANDATORY = False
+
+    first: int = Field(ge=1)
+    second: int | None = None
+
+
+class ConsistencyProof(Model):
+    first: int
+    second: int
+    first_root: str
+    second_root: str
+    proof: list[str]
+    checkpoint: Checkpoint | None = None
+
+
+class ProofReply(Model):
+    """What the archive answers a proof or export request with: the answer, or why there is none."""
+
+    inclusion: InclusionProof | None = None
+    consistency: ConsistencyProof | None = None
+    bundle: dict[str, Any] | None = None
+    #: For a certified copy: a compact JWS (ES256) by the archive, small enough for a QR code.
+    qr: str | None = None
+    error: str | None = None
+
+
+class ExportRecord(Message):
+    """Request: the offline verification bundle of a record version (the latest when `version` is None)."""
+
+    ROUTING_KEY = "archive.record.export.v1"
+    MANDATORY = False
+
+    record_id: str
+    version: int | None = None
+    #: Also sign a compact payload for the QR code of a printed certified copy.
+    certified_copy: bool = False
+
+
+class AuditArchive(Message):
+    """Request: recompute the log from the stored entries and compare it with every signed checkpoint."""
+
+    ROUTING_KEY = "archive.log.audit.v1"
+    MANDATORY = False
+
+
+class AuditFinding(Model):
+    seq: int | None
+    record_id: str | None = None
+    version: int | None = None
+    problem: str
+
+
+class AuditReport(Model):
+    entries: int
+    checkpoints: int
+    ok: bool
+    #: What was checked and held, in plain words.
+    passed: list[str] = []
+    findings: list[AuditFinding] = []
+
+
+class IssueCheckpoint(Message):
+    """Request: sign a checkpoint of the log now (an operator's command); answered with it."""
+
+    ROUTING_KEY = "archive.checkpoint.issue.v1"
+    MANDATORY = False

@@ -12,9 +12,28 @@ from shared.contracts.grades import RecordKey, RecordVersion
 
 Role = Literal["homeroom_teacher", "principal", "school_seal"]
 
+#: The order in which a record version is signed. Each signature names the digest of the one
+#: before it, so the chain cannot be reordered or cut.
+SIGNING_ORDER: tuple[Role, ...] = ("homeroom_teacher", "principal", "school_seal")
+
+
+def seal_subject(school_code: str) -> str:
+    """The subject id of a school's seal certificate (the school signs as an organisation)."""
+    return f"seal-{school_code}"
+
+
+#: Why an archived record version is replaced by a new one.
+AmendmentReason = Literal[
+    "grade-correction", "identity-correction", "conduct-correction", "clerical-error", "appeal-decision"
+]
+
 
 class RequestSignBatch(Message):
-    """Command: sign every record of a school year that still lacks `role`'s signature."""
+    """Command: sign every record of a school year that still lacks `role`'s signature.
+
+    The actor token names who signs: a homeroom teacher signs their class (`class_name`), the
+    principal signs the school, and the school's seal follows the principal's signature.
+    """
 
     ROUTING_KEY = "signing.batch.requested.v1"
 
@@ -22,6 +41,8 @@ class RequestSignBatch(Message):
     school_code: str
     school_year: str
     role: Role = "principal"
+    #: The class a homeroom teacher signs; required for role homeroom_teacher.
+    class_name: str | None = None
 
 
 class SignWork(Message):
@@ -46,6 +67,8 @@ class Signature(Model):
     #: Compact JWS with detached payload.
     jws: str
     signed_at: datetime
+    #: Subject id of the certificate holder (the person, or `seal-<school>` for the school's seal).
+    signer: str | None = None
 
 
 class SignedRecord(Model):
@@ -62,6 +85,8 @@ class ChunkSigned(Message):
     chunk_no: int
     signed: int
     worker: str
+    #: Of those, how many now carry every signature (and so go to the archive).
+    completed: int = 0
 
 
 class RecordsCompleted(Message):
@@ -70,6 +95,8 @@ class RecordsCompleted(Message):
     ROUTING_KEY = "signing.record.completed.v1"
 
     records: list[SignedRecord] = Field(min_length=1)
+    #: The batch whose work completed them, so the archive can tell when a batch is all archived.
+    batch_id: str | None = None
 
 
 class BatchProgress(Notification):
@@ -82,9 +109,12 @@ class BatchProgress(Notification):
     chunks_total: int
     records_signed: int
     records_total: int
+    role: Role | None = None
 
 
-class BatchCompleted(Notification):
+class BatchCompleted(Message):
+    """Event: every chunk of a batch is signed. The archive issues a checkpoint after it, so it is durable."""
+
     ROUTING_KEY = "signing.batch.completed.v1"
 
     batch_id: str
@@ -92,6 +122,52 @@ class BatchCompleted(Notification):
     school_year: str
     records_signed: int
     records_total: int
+    role: Role | None = None
+    class_name: str | None = None
+    #: Records that now carry every signature: what the archive will have appended for this batch.
+    records_completed: int = 0
+    #: Records of the scope left out because an earlier role has not signed them yet.
+    records_waiting: int = 0
+
+
+class BatchRefused(Notification):
+    """A sign-all request was refused: the wrong person, or a certificate that may not sign."""
+
+    ROUTING_KEY = "signing.batch.refused.v1"
+
+    batch_id: str
+    school_code: str
+    school_year: str
+    role: Role
+    reason: str
+    #: Short machine-readable reason, as in the dead-letter header.
+    code: str
+
+
+class RequestAmendment(Message):
+    """Command: replace an archived record version with a corrected one, for the issuing school only.
+
+    `record` is the new version (a higher version number); it is signed again in the usual order
+    before the archive accepts it as superseding `supersedes`.
+    """
+
+    ROUTING_KEY = "signing.amendment.requested.v1"
+
+    record: RecordVersion
+    supersedes: int = Field(ge=1)
+    reason_code: AmendmentReason
+    note: str = ""
+
+
+class AmendmentReceived(Notification):
+    """Signing holds the amended version; it now awaits its signatures."""
+
+    ROUTING_KEY = "signing.amendment.received.v1"
+
+    record_id: str
+    version: int
+    supersedes: int
+    reason_code: AmendmentReason
 
 
 class RecordsReceived(Notification):

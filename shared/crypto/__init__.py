@@ -1,1 +1,1 @@
-"""Cryptography shared by the services: canonical JSON, digests, signatures, hash chains."""
+"""Cryptography shared by the services: canonical JSON, signatures, certificates, the Merkle log, field encryption."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -51,9 +51,22 @@ class EcSigner:
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
-def sign_detached(signer: EcSigner, payload: bytes, header: dict[str, Any]) -> str:
-    """Compact JWS `header..signature` whose payload travels separately (RFC 7515 App. F)."""
-    protected = b64url(json.dumps({"alg": "ES256", "kid": signer.key_id, **header}, separators=(",", ":")).encode())
+class RawSigner(Protocol):
+    """What signs a JWS: a key id and ES256 over bytes; an `x5c` chain when it has a certificate."""
+
+    key_id: str
+
+    def sign_raw(self, data: bytes) -> bytes: ...
+
+
+def sign_detached(signer: RawSigner, payload: bytes, header: dict[str, Any]) -> str:
+    """Compact JWS `header..signature` whose payload travels separately (RFC 7515 App. F).
+
+    The protected header carries `alg`, `kid` and, for a certified signer, its `x5c` chain.
+    """
+    x5c = getattr(signer, "x5c", None)
+    fields = {"alg": "ES256", "kid": signer.key_id, **({"x5c": x5c} if x5c else {}), **header}
+    protected = b64url(json.dumps(fields, separators=(",", ":")).encode())
     signing_input = f"{protected}.{b64url(payload)}".encode()
     return f"{protected}..{b64url(signer.sign_raw(signing_input))}"
 
@@ -69,7 +82,11 @@ def protected_header(jws: str) -> dict[str, Any]:
 
 
 def verify_detached(public_key: ec.EllipticCurvePublicKey, jws: str, payload: bytes) -> bool:
-    protected, empty, signature = jws.split(".")
+    """True when `jws` is a detached compact ES256 JWS by `public_key` over `payload`."""
+    parts = jws.split(".")
+    if len(parts) != 3:
+        return False
+    protected, empty, signature = parts
     if empty:
         return False
     raw = b64url_decode(signature)
@@ -81,3 +98,22 @@ def verify_detached(public_key: ec.EllipticCurvePublicKey, jws: str, payload: by
         return True
     except InvalidSignature:
         return False
+
+
+def sign_compact(signer: RawSigner, payload: bytes, header: dict[str, Any]) -> str:
+    """Compact JWS with the payload attached and only `kid` to name the key: small enough for a QR code."""
+    protected = b64url(json.dumps({"alg": "ES256", "kid": signer.key_id, **header}, separators=(",", ":")).encode())
+    body = b64url(payload)
+    return f"{protected}.{body}.{b64url(signer.sign_raw(f'{protected}.{body}'.encode()))}"
+
+
+def verify_compact(public_key: ec.EllipticCurvePublicKey, jws: str) -> bytes | None:
+    """The payload of a compact ES256 JWS if `public_key` made it, else None."""
+    parts = jws.split(".")
+    if len(parts) != 3 or not parts[1]:
+        return None
+    try:
+        payload = b64url_decode(parts[1])
+    except ValueError:
+        return None
+    return payload if verify_detached(public_key, f"{parts[0]}..{parts[2]}", payload) else None

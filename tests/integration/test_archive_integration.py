@@ -1,4 +1,4 @@
-"""archive against the MongoDB-wire server and real RabbitMQ: the insert-only log, racing appenders, the flow."""
+"""archive against the MongoDB-wire server and real RabbitMQ: the insert-only log, checkpoints, the audit."""
 
 from __future__ import annotations
 
@@ -6,46 +6,28 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry
+import pytest
 
 from services.archive import domain, handlers
 from services.archive.app import build_app
-from services.archive.handlers import LogHead
+from services.archive.handlers import LogState
 from services.archive.metrics import ArchiveMetrics
-from services.archive.repository import INDEXES, ArchivedRow, MongoArchiveRepository
-from shared.contracts.archive import RecordsArchived
-from shared.contracts.grades import RecordVersion
-from shared.contracts.signing import RecordsCompleted, Signature, SignedRecord
-from shared.crypto.canonical import canonical_json, digest
-from shared.crypto.jws import EcSigner, sign_detached
+from services.archive.repository import INDEXES, MongoArchiveRepository
+from shared.contracts.archive import AuditArchive, AuditReport, CheckpointIssued, ExportRecord, ProofReply, RecordsArchived
+from shared.contracts.signing import BatchCompleted, RecordsCompleted
+from shared.crypto.bundle import verify_bundle
+from shared.crypto.merkle import MerkleTree
 from shared.mongo import ensure_indexes
 from tests.support import drain, probing, running
+from tests.unit.archive.conftest import archive_keys
+from tests.unit.signing.trust import make_trust, signed_record
 
-SIGNER = EcSigner.generate("signing-integration")
-AT = datetime(2026, 5, 21, 9, 30, tzinfo=UTC)
+AT = datetime.now(UTC).replace(microsecond=0)
 
 
-def signed(n: int) -> SignedRecord:
-    record = RecordVersion(
-        record_id=f"rec-{n:04d}",
-        version=1,
-        school_code="79000703",
-        school_year="2025-2026",
-        student_ref=f"student-{n:04d}",
-        document={"student_ref": f"student-{n:04d}", "subjects": {"toan": {"year": 7.25}}, "conduct": "Khá"},
-    )
-    header = {"record_id": record.record_id, "version": 1, "role": "principal"}
-    jws = sign_detached(SIGNER, canonical_json(record.document), header)
-    signature = Signature(
-        record_id=record.record_id,
-        version=1,
-        role="principal",
-        key_id=SIGNER.key_id,
-        digest=digest(record.document),
-        jws=jws,
-        signed_at=AT,
-    )
-    return SignedRecord(record=record, signatures=[signature])
+@pytest.fixture(scope="module")
+def trust(tmp_path_factory):
+    return make_trust(tmp_path_factory.mktemp("archive-integration"))
 
 
 async def repository(mongo_client, settings) -> MongoArchiveRepository:
@@ -54,78 +36,88 @@ async def repository(mongo_client, settings) -> MongoArchiveRepository:
     return MongoArchiveRepository(db)
 
 
-async def test_the_log_takes_each_seq_and_each_version_once(mongo_client, settings):
+async def test_the_log_takes_each_position_and_each_version_once(mongo_client, settings, trust):
     repo = await repository(mongo_client, settings)
-    assert await repo.head() == domain.EMPTY
-    entries = domain.build_entries(domain.EMPTY, [signed(n) for n in range(12)], AT)
-    assert await repo.append(entries[:3]) == 3
-    assert await repo.append(entries[2:5]) == 0, "seq 2 is taken: nothing after it is written"
-    head = await repo.head()
-    assert head == domain.Head(2, entries[2].entry_hash)
-    again = domain.build_entries(head, [signed(3), signed(1), signed(4)], AT)
-    assert await repo.append(again) == 1, "rec-0001 v1 is archived already: the append stops there"
-    head = await repo.head()
-    assert await repo.append(domain.build_entries(head, [signed(n) for n in range(4, 12)], AT)) == 8
-    log = await repo.entries()
-    assert [e.seq for e in log] == list(range(12))
-    assert domain.verify_chain(log) is None
-    assert (await repo.head()).seq == 11, "seqs sort as numbers"
-    assert [e.seq for e in await repo.entries(start=10)] == [10, 11]
-    assert [e.seq for e in await repo.entries(start=2, limit=2)] == [2, 3]
-    positions = await repo.positions([("rec-0003", 1), ("rec-0011", 1), ("rec-0011", 2)])
-    assert {k: p.seq for k, p in positions.items()} == {("rec-0003", 1): 3, ("rec-0011", 1): 11}
-    row = ArchivedRow("rec-0003", 1, 3, "79000703", "2025-2026", "student-0003", AT)
-    assert await repo.add_rows([row]) == 1
-    assert await repo.add_rows([row]) == 0
+    entries = domain.build_entries(0, [signed_record(trust, n) for n in range(3)], AT)
+    assert await repo.append(entries) == 3
+    assert await repo.append(entries) == 0
+    again = domain.build_entries(3, [signed_record(trust, 1)], AT)
+    assert await repo.append(again) == 0, "a version is archived once, whatever position it asks for"
+    assert await repo.entries() == entries
+    assert await repo.leaf_hashes() == [bytes.fromhex(e.leaf_hash) for e in entries]
+    assert (await repo.entry("rec-0002")) == entries[2]
+    positions = await repo.log_positions([("rec-0001", 1), ("nope", 1)])
+    assert list(positions) == [("rec-0001", 1)] and positions[("rec-0001", 1)].seq == 1
 
 
-async def test_appenders_racing_on_one_log_keep_one_unbroken_chain(mongo_client, settings):
+async def test_appenders_racing_on_one_log_keep_one_tree(mongo_client, settings, trust):
     repo = await repository(mongo_client, settings)
-    metrics = ArchiveMetrics(CollectorRegistry())
-    appenders = [LogHead() for _ in range(3)]
-    chunks = [RecordsCompleted(records=[signed(n) for n in range(i * 5, i * 5 + 5)]) for i in range(9)]
-    # Every chunk twice (a redelivery), each time through another appender with its own idea of the head.
-    calls = [
-        handlers.archive_records(chunk, repo, appenders[(i + k) % 3], metrics)
-        for k in range(2)
-        for i, chunk in enumerate(chunks)
-    ]
-    reports = await asyncio.gather(*calls)
-    log = await repo.entries()
-    assert len(log) == 45 and domain.verify_chain(log) is None
-    assert len({e.key for e in log}) == 45
-    seq_of = {e.key: e.seq for e in log}
-    for report in reports:
-        assert all(r.seq == seq_of[(r.record_id, r.version)] for r in report.records)
-    assert await mongo_client[settings.names().database("archive")]["records"].count_documents({}) == 45
+    metrics = ArchiveMetrics(__import__("prometheus_client").CollectorRegistry())
+    keys = archive_keys(trust)
+    states = [LogState(), LogState()]
+
+    async def append(state: LogState, start: int) -> None:
+        for n in range(start, start + 10, 2):
+            event = RecordsCompleted(records=[signed_record(trust, n), signed_record(trust, n + 1)])
+            await handlers.archive_records(event, repo, state, metrics, keys)
+
+    await asyncio.gather(append(states[0], 0), append(states[1], 100))
+    stored = await repo.entries()
+    assert [e.seq for e in stored] == list(range(20))
+    assert all(e.computed_leaf_hash() == e.leaf_hash for e in stored)
+    tree = MerkleTree(bytes.fromhex(e.leaf_hash) for e in stored)
+    fresh = LogState()
+    await fresh.load(repo, metrics)
+    assert fresh.tree.root() == tree.root()
 
 
-async def test_completed_records_are_archived_over_the_broker(mongo_client, settings):
-    service = build_app(settings, mongo=mongo_client)
-    first = RecordsCompleted(records=[signed(n) for n in range(4)])
-    second = RecordsCompleted(records=[signed(4), signed(5)])
-    async with probing(settings, RecordsArchived) as probes, running(service):
-        for event in (first, second, first):
-            await service.bus.publish(event)
-        got: list[RecordsArchived] = []
-        deadline = time.monotonic() + 60
-        while len(got) < 3 and time.monotonic() < deadline:
-            got += [
-                RecordsArchived.model_validate_json(m.body)
-                for m in await drain(settings.amqp_url, probes[RecordsArchived.ROUTING_KEY], timeout=1.0)
-            ]
-    by_id: dict[str, list[RecordsArchived]] = {}
-    for event in got:
-        by_id.setdefault(event.message_id, []).append(event)
-    assert sorted(len(v) for v in by_id.values()) == [1, 2], "the redelivered chunk is reported again"
-    seqs = {(r.record_id, r.seq, r.entry_hash) for e in got for r in e.records}
-    assert sorted(s for _, s, _ in seqs) == list(range(6))
+async def test_records_are_archived_over_the_broker_and_a_batch_brings_a_checkpoint(mongo_client, settings, trust):
+    keys = archive_keys(trust)
+    service = build_app(settings, mongo=mongo_client, signer=keys.signer, trust=keys.trust)
+    async with probing(settings, RecordsArchived, CheckpointIssued) as probes, running(service):
+        await service.bus.publish(RecordsCompleted(records=[signed_record(trust, n) for n in range(8)], batch_id="b"))
+        await service.bus.publish(BatchCompleted(
+            batch_id="b", school_code="79000701", school_year="2025-2026", records_signed=8, records_total=8,
+            records_completed=8,
+        ))
+        issued = []
+        deadline = time.monotonic() + 30
+        while not issued and time.monotonic() < deadline:
+            issued = [CheckpointIssued.model_validate_json(m.body) for m in await drain(
+                settings.amqp_url, probes[CheckpointIssued.ROUTING_KEY], timeout=1.0)]
+        archived = [RecordsArchived.model_validate_json(m.body) for m in await drain(
+            settings.amqp_url, probes[RecordsArchived.ROUTING_KEY])]
+        export = ProofReply.model_validate(await service.bus.request(ExportRecord(record_id="rec-0005")))
+    assert [r.seq for a in archived for r in a.records] == list(range(8))
+    assert [e.checkpoint.tree_size for e in issued] == [8]
+    assert verify_bundle(export.bundle, trust.pki.trust_store()).ok
 
+
+async def test_the_audit_names_the_entry_whose_stored_byte_was_edited_in_mongodb(mongo_client, settings, trust):
+    keys = archive_keys(trust)
+    service = build_app(settings, mongo=mongo_client, signer=keys.signer, trust=keys.trust)
     db = mongo_client[settings.names().database("archive")]
-    repo = MongoArchiveRepository(db)
-    log = await repo.entries()
-    assert domain.verify_chain(log) is None
-    assert seqs == {(e.record_id, e.seq, e.entry_hash) for e in log}
-    assert await db["records"].count_documents({}) == 6
-    assert service.registry.get_sample_value("hocba_records_archived_total") == 6
-    assert service.registry.get_sample_value("hocba_archive_log_entries") == 6
+    async with probing(settings, RecordsArchived, CheckpointIssued), running(service):
+        await service.bus.publish(RecordsCompleted(records=[signed_record(trust, n) for n in range(6)], batch_id="b"))
+        await service.bus.publish(BatchCompleted(
+            batch_id="b", school_code="79000701", school_year="2025-2026", records_signed=6, records_total=6,
+            records_completed=6,
+        ))
+        deadline = time.monotonic() + 30
+        while await db["checkpoints"].count_documents({}) < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        clean = AuditReport.model_validate(await service.bus.request(AuditArchive(), timeout=60))
+        assert clean.ok, clean.findings
+
+        # One byte of one stored entry changes, straight in the database: a year average 8.5 becomes 9.5.
+        stored = await db["log"].find_one({"seq": 3})
+        assert stored["document"]["subjects"]["toan"]["year"] == "8.5"
+        await db["log"].update_one({"_id": stored["_id"]}, {"$set": {"document.subjects.toan.year": "9.5"}})
+        assert (await db["log"].find_one({"seq": 3}))["document"]["subjects"]["toan"]["year"] == "9.5"
+        report = AuditReport.model_validate(await service.bus.request(AuditArchive(), timeout=60))
+    assert not report.ok
+    assert {f.seq for f in report.findings if f.seq is not None} == {3}
+    named = [f for f in report.findings if f.seq == 3]
+    assert {(f.record_id, f.version) for f in named} == {("rec-0003", 1)}
+    assert any("leaf hash" in f.problem for f in named)
+    assert any("no longer give the root signed in the checkpoint of size 6" in f.problem for f in report.findings)

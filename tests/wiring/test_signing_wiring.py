@@ -1,4 +1,4 @@
-"""signing's app under FastStream's in-memory broker: routing, the batch fan-out, contracts, metrics."""
+"""signing's app under FastStream's in-memory broker: routing, the batch fan-out, refusals, contracts, metrics."""
 
 from __future__ import annotations
 
@@ -10,21 +10,24 @@ from services.signing.app import build_app
 from services.signing.repository import InMemorySigningRepository
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.signing import (
+    AmendmentReceived,
     BatchCompleted,
     BatchProgress,
+    BatchRefused,
     ChunkSigned,
     RecordsCompleted,
     RecordsReceived,
+    RequestAmendment,
     RequestSignBatch,
     SignWork,
 )
-from shared.crypto.canonical import canonical_json
-from shared.crypto.jws import EcSigner, jwk_public_key, protected_header, verify_detached
+from shared.crypto.record_signatures import check_record
 from shared.messaging import REASON_HEADER, dead_letter_queue
 from shared.service import ServiceApp
+from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, make_trust
 from tests.wiring.conftest import probe, send
 
-SCHOOL, YEAR = "79000701", "2025-2026"
+YEAR = "2025-2026"
 
 
 def records(count: int, start: int = 0) -> list[RecordVersion]:
@@ -35,7 +38,7 @@ def records(count: int, start: int = 0) -> list[RecordVersion]:
             school_code=SCHOOL,
             school_year=YEAR,
             student_ref=f"student-{n:04d}",
-            document={"student_ref": f"student-{n:04d}", "subjects": {"toan": {"year": 8.5}}, "conduct": "Tốt"},
+            document={"student_ref": f"student-{n:04d}", "class_name": f"6A{n % 2 + 1}", "conduct": "Tốt"},
         )
         for n in range(start, start + count)
     ]
@@ -53,15 +56,37 @@ def dead_letters(service: ServiceApp, message: type) -> list[tuple[bytes, dict]]
     return received
 
 
+@pytest.fixture(scope="module")
+def trust(tmp_path_factory):
+    return make_trust(tmp_path_factory.mktemp("signing-wiring"))
+
+
 @pytest.fixture
-def service(settings):
+def service(settings, trust):
     repo = InMemorySigningRepository()
-    signer = EcSigner.generate("signing-wiring")
-    return build_app(settings, repository=repo, signer=signer), repo, signer
+    authority = trust.authority()
+    svc = build_app(
+        settings, repository=repo, signers=authority.signers, trust=authority.trust, issuer_keys=authority.issuer_keys
+    )
+    return svc, repo
+
+
+def homeroom(trust, class_name: str) -> RequestSignBatch:
+    return RequestSignBatch(
+        school_code=SCHOOL,
+        school_year=YEAR,
+        role="homeroom_teacher",
+        class_name=class_name,
+        actor=trust.staff.homeroom_teacher(SCHOOL, class_name),
+    )
+
+
+def principal(trust, school_code: str = SCHOOL) -> RequestSignBatch:
+    return RequestSignBatch(school_code=SCHOOL, school_year=YEAR, actor=trust.staff.principal(school_code))
 
 
 async def test_received_records_are_announced(service):
-    svc, repo, _ = service
+    svc, repo = service
     seen = probe(svc, RecordsReceived)
     event = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(3))
     async with TestRabbitBroker(svc.broker) as broker:
@@ -70,64 +95,85 @@ async def test_received_records_are_announced(service):
     assert [(e.count, e.source_message_id, e.school_code) for e in seen] == [(3, event.message_id, SCHOOL)]
 
 
-async def test_one_click_signs_every_record_through_chunks_and_completes_the_batch_once(service, settings):
-    svc, repo, signer = service
+async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(service, settings, trust):
+    svc, repo = service
     work, chunks, completed, progress, done = (
         probe(svc, m) for m in (SignWork, ChunkSigned, RecordsCompleted, BatchProgress, BatchCompleted)
     )
-    request = RequestSignBatch(school_code=SCHOOL, school_year=YEAR)
+    request = principal(trust)
     async with TestRabbitBroker(svc.broker) as broker:
         await send(broker, svc, RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(25)))
+        await send(broker, svc, homeroom(trust, "6A1"))
+        await send(broker, svc, homeroom(trust, "6A2"))
+        assert completed == [], "a record is complete only once the principal and seal have signed"
         await send(broker, svc, request)
     assert settings.chunk_size == 10
-    assert sorted(w.chunk_no for w in work) == [0, 1, 2]
-    assert sorted((c.chunk_no, c.signed, c.worker) for c in chunks) == [
-        (0, 10, signer.key_id),
-        (1, 10, signer.key_id),
-        (2, 5, signer.key_id),
-    ]
+    assert sorted(w.chunk_no for w in work if w.batch_id == request.batch_id) == [0, 1, 2]
     signed = [r for event in completed for r in event.records]
     assert sorted(r.record.record_id for r in signed) == [f"rec-{n:04d}" for n in range(25)]
     for record in signed:
-        [signature] = record.signatures
-        key = jwk_public_key(protected_header(signature.jws)["jwk"])
-        assert verify_detached(key, signature.jws, canonical_json(record.record.document))
-    assert sorted(p.chunks_done for p in progress) == [1, 2, 3]
-    assert [(d.batch_id, d.records_signed, d.records_total) for d in done] == [(request.batch_id, 25, 25)]
+        check = check_record(
+            record.record.record_id, 1, SCHOOL, record.record.document, [s.jws for s in record.signatures],
+            trust.pki.trust_store(),
+        )
+        assert check.ok, check.problems()
+    assert sorted(p.chunks_done for p in progress if p.batch_id == request.batch_id) == [1, 2, 3]
+    mine = [d for d in done if d.batch_id == request.batch_id]
+    assert [(d.records_signed, d.records_total, d.records_completed, d.role) for d in mine] == [(25, 25, 25, "principal")]
+    assert sorted((d.class_name, d.records_signed) for d in done if d.role == "homeroom_teacher") == [("6A1", 13), ("6A2", 12)]
     registry = svc.registry
     assert registry.get_sample_value("hocba_records_signed_total", {"role": "principal"}) == 25
-    assert registry.get_sample_value("hocba_signing_chunks_total") == 3
-    assert registry.get_sample_value("hocba_signing_batches_total", {"outcome": "completed"}) == 1
-    assert registry.get_sample_value("hocba_signing_batch_duration_seconds_count") == 1
+    assert registry.get_sample_value("hocba_records_signed_total", {"role": "school_seal"}) == 25
+    assert registry.get_sample_value("hocba_signing_batches_total", {"outcome": "completed"}) == 3
 
 
-async def test_a_redelivered_request_signs_nothing_twice_and_completes_once(service):
-    svc, repo, _ = service
+async def test_a_redelivered_request_signs_nothing_twice_and_completes_once(service, trust):
+    svc, repo = service
     done = probe(svc, BatchCompleted)
-    completed = probe(svc, RecordsCompleted)
-    request = RequestSignBatch(school_code=SCHOOL, school_year=YEAR)
+    request = homeroom(trust, "6A1")
     async with TestRabbitBroker(svc.broker) as broker:
         await send(broker, svc, RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(12)))
         await send(broker, svc, request)
         await send(broker, svc, request)
-    assert len(repo.signed) == 12
+    assert len(repo.signed) == 6
     assert len(done) == 1
-    assert svc.registry.get_sample_value("hocba_records_signed_total", {"role": "principal"}) == 12
-    # Re-published chunks report the same completed records under the same message ids.
-    assert len({c.message_id for c in completed}) == 2 and len(completed) == 4
+    assert svc.registry.get_sample_value("hocba_records_signed_total", {"role": "homeroom_teacher"}) == 6
 
 
-async def test_a_batch_with_nothing_to_sign_completes_at_once(service):
-    svc, _, _ = service
-    work, done = probe(svc, SignWork), probe(svc, BatchCompleted)
+async def test_a_request_by_the_wrong_person_is_refused_told_and_dead_lettered_with_the_reason(service, trust):
+    svc, repo = service
+    refused = probe(svc, BatchRefused)
+    dead = dead_letters(svc, RequestSignBatch)
+    wrong = principal(trust, OTHER_SCHOOL)
     async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, RequestSignBatch(school_code=SCHOOL, school_year=YEAR))
-    assert work == [] and [(d.records_signed, d.records_total) for d in done] == [(0, 0)]
-    assert svc.registry.get_sample_value("hocba_signing_batches_total", {"outcome": "empty"}) == 1
+        await send(broker, svc, RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(2)))
+        await send(broker, svc, wrong)
+    assert [(r.batch_id, r.code) for r in refused] == [(wrong.batch_id, "wrong-signer")]
+    assert "is not the principal of school 79000701" in refused[0].reason
+    [(_, headers)] = dead
+    assert headers[REASON_HEADER] == "wrong-signer"
+    assert not repo.batches and not repo.signed
+    assert svc.registry.get_sample_value("hocba_signing_refused_total", {"reason": "wrong-signer"}) == 1
+
+
+async def test_an_amendment_from_the_issuing_school_is_stored_for_signing(service, trust):
+    svc, repo = service
+    seen = probe(svc, AmendmentReceived)
+    dead = dead_letters(svc, RequestAmendment)
+    amended = records(1)[0].model_copy(update={"version": 2})
+    ours = RequestAmendment(record=amended, supersedes=1, reason_code="clerical-error", actor=trust.staff.principal(SCHOOL))
+    theirs = ours.model_copy(update={"actor": trust.staff.principal(OTHER_SCHOOL)})
+    async with TestRabbitBroker(svc.broker) as broker:
+        await send(broker, svc, theirs)
+        await send(broker, svc, ours)
+    assert [(e.record_id, e.version, e.supersedes) for e in seen] == [("rec-0000", 2, 1)]
+    assert repo.stored[("rec-0000", 2)].record.document["amendment"]["reason"] == "clerical-error"
+    [(_, headers)] = dead
+    assert headers[REASON_HEADER] == "wrong-school"
 
 
 async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(service):
-    svc, repo, _ = service
+    svc, repo = service
     seen = probe(svc, RecordsReceived)
     dead = dead_letters(svc, RecordsReady)
     changed = records(1)[0].model_copy(update={"document": {"conduct": "Khá"}})

@@ -1,49 +1,43 @@
-"""Fixtures for archive's unit tests: signed record versions, a repository and metrics."""
+"""Fixtures for archive's unit tests: fully signed record versions, a repository, metrics, the archive's keys."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.archive.handlers import Keys
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import InMemoryArchiveRepository
-from shared.contracts.grades import RecordVersion
-from shared.contracts.signing import Signature, SignedRecord
-from shared.crypto.canonical import canonical_json, digest
-from shared.crypto.jws import EcSigner, sign_detached
-
-SIGNER = EcSigner.generate("signing-test")
-SIGNED_AT = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
+from shared.contracts.signing import SignedRecord
+from shared.crypto.certs import ReloadingTrust
+from shared.crypto.pki import ARCHIVE_SUBJECT
+from tests.unit.signing.trust import Trust, make_trust, signed_record
 
 
-def signed_record(n: int, version: int = 1, **document: object) -> SignedRecord:
-    record = RecordVersion(
-        record_id=f"rec-{n:04d}",
-        version=version,
-        school_code="79000701",
-        school_year="2025-2026",
-        student_ref=f"student-{n:04d}",
-        document={"student_ref": f"student-{n:04d}", "subjects": {"toan": {"year": 8.5}}, **document},
+def archive_keys(trust: Trust) -> Keys:
+    return Keys(
+        signer=lambda: trust.signers.signer_for(ARCHIVE_SUBJECT),
+        trust=ReloadingTrust(trust.pki.anchor_path, [trust.pki.crl_path], check_every=0),
+        origin="test.archive",
+        crl_pem=lambda: trust.pki.crl_path.read_text(),
     )
-    header = {"record_id": record.record_id, "version": version, "role": "principal", "prev": None}
-    signature = Signature(
-        record_id=record.record_id,
-        version=version,
-        role="principal",
-        key_id=SIGNER.key_id,
-        digest=digest(record.document),
-        jws=sign_detached(SIGNER, canonical_json(record.document), header),
-        signed_at=SIGNED_AT,
-    )
-    return SignedRecord(record=record, signatures=[signature])
+
+
+@pytest.fixture(scope="session")
+def trust(tmp_path_factory) -> Trust:
+    return make_trust(tmp_path_factory.mktemp("archive-trust"))
 
 
 @pytest.fixture
-def make_signed() -> Callable[..., SignedRecord]:
-    return signed_record
+def keys(trust) -> Keys:
+    return archive_keys(trust)
+
+
+@pytest.fixture
+def make_signed(trust) -> Callable[..., SignedRecord]:
+    return lambda n, version=1, **kw: signed_record(trust, n, version, **kw)
 
 
 @pytest.fixture

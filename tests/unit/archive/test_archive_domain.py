@@ -1,74 +1,106 @@
-"""archive's log rules: entries chain from the head, and any tampering breaks the chain."""
+"""The archive's rules: leaves, amendments, and an audit that names altered, removed and reordered entries."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
 from services.archive import domain
-from shared.contracts.signing import SignedRecord
-from shared.crypto.canonical import digest
-from shared.crypto.hashchain import GENESIS, chain_hash
+from services.archive.domain import ArchivedVersion, SupersededNotArchived
+from shared.crypto.archive_log import sign_checkpoint
+from shared.crypto.merkle import MerkleTree
+from shared.errors import Forbidden, InvalidMessage
 
-AT = datetime(2026, 5, 21, tzinfo=UTC)
-
-
-def test_entries_chain_from_the_empty_log(make_signed):
-    records = [make_signed(n) for n in range(3)]
-    entries = domain.build_entries(domain.EMPTY, records, AT)
-    assert [e.seq for e in entries] == [0, 1, 2]
-    assert entries[0].prev_hash == GENESIS
-    assert [e.prev_hash for e in entries[1:]] == [e.entry_hash for e in entries[:-1]]
-    first, signed = entries[0], records[0]
-    assert first.content_digest == digest(
-        {"record": signed.record.document, "signatures": [s.jws for s in signed.signatures]}
-    )
-    assert first.entry_hash == chain_hash(GENESIS, first.content_digest, 0)
-    assert domain.verify_chain(entries) is None
-    assert domain.head_after(domain.EMPTY, entries) == domain.Head(2, entries[-1].entry_hash)
+AT = datetime.now(UTC).replace(microsecond=0)
 
 
-def test_entries_continue_from_a_head_and_verify_from_it(make_signed):
-    first = domain.build_entries(domain.EMPTY, [make_signed(0), make_signed(1)], AT)
-    head = domain.head_after(domain.EMPTY, first)
-    more = domain.build_entries(head, [make_signed(2)], AT)
-    assert more[0].seq == 2 and more[0].prev_hash == first[-1].entry_hash
-    assert domain.verify_chain(first + more) is None
-    assert domain.verify_chain(more, start=head) is None
-    assert domain.verify_chain(more) == 2
+def entries(make_signed, count: int) -> list[domain.Entry]:
+    return domain.build_entries(0, [make_signed(n) for n in range(count)], AT)
 
 
-def test_a_tampered_document_is_detected_at_its_entry(make_signed):
-    entries = domain.build_entries(domain.EMPTY, [make_signed(n) for n in range(4)], AT)
-    entries[2] = replace(entries[2], document={**entries[2].document, "subjects": {"toan": {"year": 10}}})
-    assert domain.verify_chain(entries) == 2
+def checkpoint(trust, log: list[domain.Entry], size: int | None = None):
+    size = len(log) if size is None else size
+    tree = MerkleTree(bytes.fromhex(e.leaf_hash) for e in log)
+    return sign_checkpoint(trust.signers.signer_for("archive"), "test", size, tree.root(size), AT)
 
 
-def test_a_dropped_signature_is_detected(make_signed):
-    entries = domain.build_entries(domain.EMPTY, [make_signed(n) for n in range(2)], AT)
-    entries[1] = replace(entries[1], signatures=())
-    assert domain.verify_chain(entries) == 1
+def no_signature_problems(_) -> list[str]:
+    return []
 
 
-def test_a_rewritten_entry_with_recomputed_hashes_breaks_the_next_link(make_signed):
-    entries = domain.build_entries(domain.EMPTY, [make_signed(n) for n in range(3)], AT)
-    forged = domain.build_entries(domain.EMPTY, [make_signed(0, conduct="Khá")], AT)[0]
-    assert domain.verify_chain([forged, *entries[1:]]) == 1
+def test_a_leaf_commits_to_its_position_record_signatures_and_time(make_signed):
+    [first, second] = entries(make_signed, 2)
+    assert (first.seq, second.seq) == (0, 1) and first.archived_at == second.archived_at
+    assert first.computed_leaf_hash() == first.leaf_hash
+    assert replace(first, seq=1).computed_leaf_hash() != first.leaf_hash
+    assert replace(first, signatures=first.signatures[:2]).computed_leaf_hash() != first.leaf_hash
+    assert replace(first, archived_at="2020-01-01T00:00:00.000Z").computed_leaf_hash() != first.leaf_hash
+    later = domain.build_entries(7, [make_signed(0)], AT)[0]
+    assert later.seq == 7 and later.leaf_hash != first.leaf_hash
 
 
-def test_removed_or_reordered_entries_are_detected(make_signed):
-    entries = domain.build_entries(domain.EMPTY, [make_signed(n) for n in range(4)], AT)
-    assert domain.verify_chain([entries[0], entries[2], entries[3]]) == 2
-    assert domain.verify_chain([entries[1], entries[0]]) == 1
-    assert domain.verify_chain([]) is None
+def test_an_intact_log_passes_the_audit(trust, make_signed):
+    log = entries(make_signed, 6)
+    report = domain.audit(log, [checkpoint(trust, log, 3), checkpoint(trust, log)], no_signature_problems)
+    assert report.ok and not report.findings
+    assert report.entries == 6 and report.checkpoints == 2 and len(report.passed) == 3
 
 
-def test_signatures_must_name_the_version_and_its_content(make_signed):
-    good = make_signed(1)
-    assert domain.signature_problems(good) == []
-    assert domain.signature_problems(SignedRecord(record=good.record, signatures=[])) != []
-    other = make_signed(2)
-    mixed = SignedRecord(record=good.record, signatures=other.signatures)
-    assert "is for rec-0002 v1" in domain.signature_problems(mixed)[0]
-    altered = SignedRecord(record=make_signed(1, conduct="Khá").record, signatures=good.signatures)
-    assert "other content" in domain.signature_problems(altered)[0]
+def test_the_audit_names_an_altered_entry(trust, make_signed):
+    log = entries(make_signed, 6)
+    signed = [checkpoint(trust, log)]
+    altered = [*log[:2], replace(log[2], document={**log[2].document, "conduct": "Tốt"}), *log[3:]]
+    report = domain.audit(altered, signed, no_signature_problems)
+    assert not report.ok
+    named = {f.seq for f in report.findings if f.seq is not None}
+    assert named == {2}
+    assert any("rec-0002 v1" in f.problem and "leaf hash" in f.problem for f in report.findings)
+    assert any("no longer match the digest" in f.problem or "no longer matches" in f.problem for f in report.findings)
+    assert any("no longer give the root" in f.problem for f in report.findings)
+
+
+def test_the_audit_names_an_altered_entry_even_when_its_stored_leaf_hash_was_rewritten(trust, make_signed):
+    log = entries(make_signed, 4)
+    signed = [checkpoint(trust, log)]
+    forged = replace(log[1], document={**log[1].document, "conduct": "Tốt"})
+    forged = replace(forged, leaf_hash=forged.computed_leaf_hash())
+    report = domain.audit([log[0], forged, *log[2:]], signed, no_signature_problems)
+    assert [f.seq for f in report.findings if f.seq is not None] == [1]
+    assert any("no longer give the root" in f.problem for f in report.findings)
+
+
+def test_the_audit_names_removed_and_reordered_entries(trust, make_signed):
+    log = entries(make_signed, 5)
+    signed = [checkpoint(trust, log)]
+    removed = domain.audit([e for e in log if e.seq != 3], signed, no_signature_problems)
+    assert any(f.seq == 3 and "removed" in f.problem for f in removed.findings)
+    swapped = [log[0], replace(log[2], seq=1), replace(log[1], seq=2), *log[3:]]
+    reordered = domain.audit(swapped, signed, no_signature_problems)
+    assert {f.seq for f in reordered.findings if f.seq is not None} == {1, 2}
+    cut = domain.audit(log[:3], signed, no_signature_problems)
+    assert any("removed from the end" in f.problem for f in cut.findings)
+
+
+def test_the_audit_reports_a_checkpoint_whose_signature_fails(trust, make_signed):
+    log = entries(make_signed, 2)
+    report = domain.audit(log, [checkpoint(trust, log)], lambda _: ["the signature does not verify"])
+    assert not report.ok and "does not verify" in report.findings[0].problem
+
+
+def test_a_first_version_needs_no_amendment_and_a_later_one_must_be_one(make_signed):
+    domain.amendment_problem(make_signed(1), [])
+    with pytest.raises(InvalidMessage, match="must name the version"):
+        domain.amendment_problem(make_signed(1, 2), [ArchivedVersion(1, "79000701")])
+
+
+def test_an_amendment_replaces_the_latest_version_of_its_own_school(make_signed):
+    amendment = {"supersedes": 2, "reason": "grade-correction"}
+    domain.amendment_problem(make_signed(1, 3, amendment=amendment), [ArchivedVersion(1, "79000701"), ArchivedVersion(2, "79000701")])
+    with pytest.raises(InvalidMessage, match="latest archived version is v3"):
+        domain.amendment_problem(make_signed(1, 4, amendment=amendment), [ArchivedVersion(v, "79000701") for v in (1, 2, 3)])
+    with pytest.raises(Forbidden, match="may not amend"):
+        domain.amendment_problem(make_signed(1, 3, amendment=amendment), [ArchivedVersion(2, "79000999")])
+    with pytest.raises(SupersededNotArchived):
+        domain.amendment_problem(make_signed(1, 3, amendment=amendment), [])

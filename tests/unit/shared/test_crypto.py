@@ -1,12 +1,24 @@
-"""Canonical JSON, detached ES256 JWS and the hash chain."""
+"""Canonical JSON (fast path against the RFC 8785 reference) and detached ES256 JWS."""
 
 from __future__ import annotations
 
 import json
 
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from shared.crypto.canonical import canonical_json, digest
-from shared.crypto.hashchain import GENESIS, chain_hash, verify_chain
-from shared.crypto.jws import EcSigner, b64url_decode, jwk_public_key, protected_header, sign_detached, verify_detached
+from shared.crypto.jws import (
+    EcSigner,
+    b64url_decode,
+    jwk_public_key,
+    protected_header,
+    sign_compact,
+    sign_detached,
+    verify_compact,
+    verify_detached,
+)
 
 
 def test_canonical_json_sorts_keys_and_drops_whitespace():
@@ -37,14 +49,25 @@ def test_detached_jws_verifies_only_for_its_payload():
     assert json.loads(b64url_decode(header_b64))["alg"] == "ES256"
 
 
-def test_hash_chain_detects_altered_moved_and_removed_entries():
-    rows, previous = [], GENESIS
-    for seq, content in enumerate(["a" * 64, "b" * 64, "c" * 64]):
-        entry = chain_hash(previous, content, seq)
-        rows.append((seq, previous, content, entry))
-        previous = entry
-    assert verify_chain(rows) is None
-    altered = [*rows[:1], (1, rows[1][1], "d" * 64, rows[1][3]), *rows[2:]]
-    assert verify_chain(altered) == 1
-    assert verify_chain([rows[0], rows[2]]) == 2
-    assert verify_chain([rows[1], rows[0], rows[2]]) == 1
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**60), max_value=2**60) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_the_fast_path_gives_exactly_the_rfc8785_reference_bytes(value):
+    try:
+        expected = rfc8785.dumps(value)
+    except (rfc8785.IntegerDomainError, UnicodeEncodeError, ValueError):
+        return
+    assert canonical_json(value) == expected
+
+
+def test_compact_jws_carries_its_payload_and_verifies():
+    signer = EcSigner.generate("k2")
+    token = sign_compact(signer, b'{"r":"x"}', {"typ": "t"})
+    assert verify_compact(signer.key.public_key(), token) == b'{"r":"x"}'
+    assert verify_compact(EcSigner.generate("other").key.public_key(), token) is None

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from services.signing import domain
+from shared.auth import Actor
 from shared.contracts.signing import Signature
+from shared.crypto.certs import CertIdentity
 from shared.crypto.canonical import sha256_hex
 
 T0 = datetime(2026, 5, 20, 8, 0, 0, 123456, tzinfo=UTC)
@@ -42,23 +46,31 @@ def test_a_chunk_counts_once_towards_its_batch():
     assert done.all_chunks_done and done.records_signed == 5
 
 
-def test_the_required_roles_are_data():
-    assert domain.REQUIRED_ROLES == ("principal",)
-    assert domain.is_complete({"principal": signature("principal")})
+def test_a_record_is_complete_with_the_homeroom_teacher_principal_and_seal_signatures():
+    assert domain.REQUIRED_ROLES == ORDER
+    assert domain.is_complete({r: signature(r) for r in ORDER})
     assert not domain.is_complete({})
-    assert not domain.is_complete({"principal": signature("principal")}, ORDER)
+    assert not domain.is_complete({"principal": signature("principal")})
+    assert not domain.is_complete({r: signature(r) for r in ORDER[:2]})
+
+
+def test_the_principals_batch_signs_and_seals():
+    assert domain.BATCH_ROLES["principal"] == ("principal", "school_seal")
+    batch = domain.new_batch("b", "79000701", "y", "principal", [("r", 1)], 10, T0, signer="ht-79000701")
+    assert batch.signer_of("principal") == "ht-79000701"
+    assert batch.signer_of("school_seal") == "seal-79000701"
 
 
 def test_a_role_signs_once_and_after_the_roles_before_it():
-    assert domain.may_sign("principal", {})
-    assert not domain.may_sign("principal", {"principal": signature("principal")})
+    assert domain.may_sign("homeroom_teacher", {})
+    assert not domain.may_sign("homeroom_teacher", {"homeroom_teacher": signature("homeroom_teacher")})
     assert not domain.may_sign("principal", {}, ORDER)
     assert domain.may_sign("principal", {"homeroom_teacher": signature("homeroom_teacher")}, ORDER)
     assert not domain.may_sign("school_seal", {"homeroom_teacher": signature("homeroom_teacher")}, ORDER)
 
 
 def test_prev_names_the_digest_of_the_previous_signature_in_the_chain():
-    assert domain.prev_digest("principal", {}) is None
+    assert domain.prev_digest("homeroom_teacher", {}) is None
     teacher = signature("homeroom_teacher", jws="eyJ0ZWFjaGVyIjoxfQ..c2ln")
     prev = domain.prev_digest("principal", {"homeroom_teacher": teacher}, ORDER)
     assert prev == domain.signature_digest(teacher.jws) == sha256_hex(teacher.jws.encode())
@@ -74,16 +86,56 @@ def test_signed_at_keeps_whole_milliseconds_as_the_database_does():
     assert domain.whole_milliseconds(T0).microsecond == 123000
 
 
-def test_the_header_binds_record_version_role_digest_time_key_and_chain(make_record):
+def test_the_header_binds_record_version_role_digest_time_and_chain(make_record):
     record = domain.StoredRecord(make_record(7, version=2), "ab" * 32)
-    jwk = {"kty": "EC", "crv": "P-256", "x": "x", "y": "y", "kid": "k"}
-    header = domain.signature_header(record, "principal", T0, jwk, None)
+    header = domain.signature_header(record, "principal", T0, "cd" * 32)
     assert header == {
         "record_id": "rec-0007",
         "version": 2,
         "role": "principal",
         "digest": "ab" * 32,
         "signed_at": T0.isoformat(),
-        "jwk": jwk,
-        "prev": None,
+        "prev": "cd" * 32,
+    }
+
+
+def actor(**kw) -> Actor:
+    return Actor(expires_at=T0, **{"subject": "x", "roles": frozenset(), "school_code": "79000701", **kw})
+
+
+def test_only_the_classs_homeroom_teacher_signs_it():
+    teacher = actor(subject="gvcn-79000701-6A1", roles=frozenset({"homeroom_teacher"}), homeroom_class="6A1")
+    domain.authorise(teacher, "homeroom_teacher", "79000701", "6A1")
+    with pytest.raises(domain.SignerRefused) as refused:
+        domain.authorise(teacher, "homeroom_teacher", "79000701", "6A2")
+    assert refused.value.reason == "wrong-signer" and "not the homeroom teacher of class 6A2" in str(refused.value)
+    with pytest.raises(domain.SignerRefused):
+        domain.authorise(teacher, "homeroom_teacher", "79000702", "6A1")
+    with pytest.raises(domain.SignerRefused):
+        domain.authorise(teacher, "principal", "79000701", None)
+
+
+def test_only_the_schools_principal_signs_and_seals_it():
+    principal = actor(subject="ht-79000701", roles=frozenset({"principal"}))
+    domain.authorise(principal, "principal", "79000701", None)
+    domain.authorise(principal, "school_seal", "79000701", None)
+    with pytest.raises(domain.SignerRefused, match="not the principal of school 79000702"):
+        domain.authorise(principal, "principal", "79000702", None)
+    with pytest.raises(domain.SignerRefused, match="names the class"):
+        domain.authorise(actor(roles=frozenset({"homeroom_teacher"}), homeroom_class="6A1"), "homeroom_teacher", "79000701", None)
+
+
+def test_a_certificate_must_name_the_signer_role_and_school():
+    holder = CertIdentity("ht-79000701", "Hiệu trưởng", "principal", "79000701", 1, "root", "f")
+    assert domain.certificate_problem(holder, "ht-79000701", "principal", "79000701") is None
+    assert "not ht-79000702" in domain.certificate_problem(holder, "ht-79000702", "principal", "79000701")
+    assert "not school_seal" in domain.certificate_problem(holder, "ht-79000701", "school_seal", "79000701")
+    assert "not 79000702" in domain.certificate_problem(holder, "ht-79000701", "principal", "79000702")
+
+
+def test_an_amended_document_names_what_it_supersedes_and_why():
+    amended = domain.amended_document({"a": 1}, 1, "grade-correction", "Toán HK2", "ht-1")
+    assert amended == {
+        "a": 1,
+        "amendment": {"supersedes": 1, "reason": "grade-correction", "note": "Toán HK2", "requested_by": "ht-1"},
     }

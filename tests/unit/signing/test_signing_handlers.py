@@ -1,4 +1,4 @@
-"""signing's use cases against the in-memory repository."""
+"""signing's use cases against the in-memory repository, a development PKI and real actor tokens."""
 
 from __future__ import annotations
 
@@ -7,24 +7,30 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.signing import handlers
-from services.signing.domain import COMPLETED, OPEN
+from services.signing.domain import COMPLETED, OPEN, SignerRefused
 from services.signing.repository import InMemorySigningRepository
+from shared.auth import Unauthenticated
 from shared.contracts.base import derived_id
 from shared.contracts.grades import RecordsReady
 from shared.contracts.signing import (
     BatchCompleted,
     BatchProgress,
     ChunkSigned,
+    RequestAmendment,
     RequestSignBatch,
     SignWork,
 )
 from shared.crypto.canonical import canonical_json, digest
-from shared.crypto.jws import EcSigner, jwk_public_key, protected_header, verify_detached
+from shared.crypto.certs import from_x5c
+from shared.crypto.jws import protected_header, verify_detached
+from shared.crypto.record_signatures import check_record, signature_digest
 from shared.errors import InvalidMessage, NotFound
 
-from .conftest import SCHOOL, YEAR
+from .conftest import YEAR
+from .trust import OTHER_SCHOOL, SCHOOL
 
-T0 = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
+T0 = datetime.now(UTC).replace(microsecond=0)
+WORKER = "signing-test-worker"
 
 
 def ready(records, **kw) -> RecordsReady:
@@ -35,9 +41,36 @@ async def received(repo, make_record, count: int) -> None:
     await handlers.receive_records(ready([make_record(n) for n in range(count)]), repo)
 
 
-async def planned(repo, metrics, chunk_size: int = 10, **kw) -> tuple[RequestSignBatch, list]:
-    command = RequestSignBatch(school_code=SCHOOL, school_year=YEAR, **kw)
-    return command, await handlers.plan_batch(command, repo, chunk_size, metrics, clock=lambda: T0)
+def homeroom_request(trust, class_name: str = "6A1", **kw) -> RequestSignBatch:
+    return RequestSignBatch(
+        school_code=SCHOOL,
+        school_year=YEAR,
+        role="homeroom_teacher",
+        class_name=class_name,
+        actor=trust.staff.homeroom_teacher(SCHOOL, class_name),
+        **kw,
+    )
+
+
+def principal_request(trust, school_code: str = SCHOOL, **kw) -> RequestSignBatch:
+    return RequestSignBatch(
+        school_code=school_code, school_year=YEAR, role="principal", actor=trust.staff.principal(school_code), **kw
+    )
+
+
+async def plan(repo, metrics, authority, command, chunk_size: int = 10) -> list:
+    return await handlers.plan_batch(command, repo, chunk_size, metrics, authority, clock=lambda: T0)
+
+
+async def sign_all(repo, metrics, authority, work) -> list[handlers.ChunkOutcome]:
+    return [await handlers.sign_chunk(w, repo, authority, metrics, WORKER) for w in work if isinstance(w, SignWork)]
+
+
+async def homeroom_signed(repo, metrics, authority, trust, make_record, count: int) -> None:
+    """`count` records received and signed by both classes' homeroom teachers."""
+    await received(repo, make_record, count)
+    for class_name in ("6A1", "6A2"):
+        await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, homeroom_request(trust, class_name)))
 
 
 def content(messages) -> list[dict]:
@@ -57,7 +90,7 @@ async def test_received_records_are_kept_with_their_digest_and_announced(repo, m
     outcome = await handlers.receive_records(event, repo)
     assert outcome.new == 2 and not outcome.conflicts
     stored = repo.stored[("rec-0001", 1)]
-    assert stored.digest == digest(make_record(1).document)
+    assert stored.digest == digest(make_record(1).document) and stored.class_name == "6A2"
     assert outcome.event.count == 2 and outcome.event.source_message_id == event.message_id
     assert outcome.event.message_id == derived_id(event.message_id, "received")
 
@@ -88,97 +121,178 @@ async def test_records_of_another_school_are_invalid(repo, make_record):
 # --- planning --------------------------------------------------------------------------------
 
 
-async def test_a_batch_is_cut_into_chunks_of_unsigned_records(repo, metrics, make_record):
+async def test_a_homeroom_teacher_signs_only_their_class(repo, metrics, authority, trust, make_record):
     await received(repo, make_record, 25)
-    command, messages = await planned(repo, metrics)
+    command = homeroom_request(trust, "6A1")
+    messages = await plan(repo, metrics, authority, command, chunk_size=5)
     assert [type(m) for m in messages] == [SignWork] * 3
-    assert [len(m.records) for m in messages] == [10, 10, 5]
+    keys = [(k.record_id, k.version) for m in messages for k in m.records]
+    assert keys == [(f"rec-{n:04d}", 1) for n in range(0, 25, 2)]
     assert [m.message_id for m in messages] == [derived_id(command.batch_id, "work", n) for n in range(3)]
     batch = repo.batches[command.batch_id]
-    assert (batch.chunks_total, batch.records_total, batch.started_at, batch.status) == (3, 25, T0, OPEN)
+    assert (batch.chunks_total, batch.records_total, batch.status, batch.signer) == (3, 13, OPEN, "gvcn-79000701-6A1")
 
 
-async def test_a_redelivered_request_republishes_the_same_plan(repo, metrics, make_record):
-    await received(repo, make_record, 15)
-    command, first = await planned(repo, metrics)
-    await handlers.receive_records(ready([make_record(n) for n in range(15, 30)]), repo)
-    again = await handlers.plan_batch(command, repo, 10, metrics)
+async def test_the_principal_signs_what_the_homeroom_teachers_signed_and_the_rest_waits(
+    repo, metrics, authority, trust, make_record
+):
+    await received(repo, make_record, 6)
+    await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, homeroom_request(trust, "6A1")))
+    command = principal_request(trust)
+    messages = await plan(repo, metrics, authority, command)
+    assert [(k.record_id) for m in messages for k in m.records] == ["rec-0000", "rec-0002", "rec-0004"]
+    assert repo.batches[command.batch_id].records_waiting == 3
+
+
+async def test_a_redelivered_request_republishes_the_same_plan(repo, metrics, authority, trust, make_record):
+    await received(repo, make_record, 30)
+    command = homeroom_request(trust)
+    first = await plan(repo, metrics, authority, command)
+    await handlers.receive_records(ready([make_record(n) for n in range(30, 40)]), repo)
+    again = await plan(repo, metrics, authority, command)
     assert content(again) == content(first), "the stored plan, not a new one, is published again"
     assert len(repo.batches) == 1
 
 
-async def test_a_batch_id_cannot_be_reused_for_another_school_year(repo, metrics, make_record):
+async def test_a_batch_id_cannot_be_reused_for_another_school_year(repo, metrics, authority, trust, make_record):
     await received(repo, make_record, 3)
-    command, _ = await planned(repo, metrics)
-    other = RequestSignBatch(batch_id=command.batch_id, school_code=SCHOOL, school_year="2024-2025")
+    command = homeroom_request(trust)
+    await plan(repo, metrics, authority, command)
+    other = homeroom_request(trust).model_copy(update={"batch_id": command.batch_id, "school_year": "2024-2025"})
     with pytest.raises(InvalidMessage):
-        await handlers.plan_batch(other, repo, 10, metrics)
+        await plan(repo, metrics, authority, other)
 
 
-async def test_a_batch_with_nothing_to_sign_completes_at_once(repo, metrics, registry):
-    command, messages = await planned(repo, metrics)
+async def test_a_batch_with_nothing_to_sign_completes_at_once(repo, metrics, registry, authority, trust):
+    command = principal_request(trust)
+    messages = await plan(repo, metrics, authority, command)
     assert len(messages) == 1 and isinstance(messages[0], BatchCompleted)
-    assert (messages[0].batch_id, messages[0].records_total) == (command.batch_id, 0)
+    assert (messages[0].batch_id, messages[0].records_total, messages[0].role) == (command.batch_id, 0, "principal")
     assert repo.batches[command.batch_id].status == COMPLETED
-    assert content(await handlers.plan_batch(command, repo, 10, metrics)) == content(messages)
+    assert content(await plan(repo, metrics, authority, command)) == content(messages)
     assert sample(registry, "hocba_signing_batches_total", {"outcome": "empty"}) == 1
+
+
+# --- who may sign ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        ("another class's homeroom teacher", "not the homeroom teacher of class 6A1"),
+        ("another school's principal", "not the principal of school 79000701"),
+        ("a homeroom teacher as principal", "not the principal of school 79000701"),
+    ],
+)
+async def test_a_signature_by_the_wrong_person_is_refused_with_the_reason(repo, metrics, authority, trust, who, expected):
+    staff = trust.staff
+    command = {
+        "another class's homeroom teacher": homeroom_request(trust, "6A1").model_copy(
+            update={"actor": staff.homeroom_teacher(SCHOOL, "6A2")}
+        ),
+        "another school's principal": principal_request(trust).model_copy(
+            update={"actor": staff.principal(OTHER_SCHOOL)}
+        ),
+        "a homeroom teacher as principal": principal_request(trust).model_copy(
+            update={"actor": staff.homeroom_teacher(SCHOOL, "6A1")}
+        ),
+    }[who]
+    with pytest.raises(SignerRefused, match=expected) as refused:
+        await plan(repo, metrics, authority, command)
+    assert refused.value.reason == "wrong-signer"
+    assert not repo.batches
+    told = handlers.refusal(command, refused.value)
+    assert (told.code, told.batch_id) == ("wrong-signer", command.batch_id) and expected in told.reason
+
+
+async def test_a_request_without_a_valid_token_is_refused(repo, metrics, authority, trust):
+    with pytest.raises(Unauthenticated):
+        await plan(repo, metrics, authority, principal_request(trust).model_copy(update={"actor": None}))
+    forged = trust.staff.__class__(type(trust.issuer).generate("someone-else")).principal(SCHOOL)
+    with pytest.raises(Unauthenticated):
+        await plan(repo, metrics, authority, principal_request(trust).model_copy(update={"actor": forged}))
+
+
+async def test_a_revoked_certificate_may_not_sign(repo, metrics, own_trust, make_record):
+    authority = own_trust.authority()
+    await received(repo, make_record, 4)
+    own_trust.pki.revoke("gvcn-79000701-6A1", "key_compromise", at=T0 - timedelta(minutes=1))
+    with pytest.raises(SignerRefused, match="revoked") as refused:
+        await plan(repo, metrics, authority, homeroom_request(own_trust, "6A1"))
+    assert refused.value.reason == "certificate-revoked"
+    await plan(repo, metrics, authority, homeroom_request(own_trust, "6A2"))  # the other teacher still signs
+
+
+async def test_a_certificate_revoked_during_a_batch_stops_its_remaining_chunks(repo, metrics, own_trust, make_record):
+    authority = own_trust.authority()
+    await received(repo, make_record, 40)
+    work = await plan(repo, metrics, authority, homeroom_request(own_trust, "6A1"), chunk_size=5)
+    await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER)
+    own_trust.pki.revoke("gvcn-79000701-6A1", at=datetime.now(UTC) - timedelta(seconds=1))
+    with pytest.raises(SignerRefused) as refused:
+        await handlers.sign_chunk(work[1], repo, authority, metrics, WORKER)
+    assert refused.value.reason == "certificate-revoked"
+    assert len(repo.signed) == 5
 
 
 # --- signing ---------------------------------------------------------------------------------
 
 
-async def test_a_signature_verifies_against_its_header_key_and_not_for_an_altered_document(
-    repo, metrics, signer, make_record
+async def test_signatures_carry_the_certificate_chain_and_verify_only_for_their_document(
+    repo, metrics, authority, trust, make_record
 ):
     await received(repo, make_record, 3)
-    _, work = await planned(repo, metrics)
-    outcome = await handlers.sign_chunk(work[0], repo, signer, metrics, clock=lambda: T0)
-    signed = outcome.completed.records[0]
-    signature = signed.signatures[0]
+    work = await plan(repo, metrics, authority, homeroom_request(trust))
+    outcome = await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER, clock=lambda: T0)
+    assert outcome.completed is None, "a homeroom teacher's signature alone does not complete a record"
+    signature = repo.signed[("rec-0000", 1, "homeroom_teacher")][0]
     header = protected_header(signature.jws)
-    assert header["alg"] == "ES256" and header["kid"] == signer.key_id
-    assert (header["record_id"], header["version"], header["role"]) == ("rec-0000", 1, "principal")
-    assert header["digest"] == signature.digest == digest(signed.record.document)
+    [cert] = from_x5c(header["x5c"])
+    assert header["alg"] == "ES256" and header["kid"] == signature.key_id == trust.pki.signer("gvcn-79000701-6A1").key_id
+    assert (header["record_id"], header["version"], header["role"]) == ("rec-0000", 1, "homeroom_teacher")
+    assert header["digest"] == signature.digest == digest(make_record(0).document)
     assert header["prev"] is None and header["signed_at"] == T0.isoformat()
-    assert header["jwk"] == signer.public_jwk()
-    key = jwk_public_key(header["jwk"])
-    assert verify_detached(key, signature.jws, canonical_json(signed.record.document))
-    altered = {**signed.record.document, "conduct": "Khá"}
-    assert not verify_detached(key, signature.jws, canonical_json(altered))
+    assert signature.signer == "gvcn-79000701-6A1"
+    document = make_record(0).document
+    assert verify_detached(cert.public_key(), signature.jws, canonical_json(document))
+    assert not verify_detached(cert.public_key(), signature.jws, canonical_json({**document, "conduct": "Khá"}))
 
 
-async def test_a_chunk_is_signed_and_completed_records_carry_the_stored_signatures(
-    repo, metrics, registry, signer, make_record
+async def test_one_click_signs_and_seals_in_order_and_completes_the_records(
+    repo, metrics, registry, authority, trust, make_record
 ):
-    await received(repo, make_record, 12)
-    command, work = await planned(repo, metrics)
-    outcome = await handlers.sign_chunk(work[0], repo, signer, metrics)
-    assert outcome.new_signatures == 10
-    assert [r.record.record_id for r in outcome.completed.records] == [f"rec-{n:04d}" for n in range(10)]
-    for signed in outcome.completed.records:
-        stored = repo.signed[(signed.record.record_id, 1, "principal")][0]
-        assert signed.signatures == [stored]
-    expected = ChunkSigned(
-        message_id=derived_id(work[0].message_id, "chunk-signed"),
-        batch_id=command.batch_id,
-        chunk_no=0,
-        signed=10,
-        worker=signer.key_id,
-    )
-    assert content([outcome.chunk]) == content([expected])
-    assert sample(registry, "hocba_records_signed_total", {"role": "principal"}) == 10
+    await homeroom_signed(repo, metrics, authority, trust, make_record, 12)
+    command = principal_request(trust)
+    outcomes = await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, command))
+    completed = [r for o in outcomes for r in o.completed.records]
+    assert [r.record.record_id for r in completed] == [f"rec-{n:04d}" for n in range(12)]
+    assert {o.completed.batch_id for o in outcomes} == {command.batch_id}
+    for signed in completed:
+        assert [s.role for s in signed.signatures] == ["homeroom_teacher", "principal", "school_seal"]
+        teacher, principal, seal = signed.signatures
+        assert protected_header(principal.jws)["prev"] == signature_digest(teacher.jws)
+        assert protected_header(seal.jws)["prev"] == signature_digest(principal.jws)
+        assert (principal.signer, seal.signer) == ("ht-79000701", "seal-79000701")
+        check = check_record(
+            signed.record.record_id, 1, SCHOOL, signed.record.document, [s.jws for s in signed.signatures], trust.pki.trust_store()
+        )
+        assert check.ok, check.problems()
+    assert [(o.chunk.signed, o.chunk.completed, o.chunk.worker) for o in outcomes] == [(10, 10, WORKER), (2, 2, WORKER)]
+    assert sample(registry, "hocba_records_signed_total", {"role": "principal"}) == 12
+    assert sample(registry, "hocba_records_signed_total", {"role": "school_seal"}) == 12
+    assert sample(registry, "hocba_records_signed_total", {"role": "homeroom_teacher"}) == 12
 
 
-async def test_a_redelivered_chunk_is_not_signed_twice(repo, metrics, registry, signer, make_record):
-    await received(repo, make_record, 5)
-    _, work = await planned(repo, metrics)
-    first = await handlers.sign_chunk(work[0], repo, signer, metrics)
-    again = await handlers.sign_chunk(work[0], repo, signer, metrics)
+async def test_a_redelivered_chunk_is_not_signed_twice(repo, metrics, registry, authority, trust, make_record):
+    await homeroom_signed(repo, metrics, authority, trust, make_record, 5)
+    work = await plan(repo, metrics, authority, principal_request(trust))
+    first = await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER)
+    again = await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER)
     assert again.new_signatures == 0
     assert content([again.completed]) == content([first.completed])
     assert again.completed.message_id == first.completed.message_id
     assert again.chunk.signed == 5 and again.chunk.message_id == first.chunk.message_id
-    assert len(repo.signed) == 5
+    assert len(repo.signed) == 15
     assert sample(registry, "hocba_records_signed_total", {"role": "principal"}) == 5
 
 
@@ -192,48 +306,51 @@ class StaleReads(InMemorySigningRepository):
     async def signatures(self, keys):
         if self.stale:
             self.stale = False
-            return {}
+            return {
+                k: {r: s for r, s in by_role.items() if r == "homeroom_teacher"}
+                for k, by_role in (await super().signatures(keys)).items()
+            }
         return await super().signatures(keys)
 
 
-async def test_when_two_workers_race_the_stored_signature_wins(repo, metrics, signer, make_record):
-    await received(repo, make_record, 4)
-    _, work = await planned(repo, metrics)
-    first = await handlers.sign_chunk(work[0], repo, signer, metrics)
-    late = await handlers.sign_chunk(work[0], StaleReads(repo), EcSigner.generate("worker-b"), metrics)
+async def test_when_two_workers_race_the_stored_signature_wins(repo, metrics, authority, trust, make_record):
+    await homeroom_signed(repo, metrics, authority, trust, make_record, 4)
+    work = await plan(repo, metrics, authority, principal_request(trust))
+    first = await handlers.sign_chunk(work[0], repo, authority, metrics, "worker-a")
+    late = await handlers.sign_chunk(work[0], StaleReads(repo), authority, metrics, "worker-b")
     assert late.new_signatures == 0
     assert late.completed.records == first.completed.records
-    assert {s.key_id for r in late.completed.records for s in r.signatures} == {signer.key_id}
     assert late.chunk.signed == 4
 
 
-async def test_work_naming_an_unknown_record_is_not_found(repo, metrics, signer):
-    work = SignWork(batch_id="b", chunk_no=0, role="principal", records=[{"record_id": "nope", "version": 1}])
+async def test_work_that_is_not_the_batchs_plan_is_refused(repo, metrics, authority, trust, make_record):
+    await received(repo, make_record, 4)
+    work = await plan(repo, metrics, authority, homeroom_request(trust))
+    forged = SignWork.model_validate({**work[0].model_dump(), "records": [{"record_id": "rec-0001", "version": 1}]})
+    with pytest.raises(InvalidMessage, match="does not match"):
+        await handlers.sign_chunk(forged, repo, authority, metrics, WORKER)
     with pytest.raises(NotFound):
-        await handlers.sign_chunk(work, repo, signer, metrics)
+        await handlers.sign_chunk(work[0].model_copy(update={"batch_id": "nope"}), repo, authority, metrics, WORKER)
+    assert not repo.signed
 
 
-async def test_a_record_whose_content_changed_in_storage_is_not_signed(repo, metrics, signer, make_record):
+async def test_a_record_whose_content_changed_in_storage_is_not_signed(repo, metrics, authority, trust, make_record):
     await received(repo, make_record, 1)
-    _, work = await planned(repo, metrics)
+    work = await plan(repo, metrics, authority, homeroom_request(trust))
     stored = repo.stored[("rec-0000", 1)]
     repo.stored[("rec-0000", 1)] = type(stored)(make_record(0, conduct="Khá"), stored.digest)
     with pytest.raises(InvalidMessage):
-        await handlers.sign_chunk(work[0], repo, signer, metrics)
+        await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER)
     assert not repo.signed
 
 
 # --- counting chunks -------------------------------------------------------------------------
 
 
-async def signed_chunks(repo, metrics, signer, make_record, count: int) -> tuple[RequestSignBatch, list]:
-    await received(repo, make_record, count)
-    command, work = await planned(repo, metrics)
-    return command, [(await handlers.sign_chunk(w, repo, signer, metrics)).chunk for w in work]
-
-
-async def test_each_chunk_counts_once_and_the_batch_completes_once(repo, metrics, registry, signer, make_record):
-    command, chunks = await signed_chunks(repo, metrics, signer, make_record, 25)
+async def test_each_chunk_counts_once_and_the_batch_completes_once(repo, metrics, registry, authority, trust, make_record):
+    await homeroom_signed(repo, metrics, authority, trust, make_record, 25)
+    command = principal_request(trust)
+    chunks = [o.chunk for o in await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, command))]
     clock = lambda: T0 + timedelta(seconds=42)  # noqa: E731
     published = []
     for chunk in [chunks[0], chunks[0], chunks[1], chunks[2], chunks[2], chunks[1]]:
@@ -241,27 +358,29 @@ async def test_each_chunk_counts_once_and_the_batch_completes_once(repo, metrics
     progress = [m for m in published if isinstance(m, BatchProgress)]
     completed = [m for m in published if isinstance(m, BatchCompleted)]
     assert [(p.chunks_done, p.records_signed) for p in progress] == [(1, 10), (2, 20), (3, 25)]
-    assert len(completed) == 1
-    assert (completed[0].records_signed, completed[0].records_total) == (25, 25)
-    assert completed[0].message_id == derived_id(command.batch_id, "completed")
+    [done] = completed
+    assert (done.records_signed, done.records_total, done.records_completed) == (25, 25, 25)
+    assert (done.role, done.message_id) == ("principal", derived_id(command.batch_id, "completed"))
     batch = repo.batches[command.batch_id]
     assert batch.status == COMPLETED and batch.done_chunks == {0, 1, 2}
-    assert sample(registry, "hocba_signing_chunks_total") == 3
     assert sample(registry, "hocba_signing_batches_total", {"outcome": "completed"}) == 1
-    assert sample(registry, "hocba_signing_batch_duration_seconds_count") == 1
     assert sample(registry, "hocba_signing_batch_duration_seconds_sum") == 42
 
 
-async def test_a_batch_counted_to_the_end_before_a_crash_still_closes(repo, metrics, signer, make_record):
-    command, chunks = await signed_chunks(repo, metrics, signer, make_record, 5)
-    await repo.count_chunk(command.batch_id, 0, 5)  # counted, then the process died before closing
-    published = await handlers.count_chunk(chunks[0], repo, metrics)
+async def test_a_batch_counted_to_the_end_before_a_crash_still_closes(repo, metrics, authority, trust, make_record):
+    await received(repo, make_record, 5)
+    command = homeroom_request(trust)
+    [outcome] = await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, command))
+    await repo.count_chunk(command.batch_id, 0, 3)  # counted, then the process died before closing
+    published = await handlers.count_chunk(outcome.chunk, repo, metrics)
     assert [type(m) for m in published] == [BatchCompleted]
-    assert await handlers.count_chunk(chunks[0], repo, metrics) == []
+    assert await handlers.count_chunk(outcome.chunk, repo, metrics) == []
 
 
-async def test_chunks_of_unknown_batches_or_beyond_the_plan_are_rejected(repo, metrics, signer, make_record):
-    command, chunks = await signed_chunks(repo, metrics, signer, make_record, 5)
+async def test_chunks_of_unknown_batches_or_beyond_the_plan_are_rejected(repo, metrics, authority, trust, make_record):
+    await received(repo, make_record, 5)
+    command = homeroom_request(trust)
+    await plan(repo, metrics, authority, command)
     with pytest.raises(NotFound):
         await handlers.count_chunk(ChunkSigned(batch_id="nope", chunk_no=0, signed=1, worker="w"), repo, metrics)
     with pytest.raises(InvalidMessage):
@@ -269,3 +388,47 @@ async def test_chunks_of_unknown_batches_or_beyond_the_plan_are_rejected(repo, m
             ChunkSigned(batch_id=command.batch_id, chunk_no=1, signed=1, worker="w"), repo, metrics
         )
     assert repo.batches[command.batch_id].done_chunks == frozenset()
+
+
+# --- amendments ------------------------------------------------------------------------------
+
+
+def amendment(trust, make_record, actor: str, version: int = 2, **kw) -> RequestAmendment:
+    return RequestAmendment(
+        record=make_record(3, version=version, conduct="Khá"),
+        supersedes=1,
+        reason_code="conduct-correction",
+        note="Sửa kết quả rèn luyện theo biên bản họp",
+        actor=actor,
+        **kw,
+    )
+
+
+async def test_the_issuing_school_amends_a_record_which_is_then_signed_again(repo, metrics, authority, trust, make_record):
+    command = amendment(trust, make_record, trust.staff.principal(SCHOOL))
+    received_event = await handlers.receive_amendment(command, repo, authority.issuer_keys)
+    assert (received_event.record_id, received_event.version, received_event.supersedes) == ("rec-0003", 2, 1)
+    stored = repo.stored[("rec-0003", 2)]
+    assert stored.record.document["amendment"] == {
+        "supersedes": 1,
+        "reason": "conduct-correction",
+        "note": "Sửa kết quả rèn luyện theo biên bản họp",
+        "requested_by": "ht-79000701",
+    }
+    assert stored.digest == digest(stored.record.document)
+    teacher = await plan(repo, metrics, authority, homeroom_request(trust, "6A2"))
+    assert [(k.record_id, k.version) for w in teacher for k in w.records] == [("rec-0003", 2)]
+    again = await handlers.receive_amendment(command, repo, authority.issuer_keys)
+    assert again.message_id == received_event.message_id and len(repo.stored) == 1
+
+
+async def test_only_the_issuing_school_may_amend(repo, authority, trust, make_record):
+    for actor in (trust.staff.principal(OTHER_SCHOOL), trust.staff.homeroom_teacher(SCHOOL, "6A2")):
+        with pytest.raises(SignerRefused) as refused:
+            await handlers.receive_amendment(amendment(trust, make_record, actor), repo, authority.issuer_keys)
+        assert refused.value.reason == "wrong-school"
+    with pytest.raises(InvalidMessage, match="later version"):
+        await handlers.receive_amendment(
+            amendment(trust, make_record, trust.staff.principal(SCHOOL), version=1), repo, authority.issuer_keys
+        )
+    assert not repo.stored

@@ -1,0 +1,303 @@
+"""A printed certified copy of an archived record: A4, laid out like the ministry's paper học bạ.
+
+The page shows the school, the student, every subject by term and year, conduct and results, and
+who signed when. A QR code carries the archive's compact signed statement of the record's digest,
+log entry and checkpoint, and the PDF carries the whole verification bundle as an attached file,
+so `hocba verify copy.pdf` checks it offline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import segno
+from fpdf import FPDF
+from fpdf.enums import XPos, YPos
+
+from shared.crypto.record_signatures import header_of
+from shared.crypto.certs import from_x5c, identity
+
+BUNDLE_NAME = "verification-bundle.json"
+QR_NAME = "qr-payload.txt"
+FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/dejavu"))
+TERMS = (("term_1", "Học kì I"), ("term_2", "Học kì II"), ("year", "Cả năm"))
+ROLE_TITLES = {
+    "homeroom_teacher": "GIÁO VIÊN CHỦ NHIỆM",
+    "principal": "HIỆU TRƯỞNG",
+    "school_seal": "DẤU CỦA NHÀ TRƯỜNG",
+}
+
+
+def _font_dir() -> Path:
+    for folder in FONT_DIRS:
+        if (folder / "DejaVuSerif.ttf").exists():
+            return folder
+    raise FileNotFoundError(
+        "DejaVu fonts are needed for Vietnamese text: install Debian's fonts-dejavu-core (`make install` does)"
+    )
+
+
+def _value(cell: Any) -> str:
+    if isinstance(cell, Mapping):
+        for key in ("average", "level", "result", "value"):
+            if key in cell and cell[key] is not None:
+                return str(cell[key])
+        return "—"
+    return "—" if cell in (None, "") else str(cell)
+
+
+def _date(text: str | None) -> str:
+    if not text:
+        return "—"
+    try:
+        return datetime.fromisoformat(text).strftime("%d/%m/%Y")
+    except ValueError:
+        return text
+
+
+def _conduct(document: Mapping[str, Any]) -> dict[str, str]:
+    """Conduct (rèn luyện) by term and year, whichever way the record states it."""
+    conduct = document.get("conduct")
+    if isinstance(conduct, Mapping):
+        return {k: _value(conduct.get(k)) for k, _ in TERMS}
+    if isinstance(conduct, str):
+        return {"term_1": "—", "term_2": "—", "year": conduct}
+    return {k: "—" for k, _ in TERMS}
+
+
+class CopyPdf(FPDF):
+    def __init__(self) -> None:
+        super().__init__(orientation="P", unit="mm", format="A4")
+        fonts = _font_dir()
+        self.add_font("Serif", "", str(fonts / "DejaVuSerif.ttf"))
+        self.add_font("Serif", "B", str(fonts / "DejaVuSerif-Bold.ttf"))
+        italic = fonts / "DejaVuSerif-Italic.ttf"  # fonts-dejavu-extra; upright when only the core fonts are there
+        self.add_font("Serif", "I", str(italic if italic.exists() else fonts / "DejaVuSerif.ttf"))
+        self.add_font("Mono", "", str(fonts / "DejaVuSans.ttf"))
+        self.set_margins(15, 12, 15)
+        self.set_auto_page_break(True, 12)
+
+    def text_line(self, text: str, size: float = 10, style: str = "", align: str = "L", height: float = 5.2) -> None:
+        self.set_font("Serif", style, size)
+        self.cell(0, height, text, align=align, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+
+def _signers(signatures: list[str]) -> list[dict[str, str]]:
+    rows = []
+    for jws in signatures:
+        header = header_of(jws)
+        holder = identity(from_x5c(header["x5c"])[0])
+        signed_at = datetime.fromisoformat(header["signed_at"])
+        rows.append(
+            {
+                "role": header["role"],
+                "name": holder.name,
+                "subject": holder.subject_id,
+                "at": signed_at.strftime("%H:%M:%S %d/%m/%Y UTC"),
+                "serial": f"{holder.serial:x}"[:16],
+            }
+        )
+    return rows
+
+
+def _draw_qr(pdf: CopyPdf, payload: str, x: float, y: float, size: float) -> None:
+    code = segno.make(payload, error="m", micro=False)
+    matrix = list(code.matrix)
+    quiet = 2
+    modules = len(matrix) + 2 * quiet
+    step = size / modules
+    pdf.set_fill_color(255, 255, 255)
+    pdf.rect(x, y, size, size, style="F")
+    pdf.set_fill_color(0, 0, 0)
+    for row_no, row in enumerate(matrix):
+        run_start = None
+        for col_no, dark in enumerate([*row, 0]):
+            if dark and run_start is None:
+                run_start = col_no
+            elif not dark and run_start is not None:
+                pdf.rect(x + (quiet + run_start) * step, y + (quiet + row_no) * step, (col_no - run_start) * step, step, style="F")
+                run_start = None
+
+
+def render_copy(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime) -> Path:
+    """Write the certified copy of the bundle's record version to `out` (A4 PDF)."""
+    record = bundle["record"]
+    document = record["document"]
+    student = (document.get("student") or {}).get("identity") or {}
+    school = document.get("school") or {}
+    pdf = CopyPdf()
+    pdf.set_title(f"Học bạ {student.get('full_name', record['student_ref'])} {record['school_year']}")
+    pdf.set_author("hocba archive")
+    pdf.set_subject(f"{record['record_id']} v{record['version']}")
+    pdf.set_keywords(qr)
+    pdf.add_page()
+
+    # Letterhead: the department and school on the left, the national motto on the right.
+    top = pdf.get_y()
+    signers = _signers(bundle["signatures"])
+    seal = next((s["name"] for s in signers if s["role"] == "school_seal"), None)
+    school_name = school.get("name") or seal or f"Trường {record['school_code']}"
+    left = {"new_x": XPos.LMARGIN, "new_y": YPos.NEXT}
+    pdf.set_font("Serif", "", 9)
+    pdf.multi_cell(80, 4.5, "SỞ GIÁO DỤC VÀ ĐÀO TẠO", align="C", **left)
+    pdf.set_font("Serif", "B", 9)
+    pdf.multi_cell(80, 4.5, str(school_name).upper(), align="C", **left)
+    pdf.set_font("Serif", "", 8)
+    pdf.multi_cell(80, 4.5, f"Mã trường: {record['school_code']}", align="C", **left)
+    pdf.set_xy(95, top)
+    pdf.set_font("Serif", "B", 9)
+    pdf.multi_cell(100, 4.5, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", align="C")
+    pdf.set_x(95)
+    pdf.set_font("Serif", "B", 10)
+    pdf.multi_cell(100, 4.5, "Độc lập - Tự do - Hạnh phúc", align="C")
+    pdf.line(125, pdf.get_y() + 0.5, 165, pdf.get_y() + 0.5)
+    pdf.set_y(top + 20)
+
+    pdf.text_line("HỌC BẠ", 20, "B", "C", 9)
+    pdf.text_line("TRUNG HỌC CƠ SỞ", 12, "B", "C", 6)
+    pdf.text_line(
+        f"Năm học {record['school_year']}  ·  Lớp {document.get('class_name', '—')}  ·  Khối {document.get('grade', '—')}",
+        10, "", "C",
+    )
+    pdf.ln(3)
+
+    # The student.
+    pdf.set_font("Serif", "B", 10)
+    pdf.cell(0, 6, "I. THÔNG TIN HỌC SINH", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    rows = [
+        ("Họ và tên", student.get("full_name", "—"), "Giới tính", {"M": "Nam", "F": "Nữ"}.get(student.get("sex"), "—")),
+        ("Ngày sinh", _date(student.get("date_of_birth")), "Dân tộc", student.get("ethnicity", "—")),
+        ("Nơi sinh", student.get("place_of_birth", "—"), "Mã định danh", student.get("personal_id", "—")),
+        ("Cha/mẹ/giám hộ", student.get("guardian_name", "—"), "Mã học sinh", record["student_ref"][:16]),
+    ]
+    for left_label, left, right_label, right in rows:
+        pdf.set_font("Serif", "", 9.5)
+        pdf.cell(38, 5.5, f"{left_label}:")
+        pdf.set_font("Serif", "B", 9.5)
+        pdf.cell(62, 5.5, str(left))
+        pdf.set_font("Serif", "", 9.5)
+        pdf.cell(28, 5.5, f"{right_label}:")
+        pdf.set_font("Serif", "B", 9.5)
+        pdf.cell(0, 5.5, str(right), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.ln(2)
+
+    # Results: subjects by term and year, then learning result and conduct.
+    pdf.set_font("Serif", "B", 10)
+    pdf.cell(0, 6, "II. KẾT QUẢ HỌC TẬP VÀ RÈN LUYỆN", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    widths = (82, 32, 32, 34)
+    pdf.set_fill_color(235, 235, 235)
+    pdf.set_font("Serif", "B", 9)
+    for width, title in zip(widths, ("Môn học và hoạt động giáo dục", *(t for _, t in TERMS)), strict=True):
+        pdf.cell(width, 6.5, title, border=1, align="C", fill=True)
+    pdf.ln()
+    pdf.set_font("Serif", "", 9)
+    subjects = document.get("subjects") or []
+    if isinstance(subjects, Mapping):
+        subjects = [{"name": name, **(value if isinstance(value, Mapping) else {})} for name, value in subjects.items()]
+    for subject in subjects:
+        pdf.cell(widths[0], 5.8, str(subject.get("name", "?")), border=1)
+        for width, (key, _) in zip(widths[1:], TERMS, strict=True):
+            pdf.cell(width, 5.8, _value(subject.get(key)), border=1, align="C")
+        pdf.ln()
+    learning = document.get("learning_result") or {}
+    conduct = _conduct(document)
+    pdf.set_font("Serif", "B", 9)
+    for label, values in (("Kết quả học tập", {k: _value(learning.get(k)) for k, _ in TERMS}), ("Kết quả rèn luyện", conduct)):
+        pdf.cell(widths[0], 6, label, border=1, fill=True)
+        for width, (key, _) in zip(widths[1:], TERMS, strict=True):
+            pdf.cell(width, 6, values[key], border=1, align="C", fill=True)
+        pdf.ln()
+    amendment = document.get("amendment")
+    if isinstance(amendment, Mapping):
+        pdf.set_font("Serif", "I", 8.5)
+        pdf.multi_cell(
+            0, 4.5,
+            f"Bản điều chỉnh thay thế phiên bản {amendment.get('supersedes')} — lý do: {amendment.get('reason')}"
+            f"{'; ' + str(amendment.get('note')) if amendment.get('note') else ''}.",
+            new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+        )
+    pdf.ln(3)
+
+    # Who signed, and when.
+    pdf.set_font("Serif", "B", 10)
+    pdf.cell(0, 6, "III. XÁC NHẬN (CHỮ KÝ SỐ)", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    column = 180 / max(len(signers), 1)
+    top = pdf.get_y()
+    for n, signer in enumerate(signers):
+        x = 15 + n * column
+        pdf.set_xy(x, top)
+        pdf.set_font("Serif", "B", 9)
+        pdf.multi_cell(column, 4.8, ROLE_TITLES.get(signer["role"], signer["role"]), align="C")
+        pdf.set_x(x)
+        pdf.set_font("Serif", "I", 8)
+        pdf.multi_cell(column, 4.2, "(đã ký số)" if signer["role"] != "school_seal" else "(đã đóng dấu số)", align="C")
+        pdf.set_draw_color(180, 30, 30)
+        pdf.set_text_color(180, 30, 30)
+        pdf.set_x(x + 6)
+        pdf.set_font("Serif", "B", 8.5)
+        pdf.multi_cell(column - 12, 4.4, f"{signer['name']}\nKý lúc {signer['at']}", border=1, align="C")
+        pdf.set_text_color(0, 0, 0)
+        pdf.set_draw_color(0, 0, 0)
+        pdf.set_x(x)
+        pdf.set_font("Mono", "", 6.5)
+        pdf.multi_cell(column, 3.5, f"{signer['subject']}\nchứng thư số {signer['serial']}", align="C")
+    pdf.set_y(max(pdf.get_y(), top + 36) + 4)
+
+    # The QR code and how to verify.
+    log, checkpoint = bundle["log"], bundle["checkpoint"]
+    y = pdf.get_y()
+    size = 46.0
+    if y + size > 285:
+        pdf.add_page()
+        y = pdf.get_y()
+    _draw_qr(pdf, qr, 15, y, size)
+    pdf.set_xy(15 + size + 5, y)
+    pdf.set_font("Serif", "B", 9.5)
+    pdf.multi_cell(0, 5, "BẢN SAO ĐIỆN TỬ CÓ XÁC THỰC", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_x(15 + size + 5)
+    pdf.set_font("Serif", "", 8.5)
+    pdf.multi_cell(
+        0, 4.3,
+        "Mã QR chứa xác nhận có chữ ký số của kho lưu trữ học bạ: mã băm hồ sơ, vị trí trong nhật ký và điểm "
+        "kiểm tra (checkpoint). Tệp PDF này đính kèm gói xác minh đầy đủ; kiểm tra ngoại tuyến bằng lệnh "
+        "`hocba verify` trên tệp.",
+        new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+    )
+    pdf.set_x(15 + size + 5)
+    pdf.set_font("Mono", "", 6.8)
+    status = bundle.get("status") or {}
+    superseded = f"\nĐÃ ĐƯỢC THAY THẾ bởi phiên bản {status['superseded_by']}" if status.get("superseded_by") else ""
+    pdf.multi_cell(
+        0, 3.6,
+        f"Hồ sơ: {record['record_id']} phiên bản {record['version']}\n"
+        f"Nhật ký: {log['origin']} mục #{log['leaf_index']} (lưu {log['archived_at']})\n"
+        f"Checkpoint: {checkpoint['tree_size']} mục, gốc {checkpoint['root_hash'][:32]}…\n"
+        f"Bản sao cấp lúc {issued_at:%H:%M:%S %d/%m/%Y} UTC{superseded}",
+        new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+    )
+    pdf.embed_file(
+        bytes=json.dumps(bundle, ensure_ascii=False, indent=1).encode(),
+        basename=BUNDLE_NAME,
+        desc="hocba verification bundle: record, signatures, certificate chains, inclusion proof, checkpoint",
+        mime_type="application/json",
+    )
+    pdf.embed_file(bytes=qr.encode(), basename=QR_NAME, desc="The QR code's signed payload", mime_type="text/plain")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pdf.output(str(out))
+    return out
+
+
+def read_copy(path: Path) -> tuple[dict[str, Any], str]:
+    """The bundle and QR payload attached to a printed copy."""
+    from pypdf import PdfReader
+
+    attachments = PdfReader(str(path)).attachments
+    if BUNDLE_NAME not in attachments:
+        raise ValueError(f"{path} carries no {BUNDLE_NAME}: not a hocba certified copy")
+    bundle = json.loads(attachments[BUNDLE_NAME][0])
+    qr = attachments[QR_NAME][0].decode() if QR_NAME in attachments else ""
+    return bundle, qr

@@ -1,0 +1,120 @@
+"""The archive log's formats: what a leaf commits to, and signed checkpoints of the tree.
+
+A leaf is the RFC 8785 JSON of one archived record version with its signatures, its position and
+its archiving time; its RFC 9162 leaf hash goes into the Merkle tree. A checkpoint states the
+tree's size and root at a moment, signed (ES256, detached JWS with the archive's x5c) over the
+canonical JSON of {origin, tree_size, root_hash, issued_at}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.contracts.archive import Checkpoint
+from shared.crypto.canonical import canonical_json
+from shared.crypto.certs import TrustStore, from_x5c, identity
+from shared.crypto.jws import RawSigner, sign_detached, verify_detached
+from shared.crypto.merkle import leaf_hash
+from shared.crypto.record_signatures import header_of
+
+CHECKPOINT_TYPE = "hocba-checkpoint"
+
+
+def timestamp(moment: datetime) -> str:
+    """A UTC time to the millisecond, as leaves and checkpoints write it: 2026-05-20T08:00:00.000Z."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def leaf_data(
+    *,
+    seq: int,
+    record_id: str,
+    version: int,
+    school_code: str,
+    school_year: str,
+    student_ref: str,
+    document: Mapping[str, Any],
+    signatures: Sequence[str],
+    archived_at: str,
+    document_json: bytes | None = None,
+) -> bytes:
+    """The bytes a leaf commits to: the RFC 8785 JSON of the entry. `seq` is inside, so moving an
+    entry changes its hash.
+
+    Written out key by key in RFC 8785 order, so the document's canonical bytes (`document_json`,
+    computed once when the record's signatures are checked) are not computed again.
+    """
+    body = document_json if document_json is not None else canonical_json(document)
+    fields = [
+        (b"archived_at", canonical_json(archived_at)),
+        (b"document", body),
+        (b"record_id", canonical_json(record_id)),
+        (b"school_code", canonical_json(school_code)),
+        (b"school_year", canonical_json(school_year)),
+        (b"seq", canonical_json(seq)),
+        (b"signatures", canonical_json(list(signatures))),
+        (b"student_ref", canonical_json(student_ref)),
+        (b"version", canonical_json(version)),
+    ]
+    return b"{" + b",".join(b'"' + key + b'":' + value for key, value in fields) + b"}"
+
+
+def entry_leaf_hash(**fields: Any) -> bytes:
+    return leaf_hash(leaf_data(**fields))
+
+
+def checkpoint_body(origin: str, tree_size: int, root_hash: str, issued_at: datetime) -> bytes:
+    return canonical_json(
+        {"origin": origin, "tree_size": tree_size, "root_hash": root_hash, "issued_at": timestamp(issued_at)}
+    )
+
+
+def sign_checkpoint(signer: RawSigner, origin: str, tree_size: int, root: bytes, issued_at: datetime) -> Checkpoint:
+    issued_at = issued_at.astimezone(UTC).replace(microsecond=issued_at.microsecond // 1000 * 1000)
+    body = checkpoint_body(origin, tree_size, root.hex(), issued_at)
+    return Checkpoint(
+        origin=origin,
+        tree_size=tree_size,
+        root_hash=root.hex(),
+        issued_at=issued_at,
+        signature=sign_detached(signer, body, {"typ": CHECKPOINT_TYPE}),
+    )
+
+
+@dataclass
+class CheckpointCheck:
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def check_checkpoint(checkpoint: Checkpoint, trust: TrustStore | None) -> CheckpointCheck:
+    """Is the checkpoint signed by a certificate that chains to the trust anchor (an archive certificate)?"""
+    result = CheckpointCheck()
+    body = checkpoint_body(checkpoint.origin, checkpoint.tree_size, checkpoint.root_hash, checkpoint.issued_at)
+    try:
+        header = header_of(checkpoint.signature)
+        chain = from_x5c(header["x5c"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        result.failed.append("the checkpoint's signature or certificate cannot be read")
+        return result
+    if header.get("alg") != "ES256" or header.get("typ") != CHECKPOINT_TYPE:
+        result.failed.append("the checkpoint's signature is not an ES256 checkpoint signature")
+    if verify_detached(chain[0].public_key(), checkpoint.signature, body):  # type: ignore[arg-type]
+        who = identity(chain[0])
+        result.passed.append(f"checkpoint of size {checkpoint.tree_size} is signed by '{who.name}'")
+        if who.role != "archive":
+            result.failed.append(f"the checkpoint is signed by a {who.role or 'no-role'} certificate, not the archive's")
+    else:
+        result.failed.append(f"the signature of the checkpoint of size {checkpoint.tree_size} does not verify")
+    if trust is not None:
+        chain_check = trust.validate(chain, checkpoint.issued_at, purpose="checkpoint")
+        result.passed += chain_check.passed
+        result.failed += chain_check.failed
+    return result

@@ -1,0 +1,292 @@
+"""X.509 for signers: who a certificate names, x5c chains, and validation against a trust anchor and CRLs.
+
+A signer's certificate names the person or organisation in its subject: `UID` is the subject id
+the school management system uses in actor tokens, `title` the signing role, and
+`organizationIdentifier` the school code. Validation checks each link of the chain, validity at
+a given moment (the signing time), key usage, and revocation by the issuer's CRL.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+#: Roles a signing certificate may carry in its `title`, beside the archive's own.
+SIGNING_TITLES = ("homeroom_teacher", "principal", "school_seal")
+ARCHIVE_TITLE = "archive"
+
+
+@dataclass(frozen=True)
+class CertIdentity:
+    """What a certificate says about its holder."""
+
+    subject_id: str
+    name: str
+    role: str
+    school_code: str
+    serial: int
+    issuer: str
+    fingerprint: str
+
+    def describe(self) -> str:
+        where = f", school {self.school_code}" if self.school_code else ""
+        return f"{self.name} ({self.subject_id}{where})"
+
+
+def _attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str:
+    values = name.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else ""
+
+
+@functools.lru_cache(maxsize=8192)
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, hex: the `x5t#S256` value in hex."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+@functools.lru_cache(maxsize=8192)
+def identity(cert: x509.Certificate) -> CertIdentity:
+    subject = cert.subject
+    return CertIdentity(
+        subject_id=_attribute(subject, NameOID.USER_ID),
+        name=_attribute(subject, NameOID.COMMON_NAME),
+        role=_attribute(subject, NameOID.TITLE),
+        school_code=_attribute(subject, NameOID.ORGANIZATION_IDENTIFIER),
+        serial=cert.serial_number,
+        issuer=_attribute(cert.issuer, NameOID.COMMON_NAME),
+        fingerprint=fingerprint(cert),
+    )
+
+
+def to_x5c(chain: Sequence[x509.Certificate]) -> list[str]:
+    """RFC 7515 §4.1.6: standard (not URL-safe) base64 of each DER certificate, the signer's first."""
+    return [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in chain]
+
+
+def from_x5c(x5c: Sequence[str]) -> list[x509.Certificate]:
+    return [x509.load_der_x509_certificate(base64.b64decode(c)) for c in x5c]
+
+
+def load_certificates(path: Path) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _valid_at(cert: x509.Certificate, moment: datetime) -> bool:
+    return cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+@dataclass
+class ChainCheck:
+    """The outcome of validating one chain: what held, what did not, in plain words."""
+
+    identity: CertIdentity | None
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    #: Set when the certificate is revoked: when, and why.
+    revoked: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class _Path:
+    """What does not depend on the moment: the chain's links, its anchor, its key usage."""
+
+    path: tuple[x509.Certificate, ...]
+    anchor: x509.Certificate | None
+    passed: tuple[str, ...]
+    failed: tuple[str, ...]
+
+
+class TrustStore:
+    """Trust anchors (root certificates) and the CRLs of the CAs under them.
+
+    Chain links and CRL signatures are checked once per chain and remembered, so validating the
+    signatures of a whole school year costs one look-up per signature after the first.
+    """
+
+    def __init__(self, anchors: Iterable[x509.Certificate], crls: Iterable[x509.CertificateRevocationList] = ()) -> None:
+        self.anchors = list(anchors)
+        self.crls = list(crls)
+        self._paths: dict[tuple[str, str], _Path] = {}
+        self._crl_of: dict[str, x509.CertificateRevocationList | None] = {}
+
+    @classmethod
+    def from_files(cls, anchor: Path, crls: Iterable[Path] = ()) -> TrustStore:
+        return cls(
+            load_certificates(anchor),
+            [x509.load_pem_x509_crl(p.read_bytes()) for p in crls if p.exists()],
+        )
+
+    def crl_for(self, issuer: x509.Certificate) -> x509.CertificateRevocationList | None:
+        """The newest CRL that `issuer` signed, if any."""
+        key = fingerprint(issuer)
+        if key not in self._crl_of:
+            mine = [
+                crl
+                for crl in self.crls
+                if crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+            ]
+            self._crl_of[key] = max(mine, key=lambda c: c.last_update_utc, default=None)
+        return self._crl_of[key]
+
+    def _structure(self, chain: Sequence[x509.Certificate], purpose: str) -> _Path:
+        key = ("/".join(fingerprint(c) for c in chain), purpose)
+        if key in self._paths:
+            return self._paths[key]
+        leaf = chain[0]
+        passed: list[str] = []
+        failed: list[str] = []
+        usage = _key_usage(leaf)
+        needs = ["digital_signature", "content_commitment"] if purpose == "signing" else ["digital_signature"]
+        if usage is None or not all(getattr(usage, n) for n in needs):
+            words = "digitalSignature and nonRepudiation" if purpose == "signing" else "digitalSignature"
+            failed.append(f"the certificate is not for this use: its key usage lacks {words}")
+        if not isinstance(leaf.public_key(), ec.EllipticCurvePublicKey):
+            failed.append("the certificate's key is not an EC key")
+        path = list(chain)
+        for cert, issuer in zip(path, path[1:], strict=False):
+            if not _issued_by(cert, issuer) or not _is_ca(issuer):
+                failed.append(f"'{identity(cert).name}' is not issued by '{identity(issuer).name}' in the chain")
+        top = path[-1]
+        anchor = next((a for a in self.anchors if a == top), None) or next(
+            (a for a in self.anchors if top.issuer == a.subject and _issued_by(top, a)), None
+        )
+        if anchor is None:
+            failed.append(f"the chain does not lead to a trusted root (top: '{identity(top).issuer}')")
+        else:
+            if anchor != top:
+                path.append(anchor)
+            passed.append(f"chains to the trust anchor '{identity(anchor).name}'")
+        result = _Path(tuple(path), anchor, tuple(passed), tuple(failed))
+        self._paths[key] = result
+        return result
+
+    def validate(
+        self,
+        chain: Sequence[x509.Certificate],
+        at: datetime,
+        *,
+        purpose: str = "signing",
+        now: datetime | None = None,
+    ) -> ChainCheck:
+        """Validate `chain` (signer first) to an anchor as of `at`; revocation by the CRLs held now.
+
+        `purpose` "signing" needs digitalSignature and nonRepudiation (contentCommitment), as a
+        record signature is a commitment; "checkpoint" needs digitalSignature.
+        """
+        if not chain:
+            return ChainCheck(None, failed=["no certificate"])
+        structure = self._structure(chain, purpose)
+        check = ChainCheck(identity(chain[0]), list(structure.passed), list(structure.failed))
+        if structure.anchor is None:
+            return check
+        at = at.astimezone(UTC)
+        path = list(structure.path)
+        stale = [c for c in path if not _valid_at(c, at)]
+        for cert in stale:
+            check.failed.append(
+                f"'{identity(cert).name}' was not valid at {at:%Y-%m-%d %H:%M:%S}Z "
+                f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})"
+            )
+        if not stale:
+            check.passed.append(f"every certificate in the chain was valid at {at:%Y-%m-%d %H:%M:%S}Z")
+        self._check_revocation(path, at, now or datetime.now(UTC), check)
+        return check
+
+    def _check_revocation(
+        self, path: list[x509.Certificate], at: datetime, now: datetime, check: ChainCheck
+    ) -> None:
+        for cert, issuer in zip(path, path[1:], strict=False):
+            crl = self.crl_for(issuer)
+            name = identity(cert).name
+            if crl is None:
+                check.failed.append(f"no CRL from '{identity(issuer).name}': cannot tell whether '{name}' is revoked")
+                continue
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if entry is None:
+                fresh = crl.next_update_utc is None or crl.next_update_utc >= now
+                note = "" if fresh else f" (the CRL was due for renewal on {crl.next_update_utc:%Y-%m-%d})"
+                check.passed.append(
+                    f"'{name}' is not revoked (CRL of {crl.last_update_utc:%Y-%m-%d %H:%M}Z){note}"
+                )
+                continue
+            when = entry.revocation_date_utc
+            reason = ""
+            try:
+                reason = f", reason {entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name}"
+            except x509.ExtensionNotFound:
+                pass
+            text = f"'{name}' was revoked on {when:%Y-%m-%d %H:%M:%S}Z{reason}"
+            check.revoked = text
+            if when <= at:
+                check.failed.append(f"{text}, before the signing time {at:%Y-%m-%d %H:%M:%S}Z")
+            else:
+                check.passed.append(f"{text}, after the signing time {at:%Y-%m-%d %H:%M:%S}Z")
+
+
+class ReloadingTrust:
+    """A trust store read from files, read again when the anchor or CRL files change (a new CRL)."""
+
+    def __init__(self, anchor: Path, crls: Sequence[Path], check_every: float = 2.0) -> None:
+        self.anchor = anchor
+        self.crl_paths = list(crls)
+        self.check_every = check_every
+        self._store: TrustStore | None = None
+        self._stamp: tuple[float, ...] = ()
+        self._checked = 0.0
+
+    def _mtimes(self) -> tuple[float, ...]:
+        return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in [self.anchor, *self.crl_paths])
+
+    def __call__(self) -> TrustStore:
+        now = time.monotonic()
+        if self._store is None or now - self._checked >= self.check_every:
+            self._checked = now
+            if not self.anchor.exists():
+                raise FileNotFoundError(f"no trust anchor at {self.anchor}: run `hocba pki init`")
+            stamp = self._mtimes()
+            if self._store is None or stamp != self._stamp:
+                self._store = TrustStore.from_files(self.anchor, self.crl_paths)
+                self._stamp = stamp
+        return self._store

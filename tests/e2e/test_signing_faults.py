@@ -1,0 +1,143 @@
+"""A signing worker killed (SIGKILL) in the middle of a one-click batch: nothing lost, nothing signed twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from hocba.keys import dev_issuer
+from hocba.stack import Stack, StackConfig
+from hocba.staff import Staff
+from hocba.watch import Watch
+from shared.contracts.archive import RecordsArchived
+from shared.contracts.grades import RecordsReady, RecordVersion
+from shared.contracts.signing import BatchCompleted, BatchProgress, BatchRefused, RecordsReceived, RequestSignBatch
+from shared.messaging import delete_exchanges, make_broker
+from shared.mongo import make_client
+from shared.settings import Settings
+from tests.support import amqp_url
+
+SCHOOL, YEAR = "79007000", "2025-2026"
+CLASSES = [f"6A{n}" for n in range(1, 16)]
+RECORDS = 40 * len(CLASSES)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    config = StackConfig(
+        data_dir=tmp_path_factory.mktemp("faults"),
+        namespace=f"faults{uuid.uuid4().hex[:8]}.",
+        amqp_url=amqp_url(),
+        mongo_url=os.environ.get("MONGO_URL") or None,
+        signing_workers=3,
+        fixed_ports=False,
+        ephemeral=True,
+        # Small chunks, so the batch is still under way when a worker dies.
+        extra_env={"HOCBA_CHUNK_SIZE": "5"},
+    )
+    running = Stack(config)
+    running.start()
+    yield running
+    running.stop()
+
+
+def record(n: int) -> RecordVersion:
+    class_name = CLASSES[n // 40]
+    return RecordVersion(
+        record_id=f"{SCHOOL}-{YEAR}-fault-{n:05d}",
+        version=1,
+        school_code=SCHOOL,
+        school_year=YEAR,
+        student_ref=f"fault-{n:05d}",
+        document={"class_name": class_name, "student_ref": f"fault-{n:05d}", "learning_result": {"year": "Tốt"}},
+    )
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.received = 0
+        self.done: dict[str, BatchCompleted] = {}
+        self.refused: dict[str, str] = {}
+        self.progress: dict[str, int] = {}
+        self.archived: set[tuple[str, int]] = set()
+
+    async def until(self, what: str, check, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if self.refused:
+                raise AssertionError(f"a batch was refused: {self.refused}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.05)
+
+
+async def test_a_worker_killed_mid_batch_loses_nothing_and_signs_nothing_twice(stack):
+    settings = Settings(amqp_url=stack.config.amqp_url, namespace=stack.config.namespace)
+    staff = Staff(dev_issuer(stack.config.data_dir)[0])
+    seen = Seen()
+    watch = Watch(settings.amqp_url, settings.names())
+    watch.on(RecordsReceived, lambda m: setattr(seen, "received", seen.received + m.count))
+    watch.on(BatchCompleted, lambda m: seen.done.__setitem__(m.batch_id, m))
+    watch.on(BatchRefused, lambda m: seen.refused.__setitem__(m.batch_id, m.reason))
+    watch.on(BatchProgress, lambda m: seen.progress.__setitem__(m.batch_id, m.chunks_done))
+    watch.on(RecordsArchived, lambda m: seen.archived.update((r.record_id, r.version) for r in m.records))
+    broker, bus, _ = make_broker(settings, CollectorRegistry(), "faults-test")
+    await watch.start()
+    await broker.connect()
+    try:
+        for start in range(0, RECORDS, 100):
+            await bus.publish(
+                RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[record(n) for n in range(start, start + 100)])
+            )
+        await seen.until("records received", lambda: seen.received >= RECORDS)
+        teachers = [
+            RequestSignBatch(
+                school_code=SCHOOL, school_year=YEAR, role="homeroom_teacher", class_name=c,
+                actor=staff.homeroom_teacher(SCHOOL, c),
+            )
+            for c in CLASSES
+        ]
+        for request in teachers:
+            await bus.publish(request)
+        await seen.until("homeroom batches", lambda: all(t.batch_id in seen.done for t in teachers))
+
+        principal = RequestSignBatch(school_code=SCHOOL, school_year=YEAR, actor=staff.principal(SCHOOL))
+        await bus.publish(principal)
+        await seen.until("the batch under way", lambda: seen.progress.get(principal.batch_id, 0) >= 8, timeout=60)
+        victim = stack.child("signing-2")
+        chunks_at_kill = seen.progress[principal.batch_id]
+        os.kill(victim.process.pid, signal.SIGKILL)
+        victim.process.wait(10)
+        assert principal.batch_id not in seen.done, "the batch finished before the kill; the test proves nothing"
+        assert chunks_at_kill < RECORDS // 5
+
+        await seen.until("the batch completed by the other workers", lambda: principal.batch_id in seen.done)
+        await seen.until("every record archived", lambda: len(seen.archived) >= RECORDS)
+    finally:
+        await broker.stop()
+        await watch.stop()
+
+    done = seen.done[principal.batch_id]
+    assert (done.records_signed, done.records_total, done.records_completed) == (RECORDS, RECORDS, RECORDS)
+    assert [c.name for c in stack.dead_children()] == ["signing-2"]
+    client = make_client(stack.mongo_url)
+    try:
+        names = settings.names()
+        signatures = [
+            (s["record_id"], s["version"], s["role"])
+            async for s in client[names.database("signing")]["signatures"].find({}, {"record_id": 1, "version": 1, "role": 1})
+        ]
+        assert len(signatures) == len(set(signatures)) == RECORDS * 3, "each record signed once per role"
+        batch = await client[names.database("signing")]["batches"].find_one({"_id": principal.batch_id})
+        assert sorted(batch["done_chunks"]) == list(range(RECORDS // 5))
+        log = [(e["record_id"], e["version"]) async for e in client[names.database("archive")]["log"].find()]
+        assert len(log) == len(set(log)) == RECORDS, "each record archived once"
+    finally:
+        await client.close()
+    await delete_exchanges(settings.amqp_url, settings.names())

@@ -1,0 +1,86 @@
+"""A printed certified copy: the A4 PDF carries the bundle and a signed QR payload; `hocba verify` checks it offline."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pypdf import PdfReader
+from typer.testing import CliRunner
+
+from hocba.cli import app
+from hocba.pdf import BUNDLE_NAME, QR_NAME, read_copy, render_copy
+from services.archive import handlers
+from services.archive.handlers import LogState
+from services.archive.metrics import ArchiveMetrics
+from services.archive.repository import InMemoryArchiveRepository
+from shared.contracts.archive import ExportRecord
+from shared.contracts.signing import RecordsCompleted
+from tests.unit.archive.conftest import archive_keys
+from tests.unit.signing.trust import signed_record
+
+DOCUMENT = {
+    "grade": 6,
+    "student": {"identity": {"full_name": "Trần Thị Bình", "date_of_birth": "2014-02-03", "sex": "F"}},
+    "subjects": [
+        {"name": "Toán", "term_1": {"average": "8.1"}, "term_2": {"average": "8.5"}, "year": {"average": "8.4"}},
+        {"name": "Nghệ thuật", "term_1": {"level": "Đ"}, "term_2": {"level": "Đ"}, "year": {"level": "Đ"}},
+    ],
+    "learning_result": {"term_1": "Tốt", "term_2": "Tốt", "year": "Tốt"},
+}
+
+
+@pytest.fixture
+async def exported(trust):
+    keys = archive_keys(trust)
+    repo, state, metrics = InMemoryArchiveRepository(), LogState(), ArchiveMetrics(CollectorRegistry())
+    records = [signed_record(trust, n, **DOCUMENT) for n in range(3)]
+    await handlers.archive_records(RecordsCompleted(records=records), repo, state, metrics, keys)
+    return await handlers.export_record(ExportRecord(record_id="rec-0001", certified_copy=True), repo, state, metrics, keys)
+
+
+def run_verify(trust, path) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        app, ["verify", str(path), "--trust-anchor", str(trust.pki.anchor_path), "--crl", str(trust.pki.crl_path)],
+        env={"COLUMNS": "200"},
+    )
+    return result.exit_code, result.output
+
+
+async def test_a_printed_copy_is_one_a4_page_with_the_bundle_and_qr_payload_attached(exported, tmp_path):
+    out = render_copy(exported.bundle, exported.qr, tmp_path / "copy.pdf", datetime.now(UTC))
+    reader = PdfReader(str(out))
+    [page] = reader.pages
+    width, height = float(page.mediabox.width), float(page.mediabox.height)
+    assert (round(width), round(height)) == (595, 842), "A4 in points"
+    text = page.extract_text()
+    for words in ("HỌC BẠ", "Trần Thị Bình", "Toán", "8.4", "Kết quả học tập", "HIỆU TRƯỞNG", "Hiệu trưởng", "rec-0001"):
+        assert words in text
+    assert set(reader.attachments) == {BUNDLE_NAME, QR_NAME}
+    assert read_copy(out) == (exported.bundle, exported.qr)
+
+
+async def test_hocba_verify_checks_a_bundle_and_a_printed_copy_offline(exported, trust, tmp_path):
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(exported.bundle))
+    code, output = run_verify(trust, bundle)
+    assert code == 0, output
+    assert "VERIFIED" in output and "homeroom teacher's signature" in output and "inclusion proof" in output
+
+    copy = render_copy(exported.bundle, exported.qr, tmp_path / "copy.pdf", datetime.now(UTC))
+    code, output = run_verify(trust, copy)
+    assert code == 0, output
+    assert "QR payload is signed by the archive" in output
+
+
+async def test_hocba_verify_says_what_failed_in_an_altered_copy(exported, trust, tmp_path):
+    altered = json.loads(json.dumps(exported.bundle))
+    altered["record"]["document"]["learning_result"]["year"] = "Khá"
+    copy = render_copy(altered, exported.qr, tmp_path / "forged.pdf", datetime.now(UTC))
+    code, output = run_verify(trust, copy)
+    assert code == 1
+    assert "NOT VERIFIED" in output
+    assert "the record's digest differs from the signed one" in output
+    assert "the QR code and the attached bundle disagree" in output

@@ -1,0 +1,105 @@
+"""The development PKI: what it issues, keys encrypted at rest, revocation, and chain validation."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from shared.crypto.certs import TrustStore, identity
+from shared.crypto.jws import sign_detached, verify_detached
+from shared.crypto.pki import DevPki, Holder, archive_holder
+from shared.crypto.signer import UnknownSigner
+
+HOLDERS = [
+    Holder("gvcn-79000701-6A1", "Giáo viên chủ nhiệm 6A1", "homeroom_teacher", "79000701", "Trường A"),
+    Holder("ht-79000701", "Hiệu trưởng", "principal", "79000701", "Trường A"),
+    Holder("seal-79000701", "Trường A", "school_seal", "79000701", "Trường A"),
+    archive_holder(),
+]
+
+
+@pytest.fixture
+def pki(tmp_path) -> DevPki:
+    pki = DevPki(tmp_path / "pki", b"correct horse")
+    assert pki.create(HOLDERS) == 4
+    return pki
+
+
+def test_certificates_name_the_holder_role_and_school_and_commit_to_content(pki):
+    cert = pki.certificate("ht-79000701")
+    holder = identity(cert)
+    assert (holder.subject_id, holder.role, holder.school_code, holder.name) == (
+        "ht-79000701", "principal", "79000701", "Hiệu trưởng",
+    )
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and usage.content_commitment and not usage.key_cert_sign
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    root = x509.load_pem_x509_certificate(pki.anchor_path.read_bytes())
+    cert.verify_directly_issued_by(root)
+    assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+def test_private_keys_are_encrypted_pkcs8_readable_only_with_the_passphrase(pki):
+    path = pki.key_path("ht-79000701")
+    text = path.read_bytes()
+    assert text.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(TypeError):
+        serialization.load_pem_private_key(text, None)
+    with pytest.raises(ValueError):
+        serialization.load_pem_private_key(text, b"wrong")
+    assert serialization.load_pem_private_key(text, b"correct horse")
+    assert (pki.folder / "ca" / "root.key.pem").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+
+
+def test_the_passphrase_comes_from_the_environment_or_a_generated_dev_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("HOCBA_PKI_PASSPHRASE", raising=False)
+    generated = DevPki(tmp_path / "dev")
+    generated.create(HOLDERS[:1])
+    secret = tmp_path / "dev" / "passphrase"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert serialization.load_pem_private_key(generated.key_path(HOLDERS[0].subject_id).read_bytes(), secret.read_bytes())
+    monkeypatch.setenv("HOCBA_PKI_PASSPHRASE", "from the environment")
+    given = DevPki(tmp_path / "env")
+    given.create(HOLDERS[:1])
+    assert not (tmp_path / "env" / "passphrase").exists()
+    assert serialization.load_pem_private_key(given.key_path(HOLDERS[0].subject_id).read_bytes(), b"from the environment")
+
+
+def test_creating_again_issues_only_what_is_missing(pki):
+    before = pki.certificate("ht-79000701").serial_number
+    extra = Holder("gvcn-79000701-6A2", "Giáo viên chủ nhiệm 6A2", "homeroom_teacher", "79000701", "Trường A")
+    assert pki.create([*HOLDERS, extra]) == 1
+    assert pki.certificate("ht-79000701").serial_number == before
+    assert {h.subject_id for h in pki.holders()} == {h.subject_id for h in HOLDERS} | {extra.subject_id}
+
+
+def test_a_signer_signs_and_its_certificate_verifies_the_signature(pki):
+    signer = pki.directory().signer_for("seal-79000701")
+    jws = sign_detached(signer, b"payload", {"role": "school_seal"})
+    assert verify_detached(signer.certificate.public_key(), jws, b"payload")
+    with pytest.raises(UnknownSigner):
+        pki.directory().signer_for("ht-nobody")
+
+
+def test_validation_checks_anchor_validity_at_signing_time_and_revocation(pki, tmp_path):
+    cert = pki.certificate("ht-79000701")
+    now = datetime.now(UTC)
+    trust = pki.trust_store()
+    assert trust.validate([cert], now).ok
+    early = trust.validate([cert], now - timedelta(days=2))
+    assert not early.ok and "was not valid at" in early.failed[0]
+    stranger = DevPki(tmp_path / "other", b"x")
+    stranger.create(HOLDERS[:1])
+    assert "does not lead to a trusted root" in stranger.trust_store().validate([cert], now).failed[0]
+    assert not TrustStore(trust.anchors).validate([cert], now).ok, "no CRL, no certainty"
+    pki.revoke("ht-79000701", "affiliation_changed", at=now - timedelta(minutes=1))
+    revoked = pki.trust_store().validate([cert], now)
+    assert not revoked.ok and revoked.revoked and "affiliation_changed" in revoked.revoked
+    assert pki.trust_store().validate([cert], now - timedelta(minutes=30)).ok, "signed before the revocation"
+    checkpoint_only = pki.certificate("archive")
+    assert pki.trust_store().validate([checkpoint_only], now, purpose="checkpoint").ok
