@@ -1,23 +1,36 @@
 """A simulator standing in for the Ministry of Education and Training's record endpoint (development and tests).
 
-It is not the ministry's API and makes no claim to match it beyond what hocba relies on: an
-idempotent `POST /v1/records` keyed by the `Idempotency-Key` header, answering with a receipt.
+It is not the ministry's API and makes no claim to match it beyond what hocba relies on
+(docs/ministry-api.md): idempotent writes keyed by the `Idempotency-Key` header, answered with a
+receipt, and listings of what was acknowledged, for reconciliation.
 
     python -m hocba.ministry_simulator --host 127.0.0.1 --port 9180 [--data-file PATH]
 
 Endpoints:
 
-* `POST /v1/records` (header `Idempotency-Key`, JSON body with at least `record_id`, `version`
-  and `digest`): the first request with a key is stored and answered 201 with a receipt
-  `{"receipt_id", "received_at", "idempotency_key", "record_id", "version", "digest"}`; the same key
-  again is answered 200 with the same receipt and counted as a duplicate. 400 without the
-  header, 422 for a body without the required fields, 409 when a known key arrives with a
+* `POST /v1/records` (header `Idempotency-Key`, JSON body with at least `record_id`, `version`,
+  `digest` and a 12-digit `personal_id`): the first request with a key is stored and answered 201
+  with a receipt `{"receipt_id", "received_at", "idempotency_key", "record_id", "version", "digest"}`;
+  the same key again is answered 200 with the same receipt and counted as a duplicate. 400 without
+  the header, 422 for a body without the required fields, 409 when a known key arrives with a
   different digest (one key must always mean the same record version).
+* `POST /v1/checkpoints`: the same for an archive checkpoint (`origin`, `tree_size`, `root_hash`,
+  `signature`); the receipt carries `origin`, `tree_size` and `root_hash`.
 * `GET /v1/records/{key}`: that key's receipt, or 404.
-* `GET /v1/receipts`: `{"receipts": [...]}`, every receipt held, for reconciliation.
-* `GET /v1/stats`: `{"accepted", "duplicates", "requests"}`. `accepted` is the number of receipts
-  held (loaded ones included); the other two count since the process started.
-* `POST /v1/faults` `{"fail_next": n}`: the next n record requests answer 503, to rehearse an outage.
+* `GET /v1/receipts[?after=KEY&limit=N]`: `{"receipts": [...], "next": KEY|null}`, the record
+  acknowledgements in key order (all of them without `limit`); `GET /v1/checkpoints` likewise.
+* `GET /v1/stats`: `{"accepted", "duplicates", "requests", "checkpoints", "acknowledgements"}` —
+  `accepted` counts the record keys held (loaded ones included), `acknowledgements` every receipt
+  issued for records (more than `accepted` after duplicate acknowledgements); `duplicates` and
+  `requests` count record requests since the process started.
+* `POST /v1/faults`, to rehearse trouble (every field optional; `GET` shows the current ones):
+  `{"latency_seconds": s}` every write waits s seconds first;
+  `{"fail_next": n, "fail_status": 503}` the next n writes answer that status without storing;
+  `{"timeout_next": n, "hang_seconds": s}` the next n writes hang s seconds, store nothing, then 504;
+  `{"lose_next": n, "hang_seconds": s}` the next n writes are stored, then the answer is lost: the
+  request hangs s seconds (past the caller's timeout) and ends in 504;
+  `{"duplicate_next": n}` the next n new keys are acknowledged twice (two receipts, listed both).
+  `{"reset": true}` clears every fault.
 * `GET /health/live`.
 
 With `--data-file`, every new receipt is appended to the file as one JSON line and the file is
@@ -27,8 +40,11 @@ read at start, so a restarted simulator still knows every key it has acknowledge
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import re
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,69 +59,172 @@ from starlette.routing import Route
 from shared.settings import DEFAULT_HTTP_PORTS
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-REQUIRED_FIELDS = ("record_id", "version", "digest")
+RECORD = "record"
+CHECKPOINT = "checkpoint"
+REQUIRED_FIELDS = {
+    RECORD: ("record_id", "version", "digest", "personal_id"),
+    CHECKPOINT: ("origin", "tree_size", "root_hash", "signature"),
+}
+#: What a receipt repeats of the body, per kind; the first field pair names the entry.
+ECHOED = {RECORD: ("record_id", "version", "digest"), CHECKPOINT: ("origin", "tree_size", "root_hash")}
+#: The field that must stay the same for one key.
+DIGEST = {RECORD: "digest", CHECKPOINT: "root_hash"}
+PERSONAL_ID = re.compile(r"^\d{12}$")
 
 log = logging.getLogger("hocba.ministry_simulator")
 
 
+@dataclass
+class Faults:
+    """What the simulated ministry does wrong next (see the module's docstring)."""
+
+    latency_seconds: float = 0.0
+    fail_next: int = 0
+    fail_status: int = 503
+    timeout_next: int = 0
+    lose_next: int = 0
+    duplicate_next: int = 0
+    hang_seconds: float = 30.0
+
+    def update(self, body: dict[str, Any]) -> None:
+        if body.get("reset"):
+            for f in fields(self):
+                setattr(self, f.name, f.default)
+        for f in fields(self):
+            if f.name in body:
+                kind = float if f.type in ("float", float) else int
+                value = kind(body[f.name])
+                if value < 0 or (f.name == "fail_status" and not 400 <= value <= 599):
+                    raise ValueError(f"{f.name} out of range: {value}")
+                setattr(self, f.name, value)
+
+
 class ReceiptStore:
-    """The receipts the simulated ministry has issued, keyed by idempotency key."""
+    """The receipts the simulated ministry has issued, by kind and idempotency key."""
 
     def __init__(self, data_file: Path | None = None) -> None:
         self.data_file = data_file
         self.receipts: dict[str, dict[str, Any]] = {}
+        self.checkpoints: dict[str, dict[str, Any]] = {}
+        #: Second acknowledgements of keys already acknowledged (the duplicate-acknowledgement fault).
+        self.extra: dict[str, list[dict[str, Any]]] = {RECORD: [], CHECKPOINT: []}
         self.duplicates = 0
         self.requests = 0
-        self.fail_next = 0
+        self.faults = Faults()
         if data_file is not None and data_file.exists():
             with data_file.open(encoding="utf-8") as lines:
                 for line in lines:
                     if line.strip():
-                        receipt = json.loads(line)
-                        self.receipts.setdefault(receipt["idempotency_key"], receipt)
+                        self._load(json.loads(line))
+
+    def _load(self, line: dict[str, Any]) -> None:
+        kind, extra = line.pop("kind", RECORD), line.pop("extra", False)
+        receipt = line
+        if extra:
+            self.extra[kind].append(receipt)
+        else:
+            self.held(kind).setdefault(receipt["idempotency_key"], receipt)
+
+    @property
+    def fail_next(self) -> int:
+        return self.faults.fail_next
+
+    @fail_next.setter
+    def fail_next(self, n: int) -> None:
+        self.faults.fail_next = n
 
     @property
     def accepted(self) -> int:
         return len(self.receipts)
 
-    def accept(self, key: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """The receipt for `key` and whether it is new. Synchronous, so atomic on the event loop."""
-        known = self.receipts.get(key)
-        if known is not None:
-            self.duplicates += 1
-            return known, False
+    def held(self, kind: str) -> dict[str, dict[str, Any]]:
+        return self.receipts if kind == RECORD else self.checkpoints
+
+    def _receipt(self, kind: str, key: str, body: dict[str, Any], extra: bool = False) -> dict[str, Any]:
         receipt = {
             "receipt_id": f"MOET-{uuid4().hex}",
             "received_at": datetime.now(UTC).isoformat(),
             "idempotency_key": key,
-            "record_id": body["record_id"],
-            "version": body["version"],
-            "digest": body["digest"],
+            **{name: body[name] for name in ECHOED[kind]},
         }
         if self.data_file is not None:
             self.data_file.parent.mkdir(parents=True, exist_ok=True)
+            line = {**receipt, "kind": kind, **({"extra": True} if extra else {})}
             with self.data_file.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(receipt, ensure_ascii=False) + "\n")
-        self.receipts[key] = receipt
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return receipt
+
+    def accept(self, key: str, body: dict[str, Any], kind: str = RECORD) -> tuple[dict[str, Any], bool]:
+        """The receipt for `key` and whether it is new. Synchronous, so atomic on the event loop."""
+        held = self.held(kind)
+        known = held.get(key)
+        if known is not None:
+            if kind == RECORD:
+                self.duplicates += 1
+            return known, False
+        receipt = self._receipt(kind, key, body)
+        held[key] = receipt
+        if self.faults.duplicate_next > 0:
+            self.faults.duplicate_next -= 1
+            self.extra[kind].append(self._receipt(kind, key, body, extra=True))
         return receipt, True
 
+    def listing(self, kind: str, after: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
+        """Acknowledgements of `kind` in key order after `after`, at most `limit`; and the cursor for more."""
+        extra: dict[str, list[dict[str, Any]]] = {}
+        for receipt in self.extra[kind]:
+            extra.setdefault(receipt["idempotency_key"], []).append(receipt)
+        held = self.held(kind)
+        keys = sorted(k for k in set(held) | set(extra) if after is None or k > after)
+        if limit is not None and len(keys) > limit:
+            keys, more = keys[:limit], True
+        else:
+            more = False
+        items = [r for k in keys for r in ([held[k]] if k in held else []) + extra.get(k, [])]
+        return items, (keys[-1] if more and keys else None)
+
     def stats(self) -> dict[str, int]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "requests": self.requests}
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "requests": self.requests,
+            "checkpoints": len(self.checkpoints),
+            "acknowledgements": self.accepted + len(self.extra[RECORD]),
+        }
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _invalid(kind: str, body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    missing = [name for name in REQUIRED_FIELDS[kind] if body.get(name) in (None, "")]
+    if missing:
+        return f"missing fields: {', '.join(missing)}"
+    if kind == RECORD and not PERSONAL_ID.match(str(body["personal_id"])):
+        return "personal_id must be 12 digits"
+    return None
+
+
 def create_app(store: ReceiptStore | None = None) -> Starlette:
     """The simulator as an ASGI app over `store` (a fresh in-memory one when not given)."""
     store = store if store is not None else ReceiptStore()
+    faults = store.faults
 
-    async def post_record(request: Request) -> JSONResponse:
-        store.requests += 1
-        if store.fail_next > 0:
-            store.fail_next -= 1
-            return _error(503, "simulated outage")
+    async def write(request: Request, kind: str) -> JSONResponse:
+        if kind == RECORD:
+            store.requests += 1
+        if faults.latency_seconds > 0:
+            await asyncio.sleep(faults.latency_seconds)
+        if faults.fail_next > 0:
+            faults.fail_next -= 1
+            return _error(faults.fail_status, "simulated failure")
+        if faults.timeout_next > 0:
+            faults.timeout_next -= 1
+            await asyncio.sleep(faults.hang_seconds)
+            return _error(504, "simulated timeout: nothing was stored")
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
         if not key:
             return _error(400, f"the {IDEMPOTENCY_HEADER} header is required")
@@ -113,34 +232,54 @@ def create_app(store: ReceiptStore | None = None) -> Starlette:
             body = await request.json()
         except ValueError:
             return _error(422, "the body must be JSON")
-        if not isinstance(body, dict):
-            return _error(422, "the body must be a JSON object")
-        missing = [name for name in REQUIRED_FIELDS if body.get(name) in (None, "")]
-        if missing:
-            return _error(422, f"missing fields: {', '.join(missing)}")
-        known = store.receipts.get(key)
-        if known is not None and known.get("digest") != body["digest"]:
-            return _error(409, f"idempotency key {key} was already used for a different digest")
-        receipt, new = store.accept(key, body)
+        if problem := _invalid(kind, body):
+            return _error(422, problem)
+        known = store.held(kind).get(key)
+        if known is not None and str(known.get(DIGEST[kind])) != str(body[DIGEST[kind]]):
+            return _error(409, f"idempotency key {key} was already used for a different {DIGEST[kind]}")
+        receipt, new = store.accept(key, body, kind)
+        if faults.lose_next > 0:
+            faults.lose_next -= 1
+            await asyncio.sleep(faults.hang_seconds)
+            return _error(504, "simulated lost answer: the write was stored")
         return JSONResponse(receipt, status_code=201 if new else 200)
+
+    async def post_record(request: Request) -> JSONResponse:
+        return await write(request, RECORD)
+
+    async def post_checkpoint(request: Request) -> JSONResponse:
+        return await write(request, CHECKPOINT)
 
     async def get_record(request: Request) -> JSONResponse:
         receipt = store.receipts.get(request.path_params["key"])
         return JSONResponse(receipt) if receipt is not None else _error(404, "no receipt for this key")
 
-    async def list_receipts(request: Request) -> JSONResponse:
-        return JSONResponse({"receipts": list(store.receipts.values())})
+    def listing(kind: str, name: str):
+        async def handler(request: Request) -> JSONResponse:
+            try:
+                limit = int(request.query_params["limit"]) if "limit" in request.query_params else None
+            except ValueError:
+                return _error(422, "limit must be a number")
+            items, more = store.listing(kind, request.query_params.get("after"), limit)
+            return JSONResponse({name: items, "next": more})
+
+        return handler
 
     async def stats(request: Request) -> JSONResponse:
         return JSONResponse(store.stats())
 
-    async def faults(request: Request) -> JSONResponse:
+    async def set_faults(request: Request) -> JSONResponse:
         try:
             body = await request.json()
-            store.fail_next = max(int(body.get("fail_next", 0)), 0)
-        except (ValueError, TypeError, AttributeError):
-            return _error(422, 'expected {"fail_next": n}')
-        return JSONResponse({"fail_next": store.fail_next})
+            if not isinstance(body, dict):
+                raise TypeError("not an object")
+            faults.update(body)
+        except (ValueError, TypeError) as exc:
+            return _error(422, f"expected an object of fault settings: {exc}")
+        return JSONResponse(asdict(faults))
+
+    async def get_faults(request: Request) -> JSONResponse:
+        return JSONResponse(asdict(faults))
 
     async def live(request: Request) -> JSONResponse:
         return JSONResponse({"live": True})
@@ -149,9 +288,12 @@ def create_app(store: ReceiptStore | None = None) -> Starlette:
         routes=[
             Route("/v1/records", post_record, methods=["POST"]),
             Route("/v1/records/{key:path}", get_record, methods=["GET"]),
-            Route("/v1/receipts", list_receipts, methods=["GET"]),
+            Route("/v1/receipts", listing(RECORD, "receipts"), methods=["GET"]),
+            Route("/v1/checkpoints", post_checkpoint, methods=["POST"]),
+            Route("/v1/checkpoints", listing(CHECKPOINT, "checkpoints"), methods=["GET"]),
             Route("/v1/stats", stats, methods=["GET"]),
-            Route("/v1/faults", faults, methods=["POST"]),
+            Route("/v1/faults", set_faults, methods=["POST"]),
+            Route("/v1/faults", get_faults, methods=["GET"]),
             Route("/health/live", live, methods=["GET"]),
         ]
     )

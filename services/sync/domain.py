@@ -1,25 +1,57 @@
-"""Delivery rules, pure: outbox entries, how a ministry answer is classified, back-off and parking."""
+"""Delivery rules, pure: outbox entries, the ministry payload, answers, back-off, parking and reconciliation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from shared.contracts.archive import ArchivedRecord
+from shared.contracts.archive import ArchivedRecord, Checkpoint
 
 PENDING = "pending"
 SENDING = "sending"
 DELIVERED = "delivered"
 PARKED = "parked"
+STATUSES = (PENDING, SENDING, DELIVERED, PARKED)
+
+#: What an outbox entry carries: one archived record version, or one archive checkpoint.
+RECORD = "record"
+CHECKPOINT = "checkpoint"
+KINDS = (RECORD, CHECKPOINT)
+
+#: The parts of the record document the ministry's record store needs (docs/ministry-api.md says
+#: why, field by field). Everything else stays in the system: the student's name, date and place
+#: of birth, sex, ethnicity and guardian (the ministry matches the personal ID against the national
+#: population register), the internal student reference, free-text comments, and how results were
+#: derived. Parts a document does not have are simply not sent.
+RECORD_FIELDS = (
+    "rule_set",
+    "regulation",
+    "grade",
+    "class_name",
+    "subjects",
+    "learning_result",
+    "conduct",
+    "qualities",
+    "competencies",
+    "outcome",
+    "completion",
+    "promotion",
+    "awards",
+    "absences",
+    "complete",
+    "missing",
+)
 
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
     """How hard sync tries: a bounded number of attempts with exponential back-off and jitter."""
 
-    max_attempts: int = 8
+    #: With the back-off below, 16 attempts span about 40 to 80 minutes of failures.
+    max_attempts: int = 16
     base_seconds: float = 2.0
     cap_seconds: float = 600.0
     #: How long a claimed entry belongs to one sender; after that (a crash) another may take it.
@@ -28,11 +60,16 @@ class DeliveryPolicy:
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """One record version waiting for (or done with) delivery to the ministry."""
+    """One record version or checkpoint waiting for (or done with) delivery to the ministry.
+
+    `subject` and `number` identify what is delivered: record id and version, or the checkpoint's
+    origin and tree size. `key` is made from them and is the idempotency key the ministry sees.
+    """
 
     key: str
-    record_id: str
-    version: int
+    kind: str
+    subject: str
+    number: int
     payload: dict[str, Any]
     status: str
     attempts: int
@@ -40,6 +77,13 @@ class OutboxEntry:
     next_attempt_at: datetime
     last_error: str | None = None
     claim: str | None = None
+    #: Position in the archive log (record entries only): lets reconciliation find gaps.
+    seq: int | None = None
+
+    @property
+    def digest(self) -> str:
+        """What the ministry must hold for this key: the record's digest or the checkpoint's root."""
+        return str(self.payload.get("digest") or self.payload.get("root_hash") or "")
 
 
 class Outcome(Enum):
@@ -60,14 +104,17 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Receipt:
-    """The ministry's acknowledgement of one record version."""
+    """The ministry's acknowledgement of one entry."""
 
     key: str
-    record_id: str
-    version: int
+    kind: str
+    subject: str
+    number: int
     receipt_id: str
     received_at: str
     delivered_at: datetime
+    #: When the entry was taken into the outbox: delivered_at minus this is the sync lag.
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -82,32 +129,68 @@ class Failure:
     next_attempt_at: datetime | None
 
 
-def idempotency_key(record_id: str, version: int) -> str:
+def record_key(record_id: str, version: int) -> str:
     """The key the ministry deduplicates on: one record version is one delivery."""
     return f"{record_id}:{version}"
 
 
+#: Kept for callers that name the record key by its role.
+idempotency_key = record_key
+
+
+def checkpoint_key(origin: str, tree_size: int) -> str:
+    """One checkpoint (origin, tree size) is one delivery."""
+    return f"checkpoint:{origin}:{tree_size}"
+
+
 def ministry_payload(record: ArchivedRecord) -> dict[str, Any]:
-    """The body sent to the ministry for one archived record version."""
+    """The body sent to the ministry for one archived record version: only what it needs."""
+    document = record.document
+    student = document.get("student")
+    identity = student.get("identity") if isinstance(student, dict) else None
+    personal_id = identity.get("personal_id") if isinstance(identity, dict) else None
     return {
         "record_id": record.record_id,
         "version": record.version,
         "school_code": record.school_code,
         "school_year": record.school_year,
+        "personal_id": personal_id,
+        "supersedes": getattr(record, "supersedes", None),
+        "record": {name: document[name] for name in RECORD_FIELDS if name in document},
         "digest": record.digest,
-        "archive_seq": record.seq,
-        "entry_hash": record.entry_hash,
-        "document": record.document,
+        "archive": {"seq": record.seq, "entry_hash": record.entry_hash},
     }
 
 
+def checkpoint_payload(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A checkpoint goes out whole: each field is covered by its signature."""
+    return checkpoint.model_dump(mode="json")
+
+
 def new_entry(record: ArchivedRecord, now: datetime) -> OutboxEntry:
-    """A fresh outbox entry, due at once."""
+    """A fresh outbox entry for a record version, due at once."""
     return OutboxEntry(
-        key=idempotency_key(record.record_id, record.version),
-        record_id=record.record_id,
-        version=record.version,
+        key=record_key(record.record_id, record.version),
+        kind=RECORD,
+        subject=record.record_id,
+        number=record.version,
         payload=ministry_payload(record),
+        status=PENDING,
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+        seq=record.seq,
+    )
+
+
+def new_checkpoint_entry(checkpoint: Checkpoint, now: datetime) -> OutboxEntry:
+    """A fresh outbox entry for a checkpoint, due at once."""
+    return OutboxEntry(
+        key=checkpoint_key(checkpoint.origin, checkpoint.tree_size),
+        kind=CHECKPOINT,
+        subject=checkpoint.origin,
+        number=checkpoint.tree_size,
+        payload=checkpoint_payload(checkpoint),
         status=PENDING,
         attempts=0,
         created_at=now,
@@ -148,9 +231,129 @@ def after_failure(
 def receipt_from(entry: OutboxEntry, answer: dict[str, Any], now: datetime) -> Receipt:
     return Receipt(
         key=entry.key,
-        record_id=entry.record_id,
-        version=entry.version,
+        kind=entry.kind,
+        subject=entry.subject,
+        number=entry.number,
         receipt_id=str(answer["receipt_id"]),
         received_at=str(answer.get("received_at", "")),
         delivered_at=now,
+        created_at=entry.created_at,
     )
+
+
+# -- reconciliation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Held:
+    """What sync holds for one key: its state, the digest sent and the receipt it recorded."""
+
+    key: str
+    kind: str
+    status: str
+    digest: str
+    receipt_id: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """One acknowledgement the ministry lists for a key."""
+
+    key: str
+    receipt_id: str
+    digest: str
+
+
+#: Each kind of difference reconciliation reports, with what it means for the operator.
+DIFFERENCES = {
+    "missing_at_ministry": "sync recorded a receipt, but the ministry does not list the key",
+    "unknown_to_sync": "the ministry lists a key that sync never had in its outbox",
+    "acknowledged_not_recorded": "the ministry holds the key, sync has not recorded it delivered (an answer lost)",
+    "receipt_mismatch": "the ministry's receipt id differs from the one sync recorded",
+    "digest_mismatch": "the ministry holds another digest (or root hash) than the one sync sent",
+    "acknowledged_twice": "the ministry lists more than one acknowledgement for one key",
+    "not_in_outbox": "archive log positions below the latest checkpoint's tree size that sync never received",
+}
+
+#: Entries not delivered yet: the backlog, reported beside the differences but not one of them.
+WAITING = (PENDING, SENDING, PARKED)
+
+
+@dataclass
+class Reconciliation:
+    """Compares, key by key, what sync holds with what the ministry acknowledges. Pure and incremental.
+
+    Feed it every key present on either side (`compare`), the archive log positions sync knows
+    (through `compare` of record entries), then call `finish` with the latest checkpoint's tree size.
+    Each kind of difference keeps its count and up to `limit` example keys.
+    """
+
+    limit: int = 100
+    held: int = 0
+    acknowledged: int = 0
+    matched: int = 0
+    waiting: dict[str, int] = field(default_factory=lambda: {s: 0 for s in WAITING})
+    counts: dict[str, int] = field(default_factory=lambda: {d: 0 for d in DIFFERENCES})
+    examples: dict[str, list[str]] = field(default_factory=lambda: {d: [] for d in DIFFERENCES})
+    seqs: set[int] = field(default_factory=set)
+
+    def _note(self, difference: str, key: str) -> None:
+        self.counts[difference] += 1
+        if len(self.examples[difference]) < self.limit:
+            self.examples[difference].append(key)
+
+    def compare(self, key: str, held: Held | None, acks: list[Acknowledged]) -> None:
+        """One key: sync's entry (or None) against the ministry's acknowledgements of it (maybe none)."""
+        if held is not None:
+            self.held += 1
+            if held.seq is not None:
+                self.seqs.add(held.seq)
+        if acks:
+            self.acknowledged += 1
+        if len(acks) > 1:
+            self._note("acknowledged_twice", key)
+        if held is None:
+            if acks:
+                self._note("unknown_to_sync", key)
+            return
+        if not acks:
+            if held.status == DELIVERED:
+                self._note("missing_at_ministry", key)
+            else:
+                self.waiting[held.status] = self.waiting.get(held.status, 0) + 1
+            return
+        if any(a.digest != held.digest for a in acks):
+            self._note("digest_mismatch", key)
+        if held.status != DELIVERED:
+            self._note("acknowledged_not_recorded", key)
+        elif held.receipt_id not in {a.receipt_id for a in acks}:
+            self._note("receipt_mismatch", key)
+        else:
+            self.matched += 1
+
+    def finish(self, archive_size: int | None) -> None:
+        """Count the archive log positions below `archive_size` that no record entry carries."""
+        if not archive_size:
+            return
+        for start, end in missing_ranges(self.seqs, archive_size):
+            self.counts["not_in_outbox"] += end - start + 1
+            if len(self.examples["not_in_outbox"]) < self.limit:
+                self.examples["not_in_outbox"].append(f"seq {start}" if start == end else f"seq {start}-{end}")
+
+    @property
+    def differences(self) -> int:
+        return sum(self.counts.values())
+
+
+def missing_ranges(present: Iterable[int], size: int) -> list[tuple[int, int]]:
+    """The runs of positions in [0, size) that `present` lacks, as inclusive (start, end) pairs."""
+    ranges: list[tuple[int, int]] = []
+    expected = 0
+    for seq in sorted(s for s in set(present) if 0 <= s < size):
+        if seq > expected:
+            ranges.append((expected, seq - 1))
+        expected = seq + 1
+    if expected < size:
+        ranges.append((expected, size - 1))
+    return ranges

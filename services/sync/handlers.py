@@ -1,39 +1,74 @@
-"""sync's use cases: take archived record versions into the outbox, deliver what is due."""
+"""sync's use cases: take archived records and checkpoints into the outbox, deliver what is due, answer operators."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import uuid4
 
 from services.sync.domain import (
+    CHECKPOINT,
+    DIFFERENCES,
+    KINDS,
     PARKED,
+    PENDING,
+    RECORD,
+    SENDING,
+    Acknowledged,
     Attempt,
     DeliveryPolicy,
     Failure,
+    Held,
+    OutboxEntry,
     Outcome,
     Receipt,
+    Reconciliation,
     after_failure,
+    new_checkpoint_entry,
     new_entry,
     receipt_from,
 )
 from services.sync.metrics import SyncMetrics
 from services.sync.repository import OutboxRepository
-from shared.contracts.archive import RecordsArchived
-from shared.contracts.base import derived_id, utcnow
-from shared.contracts.sync import Delivery, RecordsDelivered
+from shared.auth import IssuerKeys, require_actor
+from shared.contracts.archive import CheckpointIssued, RecordsArchived
+from shared.contracts.base import Message, derived_id, utcnow
+from shared.contracts.sync import (
+    CheckpointDelivered,
+    Delivery,
+    Difference,
+    GetSyncStatus,
+    LastCheckpoint,
+    OutboxCount,
+    ParkedEntry,
+    Reconcile,
+    ReconcileReport,
+    RecordsDelivered,
+    RetryOutcome,
+    RetryParked,
+    SyncStatus,
+)
+from shared.errors import Forbidden
 
 log = logging.getLogger("hocba.sync")
 
+#: The role an actor token must carry to resume or resend outbox entries.
+OPERATOR = "operator"
+
 
 class Sender(Protocol):
-    async def send(self, key: str, payload: dict[str, Any]) -> Attempt:
+    async def send(self, kind: str, key: str, payload: dict[str, Any]) -> Attempt:
         """One request to the ministry; HTTP trouble comes back as an Attempt, not an exception."""
+
+
+class Lister(Protocol):
+    def acknowledgements(self, kind: str) -> AsyncIterator[Acknowledged]:
+        """Every acknowledgement the ministry lists for `kind`, in key order."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +88,12 @@ class DeliveryOutcome:
     claimed: int = 0
     receipts: list[Receipt] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    event: RecordsDelivered | None = None
+    events: list[Message] = field(default_factory=list)
+
+    @property
+    def event(self) -> RecordsDelivered | None:
+        """The records announcement among the events, if any."""
+        return next((e for e in self.events if isinstance(e, RecordsDelivered)), None)
 
 
 async def accept_archived(event: RecordsArchived, deps: SyncDeps) -> DeliveryOutcome:
@@ -66,7 +106,16 @@ async def accept_archived(event: RecordsArchived, deps: SyncDeps) -> DeliveryOut
     entries = {e.key: e for e in (new_entry(r, now) for r in event.records)}
     await deps.repo.add_new(list(entries.values()))
     outcome = await deliver(deps, list(entries), limit=len(entries))
-    outcome.event = delivered_event(derived_id(event.message_id, "delivered"), outcome.receipts)
+    outcome.events = delivered_events(derived_id(event.message_id, "delivered"), outcome.receipts)
+    return outcome
+
+
+async def accept_checkpoint(event: CheckpointIssued, deps: SyncDeps) -> DeliveryOutcome:
+    """Put an archive checkpoint in the outbox once (one entry per origin and tree size), then deliver it."""
+    entry = new_checkpoint_entry(event.checkpoint, deps.clock())
+    await deps.repo.add_new([entry])
+    outcome = await deliver(deps, [entry.key], limit=1)
+    outcome.events = delivered_events(derived_id(event.message_id, "delivered"), outcome.receipts)
     return outcome
 
 
@@ -74,7 +123,7 @@ async def deliver_due(deps: SyncDeps, limit: int) -> DeliveryOutcome:
     """The relay's step: deliver up to `limit` entries whose time has come (or whose lease ran out)."""
     outcome = await deliver(deps, None, limit=limit)
     keys = sorted(r.key for r in outcome.receipts)
-    outcome.event = delivered_event(derived_id("sync.relay", *keys), outcome.receipts)
+    outcome.events = delivered_events(derived_id("sync.relay", *keys), outcome.receipts)
     return outcome
 
 
@@ -82,11 +131,14 @@ async def deliver(deps: SyncDeps, keys: list[str] | None, limit: int) -> Deliver
     """Claim entries, send them concurrently (the ministry bounds how many at once), record each answer."""
     now = deps.clock()
     lease_until = now + timedelta(seconds=deps.policy.lease_seconds)
-    claimed = await deps.repo.claim(keys, now, lease_until, uuid4().hex, limit)
+    claim = uuid4().hex
+    claimed = await deps.repo.claim(keys, now, lease_until, claim, limit)
     if not claimed:
-        deps.metrics.backlog.set(await deps.repo.backlog())
+        await refresh_gauges(deps)
         return DeliveryOutcome()
-    answers = await asyncio.gather(*(deps.ministry.send(e.key, e.payload) for e in claimed), return_exceptions=True)
+    answers = await asyncio.gather(
+        *(deps.ministry.send(e.kind, e.key, e.payload) for e in claimed), return_exceptions=True
+    )
     attempts = [_as_attempt(a) for a in answers]
     done = deps.clock()
     receipts: list[Receipt] = []
@@ -98,12 +150,25 @@ async def deliver(deps: SyncDeps, keys: list[str] | None, limit: int) -> Deliver
             receipts.append(receipt_from(entry, attempt.receipt, done))
         else:
             failures.append(after_failure(entry, attempt, done, deps.jitter(), deps.policy))
-    await deps.repo.record(receipts, failures)
+    newly = set(await deps.repo.record(claim, receipts, failures))
+    # A receipt for an entry another sender took meanwhile is that sender's to record and announce.
+    receipts = [r for r in receipts if r.key in newly]
+    count(deps.metrics, claimed, receipts, failures)
+    await refresh_gauges(deps)
+    return DeliveryOutcome(claimed=len(claimed), receipts=receipts, failures=failures)
 
+
+def count(metrics: SyncMetrics, claimed: list[OutboxEntry], receipts: list[Receipt], failures: list[Failure]) -> None:
+    """Count the answers by kind and outcome, and log what failed."""
+    kinds = {e.key: e.kind for e in claimed}
+    for receipt in receipts:
+        metrics.deliveries.labels(receipt.kind, "delivered").inc()
+        metrics.lag.labels(receipt.kind).observe(max(0.0, (receipt.delivered_at - receipt.created_at).total_seconds()))
+        if receipt.kind == CHECKPOINT:
+            metrics.checkpoint_delivered(receipt.number, receipt.delivered_at)
     parked = [f for f in failures if f.status == PARKED]
-    deps.metrics.deliveries.labels("delivered").inc(len(receipts))
-    deps.metrics.deliveries.labels("failed").inc(len(failures) - len(parked))
-    deps.metrics.deliveries.labels("parked").inc(len(parked))
+    for failure in failures:
+        metrics.deliveries.labels(kinds[failure.key], "parked" if failure.status == PARKED else "failed").inc()
     for failure in parked:
         log.error("parked %s after %d attempts: %s", failure.key, failure.attempts, failure.last_error)
     if len(failures) > len(parked):
@@ -112,8 +177,19 @@ async def deliver(deps: SyncDeps, keys: list[str] | None, limit: int) -> Deliver
             "%d of %d deliveries failed and wait for another attempt; first: %s: %s",
             len(failures) - len(parked), len(claimed), first.key, first.last_error,
         )
-    deps.metrics.backlog.set(await deps.repo.backlog())
-    return DeliveryOutcome(claimed=len(claimed), receipts=receipts, failures=failures)
+
+
+async def refresh_gauges(deps: SyncDeps) -> None:
+    look = await deps.repo.look()
+    deps.metrics.outbox(look.backlog, look.parked, look.oldest_waiting)
+
+
+async def restore_gauges(deps: SyncDeps) -> None:
+    """At start: the gauges from the outbox as it is, the last checkpoint the ministry acknowledged included."""
+    await refresh_gauges(deps)
+    last = (await deps.repo.summary(parked_limit=0)).last_checkpoint
+    if last is not None:
+        deps.metrics.checkpoint_delivered(last.number, last.delivered_at)
 
 
 def _as_attempt(answer: Attempt | BaseException) -> Attempt:
@@ -125,13 +201,128 @@ def _as_attempt(answer: Attempt | BaseException) -> Attempt:
     return answer
 
 
-def delivered_event(message_id: str, receipts: list[Receipt]) -> RecordsDelivered | None:
-    if not receipts:
-        return None
-    return RecordsDelivered(
-        message_id=message_id,
-        deliveries=[
-            Delivery(record_id=r.record_id, version=r.version, receipt_id=r.receipt_id, delivered_at=r.delivered_at)
-            for r in receipts
+def delivered_events(message_id: str, receipts: list[Receipt]) -> list[Message]:
+    """What to announce: one RecordsDelivered for the records, one CheckpointDelivered per checkpoint."""
+    events: list[Message] = []
+    records = [r for r in receipts if r.kind == RECORD]
+    if records:
+        events.append(
+            RecordsDelivered(
+                message_id=message_id,
+                deliveries=[
+                    Delivery(record_id=r.subject, version=r.number, receipt_id=r.receipt_id, delivered_at=r.delivered_at)
+                    for r in records
+                ],
+            )
+        )
+    for r in receipts:
+        if r.kind == CHECKPOINT:
+            events.append(
+                CheckpointDelivered(
+                    message_id=derived_id(message_id, r.key),
+                    origin=r.subject,
+                    tree_size=r.number,
+                    receipt_id=r.receipt_id,
+                    delivered_at=r.delivered_at,
+                )
+            )
+    return events
+
+
+# -- operators --------------------------------------------------------------------------------
+
+
+async def status(request: GetSyncStatus, deps: SyncDeps) -> SyncStatus:
+    """The outbox at a glance: counts by kind and status, the oldest waiting entry, the parked ones."""
+    summary = await deps.repo.summary(request.parked_limit)
+    now = deps.clock()
+    last = summary.last_checkpoint
+    return SyncStatus(
+        counts=[OutboxCount(kind=k, status=s, entries=n) for (k, s), n in sorted(summary.counts.items())],
+        backlog=sum(n for (_, s), n in summary.counts.items() if s in (PENDING, SENDING)),
+        parked=sum(n for (_, s), n in summary.counts.items() if s == PARKED),
+        oldest_waiting_seconds=(now - summary.oldest_waiting).total_seconds() if summary.oldest_waiting else None,
+        parked_entries=[
+            ParkedEntry(key=e.key, kind=e.kind, attempts=e.attempts, last_error=e.last_error, created_at=e.created_at)
+            for e in summary.parked
+        ],
+        last_checkpoint=LastCheckpoint(
+            origin=last.subject, tree_size=last.number, receipt_id=last.receipt_id, delivered_at=last.delivered_at
+        ) if last else None,
+    )
+
+
+async def retry_parked(command: RetryParked, deps: SyncDeps, issuers: IssuerKeys | None) -> RetryOutcome:
+    """An operator hands entries back to the relay: parked ones, or named ones to send again."""
+    try:
+        actor = require_actor(command.actor, issuers)
+        if not actor.has(OPERATOR):
+            raise Forbidden(f"{actor.subject} is not an operator")
+    except Forbidden as exc:
+        log.warning("refused to resume outbox entries: %s", exc)
+        return RetryOutcome(refused=str(exc))
+    wanted = sorted(set(command.keys)) or None
+    resumed = await deps.repo.resume(wanted, deps.clock())
+    deps.metrics.resumed.inc(len(resumed))
+    log.info("%s resumed %d outbox entries", actor.subject, len(resumed))
+    await refresh_gauges(deps)
+    skipped = sorted(set(wanted or []) - set(resumed))
+    return RetryOutcome(resumed=len(resumed), keys=resumed[:1000], skipped=skipped[:1000])
+
+
+async def reconcile(request: Reconcile, deps: SyncDeps, ministry: Lister) -> ReconcileReport:
+    """Compare, key by key, sync's outbox and receipts with every acknowledgement the ministry lists."""
+    report = Reconciliation(limit=request.limit)
+    try:
+        acks = merge_acknowledgements([ministry.acknowledgements(kind) for kind in KINDS])
+        async for key, held, acknowledged in pair_by_key(deps.repo.holdings(), acks):
+            report.compare(key, held, acknowledged)
+    except Exception as exc:  # noqa: BLE001 - the operator gets the reason instead of a timeout
+        log.warning("reconciliation failed: %s", exc)
+        return ReconcileReport(error=f"{type(exc).__name__}: {exc}")
+    archive_size = await deps.repo.archive_size()
+    report.finish(archive_size)
+    for name in DIFFERENCES:
+        deps.metrics.differences.labels(name).set(report.counts[name])
+    return ReconcileReport(
+        held=report.held,
+        acknowledged=report.acknowledged,
+        matched=report.matched,
+        waiting=report.waiting,
+        archive_size=archive_size,
+        differences=[
+            Difference(name=name, meaning=meaning, count=report.counts[name], examples=report.examples[name])
+            for name, meaning in DIFFERENCES.items()
         ],
     )
+
+
+async def merge_acknowledgements(streams: list[AsyncIterator[Acknowledged]]) -> AsyncIterator[Acknowledged]:
+    """Several key-ordered listings as one key-ordered listing."""
+    heads: list[Acknowledged | None] = [await anext(s, None) for s in streams]
+    while any(h is not None for h in heads):
+        i = min((i for i, h in enumerate(heads) if h is not None), key=lambda i: heads[i].key)  # type: ignore[union-attr]
+        yield heads[i]  # type: ignore[misc]
+        heads[i] = await anext(streams[i], None)
+
+
+async def pair_by_key(
+    held: AsyncIterator[Held], acks: AsyncIterator[Acknowledged]
+) -> AsyncIterator[tuple[str, Held | None, list[Acknowledged]]]:
+    """Walk two key-ordered streams together: each key once, with sync's entry and the ministry's acknowledgements."""
+    h = await anext(held, None)
+    a = await anext(acks, None)
+    last = ""
+    while h is not None or a is not None:
+        key = min(x.key for x in (h, a) if x is not None)
+        if key < last:
+            raise ValueError(f"a listing is not in key order: {key!r} came after {last!r}")
+        last = key
+        mine = None
+        if h is not None and h.key == key:
+            mine, h = h, await anext(held, None)
+        theirs: list[Acknowledged] = []
+        while a is not None and a.key == key:
+            theirs.append(a)
+            a = await anext(acks, None)
+        yield key, mine, theirs

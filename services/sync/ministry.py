@@ -1,25 +1,58 @@
-"""The ministry's record endpoint over HTTP: one shared client, bounded concurrency, answers classified."""
+"""The ministry's API over HTTP: one shared client (TLS when configured), bounded concurrency, answers classified."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from services.sync.domain import Attempt, Outcome, classify
+from services.sync.domain import CHECKPOINT, Acknowledged, Attempt, Outcome, classify
 
 RECORDS_PATH = "/v1/records"
+CHECKPOINTS_PATH = "/v1/checkpoints"
+RECEIPTS_PATH = "/v1/receipts"
+PATHS = {"record": RECORDS_PATH, CHECKPOINT: CHECKPOINTS_PATH}
+#: Where each kind's acknowledgements are listed, for reconciliation.
+LISTINGS = {"record": RECEIPTS_PATH, CHECKPOINT: CHECKPOINTS_PATH}
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS towards the ministry: the CA that signs its certificate and this system's client certificate."""
+
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def context(self) -> ssl.SSLContext | bool:
+        """An SSL context when anything is configured; otherwise True (httpx's defaults and SSL_CERT_FILE)."""
+        if self.ca_file is None and self.client_cert is None:
+            return True
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.client_cert is not None:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key) if self.client_key else None)
+        return context
+
+
+class MinistryError(RuntimeError):
+    """The ministry could not be asked (for a listing); the message says why."""
 
 
 class Ministry:
-    """Sends record versions to `{base_url}/v1/records`, at most `concurrency` requests at once.
+    """Sends entries to `{base_url}/v1/records` or `/v1/checkpoints`, at most `concurrency` at once.
 
-    The client is either given (tests, or a caller that configures TLS itself) or opened by
-    `open()` at start-up and closed by `close()` at shutdown. TLS verification follows httpx's
-    defaults and the environment (SSL_CERT_FILE, proxies), so it is a deployment setting.
+    The client is either given (tests) or opened by `open()` at start-up with the TLS settings and
+    closed by `close()` at shutdown. A request that takes longer than `timeout` seconds counts as a
+    failed attempt: the ministry may have stored it, which the idempotency key makes harmless.
     """
 
     def __init__(
@@ -28,30 +61,37 @@ class Ministry:
         concurrency: int,
         client: httpx.AsyncClient | None = None,
         timeout: float = 10.0,
+        tls: Tls | None = None,
     ) -> None:
-        self.url = base_url.rstrip("/") + RECORDS_PATH
+        self.base_url = base_url.rstrip("/")
         self.client = client
         self.owns_client = client is None
         self.timeout = timeout
+        self.tls = tls or Tls()
         self.limit = asyncio.Semaphore(concurrency)
+
+    def url(self, kind: str) -> str:
+        return self.base_url + PATHS[kind]
 
     async def open(self) -> None:
         if self.client is None:
-            self.client = httpx.AsyncClient(timeout=self.timeout)
+            self.client = httpx.AsyncClient(timeout=self.timeout, verify=self.tls.context())
 
     async def close(self) -> None:
         if self.owns_client and self.client is not None:
             await self.client.aclose()
             self.client = None
 
-    async def send(self, key: str, payload: dict[str, Any]) -> Attempt:
-        """POST one record version with its idempotency key; never raises for HTTP trouble."""
+    async def send(self, kind: str, key: str, payload: dict[str, Any]) -> Attempt:
+        """POST one entry with its idempotency key; never raises for HTTP trouble."""
         async with self.limit:
             started = time.perf_counter()
             if self.client is None:
                 return Attempt(Outcome.RETRY, 0.0, error="the ministry client is not open")
             try:
-                response = await self.client.post(self.url, json=payload, headers={IDEMPOTENCY_HEADER: key})
+                response = await self.client.post(
+                    self.url(kind), json=payload, headers={IDEMPOTENCY_HEADER: key}, timeout=self.timeout
+                )
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 return Attempt(Outcome.RETRY, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
             seconds = time.perf_counter() - started
@@ -65,3 +105,30 @@ class Ministry:
         except ValueError as exc:
             return Attempt(Outcome.RETRY, seconds, error=f"HTTP {response.status_code} without a receipt: {exc}")
         return Attempt(Outcome.DELIVERED, seconds, receipt=receipt)
+
+    async def acknowledgements(self, kind: str) -> AsyncIterator[Acknowledged]:
+        """Every acknowledgement the ministry lists for `kind`, in key order, page by page."""
+        if self.client is None:
+            raise MinistryError("the ministry client is not open")
+        url = self.base_url + LISTINGS[kind]
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": PAGE_SIZE}
+            if after is not None:
+                params["after"] = after
+            try:
+                response = await self.client.get(url, params=params, timeout=max(self.timeout, 30.0))
+                response.raise_for_status()
+                page = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                raise MinistryError(f"listing {LISTINGS[kind]} failed: {type(exc).__name__}: {exc}") from exc
+            items = page.get("receipts", page.get("checkpoints", []))
+            for item in items:
+                yield Acknowledged(
+                    key=str(item["idempotency_key"]),
+                    receipt_id=str(item["receipt_id"]),
+                    digest=str(item.get("digest") or item.get("root_hash") or ""),
+                )
+            after = page.get("next")
+            if not after or not items:
+                return

@@ -1,10 +1,12 @@
-"""Sync messages: deliveries acknowledged by the ministry."""
+"""Sync messages: deliveries acknowledged by the ministry, and the operator's requests to sync."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from shared.contracts.base import Model, Notification
+from pydantic import Field
+
+from shared.contracts.base import Message, Model, Notification
 
 
 class Delivery(Model):
@@ -18,3 +20,115 @@ class RecordsDelivered(Notification):
     ROUTING_KEY = "sync.record.delivered.v1"
 
     deliveries: list[Delivery]
+
+
+class CheckpointDelivered(Notification):
+    """An archive checkpoint is held by the ministry: history up to `tree_size` is witnessed outside."""
+
+    ROUTING_KEY = "sync.checkpoint.delivered.v1"
+
+    origin: str
+    tree_size: int
+    receipt_id: str
+    delivered_at: datetime
+
+
+# -- operator requests (answered by reply; `hocba sync ...`) ----------------------------------
+
+
+class GetSyncStatus(Message):
+    """Request: the outbox by kind and status, the oldest waiting entry and the parked ones."""
+
+    ROUTING_KEY = "sync.outbox.status.v1"
+
+    #: How many parked entries to list (the count is always complete).
+    parked_limit: int = Field(50, ge=0, le=10_000)
+
+
+class OutboxCount(Model):
+    kind: str
+    status: str
+    entries: int
+
+
+class ParkedEntry(Model):
+    key: str
+    kind: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+
+
+class LastCheckpoint(Model):
+    origin: str
+    tree_size: int
+    receipt_id: str
+    delivered_at: datetime
+
+
+class SyncStatus(Model):
+    """Reply to GetSyncStatus."""
+
+    counts: list[OutboxCount]
+    backlog: int
+    parked: int
+    #: Age of the oldest entry not delivered nor parked; None when there is none.
+    oldest_waiting_seconds: float | None = None
+    parked_entries: list[ParkedEntry] = []
+    last_checkpoint: LastCheckpoint | None = None
+
+
+class RetryParked(Message):
+    """Command (an operator's, with an actor token): hand entries back to the relay.
+
+    Without `keys`, every parked entry. With `keys`, those entries if parked or delivered: a
+    delivered one is sent again (under the same idempotency key), for a record the ministry lost.
+    """
+
+    ROUTING_KEY = "sync.outbox.retry.v1"
+
+    keys: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class RetryOutcome(Model):
+    """Reply to RetryParked: what was resumed, or why the command was refused."""
+
+    resumed: int = 0
+    keys: list[str] = []
+    #: Keys asked for that were neither parked nor delivered (unknown, or already on their way).
+    skipped: list[str] = []
+    refused: str | None = None
+
+
+class Reconcile(Message):
+    """Request: compare sync's outbox and receipts with what the ministry acknowledges."""
+
+    ROUTING_KEY = "sync.outbox.reconcile.v1"
+
+    #: Example keys listed per kind of difference (the counts are always complete).
+    limit: int = Field(100, ge=0, le=100_000)
+
+
+class Difference(Model):
+    name: str
+    meaning: str
+    count: int
+    examples: list[str] = []
+
+
+class ReconcileReport(Model):
+    """Reply to Reconcile. `error` is set when the comparison could not be made (ministry unreachable)."""
+
+    held: int = 0
+    acknowledged: int = 0
+    matched: int = 0
+    #: Entries not delivered yet, by status (the backlog; not a difference).
+    waiting: dict[str, int] = {}
+    #: The largest checkpoint tree size sync holds: the archive's size it can check against.
+    archive_size: int | None = None
+    differences: list[Difference] = []
+    error: str | None = None
+
+    @property
+    def consistent(self) -> bool:
+        return self.error is None and all(d.count == 0 for d in self.differences)

@@ -14,7 +14,7 @@ from services.sync.handlers import SyncDeps
 from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry
 from services.sync.repository import InMemoryOutboxRepository
-from shared.contracts.archive import ArchivedRecord, RecordsArchived
+from shared.contracts.archive import ArchivedRecord, Checkpoint, CheckpointIssued, RecordsArchived
 
 MINISTRY_URL = "http://ministry.test"
 
@@ -44,7 +44,11 @@ def archived(n: int, school: str = "79000701", version: int = 1) -> RecordsArchi
                 seq=i,
                 entry_hash=f"{i:064x}",
                 digest=f"{i + 1000:064x}",
-                document={"record_id": f"hb-{school}-{i:04d}", "year_result": "Tốt"},
+                document={
+                    "record_id": f"hb-{school}-{i:04d}",
+                    "student": {"student_ref": f"s-{i}", "identity": {"personal_id": f"0792120{i:05d}", "full_name": "Lê Minh Châu"}},
+                    "learning_result": {"year": "Tốt"},
+                },
             )
             for i in range(n)
         ]
@@ -94,5 +98,28 @@ def deps(repo, client, clock, policy, registry) -> SyncDeps:
     )
 
 
-def deliveries(registry: CollectorRegistry, outcome: str) -> float:
-    return registry.get_sample_value("hocba_sync_deliveries_total", {"outcome": outcome}) or 0.0
+def checkpoint_issued(tree_size: int = 3, origin: str = "hocba.test/archive") -> CheckpointIssued:
+    return CheckpointIssued(
+        checkpoint=Checkpoint(
+            origin=origin,
+            tree_size=tree_size,
+            root_hash=f"{tree_size:064x}",
+            issued_at=datetime(2026, 5, 20, 8, 0, tzinfo=UTC),
+            signature="e30..c2ln",
+        )
+    )
+
+
+def deliveries(registry: CollectorRegistry, outcome: str, kind: str = "record") -> float:
+    return registry.get_sample_value("hocba_sync_deliveries_total", {"kind": kind, "outcome": outcome}) or 0.0
+
+
+def stats(accepted: int = 0, duplicates: int = 0, requests: int = 0, checkpoints: int = 0, acks: int | None = None) -> dict:
+    """What the simulator's /v1/stats answers."""
+    return {
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "requests": requests,
+        "checkpoints": checkpoints,
+        "acknowledgements": accepted if acks is None else acks,
+    }

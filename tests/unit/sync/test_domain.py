@@ -1,31 +1,74 @@
-"""Delivery rules: what a ministry answer means, how long to wait, when to give up."""
+"""Delivery rules: what leaves the system, what a ministry answer means, how long to wait, when to give up, what differs."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.sync.domain import (
+    CHECKPOINT,
+    DELIVERED,
     PARKED,
     PENDING,
+    RECORD,
+    RECORD_FIELDS,
+    Acknowledged,
     Attempt,
     DeliveryPolicy,
+    Held,
     Outcome,
+    Reconciliation,
     after_failure,
     backoff_seconds,
+    checkpoint_key,
     classify,
-    idempotency_key,
+    ministry_payload,
+    missing_ranges,
+    new_checkpoint_entry,
     new_entry,
+    record_key,
 )
-from shared.contracts.archive import ArchivedRecord
+from shared.contracts.archive import ArchivedRecord, Checkpoint
 
 NOW = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
 POLICY = DeliveryPolicy(max_attempts=4, base_seconds=2.0, cap_seconds=10.0)
 
 
-def record() -> ArchivedRecord:
+#: A record document as grades assembles it: the student's full identity snapshot and the results.
+DOCUMENT = {
+    "record_id": "hb-79000701-0001",
+    "version": 2,
+    "rule_set": "tt22-2021",
+    "school": {"code": "79000701"},
+    "school_year": "2025-2026",
+    "grade": 6,
+    "class_name": "6A1",
+    "student": {
+        "student_ref": "s-1",
+        "identity": {
+            "personal_id": "079212000123",
+            "full_name": "Lê Minh Châu",
+            "date_of_birth": "2014-03-02",
+            "sex": "F",
+            "place_of_birth": "Thành phố Hồ Chí Minh",
+            "ethnicity": "Kinh",
+            "guardian_name": "Lê Văn Hùng",
+        },
+    },
+    "subjects": [{"name": "Toán", "kind": "scored", "year": {"average": "8.5"}}],
+    "learning_result": {"term_1": "Tốt", "term_2": "Tốt", "year": "Tốt"},
+    "comments": {"homeroom": {"term_1": "Em chăm ngoan, bố mẹ đang đi làm xa"}},
+    "explanations": [{"rule": "tt22-2021", "result": "Tốt"}],
+    "complete": True,
+    "missing": [],
+}
+PERSONAL = ("Lê Minh Châu", "2014-03-02", "Thành phố Hồ Chí Minh", "Kinh", "Lê Văn Hùng", "s-1", "bố mẹ")
+
+
+def record(document: dict | None = None) -> ArchivedRecord:
     return ArchivedRecord(
         record_id="hb-79000701-0001",
         version=2,
@@ -35,24 +78,77 @@ def record() -> ArchivedRecord:
         seq=41,
         entry_hash="ab" * 32,
         digest="cd" * 32,
-        document={"student": {"full_name": "Lê Minh Châu"}, "year_result": "Tốt"},
+        document=DOCUMENT if document is None else document,
+    )
+
+
+def checkpoint(tree_size: int = 120) -> Checkpoint:
+    return Checkpoint(
+        origin="hocba.example/archive",
+        tree_size=tree_size,
+        root_hash="ef" * 32,
+        issued_at=NOW,
+        signature="eyJhbGciOiJFUzI1NiJ9..c2ln",
     )
 
 
 def test_a_new_entry_is_pending_due_now_and_keyed_by_record_version():
     entry = new_entry(record(), NOW)
-    assert entry.key == idempotency_key("hb-79000701-0001", 2) == "hb-79000701-0001:2"
+    assert entry.key == record_key("hb-79000701-0001", 2) == "hb-79000701-0001:2"
+    assert (entry.kind, entry.subject, entry.number, entry.seq) == (RECORD, "hb-79000701-0001", 2, 41)
     assert (entry.status, entry.attempts, entry.next_attempt_at) == (PENDING, 0, NOW)
-    assert entry.payload == {
+    assert entry.digest == "cd" * 32
+
+
+def test_the_ministry_gets_the_personal_id_and_the_results_and_nothing_else_personal():
+    payload = new_entry(record(), NOW).payload
+    assert payload == {
         "record_id": "hb-79000701-0001",
         "version": 2,
         "school_code": "79000701",
         "school_year": "2025-2026",
+        "personal_id": "079212000123",
+        "supersedes": None,
+        "record": {
+            "rule_set": "tt22-2021",
+            "grade": 6,
+            "class_name": "6A1",
+            "subjects": DOCUMENT["subjects"],
+            "learning_result": DOCUMENT["learning_result"],
+            "complete": True,
+            "missing": [],
+        },
         "digest": "cd" * 32,
-        "archive_seq": 41,
-        "entry_hash": "ab" * 32,
-        "document": {"student": {"full_name": "Lê Minh Châu"}, "year_result": "Tốt"},
+        "archive": {"seq": 41, "entry_hash": "ab" * 32},
     }
+    text = json.dumps(payload, ensure_ascii=False)
+    assert not [value for value in PERSONAL if value in text]
+
+
+def test_fields_the_allow_list_does_not_name_stay_in_the_system():
+    document = {**DOCUMENT, "teacher_notes": "private", "learning_result": {"year": "Khá"}}
+    payload = ministry_payload(record(document))
+    assert "teacher_notes" not in json.dumps(payload)
+    assert payload["record"]["learning_result"] == {"year": "Khá"}
+    assert set(payload["record"]) <= set(RECORD_FIELDS)
+
+
+def test_a_document_without_a_student_sends_no_personal_id():
+    assert ministry_payload(record({"grade": 6}))["personal_id"] is None
+
+
+def test_a_checkpoint_entry_is_keyed_by_origin_and_tree_size_and_goes_out_whole():
+    entry = new_checkpoint_entry(checkpoint(), NOW)
+    assert entry.key == checkpoint_key("hocba.example/archive", 120) == "checkpoint:hocba.example/archive:120"
+    assert (entry.kind, entry.subject, entry.number, entry.seq) == (CHECKPOINT, "hocba.example/archive", 120, None)
+    assert entry.payload == {
+        "origin": "hocba.example/archive",
+        "tree_size": 120,
+        "root_hash": "ef" * 32,
+        "issued_at": "2026-05-20T08:00:00Z",
+        "signature": "eyJhbGciOiJFUzI1NiJ9..c2ln",
+    }
+    assert entry.digest == "ef" * 32
 
 
 @pytest.mark.parametrize(
@@ -99,3 +195,84 @@ def test_a_permanent_answer_parks_at_once():
         new_entry(record(), NOW), Attempt(Outcome.PARK, 0.1, error="HTTP 422: missing fields"), NOW, 0.5, POLICY
     )
     assert (failure.status, failure.attempts, failure.last_error) == (PARKED, 1, "HTTP 422: missing fields")
+
+
+# -- reconciliation ---------------------------------------------------------------------------
+
+
+def held(key: str, status: str = DELIVERED, receipt: str | None = "r-1", digest: str = "d", seq: int | None = None) -> Held:
+    return Held(key, RECORD, status, digest, receipt if status == DELIVERED else None, seq)
+
+
+def ack(key: str, receipt: str = "r-1", digest: str = "d") -> Acknowledged:
+    return Acknowledged(key, receipt, digest)
+
+
+def reconciled(*pairs: tuple[str, Held | None, list[Acknowledged]], size: int | None = None) -> Reconciliation:
+    report = Reconciliation(limit=10)
+    for key, mine, theirs in pairs:
+        report.compare(key, mine, theirs)
+    report.finish(size)
+    return report
+
+
+def test_a_delivered_entry_the_ministry_acknowledges_with_the_same_receipt_matches():
+    report = reconciled(("k:1", held("k:1"), [ack("k:1")]))
+    assert (report.held, report.acknowledged, report.matched, report.differences) == (1, 1, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "difference"),
+    [
+        (held("k:1"), [], "missing_at_ministry"),
+        (None, [ack("k:1")], "unknown_to_sync"),
+        (held("k:1", status=PENDING), [ack("k:1")], "acknowledged_not_recorded"),
+        (held("k:1", status=PARKED), [ack("k:1")], "acknowledged_not_recorded"),
+        (held("k:1"), [ack("k:1", receipt="r-2")], "receipt_mismatch"),
+        (held("k:1"), [ack("k:1", digest="other")], "digest_mismatch"),
+    ],
+)
+def test_each_kind_of_difference_is_named_with_its_key(mine, theirs, difference):
+    report = reconciled(("k:1", mine, theirs))
+    assert report.counts[difference] == 1 and report.examples[difference] == ["k:1"]
+    assert report.differences == 1
+
+
+def test_two_acknowledgements_of_one_key_are_a_difference_even_when_one_matches():
+    report = reconciled(("k:1", held("k:1"), [ack("k:1"), ack("k:1", receipt="r-2")]))
+    assert report.counts["acknowledged_twice"] == 1
+    assert report.matched == 1 and report.differences == 1
+
+
+def test_entries_still_on_their_way_are_the_backlog_not_differences():
+    report = reconciled(
+        ("a:1", held("a:1", status=PENDING), []),
+        ("b:1", held("b:1", status=PARKED), []),
+    )
+    assert report.differences == 0
+    assert report.waiting == {PENDING: 1, "sending": 0, PARKED: 1}
+
+
+def test_log_positions_below_the_checkpoint_that_sync_never_received_are_listed_as_ranges():
+    pairs = [(f"k{s}:1", held(f"k{s}:1", seq=s), [ack(f"k{s}:1")]) for s in (0, 1, 4, 5, 7)]
+    report = reconciled(*pairs, size=10)
+    assert report.counts["not_in_outbox"] == 5
+    assert report.examples["not_in_outbox"] == ["seq 2-3", "seq 6", "seq 8-9"]
+
+
+def test_without_a_checkpoint_no_gap_can_be_judged():
+    assert reconciled(("k:1", held("k:1", seq=5), [ack("k:1")])).counts["not_in_outbox"] == 0
+
+
+def test_counts_are_complete_while_examples_stop_at_the_limit():
+    report = Reconciliation(limit=2)
+    for i in range(5):
+        report.compare(f"k{i}:1", held(f"k{i}:1"), [])
+    assert report.counts["missing_at_ministry"] == 5
+    assert report.examples["missing_at_ministry"] == ["k0:1", "k1:1"]
+
+
+def test_missing_ranges():
+    assert missing_ranges([], 3) == [(0, 2)]
+    assert missing_ranges([0, 1, 2], 3) == []
+    assert missing_ranges([2, 0, 9], 4) == [(1, 1), (3, 3)]

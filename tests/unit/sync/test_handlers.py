@@ -18,24 +18,25 @@ from services.sync.domain import (
     Outcome,
     after_failure,
     new_entry,
+    receipt_from,
 )
 from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry
 from services.sync.relay import Relay
 from shared.contracts.base import derived_id
-from tests.unit.sync.conftest import MINISTRY_URL, archived, deliveries
+from tests.unit.sync.conftest import MINISTRY_URL, archived, deliveries, stats
 
 
 async def test_archived_records_reach_the_ministry_once_with_receipts(deps, repo, store, registry):
     event = archived(3)
     outcome = await handlers.accept_archived(event, deps)
 
-    assert store.stats() == {"accepted": 3, "duplicates": 0, "requests": 3}
+    assert store.stats() == stats(3, 0, 3)
     assert {e.status for e in repo.entries.values()} == {DELIVERED}
     assert set(repo.receipts) == set(store.receipts) == {f"hb-79000701-{i:04d}:1" for i in range(3)}
     for key, receipt in repo.receipts.items():
         assert receipt.receipt_id == store.receipts[key]["receipt_id"]
-        assert repo.delivered[key][1] == receipt.receipt_id
+        assert repo.delivered[key].receipt_id == receipt.receipt_id
     assert outcome.event is not None
     assert outcome.event.message_id == derived_id(event.message_id, "delivered")
     assert sorted(d.record_id for d in outcome.event.deliveries) == [f"hb-79000701-{i:04d}" for i in range(3)]
@@ -58,7 +59,7 @@ async def test_a_duplicate_event_delivers_nothing_new(deps, repo, store, registr
     again = await handlers.accept_archived(event, deps)
 
     assert again.claimed == 0 and again.event is None
-    assert store.stats() == {"accepted": 3, "duplicates": 0, "requests": 3}
+    assert store.stats() == stats(3, 0, 3)
     assert len(repo.entries) == len(repo.receipts) == 3
     assert deliveries(registry, "delivered") == 3
 
@@ -89,7 +90,7 @@ async def test_a_5xx_leaves_the_entry_pending_until_the_relay_delivers_it(deps, 
     relayed = await handlers.deliver_due(deps, limit=10)
     assert [d.record_id for d in relayed.event.deliveries] == ["hb-79000701-0000"]
     assert repo.entries["hb-79000701-0000:1"].status == DELIVERED
-    assert store.stats() == {"accepted": 1, "duplicates": 0, "requests": 2}
+    assert store.stats() == stats(1, 0, 2)
     assert deliveries(registry, "delivered") == 1
     assert registry.get_sample_value("hocba_sync_backlog_entries") == 0
 
@@ -113,7 +114,7 @@ async def test_after_the_bound_the_entry_is_parked_and_left_alone(deps, repo, st
 async def test_a_4xx_answer_parks_at_once_with_the_reason(deps, repo, store, registry):
     event = archived(1)
     record = event.records[0]
-    store.accept(f"{record.record_id}:1", {"record_id": record.record_id, "version": 1, "digest": "other"})
+    store.accept(f"{record.record_id}:1", {"record_id": record.record_id, "version": 1, "digest": "other", "personal_id": "0" * 12})
     await handlers.accept_archived(event, deps)
 
     entry = repo.entries[f"{record.record_id}:1"]
@@ -150,7 +151,7 @@ async def test_an_entry_held_by_another_sender_is_taken_again_only_after_its_lea
     clock.advance(policy.lease_seconds)
     outcome = await handlers.deliver_due(deps, limit=10)
     assert outcome.claimed == 1 and len(outcome.receipts) == 1
-    assert store.stats() == {"accepted": 1, "duplicates": 0, "requests": 1}
+    assert store.stats() == stats(1, 0, 1)
 
 
 async def test_a_stale_sender_does_not_overwrite_a_newer_claim(deps, repo, clock, policy):
@@ -163,8 +164,11 @@ async def test_a_stale_sender_does_not_overwrite_a_newer_claim(deps, repo, clock
     failure = after_failure(
         stale, Attempt(Outcome.RETRY, 0.1, error="late"), clock.now, 0.0, policy
     )
-    await repo.record([], [failure])
+    await repo.record("stale", [], [failure])
     assert repo.entries[key].claim == "fresh" and repo.entries[key].status == SENDING
+    late = receipt_from(stale, {"receipt_id": "r-late"}, clock.now)
+    assert await repo.record("stale", [late], []) == []
+    assert repo.entries[key].status == SENDING and not repo.receipts
 
 
 async def test_requests_to_the_ministry_are_bounded(repo, clock, policy, registry):
@@ -220,7 +224,7 @@ async def test_the_relay_loop_drains_entries_after_an_outage(repo, client, store
     finally:
         await relay.stop()
     assert relay.task is None
-    assert store.stats() == {"accepted": 3, "duplicates": 0, "requests": 6}
+    assert store.stats() == stats(3, 0, 6)
     assert len(repo.receipts) == 3
 
 
@@ -246,7 +250,7 @@ async def test_the_relay_survives_a_failing_step():
 
 async def test_an_unexpected_error_while_sending_is_a_failed_attempt_not_a_stuck_claim(repo, clock, policy, registry):
     class Broken:
-        async def send(self, key, payload):
+        async def send(self, kind, key, payload):
             raise RuntimeError("bug in the sender")
 
     deps = handlers.SyncDeps(repo, Broken(), SyncMetrics(registry), policy, clock, lambda: 0.0)

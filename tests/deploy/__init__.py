@@ -1,0 +1,1 @@
+"""Deploy files checked without a container engine: Prometheus rules, Grafana, compose, Kubernetes, AsyncAPI."""

@@ -1,0 +1,28 @@
+"""Paths of the deploy files, and the command-line tools that check them (installed by `make test`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def tool(*names: str) -> list[str]:
+    """The first of `names` on PATH, as a command; skipped when none is (failed under `make test`).
+
+    A name may carry arguments ("docker compose"). `make test` installs the tools first and sets
+    HOCBA_REQUIRE_DEPLOY_TOOLS=1, so there a missing tool is a failure, not a skip.
+    """
+    for name in names:
+        command = name.split()
+        if shutil.which(command[0]):
+            return command
+    message = f"none of {names} is installed (`make deploy-tools` installs them)"
+    if os.environ.get("HOCBA_REQUIRE_DEPLOY_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
