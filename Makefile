@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install rabbitmq demo up test lint bench clean
+.PHONY: install rabbitmq signing-tools deploy-tools check-deploy docs demo up test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,38 @@ rabbitmq: install
 	  fi; \
 	  $(BIN)/python -m hocba.infra start; }
 
+## signing-tools: SoftHSM2 (the PKCS#11 token the tests sign with), DejaVu fonts (Vietnamese in printed
+## copies) and poppler-utils (pdftoppm, to look at a printed copy), from Debian's packages when missing
+signing-tools:
+	@missing=""; \
+	  [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
+	  [ -e /usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf ] || missing="$$missing fonts-dejavu-core"; \
+	  command -v pdftoppm >/dev/null || missing="$$missing poppler-utils"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing from Debian's packages"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi
+
+## deploy-tools: promtool (Debian's prometheus package) and, without the compose plugin, Debian's
+## docker-compose, to check deploy/ without a container engine; installed when missing
+deploy-tools:
+	@missing=""; \
+	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing from Debian's packages"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi
+
+## check-deploy: Prometheus rules and their unit tests, scrape configs, compose, Kubernetes manifests, AsyncAPI documents
+check-deploy: install deploy-tools
+	cd deploy/prometheus && promtool check rules rules/*.yml && promtool test rules tests/*.test.yml
+	HOCBA_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest tests/deploy -q -p no:cacheprovider
+
+## docs: regenerate docs/asyncapi/<service>.json from the code with `faststream docs gen` (commit the result)
+docs: install
+	$(BIN)/python docs/asyncapi/generate.py
+
 ## demo: a term end for one school of 1,000 students on a fresh local stack
 demo: rabbitmq
 	$(BIN)/hocba demo $(DEMO_ARGS)
@@ -39,8 +71,8 @@ lint: install
 	$(BIN)/lint-imports
 
 ## test: every test layer (unit, wiring, integration, end to end) against real RabbitMQ and MongoDB-wire
-test: rabbitmq lint
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+test: rabbitmq signing-tools deploy-tools lint
+	HOCBA_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 ## bench: term-end throughput next to raw signing and raw insert baselines (N=10000 by default)
 bench: rabbitmq

@@ -11,13 +11,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hocba.commands import grades as grades_commands
+from hocba.commands import identity as identity_commands
+from hocba.commands import sync as sync_commands
 from hocba.demo import fresh_data_dir, run_demo
+from hocba.commands import archive as archive_commands
+from hocba.commands import pki as pki_commands
+from hocba.commands import sign as sign_command
+from hocba.commands import verify as verify_command
 from hocba.infra import InfraError
 from hocba.stack import Stack, StackConfig
 from shared.settings import Settings
 
 app = typer.Typer(help="hocba: electronic student academic records.", no_args_is_help=True, add_completion=False)
 console = Console()
+app.add_typer(sync_commands.app, name="sync")
+app.add_typer(grades_commands.app, name="grades")
+app.add_typer(identity_commands.app, name="identity")
 
 
 def data_root() -> Path:
@@ -89,6 +99,12 @@ def demo(
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from None
     raise typer.Exit(0 if outcome.ok else 1)
+
+
+app.add_typer(pki_commands.app, name="pki")
+app.command("sign")(sign_command.sign)
+app.command("verify")(verify_command.verify)
+app.add_typer(archive_commands.app, name="archive")
 
 
 def main() -> None:

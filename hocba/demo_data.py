@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from shared.contracts.grades import SubjectTermScores
+from shared.contracts.grades import StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import Enrolment, StudentIdentity, StudentRegistration
 
 SCHOOL_YEAR = "2025-2026"
@@ -113,6 +113,26 @@ def gradebook(student_refs: list[str], seed: int = 22) -> Iterator[SubjectTermSc
                         term=term,
                         comment_level="Đ" if rng.random() > 0.03 else "CĐ",
                     )
+
+
+#: Term conduct as homeroom teachers tend to give it: mostly Tốt, rarely Chưa đạt.
+CONDUCT_WEIGHTS = (("Tốt", 70), ("Khá", 22), ("Đạt", 7), ("Chưa đạt", 1))
+COMMENTS = ("Chăm ngoan, tích cực phát biểu.", "Có tiến bộ, cần cẩn thận hơn.", "Hòa đồng, giúp đỡ bạn bè.")
+
+
+def homeroom(student_refs: list[str], seed: int = 27) -> Iterator[StudentTermConduct]:
+    """Each student's conduct, absences (sessions) and the homeroom teacher's comment, both terms."""
+    rng = random.Random(seed)
+    levels, weights = zip(*CONDUCT_WEIGHTS, strict=True)
+    for ref in student_refs:
+        for term in (1, 2):
+            yield StudentTermConduct(
+                student_ref=ref,
+                term=term,
+                conduct=rng.choices(levels, weights)[0],
+                absences=min(rng.choice((0, 0, 0, 1, 2, 3)) + (rng.random() < 0.02) * 20, 30),
+                comment=rng.choice(COMMENTS),
+            )
 
 
 def chunks(items: list, size: int) -> Iterator[list]:

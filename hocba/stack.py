@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from hocba.keys import dev_issuer
+from hocba.commands.pki import ensure_dev_pki
 from hocba.infra import EmbeddedMongo, InfraError, ensure_rabbitmq, free_port
 from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SERVICES, Settings
 
@@ -122,6 +123,10 @@ class Stack:
             self.report(f"MongoDB at {self.mongo_url} (MONGO_URL)")
 
         _, issuer_jwks = dev_issuer(cfg.data_dir)
+        # The signing PKI (`hocba pki init` when absent); this process's own tools (the demo, tests) use it too.
+        pki_dir = Path(os.environ.get("HOCBA_PKI_DIR") or cfg.data_dir / "pki").resolve()
+        ensure_dev_pki(pki_dir, report=self.report)
+        os.environ.setdefault("HOCBA_PKI_DIR", str(pki_dir))
         simulator_port = self.port(SIMULATOR)
         base_env = {
             **os.environ,
@@ -131,7 +136,9 @@ class Stack:
             "HOCBA_NAMESPACE": cfg.namespace,
             "HOCBA_MINISTRY_URL": f"http://127.0.0.1:{simulator_port}",
             "HOCBA_EPHEMERAL": "1" if cfg.ephemeral else "0",
+            "HOCBA_DATA_DIR": str(cfg.data_dir.resolve()),
             "HOCBA_ACTOR_ISSUER_JWKS": os.environ.get("HOCBA_ACTOR_ISSUER_JWKS", str(issuer_jwks.resolve())),
+            "HOCBA_PKI_DIR": str(pki_dir),
             "PYTHONUNBUFFERED": "1",
         }
         logs = cfg.data_dir / "logs"

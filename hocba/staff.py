@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from shared.auth import Actor, IssuerKey, issue_token
+from shared.contracts.signing import seal_subject
+from shared.crypto.pki import Holder
 
 TOKEN_LIFETIME = timedelta(hours=8)
 
@@ -75,3 +77,43 @@ class Staff:
                 expires_at=self._expiry(),
             )
         )
+
+    def operator(self, name: str = "hocba-cli") -> str:
+        """The city department's operator (key rotation, reading any school's records)."""
+        return self.token(
+            Actor(
+                subject=f"operator-{name}",
+                name="Cán bộ vận hành Sở Giáo dục và Đào tạo",
+                roles=frozenset({"operator"}),
+                school_code="",
+                expires_at=self._expiry(),
+            )
+        )
+
+
+# --- signing certificates for the same people (development PKI) ------------------------------
+
+
+def homeroom_subject(school_code: str, class_name: str) -> str:
+    """The subject id `Staff.homeroom_teacher` puts in the token; their certificate names it too."""
+    return f"gvcn-{school_code}-{class_name}"
+
+
+def principal_subject(school_code: str) -> str:
+    """The subject id `Staff.principal` puts in the token; their certificate names it too."""
+    return f"ht-{school_code}"
+
+
+def certificate_holders(schools: Iterable[tuple[str, str]], classes: Iterable[str]) -> list[Holder]:
+    """Who gets a signing certificate at each (school code, school name): every homeroom teacher of
+    `classes`, the principal, and the school's seal."""
+    class_names = list(classes)
+    holders: list[Holder] = []
+    for code, name in schools:
+        holders += [
+            Holder(homeroom_subject(code, c), f"Giáo viên chủ nhiệm {c}", "homeroom_teacher", code, name)
+            for c in class_names
+        ]
+        holders.append(Holder(principal_subject(code), "Hiệu trưởng", "principal", code, name))
+        holders.append(Holder(seal_subject(code), name, "school_seal", code, name))
+    return holders

@@ -12,14 +12,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from hocba import demo_data
+from hocba.commands.pki import enrol, open_pki
 from hocba.staff import Staff
 from hocba.watch import Watch
 from shared.contracts.archive import RecordsArchived
 from shared.contracts.grades import AssessmentsRecorded, CloseYear, RecordAssessments, RecordsReady
+from shared.contracts.grades import CloseTerm, ConductRecorded, RecordConduct, TermChanged
 from shared.contracts.identity import RegisterStudents, StudentsRegistered
 from shared.contracts.signing import (
     BatchCompleted,
     BatchProgress,
+    BatchRefused,
     RecordsCompleted,
     RecordsReceived,
     RequestSignBatch,
@@ -60,10 +63,13 @@ class Counts:
 
     students: dict[str, dict[str, str]] = field(default_factory=dict)  # school -> ref -> class
     assessments: dict[str, int] = field(default_factory=dict)  # source message -> entries
+    homeroom: dict[str, int] = field(default_factory=dict)  # source message -> homeroom entries
+    terms_closed: set[tuple[str, int]] = field(default_factory=set)  # (school, term)
     ready: set[tuple[str, int]] = field(default_factory=set)
     received: dict[str, int] = field(default_factory=dict)
     batches_done: set[str] = field(default_factory=set)
     batch_signed: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # batch -> why signing refused it
     signed: set[tuple[str, int]] = field(default_factory=set)
     archived: set[tuple[str, int]] = field(default_factory=set)
     delivered: set[tuple[str, int]] = field(default_factory=set)
@@ -80,6 +86,10 @@ class Counts:
 
 
 class StageTimeout(RuntimeError):
+    pass
+
+
+class SigningRefused(RuntimeError):
     pass
 
 
@@ -131,9 +141,19 @@ class TermEnd:
         watch = self.watch
         watch.on(StudentsRegistered, self._on(registered))
         watch.on(AssessmentsRecorded, self._on(lambda m: c.assessments.__setitem__(m.source_message_id, m.entries)))
+        watch.on(ConductRecorded, self._on(lambda m: c.homeroom.__setitem__(m.source_message_id, m.entries)))
+        watch.on(
+            TermChanged,
+            self._on(lambda m: m.state == "closed" and c.terms_closed.add((m.school_code, m.term))),
+        )
         watch.on(RecordsReady, self._on(lambda m: c.ready.update(keys(m.records))))
         watch.on(RecordsReceived, self._on(lambda m: c.received.__setitem__(m.source_message_id, m.count)))
-        watch.on(BatchProgress, self._on(lambda m: c.batch_signed.__setitem__(m.batch_id, m.records_signed)))
+        # "records signed" counts the principals' one-click batches (each record once, not per role).
+        watch.on(
+            BatchProgress,
+            self._on(lambda m: m.role != "homeroom_teacher" and c.batch_signed.__setitem__(m.batch_id, m.records_signed)),
+        )
+        watch.on(BatchRefused, self._on(lambda m: c.refused.__setitem__(m.batch_id, f"{m.code}: {m.reason}")))
         watch.on(BatchCompleted, self._on(lambda m: c.batches_done.add(m.batch_id)))
         watch.on(RecordsCompleted, self._on(lambda m: c.signed.update(keys(s.record for s in m.records))))
         watch.on(RecordsArchived, self._on(lambda m: c.archived.update(keys(m.records))))
@@ -155,6 +175,13 @@ class TermEnd:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
+
+    def _signing_settled(self, batches: list[str]) -> bool:
+        """True once every batch completed; a refused one ends the run with its reason."""
+        refused = [self.counts.refused[b] for b in batches if b in self.counts.refused]
+        if refused:
+            raise SigningRefused(f"signing refused: {refused[0]}")
+        return all(b in self.counts.batches_done for b in batches)
 
     async def _stage(self, stage: str, total: int, start: Callable[[], Awaitable[None]], done=None) -> None:
         began = time.monotonic()
@@ -191,7 +218,8 @@ class TermEnd:
         await self._stage("register", n, register)
 
         async def assess() -> None:
-            # Each subject teacher enters their subject for a class, as the school app sends it.
+            # Each subject teacher enters their subject for a class, as the school app sends it;
+            # each homeroom teacher enters their class's conduct, absences and comments.
             for school in self.schools:
                 class_of = self.counts.students.get(school.code, {})
                 by_class_subject: dict[tuple[str, str], list] = {}
@@ -208,6 +236,38 @@ class TermEnd:
                             actor=actor,
                         )
                     )
+                by_class: dict[str, list] = {}
+                for conduct in demo_data.homeroom(sorted(class_of)):
+                    by_class.setdefault(class_of[conduct.student_ref], []).append(conduct)
+                for class_name, conducts in sorted(by_class.items()):
+                    await self.bus.publish(
+                        RecordConduct(
+                            school_code=school.code,
+                            school_year=demo_data.SCHOOL_YEAR,
+                            entries=conducts,
+                            actor=self.staff.homeroom_teacher(school.code, class_name),
+                        )
+                    )
+            # Every entry stored, the principal locks both terms: the year record uses locked entries only.
+            homeroom_total = self.total_students * 2
+            await self._until(
+                "assess", self.expected_entries(), done=lambda: sum(self.counts.homeroom.values()) >= homeroom_total
+            )
+            for school in self.schools:
+                for term in (1, 2):
+                    await self.bus.publish(
+                        CloseTerm(
+                            school_code=school.code,
+                            school_year=demo_data.SCHOOL_YEAR,
+                            term=term,
+                            actor=self.staff.principal(school.code),
+                        )
+                    )
+            await self._until(
+                "assess",
+                self.expected_entries(),
+                done=lambda: len(self.counts.terms_closed) >= 2 * len(self.schools),
+            )
 
         await self._stage("assess", self.expected_entries(), assess)
 
@@ -223,19 +283,38 @@ class TermEnd:
 
         await self._stage("assemble", n, close)
 
+        principal_batches: list[str] = []
+
         async def sign() -> None:
+            # Each homeroom teacher signs their class; then each principal signs the whole school in
+            # one click, and the school's seal follows the principal's signature (services/signing).
+            pki = open_pki(self.settings.pki_dir or Settings().pki_path())
+            enrol(pki, [(s.code, s.name, set(self.counts.students.get(s.code, {}).values())) for s in self.schools])
+            homeroom: list[str] = []
             for school in self.schools:
-                await self.bus.publish(
-                    RequestSignBatch(
+                for class_name in sorted(set(self.counts.students.get(school.code, {}).values())):
+                    request = RequestSignBatch(
                         school_code=school.code,
                         school_year=demo_data.SCHOOL_YEAR,
-                        role="principal",
-                        actor=self.staff.principal(school.code),
+                        role="homeroom_teacher",
+                        class_name=class_name,
+                        actor=self.staff.homeroom_teacher(school.code, class_name),
                     )
+                    homeroom.append(request.batch_id)
+                    await self.bus.publish(request)
+            await self._until("sign", 0, done=lambda: self._signing_settled(homeroom))
+            for school in self.schools:
+                request = RequestSignBatch(
+                    school_code=school.code,
+                    school_year=demo_data.SCHOOL_YEAR,
+                    role="principal",
+                    actor=self.staff.principal(school.code),
                 )
+                principal_batches.append(request.batch_id)
+                await self.bus.publish(request)
 
         signing_began = time.monotonic()
-        await self._stage("sign", n, sign, done=lambda: len(self.counts.batches_done) >= len(self.schools))
+        await self._stage("sign", n, sign, done=lambda: self._signing_settled(principal_batches))
         for stage in ("archive", "deliver"):
             await self._until(stage, n)
             self.results.append(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,9 +31,8 @@ from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas.queue import QueueType
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
-from pymongo.errors import PyMongoError
 
-from shared.contracts.base import Message
+from shared.contracts.base import Message, derived_id
 from shared.errors import PermanentError
 from shared.settings import Names, Settings
 
@@ -144,7 +144,7 @@ class Bus:
             exchange=self.exchange,
             persist=message.MANDATORY,
             mandatory=message.MANDATORY,
-            title=f"{self.service}:{message.ROUTING_KEY}",
+            title=f"{self.service}:{message.ROUTING_KEY}:publish",
             schema=message,
         )
 
@@ -188,11 +188,37 @@ class Bus:
             content_type="application/json",
         )
 
-    async def declare_dead_letter_queues(self, topology: Topology) -> None:
-        dlx = await self.broker.declare_exchange(self.dlx)
-        for queue in topology.queues:
-            dlq = await self.broker.declare_queue(dead_letter_queue(self.names, queue))
-            await dlq.bind(dlx, routing_key=queue)
+    async def dead_letter_part(
+        self, topology: Topology, original: Message, field: str, items: list[Any], reason: str, explanation: str
+    ) -> None:
+        """Dead-letter the rejected part of a message: a copy holding only `items` in `field`.
+
+        The rest of the message goes on; nothing of the rejected part is lost.
+        """
+        part = original.model_copy(
+            update={"message_id": derived_id(original.message_id, "rejected", reason), field: items}
+        )
+        await self.dead_letter(
+            topology.queue_name(original.ROUTING_KEY), part.model_dump_json().encode(), {}, reason, explanation
+        )
+
+    async def declare_topology(self, topology: Topology, attempts: int = 12) -> None:
+        """Declare the exchanges, every queue of `topology` and its dead-letter queue, before consuming.
+
+        Copies of one service (signing workers) start together, and RabbitMQ answers simultaneous
+        first declarations of one quorum queue with INTERNAL_ERROR and closes the connection; so the
+        declarations run on a connection of their own and are retried after a random pause. When the
+        consumers then start, declaring their queues again is a no-op.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                await _declare(self.settings.amqp_url, self.names, topology)
+                return
+            except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("declaring queues failed (%s); retrying", exc)
+                await asyncio.sleep(random.uniform(0.1, 0.5) * attempt)
 
 
 def dead_letter_middleware(
@@ -287,3 +313,17 @@ async def delete_exchanges(url: str, names: Names) -> None:
         channel = await connection.channel()
         await channel.exchange_delete(names.exchange)
         await channel.exchange_delete(names.dead_letter_exchange)
+
+
+async def _declare(url: str, names: Names, topology: Topology) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(names.exchange, ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(names.dead_letter_exchange, ExchangeType.DIRECT, durable=True)
+        for name, queue in topology.queues.items():
+            declared = await channel.declare_queue(name, durable=True, arguments=queue.arguments)
+            await declared.bind(exchange, routing_key=queue.routing_key)
+            dlq = dead_letter_queue(names, name)
+            declared_dlq = await channel.declare_queue(dlq.name, durable=True, arguments=dlq.arguments)
+            await declared_dlq.bind(dlx, routing_key=name)

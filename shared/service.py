@@ -83,7 +83,7 @@ def assemble(
             await connect_with_retry("MongoDB", lambda: ensure_indexes(db, indexes))
             health.checks["mongo"] = lambda: ping(mongo)
         await connect_with_retry("RabbitMQ", broker.connect)
-        await bus.declare_dead_letter_queues(topology)
+        await bus.declare_topology(topology)
         health.checks["rabbitmq"] = lambda: broker.ping(timeout=1.0)
 
     async def started() -> None:

@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     chunk_size: int = Field(100, ge=1)
     ministry_url: str = "http://127.0.0.1:9180"
     ministry_concurrency: int = Field(16, ge=1)
+    #: Seconds one request to the ministry may take before it counts as a failed attempt.
+    ministry_timeout_seconds: float = Field(10.0, gt=0)
+    #: TLS towards the ministry (an https ministry_url): the CA bundle that signs its certificate...
+    ministry_ca_file: Path | None = None
+    #: ...and this system's client certificate and key, when the ministry asks for mutual TLS.
+    ministry_client_cert: Path | None = None
+    ministry_client_key: Path | None = None
+    #: Attempts to deliver one outbox entry to the ministry before it is parked.
+    sync_max_attempts: int = Field(16, ge=1)
     data_dir: Path = Path(".hocba")
     #: Name of this process among copies of one service (signing workers), for logs and metrics.
     instance: str = ""
@@ -58,12 +67,30 @@ class Settings(BaseSettings):
     actor_issuer_jwks: Path | None = None
     #: The `iss` those tokens must carry.
     actor_issuer: str = "hocba-school-app"
+    #: identity's key ring for field encryption (created at first start); default <data_dir>/keys/identity-keyring.json.
+    identity_key_ring: Path | None = None
+    #: The signing PKI folder: trust anchor, CRL, certificates, encrypted keys (default <data_dir>/pki).
+    pki_dir: Path | None = None
+    #: Unlocks the PKI's encrypted PKCS#8 keys; a development PKI keeps a generated one beside it otherwise.
+    pki_passphrase: str | None = Field(None, repr=False)
+    #: User PIN of the PKCS#11 token when the PKI's signing keys live in one.
+    pkcs11_pin: str | None = Field(None, repr=False)
+    #: Seconds between scheduled archive checkpoints (one is also issued after every signing batch).
+    checkpoint_interval: float = Field(60.0, gt=0)
+    #: The archive log's name in its checkpoints.
+    archive_origin: str = "hocba.archive"
+    #: The archive verifies every signature and certificate chain before it admits a record version.
+    archive_verify_signatures: bool = True
 
     def names(self) -> Names:
         return Names(self.namespace)
 
     def port_for(self, service: str) -> int:
         return self.http_port or DEFAULT_HTTP_PORTS[service]
+
+    def pki_path(self) -> Path:
+        """Where the signing PKI is: HOCBA_PKI_DIR, else `pki` under the data folder."""
+        return self.pki_dir or self.data_dir / "pki"
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class Harness:
 
         async def declare() -> None:
             await self.broker.connect()
-            await self.bus.declare_dead_letter_queues(self.topology)
+            await self.bus.declare_topology(self.topology)
 
         self.app.on_startup(declare)
 
