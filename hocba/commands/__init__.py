@@ -11,7 +11,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
+import typer
 from rich.console import Console
+from rich.table import Table
 
 from hocba.keys import dev_issuer
 from hocba.staff import Staff
@@ -103,3 +105,12 @@ def print_bad_rows(bad: dict[int, str], limit: int = 200) -> None:
         console.print(f"  … and {len(bad) - limit} more")
 
 
+def finish_import(title: str, counts: dict[str, int], bad: dict[int, str]) -> None:
+    """Print an import's counts and every bad row, then exit 1 when any row was rejected."""
+    table = Table(title=title)
+    for column in [*counts, "rejected"]:
+        table.add_column(column, justify="right")
+    table.add_row(*(str(n) for n in [*counts.values(), len(bad)]))
+    console.print(table)
+    print_bad_rows(bad)
+    raise typer.Exit(1 if bad else 0)

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
 from hocba.commands import (
     ISSUER_NOTE,
@@ -20,7 +19,7 @@ from hocba.commands import (
     Session,
     chunks,
     console,
-    print_bad_rows,
+    finish_import,
     read_rows,
     session,
     validation_message,
@@ -206,13 +205,11 @@ def import_gradebook(
             await send_gradebook(s, await resolve(s, good, summary), summary, chunk, reason)
 
     asyncio.run(run())
-    table = Table(title=f"gradebook {file.name}")
-    for column in ("rows", "stored", "changed", "unchanged", "rejected"):
-        table.add_column(column, justify="right")
-    table.add_row(*(str(n) for n in (summary.rows, summary.new, summary.changed, summary.unchanged, len(summary.bad))))
-    console.print(table)
-    print_bad_rows(summary.bad)
-    raise typer.Exit(1 if summary.bad else 0)
+    finish_import(
+        f"gradebook {file.name}",
+        {"rows": summary.rows, "stored": summary.new, "changed": summary.changed, "unchanged": summary.unchanged},
+        summary.bad,
+    )
 
 
 @app.command()

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from hocba.commands import (
     ISSUER_NOTE,
@@ -21,7 +20,7 @@ from hocba.commands import (
     Session,
     chunks,
     console,
-    print_bad_rows,
+    finish_import,
     read_rows,
     session,
     validation_message,
@@ -155,13 +154,11 @@ def import_roster(
             await send_roster(s, good, summary, chunk)
 
     asyncio.run(run())
-    table = Table(title=f"roster {file.name}")
-    for column in ("rows", "registered", "unchanged", "enrolment added", "rejected"):
-        table.add_column(column, justify="right")
-    table.add_row(*(str(n) for n in (summary.rows, summary.new, summary.unchanged, summary.enrolled, len(summary.bad))))
-    console.print(table)
-    print_bad_rows(summary.bad)
-    raise typer.Exit(1 if summary.bad else 0)
+    finish_import(
+        f"roster {file.name}",
+        {"rows": summary.rows, "registered": summary.new, "unchanged": summary.unchanged, "enrolment added": summary.enrolled},
+        summary.bad,
+    )
 
 
 @app.command()
