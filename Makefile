@@ -52,7 +52,7 @@ deploy-tools:
 ## check-deploy: Prometheus rules and their unit tests, scrape configs, compose, Kubernetes manifests, AsyncAPI documents
 check-deploy: install deploy-tools
 	cd deploy/prometheus && promtool check rules rules/*.yml && promtool test rules tests/*.test.yml
-	HOCBA_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest tests/deploy -q -p no:cacheprovider
+	HOCBA_REQUIRE_TOOLS=1 $(BIN)/python -m pytest tests/deploy -q -p no:cacheprovider
 
 ## docs: regenerate docs/asyncapi/<service>.json from the code with `faststream docs gen` (commit the result)
 docs: install
@@ -73,7 +73,7 @@ lint: install
 
 ## test: every test layer (unit, wiring, integration, end to end) against real RabbitMQ and MongoDB-wire
 test: rabbitmq signing-tools deploy-tools lint
-	HOCBA_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/python -m pytest tests -q -p no:cacheprovider
+	HOCBA_REQUIRE_TOOLS=1 $(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 ## bench: term-end throughput next to raw signing and raw insert baselines (N=10000 by default)
 bench: rabbitmq

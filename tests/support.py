@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import aio_pika
+import pytest
 
 from hocba.infra import EmbeddedMongo, free_port  # noqa: F401 - re-exported for the test layers
 
@@ -79,3 +80,14 @@ async def probing(settings: Settings, *messages: type[Message]) -> AsyncIterator
         yield queues
     finally:
         await delete_queues(settings.amqp_url, queues.values())
+
+
+def needs(present: bool, what: str) -> None:
+    """Run a test only where `what` is present: `make test` installs it and sets HOCBA_REQUIRE_TOOLS=1,
+    so there its absence fails the test instead of skipping it."""
+    if present:
+        return
+    message = f"{what} is missing (`make test` installs it)"
+    if os.environ.get("HOCBA_REQUIRE_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hocba.stack import SIMULATOR, Stack, StackConfig
 from shared.messaging import delete_exchanges
 from shared.settings import Settings
+from tests.support import needs
 from tests.deploy.metric_names import DOMAIN, FASTSTREAM, MESSAGING, SERVICES
 from tests.support import amqp_url
 
@@ -103,8 +104,8 @@ def test_names_follow_prometheus_conventions(scraped):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (`make test` installs it)")
 def test_promtool_accepts_every_exposition(scraped):
+    needs(shutil.which("promtool") is not None, "promtool (Debian's prometheus package)")
     for process, text in scraped.items():
         result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
         assert result.returncode == 0, f"{process}: {result.stdout}{result.stderr}"

@@ -5,15 +5,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import pytest
-
 from services.identity.provinces import PROVINCES
+from tests.support import needs
 
 CSV = Path(__file__).resolve().parents[4] / "shared" / "domain" / "province_codes.csv"
 
 
-@pytest.mark.skipif(not CSV.exists(), reason="the domain facts are not beside this checkout")
 def test_province_codes_match_the_domain_facts():
+    needs(CSV.exists(), f"the domain facts ({CSV})")
     with CSV.open(encoding="utf-8") as handle:
         official = {row["code"]: row["province"] for row in csv.DictReader(handle)}
     assert PROVINCES == official

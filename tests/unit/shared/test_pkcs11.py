@@ -13,14 +13,15 @@ import pytest
 from shared.crypto.jws import sign_detached, verify_detached
 from shared.crypto.pkcs11 import TokenConfig
 from shared.crypto.pki import DevPki, Holder
+from tests.support import needs
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "246810"
 
-pytestmark = pytest.mark.skipif(
-    not (Path(MODULE).exists() and shutil.which("softhsm2-util")),
-    reason="SoftHSM2 is not installed (`make test` installs Debian's softhsm2)",
-)
+
+@pytest.fixture(autouse=True)
+def softhsm() -> None:
+    needs(Path(MODULE).exists() and shutil.which("softhsm2-util") is not None, "SoftHSM2 (Debian's softhsm2)")
 
 
 def test_signing_keys_live_in_the_token_and_sign_verifiable_signatures(tmp_path):
