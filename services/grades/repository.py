@@ -111,8 +111,16 @@ class GradesRepository(Protocol):
         """One record at `version` (None: the latest)."""
 
 
+def enrolment_id(school_year: str, student_ref: str) -> str:
+    return f"{school_year}/{student_ref}"
+
+
 def enrolment_document(student: RegisteredStudent) -> dict[str, Any]:
-    return {"student_ref": student.student_ref, **student.enrolment.model_dump()}
+    return {
+        "_id": enrolment_id(student.enrolment.school_year, student.student_ref),
+        "student_ref": student.student_ref,
+        **student.enrolment.model_dump(),
+    }
 
 
 def registered(doc: dict[str, Any]) -> RegisteredStudent:
@@ -154,7 +162,9 @@ class MongoGradesRepository:
         return await insert_new(self._enrolments, [enrolment_document(s) for s in students])
 
     async def enrolments_of(self, school_year: str, refs: list[str]) -> dict[str, RegisteredStudent]:
-        cursor = self._enrolments.find({"school_year": school_year, "student_ref": {"$in": refs}}, {"_id": 0})
+        # By _id: the embedded MongoDB-wire server serves `_id` look-ups from its key, other `$in` by a scan.
+        ids = [enrolment_id(school_year, ref) for ref in refs]
+        cursor = self._enrolments.find({"_id": {"$in": ids}}, {"_id": 0})
         return {doc["student_ref"]: registered(doc) async for doc in cursor}
 
     async def enrolled(self, school_code: str, school_year: str) -> list[RegisteredStudent]:
@@ -210,11 +220,9 @@ class MongoGradesRepository:
     async def stored(self, school_code: str, school_year: str, kind: Kind, keys: list[EntryKey]) -> dict[EntryKey, Stored]:
         if not keys:
             return {}
-        refs = sorted({k[0] for k in keys})
-        subjects = sorted({k[1] for k in keys})
         wanted = set(keys)
         cursor = self._assessments.find(
-            {"school_year": school_year, "kind": kind, "student_ref": {"$in": refs}, "subject": {"$in": subjects}},
+            {"_id": {"$in": [entry_id(school_year, key) for key in keys]}, "kind": kind},
             {"values": 1, "revision": 1, "message_ids": 1, "student_ref": 1, "subject": 1, "term": 1},
         )
         model = model_for(kind)
