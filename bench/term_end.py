@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--signing-workers", type=int, default=1)
     parser.add_argument("--chunk-size", type=int, default=100)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=140)
     per_school = args.students // args.schools
     namespace = f"bench{uuid.uuid4().hex[:8]}."
     data_dir = Path(tempfile.mkdtemp(prefix="hocba-bench-"))
