@@ -24,7 +24,7 @@ from hocba.term_end import TermEnd
 from shared.crypto.canonical import canonical_json
 from shared.crypto.jws import EcSigner
 from shared.messaging import delete_exchanges
-from shared.mongo import make_client
+from shared.mongo import make_client, packed, unpacked
 from shared.settings import Settings
 
 
@@ -32,7 +32,7 @@ async def sample_documents(mongo_url: str, settings: Settings, limit: int) -> li
     client = make_client(mongo_url)
     try:
         cursor = client[settings.names().database("signing")]["records"].find({}, {"_id": 0, "document": 1})
-        return [doc["document"] async for doc in cursor.limit(limit)]
+        return [unpacked(doc["document"]) async for doc in cursor.limit(limit)]
     finally:
         await client.close()
 
@@ -48,12 +48,13 @@ def raw_signing_rate(documents: list[dict]) -> float:
 
 
 async def raw_insert_rate(mongo_url: str, documents: list[dict], chunk: int) -> float:
-    """insert_many(ordered=False) of the same documents, in the same chunks, into the same server."""
+    """insert_many(ordered=False) of the same record documents, stored as the services store them
+    (one JSON string each), in the same chunks, into the same server."""
     client = make_client(mongo_url)
     scratch = f"bench_baseline_{uuid.uuid4().hex[:8]}"
     try:
         collection = client[scratch]["records"]
-        copies = [dict(d) for d in documents]
+        copies = [{"record_id": d.get("record_id"), "document": packed(d)} for d in documents]
         began = time.perf_counter()
         for start in range(0, len(copies), chunk):
             await collection.insert_many(copies[start : start + chunk], ordered=False)

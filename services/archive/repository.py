@@ -15,7 +15,7 @@ from pymongo.errors import BulkWriteError
 
 from services.archive.domain import ArchivedVersion, Entry, Key
 from shared.contracts.archive import Checkpoint
-from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new
+from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new, packed, unpacked
 
 LOG = "log"
 RECORDS = "records"
@@ -99,7 +99,7 @@ class ArchiveRepository(Protocol):
 def entry_document(entry: Entry) -> dict[str, Any]:
     # `_id` is what makes a seq taken once; `seq` repeats it for ordering, as the embedded server
     # sorts an integer `_id` as text (10 before 9) but other integer fields as numbers.
-    return {"_id": entry.seq, **asdict(entry), "signatures": list(entry.signatures)}
+    return {"_id": entry.seq, **asdict(entry), "document": packed(entry.document), "signatures": list(entry.signatures)}
 
 
 def entry_from_document(doc: dict[str, Any]) -> Entry:
@@ -110,7 +110,7 @@ def entry_from_document(doc: dict[str, Any]) -> Entry:
         school_code=doc["school_code"],
         school_year=doc["school_year"],
         student_ref=doc["student_ref"],
-        document=doc["document"],
+        document=unpacked(doc["document"]),
         signatures=tuple(doc["signatures"]),
         archived_at=doc["archived_at"],
         leaf_hash=doc["leaf_hash"],

@@ -18,7 +18,7 @@ from services.grades.domain.terms import Stored, TermStatus
 from shared.contracts.grades import RecordVersion, StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import Enrolment, RegisteredStudent
 from shared.errors import TransientError
-from shared.mongo import Index, insert_new, insert_one_new
+from shared.mongo import Index, insert_new, insert_one_new, packed, unpacked
 
 ENROLMENTS = "enrolments"
 ASSESSMENTS = "assessments"
@@ -109,6 +109,10 @@ class GradesRepository(Protocol):
 
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         """One record at `version` (None: the latest)."""
+
+
+def record_version(doc: dict[str, Any]) -> RecordVersion:
+    return RecordVersion.model_validate({**doc, "document": unpacked(doc["document"])})
 
 
 def enrolment_id(school_year: str, student_ref: str) -> str:
@@ -302,20 +306,22 @@ class MongoGradesRepository:
         ]
 
     async def add_records(self, records: list[RecordVersion]) -> int:
-        return await insert_new(self._records, [r.model_dump(mode="json") for r in records])
+        return await insert_new(
+            self._records, [{**r.model_dump(mode="json"), "document": packed(r.document)} for r in records]
+        )
 
     async def records(self, school_code: str, school_year: str, version: int) -> list[RecordVersion]:
         cursor = self._records.find(
             {"school_code": school_code, "school_year": school_year, "version": version}, {"_id": 0}
         )
-        found = [RecordVersion.model_validate(doc) async for doc in cursor]
+        found = [record_version(doc) async for doc in cursor]
         return sorted(found, key=lambda r: r.record_id)
 
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         query: dict[str, Any] = {"record_id": record_id}
         if version is not None:
             query["version"] = version
-        found = [RecordVersion.model_validate(doc) async for doc in self._records.find(query, {"_id": 0})]
+        found = [record_version(doc) async for doc in self._records.find(query, {"_id": 0})]
         return max(found, key=lambda r: r.version, default=None)
 
 

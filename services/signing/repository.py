@@ -13,7 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.signing.domain import COMPLETED, OPEN, Batch, Key, StoredRecord
 from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import SIGNING_ORDER, Role, Signature
-from shared.mongo import Index, insert_new, insert_one_new
+from shared.mongo import Index, insert_new, insert_one_new, packed, unpacked
 
 RECORDS = "records"
 SIGNATURES = "signatures"
@@ -137,6 +137,7 @@ class MongoSigningRepository:
                 {
                     "_id": record_id(r.key),
                     **r.record.model_dump(mode="json"),
+                    "document": packed(r.record.document),
                     "digest": r.digest,
                     "class_name": r.class_name,
                     "scope": scope_key(*r.scope),
@@ -152,7 +153,8 @@ class MongoSigningRepository:
         async for doc in self.record_rows.find({"_id": {"$in": [record_id(k) for k in sorted(wanted)]}}, {"_id": 0}):
             key = (doc["record_id"], doc["version"])
             if key in wanted:
-                found[key] = StoredRecord(RecordVersion.model_validate(doc), doc["digest"])
+                record = RecordVersion.model_validate({**doc, "document": unpacked(doc["document"])})
+                found[key] = StoredRecord(record, doc["digest"])
         return found
 
     async def unsigned(

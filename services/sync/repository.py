@@ -25,7 +25,7 @@ from services.sync.domain import (
     OutboxEntry,
     Receipt,
 )
-from shared.mongo import Index, insert_new
+from shared.mongo import Index, insert_new, packed, unpacked
 
 OUTBOX = "outbox"
 RECEIPTS = "receipts"
@@ -121,7 +121,7 @@ def _entry(doc: dict[str, Any]) -> OutboxEntry:
         kind=doc["kind"],
         subject=doc["subject"],
         number=doc["number"],
-        payload=doc["payload"],
+        payload=unpacked(doc["payload"]),
         status=doc["status"],
         attempts=doc["attempts"],
         created_at=_dt(doc["created_ts"]),
@@ -161,7 +161,7 @@ class MongoOutboxRepository:
                     "digest": e.digest,
                     "school_code": e.payload.get("school_code"),
                     "school_year": e.payload.get("school_year"),
-                    "payload": e.payload,
+                    "payload": packed(e.payload),
                     "status": e.status,
                     "attempts": e.attempts,
                     "created_at": e.created_at,

@@ -18,7 +18,7 @@ from hocba.staff import Staff
 from hocba.stack import Stack, StackConfig
 from shared.contracts.grades import CloseTerm, CloseYear, TermChanged
 from shared.messaging import delete_exchanges, make_broker
-from shared.mongo import make_client
+from shared.mongo import make_client, unpacked
 from shared.settings import Settings
 from tests.support import amqp_url
 
@@ -156,7 +156,7 @@ def test_rotation_keeps_lookups_working_and_explain_prints_the_computation(stack
         try:
             for _ in range(100):
                 async for doc in grades["records"].find({}):
-                    if doc["document"]["student"]["identity"]["full_name"] == "Nguyễn Văn An":
+                    if unpacked(doc["document"])["student"]["identity"]["full_name"] == "Nguyễn Văn An":
                         return doc["record_id"]
                 await asyncio.sleep(0.1)
         finally:

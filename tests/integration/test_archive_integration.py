@@ -17,7 +17,7 @@ from shared.contracts.archive import AuditArchive, AuditReport, CheckpointIssued
 from shared.contracts.signing import BatchCompleted, RecordsCompleted
 from shared.crypto.bundle import verify_bundle
 from shared.crypto.merkle import MerkleTree
-from shared.mongo import ensure_indexes
+from shared.mongo import ensure_indexes, unpacked
 from tests.support import drain, probing, running
 from tests.unit.archive.conftest import archive_keys
 from tests.unit.signing.trust import make_trust, signed_record
@@ -111,9 +111,11 @@ async def test_the_audit_names_the_entry_whose_stored_byte_was_edited_in_mongodb
 
         # One byte of one stored entry changes, straight in the database: a year average 8.5 becomes 9.5.
         stored = await db["log"].find_one({"seq": 3})
-        assert stored["document"]["subjects"]["toan"]["year"] == "8.5"
-        await db["log"].update_one({"_id": stored["_id"]}, {"$set": {"document.subjects.toan.year": "9.5"}})
-        assert (await db["log"].find_one({"seq": 3}))["document"]["subjects"]["toan"]["year"] == "9.5"
+        assert unpacked(stored["document"])["subjects"]["toan"]["year"] == "8.5"
+        altered = stored["document"].replace('"year":"8.5"', '"year":"9.5"')
+        assert len(altered) == len(stored["document"]) and altered != stored["document"]
+        await db["log"].update_one({"_id": stored["_id"]}, {"$set": {"document": altered}})
+        assert unpacked((await db["log"].find_one({"seq": 3}))["document"])["subjects"]["toan"]["year"] == "9.5"
         report = AuditReport.model_validate(await service.bus.request(AuditArchive(), timeout=60))
     assert not report.ok
     assert {f.seq for f in report.findings if f.seq is not None} == {3}
