@@ -43,17 +43,26 @@ def test_certificates_name_the_holder_role_and_school_and_commit_to_content(pki)
     assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
 
 
+#: The PEM label of PKCS#8 EncryptedPrivateKeyInfo (RFC 7468 §11).
+PKCS8_ENCRYPTED = "ENCRYPTED PRIVATE KEY"
+
+
+def pem_label(pem: bytes) -> str:
+    first = pem.decode().splitlines()[0]
+    return first.removeprefix("-----BEGIN ").removesuffix("-----")
+
+
 def test_private_keys_are_encrypted_pkcs8_readable_only_with_the_passphrase(pki):
     path = pki.key_path("ht-79000701")
     text = path.read_bytes()
-    assert text.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert pem_label(text) == PKCS8_ENCRYPTED
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with pytest.raises(TypeError):
         serialization.load_pem_private_key(text, None)
     with pytest.raises(ValueError):
         serialization.load_pem_private_key(text, b"wrong")
     assert serialization.load_pem_private_key(text, b"correct horse")
-    assert (pki.folder / "ca" / "root.key.pem").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert pem_label((pki.folder / "ca" / "root.key.pem").read_bytes()) == PKCS8_ENCRYPTED
 
 
 def test_the_passphrase_comes_from_the_environment_or_a_generated_dev_file(tmp_path, monkeypatch):
