@@ -32,7 +32,7 @@ from hocba import demo_data
 from hocba.commands.pki import enrol, open_pki
 from hocba.infra import EmbeddedMongo, ensure_rabbitmq, free_port
 from hocba.keys import dev_issuer
-from hocba.stack import Child
+from hocba.stack import Child, interrupt_on_signals
 from hocba.staff import Staff
 from hocba.watch import Watch
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
@@ -229,6 +229,7 @@ def main() -> None:
     parser.add_argument("--schools", type=int, default=1, help="schools the records are split over (one click each)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="signing worker counts to run")
     args = parser.parse_args()
+    interrupt_on_signals()
     amqp_url = Settings().amqp_url
     console.print(f"RabbitMQ: {ensure_rabbitmq(amqp_url)}")
     base = Path(tempfile.mkdtemp(prefix="hocba-bench-signing-"))

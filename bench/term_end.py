@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import tempfile
 import time
 import uuid
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hocba.keys import dev_issuer
-from hocba.stack import Stack, StackConfig
+from hocba.stack import Stack, StackConfig, interrupt_on_signals
 from hocba.term_end import TermEnd
 from shared.crypto.canonical import canonical_json
 from shared.crypto.jws import EcSigner
@@ -84,6 +85,7 @@ def main() -> None:
         extra_env={"HOCBA_CHUNK_SIZE": str(args.chunk_size)},
     )
     stack = Stack(config, report=lambda line: console.print(f"[dim]· {line}[/dim]"))
+    interrupt_on_signals()
     stack.start()
     settings = Settings(amqp_url=config.amqp_url, namespace=namespace, chunk_size=args.chunk_size)
     try:
@@ -97,6 +99,7 @@ def main() -> None:
         stack.stop()
         asyncio.run(delete_exchanges(config.amqp_url, settings.names()))
 
+    shutil.rmtree(data_dir, ignore_errors=True)  # kept, with its logs, only when the run failed
     table = Table(title=f"term end, {args.students:,} students")
     for column in ("stage", "count", "seconds", "per second", "÷ raw ES256", "÷ raw insert_many"):
         table.add_column(column, justify="left" if column == "stage" else "right")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +19,7 @@ from hocba.commands import pki as pki_commands
 from hocba.commands import sign as sign_command
 from hocba.commands import verify as verify_command
 from hocba.infra import InfraError
-from hocba.stack import Stack, StackConfig
+from hocba.stack import Stack, StackConfig, interrupt_on_signals
 from shared.settings import Settings
 
 app = typer.Typer(help="hocba: electronic student academic records.", no_args_is_help=True, add_completion=False)
@@ -52,10 +51,7 @@ def up(
         report=lambda line: console.print(f"· {line}"),
     )
 
-    def terminate(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
+    interrupt_on_signals()
     try:
         stack.start()
         table = Table(title="hocba is up")
@@ -93,6 +89,7 @@ def demo(
     Exits 0 only if every record reached the ministry simulator exactly once.
     """
     folder = fresh_data_dir(data_root())
+    interrupt_on_signals()
     try:
         outcome = run_demo(schools, students, folder, signing_workers, timeout, console)
     except InfraError as exc:

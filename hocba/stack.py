@@ -83,6 +83,20 @@ class StackConfig:
         return cls(data_dir=data_dir, **{**defaults, **overrides})  # type: ignore[arg-type]
 
 
+def interrupt_on_signals() -> None:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt, so whatever started a stack stops it.
+
+    SIGINT is set explicitly because a program started in the background by a shell inherits it
+    ignored; SIGTERM would otherwise end the process without running its clean-up.
+    """
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 class Stack:
     """Starts everything in dependency order, waits until each is ready, stops all of it."""
 

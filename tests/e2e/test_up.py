@@ -36,6 +36,8 @@ async def test_up_runs_every_process_and_ctrl_c_stops_them_all(tmp_path: Path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As a shell's background job has it: SIGINT ignored. Ctrl-C must still stop everything.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     output = []
     deadline = time.monotonic() + 90
