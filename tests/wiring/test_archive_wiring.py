@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from faststream.rabbit import TestRabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.archive.app import build_app
 from services.archive.repository import InMemoryArchiveRepository
@@ -21,22 +20,10 @@ from shared.contracts.signing import BatchCompleted, RecordsCompleted
 from shared.crypto.archive_log import check_checkpoint
 from shared.crypto.bundle import verify_bundle
 from shared.crypto.merkle import MerkleTree, verify_inclusion
-from shared.messaging import REASON_HEADER, dead_letter_queue
-from shared.service import ServiceApp
+from shared.messaging import REASON_HEADER
 from tests.unit.archive.conftest import archive_keys
 from tests.unit.signing.trust import make_trust, signed_record
-from tests.wiring.conftest import probe, send
-
-
-def dead_letters(service: ServiceApp, message: type) -> list[tuple[bytes, dict]]:
-    received: list[tuple[bytes, dict]] = []
-    dlq = dead_letter_queue(service.settings.names(), service.topology.queue_name(message.ROUTING_KEY))
-
-    @service.broker.subscriber(dlq, exchange=service.bus.dlx)
-    async def collect(body: dict, msg: RabbitMessage) -> None:
-        received.append((msg.body, dict(msg.headers)))
-
-    return received
+from tests.wiring.conftest import dead_letters, probe, send
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from faststream.rabbit import TestRabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.signing.app import build_app
 from services.signing.repository import InMemorySigningRepository
@@ -22,10 +21,9 @@ from shared.contracts.signing import (
     SignWork,
 )
 from shared.crypto.record_signatures import check_record
-from shared.messaging import REASON_HEADER, dead_letter_queue
-from shared.service import ServiceApp
+from shared.messaging import REASON_HEADER
 from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, make_trust
-from tests.wiring.conftest import probe, send
+from tests.wiring.conftest import dead_letters, probe, send
 
 YEAR = "2025-2026"
 
@@ -42,18 +40,6 @@ def records(count: int, start: int = 0) -> list[RecordVersion]:
         )
         for n in range(start, start + count)
     ]
-
-
-def dead_letters(service: ServiceApp, message: type) -> list[tuple[bytes, dict]]:
-    """Subscribe to the dead-letter queue of `message`'s queue and collect (body, headers)."""
-    received: list[tuple[bytes, dict]] = []
-    dlq = dead_letter_queue(service.settings.names(), service.topology.queue_name(message.ROUTING_KEY))
-
-    @service.broker.subscriber(dlq, exchange=service.bus.dlx)
-    async def collect(body: dict, msg: RabbitMessage) -> None:
-        received.append((msg.body, dict(msg.headers)))
-
-    return received
 
 
 @pytest.fixture(scope="module")
