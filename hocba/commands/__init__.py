@@ -7,7 +7,7 @@ import csv
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -22,6 +22,10 @@ from shared.messaging import Bus, make_broker
 from shared.settings import Settings
 
 console = Console()
+
+#: Options the commands that talk to a running stack share.
+DataDir = Annotated[Path | None, typer.Option(help="The stack's data folder (its development issuer key); default .hocba/.")]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for each answer.")]
 
 ISSUER_NOTE = (
     "Commands carry actor tokens issued with the local development issuer key (<data dir>/keys), "

@@ -13,6 +13,8 @@ import typer
 from pydantic import ValidationError
 
 from hocba.commands import (
+    DataDir,
+    Timeout,
     ISSUER_NOTE,
     CsvShapeError,
     Row,
@@ -36,8 +38,6 @@ COLUMNS = (
 SECONDARY_COMMENT_LEVELS = ("Đ", "CĐ")
 PRIMARY_LEVELS = ("T", "H", "C")
 
-DataDir = Annotated[Path | None, typer.Option(help="The stack's data folder (its development issuer key); default .hocba/.")]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait for each answer.")]
 
 
 def score(text: str, label: str) -> Decimal | None:

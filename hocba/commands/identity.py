@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hocba.commands import (
+    DataDir,
+    Timeout,
     ISSUER_NOTE,
     CsvShapeError,
     Row,
@@ -46,8 +48,6 @@ COLUMNS = (
 )
 DEFAULT_YEAR = "2025-2026"
 
-DataDir = Annotated[Path | None, typer.Option(help="The stack's data folder (its development issuer key); default .hocba/.")]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait for each answer.")]
 
 
 def parse_row(row: Row, school_year: str) -> StudentRegistration:
