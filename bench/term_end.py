@@ -24,7 +24,6 @@ from hocba.stack import Stack, StackConfig, interrupt_on_signals
 from hocba.term_end import TermEnd
 from shared.crypto.canonical import canonical_json
 from shared.crypto.jws import EcSigner
-from shared.messaging import delete_exchanges
 from shared.mongo import make_client, packed, unpacked
 from shared.settings import Settings
 
@@ -97,7 +96,6 @@ def main() -> None:
         insert_baseline = asyncio.run(raw_insert_rate(stack.mongo_url, documents, args.chunk_size))
     finally:
         stack.stop()
-        asyncio.run(delete_exchanges(config.amqp_url, settings.names()))
 
     shutil.rmtree(data_dir, ignore_errors=True)  # kept, with its logs, only when the run failed
     table = Table(title=f"term end, {args.students:,} students")

@@ -17,7 +17,6 @@ from rich.table import Table
 from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
 from hocba.term_end import STAGES, StageResult, TermEnd
-from shared.messaging import delete_exchanges
 from shared.settings import Settings
 
 
@@ -118,7 +117,6 @@ def run_demo(
         outcome = DemoOutcome(run.results, ministry, dead_letter_total(stack), error)
     finally:
         stack.stop()
-        asyncio.run(delete_exchanges(config.amqp_url, settings.names()))
     print_summary(console, outcome, data_dir)
     return outcome
 

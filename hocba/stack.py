@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ import httpx
 from hocba.keys import dev_issuer
 from hocba.commands.pki import ensure_dev_pki
 from hocba.infra import EmbeddedMongo, InfraError, ensure_rabbitmq, free_port
+from shared.messaging import delete_exchanges
 from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SERVICES, Settings
 
 SIMULATOR = "ministry-simulator"
@@ -220,7 +223,18 @@ class Stack:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
+        had_children = bool(self.children)
         self.children.clear()
         if self.mongo is not None:
             self.mongo.stop()
             self.mongo = None
+        if had_children and self.config.ephemeral and self.config.namespace:
+            self._delete_exchanges()
+
+    def _delete_exchanges(self) -> None:
+        """A throw-away stack's exchanges go once nothing uses them (its services removed their queues)."""
+        names = Settings(namespace=self.config.namespace).names()
+        # In a thread of its own: stop() may be called where an event loop is already running.
+        worker = threading.Thread(target=asyncio.run, args=(delete_exchanges(self.config.amqp_url, names),))
+        worker.start()
+        worker.join(30)

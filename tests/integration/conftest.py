@@ -9,7 +9,8 @@ from urllib.parse import urlparse
 import pytest
 
 from shared.mongo import make_client
-from shared.settings import Settings
+from shared.messaging import delete_exchanges
+from shared.settings import Names, Settings
 from tests.support import EmbeddedMongo, amqp_url, free_port
 
 
@@ -55,3 +56,10 @@ async def mongo_client(mongo_url: str, namespace: str):
         if name.startswith(prefix):
             await client.drop_database(name)
     await client.close()
+
+
+@pytest.fixture(autouse=True)
+async def remove_namespace_exchanges(namespace: str, rabbit_url: str):
+    """Each test's exchanges go with it (its queues are removed by whatever declared them)."""
+    yield
+    await delete_exchanges(rabbit_url, Names(namespace))
