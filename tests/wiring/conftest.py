@@ -26,13 +26,13 @@ async def send(broker: Any, service: ServiceApp, message: Message) -> None:
     await broker.publish(message, exchange=service.bus.exchange, routing_key=message.ROUTING_KEY)
 
 
-def dead_letters(service: ServiceApp, message: type[Message]) -> list[tuple[bytes, dict]]:
-    """Subscribe to the dead-letter queue of `message`'s queue and collect (body, headers)."""
-    received: list[tuple[bytes, dict]] = []
+def dead_letters(service: ServiceApp, message: type[Message]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Subscribe to the dead-letter queue of `message`'s queue and collect (decoded body, headers)."""
+    received: list[tuple[dict[str, Any], dict[str, Any]]] = []
     dlq = dead_letter_queue(service.settings.names(), service.topology.queue_name(message.ROUTING_KEY))
 
     @service.broker.subscriber(dlq, exchange=service.bus.dlx)
     async def collect(body: dict, msg: RabbitMessage) -> None:
-        received.append((msg.body, dict(msg.headers)))
+        received.append((body, dict(msg.headers)))
 
     return received

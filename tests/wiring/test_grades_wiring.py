@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-from faststream.rabbit import RabbitQueue, RabbitResponse, TestRabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit import RabbitResponse, TestRabbitBroker
 
 from services.grades.app import build_app
 from services.grades.domain import record_id
@@ -40,7 +38,7 @@ from tests.unit.grades.builders import (
     snapshot,
     subject_teacher,
 )
-from tests.wiring.conftest import probe, send
+from tests.wiring.conftest import dead_letters, probe, send
 
 
 def identity_replier(service: ServiceApp, known: set[str]) -> list[LookupStudents]:
@@ -57,18 +55,6 @@ def identity_replier(service: ServiceApp, known: set[str]) -> list[LookupStudent
         return reply(StudentSnapshots(students=found, missing=[r for r in refs if r not in known]))
 
     return asked
-
-
-def dead_letters(service: ServiceApp, routing_key: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Collect what the service dead-letters from its queue for `routing_key`: (body, headers)."""
-    received: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    queue = service.topology.queue_name(routing_key)
-
-    @service.broker.subscriber(RabbitQueue(f"{queue}.dlq", routing_key=queue), exchange=service.bus.dlx)
-    async def collect(body: dict[str, Any], message: RabbitMessage) -> None:
-        received.append((body, dict(message.headers)))
-
-    return received
 
 
 @pytest.fixture
@@ -94,7 +80,7 @@ async def test_registered_students_are_enrolled(service):
 async def test_assessments_are_stored_announced_and_invalid_ones_dead_lettered(service):
     svc, repo = service
     recorded = probe(svc, AssessmentsRecorded)
-    dead = dead_letters(svc, RecordAssessments.ROUTING_KEY)
+    dead = dead_letters(svc, RecordAssessments)
     await repo.enrol([enrolled("s1")])
     invalid = scored("s1", "Toán", 1, ["8", "7"], "7", "8")
     entries = [*full_year("s1", skip=frozenset({("Toán", 1)})), invalid]
@@ -116,7 +102,7 @@ async def test_assessments_are_stored_announced_and_invalid_ones_dead_lettered(s
 async def test_forbidden_entries_and_commands_without_a_token_are_dead_lettered_with_their_reason(service):
     svc, repo = service
     recorded = probe(svc, AssessmentsRecorded)
-    dead = dead_letters(svc, RecordAssessments.ROUTING_KEY)
+    dead = dead_letters(svc, RecordAssessments)
     await repo.enrol([enrolled("s1")])
     mine, theirs = scored("s1", "Tin học", 1, ["8", "7"], "7", "8"), scored("s1", "Công nghệ", 1, ["8", "7"], "7", "8")
     teacher = subject_teacher(subjects={"Tin học"})

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 
 import pytest
-from faststream.rabbit import RabbitQueue, TestRabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit import TestRabbitBroker
 
 from services.identity.app import build_app
 from services.identity.repository import InMemoryStudentRepository
@@ -25,9 +23,8 @@ from shared.contracts.identity import (
     StudentsRegistered,
 )
 from shared.messaging import ERROR_HEADER, REASON_HEADER
-from shared.service import ServiceApp
 from tests.unit.grades.builders import KEYS, school_admin, token
-from tests.wiring.conftest import probe, send
+from tests.wiring.conftest import dead_letters, probe, send
 
 
 def registration(personal_id: str, sex: str = "M", school: str = "79000701") -> StudentRegistration:
@@ -37,17 +34,6 @@ def registration(personal_id: str, sex: str = "M", school: str = "79000701") -> 
         ),
         enrolment=Enrolment(school_code=school, school_year="2025-2026", grade=6, class_name="6A1"),
     )
-
-
-def dead_letters(service: ServiceApp, routing_key: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    received: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    queue = service.topology.queue_name(routing_key)
-
-    @service.broker.subscriber(RabbitQueue(f"{queue}.dlq", routing_key=queue), exchange=service.bus.dlx)
-    async def collect(body: dict[str, Any], message: RabbitMessage) -> None:
-        received.append((body, dict(message.headers)))
-
-    return received
 
 
 @pytest.fixture
@@ -71,7 +57,7 @@ async def test_register_publishes_refs_not_personal_ids(service):
 
 async def test_invalid_and_forbidden_rows_are_dead_lettered_with_reasons_and_counted(service):
     svc, repo = service
-    dead = dead_letters(svc, RegisterStudents.ROUTING_KEY)
+    dead = dead_letters(svc, RegisterStudents)
     rows = [registration("079214000123"), registration("079314000999"), registration("079214000125", school="79000999")]
     async with TestRabbitBroker(svc.broker) as broker:
         await send(broker, svc, RegisterStudents(students=rows, actor=school_admin()))
@@ -85,7 +71,7 @@ async def test_invalid_and_forbidden_rows_are_dead_lettered_with_reasons_and_cou
 
 async def test_a_requested_registration_is_answered_with_its_report(service):
     svc, _ = service
-    dead_letters(svc, RegisterStudents.ROUTING_KEY)
+    dead_letters(svc, RegisterStudents)
     async with TestRabbitBroker(svc.broker) as broker:
         command = RegisterStudents(students=[registration("079214000123"), registration("079314000999")], actor=school_admin())
         response = await broker.request(command, exchange=svc.bus.exchange, routing_key=RegisterStudents.ROUTING_KEY)

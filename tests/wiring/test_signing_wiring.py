@@ -171,5 +171,5 @@ async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(servic
     assert repo.stored[("rec-0000", 1)].record.document["conduct"] == "Tốt"
     assert [e.count for e in seen] == [2, 1]
     [(body, headers)] = dead
-    assert [r.record_id for r in RecordsReady.model_validate_json(body).records] == ["rec-0000"]
+    assert [r.record_id for r in RecordsReady.model_validate(body).records] == ["rec-0000"]
     assert headers[REASON_HEADER] == "invalid"
