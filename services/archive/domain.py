@@ -43,37 +43,17 @@ class Entry:
     def supersedes(self) -> int | None:
         return superseded_version(self.document)
 
+    def leaf_fields(self) -> dict[str, Any]:
+        """What the entry's leaf commits to (everything but the leaf hash and the batch)."""
+        return {name: getattr(self, name) for name in LEAF_FIELDS}
+
     def computed_leaf_hash(self) -> str:
-        return leaf_hash_of(
-            self.seq, self.record_id, self.version, self.school_code, self.school_year, self.student_ref,
-            self.document, self.signatures, self.archived_at,
-        )
+        return entry_leaf_hash(**self.leaf_fields()).hex()
 
 
-def leaf_hash_of(
-    seq: int,
-    record_id: str,
-    version: int,
-    school_code: str,
-    school_year: str,
-    student_ref: str,
-    document: Mapping[str, Any],
-    signatures: Sequence[str],
-    archived_at: str,
-    document_json: bytes | None = None,
-) -> str:
-    return entry_leaf_hash(
-        seq=seq,
-        record_id=record_id,
-        version=version,
-        school_code=school_code,
-        school_year=school_year,
-        student_ref=student_ref,
-        document=document,
-        signatures=signatures,
-        archived_at=archived_at,
-        document_json=document_json,
-    ).hex()
+LEAF_FIELDS = (
+    "seq", "record_id", "version", "school_code", "school_year", "student_ref", "document", "signatures", "archived_at",
+)
 
 
 def key_of(signed: SignedRecord) -> Key:
@@ -100,25 +80,19 @@ def build_entries(
     entries = []
     for seq, signed in enumerate(records, start=size):
         record = signed.record
-        jws = tuple(s.jws for s in signed.signatures)
-        entries.append(
-            Entry(
-                seq=seq,
-                record_id=record.record_id,
-                version=record.version,
-                school_code=record.school_code,
-                school_year=record.school_year,
-                student_ref=record.student_ref,
-                document=record.document,
-                signatures=jws,
-                archived_at=when,
-                leaf_hash=leaf_hash_of(
-                    seq, record.record_id, record.version, record.school_code, record.school_year,
-                    record.student_ref, record.document, jws, when, documents.get(key_of(signed)),
-                ),
-                batch_id=batch_id,
-            )
-        )
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "record_id": record.record_id,
+            "version": record.version,
+            "school_code": record.school_code,
+            "school_year": record.school_year,
+            "student_ref": record.student_ref,
+            "document": record.document,
+            "signatures": tuple(s.jws for s in signed.signatures),
+            "archived_at": when,
+        }
+        leaf = entry_leaf_hash(**fields, document_json=documents.get(key_of(signed))).hex()
+        entries.append(Entry(**fields, leaf_hash=leaf, batch_id=batch_id))
     return entries
 
 
