@@ -18,7 +18,7 @@ import httpx
 from hocba.keys import dev_issuer
 from hocba.commands.pki import ensure_dev_pki
 from hocba.infra import EmbeddedMongo, InfraError, ensure_rabbitmq, free_port
-from shared.messaging import delete_exchanges
+from shared.messaging import delete_exchanges, delete_queues
 from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SERVICES, Settings
 
 SIMULATOR = "ministry-simulator"
@@ -229,12 +229,36 @@ class Stack:
             self.mongo.stop()
             self.mongo = None
         if had_children and self.config.ephemeral and self.config.namespace:
-            self._delete_exchanges()
+            self._remove_namespace()
 
-    def _delete_exchanges(self) -> None:
-        """A throw-away stack's exchanges go once nothing uses them (its services removed their queues)."""
+    def _remove_namespace(self) -> None:
+        """A throw-away stack's exchanges go once nothing uses them, and so do any queues left.
+
+        Each service removes its own queues as it stops, but copies of one service (signing
+        workers) stopping together can re-declare a queue another copy just removed; a local
+        broker lists what is left under the namespace (`rabbitmqctl`), which is then removed too.
+        """
         names = Settings(namespace=self.config.namespace).names()
+        leftovers = namespace_queues(self.config.namespace)
+
+        async def remove() -> None:
+            await delete_queues(self.config.amqp_url, leftovers)
+            await delete_exchanges(self.config.amqp_url, names)
+
         # In a thread of its own: stop() may be called where an event loop is already running.
-        worker = threading.Thread(target=asyncio.run, args=(delete_exchanges(self.config.amqp_url, names),))
+        worker = threading.Thread(target=asyncio.run, args=(remove(),))
         worker.start()
         worker.join(30)
+
+
+def namespace_queues(namespace: str) -> list[str]:
+    """Queues (not their `.dlq`) under `namespace` on the local broker; none when rabbitmqctl is not at hand."""
+    try:
+        listed = subprocess.run(
+            ["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],
+            capture_output=True, text=True, timeout=30, check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    names = [line.strip() for line in listed.splitlines()]
+    return [n for n in names if n.startswith(namespace) and not n.endswith(".dlq")]
