@@ -66,10 +66,11 @@ demo: rabbitmq
 up: rabbitmq
 	$(BIN)/hocba up
 
-## lint: architecture contracts (services never import each other; shared never imports services) and pyflakes checks
+## lint: architecture contracts (services never import each other; shared never imports services), ruff, mypy
 lint: install
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## test: every test layer (unit, wiring, integration, end to end) against real RabbitMQ and MongoDB-wire
 test: rabbitmq signing-tools deploy-tools lint

@@ -17,8 +17,9 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import aio_pika
@@ -32,13 +33,15 @@ from faststream.rabbit.schemas.queue import QueueType
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from shared.contracts.base import Message, derived_id
-from shared.errors import PermanentError
+from shared.contracts.base import Message, Model, Problem, Reply, derived_id
+from shared.errors import Forbidden, NoAnswer, PermanentError, Refused
+from shared.outcome import Outcome, RejectedPart
 from shared.settings import Names, Settings
 
 log = logging.getLogger("hocba.messaging")
 
 M = TypeVar("M", bound=Message)
+R = TypeVar("R", bound=Model)
 
 REASON_HEADER = "x-hocba-reason"
 ERROR_HEADER = "x-hocba-error"
@@ -110,7 +113,9 @@ def backoff_seconds(attempt: int) -> float:
     return min(0.2 * 2**attempt, 5.0)
 
 
-class DeadLetterMetrics:
+class EdgeMetrics:
+    """What the edge did with messages its handlers could not take as they came."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.dead_lettered = Counter(
             "hocba_messages_dead_lettered_total",
@@ -124,29 +129,105 @@ class DeadLetterMetrics:
             ["queue"],
             registry=registry,
         )
+        self.refused = Counter(
+            "hocba_messages_refused_total",
+            "Messages refused whole for who sent them (no valid actor token, or the actor may not), by queue and reason.",
+            ["queue", "reason"],
+            registry=registry,
+        )
+        self.answered_with_error = Counter(
+            "hocba_requests_answered_with_error_total",
+            "Requests answered with an error instead of what they asked for, by queue and reason.",
+            ["queue", "reason"],
+            registry=registry,
+        )
+
+
+#: A handler as the Bus calls it: the parsed message in, what to do about it out.
+Handler = Callable[[M], Awaitable[Outcome]]
 
 
 class Bus:
-    """Publishing, requests and dead-lettering on one service's broker."""
+    """One process's broker, the queues it consumes (its topology), and the edge of its handlers.
 
-    def __init__(self, broker: RabbitBroker, settings: Settings, service: str) -> None:
-        self.broker = broker
+    The edge is the one place where handling meets the broker: `subscriber` parses a message,
+    calls the handler and carries out its `Outcome` (refused parts to the dead-letter queue, then
+    the messages, then the reply); the middleware turns what a handler raises into an error reply,
+    a dead letter or a bounded retry (see `shared.errors`).
+    """
+
+    def __init__(self, settings: Settings, service: str, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.names = settings.names()
         self.service = service
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.exchange = topic_exchange(self.names)
         self.dlx = dead_letter_exchange(self.names)
-
-    def declare_publisher(self, message: type[Message]) -> None:
-        """Record that this service publishes `message` (it then appears in the AsyncAPI spec)."""
-        self.broker.publisher(
-            message.ROUTING_KEY,
-            exchange=self.exchange,
-            persist=message.MANDATORY,
-            mandatory=message.MANDATORY,
-            title=f"{self.service}:{message.ROUTING_KEY}:publish",
-            schema=message,
+        self.topology = Topology(self.names, service, settings.delivery_limit)
+        self.metrics = EdgeMetrics(self.registry)
+        self.broker = RabbitBroker(
+            settings.amqp_url,
+            default_channel=Channel(
+                prefetch_count=settings.prefetch,
+                publisher_confirms=True,
+                on_return_raises=True,
+            ),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            graceful_timeout=30.0,
+            app_id=f"hocba-{service}",
+            middlewares=[
+                edge_middleware(self),
+                RabbitPrometheusMiddleware(registry=self.registry, app_name=service),
+            ],
+            log_level=logging.DEBUG,
         )
+
+    # --- consuming -------------------------------------------------------------------------------
+
+    def subscriber(self, message: type[M]) -> Callable[[Handler[M]], Handler[M]]:
+        """Consume `message` on this service's own quorum queue with the decorated handler.
+
+        The handler receives the parsed message and returns an `Outcome`, which is carried out here.
+        """
+
+        def register(handle: Handler[M]) -> Handler[M]:
+            async def consume(body: Any) -> RabbitResponse | None:
+                return await self.carry_out(body, await handle(body))
+
+            # FastStream parses the body into the type its parameter is annotated with.
+            consume.__annotations__ = {"body": message}
+            consume.__name__ = consume.__qualname__ = handle.__name__
+            self.broker.subscriber(
+                self.topology.queue_for(message),
+                exchange=self.exchange,
+                title=f"{self.service}:{message.ROUTING_KEY}",
+            )(consume)
+            return handle
+
+        return register
+
+    async def carry_out(self, message: Message, outcome: Outcome) -> RabbitResponse | None:
+        """Do what a handler decided: dead-letter refused parts, publish, and return the reply (if any)."""
+        for part in outcome.rejected:
+            await self.dead_letter_rejected(message, part)
+        await self.publish_all(outcome.publish)
+        if outcome.refused is not None:
+            raise outcome.refused
+        return reply(outcome.reply) if outcome.reply is not None else None
+
+    # --- publishing ------------------------------------------------------------------------------
+
+    def publishes(self, *messages: type[Message]) -> None:
+        """Record that this service publishes `messages` (they then appear in its AsyncAPI document)."""
+        for message in messages:
+            self.broker.publisher(
+                message.ROUTING_KEY,
+                exchange=self.exchange,
+                persist=message.MANDATORY,
+                mandatory=message.MANDATORY,
+                title=f"{self.service}:{message.ROUTING_KEY}:publish",
+                schema=message,
+            )
 
     async def publish(self, message: Message) -> None:
         await self.broker.publish(
@@ -159,20 +240,44 @@ class Bus:
             message_type=message.ROUTING_KEY,
         )
 
-    async def request(self, message: Message, timeout: float = 30.0) -> Any:
-        reply = await self.broker.request(
-            message,
-            exchange=self.exchange,
-            routing_key=message.ROUTING_KEY,
-            message_id=message.message_id,
-            timeout=timeout,
-        )
-        return await reply.decode()
+    async def publish_all(self, messages: Iterable[Message]) -> None:
+        for message in messages:
+            await self.publish(message)
+
+    # --- requests --------------------------------------------------------------------------------
+
+    async def request(self, message: Message, answer: type[R], timeout: float = 30.0) -> R:
+        """Send a request and return its answer as `answer`.
+
+        Raises `NoAnswer` when no service takes the request or none answers within `timeout` (the
+        request then expires unread), and `Refused` when the answer carries an error.
+        """
+        try:
+            response = await self.broker.request(
+                message,
+                exchange=self.exchange,
+                routing_key=message.ROUTING_KEY,
+                message_id=message.message_id,
+                mandatory=True,
+                timeout=timeout,
+                expiration=timedelta(seconds=timeout),
+            )
+        except TimeoutError:
+            raise NoAnswer(f"no answer to {message.ROUTING_KEY} within {timeout:.0f}s") from None
+        except aio_pika.exceptions.DeliveryError:
+            raise NoAnswer(f"nothing takes {message.ROUTING_KEY} here: its service is not running") from None
+        body = await response.decode()
+        if isinstance(body, dict) and body.get("error"):
+            problem = Problem.model_validate(body["error"])
+            raise Refused(problem.message, reason=problem.code)
+        return answer.model_validate(body)
+
+    # --- dead letters ----------------------------------------------------------------------------
 
     async def dead_letter(
         self, queue: str, body: bytes, headers: dict[str, Any], reason: str, error: str
     ) -> None:
-        """Publish (with confirm) a copy of a failed message to `<queue>.dlq` with the reason."""
+        """Publish (with confirm) a copy of a failed message to `<queue>.dlq` with the reason, and count it."""
         await self.broker.publish(
             body,
             exchange=self.dlx,
@@ -187,23 +292,26 @@ class Bus:
             },
             content_type="application/json",
         )
+        self.metrics.dead_lettered.labels(queue, reason).inc()
 
-    async def dead_letter_part(
-        self, topology: Topology, original: Message, field: str, items: list[Any], reason: str, explanation: str
-    ) -> None:
-        """Dead-letter the rejected part of a message: a copy holding only `items` in `field`.
+    async def dead_letter_rejected(self, original: Message, part: RejectedPart) -> None:
+        """Dead-letter the refused part of a message: a copy holding only `part.items` in `part.field`.
 
-        The rest of the message goes on; nothing of the rejected part is lost.
+        The rest of the message goes on; nothing of the refused part is lost.
         """
-        part = original.model_copy(
-            update={"message_id": derived_id(original.message_id, "rejected", reason), field: items}
+        copy = original.model_copy(
+            update={
+                "message_id": derived_id(original.message_id, "rejected", part.reason),
+                part.field: list(part.items),
+            }
         )
-        await self.dead_letter(
-            topology.queue_name(original.ROUTING_KEY), part.model_dump_json().encode(), {}, reason, explanation
-        )
+        queue = self.topology.queue_name(original.ROUTING_KEY)
+        await self.dead_letter(queue, copy.model_dump_json().encode(), {}, part.reason, part.explanation)
 
-    async def declare_topology(self, topology: Topology, attempts: int = 12) -> None:
-        """Declare the exchanges, every queue of `topology` and its dead-letter queue, before consuming.
+    # --- topology --------------------------------------------------------------------------------
+
+    async def declare_topology(self, attempts: int = 12) -> None:
+        """Declare the exchanges, every queue this service consumes and its dead-letter queue, before consuming.
 
         Copies of one service (signing workers) start together, and RabbitMQ answers simultaneous
         first declarations of one quorum queue with INTERNAL_ERROR and closes the connection; so the
@@ -212,7 +320,7 @@ class Bus:
         """
         for attempt in range(1, attempts + 1):
             try:
-                await _declare(self.settings.amqp_url, self.names, topology)
+                await _declare(self.settings.amqp_url, self.names, self.topology)
                 return
             except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as exc:
                 if attempt == attempts:
@@ -220,75 +328,47 @@ class Bus:
                 log.warning("declaring queues failed (%s); retrying", exc)
                 await asyncio.sleep(random.uniform(0.1, 0.5) * attempt)
 
+    async def remove_queues(self) -> None:
+        """Delete this service's queues and their dead-letter queues (throw-away stacks only)."""
+        await delete_queues(self.settings.amqp_url, self.topology.queues)
 
-def dead_letter_middleware(
-    bus_ref: Callable[[], Bus], topology: Topology, metrics: DeadLetterMetrics
-) -> Callable[..., BaseMiddleware]:
-    """Middleware that turns handler failures into a dead letter or a bounded retry."""
 
-    class _DeadLetter(BaseMiddleware):
+def edge_middleware(bus: Bus) -> Callable[..., BaseMiddleware]:
+    """Middleware that maps what a handler raises: an error reply, a dead letter, or a bounded retry."""
+
+    class _Edge(BaseMiddleware):
         async def consume_scope(self, call_next: Any, msg: Any) -> Any:
             try:
                 return await call_next(msg)
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
-                await self._on_failure(msg, exc)
-                return None
+                return await self._on_failure(msg, exc)
 
-        async def _on_failure(self, msg: Any, exc: Exception) -> None:
-            raw = msg.raw_message
-            queue = topology.queue_name(raw.routing_key or "")
+        async def _on_failure(self, msg: Any, exc: Exception) -> RabbitResponse | None:
+            queue = bus.topology.queue_name(msg.raw_message.routing_key or "")
             headers = dict(msg.headers or {})
             error = f"{type(exc).__name__}: {exc}"
             attempts = int(headers.get(DELIVERY_COUNT_HEADER, 0)) + 1
             if is_permanent(exc):
                 reason = getattr(exc, "reason", "invalid")
-            elif attempts >= topology.delivery_limit:
+                if isinstance(exc, Forbidden):
+                    bus.metrics.refused.labels(queue, reason).inc()
+                if msg.reply_to:
+                    # Someone waits for the answer: the error is the answer, and nothing is lost.
+                    log.info("answered %s with an error (%s): %s", queue, reason, error)
+                    bus.metrics.answered_with_error.labels(queue, reason).inc()
+                    return reply(Reply(error=Problem(code=reason, message=str(exc) or type(exc).__name__)))
+            elif attempts >= bus.topology.delivery_limit:
                 reason = "retries-exhausted"
             else:
-                metrics.retried.labels(queue).inc()
+                bus.metrics.retried.labels(queue).inc()
                 log.warning("retrying %s (attempt %d): %s", queue, attempts, error)
                 await asyncio.sleep(backoff_seconds(attempts))
                 raise NackMessage() from exc
             log.error("dead-lettering from %s (%s): %s", queue, reason, error)
-            await bus_ref().dead_letter(queue, msg.body, headers, reason, error)
-            metrics.dead_lettered.labels(queue, reason).inc()
+            await bus.dead_letter(queue, msg.body, headers, reason, error)
+            return None
 
-    return _DeadLetter
-
-
-def make_broker(settings: Settings, registry: CollectorRegistry, service: str) -> tuple[RabbitBroker, Bus, Topology]:
-    """The service's broker with hocba's safety settings, its Bus and its queue topology."""
-    names = settings.names()
-    topology = Topology(names, service, settings.delivery_limit)
-    metrics = DeadLetterMetrics(registry)
-    holder: dict[str, Bus] = {}
-    broker = RabbitBroker(
-        settings.amqp_url,
-        default_channel=Channel(
-            prefetch_count=settings.prefetch,
-            publisher_confirms=True,
-            on_return_raises=True,
-        ),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        graceful_timeout=30.0,
-        app_id=f"hocba-{service}",
-        middlewares=[
-            dead_letter_middleware(lambda: holder["bus"], topology, metrics),
-            RabbitPrometheusMiddleware(registry=registry, app_name=service),
-        ],
-        log_level=logging.DEBUG,
-    )
-    holder["bus"] = Bus(broker, settings, service)
-    return broker, holder["bus"], topology
-
-
-def subscriber(broker: RabbitBroker, bus: Bus, topology: Topology, message: type[M]) -> Any:
-    """Subscribe to `message` on this service's own quorum queue."""
-    return broker.subscriber(
-        topology.queue_for(message),
-        exchange=bus.exchange,
-        title=f"{topology.consumer}:{message.ROUTING_KEY}",
-    )
+    return _Edge
 
 
 def reply(body: Any) -> RabbitResponse:

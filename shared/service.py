@@ -1,21 +1,34 @@
-"""The parts every service process is built from, and how one is run."""
+"""The parts every service process is built from, and how one is run.
+
+A service's `app.py` builds its `Bus`, its dependencies and its routes, then calls `assemble`,
+which fixes the one start-up and shut-down order of every service:
+
+1. database indexes, the broker connection, the queues and their dead-letter queues;
+2. `resources` opened, in order (a client the handlers use, state loaded from storage);
+3. the consumers start; then the `loops` (background steps) start;
+4. on shutdown the loops stop first, then the consumers finish what they hold, then the resources
+   close in reverse order, then the database client.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import uvicorn
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.messaging import Bus, Topology, delete_queues, make_broker
+from shared.messaging import Bus, Topology
 from shared.mongo import Index, ensure_indexes, make_client, ping
 from shared.observability import Health, configure_logging, http_app
+from shared.outcome import Outcome
 from shared.settings import Settings
 
 log = logging.getLogger("hocba.service")
@@ -23,29 +36,100 @@ log = logging.getLogger("hocba.service")
 Hook = Callable[[], Awaitable[None]]
 
 
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Something the handlers use: opened before the consumers start, closed after they have stopped."""
+
+    open: Hook = _nothing
+    close: Hook = _nothing
+
+
+class Loop:
+    """A background step, run every `interval` seconds while the consumers run.
+
+    The step returns an `Outcome` like a handler; its messages are published, and when it says
+    more work is waiting (`again`) it runs again at once. A failing step (the database away, say)
+    is logged and tried again on the next tick, so an outage drains by itself once it is over.
+    `stop()` lets a step in progress finish, for up to `grace` seconds, then cancels the loop.
+    """
+
+    def __init__(
+        self, name: str, bus: Bus, step: Callable[[], Awaitable[Outcome]], interval: float, grace: float = 15.0
+    ) -> None:
+        self.name = name
+        self.bus = bus
+        self.step = step
+        self.interval = interval
+        self.grace = grace
+        self.task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        if self.task is None:
+            self._stopping = asyncio.Event()
+            self.task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self.task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), self.grace)
+        except TimeoutError:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.task = None
+
+    async def run_once(self) -> bool:
+        """One step and what it decided carried out; True when more work is waiting."""
+        outcome = await self.step()
+        await self.bus.publish_all(outcome.publish)
+        return outcome.again
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                while await self.run_once() and not self._stopping.is_set():
+                    pass
+            except Exception:  # noqa: BLE001 - the loop must outlive any one failure
+                log.exception("%s: step failed; trying again in %.1fs", self.name, self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+
 @dataclass
 class ServiceApp:
-    """A built service: its broker, bus, metrics and the FastStream app that runs them."""
+    """A built service: its bus, health, database client and the FastStream app that runs them."""
 
-    name: str
-    settings: Settings
-    broker: RabbitBroker
     bus: Bus
-    topology: Topology
-    registry: CollectorRegistry
     health: Health
     app: FastStream
     mongo: AsyncMongoClient | None = None
-    on_started: list[Hook] = field(default_factory=list)
-    on_stopping: list[Hook] = field(default_factory=list)
 
+    @property
+    def name(self) -> str:
+        return self.bus.service
 
-def messaging_parts(
-    name: str, settings: Settings, registry: CollectorRegistry | None
-) -> tuple[CollectorRegistry, RabbitBroker, Bus, Topology]:
-    registry = registry or CollectorRegistry()
-    broker, bus, topology = make_broker(settings, registry, name)
-    return registry, broker, bus, topology
+    @property
+    def settings(self) -> Settings:
+        return self.bus.settings
+
+    @property
+    def broker(self) -> RabbitBroker:
+        return self.bus.broker
+
+    @property
+    def topology(self) -> Topology:
+        return self.bus.topology
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.bus.registry
 
 
 async def connect_with_retry(what: str, attempt: Callable[[], Awaitable[object]], tries: int = 30) -> None:
@@ -61,63 +145,75 @@ async def connect_with_retry(what: str, attempt: Callable[[], Awaitable[object]]
             await asyncio.sleep(min(0.5 * n, 3.0))
 
 
-def assemble(
-    name: str,
-    settings: Settings,
-    registry: CollectorRegistry,
-    broker: RabbitBroker,
-    bus: Bus,
-    topology: Topology,
-    *,
-    mongo: AsyncMongoClient | None,
-    indexes: list[Index],
-    owns_mongo: bool = True,
-) -> ServiceApp:
-    """Wire the start-up order: database and indexes, dead-letter queues, then consumers."""
-    health = Health()
-    service = ServiceApp(name, settings, broker, bus, topology, registry, health, FastStream(broker))
+@dataclass(frozen=True)
+class Storage:
+    """The service's database client, whether the service owns it (closes it at shutdown), its indexes."""
 
-    async def start_dependencies() -> None:
+    client: AsyncMongoClient | None
+    owned: bool
+    indexes: Sequence[Index] = ()
+
+    @classmethod
+    def for_service(
+        cls, settings: Settings, given: AsyncMongoClient | None, *, needed: bool, indexes: Sequence[Index] = ()
+    ) -> Storage:
+        """The client to use: `given` (a test's), none when no repository needs one, else a new one."""
+        if given is not None or not needed:
+            return cls(given, False, indexes)
+        return cls(make_client(settings.mongo_url), True, indexes)
+
+    def database(self, settings: Settings, service: str) -> AsyncDatabase:
+        if self.client is None:
+            raise RuntimeError(f"{service} was built without a database client")
+        return self.client[settings.names().database(service)]
+
+
+def assemble(
+    bus: Bus,
+    storage: Storage,
+    resources: Sequence[Resource] = (),
+    loops: Sequence[Loop] = (),
+) -> ServiceApp:
+    """Wire the one start-up and shut-down order (module docstring) around the routes already on `bus`."""
+    settings, name, mongo = bus.settings, bus.service, storage.client
+    health = Health()
+    service = ServiceApp(bus, health, FastStream(bus.broker), mongo)
+
+    async def start() -> None:
         if mongo is not None:
-            db = mongo[settings.names().database(name)]
-            await connect_with_retry("MongoDB", lambda: ensure_indexes(db, indexes))
+            db = storage.database(settings, name)
+            await connect_with_retry("MongoDB", lambda: ensure_indexes(db, list(storage.indexes)))
             health.checks["mongo"] = lambda: ping(mongo)
-        await connect_with_retry("RabbitMQ", broker.connect)
-        await bus.declare_topology(topology)
-        health.checks["rabbitmq"] = lambda: broker.ping(timeout=1.0)
+        await connect_with_retry("RabbitMQ", bus.broker.connect)
+        await bus.declare_topology()
+        health.checks["rabbitmq"] = lambda: bus.broker.ping(timeout=1.0)
+        for resource in resources:
+            await resource.open()
 
     async def started() -> None:
-        for hook in service.on_started:
-            await hook()
+        for loop in loops:
+            await loop.start()
         health.started = True
         log.info("%s ready", name)
 
     async def stopping() -> None:
         health.started = False
-        for hook in service.on_stopping:
-            await hook()
+        for loop in loops:
+            await loop.stop()
 
     async def stopped() -> None:
-        if mongo is not None and owns_mongo:
+        for resource in reversed(resources):
+            await resource.close()
+        if mongo is not None and storage.owned:
             await mongo.close()
         if settings.ephemeral:
-            await delete_queues(settings.amqp_url, topology.queues)
+            await bus.remove_queues()
 
-    service.mongo = mongo
-    service.app.on_startup(start_dependencies)
+    service.app.on_startup(start)
     service.app.after_startup(started)
     service.app.on_shutdown(stopping)
     service.app.after_shutdown(stopped)
     return service
-
-
-def mongo_for(
-    settings: Settings, given: AsyncMongoClient | None, needed: bool
-) -> tuple[AsyncMongoClient | None, bool]:
-    """The client to use and whether the service owns it (and so closes it at shutdown)."""
-    if given is not None or not needed:
-        return given, False
-    return make_client(settings.mongo_url), True
 
 
 async def serve(service: ServiceApp) -> None:

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from shared.auth import Actor
-from shared.contracts.grades import RecordVersion
-from shared.contracts.signing import SIGNING_ORDER, Role, Signature, seal_subject
+from shared.contracts.grades import RecordVersion, VersionKey
+from shared.contracts.signing import SIGNING_ORDER, RequestSignBatch, Role, Signature, seal_subject
 from shared.crypto.certs import CertIdentity
 from shared.crypto.record_signatures import signature_digest
 from shared.errors import Forbidden
@@ -28,19 +28,12 @@ BATCH_ROLES: dict[Role, tuple[Role, ...]] = {
     "school_seal": ("school_seal",),
 }
 
-#: (record_id, version): one record version.
-Key = tuple[str, int]
-
 OPEN = "open"
 COMPLETED = "completed"
 
 
 class SignerRefused(Forbidden):
-    """A signature by the wrong person, or with a certificate that may not sign; says why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = code
+    """A signature by the wrong person, or with a certificate that may not sign; `reason` says which."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +44,8 @@ class StoredRecord:
     digest: str
 
     @property
-    def key(self) -> Key:
-        return (self.record.record_id, self.record.version)
+    def key(self) -> VersionKey:
+        return self.record.key
 
     @property
     def scope(self) -> tuple[str, str]:
@@ -73,7 +66,7 @@ class Batch:
     school_code: str
     school_year: str
     role: Role
-    chunks: tuple[tuple[Key, ...], ...]
+    chunks: tuple[tuple[VersionKey, ...], ...]
     started_at: datetime
     status: str = OPEN
     done_chunks: frozenset[int] = field(default_factory=frozenset)
@@ -122,40 +115,34 @@ def signer_subject(role: Role, person: str, school_code: str) -> str:
     return seal_subject(school_code) if role == "school_seal" else person
 
 
-def plan_chunks(keys: Iterable[Key], chunk_size: int) -> tuple[tuple[Key, ...], ...]:
-    """Cut the keys, in a stable order, into chunks of at most `chunk_size`."""
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be at least 1")
+def plan_chunks(keys: Iterable[VersionKey], per_chunk: int) -> tuple[tuple[VersionKey, ...], ...]:
+    """Cut the keys, in a stable order, into chunks of at most `per_chunk` record versions."""
+    if per_chunk < 1:
+        raise ValueError("a chunk holds at least one record version")
     ordered = sorted(set(keys))
-    return tuple(tuple(ordered[i : i + chunk_size]) for i in range(0, len(ordered), chunk_size))
+    return tuple(tuple(ordered[i : i + per_chunk]) for i in range(0, len(ordered), per_chunk))
 
 
 def new_batch(
-    batch_id: str,
-    school_code: str,
-    school_year: str,
-    role: Role,
-    unsigned: Iterable[Key],
-    chunk_size: int,
-    started_at: datetime,
-    *,
-    signer: str = "",
-    class_name: str | None = None,
-    waiting: int = 0,
+    request: RequestSignBatch, signer: str, unsigned: Iterable[VersionKey], per_chunk: int, started_at: datetime, waiting: int = 0
 ) -> Batch:
-    """A batch over the records that lack `role`'s signature; with none it is complete at once."""
-    chunks = plan_chunks(unsigned, chunk_size)
+    """The plan of `request`: chunks over the records that lack its role's signature; with none it is complete at once.
+
+    `signer` is the person whose certificate signs the batch's first role; `waiting` counts the
+    records that cannot be signed yet (the role before has not signed them).
+    """
+    chunks = plan_chunks(unsigned, per_chunk)
     return Batch(
-        batch_id=batch_id,
-        school_code=school_code,
-        school_year=school_year,
-        role=role,
+        batch_id=request.batch_id,
+        school_code=request.school_code,
+        school_year=request.school_year,
+        role=request.role,
         chunks=chunks,
         started_at=started_at,
         status=OPEN if chunks else COMPLETED,
         completed_at=None if chunks else started_at,
         signer=signer,
-        class_name=class_name,
+        class_name=request.class_name,
         records_waiting=waiting,
     )
 
@@ -167,15 +154,15 @@ def authorise(actor: Actor, role: Role, school_code: str, class_name: str | None
     """Refuse a request by anyone but that class's homeroom teacher or that school's principal."""
     if role == "homeroom_teacher":
         if not class_name:
-            raise SignerRefused("invalid", "a homeroom teacher's batch names the class it signs")
+            raise SignerRefused("a homeroom teacher's batch names the class it signs", reason="invalid")
         if actor.school_code != school_code or not actor.is_homeroom_teacher_of(class_name):
             raise SignerRefused(
-                "wrong-signer",
                 f"{actor.subject} is not the homeroom teacher of class {class_name} at school {school_code}",
+                reason="wrong-signer",
             )
         return
     if not actor.is_principal_of(school_code):
-        raise SignerRefused("wrong-signer", f"{actor.subject} is not the principal of school {school_code}")
+        raise SignerRefused(f"{actor.subject} is not the principal of school {school_code}", reason="wrong-signer")
 
 
 def certificate_problem(holder: CertIdentity, subject_id: str, role: Role, school_code: str) -> str | None:

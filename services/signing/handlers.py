@@ -1,18 +1,22 @@
-"""signing's use cases: receive records, plan a batch, sign a chunk, count chunks to the batch's end."""
+"""signing's use cases: receive records, plan a batch, sign a chunk, count chunks to the batch's end.
+
+Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): what to
+publish, and which parts of the message are refused. A message refused whole raises.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from services.signing import domain
-from services.signing.domain import Batch, Key, SignerRefused, StoredRecord
+from services.signing.domain import Batch, SignerRefused, StoredRecord
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import SigningRepository
 from shared.auth import IssuerKeys, require_actor
 from shared.contracts.base import Message, derived_id, utcnow
-from shared.contracts.grades import RecordsReady, RecordVersion
+from shared.contracts.grades import RecordsReady, RecordVersion, VersionKey
 from shared.contracts.signing import (
     AmendmentReceived,
     BatchCompleted,
@@ -33,91 +37,155 @@ from shared.crypto.certs import TrustStore
 from shared.crypto.jws import sign_detached
 from shared.crypto.signer import SignerDirectory, UnknownSigner, X509Signer
 from shared.errors import Forbidden, InvalidMessage, NotFound
+from shared.outcome import NOTHING, Outcome, RejectedPart
 
 Clock = Callable[[], datetime]
 
 
-@dataclass
-class Authority:
-    """What decides who signs: the actor-token issuer keys, the signers' keys and the trust anchor."""
+@dataclass(frozen=True)
+class Signers:
+    """The signers' keys and the trust their certificates are checked against before each use."""
 
-    issuer_keys: IssuerKeys | None
-    signers: SignerDirectory
+    directory: SignerDirectory
     #: The current trust store (re-read when the CRL changes).
     trust: Callable[[], TrustStore]
 
-    def signer(self, subject_id: str, role: Role, school_code: str, at: datetime) -> X509Signer:
+    def valid_signer(self, subject_id: str, role: Role, school_code: str, at: datetime) -> X509Signer:
         """`subject_id`'s signer for `role`, refused unless its certificate may sign at `at`."""
         try:
-            signer = self.signers.signer_for(subject_id)
+            signer = self.directory.signer_for(subject_id)
         except UnknownSigner as exc:
-            raise SignerRefused("no-certificate", str(exc)) from None
+            raise SignerRefused(str(exc), reason="no-certificate") from None
         problem = domain.certificate_problem(signer.identity, subject_id, role, school_code)
         if problem:
-            raise SignerRefused("wrong-certificate", problem)
+            raise SignerRefused(problem, reason="wrong-certificate")
         try:
             trust = self.trust()
         except FileNotFoundError as exc:
-            raise SignerRefused("no-trust-anchor", str(exc)) from None
+            raise SignerRefused(str(exc), reason="no-trust-anchor") from None
         check = trust.validate(signer.chain, at)
         if not check.ok:
-            code = "certificate-revoked" if check.revoked and any("revoked" in f for f in check.failed) else "certificate-invalid"
-            raise SignerRefused(code, f"{subject_id}'s certificate may not sign: {'; '.join(check.failed)}")
+            revoked = check.revoked and any("revoked" in f for f in check.failed)
+            raise SignerRefused(
+                f"{subject_id}'s certificate may not sign: {'; '.join(check.failed)}",
+                reason="certificate-revoked" if revoked else "certificate-invalid",
+            )
         return signer
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What signing's handlers need; `app.py` builds it once."""
+
+    repo: SigningRepository
+    metrics: SigningMetrics
+    #: Public keys of the actor-token issuer (None: tokens are not checked, for tests of other parts).
+    issuer_keys: IssuerKeys | None
+    signers: Signers
+    #: Record versions per chunk of a batch's work: what one worker signs in one go.
+    records_per_chunk: int
+    #: This process's name among the signing workers.
+    worker: str
+    clock: Clock = utcnow
 
 
 # --- receiving records -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Conflict:
-    record: RecordVersion
-    reason: str
+async def receive_records(event: RecordsReady, deps: Deps) -> Outcome:
+    """Keep each record version with its digest; a version seen before with other content is refused.
 
-
-@dataclass
-class ReceiveOutcome:
-    event: RecordsReceived | None
-    conflicts: list[Conflict] = field(default_factory=list)
-    new: int = 0
-
-
-async def receive_records(event: RecordsReady, repo: SigningRepository) -> ReceiveOutcome:
-    """Keep each record version with its digest; a version seen before with other content is a conflict."""
+    The refused versions are dead-lettered with their reasons; the rest is kept and announced.
+    """
     scope = (event.school_code, event.school_year)
     strays = [r.record_id for r in event.records if (r.school_code, r.school_year) != scope]
     if strays:
         raise InvalidMessage(f"records {strays[:5]} belong to another school or year than the message")
-    incoming: dict[Key, StoredRecord] = {}
-    conflicts: list[Conflict] = []
+    incoming: dict[VersionKey, StoredRecord] = {}
+    conflicts: list[tuple[RecordVersion, str]] = []
     for record in event.records:
         stored = StoredRecord(record, digest(record.document))
         first = incoming.setdefault(stored.key, stored)
         if first.digest != stored.digest:
-            reason = f"{record.record_id} v{record.version} appears twice with different content"
-            conflicts.append(Conflict(record, reason))
-    new = await repo.add_records(list(incoming.values()))
-    if new < len(incoming):
-        known = await repo.records(incoming)
+            conflicts.append((record, f"{record.record_id} v{record.version} appears twice with different content"))
+    if await deps.repo.add_records(list(incoming.values())) < len(incoming):
+        known = await deps.repo.records(incoming)
         for key, stored in list(incoming.items()):
             if known[key].digest != stored.digest:
-                conflicts.append(
-                    Conflict(stored.record, f"{key[0]} v{key[1]} was received before with different content")
-                )
+                conflicts.append((stored.record, f"{key[0]} v{key[1]} was received before with different content"))
                 del incoming[key]
-    accepted = len(incoming)
     received = RecordsReceived(
         message_id=derived_id(event.message_id, "received"),
         actor=event.actor,
         school_code=event.school_code,
         school_year=event.school_year,
-        count=accepted,
+        count=len(incoming),
         source_message_id=event.message_id,
     )
-    return ReceiveOutcome(event=received if accepted else None, conflicts=conflicts, new=new)
+    rejected = (
+        [RejectedPart("records", [r for r, _ in conflicts], "invalid", "; ".join(why for _, why in conflicts))]
+        if conflicts
+        else []
+    )
+    return Outcome(publish=[received] if incoming else [], rejected=rejected)
 
 
 # --- planning a batch ------------------------------------------------------------------------
+
+
+async def plan_batch(command: RequestSignBatch, deps: Deps) -> Outcome:
+    """Check who asks, plan the batch once; a redelivered request re-publishes the stored plan.
+
+    Refused unless the actor is that class's homeroom teacher or that school's principal and
+    every certificate the batch signs with is valid and not revoked now; a refusal is announced
+    (BatchRefused) to whoever follows the batch, and the request dead-lettered with its reason.
+    """
+    try:
+        signer = authorised_signer(command, deps)
+    except Forbidden as exc:
+        return refused(command.batch_id, command, exc, command.message_id)
+    stored = await deps.repo.batch(command.batch_id)
+    if stored is None:
+        stored = await new_plan(command, signer, deps)
+    if (stored.school_code, stored.school_year, stored.role, stored.signer) != (
+        command.school_code,
+        command.school_year,
+        command.role,
+        signer,
+    ):
+        raise InvalidMessage(f"batch id {command.batch_id} is already used for another school year, role or signer")
+    return Outcome(publish=work_messages(stored, command.actor))
+
+
+def authorised_signer(command: RequestSignBatch, deps: Deps) -> str:
+    """Whose certificate signs the batch's first role; refused (Forbidden) as `plan_batch` says."""
+    actor = require_actor(command.actor, deps.issuer_keys)
+    domain.authorise(actor, command.role, command.school_code, command.class_name)
+    now = deps.clock()
+    signer = actor.subject if command.role != "school_seal" else ""
+    for role in domain.BATCH_ROLES[command.role]:
+        deps.signers.valid_signer(domain.signer_subject(role, signer, command.school_code), role, command.school_code, now)
+    return signer
+
+
+async def new_plan(command: RequestSignBatch, signer: str, deps: Deps) -> Batch:
+    """Plan the batch over the records that lack its role's signature and store the plan (the first plan stands)."""
+    unsigned, waiting = await deps.repo.unsigned(
+        command.school_code,
+        command.school_year,
+        domain.BATCH_ROLES[command.role][0],
+        command.class_name if command.role == "homeroom_teacher" else None,
+        after=domain.previous_role(command.role),
+    )
+    batch = domain.new_batch(command, signer, unsigned, deps.records_per_chunk, deps.clock(), waiting)
+    if await deps.repo.add_batch(batch):
+        if not batch.chunks:
+            deps.metrics.batches.labels("empty").inc()
+        return batch
+    stored = await deps.repo.batch(command.batch_id)
+    if stored is None:
+        raise NotFound(f"batch {command.batch_id} vanished after it was created")
+    return stored
 
 
 def work_messages(batch: Batch, actor: str | None = None) -> list[Message]:
@@ -155,95 +223,36 @@ def completed_event(batch: Batch) -> BatchCompleted:
     )
 
 
-async def plan_batch(
-    command: RequestSignBatch,
-    repo: SigningRepository,
-    chunk_size: int,
-    metrics: SigningMetrics,
-    authority: Authority,
-    clock: Clock = utcnow,
-) -> list[Message]:
-    """Check who asks, plan the batch once; a redelivered request re-publishes the stored plan.
-
-    Refused (SignerRefused, dead-lettered with its reason) unless the actor is that class's
-    homeroom teacher or that school's principal and every certificate the batch signs with is
-    valid and not revoked now.
-    """
-    actor = require_actor(command.actor, authority.issuer_keys)
-    domain.authorise(actor, command.role, command.school_code, command.class_name)
-    now = clock()
-    signer = actor.subject if command.role != "school_seal" else ""
-    for role in domain.BATCH_ROLES[command.role]:
-        authority.signer(domain.signer_subject(role, signer, command.school_code), role, command.school_code, now)
-    stored = await repo.batch(command.batch_id)
-    if stored is None:
-        unsigned, waiting = await repo.unsigned(
-            command.school_code,
-            command.school_year,
-            domain.BATCH_ROLES[command.role][0],
-            command.class_name if command.role == "homeroom_teacher" else None,
-            after=domain.previous_role(command.role),
-        )
-        batch = domain.new_batch(
-            command.batch_id,
-            command.school_code,
-            command.school_year,
-            command.role,
-            unsigned,
-            chunk_size,
-            now,
-            signer=signer,
-            class_name=command.class_name,
-            waiting=waiting,
-        )
-        if await repo.add_batch(batch):
-            if not batch.chunks:
-                metrics.batches.labels("empty").inc()
-            return work_messages(batch, command.actor)
-        stored = await repo.batch(command.batch_id)
-        if stored is None:
-            raise NotFound(f"batch {command.batch_id} vanished after it was created")
-    if (stored.school_code, stored.school_year, stored.role, stored.signer) != (
-        command.school_code,
-        command.school_year,
-        command.role,
-        signer,
-    ):
-        raise InvalidMessage(f"batch id {command.batch_id} is already used for another school year, role or signer")
-    return work_messages(stored, command.actor)
-
-
-def refusal(command: RequestSignBatch, exc: Forbidden) -> BatchRefused:
-    """What the requester is told when a batch is refused."""
-    return BatchRefused(
-        message_id=derived_id(command.message_id, "refused"),
-        batch_id=command.batch_id,
-        school_code=command.school_code,
-        school_year=command.school_year,
-        role=command.role,
+def refused(batch_id: str, scope: RequestSignBatch | Batch, exc: Forbidden, source_id: str) -> Outcome:
+    """A batch (or the rest of it) refused: announced to whoever follows it, the message refused (and counted) at the edge."""
+    told = BatchRefused(
+        message_id=derived_id(source_id, "refused"),
+        batch_id=batch_id,
+        school_code=scope.school_code,
+        school_year=scope.school_year,
+        role=scope.role,
         reason=str(exc),
         code=exc.reason,
     )
+    return Outcome(publish=[told], refused=exc)
 
 
 # --- amendments ------------------------------------------------------------------------------
 
 
-async def receive_amendment(
-    command: RequestAmendment, repo: SigningRepository, issuer_keys: IssuerKeys | None
-) -> AmendmentReceived:
+async def receive_amendment(command: RequestAmendment, deps: Deps) -> Outcome:
     """Keep an amended version to be signed again, if the issuing school's principal or administrator asks.
 
     The new version names the version it supersedes and the reason inside its document, so both
     are under every signature it will carry.
     """
-    actor = require_actor(command.actor, issuer_keys)
+    actor = require_actor(command.actor, deps.issuer_keys)
     record = command.record
     if actor.school_code != record.school_code or not (actor.has("principal") or actor.has("school_admin")):
         raise SignerRefused(
-            "wrong-school",
             f"{actor.subject} may not amend {record.record_id}: only the issuing school ({record.school_code}) "
             "may, through its principal or records administrator",
+            reason="wrong-school",
         )
     if record.version <= command.supersedes:
         raise InvalidMessage(
@@ -257,11 +266,11 @@ async def receive_amendment(
         }
     )
     stored = StoredRecord(amended, digest(amended.document))
-    if not await repo.add_records([stored]):
-        known = (await repo.records([stored.key])).get(stored.key)
+    if not await deps.repo.add_records([stored]):
+        known = (await deps.repo.records([stored.key])).get(stored.key)
         if known is None or known.digest != stored.digest:
             raise InvalidMessage(f"{record.record_id} v{record.version} exists already with other content")
-    return AmendmentReceived(
+    received = AmendmentReceived(
         message_id=derived_id(command.message_id, "amendment-received"),
         actor=command.actor,
         record_id=record.record_id,
@@ -269,16 +278,10 @@ async def receive_amendment(
         supersedes=command.supersedes,
         reason_code=command.reason_code,
     )
+    return Outcome(publish=[received])
 
 
 # --- signing a chunk -------------------------------------------------------------------------
-
-
-@dataclass
-class ChunkOutcome:
-    completed: RecordsCompleted | None
-    chunk: ChunkSigned
-    new_signatures: int
 
 
 def sign_record(
@@ -306,32 +309,65 @@ def sign_record(
     )
 
 
-async def sign_chunk(
-    work: SignWork,
-    repo: SigningRepository,
-    authority: Authority,
-    metrics: SigningMetrics,
-    worker: str,
-    clock: Clock = utcnow,
-) -> ChunkOutcome:
+async def sign_chunk(work: SignWork, deps: Deps) -> Outcome:
     """Sign the chunk's records for the batch's roles (principal, then seal); report those now complete.
 
     Only a chunk of the stored plan is signed, with the signers the batch was planned for, so a
-    forged work message cannot choose what is signed or by whom.
+    forged work message cannot choose what is signed or by whom. A certificate revoked during the
+    batch refuses the rest of it, and says so.
     """
-    batch = await repo.batch(work.batch_id)
+    batch = await deps.repo.batch(work.batch_id)
     if batch is None:
         raise NotFound(f"unknown batch {work.batch_id}")
     keys = list(dict.fromkeys((k.record_id, k.version) for k in work.records))
     if work.chunk_no >= batch.chunks_total or set(keys) != set(batch.chunks[work.chunk_no]) or work.role != batch.role:
         raise InvalidMessage(f"the work for chunk {work.chunk_no} does not match batch {work.batch_id}'s plan")
-    records = await repo.records(keys)
-    missing = [f"{rid} v{version}" for rid, version in keys if (rid, version) not in records]
-    if missing:
+    records = await deps.repo.records(keys)
+    if missing := [f"{rid} v{version}" for rid, version in keys if (rid, version) not in records]:
         raise NotFound(f"unknown record versions: {', '.join(missing[:5])}")
-    present = await repo.signatures(keys)
-    signed_at = domain.whole_milliseconds(clock())
-    signers = {role: authority.signer(batch.signer_of(role), role, batch.school_code, signed_at) for role in batch.roles}
+    signed_at = domain.whole_milliseconds(deps.clock())
+    try:
+        signers = {
+            role: deps.signers.valid_signer(batch.signer_of(role), role, batch.school_code, signed_at)
+            for role in batch.roles
+        }
+    except SignerRefused as exc:
+        return refused(batch.batch_id, batch, exc, work.message_id)
+    present = await signed_now(keys, records, batch, signers, signed_at, deps)
+    complete = [
+        SignedRecord(record=records[key].record, signatures=domain.in_role_order(present[key]))
+        for key in keys
+        if domain.is_complete(present.get(key, {}))
+    ]
+    chunk = ChunkSigned(
+        message_id=derived_id(work.message_id, "chunk-signed"),
+        batch_id=work.batch_id,
+        chunk_no=work.chunk_no,
+        signed=sum(1 for key in keys if batch.role in present.get(key, {})),
+        worker=deps.worker,
+        completed=len(complete),
+    )
+    if not complete:
+        return Outcome(publish=[chunk])
+    completed = RecordsCompleted(
+        message_id=derived_id(work.message_id, "completed"), actor=work.actor, records=complete, batch_id=work.batch_id
+    )
+    return Outcome(publish=[completed, chunk])
+
+
+async def signed_now(
+    keys: list[VersionKey],
+    records: dict[VersionKey, StoredRecord],
+    batch: Batch,
+    signers: dict[Role, X509Signer],
+    signed_at: datetime,
+    deps: Deps,
+) -> dict[VersionKey, dict[Role, Signature]]:
+    """Make the signatures the chunk still lacks and store them; returns every stored signature of the chunk.
+
+    When another worker signed some of these first, the stored signatures are the ones that count.
+    """
+    present = await deps.repo.signatures(keys)
     fresh: list[Signature] = []
     for key in keys:
         have = dict(present.get(key, {}))
@@ -341,49 +377,24 @@ async def sign_chunk(
                 payload = payload if payload is not None else canonical_json(records[key].record.document)
                 have[role] = sign_record(records[key], role, have, signers[role], signed_at, payload)
                 fresh.append(have[role])
-    new = await repo.add_signatures([(s, *records[(s.record_id, s.version)].scope) for s in fresh])
+    new = await deps.repo.add_signatures([(s, *records[(s.record_id, s.version)].scope) for s in fresh])
     if new < len(fresh):
-        # Another worker signed some of these first: the stored signatures are the ones that count.
-        present = await repo.signatures(keys)
+        present = await deps.repo.signatures(keys)
     else:
         for signature in fresh:
             present.setdefault((signature.record_id, signature.version), {})[signature.role] = signature
     for signature in fresh:
         if present[(signature.record_id, signature.version)][signature.role].jws == signature.jws:
-            metrics.records_signed.labels(signature.role).inc()
-    complete = [
-        SignedRecord(record=records[key].record, signatures=domain.in_role_order(present[key]))
-        for key in keys
-        if domain.is_complete(present.get(key, {}))
-    ]
-    completed = (
-        RecordsCompleted(
-            message_id=derived_id(work.message_id, "completed"),
-            actor=work.actor,
-            records=complete,
-            batch_id=work.batch_id,
-        )
-        if complete
-        else None
-    )
-    chunk = ChunkSigned(
-        message_id=derived_id(work.message_id, "chunk-signed"),
-        batch_id=work.batch_id,
-        chunk_no=work.chunk_no,
-        signed=sum(1 for key in keys if batch.role in present.get(key, {})),
-        worker=worker,
-        completed=len(complete),
-    )
-    return ChunkOutcome(completed=completed, chunk=chunk, new_signatures=new)
+            deps.metrics.records_signed.labels(signature.role).inc()
+    return present
 
 
 # --- counting chunks -------------------------------------------------------------------------
 
 
-async def count_chunk(
-    event: ChunkSigned, repo: SigningRepository, metrics: SigningMetrics, clock: Clock = utcnow
-) -> list[Message]:
+async def count_chunk(event: ChunkSigned, deps: Deps) -> Outcome:
     """Count the chunk once; when it was the last, close the batch exactly once."""
+    repo, metrics = deps.repo, deps.metrics
     batch = await repo.batch(event.batch_id)
     if batch is None:
         raise NotFound(f"unknown batch {event.batch_id}")
@@ -409,9 +420,9 @@ async def count_chunk(
         )
     # Checked on redelivery too: a crash after counting the last chunk must not leave the batch open.
     if batch.all_chunks_done and batch.status == domain.OPEN:
-        completed_at = clock()
+        completed_at = deps.clock()
         if await repo.close_batch(batch.batch_id, completed_at):
             metrics.batches.labels("completed").inc()
             metrics.batch_duration.observe(max(0.0, (completed_at - batch.started_at).total_seconds()))
             out.append(completed_event(batch))
-    return out
+    return Outcome(publish=out) if out else NOTHING

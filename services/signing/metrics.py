@@ -24,12 +24,6 @@ class SigningMetrics:
             ["outcome"],
             registry=registry,
         )
-        self.refused = Counter(
-            "hocba_signing_refused_total",
-            "Sign-all requests and chunks refused: the wrong signer, or a certificate that may not sign.",
-            ["reason"],
-            registry=registry,
-        )
         self.batch_duration = Histogram(
             "hocba_signing_batch_duration_seconds",
             "Time from planning a batch to its last chunk being counted.",

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.signing.domain import COMPLETED, OPEN, Batch, Key, StoredRecord
-from shared.contracts.grades import RecordVersion
+from services.signing.domain import COMPLETED, OPEN, Batch, StoredRecord
+from shared.contracts.grades import RecordVersion, VersionKey
 from shared.contracts.signing import SIGNING_ORDER, Role, Signature
 from shared.mongo import Index, insert_new, insert_one_new, packed, unpacked
 
@@ -41,12 +41,12 @@ class SigningRepository(Protocol):
     async def add_records(self, records: list[StoredRecord]) -> int:
         """Store record versions not stored before; returns how many were new."""
 
-    async def records(self, keys: Iterable[Key]) -> dict[Key, StoredRecord]:
+    async def records(self, keys: Iterable[VersionKey]) -> dict[VersionKey, StoredRecord]:
         """The stored versions among `keys`."""
 
     async def unsigned(
         self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
-    ) -> tuple[list[Key], int]:
+    ) -> tuple[list[VersionKey], int]:
         """Keys of the school year's (or class's) record versions that lack `role`'s signature.
 
         With `after`, only those that carry `after`'s signature; the second value counts the
@@ -56,7 +56,7 @@ class SigningRepository(Protocol):
     async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
         """Store (signature, school_code, school_year) rows whose (record, version, role) is new."""
 
-    async def signatures(self, keys: Iterable[Key]) -> dict[Key, dict[Role, Signature]]:
+    async def signatures(self, keys: Iterable[VersionKey]) -> dict[VersionKey, dict[Role, Signature]]:
         """The stored signatures of `keys`, by role."""
 
     async def add_batch(self, batch: Batch) -> bool:
@@ -71,11 +71,11 @@ class SigningRepository(Protocol):
         """Mark an open batch completed; True only for the one call that did."""
 
 
-def record_id(key: Key) -> str:
+def record_id(key: VersionKey) -> str:
     return f"{key[0]}:{key[1]}"
 
 
-def split_ready(unsigned: Iterable[Key], signed_before: set[Key] | None) -> tuple[list[Key], int]:
+def split_ready(unsigned: Iterable[VersionKey], signed_before: set[VersionKey] | None) -> tuple[list[VersionKey], int]:
     """(the keys whose earlier role has signed, sorted; how many others wait for it)."""
     keys = sorted(set(unsigned))
     if signed_before is None:
@@ -147,9 +147,9 @@ class MongoSigningRepository:
             ],
         )
 
-    async def records(self, keys: Iterable[Key]) -> dict[Key, StoredRecord]:
+    async def records(self, keys: Iterable[VersionKey]) -> dict[VersionKey, StoredRecord]:
         wanted = set(keys)
-        found: dict[Key, StoredRecord] = {}
+        found: dict[VersionKey, StoredRecord] = {}
         async for doc in self.record_rows.find({"_id": {"$in": [record_id(k) for k in sorted(wanted)]}}, {"_id": 0}):
             key = (doc["record_id"], doc["version"])
             if key in wanted:
@@ -159,7 +159,7 @@ class MongoSigningRepository:
 
     async def unsigned(
         self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
-    ) -> tuple[list[Key], int]:
+    ) -> tuple[list[VersionKey], int]:
         projection = {"_id": 0, "record_id": 1, "version": 1, "role": 1}
         roles = [role] if after is None else [role, after]
         in_scope = (
@@ -168,7 +168,7 @@ class MongoSigningRepository:
             else {"scope": scope_key(school_code, school_year)}
         )
         keys = [(d["record_id"], d["version"]) async for d in self.record_rows.find(in_scope, projection)]
-        signed: dict[Role, set[Key]] = {r: set() for r in roles}
+        signed: dict[Role, set[VersionKey]] = {r: set() for r in roles}
         if class_name:  # a class: its few records' signatures by id
             ids = [f"{record_id(k)}:{r}" for k in keys for r in roles]
             query: list[dict[str, Any]] = [{"_id": {"$in": ids}}] if ids else []
@@ -195,10 +195,10 @@ class MongoSigningRepository:
             ],
         )
 
-    async def signatures(self, keys: Iterable[Key]) -> dict[Key, dict[Role, Signature]]:
+    async def signatures(self, keys: Iterable[VersionKey]) -> dict[VersionKey, dict[Role, Signature]]:
         wanted = set(keys)
         ids = [f"{record_id(k)}:{role}" for k in sorted(wanted) for role in SIGNING_ORDER]
-        found: dict[Key, dict[Role, Signature]] = {}
+        found: dict[VersionKey, dict[Role, Signature]] = {}
         async for doc in self.signature_rows.find({"_id": {"$in": ids}}):
             key = (doc["record_id"], doc["version"])
             if key in wanted:
@@ -235,7 +235,7 @@ class InMemorySigningRepository:
     """For unit and wiring tests: same behaviour, no database."""
 
     def __init__(self) -> None:
-        self.stored: dict[Key, StoredRecord] = {}
+        self.stored: dict[VersionKey, StoredRecord] = {}
         self.signed: dict[tuple[str, int, Role], tuple[Signature, str, str]] = {}
         self.batches: dict[str, Batch] = {}
 
@@ -247,12 +247,12 @@ class InMemorySigningRepository:
                 added += 1
         return added
 
-    async def records(self, keys: Iterable[Key]) -> dict[Key, StoredRecord]:
+    async def records(self, keys: Iterable[VersionKey]) -> dict[VersionKey, StoredRecord]:
         return {k: self.stored[k] for k in set(keys) if k in self.stored}
 
     async def unsigned(
         self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
-    ) -> tuple[list[Key], int]:
+    ) -> tuple[list[VersionKey], int]:
         unsigned = [
             key
             for key, r in self.stored.items()
@@ -272,9 +272,9 @@ class InMemorySigningRepository:
                 added += 1
         return added
 
-    async def signatures(self, keys: Iterable[Key]) -> dict[Key, dict[Role, Signature]]:
+    async def signatures(self, keys: Iterable[VersionKey]) -> dict[VersionKey, dict[Role, Signature]]:
         wanted = set(keys)
-        found: dict[Key, dict[Role, Signature]] = {}
+        found: dict[VersionKey, dict[Role, Signature]] = {}
         for (rid, version, role), (s, _, _) in self.signed.items():
             if (rid, version) in wanted:
                 found.setdefault((rid, version), {})[role] = s

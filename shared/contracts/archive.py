@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from shared.contracts.base import Message, Model
+from shared.contracts.base import Message, Model, Reply
 
 
 class ArchivedRecord(Model):
@@ -98,7 +98,7 @@ class ConsistencyProof(Model):
     checkpoint: Checkpoint | None = None
 
 
-class ProofReply(Model):
+class ProofReply(Reply):
     """What the archive answers a proof or export request with: the answer, or why there is none."""
 
     inclusion: InclusionProof | None = None
@@ -106,7 +106,6 @@ class ProofReply(Model):
     bundle: dict[str, Any] | None = None
     #: For a certified copy: a compact JWS (ES256) by the archive, small enough for a QR code.
     qr: str | None = None
-    error: str | None = None
 
 
 class ExportRecord(Message):
@@ -135,7 +134,7 @@ class AuditFinding(Model):
     problem: str
 
 
-class AuditReport(Model):
+class AuditReport(Reply):
     entries: int
     checkpoints: int
     ok: bool

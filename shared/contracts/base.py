@@ -50,6 +50,24 @@ class Notification(Message):
     MANDATORY: ClassVar[bool] = False
 
 
+class Problem(Model):
+    """Why a request was not answered as asked: a short machine-readable code and a sentence for people."""
+
+    code: str
+    message: str
+
+
+class Reply(Model):
+    """An answer to a request.
+
+    When the request was refused or could not be answered, `error` says why and the other fields
+    keep their defaults; the edge (`shared.messaging`) fills it from the error a handler raised, so
+    every reply carries errors in this one shape.
+    """
+
+    error: Problem | None = None
+
+
 def derived_id(source_id: str, *parts: object) -> str:
     """A deterministic message id for what a handler emits because of `source_id`.
 

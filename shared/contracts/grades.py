@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from shared.contracts.base import Message, Model, Notification
+from shared.contracts.base import Message, Model, Notification, Reply
 
 Term = Literal[1, 2]
 CommentLevel = Literal["Đ", "CĐ"]
@@ -166,7 +166,13 @@ class CloseYear(Message):
     school_year: str
 
 
+#: (record_id, version): one record version, as services key it in memory and in storage.
+VersionKey = tuple[str, int]
+
+
 class RecordKey(Model):
+    """One record version, as messages name it."""
+
     record_id: str
     version: int = Field(ge=1)
 
@@ -186,8 +192,8 @@ class RecordVersion(Model):
     document: dict[str, Any]
 
     @property
-    def key(self) -> RecordKey:
-        return RecordKey(record_id=self.record_id, version=self.version)
+    def key(self) -> VersionKey:
+        return (self.record_id, self.version)
 
 
 class RecordsReady(Message):
@@ -221,8 +227,7 @@ class ExplanationLine(Model):
     text: str
 
 
-class RecordExplanation(Model):
-    found: bool
+class RecordExplanation(Reply):
     record_id: str
     version: int = 0
     school_code: str = ""
@@ -233,4 +238,3 @@ class RecordExplanation(Model):
     rule_set: str = ""
     unconfirmed: list[str] = []
     lines: list[ExplanationLine] = []
-    error: str = ""

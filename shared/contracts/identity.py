@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.base import Message, Model, Notification
+from shared.contracts.base import Message, Model, Notification, Reply
 
 Sex = Literal["M", "F"]
 
@@ -70,7 +70,7 @@ class StudentSnapshot(Model):
     identity: StudentIdentity
 
 
-class StudentSnapshots(Model):
+class StudentSnapshots(Reply):
     """Reply to LookupStudents; `missing` lists references identity does not know."""
 
     students: list[StudentSnapshot]
@@ -85,7 +85,7 @@ class RowRejection(Model):
     reason: str
 
 
-class RegistrationReport(Model):
+class RegistrationReport(Reply):
     """Reply to a requested RegisterStudents: what became of each row.
 
     `new`: registered now; `unchanged`: already registered with the same identity and
@@ -111,11 +111,10 @@ class FindStudents(Message):
     personal_ids: list[str] = Field(min_length=1, max_length=1000)
 
 
-class StudentMatches(Model):
+class StudentMatches(Reply):
     students: list[StudentSnapshot] = []
     #: Personal IDs with no student the actor may see.
     missing: list[str] = []
-    error: str = ""
 
 
 class RotateIdentityKey(Message):

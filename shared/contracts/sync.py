@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from shared.contracts.base import Message, Model, Notification
+from shared.contracts.base import Message, Model, Notification, Reply
 
 
 class Delivery(Model):
@@ -66,7 +66,7 @@ class LastCheckpoint(Model):
     delivered_at: datetime
 
 
-class SyncStatus(Model):
+class SyncStatus(Reply):
     """Reply to GetSyncStatus."""
 
     counts: list[OutboxCount]
@@ -90,14 +90,13 @@ class RetryParked(Message):
     keys: list[str] = Field(default_factory=list, max_length=10_000)
 
 
-class RetryOutcome(Model):
-    """Reply to RetryParked: what was resumed, or why the command was refused."""
+class RetryOutcome(Reply):
+    """Reply to RetryParked: what was resumed."""
 
     resumed: int = 0
     keys: list[str] = []
     #: Keys asked for that were neither parked nor delivered (unknown, or already on their way).
     skipped: list[str] = []
-    refused: str | None = None
 
 
 class Reconcile(Message):
@@ -116,8 +115,8 @@ class Difference(Model):
     examples: list[str] = []
 
 
-class ReconcileReport(Model):
-    """Reply to Reconcile. `error` is set when the comparison could not be made (ministry unreachable)."""
+class ReconcileReport(Reply):
+    """Reply to Reconcile: what sync holds beside what the ministry acknowledges, and every difference."""
 
     held: int = 0
     acknowledged: int = 0
@@ -127,7 +126,6 @@ class ReconcileReport(Model):
     #: The largest checkpoint tree size sync holds: the archive's size it can check against.
     archive_size: int | None = None
     differences: list[Difference] = []
-    error: str | None = None
 
     @property
     def consistent(self) -> bool:

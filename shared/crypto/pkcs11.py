@@ -8,8 +8,8 @@ token that holds P-256 keys supports.
 from __future__ import annotations
 
 import hashlib
-import threading
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 

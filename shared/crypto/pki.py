@@ -34,6 +34,7 @@ from shared.contracts.signing import seal_subject
 from shared.crypto.certs import ARCHIVE_TITLE, TrustStore, load_certificates
 from shared.crypto.pkcs11 import Pkcs11Token, TokenConfig
 from shared.crypto.signer import CachingDirectory, SoftwareKey, UnknownSigner, X509Signer
+from shared.settings import Settings
 
 __all__ = ["ARCHIVE_SUBJECT", "DevPki", "Holder", "archive_holder", "resolve_passphrase", "seal_subject"]
 
@@ -100,6 +101,12 @@ class DevPki:
         self.folder = folder
         self._passphrase = passphrase
         self.token_pin = token_pin
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DevPki:
+        """The PKI a process is configured with: HOCBA_PKI_DIR (or <data dir>/pki), its passphrase and token PIN."""
+        passphrase = settings.pki_passphrase.encode() if settings.pki_passphrase else None
+        return cls(settings.pki_path(), passphrase, settings.pkcs11_pin)
 
     # -- paths ----------------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from shared.mongo import make_client
 from shared.messaging import delete_exchanges
+from shared.mongo import Index, ensure_indexes, make_client
 from shared.settings import Names, Settings
 from tests.support import EmbeddedMongo, amqp_url, free_port
 
@@ -63,3 +63,20 @@ async def remove_namespace_exchanges(namespace: str, rabbit_url: str):
     """Each test's exchanges go with it (its queues are removed by whatever declared them)."""
     yield
     await delete_exchanges(rabbit_url, Names(namespace))
+
+
+@pytest.fixture(params=["in-memory", "mongodb"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which repository a contract test runs against: the in-memory one, or the MongoDB one on a real server.
+
+    A service's repository contract (`test_<service>_repository.py`) runs every test against both,
+    so the fake the unit tests use keeps the promises the real one keeps.
+    """
+    return request.param
+
+
+async def service_database(mongo_client, settings: Settings, service: str, indexes: list[Index]):
+    """The service's own database in this test's namespace, with its indexes, as the service makes it at start."""
+    db = mongo_client[settings.names().database(service)]
+    await ensure_indexes(db, indexes)
+    return db

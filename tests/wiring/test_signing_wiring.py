@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from faststream.rabbit import TestRabbitBroker
 
 from services.signing.app import build_app
 from services.signing.repository import InMemorySigningRepository
@@ -23,7 +22,7 @@ from shared.contracts.signing import (
 from shared.crypto.record_signatures import check_record
 from shared.messaging import REASON_HEADER
 from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, make_trust
-from tests.wiring.conftest import dead_letters, probe, send
+from tests.wiring.conftest import dead_letters, probe
 
 YEAR = "2025-2026"
 
@@ -50,10 +49,7 @@ def trust(tmp_path_factory):
 @pytest.fixture
 def service(settings, trust):
     repo = InMemorySigningRepository()
-    authority = trust.authority()
-    svc = build_app(
-        settings, repository=repo, signers=authority.signers, trust=authority.trust, issuer_keys=authority.issuer_keys
-    )
+    svc = build_app(settings, repository=repo, signers=trust.checked_signers(), issuer_keys=trust.issuer.public_keys())
     return svc, repo
 
 
@@ -71,28 +67,28 @@ def principal(trust, school_code: str = SCHOOL) -> RequestSignBatch:
     return RequestSignBatch(school_code=SCHOOL, school_year=YEAR, actor=trust.staff.principal(school_code))
 
 
-async def test_received_records_are_announced(service):
+async def test_received_records_are_announced(service, wired):
     svc, repo = service
     seen = probe(svc, RecordsReceived)
     event = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(3))
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, event)
+    async with wired(svc) as wire:
+        await wire.send(event)
     assert len(repo.stored) == 3
     assert [(e.count, e.source_message_id, e.school_code) for e in seen] == [(3, event.message_id, SCHOOL)]
 
 
-async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(service, settings, trust):
+async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(service, settings, trust, wired):
     svc, repo = service
     work, chunks, completed, progress, done = (
         probe(svc, m) for m in (SignWork, ChunkSigned, RecordsCompleted, BatchProgress, BatchCompleted)
     )
     request = principal(trust)
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(25)))
-        await send(broker, svc, homeroom(trust, "6A1"))
-        await send(broker, svc, homeroom(trust, "6A2"))
+    async with wired(svc) as wire:
+        await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(25)))
+        await wire.send(homeroom(trust, "6A1"))
+        await wire.send(homeroom(trust, "6A2"))
         assert completed == [], "a record is complete only once the principal and seal have signed"
-        await send(broker, svc, request)
+        await wire.send(request)
     assert settings.chunk_size == 10
     assert sorted(w.chunk_no for w in work if w.batch_id == request.batch_id) == [0, 1, 2]
     signed = [r for event in completed for r in event.records]
@@ -113,60 +109,61 @@ async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(servi
     assert registry.get_sample_value("hocba_signing_batches_total", {"outcome": "completed"}) == 3
 
 
-async def test_a_redelivered_request_signs_nothing_twice_and_completes_once(service, trust):
+async def test_a_redelivered_request_signs_nothing_twice_and_completes_once(service, trust, wired):
     svc, repo = service
     done = probe(svc, BatchCompleted)
     request = homeroom(trust, "6A1")
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(12)))
-        await send(broker, svc, request)
-        await send(broker, svc, request)
+    async with wired(svc) as wire:
+        await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(12)))
+        await wire.send(request)
+        await wire.send(request)
     assert len(repo.signed) == 6
     assert len(done) == 1
     assert svc.registry.get_sample_value("hocba_records_signed_total", {"role": "homeroom_teacher"}) == 6
 
 
-async def test_a_request_by_the_wrong_person_is_refused_told_and_dead_lettered_with_the_reason(service, trust):
+async def test_a_request_by_the_wrong_person_is_refused_told_and_dead_lettered_with_the_reason(service, trust, wired):
     svc, repo = service
     refused = probe(svc, BatchRefused)
     dead = dead_letters(svc, RequestSignBatch)
     wrong = principal(trust, OTHER_SCHOOL)
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(2)))
-        await send(broker, svc, wrong)
+    async with wired(svc) as wire:
+        await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(2)))
+        await wire.send(wrong)
     assert [(r.batch_id, r.code) for r in refused] == [(wrong.batch_id, "wrong-signer")]
     assert "is not the principal of school 79000701" in refused[0].reason
     [(_, headers)] = dead
     assert headers[REASON_HEADER] == "wrong-signer"
     assert not repo.batches and not repo.signed
-    assert svc.registry.get_sample_value("hocba_signing_refused_total", {"reason": "wrong-signer"}) == 1
+    queue = svc.topology.queue_name(RequestSignBatch.ROUTING_KEY)
+    assert svc.registry.get_sample_value("hocba_messages_refused_total", {"queue": queue, "reason": "wrong-signer"}) == 1
 
 
-async def test_an_amendment_from_the_issuing_school_is_stored_for_signing(service, trust):
+async def test_an_amendment_from_the_issuing_school_is_stored_for_signing(service, trust, wired):
     svc, repo = service
     seen = probe(svc, AmendmentReceived)
     dead = dead_letters(svc, RequestAmendment)
     amended = records(1)[0].model_copy(update={"version": 2})
     ours = RequestAmendment(record=amended, supersedes=1, reason_code="clerical-error", actor=trust.staff.principal(SCHOOL))
     theirs = ours.model_copy(update={"actor": trust.staff.principal(OTHER_SCHOOL)})
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, theirs)
-        await send(broker, svc, ours)
+    async with wired(svc) as wire:
+        await wire.send(theirs)
+        await wire.send(ours)
     assert [(e.record_id, e.version, e.supersedes) for e in seen] == [("rec-0000", 2, 1)]
     assert repo.stored[("rec-0000", 2)].record.document["amendment"]["reason"] == "clerical-error"
     [(_, headers)] = dead
     assert headers[REASON_HEADER] == "wrong-school"
 
 
-async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(service):
+async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(service, wired):
     svc, repo = service
     seen = probe(svc, RecordsReceived)
     dead = dead_letters(svc, RecordsReady)
     changed = records(1)[0].model_copy(update={"document": {"conduct": "Khá"}})
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(2)))
+    async with wired(svc) as wire:
+        await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(2)))
         mixed = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[changed, *records(1, 5)])
-        await send(broker, svc, mixed)
+        await wire.send(mixed)
     assert sorted(repo.stored) == [("rec-0000", 1), ("rec-0001", 1), ("rec-0005", 1)]
     assert repo.stored[("rec-0000", 1)].record.document["conduct"] == "Tốt"
     assert [e.count for e in seen] == [2, 1]

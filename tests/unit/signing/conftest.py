@@ -67,5 +67,5 @@ def own_trust(tmp_path) -> Trust:
 
 
 @pytest.fixture
-def authority(trust):
-    return trust.authority()
+def deps(trust, repo, metrics):
+    return trust.deps(repo, metrics)

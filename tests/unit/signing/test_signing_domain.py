@@ -8,12 +8,16 @@ import pytest
 
 from services.signing import domain
 from shared.auth import Actor
-from shared.contracts.signing import Signature
-from shared.crypto.certs import CertIdentity
+from shared.contracts.signing import RequestSignBatch, Signature
 from shared.crypto.canonical import sha256_hex
+from shared.crypto.certs import CertIdentity
 
 T0 = datetime(2026, 5, 20, 8, 0, 0, 123456, tzinfo=UTC)
 ORDER = ("homeroom_teacher", "principal", "school_seal")
+
+
+def request(school_code: str = "s") -> RequestSignBatch:
+    return RequestSignBatch(batch_id="b", school_code=school_code, school_year="y", role="principal")
 
 
 def signature(role: str, jws: str = "aGVhZGVy..c2ln") -> Signature:
@@ -30,15 +34,15 @@ def test_plan_cuts_sorted_unique_keys_into_chunks_of_the_chunk_size():
 
 
 def test_a_batch_with_nothing_to_sign_is_complete_when_planned():
-    empty = domain.new_batch("b", "s", "y", "principal", [], 10, T0)
+    empty = domain.new_batch(request(), "", [], 10, T0)
     assert empty.status == domain.COMPLETED and empty.chunks_total == 0 and empty.records_total == 0
-    batch = domain.new_batch("b", "s", "y", "principal", [("r", 1), ("r", 2), ("q", 1)], 2, T0)
+    batch = domain.new_batch(request(), "", [("r", 1), ("r", 2), ("q", 1)], 2, T0)
     assert batch.status == domain.OPEN
     assert (batch.chunks_total, batch.records_total) == (2, 3)
 
 
 def test_a_chunk_counts_once_towards_its_batch():
-    batch = domain.new_batch("b", "s", "y", "principal", [("r", n) for n in range(1, 6)], 2, T0)
+    batch = domain.new_batch(request(), "", [("r", n) for n in range(1, 6)], 2, T0)
     once = batch.counted(1, 2)
     assert once.counted(1, 2) is once
     assert (once.records_signed, once.done_chunks, once.all_chunks_done) == (2, {1}, False)
@@ -56,7 +60,7 @@ def test_a_record_is_complete_with_the_homeroom_teacher_principal_and_seal_signa
 
 def test_the_principals_batch_signs_and_seals():
     assert domain.BATCH_ROLES["principal"] == ("principal", "school_seal")
-    batch = domain.new_batch("b", "79000701", "y", "principal", [("r", 1)], 10, T0, signer="ht-79000701")
+    batch = domain.new_batch(request("79000701"), "ht-79000701", [("r", 1)], 10, T0)
     assert batch.signer_of("principal") == "ht-79000701"
     assert batch.signer_of("school_seal") == "seal-79000701"
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import pytest
 
@@ -15,7 +17,10 @@ from shared.contracts.grades import RecordsReady
 from shared.contracts.signing import (
     BatchCompleted,
     BatchProgress,
+    BatchRefused,
     ChunkSigned,
+    RecordsCompleted,
+    RecordsReceived,
     RequestAmendment,
     RequestSignBatch,
     SignWork,
@@ -25,20 +30,22 @@ from shared.crypto.certs import from_x5c
 from shared.crypto.jws import protected_header, verify_detached
 from shared.crypto.record_signatures import check_record, signature_digest
 from shared.errors import InvalidMessage, NotFound
+from shared.outcome import Outcome
 
 from .conftest import YEAR
 from .trust import OTHER_SCHOOL, SCHOOL
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 WORKER = "signing-test-worker"
+M = TypeVar("M")
 
 
 def ready(records, **kw) -> RecordsReady:
     return RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records, **kw)
 
 
-async def received(repo, make_record, count: int) -> None:
-    await handlers.receive_records(ready([make_record(n) for n in range(count)]), repo)
+async def received(deps, make_record, count: int) -> None:
+    await handlers.receive_records(ready([make_record(n) for n in range(count)]), deps)
 
 
 def homeroom_request(trust, class_name: str = "6A1", **kw) -> RequestSignBatch:
@@ -58,19 +65,26 @@ def principal_request(trust, school_code: str = SCHOOL, **kw) -> RequestSignBatc
     )
 
 
-async def plan(repo, metrics, authority, command, chunk_size: int = 10) -> list:
-    return await handlers.plan_batch(command, repo, chunk_size, metrics, authority, clock=lambda: T0)
+async def plan(deps, command, per_chunk: int = 10) -> Outcome:
+    return await handlers.plan_batch(command, replace(deps, records_per_chunk=per_chunk, clock=lambda: T0))
 
 
-async def sign_all(repo, metrics, authority, work) -> list[handlers.ChunkOutcome]:
-    return [await handlers.sign_chunk(w, repo, authority, metrics, WORKER) for w in work if isinstance(w, SignWork)]
+async def sign_all(deps, planned: Outcome) -> list[Outcome]:
+    return [await handlers.sign_chunk(w, deps) for w in planned.publish if isinstance(w, SignWork)]
 
 
-async def homeroom_signed(repo, metrics, authority, trust, make_record, count: int) -> None:
+async def homeroom_signed(deps, trust, make_record, count: int) -> None:
     """`count` records received and signed by both classes' homeroom teachers."""
-    await received(repo, make_record, count)
+    await received(deps, make_record, count)
     for class_name in ("6A1", "6A2"):
-        await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, homeroom_request(trust, class_name)))
+        await sign_all(deps, await plan(deps, homeroom_request(trust, class_name)))
+
+
+def one(outcome: Outcome, kind: type[M]) -> M | None:
+    """The message of type `kind` the outcome publishes, if any."""
+    found = [m for m in outcome.publish if isinstance(m, kind)]
+    assert len(found) <= 1
+    return found[0] if found else None
 
 
 def content(messages) -> list[dict]:
@@ -82,94 +96,105 @@ def sample(registry, name: str, labels: dict | None = None) -> float:
     return registry.get_sample_value(name, labels or {}) or 0.0
 
 
+async def stored(repo, n: int, version: int = 1):
+    return (await repo.records([(f"rec-{n:04d}", version)])).get((f"rec-{n:04d}", version))
+
+
+async def signature_count(repo, count: int) -> int:
+    """How many signatures the repository holds over records 0..count-1."""
+    present = await repo.signatures([(f"rec-{n:04d}", 1) for n in range(count)])
+    return sum(len(by_role) for by_role in present.values())
+
+
 # --- receiving -------------------------------------------------------------------------------
 
 
-async def test_received_records_are_kept_with_their_digest_and_announced(repo, make_record):
+async def test_received_records_are_kept_with_their_digest_and_announced(deps, make_record):
     event = ready([make_record(1), make_record(2)])
-    outcome = await handlers.receive_records(event, repo)
-    assert outcome.new == 2 and not outcome.conflicts
-    stored = repo.stored[("rec-0001", 1)]
-    assert stored.digest == digest(make_record(1).document) and stored.class_name == "6A2"
-    assert outcome.event.count == 2 and outcome.event.source_message_id == event.message_id
-    assert outcome.event.message_id == derived_id(event.message_id, "received")
+    outcome = await handlers.receive_records(event, deps)
+    assert not outcome.rejected
+    kept = await stored(deps.repo, 1)
+    assert kept.digest == digest(make_record(1).document) and kept.class_name == "6A2"
+    [announced] = outcome.publish
+    assert announced.count == 2 and announced.source_message_id == event.message_id
+    assert announced.message_id == derived_id(event.message_id, "received")
 
 
-async def test_a_redelivered_chunk_stores_nothing_new_and_announces_the_same(repo, make_record):
+async def test_a_redelivered_chunk_stores_nothing_new_and_announces_the_same(deps, make_record):
     event = ready([make_record(1), make_record(2)])
-    first = await handlers.receive_records(event, repo)
-    again = await handlers.receive_records(event, repo)
-    assert again.new == 0 and not again.conflicts
-    assert content([again.event]) == content([first.event])
-    assert len(repo.stored) == 2
+    first = await handlers.receive_records(event, deps)
+    again = await handlers.receive_records(event, deps)
+    assert not again.rejected
+    assert content(again.publish) == content(first.publish)
+    assert await deps.repo.add_records([await stored(deps.repo, 1), await stored(deps.repo, 2)]) == 0
 
 
-async def test_a_version_received_again_with_other_content_is_a_conflict(repo, make_record):
-    await handlers.receive_records(ready([make_record(1)]), repo)
-    outcome = await handlers.receive_records(ready([make_record(1, conduct="Khá"), make_record(2)]), repo)
-    assert [c.record.record_id for c in outcome.conflicts] == ["rec-0001"]
-    assert "different content" in outcome.conflicts[0].reason
-    assert outcome.event.count == 1
-    assert repo.stored[("rec-0001", 1)].digest == digest(make_record(1).document)
+async def test_a_version_received_again_with_other_content_is_refused_and_the_rest_goes_on(deps, make_record):
+    await handlers.receive_records(ready([make_record(1)]), deps)
+    outcome = await handlers.receive_records(ready([make_record(1, conduct="Khá"), make_record(2)]), deps)
+    [part] = outcome.rejected
+    assert (part.field, part.reason) == ("records", "invalid")
+    assert [r.record_id for r in part.items] == ["rec-0001"] and "different content" in part.explanation
+    assert one(outcome, RecordsReceived).count == 1
+    assert (await stored(deps.repo, 1)).digest == digest(make_record(1).document)
 
 
-async def test_records_of_another_school_are_invalid(repo, make_record):
+async def test_records_of_another_school_are_invalid(deps, make_record):
     with pytest.raises(InvalidMessage):
-        await handlers.receive_records(ready([make_record(1, school_code="79000999")]), repo)
+        await handlers.receive_records(ready([make_record(1, school_code="79000999")]), deps)
 
 
 # --- planning --------------------------------------------------------------------------------
 
 
-async def test_a_homeroom_teacher_signs_only_their_class(repo, metrics, authority, trust, make_record):
-    await received(repo, make_record, 25)
+async def test_a_homeroom_teacher_signs_only_their_class(deps, trust, make_record):
+    await received(deps, make_record, 25)
     command = homeroom_request(trust, "6A1")
-    messages = await plan(repo, metrics, authority, command, chunk_size=5)
-    assert [type(m) for m in messages] == [SignWork] * 3
-    keys = [(k.record_id, k.version) for m in messages for k in m.records]
+    planned = await plan(deps, command, per_chunk=5)
+    assert [type(m) for m in planned.publish] == [SignWork] * 3
+    keys = [(k.record_id, k.version) for m in planned.publish for k in m.records]
     assert keys == [(f"rec-{n:04d}", 1) for n in range(0, 25, 2)]
-    assert [m.message_id for m in messages] == [derived_id(command.batch_id, "work", n) for n in range(3)]
-    batch = repo.batches[command.batch_id]
+    assert [m.message_id for m in planned.publish] == [derived_id(command.batch_id, "work", n) for n in range(3)]
+    batch = await deps.repo.batch(command.batch_id)
     assert (batch.chunks_total, batch.records_total, batch.status, batch.signer) == (3, 13, OPEN, "gvcn-79000701-6A1")
 
 
-async def test_the_principal_signs_what_the_homeroom_teachers_signed_and_the_rest_waits(
-    repo, metrics, authority, trust, make_record
-):
-    await received(repo, make_record, 6)
-    await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, homeroom_request(trust, "6A1")))
+async def test_the_principal_signs_what_the_homeroom_teachers_signed_and_the_rest_waits(deps, trust, make_record):
+    await received(deps, make_record, 6)
+    await sign_all(deps, await plan(deps, homeroom_request(trust, "6A1")))
     command = principal_request(trust)
-    messages = await plan(repo, metrics, authority, command)
-    assert [(k.record_id) for m in messages for k in m.records] == ["rec-0000", "rec-0002", "rec-0004"]
-    assert repo.batches[command.batch_id].records_waiting == 3
+    planned = await plan(deps, command)
+    assert [k.record_id for m in planned.publish for k in m.records] == ["rec-0000", "rec-0002", "rec-0004"]
+    assert (await deps.repo.batch(command.batch_id)).records_waiting == 3
 
 
-async def test_a_redelivered_request_republishes_the_same_plan(repo, metrics, authority, trust, make_record):
-    await received(repo, make_record, 30)
+async def test_a_redelivered_request_republishes_the_same_plan(deps, trust, make_record):
+    await received(deps, make_record, 30)
     command = homeroom_request(trust)
-    first = await plan(repo, metrics, authority, command)
-    await handlers.receive_records(ready([make_record(n) for n in range(30, 40)]), repo)
-    again = await plan(repo, metrics, authority, command)
-    assert content(again) == content(first), "the stored plan, not a new one, is published again"
-    assert len(repo.batches) == 1
+    first = await plan(deps, command)
+    await handlers.receive_records(ready([make_record(n) for n in range(30, 40)]), deps)
+    again = await plan(deps, command)
+    assert content(again.publish) == content(first.publish), "the stored plan, not a new one, is published again"
+    assert (await deps.repo.batch(command.batch_id)).records_total == 15
 
 
-async def test_a_batch_id_cannot_be_reused_for_another_school_year(repo, metrics, authority, trust, make_record):
-    await received(repo, make_record, 3)
+async def test_a_batch_id_cannot_be_reused_for_another_school_year(deps, trust, make_record):
+    await received(deps, make_record, 3)
     command = homeroom_request(trust)
-    await plan(repo, metrics, authority, command)
+    await plan(deps, command)
     other = homeroom_request(trust).model_copy(update={"batch_id": command.batch_id, "school_year": "2024-2025"})
     with pytest.raises(InvalidMessage):
-        await plan(repo, metrics, authority, other)
+        await plan(deps, other)
 
 
-async def test_a_batch_with_nothing_to_sign_completes_at_once(repo, metrics, registry, authority, trust):
+async def test_a_batch_with_nothing_to_sign_completes_at_once(deps, registry, trust):
     command = principal_request(trust)
-    messages = await plan(repo, metrics, authority, command)
-    assert len(messages) == 1 and isinstance(messages[0], BatchCompleted)
-    assert (messages[0].batch_id, messages[0].records_total, messages[0].role) == (command.batch_id, 0, "principal")
-    assert repo.batches[command.batch_id].status == COMPLETED
-    assert content(await plan(repo, metrics, authority, command)) == content(messages)
+    planned = await plan(deps, command)
+    [done] = planned.publish
+    assert isinstance(done, BatchCompleted)
+    assert (done.batch_id, done.records_total, done.role) == (command.batch_id, 0, "principal")
+    assert (await deps.repo.batch(command.batch_id)).status == COMPLETED
+    assert content((await plan(deps, command)).publish) == content(planned.publish)
     assert sample(registry, "hocba_signing_batches_total", {"outcome": "empty"}) == 1
 
 
@@ -184,7 +209,7 @@ async def test_a_batch_with_nothing_to_sign_completes_at_once(repo, metrics, reg
         ("a homeroom teacher as principal", "not the principal of school 79000701"),
     ],
 )
-async def test_a_signature_by_the_wrong_person_is_refused_with_the_reason(repo, metrics, authority, trust, who, expected):
+async def test_a_signature_by_the_wrong_person_is_refused_and_announced_with_the_reason(deps, trust, who, expected):
     staff = trust.staff
     command = {
         "another class's homeroom teacher": homeroom_request(trust, "6A1").model_copy(
@@ -197,55 +222,58 @@ async def test_a_signature_by_the_wrong_person_is_refused_with_the_reason(repo, 
             update={"actor": staff.homeroom_teacher(SCHOOL, "6A1")}
         ),
     }[who]
-    with pytest.raises(SignerRefused, match=expected) as refused:
-        await plan(repo, metrics, authority, command)
-    assert refused.value.reason == "wrong-signer"
-    assert not repo.batches
-    told = handlers.refusal(command, refused.value)
+    outcome = await plan(deps, command)
+    assert isinstance(outcome.refused, SignerRefused) and expected in str(outcome.refused)
+    assert outcome.refused.reason == "wrong-signer"
+    [told] = outcome.publish
+    assert isinstance(told, BatchRefused)
     assert (told.code, told.batch_id) == ("wrong-signer", command.batch_id) and expected in told.reason
+    assert await deps.repo.batch(command.batch_id) is None
 
 
-async def test_a_request_without_a_valid_token_is_refused(repo, metrics, authority, trust):
-    with pytest.raises(Unauthenticated):
-        await plan(repo, metrics, authority, principal_request(trust).model_copy(update={"actor": None}))
+async def test_a_request_without_a_valid_token_is_refused_and_announced(deps, trust):
     forged = trust.staff.__class__(type(trust.issuer).generate("someone-else")).principal(SCHOOL)
-    with pytest.raises(Unauthenticated):
-        await plan(repo, metrics, authority, principal_request(trust).model_copy(update={"actor": forged}))
+    for actor in (None, forged):
+        outcome = await plan(deps, principal_request(trust).model_copy(update={"actor": actor}))
+        assert isinstance(outcome.refused, Unauthenticated)
+        [told] = outcome.publish
+        assert isinstance(told, BatchRefused) and told.code == "unauthenticated"
 
 
 async def test_a_revoked_certificate_may_not_sign(repo, metrics, own_trust, make_record):
-    authority = own_trust.authority()
-    await received(repo, make_record, 4)
+    deps = own_trust.deps(repo, metrics)
+    await received(deps, make_record, 4)
     own_trust.pki.revoke("gvcn-79000701-6A1", "key_compromise", at=T0 - timedelta(minutes=1))
-    with pytest.raises(SignerRefused, match="revoked") as refused:
-        await plan(repo, metrics, authority, homeroom_request(own_trust, "6A1"))
-    assert refused.value.reason == "certificate-revoked"
-    await plan(repo, metrics, authority, homeroom_request(own_trust, "6A2"))  # the other teacher still signs
+    outcome = await plan(deps, homeroom_request(own_trust, "6A1"))
+    assert outcome.refused.reason == "certificate-revoked" and "revoked" in str(outcome.refused)
+    other = await plan(deps, homeroom_request(own_trust, "6A2"))
+    assert other.refused is None and other.publish, "the other teacher still signs"
 
 
 async def test_a_certificate_revoked_during_a_batch_stops_its_remaining_chunks(repo, metrics, own_trust, make_record):
-    authority = own_trust.authority()
-    await received(repo, make_record, 40)
-    work = await plan(repo, metrics, authority, homeroom_request(own_trust, "6A1"), chunk_size=5)
-    await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER)
+    deps = own_trust.deps(repo, metrics)
+    await received(deps, make_record, 40)
+    command = homeroom_request(own_trust, "6A1")
+    work = (await plan(deps, command, per_chunk=5)).publish
+    await handlers.sign_chunk(work[0], deps)
     own_trust.pki.revoke("gvcn-79000701-6A1", at=datetime.now(UTC) - timedelta(seconds=1))
-    with pytest.raises(SignerRefused) as refused:
-        await handlers.sign_chunk(work[1], repo, authority, metrics, WORKER)
-    assert refused.value.reason == "certificate-revoked"
-    assert len(repo.signed) == 5
+    outcome = await handlers.sign_chunk(work[1], deps)
+    assert outcome.refused.reason == "certificate-revoked"
+    [told] = outcome.publish
+    assert (told.batch_id, told.code, told.role) == (command.batch_id, "certificate-revoked", "homeroom_teacher")
+    assert told.message_id == derived_id(work[1].message_id, "refused")
+    assert await signature_count(repo, 40) == 5
 
 
 # --- signing ---------------------------------------------------------------------------------
 
 
-async def test_signatures_carry_the_certificate_chain_and_verify_only_for_their_document(
-    repo, metrics, authority, trust, make_record
-):
-    await received(repo, make_record, 3)
-    work = await plan(repo, metrics, authority, homeroom_request(trust))
-    outcome = await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER, clock=lambda: T0)
-    assert outcome.completed is None, "a homeroom teacher's signature alone does not complete a record"
-    signature = repo.signed[("rec-0000", 1, "homeroom_teacher")][0]
+async def test_signatures_carry_the_certificate_chain_and_verify_only_for_their_document(deps, trust, make_record):
+    await received(deps, make_record, 3)
+    work = (await plan(deps, homeroom_request(trust))).publish
+    outcome = await handlers.sign_chunk(work[0], replace(deps, clock=lambda: T0))
+    assert one(outcome, RecordsCompleted) is None, "a homeroom teacher's signature alone does not complete a record"
+    signature = (await deps.repo.signatures([("rec-0000", 1)]))[("rec-0000", 1)]["homeroom_teacher"]
     header = protected_header(signature.jws)
     [cert] = from_x5c(header["x5c"])
     assert header["alg"] == "ES256" and header["kid"] == signature.key_id == trust.pki.signer("gvcn-79000701-6A1").key_id
@@ -258,15 +286,13 @@ async def test_signatures_carry_the_certificate_chain_and_verify_only_for_their_
     assert not verify_detached(cert.public_key(), signature.jws, canonical_json({**document, "conduct": "Khá"}))
 
 
-async def test_one_click_signs_and_seals_in_order_and_completes_the_records(
-    repo, metrics, registry, authority, trust, make_record
-):
-    await homeroom_signed(repo, metrics, authority, trust, make_record, 12)
+async def test_one_click_signs_and_seals_in_order_and_completes_the_records(deps, registry, trust, make_record):
+    await homeroom_signed(deps, trust, make_record, 12)
     command = principal_request(trust)
-    outcomes = await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, command))
-    completed = [r for o in outcomes for r in o.completed.records]
+    outcomes = await sign_all(deps, await plan(deps, command))
+    completed = [r for o in outcomes for r in one(o, RecordsCompleted).records]
     assert [r.record.record_id for r in completed] == [f"rec-{n:04d}" for n in range(12)]
-    assert {o.completed.batch_id for o in outcomes} == {command.batch_id}
+    assert {one(o, RecordsCompleted).batch_id for o in outcomes} == {command.batch_id}
     for signed in completed:
         assert [s.role for s in signed.signatures] == ["homeroom_teacher", "principal", "school_seal"]
         teacher, principal, seal = signed.signatures
@@ -277,117 +303,131 @@ async def test_one_click_signs_and_seals_in_order_and_completes_the_records(
             signed.record.record_id, 1, SCHOOL, signed.record.document, [s.jws for s in signed.signatures], trust.pki.trust_store()
         )
         assert check.ok, check.problems()
-    assert [(o.chunk.signed, o.chunk.completed, o.chunk.worker) for o in outcomes] == [(10, 10, WORKER), (2, 2, WORKER)]
+    chunks = [one(o, ChunkSigned) for o in outcomes]
+    assert [(c.signed, c.completed, c.worker) for c in chunks] == [(10, 10, WORKER), (2, 2, WORKER)]
     assert sample(registry, "hocba_records_signed_total", {"role": "principal"}) == 12
     assert sample(registry, "hocba_records_signed_total", {"role": "school_seal"}) == 12
     assert sample(registry, "hocba_records_signed_total", {"role": "homeroom_teacher"}) == 12
 
 
-async def test_a_redelivered_chunk_is_not_signed_twice(repo, metrics, registry, authority, trust, make_record):
-    await homeroom_signed(repo, metrics, authority, trust, make_record, 5)
-    work = await plan(repo, metrics, authority, principal_request(trust))
-    first = await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER)
-    again = await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER)
-    assert again.new_signatures == 0
-    assert content([again.completed]) == content([first.completed])
-    assert again.completed.message_id == first.completed.message_id
-    assert again.chunk.signed == 5 and again.chunk.message_id == first.chunk.message_id
-    assert len(repo.signed) == 15
+async def test_a_redelivered_chunk_is_not_signed_twice(deps, registry, trust, make_record):
+    await homeroom_signed(deps, trust, make_record, 5)
+    work = (await plan(deps, principal_request(trust))).publish
+    first = await handlers.sign_chunk(work[0], deps)
+    again = await handlers.sign_chunk(work[0], deps)
+    assert content(again.publish) == content(first.publish)
+    assert [m.message_id for m in again.publish] == [m.message_id for m in first.publish]
+    assert one(again, ChunkSigned).signed == 5
+    assert await signature_count(deps.repo, 5) == 15
     assert sample(registry, "hocba_records_signed_total", {"role": "principal"}) == 5
 
 
-class StaleReads(InMemorySigningRepository):
-    """A worker that looked before another worker stored its signatures."""
+class StaleReads:
+    """A worker's view of the repository: it looked before another worker stored its signatures."""
 
-    def __init__(self, shared: InMemorySigningRepository) -> None:
-        self.__dict__ = shared.__dict__
+    def __init__(self, repo: InMemorySigningRepository) -> None:
+        self.repo = repo
         self.stale = True
+
+    def __getattr__(self, name: str):
+        return getattr(self.repo, name)
 
     async def signatures(self, keys):
         if self.stale:
             self.stale = False
             return {
                 k: {r: s for r, s in by_role.items() if r == "homeroom_teacher"}
-                for k, by_role in (await super().signatures(keys)).items()
+                for k, by_role in (await self.repo.signatures(keys)).items()
             }
-        return await super().signatures(keys)
+        return await self.repo.signatures(keys)
 
 
-async def test_when_two_workers_race_the_stored_signature_wins(repo, metrics, authority, trust, make_record):
-    await homeroom_signed(repo, metrics, authority, trust, make_record, 4)
-    work = await plan(repo, metrics, authority, principal_request(trust))
-    first = await handlers.sign_chunk(work[0], repo, authority, metrics, "worker-a")
-    late = await handlers.sign_chunk(work[0], StaleReads(repo), authority, metrics, "worker-b")
-    assert late.new_signatures == 0
-    assert late.completed.records == first.completed.records
-    assert late.chunk.signed == 4
+async def test_when_two_workers_race_the_stored_signature_wins(deps, registry, trust, make_record):
+    await homeroom_signed(deps, trust, make_record, 4)
+    work = (await plan(deps, principal_request(trust))).publish
+    first = await handlers.sign_chunk(work[0], replace(deps, worker="worker-a"))
+    late = await handlers.sign_chunk(work[0], replace(deps, repo=StaleReads(deps.repo), worker="worker-b"))
+    assert one(late, RecordsCompleted).records == one(first, RecordsCompleted).records
+    assert one(late, ChunkSigned).signed == 4
+    assert sample(registry, "hocba_records_signed_total", {"role": "principal"}) == 4, "the late signatures do not count"
 
 
-async def test_work_that_is_not_the_batchs_plan_is_refused(repo, metrics, authority, trust, make_record):
-    await received(repo, make_record, 4)
-    work = await plan(repo, metrics, authority, homeroom_request(trust))
+async def test_work_that_is_not_the_batchs_plan_is_refused(deps, trust, make_record):
+    await received(deps, make_record, 4)
+    work = (await plan(deps, homeroom_request(trust))).publish
     forged = SignWork.model_validate({**work[0].model_dump(), "records": [{"record_id": "rec-0001", "version": 1}]})
     with pytest.raises(InvalidMessage, match="does not match"):
-        await handlers.sign_chunk(forged, repo, authority, metrics, WORKER)
+        await handlers.sign_chunk(forged, deps)
     with pytest.raises(NotFound):
-        await handlers.sign_chunk(work[0].model_copy(update={"batch_id": "nope"}), repo, authority, metrics, WORKER)
-    assert not repo.signed
+        await handlers.sign_chunk(work[0].model_copy(update={"batch_id": "nope"}), deps)
+    assert await signature_count(deps.repo, 4) == 0
 
 
-async def test_a_record_whose_content_changed_in_storage_is_not_signed(repo, metrics, authority, trust, make_record):
-    await received(repo, make_record, 1)
-    work = await plan(repo, metrics, authority, homeroom_request(trust))
-    stored = repo.stored[("rec-0000", 1)]
-    repo.stored[("rec-0000", 1)] = type(stored)(make_record(0, conduct="Khá"), stored.digest)
+class TamperedRecords:
+    """The repository as a worker reads it after record 0's content was changed in storage."""
+
+    def __init__(self, repo: InMemorySigningRepository, changed) -> None:
+        self.repo = repo
+        self.changed = changed
+
+    def __getattr__(self, name: str):
+        return getattr(self.repo, name)
+
+    async def records(self, keys):
+        found = await self.repo.records(keys)
+        return {k: (type(v)(self.changed, v.digest) if k == self.changed.key else v) for k, v in found.items()}
+
+
+async def test_a_record_whose_content_changed_in_storage_is_not_signed(deps, trust, make_record):
+    await received(deps, make_record, 1)
+    work = (await plan(deps, homeroom_request(trust))).publish
     with pytest.raises(InvalidMessage):
-        await handlers.sign_chunk(work[0], repo, authority, metrics, WORKER)
-    assert not repo.signed
+        await handlers.sign_chunk(work[0], replace(deps, repo=TamperedRecords(deps.repo, make_record(0, conduct="Khá"))))
+    assert await signature_count(deps.repo, 1) == 0
 
 
 # --- counting chunks -------------------------------------------------------------------------
 
 
-async def test_each_chunk_counts_once_and_the_batch_completes_once(repo, metrics, registry, authority, trust, make_record):
-    await homeroom_signed(repo, metrics, authority, trust, make_record, 25)
+async def test_each_chunk_counts_once_and_the_batch_completes_once(deps, registry, trust, make_record):
+    await homeroom_signed(deps, trust, make_record, 25)
     command = principal_request(trust)
-    chunks = [o.chunk for o in await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, command))]
-    clock = lambda: T0 + timedelta(seconds=42)  # noqa: E731
+    chunks = [one(o, ChunkSigned) for o in await sign_all(deps, await plan(deps, command))]
+    later = replace(deps, clock=lambda: T0 + timedelta(seconds=42))
     published = []
     for chunk in [chunks[0], chunks[0], chunks[1], chunks[2], chunks[2], chunks[1]]:
-        published += await handlers.count_chunk(chunk, repo, metrics, clock)
+        published += (await handlers.count_chunk(chunk, later)).publish
     progress = [m for m in published if isinstance(m, BatchProgress)]
     completed = [m for m in published if isinstance(m, BatchCompleted)]
     assert [(p.chunks_done, p.records_signed) for p in progress] == [(1, 10), (2, 20), (3, 25)]
     [done] = completed
     assert (done.records_signed, done.records_total, done.records_completed) == (25, 25, 25)
     assert (done.role, done.message_id) == ("principal", derived_id(command.batch_id, "completed"))
-    batch = repo.batches[command.batch_id]
+    batch = await deps.repo.batch(command.batch_id)
     assert batch.status == COMPLETED and batch.done_chunks == {0, 1, 2}
     assert sample(registry, "hocba_signing_batches_total", {"outcome": "completed"}) == 1
     assert sample(registry, "hocba_signing_batch_duration_seconds_sum") == 42
 
 
-async def test_a_batch_counted_to_the_end_before_a_crash_still_closes(repo, metrics, authority, trust, make_record):
-    await received(repo, make_record, 5)
+async def test_a_batch_counted_to_the_end_before_a_crash_still_closes(deps, trust, make_record):
+    await received(deps, make_record, 5)
     command = homeroom_request(trust)
-    [outcome] = await sign_all(repo, metrics, authority, await plan(repo, metrics, authority, command))
-    await repo.count_chunk(command.batch_id, 0, 3)  # counted, then the process died before closing
-    published = await handlers.count_chunk(outcome.chunk, repo, metrics)
-    assert [type(m) for m in published] == [BatchCompleted]
-    assert await handlers.count_chunk(outcome.chunk, repo, metrics) == []
+    [outcome] = await sign_all(deps, await plan(deps, command))
+    await deps.repo.count_chunk(command.batch_id, 0, 3)  # counted, then the process died before closing
+    chunk = one(outcome, ChunkSigned)
+    assert [type(m) for m in (await handlers.count_chunk(chunk, deps)).publish] == [BatchCompleted]
+    assert (await handlers.count_chunk(chunk, deps)).publish == ()
 
 
-async def test_chunks_of_unknown_batches_or_beyond_the_plan_are_rejected(repo, metrics, authority, trust, make_record):
-    await received(repo, make_record, 5)
+async def test_chunks_of_unknown_batches_or_beyond_the_plan_are_rejected(deps, trust, make_record):
+    await received(deps, make_record, 5)
     command = homeroom_request(trust)
-    await plan(repo, metrics, authority, command)
+    await plan(deps, command)
     with pytest.raises(NotFound):
-        await handlers.count_chunk(ChunkSigned(batch_id="nope", chunk_no=0, signed=1, worker="w"), repo, metrics)
+        await handlers.count_chunk(ChunkSigned(batch_id="nope", chunk_no=0, signed=1, worker="w"), deps)
     with pytest.raises(InvalidMessage):
-        await handlers.count_chunk(
-            ChunkSigned(batch_id=command.batch_id, chunk_no=1, signed=1, worker="w"), repo, metrics
-        )
-    assert repo.batches[command.batch_id].done_chunks == frozenset()
+        await handlers.count_chunk(ChunkSigned(batch_id=command.batch_id, chunk_no=1, signed=1, worker="w"), deps)
+    assert (await deps.repo.batch(command.batch_id)).done_chunks == frozenset()
 
 
 # --- amendments ------------------------------------------------------------------------------
@@ -404,31 +444,30 @@ def amendment(trust, make_record, actor: str, version: int = 2, **kw) -> Request
     )
 
 
-async def test_the_issuing_school_amends_a_record_which_is_then_signed_again(repo, metrics, authority, trust, make_record):
+async def test_the_issuing_school_amends_a_record_which_is_then_signed_again(deps, trust, make_record):
     command = amendment(trust, make_record, trust.staff.principal(SCHOOL))
-    received_event = await handlers.receive_amendment(command, repo, authority.issuer_keys)
+    [received_event] = (await handlers.receive_amendment(command, deps)).publish
     assert (received_event.record_id, received_event.version, received_event.supersedes) == ("rec-0003", 2, 1)
-    stored = repo.stored[("rec-0003", 2)]
-    assert stored.record.document["amendment"] == {
+    kept = await stored(deps.repo, 3, version=2)
+    assert kept.record.document["amendment"] == {
         "supersedes": 1,
         "reason": "conduct-correction",
         "note": "Sửa kết quả rèn luyện theo biên bản họp",
         "requested_by": "ht-79000701",
     }
-    assert stored.digest == digest(stored.record.document)
-    teacher = await plan(repo, metrics, authority, homeroom_request(trust, "6A2"))
-    assert [(k.record_id, k.version) for w in teacher for k in w.records] == [("rec-0003", 2)]
-    again = await handlers.receive_amendment(command, repo, authority.issuer_keys)
-    assert again.message_id == received_event.message_id and len(repo.stored) == 1
+    assert kept.digest == digest(kept.record.document)
+    teacher = await plan(deps, homeroom_request(trust, "6A2"))
+    assert [(k.record_id, k.version) for w in teacher.publish for k in w.records] == [("rec-0003", 2)]
+    [again] = (await handlers.receive_amendment(command, deps)).publish
+    assert again.message_id == received_event.message_id
+    assert await deps.repo.add_records([kept]) == 0, "kept once"
 
 
-async def test_only_the_issuing_school_may_amend(repo, authority, trust, make_record):
+async def test_only_the_issuing_school_may_amend(deps, trust, make_record):
     for actor in (trust.staff.principal(OTHER_SCHOOL), trust.staff.homeroom_teacher(SCHOOL, "6A2")):
         with pytest.raises(SignerRefused) as refused:
-            await handlers.receive_amendment(amendment(trust, make_record, actor), repo, authority.issuer_keys)
+            await handlers.receive_amendment(amendment(trust, make_record, actor), deps)
         assert refused.value.reason == "wrong-school"
     with pytest.raises(InvalidMessage, match="later version"):
-        await handlers.receive_amendment(
-            amendment(trust, make_record, trust.staff.principal(SCHOOL), version=1), repo, authority.issuer_keys
-        )
-    assert not repo.stored
+        await handlers.receive_amendment(amendment(trust, make_record, trust.staff.principal(SCHOOL), version=1), deps)
+    assert await stored(deps.repo, 3, version=2) is None and await stored(deps.repo, 3, version=1) is None

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from hocba.staff import Staff, certificate_holders
 from services.signing.domain import StoredRecord
-from services.signing.handlers import Authority, sign_record
+from services.signing.handlers import Deps, Signers, sign_record
 from shared.auth import IssuerKey
 from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import SIGNING_ORDER, SignedRecord, seal_subject
 from shared.crypto.canonical import digest
 from shared.crypto.certs import ReloadingTrust
-from shared.crypto.signer import CachingDirectory
 from shared.crypto.pki import DevPki, archive_holder
+from shared.crypto.signer import CachingDirectory
 
 SCHOOL, OTHER_SCHOOL = "79000701", "79000702"
 CLASSES = ("6A1", "6A2")
@@ -37,12 +37,13 @@ class Trust:
     def signers(self) -> CachingDirectory:
         return self.pki.directory()
 
-    def authority(self) -> Authority:
-        return Authority(
-            issuer_keys=self.issuer.public_keys(),
-            signers=self.signers,
-            trust=ReloadingTrust(self.pki.anchor_path, [self.pki.crl_path], check_every=0),
-        )
+    def checked_signers(self) -> Signers:
+        """The signers, checked against the PKI's trust anchor and its CRL as it is at each use."""
+        return Signers(self.signers, ReloadingTrust(self.pki.anchor_path, [self.pki.crl_path], check_every=0))
+
+    def deps(self, repo, metrics, records_per_chunk: int = 10, worker: str = "signing-test-worker") -> Deps:
+        """signing's dependencies over `repo`, with this PKI's signers and this issuer's actor tokens."""
+        return Deps(repo, metrics, self.issuer.public_keys(), self.checked_signers(), records_per_chunk, worker)
 
 
 def make_trust(folder: Path) -> Trust:
