@@ -23,11 +23,10 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import aio_pika
-from aio_pika import ExchangeType
 from faststream import BaseMiddleware
 from faststream.exceptions import NackMessage
 from faststream.middlewares import AckPolicy
-from faststream.rabbit import Channel, RabbitBroker, RabbitExchange, RabbitQueue, RabbitResponse
+from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue, RabbitResponse
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas.queue import QueueType
 from prometheus_client import CollectorRegistry, Counter
@@ -46,6 +45,9 @@ R = TypeVar("R", bound=Model)
 REASON_HEADER = "x-hocba-reason"
 ERROR_HEADER = "x-hocba-error"
 QUEUE_HEADER = "x-hocba-queue"
+#: Set by `Bus.request`: someone waits for the answer (as `reply_to` says on a real broker; FastStream's
+#: in-memory test broker passes headers but no `reply_to`).
+REQUEST_HEADER = "x-hocba-request"
 DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on redelivery
 
 
@@ -258,6 +260,7 @@ class Bus:
                 exchange=self.exchange,
                 routing_key=message.ROUTING_KEY,
                 message_id=message.message_id,
+                headers={REQUEST_HEADER: True},
                 mandatory=True,
                 timeout=timeout,
                 expiration=timedelta(seconds=timeout),
@@ -352,7 +355,7 @@ def edge_middleware(bus: Bus) -> Callable[..., BaseMiddleware]:
                 reason = getattr(exc, "reason", "invalid")
                 if isinstance(exc, Forbidden):
                     bus.metrics.refused.labels(queue, reason).inc()
-                if msg.reply_to:
+                if msg.reply_to or headers.get(REQUEST_HEADER):
                     # Someone waits for the answer: the error is the answer, and nothing is lost.
                     log.info("answered %s with an error (%s): %s", queue, reason, error)
                     bus.metrics.answered_with_error.labels(queue, reason).inc()
@@ -399,8 +402,8 @@ async def _declare(url: str, names: Names, topology: Topology) -> None:
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(names.exchange, ExchangeType.TOPIC, durable=True)
-        dlx = await channel.declare_exchange(names.dead_letter_exchange, ExchangeType.DIRECT, durable=True)
+        exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(names.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
         for name, queue in topology.queues.items():
             declared = await channel.declare_queue(name, durable=True, arguments=queue.arguments)
             await declared.bind(exchange, routing_key=queue.routing_key)

@@ -24,6 +24,12 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def es256(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    """ES256 signature over `data`: r‖s, 32 bytes each (RFC 7518 §3.4)."""
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
 @dataclass(frozen=True)
 class EcSigner:
     """An ECDSA P-256 key that signs; `key_id` names it in the JWS header."""
@@ -46,15 +52,14 @@ class EcSigner:
         }
 
     def sign_raw(self, data: bytes) -> bytes:
-        """ES256 signature: r‖s, 32 bytes each (RFC 7518 §3.4)."""
-        r, s = decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return es256(self.key, data)
 
 
 class RawSigner(Protocol):
     """What signs a JWS: a key id and ES256 over bytes; an `x5c` chain when it has a certificate."""
 
-    key_id: str
+    @property
+    def key_id(self) -> str: ...
 
     def sign_raw(self, data: bytes) -> bytes: ...
 
@@ -78,6 +83,7 @@ def jwk_public_key(jwk: dict[str, str]) -> ec.EllipticCurvePublicKey:
 
 
 def protected_header(jws: str) -> dict[str, Any]:
+    """The protected header of a compact JWS, as it reads (not verified)."""
     return json.loads(b64url_decode(jws.split(".")[0]))
 
 
