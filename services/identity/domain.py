@@ -1,12 +1,15 @@
-"""identity's rules, pure: the 12-digit personal ID (Decree 137/2015/NĐ-CP Art. 13) and a roster row."""
+"""identity's rules, pure: the 12-digit personal ID (Decree 137/2015/NĐ-CP Art. 13), a roster row, who may do what."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
 from services.identity.provinces import PROVINCES
-from shared.contracts.identity import StudentIdentity
+from shared.auth import Actor
+from shared.contracts.identity import Enrolment, StudentIdentity
+from shared.errors import Forbidden
 
 #: Digit 4 encodes century and sex: (century start year, sex) -> digit.
 CENTURY_SEX_DIGIT = {
@@ -71,3 +74,29 @@ def identity_problems(identity: StudentIdentity, today: date) -> list[IdProblem]
 def differences(stored: StudentIdentity, given: StudentIdentity) -> list[str]:
     """The identity fields in which a row differs from the registered student."""
     return [name for name in COMPARED if getattr(stored, name) != getattr(given, name)]
+
+
+# --- who may do what -------------------------------------------------------------------------
+
+
+def authorise_registration(actor: Actor) -> None:
+    """Refuse a roster from anyone but a school's administrator or principal."""
+    if not (actor.has("school_admin") or actor.has("principal")):
+        raise Forbidden(f"{actor.subject} may not register students: the school administrator or the principal does")
+
+
+def authorise_enrolment(actor: Actor, enrolment: Enrolment) -> None:
+    """Refuse a roster row that enrols a student at another school than the actor's."""
+    if enrolment.school_code != actor.school_code:
+        raise Forbidden(f"{actor.subject} registers for school {actor.school_code}, not {enrolment.school_code}")
+
+
+def authorise_key_rotation(actor: Actor) -> None:
+    """Refuse a key rotation by anyone but an operator."""
+    if not actor.has("operator"):
+        raise Forbidden(f"{actor.subject} may not rotate keys: operators do")
+
+
+def may_see(actor: Actor, enrolments: Iterable[Enrolment]) -> bool:
+    """A school's staff see the students enrolled at their school; operators see every student."""
+    return actor.has("operator") or any(e.school_code == actor.school_code for e in enrolments)

@@ -1,19 +1,23 @@
-"""identity's use cases: register a roster chunk, look students up, rotate the data key."""
+"""identity's use cases: register a roster chunk, look students up, rotate the data key.
+
+Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): what to
+publish, the reply, and which rows of a roster are refused. A message refused whole raises.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from uuid import uuid4
 
-from services.identity.domain import differences, identity_problems
+from services.identity import domain
 from services.identity.metrics import IdentityMetrics
 from services.identity.repository import StudentRepository
 from services.identity.vault import Vault
 from shared.auth import Actor, IssuerKeys, require_actor
-from shared.contracts.base import Message, derived_id
+from shared.contracts.base import Message, derived_id, utcnow
 from shared.contracts.identity import (
     FindStudents,
     KeyRotationProgress,
@@ -30,207 +34,232 @@ from shared.contracts.identity import (
     StudentsRegistered,
 )
 from shared.errors import Forbidden, TransientError
+from shared.outcome import Outcome, RejectedPart
 
 log = logging.getLogger("hocba.identity")
+
+Clock = Callable[[], datetime]
 
 #: Students re-encrypted per step of a key rotation (one progress event each).
 ROTATION_STEP = 200
 
 
-def authenticate(command: Message, keys: IssuerKeys | None, metrics: IdentityMetrics) -> Actor:
-    try:
-        return require_actor(command.actor, keys)
-    except Forbidden as exc:
-        metrics.refused.labels(type(command).__name__, exc.reason).inc()
-        raise
+@dataclass(frozen=True)
+class Deps:
+    """What identity's handlers need; `app.py` builds it once."""
+
+    repo: StudentRepository
+    metrics: IdentityMetrics
+    #: Public keys of the actor-token issuer (None: every actor is refused).
+    issuer_keys: IssuerKeys | None
+    #: The key ring the repository seals personal data under; a rotation adds its new key here.
+    vault: Vault
+    #: Publishes news at once, while a handler is still at work (a key rotation's progress).
+    announce: Callable[[Message], Awaitable[None]]
+    students_per_rotation_step: int = ROTATION_STEP
+    clock: Clock = utcnow
 
 
-def refuse(command: Message, refusal: str | None, metrics: IdentityMetrics) -> None:
-    if refusal is not None:
-        metrics.refused.labels(type(command).__name__, Forbidden.reason).inc()
-        raise Forbidden(refusal)
+# --- registering a roster --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Rejected:
+class RowRejected:
+    """A roster row that is not registered, and why."""
+
     index: int
     registration: StudentRegistration
     code: str
     reason: str
-    forbidden: bool = False
+    #: The refused part of the roster it goes to: "forbidden" or "invalid".
+    part: str = "invalid"
 
 
-@dataclass
-class RegistrationOutcome:
-    event: StudentsRegistered | None
-    report: RegistrationReport
-    rejected: list[Rejected] = field(default_factory=list)
+@dataclass(frozen=True)
+class Matched:
+    """The valid rows held against the students registered already."""
 
-    @property
-    def new(self) -> int:
-        return self.report.new
-
-
-def register_refusal(actor: Actor) -> str | None:
-    if actor.has("school_admin") or actor.has("principal"):
-        return None
-    return f"{actor.subject} may not register students: the school administrator or the principal does"
+    new: list[StudentRegistration]
+    #: (student ref, row) of rows naming a registered student with the same identity.
+    known: list[tuple[str, StudentRegistration]]
+    conflicts: list[RowRejected]
+    #: Known rows whose enrolment was stored already, and those whose enrolment is added now.
+    unchanged: int
+    enrolled: int
 
 
-async def register_students(
-    command: RegisterStudents,
-    repo: StudentRepository,
-    metrics: IdentityMetrics,
-    keys: IssuerKeys | None,
-    today: date | None = None,
-) -> RegistrationOutcome:
+async def register_students(command: RegisterStudents, deps: Deps) -> Outcome:
     """Register the valid rows of a school's roster; say for every row what became of it.
 
     A row whose personal ID is registered already is unchanged when the identity is the same
-    (its enrolment is added if new), and rejected as a conflict when it differs.
+    (its enrolment is added if new), and rejected as a conflict when it differs. The rejected rows
+    are dead-lettered with their reasons, the forbidden apart from the invalid; the rest goes on.
     """
-    actor = authenticate(command, keys, metrics)
-    refuse(command, register_refusal(actor), metrics)
-    today = today or datetime.now(UTC).date()
-    rejected: list[Rejected] = []
+    actor = require_actor(command.actor, deps.issuer_keys)
+    domain.authorise_registration(actor)
+    valid, rejected = screen_rows(command.students, actor, deps.clock().date())
+    matched = await match_registered(valid, deps.repo)
+    newcomers = [(uuid4().hex, registration) for registration in matched.new]
+    await store_new(newcomers, command.occurred_at, deps.repo)
+    rejected = sorted([*rejected, *matched.conflicts], key=lambda r: r.index)
+    deps.metrics.registered.inc(len(newcomers))
+    for row in rejected:
+        deps.metrics.rejected.labels(row.code).inc()
+    students = [RegisteredStudent(student_ref=ref, enrolment=r.enrolment) for ref, r in [*matched.known, *newcomers]]
+    report = RegistrationReport(
+        source_message_id=command.message_id,
+        new=len(newcomers),
+        unchanged=matched.unchanged,
+        enrolled=matched.enrolled,
+        rejected=[RowRejection(index=r.index, code=r.code, reason=r.reason) for r in rejected],
+    )
+    registered = StudentsRegistered(
+        message_id=derived_id(command.message_id, "registered"), actor=command.actor, students=students
+    )
+    return Outcome(publish=[registered] if students else [], reply=report, rejected=rejected_parts(rejected))
+
+
+def screen_rows(
+    rows: Sequence[StudentRegistration], actor: Actor, today: date
+) -> tuple[list[tuple[int, StudentRegistration]], list[RowRejected]]:
+    """The rows that may be registered (with their index), and those refused before any look-up.
+
+    A row is refused when it enrols at another school than the actor's, when its identity breaks
+    the rules, or when its personal ID was on an earlier row of the same roster.
+    """
     valid: list[tuple[int, StudentRegistration]] = []
+    rejected: list[RowRejected] = []
     first_row: dict[str, int] = {}
-    for index, registration in enumerate(command.students):
-        ident, school = registration.identity, registration.enrolment.school_code
-        if school != actor.school_code:
-            reason = f"{actor.subject} registers for school {actor.school_code}, not {school}"
-            rejected.append(Rejected(index, registration, "forbidden", reason, forbidden=True))
-        elif problems := identity_problems(ident, today):
-            rejected.append(Rejected(index, registration, problems[0].code, "; ".join(p.message for p in problems)))
+    for index, registration in enumerate(rows):
+        ident = registration.identity
+        try:
+            domain.authorise_enrolment(actor, registration.enrolment)
+        except Forbidden as exc:
+            rejected.append(RowRejected(index, registration, exc.reason, str(exc), part="forbidden"))
+            continue
+        if problems := domain.identity_problems(ident, today):
+            rejected.append(RowRejected(index, registration, problems[0].code, "; ".join(p.message for p in problems)))
         elif ident.personal_id in first_row:
             reason = f"duplicate: the same personal ID as row {first_row[ident.personal_id]} of this roster"
-            rejected.append(Rejected(index, registration, "duplicate", reason))
+            rejected.append(RowRejected(index, registration, "duplicate", reason))
         else:
             first_row[ident.personal_id] = index
             valid.append((index, registration))
+    return valid, rejected
 
+
+async def match_registered(valid: list[tuple[int, StudentRegistration]], repo: StudentRepository) -> Matched:
+    """Sort the valid rows into new students, known ones (adding a new enrolment) and conflicts."""
     existing = await repo.find([r.identity.personal_id for _, r in valid])
-    new_rows: list[tuple[str, StudentRegistration]] = []
-    accepted: list[tuple[str, StudentRegistration]] = []
-    unchanged = enrolled = 0
+    new: list[StudentRegistration] = []
+    known: list[tuple[str, StudentRegistration]] = []
+    conflicts: list[RowRejected] = []
+    enrolled = 0
     for index, registration in valid:
         stored = existing.get(registration.identity.personal_id)
         if stored is None:
-            new_rows.append((uuid4().hex, registration))
-        elif changed := differences(stored.identity, registration.identity):
+            new.append(registration)
+        elif changed := domain.differences(stored.identity, registration.identity):
             reason = f"conflict: already registered with a different {', '.join(changed)}"
-            rejected.append(Rejected(index, registration, "conflict", reason))
+            conflicts.append(RowRejected(index, registration, "conflict", reason))
         else:
-            accepted.append((stored.ref, registration))
-            if registration.enrolment in stored.enrolments:
-                unchanged += 1
-            elif await repo.add_enrolment(stored.ref, registration.enrolment):
+            known.append((stored.ref, registration))
+            new_enrolment = registration.enrolment not in stored.enrolments
+            if new_enrolment and await repo.add_enrolment(stored.ref, registration.enrolment):
                 enrolled += 1
-            else:
-                unchanged += 1
-    inserted = await repo.add_new([(ref, r.identity, r.enrolment) for ref, r in new_rows], command.occurred_at)
-    if lost := [r for _, r in new_rows if r.identity.personal_id not in inserted]:
-        # Registered meanwhile by another message: try again, they are then known.
+    return Matched(new, known, conflicts, unchanged=len(known) - enrolled, enrolled=enrolled)
+
+
+async def store_new(newcomers: list[tuple[str, StudentRegistration]], at: datetime, repo: StudentRepository) -> None:
+    """Store the new students; when another message registered some of them meanwhile, try the roster again."""
+    inserted = await repo.add_new([(ref, r.identity, r.enrolment) for ref, r in newcomers], at)
+    if lost := [r for _, r in newcomers if r.identity.personal_id not in inserted]:
         raise TransientError(f"{len(lost)} student(s) were registered concurrently; the roster is tried again")
-    accepted += new_rows
-    metrics.registered.inc(len(new_rows))
-    for item in rejected:
-        metrics.rejected.labels(item.code).inc()
-    rejected.sort(key=lambda r: r.index)
-    students = [RegisteredStudent(student_ref=ref, enrolment=r.enrolment) for ref, r in accepted]
-    event = (
-        StudentsRegistered(
-            message_id=derived_id(command.message_id, "registered"), actor=command.actor, students=students
-        )
-        if students
-        else None
-    )
-    report = RegistrationReport(
-        source_message_id=command.message_id,
-        new=len(new_rows),
-        unchanged=unchanged,
-        enrolled=enrolled,
-        rejected=[RowRejection(index=r.index, code=r.code, reason=r.reason) for r in rejected],
-    )
-    return RegistrationOutcome(event=event, report=report, rejected=rejected)
 
 
-async def lookup_students(
-    request: LookupStudents, repo: StudentRepository, metrics: IdentityMetrics
-) -> StudentSnapshots:
+def rejected_parts(rejected: list[RowRejected]) -> list[RejectedPart]:
+    """The refused rows as the parts of the roster to dead-letter: the forbidden rows, then the invalid."""
+    parts = []
+    for part in ("forbidden", "invalid"):
+        rows = [r for r in rejected if r.part == part]
+        if rows:
+            explanation = "; ".join(f"row {r.index}: {r.reason}" for r in rows)
+            parts.append(RejectedPart("students", [r.registration for r in rows], part, explanation))
+    return parts
+
+
+# --- look-ups --------------------------------------------------------------------------------
+
+
+async def lookup_students(request: LookupStudents, deps: Deps) -> Outcome:
     """Snapshots by opaque reference, for the services that assemble records."""
-    found = await repo.snapshots(request.student_refs)
-    metrics.lookups.inc(len(found))
-    return StudentSnapshots(
-        students=[StudentSnapshot(student_ref=ref, identity=found[ref]) for ref in request.student_refs if ref in found],
+    found = await deps.repo.snapshots(request.student_refs)
+    deps.metrics.lookups.inc(len(found))
+    snapshots = StudentSnapshots(
+        students=[
+            StudentSnapshot(student_ref=ref, identity=found[ref]) for ref in request.student_refs if ref in found
+        ],
         missing=[ref for ref in request.student_refs if ref not in found],
     )
+    return Outcome(reply=snapshots)
 
 
-async def find_students(
-    request: FindStudents, repo: StudentRepository, metrics: IdentityMetrics, keys: IssuerKeys | None
-) -> StudentMatches:
+async def find_students(request: FindStudents, deps: Deps) -> Outcome:
     """Snapshots by personal ID for a person: their school's students, or all for an operator."""
-    try:
-        actor = authenticate(request, keys, metrics)
-    except Forbidden as exc:
-        return StudentMatches(missing=list(request.personal_ids), error=str(exc))
-    found = await repo.find(list(request.personal_ids))
-    visible = {
-        pid: s
-        for pid, s in found.items()
-        if actor.has("operator") or any(e.school_code == actor.school_code for e in s.enrolments)
-    }
-    metrics.found.labels("found").inc(len(visible))
-    metrics.found.labels("missing").inc(len(request.personal_ids) - len(visible))
+    actor = require_actor(request.actor, deps.issuer_keys)
+    found = await deps.repo.find(list(request.personal_ids))
+    visible = {pid: s for pid, s in found.items() if domain.may_see(actor, s.enrolments)}
+    deps.metrics.found.labels("found").inc(len(visible))
+    deps.metrics.found.labels("missing").inc(len(request.personal_ids) - len(visible))
     log.info("%s looked up %d personal ID(s), %d visible", actor.subject, len(request.personal_ids), len(visible))
-    return StudentMatches(
+    matches = StudentMatches(
         students=[StudentSnapshot(student_ref=s.ref, identity=s.identity) for s in visible.values()],
         missing=[pid for pid in request.personal_ids if pid not in visible],
     )
+    return Outcome(reply=matches)
 
 
-Progress = Callable[[KeyRotationProgress], Awaitable[None]]
+# --- key rotation ----------------------------------------------------------------------------
 
 
-async def rotate_key(
-    command: RotateIdentityKey,
-    repo: StudentRepository,
-    vault: Vault,
-    metrics: IdentityMetrics,
-    keys: IssuerKeys | None,
-    progress: Progress,
-    step: int = ROTATION_STEP,
-) -> KeyRotationProgress:
+async def show_key_ring(deps: Deps) -> None:
+    """Show how many data keys the ring holds, from the start."""
+    deps.metrics.keys.set(deps.vault.key_count)
+
+
+async def rotate_key(command: RotateIdentityKey, deps: Deps) -> Outcome:
     """Add a key, make it current, re-encrypt every student under it, step by step.
 
+    Each step's progress is announced as it happens; the last, finished, is published and replied.
     Look-ups keep working throughout: each document names the key it is under, and the old keys
     stay in the ring. Redelivered, the same key id is derived and the work resumes where it was.
     """
-    actor = authenticate(command, keys, metrics)
-    refuse(command, None if actor.has("operator") else f"{actor.subject} may not rotate keys: operators do", metrics)
+    domain.authorise_key_rotation(require_actor(command.actor, deps.issuer_keys))
     key_id = "k-" + derived_id(command.message_id, "key")[:12]
-    vault.add_key(key_id)
-    metrics.keys.set(len(vault.cipher.ring.keys))
-    total = await repo.count_not_under(key_id)
+    deps.vault.add_key(key_id)
+    await show_key_ring(deps)
+    total = await deps.repo.count_not_under(key_id)
     done = 0
-
-    def event(finished: bool) -> KeyRotationProgress:
-        return KeyRotationProgress(
-            message_id=derived_id(command.message_id, "rotation", done, finished),
-            actor=command.actor,
-            source_message_id=command.message_id,
-            key_id=key_id,
-            done=done,
-            total=total,
-            finished=finished,
-        )
-
-    await progress(event(False))
-    while changed := await repo.reencrypt(step):
+    await deps.announce(rotation_progress(command, key_id, done, total))
+    while changed := await deps.repo.reencrypt(deps.students_per_rotation_step):
         done += changed
-        metrics.reencrypted.inc(changed)
-        await progress(event(False))
-    metrics.key_rotations.inc()
+        deps.metrics.reencrypted.inc(changed)
+        await deps.announce(rotation_progress(command, key_id, done, total))
+    deps.metrics.key_rotations.inc()
     log.info("key rotation to %s finished: %d student(s) re-encrypted", key_id, done)
-    return event(True)
+    finished = rotation_progress(command, key_id, done, total, finished=True)
+    return Outcome(publish=[finished], reply=finished)
+
+
+def rotation_progress(
+    command: RotateIdentityKey, key_id: str, done: int, total: int, finished: bool = False
+) -> KeyRotationProgress:
+    return KeyRotationProgress(
+        message_id=derived_id(command.message_id, "rotation", done, finished),
+        actor=command.actor,
+        source_message_id=command.message_id,
+        key_id=key_id,
+        done=done,
+        total=total,
+        finished=finished,
+    )

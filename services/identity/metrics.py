@@ -7,24 +7,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 class IdentityMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.registered = Counter(
-            "hocba_students_registered_total", "Students newly registered.", registry=registry
-        )
+        self.registered = Counter("hocba_students_registered_total", "Students newly registered.", registry=registry)
         self.rejected = Counter(
             "hocba_students_rejected_total",
             "Roster rows rejected, by reason.",
             ["reason"],
             registry=registry,
         )
-        self.refused = Counter(
-            "hocba_identity_commands_refused_total",
-            "Commands refused whole (no valid actor token, or the actor may not), by command and reason.",
-            ["command", "reason"],
-            registry=registry,
-        )
-        self.lookups = Counter(
-            "hocba_student_lookups_total", "Student identities looked up.", registry=registry
-        )
+        self.lookups = Counter("hocba_student_lookups_total", "Student identities looked up.", registry=registry)
         self.found = Counter(
             "hocba_student_finds_total",
             "Personal-ID look-ups by people, by outcome (found, missing).",

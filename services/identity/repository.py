@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.errors import BulkWriteError
 
 from services.identity.vault import Vault
 from shared.contracts.identity import Enrolment, StudentIdentity
@@ -25,8 +25,6 @@ INDEXES = [
     Index(STUDENTS, [("pid_index", 1)], unique=True, name="pid_index_unique"),
     Index(STUDENTS, [("key_id", 1)], name="key_id"),
 ]
-#: Indexes of earlier layouts, dropped at start-up (the personal ID is no longer stored in clear).
-OBSOLETE_INDEXES = {STUDENTS: ["personal_id_unique"]}
 
 
 @dataclass(frozen=True)
@@ -79,22 +77,22 @@ class StudentRepository(Protocol):
 
 
 class MongoStudentRepository:
+    """The students in identity's MongoDB database, sealed under `vault`."""
+
     def __init__(self, db: AsyncDatabase, vault: Vault) -> None:
         self.students = db[STUDENTS]
         self.vault = vault
-
-    async def drop_obsolete_indexes(self) -> None:
-        for index in OBSOLETE_INDEXES[STUDENTS]:
-            try:
-                await self.students.drop_index(index)
-            except OperationFailure:
-                pass  # not there: nothing to drop
 
     async def add_new(self, students: list[tuple[str, StudentIdentity, Enrolment]], at: datetime) -> set[str]:
         if not students:
             return set()
         docs = [
-            {"_id": ref, **seal(self.vault, ref, identity), "enrolments": [enrolment.model_dump()], "registered": {"at": at}}
+            {
+                "_id": ref,
+                **seal(self.vault, ref, identity),
+                "enrolments": [enrolment.model_dump()],
+                "registered": {"at": at},
+            }
             for ref, identity, enrolment in students
         ]
         failed: set[int] = set()
@@ -128,30 +126,30 @@ class MongoStudentRepository:
 
     async def reencrypt(self, limit: int) -> int:
         current = self.vault.current
-        batch = [doc async for doc in self.students.find({"key_id": {"$nin": [current]}}, {"pii": 1, "key_id": 1}).limit(limit)]
+        batch = [
+            doc
+            async for doc in self.students.find({"key_id": {"$nin": [current]}}, {"pii": 1, "key_id": 1}).limit(limit)
+        ]
         if not batch:
             return 0
         updates = []
         for doc in batch:
             sealed = seal(self.vault, doc["_id"], unseal(self.vault, doc["_id"], doc))
             updates.append(
-                UpdateOne({"_id": doc["_id"], "key_id": doc["key_id"]}, {"$set": {"pii": sealed["pii"], "key_id": current}})
+                UpdateOne(
+                    {"_id": doc["_id"], "key_id": doc["key_id"]}, {"$set": {"pii": sealed["pii"], "key_id": current}}
+                )
             )
         result = await self.students.bulk_write(updates, ordered=False)
         return result.modified_count
 
 
 class InMemoryStudentRepository:
-    """For unit and wiring tests: the same sealed documents, in a dict."""
+    """For unit and wiring tests: the same sealed documents under `vault`, in a dict."""
 
-    def __init__(self, vault: Vault | None = None) -> None:
-        self.vault = vault or Vault.ephemeral()
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
         self.docs: dict[str, dict[str, Any]] = {}
-
-    @property
-    def by_ref(self) -> dict[str, tuple[StudentIdentity, list[Enrolment]]]:
-        """Decrypted view, for assertions."""
-        return {ref: (unseal(self.vault, ref, d), enrolment_documents(d)) for ref, d in self.docs.items()}
 
     async def add_new(self, students: list[tuple[str, StudentIdentity, Enrolment]], at: datetime) -> set[str]:
         indexes = {d["pid_index"] for d in self.docs.values()}
@@ -191,5 +189,7 @@ class InMemoryStudentRepository:
         todo = [ref for ref, d in self.docs.items() if d["key_id"] != current][:limit]
         for ref in todo:
             doc = self.docs[ref]
-            doc.update({k: v for k, v in seal(self.vault, ref, unseal(self.vault, ref, doc)).items() if k != "pid_index"})
+            doc.update(
+                {k: v for k, v in seal(self.vault, ref, unseal(self.vault, ref, doc)).items() if k != "pid_index"}
+            )
         return len(todo)

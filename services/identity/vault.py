@@ -34,6 +34,11 @@ class Vault:
     def current(self) -> str:
         return self.cipher.ring.current
 
+    @property
+    def key_count(self) -> int:
+        """Data keys in the ring: the current one and those documents may still be under."""
+        return len(self.cipher.ring.keys)
+
     def knows(self, key_id: str) -> bool:
         if key_id in self.cipher.ring.keys:
             return True

@@ -15,4 +15,4 @@ def test_province_codes_match_the_domain_facts():
     needs(CSV.exists(), f"the domain facts ({CSV})")
     with CSV.open(encoding="utf-8") as handle:
         official = {row["code"]: row["province"] for row in csv.DictReader(handle)}
-    assert PROVINCES == official
+    assert official == PROVINCES
