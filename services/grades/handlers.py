@@ -1,28 +1,32 @@
-"""grades' use cases: enrol, record subject and homeroom entries, lock terms, close a year, explain a record."""
+"""grades' use cases: enrol, record subject and homeroom entries, lock terms, close a year, explain a record.
+
+Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): what to
+publish, what to answer, and which entries are refused. A message refused whole raises.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 from services.grades.domain import assemble_record, conduct_problems, enrolled_entry_problems
 from services.grades.domain.authority import (
-    assessment_refusal,
-    close_term_refusal,
-    homeroom_refusal,
-    principal_refusal,
-    reader_refusal,
+    authorise_assessment,
+    authorise_homeroom_entry,
+    authorise_principal,
+    authorise_reader,
+    authorise_term_close,
 )
-from services.grades.domain.entries import EntryProblem
-from services.grades.domain.terms import change_of, locked_problem, reason_problem
+from services.grades.domain.entries import Entry, EntryProblem
+from services.grades.domain.terms import TermStatus, change_of, locked_problem, reason_problem
 from services.grades.metrics import GradesMetrics
-from services.grades.repository import EntryKey, GradesRepository, Kind, Write, entry_key
+from services.grades.repository import EntryKey, GradesRepository, Kind, TermAction, Write, entry_key
 from services.grades.rulesets import RULE_SETS, RuleSet, rule_set_for
 from shared.auth import Actor, IssuerKeys, require_actor
-from shared.contracts.base import Message, derived_id
+from shared.contracts.base import derived_id
 from shared.contracts.grades import (
     AssessmentsRecorded,
     CloseTerm,
@@ -41,48 +45,56 @@ from shared.contracts.grades import (
     SubjectTermScores,
     TermChanged,
 )
-from shared.contracts.identity import RegisteredStudent, StudentSnapshots, StudentsRegistered
+from shared.contracts.identity import RegisteredStudent, StudentSnapshot, StudentSnapshots, StudentsRegistered
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
+from shared.outcome import NOTHING, Outcome, RejectedPart
 
 log = logging.getLogger("hocba.grades")
 
 #: Identity snapshots of student references (identity's look-up, or a stand-in in tests).
 Lookup = Callable[[list[str]], Awaitable[StudentSnapshots]]
+#: The rule set a grade's records are computed by.
 RuleSets = Callable[[int], RuleSet]
 
 #: Version of a record as first assembled at the close of the year.
 FIRST_VERSION = 1
 
-Entry = SubjectTermScores | StudentTermConduct
+
+@dataclass(frozen=True)
+class Deps:
+    """What grades' handlers need; `app.py` builds it once."""
+
+    repo: GradesRepository
+    metrics: GradesMetrics
+    #: Public keys of the actor-token issuer (None: none configured, every actor is refused).
+    issuer_keys: IssuerKeys | None
+    #: identity's snapshots of the students whose records a closing year assembles.
+    lookup: Lookup
+    #: Record versions per RecordsReady message when a year closes.
+    records_per_message: int
+    rule_sets: RuleSets = rule_set_for
 
 
-def authenticate(command: Message, keys: IssuerKeys | None, metrics: GradesMetrics) -> Actor:
-    """The verified actor of a command; a missing, forged or expired token refuses it whole."""
-    try:
-        return require_actor(command.actor, keys)
-    except Forbidden as exc:
-        metrics.refused.labels(type(command).__name__, exc.reason).inc()
-        raise
-
-
-def refuse(command: Message, refusal: str | None, metrics: GradesMetrics) -> None:
-    if refusal is not None:
-        metrics.refused.labels(type(command).__name__, Forbidden.reason).inc()
-        raise Forbidden(refusal)
-
-
-async def enrol_students(event: StudentsRegistered, repo: GradesRepository, metrics: GradesMetrics) -> int:
-    """Keep each registered student's enrolment; returns how many were new."""
-    new = await repo.enrol(list(event.students))
-    metrics.enrolled.inc(new)
-    return new
+async def enrol_students(event: StudentsRegistered, deps: Deps) -> Outcome:
+    """Keep each registered student's enrolment; the first one of a student's year stands."""
+    deps.metrics.enrolled.inc(await deps.repo.enrol(list(event.students)))
+    return NOTHING
 
 
 # -- entries ----------------------------------------------------------------------------------
 
+E = TypeVar("E", SubjectTermScores, StudentTermConduct)
+#: The checks of one entry of an enrolled student under their grade's rule set: its problems.
+#: Raises Forbidden when whoever sent the entry may not enter it.
+Check = Callable[[RuleSet, RegisteredStudent, E], list[EntryProblem]]
+
+DUPLICATE = EntryProblem("duplicate", "the same entry appears twice in this message")
+
 
 @dataclass(frozen=True)
 class Rejected:
+    """Entry `index` of a message, not stored, and why."""
+
     index: int
     entry: Entry
     code: str
@@ -94,143 +106,190 @@ class Rejected:
         return EntryRejection(index=self.index, code=self.code, reason=self.reason)
 
 
-@dataclass
-class RecordingOutcome:
-    event: AssessmentsRecorded | ConductRecorded
-    rejected: list[Rejected] = field(default_factory=list)
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
+@dataclass(frozen=True)
+class Accepted:
+    """Entry `index` of a message: sent by someone who may, valid, once, in an open term (`term`)."""
+
+    index: int
+    entry: Entry
+    key: EntryKey
+    term: TermStatus
 
 
-#: Checks one entry of an enrolled student: (problems, refusal).
-Check = Callable[[RuleSet, RegisteredStudent, Entry], tuple[list[EntryProblem], str | None]]
+async def record_assessments(command: RecordAssessments, deps: Deps) -> Outcome:
+    """Store a subject teacher's entries: only for their classes and subjects, only in open terms.
+
+    Announced and answered with AssessmentsRecorded; the refused entries are dead-lettered.
+    """
+    actor = require_actor(command.actor, deps.issuer_keys)
+
+    def check(rule_set: RuleSet, student: RegisteredStudent, entry: SubjectTermScores) -> list[EntryProblem]:
+        authorise_assessment(actor, command.school_code, student.enrolment.class_name, entry.subject)
+        return enrolled_entry_problems(rule_set, command.school_code, student, entry)
+
+    return await record_entries(command, command.entries, actor, check, deps)
 
 
-async def record_assessments(
-    command: RecordAssessments,
-    repo: GradesRepository,
-    metrics: GradesMetrics,
-    keys: IssuerKeys | None,
-    rule_sets: RuleSets = rule_set_for,
-) -> RecordingOutcome:
-    """Store a subject teacher's entries: only for their classes and subjects, only in open terms."""
-    actor = authenticate(command, keys, metrics)
+async def record_conduct(command: RecordConduct, deps: Deps) -> Outcome:
+    """Store the homeroom teacher's entries (conduct, absences, qualities, comments) for their class.
 
-    def check(rule_set: RuleSet, student: RegisteredStudent, entry: Entry) -> tuple[list[EntryProblem], str | None]:
-        assert isinstance(entry, SubjectTermScores)
-        refusal = assessment_refusal(actor, command.school_code, student.enrolment.class_name, entry.subject)
-        return enrolled_entry_problems(rule_set, command.school_code, student, entry), refusal
+    Announced and answered with ConductRecorded; the refused entries are dead-lettered.
+    """
+    actor = require_actor(command.actor, deps.issuer_keys)
 
-    return await _record("subject", command, command.entries, actor, check, repo, metrics, rule_sets)
-
-
-async def record_conduct(
-    command: RecordConduct,
-    repo: GradesRepository,
-    metrics: GradesMetrics,
-    keys: IssuerKeys | None,
-    rule_sets: RuleSets = rule_set_for,
-) -> RecordingOutcome:
-    """Store the homeroom teacher's entries (conduct, absences, qualities, comments) for their class."""
-    actor = authenticate(command, keys, metrics)
-
-    def check(rule_set: RuleSet, student: RegisteredStudent, entry: Entry) -> tuple[list[EntryProblem], str | None]:
-        assert isinstance(entry, StudentTermConduct)
+    def check(rule_set: RuleSet, student: RegisteredStudent, entry: StudentTermConduct) -> list[EntryProblem]:
         enrolment = student.enrolment
-        refusal = homeroom_refusal(actor, command.school_code, enrolment.class_name)
+        authorise_homeroom_entry(actor, command.school_code, enrolment.class_name)
         if enrolment.school_code != command.school_code:
-            return [EntryProblem("wrong-school", f"the student is enrolled in school {enrolment.school_code}")], refusal
-        return conduct_problems(rule_set, entry), refusal
+            return [EntryProblem("wrong-school", f"the student is enrolled in school {enrolment.school_code}")]
+        return conduct_problems(rule_set, entry)
 
-    return await _record("homeroom", command, command.entries, actor, check, repo, metrics, rule_sets)
+    return await record_entries(command, command.entries, actor, check, deps)
 
 
-async def _record(
-    kind: Kind,
-    command: RecordAssessments | RecordConduct,
-    entries: Sequence[Entry],
-    actor: Actor,
-    check: Check,
-    repo: GradesRepository,
-    metrics: GradesMetrics,
-    rule_sets: RuleSets,
-) -> RecordingOutcome:
+async def record_entries(
+    command: RecordAssessments | RecordConduct, entries: Sequence[E], actor: Actor, check: Check[E], deps: Deps
+) -> Outcome:
     """Check every entry, store the new and the changed, and report each rejected one.
 
     Entries of students not (yet) enrolled make the whole message wait: enrolments arrive on
     another queue, so the message is retried, and dead-lettered only when they never come.
     """
+    accepted, rejected = await checked(command, entries, check, deps)
+    writes, unreasoned = await writes_for(command, actor, accepted, deps)
+    await deps.repo.write(command.school_code, command.school_year, kind_of(command), writes)
+    in_order = sorted(rejected + unreasoned, key=lambda r: r.index)
+    recorded = recorded_event(command, writes, len(accepted) - len(unreasoned), in_order)
+    count_recorded(kind_of(command), recorded, deps.metrics)
+    return Outcome(publish=[recorded], reply=recorded, rejected=rejected_parts(in_order))
+
+
+def kind_of(command: RecordAssessments | RecordConduct) -> Kind:
+    return "subject" if isinstance(command, RecordAssessments) else "homeroom"
+
+
+async def checked(
+    command: RecordAssessments | RecordConduct, entries: Sequence[E], check: Check[E], deps: Deps
+) -> tuple[list[Accepted], list[Rejected]]:
+    """The entries accepted, and those rejected with the first reason that keeps each out."""
     code, year = command.school_code, command.school_year
+    accepted: list[Accepted] = []
+    if await deps.repo.is_closed(code, year):
+        closed = f"{year} is closed in school {code}"
+        return accepted, [Rejected(i, entry, "year-closed", closed) for i, entry in enumerate(entries)]
+    enrolments = await enrolments_of(year, entries, deps)
+    terms = await deps.repo.term_statuses(code, year)
     rejected: list[Rejected] = []
-    accepted: list[tuple[int, Entry, EntryKey]] = []
-    statuses = {}
-    if await repo.is_closed(code, year):
-        rejected = [Rejected(i, e, "year-closed", f"{year} is closed in school {code}") for i, e in enumerate(entries)]
-    else:
-        refs = sorted({e.student_ref for e in entries})
-        enrolments = await repo.enrolments_of(year, refs)
-        if unknown := [ref for ref in refs if ref not in enrolments]:
-            raise TransientError(f"{len(unknown)} student(s) not enrolled in {year} yet: {', '.join(unknown[:10])}")
-        statuses = await repo.term_statuses(code, year)
-        seen: set[EntryKey] = set()
-        for index, entry in enumerate(entries):
-            student = enrolments[entry.student_ref]
-            key = entry_key(kind, entry)
-            problems, refusal = check(rule_sets(student.enrolment.grade), student, entry)
-            if refusal is not None:
-                rejected.append(Rejected(index, entry, "forbidden", refusal, forbidden=True))
-            elif problems:
-                rejected.append(Rejected(index, entry, problems[0].code, "; ".join(p.message for p in problems)))
-            elif locked := locked_problem(statuses[entry.term]):
-                rejected.append(Rejected(index, entry, locked.code, locked.message))
-            elif key in seen:
-                rejected.append(Rejected(index, entry, "duplicate", "the same entry appears twice in this message"))
-            else:
-                seen.add(key)
-                accepted.append((index, entry, key))
-
-    stored = await repo.stored(code, year, kind, [key for _, _, key in accepted])
-    writes: list[Write] = []
-    unchanged = 0
-    for index, entry, key in accepted:
-        before = stored.get(key)
-        change = change_of(before, entry, command.message_id)
-        if problem := reason_problem(statuses[entry.term], change, command.reason):
+    seen: set[EntryKey] = set()
+    for index, entry in enumerate(entries):
+        student = enrolments[entry.student_ref]
+        try:
+            problem = entry_problem(check, deps.rule_sets(student.enrolment.grade), student, entry, terms[entry.term])
+        except Forbidden as refused:
+            rejected.append(Rejected(index, entry, refused.reason, str(refused), forbidden=True))
+            continue
+        key = entry_key(entry)
+        if problem is None and key in seen:
+            problem = DUPLICATE
+        if problem is not None:
             rejected.append(Rejected(index, entry, problem.code, problem.message))
-        elif change == "unchanged":
-            unchanged += 1
         else:
-            writes.append(
-                Write(key, entry, command.message_id, actor.subject, command.occurred_at, command.reason,
-                      revision=before.revision if before else 0, old=before.values if before else None)  # type: ignore[arg-type]
-            )
-    await repo.write(code, year, kind, writes)
+            seen.add(key)
+            accepted.append(Accepted(index, entry, key, terms[entry.term]))
+    return accepted, rejected
 
+
+async def enrolments_of(school_year: str, entries: Sequence[Entry], deps: Deps) -> dict[str, RegisteredStudent]:
+    """The enrolment of every student the entries are about; the message waits (is retried) until all are known."""
+    refs = sorted({e.student_ref for e in entries})
+    enrolments = await deps.repo.enrolments_of(school_year, refs)
+    if unknown := [ref for ref in refs if ref not in enrolments]:
+        raise TransientError(f"{len(unknown)} student(s) not enrolled in {school_year} yet: {', '.join(unknown[:10])}")
+    return enrolments
+
+
+def entry_problem(
+    check: Check[E], rule_set: RuleSet, student: RegisteredStudent, entry: E, term: TermStatus
+) -> EntryProblem | None:
+    """What keeps an entry out, if anything: its problems (all of them named), else its term's lock.
+
+    Raises Forbidden when whoever sent the entry may not enter it.
+    """
+    if problems := check(rule_set, student, entry):
+        return EntryProblem(problems[0].code, "; ".join(p.message for p in problems))
+    return locked_problem(term)
+
+
+async def writes_for(
+    command: RecordAssessments | RecordConduct, actor: Actor, accepted: list[Accepted], deps: Deps
+) -> tuple[list[Write], list[Rejected]]:
+    """What the accepted entries write (new entries and changes), and the changes refused for want of a reason.
+
+    An entry equal to the stored one, or one this message already set, writes nothing.
+    """
+    stored = await deps.repo.stored(command.school_code, command.school_year, kind_of(command), [a.key for a in accepted])
+    writes: list[Write] = []
+    unreasoned: list[Rejected] = []
+    for item in accepted:
+        before = stored.get(item.key)
+        change = change_of(before, item.entry, command.message_id)
+        if problem := reason_problem(item.term, change, command.reason):
+            unreasoned.append(Rejected(item.index, item.entry, problem.code, problem.message))
+        elif change != "unchanged":
+            writes.append(
+                Write(
+                    item.key,
+                    item.entry,
+                    command.message_id,
+                    actor.subject,
+                    command.occurred_at,
+                    command.reason,
+                    revision=before.revision if before else 0,
+                    old=before.values if before else None,
+                )
+            )
+    return writes, unreasoned
+
+
+def recorded_event(
+    command: RecordAssessments | RecordConduct, writes: list[Write], taken: int, rejected: list[Rejected]
+) -> AssessmentsRecorded | ConductRecorded:
+    """What became of the message's entries: `taken` accepted (new, changed or unchanged), the rest rejected."""
     new = sum(1 for w in writes if w.revision == 0)
-    changed = len(writes) - new
-    (metrics.recorded if kind == "subject" else metrics.homeroom_recorded).inc(new)
-    metrics.changed.labels(kind).inc(changed)
-    for item in rejected:
-        metrics.rejected.labels(item.code).inc()
-    rejected.sort(key=lambda r: r.index)
-    event_type = AssessmentsRecorded if kind == "subject" else ConductRecorded
-    event = event_type(
+    event = AssessmentsRecorded if isinstance(command, RecordAssessments) else ConductRecorded
+    return event(
         message_id=derived_id(command.message_id, "recorded"),
         actor=command.actor,
-        school_code=code,
-        school_year=year,
-        entries=new + changed + unchanged,
+        school_code=command.school_code,
+        school_year=command.school_year,
+        entries=taken,
         source_message_id=command.message_id,
         new=new,
-        changed=changed,
-        unchanged=unchanged,
+        changed=len(writes) - new,
+        unchanged=taken - len(writes),
         rejected=[r.contract() for r in rejected],
     )
-    return RecordingOutcome(event=event, rejected=rejected, new=new, changed=changed, unchanged=unchanged)
+
+
+def count_recorded(kind: Kind, recorded: AssessmentsRecorded | ConductRecorded, metrics: GradesMetrics) -> None:
+    (metrics.recorded if kind == "subject" else metrics.homeroom_recorded).inc(recorded.new)
+    metrics.changed.labels(kind).inc(recorded.changed)
+    for rejection in recorded.rejected:
+        metrics.rejected.labels(rejection.code).inc()
+
+
+def rejected_parts(rejected: list[Rejected]) -> list[RejectedPart]:
+    """The rejected entries, for the dead-letter queue: those their sender may not enter, then the invalid ones."""
+    parts = []
+    for reason, forbidden in ((Forbidden.reason, True), (InvalidMessage.reason, False)):
+        if part := [r for r in rejected if r.forbidden is forbidden]:
+            parts.append(RejectedPart("entries", [r.entry for r in part], reason, describe(part)))
+    return parts
 
 
 def describe(rejected: list[Rejected]) -> str:
+    """The rejected entries in words: which entry, about what, and why."""
+
     def what(entry: Entry) -> str:
         subject = entry.subject if isinstance(entry, SubjectTermScores) else "homeroom"
         return f"{entry.student_ref}, {subject}, term {entry.term}"
@@ -241,146 +300,180 @@ def describe(rejected: list[Rejected]) -> str:
 # -- terms ------------------------------------------------------------------------------------
 
 
-async def close_term(
-    command: CloseTerm, repo: GradesRepository, metrics: GradesMetrics, keys: IssuerKeys | None
-) -> TermChanged:
-    """Lock a term's entries (the principal or the school administrator)."""
-    actor = authenticate(command, keys, metrics)
-    refuse(command, close_term_refusal(actor, command.school_code), metrics)
-    if await repo.is_closed(command.school_code, command.school_year):
+async def close_term(command: CloseTerm, deps: Deps) -> Outcome:
+    """Lock a term's entries (the principal or the school administrator); announced and answered with TermChanged."""
+    actor = require_actor(command.actor, deps.issuer_keys)
+    authorise_term_close(actor, command.school_code)
+    if await deps.repo.is_closed(command.school_code, command.school_year):
         raise InvalidMessage(f"{command.school_year} is closed in school {command.school_code}")
-    if await repo.set_term(command.school_code, command.school_year, command.term, True, actor.subject,
-                           command.occurred_at, "", command.message_id):
-        metrics.terms.labels("close").inc()
-    return _term_changed(command, "closed", actor)
+    action = TermAction(command.term, True, actor.subject, command.occurred_at, command.message_id)
+    if await deps.repo.set_term(command.school_code, command.school_year, action):
+        deps.metrics.terms.labels("close").inc()
+    return announced(term_changed(command, "closed", actor))
 
 
-async def reopen_term(
-    command: ReopenTerm, repo: GradesRepository, metrics: GradesMetrics, keys: IssuerKeys | None
-) -> TermChanged:
-    """Unlock a closed term for corrections: the principal's confirmation, with the reason logged."""
-    actor = authenticate(command, keys, metrics)
-    refuse(command, principal_refusal(actor, command.school_code, "reopen a term"), metrics)
-    if await repo.is_closed(command.school_code, command.school_year):
+async def reopen_term(command: ReopenTerm, deps: Deps) -> Outcome:
+    """Unlock a closed term for corrections: the principal's confirmation, with the reason logged.
+
+    Announced and answered with TermChanged.
+    """
+    actor = require_actor(command.actor, deps.issuer_keys)
+    authorise_principal(actor, command.school_code, "reopen a term")
+    if await deps.repo.is_closed(command.school_code, command.school_year):
         raise InvalidMessage(
             f"{command.school_year} is closed in school {command.school_code}: a correction is now an amendment"
         )
-    if await repo.set_term(command.school_code, command.school_year, command.term, False, actor.subject,
-                           command.occurred_at, command.reason, command.message_id):
-        metrics.terms.labels("reopen").inc()
-    return _term_changed(command, "open", actor)
+    action = TermAction(command.term, False, actor.subject, command.occurred_at, command.message_id, command.reason)
+    if await deps.repo.set_term(command.school_code, command.school_year, action):
+        deps.metrics.terms.labels("reopen").inc()
+    return announced(term_changed(command, "open", actor))
 
 
-def _term_changed(command: CloseTerm | ReopenTerm, state: str, actor: Actor) -> TermChanged:
+def term_changed(command: CloseTerm | ReopenTerm, state: Literal["open", "closed"], actor: Actor) -> TermChanged:
     return TermChanged(
         message_id=derived_id(command.message_id, "term", state),
         actor=command.actor,
         school_code=command.school_code,
         school_year=command.school_year,
         term=command.term,
-        state=state,  # type: ignore[arg-type]
+        state=state,
         source_message_id=command.message_id,
         by=actor.subject,
     )
 
 
+def announced(event: TermChanged) -> Outcome:
+    """Published for whoever follows the school's terms, and the answer to whoever asked."""
+    return Outcome(publish=[event], reply=event)
+
+
 # -- the year ---------------------------------------------------------------------------------
 
 
-@dataclass
-class ClosingOutcome:
-    events: list[RecordsReady]
-    assembled: int = 0
-    new: int = 0
-    #: reason -> student refs whose record could not be assembled.
-    unassembled: dict[str, list[str]] = field(default_factory=dict)
+@dataclass(frozen=True)
+class YearEntries:
+    """A school year's entries, by student: subject entries and homeroom entries."""
+
+    subjects: dict[str, list[SubjectTermScores]]
+    homeroom: dict[str, list[StudentTermConduct]]
 
 
-async def close_year(
-    command: CloseYear,
-    repo: GradesRepository,
-    lookup: Lookup,
-    metrics: GradesMetrics,
-    chunk_size: int,
-    keys: IssuerKeys | None,
-    rule_sets: RuleSets = rule_set_for,
-) -> ClosingOutcome:
+async def close_year(command: CloseYear, deps: Deps) -> Outcome:
     """Close the year (the principal, both terms closed), assemble every record and announce them.
 
     Redelivered, it assembles again, stores nothing twice and announces the same records again,
     so a failure between storing and publishing loses nothing.
     """
-    actor = authenticate(command, keys, metrics)
+    actor = require_actor(command.actor, deps.issuer_keys)
+    authorise_principal(actor, command.school_code, "close the year")
+    students = await students_of_closing_year(command, deps)
+    await deps.repo.close_year(command.school_code, command.school_year, command.occurred_at)
+    records, unassembled = await assembled_records(command, students, deps)
+    new = await deps.repo.add_records(records)
+    count_assembled(command, new, unassembled, deps.metrics)
+    stored = await deps.repo.records(command.school_code, command.school_year, FIRST_VERSION)
+    log.info(
+        "%s %s closed: %d record(s) assembled, %d new, %d ready",
+        command.school_code, command.school_year, len(records), new, len(stored),
+    )
+    return Outcome(publish=ready_messages(command, stored, deps.records_per_message))
+
+
+async def students_of_closing_year(command: CloseYear, deps: Deps) -> list[RegisteredStudent]:
+    """The students enrolled in the year; refused while a term is open, not found when there are none."""
     code, year = command.school_code, command.school_year
-    refuse(command, principal_refusal(actor, code, "close the year"), metrics)
-    statuses = await repo.term_statuses(code, year)
-    if open_terms := [str(t) for t, s in statuses.items() if not s.closed]:
+    terms = await deps.repo.term_statuses(code, year)
+    if open_terms := [str(t) for t, status in terms.items() if not status.closed]:
         raise InvalidMessage(
             f"term {' and '.join(open_terms)} of {year} is still open in school {code}: close it first (CloseTerm)"
         )
-    students = await repo.enrolled(code, year)
+    students = await deps.repo.enrolled(code, year)
     if not students:
         raise NotFound(f"no student is enrolled in school {code} for {year}")
-    await repo.close_year(code, year, command.occurred_at)
-    entries = by_student(await repo.assessments(code, year))
-    homeroom = by_student(await repo.homeroom(code, year))
+    return sorted(students, key=lambda s: s.student_ref)
 
-    unassembled: dict[str, list[str]] = defaultdict(list)
-    assemblable: list[RegisteredStudent] = []
-    for student in sorted(students, key=lambda s: s.student_ref):
-        if rule_sets(student.enrolment.grade).subjects(student.enrolment.grade) is None:
-            unassembled["no-rule-set"].append(student.student_ref)
-        else:
-            assemblable.append(student)
-    snapshots = await lookup([s.student_ref for s in assemblable]) if assemblable else StudentSnapshots(students=[])
-    known = {s.student_ref: s for s in snapshots.students}
 
-    records = []
-    for student in assemblable:
-        snapshot = known.get(student.student_ref)
-        if snapshot is None:
-            unassembled["unknown-student"].append(student.student_ref)
-            continue
-        ref = student.student_ref
-        record = assemble_record(
-            rule_sets(student.enrolment.grade), student, snapshot, entries.get(ref, []), homeroom.get(ref, []),
-            FIRST_VERSION,
-        )
-        records.append(
-            RecordVersion(
-                record_id=record.record_id,
-                version=record.version,
-                school_code=code,
-                school_year=year,
-                student_ref=ref,
-                document=record.document(),
-            )
-        )
-    new = await repo.add_records(records)
+async def assembled_records(
+    command: CloseYear, students: list[RegisteredStudent], deps: Deps
+) -> tuple[list[RecordVersion], dict[str, list[str]]]:
+    """Each student's first record version; the students whose record cannot be assembled, by reason.
+
+    Students of a grade no rule set covers are left out (and not looked up), as are those identity does not know.
+    """
+    entries = YearEntries(
+        by_student(await deps.repo.assessments(command.school_code, command.school_year)),
+        by_student(await deps.repo.homeroom(command.school_code, command.school_year)),
+    )
+    ruled: list[RegisteredStudent] = []
+    unruled: list[RegisteredStudent] = []
+    for student in students:
+        grade = student.enrolment.grade
+        (ruled if deps.rule_sets(grade).subjects(grade) is not None else unruled).append(student)
+    snapshots = await snapshots_of(ruled, deps.lookup)
+    unassembled = {
+        "no-rule-set": [s.student_ref for s in unruled],
+        "unknown-student": [s.student_ref for s in ruled if s.student_ref not in snapshots],
+    }
+    records = [
+        first_version(s, snapshots[s.student_ref], entries, deps.rule_sets(s.enrolment.grade))
+        for s in ruled
+        if s.student_ref in snapshots
+    ]
+    return records, {reason: refs for reason, refs in unassembled.items() if refs}
+
+
+async def snapshots_of(students: list[RegisteredStudent], lookup: Lookup) -> dict[str, StudentSnapshot]:
+    """identity's snapshot of each student it knows, asked once for them all."""
+    if not students:
+        return {}
+    found = await lookup([s.student_ref for s in students])
+    return {s.student_ref: s for s in found.students}
+
+
+def first_version(
+    student: RegisteredStudent, snapshot: StudentSnapshot, entries: YearEntries, rule_set: RuleSet
+) -> RecordVersion:
+    """The student's year record as first assembled, computed by their grade's rule set."""
+    ref = student.student_ref
+    record = assemble_record(
+        rule_set, student, snapshot, entries.subjects.get(ref, []), entries.homeroom.get(ref, []), FIRST_VERSION
+    )
+    return RecordVersion(
+        record_id=record.record_id,
+        version=record.version,
+        school_code=student.enrolment.school_code,
+        school_year=student.enrolment.school_year,
+        student_ref=ref,
+        document=record.document(),
+    )
+
+
+def count_assembled(command: CloseYear, new: int, unassembled: dict[str, list[str]], metrics: GradesMetrics) -> None:
     metrics.assembled.inc(new)
     for reason, refs in unassembled.items():
         metrics.unassembled.labels(reason).inc(len(refs))
         log.warning(
-            "%s %s: %d record(s) not assembled (%s): %s", code, year, len(refs), reason, ", ".join(refs[:20])
+            "%s %s: %d record(s) not assembled (%s): %s",
+            command.school_code, command.school_year, len(refs), reason, ", ".join(refs[:20]),
         )
 
-    stored = await repo.records(code, year, FIRST_VERSION)
-    events = [
+
+def ready_messages(command: CloseYear, stored: list[RecordVersion], per_message: int) -> list[RecordsReady]:
+    """The year's records, `per_message` to a message; the ids derive from the command and the records they carry."""
+    return [
         RecordsReady(
-            message_id=derived_id(command.message_id, "ready", n, *(r.record_id for r in chunk)),
+            message_id=derived_id(command.message_id, "ready", n, *(r.record_id for r in part)),
             actor=command.actor,
-            school_code=code,
-            school_year=year,
-            records=chunk,
+            school_code=command.school_code,
+            school_year=command.school_year,
+            records=part,
         )
-        for n, chunk in enumerate(chunked(stored, chunk_size))
+        for n, part in enumerate(chunked(stored, per_message))
     ]
-    log.info("%s %s closed: %d record(s) assembled, %d new, %d ready", code, year, len(records), new, len(stored))
-    return ClosingOutcome(events=events, assembled=len(records), new=new, unassembled=dict(unassembled))
 
 
-def by_student(entries: Sequence[Any]) -> dict[str, list[Any]]:
-    grouped: dict[str, list[Any]] = defaultdict(list)
+def by_student(entries: Sequence[E]) -> dict[str, list[E]]:
+    grouped: dict[str, list[E]] = defaultdict(list)
     for entry in entries:
         grouped[entry.student_ref].append(entry)
     return grouped
@@ -393,28 +486,37 @@ def chunked(items: list[RecordVersion], size: int) -> list[list[RecordVersion]]:
 # -- explaining a record ----------------------------------------------------------------------
 
 
-async def explain_record(
-    request: ExplainRecord, repo: GradesRepository, metrics: GradesMetrics, keys: IssuerKeys | None
-) -> RecordExplanation:
-    """Every computed result of a record with its rule, clause, inputs and words; refusals are answered too."""
-    not_found = RecordExplanation(found=False, record_id=request.record_id)
+async def explain_record(request: ExplainRecord, deps: Deps) -> Outcome:
+    """Every computed result of a record with its rule, clause, inputs and words, for its school's staff and operators.
+
+    An unknown record is NotFound; an actor who may not read it is Forbidden; both are counted.
+    """
     try:
-        actor = authenticate(request, keys, metrics)
-    except Forbidden as exc:
-        metrics.explained.labels("refused").inc()
-        return not_found.model_copy(update={"error": str(exc)})
-    record = await repo.record(request.record_id, request.version)
+        record = await readable_record(request, deps)
+    except Forbidden:
+        deps.metrics.explained.labels("refused").inc()
+        raise
+    except NotFound:
+        deps.metrics.explained.labels("not-found").inc()
+        raise
+    deps.metrics.explained.labels("answered").inc()
+    return Outcome(reply=explanation(record))
+
+
+async def readable_record(request: ExplainRecord, deps: Deps) -> RecordVersion:
+    """The record asked for, once the actor is known to be one who may read it."""
+    actor = require_actor(request.actor, deps.issuer_keys)
+    record = await deps.repo.record(request.record_id, request.version)
     if record is None:
-        metrics.explained.labels("not-found").inc()
-        return not_found.model_copy(update={"error": f"no record {request.record_id}"})
-    if refusal := reader_refusal(actor, record.school_code):
-        metrics.explained.labels("refused").inc()
-        return not_found.model_copy(update={"error": refusal})
+        raise NotFound(f"no record {request.record_id}")
+    authorise_reader(actor, record.school_code)
+    return record
+
+
+def explanation(record: RecordVersion) -> RecordExplanation:
     doc = record.document
     rule_set = RULE_SETS.get(doc.get("rule_set", ""))
-    metrics.explained.labels("answered").inc()
     return RecordExplanation(
-        found=True,
         record_id=record.record_id,
         version=record.version,
         school_code=record.school_code,

@@ -6,6 +6,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 
 class GradesMetrics:
+    """What grades did with entries, terms and records.
+
+    Commands refused whole (no valid actor token, or an actor who may not) are counted at the
+    edge, as `hocba_messages_refused_total` by queue and reason.
+    """
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.enrolled = Counter(
             "hocba_students_enrolled_total", "Student enrolments newly stored.", registry=registry
@@ -28,12 +34,6 @@ class GradesMetrics:
         self.homeroom_recorded = Counter(
             "hocba_homeroom_entries_recorded_total",
             "Homeroom entries (conduct, absences, qualities, comments) newly stored.",
-            registry=registry,
-        )
-        self.refused = Counter(
-            "hocba_grades_commands_refused_total",
-            "Commands refused whole (no valid actor token, or the actor may not), by command and reason.",
-            ["command", "reason"],
             registry=registry,
         )
         self.terms = Counter(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.grades.domain.entries import Entry
 from services.grades.domain.terms import Stored, TermStatus
-from shared.contracts.grades import RecordVersion, StudentTermConduct, SubjectTermScores
+from shared.contracts.grades import RecordVersion, StudentTermConduct, SubjectTermScores, VersionKey
 from shared.contracts.identity import Enrolment, RegisteredStudent
 from shared.errors import TransientError
 from shared.mongo import Index, insert_new, insert_one_new, packed, unpacked
@@ -47,19 +48,38 @@ INDEXES = [
 #: (student ref, subject, term): one entry's key within a school year.
 EntryKey = tuple[str, str, int]
 
+M = TypeVar("M", SubjectTermScores, StudentTermConduct)
+
 
 @dataclass(frozen=True)
 class Write:
     """One entry to store: new (revision 0 expected) or a change of revision `revision`."""
 
     key: EntryKey
-    values: SubjectTermScores | StudentTermConduct
+    values: Entry
     message_id: str
     by: str
     at: datetime
     reason: str = ""
     revision: int = 0
-    old: SubjectTermScores | StudentTermConduct | None = None
+    old: Entry | None = None
+
+
+@dataclass(frozen=True)
+class TermAction:
+    """A term closed (or reopened): by whom, when, why, and the message that asked for it."""
+
+    term: int
+    closed: bool
+    by: str
+    at: datetime
+    message_id: str
+    reason: str = ""
+
+    def logged(self) -> dict[str, Any]:
+        """The action as the term's history keeps it."""
+        action = "close" if self.closed else "reopen"
+        return {"action": action, "by": self.by, "at": self.at, "reason": self.reason, "message_id": self.message_id}
 
 
 class GradesRepository(Protocol):
@@ -81,10 +101,12 @@ class GradesRepository(Protocol):
     async def term_statuses(self, school_code: str, school_year: str) -> dict[int, TermStatus]:
         """Terms 1 and 2 with their locks."""
 
-    async def set_term(
-        self, school_code: str, school_year: str, term: int, closed: bool, by: str, at: datetime, reason: str, message_id: str
-    ) -> bool:
-        """Close (or reopen) a term, logging who, when and why; False when it already was."""
+    async def set_term(self, school_code: str, school_year: str, action: TermAction) -> bool:
+        """Close (or reopen) a term, logging who, when and why; False when it already was, or when
+        the same message already acted on it."""
+
+    async def term_log(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
+        """Every close and reopen of the year's terms, by term, oldest first: each with its term."""
 
     async def stored(self, school_code: str, school_year: str, kind: Kind, keys: list[EntryKey]) -> dict[EntryKey, Stored]:
         """The stored entries among `keys`."""
@@ -135,13 +157,17 @@ def entry_id(school_year: str, key: EntryKey) -> str:
     return "/".join((school_year, key[0], key[1], str(key[2])))
 
 
-def entry_key(kind: Kind, values: SubjectTermScores | StudentTermConduct) -> EntryKey:
+def entry_key(values: Entry) -> EntryKey:
     subject = values.subject if isinstance(values, SubjectTermScores) else HOMEROOM
     return (values.student_ref, subject, values.term)
 
 
-def model_for(kind: Kind) -> type[SubjectTermScores] | type[StudentTermConduct]:
+def model_for(kind: Kind) -> type[Entry]:
     return SubjectTermScores if kind == "subject" else StudentTermConduct
+
+
+def kind_of(model: type[Entry]) -> Kind:
+    return "subject" if model is SubjectTermScores else "homeroom"
 
 
 def change_entry(write: Write) -> dict[str, Any]:
@@ -191,18 +217,16 @@ class MongoGradesRepository:
             statuses[doc["term"]] = TermStatus(doc["term"], closed=doc["state"] == "closed", reopened=doc.get("reopened", 0) > 0)
         return statuses
 
-    async def set_term(
-        self, school_code: str, school_year: str, term: int, closed: bool, by: str, at: datetime, reason: str, message_id: str
-    ) -> bool:
-        key = {"school_code": school_code, "school_year": school_year, "term": term}
-        event = {"action": "close" if closed else "reopen", "by": by, "at": at, "reason": reason, "message_id": message_id}
-        state, other = ("closed", "open") if closed else ("open", "closed")
-        first = {**key, "state": state, "reopened": 0, "revision": 1, "history": [event], "message_ids": [message_id]}
-        if closed and await insert_one_new(self._terms, first):
+    async def set_term(self, school_code: str, school_year: str, action: TermAction) -> bool:
+        key = {"school_code": school_code, "school_year": school_year, "term": action.term}
+        event = action.logged()
+        state, other = ("closed", "open") if action.closed else ("open", "closed")
+        first = {**key, "state": state, "reopened": 0, "revision": 1, "history": [event], "message_ids": [action.message_id]}
+        if action.closed and await insert_one_new(self._terms, first):
             return True
         # Arrays of documents are rewritten whole under a revision check ($push of documents is
         # not portable to the embedded server); a message that already acted never acts again.
-        doc = await self._terms.find_one({**key, "state": other, "message_ids": {"$nin": [message_id]}})
+        doc = await self._terms.find_one({**key, "state": other, "message_ids": {"$nin": [action.message_id]}})
         if doc is None:
             return False
         result = await self._terms.update_one(
@@ -211,15 +235,22 @@ class MongoGradesRepository:
                 "$set": {
                     "state": state,
                     "revision": doc["revision"] + 1,
-                    "reopened": doc["reopened"] + (0 if closed else 1),
+                    "reopened": doc["reopened"] + (0 if action.closed else 1),
                     "history": [*doc["history"], event],
                 },
-                "$push": {"message_ids": message_id},
+                "$push": {"message_ids": action.message_id},
             },
         )
         if result.modified_count != 1:
-            raise TransientError(f"term {term} changed meanwhile; the command is tried again")
+            raise TransientError(f"term {action.term} changed meanwhile; the command is tried again")
         return True
+
+    async def term_log(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
+        cursor = self._terms.find(
+            {"school_code": school_code, "school_year": school_year, "term": {"$in": [1, 2]}}, {"term": 1, "history": 1}
+        )
+        docs = sorted([doc async for doc in cursor], key=lambda doc: doc["term"])
+        return [{"term": doc["term"], **event} for doc in docs for event in doc["history"]]
 
     async def stored(self, school_code: str, school_year: str, kind: Kind, keys: list[EntryKey]) -> dict[EntryKey, Stored]:
         if not keys:
@@ -281,18 +312,16 @@ class MongoGradesRepository:
             raise TransientError(f"{lost} entr(ies) changed meanwhile; the command is tried again")
 
     async def assessments(self, school_code: str, school_year: str) -> list[SubjectTermScores]:
-        return [e async for e in self._values(school_code, school_year, "subject")]  # type: ignore[misc]
+        return await self._values(school_code, school_year, SubjectTermScores)
 
     async def homeroom(self, school_code: str, school_year: str) -> list[StudentTermConduct]:
-        return [e async for e in self._values(school_code, school_year, "homeroom")]  # type: ignore[misc]
+        return await self._values(school_code, school_year, StudentTermConduct)
 
-    async def _values(self, school_code: str, school_year: str, kind: Kind):
-        model = model_for(kind)
+    async def _values(self, school_code: str, school_year: str, model: type[M]) -> list[M]:
         cursor = self._assessments.find(
-            {"school_code": school_code, "school_year": school_year, "kind": kind}, {"values": 1}
+            {"school_code": school_code, "school_year": school_year, "kind": kind_of(model)}, {"values": 1}
         )
-        async for doc in cursor:
-            yield model.model_validate(doc["values"])
+        return [model.model_validate(doc["values"]) async for doc in cursor]
 
     async def changes(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
         cursor = self._assessments.find(
@@ -329,82 +358,92 @@ class MongoGradesRepository:
 class _Row:
     school_code: str
     kind: Kind
-    values: SubjectTermScores | StudentTermConduct
+    values: Entry
     revision: int
     message_ids: set[str]
     changes: list[dict[str, Any]]
 
 
+@dataclass
+class _Term:
+    state: str
+    reopened: int
+    history: list[dict[str, Any]]
+
+
 class InMemoryGradesRepository:
-    """For unit and wiring tests: same behaviour, no database."""
+    """For unit and wiring tests: the same promises as the MongoDB repository (the contract tests hold both to them)."""
 
     def __init__(self) -> None:
-        self.enrolment_by_key: dict[tuple[str, str], RegisteredStudent] = {}
-        self.rows: dict[tuple[str, EntryKey], _Row] = {}  # (school year, key) -> row
-        self.closed: dict[tuple[str, str], datetime] = {}
-        self.terms: dict[tuple[str, str, int], dict[str, Any]] = {}
-        self.record_by_key: dict[tuple[str, int], RecordVersion] = {}
-        #: Set to make the next write lose a race (tests of the retry).
-        self.lose_next_write = False
+        self._enrolments: dict[tuple[str, str], RegisteredStudent] = {}  # (student ref, school year)
+        self._rows: dict[tuple[str, EntryKey], _Row] = {}  # (school year, entry key)
+        self._closed: dict[tuple[str, str], datetime] = {}  # (school code, school year)
+        self._terms: dict[tuple[str, str, int], _Term] = {}  # (school code, school year, term)
+        self._records: dict[VersionKey, RecordVersion] = {}
 
     async def enrol(self, students: list[RegisteredStudent]) -> int:
         added = 0
         for student in students:
             key = (student.student_ref, student.enrolment.school_year)
-            if key not in self.enrolment_by_key:
-                self.enrolment_by_key[key] = student
+            if key not in self._enrolments:
+                self._enrolments[key] = student
                 added += 1
         return added
 
     async def enrolments_of(self, school_year: str, refs: list[str]) -> dict[str, RegisteredStudent]:
-        known = self.enrolment_by_key
+        known = self._enrolments
         return {ref: known[(ref, school_year)] for ref in refs if (ref, school_year) in known}
 
     async def enrolled(self, school_code: str, school_year: str) -> list[RegisteredStudent]:
         return [
             s
-            for s in self.enrolment_by_key.values()
+            for s in self._enrolments.values()
             if s.enrolment.school_code == school_code and s.enrolment.school_year == school_year
         ]
 
     async def is_closed(self, school_code: str, school_year: str) -> bool:
-        return (school_code, school_year) in self.closed
+        return (school_code, school_year) in self._closed
 
     async def close_year(self, school_code: str, school_year: str, closed_at: datetime) -> bool:
-        if (school_code, school_year) in self.closed:
+        if (school_code, school_year) in self._closed:
             return False
-        self.closed[(school_code, school_year)] = closed_at
+        self._closed[(school_code, school_year)] = closed_at
         return True
 
     async def term_statuses(self, school_code: str, school_year: str) -> dict[int, TermStatus]:
         statuses = {}
         for t in (1, 2):
-            doc = self.terms.get((school_code, school_year, t))
-            statuses[t] = TermStatus(t) if doc is None else TermStatus(t, doc["state"] == "closed", doc["reopened"] > 0)
+            lock = self._terms.get((school_code, school_year, t))
+            statuses[t] = TermStatus(t) if lock is None else TermStatus(t, lock.state == "closed", lock.reopened > 0)
         return statuses
 
-    async def set_term(
-        self, school_code: str, school_year: str, term: int, closed: bool, by: str, at: datetime, reason: str, message_id: str
-    ) -> bool:
-        event = {"action": "close" if closed else "reopen", "by": by, "at": at, "reason": reason, "message_id": message_id}
-        doc = self.terms.get((school_code, school_year, term))
-        if doc is None:
-            if not closed:
+    async def set_term(self, school_code: str, school_year: str, action: TermAction) -> bool:
+        lock = self._terms.get((school_code, school_year, action.term))
+        if lock is None:
+            if not action.closed:
                 return False
-            self.terms[(school_code, school_year, term)] = {"state": "closed", "reopened": 0, "history": [event]}
+            self._terms[(school_code, school_year, action.term)] = _Term("closed", 0, [action.logged()])
             return True
-        wanted = "closed" if closed else "open"
-        if doc["state"] == wanted or any(h["message_id"] == message_id for h in doc["history"]):
+        wanted = "closed" if action.closed else "open"
+        if lock.state == wanted or any(h["message_id"] == action.message_id for h in lock.history):
             return False
-        doc["state"] = wanted
-        doc["reopened"] += 0 if closed else 1
-        doc["history"].append(event)
+        lock.state = wanted
+        lock.reopened += 0 if action.closed else 1
+        lock.history.append(action.logged())
         return True
+
+    async def term_log(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
+        return [
+            {"term": term, **event}
+            for term in (1, 2)
+            if (lock := self._terms.get((school_code, school_year, term))) is not None
+            for event in lock.history
+        ]
 
     async def stored(self, school_code: str, school_year: str, kind: Kind, keys: list[EntryKey]) -> dict[EntryKey, Stored]:
         found = {}
         for key in keys:
-            row = self.rows.get((school_year, key))
+            row = self._rows.get((school_year, key))
             if row is not None and row.kind == kind:
                 found[key] = Stored(row.values, row.revision, frozenset(row.message_ids))
         return found
@@ -412,13 +451,10 @@ class InMemoryGradesRepository:
     async def write(self, school_code: str, school_year: str, kind: Kind, writes: list[Write]) -> None:
         lost = 0
         for w in writes:
-            row = self.rows.get((school_year, w.key))
-            if self.lose_next_write:
-                self.lose_next_write, lost = False, lost + 1
-                continue
+            row = self._rows.get((school_year, w.key))
             if w.revision == 0:
                 if row is None:
-                    self.rows[(school_year, w.key)] = _Row(school_code, kind, w.values, 1, {w.message_id}, [])
+                    self._rows[(school_year, w.key)] = _Row(school_code, kind, w.values, 1, {w.message_id}, [])
                 else:
                     lost += 1
             elif row is None or row.revision != w.revision:
@@ -431,17 +467,18 @@ class InMemoryGradesRepository:
             raise TransientError(f"{lost} entr(ies) changed meanwhile; the command is tried again")
 
     async def assessments(self, school_code: str, school_year: str) -> list[SubjectTermScores]:
-        return [r.values for (y, _), r in self.rows.items()  # type: ignore[misc]
-                if y == school_year and r.school_code == school_code and r.kind == "subject"]
+        return [r.values for r in self._rows_of(school_code, school_year) if isinstance(r.values, SubjectTermScores)]
 
     async def homeroom(self, school_code: str, school_year: str) -> list[StudentTermConduct]:
-        return [r.values for (y, _), r in self.rows.items()  # type: ignore[misc]
-                if y == school_year and r.school_code == school_code and r.kind == "homeroom"]
+        return [r.values for r in self._rows_of(school_code, school_year) if isinstance(r.values, StudentTermConduct)]
+
+    def _rows_of(self, school_code: str, school_year: str) -> list[_Row]:
+        return [r for (y, _), r in self._rows.items() if y == school_year and r.school_code == school_code]
 
     async def changes(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
         return [
             {"student_ref": key[0], "subject": key[1], "term": key[2], **change}
-            for (y, key), r in self.rows.items()
+            for (y, key), r in self._rows.items()
             if y == school_year and r.school_code == school_code
             for change in r.changes
         ]
@@ -449,19 +486,19 @@ class InMemoryGradesRepository:
     async def add_records(self, records: list[RecordVersion]) -> int:
         added = 0
         for record in records:
-            if (record.record_id, record.version) not in self.record_by_key:
-                self.record_by_key[(record.record_id, record.version)] = record
+            if record.key not in self._records:
+                self._records[record.key] = record
                 added += 1
         return added
 
     async def records(self, school_code: str, school_year: str, version: int) -> list[RecordVersion]:
         found = [
             r
-            for r in self.record_by_key.values()
+            for r in self._records.values()
             if r.school_code == school_code and r.school_year == school_year and r.version == version
         ]
         return sorted(found, key=lambda r: r.record_id)
 
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
-        found = [r for (rid, v), r in self.record_by_key.items() if rid == record_id and (version is None or v == version)]
+        found = [r for (rid, v), r in self._records.items() if rid == record_id and (version is None or v == version)]
         return max(found, key=lambda r: r.version, default=None)

@@ -1,54 +1,48 @@
-"""Who may do what in grades: pure checks of a verified actor against the school, class and subject."""
+"""Who may do what in grades: pure checks of a verified actor against the school, class and subject.
+
+Each check returns when the actor may, and raises `Forbidden` saying why not.
+"""
 
 from __future__ import annotations
 
 from shared.auth import Actor
+from shared.errors import Forbidden
 
 
-def _other_school(actor: Actor, school_code: str) -> str | None:
+def _same_school(actor: Actor, school_code: str) -> None:
     if actor.school_code != school_code:
-        return f"{actor.subject} acts for school {actor.school_code or '(none)'}, not {school_code}"
-    return None
+        raise Forbidden(f"{actor.subject} acts for school {actor.school_code or '(none)'}, not {school_code}")
 
 
-def assessment_refusal(actor: Actor, school_code: str, class_name: str, subject: str) -> str | None:
+def authorise_assessment(actor: Actor, school_code: str, class_name: str, subject: str) -> None:
     """A subject teacher enters only the subjects and classes assigned to them."""
-    if refusal := _other_school(actor, school_code):
-        return refusal
+    _same_school(actor, school_code)
     if not actor.teaches(class_name, subject):
-        return f"{actor.subject} is not assigned to teach {subject} in class {class_name}"
-    return None
+        raise Forbidden(f"{actor.subject} is not assigned to teach {subject} in class {class_name}")
 
 
-def homeroom_refusal(actor: Actor, school_code: str, class_name: str) -> str | None:
+def authorise_homeroom_entry(actor: Actor, school_code: str, class_name: str) -> None:
     """Conduct, absences and the homeroom comment come from the class's homeroom teacher."""
-    if refusal := _other_school(actor, school_code):
-        return refusal
+    _same_school(actor, school_code)
     if not actor.is_homeroom_teacher_of(class_name):
-        return f"{actor.subject} is not the homeroom teacher of class {class_name}"
-    return None
+        raise Forbidden(f"{actor.subject} is not the homeroom teacher of class {class_name}")
 
 
-def close_term_refusal(actor: Actor, school_code: str) -> str | None:
+def authorise_term_close(actor: Actor, school_code: str) -> None:
     """The principal or the school's records administrator closes a term."""
-    if refusal := _other_school(actor, school_code):
-        return refusal
+    _same_school(actor, school_code)
     if not (actor.has("principal") or actor.has("school_admin")):
-        return f"{actor.subject} may not close a term: the principal or the school administrator does"
-    return None
+        raise Forbidden(f"{actor.subject} may not close a term: the principal or the school administrator does")
 
 
-def principal_refusal(actor: Actor, school_code: str, what: str) -> str | None:
-    """Reopening a term and closing the year need the principal."""
-    if refusal := _other_school(actor, school_code):
-        return refusal
+def authorise_principal(actor: Actor, school_code: str, what: str) -> None:
+    """Reopening a term and closing the year need the principal; `what` names the act."""
+    _same_school(actor, school_code)
     if not actor.is_principal_of(school_code):
-        return f"{actor.subject} may not {what}: only the principal may"
-    return None
+        raise Forbidden(f"{actor.subject} may not {what}: only the principal may")
 
 
-def reader_refusal(actor: Actor, school_code: str) -> str | None:
+def authorise_reader(actor: Actor, school_code: str) -> None:
     """A record is read by its school's staff, or by the department's operators."""
-    if actor.has("operator"):
-        return None
-    return _other_school(actor, school_code)
+    if not actor.has("operator"):
+        _same_school(actor, school_code)

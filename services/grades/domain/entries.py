@@ -9,9 +9,14 @@ from services.grades.rulesets.model import RuleSet, SubjectRule
 from shared.contracts.grades import StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import RegisteredStudent
 
+#: What a teacher enters for one student and one term: a subject entry, or the homeroom teacher's.
+Entry = SubjectTermScores | StudentTermConduct
+
 
 @dataclass(frozen=True)
 class EntryProblem:
+    """Why an entry cannot be stored: a short code and a sentence for the teacher."""
+
     code: str
     message: str
 
@@ -42,12 +47,22 @@ def entry_problems(entry: SubjectTermScores, rule: SubjectRule | None, rule_set:
     if entry.level is not None or entry.midterm_level is not None:
         return [EntryProblem("primary-only", f"{rule.name} is a secondary subject: no T/H/C level")]
     if not rule.scored:
-        problems = []
-        if entry.regular or entry.midterm is not None or entry.final is not None:
-            problems.append(EntryProblem("comment-only", f"{rule.name} is comment-assessed: only comment_level"))
-        if entry.comment_level is None:
-            problems.append(EntryProblem("missing-level", f"{rule.name} needs comment_level"))
-        return problems
+        return comment_problems(entry, rule)
+    return scored_problems(entry, rule)
+
+
+def comment_problems(entry: SubjectTermScores, rule: SubjectRule) -> list[EntryProblem]:
+    """A comment-assessed secondary entry: its level (Đạt / Chưa đạt) and nothing else."""
+    problems = []
+    if entry.regular or entry.midterm is not None or entry.final is not None:
+        problems.append(EntryProblem("comment-only", f"{rule.name} is comment-assessed: only comment_level"))
+    if entry.comment_level is None:
+        problems.append(EntryProblem("missing-level", f"{rule.name} needs comment_level"))
+    return problems
+
+
+def scored_problems(entry: SubjectTermScores, rule: SubjectRule) -> list[EntryProblem]:
+    """A score-assessed secondary entry: as many regular assessments as its periods call for, mid-term and final."""
     problems = []
     if entry.comment_level is not None:
         problems.append(EntryProblem("score-only", f"{rule.name} is score-assessed: no comment_level"))

@@ -10,7 +10,14 @@ from uuid import NAMESPACE_URL, uuid5
 
 from services.grades.domain import primary, secondary
 from services.grades.domain.explanation import Explanation
-from services.grades.domain.scores import plain, score_text, term_average, term_average_exact, year_average, year_average_exact
+from services.grades.domain.scores import (
+    plain,
+    score_text,
+    term_average,
+    term_average_exact,
+    year_average,
+    year_average_exact,
+)
 from services.grades.rulesets.model import RuleSet, SubjectRule
 from shared.contracts.grades import StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import RegisteredStudent, StudentSnapshot
@@ -129,10 +136,10 @@ class YearRecord:
     # -- secondary ----------------------------------------------------------------------------
 
     def period_values(self, period: Period) -> dict[str, Decimal | str] | None:
+        """Every subject's value for the period, or None while one is missing."""
         values = {s.rule.name: s.value(period) for s in self.subjects}
-        if any(v is None for v in values.values()):
-            return None
-        return values  # type: ignore[return-value]
+        known = {name: value for name, value in values.items() if value is not None}
+        return known if len(known) == len(values) else None
 
     def learning_explanations(self) -> dict[Period, Explanation | None]:
         found: dict[Period, Explanation | None] = {}
@@ -236,12 +243,14 @@ def primary_results(record: YearRecord) -> dict[str, Any]:
     }
     explanations: list[Explanation] = []
     outcome, awards, completion = None, [], None
-    levels = {s.rule.name: s.year() for s in record.subjects}
+    years = {s.rule.name: s.year() for s in record.subjects}
+    levels = {name: level for name, level in years.items() if isinstance(level, str)}
     tests = {s.rule.name: s.entries[2].final for s in record.subjects if s.rule.tested and 2 in s.entries}
+    scores = {name: score for name, score in tests.items() if score is not None}
     end = record.homeroom.get(2)
-    if end is not None and all(levels.values()) and all(v is not None for v in tests.values()):
+    if end is not None and len(levels) == len(years) and len(scores) == len(tests):
         rated = {**end.qualities, **end.competencies}
-        decided = primary.explain_outcome(rule_set, levels, rated, tests)  # type: ignore[arg-type]
+        decided = primary.explain_outcome(rule_set, levels, rated, scores)
         outcome = decided.result
         award = primary.explain_primary_award(rule_set, outcome)
         awards = [award.result] if award.result else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from services.grades.domain.explanation import Explanation, listing
 from services.grades.domain.scores import MAX_SCORE, score_text
@@ -73,9 +74,9 @@ def decide_learning(rule_set: RuleSet, values: SubjectValues) -> LearningDecisio
     best: tuple[int, str, str] | None = None
     for subject in values:
         reach = learning_result(rule_set, *split(_at_best(values, subject)))
-        if reach in rule.targets and rank(base) - rank(reach) >= rule.min_drop:
-            if best is None or rank(reach) < best[0]:
-                best = (rank(reach), reach, subject)
+        causes_drop = reach in rule.targets and rank(base) - rank(reach) >= rule.min_drop
+        if causes_drop and (best is None or rank(reach) < best[0]):
+            best = (rank(reach), reach, subject)
     if best is None:
         return LearningDecision(base, base)
     raised = SECONDARY_LEVELS_ORDER[rank(base) - rule.raise_by]
@@ -87,7 +88,7 @@ def explain_learning(rule_set: RuleSet, about: str, period: str, values: Subject
     decision = decide_learning(rule_set, values)
     scored = {n: score_text(v) for n, v in values.items() if isinstance(v, Decimal)}
     comments = {n: v for n, v in values.items() if isinstance(v, str)}
-    inputs = {"scored": scored, "comment": comments}
+    inputs: dict[str, Any] = {"scored": scored, "comment": comments}
     rule = _level_rule(rule_set, decision.base)
     if rule is not None:
         reaching = sum(1 for v in values.values() if isinstance(v, Decimal) and v >= rule.count_at)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from services.grades.domain.entries import EntryProblem
+from services.grades.domain.entries import Entry, EntryProblem
 
 Change = Literal["new", "unchanged", "changed"]
 
@@ -21,20 +21,21 @@ class TermStatus:
 
 @dataclass(frozen=True)
 class Stored:
-    """An entry as stored: its values (a contract model), revision and the messages that set it."""
+    """An entry as stored: its values, revision and the messages that set it."""
 
-    values: object
+    values: Entry
     revision: int
     message_ids: frozenset[str]
 
 
 def locked_problem(status: TermStatus) -> EntryProblem | None:
+    """A closed term takes no entries."""
     if status.closed:
         return EntryProblem("term-closed", f"term {status.term} is closed: the principal must reopen it first")
     return None
 
 
-def change_of(stored: Stored | None, values: object, message_id: str) -> Change:
+def change_of(stored: Stored | None, values: Entry, message_id: str) -> Change:
     """New when nothing is stored; unchanged when equal or when this message already set it; else a change.
 
     A message that already set the entry never sets it again, so a late redelivery of an old

@@ -17,10 +17,10 @@ SECONDARY_LEVELS_ORDER = (TOT, KHA, DAT, CHUA_DAT)
 #: Term levels of comment-assessed secondary subjects, as entered.
 PASSED, FAILED = "Đ", "CĐ"
 
-#: Primary subject levels (Circular 27/2020): Hoàn thành tốt, Hoàn thành, Chưa hoàn thành.
-SUBJECT_T, SUBJECT_H, SUBJECT_C = "T", "H", "C"
-#: Primary qualities and competencies: Tốt, Đạt, Cần cố gắng.
-QUALITY_T, QUALITY_D, QUALITY_C = "T", "Đ", "C"
+#: Primary subject levels (Circular 27/2020) the outcomes ask for: Hoàn thành tốt, Hoàn thành.
+SUBJECT_T, SUBJECT_H = "T", "H"
+#: Primary quality and competency ratings the outcomes ask for: Tốt, Đạt.
+QUALITY_T, QUALITY_D = "T", "Đ"
 
 #: Primary year-end outcomes, best first.
 HTXS, HTT, HT, CHT = "Hoàn thành xuất sắc", "Hoàn thành tốt", "Hoàn thành", "Chưa hoàn thành"

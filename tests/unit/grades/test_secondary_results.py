@@ -7,13 +7,13 @@ from decimal import Decimal
 import pytest
 
 from services.grades.domain import assemble_record
+from services.grades.domain.scores import term_average
 from services.grades.domain.secondary import (
     decide_learning,
     explain_award,
     explain_promotion,
     explain_year_conduct,
 )
-from services.grades.domain.scores import term_average
 from services.grades.rulesets import CIRCULAR_22_2021 as RULES
 from tests.unit.grades.builders import enrolled, full_year, homeroom, scored, snapshot
 
@@ -188,7 +188,7 @@ def test_a_complete_record_has_conduct_promotion_awards_and_explanations_a_verif
 
 
 def test_the_adjusted_level_is_explained_in_the_record():
-    entries = [e for e in full_year("s1", score="9.0") if not (e.subject == "Tin học")]
+    entries = [e for e in full_year("s1", score="9.0") if e.subject != "Tin học"]
     entries += [scored("s1", "Tin học", t, ["4", "4"], "4", "4") for t in (1, 2)]
     doc = assemble_record(RULES, enrolled("s1"), snapshot("s1"), entries, homeroom("s1")).document()
     year = next(e for e in doc["explanations"] if e["about"] == "learning/year")

@@ -1,0 +1,189 @@
+"""grades' repository contract: the in-memory and the MongoDB repository keep the same promises."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from services.grades.repository import (
+    INDEXES,
+    InMemoryGradesRepository,
+    MongoGradesRepository,
+    TermAction,
+    Write,
+    entry_key,
+)
+from shared.contracts.grades import RecordVersion, StudentTermConduct
+from shared.errors import TransientError
+from tests.integration.conftest import service_database
+from tests.unit.grades.builders import SCHOOL, YEAR, enrolled, full_year, homeroom, scored
+
+NOW = datetime(2026, 1, 10, tzinfo=UTC)
+LATER = datetime(2026, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+async def repo(backend, mongo_client, settings):
+    if backend == "in-memory":
+        return InMemoryGradesRepository()
+    return MongoGradesRepository(await service_database(mongo_client, settings, "grades", INDEXES))
+
+
+def writes(entries, message_id: str = "m1", revision: int = 0, old=None, reason: str = "") -> list[Write]:
+    return [Write(entry_key(e), e, message_id, "gv-1", NOW, reason, revision, old) for e in entries]
+
+
+def by_key(entries):
+    return sorted(entries, key=lambda e: entry_key(e))
+
+
+def closing(term: int, message_id: str, at: datetime = NOW) -> TermAction:
+    return TermAction(term, True, "ht-1", at, message_id)
+
+
+def reopening(term: int, message_id: str, reason: str, at: datetime = LATER) -> TermAction:
+    return TermAction(term, False, "ht-1", at, message_id, reason)
+
+
+def record(rid: str, document: dict, version: int = 1, school_code: str = SCHOOL) -> RecordVersion:
+    return RecordVersion(
+        record_id=rid, version=version, school_code=school_code, school_year=YEAR, student_ref=rid, document=document
+    )
+
+
+async def test_enrolments_are_kept_once_per_student_and_year(repo):
+    assert await repo.enrol([enrolled("s1"), enrolled("s2", class_name="6A2")]) == 2
+    assert await repo.enrol([enrolled("s1", class_name="6A9"), enrolled("s3", school="79000702")]) == 1
+    found = await repo.enrolments_of(YEAR, ["s1", "s2", "s3", "nobody"])
+    assert set(found) == {"s1", "s2", "s3"}
+    assert found["s1"] == enrolled("s1"), "the first enrolment stays"
+    assert {s.student_ref for s in await repo.enrolled(SCHOOL, YEAR)} == {"s1", "s2"}
+    assert await repo.enrolments_of("2026-2027", ["s1"]) == {}
+
+
+async def test_entries_are_stored_once_and_come_back_as_the_same_decimals(repo):
+    entries = full_year("s1")
+    await repo.write(SCHOOL, YEAR, "subject", writes(entries))
+    with pytest.raises(TransientError, match="changed meanwhile"):
+        await repo.write(SCHOOL, YEAR, "subject", writes(entries[:1], "m2"))  # a second insert loses
+    assert by_key(await repo.assessments(SCHOOL, YEAR)) == by_key(entries), "scores come back as the same Decimals"
+    assert await repo.assessments("79000702", YEAR) == []
+    assert await repo.assessments(SCHOOL, "2026-2027") == []
+    found = await repo.stored(SCHOOL, YEAR, "subject", [entry_key(entries[0]), ("s9", "Toán", 1)])
+    assert list(found) == [entry_key(entries[0])]
+    assert found[entry_key(entries[0])].revision == 1
+    assert found[entry_key(entries[0])].message_ids == frozenset({"m1"})
+    assert found[entry_key(entries[0])].values == entries[0]
+
+
+async def test_a_lost_insert_does_not_keep_the_others_from_being_stored(repo):
+    first, second = scored("s1", "Tin học", 1, ["8", "7"], "7", "8"), scored("s1", "Tin học", 2, ["8", "7"], "7", "8")
+    await repo.write(SCHOOL, YEAR, "subject", writes([first]))
+    with pytest.raises(TransientError, match="1 entr"):
+        await repo.write(SCHOOL, YEAR, "subject", writes([first, second], "m2"))
+    assert by_key(await repo.assessments(SCHOOL, YEAR)) == [first, second]
+    assert (await repo.stored(SCHOOL, YEAR, "subject", [entry_key(first)]))[entry_key(first)].message_ids == {"m1"}
+
+
+async def test_subject_and_homeroom_entries_are_kept_apart(repo):
+    subject = full_year("s1")[:2]
+    conduct = homeroom("s1")
+    await repo.write(SCHOOL, YEAR, "subject", writes(subject))
+    await repo.write(SCHOOL, YEAR, "homeroom", [Write(entry_key(h), h, "hr-1", "gvcn", NOW) for h in conduct])
+    assert by_key(await repo.assessments(SCHOOL, YEAR)) == by_key(subject)
+    assert sorted(await repo.homeroom(SCHOOL, YEAR), key=lambda h: h.term) == conduct
+    homeroom_keys = [entry_key(h) for h in conduct]
+    found = await repo.stored(SCHOOL, YEAR, "homeroom", [*homeroom_keys, entry_key(subject[0])])
+    assert sorted(found) == sorted(homeroom_keys)
+    assert isinstance(found[homeroom_keys[0]].values, StudentTermConduct)
+    assert await repo.stored(SCHOOL, YEAR, "subject", homeroom_keys) == {}
+
+
+async def test_a_change_is_applied_once_and_logged_with_who_when_old_new_and_why(repo):
+    before = scored("s1", "Tin học", 1, ["8", "7"], "7", "8")
+    after = scored("s1", "Tin học", 1, ["9", "7"], "7", "8")
+    await repo.write(SCHOOL, YEAR, "subject", writes([before]))
+    assert await repo.changes(SCHOOL, YEAR) == []
+    await repo.write(SCHOOL, YEAR, "subject", writes([after], "m2", revision=1, old=before, reason="nhập sai"))
+    with pytest.raises(TransientError):
+        await repo.write(SCHOOL, YEAR, "subject", writes([before], "m3", revision=1, old=after))  # stale revision
+    assert await repo.assessments(SCHOOL, YEAR) == [after]
+    stored = (await repo.stored(SCHOOL, YEAR, "subject", [entry_key(after)]))[entry_key(after)]
+    assert (stored.revision, stored.message_ids) == (2, frozenset({"m1", "m2"}))
+    [change] = await repo.changes(SCHOOL, YEAR)
+    assert (change["student_ref"], change["subject"], change["term"]) == ("s1", "Tin học", 1)
+    assert (change["by"], change["reason"], change["message_id"]) == ("gv-1", "nhập sai", "m2")
+    assert change["old"]["regular"] == ["8", "7"] and change["new"]["regular"] == ["9", "7"]
+    assert change["at"] == NOW, "the time of the change is kept as a date"
+    assert await repo.changes("79000702", YEAR) == []
+
+
+async def test_terms_close_reopen_and_a_late_redelivery_does_not_close_again(repo):
+    assert [s.closed for s in (await repo.term_statuses(SCHOOL, YEAR)).values()] == [False, False]
+    assert not await repo.set_term(SCHOOL, YEAR, reopening(1, "reopen-0", "x")), "an open term is not reopened"
+    assert await repo.set_term(SCHOOL, YEAR, closing(1, "close-1"))
+    assert not await repo.set_term(SCHOOL, YEAR, closing(1, "close-1"))
+    assert not await repo.set_term(SCHOOL, YEAR, closing(1, "close-1b")), "a closed term is not closed again"
+    assert (await repo.term_statuses(SCHOOL, YEAR))[1].closed
+    assert not (await repo.term_statuses(SCHOOL, YEAR))[2].closed
+    assert await repo.set_term(SCHOOL, YEAR, reopening(1, "reopen-1", "sửa điểm"))
+    status = (await repo.term_statuses(SCHOOL, YEAR))[1]
+    assert not status.closed and status.reopened
+    assert not await repo.set_term(SCHOOL, YEAR, closing(1, "close-1")), "an old close does not lock again"
+    assert await repo.set_term(SCHOOL, YEAR, closing(1, "close-2", LATER))
+    status = (await repo.term_statuses(SCHOOL, YEAR))[1]
+    assert status.closed and status.reopened
+    assert not (await repo.term_statuses("79000702", YEAR))[1].closed
+
+
+async def test_each_close_and_reopen_is_logged_with_who_when_and_why(repo):
+    await repo.set_term(SCHOOL, YEAR, closing(2, "close-2"))
+    await repo.set_term(SCHOOL, YEAR, closing(1, "close-1"))
+    await repo.set_term(SCHOOL, YEAR, reopening(1, "reopen-1", "nhập sai điểm Tin học"))
+    await repo.set_term(SCHOOL, YEAR, closing(1, "close-1"))  # a late redelivery: not logged
+    log = await repo.term_log(SCHOOL, YEAR)
+    assert [(e["term"], e["action"], e["message_id"]) for e in log] == [
+        (1, "close", "close-1"),
+        (1, "reopen", "reopen-1"),
+        (2, "close", "close-2"),
+    ]
+    assert (log[1]["by"], log[1]["at"], log[1]["reason"]) == ("ht-1", LATER, "nhập sai điểm Tin học")
+    assert await repo.term_log("79000702", YEAR) == []
+
+
+async def test_a_year_is_closed_once(repo):
+    assert not await repo.is_closed(SCHOOL, YEAR)
+    assert await repo.close_year(SCHOOL, YEAR, NOW) and not await repo.close_year(SCHOOL, YEAR, LATER)
+    assert await repo.is_closed(SCHOOL, YEAR) and not await repo.is_closed("79000702", YEAR)
+    assert not await repo.is_closed(SCHOOL, "2026-2027")
+    assert [s.closed for s in (await repo.term_statuses(SCHOOL, YEAR)).values()] == [False, False]
+
+
+async def test_record_versions_are_stored_once_and_come_back_unchanged(repo):
+    document = {
+        "record_id": "r1",
+        "version": 1,
+        "subjects": [{"name": "Toán", "term_1": None, "year": {"average": "7.3"}}],
+        "learning_result": {"term_1": "Khá", "term_2": None, "year": None},
+        "complete": False,
+        "missing": [{"subject": "Toán", "term": 2}],
+    }
+    records = [record(rid, document) for rid in ("r2", "r1", "r3")]
+    assert await repo.add_records(records) == 3
+    assert await repo.add_records([records[0].model_copy(update={"document": {}}), record("r9", {}, 1, "79000702")]) == 1
+    stored = await repo.records(SCHOOL, YEAR, 1)
+    assert [r.record_id for r in stored] == ["r1", "r2", "r3"]
+    assert stored[1] == records[0]
+    assert json.dumps(stored[0].document) == json.dumps(document), "types, nulls and key order survive"
+    assert await repo.records(SCHOOL, YEAR, 2) == []
+
+
+async def test_a_record_is_found_at_its_version_or_the_latest(repo):
+    await repo.add_records([record("r1", {"v": 1}), record("r1", {"v": 2}, version=2), record("r2", {"v": 1})])
+    assert (await repo.record("r1", None)).document == {"v": 2}
+    assert (await repo.record("r1", 1)).document == {"v": 1}
+    assert await repo.record("r1", 3) is None
+    assert await repo.record("nope", None) is None
+    assert [r.record_id for r in await repo.records(SCHOOL, YEAR, 2)] == ["r1"]
