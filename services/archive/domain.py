@@ -8,15 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from shared.contracts.archive import AuditFinding, AuditReport, Checkpoint
+from shared.contracts.grades import VersionKey
 from shared.contracts.signing import SignedRecord
 from shared.crypto.archive_log import entry_leaf_hash, timestamp
-from shared.crypto.canonical import digest
+from shared.crypto.canonical import canonical_json, digest
 from shared.crypto.merkle import MerkleTree
 from shared.crypto.record_signatures import header_of
-from shared.errors import Forbidden, InvalidMessage
-
-#: (record_id, version): one record version.
-Key = tuple[str, int]
+from shared.errors import Forbidden, InvalidMessage, TransientError
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class Entry:
     batch_id: str | None = None
 
     @property
-    def key(self) -> Key:
+    def key(self) -> VersionKey:
         return (self.record_id, self.version)
 
     @property
@@ -56,8 +54,28 @@ LEAF_FIELDS = (
 )
 
 
-def key_of(signed: SignedRecord) -> Key:
+def key_of(signed: SignedRecord) -> VersionKey:
     return (signed.record.record_id, signed.record.version)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The record versions one message brings, each once, with its document's canonical bytes.
+
+    Those bytes are what the signatures cover, what the digest is taken of and what the leaf commits
+    to, so they are made once.
+    """
+
+    versions: Mapping[VersionKey, SignedRecord]
+    documents: Mapping[VersionKey, bytes]
+    batch_id: str | None = None
+
+    @classmethod
+    def of(cls, records: Iterable[SignedRecord], batch_id: str | None = None) -> Chunk:
+        versions: dict[VersionKey, SignedRecord] = {}
+        for signed in records:
+            versions.setdefault(key_of(signed), signed)
+        return cls(versions, {key: canonical_json(s.record.document) for key, s in versions.items()}, batch_id)
 
 
 def superseded_version(document: Mapping[str, Any]) -> int | None:
@@ -72,7 +90,7 @@ def build_entries(
     records: Iterable[SignedRecord],
     archived_at: datetime,
     batch_id: str | None = None,
-    documents: Mapping[Key, bytes] | None = None,
+    documents: Mapping[VersionKey, bytes] | None = None,
 ) -> list[Entry]:
     """Entries for `records` as leaves size, size+1, … of the tree (`documents`: canonical bytes known already)."""
     documents = documents or {}
@@ -119,11 +137,13 @@ class ArchivedVersion:
     school_code: str
 
 
-class SupersededNotArchived(Exception):
-    """The amendment names a version the archive does not hold (yet)."""
+class SupersededNotArchived(TransientError):
+    """The amendment names a version the archive does not hold yet: it waits for that version to arrive."""
+
+    reason = "superseded-not-archived"
 
 
-def amendment_problem(signed: SignedRecord, archived: Sequence[ArchivedVersion]) -> None:
+def check_amendment(signed: SignedRecord, archived: Sequence[ArchivedVersion]) -> None:
     """Admit a new version of an archived record only as an amendment by the issuing school.
 
     Raises Forbidden (another school), InvalidMessage (no or wrong superseded version), or
@@ -133,7 +153,7 @@ def amendment_problem(signed: SignedRecord, archived: Sequence[ArchivedVersion])
     supersedes = superseded_version(record.document)
     if not archived:
         if supersedes is not None:
-            raise SupersededNotArchived(f"{record.record_id} v{supersedes} is not archived")
+            raise SupersededNotArchived(f"{record.record_id} v{supersedes} is not archived; the amendment waits for it")
         return
     foreign = [a for a in archived if a.school_code != record.school_code]
     if foreign:
@@ -168,17 +188,39 @@ def audit(
     no longer matches its signatures' digest), removed (a gap in the positions) or reordered
     (stored out of its position); and each checkpoint whose root the stored entries no longer give.
     """
-    findings: list[AuditFinding] = []
-    passed: list[str] = []
+    by_seq, findings = positions_claimed(entries)
+    size = max(by_seq) + 1 if by_seq else 0
+    leaves, entry_findings = recomputed_leaves(by_seq, size)
+    findings += entry_findings
+    passed = []
+    if size and not entry_findings:
+        passed.append(f"all {size} entries give their stored leaf hashes and match their signatures")
+    checkpoint_findings, held = held_checkpoints(MerkleTree(leaves), size, checkpoints, check_signature)
+    return AuditReport(
+        entries=len(entries),
+        checkpoints=len(checkpoints),
+        ok=not findings and not checkpoint_findings,
+        passed=passed + held,
+        findings=findings + checkpoint_findings,
+    )
+
+
+def positions_claimed(entries: Sequence[Entry]) -> tuple[dict[int, Entry], list[AuditFinding]]:
+    """Each position's stored entry (the first that claims it), and a finding for each second claim."""
     by_seq: dict[int, Entry] = {}
+    findings: list[AuditFinding] = []
     for entry in entries:
         if entry.seq in by_seq:
             findings.append(AuditFinding(seq=entry.seq, record_id=entry.record_id, version=entry.version,
                                          problem=f"two entries claim position {entry.seq}"))
         by_seq.setdefault(entry.seq, entry)
-    size = max(by_seq) + 1 if by_seq else 0
+    return by_seq, findings
+
+
+def recomputed_leaves(by_seq: Mapping[int, Entry], size: int) -> tuple[list[bytes], list[AuditFinding]]:
+    """The leaf hashes the stored entries give, position by position, and the entries removed or altered."""
     leaves: list[bytes] = []
-    altered = 0
+    findings: list[AuditFinding] = []
     for seq in range(size):
         entry = by_seq.get(seq)
         if entry is None:
@@ -187,19 +229,34 @@ def audit(
             continue
         computed = entry.computed_leaf_hash()
         leaves.append(bytes.fromhex(computed))
-        problems = []
-        if computed != entry.leaf_hash:
-            problems.append("its content no longer gives its stored leaf hash (altered, or moved from another position)")
-        record_digest = digest(entry.document)
-        if any(_signed_digest(jws) != record_digest for jws in entry.signatures):
-            problems.append("its record no longer matches the digest its signatures cover")
-        for problem in problems:
-            altered += 1
-            findings.append(AuditFinding(seq=seq, record_id=entry.record_id, version=entry.version,
-                                         problem=f"entry {seq} ({entry.record_id} v{entry.version}): {problem}"))
-    if size and not altered and all(s in by_seq for s in range(size)):
-        passed.append(f"all {size} entries give their stored leaf hashes and match their signatures")
-    tree = MerkleTree(leaves)
+        findings += [
+            AuditFinding(seq=seq, record_id=entry.record_id, version=entry.version,
+                         problem=f"entry {seq} ({entry.record_id} v{entry.version}): {problem}")
+            for problem in entry_problems(entry, computed)
+        ]
+    return leaves, findings
+
+
+def entry_problems(entry: Entry, computed_leaf_hash: str) -> list[str]:
+    """How a stored entry no longer matches what was appended."""
+    problems = []
+    if computed_leaf_hash != entry.leaf_hash:
+        problems.append("its content no longer gives its stored leaf hash (altered, or moved from another position)")
+    record_digest = digest(entry.document)
+    if any(_signed_digest(jws) != record_digest for jws in entry.signatures):
+        problems.append("its record no longer matches the digest its signatures cover")
+    return problems
+
+
+def held_checkpoints(
+    tree: MerkleTree,
+    size: int,
+    checkpoints: Sequence[Checkpoint],
+    check_signature: Callable[[Checkpoint], list[str]],
+) -> tuple[list[AuditFinding], list[str]]:
+    """Each signed checkpoint held against the recomputed tree: (what fails, what holds)."""
+    findings: list[AuditFinding] = []
+    passed: list[str] = []
     for checkpoint in sorted(checkpoints, key=lambda c: c.tree_size):
         when = f"{checkpoint.issued_at:%Y-%m-%d %H:%M:%S}"
         problems = check_signature(checkpoint)
@@ -216,9 +273,7 @@ def audit(
                 f"of size {checkpoint.tree_size} ({when})")))
         elif not problems:
             passed.append(f"the checkpoint of size {checkpoint.tree_size} ({when}) is signed and its root recomputes")
-    return AuditReport(
-        entries=len(entries), checkpoints=len(checkpoints), ok=not findings, passed=passed, findings=findings
-    )
+    return findings, passed
 
 
 def _signed_digest(jws: str) -> str | None:

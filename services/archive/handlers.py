@@ -1,43 +1,54 @@
-"""archive's use cases: admit and append signed versions, issue checkpoints, answer proofs, exports and audits."""
+"""archive's use cases: admit and append signed versions, issue checkpoints, answer proofs, exports and audits.
+
+Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): what to
+publish and, for a request, the reply. A message refused whole raises; a requester is then
+answered with the error. A checkpoint signed on the way to an answer is announced with it, since
+every checkpoint leaves the system.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from services.archive import domain
-from services.archive.domain import Entry, Key, SupersededNotArchived
+from services.archive.domain import Chunk, Entry, key_of
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import ArchivedRow, ArchiveRepository, Position
 from shared.contracts.archive import (
     ArchivedRecord,
-    AuditReport,
+    AuditArchive,
     Checkpoint,
     CheckpointIssued,
     ConsistencyProof,
     ExportRecord,
     InclusionProof,
+    IssueCheckpoint,
     ProofReply,
     ProveConsistency,
     ProveInclusion,
     RecordsArchived,
 )
-from shared.contracts.base import derived_id, utcnow
+from shared.contracts.base import Message, derived_id, utcnow
+from shared.contracts.grades import VersionKey
 from shared.contracts.signing import BatchCompleted, RecordsCompleted, SignedRecord
 from shared.crypto.archive_log import check_checkpoint, sign_checkpoint
 from shared.crypto.bundle import make_bundle, sign_copy
-from shared.crypto.canonical import canonical_json, sha256_hex
+from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import TrustStore
 from shared.crypto.merkle import MerkleTree
 from shared.crypto.record_signatures import ChainCache, check_record
 from shared.crypto.signer import X509Signer
-from shared.errors import InvalidMessage, TransientError
+from shared.errors import InvalidMessage, NotFound, TransientError
+from shared.outcome import NOTHING, Outcome
 
-log = logging.getLogger("hocba.archive")
+logger = logging.getLogger("hocba.archive")
 
 Clock = Callable[[], datetime]
 
@@ -47,14 +58,15 @@ MAX_APPEND_ATTEMPTS = 10
 BATCH_WAIT_SECONDS = 300.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Keys:
-    """The archive's signing key (for checkpoints and certified copies) and the trust it checks signatures with."""
+    """The archive's own signing key, and the trust it checks the signatures it admits against."""
 
+    #: Signs checkpoints and certified copies.
     signer: Callable[[], X509Signer]
-    #: The current trust store; None when the archive does not verify signatures itself.
+    #: The current trust store (anchor and CRL); None when the archive does not verify signatures itself.
     trust: Callable[[], TrustStore] | None
-    origin: str
+    #: The current CRL (PEM), attached to exported bundles so that they verify offline.
     crl_pem: Callable[[], str | None] = lambda: None
 
 
@@ -67,33 +79,85 @@ class LogState:
     """
 
     tree: MerkleTree = field(default_factory=MerkleTree)
-    last: Checkpoint | None = None
+    last_checkpoint: Checkpoint | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Set whenever versions are archived: a batch's checkpoint waits on it.
     appended: asyncio.Event = field(default_factory=asyncio.Event)
-    chains: ChainCache = field(default_factory=ChainCache)
     loaded: bool = False
 
-    async def load(self, repo: ArchiveRepository, metrics: ArchiveMetrics) -> None:
-        self.tree = MerkleTree(await repo.leaf_hashes())
-        checkpoints = await repo.checkpoints()
-        self.last = checkpoints[-1] if checkpoints else None
-        if self.last is not None:
-            metrics.checkpoint_seen(self.last)
-        self.loaded = True
-        metrics.log_entries.set(self.tree.size)
 
-    async def ensure_loaded(self, repo: ArchiveRepository, metrics: ArchiveMetrics) -> None:
-        if not self.loaded:
-            await self.load(repo, metrics)
+@dataclass(frozen=True)
+class Deps:
+    """What archive's handlers need; `app.py` builds it once."""
+
+    repo: ArchiveRepository
+    metrics: ArchiveMetrics
+    keys: Keys
+    #: The archive log's name in its checkpoints.
+    log_origin: str
+    log: LogState = field(default_factory=LogState)
+    #: Certificates already parsed from the x5c chains of signatures checked before.
+    chains: ChainCache = field(default_factory=ChainCache)
+    #: How long a batch's checkpoint waits for the batch's records to be archived.
+    batch_wait_seconds: float = BATCH_WAIT_SECONDS
+    clock: Clock = utcnow
+
+
+# --- the log as this process knows it --------------------------------------------------------
+
+
+async def load_log(deps: Deps) -> None:
+    """Rebuild the tree from the stored leaf hashes and take up the last stored checkpoint."""
+    async with deps.log.lock:
+        await read_log(deps)
+
+
+async def read_log(deps: Deps) -> None:
+    log = deps.log
+    log.tree = MerkleTree(await deps.repo.leaf_hashes())
+    checkpoints = await deps.repo.checkpoints()
+    log.last_checkpoint = checkpoints[-1] if checkpoints else None
+    if log.last_checkpoint is not None:
+        deps.metrics.checkpoint_seen(log.last_checkpoint)
+    log.loaded = True
+    deps.metrics.log_entries.set(log.tree.size)
+
+
+async def loaded_log(deps: Deps) -> LogState:
+    """The log state, read from storage first if it has not been yet."""
+    if not deps.log.loaded:
+        await read_log(deps)
+    return deps.log
 
 
 # --- admitting and appending -----------------------------------------------------------------
 
 
-def admission_problems(signed: SignedRecord, keys: Keys, chains: ChainCache, payload: bytes) -> list[str]:
+async def archive_records(event: RecordsCompleted, deps: Deps) -> Outcome:
+    """Admit each version once (signatures, chains, order and amendment rules); report every version of the chunk."""
+    chunk = Chunk.of(event.records, event.batch_id)
+    known = await deps.repo.positions(chunk.versions)
+    new = [signed for key, signed in chunk.versions.items() if key not in known]
+    check_signatures(new, chunk, deps)
+    await check_amendments(new, deps)
+    positions = await append_new(chunk, deps)
+    await deps.repo.add_rows(archived_rows(chunk, positions))
+    deps.log.appended.set()
+    return Outcome(publish=[archived_event(event, chunk, positions)])
+
+
+def check_signatures(new: list[SignedRecord], chunk: Chunk, deps: Deps) -> None:
+    """Refuse the chunk (InvalidMessage) when a signature, chain, order or digest of a new version fails."""
+    problems = [p for signed in new for p in admission_problems(signed, chunk.documents[key_of(signed)], deps)]
+    if problems:
+        deps.metrics.refused.labels("invalid-signature").inc(len(new))
+        raise InvalidMessage("; ".join(problems[:10]))
+
+
+def admission_problems(signed: SignedRecord, payload: bytes, deps: Deps) -> list[str]:
     """Why a signed version may not enter the archive: a signature, chain, order or digest that fails."""
     problems = domain.signature_problems(signed, sha256_hex(payload))
-    if problems or keys.trust is None:
+    if problems or deps.keys.trust is None:
         return problems
     record = signed.record
     check = check_record(
@@ -102,118 +166,103 @@ def admission_problems(signed: SignedRecord, keys: Keys, chains: ChainCache, pay
         record.school_code,
         record.document,
         [s.jws for s in signed.signatures],
-        keys.trust(),
-        cache=chains,
+        deps.keys.trust(),
+        cache=deps.chains,
         payload=payload,
     )
     return [f"{record.record_id} v{record.version}: {p}" for p in check.problems()]
 
 
-async def append_new(
-    records: list[SignedRecord],
-    repo: ArchiveRepository,
-    state: LogState,
-    metrics: ArchiveMetrics,
-    clock: Clock,
-    batch_id: str | None = None,
-    documents: dict[Key, bytes] | None = None,
-) -> dict[Key, Position]:
-    """Append the versions not in the log yet; returns the log position of every one of `records`."""
-    keys = [domain.key_of(r) for r in records]
-    async with state.lock:
-        await state.ensure_loaded(repo, metrics)
-        positions = await repo.positions(keys)
-        pending = [r for r in records if domain.key_of(r) not in positions]
+async def check_amendments(new: list[SignedRecord], deps: Deps) -> None:
+    """Admit a new version of an archived record only as an amendment of its latest version by the issuing school.
+
+    Only a later version, or an amendment, can meet an archived version of its record.
+    """
+    maybe_amending = [r for r in new if r.record.version > 1 or domain.superseded_version(r.record.document)]
+    archived = await deps.repo.versions({r.record.record_id for r in maybe_amending})
+    for signed in maybe_amending:
+        others = [a for a in archived[signed.record.record_id] if a.version != signed.record.version]
+        domain.check_amendment(signed, others)
+
+
+async def append_new(chunk: Chunk, deps: Deps) -> dict[VersionKey, Position]:
+    """Append the chunk's versions not in the log yet; returns the log position of every one of them."""
+    async with deps.log.lock:
+        log = await loaded_log(deps)
+        positions = await deps.repo.positions(chunk.versions)
+        pending = [signed for key, signed in chunk.versions.items() if key not in positions]
         attempts = 0
         while pending:
             if attempts == MAX_APPEND_ATTEMPTS:
                 raise TransientError(f"the archive log kept moving; {len(pending)} versions not appended yet")
             attempts += 1
-            entries = domain.build_entries(state.tree.size, pending, clock(), batch_id, documents)
-            inserted = await repo.append(entries)
-            written = entries[:inserted]
-            state.tree.extend(bytes.fromhex(e.leaf_hash) for e in written)
-            metrics.archived.inc(inserted)
-            positions.update({e.key: Position(e.seq, e.leaf_hash, e.archived_at) for e in written})
-            if inserted < len(entries):
-                # Another appender took the next position, or one of these versions is in the log
-                # already (appended just before a crash, its row unwritten): look again.
-                state.tree = MerkleTree(await repo.leaf_hashes())
-                rest = pending[inserted:]
-                positions.update(await repo.log_positions([domain.key_of(r) for r in rest]))
-                pending = [r for r in rest if domain.key_of(r) not in positions]
-            else:
-                pending = []
-        metrics.log_entries.set(state.tree.size)
+            pending = await append_at_end(pending, chunk, positions, deps)
+        deps.metrics.log_entries.set(log.tree.size)
     return positions
 
 
-async def archive_records(
-    event: RecordsCompleted,
-    repo: ArchiveRepository,
-    state: LogState,
-    metrics: ArchiveMetrics,
-    keys: Keys,
-    clock: Clock = utcnow,
-) -> RecordsArchived:
-    """Admit each version once (signatures, chains, order and amendment rules); report every version of the chunk."""
-    by_key: dict[Key, SignedRecord] = {}
-    for signed in event.records:
-        by_key.setdefault(domain.key_of(signed), signed)
-    unique = list(by_key.values())
-    known = await repo.positions(by_key)
-    new = [r for r in unique if domain.key_of(r) not in known]
-    # Each document's canonical bytes once: for its signatures, its digest and its leaf.
-    documents = {domain.key_of(r): canonical_json(r.record.document) for r in unique}
-    problems = [p for signed in new for p in admission_problems(signed, keys, state.chains, documents[domain.key_of(signed)])]
-    if problems:
-        metrics.refused.labels("invalid-signature").inc(len(new))
-        raise InvalidMessage("; ".join(problems[:10]))
-    # Only a later version, or an amendment, can meet an archived version of its record.
-    maybe_amending = [r for r in new if r.record.version > 1 or domain.superseded_version(r.record.document)]
-    archived = await repo.versions({r.record.record_id for r in maybe_amending})
-    for signed in maybe_amending:
-        others = [a for a in archived[signed.record.record_id] if a.version != signed.record.version]
-        try:
-            domain.amendment_problem(signed, others)
-        except SupersededNotArchived as exc:
-            raise TransientError(f"{exc}; the amendment waits for it") from None
-    positions = await append_new(unique, repo, state, metrics, clock, event.batch_id, documents)
-    await repo.add_rows(
-        [
-            ArchivedRow(
-                record_id=r.record.record_id,
-                version=r.record.version,
-                seq=positions[domain.key_of(r)].seq,
-                school_code=r.record.school_code,
-                school_year=r.record.school_year,
-                student_ref=r.record.student_ref,
-                archived_at=positions[domain.key_of(r)].archived_at,
-                batch_id=event.batch_id,
-                supersedes=domain.superseded_version(r.record.document),
-                leaf_hash=positions[domain.key_of(r)].leaf_hash,
-            )
-            for r in unique
-        ]
-    )
-    state.appended.set()
+async def append_at_end(
+    pending: list[SignedRecord], chunk: Chunk, positions: dict[VersionKey, Position], deps: Deps
+) -> list[SignedRecord]:
+    """Append `pending` after the last entry this process knows of, note their positions; returns what is left.
+
+    Fewer appended than given means another appender took the next position, or one of these
+    versions is in the log already (appended just before a crash, its row unwritten): the tree is
+    then rebuilt from storage and the rest looked up in the log.
+    """
+    log = deps.log
+    entries = domain.build_entries(log.tree.size, pending, deps.clock(), chunk.batch_id, chunk.documents)
+    inserted = await deps.repo.append(entries)
+    written = entries[:inserted]
+    log.tree.extend(bytes.fromhex(e.leaf_hash) for e in written)
+    deps.metrics.archived.inc(inserted)
+    positions.update({e.key: Position(e.seq, e.leaf_hash, e.archived_at) for e in written})
+    if inserted == len(entries):
+        return []
+    log.tree = MerkleTree(await deps.repo.leaf_hashes())
+    rest = pending[inserted:]
+    positions.update(await deps.repo.log_positions([key_of(r) for r in rest]))
+    return [r for r in rest if key_of(r) not in positions]
+
+
+def archived_rows(chunk: Chunk, positions: Mapping[VersionKey, Position]) -> list[ArchivedRow]:
+    """Where each version of the chunk sits in the log, with what routing and look-ups need."""
+    return [
+        ArchivedRow(
+            record_id=signed.record.record_id,
+            version=signed.record.version,
+            seq=positions[key].seq,
+            school_code=signed.record.school_code,
+            school_year=signed.record.school_year,
+            student_ref=signed.record.student_ref,
+            archived_at=positions[key].archived_at,
+            batch_id=chunk.batch_id,
+            supersedes=domain.superseded_version(signed.record.document),
+            leaf_hash=positions[key].leaf_hash,
+        )
+        for key, signed in chunk.versions.items()
+    ]
+
+
+def archived_event(event: RecordsCompleted, chunk: Chunk, positions: Mapping[VersionKey, Position]) -> RecordsArchived:
+    """Every version of the chunk with its place in the log; the id derives from the event's, so repeats match."""
     return RecordsArchived(
         message_id=derived_id(event.message_id, "archived"),
         actor=event.actor,
         records=[
             ArchivedRecord(
-                record_id=r.record.record_id,
-                version=r.record.version,
-                school_code=r.record.school_code,
-                school_year=r.record.school_year,
-                student_ref=r.record.student_ref,
-                seq=positions[domain.key_of(r)].seq,
-                entry_hash=positions[domain.key_of(r)].leaf_hash,
-                digest=sha256_hex(documents[domain.key_of(r)]),
-                document=r.record.document,
-                supersedes=domain.superseded_version(r.record.document),
+                record_id=signed.record.record_id,
+                version=signed.record.version,
+                school_code=signed.record.school_code,
+                school_year=signed.record.school_year,
+                student_ref=signed.record.student_ref,
+                seq=positions[key].seq,
+                entry_hash=positions[key].leaf_hash,
+                digest=sha256_hex(chunk.documents[key]),
+                document=signed.record.document,
+                supersedes=domain.superseded_version(signed.record.document),
             )
-            for r in unique
+            for key, signed in chunk.versions.items()
         ],
     )
 
@@ -221,31 +270,26 @@ async def archive_records(
 # --- checkpoints -----------------------------------------------------------------------------
 
 
-async def issue_checkpoint(
-    repo: ArchiveRepository,
-    state: LogState,
-    metrics: ArchiveMetrics,
-    keys: Keys,
-    clock: Clock = utcnow,
-    *,
-    force: bool = False,
-) -> Checkpoint | None:
-    """Sign a checkpoint of the tree as it is, if it grew since the last one (or `force`)."""
-    async with state.lock:
-        await state.ensure_loaded(repo, metrics)
-        size = state.tree.size
-        if state.last is not None and state.last.tree_size == size:
-            return state.last if force else None
-        if size == 0 and not force:
+async def new_checkpoint(deps: Deps, *, even_if_empty: bool = False) -> Checkpoint | None:
+    """Sign and store a checkpoint of the tree as it is, if it grew since the last one; None when it did not.
+
+    An empty log gets one only when asked `even_if_empty` (an operator's or a requester's need).
+    """
+    async with deps.log.lock:
+        log = await loaded_log(deps)
+        size = log.tree.size
+        if log.last_checkpoint is not None and log.last_checkpoint.tree_size == size:
             return None
-        checkpoint = sign_checkpoint(keys.signer(), keys.origin, size, state.tree.root(size), clock())
-        if not await repo.add_checkpoint(checkpoint):
+        if size == 0 and not even_if_empty:
+            return None
+        checkpoint = sign_checkpoint(deps.keys.signer(), deps.log_origin, size, log.tree.root(size), deps.clock())
+        if not await deps.repo.add_checkpoint(checkpoint):
             # Issued already (by a redelivered request before a crash): the stored one stands.
-            stored = [c for c in await repo.checkpoints() if c.tree_size == size]
+            stored = [c for c in await deps.repo.checkpoints() if c.tree_size == size]
             checkpoint = stored[0] if stored else checkpoint
-        state.last = checkpoint
-        metrics.checkpoints.inc()
-        metrics.checkpoint_seen(checkpoint)
+        log.last_checkpoint = checkpoint
+        deps.metrics.checkpoints.inc()
+        deps.metrics.checkpoint_seen(checkpoint)
         return checkpoint
 
 
@@ -256,112 +300,147 @@ def checkpoint_event(checkpoint: Checkpoint) -> CheckpointIssued:
     )
 
 
-async def checkpoint_after_batch(
-    event: BatchCompleted,
-    repo: ArchiveRepository,
-    state: LogState,
-    metrics: ArchiveMetrics,
-    keys: Keys,
-    clock: Clock = utcnow,
-    wait_seconds: float = BATCH_WAIT_SECONDS,
-) -> Checkpoint | None:
+async def issue_checkpoint(command: IssueCheckpoint, deps: Deps) -> Outcome:
+    """An operator's request: a checkpoint of the log now (the last one when the log has not grown).
+
+    Answered with it, and announced again unless the log is empty: a repeat (same id) is harmless.
+    """
+    checkpoint = await new_checkpoint(deps, even_if_empty=True) or deps.log.last_checkpoint
+    announce = [checkpoint_event(checkpoint)] if checkpoint is not None and checkpoint.tree_size else []
+    stated = {"checkpoint": checkpoint.model_dump(mode="json")} if checkpoint is not None else None
+    return Outcome(publish=announce, reply=ProofReply(bundle=stated))
+
+
+async def scheduled_checkpoint(deps: Deps) -> Outcome:
+    """A checkpoint every interval while the log grows, so the ministry holds a recent root."""
+    checkpoint = await new_checkpoint(deps)
+    return Outcome(publish=[checkpoint_event(checkpoint)]) if checkpoint is not None else NOTHING
+
+
+async def checkpoint_after_batch(event: BatchCompleted, deps: Deps) -> Outcome:
     """Once a batch's completed records are all in the log, sign a checkpoint that covers them.
 
-    The completed records of a batch reach the archive before the batch's completion is published,
-    but on another queue; this waits (bounded) until they are appended.
+    When nothing new was signed, the last checkpoint is announced again: a repeat (same id) is
+    harmless, a lost one is not. A batch that completed no record (a homeroom teacher's) brings a
+    checkpoint only when the log grew meanwhile.
     """
     if event.records_completed:
-        deadline = time.monotonic() + wait_seconds
-        while await repo.count_batch(event.batch_id) < event.records_completed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.warning("batch %s: checkpoint issued before all its records were archived", event.batch_id)
-                break
-            state.appended.clear()
-            try:
-                await asyncio.wait_for(state.appended.wait(), timeout=min(remaining, 1.0))
-            except TimeoutError:
-                pass
-    issued = await issue_checkpoint(repo, state, metrics, keys, clock)
+        await batch_archived(event, deps)
+    issued = await new_checkpoint(deps)
     if issued is None and not event.records_completed:
-        return None  # a homeroom teacher's batch archives nothing
-    # Published again when nothing new was issued: a repeat (same id) is harmless, a lost one is not.
-    return issued or state.last
+        return NOTHING
+    checkpoint = issued or deps.log.last_checkpoint
+    return Outcome(publish=[checkpoint_event(checkpoint)]) if checkpoint is not None else NOTHING
+
+
+async def batch_archived(event: BatchCompleted, deps: Deps) -> None:
+    """Wait, for at most `deps.batch_wait_seconds`, until the batch's completed records are in the log.
+
+    The completed records of a batch reach the archive before the batch's completion is published,
+    but on another queue.
+    """
+    deadline = time.monotonic() + deps.batch_wait_seconds
+    while await deps.repo.count_batch(event.batch_id) < event.records_completed:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            logger.warning("batch %s: checkpoint issued before all its records were archived", event.batch_id)
+            return
+        deps.log.appended.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(deps.log.appended.wait(), timeout=min(remaining, 1.0))
+
+
+@dataclass(frozen=True)
+class Covering:
+    """The checkpoint an answer is given against, and its announcement when it was signed for this answer."""
+
+    checkpoint: Checkpoint
+    announce: list[Message]
+
+
+async def checkpoint_covering(entries: int, deps: Deps) -> Covering:
+    """The latest checkpoint, signed first if it does not cover `entries` entries yet."""
+    log = await loaded_log(deps)
+    if log.last_checkpoint is not None and log.last_checkpoint.tree_size >= entries:
+        return Covering(log.last_checkpoint, [])
+    issued = await new_checkpoint(deps, even_if_empty=True)
+    if issued is not None:
+        return Covering(issued, [checkpoint_event(issued)])
+    # The tree has not grown since the last checkpoint, which was announced when it was signed.
+    assert log.last_checkpoint is not None
+    return Covering(log.last_checkpoint, [])
 
 
 # --- proofs, exports, audits -----------------------------------------------------------------
 
 
-async def latest_checkpoint(
-    repo: ArchiveRepository, state: LogState, metrics: ArchiveMetrics, keys: Keys, covering: int, clock: Clock = utcnow
-) -> Checkpoint:
-    """The latest checkpoint, issuing one first if it does not cover `covering` entries."""
-    await state.ensure_loaded(repo, metrics)
-    if state.last is None or state.last.tree_size < covering:
-        checkpoint = await issue_checkpoint(repo, state, metrics, keys, clock, force=True)
-        assert checkpoint is not None
-        return checkpoint
-    return state.last
-
-
-async def prove_inclusion(
-    request: ProveInclusion, repo: ArchiveRepository, state: LogState, metrics: ArchiveMetrics, keys: Keys
-) -> ProofReply:
-    entry = await repo.entry(request.record_id, request.version)
+async def archived_entry(record_id: str, version: int | None, deps: Deps) -> Entry:
+    """The log entry of a version (the latest when `version` is None); NotFound when it is not archived."""
+    entry = await deps.repo.entry(record_id, version)
     if entry is None:
-        return ProofReply(error=f"{request.record_id} v{request.version or 'latest'} is not archived")
-    checkpoint = await latest_checkpoint(repo, state, metrics, keys, entry.seq + 1)
+        raise NotFound(f"{record_id} v{version or 'latest'} is not archived")
+    return entry
+
+
+async def prove_inclusion(request: ProveInclusion, deps: Deps) -> Outcome:
+    """The inclusion proof of a version in the latest checkpoint's tree (signed first if needed) or a given size.
+
+    Refused when the version is not archived (NotFound), or not in a tree of the size asked (InvalidMessage).
+    """
+    entry = await archived_entry(request.record_id, request.version, deps)
+    covering = await checkpoint_covering(entry.seq + 1, deps)
+    checkpoint, tree = covering.checkpoint, deps.log.tree
     size = request.tree_size or checkpoint.tree_size
-    if not entry.seq < size <= state.tree.size:
-        return ProofReply(error=f"entry {entry.seq} is not in a tree of {size} entries (the log has {state.tree.size})")
-    return ProofReply(
-        inclusion=InclusionProof(
-            record_id=entry.record_id,
-            version=entry.version,
-            leaf_index=entry.seq,
-            tree_size=size,
-            leaf_hash=entry.leaf_hash,
-            proof=[p.hex() for p in state.tree.inclusion_proof(entry.seq, size)],
-            checkpoint=checkpoint if size == checkpoint.tree_size else None,
-        )
+    if not entry.seq < size <= tree.size:
+        no_proof = InvalidMessage(f"entry {entry.seq} is not in a tree of {size} entries (the log has {tree.size})")
+        return Outcome(publish=covering.announce, refused=no_proof)
+    proof = InclusionProof(
+        record_id=entry.record_id,
+        version=entry.version,
+        leaf_index=entry.seq,
+        tree_size=size,
+        leaf_hash=entry.leaf_hash,
+        proof=[p.hex() for p in tree.inclusion_proof(entry.seq, size)],
+        checkpoint=checkpoint if size == checkpoint.tree_size else None,
     )
+    return Outcome(publish=covering.announce, reply=ProofReply(inclusion=proof))
 
 
-async def prove_consistency(
-    request: ProveConsistency, repo: ArchiveRepository, state: LogState, metrics: ArchiveMetrics, keys: Keys
-) -> ProofReply:
-    await state.ensure_loaded(repo, metrics)
-    checkpoint = state.last
-    second = request.second or (checkpoint.tree_size if checkpoint else state.tree.size)
-    if not 0 < request.first <= second <= state.tree.size:
-        return ProofReply(error=f"no consistency proof from {request.first} to {second} (the log has {state.tree.size})")
-    return ProofReply(
-        consistency=ConsistencyProof(
-            first=request.first,
-            second=second,
-            first_root=state.tree.root(request.first).hex(),
-            second_root=state.tree.root(second).hex(),
-            proof=[p.hex() for p in state.tree.consistency_proof(request.first, second)],
-            checkpoint=checkpoint if checkpoint and checkpoint.tree_size == second else None,
-        )
+async def prove_consistency(request: ProveConsistency, deps: Deps) -> Outcome:
+    """The consistency proof from tree size `first` to `second` (the latest checkpoint's by default)."""
+    log = await loaded_log(deps)
+    checkpoint, tree = log.last_checkpoint, log.tree
+    second = request.second or (checkpoint.tree_size if checkpoint else tree.size)
+    if not 0 < request.first <= second <= tree.size:
+        raise InvalidMessage(f"no consistency proof from {request.first} to {second} (the log has {tree.size})")
+    proof = ConsistencyProof(
+        first=request.first,
+        second=second,
+        first_root=tree.root(request.first).hex(),
+        second_root=tree.root(second).hex(),
+        proof=[p.hex() for p in tree.consistency_proof(request.first, second)],
+        checkpoint=checkpoint if checkpoint and checkpoint.tree_size == second else None,
     )
+    return Outcome(reply=ProofReply(consistency=proof))
 
 
-async def export_record(
-    request: ExportRecord,
-    repo: ArchiveRepository,
-    state: LogState,
-    metrics: ArchiveMetrics,
-    keys: Keys,
-    clock: Clock = utcnow,
-) -> ProofReply:
-    """The verification bundle of a version (and, for a certified copy, the signed QR payload)."""
-    entry = await repo.entry(request.record_id, request.version)
-    if entry is None:
-        return ProofReply(error=f"{request.record_id} v{request.version or 'latest'} is not archived")
-    checkpoint = await latest_checkpoint(repo, state, metrics, keys, entry.seq + 1, clock)
-    versions = sorted(v.version for v in (await repo.versions([entry.record_id]))[entry.record_id])
-    bundle = make_bundle(
+async def export_record(request: ExportRecord, deps: Deps) -> Outcome:
+    """The verification bundle of a version (and, for a certified copy, the signed QR payload).
+
+    Refused (NotFound) when the version is not archived.
+    """
+    entry = await archived_entry(request.record_id, request.version, deps)
+    covering = await checkpoint_covering(entry.seq + 1, deps)
+    bundle = await verification_bundle(entry, covering.checkpoint, deps)
+    qr = sign_copy(deps.keys.signer(), bundle, deps.clock()) if request.certified_copy else None
+    deps.metrics.exports.inc()
+    return Outcome(publish=covering.announce, reply=ProofReply(bundle=bundle, qr=qr))
+
+
+async def verification_bundle(entry: Entry, checkpoint: Checkpoint, deps: Deps) -> dict[str, Any]:
+    """Everything needed to verify the version offline: record, signatures, proof, checkpoint, status, CRL."""
+    versions = sorted(v.version for v in (await deps.repo.versions([entry.record_id]))[entry.record_id])
+    return make_bundle(
         record={
             "record_id": entry.record_id,
             "version": entry.version,
@@ -374,23 +453,20 @@ async def export_record(
         seq=entry.seq,
         archived_at=entry.archived_at,
         leaf_hash=bytes.fromhex(entry.leaf_hash),
-        proof=state.tree.inclusion_proof(entry.seq, checkpoint.tree_size),
+        proof=deps.log.tree.inclusion_proof(entry.seq, checkpoint.tree_size),
         checkpoint=checkpoint,
         status={
             "versions": versions,
             "superseded_by": next((v for v in versions if v > entry.version), None),
             "supersedes": entry.supersedes,
         },
-        crl_pem=keys.crl_pem(),
+        crl_pem=deps.keys.crl_pem(),
     )
-    qr = sign_copy(keys.signer(), bundle, clock()) if request.certified_copy else None
-    metrics.exports.inc()
-    return ProofReply(bundle=bundle, qr=qr)
 
 
-async def audit_log(repo: ArchiveRepository, keys: Keys) -> AuditReport:
+async def audit_log(request: AuditArchive, deps: Deps) -> Outcome:
     """Recompute the tree from the stored entries and hold it against every stored, signed checkpoint."""
-    entries: list[Entry] = await repo.entries()
-    checkpoints = await repo.checkpoints()
-    trust = keys.trust() if keys.trust is not None else None
-    return domain.audit(entries, checkpoints, lambda c: check_checkpoint(c, trust).failed)
+    entries = await deps.repo.entries()
+    checkpoints = await deps.repo.checkpoints()
+    trust = deps.keys.trust() if deps.keys.trust is not None else None
+    return Outcome(reply=domain.audit(entries, checkpoints, lambda c: check_checkpoint(c, trust).failed))

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from services.archive.domain import ArchivedVersion, Entry, Key
+from services.archive.domain import ArchivedVersion, Entry
 from shared.contracts.archive import Checkpoint
+from shared.contracts.grades import VersionKey
 from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new, packed, unpacked
 
 LOG = "log"
@@ -53,6 +54,8 @@ class ArchivedRow:
 
 @dataclass(frozen=True)
 class Position:
+    """Where a version sits in the log: its leaf index, leaf hash and time of archiving."""
+
     seq: int
     leaf_hash: str
     archived_at: str
@@ -68,10 +71,10 @@ class ArchiveRepository(Protocol):
         Returns how many were inserted; fewer than given means another appender got there first.
         """
 
-    async def positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
+    async def positions(self, keys: Iterable[VersionKey]) -> dict[VersionKey, Position]:
         """Where the archived versions among `keys` sit in the log (from their rows: the quick look-up)."""
 
-    async def log_positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
+    async def log_positions(self, keys: Iterable[VersionKey]) -> dict[VersionKey, Position]:
         """The same from the log itself, for versions appended just before a crash left their rows unwritten."""
 
     async def entry(self, record_id: str, version: int | None = None) -> Entry | None:
@@ -144,16 +147,16 @@ class MongoArchiveRepository:
                 raise
             return int(exc.details.get("nInserted", 0))
 
-    async def positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
+    async def positions(self, keys: Iterable[VersionKey]) -> dict[VersionKey, Position]:
         ids = [f"{rid}:{version}" for rid, version in sorted(set(keys))]
         if not ids:
             return {}
         cursor = self.rows.find({"_id": {"$in": ids}}, {"seq": 1, "record_id": 1, "version": 1, "leaf_hash": 1, "archived_at": 1})
         return {(doc["record_id"], doc["version"]): Position(doc["seq"], doc["leaf_hash"], doc["archived_at"]) async for doc in cursor}
 
-    async def log_positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
+    async def log_positions(self, keys: Iterable[VersionKey]) -> dict[VersionKey, Position]:
         wanted = set(keys)
-        found: dict[Key, Position] = {}
+        found: dict[VersionKey, Position] = {}
         for rid in sorted({k[0] for k in wanted}):
             async for doc in self.log.find({"record_id": rid}, {"seq": 1, "version": 1, "leaf_hash": 1, "archived_at": 1}):
                 if (rid, doc["version"]) in wanted:
@@ -196,7 +199,7 @@ class InMemoryArchiveRepository:
 
     def __init__(self) -> None:
         self.log: dict[int, Entry] = {}
-        self.rows: dict[Key, ArchivedRow] = {}
+        self.rows: dict[VersionKey, ArchivedRow] = {}
         self.stored_checkpoints: dict[int, Checkpoint] = {}
 
     async def leaf_hashes(self) -> list[bytes]:
@@ -211,11 +214,11 @@ class InMemoryArchiveRepository:
             taken.add(entry.key)
         return len(entries)
 
-    async def positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
+    async def positions(self, keys: Iterable[VersionKey]) -> dict[VersionKey, Position]:
         wanted = set(keys)
         return {k: Position(r.seq, r.leaf_hash, r.archived_at) for k, r in self.rows.items() if k in wanted}
 
-    async def log_positions(self, keys: Iterable[Key]) -> dict[Key, Position]:
+    async def log_positions(self, keys: Iterable[VersionKey]) -> dict[VersionKey, Position]:
         wanted = set(keys)
         return {e.key: Position(e.seq, e.leaf_hash, e.archived_at) for e in self.log.values() if e.key in wanted}
 

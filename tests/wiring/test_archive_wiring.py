@@ -1,9 +1,8 @@
-"""archive's app under FastStream's in-memory broker: routing, contracts, checkpoints, requests, metrics."""
+"""archive's app on the bus: routing, contracts, checkpoints, requests and their refusals, metrics."""
 
 from __future__ import annotations
 
 import pytest
-from faststream.rabbit import TestRabbitBroker
 
 from services.archive.app import build_app
 from services.archive.repository import InMemoryArchiveRepository
@@ -12,7 +11,9 @@ from shared.contracts.archive import (
     AuditReport,
     CheckpointIssued,
     ExportRecord,
+    IssueCheckpoint,
     ProofReply,
+    ProveConsistency,
     ProveInclusion,
     RecordsArchived,
 )
@@ -20,10 +21,11 @@ from shared.contracts.signing import BatchCompleted, RecordsCompleted
 from shared.crypto.archive_log import check_checkpoint
 from shared.crypto.bundle import verify_bundle
 from shared.crypto.merkle import MerkleTree, verify_inclusion
-from shared.messaging import REASON_HEADER
+from shared.errors import Refused
+from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests.unit.archive.conftest import archive_keys
-from tests.unit.signing.trust import make_trust, signed_record
-from tests.wiring.conftest import dead_letters, probe, send
+from tests.unit.signing.trust import OTHER_SCHOOL, make_trust, signed_record
+from tests.wiring.conftest import dead_letters, probe
 
 
 @pytest.fixture(scope="module")
@@ -34,54 +36,56 @@ def trust(tmp_path_factory):
 @pytest.fixture
 def service(settings, trust):
     repo = InMemoryArchiveRepository()
-    keys = archive_keys(trust)
-    return build_app(settings, repository=repo, signer=keys.signer, trust=keys.trust), repo
+    return build_app(settings, repository=repo, keys=archive_keys(trust)), repo
 
 
-async def test_signed_records_are_archived_once_and_reported(service, trust):
+def records(trust, count: int, batch_id: str | None = None) -> RecordsCompleted:
+    return RecordsCompleted(records=[signed_record(trust, n) for n in range(count)], batch_id=batch_id)
+
+
+def sample(svc, name: str, labels: dict | None = None) -> float:
+    return svc.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+async def test_signed_records_are_archived_once_and_reported(service, trust, wired):
     svc, repo = service
     archived = probe(svc, RecordsArchived)
-    event = RecordsCompleted(records=[signed_record(trust, n) for n in range(4)], batch_id="b1")
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, event)
-        await send(broker, svc, event)
-    assert len(repo.log) == 4
+    event = records(trust, 4, "b1")
+    async with wired(svc) as wire:
+        await wire.send(event)
+        await wire.send(event)
+    log = await repo.entries()
+    assert len(log) == 4
     assert [[r.seq for r in a.records] for a in archived] == [[0, 1, 2, 3], [0, 1, 2, 3]]
-    assert archived[0].records[1].entry_hash == repo.log[1].leaf_hash
-    assert svc.registry.get_sample_value("hocba_records_archived_total") == 4
+    assert archived[0].records[1].entry_hash == log[1].leaf_hash
+    assert sample(svc, "hocba_records_archived_total") == 4
 
 
-async def test_a_completed_batch_brings_a_signed_checkpoint_event(service, trust):
+async def test_a_completed_batch_brings_a_signed_checkpoint_event(service, trust, wired):
     svc, repo = service
     issued = probe(svc, CheckpointIssued)
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, RecordsCompleted(records=[signed_record(trust, n) for n in range(5)], batch_id="b1"))
-        await send(broker, svc, BatchCompleted(
+    async with wired(svc) as wire:
+        await wire.send(records(trust, 5, "b1"))
+        await wire.send(BatchCompleted(
             batch_id="b1", school_code="79000701", school_year="2025-2026", records_signed=5, records_total=5,
             records_completed=5,
         ))
     [event] = issued
     checkpoint = event.checkpoint
     assert checkpoint.tree_size == 5
-    assert checkpoint.root_hash == MerkleTree(bytes.fromhex(repo.log[s].leaf_hash) for s in range(5)).root().hex()
+    assert checkpoint.root_hash == MerkleTree(bytes.fromhex(e.leaf_hash) for e in await repo.entries()).root().hex()
     assert check_checkpoint(checkpoint, trust.pki.trust_store()).ok
     assert await repo.checkpoints() == [checkpoint]
 
 
-async def test_proofs_exports_and_audits_are_answered(service, trust):
+async def test_proofs_exports_and_audits_are_answered(service, trust, wired):
     svc, _ = service
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, RecordsCompleted(records=[signed_record(trust, n) for n in range(6)]))
-        exchange = svc.bus.exchange
-        proof = ProofReply.model_validate(await (await broker.request(
-            ProveInclusion(record_id="rec-0002"), exchange=exchange, routing_key=ProveInclusion.ROUTING_KEY
-        )).decode())
-        export = ProofReply.model_validate(await (await broker.request(
-            ExportRecord(record_id="rec-0002"), exchange=exchange, routing_key=ExportRecord.ROUTING_KEY
-        )).decode())
-        audit = AuditReport.model_validate(await (await broker.request(
-            AuditArchive(), exchange=exchange, routing_key=AuditArchive.ROUTING_KEY
-        )).decode())
+    issued = probe(svc, CheckpointIssued)
+    async with wired(svc) as wire:
+        await wire.send(records(trust, 6))
+        proof = await wire.request(ProveInclusion(record_id="rec-0002"), ProofReply)
+        export = await wire.request(ExportRecord(record_id="rec-0002"), ProofReply)
+        audit = await wire.request(AuditArchive(), AuditReport)
     inclusion = proof.inclusion
     assert verify_inclusion(
         inclusion.leaf_index, inclusion.tree_size, bytes.fromhex(inclusion.leaf_hash),
@@ -89,13 +93,65 @@ async def test_proofs_exports_and_audits_are_answered(service, trust):
     )
     assert verify_bundle(export.bundle, trust.pki.trust_store()).ok
     assert audit.ok and audit.entries == 6 and audit.checkpoints == 1
+    assert [e.checkpoint for e in issued] == [inclusion.checkpoint], "the checkpoint the proof needed is announced once"
 
 
-async def test_a_record_with_a_broken_signature_chain_is_dead_lettered_with_the_reason(service, trust):
+async def test_a_checkpoint_asked_for_is_answered_and_announced(service, trust, wired):
+    svc, repo = service
+    issued = probe(svc, CheckpointIssued)
+    async with wired(svc) as wire:
+        await wire.send(records(trust, 3))
+        answer = await wire.request(IssueCheckpoint(), ProofReply)
+    [stored] = await repo.checkpoints()
+    assert answer.bundle == {"checkpoint": stored.model_dump(mode="json")}
+    assert [e.checkpoint for e in issued] == [stored]
+
+
+async def test_requests_that_cannot_be_answered_are_answered_with_the_reason(
+    service, trust, wired
+):
+    svc, _ = service
+    async with wired(svc) as wire:
+        await wire.send(records(trust, 2))
+        with pytest.raises(Refused, match="nope vlatest is not archived") as missing:
+            await wire.request(ProveInclusion(record_id="nope"), ProofReply)
+        with pytest.raises(Refused, match="rec-0001 v3 is not archived") as not_exported:
+            await wire.request(ExportRecord(record_id="rec-0001", version=3), ProofReply)
+        with pytest.raises(Refused, match="entry 1 is not in a tree of 1 entries") as outside:
+            await wire.request(ProveInclusion(record_id="rec-0001", tree_size=1), ProofReply)
+        with pytest.raises(Refused, match="no consistency proof from 2 to 5") as inconsistent:
+            await wire.request(ProveConsistency(first=2, second=5), ProofReply)
+    assert [e.value.reason for e in (missing, not_exported, outside, inconsistent)] == [
+        "not-found", "not-found", "invalid", "invalid"
+    ]
+    proofs = svc.topology.queue_name(ProveInclusion.ROUTING_KEY)
+    answered = "hocba_requests_answered_with_error_total"
+    assert sample(svc, answered, {"queue": proofs, "reason": "not-found"}) == 1
+    assert sample(svc, answered, {"queue": proofs, "reason": "invalid"}) == 1
+
+
+async def test_a_record_with_a_broken_signature_chain_is_dead_lettered_with_the_reason(service, trust, wired):
     svc, repo = service
     dead = dead_letters(svc, RecordsCompleted)
     partial = signed_record(trust, 1, roles=("homeroom_teacher",))
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, RecordsCompleted(records=[partial]))
+    async with wired(svc) as wire:
+        await wire.send(RecordsCompleted(records=[partial]))
     [(_, headers)] = dead
-    assert headers[REASON_HEADER] == "invalid" and not repo.log
+    assert headers[REASON_HEADER] == "invalid" and await repo.entries() == []
+    assert sample(svc, "hocba_archive_refused_total", {"reason": "invalid-signature"}) == 1
+
+
+async def test_an_amendment_by_another_school_is_refused_dead_lettered_and_counted(service, trust, wired):
+    svc, repo = service
+    dead = dead_letters(svc, RecordsCompleted)
+    amendment = {"supersedes": 1, "reason": "grade-correction", "note": "", "requested_by": "x"}
+    theirs = signed_record(trust, 5, 2, school_code=OTHER_SCHOOL, amendment=amendment)
+    async with wired(svc) as wire:
+        await wire.send(RecordsCompleted(records=[signed_record(trust, 5)]))
+        await wire.send(RecordsCompleted(records=[theirs]))
+    [(body, headers)] = dead
+    assert headers[REASON_HEADER] == "forbidden" and "may not amend" in headers[ERROR_HEADER]
+    assert [r["record"]["version"] for r in body["records"]] == [2]
+    assert [e.key for e in await repo.entries()] == [("rec-0005", 1)]
+    queue = svc.topology.queue_name(RecordsCompleted.ROUTING_KEY)
+    assert sample(svc, "hocba_messages_refused_total", {"queue": queue, "reason": "forbidden"}) == 1

@@ -3,36 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.archive.handlers import Keys
+from services.archive.handlers import Deps, Keys
 from services.archive.metrics import ArchiveMetrics
-from services.archive.repository import InMemoryArchiveRepository
+from services.archive.repository import ArchiveRepository, InMemoryArchiveRepository
 from shared.contracts.signing import SignedRecord
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import ARCHIVE_SUBJECT
 from tests.unit.signing.trust import Trust, make_trust, signed_record
 
+#: The time the archive's clock reads in the unit tests.
+AT = datetime.now(UTC).replace(microsecond=0)
+ORIGIN = "test.archive"
+
 
 def archive_keys(trust: Trust) -> Keys:
+    """The archive's key and trust from the test PKI, its CRL read at each use."""
     return Keys(
         signer=lambda: trust.signers.signer_for(ARCHIVE_SUBJECT),
         trust=ReloadingTrust(trust.pki.anchor_path, [trust.pki.crl_path], check_every=0),
-        origin="test.archive",
         crl_pem=lambda: trust.pki.crl_path.read_text(),
+    )
+
+
+def archive_deps(trust: Trust, repo: ArchiveRepository | None = None, metrics: ArchiveMetrics | None = None) -> Deps:
+    """archive's dependencies over `repo` (a new in-memory one by default), with the test PKI's keys, at AT."""
+    return Deps(
+        repo=repo if repo is not None else InMemoryArchiveRepository(),
+        metrics=metrics if metrics is not None else ArchiveMetrics(CollectorRegistry()),
+        keys=archive_keys(trust),
+        log_origin=ORIGIN,
+        clock=lambda: AT,
     )
 
 
 @pytest.fixture(scope="session")
 def trust(tmp_path_factory) -> Trust:
     return make_trust(tmp_path_factory.mktemp("archive-trust"))
-
-
-@pytest.fixture
-def keys(trust) -> Keys:
-    return archive_keys(trust)
 
 
 @pytest.fixture
@@ -53,3 +64,8 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> ArchiveMetrics:
     return ArchiveMetrics(registry)
+
+
+@pytest.fixture
+def deps(trust, repo, metrics) -> Deps:
+    return archive_deps(trust, repo, metrics)

@@ -90,17 +90,17 @@ def test_the_audit_reports_a_checkpoint_whose_signature_fails(trust, make_signed
 
 
 def test_a_first_version_needs_no_amendment_and_a_later_one_must_be_one(make_signed):
-    domain.amendment_problem(make_signed(1), [])
+    domain.check_amendment(make_signed(1), [])
     with pytest.raises(InvalidMessage, match="must name the version"):
-        domain.amendment_problem(make_signed(1, 2), [ArchivedVersion(1, "79000701")])
+        domain.check_amendment(make_signed(1, 2), [ArchivedVersion(1, "79000701")])
 
 
 def test_an_amendment_replaces_the_latest_version_of_its_own_school(make_signed):
     amendment = {"supersedes": 2, "reason": "grade-correction"}
-    domain.amendment_problem(make_signed(1, 3, amendment=amendment), [ArchivedVersion(1, "79000701"), ArchivedVersion(2, "79000701")])
+    domain.check_amendment(make_signed(1, 3, amendment=amendment), [ArchivedVersion(1, "79000701"), ArchivedVersion(2, "79000701")])
     with pytest.raises(InvalidMessage, match="latest archived version is v3"):
-        domain.amendment_problem(make_signed(1, 4, amendment=amendment), [ArchivedVersion(v, "79000701") for v in (1, 2, 3)])
+        domain.check_amendment(make_signed(1, 4, amendment=amendment), [ArchivedVersion(v, "79000701") for v in (1, 2, 3)])
     with pytest.raises(Forbidden, match="may not amend"):
-        domain.amendment_problem(make_signed(1, 3, amendment=amendment), [ArchivedVersion(2, "79000999")])
+        domain.check_amendment(make_signed(1, 3, amendment=amendment), [ArchivedVersion(2, "79000999")])
     with pytest.raises(SupersededNotArchived):
-        domain.amendment_problem(make_signed(1, 3, amendment=amendment), [])
+        domain.check_amendment(make_signed(1, 3, amendment=amendment), [])

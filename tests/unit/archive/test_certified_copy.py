@@ -6,19 +6,15 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from prometheus_client import CollectorRegistry
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from hocba.cli import app
 from hocba.pdf import BUNDLE_NAME, QR_NAME, read_copy, render_copy
 from services.archive import handlers
-from services.archive.handlers import LogState
-from services.archive.metrics import ArchiveMetrics
-from services.archive.repository import InMemoryArchiveRepository
 from shared.contracts.archive import ExportRecord
 from shared.contracts.signing import RecordsCompleted
-from tests.unit.archive.conftest import archive_keys
+from tests.unit.archive.conftest import archive_deps
 from tests.unit.signing.trust import signed_record
 
 DOCUMENT = {
@@ -34,11 +30,10 @@ DOCUMENT = {
 
 @pytest.fixture
 async def exported(trust):
-    keys = archive_keys(trust)
-    repo, state, metrics = InMemoryArchiveRepository(), LogState(), ArchiveMetrics(CollectorRegistry())
+    deps = archive_deps(trust)
     records = [signed_record(trust, n, **DOCUMENT) for n in range(3)]
-    await handlers.archive_records(RecordsCompleted(records=records), repo, state, metrics, keys)
-    return await handlers.export_record(ExportRecord(record_id="rec-0001", certified_copy=True), repo, state, metrics, keys)
+    await handlers.archive_records(RecordsCompleted(records=records), deps)
+    return (await handlers.export_record(ExportRecord(record_id="rec-0001", certified_copy=True), deps)).reply
 
 
 def run_verify(trust, path) -> tuple[int, str]:
