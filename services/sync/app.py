@@ -1,25 +1,38 @@
-"""sync's composition root: broker, outbox repository, ministry client, relay, metrics and routes."""
+"""sync's composition root: bus, outbox repository, ministry client, actor-token keys, metrics, routes and the relay."""
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import httpx
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from services.sync import handlers
 from services.sync.domain import DeliveryPolicy
-from services.sync.handlers import SyncDeps, restore_gauges
+from services.sync.handlers import Deps
 from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry, Tls
-from services.sync.relay import Relay
 from services.sync.repository import INDEXES, MongoOutboxRepository, OutboxRepository
-from services.sync.router import register_routes, relay_step
+from services.sync.router import register_routes
 from shared.auth import issuer_keys_for
-from shared.service import ServiceApp, assemble, messaging_parts, mongo_for
+from shared.messaging import Bus
+from shared.service import Loop, Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
 
 NAME = "sync"
+
+
+def ministry_client(settings: Settings, client: httpx.AsyncClient | None = None) -> Ministry:
+    """The ministry at `settings.ministry_url`, over TLS as configured; `client` (a test's) instead of its own."""
+    return Ministry(
+        settings.ministry_url,
+        settings.ministry_concurrency,
+        client=client,
+        timeout=settings.ministry_timeout_seconds,
+        tls=Tls(settings.ministry_ca_file, settings.ministry_client_cert, settings.ministry_client_key),
+    )
 
 
 def build_app(
@@ -30,35 +43,26 @@ def build_app(
     registry: CollectorRegistry | None = None,
     http_client: httpx.AsyncClient | None = None,
     policy: DeliveryPolicy | None = None,
-    relay_interval: float = 1.0,
 ) -> ServiceApp:
+    """The policy defaults to `settings.sync_max_attempts` attempts per entry, the relay looking every second."""
     # One INFO line per request to the ministry would drown the service's own log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    registry, broker, bus, topology = messaging_parts(NAME, settings, registry)
-    mongo, owns_mongo = mongo_for(settings, mongo, needed=repository is None)
-    if repository is None:
-        repository = MongoOutboxRepository(mongo[settings.names().database(NAME)])
-    ministry = Ministry(
-        settings.ministry_url,
-        settings.ministry_concurrency,
-        client=http_client,
-        timeout=settings.ministry_timeout_seconds,
-        tls=Tls(settings.ministry_ca_file, settings.ministry_client_cert, settings.ministry_client_key),
-    )
+    bus = Bus(settings, NAME, registry)
+    storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
+    ministry = ministry_client(settings, http_client)
     policy = policy or DeliveryPolicy(max_attempts=settings.sync_max_attempts)
-    deps = SyncDeps(repository, ministry, SyncMetrics(registry), policy)
-    issuers = issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer)
-    register_routes(broker, bus, topology, deps, ministry, issuers)
-    service = assemble(
-        NAME, settings, registry, broker, bus, topology, mongo=mongo, indexes=INDEXES, owns_mongo=owns_mongo
+    deps = Deps(
+        repo=repository or MongoOutboxRepository(storage.database(settings, NAME)),
+        ministry=ministry,
+        metrics=SyncMetrics(bus.registry),
+        issuer_keys=issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer),
+        deliveries_per_step=settings.chunk_size,
+        policy=policy,
     )
-    relay = Relay(relay_step(bus, deps, settings.chunk_size), settings.chunk_size, relay_interval)
-    if isinstance(repository, MongoOutboxRepository):
-        service.app.on_startup(repository.drop_obsolete_indexes)
-    # The client opens before the consumers start and closes after they have finished.
-    service.app.on_startup(ministry.open)
-    service.on_started.append(lambda: restore_gauges(deps))
-    service.on_started.append(relay.start)
-    service.on_stopping.append(relay.stop)
-    service.app.after_shutdown(ministry.close)
-    return service
+    register_routes(bus, deps)
+    relay = Loop("sync-relay", bus, partial(handlers.deliver_due, deps), policy.relay_interval_seconds)
+    resources = [
+        Resource(open=ministry.open, close=ministry.close),
+        Resource(open=partial(handlers.restore_gauges, deps)),
+    ]
+    return assemble(bus, storage, resources=resources, loops=[relay])

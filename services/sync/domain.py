@@ -1,4 +1,4 @@
-"""Delivery rules, pure: outbox entries, the ministry payload, answers, back-off, parking and reconciliation."""
+"""Delivery rules, pure: outbox entries, the ministry payload, answers, back-off, parking, operators, reconciliation."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from shared.auth import Actor, Role
 from shared.contracts.archive import ArchivedRecord, Checkpoint
+from shared.errors import Forbidden
 
 PENDING = "pending"
 SENDING = "sending"
 DELIVERED = "delivered"
 PARKED = "parked"
-STATUSES = (PENDING, SENDING, DELIVERED, PARKED)
 
 #: What an outbox entry carries: one archived record version, or one archive checkpoint.
 RECORD = "record"
@@ -56,6 +57,8 @@ class DeliveryPolicy:
     cap_seconds: float = 600.0
     #: How long a claimed entry belongs to one sender; after that (a crash) another may take it.
     lease_seconds: float = 300.0
+    #: How often the relay looks for entries whose next attempt is due.
+    relay_interval_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,9 @@ class OutboxEntry:
         return str(self.payload.get("digest") or self.payload.get("root_hash") or "")
 
 
-class Outcome(Enum):
+class Answer(Enum):
+    """What the ministry's answer to one request means for the entry."""
+
     DELIVERED = "delivered"
     RETRY = "retry"
     PARK = "park"
@@ -96,7 +101,7 @@ class Outcome(Enum):
 class Attempt:
     """What one request to the ministry came to: a receipt, or an error to retry or park on."""
 
-    outcome: Outcome
+    answer: Answer
     seconds: float
     receipt: dict[str, Any] | None = None
     error: str = ""
@@ -132,10 +137,6 @@ class Failure:
 def record_key(record_id: str, version: int) -> str:
     """The key the ministry deduplicates on: one record version is one delivery."""
     return f"{record_id}:{version}"
-
-
-#: Kept for callers that name the record key by its role.
-idempotency_key = record_key
 
 
 def checkpoint_key(origin: str, tree_size: int) -> str:
@@ -198,13 +199,13 @@ def new_checkpoint_entry(checkpoint: Checkpoint, now: datetime) -> OutboxEntry:
     )
 
 
-def classify(status_code: int) -> Outcome:
+def classify(status_code: int) -> Answer:
     """2xx is delivered; 408, 429 and 5xx may pass later; any other answer never will."""
     if 200 <= status_code < 300:
-        return Outcome.DELIVERED
+        return Answer.DELIVERED
     if status_code in (408, 429) or status_code >= 500:
-        return Outcome.RETRY
-    return Outcome.PARK
+        return Answer.RETRY
+    return Answer.PARK
 
 
 def backoff_seconds(attempts: int, jitter: float, policy: DeliveryPolicy) -> float:
@@ -222,7 +223,7 @@ def after_failure(
 ) -> Failure:
     """Retry later with back-off, or park: at once for a permanent answer, or after the last attempt."""
     attempts = entry.attempts + 1
-    if attempt.outcome is Outcome.PARK or attempts >= policy.max_attempts:
+    if attempt.answer is Answer.PARK or attempts >= policy.max_attempts:
         return Failure(entry.key, entry.claim or "", PARKED, attempts, attempt.error, None)
     delay = timedelta(seconds=backoff_seconds(attempts, jitter, policy))
     return Failure(entry.key, entry.claim or "", PENDING, attempts, attempt.error, now + delay)
@@ -239,6 +240,18 @@ def receipt_from(entry: OutboxEntry, answer: dict[str, Any], now: datetime) -> R
         delivered_at=now,
         created_at=entry.created_at,
     )
+
+
+# -- operators --------------------------------------------------------------------------------
+
+#: The role an actor token must carry to resume or resend outbox entries.
+OPERATOR: Role = "operator"
+
+
+def authorise_operator(actor: Actor) -> None:
+    """Refuse anyone but an operator: only operators hand outbox entries back to the relay."""
+    if not actor.has(OPERATOR):
+        raise Forbidden(f"{actor.subject} is not an operator", reason="not-an-operator")
 
 
 # -- reconciliation ---------------------------------------------------------------------------
@@ -305,24 +318,35 @@ class Reconciliation:
 
     def compare(self, key: str, held: Held | None, acks: list[Acknowledged]) -> None:
         """One key: sync's entry (or None) against the ministry's acknowledgements of it (maybe none)."""
+        self._tally(held, acks)
+        if len(acks) > 1:
+            self._note("acknowledged_twice", key)
+        if held is None:
+            if acks:
+                self._note("unknown_to_sync", key)
+        elif not acks:
+            self._unacknowledged(key, held)
+        else:
+            self._acknowledged(key, held, acks)
+
+    def _tally(self, held: Held | None, acks: list[Acknowledged]) -> None:
+        """Count the key on each side that has it, and the archive log position sync knows for it."""
         if held is not None:
             self.held += 1
             if held.seq is not None:
                 self.seqs.add(held.seq)
         if acks:
             self.acknowledged += 1
-        if len(acks) > 1:
-            self._note("acknowledged_twice", key)
-        if held is None:
-            if acks:
-                self._note("unknown_to_sync", key)
-            return
-        if not acks:
-            if held.status == DELIVERED:
-                self._note("missing_at_ministry", key)
-            else:
-                self.waiting[held.status] = self.waiting.get(held.status, 0) + 1
-            return
+
+    def _unacknowledged(self, key: str, held: Held) -> None:
+        """An entry the ministry does not list: missing there when sync recorded it delivered, else on its way."""
+        if held.status == DELIVERED:
+            self._note("missing_at_ministry", key)
+        else:
+            self.waiting[held.status] = self.waiting.get(held.status, 0) + 1
+
+    def _acknowledged(self, key: str, held: Held, acks: list[Acknowledged]) -> None:
+        """An entry the ministry lists: it must hold the digest sent and the receipt sync recorded."""
         if any(a.digest != held.digest for a in acks):
             self._note("digest_mismatch", key)
         if held.status != DELIVERED:

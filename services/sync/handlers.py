@@ -1,4 +1,9 @@
-"""sync's use cases: take archived records and checkpoints into the outbox, deliver what is due, answer operators."""
+"""sync's use cases: take archived records and checkpoints into the outbox, deliver what is due, answer operators.
+
+Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): the deliveries
+to announce, or the answer to an operator's request. The relay's step, `deliver_due`, has the same
+shape without a message. A request that is refused, or that cannot be answered now, raises.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import uuid4
 
+from services.sync import domain
 from services.sync.domain import (
     CHECKPOINT,
     DIFFERENCES,
@@ -20,12 +26,12 @@ from services.sync.domain import (
     RECORD,
     SENDING,
     Acknowledged,
+    Answer,
     Attempt,
     DeliveryPolicy,
     Failure,
     Held,
     OutboxEntry,
-    Outcome,
     Receipt,
     Reconciliation,
     after_failure,
@@ -53,112 +59,134 @@ from shared.contracts.sync import (
     RetryParked,
     SyncStatus,
 )
-from shared.errors import Forbidden
+from shared.errors import HocbaError, Unavailable
+from shared.outcome import Outcome
 
 log = logging.getLogger("hocba.sync")
 
-#: The role an actor token must carry to resume or resend outbox entries.
-OPERATOR = "operator"
+Clock = Callable[[], datetime]
 
 
-class Sender(Protocol):
+class MinistryApi(Protocol):
+    """The ministry as the use cases see it: one delivery at a time, and its listings of acknowledgements."""
+
     async def send(self, kind: str, key: str, payload: dict[str, Any]) -> Attempt:
         """One request to the ministry; HTTP trouble comes back as an Attempt, not an exception."""
 
-
-class Lister(Protocol):
     def acknowledgements(self, kind: str) -> AsyncIterator[Acknowledged]:
-        """Every acknowledgement the ministry lists for `kind`, in key order."""
+        """Every acknowledgement the ministry lists for `kind`, in key order; `Unavailable` when it cannot."""
 
 
 @dataclass(frozen=True)
-class SyncDeps:
-    """What the use cases need, passed in: storage, the ministry, metrics, policy, time and chance."""
+class Deps:
+    """What sync's handlers need; `app.py` builds it once."""
 
     repo: OutboxRepository
-    ministry: Sender
+    ministry: MinistryApi
     metrics: SyncMetrics
+    #: Public keys of the actor-token issuer (None: every operator's command is refused).
+    issuer_keys: IssuerKeys | None
+    #: Due entries one step of the relay delivers at most; a step that finds this many runs again at once.
+    deliveries_per_step: int
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
-    clock: Callable[[], datetime] = utcnow
+    clock: Clock = utcnow
+    #: A number in [0, 1) that spreads the retries of many entries (see `domain.backoff_seconds`).
     jitter: Callable[[], float] = random.random
 
 
-@dataclass
-class DeliveryOutcome:
-    claimed: int = 0
-    receipts: list[Receipt] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-    events: list[Message] = field(default_factory=list)
+@dataclass(frozen=True)
+class Round:
+    """One round of delivery: how many entries it claimed, and the receipts it was first to record."""
 
-    @property
-    def event(self) -> RecordsDelivered | None:
-        """The records announcement among the events, if any."""
-        return next((e for e in self.events if isinstance(e, RecordsDelivered)), None)
+    claimed: int
+    receipts: list[Receipt]
 
 
-async def accept_archived(event: RecordsArchived, deps: SyncDeps) -> DeliveryOutcome:
+# --- taking entries in, and delivering them ---------------------------------------------------
+
+
+async def accept_archived(event: RecordsArchived, deps: Deps) -> Outcome:
     """Put each archived record version in the outbox once, then deliver this chunk's due entries.
 
     A redelivered event finds its entries already there (delivered, or held by another sender)
-    and delivers nothing new.
+    and delivers, and announces, nothing new.
     """
     now = deps.clock()
     entries = {e.key: e for e in (new_entry(r, now) for r in event.records)}
     await deps.repo.add_new(list(entries.values()))
-    outcome = await deliver(deps, list(entries), limit=len(entries))
-    outcome.events = delivered_events(derived_id(event.message_id, "delivered"), outcome.receipts)
-    return outcome
+    done = await deliver(deps, list(entries), limit=len(entries))
+    return Outcome(publish=delivered_events(derived_id(event.message_id, "delivered"), done.receipts))
 
 
-async def accept_checkpoint(event: CheckpointIssued, deps: SyncDeps) -> DeliveryOutcome:
+async def accept_checkpoint(event: CheckpointIssued, deps: Deps) -> Outcome:
     """Put an archive checkpoint in the outbox once (one entry per origin and tree size), then deliver it."""
     entry = new_checkpoint_entry(event.checkpoint, deps.clock())
     await deps.repo.add_new([entry])
-    outcome = await deliver(deps, [entry.key], limit=1)
-    outcome.events = delivered_events(derived_id(event.message_id, "delivered"), outcome.receipts)
-    return outcome
+    done = await deliver(deps, [entry.key], limit=1)
+    return Outcome(publish=delivered_events(derived_id(event.message_id, "delivered"), done.receipts))
 
 
-async def deliver_due(deps: SyncDeps, limit: int) -> DeliveryOutcome:
-    """The relay's step: deliver up to `limit` entries whose time has come (or whose lease ran out)."""
-    outcome = await deliver(deps, None, limit=limit)
-    keys = sorted(r.key for r in outcome.receipts)
-    outcome.events = delivered_events(derived_id("sync.relay", *keys), outcome.receipts)
-    return outcome
+async def deliver_due(deps: Deps) -> Outcome:
+    """The relay's step: deliver up to `deliveries_per_step` entries whose time has come (or whose lease ran out).
+
+    A step that claimed as many as it may says more may be waiting (`again`), and runs again at once.
+    """
+    done = await deliver(deps, None, limit=deps.deliveries_per_step)
+    keys = sorted(r.key for r in done.receipts)
+    return Outcome(
+        publish=delivered_events(derived_id("sync.relay", *keys), done.receipts),
+        again=done.claimed >= deps.deliveries_per_step,
+    )
 
 
-async def deliver(deps: SyncDeps, keys: list[str] | None, limit: int) -> DeliveryOutcome:
+async def deliver(deps: Deps, keys: list[str] | None, limit: int) -> Round:
     """Claim entries, send them concurrently (the ministry bounds how many at once), record each answer."""
     now = deps.clock()
-    lease_until = now + timedelta(seconds=deps.policy.lease_seconds)
     claim = uuid4().hex
-    claimed = await deps.repo.claim(keys, now, lease_until, claim, limit)
+    claimed = await deps.repo.claim(keys, now, now + timedelta(seconds=deps.policy.lease_seconds), claim, limit)
     if not claimed:
         await refresh_gauges(deps)
-        return DeliveryOutcome()
+        return Round(0, [])
+    receipts, failures = await send_claimed(deps, claimed)
+    newly = set(await deps.repo.record_answers(claim, receipts, failures))
+    # A receipt for an entry another sender took meanwhile is that sender's to record and announce.
+    receipts = [r for r in receipts if r.key in newly]
+    count_answers(deps.metrics, claimed, receipts, failures)
+    await refresh_gauges(deps)
+    return Round(len(claimed), receipts)
+
+
+async def send_claimed(deps: Deps, claimed: list[OutboxEntry]) -> tuple[list[Receipt], list[Failure]]:
+    """Send the claimed entries to the ministry together; each answer is a receipt, or a failure to retry or park."""
     answers = await asyncio.gather(
         *(deps.ministry.send(e.kind, e.key, e.payload) for e in claimed), return_exceptions=True
     )
-    attempts = [_as_attempt(a) for a in answers]
+    attempts = [as_attempt(a) for a in answers]
     done = deps.clock()
     receipts: list[Receipt] = []
     failures: list[Failure] = []
     for entry, attempt in zip(claimed, attempts, strict=True):
         if attempt.seconds > 0:
             deps.metrics.delivery_seconds.observe(attempt.seconds)
-        if attempt.outcome is Outcome.DELIVERED and attempt.receipt is not None:
+        if attempt.answer is Answer.DELIVERED and attempt.receipt is not None:
             receipts.append(receipt_from(entry, attempt.receipt, done))
         else:
             failures.append(after_failure(entry, attempt, done, deps.jitter(), deps.policy))
-    newly = set(await deps.repo.record(claim, receipts, failures))
-    # A receipt for an entry another sender took meanwhile is that sender's to record and announce.
-    receipts = [r for r in receipts if r.key in newly]
-    count(deps.metrics, claimed, receipts, failures)
-    await refresh_gauges(deps)
-    return DeliveryOutcome(claimed=len(claimed), receipts=receipts, failures=failures)
+    return receipts, failures
 
 
-def count(metrics: SyncMetrics, claimed: list[OutboxEntry], receipts: list[Receipt], failures: list[Failure]) -> None:
+def as_attempt(answer: Attempt | BaseException) -> Attempt:
+    """An unexpected error while sending counts as a failed attempt, so the entry is not left claimed."""
+    if isinstance(answer, Exception):
+        return Attempt(Answer.RETRY, 0.0, error=f"{type(answer).__name__}: {answer}")
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
+def count_answers(
+    metrics: SyncMetrics, claimed: list[OutboxEntry], receipts: list[Receipt], failures: list[Failure]
+) -> None:
     """Count the answers by kind and outcome, and log what failed."""
     kinds = {e.key: e.kind for e in claimed}
     for receipt in receipts:
@@ -179,26 +207,18 @@ def count(metrics: SyncMetrics, claimed: list[OutboxEntry], receipts: list[Recei
         )
 
 
-async def refresh_gauges(deps: SyncDeps) -> None:
-    look = await deps.repo.look()
-    deps.metrics.outbox(look.backlog, look.parked, look.oldest_waiting)
+async def refresh_gauges(deps: Deps) -> None:
+    """Set the outbox gauges from the outbox as it is now."""
+    backlog = await deps.repo.backlog()
+    deps.metrics.outbox(backlog.waiting, backlog.parked, backlog.oldest_waiting)
 
 
-async def restore_gauges(deps: SyncDeps) -> None:
+async def restore_gauges(deps: Deps) -> None:
     """At start: the gauges from the outbox as it is, the last checkpoint the ministry acknowledged included."""
     await refresh_gauges(deps)
     last = (await deps.repo.summary(parked_limit=0)).last_checkpoint
     if last is not None:
         deps.metrics.checkpoint_delivered(last.number, last.delivered_at)
-
-
-def _as_attempt(answer: Attempt | BaseException) -> Attempt:
-    """An unexpected error while sending counts as a failed attempt, so the entry is not left claimed."""
-    if isinstance(answer, Exception):
-        return Attempt(Outcome.RETRY, 0.0, error=f"{type(answer).__name__}: {answer}")
-    if isinstance(answer, BaseException):
-        raise answer
-    return answer
 
 
 def delivered_events(message_id: str, receipts: list[Receipt]) -> list[Message]:
@@ -229,15 +249,15 @@ def delivered_events(message_id: str, receipts: list[Receipt]) -> list[Message]:
     return events
 
 
-# -- operators --------------------------------------------------------------------------------
+# --- operators -------------------------------------------------------------------------------
 
 
-async def status(request: GetSyncStatus, deps: SyncDeps) -> SyncStatus:
+async def status(request: GetSyncStatus, deps: Deps) -> Outcome:
     """The outbox at a glance: counts by kind and status, the oldest waiting entry, the parked ones."""
     summary = await deps.repo.summary(request.parked_limit)
     now = deps.clock()
     last = summary.last_checkpoint
-    return SyncStatus(
+    answer = SyncStatus(
         counts=[OutboxCount(kind=k, status=s, entries=n) for (k, s), n in sorted(summary.counts.items())],
         backlog=sum(n for (_, s), n in summary.counts.items() if s in (PENDING, SENDING)),
         parked=sum(n for (_, s), n in summary.counts.items() if s == PARKED),
@@ -250,41 +270,42 @@ async def status(request: GetSyncStatus, deps: SyncDeps) -> SyncStatus:
             origin=last.subject, tree_size=last.number, receipt_id=last.receipt_id, delivered_at=last.delivered_at
         ) if last else None,
     )
+    return Outcome(reply=answer)
 
 
-async def retry_parked(command: RetryParked, deps: SyncDeps, issuers: IssuerKeys | None) -> RetryOutcome:
-    """An operator hands entries back to the relay: parked ones, or named ones to send again."""
-    try:
-        actor = require_actor(command.actor, issuers)
-        if not actor.has(OPERATOR):
-            raise Forbidden(f"{actor.subject} is not an operator")
-    except Forbidden as exc:
-        log.warning("refused to resume outbox entries: %s", exc)
-        return RetryOutcome(refused=str(exc))
+async def retry_parked(command: RetryParked, deps: Deps) -> Outcome:
+    """An operator hands entries back to the relay: parked ones, or named ones to send again.
+
+    Refused (Forbidden) without a valid actor token of an operator.
+    """
+    actor = require_actor(command.actor, deps.issuer_keys)
+    domain.authorise_operator(actor)
     wanted = sorted(set(command.keys)) or None
     resumed = await deps.repo.resume(wanted, deps.clock())
     deps.metrics.resumed.inc(len(resumed))
     log.info("%s resumed %d outbox entries", actor.subject, len(resumed))
     await refresh_gauges(deps)
     skipped = sorted(set(wanted or []) - set(resumed))
-    return RetryOutcome(resumed=len(resumed), keys=resumed[:1000], skipped=skipped[:1000])
+    return Outcome(reply=RetryOutcome(resumed=len(resumed), keys=resumed[:1000], skipped=skipped[:1000]))
 
 
-async def reconcile(request: Reconcile, deps: SyncDeps, ministry: Lister) -> ReconcileReport:
-    """Compare, key by key, sync's outbox and receipts with every acknowledgement the ministry lists."""
-    report = Reconciliation(limit=request.limit)
+async def reconcile(request: Reconcile, deps: Deps) -> Outcome:
+    """Compare, key by key, sync's outbox and receipts with every acknowledgement the ministry lists.
+
+    When the comparison cannot be made (the ministry unreachable, say), the operator is told why
+    (Unavailable) rather than left waiting.
+    """
     try:
-        acks = merge_acknowledgements([ministry.acknowledgements(kind) for kind in KINDS])
-        async for key, held, acknowledged in pair_by_key(deps.repo.holdings(), acks):
-            report.compare(key, held, acknowledged)
-    except Exception as exc:  # noqa: BLE001 - the operator gets the reason instead of a timeout
-        log.warning("reconciliation failed: %s", exc)
-        return ReconcileReport(error=f"{type(exc).__name__}: {exc}")
+        report = await compared(deps, request.limit)
+    except HocbaError:
+        raise
+    except Exception as exc:
+        raise Unavailable(f"the outbox could not be compared with the ministry: {type(exc).__name__}: {exc}") from exc
     archive_size = await deps.repo.archive_size()
     report.finish(archive_size)
     for name in DIFFERENCES:
         deps.metrics.differences.labels(name).set(report.counts[name])
-    return ReconcileReport(
+    answer = ReconcileReport(
         held=report.held,
         acknowledged=report.acknowledged,
         matched=report.matched,
@@ -295,15 +316,32 @@ async def reconcile(request: Reconcile, deps: SyncDeps, ministry: Lister) -> Rec
             for name, meaning in DIFFERENCES.items()
         ],
     )
+    return Outcome(reply=answer)
+
+
+async def compared(deps: Deps, limit: int) -> Reconciliation:
+    """Every key sync holds or the ministry acknowledges, compared; up to `limit` examples per difference."""
+    report = Reconciliation(limit=limit)
+    acks = merge_acknowledgements([deps.ministry.acknowledgements(kind) for kind in KINDS])
+    async for key, held, acknowledged in pair_by_key(deps.repo.holdings(), acks):
+        report.compare(key, held, acknowledged)
+    return report
 
 
 async def merge_acknowledgements(streams: list[AsyncIterator[Acknowledged]]) -> AsyncIterator[Acknowledged]:
     """Several key-ordered listings as one key-ordered listing."""
-    heads: list[Acknowledged | None] = [await anext(s, None) for s in streams]
-    while any(h is not None for h in heads):
-        i = min((i for i, h in enumerate(heads) if h is not None), key=lambda i: heads[i].key)  # type: ignore[union-attr]
-        yield heads[i]  # type: ignore[misc]
-        heads[i] = await anext(streams[i], None)
+    heads: dict[int, Acknowledged] = {}
+    for n, stream in enumerate(streams):
+        if (first := await anext(stream, None)) is not None:
+            heads[n] = first
+    while heads:
+        n, head = min(heads.items(), key=lambda item: item[1].key)
+        yield head
+        following = await anext(streams[n], None)
+        if following is None:
+            del heads[n]
+        else:
+            heads[n] = following
 
 
 async def pair_by_key(
@@ -316,7 +354,7 @@ async def pair_by_key(
     while h is not None or a is not None:
         key = min(x.key for x in (h, a) if x is not None)
         if key < last:
-            raise ValueError(f"a listing is not in key order: {key!r} came after {last!r}")
+            raise Unavailable(f"a listing is not in key order: {key!r} came after {last!r}")
         last = key
         mine = None
         if h is not None and h.key == key:

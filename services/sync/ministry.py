@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from services.sync.domain import CHECKPOINT, Acknowledged, Attempt, Outcome, classify
+from services.sync.domain import CHECKPOINT, Acknowledged, Answer, Attempt, classify
+from shared.errors import Unavailable
 
 RECORDS_PATH = "/v1/records"
 CHECKPOINTS_PATH = "/v1/checkpoints"
@@ -43,8 +44,8 @@ class Tls:
         return context
 
 
-class MinistryError(RuntimeError):
-    """The ministry could not be asked (for a listing); the message says why."""
+class MinistryError(Unavailable):
+    """The ministry could not be asked for a listing, or its answer could not be read; the message says why."""
 
 
 class Ministry:
@@ -87,48 +88,57 @@ class Ministry:
         async with self.limit:
             started = time.perf_counter()
             if self.client is None:
-                return Attempt(Outcome.RETRY, 0.0, error="the ministry client is not open")
+                return Attempt(Answer.RETRY, 0.0, error="the ministry client is not open")
             try:
                 response = await self.client.post(
                     self.url(kind), json=payload, headers={IDEMPOTENCY_HEADER: key}, timeout=self.timeout
                 )
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                return Attempt(Outcome.RETRY, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+                return Attempt(Answer.RETRY, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
             seconds = time.perf_counter() - started
-        outcome = classify(response.status_code)
-        if outcome is not Outcome.DELIVERED:
-            return Attempt(outcome, seconds, error=f"HTTP {response.status_code}: {response.text[:500]}")
+        answer = classify(response.status_code)
+        if answer is not Answer.DELIVERED:
+            return Attempt(answer, seconds, error=f"HTTP {response.status_code}: {response.text[:500]}")
         try:
             receipt = response.json()
             if not isinstance(receipt, dict) or not receipt.get("receipt_id"):
                 raise ValueError("no receipt_id")
         except ValueError as exc:
-            return Attempt(Outcome.RETRY, seconds, error=f"HTTP {response.status_code} without a receipt: {exc}")
-        return Attempt(Outcome.DELIVERED, seconds, receipt=receipt)
+            return Attempt(Answer.RETRY, seconds, error=f"HTTP {response.status_code} without a receipt: {exc}")
+        return Attempt(Answer.DELIVERED, seconds, receipt=receipt)
 
     async def acknowledgements(self, kind: str) -> AsyncIterator[Acknowledged]:
         """Every acknowledgement the ministry lists for `kind`, in key order, page by page."""
-        if self.client is None:
-            raise MinistryError("the ministry client is not open")
-        url = self.base_url + LISTINGS[kind]
         after: str | None = None
         while True:
-            params: dict[str, Any] = {"limit": PAGE_SIZE}
-            if after is not None:
-                params["after"] = after
-            try:
-                response = await self.client.get(url, params=params, timeout=max(self.timeout, 30.0))
-                response.raise_for_status()
-                page = response.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                raise MinistryError(f"listing {LISTINGS[kind]} failed: {type(exc).__name__}: {exc}") from exc
-            items = page.get("receipts", page.get("checkpoints", []))
+            items, after = await self.page(kind, after)
             for item in items:
-                yield Acknowledged(
-                    key=str(item["idempotency_key"]),
-                    receipt_id=str(item["receipt_id"]),
-                    digest=str(item.get("digest") or item.get("root_hash") or ""),
-                )
-            after = page.get("next")
+                yield item
             if not after or not items:
                 return
+
+    async def page(self, kind: str, after: str | None) -> tuple[list[Acknowledged], str | None]:
+        """One page of `kind`'s listing after the key `after`, and the key the next page starts after."""
+        if self.client is None:
+            raise MinistryError("the ministry client is not open")
+        params: dict[str, Any] = {"limit": PAGE_SIZE}
+        if after is not None:
+            params["after"] = after
+        try:
+            url = self.base_url + LISTINGS[kind]
+            response = await self.client.get(url, params=params, timeout=max(self.timeout, 30.0))
+            response.raise_for_status()
+            page = response.json()
+            items = page.get("receipts", page.get("checkpoints", []))
+            return [acknowledged(item) for item in items], page.get("next")
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MinistryError(f"listing {LISTINGS[kind]} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def acknowledged(item: dict[str, Any]) -> Acknowledged:
+    """One entry of a listing: a receipt (with the record's digest) or a checkpoint (with its root hash)."""
+    return Acknowledged(
+        key=str(item["idempotency_key"]),
+        receipt_id=str(item["receipt_id"]),
+        digest=str(item.get("digest") or item.get("root_hash") or ""),
+    )

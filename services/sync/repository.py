@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -37,16 +37,17 @@ INDEXES = [
     Index(OUTBOX, [("kind", 1), ("seq", 1)], name="kind_seq"),
     Index(RECEIPTS, [("kind", 1), ("subject", 1), ("number", 1)], unique=True, name="kind_subject_number_unique"),
 ]
-#: Earlier versions indexed this field uniquely; entries without it (checkpoints) would collide there.
-OBSOLETE_INDEX_FIELD = "record_id"
 
 
 @dataclass(frozen=True)
-class OutboxLook:
-    """The outbox gauges at one moment."""
+class Backlog:
+    """What the outbox still owes the ministry at one moment."""
 
-    backlog: int
+    #: Entries waiting for delivery: pending, or being sent.
+    waiting: int
+    #: Entries parked after their last attempt, waiting for an operator.
     parked: int
+    #: When the oldest waiting entry was taken into the outbox (None when none waits).
     oldest_waiting: datetime | None
 
 
@@ -73,15 +74,23 @@ class OutboxRepository(Protocol):
         Each entry is taken with a conditional update, so two senders never both hold it.
         """
 
-    async def record(self, claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[str]:
-        """Record the answers of the sender holding `claim`; returns the keys it newly marked delivered.
+    async def record_answers(self, claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[str]:
+        """Record the ministry's answers to the sender holding `claim`; returns the keys it newly marked delivered.
 
-        Only the sender still holding an entry's claim changes it: a stale sender's answers (its
-        lease ran out and another took the entry) are left to the current holder.
+        A receipt marks its entry delivered and is kept; a failure sets the entry back to pending
+        with a later time, or parks it. Only the sender still holding an entry's claim changes it:
+        a stale sender's answers (its lease ran out and another took the entry) are left to the
+        current holder.
         """
 
-    async def look(self) -> OutboxLook:
-        """Backlog, parked entries and the oldest waiting entry's creation time."""
+    async def entries(self, keys: Iterable[str]) -> dict[str, OutboxEntry]:
+        """The stored entries among `keys`, by key."""
+
+    async def receipt_ids(self, keys: Iterable[str]) -> dict[str, str]:
+        """The ministry's receipt id kept for each of `keys` it acknowledged (the latest, for a key sent again)."""
+
+    async def backlog(self) -> Backlog:
+        """Entries waiting, entries parked, and when the oldest waiting entry was taken in."""
 
     async def resume(self, keys: list[str] | None, now: datetime) -> list[str]:
         """Make entries due again with a fresh count of attempts; returns the keys resumed.
@@ -89,7 +98,8 @@ class OutboxRepository(Protocol):
         None resumes every parked entry; named keys are resumed when parked or delivered.
         """
 
-    async def summary(self, parked_limit: int) -> OutboxSummary: ...
+    async def summary(self, parked_limit: int) -> OutboxSummary:
+        """Entries by (kind, status), the first `parked_limit` parked ones, the last checkpoint delivered."""
 
     def holdings(self) -> AsyncIterator[Held]:
         """Every entry as reconciliation sees it, in key order."""
@@ -136,17 +146,37 @@ def _receipt_fields(r: Receipt) -> dict[str, Any]:
     return {"receipt_id": r.receipt_id, "received_at": r.received_at, "delivered_at": r.delivered_at}
 
 
+def _answer_updates(claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[UpdateOne]:
+    """One conditional update per answer, applied only while the entry is still sent under `claim`."""
+    delivered = [
+        UpdateOne(
+            {"_id": r.key, "status": SENDING, "claim": claim},
+            {"$set": {"status": DELIVERED, "receipt": _receipt_fields(r), "last_error": None, "lease_until_ts": None}},
+        )
+        for r in receipts
+    ]
+    failed = [
+        UpdateOne(
+            {"_id": f.key, "status": SENDING, "claim": f.claim},
+            {
+                "$set": {
+                    "status": f.status,
+                    "attempts": f.attempts,
+                    "last_error": f.last_error,
+                    "next_attempt_ts": _ts(f.next_attempt_at) if f.next_attempt_at else None,
+                    "lease_until_ts": None,
+                }
+            },
+        )
+        for f in failures
+    ]
+    return delivered + failed
+
+
 class MongoOutboxRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self.outbox = db[OUTBOX]
         self.receipts = db[RECEIPTS]
-
-    async def drop_obsolete_indexes(self) -> None:
-        """Drop the unique (record_id, version) indexes of earlier versions: checkpoints have no record id."""
-        for collection in (self.outbox, self.receipts):
-            for name, info in (await collection.index_information()).items():
-                if any(name_ == OBSOLETE_INDEX_FIELD for name_, _ in info["key"]):
-                    await collection.drop_index(name)
 
     async def add_new(self, entries: list[OutboxEntry]) -> int:
         return await insert_new(
@@ -191,36 +221,8 @@ class MongoOutboxRepository:
         )
         return [_entry(doc) async for doc in self.outbox.find({"_id": {"$in": keys}, "claim": claim, "status": SENDING})]
 
-    async def record(self, claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[str]:
-        updates = [
-            UpdateOne(
-                {"_id": r.key, "status": SENDING, "claim": claim},
-                {
-                    "$set": {
-                        "status": DELIVERED,
-                        "receipt": _receipt_fields(r),
-                        "last_error": None,
-                        "lease_until_ts": None,
-                    }
-                },
-            )
-            for r in receipts
-        ]
-        updates += [
-            UpdateOne(
-                {"_id": f.key, "status": SENDING, "claim": f.claim},
-                {
-                    "$set": {
-                        "status": f.status,
-                        "attempts": f.attempts,
-                        "last_error": f.last_error,
-                        "next_attempt_ts": _ts(f.next_attempt_at) if f.next_attempt_at else None,
-                        "lease_until_ts": None,
-                    }
-                },
-            )
-            for f in failures
-        ]
+    async def record_answers(self, claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[str]:
+        updates = _answer_updates(claim, receipts, failures)
         if updates:
             await self.outbox.bulk_write(updates, ordered=False)
         if not receipts:
@@ -244,7 +246,14 @@ class MongoOutboxRepository:
         for key in stale:
             await self.receipts.replace_one({"_id": key}, docs[key])
 
-    async def look(self) -> OutboxLook:
+    async def entries(self, keys: Iterable[str]) -> dict[str, OutboxEntry]:
+        return {doc["_id"]: _entry(doc) async for doc in self.outbox.find({"_id": {"$in": sorted(set(keys))}})}
+
+    async def receipt_ids(self, keys: Iterable[str]) -> dict[str, str]:
+        cursor = self.receipts.find({"_id": {"$in": sorted(set(keys))}}, {"receipt_id": 1})
+        return {doc["_id"]: doc["receipt_id"] async for doc in cursor}
+
+    async def backlog(self) -> Backlog:
         cursor = await self.outbox.aggregate(
             [
                 {"$match": {"status": {"$in": [PENDING, SENDING, PARKED]}}},
@@ -254,8 +263,8 @@ class MongoOutboxRepository:
         groups = {doc["_id"]: doc async for doc in cursor}
         waiting = [groups[s] for s in (PENDING, SENDING) if s in groups]
         oldest = min((g["oldest"] for g in waiting if g.get("oldest") is not None), default=None)
-        return OutboxLook(
-            backlog=sum(g["n"] for g in waiting),
+        return Backlog(
+            waiting=sum(g["n"] for g in waiting),
             parked=groups.get(PARKED, {}).get("n", 0),
             oldest_waiting=_dt(oldest) if oldest is not None else None,
         )
@@ -284,7 +293,7 @@ class MongoOutboxRepository:
             _entry(doc)
             async for doc in self.outbox.find({"status": PARKED}).sort("created_ts", 1).limit(parked_limit)
         ] if parked_limit else []
-        look = await self.look()
+        backlog = await self.backlog()
         last = None
         async for doc in self.outbox.find({"kind": CHECKPOINT, "status": DELIVERED}).sort("number", -1).limit(1):
             entry, receipt = _entry(doc), doc["receipt"]
@@ -292,7 +301,7 @@ class MongoOutboxRepository:
                 entry.key, entry.kind, entry.subject, entry.number, receipt["receipt_id"],
                 receipt.get("received_at", ""), receipt["delivered_at"], entry.created_at,
             )
-        return OutboxSummary(counts, parked, look.oldest_waiting, last)
+        return OutboxSummary(counts, parked, backlog.oldest_waiting, last)
 
     async def holdings(self) -> AsyncIterator[Held]:
         projection = {"kind": 1, "status": 1, "digest": 1, "seq": 1, "receipt": 1}
@@ -316,16 +325,15 @@ class InMemoryOutboxRepository:
     """For unit and wiring tests: same behaviour, no database."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, OutboxEntry] = {}
+        self.outbox: dict[str, OutboxEntry] = {}
         self.leases: dict[str, datetime] = {}
         self.receipts: dict[str, Receipt] = {}
-        self.delivered: dict[str, Receipt] = {}
 
     async def add_new(self, entries: list[OutboxEntry]) -> int:
         added = 0
         for entry in entries:
-            if entry.key not in self.entries:
-                self.entries[entry.key] = entry
+            if entry.key not in self.outbox:
+                self.outbox[entry.key] = entry
                 added += 1
         return added
 
@@ -338,31 +346,32 @@ class InMemoryOutboxRepository:
         self, keys: list[str] | None, now: datetime, lease_until: datetime, claim: str, limit: int
     ) -> list[OutboxEntry]:
         if keys is None:
-            due = sorted((e for e in self.entries.values() if self._is_due(e, now)), key=lambda e: e.next_attempt_at)
+            due = sorted((e for e in self.outbox.values() if self._is_due(e, now)), key=lambda e: e.next_attempt_at)
             keys = [e.key for e in due[:limit]]
         taken = []
         for key in keys:
-            entry = self.entries.get(key)
+            entry = self.outbox.get(key)
             if entry is not None and self._is_due(entry, now):
                 entry = replace(entry, status=SENDING, claim=claim)
-                self.entries[key] = entry
+                self.outbox[key] = entry
                 self.leases[key] = lease_until
                 taken.append(entry)
         return taken
 
-    async def record(self, claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[str]:
+    def _held_by(self, key: str, claim: str) -> OutboxEntry | None:
+        entry = self.outbox[key]
+        return entry if entry.status == SENDING and entry.claim == claim else None
+
+    async def record_answers(self, claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[str]:
         done = []
         for receipt in receipts:
-            entry = self.entries[receipt.key]
-            if entry.status == SENDING and entry.claim == claim:
-                self.entries[receipt.key] = replace(entry, status=DELIVERED, last_error=None)
-                self.delivered[receipt.key] = receipt
+            if (entry := self._held_by(receipt.key, claim)) is not None:
+                self.outbox[receipt.key] = replace(entry, status=DELIVERED, last_error=None)
                 self.receipts[receipt.key] = receipt
                 done.append(receipt.key)
         for failure in failures:
-            entry = self.entries[failure.key]
-            if entry.status == SENDING and entry.claim == failure.claim:
-                self.entries[failure.key] = replace(
+            if (entry := self._held_by(failure.key, failure.claim)) is not None:
+                self.outbox[failure.key] = replace(
                     entry,
                     status=failure.status,
                     attempts=failure.attempts,
@@ -371,40 +380,45 @@ class InMemoryOutboxRepository:
                 )
         return sorted(done)
 
-    async def look(self) -> OutboxLook:
-        waiting = [e for e in self.entries.values() if e.status in (PENDING, SENDING)]
-        return OutboxLook(
-            backlog=len(waiting),
-            parked=sum(1 for e in self.entries.values() if e.status == PARKED),
+    async def entries(self, keys: Iterable[str]) -> dict[str, OutboxEntry]:
+        return {k: self.outbox[k] for k in sorted(set(keys)) if k in self.outbox}
+
+    async def receipt_ids(self, keys: Iterable[str]) -> dict[str, str]:
+        return {k: self.receipts[k].receipt_id for k in sorted(set(keys)) if k in self.receipts}
+
+    async def backlog(self) -> Backlog:
+        waiting = [e for e in self.outbox.values() if e.status in (PENDING, SENDING)]
+        return Backlog(
+            waiting=len(waiting),
+            parked=sum(1 for e in self.outbox.values() if e.status == PARKED),
             oldest_waiting=min((e.created_at for e in waiting), default=None),
         )
 
     async def resume(self, keys: list[str] | None, now: datetime) -> list[str]:
         if keys is None:
-            chosen = [k for k, e in self.entries.items() if e.status == PARKED]
+            chosen = [k for k, e in self.outbox.items() if e.status == PARKED]
         else:
-            chosen = [k for k in keys if k in self.entries and self.entries[k].status in (PARKED, DELIVERED)]
+            chosen = [k for k in keys if k in self.outbox and self.outbox[k].status in (PARKED, DELIVERED)]
         for key in chosen:
-            self.entries[key] = replace(self.entries[key], status=PENDING, attempts=0, next_attempt_at=now, claim=None)
+            self.outbox[key] = replace(self.outbox[key], status=PENDING, attempts=0, next_attempt_at=now, claim=None)
         return sorted(set(chosen))
 
     async def summary(self, parked_limit: int) -> OutboxSummary:
         counts: dict[tuple[str, str], int] = {}
-        for e in self.entries.values():
+        for e in self.outbox.values():
             counts[(e.kind, e.status)] = counts.get((e.kind, e.status), 0) + 1
-        parked = sorted((e for e in self.entries.values() if e.status == PARKED), key=lambda e: e.created_at)
+        parked = sorted((e for e in self.outbox.values() if e.status == PARKED), key=lambda e: e.created_at)
         checkpoints = [
-            self.delivered[k] for k, e in self.entries.items() if e.kind == CHECKPOINT and e.status == DELIVERED
+            self.receipts[k] for k, e in self.outbox.items() if e.kind == CHECKPOINT and e.status == DELIVERED
         ]
         last = max(checkpoints, key=lambda r: r.number, default=None)
-        return OutboxSummary(counts, parked[:parked_limit], (await self.look()).oldest_waiting, last)
+        return OutboxSummary(counts, parked[:parked_limit], (await self.backlog()).oldest_waiting, last)
 
     async def holdings(self) -> AsyncIterator[Held]:
-        for key in sorted(self.entries):
-            e = self.entries[key]
-            receipt = self.delivered.get(key)
+        for key in sorted(self.outbox):
+            e = self.outbox[key]
+            receipt = self.receipts.get(key)
             yield Held(key, e.kind, e.status, e.digest, receipt.receipt_id if receipt else None, e.seq)
 
     async def archive_size(self) -> int | None:
-        return max((e.number for e in self.entries.values() if e.kind == CHECKPOINT), default=None)
-
+        return max((e.number for e in self.outbox.values() if e.kind == CHECKPOINT), default=None)

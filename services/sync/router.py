@@ -1,16 +1,10 @@
-"""sync's subscribers, its replies to operators, and the relay's step: call the handler, publish what it returns."""
+"""sync's subscribers: each message to its handler; the bus carries out the outcome."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from faststream.rabbit import RabbitBroker, RabbitResponse
-
 from services.sync import handlers
-from services.sync.handlers import Lister, SyncDeps
-from shared.auth import IssuerKeys
+from services.sync.handlers import Deps
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
-from shared.contracts.base import Message
 from shared.contracts.sync import (
     CheckpointDelivered,
     GetSyncStatus,
@@ -18,52 +12,29 @@ from shared.contracts.sync import (
     RecordsDelivered,
     RetryParked,
 )
-from shared.messaging import Bus, Topology, reply, subscriber
+from shared.messaging import Bus
+from shared.outcome import Outcome
 
 
-def register_routes(
-    broker: RabbitBroker,
-    bus: Bus,
-    topology: Topology,
-    deps: SyncDeps,
-    ministry: Lister,
-    issuers: IssuerKeys | None,
-) -> None:
-    bus.declare_publisher(RecordsDelivered)
-    bus.declare_publisher(CheckpointDelivered)
+def register_routes(bus: Bus, deps: Deps) -> None:
+    bus.publishes(RecordsDelivered, CheckpointDelivered)
 
-    async def publish(events: list[Message]) -> None:
-        for event in events:
-            await bus.publish(event)
+    @bus.subscriber(RecordsArchived)
+    async def on_archived(event: RecordsArchived) -> Outcome:
+        return await handlers.accept_archived(event, deps)
 
-    @subscriber(broker, bus, topology, RecordsArchived)
-    async def on_archived(event: RecordsArchived) -> None:
-        await publish((await handlers.accept_archived(event, deps)).events)
+    @bus.subscriber(CheckpointIssued)
+    async def on_checkpoint(event: CheckpointIssued) -> Outcome:
+        return await handlers.accept_checkpoint(event, deps)
 
-    @subscriber(broker, bus, topology, CheckpointIssued)
-    async def on_checkpoint(event: CheckpointIssued) -> None:
-        await publish((await handlers.accept_checkpoint(event, deps)).events)
+    @bus.subscriber(GetSyncStatus)
+    async def on_status(request: GetSyncStatus) -> Outcome:
+        return await handlers.status(request, deps)
 
-    @subscriber(broker, bus, topology, GetSyncStatus)
-    async def on_status(request: GetSyncStatus) -> RabbitResponse:
-        return reply(await handlers.status(request, deps))
+    @bus.subscriber(RetryParked)
+    async def on_retry(command: RetryParked) -> Outcome:
+        return await handlers.retry_parked(command, deps)
 
-    @subscriber(broker, bus, topology, RetryParked)
-    async def on_retry(command: RetryParked) -> RabbitResponse:
-        return reply(await handlers.retry_parked(command, deps, issuers))
-
-    @subscriber(broker, bus, topology, Reconcile)
-    async def on_reconcile(request: Reconcile) -> RabbitResponse:
-        return reply(await handlers.reconcile(request, deps, ministry))
-
-
-def relay_step(bus: Bus, deps: SyncDeps, limit: int) -> Callable[[], Awaitable[int]]:
-    """One pass of the relay: deliver due entries, announce them; returns how many were claimed."""
-
-    async def step() -> int:
-        outcome = await handlers.deliver_due(deps, limit)
-        for event in outcome.events:
-            await bus.publish(event)
-        return outcome.claimed
-
-    return step
+    @bus.subscriber(Reconcile)
+    async def on_reconcile(request: Reconcile) -> Outcome:
+        return await handlers.reconcile(request, deps)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,26 +24,14 @@ from cryptography.x509.oid import NameOID
 from hocba.keys import dev_issuer
 from hocba.ministry_simulator import ReceiptStore, create_app
 from services.sync.app import build_app
-from services.sync.domain import (
-    DELIVERED,
-    PARKED,
-    PENDING,
-    SENDING,
-    Attempt,
-    DeliveryPolicy,
-    Outcome,
-    after_failure,
-    new_checkpoint_entry,
-    new_entry,
-    receipt_from,
-)
-from services.sync.repository import INDEXES, MongoOutboxRepository
-from shared.contracts.archive import ArchivedRecord, Checkpoint, CheckpointIssued, RecordsArchived
-from shared.contracts.sync import CheckpointDelivered, ReconcileReport, RecordsDelivered, SyncStatus
-from shared.mongo import ensure_indexes
+from services.sync.domain import DELIVERED, PENDING, DeliveryPolicy
+from shared.contracts.archive import ArchivedRecord, RecordsArchived
+from shared.contracts.sync import ReconcileReport, RecordsDelivered, SyncStatus
 from tests.support import drain, free_port, probing, running
 
 FAST = DeliveryPolicy(max_attempts=50, base_seconds=0.2, cap_seconds=0.5, lease_seconds=30.0)
+#: FAST, with the relay looking for due entries five times a second.
+EAGER = replace(FAST, relay_interval_seconds=0.2)
 
 
 def archived(n: int, school: str = "79000702") -> RecordsArchived:
@@ -103,31 +92,6 @@ async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 
         await asyncio.sleep(0.1)
 
 
-async def test_claims_are_exclusive_and_an_expired_lease_is_taken_again(mongo_client, settings):
-    db = mongo_client[settings.names().database("sync")]
-    await ensure_indexes(db, INDEXES)
-    repo = MongoOutboxRepository(db)
-    now = datetime.now(UTC)
-    entries = [new_entry(r, now) for r in archived(20).records]
-    assert await repo.add_new(entries) == 20
-    assert await repo.add_new(entries[:5]) == 0
-
-    keys = [e.key for e in entries]
-    lease = now + timedelta(seconds=30)
-    first, second = await asyncio.gather(
-        repo.claim(keys, now, lease, "a", 20), repo.claim(keys, now, lease, "b", 20)
-    )
-    assert not {e.key for e in first} & {e.key for e in second}
-    assert {e.key for e in first} | {e.key for e in second} == set(keys)
-    assert {e.status for e in first + second} == {SENDING}
-    assert await repo.claim(None, now + timedelta(seconds=10), lease, "c", 100) == []
-
-    later = now + timedelta(seconds=31)
-    taken = await repo.claim(None, later, later + timedelta(seconds=30), "d", 5)
-    assert len(taken) == 5 and {e.claim for e in taken} == {"d"}
-    assert (await repo.look()).backlog == 20
-
-
 async def test_each_record_version_reaches_the_ministry_once(mongo_client, settings):
     store = ReceiptStore()
     event = archived(12)
@@ -164,9 +128,7 @@ async def test_entries_wait_through_a_ministry_outage_and_drain_after_it(mongo_c
     port = free_port()
     async with simulator(store, port) as url:
         pass  # the ministry was there, and now it is down
-    service = build_app(
-        settings.model_copy(update={"ministry_url": url}), mongo=mongo_client, policy=FAST, relay_interval=0.2
-    )
+    service = build_app(settings.model_copy(update={"ministry_url": url}), mongo=mongo_client, policy=EAGER)
     db = mongo_client[settings.names().database("sync")]
     async with running(service):
         await service.bus.publish(archived(5))
@@ -193,99 +155,6 @@ async def test_entries_wait_through_a_ministry_outage_and_drain_after_it(mongo_c
     assert service.registry.get_sample_value("hocba_sync_backlog_entries") == 0
 
 
-def checkpoint_issued(tree_size: int, origin: str = "hocba.test/archive") -> CheckpointIssued:
-    return CheckpointIssued(
-        checkpoint=Checkpoint(
-            origin=origin,
-            tree_size=tree_size,
-            root_hash=f"{tree_size:064x}",
-            issued_at=datetime(2026, 5, 20, tzinfo=UTC),
-            signature="e30..c2ln",
-        )
-    )
-
-
-async def test_the_mongo_outbox_holds_records_and_checkpoints_and_answers_operators(mongo_client, settings):
-    db = mongo_client[settings.names().database("sync")]
-    await ensure_indexes(db, INDEXES)
-    repo = MongoOutboxRepository(db)
-    now = datetime.now(UTC)
-    records = [new_entry(r, now) for r in archived(4).records]
-    checkpoints = [new_checkpoint_entry(checkpoint_issued(n).checkpoint, now) for n in (2, 4)]
-    assert await repo.add_new(records + checkpoints) == 6
-    assert await repo.add_new([new_checkpoint_entry(checkpoint_issued(4).checkpoint, now)]) == 0
-
-    taken = await repo.claim(None, now, now + timedelta(seconds=30), "a", 10)
-    assert len(taken) == 6
-    by_key = {e.key: e for e in taken}
-    receipt = receipt_from(by_key[records[0].key], {"receipt_id": "r-0", "received_at": "t"}, now)
-    stale = receipt_from(by_key[records[1].key], {"receipt_id": "r-1"}, now)
-    cp = receipt_from(by_key[checkpoints[1].key], {"receipt_id": "r-cp"}, now)
-    parked = after_failure(by_key[records[2].key], Attempt(Outcome.PARK, 0.1, error="HTTP 422"), now, 0.0, FAST)
-    later = after_failure(by_key[records[3].key], Attempt(Outcome.RETRY, 0.1, error="HTTP 503"), now, 0.0, FAST)
-    assert await repo.record("a", [receipt, cp], [parked, later]) == sorted([receipt.key, cp.key])
-    assert await repo.record("someone-else", [stale], []) == []
-
-    doc = await db["outbox"].find_one({"_id": records[0].key})
-    assert doc["status"] == DELIVERED and doc["receipt"]["receipt_id"] == "r-0"
-    assert isinstance(doc["receipt"]["delivered_at"], datetime)
-    assert await db["receipts"].count_documents({}) == 2
-
-    look = await repo.look()
-    assert (look.backlog, look.parked) == (3, 1)  # one failed and waiting, the stale one and a checkpoint still sending
-    assert look.oldest_waiting is not None and abs((look.oldest_waiting - now).total_seconds()) < 1
-
-    summary = await repo.summary(parked_limit=10)
-    assert summary.counts[("record", PARKED)] == 1 and summary.counts[("checkpoint", DELIVERED)] == 1
-    assert [e.key for e in summary.parked] == [records[2].key] and summary.parked[0].last_error == "HTTP 422"
-    assert (summary.last_checkpoint.number, summary.last_checkpoint.receipt_id) == (4, "r-cp")
-
-    held = [h async for h in repo.holdings()]
-    assert [h.key for h in held] == sorted(e.key for e in records + checkpoints)
-    assert {h.key: h.seq for h in held if h.kind == "record"} == {e.key: e.seq for e in records}
-    assert await repo.archive_size() == 4
-
-    assert await repo.resume(None, now) == [records[2].key]
-    assert await repo.resume([records[0].key, records[3].key, "unknown"], now) == [records[0].key]
-    statuses = {doc["_id"]: (doc["status"], doc["attempts"]) async for doc in db["outbox"].find({"kind": "record"})}
-    assert statuses[records[2].key] == (PENDING, 0) and statuses[records[0].key] == (PENDING, 0)
-
-    # Sent again, the same key gets a new receipt: the receipts collection keeps one document, the new one.
-    again = await repo.claim([records[0].key], now + timedelta(seconds=1), now + timedelta(seconds=31), "b", 1)
-    renewed = receipt_from(again[0], {"receipt_id": "r-0-again"}, now)
-    assert await repo.record("b", [renewed], []) == [records[0].key]
-    assert [d["receipt_id"] async for d in db["receipts"].find({"_id": records[0].key})] == ["r-0-again"]
-
-
-async def test_indexes_of_earlier_versions_are_dropped_so_checkpoints_fit(mongo_client, settings):
-    db = mongo_client[settings.names().database("sync")]
-    await db["outbox"].create_index([("record_id", 1), ("version", 1)], unique=True, name="record_version_unique")
-    await ensure_indexes(db, INDEXES)
-    repo = MongoOutboxRepository(db)
-    await repo.drop_obsolete_indexes()
-    now = datetime.now(UTC)
-    entries = [new_checkpoint_entry(checkpoint_issued(n).checkpoint, now) for n in (1, 2, 3)]
-    assert await repo.add_new(entries) == 3
-
-
-async def test_checkpoints_published_as_mandatory_messages_reach_the_ministry(mongo_client, settings):
-    store = ReceiptStore()
-    async with simulator(store, free_port()) as url:
-        service = build_app(settings.model_copy(update={"ministry_url": url}), mongo=mongo_client, policy=FAST)
-        async with probing(settings, CheckpointDelivered) as probes, running(service):
-            for size in (5, 5, 9):
-                await service.bus.publish(checkpoint_issued(size))  # mandatory: raises if no queue takes it
-
-            async def both() -> bool:
-                return len(store.checkpoints) == 2
-
-            await eventually(both, what="two checkpoints at the ministry")
-            announced = await drain(settings.amqp_url, probes[CheckpointDelivered.ROUTING_KEY], timeout=5)
-    assert sorted(CheckpointDelivered.model_validate_json(m.body).tree_size for m in announced) == [5, 9]
-    db = mongo_client[settings.names().database("sync")]
-    assert await db["outbox"].count_documents({"kind": "checkpoint"}) == 2
-
-
 def hocba(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from hocba.cli import main; main()", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=60
@@ -297,7 +166,7 @@ async def test_the_sync_commands_talk_to_a_running_sync(mongo_client, settings, 
     store = ReceiptStore()
     async with simulator(store, free_port()) as url:
         settings = settings.model_copy(update={"ministry_url": url, "actor_issuer_jwks": jwks})
-        service = build_app(settings, mongo=mongo_client, policy=FAST, relay_interval=0.2)
+        service = build_app(settings, mongo=mongo_client, policy=EAGER)
         env = {"AMQP_URL": settings.amqp_url, "HOCBA_NAMESPACE": settings.namespace, "HOCBA_DATA_DIR": str(tmp_path)}
         async with running(service):
             store.faults.update({"fail_next": 3, "fail_status": 422})
@@ -317,7 +186,7 @@ async def test_the_sync_commands_talk_to_a_running_sync(mongo_client, settings, 
             assert "parked" in text.stdout and "hocba sync retry" in text.stdout
 
             refused = await asyncio.to_thread(hocba, "sync", "retry", env={**env, "HOCBA_DATA_DIR": str(tmp_path / "none")})
-            assert refused.returncode == 2 and "refused" in refused.stdout
+            assert refused.returncode == 2 and "refused" in refused.stderr
 
             resumed = await asyncio.to_thread(hocba, "sync", "retry", env=env)
             assert resumed.returncode == 0 and "resumed 3 entries" in resumed.stdout, resumed.stdout + resumed.stderr
@@ -396,7 +265,9 @@ async def test_delivery_over_mutual_tls_needs_the_configured_ca_and_client_certi
     async with simulator(store, free_port(), **tls) as url:
         assert url.startswith("https://")
         untrusted = build_app(
-            settings.model_copy(update={"ministry_url": url}), mongo=mongo_client, policy=FAST, relay_interval=30
+            settings.model_copy(update={"ministry_url": url}),
+            mongo=mongo_client,
+            policy=replace(FAST, relay_interval_seconds=30),
         )
         db = mongo_client[settings.names().database("sync")]
         async with running(untrusted):
@@ -419,8 +290,7 @@ async def test_delivery_over_mutual_tls_needs_the_configured_ca_and_client_certi
                 }
             ),
             mongo=mongo_client,
-            policy=FAST,
-            relay_interval=0.2,
+            policy=EAGER,
         )
         async with running(trusted):
 

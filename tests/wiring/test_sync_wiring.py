@@ -1,4 +1,4 @@
-"""sync's app under FastStream's in-memory broker, delivering to the ministry simulator in-process."""
+"""sync's app on the broker, delivering to the ministry simulator in-process: routing, announcements, replies, refusals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from faststream.rabbit import RabbitMessage, TestRabbitBroker
 
 from hocba.ministry_simulator import ReceiptStore, create_app
 from services.sync.app import build_app
@@ -26,8 +25,11 @@ from shared.contracts.sync import (
     RetryParked,
     SyncStatus,
 )
-from shared.messaging import REASON_HEADER, dead_letter_queue
-from tests.wiring.conftest import probe, send
+from shared.errors import Refused
+from shared.messaging import REASON_HEADER
+from tests.wiring.conftest import dead_letters, probe
+
+ISSUER = IssuerKey.generate("test-school-app")
 
 
 def archived(n: int) -> RecordsArchived:
@@ -49,94 +51,6 @@ def archived(n: int) -> RecordsArchived:
     )
 
 
-@pytest.fixture
-def store() -> ReceiptStore:
-    return ReceiptStore()
-
-
-ISSUER = IssuerKey.generate("test-school-app")
-
-
-@pytest.fixture
-async def service(settings, store, tmp_path):
-    jwks = tmp_path / "issuer.jwks.json"
-    jwks.write_text(json.dumps({"keys": [ISSUER.key.as_dict(private=False)]}))
-    settings = settings.model_copy(update={"actor_issuer_jwks": jwks, "ministry_url": "http://ministry.test"})
-    repo = InMemoryOutboxRepository()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(store))) as client:
-        yield build_app(settings, repository=repo, http_client=client), repo
-
-
-def sample(svc, name: str, labels: dict[str, str] | None = None) -> float | None:
-    return svc.registry.get_sample_value(name, labels or {})
-
-
-async def test_archived_records_are_delivered_and_announced(service, store):
-    svc, repo = service
-    seen = probe(svc, RecordsDelivered)
-    event = archived(4)
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, event)
-
-    assert (store.accepted, store.duplicates, store.requests) == (4, 0, 4)
-    assert {e.status for e in repo.entries.values()} == {DELIVERED}
-    assert len(seen) == 1, "RecordsDelivered was not published once"
-    assert seen[0].message_id == derived_id(event.message_id, "delivered")
-    assert {(d.record_id, d.receipt_id) for d in seen[0].deliveries} == {
-        (r["record_id"], r["receipt_id"]) for r in store.receipts.values()
-    }
-    assert sample(svc, "hocba_sync_deliveries_total", {"kind": "record", "outcome": "delivered"}) == 4
-    assert sample(svc, "hocba_sync_backlog_entries") == 0
-    assert sample(svc, "hocba_sync_delivery_seconds_count") == 4
-
-
-async def test_a_redelivered_event_sends_and_announces_nothing_new(service, store):
-    svc, repo = service
-    seen = probe(svc, RecordsDelivered)
-    event = archived(3)
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, event)
-        await send(broker, svc, event)
-
-    assert (store.accepted, store.duplicates, store.requests) == (3, 0, 3)
-    assert len(repo.receipts) == 3
-    assert len(seen) == 1
-
-
-async def test_a_ministry_outage_keeps_entries_pending_and_is_counted(service, store):
-    svc, repo = service
-    seen = probe(svc, RecordsDelivered)
-    store.fail_next = 10
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, archived(2))
-
-    assert {(e.status, e.attempts) for e in repo.entries.values()} == {(PENDING, 1)}
-    assert seen == []
-    assert store.accepted == 0
-    assert sample(svc, "hocba_sync_deliveries_total", {"kind": "record", "outcome": "failed"}) == 2
-    assert sample(svc, "hocba_sync_backlog_entries") == 2
-
-
-async def test_an_invalid_event_is_dead_lettered_not_taken_into_the_outbox(service, store):
-    svc, repo = service
-    queue = svc.topology.queue_name(RecordsArchived.ROUTING_KEY)
-    dead: list[dict] = []
-
-    @svc.broker.subscriber(dead_letter_queue(svc.settings.names(), queue), exchange=svc.bus.dlx)
-    async def collect(body: dict, message: RabbitMessage) -> None:
-        dead.append({"body": body, "reason": message.headers.get(REASON_HEADER)})
-
-    async with TestRabbitBroker(svc.broker) as broker:
-        await broker.publish(
-            {"message_id": "m-1", "records": []},
-            exchange=svc.bus.exchange,
-            routing_key=RecordsArchived.ROUTING_KEY,
-        )
-    assert repo.entries == {} and store.stats()["requests"] == 0
-    assert dead == [{"body": {"message_id": "m-1", "records": []}, "reason": "invalid"}]
-    assert sample(svc, "hocba_messages_dead_lettered_total", {"queue": queue, "reason": "invalid"}) == 1
-
-
 def checkpoint(tree_size: int) -> CheckpointIssued:
     return CheckpointIssued(
         checkpoint=Checkpoint(
@@ -149,41 +63,166 @@ def checkpoint(tree_size: int) -> CheckpointIssued:
     )
 
 
-async def test_a_checkpoint_is_delivered_once_and_announced(service, store):
+def operator_token(*roles: str) -> str:
+    actor = Actor(
+        subject="ops-1",
+        roles=frozenset(roles or {"operator"}),
+        school_code="",
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    return issue_token(ISSUER, actor)
+
+
+@pytest.fixture
+def store() -> ReceiptStore:
+    return ReceiptStore()
+
+
+@pytest.fixture
+def operator_settings(settings, tmp_path):
+    """Settings that name the ministry and the actor-token issuer's public keys."""
+    jwks = tmp_path / "issuer.jwks.json"
+    jwks.write_text(json.dumps({"keys": [ISSUER.key.as_dict(private=False)]}))
+    return settings.model_copy(update={"actor_issuer_jwks": jwks, "ministry_url": "http://ministry.test"})
+
+
+@pytest.fixture
+async def service(operator_settings, store):
+    repo = InMemoryOutboxRepository()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(store))) as client:
+        yield build_app(operator_settings, repository=repo, http_client=client), repo
+
+
+def sample(svc, name: str, labels: dict[str, str] | None = None) -> float | None:
+    return svc.registry.get_sample_value(name, labels or {})
+
+
+async def statuses(repo) -> dict[str, str]:
+    return {held.key: held.status async for held in repo.holdings()}
+
+
+async def test_archived_records_are_delivered_and_announced(service, store, wired):
     svc, repo = service
+    seen = probe(svc, RecordsDelivered)
+    event = archived(4)
+    async with wired(svc) as wire:
+        await wire.send(event)
+
+    assert (store.accepted, store.duplicates, store.requests) == (4, 0, 4)
+    assert set((await statuses(repo)).values()) == {DELIVERED}
+    assert len(seen) == 1, "RecordsDelivered was not published once"
+    assert seen[0].message_id == derived_id(event.message_id, "delivered")
+    assert {(d.record_id, d.receipt_id) for d in seen[0].deliveries} == {
+        (r["record_id"], r["receipt_id"]) for r in store.receipts.values()
+    }
+    assert sample(svc, "hocba_sync_deliveries_total", {"kind": "record", "outcome": "delivered"}) == 4
+    assert sample(svc, "hocba_sync_backlog_entries") == 0
+    assert sample(svc, "hocba_sync_delivery_seconds_count") == 4
+
+
+async def test_a_redelivered_event_sends_and_announces_nothing_new(service, store, wired):
+    svc, repo = service
+    seen = probe(svc, RecordsDelivered)
+    event = archived(3)
+    async with wired(svc) as wire:
+        await wire.send(event)
+        await wire.send(event)
+
+    assert (store.accepted, store.duplicates, store.requests) == (3, 0, 3)
+    assert len(await repo.receipt_ids(await statuses(repo))) == 3
+    assert len(seen) == 1
+
+
+async def test_a_ministry_outage_keeps_entries_pending_and_is_counted(service, store, wired):
+    svc, repo = service
+    seen = probe(svc, RecordsDelivered)
+    store.fail_next = 10
+    async with wired(svc) as wire:
+        await wire.send(archived(2))
+
+    waiting = (await repo.entries(await statuses(repo))).values()
+    assert {(e.status, e.attempts) for e in waiting} == {(PENDING, 1)}
+    assert seen == []
+    assert store.accepted == 0
+    assert sample(svc, "hocba_sync_deliveries_total", {"kind": "record", "outcome": "failed"}) == 2
+    assert sample(svc, "hocba_sync_backlog_entries") == 2
+
+
+async def test_an_invalid_event_is_dead_lettered_not_taken_into_the_outbox(service, store, wired):
+    svc, repo = service
+    dead = dead_letters(svc, RecordsArchived)
+    queue = svc.topology.queue_name(RecordsArchived.ROUTING_KEY)
+    async with wired(svc) as wire:
+        await wire.broker.publish(
+            {"message_id": "m-1", "records": []}, exchange=svc.bus.exchange, routing_key=RecordsArchived.ROUTING_KEY
+        )
+        await wire.settle()
+    assert await statuses(repo) == {} and store.stats()["requests"] == 0
+    [(body, headers)] = dead
+    assert body == {"message_id": "m-1", "records": []}
+    assert headers[REASON_HEADER] == "invalid"
+    assert sample(svc, "hocba_messages_dead_lettered_total", {"queue": queue, "reason": "invalid"}) == 1
+
+
+async def test_a_checkpoint_is_delivered_once_and_announced(service, store, wired):
+    svc, _ = service
     seen = probe(svc, CheckpointDelivered)
     event = checkpoint(4)
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, event)
-        await send(broker, svc, event)
+    async with wired(svc) as wire:
+        await wire.send(event)
+        await wire.send(event)
 
     assert list(store.checkpoints) == ["checkpoint:hocba.test/archive:4"]
     assert [(c.origin, c.tree_size) for c in seen] == [("hocba.test/archive", 4)]
     assert sample(svc, "hocba_sync_deliveries_total", {"kind": "checkpoint", "outcome": "delivered"}) == 1
 
 
-def operator_token() -> str:
-    actor = Actor(
-        subject="ops-1", roles=frozenset({"operator"}), school_code="", expires_at=datetime.now(UTC) + timedelta(hours=1)
-    )
-    return issue_token(ISSUER, actor)
-
-
-async def test_operators_ask_for_status_retry_and_reconciliation_by_request_and_reply(service, store):
+async def test_operators_ask_for_status_retry_and_reconciliation_by_request_and_reply(service, store, wired):
     svc, repo = service
     store.faults.fail_status, store.fail_next = 400, 2  # a permanent answer parks at once
-    async with TestRabbitBroker(svc.broker) as broker:
-        await send(broker, svc, archived(2))
-        assert {e.status for e in repo.entries.values()} == {PARKED}
+    async with wired(svc) as wire:
+        await wire.send(archived(2))
+        assert set((await statuses(repo)).values()) == {PARKED}
 
-        status = SyncStatus.model_validate(await svc.bus.request(GetSyncStatus()))
+        status = await wire.request(GetSyncStatus(), SyncStatus)
         assert (status.parked, len(status.parked_entries)) == (2, 2)
 
-        refused = RetryOutcome.model_validate(await svc.bus.request(RetryParked()))
-        assert refused.resumed == 0 and "no actor token" in refused.refused
+        resumed = await wire.request(RetryParked(actor=operator_token()), RetryOutcome)
+        assert resumed.resumed == 2 and set((await statuses(repo)).values()) == {PENDING}
 
-        resumed = RetryOutcome.model_validate(await svc.bus.request(RetryParked(actor=operator_token())))
-        assert resumed.resumed == 2 and {e.status for e in repo.entries.values()} == {PENDING}
-
-        report = ReconcileReport.model_validate(await svc.bus.request(Reconcile()))
+        report = await wire.request(Reconcile(), ReconcileReport)
         assert report.error is None and report.waiting[PENDING] == 2 and report.consistent
+
+
+@pytest.mark.parametrize(
+    ("actor", "reason"),
+    [(None, "unauthenticated"), (operator_token("principal"), "not-an-operator")],
+)
+async def test_a_retry_by_anyone_but_an_operator_is_answered_with_the_refusal_and_counted(
+    service, store, wired, actor, reason
+):
+    svc, repo = service
+    store.faults.fail_status, store.fail_next = 400, 1
+    queue = svc.topology.queue_name(RetryParked.ROUTING_KEY)
+    async with wired(svc) as wire:
+        await wire.send(archived(1))
+        with pytest.raises(Refused) as refused:
+            await wire.request(RetryParked(actor=actor), RetryOutcome)
+    assert refused.value.reason == reason
+    assert set((await statuses(repo)).values()) == {PARKED}
+    assert sample(svc, "hocba_messages_refused_total", {"queue": queue, "reason": reason}) == 1
+
+
+async def test_reconciliation_with_an_unreachable_ministry_is_answered_with_the_reason(operator_settings, wired):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+        svc = build_app(operator_settings, repository=InMemoryOutboxRepository(), http_client=client)
+        queue = svc.topology.queue_name(Reconcile.ROUTING_KEY)
+        async with wired(svc) as wire:
+            with pytest.raises(Refused) as refused:
+                await wire.request(Reconcile(), ReconcileReport)
+    assert refused.value.reason == "unavailable"
+    assert "listing /v1/receipts failed: ConnectError" in str(refused.value)
+    assert sample(svc, "hocba_requests_answered_with_error_total", {"queue": queue, "reason": "unavailable"}) == 1

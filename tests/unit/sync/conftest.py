@@ -1,4 +1,4 @@
-"""Fixtures for sync's use cases: in-memory outbox, the ministry simulator in-process, a settable clock."""
+"""Fixtures for sync's use cases: in-memory outbox, the ministry simulator in-process, a settable clock, tokens."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hocba.ministry_simulator import ReceiptStore, create_app
-from services.sync.domain import DeliveryPolicy
-from services.sync.handlers import SyncDeps
+from services.sync.domain import DeliveryPolicy, OutboxEntry
+from services.sync.handlers import Deps
 from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry
-from services.sync.repository import InMemoryOutboxRepository
+from services.sync.repository import InMemoryOutboxRepository, OutboxRepository
+from shared.auth import Actor, IssuerKey, issue_token
 from shared.contracts.archive import ArchivedRecord, Checkpoint, CheckpointIssued, RecordsArchived
+from shared.contracts.sync import RecordsDelivered
+from shared.outcome import Outcome
 
 MINISTRY_URL = "http://ministry.test"
+ISSUER = IssuerKey.generate("test-school-app")
+#: Due entries one relay step delivers at most, in these tests.
+PER_STEP = 10
 
 
 class Clock:
@@ -87,15 +93,56 @@ def registry() -> CollectorRegistry:
 
 
 @pytest.fixture
-def deps(repo, client, clock, policy, registry) -> SyncDeps:
-    return SyncDeps(
+def deps(repo, client, clock, policy, registry) -> Deps:
+    return Deps(
         repo=repo,
         ministry=Ministry(MINISTRY_URL, concurrency=4, client=client),
         metrics=SyncMetrics(registry),
+        issuer_keys=ISSUER.public_keys(),
+        deliveries_per_step=PER_STEP,
         policy=policy,
         clock=clock,
         jitter=lambda: 0.0,
     )
+
+
+def token(*roles: str, issuer: IssuerKey = ISSUER) -> str:
+    return issue_token(
+        issuer,
+        Actor(
+            subject="ops-1",
+            roles=frozenset(roles),
+            school_code="",
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+        ),
+    )
+
+
+def records_delivered(outcome: Outcome) -> RecordsDelivered | None:
+    """The records announcement the outcome publishes, if any."""
+    found = [m for m in outcome.publish if isinstance(m, RecordsDelivered)]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def delivered_ids(outcome: Outcome) -> list[str]:
+    """The record ids the outcome announces delivered, sorted."""
+    announced = records_delivered(outcome)
+    return sorted(d.record_id for d in announced.deliveries) if announced else []
+
+
+async def entry(repo: OutboxRepository, key: str) -> OutboxEntry:
+    return (await repo.entries([key]))[key]
+
+
+async def statuses(repo: OutboxRepository) -> dict[str, str]:
+    """Every entry's status, by key."""
+    return {held.key: held.status async for held in repo.holdings()}
+
+
+async def receipts(repo: OutboxRepository) -> dict[str, str]:
+    """The receipt id recorded for each entry the ministry acknowledged, by key."""
+    return await repo.receipt_ids(await statuses(repo))
 
 
 def checkpoint_issued(tree_size: int = 3, origin: str = "hocba.test/archive") -> CheckpointIssued:

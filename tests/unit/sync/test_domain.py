@@ -16,12 +16,13 @@ from services.sync.domain import (
     RECORD,
     RECORD_FIELDS,
     Acknowledged,
+    Answer,
     Attempt,
     DeliveryPolicy,
     Held,
-    Outcome,
     Reconciliation,
     after_failure,
+    authorise_operator,
     backoff_seconds,
     checkpoint_key,
     classify,
@@ -31,7 +32,9 @@ from services.sync.domain import (
     new_entry,
     record_key,
 )
+from shared.auth import Actor
 from shared.contracts.archive import ArchivedRecord, Checkpoint
+from shared.errors import Forbidden
 
 NOW = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
 POLICY = DeliveryPolicy(max_attempts=4, base_seconds=2.0, cap_seconds=10.0)
@@ -152,15 +155,15 @@ def test_a_checkpoint_entry_is_keyed_by_origin_and_tree_size_and_goes_out_whole(
 
 
 @pytest.mark.parametrize(
-    ("status", "outcome"),
+    ("status", "answer"),
     [
-        (200, Outcome.DELIVERED), (201, Outcome.DELIVERED),
-        (408, Outcome.RETRY), (429, Outcome.RETRY), (500, Outcome.RETRY), (503, Outcome.RETRY),
-        (400, Outcome.PARK), (401, Outcome.PARK), (404, Outcome.PARK), (409, Outcome.PARK), (422, Outcome.PARK),
+        (200, Answer.DELIVERED), (201, Answer.DELIVERED),
+        (408, Answer.RETRY), (429, Answer.RETRY), (500, Answer.RETRY), (503, Answer.RETRY),
+        (400, Answer.PARK), (401, Answer.PARK), (404, Answer.PARK), (409, Answer.PARK), (422, Answer.PARK),
     ],
 )
-def test_answers_are_classified(status, outcome):
-    assert classify(status) is outcome
+def test_answers_are_classified(status, answer):
+    assert classify(status) is answer
 
 
 def test_backoff_doubles_up_to_the_cap_within_its_upper_half():
@@ -178,23 +181,37 @@ def test_jitter_outside_its_range_is_clamped():
 
 def test_a_transient_failure_waits_and_counts_the_attempt():
     entry = new_entry(record(), NOW)
-    failure = after_failure(entry, Attempt(Outcome.RETRY, 0.1, error="HTTP 503"), NOW, 0.0, POLICY)
+    failure = after_failure(entry, Attempt(Answer.RETRY, 0.1, error="HTTP 503"), NOW, 0.0, POLICY)
     assert (failure.status, failure.attempts, failure.last_error) == (PENDING, 1, "HTTP 503")
     assert failure.next_attempt_at == NOW + timedelta(seconds=1)
 
 
 def test_the_last_allowed_attempt_parks_the_entry():
     entry = replace(new_entry(record(), NOW), attempts=POLICY.max_attempts - 1)
-    failure = after_failure(entry, Attempt(Outcome.RETRY, 0.1, error="ConnectError"), NOW, 0.5, POLICY)
+    failure = after_failure(entry, Attempt(Answer.RETRY, 0.1, error="ConnectError"), NOW, 0.5, POLICY)
     assert (failure.status, failure.attempts, failure.next_attempt_at) == (PARKED, POLICY.max_attempts, None)
     assert failure.last_error == "ConnectError"
 
 
 def test_a_permanent_answer_parks_at_once():
     failure = after_failure(
-        new_entry(record(), NOW), Attempt(Outcome.PARK, 0.1, error="HTTP 422: missing fields"), NOW, 0.5, POLICY
+        new_entry(record(), NOW), Attempt(Answer.PARK, 0.1, error="HTTP 422: missing fields"), NOW, 0.5, POLICY
     )
     assert (failure.status, failure.attempts, failure.last_error) == (PARKED, 1, "HTTP 422: missing fields")
+
+
+# -- operators --------------------------------------------------------------------------------
+
+
+def actor(*roles: str) -> Actor:
+    return Actor(subject="ops-1", roles=frozenset(roles), school_code="", expires_at=NOW + timedelta(hours=1))
+
+
+def test_only_an_operator_hands_entries_back_to_the_relay():
+    authorise_operator(actor("operator"))
+    with pytest.raises(Forbidden, match="ops-1 is not an operator") as refused:
+        authorise_operator(actor("principal", "school_admin"))
+    assert refused.value.reason == "not-an-operator"
 
 
 # -- reconciliation ---------------------------------------------------------------------------

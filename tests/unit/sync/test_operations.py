@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -11,7 +12,7 @@ from services.sync import handlers
 from services.sync.domain import CHECKPOINT, DELIVERED, PARKED, PENDING
 from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry
-from shared.auth import Actor, IssuerKey, issue_token
+from shared.auth import IssuerKey, Unauthenticated
 from shared.contracts.sync import (
     CheckpointDelivered,
     GetSyncStatus,
@@ -19,21 +20,18 @@ from shared.contracts.sync import (
     RecordsDelivered,
     RetryParked,
 )
-from tests.unit.sync.conftest import MINISTRY_URL, archived, checkpoint_issued, deliveries, stats
-
-ISSUER = IssuerKey.generate("test-school-app")
-
-
-def token(*roles: str, issuer: IssuerKey = ISSUER) -> str:
-    return issue_token(
-        issuer,
-        Actor(
-            subject="ops-1",
-            roles=frozenset(roles),
-            school_code="",
-            expires_at=datetime.now(UTC) + timedelta(hours=1),
-        ),
-    )
+from shared.errors import Forbidden, Unavailable
+from tests.unit.sync.conftest import (
+    MINISTRY_URL,
+    archived,
+    checkpoint_issued,
+    delivered_ids,
+    deliveries,
+    receipts,
+    stats,
+    statuses,
+    token,
+)
 
 
 async def park_all(deps, store, clock, policy, n: int = 2) -> None:
@@ -41,8 +39,14 @@ async def park_all(deps, store, clock, policy, n: int = 2) -> None:
     await handlers.accept_archived(archived(n), deps)
     for _ in range(policy.max_attempts):
         clock.advance(policy.cap_seconds)
-        await handlers.deliver_due(deps, limit=100)
+        await handlers.deliver_due(deps)
     store.fail_next = 0
+
+
+@pytest.fixture
+async def two_parked(deps, store, clock, policy) -> None:
+    """Two record entries, parked after the ministry failed every attempt."""
+    await park_all(deps, store, clock, policy)
 
 
 # -- checkpoints ------------------------------------------------------------------------------
@@ -54,10 +58,10 @@ async def test_a_checkpoint_becomes_one_entry_delivered_once_and_announced(deps,
     again = await handlers.accept_checkpoint(event.model_copy(update={"message_id": "another"}), deps)
 
     key = "checkpoint:hocba.test/archive:3"
-    assert list(repo.entries) == [key] and repo.entries[key].status == DELIVERED
+    assert await statuses(repo) == {key: DELIVERED}
     assert set(store.checkpoints) == {key} and store.stats() == stats(checkpoints=1)
-    assert again.claimed == 0 and again.events == []
-    [announced] = outcome.events
+    assert not again.publish
+    [announced] = outcome.publish
     assert isinstance(announced, CheckpointDelivered)
     assert (announced.origin, announced.tree_size) == ("hocba.test/archive", 3)
     assert announced.receipt_id == store.checkpoints[key]["receipt_id"]
@@ -70,7 +74,7 @@ async def test_a_checkpoint_becomes_one_entry_delivered_once_and_announced(deps,
 async def test_checkpoints_of_other_sizes_are_other_entries(deps, repo, store):
     for size in (3, 5, 3):
         await handlers.accept_checkpoint(checkpoint_issued(tree_size=size), deps)
-    assert sorted(repo.entries) == ["checkpoint:hocba.test/archive:3", "checkpoint:hocba.test/archive:5"]
+    assert sorted(await statuses(repo)) == ["checkpoint:hocba.test/archive:3", "checkpoint:hocba.test/archive:5"]
     assert store.stats()["checkpoints"] == 2
 
 
@@ -79,10 +83,10 @@ async def test_records_and_checkpoints_delivered_by_the_relay_are_announced_apar
     await handlers.accept_archived(archived(1), deps)
     await handlers.accept_checkpoint(checkpoint_issued(), deps)
     clock.advance(60)
-    outcome = await handlers.deliver_due(deps, limit=10)
-    kinds = sorted(type(e).__name__ for e in outcome.events)
+    outcome = await handlers.deliver_due(deps)
+    kinds = sorted(type(e).__name__ for e in outcome.publish)
     assert kinds == [CheckpointDelivered.__name__, RecordsDelivered.__name__]
-    assert [d.record_id for d in outcome.event.deliveries] == ["hb-79000701-0000"]
+    assert delivered_ids(outcome) == ["hb-79000701-0000"]
 
 
 # -- gauges -----------------------------------------------------------------------------------
@@ -109,7 +113,7 @@ async def test_status_counts_entries_by_kind_and_status_and_lists_the_parked(dep
     await handlers.accept_archived(archived(3, school="79000702"), deps)
     await handlers.accept_checkpoint(checkpoint_issued(tree_size=5), deps)
 
-    report = await handlers.status(GetSyncStatus(parked_limit=1), deps)
+    report = (await handlers.status(GetSyncStatus(parked_limit=1), deps)).reply
     counts = {(c.kind, c.status): c.entries for c in report.counts}
     assert counts == {("checkpoint", DELIVERED): 1, ("record", DELIVERED): 3, ("record", PARKED): 2}
     assert (report.backlog, report.parked, report.oldest_waiting_seconds) == (0, 2, None)
@@ -123,24 +127,23 @@ async def test_status_counts_entries_by_kind_and_status_and_lists_the_parked(dep
 
 
 @pytest.mark.parametrize(
-    ("actor", "why"),
+    ("actor", "reason", "why"),
     [
-        (None, "no actor token"),
-        (token("principal"), "not an operator"),
-        (token("operator", issuer=IssuerKey.generate("someone-else")), "rejected"),
+        (None, "unauthenticated", "no actor token"),
+        (token("principal"), "not-an-operator", "not an operator"),
+        (token("operator", issuer=IssuerKey.generate("someone-else")), "unauthenticated", "rejected"),
     ],
 )
-async def test_retry_is_refused_without_an_operators_token(deps, repo, store, clock, policy, actor, why):
-    await park_all(deps, store, clock, policy)
-    outcome = await handlers.retry_parked(RetryParked(actor=actor), deps, ISSUER.public_keys())
-    assert outcome.resumed == 0 and why in outcome.refused
-    assert {e.status for e in repo.entries.values()} == {PARKED}
+async def test_retry_is_refused_without_an_operators_token(deps, two_parked, actor, reason, why):
+    with pytest.raises(Forbidden) as refused:
+        await handlers.retry_parked(RetryParked(actor=actor), deps)
+    assert refused.value.reason == reason and why in str(refused.value)
+    assert await statuses(deps.repo) == dict.fromkeys(["hb-79000701-0000:1", "hb-79000701-0001:1"], PARKED)
 
 
-async def test_retry_is_refused_when_no_issuer_keys_are_configured(deps, store, clock, policy):
-    await park_all(deps, store, clock, policy)
-    outcome = await handlers.retry_parked(RetryParked(actor=token("operator")), deps, None)
-    assert "no actor-token issuer keys" in outcome.refused
+async def test_retry_is_refused_when_no_issuer_keys_are_configured(deps, two_parked):
+    with pytest.raises(Unauthenticated, match="no actor-token issuer keys"):
+        await handlers.retry_parked(RetryParked(actor=token("operator")), replace(deps, issuer_keys=None))
 
 
 async def test_retry_resumes_every_parked_entry_with_fresh_attempts_and_the_relay_delivers_them(
@@ -149,16 +152,17 @@ async def test_retry_resumes_every_parked_entry_with_fresh_attempts_and_the_rela
     await park_all(deps, store, clock, policy, n=3)
     assert store.accepted == 0
 
-    outcome = await handlers.retry_parked(RetryParked(actor=token("operator")), deps, ISSUER.public_keys())
-    assert outcome.refused is None and outcome.resumed == 3 and outcome.skipped == []
-    assert {(e.status, e.attempts) for e in repo.entries.values()} == {(PENDING, 0)}
+    outcome = (await handlers.retry_parked(RetryParked(actor=token("operator")), deps)).reply
+    assert outcome.error is None and outcome.resumed == 3 and outcome.skipped == []
+    resumed = (await repo.entries(await statuses(repo))).values()
+    assert {(e.status, e.attempts) for e in resumed} == {(PENDING, 0)}
     assert registry.get_sample_value("hocba_sync_resumed_total") == 3
     assert registry.get_sample_value("hocba_sync_parked_entries") == 0
     assert registry.get_sample_value("hocba_sync_backlog_entries") == 3
 
-    relayed = await handlers.deliver_due(deps, limit=10)
-    assert len(relayed.receipts) == 3 and store.accepted == 3
-    assert {e.status for e in repo.entries.values()} == {DELIVERED}
+    relayed = await handlers.deliver_due(deps)
+    assert len(delivered_ids(relayed)) == 3 and store.accepted == 3
+    assert set((await statuses(repo)).values()) == {DELIVERED}
 
 
 async def test_retry_by_key_resends_a_delivered_record_the_ministry_lost(deps, repo, store, clock):
@@ -166,38 +170,31 @@ async def test_retry_by_key_resends_a_delivered_record_the_ministry_lost(deps, r
     lost = "hb-79000701-0000:1"
     del store.receipts[lost]
 
-    outcome = await handlers.retry_parked(
-        RetryParked(actor=token("operator"), keys=[lost, "unknown:1"]), deps, ISSUER.public_keys()
-    )
+    outcome = (await handlers.retry_parked(RetryParked(actor=token("operator"), keys=[lost, "unknown:1"]), deps)).reply
     assert (outcome.resumed, outcome.keys, outcome.skipped) == (1, [lost], ["unknown:1"])
-    relayed = await handlers.deliver_due(deps, limit=10)
-    assert [r.key for r in relayed.receipts] == [lost]
+    relayed = await handlers.deliver_due(deps)
+    assert delivered_ids(relayed) == ["hb-79000701-0000"]
     assert lost in store.receipts
-    assert repo.receipts[lost].receipt_id == store.receipts[lost]["receipt_id"]
+    assert (await receipts(repo))[lost] == store.receipts[lost]["receipt_id"]
 
 
 # -- reconcile --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def lister(client) -> Ministry:
-    return Ministry(MINISTRY_URL, 4, client=client)
 
 
 def differences(report) -> dict[str, list[str]]:
     return {d.name: d.examples for d in report.differences if d.count}
 
 
-async def test_a_clean_delivery_reconciles_without_differences(deps, lister, registry):
+async def test_a_clean_delivery_reconciles_without_differences(deps, registry):
     await handlers.accept_archived(archived(3), deps)
     await handlers.accept_checkpoint(checkpoint_issued(tree_size=3), deps)
-    report = await handlers.reconcile(Reconcile(), deps, lister)
+    report = (await handlers.reconcile(Reconcile(), deps)).reply
     assert report.error is None and report.consistent
     assert (report.held, report.acknowledged, report.matched, report.archive_size) == (4, 4, 4, 3)
     assert registry.get_sample_value("hocba_sync_reconcile_differences", {"difference": "missing_at_ministry"}) == 0
 
 
-async def test_reconciliation_lists_every_kind_of_difference(deps, repo, store, lister, clock, registry):
+async def test_reconciliation_lists_every_kind_of_difference(deps, store, registry):
     await handlers.accept_archived(archived(4), deps)  # seq 0-3
     # The archive has 6 entries (its checkpoint says so); sync never received seq 4 and 5.
     await handlers.accept_checkpoint(checkpoint_issued(tree_size=6), deps)
@@ -212,7 +209,7 @@ async def test_reconciliation_lists_every_kind_of_difference(deps, repo, store, 
     store.faults.lose_next, store.faults.hang_seconds = 1, 0
     await handlers.accept_archived(archived(1, school="79000788"), deps)
 
-    report = await handlers.reconcile(Reconcile(limit=10), deps, lister)
+    report = (await handlers.reconcile(Reconcile(limit=10), deps)).reply
     assert report.error is None and not report.consistent
     assert differences(report) == {
         "missing_at_ministry": ["hb-79000701-0000:1"],
@@ -227,20 +224,50 @@ async def test_reconciliation_lists_every_kind_of_difference(deps, repo, store, 
 
 
 async def test_a_ministry_that_cannot_be_listed_gives_a_reason_not_a_timeout(deps):
-    class Down:
-        async def acknowledgements(self, kind):
-            raise ConnectionError("ministry unreachable")
-            yield  # pragma: no cover
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
 
-    report = await handlers.reconcile(Reconcile(), deps, Down())
-    assert report.error == "ConnectionError: ministry unreachable"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+        unreachable = replace(deps, ministry=Ministry(MINISTRY_URL, 4, client=client))
+        with pytest.raises(Unavailable) as failed:
+            await handlers.reconcile(Reconcile(), unreachable)
+    assert str(failed.value) == "listing /v1/receipts failed: ConnectError: connection refused"
+
+
+async def test_a_listing_that_cannot_be_read_gives_a_reason(deps):
+    def garbled(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"receipts": [{"receipt_id": "MOET-1"}], "next": None})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(garbled)) as client:
+        with pytest.raises(Unavailable, match="listing /v1/receipts failed: KeyError"):
+            await handlers.reconcile(Reconcile(), replace(deps, ministry=Ministry(MINISTRY_URL, 4, client=client)))
+
+
+class BrokenListing:
+    """A ministry client whose listing fails in a way the client does not foresee; sending still works."""
+
+    def __init__(self, ministry) -> None:
+        self.ministry = ministry
+
+    async def send(self, kind, key, payload):
+        return await self.ministry.send(kind, key, payload)
+
+    async def acknowledgements(self, kind):
+        raise ConnectionError("ministry unreachable")
+        yield  # pragma: no cover
+
+
+async def test_any_failure_to_compare_is_told_to_the_operator_in_words(deps):
+    await handlers.accept_archived(archived(1), deps)
+    with pytest.raises(Unavailable, match="ConnectionError: ministry unreachable"):
+        await handlers.reconcile(Reconcile(), replace(deps, ministry=BrokenListing(deps.ministry)))
 
 
 async def test_a_restarted_sync_shows_the_outbox_and_the_last_checkpoint_at_once(deps, repo, store, clock, policy):
     await handlers.accept_checkpoint(checkpoint_issued(tree_size=7), deps)
     await park_all(deps, store, clock, policy, n=2)
     fresh = CollectorRegistry()
-    restarted = handlers.SyncDeps(repo, deps.ministry, SyncMetrics(fresh), policy, clock, lambda: 0.0)
+    restarted = replace(deps, metrics=SyncMetrics(fresh))
     await handlers.restore_gauges(restarted)
     assert fresh.get_sample_value("hocba_sync_parked_entries") == 2
     assert fresh.get_sample_value("hocba_sync_checkpoint_delivered_tree_size") == 7
