@@ -20,15 +20,16 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
 from hocba import demo_data
+from hocba.baselines import raw_es256_rate
 from hocba.commands.pki import enrol, open_pki
 from hocba.infra import EmbeddedMongo, ensure_rabbitmq, free_port
 from hocba.keys import dev_issuer
@@ -38,9 +39,7 @@ from hocba.watch import Watch
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.signing import BatchCompleted, BatchRefused, RecordsReceived, RequestSignBatch
-from shared.crypto.canonical import canonical_json
-from shared.crypto.jws import EcSigner
-from shared.messaging import delete_exchanges, make_broker
+from shared.messaging import Bus, delete_exchanges
 from shared.settings import Settings
 
 YEAR = demo_data.SCHOOL_YEAR
@@ -87,16 +86,6 @@ def records_for(schools: int, per_school: int) -> dict[str, list[RecordVersion]]
             n += 1
         out[school.code] = rows
     return out
-
-
-def raw_es256_rate(documents: list[dict]) -> float:
-    """ES256 over each document's canonical bytes, one process, no I/O."""
-    signer = EcSigner.generate("bench")
-    payloads = [canonical_json(d) for d in documents]
-    began = time.perf_counter()
-    for payload in payloads:
-        signer.sign_raw(payload)
-    return len(payloads) / (time.perf_counter() - began)
 
 
 @dataclass
@@ -152,72 +141,106 @@ class Services:
 
     def stop(self) -> None:
         for child in self.children:
-            if child.alive():
-                child.process.terminate()
+            child.ask_to_stop()
         for child in self.children:
             if child.process is not None:
                 child.process.wait(30)
 
 
-async def one_run(amqp_url: str, services: Services, staff: Staff, by_school: dict[str, list[RecordVersion]], workers: int) -> Run:
-    settings = Settings(amqp_url=amqp_url, namespace=services.namespace)
-    total = sum(len(r) for r in by_school.values())
-    received, archived = [0], set()
-    done: dict[str, BatchCompleted] = {}
-    refused: dict[str, str] = {}
-    last_archived = [0.0]
-    watch = Watch(amqp_url, settings.names())
-    watch.on(RecordsReceived, lambda m: received.__setitem__(0, received[0] + m.count))
-    watch.on(BatchCompleted, lambda m: done.__setitem__(m.batch_id, m))
-    watch.on(BatchRefused, lambda m: refused.__setitem__(m.batch_id, m.reason))
+class Seen:
+    """What the run's watch has seen: records received and archived, batches completed or refused."""
 
-    def on_archived(m: RecordsArchived) -> None:
-        archived.update((r.record_id, r.version) for r in m.records)
-        last_archived[0] = time.perf_counter()
+    def __init__(self) -> None:
+        self.received = 0
+        self.archived: set[tuple[str, int]] = set()
+        self.last_archived = 0.0
+        self.done: dict[str, BatchCompleted] = {}
+        self.refused: dict[str, str] = {}
 
-    watch.on(RecordsArchived, on_archived)
-    watch.on(CheckpointIssued, lambda m: None)
-    broker, bus, _ = make_broker(settings, CollectorRegistry(), "bench")
-    await watch.start()
-    await broker.connect()
+    def watching(self, watch: Watch) -> Watch:
+        watch.on(RecordsReceived, self.records_received)
+        watch.on(BatchCompleted, self.batch_completed)
+        watch.on(BatchRefused, self.batch_refused)
+        watch.on(RecordsArchived, self.records_archived)
+        watch.on(CheckpointIssued, lambda m: None)
+        return watch
 
-    async def until(what: str, check, timeout: float = 3600) -> None:
+    def records_received(self, m: RecordsReceived) -> None:
+        self.received += m.count
+
+    def batch_completed(self, m: BatchCompleted) -> None:
+        self.done[m.batch_id] = m
+
+    def batch_refused(self, m: BatchRefused) -> None:
+        self.refused[m.batch_id] = m.reason
+
+    def records_archived(self, m: RecordsArchived) -> None:
+        self.archived.update((r.record_id, r.version) for r in m.records)
+        self.last_archived = time.perf_counter()
+
+    async def until(self, what: str, check: Callable[[], bool], timeout: float = 3600) -> None:
         deadline = time.monotonic() + timeout
         while not check():
-            if refused:
-                raise RuntimeError(f"refused: {next(iter(refused.values()))}")
+            if self.refused:
+                raise RuntimeError(f"refused: {next(iter(self.refused.values()))}")
             if time.monotonic() > deadline:
                 raise TimeoutError(what)
             await asyncio.sleep(0.05)
 
+
+async def seed_records(bus: Bus, by_school: dict[str, list[RecordVersion]]) -> None:
+    """The record versions as grades publishes them, 100 a message."""
+    for school, rows in by_school.items():
+        for start in range(0, len(rows), 100):
+            await bus.publish(RecordsReady(school_code=school, school_year=YEAR, records=rows[start : start + 100]))
+
+
+async def homeroom_batches(bus: Bus, staff: Staff, by_school: dict[str, list[RecordVersion]]) -> list[str]:
+    """Each class signed by its homeroom teacher."""
+    batches = []
+    for school, rows in by_school.items():
+        for class_name in sorted({r.document["class_name"] for r in rows}):
+            request = RequestSignBatch(school_code=school, school_year=YEAR, role="homeroom_teacher",
+                                       class_name=class_name, actor=staff.homeroom_teacher(school, class_name))
+            batches.append(request.batch_id)
+            await bus.publish(request)
+    return batches
+
+
+async def principal_batches(bus: Bus, staff: Staff, schools: Iterable[str]) -> list[str]:
+    """Each school's principal clicks once."""
+    batches = []
+    for school in schools:
+        request = RequestSignBatch(school_code=school, school_year=YEAR, actor=staff.principal(school))
+        batches.append(request.batch_id)
+        await bus.publish(request)
+    return batches
+
+
+async def one_run(amqp_url: str, services: Services, staff: Staff, by_school: dict[str, list[RecordVersion]], workers: int) -> Run:
+    settings = Settings(amqp_url=amqp_url, namespace=services.namespace)
+    total = sum(len(r) for r in by_school.values())
+    seen = Seen()
+    watch = seen.watching(Watch(amqp_url, settings.names()))
+    bus = Bus(settings, "bench")
+    await watch.start()
+    await bus.broker.connect()
     try:
-        for school, rows in by_school.items():
-            for start in range(0, len(rows), 100):
-                await bus.publish(RecordsReady(school_code=school, school_year=YEAR, records=rows[start : start + 100]))
-        await until("records received", lambda: received[0] >= total)
+        await seed_records(bus, by_school)
+        await seen.until("records received", lambda: seen.received >= total)
         began = time.perf_counter()
-        teachers = []
-        for school, rows in by_school.items():
-            for class_name in sorted({r.document["class_name"] for r in rows}):
-                request = RequestSignBatch(school_code=school, school_year=YEAR, role="homeroom_teacher",
-                                           class_name=class_name, actor=staff.homeroom_teacher(school, class_name))
-                teachers.append(request.batch_id)
-                await bus.publish(request)
-        await until("homeroom batches", lambda: all(b in done for b in teachers))
+        teachers = await homeroom_batches(bus, staff, by_school)
+        await seen.until("homeroom batches", lambda: all(b in seen.done for b in teachers))
         homeroom_seconds = time.perf_counter() - began
 
         began = time.perf_counter()
-        principals = []
-        for school in by_school:
-            request = RequestSignBatch(school_code=school, school_year=YEAR, actor=staff.principal(school))
-            principals.append(request.batch_id)
-            await bus.publish(request)
-        await until("principal batches", lambda: all(b in done for b in principals))
+        principals = await principal_batches(bus, staff, by_school)
+        await seen.until("principal batches", lambda: all(b in seen.done for b in principals))
         to_completed = time.perf_counter() - began
-        await until("archived", lambda: len(archived) >= total)
-        seconds = last_archived[0] - began
+        await seen.until("archived", lambda: len(seen.archived) >= total)
+        seconds = seen.last_archived - began
     finally:
-        await broker.stop()
+        await bus.broker.stop()
         await watch.stop()
         await delete_exchanges(amqp_url, settings.names())
     return Run(total, workers, seconds, to_completed, homeroom_seconds, total * 2)

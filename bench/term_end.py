@@ -19,11 +19,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from hocba.baselines import raw_es256_rate
 from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig, interrupt_on_signals
 from hocba.term_end import TermEnd
-from shared.crypto.canonical import canonical_json
-from shared.crypto.jws import EcSigner
 from shared.mongo import make_client, packed, unpacked
 from shared.settings import Settings
 
@@ -35,16 +34,6 @@ async def sample_documents(mongo_url: str, settings: Settings, limit: int) -> li
         return [unpacked(doc["document"]) async for doc in cursor.limit(limit)]
     finally:
         await client.close()
-
-
-def raw_signing_rate(documents: list[dict]) -> float:
-    """ES256 over each document's canonical bytes, one process, no I/O."""
-    signer = EcSigner.generate("bench")
-    payloads = [canonical_json(d) for d in documents]
-    began = time.perf_counter()
-    for payload in payloads:
-        signer.sign_raw(payload)
-    return len(payloads) / (time.perf_counter() - began)
 
 
 async def raw_insert_rate(mongo_url: str, documents: list[dict], chunk: int) -> float:
@@ -92,7 +81,7 @@ def main() -> None:
         issuer, _ = dev_issuer(data_dir)
         results = asyncio.run(TermEnd(settings, issuer, args.schools, per_school, stage_timeout=3600).run())
         documents = asyncio.run(sample_documents(stack.mongo_url, settings, args.students))
-        signing_baseline = raw_signing_rate(documents)
+        signing_baseline = raw_es256_rate(documents)
         insert_baseline = asyncio.run(raw_insert_rate(stack.mongo_url, documents, args.chunk_size))
     finally:
         stack.stop()

@@ -7,23 +7,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from hocba.commands import archive as archive_commands
+from hocba.commands import fail
 from hocba.commands import grades as grades_commands
 from hocba.commands import identity as identity_commands
-from hocba.commands import sync as sync_commands
-from hocba.demo import fresh_data_dir, run_demo
-from hocba.commands import archive as archive_commands
 from hocba.commands import pki as pki_commands
 from hocba.commands import sign as sign_command
+from hocba.commands import sync as sync_commands
 from hocba.commands import verify as verify_command
+from hocba.console import console, errors
+from hocba.demo import fresh_data_dir, run_demo
 from hocba.infra import InfraError
 from hocba.stack import Stack, StackConfig, interrupt_on_signals
 from shared.settings import Settings
 
 app = typer.Typer(help="hocba: electronic student academic records.", no_args_is_help=True, add_completion=False)
-console = Console()
 app.add_typer(sync_commands.app, name="sync")
 app.add_typer(grades_commands.app, name="grades")
 app.add_typer(identity_commands.app, name="identity")
@@ -54,27 +55,35 @@ def up(
     interrupt_on_signals()
     try:
         stack.start()
-        table = Table(title="hocba is up")
-        for column in ("process", "pid", "metrics and health"):
-            table.add_column(column)
-        for child in stack.children:
-            table.add_row(child.name, str(child.process.pid), child.base_url)  # type: ignore[union-attr]
-        console.print(table)
+        show_processes(stack)
         console.print(f"logs: {folder / 'logs'} — press Ctrl-C to stop everything")
-        while True:
-            if dead := stack.dead_children():
-                names = ", ".join(c.name for c in dead)
-                console.print(f"[red]{names} exited[/red]:\n{dead[0].log_tail()}")
-                raise typer.Exit(1)
-            time.sleep(1)
+        watch_children(stack)
     except KeyboardInterrupt:
         console.print("stopping…")
     except InfraError as exc:
-        console.print(f"[red]cannot start:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(f"cannot start: {exc}", 2)
     finally:
         stack.stop()
         console.print("stopped; nothing left running")
+
+
+def show_processes(stack: Stack) -> None:
+    table = Table(title="hocba is up")
+    for column in ("process", "pid", "metrics and health"):
+        table.add_column(column)
+    for child in stack.children:
+        table.add_row(child.name, str(child.pid), child.base_url)
+    console.print(table)
+
+
+def watch_children(stack: Stack) -> None:
+    """Wait while every process runs; when one exits, show its log's end and exit 1."""
+    while True:
+        if dead := stack.dead_children():
+            names = ", ".join(c.name for c in dead)
+            errors.print(f"[red]{names} exited[/red]:\n{escape(dead[0].log_tail())}")
+            raise typer.Exit(1)
+        time.sleep(1)
 
 
 @app.command()
@@ -91,10 +100,9 @@ def demo(
     folder = fresh_data_dir(data_root())
     interrupt_on_signals()
     try:
-        outcome = run_demo(schools, students, folder, signing_workers, timeout, console)
+        outcome = run_demo(schools, students, folder, signing_workers, timeout)
     except InfraError as exc:
-        console.print(f"[red]cannot start:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(f"cannot start: {exc}", 2)
     raise typer.Exit(0 if outcome.ok else 1)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hocba.console import console
 from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
 from hocba.term_end import STAGES, StageResult, TermEnd
@@ -74,14 +74,9 @@ def dead_letter_total(stack: Stack) -> int:
 
 
 def run_demo(
-    schools: int,
-    students: int,
-    data_dir: Path,
-    signing_workers: int = 1,
-    stage_timeout: float = 600.0,
-    console: Console | None = None,
+    schools: int, students: int, data_dir: Path, signing_workers: int = 1, stage_timeout: float = 600.0
 ) -> DemoOutcome:
-    console = console or Console()
+    """A fresh throw-away stack, the term end driven over it, and what the ministry simulator holds after."""
     namespace = f"demo{uuid.uuid4().hex[:8]}."
     config = StackConfig.from_environment(
         data_dir, namespace=namespace, fixed_ports=False, ephemeral=True, signing_workers=signing_workers
@@ -91,25 +86,8 @@ def run_demo(
     stack.start()
     settings = Settings(amqp_url=config.amqp_url, namespace=namespace)
     try:
-        with Progress(
-            TextColumn("{task.description:<24}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bars:
-            tasks = {stage: bars.add_task(what, total=None) for stage, what in STAGES}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                bars.update(tasks[stage], completed=done, total=total)
-
-            issuer, _ = dev_issuer(data_dir)
-            run = TermEnd(settings, issuer, schools, students, progress=progress, stage_timeout=stage_timeout)
-            error = None
-            try:
-                asyncio.run(run.run())
-            except Exception as exc:  # noqa: BLE001 - reported in the summary, exit code 1
-                error = f"{type(exc).__name__}: {exc}"
+        run = TermEnd(settings, dev_issuer(data_dir)[0], schools, students, stage_timeout=stage_timeout)
+        error = drive_with_progress(run)
         ministry = None
         if error is None:
             expected = {f"{rid}:{version}" for rid, version in run.counts.ready}
@@ -117,11 +95,33 @@ def run_demo(
         outcome = DemoOutcome(run.results, ministry, dead_letter_total(stack), error)
     finally:
         stack.stop()
-    print_summary(console, outcome, data_dir)
+    print_summary(outcome, data_dir)
     return outcome
 
 
-def print_summary(console: Console, outcome: DemoOutcome, data_dir: Path) -> None:
+def drive_with_progress(run: TermEnd) -> str | None:
+    """Run the term end with a progress bar per stage; what went wrong, if anything, in words."""
+    with Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bars:
+        tasks = {stage: bars.add_task(what, total=None) for stage, what in STAGES}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bars.update(tasks[stage], completed=done, total=total)
+
+        run.progress = progress
+        try:
+            asyncio.run(run.run())
+        except Exception as exc:  # noqa: BLE001 - reported in the summary, exit code 1
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def print_summary(outcome: DemoOutcome, data_dir: Path) -> None:
     table = Table(title="term end")
     table.add_column("stage")
     table.add_column("count", justify="right")

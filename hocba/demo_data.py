@@ -123,7 +123,8 @@ COMMENTS = ("Chăm ngoan, tích cực phát biểu.", "Có tiến bộ, cần c�
 def homeroom(student_refs: list[str], seed: int = 27) -> Iterator[StudentTermConduct]:
     """Each student's conduct, absences (sessions) and the homeroom teacher's comment, both terms."""
     rng = random.Random(seed)
-    levels, weights = zip(*CONDUCT_WEIGHTS, strict=True)
+    levels = [level for level, _ in CONDUCT_WEIGHTS]
+    weights = [weight for _, weight in CONDUCT_WEIGHTS]
     for ref in student_refs:
         for term in (1, 2):
             yield StudentTermConduct(

@@ -14,6 +14,14 @@ PRIVATE = "actor-issuer.private.jwk.json"
 PUBLIC = "actor-issuer.jwks.json"
 
 
+def existing_dev_issuer(data_dir: Path) -> IssuerKey | None:
+    """The local stand-in for the school management system's token key, when the data folder has one."""
+    private_path = data_dir / "keys" / PRIVATE
+    if not private_path.exists():
+        return None
+    return IssuerKey(ECKey.import_key(json.loads(private_path.read_text())), DEFAULT_ISSUER)
+
+
 def dev_issuer(data_dir: Path) -> tuple[IssuerKey, Path]:
     """The local stand-in for the school management system's token key, created on first use.
 
@@ -22,9 +30,8 @@ def dev_issuer(data_dir: Path) -> tuple[IssuerKey, Path]:
     """
     folder = data_dir / "keys"
     private_path, public_path = folder / PRIVATE, folder / PUBLIC
-    if private_path.exists():
-        key = IssuerKey(ECKey.import_key(json.loads(private_path.read_text())), DEFAULT_ISSUER)
-    else:
+    key = existing_dev_issuer(data_dir)
+    if key is None:
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
         key = IssuerKey.generate("hocba-dev-school-app")

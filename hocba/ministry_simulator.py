@@ -44,6 +44,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,14 +209,52 @@ def _invalid(kind: str, body: Any) -> str | None:
     return None
 
 
-def create_app(store: ReceiptStore | None = None) -> Starlette:
-    """The simulator as an ASGI app over `store` (a fresh in-memory one when not given)."""
-    store = store if store is not None else ReceiptStore()
-    faults = store.faults
+class MinistryApi:
+    """The simulator's endpoints over one receipt store (and its faults)."""
 
-    async def write(request: Request, kind: str) -> JSONResponse:
+    def __init__(self, store: ReceiptStore) -> None:
+        self.store = store
+        self.faults = store.faults
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/records", self.post_record, methods=["POST"]),
+            Route("/v1/records/{key:path}", self.get_record, methods=["GET"]),
+            Route("/v1/receipts", self.listing(RECORD, "receipts"), methods=["GET"]),
+            Route("/v1/checkpoints", self.post_checkpoint, methods=["POST"]),
+            Route("/v1/checkpoints", self.listing(CHECKPOINT, "checkpoints"), methods=["GET"]),
+            Route("/v1/stats", self.stats, methods=["GET"]),
+            Route("/v1/faults", self.set_faults, methods=["POST"]),
+            Route("/v1/faults", self.get_faults, methods=["GET"]),
+            Route("/health/live", self.live, methods=["GET"]),
+        ]
+
+    async def post_record(self, request: Request) -> JSONResponse:
+        return await self.write(request, RECORD)
+
+    async def post_checkpoint(self, request: Request) -> JSONResponse:
+        return await self.write(request, CHECKPOINT)
+
+    async def write(self, request: Request, kind: str) -> JSONResponse:
+        """An idempotent write: faults first, then the request checked, stored once, answered with its receipt."""
         if kind == RECORD:
-            store.requests += 1
+            self.store.requests += 1
+        if failed := await self.fault_before_storing():
+            return failed
+        accepted = await self.read_write(request, kind)
+        if isinstance(accepted, JSONResponse):
+            return accepted
+        key, body = accepted
+        receipt, new = self.store.accept(key, body, kind)
+        if self.faults.lose_next > 0:
+            self.faults.lose_next -= 1
+            await asyncio.sleep(self.faults.hang_seconds)
+            return _error(504, "simulated lost answer: the write was stored")
+        return JSONResponse(receipt, status_code=201 if new else 200)
+
+    async def fault_before_storing(self) -> JSONResponse | None:
+        """The latency, failure or time-out rehearsed for this write, if any."""
+        faults = self.faults
         if faults.latency_seconds > 0:
             await asyncio.sleep(faults.latency_seconds)
         if faults.fail_next > 0:
@@ -225,6 +264,10 @@ def create_app(store: ReceiptStore | None = None) -> Starlette:
             faults.timeout_next -= 1
             await asyncio.sleep(faults.hang_seconds)
             return _error(504, "simulated timeout: nothing was stored")
+        return None
+
+    async def read_write(self, request: Request, kind: str) -> tuple[str, dict[str, Any]] | JSONResponse:
+        """The write's idempotency key and body, or the answer that refuses it."""
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
         if not key:
             return _error(400, f"the {IDEMPOTENCY_HEADER} header is required")
@@ -234,70 +277,51 @@ def create_app(store: ReceiptStore | None = None) -> Starlette:
             return _error(422, "the body must be JSON")
         if problem := _invalid(kind, body):
             return _error(422, problem)
-        known = store.held(kind).get(key)
+        known = self.store.held(kind).get(key)
         if known is not None and str(known.get(DIGEST[kind])) != str(body[DIGEST[kind]]):
             return _error(409, f"idempotency key {key} was already used for a different {DIGEST[kind]}")
-        receipt, new = store.accept(key, body, kind)
-        if faults.lose_next > 0:
-            faults.lose_next -= 1
-            await asyncio.sleep(faults.hang_seconds)
-            return _error(504, "simulated lost answer: the write was stored")
-        return JSONResponse(receipt, status_code=201 if new else 200)
+        return key, body
 
-    async def post_record(request: Request) -> JSONResponse:
-        return await write(request, RECORD)
-
-    async def post_checkpoint(request: Request) -> JSONResponse:
-        return await write(request, CHECKPOINT)
-
-    async def get_record(request: Request) -> JSONResponse:
-        receipt = store.receipts.get(request.path_params["key"])
+    async def get_record(self, request: Request) -> JSONResponse:
+        receipt = self.store.receipts.get(request.path_params["key"])
         return JSONResponse(receipt) if receipt is not None else _error(404, "no receipt for this key")
 
-    def listing(kind: str, name: str):
+    def listing(self, kind: str, name: str) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def handler(request: Request) -> JSONResponse:
             try:
                 limit = int(request.query_params["limit"]) if "limit" in request.query_params else None
             except ValueError:
                 return _error(422, "limit must be a number")
-            items, more = store.listing(kind, request.query_params.get("after"), limit)
+            items, more = self.store.listing(kind, request.query_params.get("after"), limit)
             return JSONResponse({name: items, "next": more})
 
         return handler
 
-    async def stats(request: Request) -> JSONResponse:
-        return JSONResponse(store.stats())
+    async def stats(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.store.stats())
 
-    async def set_faults(request: Request) -> JSONResponse:
+    async def set_faults(self, request: Request) -> JSONResponse:
         try:
             body = await request.json()
             if not isinstance(body, dict):
                 raise TypeError("not an object")
-            faults.update(body)
+            self.faults.update(body)
         except (ValueError, TypeError) as exc:
             return _error(422, f"expected an object of fault settings: {exc}")
-        return JSONResponse(asdict(faults))
+        return JSONResponse(asdict(self.faults))
 
-    async def get_faults(request: Request) -> JSONResponse:
-        return JSONResponse(asdict(faults))
+    async def get_faults(self, request: Request) -> JSONResponse:
+        return JSONResponse(asdict(self.faults))
 
-    async def live(request: Request) -> JSONResponse:
+    async def live(self, request: Request) -> JSONResponse:
         return JSONResponse({"live": True})
 
-    app = Starlette(
-        routes=[
-            Route("/v1/records", post_record, methods=["POST"]),
-            Route("/v1/records/{key:path}", get_record, methods=["GET"]),
-            Route("/v1/receipts", listing(RECORD, "receipts"), methods=["GET"]),
-            Route("/v1/checkpoints", post_checkpoint, methods=["POST"]),
-            Route("/v1/checkpoints", listing(CHECKPOINT, "checkpoints"), methods=["GET"]),
-            Route("/v1/stats", stats, methods=["GET"]),
-            Route("/v1/faults", set_faults, methods=["POST"]),
-            Route("/v1/faults", get_faults, methods=["GET"]),
-            Route("/health/live", live, methods=["GET"]),
-        ]
-    )
-    app.state.store = store
+
+def create_app(store: ReceiptStore | None = None) -> Starlette:
+    """The simulator as an ASGI app over `store` (a fresh in-memory one when not given)."""
+    api = MinistryApi(store if store is not None else ReceiptStore())
+    app = Starlette(routes=api.routes())
+    app.state.store = api.store
     return app
 
 

@@ -18,8 +18,8 @@ import segno
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from shared.crypto.record_signatures import header_of
 from shared.crypto.certs import from_x5c, identity
+from shared.crypto.jws import protected_header
 
 BUNDLE_NAME = "verification-bundle.json"
 QR_NAME = "qr-payload.txt"
@@ -89,7 +89,7 @@ class CopyPdf(FPDF):
 def _signers(signatures: list[str]) -> list[dict[str, str]]:
     rows = []
     for jws in signatures:
-        header = header_of(jws)
+        header = protected_header(jws)
         holder = identity(from_x5c(header["x5c"])[0])
         signed_at = datetime.fromisoformat(header["signed_at"])
         rows.append(
@@ -128,26 +128,41 @@ def render_copy(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime)
     record = bundle["record"]
     document = record["document"]
     student = (document.get("student") or {}).get("identity") or {}
-    school = document.get("school") or {}
+    signers = _signers(bundle["signatures"])
     pdf = CopyPdf()
     pdf.set_title(f"Học bạ {student.get('full_name', record['student_ref'])} {record['school_year']}")
     pdf.set_author("hocba archive")
     pdf.set_subject(f"{record['record_id']} v{record['version']}")
     pdf.set_keywords(qr)
     pdf.add_page()
+    _letterhead(pdf, record, _school_name(record, document, signers))
+    _title(pdf, record, document)
+    _student(pdf, record, student)
+    _results(pdf, document)
+    _signatures(pdf, signers)
+    _verification(pdf, bundle, qr, issued_at)
+    _attach(pdf, bundle, qr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pdf.output(str(out))
+    return out
 
-    # Letterhead: the department and school on the left, the national motto on the right.
-    top = pdf.get_y()
-    signers = _signers(bundle["signatures"])
+
+def _school_name(record: Mapping[str, Any], document: Mapping[str, Any], signers: list[dict[str, str]]) -> str:
+    """As the record states it, or as the school's seal certificate names it."""
+    school = document.get("school") or {}
     seal = next((s["name"] for s in signers if s["role"] == "school_seal"), None)
-    school_name = school.get("name") or seal or f"Trường {record['school_code']}"
-    left = {"new_x": XPos.LMARGIN, "new_y": YPos.NEXT}
+    return str(school.get("name") or seal or f"Trường {record['school_code']}")
+
+
+def _letterhead(pdf: CopyPdf, record: Mapping[str, Any], school_name: str) -> None:
+    """The department and school on the left, the national motto on the right."""
+    top = pdf.get_y()
     pdf.set_font("Serif", "", 9)
-    pdf.multi_cell(80, 4.5, "SỞ GIÁO DỤC VÀ ĐÀO TẠO", align="C", **left)
+    pdf.multi_cell(80, 4.5, "SỞ GIÁO DỤC VÀ ĐÀO TẠO", align="C", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_font("Serif", "B", 9)
-    pdf.multi_cell(80, 4.5, str(school_name).upper(), align="C", **left)
+    pdf.multi_cell(80, 4.5, school_name.upper(), align="C", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_font("Serif", "", 8)
-    pdf.multi_cell(80, 4.5, f"Mã trường: {record['school_code']}", align="C", **left)
+    pdf.multi_cell(80, 4.5, f"Mã trường: {record['school_code']}", align="C", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_xy(95, top)
     pdf.set_font("Serif", "B", 9)
     pdf.multi_cell(100, 4.5, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", align="C")
@@ -157,6 +172,8 @@ def render_copy(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime)
     pdf.line(125, pdf.get_y() + 0.5, 165, pdf.get_y() + 0.5)
     pdf.set_y(top + 20)
 
+
+def _title(pdf: CopyPdf, record: Mapping[str, Any], document: Mapping[str, Any]) -> None:
     pdf.text_line("HỌC BẠ", 20, "B", "C", 9)
     pdf.text_line("TRUNG HỌC CƠ SỞ", 12, "B", "C", 6)
     pdf.text_line(
@@ -165,11 +182,14 @@ def render_copy(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime)
     )
     pdf.ln(3)
 
-    # The student.
+
+def _student(pdf: CopyPdf, record: Mapping[str, Any], student: Mapping[str, Any]) -> None:
+    """I. The student: two labelled columns."""
     pdf.set_font("Serif", "B", 10)
     pdf.cell(0, 6, "I. THÔNG TIN HỌC SINH", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    sex = {"M": "Nam", "F": "Nữ"}.get(str(student.get("sex")), "—")
     rows = [
-        ("Họ và tên", student.get("full_name", "—"), "Giới tính", {"M": "Nam", "F": "Nữ"}.get(student.get("sex"), "—")),
+        ("Họ và tên", student.get("full_name", "—"), "Giới tính", sex),
         ("Ngày sinh", _date(student.get("date_of_birth")), "Dân tộc", student.get("ethnicity", "—")),
         ("Nơi sinh", student.get("place_of_birth", "—"), "Mã định danh", student.get("personal_id", "—")),
         ("Cha/mẹ/giám hộ", student.get("guardian_name", "—"), "Mã học sinh", record["student_ref"][:16]),
@@ -185,80 +205,110 @@ def render_copy(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime)
         pdf.cell(0, 5.5, str(right), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(2)
 
-    # Results: subjects by term and year, then learning result and conduct.
+
+#: Column widths of the results table: subject, then each of TERMS.
+RESULT_WIDTHS = (82, 32, 32, 34)
+
+
+def _results(pdf: CopyPdf, document: Mapping[str, Any]) -> None:
+    """II. Subjects by term and year, then learning result and conduct, then any amendment."""
     pdf.set_font("Serif", "B", 10)
     pdf.cell(0, 6, "II. KẾT QUẢ HỌC TẬP VÀ RÈN LUYỆN", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    widths = (82, 32, 32, 34)
     pdf.set_fill_color(235, 235, 235)
     pdf.set_font("Serif", "B", 9)
-    for width, title in zip(widths, ("Môn học và hoạt động giáo dục", *(t for _, t in TERMS)), strict=True):
+    titles = ("Môn học và hoạt động giáo dục", *(t for _, t in TERMS))
+    for width, title in zip(RESULT_WIDTHS, titles, strict=True):
         pdf.cell(width, 6.5, title, border=1, align="C", fill=True)
     pdf.ln()
     pdf.set_font("Serif", "", 9)
-    subjects = document.get("subjects") or []
-    if isinstance(subjects, Mapping):
-        subjects = [{"name": name, **(value if isinstance(value, Mapping) else {})} for name, value in subjects.items()]
-    for subject in subjects:
-        pdf.cell(widths[0], 5.8, str(subject.get("name", "?")), border=1)
-        for width, (key, _) in zip(widths[1:], TERMS, strict=True):
+    for subject in _subjects(document):
+        pdf.cell(RESULT_WIDTHS[0], 5.8, str(subject.get("name", "?")), border=1)
+        for width, (key, _) in zip(RESULT_WIDTHS[1:], TERMS, strict=True):
             pdf.cell(width, 5.8, _value(subject.get(key)), border=1, align="C")
         pdf.ln()
     learning = document.get("learning_result") or {}
-    conduct = _conduct(document)
+    summaries = (
+        ("Kết quả học tập", {k: _value(learning.get(k)) for k, _ in TERMS}),
+        ("Kết quả rèn luyện", _conduct(document)),
+    )
     pdf.set_font("Serif", "B", 9)
-    for label, values in (("Kết quả học tập", {k: _value(learning.get(k)) for k, _ in TERMS}), ("Kết quả rèn luyện", conduct)):
-        pdf.cell(widths[0], 6, label, border=1, fill=True)
-        for width, (key, _) in zip(widths[1:], TERMS, strict=True):
+    for label, values in summaries:
+        pdf.cell(RESULT_WIDTHS[0], 6, label, border=1, fill=True)
+        for width, (key, _) in zip(RESULT_WIDTHS[1:], TERMS, strict=True):
             pdf.cell(width, 6, values[key], border=1, align="C", fill=True)
         pdf.ln()
-    amendment = document.get("amendment")
-    if isinstance(amendment, Mapping):
-        pdf.set_font("Serif", "I", 8.5)
-        pdf.multi_cell(
-            0, 4.5,
-            f"Bản điều chỉnh thay thế phiên bản {amendment.get('supersedes')} — lý do: {amendment.get('reason')}"
-            f"{'; ' + str(amendment.get('note')) if amendment.get('note') else ''}.",
-            new_x=XPos.LMARGIN, new_y=YPos.NEXT,
-        )
+    _amendment(pdf, document)
     pdf.ln(3)
 
-    # Who signed, and when.
+
+def _subjects(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The record's subjects as a list, whether it states them as a list or by name."""
+    subjects = document.get("subjects") or []
+    if isinstance(subjects, Mapping):
+        return [{"name": name, **(value if isinstance(value, Mapping) else {})} for name, value in subjects.items()]
+    return list(subjects)
+
+
+def _amendment(pdf: CopyPdf, document: Mapping[str, Any]) -> None:
+    amendment = document.get("amendment")
+    if not isinstance(amendment, Mapping):
+        return
+    note = f"; {amendment['note']}" if amendment.get("note") else ""
+    pdf.set_font("Serif", "I", 8.5)
+    pdf.multi_cell(
+        0, 4.5,
+        f"Bản điều chỉnh thay thế phiên bản {amendment.get('supersedes')} — lý do: {amendment.get('reason')}{note}.",
+        new_x=XPos.LMARGIN, new_y=YPos.NEXT,
+    )
+
+
+def _signatures(pdf: CopyPdf, signers: list[dict[str, str]]) -> None:
+    """III. Who signed, and when: one column per signature."""
     pdf.set_font("Serif", "B", 10)
     pdf.cell(0, 6, "III. XÁC NHẬN (CHỮ KÝ SỐ)", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     column = 180 / max(len(signers), 1)
     top = pdf.get_y()
     for n, signer in enumerate(signers):
-        x = 15 + n * column
-        pdf.set_xy(x, top)
-        pdf.set_font("Serif", "B", 9)
-        pdf.multi_cell(column, 4.8, ROLE_TITLES.get(signer["role"], signer["role"]), align="C")
-        pdf.set_x(x)
-        pdf.set_font("Serif", "I", 8)
-        pdf.multi_cell(column, 4.2, "(đã ký số)" if signer["role"] != "school_seal" else "(đã đóng dấu số)", align="C")
-        pdf.set_draw_color(180, 30, 30)
-        pdf.set_text_color(180, 30, 30)
-        pdf.set_x(x + 6)
-        pdf.set_font("Serif", "B", 8.5)
-        pdf.multi_cell(column - 12, 4.4, f"{signer['name']}\nKý lúc {signer['at']}", border=1, align="C")
-        pdf.set_text_color(0, 0, 0)
-        pdf.set_draw_color(0, 0, 0)
-        pdf.set_x(x)
-        pdf.set_font("Mono", "", 6.5)
-        pdf.multi_cell(column, 3.5, f"{signer['subject']}\nchứng thư số {signer['serial']}", align="C")
+        _signer(pdf, signer, 15 + n * column, top, column)
     pdf.set_y(max(pdf.get_y(), top + 36) + 4)
 
-    # The QR code and how to verify.
-    log, checkpoint = bundle["log"], bundle["checkpoint"]
+
+def _signer(pdf: CopyPdf, signer: dict[str, str], x: float, top: float, width: float) -> None:
+    pdf.set_xy(x, top)
+    pdf.set_font("Serif", "B", 9)
+    pdf.multi_cell(width, 4.8, ROLE_TITLES.get(signer["role"], signer["role"]), align="C")
+    pdf.set_x(x)
+    pdf.set_font("Serif", "I", 8)
+    pdf.multi_cell(width, 4.2, "(đã ký số)" if signer["role"] != "school_seal" else "(đã đóng dấu số)", align="C")
+    pdf.set_draw_color(180, 30, 30)
+    pdf.set_text_color(180, 30, 30)
+    pdf.set_x(x + 6)
+    pdf.set_font("Serif", "B", 8.5)
+    pdf.multi_cell(width - 12, 4.4, f"{signer['name']}\nKý lúc {signer['at']}", border=1, align="C")
+    pdf.set_text_color(0, 0, 0)
+    pdf.set_draw_color(0, 0, 0)
+    pdf.set_x(x)
+    pdf.set_font("Mono", "", 6.5)
+    pdf.multi_cell(width, 3.5, f"{signer['subject']}\nchứng thư số {signer['serial']}", align="C")
+
+
+#: Side of the printed QR code, in millimetres.
+QR_SIZE = 46.0
+
+
+def _verification(pdf: CopyPdf, bundle: Mapping[str, Any], qr: str, issued_at: datetime) -> None:
+    """The QR code, and beside it how to verify and what the copy refers to."""
+    record, log, checkpoint = bundle["record"], bundle["log"], bundle["checkpoint"]
     y = pdf.get_y()
-    size = 46.0
-    if y + size > 285:
+    if y + QR_SIZE > 285:
         pdf.add_page()
         y = pdf.get_y()
-    _draw_qr(pdf, qr, 15, y, size)
-    pdf.set_xy(15 + size + 5, y)
+    _draw_qr(pdf, qr, 15, y, QR_SIZE)
+    beside = 15 + QR_SIZE + 5
+    pdf.set_xy(beside, y)
     pdf.set_font("Serif", "B", 9.5)
     pdf.multi_cell(0, 5, "BẢN SAO ĐIỆN TỬ CÓ XÁC THỰC", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.set_x(15 + size + 5)
+    pdf.set_x(beside)
     pdf.set_font("Serif", "", 8.5)
     pdf.multi_cell(
         0, 4.3,
@@ -267,7 +317,7 @@ def render_copy(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime)
         "`hocba verify` trên tệp.",
         new_x=XPos.LMARGIN, new_y=YPos.NEXT,
     )
-    pdf.set_x(15 + size + 5)
+    pdf.set_x(beside)
     pdf.set_font("Mono", "", 6.8)
     status = bundle.get("status") or {}
     superseded = f"\nĐÃ ĐƯỢC THAY THẾ bởi phiên bản {status['superseded_by']}" if status.get("superseded_by") else ""
@@ -279,6 +329,10 @@ def render_copy(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime)
         f"Bản sao cấp lúc {issued_at:%H:%M:%S %d/%m/%Y} UTC{superseded}",
         new_x=XPos.LMARGIN, new_y=YPos.NEXT,
     )
+
+
+def _attach(pdf: CopyPdf, bundle: Mapping[str, Any], qr: str) -> None:
+    """The whole verification bundle and the QR code's payload, as files inside the PDF."""
     pdf.embed_file(
         bytes=json.dumps(bundle, ensure_ascii=False, indent=1).encode(),
         basename=BUNDLE_NAME,
@@ -286,9 +340,6 @@ def render_copy(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime)
         mime_type="application/json",
     )
     pdf.embed_file(bytes=qr.encode(), basename=QR_NAME, desc="The QR code's signed payload", mime_type="text/plain")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pdf.output(str(out))
-    return out
 
 
 def read_copy(path: Path) -> tuple[dict[str, Any], str]:

@@ -10,14 +10,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from hocba.keys import dev_issuer
 from hocba.commands.pki import ensure_dev_pki
 from hocba.infra import EmbeddedMongo, InfraError, ensure_rabbitmq, free_port
+from hocba.keys import dev_issuer
 from shared.messaging import delete_exchanges, delete_queues
 from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SERVICES, Settings
 
@@ -41,6 +42,10 @@ class Child:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -54,6 +59,11 @@ class Child:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def ask_to_stop(self) -> None:
+        """SIGTERM, when the process still runs: it finishes what it holds and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -75,15 +85,16 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_environment(cls, data_dir: Path, **overrides: object) -> StackConfig:
+    def from_environment(cls, data_dir: Path, **overrides: Any) -> StackConfig:
         settings = Settings()
-        defaults: dict[str, object] = {
-            "amqp_url": settings.amqp_url,
-            "mongo_url": os.environ.get("MONGO_URL") or None,
-            "namespace": settings.namespace,
-            "ephemeral": settings.ephemeral,
-        }
-        return cls(data_dir=data_dir, **{**defaults, **overrides})  # type: ignore[arg-type]
+        from_settings = cls(
+            data_dir=data_dir,
+            amqp_url=settings.amqp_url,
+            mongo_url=os.environ.get("MONGO_URL") or None,
+            namespace=settings.namespace,
+            ephemeral=settings.ephemeral,
+        )
+        return replace(from_settings, **overrides)
 
 
 def interrupt_on_signals() -> None:
@@ -212,8 +223,7 @@ class Stack:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop every process this stack started: services first, then the simulator, then MongoDB."""
         for child in reversed(self.children):
-            if child.alive():
-                child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            child.ask_to_stop()
         deadline = time.monotonic() + timeout
         for child in reversed(self.children):
             if child.process is None:

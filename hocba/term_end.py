@@ -9,15 +9,25 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from hocba import demo_data
 from hocba.commands.pki import enrol, open_pki
 from hocba.staff import Staff
 from hocba.watch import Watch
+from shared.auth import IssuerKey
 from shared.contracts.archive import RecordsArchived
-from shared.contracts.grades import AssessmentsRecorded, CloseYear, RecordAssessments, RecordsReady
-from shared.contracts.grades import CloseTerm, ConductRecorded, RecordConduct, TermChanged
+from shared.contracts.grades import (
+    AssessmentsRecorded,
+    CloseTerm,
+    CloseYear,
+    ConductRecorded,
+    RecordAssessments,
+    RecordConduct,
+    RecordsReady,
+    StudentTermConduct,
+    SubjectTermScores,
+    TermChanged,
+    VersionKey,
+)
 from shared.contracts.identity import RegisterStudents, StudentsRegistered
 from shared.contracts.signing import (
     BatchCompleted,
@@ -28,8 +38,8 @@ from shared.contracts.signing import (
     RequestSignBatch,
 )
 from shared.contracts.sync import RecordsDelivered
-from shared.auth import IssuerKey
-from shared.messaging import make_broker
+from shared.errors import NoAnswer, Refused
+from shared.messaging import Bus
 from shared.settings import Settings
 
 #: The stages in order, with what each counts.
@@ -41,6 +51,7 @@ STAGES = (
     ("archive", "records archived"),
     ("deliver", "records delivered"),
 )
+TERMS = (1, 2)
 
 Progress = Callable[[str, int, int], None]
 
@@ -65,14 +76,14 @@ class Counts:
     assessments: dict[str, int] = field(default_factory=dict)  # source message -> entries
     homeroom: dict[str, int] = field(default_factory=dict)  # source message -> homeroom entries
     terms_closed: set[tuple[str, int]] = field(default_factory=set)  # (school, term)
-    ready: set[tuple[str, int]] = field(default_factory=set)
+    ready: set[VersionKey] = field(default_factory=set)
     received: dict[str, int] = field(default_factory=dict)
     batches_done: set[str] = field(default_factory=set)
     batch_signed: dict[str, int] = field(default_factory=dict)
-    refused: dict[str, str] = field(default_factory=dict)  # batch -> why signing refused it
-    signed: set[tuple[str, int]] = field(default_factory=set)
-    archived: set[tuple[str, int]] = field(default_factory=set)
-    delivered: set[tuple[str, int]] = field(default_factory=set)
+    refused: dict[str, BatchRefused] = field(default_factory=dict)
+    signed: set[VersionKey] = field(default_factory=set)
+    archived: set[VersionKey] = field(default_factory=set)
+    delivered: set[VersionKey] = field(default_factory=set)
 
     def value(self, stage: str) -> int:
         return {
@@ -84,13 +95,54 @@ class Counts:
             "deliver": len(self.delivered),
         }[stage]
 
+    def classes(self, school: str) -> list[str]:
+        return sorted(set(self.students.get(school, {}).values()))
 
-class StageTimeout(RuntimeError):
-    pass
+    # --- what each announcement adds ---------------------------------------------------------
+
+    def students_registered(self, m: StudentsRegistered) -> None:
+        for s in m.students:
+            self.students.setdefault(s.enrolment.school_code, {})[s.student_ref] = s.enrolment.class_name
+
+    def assessments_recorded(self, m: AssessmentsRecorded) -> None:
+        self.assessments[m.source_message_id] = m.entries
+
+    def conduct_recorded(self, m: ConductRecorded) -> None:
+        self.homeroom[m.source_message_id] = m.entries
+
+    def term_changed(self, m: TermChanged) -> None:
+        if m.state == "closed":
+            self.terms_closed.add((m.school_code, m.term))
+
+    def records_ready(self, m: RecordsReady) -> None:
+        self.ready.update(keys(m.records))
+
+    def records_received(self, m: RecordsReceived) -> None:
+        self.received[m.source_message_id] = m.count
+
+    def batch_progress(self, m: BatchProgress) -> None:
+        # "records signed" counts the principals' one-click batches (each record once, not per role).
+        if m.role != "homeroom_teacher":
+            self.batch_signed[m.batch_id] = m.records_signed
+
+    def batch_refused(self, m: BatchRefused) -> None:
+        self.refused[m.batch_id] = m
+
+    def batch_completed(self, m: BatchCompleted) -> None:
+        self.batches_done.add(m.batch_id)
+
+    def records_completed(self, m: RecordsCompleted) -> None:
+        self.signed.update(keys(s.record for s in m.records))
+
+    def records_archived(self, m: RecordsArchived) -> None:
+        self.archived.update(keys(m.records))
+
+    def records_delivered(self, m: RecordsDelivered) -> None:
+        self.delivered.update(keys(m.deliveries))
 
 
-class SigningRefused(RuntimeError):
-    pass
+class StageTimeout(NoAnswer):
+    """A stage stopped growing before it reached its total."""
 
 
 class TermEnd:
@@ -113,8 +165,9 @@ class TermEnd:
         self.counts = Counts()
         self.staff = Staff(issuer)
         self.results: list[StageResult] = []
-        self.broker, self.bus, _ = make_broker(settings, CollectorRegistry(), "term-end")
+        self.bus = Bus(settings, "term-end")
         self.watch = Watch(settings.amqp_url, settings.names())
+        self.principal_batches: list[str] = []
         self._changed = asyncio.Event()
 
     @property
@@ -122,42 +175,57 @@ class TermEnd:
         return len(self.schools) * self.students_per_school
 
     def expected_entries(self) -> int:
-        return self.total_students * len(demo_data.SUBJECTS) * 2
+        return self.total_students * len(demo_data.SUBJECTS) * len(TERMS)
 
-    def _on(self, update: Callable[[Any], object]) -> Callable[[Any], None]:
+    async def run(self) -> list[StageResult]:
+        self._watch_counts()
+        await self.watch.start()
+        await self.bus.broker.connect()
+        try:
+            await self._run()
+        finally:
+            await self.bus.broker.stop()
+            await self.watch.stop()
+        return self.results
+
+    async def _run(self) -> None:
+        n = self.total_students
+        await self._stage("register", n, self._register)
+        await self._stage("assess", self.expected_entries(), self._assess)
+        await self._stage("assemble", n, self._close_year)
+        signing_began = time.monotonic()
+        await self._stage("sign", n, self._sign, done=lambda: self._signing_settled(self.principal_batches))
+        for stage in ("archive", "deliver"):
+            await self._until(stage, n)
+            self._record(stage, time.monotonic() - signing_began)
+
+    # --- following the announcements ---------------------------------------------------------
+
+    def _watch_counts(self) -> None:
+        c = self.counts
+        updates: dict[type, Callable[[Any], None]] = {
+            StudentsRegistered: c.students_registered,
+            AssessmentsRecorded: c.assessments_recorded,
+            ConductRecorded: c.conduct_recorded,
+            TermChanged: c.term_changed,
+            RecordsReady: c.records_ready,
+            RecordsReceived: c.records_received,
+            BatchProgress: c.batch_progress,
+            BatchRefused: c.batch_refused,
+            BatchCompleted: c.batch_completed,
+            RecordsCompleted: c.records_completed,
+            RecordsArchived: c.records_archived,
+            RecordsDelivered: c.records_delivered,
+        }
+        for message, update in updates.items():
+            self.watch.on(message, self._noticed(update))
+
+    def _noticed(self, update: Callable[[Any], None]) -> Callable[[Any], None]:
         def handler(message: Any) -> None:
             update(message)
             self._changed.set()
 
         return handler
-
-    def _watch_counts(self) -> None:
-        c = self.counts
-
-        def registered(m: StudentsRegistered) -> None:
-            for s in m.students:
-                c.students.setdefault(s.enrolment.school_code, {})[s.student_ref] = s.enrolment.class_name
-
-        watch = self.watch
-        watch.on(StudentsRegistered, self._on(registered))
-        watch.on(AssessmentsRecorded, self._on(lambda m: c.assessments.__setitem__(m.source_message_id, m.entries)))
-        watch.on(ConductRecorded, self._on(lambda m: c.homeroom.__setitem__(m.source_message_id, m.entries)))
-        watch.on(
-            TermChanged,
-            self._on(lambda m: m.state == "closed" and c.terms_closed.add((m.school_code, m.term))),
-        )
-        watch.on(RecordsReady, self._on(lambda m: c.ready.update(keys(m.records))))
-        watch.on(RecordsReceived, self._on(lambda m: c.received.__setitem__(m.source_message_id, m.count)))
-        # "records signed" counts the principals' one-click batches (each record once, not per role).
-        watch.on(
-            BatchProgress,
-            self._on(lambda m: m.role != "homeroom_teacher" and c.batch_signed.__setitem__(m.batch_id, m.records_signed)),
-        )
-        watch.on(BatchRefused, self._on(lambda m: c.refused.__setitem__(m.batch_id, f"{m.code}: {m.reason}")))
-        watch.on(BatchCompleted, self._on(lambda m: c.batches_done.add(m.batch_id)))
-        watch.on(RecordsCompleted, self._on(lambda m: c.signed.update(keys(s.record for s in m.records))))
-        watch.on(RecordsArchived, self._on(lambda m: c.archived.update(keys(m.records))))
-        watch.on(RecordsDelivered, self._on(lambda m: c.delivered.update(keys(m.deliveries))))
 
     async def _until(self, stage: str, total: int, done: Callable[[], bool] | None = None) -> None:
         """Wait until `stage` counts `total` (and `done` holds), reporting progress as it grows."""
@@ -169,158 +237,139 @@ class TermEnd:
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise StageTimeout(
-                    f"stage '{stage}' stalled at {value} of {total} after {self.stage_timeout:.0f}s"
-                )
+                raise StageTimeout(f"stage '{stage}' stalled at {value} of {total} after {self.stage_timeout:.0f}s")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
 
     def _signing_settled(self, batches: list[str]) -> bool:
-        """True once every batch completed; a refused one ends the run with its reason."""
-        refused = [self.counts.refused[b] for b in batches if b in self.counts.refused]
-        if refused:
-            raise SigningRefused(f"signing refused: {refused[0]}")
+        """True once every batch completed; a refused one ends the run with signing's reason."""
+        for batch in batches:
+            if refused := self.counts.refused.get(batch):
+                raise Refused(f"signing refused batch {batch} ({refused.code}): {refused.reason}", reason=refused.code)
         return all(b in self.counts.batches_done for b in batches)
 
-    async def _stage(self, stage: str, total: int, start: Callable[[], Awaitable[None]], done=None) -> None:
+    async def _stage(
+        self, stage: str, total: int, start: Callable[[], Awaitable[None]], done: Callable[[], bool] | None = None
+    ) -> None:
         began = time.monotonic()
         await start()
         await self._until(stage, total, done)
-        what = dict(STAGES)[stage]
-        self.results.append(StageResult(stage, what, self.counts.value(stage), time.monotonic() - began))
+        self._record(stage, time.monotonic() - began)
 
-    async def run(self) -> list[StageResult]:
-        self._watch_counts()
-        await self.watch.start()
-        await self.broker.connect()
-        try:
-            await self._run()
-        finally:
-            await self.broker.stop()
-            await self.watch.stop()
-        return self.results
+    def _record(self, stage: str, seconds: float) -> None:
+        self.results.append(StageResult(stage, dict(STAGES)[stage], self.counts.value(stage), seconds))
 
-    async def _run(self) -> None:
-        n = self.total_students
-        size = self.settings.chunk_size
-        rosters = [
-            (school, demo_data.roster(school, self.students_per_school, i * self.students_per_school))
-            for i, school in enumerate(self.schools)
-        ]
+    # --- the stages --------------------------------------------------------------------------
 
-        async def register() -> None:
-            for school, roster in rosters:
-                actor = self.staff.school_admin(school.code)
-                for part in demo_data.chunks(roster, size):
-                    await self.bus.publish(RegisterStudents(students=part, actor=actor))
+    async def _register(self) -> None:
+        """Each school's administrator registers its roster."""
+        for i, school in enumerate(self.schools):
+            roster = demo_data.roster(school, self.students_per_school, i * self.students_per_school)
+            actor = self.staff.school_admin(school.code)
+            for part in demo_data.chunks(roster, self.settings.chunk_size):
+                await self.bus.publish(RegisterStudents(students=part, actor=actor))
 
-        await self._stage("register", n, register)
+    async def _assess(self) -> None:
+        """Teachers enter every assessment and conduct; once all are stored the principals lock both terms."""
+        for school in self.schools:
+            await self._enter_assessments(school)
+            await self._enter_conduct(school)
+        homeroom_total = self.total_students * len(TERMS)
+        await self._until(
+            "assess", self.expected_entries(), done=lambda: sum(self.counts.homeroom.values()) >= homeroom_total
+        )
+        await self._close_terms()
+        await self._until(
+            "assess", self.expected_entries(), done=lambda: len(self.counts.terms_closed) >= len(TERMS) * len(self.schools)
+        )
 
-        async def assess() -> None:
-            # Each subject teacher enters their subject for a class, as the school app sends it;
-            # each homeroom teacher enters their class's conduct, absences and comments.
-            for school in self.schools:
-                class_of = self.counts.students.get(school.code, {})
-                by_class_subject: dict[tuple[str, str], list] = {}
-                for entry in demo_data.gradebook(sorted(class_of)):
-                    by_class_subject.setdefault((class_of[entry.student_ref], entry.subject), []).append(entry)
-                classes = sorted(set(class_of.values()))
-                for (_, subject), entries in sorted(by_class_subject.items()):
-                    actor = self.staff.subject_teacher(school.code, subject, classes)
-                    await self.bus.publish(
-                        RecordAssessments(
-                            school_code=school.code,
-                            school_year=demo_data.SCHOOL_YEAR,
-                            entries=entries,
-                            actor=actor,
-                        )
-                    )
-                by_class: dict[str, list] = {}
-                for conduct in demo_data.homeroom(sorted(class_of)):
-                    by_class.setdefault(class_of[conduct.student_ref], []).append(conduct)
-                for class_name, conducts in sorted(by_class.items()):
-                    await self.bus.publish(
-                        RecordConduct(
-                            school_code=school.code,
-                            school_year=demo_data.SCHOOL_YEAR,
-                            entries=conducts,
-                            actor=self.staff.homeroom_teacher(school.code, class_name),
-                        )
-                    )
-            # Every entry stored, the principal locks both terms: the year record uses locked entries only.
-            homeroom_total = self.total_students * 2
-            await self._until(
-                "assess", self.expected_entries(), done=lambda: sum(self.counts.homeroom.values()) >= homeroom_total
-            )
-            for school in self.schools:
-                for term in (1, 2):
-                    await self.bus.publish(
-                        CloseTerm(
-                            school_code=school.code,
-                            school_year=demo_data.SCHOOL_YEAR,
-                            term=term,
-                            actor=self.staff.principal(school.code),
-                        )
-                    )
-            await self._until(
-                "assess",
-                self.expected_entries(),
-                done=lambda: len(self.counts.terms_closed) >= 2 * len(self.schools),
+    async def _enter_assessments(self, school: demo_data.School) -> None:
+        """Each subject teacher enters their subject for a class, as the school app sends it."""
+        class_of = self.counts.students.get(school.code, {})
+        by_class_subject: dict[tuple[str, str], list[SubjectTermScores]] = {}
+        for entry in demo_data.gradebook(sorted(class_of)):
+            by_class_subject.setdefault((class_of[entry.student_ref], entry.subject), []).append(entry)
+        classes = self.counts.classes(school.code)
+        for (_, subject), entries in sorted(by_class_subject.items()):
+            actor = self.staff.subject_teacher(school.code, subject, classes)
+            await self.bus.publish(
+                RecordAssessments(
+                    school_code=school.code, school_year=demo_data.SCHOOL_YEAR, entries=entries, actor=actor
+                )
             )
 
-        await self._stage("assess", self.expected_entries(), assess)
+    async def _enter_conduct(self, school: demo_data.School) -> None:
+        """Each homeroom teacher enters their class's conduct, absences and comments."""
+        class_of = self.counts.students.get(school.code, {})
+        by_class: dict[str, list[StudentTermConduct]] = {}
+        for conduct in demo_data.homeroom(sorted(class_of)):
+            by_class.setdefault(class_of[conduct.student_ref], []).append(conduct)
+        for class_name, conducts in sorted(by_class.items()):
+            await self.bus.publish(
+                RecordConduct(
+                    school_code=school.code,
+                    school_year=demo_data.SCHOOL_YEAR,
+                    entries=conducts,
+                    actor=self.staff.homeroom_teacher(school.code, class_name),
+                )
+            )
 
-        async def close() -> None:
-            for school in self.schools:
+    async def _close_terms(self) -> None:
+        """The principals lock both terms: the year record uses locked entries only."""
+        for school in self.schools:
+            for term in TERMS:
                 await self.bus.publish(
-                    CloseYear(
+                    CloseTerm(
                         school_code=school.code,
                         school_year=demo_data.SCHOOL_YEAR,
+                        term=term,
                         actor=self.staff.principal(school.code),
                     )
                 )
 
-        await self._stage("assemble", n, close)
+    async def _close_year(self) -> None:
+        for school in self.schools:
+            await self.bus.publish(
+                CloseYear(
+                    school_code=school.code, school_year=demo_data.SCHOOL_YEAR, actor=self.staff.principal(school.code)
+                )
+            )
 
-        principal_batches: list[str] = []
+    async def _sign(self) -> None:
+        """Each homeroom teacher signs their class; then each principal signs the whole school in one click.
 
-        async def sign() -> None:
-            # Each homeroom teacher signs their class; then each principal signs the whole school in
-            # one click, and the school's seal follows the principal's signature (services/signing).
-            pki = open_pki(self.settings.pki_dir or Settings().pki_path())
-            enrol(pki, [(s.code, s.name, set(self.counts.students.get(s.code, {}).values())) for s in self.schools])
-            homeroom: list[str] = []
-            for school in self.schools:
-                for class_name in sorted(set(self.counts.students.get(school.code, {}).values())):
-                    request = RequestSignBatch(
-                        school_code=school.code,
-                        school_year=demo_data.SCHOOL_YEAR,
-                        role="homeroom_teacher",
-                        class_name=class_name,
-                        actor=self.staff.homeroom_teacher(school.code, class_name),
-                    )
-                    homeroom.append(request.batch_id)
-                    await self.bus.publish(request)
-            await self._until("sign", 0, done=lambda: self._signing_settled(homeroom))
-            for school in self.schools:
+        The school's seal follows the principal's signature (services/signing).
+        """
+        pki = open_pki(self.settings.pki_dir or Settings().pki_path())
+        enrol(pki, [(s.code, s.name, set(self.counts.classes(s.code))) for s in self.schools])
+        homeroom = await self._homeroom_batches()
+        await self._until("sign", 0, done=lambda: self._signing_settled(homeroom))
+        for school in self.schools:
+            request = RequestSignBatch(
+                school_code=school.code,
+                school_year=demo_data.SCHOOL_YEAR,
+                role="principal",
+                actor=self.staff.principal(school.code),
+            )
+            self.principal_batches.append(request.batch_id)
+            await self.bus.publish(request)
+
+    async def _homeroom_batches(self) -> list[str]:
+        batches = []
+        for school in self.schools:
+            for class_name in self.counts.classes(school.code):
                 request = RequestSignBatch(
                     school_code=school.code,
                     school_year=demo_data.SCHOOL_YEAR,
-                    role="principal",
-                    actor=self.staff.principal(school.code),
+                    role="homeroom_teacher",
+                    class_name=class_name,
+                    actor=self.staff.homeroom_teacher(school.code, class_name),
                 )
-                principal_batches.append(request.batch_id)
+                batches.append(request.batch_id)
                 await self.bus.publish(request)
-
-        signing_began = time.monotonic()
-        await self._stage("sign", n, sign, done=lambda: self._signing_settled(principal_batches))
-        for stage in ("archive", "deliver"):
-            await self._until(stage, n)
-            self.results.append(
-                StageResult(stage, dict(STAGES)[stage], self.counts.value(stage), time.monotonic() - signing_began)
-            )
+        return batches
 
 
-def keys(items: Iterable[Any]) -> list[tuple[str, int]]:
+def keys(items: Iterable[Any]) -> list[VersionKey]:
     return [(item.record_id, item.version) for item in items]

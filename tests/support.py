@@ -12,7 +12,6 @@ import aio_pika
 import pytest
 
 from hocba.infra import EmbeddedMongo, free_port  # noqa: F401 - re-exported for the test layers
-
 from shared.contracts.base import Message
 from shared.messaging import delete_queues
 from shared.service import ServiceApp

@@ -1,27 +1,34 @@
-"""Sub-commands of `hocba`, and what those that talk to a running stack share: a broker session, CSV rows, bad-row reports."""
+"""Sub-commands of `hocba`, and what those that talk to a running stack share: a session with its
+broker, how a failed request is told to the operator, CSV rows and bad-row reports."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
-from collections.abc import AsyncIterator, Iterator
+import logging
+import os
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlparse
 
-from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
+import aio_pika
 import typer
-from rich.console import Console
+from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity, ProbableAuthenticationError
+from faststream.rabbit import ExchangeType, RabbitExchange
+from pydantic import ValidationError
 from rich.table import Table
 
+from hocba.console import console, errors
 from hocba.keys import dev_issuer
 from hocba.staff import Staff
-from shared.contracts.base import Message
-from shared.messaging import Bus, make_broker
+from shared.contracts.base import Message, Model
+from shared.errors import NoAnswer, Refused, Unavailable
+from shared.messaging import Bus
 from shared.settings import Settings
-
-console = Console()
 
 #: Options the commands that talk to a running stack share.
 DataDir = Annotated[Path | None, typer.Option(help="The stack's data folder (its development issuer key); default .hocba/.")]
@@ -33,6 +40,22 @@ ISSUER_NOTE = (
     "`hocba up` points them at that key."
 )
 
+#: The name the command line goes by on the broker.
+CLI = "cli"
+
+A = TypeVar("A", bound=Model)
+T = TypeVar("T")
+
+
+def fail(sentence: str, exit_code: int = 1) -> NoReturn:
+    """End the command: say why in one sentence on stderr, exit with `exit_code`."""
+    errors.print(sentence, style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code)
+
+
+class BrokerUnreachable(NoAnswer):
+    """The stack's broker cannot be asked at all: it refused the connection or the login, or no stack uses the namespace."""
+
 
 @dataclass
 class Session:
@@ -40,24 +63,106 @@ class Session:
 
     settings: Settings
     bus: Bus
-    staff: Staff
+    data_dir: Path
     timeout: float
 
-    async def request(self, message: Message) -> Any:
-        return await self.bus.request(message, timeout=self.timeout)
+    @cached_property
+    def staff(self) -> Staff:
+        """People as the development issuer vouches for them (its key is made on first use)."""
+        issuer, _ = dev_issuer(self.data_dir)
+        return Staff(issuer)
+
+    async def ask(self, message: Message, answer: type[A]) -> A:
+        """Send a request and return its answer; `Refused` when the service says no, `NoAnswer` when none comes."""
+        try:
+            return await self.bus.request(message, answer, self.timeout)
+        except (aio_pika.exceptions.AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
+            raise BrokerUnreachable(f"lost the connection to RabbitMQ while asking: {exc}") from None
+
+    async def send(self, message: Message) -> None:
+        """Publish a command whose outcome is announced later; `NoAnswer` when no service takes it."""
+        try:
+            await self.bus.publish(message)
+        except aio_pika.exceptions.DeliveryError:
+            raise NoAnswer(f"nothing takes {message.ROUTING_KEY} here: its service is not running") from None
 
 
 @contextlib.asynccontextmanager
-async def session(data_dir: Path | None, timeout: float) -> AsyncIterator[Session]:
-    """Connect with the environment's settings (AMQP_URL, HOCBA_NAMESPACE) and the data folder's issuer key."""
+async def session(data_dir: Path | None = None, timeout: float = 30.0) -> AsyncIterator[Session]:
+    """Connect with the environment's settings (AMQP_URL, HOCBA_NAMESPACE); staff from the data folder's issuer key."""
     settings = Settings()
-    issuer, _ = dev_issuer(data_dir or settings.data_dir)
-    broker, bus, _ = make_broker(settings, CollectorRegistry(), "cli")
-    await broker.connect()
+    bus = Bus(settings, CLI)
     try:
-        yield Session(settings, bus, Staff(issuer), timeout)
+        await connect(bus)
+        yield Session(settings, bus, data_dir or settings.data_dir, timeout)
     finally:
-        await broker.stop()
+        await bus.broker.stop()
+
+
+async def connect(bus: Bus) -> None:
+    """Connect to the broker and make sure a stack has run in this namespace; `BrokerUnreachable` says why not."""
+    url = urlparse(bus.settings.amqp_url)
+    where = f"RabbitMQ at {url.hostname or '127.0.0.1'}:{url.port or (5671 if url.scheme == 'amqps' else 5672)}"
+    # The failure is told in one sentence below; the driver's own log line would only repeat it.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
+    try:
+        await bus.broker.connect()
+    except ProbableAuthenticationError:
+        raise BrokerUnreachable(
+            f"{where} refused the login of user '{url.username or 'guest'}': check the credentials in AMQP_URL"
+        ) from None
+    except (aio_pika.exceptions.AMQPError, OSError) as exc:
+        raise BrokerUnreachable(
+            f"cannot reach {where} ({connection_failure(exc)}): is the stack up (`hocba up`), and is AMQP_URL right?"
+        ) from None
+    exchange = RabbitExchange(bus.names.exchange, type=ExchangeType.TOPIC, durable=True, declare=False)
+    try:
+        await bus.broker.declare_exchange(exchange)
+    except ChannelNotFoundEntity:
+        namespace = f"namespace '{bus.settings.namespace}'" if bus.settings.namespace else "the default namespace"
+        raise BrokerUnreachable(
+            f"no hocba stack has run on {where} in {namespace} (there is no exchange {bus.names.exchange}): "
+            "start one with `hocba up`, or set HOCBA_NAMESPACE"
+        ) from None
+
+
+def connection_failure(exc: BaseException) -> str:
+    """Why a connection failed, in a few words ("connection refused")."""
+    code = exc.args[0] if exc.args else None
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code).lower()
+    return str(exc.args[-1] if exc.args else exc) or type(exc).__name__
+
+
+def refusal(exc: Refused) -> str:
+    """A service's error answer as the operator reads it."""
+    if exc.reason == Unavailable.reason:
+        return f"could not be answered now ({exc.reason}): {exc}"
+    return f"refused ({exc.reason}): {exc}"
+
+
+def run(conversation: Coroutine[Any, Any, T], exit_code: int = 1) -> T:
+    """Hold a command's conversation with the stack and return its result.
+
+    When the stack cannot be asked, gives no answer or refuses, the command ends with one
+    sentence on stderr and `exit_code`.
+    """
+    try:
+        return asyncio.run(conversation)
+    except Refused as exc:
+        fail(refusal(exc), exit_code)
+    except NoAnswer as exc:
+        fail(str(exc), exit_code)
+
+
+def ask(message: Message, answer: type[A], timeout: float, exit_code: int = 1) -> A:
+    """One request to the stack and its answer, as `run` holds it."""
+
+    async def conversation() -> A:
+        async with session(timeout=timeout) as s:
+            return await s.ask(message, answer)
+
+    return run(conversation(), exit_code)
 
 
 @dataclass(frozen=True)
@@ -97,7 +202,7 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def chunks(items: list, size: int) -> Iterator[list]:
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -109,7 +214,7 @@ def print_bad_rows(bad: dict[int, str], limit: int = 200) -> None:
         console.print(f"  … and {len(bad) - limit} more")
 
 
-def finish_import(title: str, counts: dict[str, int], bad: dict[int, str]) -> None:
+def finish_import(title: str, counts: dict[str, int], bad: dict[int, str]) -> NoReturn:
     """Print an import's counts and every bad row, then exit 1 when any row was rejected."""
     table = Table(title=title)
     for column in [*counts, "rejected"]:

@@ -2,50 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from prometheus_client import CollectorRegistry
-from rich.console import Console
 
+from hocba.commands import ask, fail
+from hocba.console import console
 from hocba.pdf import render_copy
 from shared.contracts.archive import AuditArchive, AuditReport, ExportRecord, IssueCheckpoint, ProofReply
-from shared.contracts.base import Message
-from shared.messaging import make_broker
-from shared.settings import Settings
 
 app = typer.Typer(help="The permanent archive: audit, export, certified copies.", no_args_is_help=True)
-console = Console()
 
 
-async def ask(settings: Settings, message: Message, timeout: float) -> Any:
-    """Send a request to the archive and return its reply."""
-    broker, bus, _ = make_broker(settings, CollectorRegistry(), "hocba-cli")
-    await broker.connect()
-    try:
-        return await bus.request(message, timeout=timeout)
-    finally:
-        await broker.stop()
-
-
-def export_bundle(record: str, version: int | None, certified_copy: bool, timeout: float = 60.0) -> ProofReply:
-    reply = ProofReply.model_validate(
-        asyncio.run(ask(Settings(), ExportRecord(record_id=record, version=version, certified_copy=certified_copy), timeout))
-    )
-    if reply.error or reply.bundle is None:
-        console.print(f"[red]{reply.error or 'no bundle'}[/red]")
-        raise typer.Exit(1)
-    return reply
+def export_bundle(record: str, version: int | None, timeout: float = 60.0) -> dict[str, Any]:
+    """The record version's verification bundle."""
+    reply = ask(ExportRecord(record_id=record, version=version), ProofReply, timeout)
+    if reply.bundle is None:
+        fail(f"the archive sent no bundle for {record}")
+    return reply.bundle
 
 
 @app.command("audit")
 def audit(timeout: Annotated[float, typer.Option(help="Seconds the audit may take.")] = 600.0) -> None:
     """Recompute the log from its stored entries and check it against every signed checkpoint."""
-    report = AuditReport.model_validate(asyncio.run(ask(Settings(), AuditArchive(), timeout)))
+    report = ask(AuditArchive(), AuditReport, timeout)
     console.print(f"audited {report.entries:,} entries against {report.checkpoints} signed checkpoints")
     for line in report.passed:
         console.print(f"  [green]✓[/green] {line}")
@@ -64,8 +47,7 @@ def export(
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Bundle file (default <record>-v<N>.json).")] = None,
 ) -> None:
     """Write the record version's offline verification bundle (record, signatures, chains, proof, checkpoint)."""
-    bundle = export_bundle(record, version, False).bundle
-    assert bundle is not None
+    bundle = export_bundle(record, version)
     path = out or Path(f"{record}-v{bundle['record']['version']}.json")
     path.write_text(json.dumps(bundle, ensure_ascii=False, indent=1))
     console.print(f"wrote {path}: entry {bundle['log']['leaf_index']} of {bundle['log']['tree_size']}; check it with `hocba verify {path}`")
@@ -78,8 +60,9 @@ def print_copy(
     version: Annotated[int | None, typer.Option(help="Version (default: the latest).")] = None,
 ) -> None:
     """Print a certified copy on A4: the record as on paper, signers and times, a signed QR code, the bundle attached."""
-    reply = export_bundle(record, version, True)
-    assert reply.bundle is not None and reply.qr is not None
+    reply = ask(ExportRecord(record_id=record, version=version, certified_copy=True), ProofReply, 60.0)
+    if reply.bundle is None or reply.qr is None:
+        fail(f"the archive sent no certified copy of {record}")
     render_copy(reply.bundle, reply.qr, out, datetime.now(UTC))
     console.print(f"wrote {out}; check it with `hocba verify {out}`")
 
@@ -87,6 +70,6 @@ def print_copy(
 @app.command("checkpoint")
 def checkpoint() -> None:
     """Have the archive sign a checkpoint of its log now (it also does after every batch and on a schedule)."""
-    reply = ProofReply.model_validate(asyncio.run(ask(Settings(), IssueCheckpoint(), 60.0)))
+    reply = ask(IssueCheckpoint(), ProofReply, 60.0)
     stated = (reply.bundle or {}).get("checkpoint") or {}
     console.print(f"checkpoint: {stated.get('tree_size')} entries, root {stated.get('root_hash')}, {stated.get('issued_at')}")

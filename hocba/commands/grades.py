@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -13,20 +12,28 @@ import typer
 from pydantic import ValidationError
 
 from hocba.commands import (
-    DataDir,
-    Timeout,
     ISSUER_NOTE,
     CsvShapeError,
+    DataDir,
     Row,
     Session,
+    Timeout,
     chunks,
-    console,
+    fail,
     finish_import,
     read_rows,
+    run,
     session,
     validation_message,
 )
-from shared.contracts.grades import AssessmentsRecorded, ExplainRecord, RecordAssessments, RecordExplanation, SubjectTermScores
+from hocba.console import console
+from shared.contracts.grades import (
+    AssessmentsRecorded,
+    ExplainRecord,
+    RecordAssessments,
+    RecordExplanation,
+    SubjectTermScores,
+)
 from shared.contracts.identity import FindStudents, StudentMatches
 
 app = typer.Typer(help=f"Grades: gradebook import, record explanations. {ISSUER_NOTE}", no_args_is_help=True)
@@ -82,17 +89,19 @@ def parse_row(row: Row) -> GradebookRow:
     if v["midterm_level"] and v["midterm_level"] not in PRIMARY_LEVELS:
         raise ValueError(f"midterm_level '{v['midterm_level']}' must be T, H or C")
     try:
-        entry = SubjectTermScores(
-            student_ref=v["personal_id"],
-            subject=v["subject"],
-            term=int(v["term"]),  # type: ignore[arg-type]
-            regular=regular,  # type: ignore[arg-type]
-            midterm=score(v["midterm"], "midterm"),
-            final=score(v["final"], "final"),
-            comment_level=comment_level,  # type: ignore[arg-type]
-            level=level,  # type: ignore[arg-type]
-            midterm_level=v["midterm_level"] or None,  # type: ignore[arg-type]
-            comment=v["comment"],
+        entry = SubjectTermScores.model_validate(
+            {
+                "student_ref": v["personal_id"],
+                "subject": v["subject"],
+                "term": int(v["term"]),
+                "regular": regular,
+                "midterm": score(v["midterm"], "midterm"),
+                "final": score(v["final"], "final"),
+                "comment_level": comment_level,
+                "level": level,
+                "midterm_level": v["midterm_level"] or None,
+                "comment": v["comment"],
+            }
         )
     except ValidationError as exc:
         raise ValueError(validation_message(exc)) from None
@@ -141,11 +150,7 @@ async def resolve(s: Session, rows: list[GradebookRow], summary: ImportSummary) 
     school = rows[0].school_code
     refs: dict[str, str] = {}
     for part in chunks(sorted({r.personal_id for r in rows}), 1000):
-        found = StudentMatches.model_validate(
-            await s.request(FindStudents(personal_ids=part, actor=s.staff.school_admin(school)))
-        )
-        if found.error:
-            raise RuntimeError(f"identity refused the look-up: {found.error}")
+        found = await s.ask(FindStudents(personal_ids=part, actor=s.staff.school_admin(school)), StudentMatches)
         refs.update({m.identity.personal_id: m.student_ref for m in found.students})
     resolved = []
     for row in rows:
@@ -170,7 +175,7 @@ async def send_gradebook(s: Session, rows: list[GradebookRow], summary: ImportSu
                 school_code=first.school_code, school_year=first.school_year,
                 entries=[r.entry for r in part], reason=reason, actor=actor,
             )
-            outcome = AssessmentsRecorded.model_validate(await s.request(command))
+            outcome = await s.ask(command, AssessmentsRecorded)
             summary.new += outcome.new
             summary.changed += outcome.changed
             summary.unchanged += outcome.unchanged
@@ -197,14 +202,13 @@ def import_gradebook(
     try:
         good, summary = read_gradebook(file)
     except CsvShapeError as exc:
-        console.print(f"[red]cannot import:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(f"cannot import: {exc}", 2)
 
-    async def run() -> None:
+    async def conversation() -> None:
         async with session(data_dir, timeout) as s:
             await send_gradebook(s, await resolve(s, good, summary), summary, chunk, reason)
 
-    asyncio.run(run())
+    run(conversation())
     finish_import(
         f"gradebook {file.name}",
         {"rows": summary.rows, "stored": summary.new, "changed": summary.changed, "unchanged": summary.unchanged},
@@ -222,15 +226,15 @@ def explain(
 ) -> None:
     """Say how each result of a record was computed: the rule, the clause of the circular, the inputs."""
 
-    async def run() -> RecordExplanation:
+    async def conversation() -> RecordExplanation:
         async with session(data_dir, timeout) as s:
             request = ExplainRecord(record_id=record_id, version=version, actor=s.staff.operator())
-            return RecordExplanation.model_validate(await s.request(request))
+            return await s.ask(request, RecordExplanation)
 
-    found = asyncio.run(run())
-    if not found.found:
-        console.print(f"[red]cannot explain:[/red] {found.error}")
-        raise typer.Exit(1)
+    show_explanation(run(conversation()), inputs)
+
+
+def show_explanation(found: RecordExplanation, inputs: bool) -> None:
     console.print(
         f"[bold]Record {found.record_id}[/bold] version {found.version}: {found.student_name}, "
         f"grade {found.grade} class {found.class_name}, {found.school_year}, school {found.school_code}"

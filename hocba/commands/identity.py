@@ -14,19 +14,21 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hocba.commands import (
-    DataDir,
-    Timeout,
     ISSUER_NOTE,
     CsvShapeError,
+    DataDir,
     Row,
     Session,
+    Timeout,
     chunks,
-    console,
+    fail,
     finish_import,
     read_rows,
+    run,
     session,
     validation_message,
 )
+from hocba.console import console
 from hocba.watch import Watch
 from shared.contracts.identity import (
     Enrolment,
@@ -39,6 +41,7 @@ from shared.contracts.identity import (
     StudentMatches,
     StudentRegistration,
 )
+from shared.errors import NoAnswer
 
 app = typer.Typer(help=f"Student identities: roster import, look-ups, key rotation. {ISSUER_NOTE}", no_args_is_help=True)
 
@@ -66,14 +69,16 @@ def parse_row(row: Row, school_year: str) -> StudentRegistration:
             raise ValueError(f"{column} is empty")
     try:
         return StudentRegistration(
-            identity=StudentIdentity(
-                personal_id=v["personal_id"],
-                full_name=v["full_name"],
-                date_of_birth=born,
-                sex=v["sex"],  # type: ignore[arg-type]
-                place_of_birth=v["place_of_birth"],
-                ethnicity=v["ethnicity"],
-                guardian_name=v["guardian_name"],
+            identity=StudentIdentity.model_validate(
+                {
+                    "personal_id": v["personal_id"],
+                    "full_name": v["full_name"],
+                    "date_of_birth": born,
+                    "sex": v["sex"],
+                    "place_of_birth": v["place_of_birth"],
+                    "ethnicity": v["ethnicity"],
+                    "guardian_name": v["guardian_name"],
+                }
             ),
             enrolment=Enrolment(
                 school_code=v["school_code"], school_year=school_year, grade=int(v["grade"]), class_name=v["class"]
@@ -120,7 +125,7 @@ async def send_roster(s: Session, good: list[tuple[int, StudentRegistration]], s
     for school, rows in sorted(by_school.items()):
         for part in chunks(rows, size):
             command = RegisterStudents(students=[r for _, r in part], actor=s.staff.school_admin(school))
-            report = RegistrationReport.model_validate(await s.request(command))
+            report = await s.ask(command, RegistrationReport)
             summary.new += report.new
             summary.unchanged += report.unchanged
             summary.enrolled += report.enrolled
@@ -146,14 +151,13 @@ def import_roster(
     try:
         good, summary = read_roster(file, school_year)
     except CsvShapeError as exc:
-        console.print(f"[red]cannot import:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(f"cannot import: {exc}", 2)
 
-    async def run() -> None:
+    async def conversation() -> None:
         async with session(data_dir, timeout) as s:
             await send_roster(s, good, summary, chunk)
 
-    asyncio.run(run())
+    run(conversation())
     finish_import(
         f"roster {file.name}",
         {"rows": summary.rows, "registered": summary.new, "unchanged": summary.unchanged, "enrolment added": summary.enrolled},
@@ -170,15 +174,12 @@ def lookup(
 ) -> None:
     """Show the identity snapshot (and opaque student reference) of students by personal ID."""
 
-    async def run() -> StudentMatches:
+    async def conversation() -> StudentMatches:
         async with session(data_dir, timeout) as s:
             actor = s.staff.school_admin(school) if school else s.staff.operator()
-            return StudentMatches.model_validate(await s.request(FindStudents(personal_ids=personal_ids, actor=actor)))
+            return await s.ask(FindStudents(personal_ids=personal_ids, actor=actor), StudentMatches)
 
-    found = asyncio.run(run())
-    if found.error:
-        console.print(f"[red]refused:[/red] {found.error}")
-        raise typer.Exit(1)
+    found = run(conversation())
     for snapshot in found.students:
         i = snapshot.identity
         console.print(f"{i.personal_id}  {i.full_name}  {i.date_of_birth}  {i.sex}  ref {snapshot.student_ref}")
@@ -197,30 +198,44 @@ def rotate_key(
     Look-ups keep working throughout: identity keeps the old keys until nothing uses them.
     """
 
-    async def run() -> KeyRotationProgress:
+    async def conversation() -> KeyRotationProgress:
         async with session(data_dir, timeout) as s:
-            latest: asyncio.Queue[KeyRotationProgress] = asyncio.Queue()
-            command = RotateIdentityKey(message_id=uuid.uuid4().hex, actor=s.staff.operator())
-            watch = Watch(s.settings.amqp_url, s.settings.names())
-            watch.on(KeyRotationProgress, lambda m: latest.put_nowait(m) if m.source_message_id == command.message_id else None)
-            await watch.start()
-            try:
-                await s.bus.publish(command)
-                with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), console=console) as bars:
-                    task = bars.add_task("re-encrypting students", total=None)
-                    while True:
-                        event = await asyncio.wait_for(latest.get(), timeout)
-                        bars.update(task, completed=event.done, total=event.total,
-                                    description=f"re-encrypting under {event.key_id}")
-                        if event.finished:
-                            return event
-            finally:
-                await watch.stop()
+            return await rotate(s, timeout)
 
-    try:
-        final = asyncio.run(run())
-    except TimeoutError:
-        console.print("[red]no progress from identity[/red]: is the stack up, and is this an operator's data folder?")
-        raise typer.Exit(1) from None
+    final = run(conversation())
     console.print(f"key {final.key_id} is current; {final.done} student(s) re-encrypted")
+
+
+async def rotate(s: Session, timeout: float) -> KeyRotationProgress:
+    """Ask identity to rotate its data key and follow the re-encryption until it has finished."""
+    command = RotateIdentityKey(message_id=uuid.uuid4().hex, actor=s.staff.operator())
+    latest: asyncio.Queue[KeyRotationProgress] = asyncio.Queue()
+
+    def progress(event: KeyRotationProgress) -> None:
+        if event.source_message_id == command.message_id:
+            latest.put_nowait(event)
+
+    watch = Watch(s.settings.amqp_url, s.settings.names())
+    watch.on(KeyRotationProgress, progress)
+    await watch.start()
+    try:
+        await s.send(command)
+        return await follow_rotation(latest, timeout)
+    except TimeoutError:
+        raise NoAnswer(
+            "no progress from identity: is the stack up, and is this an operator's data folder?"
+        ) from None
+    finally:
+        await watch.stop()
+
+
+async def follow_rotation(latest: asyncio.Queue[KeyRotationProgress], timeout: float) -> KeyRotationProgress:
+    """Show the re-encryption's progress until its last event; `TimeoutError` when none comes for `timeout`."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bars:
+        task = bars.add_task("re-encrypting students", total=None)
+        while True:
+            event = await asyncio.wait_for(latest.get(), timeout)
+            bars.update(task, completed=event.done, total=event.total, description=f"re-encrypting under {event.key_id}")
+            if event.finished:
+                return event

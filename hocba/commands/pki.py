@@ -11,21 +11,22 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from hocba import demo_data
+from hocba.commands import fail
+from hocba.console import console
 from hocba.staff import certificate_holders
 from shared.crypto.pkcs11 import TokenConfig
 from shared.crypto.pki import DevPki, Holder, archive_holder
 from shared.settings import Settings
 
 app = typer.Typer(help="The development PKI: certificates for staff, school seals and the archive.", no_args_is_help=True)
-console = Console()
 
 #: What `hocba pki init` (and a stack without a PKI) covers unless told otherwise.
 DEFAULT_SCHOOLS = 3
@@ -104,8 +105,7 @@ def init(
     if softhsm or pkcs11_module:
         pin = settings.pkcs11_pin or os.environ.get("HOCBA_PKCS11_PIN")
         if not pin:
-            console.print("[red]set HOCBA_PKCS11_PIN to the token's user PIN[/red]")
-            raise typer.Exit(2)
+            fail("set HOCBA_PKCS11_PIN to the token's user PIN", 2)
         if softhsm and not (pki.folder / "token.json").exists():
             os.environ.update(init_softhsm(pki.folder, token_label, pin))
         token = TokenConfig(pkcs11_module or SOFTHSM_MODULE, token_label, pin, env=_token_env(pki.folder, softhsm))
@@ -139,10 +139,7 @@ def show(folder: Annotated[Path | None, typer.Option("--dir", help="PKI folder."
     """List the certificate holders and whether each is revoked now."""
     pki = open_pki(folder)
     if not pki.exists():
-        console.print(f"no PKI at {pki.folder}: run `hocba pki init`")
-        raise typer.Exit(1)
-    from datetime import UTC, datetime
-
+        fail(f"no PKI at {pki.folder}: run `hocba pki init`")
     trust = pki.trust_store()
     table = Table(title=f"PKI at {pki.folder}")
     for column in ("subject", "name", "role", "school", "status"):

@@ -8,30 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import typer
-from prometheus_client import CollectorRegistry
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hocba.keys import dev_issuer
-from hocba.staff import Staff
+from hocba.commands import Session, fail, run, session
+from hocba.console import console
 from hocba.watch import Watch
 from shared.contracts.signing import BatchCompleted, BatchProgress, BatchRefused, RequestSignBatch
-from shared.messaging import make_broker
-from shared.settings import Settings
+from shared.errors import NoAnswer, Refused
 
-console = Console()
 Signer = Literal["principal", "homeroom_teacher"]
+#: Records signed so far and records in the batch.
+OnProgress = Callable[[int, int], None]
 
 
-async def run_batch(
-    settings: Settings, request: RequestSignBatch, timeout: float, on_progress=lambda done, total: None
-) -> BatchCompleted | BatchRefused | None:
-    """Send the request and follow its batch until it completes or is refused (None on time-out)."""
-    outcome: asyncio.Future = asyncio.get_running_loop().create_future()
-    watch = Watch(settings.amqp_url, settings.names())
+def signer_token(s: Session, signer: Signer, school: str, class_name: str | None) -> str:
+    if signer == "homeroom_teacher" and class_name is not None:
+        return s.staff.homeroom_teacher(school, class_name)
+    return s.staff.principal(school)
+
+
+async def sign_batch(s: Session, request: RequestSignBatch, timeout: float, on_progress: OnProgress) -> BatchCompleted:
+    """Send the request and follow its batch until it completes.
+
+    Raises `Refused` with signing's code when signing refuses the batch, `NoAnswer` when it does not end in `timeout`.
+    """
+    outcome: asyncio.Future[BatchCompleted | BatchRefused] = asyncio.get_running_loop().create_future()
+    watch = Watch(s.settings.amqp_url, s.settings.names())
 
     def progress(event: BatchProgress) -> None:
         if event.batch_id == request.batch_id:
@@ -44,17 +50,17 @@ async def run_batch(
     watch.on(BatchProgress, progress)
     watch.on(BatchCompleted, finished)
     watch.on(BatchRefused, finished)
-    broker, bus, _ = make_broker(settings, CollectorRegistry(), "hocba-cli")
     await watch.start()
-    await broker.connect()
     try:
-        await bus.publish(request)
-        return await asyncio.wait_for(outcome, timeout)
+        await s.send(request)
+        event = await asyncio.wait_for(outcome, timeout)
     except TimeoutError:
-        return None
+        raise NoAnswer(f"no answer within {timeout:.0f}s (is `hocba up` running?)") from None
     finally:
-        await broker.stop()
         await watch.stop()
+    if isinstance(event, BatchRefused):
+        raise Refused(event.reason, reason=event.code)
+    return event
 
 
 def sign(
@@ -65,34 +71,28 @@ def sign(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the batch.")] = 1800.0,
 ) -> None:
     """Sign every record of a school year that awaits your signature, in one click."""
-    settings = Settings()
-    issuer, _ = dev_issuer(settings.data_dir)
-    staff = Staff(issuer)
-    if as_ == "homeroom_teacher":
-        if not class_name:
-            console.print("[red]a homeroom teacher signs a class: add --class[/red]")
-            raise typer.Exit(2)
-        actor = staff.homeroom_teacher(school, class_name)
-    else:
-        actor = staff.principal(school)
-    request = RequestSignBatch(school_code=school, school_year=year, role=as_, class_name=class_name, actor=actor)
+    if as_ == "homeroom_teacher" and not class_name:
+        fail("a homeroom teacher signs a class: add --class", 2)
     began = time.monotonic()
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bars:
         task = bars.add_task(f"signing {school} {year} as {as_}", total=None)
-        outcome = asyncio.run(
-            run_batch(settings, request, timeout, lambda done, total: bars.update(task, completed=done, total=total))
-        )
-        if isinstance(outcome, BatchCompleted):
-            bars.update(task, completed=outcome.records_signed, total=outcome.records_total or 1)
+
+        def on_progress(done: int, total: int) -> None:
+            bars.update(task, completed=done, total=total)
+
+        async def conversation() -> BatchCompleted:
+            async with session(timeout=timeout) as s:
+                request = RequestSignBatch(
+                    school_code=school, school_year=year, role=as_, class_name=class_name,
+                    actor=signer_token(s, as_, school, class_name),
+                )
+                return await sign_batch(s, request, timeout, on_progress)
+
+        outcome = run(conversation())
+        bars.update(task, completed=outcome.records_signed, total=outcome.records_total or 1)
     seconds = time.monotonic() - began
-    if outcome is None:
-        console.print(f"[red]no answer within {timeout:.0f}s[/red] (is `hocba up` running?)")
-        raise typer.Exit(1)
-    if isinstance(outcome, BatchRefused):
-        console.print(f"[red]refused ({outcome.code}):[/red] {outcome.reason}")
-        raise typer.Exit(1)
     sealed = " and sealed" if as_ == "principal" else ""
     console.print(
         f"[green]signed{sealed} {outcome.records_signed:,} of {outcome.records_total:,} records[/green] "

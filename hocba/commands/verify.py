@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from hocba.commands import fail
+from hocba.console import console
 from hocba.pdf import read_copy
 from shared.crypto.bundle import Verdict, archive_certificates, trust_with_bundle_crl, verify_bundle, verify_copy
 from shared.crypto.certs import TrustStore
 from shared.settings import Settings
-
-console = Console()
 
 
 def printed_qr(path: Path) -> str | None:
@@ -65,8 +64,7 @@ def verify(
     pki = Settings().pki_path()
     anchor = trust_anchor or pki / "ca" / "root.crt.pem"
     if not anchor.exists():
-        console.print(f"[red]no trust anchor at {anchor}[/red]: pass --trust-anchor")
-        raise typer.Exit(2)
+        fail(f"no trust anchor at {anchor}: pass --trust-anchor", 2)
     trust = TrustStore.from_files(anchor, [crl or pki / "ca" / "crl.pem"])
     verdicts = check_file(path, trust)
     console.print(f"[bold]{path}[/bold]: {verdicts[0].subject}, trust anchor {anchor}")

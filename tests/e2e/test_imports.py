@@ -9,15 +9,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
 from hocba.cli import app
 from hocba.keys import dev_issuer
-from hocba.staff import Staff
 from hocba.stack import Stack, StackConfig
+from hocba.staff import Staff
 from shared.contracts.grades import CloseTerm, CloseYear, TermChanged
-from shared.messaging import delete_exchanges, make_broker
+from shared.messaging import Bus, delete_exchanges
 from shared.mongo import make_client, unpacked
 from shared.settings import Settings
 from tests.support import amqp_url
@@ -137,16 +136,16 @@ def test_rotation_keeps_lookups_working_and_explain_prints_the_computation(stack
     async def close_year() -> None:
         settings = Settings(amqp_url=stack.config.amqp_url, namespace=stack.config.namespace)
         staff = Staff(dev_issuer(stack.config.data_dir)[0])
-        broker, bus, _ = make_broker(settings, CollectorRegistry(), "test")
-        await broker.connect()
+        bus = Bus(settings, "test")
+        await bus.broker.connect()
         try:
             for term in (1, 2):
-                reply = await bus.request(CloseTerm(school_code=SCHOOL, school_year="2025-2026", term=term,
-                                                    actor=staff.principal(SCHOOL)))
-                assert TermChanged.model_validate(reply).state == "closed"
+                close = CloseTerm(school_code=SCHOOL, school_year="2025-2026", term=term, actor=staff.principal(SCHOOL))
+                changed = await bus.request(close, TermChanged)
+                assert changed.state == "closed"
             await bus.publish(CloseYear(school_code=SCHOOL, school_year="2025-2026", actor=staff.principal(SCHOOL)))
         finally:
-            await broker.stop()
+            await bus.broker.stop()
 
     asyncio.run(close_year())
 

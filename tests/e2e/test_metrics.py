@@ -15,9 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from hocba.stack import SIMULATOR, Stack, StackConfig
 from shared.messaging import delete_exchanges
 from shared.settings import Settings
-from tests.support import needs
 from tests.deploy.metric_names import DOMAIN, FASTSTREAM, MESSAGING, SERVICES
-from tests.support import amqp_url
+from tests.support import amqp_url, needs
 
 #: Units in a name must be base units (seconds, bytes), never these.
 NOT_BASE_UNITS = ("_milliseconds", "_ms", "_microseconds", "_minutes", "_hours", "_kilobytes", "_megabytes", "_percent")

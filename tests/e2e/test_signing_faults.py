@@ -9,7 +9,6 @@ import time
 import uuid
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
@@ -18,7 +17,7 @@ from hocba.watch import Watch
 from shared.contracts.archive import RecordsArchived
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.signing import BatchCompleted, BatchProgress, BatchRefused, RecordsReceived, RequestSignBatch
-from shared.messaging import delete_exchanges, make_broker
+from shared.messaging import Bus, delete_exchanges
 from shared.mongo import make_client
 from shared.settings import Settings
 from tests.support import amqp_url
@@ -87,9 +86,9 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_signs_nothing_twice(s
     watch.on(BatchRefused, lambda m: seen.refused.__setitem__(m.batch_id, m.reason))
     watch.on(BatchProgress, lambda m: seen.progress.__setitem__(m.batch_id, m.chunks_done))
     watch.on(RecordsArchived, lambda m: seen.archived.update((r.record_id, r.version) for r in m.records))
-    broker, bus, _ = make_broker(settings, CollectorRegistry(), "faults-test")
+    bus = Bus(settings, "faults-test")
     await watch.start()
-    await broker.connect()
+    await bus.broker.connect()
     try:
         for start in range(0, RECORDS, 100):
             await bus.publish(
@@ -120,7 +119,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_signs_nothing_twice(s
         await seen.until("the batch completed by the other workers", lambda: principal.batch_id in seen.done)
         await seen.until("every record archived", lambda: len(seen.archived) >= RECORDS)
     finally:
-        await broker.stop()
+        await bus.broker.stop()
         await watch.stop()
 
     done = seen.done[principal.batch_id]
