@@ -15,7 +15,7 @@ from typing import Literal
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, KeySetSerialization
 from joserfc.jwt import JWTClaimsRegistry
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -68,7 +68,7 @@ class IssuerKeys:
 
     @classmethod
     def from_jwks(cls, jwks: dict, issuer: str = DEFAULT_ISSUER) -> IssuerKeys:
-        public = {"keys": [{k: v for k, v in key.items() if k != "d"} for key in jwks["keys"]]}
+        public: KeySetSerialization = {"keys": [{k: v for k, v in key.items() if k != "d"} for key in jwks["keys"]]}
         return cls(KeySet.import_key_set(public), issuer)
 
     @classmethod

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvicorn
 from faststream import FastStream
@@ -102,49 +102,6 @@ class Loop:
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
 
 
-@dataclass
-class ServiceApp:
-    """A built service: its bus, health, database client and the FastStream app that runs them."""
-
-    bus: Bus
-    health: Health
-    app: FastStream
-    mongo: AsyncMongoClient | None = None
-
-    @property
-    def name(self) -> str:
-        return self.bus.service
-
-    @property
-    def settings(self) -> Settings:
-        return self.bus.settings
-
-    @property
-    def broker(self) -> RabbitBroker:
-        return self.bus.broker
-
-    @property
-    def topology(self) -> Topology:
-        return self.bus.topology
-
-    @property
-    def registry(self) -> CollectorRegistry:
-        return self.bus.registry
-
-
-async def connect_with_retry(what: str, attempt: Callable[[], Awaitable[object]], tries: int = 30) -> None:
-    """Dependencies may come up after the service: wait for them with a bounded back-off."""
-    for n in range(1, tries + 1):
-        try:
-            await attempt()
-            return
-        except Exception as exc:  # noqa: BLE001 - retried, then re-raised
-            if n == tries:
-                raise
-            log.warning("%s not reachable yet (%s); retrying", what, exc)
-            await asyncio.sleep(min(0.5 * n, 3.0))
-
-
 @dataclass(frozen=True)
 class Storage:
     """The service's database client, whether the service owns it (closes it at shutdown), its indexes."""
@@ -168,52 +125,105 @@ class Storage:
         return self.client[settings.names().database(service)]
 
 
+@dataclass
+class ServiceApp:
+    """A built service: its bus, storage, resources and loops, health, and the FastStream app that runs them.
+
+    Its four lifecycle steps are FastStream's start-up and shut-down hooks, in the order the
+    module docstring gives.
+    """
+
+    bus: Bus
+    storage: Storage
+    resources: Sequence[Resource] = ()
+    loops: Sequence[Loop] = ()
+    health: Health = field(default_factory=Health)
+
+    def __post_init__(self) -> None:
+        self.app = FastStream(self.bus.broker)
+        self.app.on_startup(self._start)
+        self.app.after_startup(self._started)
+        self.app.on_shutdown(self._stopping)
+        self.app.after_shutdown(self._stopped)
+
+    @property
+    def name(self) -> str:
+        return self.bus.service
+
+    @property
+    def settings(self) -> Settings:
+        return self.bus.settings
+
+    @property
+    def broker(self) -> RabbitBroker:
+        return self.bus.broker
+
+    @property
+    def topology(self) -> Topology:
+        return self.bus.topology
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.bus.registry
+
+    @property
+    def mongo(self) -> AsyncMongoClient | None:
+        return self.storage.client
+
+    async def _start(self) -> None:
+        """Indexes, the broker, the queues; then the resources, before any consumer starts."""
+        mongo = self.storage.client
+        if mongo is not None:
+            db = self.storage.database(self.settings, self.name)
+            await connect_with_retry("MongoDB", lambda: ensure_indexes(db, list(self.storage.indexes)))
+            self.health.checks["mongo"] = lambda: ping(mongo)
+        await connect_with_retry("RabbitMQ", self.broker.connect)
+        await self.bus.declare_topology()
+        self.health.checks["rabbitmq"] = lambda: self.broker.ping(timeout=1.0)
+        for resource in self.resources:
+            await resource.open()
+
+    async def _started(self) -> None:
+        for loop in self.loops:
+            await loop.start()
+        self.health.started = True
+        log.info("%s ready", self.name)
+
+    async def _stopping(self) -> None:
+        self.health.started = False
+        for loop in self.loops:
+            await loop.stop()
+
+    async def _stopped(self) -> None:
+        for resource in reversed(self.resources):
+            await resource.close()
+        if self.storage.client is not None and self.storage.owned:
+            await self.storage.client.close()
+        if self.settings.ephemeral:
+            await self.bus.remove_queues()
+
+
+async def connect_with_retry(what: str, attempt: Callable[[], Awaitable[object]], tries: int = 30) -> None:
+    """Dependencies may come up after the service: wait for them with a bounded back-off."""
+    for n in range(1, tries + 1):
+        try:
+            await attempt()
+            return
+        except Exception as exc:  # noqa: BLE001 - retried, then re-raised
+            if n == tries:
+                raise
+            log.warning("%s not reachable yet (%s); retrying", what, exc)
+            await asyncio.sleep(min(0.5 * n, 3.0))
+
+
 def assemble(
     bus: Bus,
     storage: Storage,
     resources: Sequence[Resource] = (),
     loops: Sequence[Loop] = (),
 ) -> ServiceApp:
-    """Wire the one start-up and shut-down order (module docstring) around the routes already on `bus`."""
-    settings, name, mongo = bus.settings, bus.service, storage.client
-    health = Health()
-    service = ServiceApp(bus, health, FastStream(bus.broker), mongo)
-
-    async def start() -> None:
-        if mongo is not None:
-            db = storage.database(settings, name)
-            await connect_with_retry("MongoDB", lambda: ensure_indexes(db, list(storage.indexes)))
-            health.checks["mongo"] = lambda: ping(mongo)
-        await connect_with_retry("RabbitMQ", bus.broker.connect)
-        await bus.declare_topology()
-        health.checks["rabbitmq"] = lambda: bus.broker.ping(timeout=1.0)
-        for resource in resources:
-            await resource.open()
-
-    async def started() -> None:
-        for loop in loops:
-            await loop.start()
-        health.started = True
-        log.info("%s ready", name)
-
-    async def stopping() -> None:
-        health.started = False
-        for loop in loops:
-            await loop.stop()
-
-    async def stopped() -> None:
-        for resource in reversed(resources):
-            await resource.close()
-        if mongo is not None and storage.owned:
-            await mongo.close()
-        if settings.ephemeral:
-            await bus.remove_queues()
-
-    service.app.on_startup(start)
-    service.app.after_startup(started)
-    service.app.on_shutdown(stopping)
-    service.app.after_shutdown(stopped)
-    return service
+    """The service around the routes already on `bus`, started and stopped in the one order (module docstring)."""
+    return ServiceApp(bus, storage, resources, loops)
 
 
 async def serve(service: ServiceApp) -> None:
@@ -227,7 +237,6 @@ async def serve(service: ServiceApp) -> None:
         lifespan="off",
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     http = asyncio.create_task(server.serve())
     try:
         await service.app.run(log_level=logging.getLevelName(service.settings.log_level))

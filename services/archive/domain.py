@@ -10,26 +10,17 @@ from typing import Any
 from shared.contracts.archive import AuditFinding, AuditReport, Checkpoint
 from shared.contracts.grades import VersionKey
 from shared.contracts.signing import SignedRecord
-from shared.crypto.archive_log import entry_leaf_hash, timestamp
+from shared.crypto.archive_log import Leaf, timestamp
 from shared.crypto.canonical import canonical_json, digest
+from shared.crypto.jws import protected_header
 from shared.crypto.merkle import MerkleTree
-from shared.crypto.record_signatures import header_of
 from shared.errors import Forbidden, InvalidMessage, TransientError
 
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(Leaf):
     """One signed record version in the log: leaf `seq` of the Merkle tree. Never changed once written."""
 
-    seq: int
-    record_id: str
-    version: int
-    school_code: str
-    school_year: str
-    student_ref: str
-    document: dict[str, Any]
-    signatures: tuple[str, ...]
-    archived_at: str
     leaf_hash: str
     batch_id: str | None = None
 
@@ -41,17 +32,9 @@ class Entry:
     def supersedes(self) -> int | None:
         return superseded_version(self.document)
 
-    def leaf_fields(self) -> dict[str, Any]:
-        """What the entry's leaf commits to (everything but the leaf hash and the batch)."""
-        return {name: getattr(self, name) for name in LEAF_FIELDS}
-
     def computed_leaf_hash(self) -> str:
-        return entry_leaf_hash(**self.leaf_fields()).hex()
-
-
-LEAF_FIELDS = (
-    "seq", "record_id", "version", "school_code", "school_year", "student_ref", "document", "signatures", "archived_at",
-)
+        """The leaf hash recomputed from what the entry holds now (the stored `leaf_hash` says what it held)."""
+        return self.hash().hex()
 
 
 def key_of(signed: SignedRecord) -> VersionKey:
@@ -98,19 +81,18 @@ def build_entries(
     entries = []
     for seq, signed in enumerate(records, start=size):
         record = signed.record
-        fields: dict[str, Any] = {
-            "seq": seq,
-            "record_id": record.record_id,
-            "version": record.version,
-            "school_code": record.school_code,
-            "school_year": record.school_year,
-            "student_ref": record.student_ref,
-            "document": record.document,
-            "signatures": tuple(s.jws for s in signed.signatures),
-            "archived_at": when,
-        }
-        leaf = entry_leaf_hash(**fields, document_json=documents.get(key_of(signed))).hex()
-        entries.append(Entry(**fields, leaf_hash=leaf, batch_id=batch_id))
+        leaf = Leaf(
+            seq=seq,
+            record_id=record.record_id,
+            version=record.version,
+            school_code=record.school_code,
+            school_year=record.school_year,
+            student_ref=record.student_ref,
+            document=record.document,
+            signatures=tuple(s.jws for s in signed.signatures),
+            archived_at=when,
+        )
+        entries.append(Entry(**vars(leaf), leaf_hash=leaf.hash(documents.get(key_of(signed))).hex(), batch_id=batch_id))
     return entries
 
 
@@ -278,6 +260,6 @@ def held_checkpoints(
 
 def _signed_digest(jws: str) -> str | None:
     try:
-        return header_of(jws).get("digest")
+        return protected_header(jws).get("digest")
     except (ValueError, IndexError):
         return None

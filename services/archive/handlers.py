@@ -160,16 +160,7 @@ def admission_problems(signed: SignedRecord, payload: bytes, deps: Deps) -> list
     if problems or deps.keys.trust is None:
         return problems
     record = signed.record
-    check = check_record(
-        record.record_id,
-        record.version,
-        record.school_code,
-        record.document,
-        [s.jws for s in signed.signatures],
-        deps.keys.trust(),
-        cache=deps.chains,
-        payload=payload,
-    )
+    check = check_record(record, [s.jws for s in signed.signatures], deps.keys.trust(), cache=deps.chains, payload=payload)
     return [f"{record.record_id} v{record.version}: {p}" for p in check.problems()]
 
 
@@ -440,28 +431,13 @@ async def export_record(request: ExportRecord, deps: Deps) -> Outcome:
 async def verification_bundle(entry: Entry, checkpoint: Checkpoint, deps: Deps) -> dict[str, Any]:
     """Everything needed to verify the version offline: record, signatures, proof, checkpoint, status, CRL."""
     versions = sorted(v.version for v in (await deps.repo.versions([entry.record_id]))[entry.record_id])
-    return make_bundle(
-        record={
-            "record_id": entry.record_id,
-            "version": entry.version,
-            "school_code": entry.school_code,
-            "school_year": entry.school_year,
-            "student_ref": entry.student_ref,
-            "document": entry.document,
-        },
-        signatures=entry.signatures,
-        seq=entry.seq,
-        archived_at=entry.archived_at,
-        leaf_hash=bytes.fromhex(entry.leaf_hash),
-        proof=deps.log.tree.inclusion_proof(entry.seq, checkpoint.tree_size),
-        checkpoint=checkpoint,
-        status={
-            "versions": versions,
-            "superseded_by": next((v for v in versions if v > entry.version), None),
-            "supersedes": entry.supersedes,
-        },
-        crl_pem=deps.keys.crl_pem(),
-    )
+    status = {
+        "versions": versions,
+        "superseded_by": next((v for v in versions if v > entry.version), None),
+        "supersedes": entry.supersedes,
+    }
+    proof = deps.log.tree.inclusion_proof(entry.seq, checkpoint.tree_size)
+    return make_bundle(entry, bytes.fromhex(entry.leaf_hash), proof, checkpoint, status, deps.keys.crl_pem())
 
 
 async def audit_log(request: AuditArchive, deps: Deps) -> Outcome:

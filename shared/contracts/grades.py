@@ -66,8 +66,8 @@ class EntryRejection(Model):
     reason: str
 
 
-class AssessmentsRecorded(Notification):
-    ROUTING_KEY = "grades.assessments.recorded.v1"
+class EntriesRecorded(Notification):
+    """What became of a command's entries: how many were stored new, changed or unchanged, and each one rejected."""
 
     school_code: str
     school_year: str
@@ -78,6 +78,12 @@ class AssessmentsRecorded(Notification):
     changed: int = 0
     unchanged: int = 0
     rejected: list[EntryRejection] = []
+
+
+class AssessmentsRecorded(EntriesRecorded):
+    """Event (and reply): a subject teacher's entries recorded."""
+
+    ROUTING_KEY = "grades.assessments.recorded.v1"
 
 
 class StudentTermConduct(Model):
@@ -107,17 +113,10 @@ class RecordConduct(Message):
     reason: str = ""
 
 
-class ConductRecorded(Notification):
-    ROUTING_KEY = "grades.conduct.recorded.v1"
+class ConductRecorded(EntriesRecorded):
+    """Event (and reply): the homeroom teacher's entries recorded."""
 
-    school_code: str
-    school_year: str
-    entries: int
-    source_message_id: str
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    rejected: list[EntryRejection] = []
+    ROUTING_KEY = "grades.conduct.recorded.v1"
 
 
 class CloseTerm(Message):

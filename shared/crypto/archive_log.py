@@ -15,10 +15,9 @@ from typing import Any
 
 from shared.contracts.archive import Checkpoint
 from shared.crypto.canonical import canonical_json
-from shared.crypto.certs import TrustStore, from_x5c, identity
-from shared.crypto.jws import RawSigner, sign_detached, verify_detached
+from shared.crypto.certs import TrustStore, ec_public_key, from_x5c, identity
+from shared.crypto.jws import RawSigner, protected_header, sign_detached, verify_detached
 from shared.crypto.merkle import leaf_hash
-from shared.crypto.record_signatures import header_of
 
 CHECKPOINT_TYPE = "hocba-checkpoint"
 
@@ -28,42 +27,57 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def leaf_data(
-    *,
-    seq: int,
-    record_id: str,
-    version: int,
-    school_code: str,
-    school_year: str,
-    student_ref: str,
-    document: Mapping[str, Any],
-    signatures: Sequence[str],
-    archived_at: str,
-    document_json: bytes | None = None,
-) -> bytes:
-    """The bytes a leaf commits to: the RFC 8785 JSON of the entry. `seq` is inside, so moving an
-    entry changes its hash.
+@dataclass(frozen=True)
+class Leaf:
+    """What one log entry commits to: a record version, its signatures, its position and its archiving time.
 
-    Written out key by key in RFC 8785 order, so the document's canonical bytes (`document_json`,
-    computed once when the record's signatures are checked) are not computed again.
+    `seq` is inside, so moving an entry changes its hash.
     """
-    body = document_json if document_json is not None else canonical_json(document)
-    fields = [
-        (b"archived_at", canonical_json(archived_at)),
-        (b"document", body),
-        (b"record_id", canonical_json(record_id)),
-        (b"school_code", canonical_json(school_code)),
-        (b"school_year", canonical_json(school_year)),
-        (b"seq", canonical_json(seq)),
-        (b"signatures", canonical_json(list(signatures))),
-        (b"student_ref", canonical_json(student_ref)),
-        (b"version", canonical_json(version)),
-    ]
-    return b"{" + b",".join(b'"' + key + b'":' + value for key, value in fields) + b"}"
 
+    seq: int
+    record_id: str
+    version: int
+    school_code: str
+    school_year: str
+    student_ref: str
+    document: Mapping[str, Any]
+    signatures: Sequence[str]
+    archived_at: str
 
-def entry_leaf_hash(**fields: Any) -> bytes:
-    return leaf_hash(leaf_data(**fields))
+    def data(self, document_json: bytes | None = None) -> bytes:
+        """The RFC 8785 JSON of the entry, written out key by key in RFC 8785 order.
+
+        The document's canonical bytes (`document_json`, computed once when the record's
+        signatures are checked) are not computed again.
+        """
+        body = document_json if document_json is not None else canonical_json(self.document)
+        fields = [
+            (b"archived_at", canonical_json(self.archived_at)),
+            (b"document", body),
+            (b"record_id", canonical_json(self.record_id)),
+            (b"school_code", canonical_json(self.school_code)),
+            (b"school_year", canonical_json(self.school_year)),
+            (b"seq", canonical_json(self.seq)),
+            (b"signatures", canonical_json(list(self.signatures))),
+            (b"student_ref", canonical_json(self.student_ref)),
+            (b"version", canonical_json(self.version)),
+        ]
+        return b"{" + b",".join(b'"' + key + b'":' + value for key, value in fields) + b"}"
+
+    def hash(self, document_json: bytes | None = None) -> bytes:
+        """The RFC 9162 leaf hash of `data()`: what the Merkle tree holds for this entry."""
+        return leaf_hash(self.data(document_json))
+
+    def record(self) -> dict[str, Any]:
+        """The record version as a bundle carries it."""
+        return {
+            "record_id": self.record_id,
+            "version": self.version,
+            "school_code": self.school_code,
+            "school_year": self.school_year,
+            "student_ref": self.student_ref,
+            "document": self.document,
+        }
 
 
 def checkpoint_body(origin: str, tree_size: int, root_hash: str, issued_at: datetime) -> bytes:
@@ -99,14 +113,15 @@ def check_checkpoint(checkpoint: Checkpoint, trust: TrustStore | None) -> Checkp
     result = CheckpointCheck()
     body = checkpoint_body(checkpoint.origin, checkpoint.tree_size, checkpoint.root_hash, checkpoint.issued_at)
     try:
-        header = header_of(checkpoint.signature)
+        header = protected_header(checkpoint.signature)
         chain = from_x5c(header["x5c"])
     except (ValueError, KeyError, TypeError, IndexError):
         result.failed.append("the checkpoint's signature or certificate cannot be read")
         return result
     if header.get("alg") != "ES256" or header.get("typ") != CHECKPOINT_TYPE:
         result.failed.append("the checkpoint's signature is not an ES256 checkpoint signature")
-    if verify_detached(chain[0].public_key(), checkpoint.signature, body):  # type: ignore[arg-type]
+    key = ec_public_key(chain[0])
+    if key is not None and verify_detached(key, checkpoint.signature, body):
         who = identity(chain[0])
         result.passed.append(f"checkpoint of size {checkpoint.tree_size} is signed by '{who.name}'")
         if who.role != "archive":

@@ -17,37 +17,37 @@ from typing import Any
 from cryptography import x509
 
 from shared.contracts.archive import Checkpoint
-from shared.crypto.archive_log import check_checkpoint, entry_leaf_hash
+from shared.contracts.grades import RecordVersion
+from shared.crypto.archive_log import Leaf, check_checkpoint
 from shared.crypto.canonical import canonical_json, sha256_hex
-from shared.crypto.certs import TrustStore, fingerprint, from_x5c
-from shared.crypto.jws import RawSigner, b64url, b64url_decode, sign_compact, verify_compact
+from shared.crypto.certs import TrustStore, ec_public_key, fingerprint, from_x5c
+from shared.crypto.jws import RawSigner, b64url, b64url_decode, protected_header, sign_compact, verify_compact
 from shared.crypto.merkle import verify_inclusion
-from shared.crypto.record_signatures import ROLE_WORDS, check_record, header_of
+from shared.crypto.record_signatures import ROLE_WORDS, check_record
 
 FORMAT = "hocba.verification-bundle.v1"
 COPY_TYPE = "hocba-copy"
 
 
 def make_bundle(
-    *,
-    record: dict[str, Any],
-    signatures: Sequence[str],
-    seq: int,
-    archived_at: str,
+    leaf: Leaf,
     leaf_hash: bytes,
     proof: Sequence[bytes],
     checkpoint: Checkpoint,
     status: dict[str, Any],
     crl_pem: str | None = None,
 ) -> dict[str, Any]:
+    """The offline verification bundle of one log entry: the record, its signatures, where it is in the log, the
+    inclusion proof up to `checkpoint`, the record's status (versions, superseded by) and the CRL signatures are
+    checked against."""
     return {
         "format": FORMAT,
-        "record": record,
-        "signatures": list(signatures),
+        "record": leaf.record(),
+        "signatures": list(leaf.signatures),
         "log": {
             "origin": checkpoint.origin,
-            "leaf_index": seq,
-            "archived_at": archived_at,
+            "leaf_index": leaf.seq,
+            "archived_at": leaf.archived_at,
             "leaf_hash": leaf_hash.hex(),
             "tree_size": checkpoint.tree_size,
             "inclusion_proof": [p.hex() for p in proof],
@@ -104,10 +104,7 @@ def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
     trust = trust_with_bundle_crl(trust, bundle)
     payload = canonical_json(record["document"])
     digest = sha256_hex(payload)
-    check = check_record(
-        record["record_id"], record["version"], record["school_code"], record["document"], bundle["signatures"], trust,
-        payload=payload,
-    )
+    check = check_record(RecordVersion.model_validate(record), bundle["signatures"], trust, payload=payload)
     summary = verdict.section("record")
     summary.add(True, f"record digest (SHA-256 of its RFC 8785 JSON) is {digest}")
     summary.extend(check.passed, check.failed)
@@ -117,7 +114,7 @@ def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
         section = verdict.section(f"{ROLE_WORDS.get(signature.role, signature.role)}'s signature: {who}{when}")
         section.extend(signature.passed, signature.failed)
     log = bundle["log"]
-    leaf = entry_leaf_hash(
+    leaf = Leaf(
         seq=log["leaf_index"],
         record_id=record["record_id"],
         version=record["version"],
@@ -127,7 +124,7 @@ def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
         document=record["document"],
         signatures=bundle["signatures"],
         archived_at=log["archived_at"],
-    )
+    ).hash(payload)
     archive = verdict.section(f"archive log '{log['origin']}'")
     if leaf.hex() == log["leaf_hash"]:
         archive.add(True, f"the entry's leaf hash matches the record and signatures (entry {log['leaf_index']})")
@@ -188,7 +185,7 @@ def verify_copy(
     verdict = Verdict("QR code")
     section = verdict.section("QR code of the printed copy")
     try:
-        kid = header_of(qr)["kid"]
+        kid = protected_header(qr)["kid"]
         claims_text = b64url_decode(qr.split(".")[1])
         claims = json.loads(claims_text)
     except (ValueError, KeyError, IndexError):
@@ -198,7 +195,8 @@ def verify_copy(
     if signer is None:
         section.add(False, "the QR payload names a certificate that is not at hand")
         return verdict
-    if verify_compact(signer.public_key(), qr) is None:  # type: ignore[arg-type]
+    key = ec_public_key(signer)
+    if key is None or verify_compact(key, qr) is None:
         section.add(False, "the QR payload's signature does not verify")
         return verdict
     chain_check = trust.validate([signer], datetime.fromisoformat(claims["c"]), purpose="checkpoint")
@@ -216,4 +214,4 @@ def verify_copy(
 
 def archive_certificates(bundle: dict[str, Any]) -> list[x509.Certificate]:
     """The archive's certificate chain, as the bundle's checkpoint signature carries it."""
-    return from_x5c(header_of(bundle["checkpoint"]["signature"])["x5c"])
+    return from_x5c(protected_header(bundle["checkpoint"]["signature"])["x5c"])

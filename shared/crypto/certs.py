@@ -9,6 +9,7 @@ a given moment (the signing time), key usage, and revocation by the issuer's CRL
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import time
@@ -23,8 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-#: Roles a signing certificate may carry in its `title`, beside the archive's own.
-SIGNING_TITLES = ("homeroom_teacher", "principal", "school_seal")
+#: The `title` of the archive's own certificate (a signer's certificate names its role there).
 ARCHIVE_TITLE = "archive"
 
 
@@ -54,6 +54,12 @@ def _attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, hex: the `x5t#S256` value in hex."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def ec_public_key(certificate: x509.Certificate) -> ec.EllipticCurvePublicKey | None:
+    """The certificate's public key when it is an elliptic-curve key, as every hocba key is (P-256); else None."""
+    key = certificate.public_key()
+    return key if isinstance(key, ec.EllipticCurvePublicKey) else None
 
 
 @functools.lru_cache(maxsize=8192)
@@ -165,7 +171,7 @@ class TrustStore:
             mine = [
                 crl
                 for crl in self.crls
-                if crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+                if crl.issuer == issuer.subject and (public := ec_public_key(issuer)) and crl.is_signature_valid(public)
             ]
             self._crl_of[key] = max(mine, key=lambda c: c.last_update_utc, default=None)
         return self._crl_of[key]
@@ -253,10 +259,8 @@ class TrustStore:
                 continue
             when = entry.revocation_date_utc
             reason = ""
-            try:
+            with contextlib.suppress(x509.ExtensionNotFound):
                 reason = f", reason {entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name}"
-            except x509.ExtensionNotFound:
-                pass
             text = f"'{name}' was revoked on {when:%Y-%m-%d %H:%M:%S}Z{reason}"
             check.revoked = text
             if when <= at:

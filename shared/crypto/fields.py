@@ -7,7 +7,6 @@ another field or another student does not decrypt.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -16,7 +15,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.crypto.keyring import KeyRing
+from shared.crypto.keyring import KeyRing, b64, unb64
 
 NONCE_BYTES = 12
 
@@ -39,12 +38,12 @@ class FieldCipher:
         nonce = os.urandom(NONCE_BYTES)
         key_id = self.ring.current
         ciphertext = AESGCM(self.ring.key(key_id)).encrypt(nonce, value.encode(), associated_data(field, owner))
-        return {"k": key_id, "n": _b64(nonce), "c": _b64(ciphertext)}
+        return {"k": key_id, "n": b64(nonce), "c": b64(ciphertext)}
 
     def decrypt(self, field: str, owner: str, sealed: dict[str, Any]) -> str:
         try:
             key = self.ring.key(sealed["k"])
-            plain = AESGCM(key).decrypt(_unb64(sealed["n"]), _unb64(sealed["c"]), associated_data(field, owner))
+            plain = AESGCM(key).decrypt(unb64(sealed["n"]), unb64(sealed["c"]), associated_data(field, owner))
         except (KeyError, InvalidTag, ValueError, TypeError) as exc:
             raise DecryptionError(f"field '{field}' of '{owner}' does not decrypt ({type(exc).__name__})") from exc
         return plain.decode()
@@ -61,11 +60,3 @@ class FieldCipher:
     def blind_index(self, value: str, purpose: str = "personal_id") -> str:
         """HMAC-SHA256 of `value` under the ring's index key: equal values, equal index; nothing else."""
         return hmac.new(self.ring.index_key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)

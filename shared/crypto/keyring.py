@@ -18,11 +18,11 @@ from pathlib import Path
 KEY_BYTES = 32  # AES-256
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _unb64(text: str) -> bytes:
+def unb64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
 
 
@@ -64,14 +64,14 @@ class KeyRing:
     def to_json(self) -> dict:
         return {
             "current": self.current,
-            "keys": [{"id": kid, "key": _b64(self.keys[kid])} for kid in self.order or self.keys],
-            "index_key": _b64(self.index_key),
+            "keys": [{"id": kid, "key": b64(self.keys[kid])} for kid in self.order or self.keys],
+            "index_key": b64(self.index_key),
         }
 
     @classmethod
     def from_json(cls, data: dict) -> KeyRing:
-        keys = {entry["id"]: _unb64(entry["key"]) for entry in data["keys"]}
-        return cls(keys, data["current"], _unb64(data["index_key"]), tuple(keys))
+        keys = {entry["id"]: unb64(entry["key"]) for entry in data["keys"]}
+        return cls(keys, data["current"], unb64(data["index_key"]), tuple(keys))
 
 
 def save_key_ring(path: Path, ring: KeyRing) -> None:

@@ -112,11 +112,6 @@ class MerkleTree:
         return [*self._subproof(m - k, start + k, end, False), self._hash(start, start + k)]
 
 
-def root_of(leaves: Sequence[bytes]) -> bytes:
-    """MTH over leaf hashes, straight from the definition (for checks and audits)."""
-    return MerkleTree(leaves).root()
-
-
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> bool:
     """RFC 9162 §2.1.3.2: does `proof` show `leaf` at `index` in the tree of `size` with `root`?"""
     if not 0 <= index < size or len(leaf) != HASH_SIZE or any(len(p) != HASH_SIZE for p in proof):
@@ -150,16 +145,20 @@ def verify_consistency(
         return not proof and first_root == second_root
     if not proof or any(len(p) != HASH_SIZE for p in proof):
         return False
-    path = list(proof)
-    if first & (first - 1) == 0:  # a power of two: the first root is itself the first node
-        path.insert(0, first_root)
+    # When `first` is a power of two, the first root is itself the first node of the path.
+    path = [first_root, *proof] if first & (first - 1) == 0 else list(proof)
+    return _roots_along(first, second, path) == (first_root, second_root)
+
+
+def _roots_along(first: int, second: int, path: Sequence[bytes]) -> tuple[bytes, bytes] | None:
+    """RFC 9162 §2.1.4.2 steps 3–7: the two roots `path` leads to, or None when it does not fit the sizes."""
     fn, sn = first - 1, second - 1
     while fn & 1:
         fn, sn = fn >> 1, sn >> 1
     fr = sr = path[0]
     for c in path[1:]:
         if sn == 0:
-            return False
+            return None
         if fn & 1 or fn == sn:
             fr, sr = node_hash(c, fr), node_hash(c, sr)
             if not fn & 1:
@@ -168,4 +167,4 @@ def verify_consistency(
         else:
             sr = node_hash(sr, c)
         fn, sn = fn >> 1, sn >> 1
-    return sn == 0 and fr == first_root and sr == second_root
+    return (fr, sr) if sn == 0 else None

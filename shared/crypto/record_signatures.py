@@ -6,7 +6,6 @@ Used where signatures are trusted or shown: the archive before it admits a versi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,10 +13,11 @@ from typing import Any
 
 from cryptography import x509
 
+from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import SIGNING_ORDER
 from shared.crypto.canonical import canonical_json, sha256_hex
-from shared.crypto.certs import CertIdentity, TrustStore, from_x5c, identity
-from shared.crypto.jws import b64url_decode, verify_detached
+from shared.crypto.certs import CertIdentity, TrustStore, ec_public_key, from_x5c, identity
+from shared.crypto.jws import protected_header, verify_detached
 
 ROLE_WORDS = {
     "homeroom_teacher": "homeroom teacher",
@@ -29,10 +29,6 @@ ROLE_WORDS = {
 def signature_digest(jws: str) -> str:
     """What the next signature in the chain names as `prev`: SHA-256 (hex) of the compact JWS."""
     return sha256_hex(jws.encode("ascii"))
-
-
-def header_of(jws: str) -> dict[str, Any]:
-    return json.loads(b64url_decode(jws.split(".")[0]))
 
 
 @dataclass
@@ -79,90 +75,93 @@ class ChainCache:
 
 
 def check_record(
-    record_id: str,
-    version: int,
-    school_code: str,
-    document: Mapping[str, Any],
+    record: RecordVersion,
     signatures: Sequence[str],
     trust: TrustStore | None,
     *,
-    order: Sequence[str] = SIGNING_ORDER,
-    complete: bool = True,
     cache: ChainCache | None = None,
     payload: bytes | None = None,
 ) -> RecordCheck:
     """Check compact detached JWS `signatures` (in signing order) over the record's canonical JSON.
 
-    With `trust` None, certificate chains are not validated (the caller does it elsewhere).
-    `complete` requires every role of `order`; otherwise a prefix of it is enough.
+    With `trust` None, certificate chains are not validated (the caller does it elsewhere). Every
+    role of the signing order must have signed, each naming the signature before it. `payload`
+    is the document's canonical bytes when the caller has them already.
     """
-    payload = payload if payload is not None else canonical_json(document)
-    record_digest = sha256_hex(payload)
-    result = RecordCheck(record_id, version, record_digest)
-    cache = cache or ChainCache()
-    roles: list[str] = []
+    payload = payload if payload is not None else canonical_json(record.document)
+    result = RecordCheck(record.record_id, record.version, sha256_hex(payload))
+    checker = _SignatureChecker(record, result.digest, payload, trust, cache or ChainCache())
     previous: str | None = None
     for jws in signatures:
-        check = _check_one(jws, record_id, version, school_code, record_digest, payload, previous, trust, cache)
-        result.signatures.append(check)
-        roles.append(check.role)
+        result.signatures.append(checker.check(jws, previous))
         previous = jws
-    expected = list(order) if complete else list(order[: len(roles)])
-    if roles == expected:
+    roles = [s.role for s in result.signatures]
+    if roles == list(SIGNING_ORDER):
         words = " → ".join(ROLE_WORDS.get(r, r) for r in roles)
         result.passed.append(f"signed in the required order ({words}), each naming the one before it")
     else:
         got = " → ".join(ROLE_WORDS.get(r, r) for r in roles) or "no signature"
-        want = " → ".join(ROLE_WORDS.get(r, r) for r in expected)
+        want = " → ".join(ROLE_WORDS.get(r, r) for r in SIGNING_ORDER)
         result.failed.append(f"the signatures are {got}; a complete record needs {want}")
     return result
 
 
-def _check_one(
-    jws: str,
-    record_id: str,
-    version: int,
-    school_code: str,
-    record_digest: str,
-    payload: bytes,
-    previous: str | None,
-    trust: TrustStore | None,
-    cache: ChainCache,
-) -> SignatureCheck:
-    try:
-        header = header_of(jws)
-    except (ValueError, UnicodeDecodeError, IndexError):
-        return SignatureCheck("?", failed=["the signature is not a compact JWS"])
-    role = str(header.get("role", "?"))
-    check = SignatureCheck(role)
-    if header.get("alg") != "ES256" or not header.get("x5c"):
-        check.failed.append("the signature is not ES256 with an x5c certificate chain")
+@dataclass(frozen=True)
+class _SignatureChecker:
+    """Checks one signature after another over the same record version."""
+
+    record: RecordVersion
+    digest: str
+    payload: bytes
+    trust: TrustStore | None
+    cache: ChainCache
+
+    def check(self, jws: str, previous: str | None) -> SignatureCheck:
+        try:
+            header = protected_header(jws)
+        except (ValueError, UnicodeDecodeError, IndexError):
+            return SignatureCheck("?", failed=["the signature is not a compact JWS"])
+        check = SignatureCheck(str(header.get("role", "?")))
+        if header.get("alg") != "ES256" or not header.get("x5c"):
+            check.failed.append("the signature is not ES256 with an x5c certificate chain")
+            return check
+        try:
+            chain = self.cache.chain(header["x5c"])
+            check.signer = identity(chain[0])
+            check.signed_at = datetime.fromisoformat(str(header.get("signed_at")))
+        except (ValueError, TypeError):
+            check.failed.append("its certificate or signing time cannot be read")
+            return check
+        check.failed += self._header_problems(header, previous)
+        key = ec_public_key(chain[0])
+        if key is not None and verify_detached(key, jws, self.payload):
+            check.passed.append("the ES256 signature over the record's canonical JSON is valid")
+        else:
+            check.failed.append("the ES256 signature does not verify over the record's canonical JSON")
+        check.failed += self._certificate_problems(check.signer, check.role)
+        if self.trust is not None:
+            chain_check = self.trust.validate(chain, check.signed_at)
+            check.passed += chain_check.passed
+            check.failed += chain_check.failed
         return check
-    try:
-        chain = cache.chain(header["x5c"])
-        check.signer = identity(chain[0])
-        check.signed_at = datetime.fromisoformat(str(header.get("signed_at")))
-    except (ValueError, TypeError):
-        check.failed.append("its certificate or signing time cannot be read")
-        return check
-    if (header.get("record_id"), header.get("version")) != (record_id, version):
-        check.failed.append(f"it names {header.get('record_id')} v{header.get('version')}, not {record_id} v{version}")
-    if header.get("digest") != record_digest:
-        check.failed.append("it is for other content: the record's digest differs from the signed one")
-    expected_prev = signature_digest(previous) if previous is not None else None
-    if header.get("prev") != expected_prev:
-        check.failed.append("it does not name the previous signature's digest: the chain was cut or reordered")
-    if verify_detached(chain[0].public_key(), jws, payload):  # type: ignore[arg-type]
-        check.passed.append("the ES256 signature over the record's canonical JSON is valid")
-    else:
-        check.failed.append("the ES256 signature does not verify over the record's canonical JSON")
-    signer = check.signer
-    if signer.role != role:
-        check.failed.append(f"the certificate is a {signer.role or 'no-role'} certificate, not a {role}'s")
-    if signer.school_code != school_code:
-        check.failed.append(f"the certificate belongs to school {signer.school_code or '?'}, not {school_code}")
-    if trust is not None:
-        chain_check = trust.validate(chain, check.signed_at)
-        check.passed += chain_check.passed
-        check.failed += chain_check.failed
-    return check
+
+    def _header_problems(self, header: Mapping[str, Any], previous: str | None) -> list[str]:
+        """What the protected header says that does not fit this record version and this place in the chain."""
+        record, problems = self.record, []
+        if (header.get("record_id"), header.get("version")) != (record.record_id, record.version):
+            problems.append(
+                f"it names {header.get('record_id')} v{header.get('version')}, not {record.record_id} v{record.version}"
+            )
+        if header.get("digest") != self.digest:
+            problems.append("it is for other content: the record's digest differs from the signed one")
+        if header.get("prev") != (signature_digest(previous) if previous is not None else None):
+            problems.append("it does not name the previous signature's digest: the chain was cut or reordered")
+        return problems
+
+    def _certificate_problems(self, signer: CertIdentity, role: str) -> list[str]:
+        problems = []
+        if signer.role != role:
+            problems.append(f"the certificate is a {signer.role or 'no-role'} certificate, not a {role}'s")
+        if signer.school_code != self.record.school_code:
+            problems.append(f"the certificate belongs to school {signer.school_code or '?'}, not {self.record.school_code}")
+        return problems

@@ -8,17 +8,16 @@ directory, without changes to the code that signs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from shared.crypto.certs import CertIdentity, identity, to_x5c
+from shared.crypto.jws import es256
 
 
 class KeyBackend(Protocol):
@@ -36,8 +35,7 @@ class SoftwareKey:
     key: ec.EllipticCurvePrivateKey
 
     def sign_raw(self, data: bytes) -> bytes:
-        r, s = decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return es256(self.key, data)
 
 
 @dataclass(frozen=True)
@@ -81,19 +79,6 @@ class SignerDirectory(Protocol):
 
 
 @dataclass
-class StaticDirectory:
-    """Signers given up front (tests, tools)."""
-
-    signers: Mapping[str, X509Signer]
-
-    def signer_for(self, subject_id: str) -> X509Signer:
-        try:
-            return self.signers[subject_id]
-        except KeyError:
-            raise UnknownSigner(f"no certificate or key for '{subject_id}'") from None
-
-
-@dataclass
 class CachingDirectory:
     """Loads a subject's signer on first use and keeps it (decrypting a key costs a key derivation)."""
 
@@ -104,7 +89,3 @@ class CachingDirectory:
         if subject_id not in self.cache:
             self.cache[subject_id] = self.load(subject_id)
         return self.cache[subject_id]
-
-    def forget(self, subject_ids: Sequence[str] = ()) -> None:
-        for subject in subject_ids or list(self.cache):
-            self.cache.pop(subject, None)

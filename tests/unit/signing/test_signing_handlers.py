@@ -299,9 +299,7 @@ async def test_one_click_signs_and_seals_in_order_and_completes_the_records(deps
         assert protected_header(principal.jws)["prev"] == signature_digest(teacher.jws)
         assert protected_header(seal.jws)["prev"] == signature_digest(principal.jws)
         assert (principal.signer, seal.signer) == ("ht-79000701", "seal-79000701")
-        check = check_record(
-            signed.record.record_id, 1, SCHOOL, signed.record.document, [s.jws for s in signed.signatures], trust.pki.trust_store()
-        )
+        check = check_record(signed.record, [s.jws for s in signed.signatures], trust.pki.trust_store())
         assert check.ok, check.problems()
     chunks = [one(o, ChunkSigned) for o in outcomes]
     assert [(c.signed, c.completed, c.worker) for c in chunks] == [(10, 10, WORKER), (2, 2, WORKER)]
