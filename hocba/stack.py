@@ -141,26 +141,38 @@ class Stack:
     def _start(self, ready_timeout: float) -> None:
         cfg = self.config
         self.report(f"RabbitMQ at {cfg.amqp_url.split('@')[-1]}: {ensure_rabbitmq(cfg.amqp_url)}")
-        if not self.mongo_url:
-            port = DEFAULT_EMBEDDED_MONGO_PORT if cfg.fixed_ports else free_port()
-            self.mongo = EmbeddedMongo(cfg.data_dir / "mongo", port)
-            self.mongo.start()
-            self.mongo_url = self.mongo.url
-            self.report(f"embedded MongoDB-wire server (nx-27017) on {self.mongo_url}")
-        else:
-            self.report(f"MongoDB at {self.mongo_url} (MONGO_URL)")
+        self._start_mongo()
+        simulator_port = self.port(SIMULATOR)  # a free port is picked once: the services are told where it is
+        self.children = self._processes(self._environment(simulator_port), simulator_port)
+        for child in self.children:
+            child.start()
+        self._wait_ready(ready_timeout)
 
+    def _start_mongo(self) -> None:
+        """The embedded MongoDB-wire server, unless MONGO_URL names a MongoDB."""
+        cfg = self.config
+        if self.mongo_url:
+            self.report(f"MongoDB at {self.mongo_url} (MONGO_URL)")
+            return
+        port = DEFAULT_EMBEDDED_MONGO_PORT if cfg.fixed_ports else free_port()
+        self.mongo = EmbeddedMongo(cfg.data_dir / "mongo", port)
+        self.mongo.start()
+        self.mongo_url = self.mongo.url
+        self.report(f"embedded MongoDB-wire server (nx-27017) on {self.mongo_url}")
+
+    def _environment(self, simulator_port: int) -> dict[str, str]:
+        """What every process of the stack is started with: where the broker, database, ministry, keys and PKI are."""
+        cfg = self.config
         _, issuer_jwks = dev_issuer(cfg.data_dir)
         # The signing PKI (`hocba pki init` when absent); this process's own tools (the demo, tests) use it too.
         pki_dir = Path(os.environ.get("HOCBA_PKI_DIR") or cfg.data_dir / "pki").resolve()
         ensure_dev_pki(pki_dir, report=self.report)
         os.environ.setdefault("HOCBA_PKI_DIR", str(pki_dir))
-        simulator_port = self.port(SIMULATOR)
-        base_env = {
+        return {
             **os.environ,
             **cfg.extra_env,
             "AMQP_URL": cfg.amqp_url,
-            "MONGO_URL": self.mongo_url,
+            "MONGO_URL": self.mongo_url or "",
             "HOCBA_NAMESPACE": cfg.namespace,
             "HOCBA_MINISTRY_URL": f"http://127.0.0.1:{simulator_port}",
             "HOCBA_EPHEMERAL": "1" if cfg.ephemeral else "0",
@@ -169,32 +181,25 @@ class Stack:
             "HOCBA_PKI_DIR": str(pki_dir),
             "PYTHONUNBUFFERED": "1",
         }
+
+    def _processes(self, base_env: dict[str, str], simulator_port: int) -> list[Child]:
+        """The ministry simulator, then each service (signing as many workers as asked), each with its port and log."""
+        cfg = self.config
         logs = cfg.data_dir / "logs"
-        self.children.append(
-            Child(
-                SIMULATOR,
-                [
-                    sys.executable, "-m", "hocba.ministry_simulator",
-                    "--host", "127.0.0.1", "--port", str(simulator_port),
-                    "--data-file", str(cfg.data_dir / "ministry-simulator.jsonl"),
-                ],
-                base_env,
-                simulator_port,
-                logs / f"{SIMULATOR}.log",
-            )
-        )
+        simulator = [
+            sys.executable, "-m", "hocba.ministry_simulator",
+            "--host", "127.0.0.1", "--port", str(simulator_port),
+            "--data-file", str(cfg.data_dir / "ministry-simulator.jsonl"),
+        ]
+        processes = [Child(SIMULATOR, simulator, base_env, simulator_port, logs / f"{SIMULATOR}.log")]
         for service in SERVICES:
             copies = cfg.signing_workers if service == "signing" else 1
             for n in range(copies):
                 port = self.port(service) if n == 0 or not cfg.fixed_ports else EXTRA_WORKER_PORT + n
                 name = service if copies == 1 else f"{service}-{n + 1}"
                 env = {**base_env, "HOCBA_HTTP_PORT": str(port), "HOCBA_INSTANCE": name}
-                self.children.append(
-                    Child(name, [sys.executable, "-m", f"services.{service}"], env, port, logs / f"{name}.log")
-                )
-        for child in self.children:
-            child.start()
-        self._wait_ready(ready_timeout)
+                processes.append(Child(name, [sys.executable, "-m", f"services.{service}"], env, port, logs / f"{name}.log"))
+        return processes
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -103,17 +103,29 @@ def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
         return verdict
     trust = trust_with_bundle_crl(trust, bundle)
     payload = canonical_json(record["document"])
-    digest = sha256_hex(payload)
-    check = check_record(RecordVersion.model_validate(record), bundle["signatures"], trust, payload=payload)
+    _check_signatures(verdict, RecordVersion.model_validate(record), bundle["signatures"], trust, payload)
+    _check_log(verdict, bundle, trust, payload)
+    return verdict
+
+
+def _check_signatures(
+    verdict: Verdict, record: RecordVersion, signatures: Sequence[str], trust: TrustStore, payload: bytes
+) -> None:
+    """The record's digest, each signature and its chain, and the order of the signatures."""
+    check = check_record(record, signatures, trust, payload=payload)
     summary = verdict.section("record")
-    summary.add(True, f"record digest (SHA-256 of its RFC 8785 JSON) is {digest}")
+    summary.add(True, f"record digest (SHA-256 of its RFC 8785 JSON) is {sha256_hex(payload)}")
     summary.extend(check.passed, check.failed)
     for signature in check.signatures:
         who = signature.signer.describe() if signature.signer else "unknown signer"
         when = f" at {signature.signed_at:%Y-%m-%d %H:%M:%S %Z}" if signature.signed_at else ""
         section = verdict.section(f"{ROLE_WORDS.get(signature.role, signature.role)}'s signature: {who}{when}")
         section.extend(signature.passed, signature.failed)
-    log = bundle["log"]
+
+
+def _check_log(verdict: Verdict, bundle: dict[str, Any], trust: TrustStore, payload: bytes) -> None:
+    """The entry's leaf hash, its inclusion proof up to the checkpoint's root, the checkpoint's signature, the status."""
+    record, log = bundle["record"], bundle["log"]
     leaf = Leaf(
         seq=log["leaf_index"],
         record_id=record["record_id"],
@@ -146,7 +158,6 @@ def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
     status = bundle.get("status") or {}
     if status.get("superseded_by"):
         archive.add(True, f"note: this version is superseded by version {status['superseded_by']} (still verifiable)")
-    return verdict
 
 
 # --- the QR code of a printed copy -----------------------------------------------------------
