@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import aio_pika
 import pytest
@@ -63,11 +63,11 @@ async def drain(url: str, queue: str, timeout: float = 2.0) -> list[aio_pika.abc
     return taken
 
 
-@contextlib.asynccontextmanager
-async def probing(settings: Settings, *messages: type[Message]) -> AsyncIterator[dict[str, str]]:
-    """Bind a `probe.<routing key>` queue for each message type; yields routing key -> queue."""
+async def bind_queues(settings: Settings, consumer: str, routing_keys: Iterable[str]) -> dict[str, str]:
+    """A quorum queue `<consumer>.<routing key>` bound to each routing key on the namespace's exchange;
+    returns routing key -> queue."""
     names = settings.names()
-    queues = {m.ROUTING_KEY: names.queue("probe", m.ROUTING_KEY) for m in messages}
+    queues = {key: names.queue(consumer, key) for key in routing_keys}
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -75,10 +75,28 @@ async def probing(settings: Settings, *messages: type[Message]) -> AsyncIterator
         for routing_key, name in queues.items():
             queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
             await queue.bind(exchange, routing_key=routing_key)
+    return queues
+
+
+@contextlib.asynccontextmanager
+async def probing(settings: Settings, *messages: type[Message]) -> AsyncIterator[dict[str, str]]:
+    """Bind a `probe.<routing key>` queue for each message type; yields routing key -> queue."""
+    queues = await bind_queues(settings, "probe", [m.ROUTING_KEY for m in messages])
     try:
         yield queues
     finally:
         await delete_queues(settings.amqp_url, queues.values())
+
+
+async def collect(
+    url: str, queue: str, model: type[Message], until: Callable[[list], bool], timeout: float = 60.0
+) -> list:
+    """Messages from a probe queue until `until(messages)` holds (or the time is up)."""
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while not until(got) and time.monotonic() < deadline:
+        got += [model.model_validate_json(m.body) for m in await drain(url, queue, timeout=1.0)]
+    return got
 
 
 def needs(present: bool, what: str) -> None:

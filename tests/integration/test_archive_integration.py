@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
 from services.archive.app import build_app
 from shared.contracts.archive import AuditArchive, AuditReport, CheckpointIssued, RecordsArchived
-from shared.contracts.base import Message
 from shared.contracts.signing import BatchCompleted, RecordsCompleted
 from shared.crypto.merkle import MerkleTree
 from shared.mongo import unpacked
-from tests.support import drain, probing, running
+from tests.support import collect, probing, running
 from tests.unit.archive.conftest import archive_keys
 from tests.unit.signing.trust import make_trust, signed_record
 
@@ -30,17 +28,6 @@ def trust(tmp_path_factory):
 
 def records(trust, numbers: range, batch_id: str | None = None) -> RecordsCompleted:
     return RecordsCompleted(records=[signed_record(trust, n) for n in numbers], batch_id=batch_id)
-
-
-async def collect(
-    url: str, queue: str, model: type[Message], until: Callable[[list], bool], timeout: float = 30.0
-) -> list:
-    """Messages from a probe queue until `until(messages)` holds (or the time is up)."""
-    got: list = []
-    deadline = time.monotonic() + timeout
-    while not until(got) and time.monotonic() < deadline:
-        got += [model.model_validate_json(m.body) for m in await drain(url, queue, timeout=1.0)]
-    return got
 
 
 async def test_a_restarted_archive_takes_up_its_log_and_its_schedule_checkpoints_the_whole_log(

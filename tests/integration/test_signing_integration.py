@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 
 from services.signing.app import build_app
-from shared.contracts.base import Message
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.signing import (
     BatchCompleted,
@@ -24,7 +23,7 @@ from shared.contracts.signing import (
     Signature,
 )
 from shared.service import ServiceApp
-from tests.support import drain, probing, running
+from tests.support import collect, drain, probing, running
 from tests.unit.signing.trust import make_trust
 
 SCHOOL, YEAR = "79000701", "2025-2026"
@@ -75,17 +74,6 @@ def signature(n: int, role: str = "principal") -> Signature:
     return Signature(
         record_id=f"rec-{n:04d}", version=1, role=role, key_id="k", digest="d" * 64, jws="h..s", signed_at=T0
     )
-
-
-async def collect(
-    url: str, queue: str, model: type[Message], until: Callable[[list], bool], timeout: float = 60.0
-) -> list:
-    """Messages from a probe queue until `until(messages)` holds (or the time is up)."""
-    got: list = []
-    deadline = time.monotonic() + timeout
-    while not until(got) and time.monotonic() < deadline:
-        got += [model.model_validate_json(m.body) for m in await drain(url, queue, timeout=1.0)]
-    return got
 
 
 @contextlib.asynccontextmanager

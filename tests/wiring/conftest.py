@@ -33,6 +33,7 @@ from faststream.rabbit import RabbitBroker, RabbitMessage, TestRabbitBroker
 from shared.contracts.base import Message, Reply
 from shared.messaging import dead_letter_queue, delete_exchanges, delete_queues, quorum_queue
 from shared.service import ServiceApp
+from tests.support import bind_queues
 
 R = TypeVar("R", bound=Reply)
 
@@ -131,16 +132,7 @@ async def sinks_for_unconsumed(service: ServiceApp) -> list[str]:
     """
     consumed = {s.queue.routing_key for s in service.broker.subscribers}
     published = {p.routing_key for p in service.broker.publishers} - consumed
-    names = service.settings.names()
-    sinks = {key: names.queue("sink", key) for key in published}
-    connection = await aio_pika.connect(service.settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(names.exchange, "topic", durable=True)
-        for key, name in sinks.items():
-            queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
-            await queue.bind(exchange, routing_key=key)
-    return list(sinks.values())
+    return list((await bind_queues(service.settings, "sink", published)).values())
 
 
 @pytest.fixture(params=["in-memory", "rabbitmq"])
