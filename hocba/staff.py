@@ -4,34 +4,46 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
-from functools import cache
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
 
-from shared.auth import Actor, IssuerKey, issue_token
+from shared.auth import TOKEN_LIFETIME, Actor, IssuerKey, signed_by
+from shared.contracts.base import Message
 from shared.contracts.signing import seal_subject
 from shared.crypto.pki import Holder
 
-TOKEN_LIFETIME = timedelta(hours=8)
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone the school management system vouches for: gives each message they send its own token."""
+
+    issuer: IssuerKey
+    actor: Actor
+
+    @property
+    def subject(self) -> str:
+        return self.actor.subject
+
+    def signs(self, message: M, lifetime: timedelta = TOKEN_LIFETIME) -> M:
+        """`message` with this person's token for it (good for that message, its service, `lifetime`)."""
+        return signed_by(message, self.issuer, self.actor, lifetime)
 
 
 class Staff:
-    """Issues tokens for a school's subject teachers, homeroom teachers and principal."""
+    """A school's subject teachers, homeroom teachers, administrator and principal, and the department's
+    operators, as the issuer vouches for them."""
 
     def __init__(self, issuer: IssuerKey) -> None:
         self.issuer = issuer
-        self.token = cache(self._token)
 
-    def _token(self, actor: Actor) -> str:
-        return issue_token(self.issuer, actor)
+    def person(self, actor: Actor) -> Person:
+        return Person(self.issuer, actor)
 
-    @staticmethod
-    def _expiry() -> datetime:
-        # Rounded so the same person gets the same (cached) token within a run.
-        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        return now + TOKEN_LIFETIME
-
-    def subject_teacher(self, school_code: str, subject: str, classes: Iterable[str]) -> str:
-        return self.token(
+    def subject_teacher(self, school_code: str, subject: str, classes: Iterable[str]) -> Person:
+        return self.person(
             Actor(
                 subject=f"gv-{school_code}-{hashlib.sha256(subject.encode()).hexdigest()[:8]}",
                 name=f"Giáo viên {subject}",
@@ -39,54 +51,44 @@ class Staff:
                 school_code=school_code,
                 classes=frozenset(classes),
                 subjects=frozenset({subject}),
-                expires_at=self._expiry(),
             )
         )
 
-    def homeroom_teacher(self, school_code: str, class_name: str) -> str:
-        return self.token(
+    def homeroom_teacher(self, school_code: str, class_name: str) -> Person:
+        return self.person(
             Actor(
-                subject=f"gvcn-{school_code}-{class_name}",
+                subject=homeroom_subject(school_code, class_name),
                 name=f"Giáo viên chủ nhiệm {class_name}",
                 roles=frozenset({"homeroom_teacher"}),
                 school_code=school_code,
                 classes=frozenset({class_name}),
                 homeroom_class=class_name,
-                expires_at=self._expiry(),
             )
         )
 
-    def principal(self, school_code: str) -> str:
-        return self.token(
-            Actor(
-                subject=f"ht-{school_code}",
-                name="Hiệu trưởng",
-                roles=frozenset({"principal"}),
-                school_code=school_code,
-                expires_at=self._expiry(),
-            )
+    def principal(self, school_code: str) -> Person:
+        return self.person(
+            Actor(subject=principal_subject(school_code), name="Hiệu trưởng", roles=frozenset({"principal"}), school_code=school_code)
         )
 
-    def school_admin(self, school_code: str) -> str:
-        return self.token(
+    def school_admin(self, school_code: str) -> Person:
+        return self.person(
             Actor(
                 subject=f"admin-{school_code}",
                 name="Cán bộ quản lý học bạ",
                 roles=frozenset({"school_admin"}),
                 school_code=school_code,
-                expires_at=self._expiry(),
             )
         )
 
-    def operator(self, name: str = "hocba-cli") -> str:
-        """The city department's operator (key rotation, reading any school's records)."""
-        return self.token(
+    def operator(self, name: str = "hocba-cli") -> Person:
+        """The city department's operator (key rotation, audits, reading any school's records)."""
+        return self.person(
             Actor(
                 subject=f"operator-{name}",
                 name="Cán bộ vận hành Sở Giáo dục và Đào tạo",
                 roles=frozenset({"operator"}),
                 school_code="",
-                expires_at=self._expiry(),
             )
         )
 

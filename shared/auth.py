@@ -1,39 +1,69 @@
-"""Actor tokens: who caused a command, as a signed JWT (ES256) from the school management system.
+"""Actor tokens: who sends a command or a request, as a signed JWT (ES256), good for that one message.
 
-A service that acts on a person's command verifies the token against the configured issuer
-keys; it never trusts the mere arrival of a message. The school management system (and, locally,
-the `hocba` command line) issues tokens with `issue_token`.
+A service never trusts the mere arrival of a message. Every command and request carries an actor
+token that names:
+
+* `iss`, `sub`: who vouches (the school management system, or the department's operator tool)
+  and for whom;
+* `aud`: the service that acts on the message (the first word of its routing key);
+* `msg`: the SHA-256 of the message's canonical JSON without the token, so the token is good for
+  this message and no other (a redelivery is the same message);
+* `iat`, `exp`: when it was made and until when it holds; a token may live at most
+  `IssuerKeys.max_lifetime`, minutes, not hours.
+
+People's tokens are issued with the school management system's key (`IssuerKey`, JWKS for the
+services). A service that asks another on its own behalf (grades asking identity for the students
+of a closing year) signs with its service certificate from the PKI (`ServiceIdentity`); its token
+carries the `x5c` chain and is checked against the PKI's trust anchor.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, KeySetSerialization
+from joserfc.jws import JWSRegistry
 from joserfc.jwt import JWTClaimsRegistry
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from shared.contracts.base import MAX_TOKEN_LENGTH, Acting, Message
+from shared.crypto.canonical import canonical_json, sha256_hex
+from shared.crypto.certs import TrustStore, from_x5c
+from shared.crypto.jws import b64url, protected_header
+from shared.crypto.signer import X509Signer
 from shared.errors import Forbidden
 
-Role = Literal["subject_teacher", "homeroom_teacher", "principal", "school_admin", "operator"]
+Role = Literal["subject_teacher", "homeroom_teacher", "principal", "school_admin", "operator", "service"]
 ALGORITHM = "ES256"
 DEFAULT_ISSUER = "hocba-school-app"
+#: How long a token may live at most, unless configured otherwise (HOCBA_ACTOR_TOKEN_MAX_SECONDS).
+MAX_LIFETIME = timedelta(minutes=15)
+#: How long a token the command line and the demo issue lives.
+TOKEN_LIFETIME = timedelta(minutes=10)
+#: Clocks may differ this much between issuer and service.
+LEEWAY_SECONDS = 30
+#: The `title` of a service's certificate; its subject id is `svc-<service>`.
+SERVICE_TITLE = "service"
+
+M = TypeVar("M", bound=Message)
 
 
 class Unauthenticated(Forbidden):
-    """No token, a bad signature, an unknown issuer key, or an expired token."""
+    """No token, a bad signature, an unknown issuer key, the wrong audience or message, or an expired token."""
 
     reason = "unauthenticated"
 
 
 class Actor(BaseModel):
-    """The person behind a command, as the issuer vouches for them."""
+    """The person (or service) behind a message, as the issuer vouches for them."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -44,7 +74,8 @@ class Actor(BaseModel):
     classes: frozenset[str] = frozenset()
     subjects: frozenset[str] = frozenset()
     homeroom_class: str | None = None
-    expires_at: datetime
+    #: Until when the token that vouched for the actor holds (None before a token is issued).
+    expires_at: datetime | None = None
 
     def has(self, role: Role) -> bool:
         return role in self.roles
@@ -58,22 +89,59 @@ class Actor(BaseModel):
     def is_principal_of(self, school_code: str) -> bool:
         return self.has("principal") and self.school_code == school_code
 
+    def is_service(self, service: str) -> bool:
+        return self.has("service") and self.subject == service_subject(service)
+
+    def acting(self) -> Acting:
+        """Who acted, as the events a command causes carry it (never the token itself)."""
+        return Acting(subject=self.subject, roles=sorted(self.roles), school_code=self.school_code)
+
+
+def service_subject(service: str) -> str:
+    """The subject id of a service's certificate: `svc-<service>`."""
+    return f"svc-{service}"
+
+
+def audience_of(message: type[Message] | Message) -> str:
+    """The service that acts on a message: the first word of its routing key (`grades.term.close.v1` → grades)."""
+    return message.ROUTING_KEY.split(".", 1)[0]
+
+
+def message_digest(message: Message) -> str:
+    """SHA-256 (hex) of the message's RFC 8785 JSON without its actor token: what a token names in `msg`."""
+    return sha256_hex(canonical_json(message.model_dump(mode="json", exclude={"actor"})))
+
 
 class IssuerKeys:
-    """The public keys (JWKS) whose tokens services accept, and the expected issuer name."""
+    """What a service accepts tokens from, and for whom: the issuer's public keys (JWKS) and name, this service
+    as the audience, the longest lifetime it accepts, and the PKI whose service certificates may sign too."""
 
-    def __init__(self, key_set: KeySet, issuer: str = DEFAULT_ISSUER) -> None:
+    def __init__(
+        self,
+        key_set: KeySet,
+        issuer: str = DEFAULT_ISSUER,
+        audience: str = "",
+        max_lifetime: timedelta = MAX_LIFETIME,
+        services: Callable[[], TrustStore] | None = None,
+    ) -> None:
         self.key_set = key_set
         self.issuer = issuer
+        self.audience = audience
+        self.max_lifetime = max_lifetime
+        self.services = services
 
     @classmethod
-    def from_jwks(cls, jwks: dict, issuer: str = DEFAULT_ISSUER) -> IssuerKeys:
+    def from_jwks(cls, jwks: dict, issuer: str = DEFAULT_ISSUER, audience: str = "") -> IssuerKeys:
         public: KeySetSerialization = {"keys": [{k: v for k, v in key.items() if k != "d"} for key in jwks["keys"]]}
-        return cls(KeySet.import_key_set(public), issuer)
+        return cls(KeySet.import_key_set(public), issuer, audience)
 
     @classmethod
-    def from_file(cls, path: Path, issuer: str = DEFAULT_ISSUER) -> IssuerKeys:
-        return cls.from_jwks(json.loads(path.read_text()), issuer)
+    def from_file(cls, path: Path, issuer: str = DEFAULT_ISSUER, audience: str = "") -> IssuerKeys:
+        return cls.from_jwks(json.loads(path.read_text()), issuer, audience)
+
+    def for_service(self, audience: str, services: Callable[[], TrustStore] | None = None) -> IssuerKeys:
+        """The same issuer's keys, as the service `audience` accepts them (and service tokens checked against `services`)."""
+        return IssuerKeys(self.key_set, self.issuer, audience, self.max_lifetime, services or self.services)
 
 
 class IssuerKey:
@@ -91,49 +159,77 @@ class IssuerKey:
     def kid(self) -> str:
         return str(self.key.kid)
 
-    def public_keys(self) -> IssuerKeys:
-        return IssuerKeys.from_jwks({"keys": [self.key.as_dict(private=False)]}, self.issuer)
+    def public_keys(self, audience: str = "") -> IssuerKeys:
+        return IssuerKeys.from_jwks({"keys": [self.key.as_dict(private=False)]}, self.issuer, audience)
 
     def private_jwk(self) -> dict:
         return self.key.as_dict(private=True)
 
 
-def issue_token(issuer: IssuerKey, actor: Actor) -> str:
-    claims = {
-        "iss": issuer.issuer,
+def token_claims(actor: Actor, message: Message, issuer: str, lifetime: timedelta) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "iss": issuer,
         "sub": actor.subject,
+        "aud": audience_of(message),
+        "msg": message_digest(message),
+        "iat": now,
+        "exp": now + int(lifetime.total_seconds()),
         "name": actor.name,
         "roles": sorted(actor.roles),
         "school": actor.school_code,
         "classes": sorted(actor.classes),
         "subjects": sorted(actor.subjects),
         "homeroom_class": actor.homeroom_class,
-        "iat": int(time.time()),
-        "exp": int(actor.expires_at.timestamp()),
     }
+
+
+def issue_token(issuer: IssuerKey, actor: Actor, message: Message, lifetime: timedelta = TOKEN_LIFETIME) -> str:
+    """A token by `issuer` for `actor`, good for `message` only, living `lifetime`."""
+    claims = token_claims(actor, message, issuer.issuer, lifetime)
     return jwt.encode({"alg": ALGORITHM, "kid": issuer.kid}, claims, issuer.key)
 
 
-def verify_token(token: str | None, keys: IssuerKeys, now: float | None = None) -> Actor:
-    """The actor a token vouches for; raises Unauthenticated saying why it is not accepted."""
+def signed_by(message: M, issuer: IssuerKey, actor: Actor, lifetime: timedelta = TOKEN_LIFETIME) -> M:
+    """`message` carrying `actor`'s token for it."""
+    return message.model_copy(update={"actor": issue_token(issuer, actor, message, lifetime)})
+
+
+class ServiceIdentity:
+    """A service acting on its own behalf: tokens signed with its certificate's key, the chain in `x5c`."""
+
+    def __init__(self, service: str, signer: Callable[[], X509Signer]) -> None:
+        self.service = service
+        self.signer = signer
+
+    def actor(self) -> Actor:
+        return Actor(subject=service_subject(self.service), roles=frozenset({"service"}), school_code="")
+
+    def signs(self, message: M, lifetime: timedelta = TOKEN_LIFETIME) -> M:
+        signer = self.signer()
+        header = {"alg": ALGORITHM, "typ": "JWT", "kid": signer.key_id, "x5c": signer.x5c}
+        claims = token_claims(self.actor(), message, service_subject(self.service), lifetime)
+        protected = b64url(json.dumps(header, separators=(",", ":")).encode())
+        body = b64url(json.dumps(claims, separators=(",", ":")).encode())
+        signature = b64url(signer.sign_raw(f"{protected}.{body}".encode()))
+        return message.model_copy(update={"actor": f"{protected}.{body}.{signature}"})
+
+
+def verify_token(message: Message, keys: IssuerKeys, now: float | None = None) -> Actor:
+    """The actor whose token `message` carries; raises Unauthenticated saying why it is not accepted."""
+    token = message.actor
     if not token:
-        raise Unauthenticated("the command carries no actor token")
+        raise Unauthenticated("the message carries no actor token")
     try:
-        decoded = jwt.decode(token, keys.key_set, algorithms=[ALGORITHM])
-    except (JoseError, ValueError) as exc:
-        raise Unauthenticated(f"actor token rejected: {exc}") from exc
-    registry = JWTClaimsRegistry(
-        now=int(now if now is not None else time.time()),
-        leeway=30,
-        iss={"essential": True, "value": keys.issuer},
-        sub={"essential": True},
-        exp={"essential": True},
-    )
-    try:
-        registry.validate(decoded.claims)
-    except JoseError as exc:
-        raise Unauthenticated(f"actor token rejected: {exc.description or exc}") from exc
+        header = protected_header(token)
+    except (ValueError, UnicodeDecodeError, IndexError):
+        raise Unauthenticated("the actor token is not a compact JWT") from None
+    if "x5c" in header:
+        decoded, issuer = _service_token(token, header, keys)
+    else:
+        decoded, issuer = _person_token(token, keys), keys.issuer
     claims = decoded.claims
+    _check_claims(claims, issuer, keys, message, now)
     try:
         return Actor(
             subject=claims["sub"],
@@ -146,15 +242,77 @@ def verify_token(token: str | None, keys: IssuerKeys, now: float | None = None) 
             expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         )
     except ValidationError as exc:
-        raise Unauthenticated(f"actor token has malformed claims: {exc.errors()[0]['msg']}") from exc
+        raise Unauthenticated(f"the actor token has malformed claims: {exc.errors()[0]['type']}") from None
 
 
-def issuer_keys_for(jwks_path: Path | None, issuer: str) -> IssuerKeys | None:
-    """The configured issuer keys, or None when none are configured (every actor is then refused)."""
-    return IssuerKeys.from_file(jwks_path, issuer) if jwks_path else None
+def _person_token(token: str, keys: IssuerKeys) -> jwt.Token:
+    try:
+        return jwt.decode(token, keys.key_set, algorithms=[ALGORITHM])
+    except (JoseError, ValueError) as exc:
+        raise Unauthenticated(f"actor token rejected: {type(exc).__name__}") from None
 
 
-def require_actor(token: str | None, keys: IssuerKeys | None) -> Actor:
+#: A service token's header carries its certificate chain: larger than joserfc's default header limit.
+_WITH_CHAIN = JWSRegistry(algorithms=[ALGORITHM])
+_WITH_CHAIN.max_header_length = MAX_TOKEN_LENGTH
+
+
+def _service_token(token: str, header: dict[str, Any], keys: IssuerKeys) -> tuple[jwt.Token, str]:
+    """A service's own token and who must have issued it: its chain leads to the PKI's anchor and names a service."""
+    if keys.services is None:
+        raise Unauthenticated("service tokens are not accepted here")
+    try:
+        chain = from_x5c(header["x5c"])
+    except (ValueError, TypeError):
+        raise Unauthenticated("the service token's certificate cannot be read") from None
+    holder = chain[0]
+    check = keys.services().validate(chain, datetime.now(UTC), purpose="checkpoint")
+    if not check.ok:
+        raise Unauthenticated(f"the service token's certificate is not trusted: {'; '.join(check.failed)}")
+    if check.identity is None or check.identity.role != SERVICE_TITLE:
+        raise Unauthenticated("the token's certificate is not a service certificate")
+    public = holder.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    try:
+        decoded = jwt.decode(token, ECKey.import_key(public), algorithms=[ALGORITHM], registry=_WITH_CHAIN)
+    except (JoseError, ValueError) as exc:
+        raise Unauthenticated(f"service token rejected: {type(exc).__name__}") from None
+    if decoded.claims.get("sub") != check.identity.subject_id:
+        raise Unauthenticated("the service token names another service than its certificate")
+    return decoded, check.identity.subject_id
+
+
+def _check_claims(claims: dict[str, Any], issuer: str, keys: IssuerKeys, message: Message, now: float | None) -> None:
+    at = int(now if now is not None else time.time())
+    registry = JWTClaimsRegistry(
+        now=at,
+        leeway=LEEWAY_SECONDS,
+        iss={"essential": True, "value": issuer},
+        sub={"essential": True},
+        aud={"essential": True, "value": keys.audience},
+        iat={"essential": True},
+        exp={"essential": True},
+        msg={"essential": True, "value": message_digest(message)},
+    )
+    try:
+        registry.validate(claims)
+    except JoseError as exc:
+        raise Unauthenticated(f"actor token rejected: {exc.description or type(exc).__name__}") from None
+    if claims["iat"] > at + LEEWAY_SECONDS:
+        raise Unauthenticated("actor token rejected: issued in the future")
+    if claims["exp"] - claims["iat"] > keys.max_lifetime.total_seconds():
+        raise Unauthenticated(
+            f"actor token rejected: it lives {claims['exp'] - claims['iat']}s, longer than the "
+            f"{int(keys.max_lifetime.total_seconds())}s accepted"
+        )
+
+
+def issuer_keys_for(jwks_path: Path | None, issuer: str, audience: str) -> IssuerKeys | None:
+    """The configured issuer keys as `audience` accepts them, or None when none are configured (every actor is then refused)."""
+    return IssuerKeys.from_file(jwks_path, issuer, audience) if jwks_path else None
+
+
+def require_actor(message: Message, keys: IssuerKeys | None) -> Actor:
+    """The verified actor of `message`: refused (Unauthenticated) unless its token is good for it and this service."""
     if keys is None:
         raise Unauthenticated("no actor-token issuer keys are configured (HOCBA_ACTOR_ISSUER_JWKS)")
-    return verify_token(token, keys)
+    return verify_token(message, keys)

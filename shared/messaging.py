@@ -8,7 +8,11 @@ place they are set:
 * messages persistent, publisher confirms on, and an unroutable mandatory publish raises;
 * a permanent failure (invalid message, forbidden, unknown) is dead-lettered at once with a
   reason header; a transient one is retried with back-off until the delivery limit, then
-  dead-lettered with the last error. Nothing is acknowledged before it is safe elsewhere.
+  dead-lettered with the last error. Nothing is acknowledged before it is safe elsewhere;
+* bad input gets a clear, harmless answer: a body larger than `Settings.max_message_bytes` is
+  dead-lettered `too-large` unread, one that is not JSON (or nested too deep to read) or does not
+  fit its contract is dead-lettered `invalid` at once, never retried; dead-letter headers, error
+  answers and log lines name the fields and the kinds of error, never a value from the message.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,14 +31,23 @@ import aio_pika
 from faststream import BaseMiddleware
 from faststream.exceptions import NackMessage
 from faststream.middlewares import AckPolicy
-from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue, RabbitResponse
+from faststream.rabbit import (
+    Channel,
+    ExchangeType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitMessage,
+    RabbitQueue,
+    RabbitResponse,
+)
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas.queue import QueueType
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from shared.contracts import limits
 from shared.contracts.base import Message, Model, Problem, Reply, derived_id
-from shared.errors import Forbidden, NoAnswer, PermanentError, Refused
+from shared.errors import Forbidden, HocbaError, InvalidMessage, NoAnswer, PermanentError, Refused
 from shared.outcome import Outcome, RejectedPart
 from shared.settings import Names, Settings
 
@@ -49,6 +63,12 @@ QUEUE_HEADER = "x-hocba-queue"
 #: in-memory test broker passes headers but no `reply_to`).
 REQUEST_HEADER = "x-hocba-request"
 DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on redelivery
+#: The reason of a message whose body is larger than a service reads.
+TOO_LARGE = "too-large"
+#: The parameter FastStream validates a message's body into (`Bus.subscriber`): no part of a field's path.
+BODY = "body"
+#: A field's name in a validation error's path; anything else there (a mapping's key) may be a value.
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def topic_exchange(names: Names) -> RabbitExchange:
@@ -107,8 +127,74 @@ class Topology:
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """Errors no retry can fix: bad payloads and the service's own permanent errors."""
-    return isinstance(exc, PermanentError | ValidationError | json.JSONDecodeError | UnicodeDecodeError)
+    """Errors no retry can fix: bad payloads and the service's own permanent errors.
+
+    A `RecursionError` is one: input nested deeper than Python's stack (a document thousands of
+    levels deep) fails the same way on every delivery.
+    """
+    return isinstance(
+        exc, PermanentError | ValidationError | json.JSONDecodeError | UnicodeDecodeError | RecursionError
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """What went wrong, fit for a dead-letter header and a log line: its type, and what may be said of it.
+
+    Never a value from the message (`error_detail`): `ValidationError: students.3.identity.personal_id:
+    string_too_long; students.3.identity.full_name: missing`, `Forbidden: <the service's sentence>`,
+    or only `DuplicateKeyError` for an error hocba did not raise on purpose (its text may quote data).
+    """
+    detail = error_detail(exc)
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def error_detail(exc: BaseException) -> str:
+    """What may be said of an error: each field at fault and its kind of error, or hocba's own sentence.
+
+    hocba's errors (`shared.errors`) are written not to name personal data, so their sentence is kept;
+    anything else says nothing here.
+    """
+    if isinstance(exc, ValidationError):
+        return validation_summary(exc)
+    if isinstance(exc, HocbaError):
+        return str(exc)
+    return ""
+
+
+def validation_summary(exc: ValidationError, most: int = 10) -> str:
+    """`path.to.field: error_type` for each error (the first `most`), without the values pydantic quotes."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    said = [f"{field_path(error['loc'])}: {error['type']}" for error in errors[:most]]
+    if len(errors) > most:
+        said.append(f"{len(errors) - most} more")
+    return "; ".join(said)
+
+
+def field_path(location: tuple[int | str, ...]) -> str:
+    """A validation error's location as a dotted path; a mapping's key that is no field name becomes `*`."""
+    parts = location[1:] if location[:1] == (BODY,) else location
+    named = [str(p) if isinstance(p, int) or FIELD_NAME.fullmatch(p) else "*" for p in parts]
+    return ".".join(named) or "(message)"
+
+
+def refuse_oversized(body: bytes, most: int) -> None:
+    """Refuse a body larger than `most` bytes before anything reads it."""
+    if len(body) > most:
+        raise InvalidMessage(f"the message has {len(body)} bytes, more than the {most} a service reads", reason=TOO_LARGE)
+
+
+async def decode_body(message: RabbitMessage) -> Any:
+    """The body as JSON, or `InvalidMessage`: every hocba message is a JSON object, whatever its content type says.
+
+    FastStream calls this when the handler's parameter is validated, inside the edge middleware's
+    `consume_scope`, so a refusal here is dead-lettered (or answered) at once like any invalid message.
+    """
+    try:
+        return json.loads(message.body)
+    except RecursionError:
+        raise InvalidMessage("the body is nested too deeply to read") from None
+    except ValueError:  # not UTF-8, not JSON, or a number too long to convert
+        raise InvalidMessage("the body is not JSON") from None
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -196,13 +282,14 @@ class Bus:
             async def consume(body: Any) -> RabbitResponse | None:
                 return await self.carry_out(body, await handle(body))
 
-            # FastStream parses the body into the type its parameter is annotated with.
-            consume.__annotations__ = {"body": message}
+            # FastStream decodes the body (`decode_body`) and validates it into the type of the parameter BODY.
+            consume.__annotations__ = {BODY: message}
             consume.__name__ = consume.__qualname__ = handle.__name__
             self.broker.subscriber(
                 self.topology.queue_for(message),
                 exchange=self.exchange,
                 title=f"{self.service}:{message.ROUTING_KEY}",
+                decoder=decode_body,
             )(consume)
             return handle
 
@@ -337,19 +424,28 @@ class Bus:
 
 
 def edge_middleware(bus: Bus) -> Callable[..., BaseMiddleware]:
-    """Middleware that maps what a handler raises: an error reply, a dead letter, or a bounded retry."""
+    """Middleware that maps what a handler raises: an error reply, a dead letter, or a bounded retry.
+
+    Its `consume_scope` holds everything done with a message's body: the size check, decoding
+    (`decode_body`), validation into the contract, the handler and carrying out its outcome. What
+    fails there is said with `describe_error`, never with the error's own text, which may quote the
+    message.
+    """
 
     class _Edge(BaseMiddleware):
         async def consume_scope(self, call_next: Any, msg: Any) -> Any:
             try:
+                refuse_oversized(msg.body, bus.settings.max_message_bytes)
                 return await call_next(msg)
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
-                return await self._on_failure(msg, exc)
+                failure = exc
+            # Handled outside the `except` block, so that nothing raised from here chains the failure (and its text).
+            return await self._on_failure(msg, failure)
 
         async def _on_failure(self, msg: Any, exc: Exception) -> RabbitResponse | None:
             queue = bus.topology.queue_name(msg.raw_message.routing_key or "")
             headers = dict(msg.headers or {})
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe_error(exc)
             attempts = int(headers.get(DELIVERY_COUNT_HEADER, 0)) + 1
             if is_permanent(exc):
                 reason = getattr(exc, "reason", "invalid")
@@ -359,19 +455,24 @@ def edge_middleware(bus: Bus) -> Callable[..., BaseMiddleware]:
                     # Someone waits for the answer: the error is the answer, and nothing is lost.
                     log.info("answered %s with an error (%s): %s", queue, reason, error)
                     bus.metrics.answered_with_error.labels(queue, reason).inc()
-                    return reply(Reply(error=Problem(code=reason, message=str(exc) or type(exc).__name__)))
+                    return reply(Reply(error=problem(reason, exc)))
             elif attempts >= bus.topology.delivery_limit:
                 reason = "retries-exhausted"
             else:
                 bus.metrics.retried.labels(queue).inc()
                 log.warning("retrying %s (attempt %d): %s", queue, attempts, error)
                 await asyncio.sleep(backoff_seconds(attempts))
-                raise NackMessage() from exc
+                raise NackMessage() from None
             log.error("dead-lettering from %s (%s): %s", queue, reason, error)
             await bus.dead_letter(queue, msg.body, headers, reason, error)
             return None
 
     return _Edge
+
+
+def problem(reason: str, exc: BaseException) -> Problem:
+    """The error answered to a requester: its reason code, and what may be said of it (`error_detail`)."""
+    return Problem(code=reason[: limits.CODE], message=(error_detail(exc) or type(exc).__name__)[: limits.TEXT])
 
 
 def reply(body: Any) -> RabbitResponse:

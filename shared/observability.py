@@ -63,8 +63,15 @@ def http_app(registry: CollectorRegistry, health: Health) -> Callable[..., Await
     return app
 
 
+#: Libraries that log whole AMQP frames (bodies with personal data in them) at DEBUG: never below INFO.
+QUIET_BELOW_INFO = ("aiormq", "aio_pika")
+
+
 def configure_logging(level: str, service: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
     )
+    for name in QUIET_BELOW_INFO:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))

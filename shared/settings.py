@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.contracts import limits
+
 SERVICES = ("identity", "grades", "signing", "archive", "sync")
 
 #: Default HTTP port of each process for /metrics and /health (override with HOCBA_HTTP_PORT).
@@ -44,8 +46,12 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(5, ge=1)
     #: Unacknowledged messages a consumer may hold.
     prefetch: int = Field(8, ge=1)
+    #: The largest message body a service reads, in bytes; a larger one is dead-lettered `too-large` unread. The
+    #: largest legitimate message, a chunk of 100 signed records (about 1 MB; 4 MB with the longest comment on every
+    #: entry), fits with room. The broker refuses larger publishes (`max_message_size` in deploy/rabbitmq/rabbitmq.conf).
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     #: Records per message where records travel in bulk.
-    chunk_size: int = Field(100, ge=1)
+    chunk_size: int = Field(100, ge=1, le=limits.RECORDS)
     ministry_url: str = "http://127.0.0.1:9180"
     ministry_concurrency: int = Field(16, ge=1)
     #: Seconds one request to the ministry may take before it counts as a failed attempt.
@@ -81,6 +87,9 @@ class Settings(BaseSettings):
     archive_origin: str = "hocba.archive"
     #: The archive verifies every signature and certificate chain before it admits a record version.
     archive_verify_signatures: bool = True
+    #: How far, in seconds, the time a record's last signature states may be from the archive's clock when it
+    #: admits the record (and how far any signature's stated time may run ahead of that clock).
+    archive_max_clock_skew_seconds: float = Field(600.0, gt=0)
 
     def names(self) -> Names:
         return Names(self.namespace)

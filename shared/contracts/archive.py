@@ -8,28 +8,47 @@ from typing import Any
 from pydantic import Field
 
 from shared.contracts.base import Message, Model, Reply
+from shared.contracts.grades import MAX_SEAL_LENGTH
+from shared.contracts.limits import (
+    AUDIT,
+    CONSISTENCY_PROOF,
+    HASH,
+    ID,
+    INCLUSION_PROOF,
+    JWS,
+    QR,
+    RECORDS,
+    SCHOOL_CODE,
+    SCHOOL_YEAR,
+    TEXT,
+    HexHash,
+    Sentence,
+)
 
 
 class ArchivedRecord(Model):
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int
-    school_code: str
-    school_year: str
-    student_ref: str
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
+    student_ref: str = Field(max_length=ID)
     #: Position in the archive's Merkle log (the leaf index) and the entry's RFC 9162 leaf hash (hex).
     seq: int
-    entry_hash: str
+    entry_hash: str = Field(max_length=HASH)
     #: SHA-256 of the canonical record document, as signed.
-    digest: str
+    digest: str = Field(max_length=HASH)
     document: dict[str, Any]
     #: For an amendment: the version this one supersedes.
     supersedes: int | None = None
+    #: The archive's seal over all of the above but the document (`shared.crypto.seal.archived_claims`);
+    #: the document is bound through `digest`.
+    seal: str | None = Field(None, max_length=MAX_SEAL_LENGTH)
 
 
 class RecordsArchived(Message):
     ROUTING_KEY = "archive.record.archived.v1"
 
-    records: list[ArchivedRecord] = Field(min_length=1)
+    records: list[ArchivedRecord] = Field(min_length=1, max_length=RECORDS)
 
 
 class Checkpoint(Model):
@@ -39,12 +58,12 @@ class Checkpoint(Model):
     rewrite history without the difference showing against a checkpoint held elsewhere.
     """
 
-    origin: str
+    origin: str = Field(max_length=ID)
     tree_size: int
-    root_hash: str
+    root_hash: str = Field(max_length=HASH)
     issued_at: datetime
     #: Compact JWS (ES256) over the canonical JSON of the fields above.
-    signature: str
+    signature: str = Field(max_length=JWS)
 
 
 class CheckpointIssued(Message):
@@ -62,20 +81,20 @@ class ProveInclusion(Message):
     ROUTING_KEY = "archive.proof.inclusion.v1"
     MANDATORY = False
 
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int | None = None
     #: Prove against this tree size (a checkpoint the asker holds); the latest checkpoint by default.
     tree_size: int | None = None
 
 
 class InclusionProof(Model):
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int
     leaf_index: int
     tree_size: int
-    leaf_hash: str
+    leaf_hash: str = Field(max_length=HASH)
     #: RFC 9162 PATH, hex, from the leaf up.
-    proof: list[str]
+    proof: list[HexHash] = Field(max_length=INCLUSION_PROOF)
     checkpoint: Checkpoint | None = None
 
 
@@ -92,9 +111,9 @@ class ProveConsistency(Message):
 class ConsistencyProof(Model):
     first: int
     second: int
-    first_root: str
-    second_root: str
-    proof: list[str]
+    first_root: str = Field(max_length=HASH)
+    second_root: str = Field(max_length=HASH)
+    proof: list[HexHash] = Field(max_length=CONSISTENCY_PROOF)
     checkpoint: Checkpoint | None = None
 
 
@@ -105,7 +124,7 @@ class ProofReply(Reply):
     consistency: ConsistencyProof | None = None
     bundle: dict[str, Any] | None = None
     #: For a certified copy: a compact JWS (ES256) by the archive, small enough for a QR code.
-    qr: str | None = None
+    qr: str | None = Field(None, max_length=QR)
 
 
 class ExportRecord(Message):
@@ -114,10 +133,12 @@ class ExportRecord(Message):
     ROUTING_KEY = "archive.record.export.v1"
     MANDATORY = False
 
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int | None = None
     #: Also sign a compact payload for the QR code of a printed certified copy.
     certified_copy: bool = False
+    #: Why the reader asks, in their words; kept in the access log.
+    purpose: str = Field("", max_length=200)
 
 
 class AuditArchive(Message):
@@ -129,9 +150,9 @@ class AuditArchive(Message):
 
 class AuditFinding(Model):
     seq: int | None
-    record_id: str | None = None
+    record_id: str | None = Field(None, max_length=ID)
     version: int | None = None
-    problem: str
+    problem: str = Field(max_length=TEXT)
 
 
 class AuditReport(Reply):
@@ -139,8 +160,8 @@ class AuditReport(Reply):
     checkpoints: int
     ok: bool
     #: What was checked and held, in plain words.
-    passed: list[str] = []
-    findings: list[AuditFinding] = []
+    passed: list[Sentence] = Field(default_factory=list, max_length=AUDIT)
+    findings: list[AuditFinding] = Field(default_factory=list, max_length=AUDIT)
 
 
 class IssueCheckpoint(Message):

@@ -8,6 +8,11 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.limits import CODE, TEXT, ShortCode
+
+#: An actor token with a service's certificate chain fits in this; a person's is far smaller.
+MAX_TOKEN_LENGTH = 8_000
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -23,21 +28,32 @@ class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class Message(Model):
-    """A command or event on the `hocba` exchange.
+class Acting(Model):
+    """Who acted, as events say it: the subject, their roles and school (never their token)."""
 
-    `message_id` is the idempotency key; `actor` carries the signed token of the person who caused it.
-    Each concrete message names its routing key `<service>.<entity>.<event-or-command>.v<N>`.
+    subject: str = Field(max_length=200)
+    roles: list[ShortCode] = Field(default_factory=list, max_length=10)
+    school_code: str = Field("", max_length=20)
+
+
+class Message(Model):
+    """A command, request or event on the `hocba` exchange.
+
+    `message_id` is the idempotency key. A command or request carries in `actor` the token of who
+    sends it, good for this message and the service that acts on it (`shared.auth`); an event
+    carries no token, and says in `by` who acted. Each concrete message names its routing key
+    `<service>.<entity>.<event-or-command>.v<N>`.
     """
 
     ROUTING_KEY: ClassVar[str]
     #: Durable messages must reach a queue: an unroutable publish raises.
     MANDATORY: ClassVar[bool] = True
 
-    message_id: str = Field(default_factory=new_id)
+    message_id: str = Field(default_factory=new_id, max_length=100)
     schema_version: int = 1
     occurred_at: datetime = Field(default_factory=utcnow)
-    actor: str | None = None
+    actor: str | None = Field(None, max_length=MAX_TOKEN_LENGTH)
+    by: Acting | None = None
 
 
 class Notification(Message):
@@ -53,8 +69,8 @@ class Notification(Message):
 class Problem(Model):
     """Why a request was not answered as asked: a short machine-readable code and a sentence for people."""
 
-    code: str
-    message: str
+    code: str = Field(max_length=CODE)
+    message: str = Field(max_length=TEXT)
 
 
 class Reply(Model):

@@ -8,6 +8,24 @@ from typing import Any, Literal
 from pydantic import Field
 
 from shared.contracts.base import Message, Model, Notification, Reply
+from shared.contracts.limits import (
+    CODE,
+    ID,
+    LABEL,
+    LINES,
+    NAME,
+    RATINGS,
+    RECORDS,
+    REGULAR,
+    ROWS,
+    SCHOOL_CODE,
+    SCHOOL_YEAR,
+    SUBJECT,
+    TEXT,
+    WORDS,
+    Sentence,
+    SubjectName,
+)
 
 Term = Literal[1, 2]
 CommentLevel = Literal["Đ", "CĐ"]
@@ -29,17 +47,17 @@ class SubjectTermScores(Model):
     grades 4-5 for Tiếng Việt and Toán, the mid-term test in `midterm`).
     """
 
-    student_ref: str
-    subject: str
+    student_ref: str = Field(max_length=ID)
+    subject: str = Field(max_length=SUBJECT)
     term: Term
-    regular: tuple[Decimal, ...] = ()
+    regular: tuple[Decimal, ...] = Field((), max_length=REGULAR)
     midterm: Decimal | None = None
     final: Decimal | None = None
     comment_level: CommentLevel | None = None
     level: SubjectLevel | None = None
     midterm_level: SubjectLevel | None = None
     #: The subject teacher's comment for the term.
-    comment: str = ""
+    comment: str = Field("", max_length=WORDS)
 
 
 class RecordAssessments(Message):
@@ -52,32 +70,32 @@ class RecordAssessments(Message):
 
     ROUTING_KEY = "grades.assessments.record.v1"
 
-    school_code: str
-    school_year: str
-    entries: list[SubjectTermScores] = Field(min_length=1)
-    reason: str = ""
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
+    entries: list[SubjectTermScores] = Field(min_length=1, max_length=ROWS)
+    reason: str = Field("", max_length=WORDS)
 
 
 class EntryRejection(Model):
     """Why entry `index` of a command was not stored; `code` is short, `reason` in words."""
 
     index: int
-    code: str
-    reason: str
+    code: str = Field(max_length=CODE)
+    reason: str = Field(max_length=TEXT)
 
 
 class EntriesRecorded(Notification):
     """What became of a command's entries: how many were stored new, changed or unchanged, and each one rejected."""
 
-    school_code: str
-    school_year: str
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
     #: Entries accepted (new, changed or unchanged).
     entries: int
-    source_message_id: str
+    source_message_id: str = Field(max_length=ID)
     new: int = 0
     changed: int = 0
     unchanged: int = 0
-    rejected: list[EntryRejection] = []
+    rejected: list[EntryRejection] = Field(default_factory=list, max_length=ROWS)
 
 
 class AssessmentsRecorded(EntriesRecorded):
@@ -93,13 +111,13 @@ class StudentTermConduct(Model):
     `qualities` and `competencies` (name -> T/Đ/C) and `absences`. Both: `comment`.
     """
 
-    student_ref: str
+    student_ref: str = Field(max_length=ID)
     term: Term
     conduct: ConductLevel | None = None
     absences: int | None = Field(None, ge=0)
-    qualities: dict[str, QualityLevel] = {}
-    competencies: dict[str, QualityLevel] = {}
-    comment: str = ""
+    qualities: dict[SubjectName, QualityLevel] = Field(default_factory=dict, max_length=RATINGS)
+    competencies: dict[SubjectName, QualityLevel] = Field(default_factory=dict, max_length=RATINGS)
+    comment: str = Field("", max_length=WORDS)
 
 
 class RecordConduct(Message):
@@ -107,10 +125,10 @@ class RecordConduct(Message):
 
     ROUTING_KEY = "grades.conduct.record.v1"
 
-    school_code: str
-    school_year: str
-    entries: list[StudentTermConduct] = Field(min_length=1)
-    reason: str = ""
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
+    entries: list[StudentTermConduct] = Field(min_length=1, max_length=ROWS)
+    reason: str = Field("", max_length=WORDS)
 
 
 class ConductRecorded(EntriesRecorded):
@@ -124,8 +142,8 @@ class CloseTerm(Message):
 
     ROUTING_KEY = "grades.term.close.v1"
 
-    school_code: str
-    school_year: str
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
     term: Term
 
 
@@ -134,10 +152,10 @@ class ReopenTerm(Message):
 
     ROUTING_KEY = "grades.term.reopen.v1"
 
-    school_code: str
-    school_year: str
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
     term: Term
-    reason: str = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=WORDS)
 
 
 class TermChanged(Notification):
@@ -145,12 +163,11 @@ class TermChanged(Notification):
 
     ROUTING_KEY = "grades.term.changed.v1"
 
-    school_code: str
-    school_year: str
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
     term: Term
     state: Literal["open", "closed"]
-    source_message_id: str
-    by: str = ""
+    source_message_id: str = Field(max_length=ID)
 
 
 class CloseYear(Message):
@@ -161,9 +178,12 @@ class CloseYear(Message):
 
     ROUTING_KEY = "grades.year.close.v1"
 
-    school_code: str
-    school_year: str
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
 
+
+#: A seal carries its producer's certificate chain; this is ample for it.
+MAX_SEAL_LENGTH = 8_000
 
 #: (record_id, version): one record version, as services key it in memory and in storage.
 VersionKey = tuple[str, int]
@@ -172,7 +192,7 @@ VersionKey = tuple[str, int]
 class RecordKey(Model):
     """One record version, as messages name it."""
 
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int = Field(ge=1)
 
 
@@ -183,12 +203,14 @@ class RecordVersion(Model):
     gets signed and archived. The other fields repeat what routing and storage need.
     """
 
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int = Field(ge=1)
-    school_code: str
-    school_year: str
-    student_ref: str
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
+    student_ref: str = Field(max_length=ID)
     document: dict[str, Any]
+    #: grades' seal over this version (`shared.crypto.seal.record_claims`): where its content comes from.
+    seal: str | None = Field(None, max_length=MAX_SEAL_LENGTH)
 
     @property
     def key(self) -> VersionKey:
@@ -200,9 +222,9 @@ class RecordsReady(Message):
 
     ROUTING_KEY = "grades.record.ready.v1"
 
-    school_code: str
-    school_year: str
-    records: list[RecordVersion] = Field(min_length=1)
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
+    records: list[RecordVersion] = Field(min_length=1, max_length=RECORDS)
 
 
 class ExplainRecord(Message):
@@ -210,30 +232,32 @@ class ExplainRecord(Message):
 
     ROUTING_KEY = "grades.record.explain.v1"
 
-    record_id: str
+    record_id: str = Field(max_length=ID)
     #: None: the latest version.
     version: int | None = None
+    #: Why the reader asks, in their words; kept in the access log.
+    purpose: str = Field("", max_length=200)
 
 
 class ExplanationLine(Model):
     """One computed result: what it is about, its value, the clause that decided it, the inputs."""
 
-    about: str
+    about: str = Field(max_length=LABEL)
     result: Any
-    clause: str
-    rule: str
+    clause: str = Field(max_length=LABEL)
+    rule: str = Field(max_length=LABEL)
     inputs: dict[str, Any]
-    text: str
+    text: str = Field(max_length=TEXT)
 
 
 class RecordExplanation(Reply):
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int = 0
-    school_code: str = ""
-    school_year: str = ""
+    school_code: str = Field("", max_length=SCHOOL_CODE)
+    school_year: str = Field("", max_length=SCHOOL_YEAR)
     grade: int = 0
-    class_name: str = ""
-    student_name: str = ""
-    rule_set: str = ""
-    unconfirmed: list[str] = []
-    lines: list[ExplanationLine] = []
+    class_name: str = Field("", max_length=CODE)
+    student_name: str = Field("", max_length=NAME)
+    rule_set: str = Field("", max_length=CODE)
+    unconfirmed: list[Sentence] = Field(default_factory=list, max_length=LINES)
+    lines: list[ExplanationLine] = Field(default_factory=list, max_length=LINES)

@@ -8,6 +8,21 @@ from typing import Literal
 from pydantic import Field
 
 from shared.contracts.base import Message, Model, Notification, Reply
+from shared.contracts.limits import (
+    CODE,
+    ID,
+    LOOKUP,
+    NAME,
+    PERSONAL_ID,
+    PLACE,
+    ROWS,
+    SCHOOL_CODE,
+    SCHOOL_STUDENTS,
+    SCHOOL_YEAR,
+    TEXT,
+    Identifier,
+    PersonalId,
+)
 
 Sex = Literal["M", "F"]
 
@@ -15,20 +30,20 @@ Sex = Literal["M", "F"]
 class StudentIdentity(Model):
     """Who a student is; personal data that identity keeps encrypted at rest."""
 
-    personal_id: str
-    full_name: str
+    personal_id: str = Field(max_length=PERSONAL_ID)
+    full_name: str = Field(max_length=NAME)
     date_of_birth: date
     sex: Sex
-    place_of_birth: str = ""
-    ethnicity: str = ""
-    guardian_name: str = ""
+    place_of_birth: str = Field("", max_length=PLACE)
+    ethnicity: str = Field("", max_length=CODE)
+    guardian_name: str = Field("", max_length=NAME)
 
 
 class Enrolment(Model):
-    school_code: str
-    school_year: str = Field(pattern=r"^\d{4}-\d{4}$")
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR, pattern=r"^\d{4}-\d{4}$")
     grade: int = Field(ge=1, le=12)
-    class_name: str
+    class_name: str = Field(max_length=CODE)
 
 
 class StudentRegistration(Model):
@@ -41,20 +56,20 @@ class RegisterStudents(Message):
 
     ROUTING_KEY = "identity.students.register.v1"
 
-    students: list[StudentRegistration] = Field(min_length=1)
+    students: list[StudentRegistration] = Field(min_length=1, max_length=ROWS)
 
 
 class RegisteredStudent(Model):
     """What other services may know of a student: an opaque reference and the enrolment."""
 
-    student_ref: str
+    student_ref: str = Field(max_length=ID)
     enrolment: Enrolment
 
 
 class StudentsRegistered(Message):
     ROUTING_KEY = "identity.student.registered.v1"
 
-    students: list[RegisteredStudent]
+    students: list[RegisteredStudent] = Field(max_length=ROWS)
 
 
 class LookupStudents(Message):
@@ -62,27 +77,29 @@ class LookupStudents(Message):
 
     ROUTING_KEY = "identity.students.lookup.v1"
 
-    student_refs: list[str] = Field(min_length=1, max_length=1000)
+    student_refs: list[Identifier] = Field(min_length=1, max_length=LOOKUP)
+    #: Why the reader asks, in their words; kept in the access log.
+    purpose: str = Field("", max_length=200)
 
 
 class StudentSnapshot(Model):
-    student_ref: str
+    student_ref: str = Field(max_length=ID)
     identity: StudentIdentity
 
 
 class StudentSnapshots(Reply):
     """Reply to LookupStudents; `missing` lists references identity does not know."""
 
-    students: list[StudentSnapshot]
-    missing: list[str] = []
+    students: list[StudentSnapshot] = Field(max_length=SCHOOL_STUDENTS)
+    missing: list[Identifier] = Field(default_factory=list, max_length=SCHOOL_STUDENTS)
 
 
 class RowRejection(Model):
     """Why row `index` of a RegisterStudents was not registered."""
 
     index: int
-    code: str
-    reason: str
+    code: str = Field(max_length=CODE)
+    reason: str = Field(max_length=TEXT)
 
 
 class RegistrationReport(Reply):
@@ -92,11 +109,11 @@ class RegistrationReport(Reply):
     enrolment; `enrolled`: already registered, this enrolment added.
     """
 
-    source_message_id: str
+    source_message_id: str = Field(max_length=ID)
     new: int = 0
     unchanged: int = 0
     enrolled: int = 0
-    rejected: list[RowRejection] = []
+    rejected: list[RowRejection] = Field(default_factory=list, max_length=ROWS)
 
 
 class FindStudents(Message):
@@ -108,13 +125,15 @@ class FindStudents(Message):
 
     ROUTING_KEY = "identity.students.find.v1"
 
-    personal_ids: list[str] = Field(min_length=1, max_length=1000)
+    personal_ids: list[PersonalId] = Field(min_length=1, max_length=LOOKUP)
+    #: Why the reader asks, in their words; kept in the access log.
+    purpose: str = Field("", max_length=200)
 
 
 class StudentMatches(Reply):
-    students: list[StudentSnapshot] = []
+    students: list[StudentSnapshot] = Field(default_factory=list, max_length=LOOKUP)
     #: Personal IDs with no student the actor may see.
-    missing: list[str] = []
+    missing: list[PersonalId] = Field(default_factory=list, max_length=LOOKUP)
 
 
 class RotateIdentityKey(Message):
@@ -126,8 +145,8 @@ class RotateIdentityKey(Message):
 class KeyRotationProgress(Notification):
     ROUTING_KEY = "identity.keys.rotation.v1"
 
-    source_message_id: str
-    key_id: str
+    source_message_id: str = Field(max_length=ID)
+    key_id: str = Field(max_length=ID)
     done: int
     total: int
     finished: bool = False

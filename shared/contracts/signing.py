@@ -9,6 +9,19 @@ from pydantic import Field
 
 from shared.contracts.base import Message, Model, Notification, new_id
 from shared.contracts.grades import RecordKey, RecordVersion
+from shared.contracts.limits import (
+    CODE,
+    HASH,
+    ID,
+    JWS,
+    PROCESS,
+    RECORDS,
+    SCHOOL_CODE,
+    SCHOOL_YEAR,
+    SIGNATURES,
+    TEXT,
+    WORDS,
+)
 
 Role = Literal["homeroom_teacher", "principal", "school_seal"]
 
@@ -37,12 +50,12 @@ class RequestSignBatch(Message):
 
     ROUTING_KEY = "signing.batch.requested.v1"
 
-    batch_id: str = Field(default_factory=new_id)
-    school_code: str
-    school_year: str
+    batch_id: str = Field(default_factory=new_id, max_length=ID)
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
     role: Role = "principal"
     #: The class a homeroom teacher signs; required for role homeroom_teacher.
-    class_name: str | None = None
+    class_name: str | None = Field(None, max_length=CODE)
 
 
 class SignWork(Message):
@@ -50,30 +63,30 @@ class SignWork(Message):
 
     ROUTING_KEY = "signing.work.v1"
 
-    batch_id: str
+    batch_id: str = Field(max_length=ID)
     chunk_no: int = Field(ge=0)
     role: Role
-    records: list[RecordKey] = Field(min_length=1)
+    records: list[RecordKey] = Field(min_length=1, max_length=RECORDS)
 
 
 class Signature(Model):
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int
     role: Role
     algorithm: Literal["ES256"] = "ES256"
-    key_id: str
+    key_id: str = Field(max_length=ID)
     #: SHA-256 (hex) of the RFC 8785 canonical JSON of the record document.
-    digest: str
+    digest: str = Field(max_length=HASH)
     #: Compact JWS with detached payload.
-    jws: str
+    jws: str = Field(max_length=JWS)
     signed_at: datetime
     #: Subject id of the certificate holder (the person, or `seal-<school>` for the school's seal).
-    signer: str | None = None
+    signer: str | None = Field(None, max_length=ID)
 
 
 class SignedRecord(Model):
     record: RecordVersion
-    signatures: list[Signature]
+    signatures: list[Signature] = Field(max_length=SIGNATURES)
 
 
 class ChunkSigned(Message):
@@ -81,10 +94,10 @@ class ChunkSigned(Message):
 
     ROUTING_KEY = "signing.chunk.signed.v1"
 
-    batch_id: str
+    batch_id: str = Field(max_length=ID)
     chunk_no: int
     signed: int
-    worker: str
+    worker: str = Field(max_length=PROCESS)
     #: Of those, how many now carry every signature (and so go to the archive).
     completed: int = 0
 
@@ -94,17 +107,17 @@ class RecordsCompleted(Message):
 
     ROUTING_KEY = "signing.record.completed.v1"
 
-    records: list[SignedRecord] = Field(min_length=1)
+    records: list[SignedRecord] = Field(min_length=1, max_length=RECORDS)
     #: The batch whose work completed them, so the archive can tell when a batch is all archived.
-    batch_id: str | None = None
+    batch_id: str | None = Field(None, max_length=ID)
 
 
 class BatchProgress(Notification):
     ROUTING_KEY = "signing.batch.progress.v1"
 
-    batch_id: str
-    school_code: str
-    school_year: str
+    batch_id: str = Field(max_length=ID)
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
     chunks_done: int
     chunks_total: int
     records_signed: int
@@ -117,13 +130,13 @@ class BatchCompleted(Message):
 
     ROUTING_KEY = "signing.batch.completed.v1"
 
-    batch_id: str
-    school_code: str
-    school_year: str
+    batch_id: str = Field(max_length=ID)
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
     records_signed: int
     records_total: int
     role: Role | None = None
-    class_name: str | None = None
+    class_name: str | None = Field(None, max_length=CODE)
     #: Records that now carry every signature: what the archive will have appended for this batch.
     records_completed: int = 0
     #: Records of the scope left out because an earlier role has not signed them yet.
@@ -135,13 +148,13 @@ class BatchRefused(Notification):
 
     ROUTING_KEY = "signing.batch.refused.v1"
 
-    batch_id: str
-    school_code: str
-    school_year: str
+    batch_id: str = Field(max_length=ID)
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
     role: Role
-    reason: str
+    reason: str = Field(max_length=TEXT)
     #: Short machine-readable reason, as in the dead-letter header.
-    code: str
+    code: str = Field(max_length=CODE)
 
 
 class RequestAmendment(Message):
@@ -156,7 +169,7 @@ class RequestAmendment(Message):
     record: RecordVersion
     supersedes: int = Field(ge=1)
     reason_code: AmendmentReason
-    note: str = ""
+    note: str = Field("", max_length=WORDS)
 
 
 class AmendmentReceived(Notification):
@@ -164,7 +177,7 @@ class AmendmentReceived(Notification):
 
     ROUTING_KEY = "signing.amendment.received.v1"
 
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int
     supersedes: int
     reason_code: AmendmentReason
@@ -175,7 +188,7 @@ class RecordsReceived(Notification):
 
     ROUTING_KEY = "signing.records.received.v1"
 
-    school_code: str
-    school_year: str
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
     count: int
-    source_message_id: str
+    source_message_id: str = Field(max_length=ID)

@@ -7,19 +7,31 @@ from datetime import datetime
 from pydantic import Field
 
 from shared.contracts.base import Message, Model, Notification, Reply
+from shared.contracts.limits import (
+    CODE,
+    EXAMPLES,
+    ID,
+    KEY,
+    LINES,
+    LISTING,
+    RECORDS,
+    TEXT,
+    OutboxKey,
+    ShortCode,
+)
 
 
 class Delivery(Model):
-    record_id: str
+    record_id: str = Field(max_length=ID)
     version: int
-    receipt_id: str
+    receipt_id: str = Field(max_length=KEY)
     delivered_at: datetime
 
 
 class RecordsDelivered(Notification):
     ROUTING_KEY = "sync.record.delivered.v1"
 
-    deliveries: list[Delivery]
+    deliveries: list[Delivery] = Field(max_length=RECORDS)
 
 
 class CheckpointDelivered(Notification):
@@ -27,9 +39,9 @@ class CheckpointDelivered(Notification):
 
     ROUTING_KEY = "sync.checkpoint.delivered.v1"
 
-    origin: str
+    origin: str = Field(max_length=ID)
     tree_size: int
-    receipt_id: str
+    receipt_id: str = Field(max_length=KEY)
     delivered_at: datetime
 
 
@@ -37,7 +49,7 @@ class CheckpointDelivered(Notification):
 
 
 class GetSyncStatus(Message):
-    """Request: the outbox by kind and status, the oldest waiting entry and the parked ones."""
+    """Request (an operator's, with an actor token): the outbox by kind and status, the oldest waiting entry and the parked ones."""
 
     ROUTING_KEY = "sync.outbox.status.v1"
 
@@ -46,35 +58,35 @@ class GetSyncStatus(Message):
 
 
 class OutboxCount(Model):
-    kind: str
-    status: str
+    kind: str = Field(max_length=CODE)
+    status: str = Field(max_length=CODE)
     entries: int
 
 
 class ParkedEntry(Model):
-    key: str
-    kind: str
+    key: str = Field(max_length=KEY)
+    kind: str = Field(max_length=CODE)
     attempts: int
-    last_error: str | None
+    last_error: str | None = Field(max_length=TEXT)
     created_at: datetime
 
 
 class LastCheckpoint(Model):
-    origin: str
+    origin: str = Field(max_length=ID)
     tree_size: int
-    receipt_id: str
+    receipt_id: str = Field(max_length=KEY)
     delivered_at: datetime
 
 
 class SyncStatus(Reply):
     """Reply to GetSyncStatus."""
 
-    counts: list[OutboxCount]
+    counts: list[OutboxCount] = Field(max_length=LINES)
     backlog: int
     parked: int
     #: Age of the oldest entry not delivered nor parked; None when there is none.
     oldest_waiting_seconds: float | None = None
-    parked_entries: list[ParkedEntry] = []
+    parked_entries: list[ParkedEntry] = Field(default_factory=list, max_length=LISTING)
     last_checkpoint: LastCheckpoint | None = None
 
 
@@ -87,20 +99,20 @@ class RetryParked(Message):
 
     ROUTING_KEY = "sync.outbox.retry.v1"
 
-    keys: list[str] = Field(default_factory=list, max_length=10_000)
+    keys: list[OutboxKey] = Field(default_factory=list, max_length=LISTING)
 
 
 class RetryOutcome(Reply):
     """Reply to RetryParked: what was resumed."""
 
     resumed: int = 0
-    keys: list[str] = []
+    keys: list[OutboxKey] = Field(default_factory=list, max_length=LISTING)
     #: Keys asked for that were neither parked nor delivered (unknown, or already on their way).
-    skipped: list[str] = []
+    skipped: list[OutboxKey] = Field(default_factory=list, max_length=LISTING)
 
 
 class Reconcile(Message):
-    """Request: compare sync's outbox and receipts with what the ministry acknowledges."""
+    """Request (an operator's, with an actor token): compare sync's outbox and receipts with what the ministry acknowledges."""
 
     ROUTING_KEY = "sync.outbox.reconcile.v1"
 
@@ -109,10 +121,10 @@ class Reconcile(Message):
 
 
 class Difference(Model):
-    name: str
-    meaning: str
+    name: str = Field(max_length=CODE)
+    meaning: str = Field(max_length=TEXT)
     count: int
-    examples: list[str] = []
+    examples: list[OutboxKey] = Field(default_factory=list, max_length=EXAMPLES)
 
 
 class ReconcileReport(Reply):
@@ -122,10 +134,10 @@ class ReconcileReport(Reply):
     acknowledged: int = 0
     matched: int = 0
     #: Entries not delivered yet, by status (the backlog; not a difference).
-    waiting: dict[str, int] = {}
+    waiting: dict[ShortCode, int] = Field(default_factory=dict, max_length=LINES)
     #: The largest checkpoint tree size sync holds: the archive's size it can check against.
     archive_size: int | None = None
-    differences: list[Difference] = []
+    differences: list[Difference] = Field(default_factory=list, max_length=LINES)
 
     @property
     def consistent(self) -> bool:

@@ -36,7 +36,16 @@ from shared.crypto.pkcs11 import Pkcs11Token, TokenConfig
 from shared.crypto.signer import CachingDirectory, SoftwareKey, UnknownSigner, X509Signer
 from shared.settings import Settings
 
-__all__ = ["ARCHIVE_SUBJECT", "DevPki", "Holder", "archive_holder", "resolve_passphrase", "seal_subject"]
+__all__ = [
+    "ARCHIVE_SUBJECT",
+    "DevPki",
+    "Holder",
+    "archive_holder",
+    "resolve_passphrase",
+    "seal_subject",
+    "service_holder",
+    "service_holders",
+]
 
 ROOT_NAME = "Sở GD&ĐT — hocba development root CA"
 ARCHIVE_SUBJECT = "archive"
@@ -45,6 +54,8 @@ DOCUMENT_SIGNING = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 ROOT_LIFETIME = timedelta(days=3650)
 HOLDER_LIFETIME = timedelta(days=3 * 365)
 CRL_LIFETIME = timedelta(days=30)
+#: A CRL this close to its nextUpdate is renewed.
+CRL_RENEWAL = timedelta(days=7)
 PASSPHRASE_ENV = "HOCBA_PKI_PASSPHRASE"
 
 
@@ -61,6 +72,16 @@ class Holder:
 
 def archive_holder() -> Holder:
     return Holder(ARCHIVE_SUBJECT, "hocba archive log", ARCHIVE_TITLE)
+
+
+def service_holder(service: str) -> Holder:
+    """A service's own certificate (`svc-<service>`): its seals on what it produces and its tokens when it asks."""
+    return Holder(f"svc-{service}", f"hocba {service} service", "service")
+
+
+def service_holders() -> list[Holder]:
+    """Every certificate the services themselves hold: the archive's, and grades' (it seals the records it assembles)."""
+    return [archive_holder(), service_holder("grades")]
 
 
 def resolve_passphrase(folder: Path, given: str | None = None, *, create: bool = False) -> bytes:
@@ -293,6 +314,28 @@ class DevPki:
             self._write_crl()
             return when
 
+    def renew_crl(self, due_within: timedelta = CRL_RENEWAL) -> bool:
+        """Re-issue the CRL (same entries, a new nextUpdate) when it falls due within `due_within`; True if it did.
+
+        A CRL past its nextUpdate fails every certificate check (a revocation since would not be on it), so
+        the CRL is renewed well before: `hocba up` does it at start, `hocba pki crl` on demand.
+        """
+        with self._locked():
+            current = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+            due = current.next_update_utc
+            if due is not None and due - datetime.now(UTC) > due_within:
+                return False
+            self._write_crl()
+            return True
+
+    def _next_crl_number(self, now: datetime) -> int:
+        """A CRL number greater than the current CRL's (RFC 5280 §5.2.3: monotonically increasing)."""
+        number = int(now.timestamp() * 1000)
+        if self.crl_path.exists():
+            current = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+            number = max(number, current.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1)
+        return number
+
     def _revoked(self) -> dict[str, dict[str, str]]:
         path = self.folder / "ca" / "revoked.json"
         return json.loads(path.read_text()) if path.exists() else {}
@@ -305,7 +348,7 @@ class DevPki:
             .issuer_name(root.subject)
             .last_update(now - timedelta(minutes=1))
             .next_update(now + CRL_LIFETIME)
-            .add_extension(x509.CRLNumber(int(now.timestamp() * 1000)), critical=False)
+            .add_extension(x509.CRLNumber(self._next_crl_number(now)), critical=False)
         )
         for serial, row in self._revoked().items():
             builder = builder.add_revoked_certificate(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator
 
 import aio_pika
@@ -12,9 +14,11 @@ import pytest
 from aiormq.exceptions import DeliveryError, PublishError
 from faststream import FastStream
 
+from shared.contracts import limits
 from shared.contracts.base import Message, Reply
+from shared.contracts.identity import RegisterStudents
 from shared.errors import Forbidden, NoAnswer, Refused, TransientError
-from shared.messaging import ERROR_HEADER, REASON_HEADER, Bus
+from shared.messaging import DELIVERY_COUNT_HEADER, ERROR_HEADER, REASON_HEADER, REQUEST_HEADER, Bus
 from shared.mongo import Index, ensure_indexes, insert_one_new
 from shared.outcome import Outcome, RejectedPart
 from tests.support import delete_queues, drain, probing
@@ -39,7 +43,7 @@ class Answer(Reply):
 
 
 class Harness:
-    """A one-queue service whose handler fails on demand, counting its attempts."""
+    """A service whose Ping handler fails on demand, counting its attempts; it also takes identity's rosters."""
 
     def __init__(self, settings, effects=None) -> None:
         self.bus = Bus(settings, "probe")
@@ -64,6 +68,13 @@ class Harness:
             rejected = [RejectedPart("items", odd, "invalid", "odd items are not taken")] if odd else []
             return Outcome(reply=Answer(n=ping.n), rejected=rejected)
 
+        self.rosters: list[RegisterStudents] = []
+
+        @self.bus.subscriber(RegisterStudents)
+        async def take_roster(command: RegisterStudents) -> Outcome:
+            self.rosters.append(command)
+            return Outcome(reply=Answer(n=len(command.students)))
+
         self.app = FastStream(self.broker)
 
         async def declare() -> None:
@@ -76,11 +87,26 @@ class Harness:
     def queue(self) -> str:
         return self.topology.queue_name(Ping.ROUTING_KEY)
 
-    def dead_letters(self, url: str, timeout: float = 3.0):
-        return drain(url, self.queue + ".dlq", timeout=timeout)
+    def dead_letters(self, url: str, timeout: float = 3.0, message: type[Message] = Ping):
+        return drain(url, self.topology.queue_name(message.ROUTING_KEY) + ".dlq", timeout=timeout)
 
     def counted(self, metric: str, reason: str) -> float:
         return self.registry.get_sample_value(metric, {"queue": self.queue, "reason": reason}) or 0
+
+    def retried(self, message: type[Message] = Ping) -> float:
+        queue = self.topology.queue_name(message.ROUTING_KEY)
+        return self.registry.get_sample_value("hocba_messages_retried_total", {"queue": queue}) or 0
+
+    async def publish_raw(self, message: type[Message], body: bytes) -> None:
+        """Publish `body` as it is, where `message` goes: what anyone with a broker login can do."""
+        await self.broker.publish(body, exchange=self.bus.exchange, routing_key=message.ROUTING_KEY, persist=True)
+
+    async def request_raw(self, message: type[Message], body: bytes) -> dict:
+        """Send `body` as a request where `message` goes, and return the decoded answer."""
+        response = await self.broker.request(
+            body, exchange=self.bus.exchange, routing_key=message.ROUTING_KEY, headers={REQUEST_HEADER: True}, timeout=10
+        )
+        return await response.decode()
 
 
 @contextlib.asynccontextmanager
@@ -241,3 +267,146 @@ async def test_a_refusal_with_an_announcement_is_announced_then_dead_lettered(se
     assert [Pong.model_validate_json(m.body).n for m in told] == [5]
     assert [m.headers[REASON_HEADER] for m in dead] == ["wrong-school"]
     assert harness.counted("hocba_messages_refused_total", "wrong-school") == 1
+
+
+# -- bad input gets a clear, harmless answer (issue 9, reproduction 6) -------------------------
+
+#: A student's personal ID and full name, as an attacker's (or a broken tool's) message would carry them.
+PERSONAL_ID, FULL_NAME = "079214000123", "Nguyễn Văn An"
+
+
+def nested(depth: int) -> bytes:
+    """A Ping whose `items` is a list nested `depth` deep."""
+    return b'{"n": 1, "items": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def roster_row(**identity) -> dict:
+    person = {"personal_id": PERSONAL_ID, "full_name": FULL_NAME, "date_of_birth": "2014-09-05", "sex": "M"}
+    enrolment = {"school_code": "79000701", "school_year": "2025-2026", "grade": 6, "class_name": "6A1"}
+    return {"identity": {**person, **identity}, "enrolment": enrolment}
+
+
+def leaky_roster() -> bytes:
+    """A roster whose every error, as pydantic words it, quotes the personal ID or the name it carries."""
+    rows = [
+        roster_row(personal_id=int(PERSONAL_ID)),  # a spreadsheet dropped the leading zero
+        roster_row(full_name=[FULL_NAME]),
+        roster_row(personal_id=PERSONAL_ID + "9", full_name=FULL_NAME * 10),
+    ]
+    return json.dumps({"students": rows}).encode()
+
+
+LEAKY_ROSTER_ERRORS = (
+    "students.0.identity.personal_id: string_type; students.1.identity.full_name: string_type; "
+    "students.2.identity.personal_id: string_too_long; students.2.identity.full_name: string_too_long"
+)
+
+
+@contextlib.contextmanager
+def listening_to_faststream(caplog):
+    """FastStream's loggers (set up when its broker starts) do not propagate: capture them too, DEBUG included."""
+    loggers = [logging.getLogger(name) for name in ("faststream", "faststream.access.rabbit")]
+    for logger in loggers:
+        caplog.set_level(logging.DEBUG, logger=logger.name)
+        logger.addHandler(caplog.handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(caplog.handler)
+
+
+def personal_data_in(text: str) -> list[str]:
+    return [value for value in (PERSONAL_ID[1:], FULL_NAME) if value in text]
+
+
+async def test_attack_a_body_nested_thousands_deep_is_dead_lettered_once_as_invalid_and_not_retried(settings):
+    """Reproduction: a JSON body nested 5,000 deep raised RecursionError and was retried up to the delivery limit."""
+    harness = Harness(settings)
+    body = nested(5_000)
+    async with started(harness, settings):
+        await harness.publish_raw(Ping, body)
+        await harness.bus.publish(Ping(n=2))
+        dead = await harness.dead_letters(settings.amqp_url, timeout=10)
+        await wait_for(lambda: 2 in harness.handled)
+        later = await harness.dead_letters(settings.amqp_url, timeout=1)
+    assert [m.body for m in dead] == [body] and later == [], "dead-lettered once"
+    assert dead[0].headers[REASON_HEADER] == "invalid"
+    assert dead[0].headers[ERROR_HEADER] == "InvalidMessage: the body is nested too deeply to read"
+    assert dead[0].headers.get(DELIVERY_COUNT_HEADER, 0) == 0, "at its first delivery"
+    assert harness.retried() == 0
+    assert harness.counted("hocba_messages_dead_lettered_total", "invalid") == 1
+
+
+async def test_attack_a_body_over_the_size_limit_is_dead_lettered_too_large_without_being_read(settings):
+    """Reproduction: no size limit existed on messages; whatever arrived was parsed and validated."""
+    harness = Harness(settings.model_copy(update={"max_message_bytes": 64 * 1024}))
+    padded = Ping(n=8).model_dump_json().encode().ljust(100 * 1024)  # valid, had anything read it
+    deep = nested(40_000)  # would be refused as `invalid`, had anything parsed it
+    async with started(harness, settings):
+        await harness.publish_raw(Ping, padded)
+        await harness.publish_raw(Ping, deep)
+        await harness.bus.publish(Ping(n=2))
+        await wait_for(lambda: 2 in harness.handled)
+        dead = await harness.dead_letters(settings.amqp_url, timeout=10)
+    assert 8 not in harness.attempts, "the handler never saw it"
+    assert [m.body for m in dead] == [padded, deep], "kept whole in the dead-letter queue"
+    assert [m.headers[REASON_HEADER] for m in dead] == ["too-large", "too-large"]
+    assert dead[0].headers[ERROR_HEADER] == (
+        f"InvalidMessage: the message has {len(padded)} bytes, more than the {64 * 1024} a service reads"
+    )
+    assert harness.retried() == 0
+
+
+async def test_attack_a_validation_error_puts_no_personal_data_in_dead_letter_headers_or_logs(settings, caplog):
+    """Reproduction: pydantic's error text, quoting personal data, went into `x-hocba-error` and the logs."""
+    # Everything hocba and FastStream log, and what any library logs at INFO or above. (The AMQP client logs
+    # whole frames, bodies and all, at DEBUG: a deployment keeps it above DEBUG.)
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="hocba")
+    harness = Harness(settings)
+    async with started(harness, settings):
+        with listening_to_faststream(caplog):
+            await harness.publish_raw(RegisterStudents, leaky_roster())
+            dead = await harness.dead_letters(settings.amqp_url, timeout=10, message=RegisterStudents)
+    assert harness.rosters == []
+    [letter] = dead
+    assert letter.headers[REASON_HEADER] == "invalid"
+    assert letter.headers[ERROR_HEADER] == f"ValidationError: {LEAKY_ROSTER_ERRORS}"
+    assert "Received" in caplog.text and "dead-lettering" in caplog.text and LEAKY_ROSTER_ERRORS in caplog.text
+    assert personal_data_in(caplog.text) == []
+
+
+async def test_attack_a_requester_is_told_which_fields_are_wrong_never_their_values(settings):
+    """Reproduction: an invalid request was answered with pydantic's text, quoting the request's personal data."""
+    harness = Harness(settings)
+    async with started(harness, settings):
+        answer = await harness.request_raw(RegisterStudents, leaky_roster())
+        dead = await harness.dead_letters(settings.amqp_url, timeout=1, message=RegisterStudents)
+    assert answer == {"error": {"code": "invalid", "message": LEAKY_ROSTER_ERRORS}}
+    assert dead == [], "the requester was told"
+
+
+async def test_attack_a_list_over_its_limit_is_refused_as_invalid(settings):
+    """Reproduction: no limit existed on lists: a roster of any length was taken."""
+    harness = Harness(settings)
+    rows = [roster_row()] * (limits.ROWS + 1)
+    async with started(harness, settings):
+        await harness.publish_raw(RegisterStudents, json.dumps({"students": rows}).encode())
+        dead = await harness.dead_letters(settings.amqp_url, timeout=10, message=RegisterStudents)
+    assert harness.rosters == []
+    assert [(m.headers[REASON_HEADER], m.headers[ERROR_HEADER]) for m in dead] == [
+        ("invalid", "ValidationError: students: too_long")
+    ]
+
+
+async def test_a_request_that_cannot_be_read_is_answered_with_the_reason_at_once(settings):
+    harness = Harness(settings.model_copy(update={"max_message_bytes": 64 * 1024}))
+    async with started(harness, settings):
+        deep = await harness.request_raw(Ping, nested(5_000))
+        large = await harness.request_raw(Ping, Ping(n=1).model_dump_json().encode().ljust(100 * 1024))
+        garbage = await harness.request_raw(Ping, b"\xff not json")
+        dead = await harness.dead_letters(settings.amqp_url, timeout=1)
+    assert [a["error"]["code"] for a in (deep, large, garbage)] == ["invalid", "too-large", "invalid"]
+    assert garbage["error"]["message"] == "the body is not JSON"
+    assert dead == [] and harness.retried() == 0

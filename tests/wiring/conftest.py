@@ -131,7 +131,7 @@ async def sinks_for_unconsumed(service: ServiceApp) -> list[str]:
     In a stack those messages reach other services; here a mandatory publish would otherwise be unroutable.
     """
     consumed = {s.queue.routing_key for s in service.broker.subscribers}
-    published = {p.routing_key for p in service.broker.publishers} - consumed
+    published = {p.routing() for p in service.broker.publishers} - consumed
     return list((await bind_queues(service.settings, "sink", published)).values())
 
 
@@ -154,7 +154,9 @@ def wired(request: pytest.FixtureRequest) -> Callable[[ServiceApp], contextlib.A
             async with TestRabbitBroker(service.broker, with_real=True) as broker:
                 yield Wire(service, broker, real=True, watched=watched)
         finally:
-            await delete_queues(service.settings.amqp_url, [*service.topology.queues, *watched, *sinks])
+            # FastStream's real test broker spies on each publisher through a queue named by its routing key.
+            spies = [p.routing() for p in service.broker.publishers]
+            await delete_queues(service.settings.amqp_url, [*service.topology.queues, *watched, *sinks, *spies])
             await delete_exchanges(service.settings.amqp_url, service.settings.names())
 
     return connect

@@ -1,14 +1,30 @@
-"""How failures are classified, retry back-off, and names under a namespace."""
+"""How failures are classified and described, retry back-off, bodies read or refused, and names under a namespace."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from shared.contracts import limits
+from shared.contracts.base import Problem
+from shared.contracts.identity import RegisterStudents
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
-from shared.messaging import backoff_seconds, is_permanent, quorum_queue
+from shared.messaging import (
+    TOO_LARGE,
+    backoff_seconds,
+    decode_body,
+    describe_error,
+    error_detail,
+    field_path,
+    is_permanent,
+    problem,
+    quorum_queue,
+    refuse_oversized,
+    validation_summary,
+)
 from shared.settings import Names
 
 
@@ -65,3 +81,94 @@ def test_queues_are_quorum_with_a_delivery_limit_and_dead_letter_exchange():
         "x-overflow": "reject-publish",
     }
     assert queue.durable
+
+
+# -- bad input gets a clear, harmless answer (issue 9, reproduction 6) -------------------------
+
+PERSONAL_ID, FULL_NAME = "079214000123", "Nguyễn Văn An"
+
+
+def roster_error(*rows: dict) -> ValidationError:
+    with pytest.raises(ValidationError) as caught:
+        RegisterStudents.model_validate({"students": list(rows)})
+    return caught.value
+
+
+def row(**identity) -> dict:
+    person = {"personal_id": PERSONAL_ID, "full_name": FULL_NAME, "date_of_birth": "2014-09-05", "sex": "M"}
+    enrolment = {"school_code": "79000701", "school_year": "2025-2026", "grade": 6, "class_name": "6A1"}
+    return {"identity": {**person, **identity}, "enrolment": enrolment}
+
+
+def test_a_validation_error_is_described_by_its_fields_and_kinds_never_its_values():
+    no_sex = row()
+    del no_sex["identity"]["sex"]
+    error = roster_error(
+        row(), row(personal_id=int(PERSONAL_ID), full_name=[FULL_NAME]), row(personal_id=PERSONAL_ID + "9"), no_sex
+    )
+    assert PERSONAL_ID[1:] in str(error) and FULL_NAME in str(error), "pydantic's own text quotes the message"
+
+    described = describe_error(error)
+
+    assert described == (
+        "ValidationError: students.1.identity.personal_id: string_type; students.1.identity.full_name: string_type; "
+        "students.2.identity.personal_id: string_too_long; students.3.identity.sex: missing"
+    )
+    assert error_detail(error) == described.removeprefix("ValidationError: ")
+
+
+def test_the_body_parameter_is_no_part_of_a_field_path_and_a_key_that_is_no_field_name_is_not_repeated():
+    assert field_path(("body", "students", 3, "identity", "personal_id")) == "students.3.identity.personal_id"
+    assert field_path(("entries", 0, "qualities", "Nguyễn Văn An")) == "entries.0.qualities.*"
+    assert field_path(("ratings", PERSONAL_ID)) == "ratings.*"
+    assert field_path(("body",)) == "(message)"
+
+
+def test_a_long_list_of_errors_is_cut_short():
+    error = roster_error(*[row(sex="X")] * 25)
+    assert validation_summary(error).endswith("; students.9.identity.sex: literal_error; 15 more")
+
+
+def test_an_unexpected_error_is_told_by_its_type_and_hocba_errors_by_their_sentence():
+    assert describe_error(KeyError(PERSONAL_ID)) == "KeyError"
+    assert describe_error(ValueError(f"duplicate key: {FULL_NAME}")) == "ValueError"
+    assert describe_error(Forbidden("not this school's principal")) == "Forbidden: not this school's principal"
+    assert describe_error(InvalidMessage()) == "InvalidMessage"
+
+
+def test_an_answered_error_says_as_little_and_fits_its_contract():
+    assert problem("invalid", ValueError(PERSONAL_ID)) == Problem(code="invalid", message="ValueError")
+    assert problem("forbidden", Forbidden("x" * 5_000)).message == "x" * limits.TEXT
+    assert problem("invalid", roster_error(row(sex="X"))).message == "students.0.identity.sex: literal_error"
+
+
+def test_input_nested_too_deep_for_python_is_permanent():
+    assert is_permanent(RecursionError())
+
+
+async def test_a_body_is_read_as_json_whatever_its_content_type():
+    assert await decode_body(SimpleNamespace(body=b'{"n": 1}')) == {"n": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"[" * 5_000 + b"]" * 5_000, "the body is nested too deeply to read"),
+        (b"not json", "the body is not JSON"),
+        (b'{"n": "\xff"}', "the body is not JSON"),
+        (b'{"n": ' + b"9" * 5_000 + b"}", "the body is not JSON"),
+    ],
+)
+async def test_a_body_that_cannot_be_read_is_invalid_at_once(body, said):
+    with pytest.raises(InvalidMessage, match=said) as caught:
+        await decode_body(SimpleNamespace(body=body))
+    assert caught.value.reason == "invalid"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_a_body_over_the_limit_is_refused_unread():
+    refuse_oversized(b"x" * 1024, 1024)
+    with pytest.raises(InvalidMessage) as caught:
+        refuse_oversized(b"x" * 1025, 1024)
+    assert caught.value.reason == TOO_LARGE == "too-large"
+    assert str(caught.value) == "the message has 1025 bytes, more than the 1024 a service reads"
