@@ -1,42 +1,62 @@
-"""grades' composition root: bus, repository, metrics, actor-token keys, identity look-up and routes."""
+"""grades' composition root: bus, repository, metrics, actor-token keys, its service certificate (seals and
+identity look-ups), the access log and routes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from services.grades.handlers import Deps, Lookup
+from services.grades.handlers import Deps, Lookup, Sealer
 from services.grades.metrics import GradesMetrics
 from services.grades.repository import INDEXES, GradesRepository, MongoGradesRepository
 from services.grades.router import register_routes
-from shared.auth import IssuerKeys, issuer_keys_for
-from shared.contracts.identity import LookupStudents, StudentSnapshots
+from shared.access import AccessRecorder
+from shared.auth import IssuerKeys, ServiceIdentity, issuer_keys_for, service_subject
+from shared.contracts.grades import RecordVersion
+from shared.contracts.identity import LookupStudents, StudentSnapshot, StudentSnapshots
+from shared.crypto.pki import DevPki
+from shared.crypto.seal import record_claims, seal
+from shared.crypto.signer import X509Signer
 from shared.messaging import Bus
 from shared.service import ServiceApp, Storage, assemble
 from shared.settings import Settings
 
 NAME = "grades"
+#: grades' own certificate in the PKI: it seals the records grades assembles and signs its look-ups.
+CERTIFICATE = service_subject(NAME)
 
 
 @dataclass(frozen=True)
 class IdentityLookup:
-    """identity's snapshots of student references, asked by request, `refs_per_request` references at a time."""
+    """identity's snapshots of student references, asked by request, `refs_per_request` references at a time.
+
+    Each request carries grades' own token (`identity`: its service certificate) and says why it asks.
+    """
 
     bus: Bus
+    identity: ServiceIdentity
     refs_per_request: int = 500
     #: Seconds to wait for each answer.
     timeout: float = 30.0
 
-    async def __call__(self, refs: list[str]) -> StudentSnapshots:
-        students, missing = [], []
+    async def __call__(self, refs: list[str], purpose: str) -> list[StudentSnapshot]:
+        students: list[StudentSnapshot] = []
         for start in range(0, len(refs), self.refs_per_request):
-            asked = LookupStudents(student_refs=refs[start : start + self.refs_per_request])
-            part = await self.bus.request(asked, StudentSnapshots, self.timeout)
-            students += part.students
-            missing += part.missing
-        return StudentSnapshots(students=students, missing=missing)
+            asked = LookupStudents(student_refs=refs[start : start + self.refs_per_request], purpose=purpose)
+            students += (await self.bus.request(self.identity.signs(asked), StudentSnapshots, self.timeout)).students
+        return students
+
+
+def seal_with(signer: Callable[[], X509Signer]) -> Sealer:
+    """grades' seal on a record version: `signer`'s (the svc-grades certificate) over `record_claims`."""
+
+    def sealer(record: RecordVersion) -> str:
+        return seal(signer(), record_claims(record))
+
+    return sealer
 
 
 def build_app(
@@ -48,15 +68,27 @@ def build_app(
     lookup: Lookup | None = None,
     issuer_keys: IssuerKeys | None = None,
 ) -> ServiceApp:
-    """Student snapshots come from identity by request unless `lookup` stands in for it."""
+    """Student snapshots come from identity by request unless `lookup` stands in for it.
+
+    grades' certificate (`svc-grades`: its seals, its tokens when it asks identity) is the one in the
+    PKI at `settings.pki_path()`; actor tokens are accepted for grades as their audience.
+    """
     bus = Bus(settings, NAME, registry)
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
+    directory = DevPki.from_settings(settings).directory()
+
+    def signer() -> X509Signer:
+        return directory.signer_for(CERTIFICATE)
+
+    keys = issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
     deps = Deps(
         repo=repository or MongoGradesRepository(storage.database(settings, NAME)),
         metrics=GradesMetrics(bus.registry),
-        issuer_keys=issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer),
-        lookup=lookup or IdentityLookup(bus),
+        issuer_keys=keys.for_service(NAME) if keys else None,
+        lookup=lookup or IdentityLookup(bus, ServiceIdentity(NAME, signer)),
         records_per_message=settings.chunk_size,
+        sealer=seal_with(signer),
+        access=AccessRecorder(NAME, bus.registry),
     )
     register_routes(bus, deps)
     return assemble(bus, storage)

@@ -1,7 +1,11 @@
-"""grades' use cases: enrol, record subject and homeroom entries, lock terms, close a year, explain a record.
+"""grades' use cases: enrol, record subject and homeroom entries, lock terms, close a year, explain a record,
+tell who read a student's records.
 
 Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): what to
-publish, what to answer, and which entries are refused. A message refused whole raises.
+publish, what to answer, and which entries are refused. A message refused whole raises. Every
+command and request first verifies its actor token (`require_actor`); the events a command causes
+say who acted (`by`), never carry the token. Each record version grades assembles carries its seal
+(`Deps.sealer`), and each record explained is kept in the access log.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Literal, TypeVar
 
 from services.grades.domain import assemble_record, conduct_problems, enrolled_entry_problems
 from services.grades.domain.authority import (
+    authorise_access_list,
     authorise_assessment,
     authorise_homeroom_entry,
     authorise_principal,
@@ -25,7 +30,9 @@ from services.grades.domain.terms import TermStatus, change_of, locked_problem, 
 from services.grades.metrics import GradesMetrics
 from services.grades.repository import EntryKey, GradesRepository, Kind, TermAction, Write, entry_key
 from services.grades.rulesets import RULE_SETS, RuleSet, rule_set_for
+from shared.access import AccessRecorder
 from shared.auth import Actor, IssuerKeys, require_actor
+from shared.contracts.access import AccessLog, ListGradesAccesses
 from shared.contracts.base import derived_id
 from shared.contracts.grades import (
     AssessmentsRecorded,
@@ -45,14 +52,16 @@ from shared.contracts.grades import (
     SubjectTermScores,
     TermChanged,
 )
-from shared.contracts.identity import RegisteredStudent, StudentSnapshot, StudentSnapshots, StudentsRegistered
+from shared.contracts.identity import RegisteredStudent, StudentSnapshot, StudentsRegistered
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.outcome import NOTHING, Outcome, RejectedPart
 
 log = logging.getLogger("hocba.grades")
 
-#: Identity snapshots of student references (identity's look-up, or a stand-in in tests).
-Lookup = Callable[[list[str]], Awaitable[StudentSnapshots]]
+#: Identity snapshots of student references, asked for a purpose (identity's look-up, or a stand-in in tests).
+Lookup = Callable[[list[str], str], Awaitable[list[StudentSnapshot]]]
+#: grades' seal on a record version it assembled (`shared.crypto.seal.seal` over `record_claims`).
+Sealer = Callable[[RecordVersion], str]
 #: The rule set a grade's records are computed by.
 RuleSets = Callable[[int], RuleSet]
 
@@ -66,12 +75,16 @@ class Deps:
 
     repo: GradesRepository
     metrics: GradesMetrics
-    #: Public keys of the actor-token issuer (None: none configured, every actor is refused).
+    #: Public keys of the actor-token issuer, grades as the audience (None: none configured, every actor is refused).
     issuer_keys: IssuerKeys | None
     #: identity's snapshots of the students whose records a closing year assembles.
     lookup: Lookup
     #: Record versions per RecordsReady message when a year closes.
     records_per_message: int
+    #: Seals each record version as grades assembles it (the svc-grades certificate).
+    sealer: Sealer
+    #: Makes (and counts) the access-log entries of every record read.
+    access: AccessRecorder
     rule_sets: RuleSets = rule_set_for
 
 
@@ -121,7 +134,7 @@ async def record_assessments(command: RecordAssessments, deps: Deps) -> Outcome:
 
     Announced and answered with AssessmentsRecorded; the refused entries are dead-lettered.
     """
-    actor = require_actor(command.actor, deps.issuer_keys)
+    actor = require_actor(command, deps.issuer_keys)
 
     def check(rule_set: RuleSet, student: RegisteredStudent, entry: SubjectTermScores) -> list[EntryProblem]:
         authorise_assessment(actor, command.school_code, student.enrolment.class_name, entry.subject)
@@ -135,7 +148,7 @@ async def record_conduct(command: RecordConduct, deps: Deps) -> Outcome:
 
     Announced and answered with ConductRecorded; the refused entries are dead-lettered.
     """
-    actor = require_actor(command.actor, deps.issuer_keys)
+    actor = require_actor(command, deps.issuer_keys)
 
     def check(rule_set: RuleSet, student: RegisteredStudent, entry: StudentTermConduct) -> list[EntryProblem]:
         enrolment = student.enrolment
@@ -159,7 +172,7 @@ async def record_entries(
     writes, unreasoned = await writes_for(command, actor, accepted, deps)
     await deps.repo.write(command.school_code, command.school_year, kind_of(command), writes)
     in_order = sorted(rejected + unreasoned, key=lambda r: r.index)
-    recorded = recorded_event(command, writes, len(accepted) - len(unreasoned), in_order)
+    recorded = recorded_event(command, actor, writes, len(accepted) - len(unreasoned), in_order)
     count_recorded(kind_of(command), recorded, deps.metrics)
     return Outcome(publish=[recorded], reply=recorded, rejected=rejected_parts(in_order))
 
@@ -252,14 +265,14 @@ async def writes_for(
 
 
 def recorded_event(
-    command: RecordAssessments | RecordConduct, writes: list[Write], taken: int, rejected: list[Rejected]
+    command: RecordAssessments | RecordConduct, actor: Actor, writes: list[Write], taken: int, rejected: list[Rejected]
 ) -> AssessmentsRecorded | ConductRecorded:
     """What became of the message's entries: `taken` accepted (new, changed or unchanged), the rest rejected."""
     new = sum(1 for w in writes if w.revision == 0)
     event = AssessmentsRecorded if isinstance(command, RecordAssessments) else ConductRecorded
     return event(
         message_id=derived_id(command.message_id, "recorded"),
-        actor=command.actor,
+        by=actor.acting(),
         school_code=command.school_code,
         school_year=command.school_year,
         entries=taken,
@@ -302,7 +315,7 @@ def describe(rejected: list[Rejected]) -> str:
 
 async def close_term(command: CloseTerm, deps: Deps) -> Outcome:
     """Lock a term's entries (the principal or the school administrator); announced and answered with TermChanged."""
-    actor = require_actor(command.actor, deps.issuer_keys)
+    actor = require_actor(command, deps.issuer_keys)
     authorise_term_close(actor, command.school_code)
     if await deps.repo.is_closed(command.school_code, command.school_year):
         raise InvalidMessage(f"{command.school_year} is closed in school {command.school_code}")
@@ -317,7 +330,7 @@ async def reopen_term(command: ReopenTerm, deps: Deps) -> Outcome:
 
     Announced and answered with TermChanged.
     """
-    actor = require_actor(command.actor, deps.issuer_keys)
+    actor = require_actor(command, deps.issuer_keys)
     authorise_principal(actor, command.school_code, "reopen a term")
     if await deps.repo.is_closed(command.school_code, command.school_year):
         raise InvalidMessage(
@@ -332,13 +345,12 @@ async def reopen_term(command: ReopenTerm, deps: Deps) -> Outcome:
 def term_changed(command: CloseTerm | ReopenTerm, state: Literal["open", "closed"], actor: Actor) -> TermChanged:
     return TermChanged(
         message_id=derived_id(command.message_id, "term", state),
-        actor=command.actor,
+        by=actor.acting(),
         school_code=command.school_code,
         school_year=command.school_year,
         term=command.term,
         state=state,
         source_message_id=command.message_id,
-        by=actor.subject,
     )
 
 
@@ -364,7 +376,7 @@ async def close_year(command: CloseYear, deps: Deps) -> Outcome:
     Redelivered, it assembles again, stores nothing twice and announces the same records again,
     so a failure between storing and publishing loses nothing.
     """
-    actor = require_actor(command.actor, deps.issuer_keys)
+    actor = require_actor(command, deps.issuer_keys)
     authorise_principal(actor, command.school_code, "close the year")
     students = await students_of_closing_year(command, deps)
     await deps.repo.close_year(command.school_code, command.school_year, command.occurred_at)
@@ -376,7 +388,7 @@ async def close_year(command: CloseYear, deps: Deps) -> Outcome:
         "%s %s closed: %d record(s) assembled, %d new, %d ready",
         command.school_code, command.school_year, len(records), new, len(stored),
     )
-    return Outcome(publish=ready_messages(command, stored, deps.records_per_message))
+    return Outcome(publish=ready_messages(command, actor, stored, deps.records_per_message))
 
 
 async def students_of_closing_year(command: CloseYear, deps: Deps) -> list[RegisteredStudent]:
@@ -396,7 +408,7 @@ async def students_of_closing_year(command: CloseYear, deps: Deps) -> list[Regis
 async def assembled_records(
     command: CloseYear, students: list[RegisteredStudent], deps: Deps
 ) -> tuple[list[RecordVersion], dict[str, list[str]]]:
-    """Each student's first record version; the students whose record cannot be assembled, by reason.
+    """Each student's first record version, sealed; the students whose record cannot be assembled, by reason.
 
     Students of a grade no rule set covers are left out (and not looked up), as are those identity does not know.
     """
@@ -409,25 +421,35 @@ async def assembled_records(
     for student in students:
         grade = student.enrolment.grade
         (ruled if deps.rule_sets(grade).subjects(grade) is not None else unruled).append(student)
-    snapshots = await snapshots_of(ruled, deps.lookup)
+    snapshots = await snapshots_of(ruled, deps.lookup, lookup_purpose(command))
     unassembled = {
         "no-rule-set": [s.student_ref for s in unruled],
         "unknown-student": [s.student_ref for s in ruled if s.student_ref not in snapshots],
     }
     records = [
-        first_version(s, snapshots[s.student_ref], entries, deps.rule_sets(s.enrolment.grade))
+        sealed(first_version(s, snapshots[s.student_ref], entries, deps.rule_sets(s.enrolment.grade)), deps.sealer)
         for s in ruled
         if s.student_ref in snapshots
     ]
     return records, {reason: refs for reason, refs in unassembled.items() if refs}
 
 
-async def snapshots_of(students: list[RegisteredStudent], lookup: Lookup) -> dict[str, StudentSnapshot]:
+def lookup_purpose(command: CloseYear) -> str:
+    """Why grades asks identity for the students of a closing year, as identity's access log keeps it."""
+    return f"assembling the {command.school_year} academic records of school {command.school_code} (year closed)"
+
+
+async def snapshots_of(students: list[RegisteredStudent], lookup: Lookup, purpose: str) -> dict[str, StudentSnapshot]:
     """identity's snapshot of each student it knows, asked once for them all."""
     if not students:
         return {}
-    found = await lookup([s.student_ref for s in students])
-    return {s.student_ref: s for s in found.students}
+    found = await lookup([s.student_ref for s in students], purpose)
+    return {s.student_ref: s for s in found}
+
+
+def sealed(record: RecordVersion, sealer: Sealer) -> RecordVersion:
+    """The record version with grades' seal on it: where its content comes from, for whoever relies on it."""
+    return record.model_copy(update={"seal": sealer(record)})
 
 
 def first_version(
@@ -458,12 +480,14 @@ def count_assembled(command: CloseYear, new: int, unassembled: dict[str, list[st
         )
 
 
-def ready_messages(command: CloseYear, stored: list[RecordVersion], per_message: int) -> list[RecordsReady]:
+def ready_messages(
+    command: CloseYear, actor: Actor, stored: list[RecordVersion], per_message: int
+) -> list[RecordsReady]:
     """The year's records, `per_message` to a message; the ids derive from the command and the records they carry."""
     return [
         RecordsReady(
             message_id=derived_id(command.message_id, "ready", n, *(r.record_id for r in part)),
-            actor=command.actor,
+            by=actor.acting(),
             school_code=command.school_code,
             school_year=command.school_year,
             records=part,
@@ -489,28 +513,31 @@ def chunked(items: list[RecordVersion], size: int) -> list[list[RecordVersion]]:
 async def explain_record(request: ExplainRecord, deps: Deps) -> Outcome:
     """Every computed result of a record with its rule, clause, inputs and words, for its school's staff and operators.
 
-    An unknown record is NotFound; an actor who may not read it is Forbidden; both are counted.
+    An unknown record is NotFound; an actor who may not read it is Forbidden; both are counted. A record
+    explained is kept in the access log (who, which student and record, why) before the answer leaves.
     """
     try:
-        record = await readable_record(request, deps)
+        actor, record = await readable_record(request, deps)
     except Forbidden:
         deps.metrics.explained.labels("refused").inc()
         raise
     except NotFound:
         deps.metrics.explained.labels("not-found").inc()
         raise
+    read = deps.access.entries(actor, "explain", [record.student_ref], request.purpose, record.record_id)
+    await deps.repo.log_access(read)
     deps.metrics.explained.labels("answered").inc()
     return Outcome(reply=explanation(record))
 
 
-async def readable_record(request: ExplainRecord, deps: Deps) -> RecordVersion:
-    """The record asked for, once the actor is known to be one who may read it."""
-    actor = require_actor(request.actor, deps.issuer_keys)
+async def readable_record(request: ExplainRecord, deps: Deps) -> tuple[Actor, RecordVersion]:
+    """Who asks, and the record asked for, once they are known to be one who may read it."""
+    actor = require_actor(request, deps.issuer_keys)
     record = await deps.repo.record(request.record_id, request.version)
     if record is None:
         raise NotFound(f"no record {request.record_id}")
     authorise_reader(actor, record.school_code)
-    return record
+    return actor, record
 
 
 def explanation(record: RecordVersion) -> RecordExplanation:
@@ -528,3 +555,14 @@ def explanation(record: RecordVersion) -> RecordExplanation:
         unconfirmed=rule_set.unconfirmed(doc.get("grade")) if rule_set else [],
         lines=[ExplanationLine.model_validate(e) for e in doc.get("explanations", [])],
     )
+
+
+# -- who read a student's records -------------------------------------------------------------
+
+
+async def list_accesses(request: ListGradesAccesses, deps: Deps) -> Outcome:
+    """Who had a student's records explained, oldest first: for operators, and for the principal or
+    administrator of a school the student is enrolled at."""
+    actor = require_actor(request, deps.issuer_keys)
+    authorise_access_list(actor, await deps.repo.schools_of(request.student_ref))
+    return Outcome(reply=AccessLog(entries=await deps.repo.accesses(request.student_ref, request.limit)))

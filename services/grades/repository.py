@@ -3,7 +3,9 @@
 `assessments` holds both subject entries (kind "subject") and homeroom entries (kind
 "homeroom": conduct, absences, qualities, comments), each with its revision, the ids of the
 messages that set it and the log of its changes (who, when, old value, new value, reason).
-`terms` holds each term's lock with its history, and the year's close.
+`terms` holds each term's lock with its history, and the year's close. `records` holds each
+record version as assembled, with grades' seal. `access_log` holds one `AccessEntry` per record
+read (explained): who, when, which student and record, why.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.grades.domain.entries import Entry
 from services.grades.domain.terms import Stored, TermStatus
+from shared.contracts.access import AccessEntry
 from shared.contracts.grades import RecordVersion, StudentTermConduct, SubjectTermScores, VersionKey
 from shared.contracts.identity import Enrolment, RegisteredStudent
 from shared.errors import TransientError
@@ -25,6 +28,7 @@ ENROLMENTS = "enrolments"
 ASSESSMENTS = "assessments"
 TERMS = "terms"
 RECORDS = "records"
+ACCESS_LOG = "access_log"
 
 Kind = Literal["subject", "homeroom"]
 HOMEROOM = "(homeroom)"  # the `subject` key of homeroom entries; no subject has this name
@@ -43,6 +47,7 @@ INDEXES = [
     Index(TERMS, [("school_code", 1), ("school_year", 1), ("term", 1)], unique=True, name="school_year_term_unique"),
     Index(RECORDS, [("record_id", 1), ("version", 1)], unique=True, name="record_version_unique"),
     Index(RECORDS, [("school_code", 1), ("school_year", 1)], name="school_year"),
+    Index(ACCESS_LOG, [("student_ref", 1), ("at", 1)], name="student_at"),
 ]
 
 #: (student ref, subject, term): one entry's key within a school year.
@@ -92,6 +97,9 @@ class GradesRepository(Protocol):
     async def enrolled(self, school_code: str, school_year: str) -> list[RegisteredStudent]:
         """Every student enrolled in the school that year."""
 
+    async def schools_of(self, student_ref: str) -> set[str]:
+        """The schools a student is (or was) enrolled at, any year."""
+
     async def is_closed(self, school_code: str, school_year: str) -> bool:
         """Whether the school's year has been closed."""
 
@@ -131,6 +139,12 @@ class GradesRepository(Protocol):
 
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         """One record at `version` (None: the latest)."""
+
+    async def log_access(self, entries: list[AccessEntry]) -> None:
+        """Keep these reads in the access log."""
+
+    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
+        """The first `limit` reads of a student's records, oldest first."""
 
 
 def record_version(doc: dict[str, Any]) -> RecordVersion:
@@ -187,6 +201,7 @@ class MongoGradesRepository:
         self._assessments = db[ASSESSMENTS]
         self._terms = db[TERMS]
         self._records = db[RECORDS]
+        self._access_log = db[ACCESS_LOG]
 
     async def enrol(self, students: list[RegisteredStudent]) -> int:
         return await insert_new(self._enrolments, [enrolment_document(s) for s in students])
@@ -200,6 +215,10 @@ class MongoGradesRepository:
     async def enrolled(self, school_code: str, school_year: str) -> list[RegisteredStudent]:
         cursor = self._enrolments.find({"school_code": school_code, "school_year": school_year}, {"_id": 0})
         return [registered(doc) async for doc in cursor]
+
+    async def schools_of(self, student_ref: str) -> set[str]:
+        cursor = self._enrolments.find({"student_ref": student_ref}, {"school_code": 1})
+        return {doc["school_code"] async for doc in cursor}
 
     async def is_closed(self, school_code: str, school_year: str) -> bool:
         found = await self._terms.find_one({"school_code": school_code, "school_year": school_year, "term": YEAR})
@@ -353,6 +372,14 @@ class MongoGradesRepository:
         found = [record_version(doc) async for doc in self._records.find(query, {"_id": 0})]
         return max(found, key=lambda r: r.version, default=None)
 
+    async def log_access(self, entries: list[AccessEntry]) -> None:
+        if entries:
+            await self._access_log.insert_many([entry.model_dump() for entry in entries], ordered=False)
+
+    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
+        cursor = self._access_log.find({"student_ref": student_ref}, {"_id": 0}).sort([("at", 1), ("_id", 1)])
+        return [AccessEntry.model_validate(doc) async for doc in cursor.limit(limit)]
+
 
 @dataclass
 class _Row:
@@ -380,6 +407,7 @@ class InMemoryGradesRepository:
         self._closed: dict[tuple[str, str], datetime] = {}  # (school code, school year)
         self._terms: dict[tuple[str, str, int], _Term] = {}  # (school code, school year, term)
         self._records: dict[VersionKey, RecordVersion] = {}
+        self._access_log: list[AccessEntry] = []
 
     async def enrol(self, students: list[RegisteredStudent]) -> int:
         added = 0
@@ -400,6 +428,9 @@ class InMemoryGradesRepository:
             for s in self._enrolments.values()
             if s.enrolment.school_code == school_code and s.enrolment.school_year == school_year
         ]
+
+    async def schools_of(self, student_ref: str) -> set[str]:
+        return {s.enrolment.school_code for (ref, _), s in self._enrolments.items() if ref == student_ref}
 
     async def is_closed(self, school_code: str, school_year: str) -> bool:
         return (school_code, school_year) in self._closed
@@ -502,3 +533,9 @@ class InMemoryGradesRepository:
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         found = [r for (rid, v), r in self._records.items() if rid == record_id and (version is None or v == version)]
         return max(found, key=lambda r: r.version, default=None)
+
+    async def log_access(self, entries: list[AccessEntry]) -> None:
+        self._access_log += entries
+
+    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
+        return sorted((e for e in self._access_log if e.student_ref == student_ref), key=lambda e: e.at)[:limit]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.grades import handlers
 from services.grades.handlers import Deps
+from shared.contracts.access import ListGradesAccesses
 from shared.contracts.grades import (
     AssessmentsRecorded,
     CloseTerm,
@@ -51,3 +52,7 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(ExplainRecord)
     async def on_explain(request: ExplainRecord) -> Outcome:
         return await handlers.explain_record(request, deps)
+
+    @bus.subscriber(ListGradesAccesses)
+    async def on_list_accesses(request: ListGradesAccesses) -> Outcome:
+        return await handlers.list_accesses(request, deps)

@@ -1,7 +1,8 @@
-"""identity's composition root: bus, key ring, repository, metrics, actor-token keys and routes."""
+"""identity's composition root: bus, key ring, repository, metrics, access log, actor-token keys and routes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from services.identity.metrics import IdentityMetrics
 from services.identity.repository import INDEXES, MongoStudentRepository, StudentRepository
 from services.identity.router import register_routes
 from services.identity.vault import Vault
+from shared.access import AccessRecorder
 from shared.auth import IssuerKeys, issuer_keys_for
+from shared.crypto.certs import ReloadingTrust, TrustStore
+from shared.crypto.pki import DevPki
 from shared.messaging import Bus
 from shared.service import Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
@@ -28,6 +32,21 @@ def key_ring_path(settings: Settings) -> Path:
     return settings.identity_key_ring or settings.data_dir / "keys" / KEY_RING_FILE
 
 
+def pki_trust(settings: Settings) -> Callable[[], TrustStore]:
+    """The configured PKI's trust anchor and CRL (re-read when they change): what vouches for a service asking."""
+    pki = DevPki.from_settings(settings)
+    return ReloadingTrust(pki.anchor_path, [pki.crl_path])
+
+
+def actor_keys(settings: Settings, issuer_keys: IssuerKeys | None) -> IssuerKeys | None:
+    """The issuer's keys (given, or configured) as identity accepts them: identity as the audience, and a
+    service's own token (grades asking) checked against the given keys' `services`, else the configured PKI."""
+    keys = issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+    if keys is None:
+        return None
+    return keys.for_service(NAME, services=keys.services or pki_trust(settings))
+
+
 def build_app(
     settings: Settings,
     *,
@@ -39,7 +58,8 @@ def build_app(
 ) -> ServiceApp:
     """`vault` is the key ring personal data is sealed under (by default the ring at `key_ring_path`).
 
-    A `repository` given comes with the `vault` it seals under.
+    A `repository` given comes with the `vault` it seals under. `issuer_keys` given (tests) may say with
+    `services` which trust store a service's own token is checked against; by default the configured PKI's.
     """
     bus = Bus(settings, NAME, registry)
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
@@ -47,9 +67,10 @@ def build_app(
     deps = Deps(
         repo=repository or MongoStudentRepository(storage.database(settings, NAME), vault),
         metrics=IdentityMetrics(bus.registry),
-        issuer_keys=issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer),
+        issuer_keys=actor_keys(settings, issuer_keys),
         vault=vault,
         announce=bus.publish,
+        access=AccessRecorder(NAME, bus.registry),
     )
     register_routes(bus, deps)
     return assemble(bus, storage, resources=[Resource(open=partial(handlers.show_key_ring, deps))])

@@ -1,7 +1,11 @@
-"""identity's use cases: register a roster chunk, look students up, rotate the data key.
+"""identity's use cases: register a roster chunk, look students up, rotate the data key, tell who read a student.
 
 Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): what to
 publish, the reply, and which rows of a roster are refused. A message refused whole raises.
+Every handler first verifies the message's actor token and who the actor is allowed to be; every
+student a look-up or a find reads is kept in the access log before the answer leaves. Nothing a
+handler says (reasons, dead-letter explanations, log lines) carries a personal ID, a name, a date
+of birth or a guardian: it names fields, rules and references.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from services.identity import domain
 from services.identity.metrics import IdentityMetrics
 from services.identity.repository import StudentRepository
 from services.identity.vault import Vault
+from shared.access import AccessRecorder
 from shared.auth import Actor, IssuerKeys, require_actor
-from shared.contracts.base import Message, derived_id, utcnow
+from shared.contracts.access import AccessLog, ListIdentityAccesses
+from shared.contracts.base import Acting, Message, derived_id, utcnow
 from shared.contracts.identity import (
     FindStudents,
     KeyRotationProgress,
@@ -50,12 +56,15 @@ class Deps:
 
     repo: StudentRepository
     metrics: IdentityMetrics
-    #: Public keys of the actor-token issuer (None: every actor is refused).
+    #: Public keys of the actor-token issuer, with identity as the audience and the PKI that vouches for
+    #: services (None: every actor is refused).
     issuer_keys: IssuerKeys | None
     #: The key ring the repository seals personal data under; a rotation adds its new key here.
     vault: Vault
     #: Publishes news at once, while a handler is still at work (a key rotation's progress).
     announce: Callable[[Message], Awaitable[None]]
+    #: Makes (and counts) the access-log entries of every student read.
+    access: AccessRecorder
     students_per_rotation_step: int = ROTATION_STEP
     clock: Clock = utcnow
 
@@ -91,11 +100,12 @@ class Matched:
 async def register_students(command: RegisterStudents, deps: Deps) -> Outcome:
     """Register the valid rows of a school's roster; say for every row what became of it.
 
-    A row whose personal ID is registered already is unchanged when the identity is the same
-    (its enrolment is added if new), and rejected as a conflict when it differs. The rejected rows
-    are dead-lettered with their reasons, the forbidden apart from the invalid; the rest goes on.
+    A row whose personal ID is registered already is unchanged when the identity is the same and the
+    student is enrolled at the row's school (its enrolment is added if new); otherwise it is a conflict,
+    and the school is told so, never how (`domain.conflicts`). The rejected rows are dead-lettered with
+    their reasons, the forbidden apart from the invalid; the rest goes on.
     """
-    actor = require_actor(command.actor, deps.issuer_keys)
+    actor = require_actor(command, deps.issuer_keys)
     domain.authorise_registration(actor)
     valid, rejected = screen_rows(command.students, actor, deps.clock().date())
     matched = await match_registered(valid, deps.repo)
@@ -114,7 +124,7 @@ async def register_students(command: RegisterStudents, deps: Deps) -> Outcome:
         rejected=[RowRejection(index=r.index, code=r.code, reason=r.reason) for r in rejected],
     )
     registered = StudentsRegistered(
-        message_id=derived_id(command.message_id, "registered"), actor=command.actor, students=students
+        message_id=derived_id(command.message_id, "registered"), by=actor.acting(), students=students
     )
     return Outcome(publish=[registered] if students else [], reply=report, rejected=rejected_parts(rejected))
 
@@ -149,7 +159,7 @@ def screen_rows(
 
 
 async def match_registered(valid: list[tuple[int, StudentRegistration]], repo: StudentRepository) -> Matched:
-    """Sort the valid rows into new students, known ones (adding a new enrolment) and conflicts."""
+    """Sort the valid rows into new students, known ones (adding a new enrolment) and conflicts (`domain.conflicts`)."""
     existing = await repo.find([r.identity.personal_id for _, r in valid])
     new: list[StudentRegistration] = []
     known: list[tuple[str, StudentRegistration]] = []
@@ -159,9 +169,8 @@ async def match_registered(valid: list[tuple[int, StudentRegistration]], repo: S
         stored = existing.get(registration.identity.personal_id)
         if stored is None:
             new.append(registration)
-        elif changed := domain.differences(stored.identity, registration.identity):
-            reason = f"conflict: already registered with a different {', '.join(changed)}"
-            conflicts.append(RowRejected(index, registration, "conflict", reason))
+        elif domain.conflicts(stored.identity, stored.enrolments, registration):
+            conflicts.append(RowRejected(index, registration, "conflict", domain.CONFLICT))
         else:
             known.append((stored.ref, registration))
             new_enrolment = registration.enrolment not in stored.enrolments
@@ -192,23 +201,34 @@ def rejected_parts(rejected: list[RowRejected]) -> list[RejectedPart]:
 
 
 async def lookup_students(request: LookupStudents, deps: Deps) -> Outcome:
-    """Snapshots by opaque reference, for the services that assemble records."""
+    """Snapshots by opaque reference, for grades alone (asking on its own behalf) as it assembles records.
+
+    Every student answered is in the access log, with the purpose grades gave.
+    """
+    actor = require_actor(request, deps.issuer_keys)
+    domain.authorise_lookup(actor)
     found = await deps.repo.snapshots(request.student_refs)
+    answered = [ref for ref in dict.fromkeys(request.student_refs) if ref in found]
+    await deps.repo.log_access(deps.access.entries(actor, "lookup", answered, purpose=request.purpose))
     deps.metrics.lookups.inc(len(found))
     snapshots = StudentSnapshots(
-        students=[
-            StudentSnapshot(student_ref=ref, identity=found[ref]) for ref in request.student_refs if ref in found
-        ],
+        students=[StudentSnapshot(student_ref=ref, identity=found[ref]) for ref in answered],
         missing=[ref for ref in request.student_refs if ref not in found],
     )
     return Outcome(reply=snapshots)
 
 
 async def find_students(request: FindStudents, deps: Deps) -> Outcome:
-    """Snapshots by personal ID for a person: their school's students, or all for an operator."""
-    actor = require_actor(request.actor, deps.issuer_keys)
+    """Snapshots by personal ID for a person: their school's students, or all for an operator.
+
+    Every student shown is in the access log, with the purpose the reader gave.
+    """
+    actor = require_actor(request, deps.issuer_keys)
+    domain.authorise_find(actor)
     found = await deps.repo.find(list(request.personal_ids))
     visible = {pid: s for pid, s in found.items() if domain.may_see(actor, s.enrolments)}
+    shown = list(dict.fromkeys(s.ref for s in visible.values()))
+    await deps.repo.log_access(deps.access.entries(actor, "find", shown, purpose=request.purpose))
     deps.metrics.found.labels("found").inc(len(visible))
     deps.metrics.found.labels("missing").inc(len(request.personal_ids) - len(visible))
     log.info("%s looked up %d personal ID(s), %d visible", actor.subject, len(request.personal_ids), len(visible))
@@ -217,6 +237,14 @@ async def find_students(request: FindStudents, deps: Deps) -> Outcome:
         missing=[pid for pid in request.personal_ids if pid not in visible],
     )
     return Outcome(reply=matches)
+
+
+async def list_accesses(request: ListIdentityAccesses, deps: Deps) -> Outcome:
+    """Who read a student here (found, looked up), oldest first: for operators, and for the principal or
+    administrator of a school the student is enrolled at."""
+    actor = require_actor(request, deps.issuer_keys)
+    domain.authorise_access_list(actor, await deps.repo.enrolments(request.student_ref))
+    return Outcome(reply=AccessLog(entries=await deps.repo.accesses(request.student_ref, request.limit)))
 
 
 # --- key rotation ----------------------------------------------------------------------------
@@ -234,29 +262,31 @@ async def rotate_key(command: RotateIdentityKey, deps: Deps) -> Outcome:
     Look-ups keep working throughout: each document names the key it is under, and the old keys
     stay in the ring. Redelivered, the same key id is derived and the work resumes where it was.
     """
-    domain.authorise_key_rotation(require_actor(command.actor, deps.issuer_keys))
+    actor = require_actor(command, deps.issuer_keys)
+    domain.authorise_key_rotation(actor)
+    by = actor.acting()
     key_id = "k-" + derived_id(command.message_id, "key")[:12]
     deps.vault.add_key(key_id)
     await show_key_ring(deps)
     total = await deps.repo.count_not_under(key_id)
     done = 0
-    await deps.announce(rotation_progress(command, key_id, done, total))
+    await deps.announce(rotation_progress(command, by, key_id, done, total))
     while changed := await deps.repo.reencrypt(deps.students_per_rotation_step):
         done += changed
         deps.metrics.reencrypted.inc(changed)
-        await deps.announce(rotation_progress(command, key_id, done, total))
+        await deps.announce(rotation_progress(command, by, key_id, done, total))
     deps.metrics.key_rotations.inc()
     log.info("key rotation to %s finished: %d student(s) re-encrypted", key_id, done)
-    finished = rotation_progress(command, key_id, done, total, finished=True)
+    finished = rotation_progress(command, by, key_id, done, total, finished=True)
     return Outcome(publish=[finished], reply=finished)
 
 
 def rotation_progress(
-    command: RotateIdentityKey, key_id: str, done: int, total: int, finished: bool = False
+    command: RotateIdentityKey, by: Acting, key_id: str, done: int, total: int, finished: bool = False
 ) -> KeyRotationProgress:
     return KeyRotationProgress(
         message_id=derived_id(command.message_id, "rotation", done, finished),
-        actor=command.actor,
+        by=by,
         source_message_id=command.message_id,
         key_id=key_id,
         done=done,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.identity import handlers
 from services.identity.handlers import Deps
+from shared.contracts.access import ListIdentityAccesses
 from shared.contracts.identity import (
     FindStudents,
     KeyRotationProgress,
@@ -30,6 +31,10 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(FindStudents)
     async def on_find(request: FindStudents) -> Outcome:
         return await handlers.find_students(request, deps)
+
+    @bus.subscriber(ListIdentityAccesses)
+    async def on_list_accesses(request: ListIdentityAccesses) -> Outcome:
+        return await handlers.list_accesses(request, deps)
 
     @bus.subscriber(RotateIdentityKey)
     async def on_rotate(command: RotateIdentityKey) -> Outcome:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 from bson import json_util
 
@@ -25,7 +26,8 @@ from shared.contracts.grades import (
     RecordsReady,
     TermChanged,
 )
-from shared.contracts.identity import StudentSnapshots, StudentsRegistered
+from shared.contracts.identity import StudentSnapshot, StudentsRegistered
+from shared.crypto.seal import record_claims, seal_problems
 from tests.support import drain, probing, running
 from tests.unit.grades.builders import (
     KEYS,
@@ -36,8 +38,10 @@ from tests.unit.grades.builders import (
     homeroom,
     homeroom_teacher,
     principal,
+    service_pki,
     snapshot,
     subject_teacher,
+    with_pki,
 )
 
 
@@ -62,24 +66,25 @@ async def take(url: str, queue: str, count: int, timeout: float = 30.0) -> list:
     return taken
 
 
-async def test_term_end_on_mongodb_and_rabbitmq(mongo_client, settings):
+async def test_term_end_on_mongodb_and_rabbitmq(mongo_client, settings, tmp_path):
     """Entries that come before their students' enrolment wait for it (redelivered by the broker), the closed
-    year's records are stored once and announced again when the close is redelivered, and personal data is
-    kept in the record documents only."""
+    year's records are stored once, sealed, and announced again when the close is redelivered, and personal data
+    is kept in the record documents only."""
     refs = [f"s{n:02d}" for n in range(12)]
     asked: list[list[str]] = []
 
-    async def lookup(wanted: list[str]) -> StudentSnapshots:
+    async def lookup(wanted: list[str], purpose: str) -> list[StudentSnapshot]:
         asked.append(wanted)
-        return StudentSnapshots(students=[snapshot(r) for r in wanted if r != "s11"], missing=["s11"])
+        return [snapshot(r) for r in wanted if r != "s11"]
 
-    service = build_app(settings, mongo=mongo_client, lookup=lookup, issuer_keys=KEYS)
+    pki = service_pki(tmp_path)
+    service = build_app(with_pki(settings, pki), mongo=mongo_client, lookup=lookup, issuer_keys=KEYS)
     db = mongo_client[settings.names().database("grades")]
     async with probing(settings, AssessmentsRecorded, RecordsReady) as probes, running(service):
         entries = [e for ref in refs for e in full_year(ref, "8.5")]
         entries = [e for e in entries if not (e.student_ref == "s00" and e.subject == "Toán" and e.term == 1)]
         await service.bus.publish(
-            RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=entries, actor=subject_teacher())
+            subject_teacher().signs(RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=entries))
         )
         assessments_queue = service.topology.queue_name(RecordAssessments.ROUTING_KEY)
         await wait_for(lambda: retried(service, assessments_queue))
@@ -90,17 +95,17 @@ async def test_term_end_on_mongodb_and_rabbitmq(mongo_client, settings):
         assert await db["assessments"].count_documents({}) == len(entries)
         assert await drain(settings.amqp_url, assessments_queue + ".dlq", 1.0) == [], "nothing was lost on the way"
 
-        conduct = RecordConduct(
-            school_code=SCHOOL, school_year=YEAR, entries=[h for r in refs for h in homeroom(r)], actor=homeroom_teacher()
+        conduct = homeroom_teacher().signs(
+            RecordConduct(school_code=SCHOOL, school_year=YEAR, entries=[h for r in refs for h in homeroom(r)])
         )
         assert (await service.bus.request(conduct, ConductRecorded)).new == 24
         for term in (1, 2):
             closed = await service.bus.request(
-                CloseTerm(school_code=SCHOOL, school_year=YEAR, term=term, actor=principal()), TermChanged
+                principal().signs(CloseTerm(school_code=SCHOOL, school_year=YEAR, term=term)), TermChanged
             )
             assert closed.state == "closed"
 
-        close = CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal())
+        close = principal().signs(CloseYear(school_code=SCHOOL, school_year=YEAR))
         await service.bus.publish(close)
         ready = await take(settings.amqp_url, probes[RecordsReady.ROUTING_KEY], 2)
         events = [RecordsReady.model_validate_json(m.body) for m in ready]
@@ -116,6 +121,9 @@ async def test_term_end_on_mongodb_and_rabbitmq(mongo_client, settings):
         assert published["s01"].record_id == record_id(SCHOOL, YEAR, "s01")
         stored = await db["records"].find_one({"student_ref": "s01"}, {"_id": 0})
         assert record_version(stored) == published["s01"]
+        now = datetime.now(UTC)
+        for version in published.values():
+            assert seal_problems(version.seal, record_claims(version), pki.trust_store(), "svc-grades", now) == []
 
         # Redelivered (same message id): nothing is stored twice, the same records are announced again.
         await service.bus.publish(close)

@@ -15,6 +15,7 @@ from services.grades.repository import (
     Write,
     entry_key,
 )
+from shared.contracts.access import AccessEntry
 from shared.contracts.grades import RecordVersion, StudentTermConduct
 from shared.errors import TransientError
 from tests.integration.conftest import service_database
@@ -187,3 +188,38 @@ async def test_a_record_is_found_at_its_version_or_the_latest(repo):
     assert await repo.record("r1", 3) is None
     assert await repo.record("nope", None) is None
     assert [r.record_id for r in await repo.records(SCHOOL, YEAR, 2)] == ["r1"]
+
+
+async def test_the_schools_a_student_is_enrolled_at_any_year(repo):
+    moved = enrolled("s1", school="79000702")
+    next_year = moved.model_copy(update={"enrolment": moved.enrolment.model_copy(update={"school_year": "2026-2027"})})
+    await repo.enrol([enrolled("s1"), enrolled("s2", school="79000702"), next_year])
+    assert await repo.schools_of("s1") == {SCHOOL, "79000702"}
+    assert await repo.schools_of("s2") == {"79000702"}
+    assert await repo.schools_of("nobody") == set()
+
+
+def read(ref: str, minute: int, subject: str = "gvcn-6A1", purpose: str = "") -> AccessEntry:
+    return AccessEntry(
+        at=NOW.replace(minute=minute), service="grades", subject=subject, roles=["homeroom_teacher"],
+        school_code=SCHOOL, action="explain", student_ref=ref, record_id=f"rec-{ref}", purpose=purpose,
+    )
+
+
+async def test_the_access_log_keeps_every_read_and_tells_a_students_oldest_first(repo):
+    await repo.log_access([read("s1", 30, purpose="họp phụ huynh"), read("s2", 31)])
+    await repo.log_access([read("s1", 10, subject="operator-1"), read("s1", 20)])
+    await repo.log_access([])
+    assert [(e.at.minute, e.subject) for e in await repo.accesses("s1", 10)] == [
+        (10, "operator-1"), (20, "gvcn-6A1"), (30, "gvcn-6A1")
+    ]
+    assert [e.at.minute for e in await repo.accesses("s1", 2)] == [10, 20]
+    assert (await repo.accesses("s1", 10))[-1] == read("s1", 30, purpose="họp phụ huynh")
+    assert await repo.accesses("s9", 10) == []
+
+
+async def test_a_record_version_keeps_its_seal(repo):
+    sealed = record("r1", {"student_ref": "r1"}).model_copy(update={"seal": "header..signature"})
+    assert await repo.add_records([sealed]) == 1
+    assert await repo.record("r1", 1) == sealed
+    assert await repo.records(SCHOOL, YEAR, 1) == [sealed]

@@ -1,4 +1,5 @@
-"""identity running against real RabbitMQ and the MongoDB-wire server: a key rotation while look-ups go on.
+"""identity running against real RabbitMQ and the MongoDB-wire server: a key rotation while look-ups go on, each
+look-up logged.
 
 Storage promises are in test_identity_repository.py; the message flow runs against real RabbitMQ
 in tests/wiring/test_identity_wiring.py.
@@ -14,6 +15,7 @@ import pytest
 
 from services.identity.app import build_app
 from services.identity.vault import Vault
+from shared.auth import ServiceIdentity
 from shared.contracts.identity import (
     Enrolment,
     FindStudents,
@@ -32,7 +34,7 @@ from shared.errors import Refused
 from shared.messaging import REASON_HEADER
 from shared.service import ServiceApp
 from tests.support import drain, probing, running
-from tests.unit.grades.builders import KEYS, school_admin, token
+from tests.unit.grades.builders import KEYS, operator, school_admin, service_pki
 
 
 def registration(personal_id: str) -> StudentRegistration:
@@ -49,14 +51,16 @@ def registration(personal_id: str) -> StudentRegistration:
     )
 
 
-async def keep_looking_up(service: ServiceApp, refs: list[str], stop: asyncio.Event) -> int:
-    """Look students up by reference and by personal ID until `stop`; every look-up finds every student asked for."""
+async def keep_looking_up(service: ServiceApp, grades: ServiceIdentity, refs: list[str], stop: asyncio.Event) -> int:
+    """Look students up by reference (as grades) and by personal ID (as a school) until `stop`; every look-up finds
+    every student asked for."""
     lookups = 0
     while not stop.is_set():
-        snapshots = await service.bus.request(LookupStudents(student_refs=refs[::7]), StudentSnapshots)
+        asked = grades.signs(LookupStudents(student_refs=refs[::7], purpose="records"))
+        snapshots = await service.bus.request(asked, StudentSnapshots)
         assert len(snapshots.students) == len(refs[::7]) and snapshots.missing == []
         found = await service.bus.request(
-            FindStudents(personal_ids=["079314000007"], actor=school_admin()), StudentMatches
+            school_admin().signs(FindStudents(personal_ids=["079314000007"])), StudentMatches
         )
         assert [s.identity.personal_id for s in found.students] == ["079314000007"]
         lookups += 1
@@ -65,11 +69,14 @@ async def keep_looking_up(service: ServiceApp, refs: list[str], stop: asyncio.Ev
 
 async def test_registration_lookups_and_rotation_over_the_broker(mongo_client, settings, tmp_path):
     vault = Vault.at(tmp_path / "ring.json")
-    service = build_app(settings, mongo=mongo_client, issuer_keys=KEYS, vault=vault)
+    pki = service_pki(tmp_path)
+    grades = ServiceIdentity("grades", lambda: pki.signer("svc-grades"))
+    keys = KEYS.for_service("identity", services=pki.trust_store)
+    service = build_app(settings, mongo=mongo_client, issuer_keys=keys, vault=vault)
     async with probing(settings, StudentsRegistered, KeyRotationProgress) as probes, running(service):
         assert service.registry.get_sample_value("hocba_identity_keys") == 1
         rows = [registration(f"0793140{n:05d}") for n in range(450)] + [registration("079214000002")]
-        report = await service.bus.request(RegisterStudents(students=rows, actor=school_admin()), RegistrationReport)
+        report = await service.bus.request(school_admin().signs(RegisterStudents(students=rows)), RegistrationReport)
         assert report.new == 450 and [r.code for r in report.rejected] == ["century-sex"]
         dead = await drain(settings.amqp_url, service.topology.queue_name(RegisterStudents.ROUTING_KEY) + ".dlq", 10)
         assert len(dead) == 1 and dead[0].headers[REASON_HEADER] == "invalid"
@@ -77,7 +84,7 @@ async def test_registration_lookups_and_rotation_over_the_broker(mongo_client, s
         refs = [s.student_ref for m in registered for s in StudentsRegistered.model_validate_json(m.body).students]
         assert len(refs) == 450
 
-        again = await service.bus.request(RegisterStudents(students=rows, actor=school_admin()), RegistrationReport)
+        again = await service.bus.request(school_admin().signs(RegisterStudents(students=rows)), RegistrationReport)
         assert (again.new, again.unchanged) == (0, 450)
         with pytest.raises(Refused, match="no actor token") as refusal:
             await service.bus.request(FindStudents(personal_ids=["079314000007"]), StudentMatches)
@@ -85,12 +92,11 @@ async def test_registration_lookups_and_rotation_over_the_broker(mongo_client, s
 
         old_key = vault.current
         stop = asyncio.Event()
-        looking = asyncio.create_task(keep_looking_up(service, refs, stop))
-        final = await service.bus.request(
-            RotateIdentityKey(actor=token({"operator"}, "")), KeyRotationProgress, timeout=60
-        )
+        looking = asyncio.create_task(keep_looking_up(service, grades, refs, stop))
+        final = await service.bus.request(operator().signs(RotateIdentityKey()), KeyRotationProgress, timeout=60)
         stop.set()
-        assert await looking >= 1
+        lookups = await looking
+        assert lookups >= 1
         assert final.finished and final.done == 450 and final.key_id != old_key
         progress = await drain(settings.amqp_url, probes[KeyRotationProgress.ROUTING_KEY], 10)
         assert [KeyRotationProgress.model_validate_json(m.body).done for m in progress][-1] == 450
@@ -98,3 +104,10 @@ async def test_registration_lookups_and_rotation_over_the_broker(mongo_client, s
         assert await students.count_documents({"key_id": final.key_id}) == 450
         ring = json.loads((tmp_path / "ring.json").read_text())
         assert ring["current"] == final.key_id and len(ring["keys"]) == 2
+
+        # Every read is in the access log, by reference and with its purpose; nothing personal is in it.
+        access_log = mongo_client[settings.names().database("identity")]["access_log"]
+        assert await access_log.count_documents({"action": "lookup", "subject": "svc-grades"}) == lookups * 65
+        assert await access_log.count_documents({"action": "find", "subject": "admin-1"}) == lookups
+        logged = json.dumps([d async for d in access_log.find({}, {"_id": 0, "at": 0})], ensure_ascii=False)
+        assert "079314" not in logged and "Trần" not in logged and "2014-03-01" not in logged

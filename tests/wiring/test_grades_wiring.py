@@ -1,6 +1,9 @@
-"""grades' app on the bus, in memory and on RabbitMQ: routing, contracts, answers, identity look-ups, dead letters, metrics."""
+"""grades' app on the bus, in memory and on RabbitMQ: routing, contracts, answers, identity look-ups, seals, the
+access log, dead letters, metrics."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 from faststream.rabbit import RabbitResponse
@@ -8,6 +11,9 @@ from faststream.rabbit import RabbitResponse
 from services.grades.app import build_app
 from services.grades.domain import record_id
 from services.grades.repository import InMemoryGradesRepository
+from shared.auth import verify_token
+from shared.contracts.access import AccessLog, ListGradesAccesses
+from shared.contracts.base import Acting
 from shared.contracts.grades import (
     AssessmentsRecorded,
     CloseTerm,
@@ -21,7 +27,9 @@ from shared.contracts.grades import (
     ReopenTerm,
     TermChanged,
 )
-from shared.contracts.identity import LookupStudents, StudentSnapshots, StudentsRegistered
+from shared.contracts.identity import LookupStudents, StudentSnapshot, StudentSnapshots, StudentsRegistered
+from shared.crypto.pki import DevPki
+from shared.crypto.seal import record_claims, seal_problems
 from shared.errors import Refused
 from shared.messaging import ERROR_HEADER, REASON_HEADER, quorum_queue, reply
 from shared.service import ServiceApp
@@ -33,12 +41,28 @@ from tests.unit.grades.builders import (
     full_year,
     homeroom,
     homeroom_teacher,
+    operator,
     principal,
     scored,
+    service_pki,
     snapshot,
     subject_teacher,
+    with_pki,
 )
 from tests.wiring.conftest import dead_letters, probe
+
+PRINCIPAL = Acting(subject="ht-1", roles=["principal"], school_code=SCHOOL)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> DevPki:
+    return service_pki(tmp_path_factory.mktemp("grades-wiring-pki"))
+
+
+@pytest.fixture
+def settings(settings, pki):
+    """The wiring settings, with the PKI that holds grades' certificate configured."""
+    return with_pki(settings, pki)
 
 
 def identity_replier(service: ServiceApp, known: set[str]) -> list[LookupStudents]:
@@ -57,9 +81,9 @@ def identity_replier(service: ServiceApp, known: set[str]) -> list[LookupStudent
     return asked
 
 
-async def everyone_knows(refs: list[str]) -> StudentSnapshots:
+async def everyone_knows(refs: list[str], purpose: str) -> list[StudentSnapshot]:
     """A stand-in for identity that knows every student."""
-    return StudentSnapshots(students=[snapshot(r) for r in refs])
+    return [snapshot(r) for r in refs]
 
 
 @pytest.fixture
@@ -77,7 +101,11 @@ def registered(*refs: str) -> StudentsRegistered:
 
 
 def close_term(term: int) -> CloseTerm:
-    return CloseTerm(school_code=SCHOOL, school_year=YEAR, term=term, actor=principal())
+    return principal().signs(CloseTerm(school_code=SCHOOL, school_year=YEAR, term=term))
+
+
+def close_year() -> CloseYear:
+    return principal().signs(CloseYear(school_code=SCHOOL, school_year=YEAR))
 
 
 def refused(service: ServiceApp, message: type, reason: str) -> float:
@@ -99,13 +127,14 @@ async def test_assessments_are_stored_announced_and_invalid_ones_dead_lettered(s
     dead = dead_letters(service, RecordAssessments)
     invalid = scored("s1", "Toán", 1, ["8", "7"], "7", "8")
     entries = [*full_year("s1", skip=frozenset({("Toán", 1)})), invalid]
-    command = RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=entries, actor=subject_teacher())
+    command = subject_teacher().signs(RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=entries))
     async with wired(service) as wire:
         await wire.send(registered("s1"))
         await wire.send(command)
 
     assert len(await repo.assessments(SCHOOL, YEAR)) == 23
     assert [(r.entries, r.source_message_id) for r in recorded] == [(23, command.message_id)]
+    assert recorded[0].actor is None and recorded[0].by.subject == "gv-1"
     assert [(r.index, r.code) for r in recorded[0].rejected] == [(23, "regular-count")]
     assert len(dead) == 1, "the invalid entry was not dead-lettered"
     body, headers = dead[0]
@@ -123,7 +152,7 @@ async def test_forbidden_entries_and_commands_without_a_token_are_dead_lettered_
     teacher = subject_teacher(subjects={"Tin học"})
     async with wired(service) as wire:
         await wire.send(registered("s1"))
-        await wire.send(RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=[mine, theirs], actor=teacher))
+        await wire.send(teacher.signs(RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=[mine, theirs])))
         await wire.send(RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=[theirs]))
 
     assert await repo.assessments(SCHOOL, YEAR) == [mine]
@@ -140,12 +169,12 @@ async def test_recording_and_closing_terms_are_answered_when_asked(service, repo
     async with wired(service) as wire:
         await wire.send(registered("s1"))
         answer = await wire.request(
-            RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=full_year("s1"), actor=subject_teacher()),
+            subject_teacher().signs(RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=full_year("s1"))),
             AssessmentsRecorded,
         )
         closed = await wire.request(close_term(1), TermChanged)
     assert (answer.entries, answer.new, answer.rejected) == (24, 24, [])
-    assert (closed.term, closed.state, closed.by) == (1, "closed", "ht-1")
+    assert (closed.term, closed.state, closed.by, closed.actor) == (1, "closed", PRINCIPAL, None)
     assert (await repo.term_statuses(SCHOOL, YEAR))[1].closed
 
 
@@ -156,12 +185,12 @@ async def test_conduct_and_term_locks_over_the_broker(service, repo, wired):
     async with wired(service) as wire:
         await wire.send(registered("s1"))
         await wire.send(
-            RecordConduct(school_code=SCHOOL, school_year=YEAR, entries=homeroom("s1"), actor=homeroom_teacher())
+            homeroom_teacher().signs(RecordConduct(school_code=SCHOOL, school_year=YEAR, entries=homeroom("s1")))
         )
         await wire.send(close_term(1))
-        await wire.send(ReopenTerm(school_code=SCHOOL, school_year=YEAR, term=1, reason="x", actor=subject_teacher()))
+        await wire.send(subject_teacher().signs(ReopenTerm(school_code=SCHOOL, school_year=YEAR, term=1, reason="x")))
     assert [c.new for c in conducts] == [2]
-    assert [(t.term, t.state, t.by) for t in changed] == [(1, "closed", "ht-1")]
+    assert [(t.term, t.state, t.by) for t in changed] == [(1, "closed", PRINCIPAL)]
     assert (await repo.term_statuses(SCHOOL, YEAR))[1].closed
     [(_, headers)] = dead
     assert headers[REASON_HEADER] == "forbidden" and "only the principal may" in headers[ERROR_HEADER]
@@ -174,13 +203,13 @@ async def test_the_year_does_not_close_while_a_term_is_open(service, repo, wired
     async with wired(service) as wire:
         await wire.send(registered("s1"))
         await wire.send(close_term(1))
-        await wire.send(CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal()))
+        await wire.send(close_year())
     [(_, headers)] = dead
     assert headers[REASON_HEADER] == "invalid" and "term 2 of 2025-2026 is still open" in headers[ERROR_HEADER]
     assert not await repo.is_closed(SCHOOL, YEAR)
 
 
-async def test_closing_the_year_asks_identity_and_publishes_records_in_chunks(service, repo, wired):
+async def test_closing_the_year_asks_identity_and_publishes_sealed_records_in_chunks(service, repo, wired, pki):
     ready = probe(service, RecordsReady)
     refs = [f"s{n:02d}" for n in range(13)]
     asked = identity_replier(service, known=set(refs) - {"s05"})
@@ -188,9 +217,12 @@ async def test_closing_the_year_asks_identity_and_publishes_records_in_chunks(se
         await wire.send(registered(*refs))
         for term in (1, 2):
             await wire.send(close_term(term))
-        await wire.send(CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal()))
+        await wire.send(close_year())
 
     assert [r.student_refs for r in asked] == [refs], "one look-up request for 13 students"
+    identity = KEYS.for_service("identity", services=pki.trust_store)
+    assert verify_token(asked[0], identity).is_service("grades"), "grades asks with its own certificate"
+    assert asked[0].purpose == f"assembling the {YEAR} academic records of school {SCHOOL} (year closed)"
     assert service.settings.chunk_size == 10
     assert [len(e.records) for e in ready] == [10, 2], "settings.chunk_size records per message"
     records = [r for e in ready for r in e.records]
@@ -201,6 +233,9 @@ async def test_closing_the_year_asks_identity_and_publishes_records_in_chunks(se
     assert first.document["student"]["identity"]["personal_id"] == "079214000123"
     assert await repo.is_closed(SCHOOL, YEAR)
     assert await repo.records(SCHOOL, YEAR, 1) == sorted(records, key=lambda r: r.record_id)
+    now = datetime.now(UTC)
+    assert all(seal_problems(r.seal, record_claims(r), pki.trust_store(), "svc-grades", now) == [] for r in records)
+    assert all(e.by == PRINCIPAL and e.actor is None for e in ready), "who closed the year, never their token"
     assert service.registry.get_sample_value("hocba_records_assembled_total") == 12
     assert service.registry.get_sample_value("hocba_records_unassembled_total", {"reason": "unknown-student"}) == 1
 
@@ -208,7 +243,7 @@ async def test_closing_the_year_asks_identity_and_publishes_records_in_chunks(se
 async def test_a_redelivered_close_publishes_the_same_records_again(settings, repo, wired):
     service = build_app(settings, repository=repo, lookup=everyone_knows, issuer_keys=KEYS)
     ready = probe(service, RecordsReady)
-    close = CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal())
+    close = close_year()
     async with wired(service) as wire:
         await wire.send(registered("s1", "s2"))
         for term in (1, 2):
@@ -222,19 +257,25 @@ async def test_a_redelivered_close_publishes_the_same_records_again(settings, re
     assert service.registry.get_sample_value("hocba_records_assembled_total") == 2
 
 
-async def test_a_record_is_explained_by_request_to_whoever_may_read_it(settings, repo, wired):
+async def test_a_record_is_explained_by_request_to_whoever_may_read_it_and_each_reading_is_logged(
+    settings, repo, wired
+):
     service = build_app(settings, repository=repo, lookup=everyone_knows, issuer_keys=KEYS)
     rid = record_id(SCHOOL, YEAR, "s1")
     async with wired(service) as wire:
         await wire.send(registered("s1"))
         for term in (1, 2):
             await wire.send(close_term(term))
-        await wire.send(CloseYear(school_code=SCHOOL, school_year=YEAR, actor=principal()))
-        answer = await wire.request(ExplainRecord(record_id=rid, actor=homeroom_teacher()), RecordExplanation)
+        await wire.send(close_year())
+        asked = homeroom_teacher().signs(ExplainRecord(record_id=rid, purpose="họp phụ huynh"))
+        answer = await wire.request(asked, RecordExplanation)
         with pytest.raises(Refused, match="not 79000701") as other_school:
-            await wire.request(ExplainRecord(record_id=rid, actor=principal("79000702")), RecordExplanation)
+            await wire.request(principal("79000702").signs(ExplainRecord(record_id=rid)), RecordExplanation)
         with pytest.raises(Refused, match="no record nope") as unknown:
-            await wire.request(ExplainRecord(record_id="nope", actor=principal()), RecordExplanation)
+            await wire.request(principal().signs(ExplainRecord(record_id="nope")), RecordExplanation)
+        log = await wire.request(operator().signs(ListGradesAccesses(student_ref="s1")), AccessLog)
+        with pytest.raises(Refused, match="may not see who read") as not_theirs:
+            await wire.request(principal("79000702").signs(ListGradesAccesses(student_ref="s1")), AccessLog)
 
     assert answer.error is None and answer.record_id == rid
     assert answer.student_name == "Nguyễn Văn An" and answer.rule_set == "circular-22-2021/v2"
@@ -245,3 +286,9 @@ async def test_a_record_is_explained_by_request_to_whoever_may_read_it(settings,
     }
     assert explained == {"answered": 1, "refused": 1, "not-found": 1}
     assert refused(service, ExplainRecord, "forbidden") == 1
+    assert [(e.subject, e.action, e.record_id, e.purpose) for e in log.entries] == [
+        ("gvcn-6A1", "explain", rid, "họp phụ huynh")
+    ]
+    assert not_theirs.value.reason == "forbidden"
+    reads = service.registry.get_sample_value("hocba_personal_data_reads_total", {"role": "homeroom_teacher"})
+    assert reads == 1

@@ -1,14 +1,19 @@
-"""Builders for grades test data: enrolments, identity snapshots and assessment entries."""
+"""Builders for grades test data: enrolments, identity snapshots, assessment entries, people who sign what they
+send, and a PKI with grades' own certificate."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
+from hocba.staff import Person
 from services.grades.rulesets import GRADE_6
-from shared.auth import Actor, IssuerKey, issue_token
+from shared.auth import Actor, IssuerKey, IssuerKeys
 from shared.contracts.grades import StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import Enrolment, RegisteredStudent, StudentIdentity, StudentSnapshot
+from shared.crypto.pki import DevPki, service_holders
+from shared.settings import Settings
 
 SCHOOL = "79000701"
 YEAR = "2025-2026"
@@ -65,38 +70,62 @@ def full_year(
 
 # -- people and their tokens ------------------------------------------------------------------
 
+#: The school management system that vouches for the people below.
 ISSUER = IssuerKey.generate("test-school-app")
+#: Its public keys; each service's `build_app` takes them as its own audience.
 KEYS = ISSUER.public_keys()
 
 
-def token(roles: set[str], school: str = SCHOOL, **fields) -> str:
-    actor = Actor(
-        subject=fields.pop("subject", "-".join(sorted(roles))),
-        roles=frozenset(roles),
-        school_code=school,
-        expires_at=datetime.now(UTC) + timedelta(hours=1),
-        **fields,
-    )
-    return issue_token(ISSUER, actor)
+def keys_for(service: str) -> IssuerKeys:
+    """The issuer's keys as `service` accepts them: tokens whose audience is that service."""
+    return KEYS.for_service(service)
 
 
-def subject_teacher(subjects: set[str] | None = None, classes: set[str] | None = None, school: str = SCHOOL) -> str:
+def person(roles: set[str], school: str = SCHOOL, **fields) -> Person:
+    """Someone the issuer vouches for: `person(...).signs(message)` gives the message its token."""
+    actor = Actor(subject=fields.pop("subject", "-".join(sorted(roles))), roles=frozenset(roles), school_code=school,
+                  **fields)
+    return Person(ISSUER, actor)
+
+
+def subject_teacher(subjects: set[str] | None = None, classes: set[str] | None = None, school: str = SCHOOL) -> Person:
     everything = {r.name for r in GRADE_6}
-    return token({"subject_teacher"}, school, subjects=frozenset(subjects or everything),
-                 classes=frozenset(classes or {"6A1", "6A2"}), subject="gv-1")
+    return person({"subject_teacher"}, school, subjects=frozenset(subjects or everything),
+                  classes=frozenset(classes or {"6A1", "6A2"}), subject="gv-1")
 
 
-def homeroom_teacher(class_name: str = "6A1", school: str = SCHOOL) -> str:
-    return token({"homeroom_teacher"}, school, classes=frozenset({class_name}), homeroom_class=class_name,
-                 subject=f"gvcn-{class_name}")
+def homeroom_teacher(class_name: str = "6A1", school: str = SCHOOL) -> Person:
+    return person({"homeroom_teacher"}, school, classes=frozenset({class_name}), homeroom_class=class_name,
+                  subject=f"gvcn-{class_name}")
 
 
-def principal(school: str = SCHOOL) -> str:
-    return token({"principal"}, school, subject="ht-1")
+def principal(school: str = SCHOOL) -> Person:
+    return person({"principal"}, school, subject="ht-1")
 
 
-def school_admin(school: str = SCHOOL) -> str:
-    return token({"school_admin"}, school, subject="admin-1")
+def school_admin(school: str = SCHOOL) -> Person:
+    return person({"school_admin"}, school, subject="admin-1")
+
+
+def operator() -> Person:
+    return person({"operator"}, "", subject="operator-1")
+
+
+# -- grades' own certificate ------------------------------------------------------------------
+
+PKI_PASSPHRASE = "test passphrase"
+
+
+def service_pki(folder: Path) -> DevPki:
+    """A development PKI holding the services' own certificates (svc-grades: its seals and look-ups)."""
+    pki = DevPki(folder / "pki", PKI_PASSPHRASE.encode())
+    pki.create(service_holders())
+    return pki
+
+
+def with_pki(settings: Settings, pki: DevPki) -> Settings:
+    """`settings` configured with `pki`, as HOCBA_PKI_DIR and HOCBA_PKI_PASSPHRASE would."""
+    return settings.model_copy(update={"pki_dir": pki.folder, "pki_passphrase": PKI_PASSPHRASE})
 
 
 def homeroom(ref: str, conduct: tuple[str, str] = ("Tốt", "Tốt"), absences: tuple[int, int] = (1, 2)) -> list[StudentTermConduct]:

@@ -1,29 +1,45 @@
-"""Fixtures for grades' unit tests: a repository with three enrolled students, metrics, and the handlers' Deps."""
+"""Fixtures for grades' unit tests: a repository with three enrolled students, metrics, a PKI with grades'
+certificate, and the handlers' Deps."""
 
 from __future__ import annotations
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.grades.handlers import Deps
+from services.grades.app import CERTIFICATE, seal_with
+from services.grades.handlers import Deps, Sealer
 from services.grades.metrics import GradesMetrics
 from services.grades.repository import InMemoryGradesRepository
-from shared.contracts.identity import StudentSnapshots
-from tests.unit.grades.builders import KEYS, enrolled, snapshot
+from shared.access import AccessRecorder
+from shared.contracts.identity import StudentSnapshot
+from shared.crypto.pki import DevPki
+from tests.unit.grades.builders import enrolled, keys_for, service_pki, snapshot
 
 
 class FakeLookup:
-    """Identity as far as these tests need it: knows some students, remembers what it was asked."""
+    """Identity as far as these tests need it: knows some students, remembers what it was asked and why."""
 
     def __init__(self, known: set[str]) -> None:
         self.known = known
         self.asked: list[list[str]] = []
+        self.purposes: list[str] = []
 
-    async def __call__(self, refs: list[str]) -> StudentSnapshots:
+    async def __call__(self, refs: list[str], purpose: str) -> list[StudentSnapshot]:
         self.asked.append(list(refs))
-        return StudentSnapshots(
-            students=[snapshot(r) for r in refs if r in self.known], missing=[r for r in refs if r not in self.known]
-        )
+        self.purposes.append(purpose)
+        return [snapshot(r) for r in refs if r in self.known]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> DevPki:
+    return service_pki(tmp_path_factory.mktemp("grades-pki"))
+
+
+@pytest.fixture(scope="session")
+def sealer(pki: DevPki) -> Sealer:
+    """grades' seal with the PKI's svc-grades certificate (its key loaded once)."""
+    signers = pki.directory()
+    return seal_with(lambda: signers.signer_for(CERTIFICATE))
 
 
 @pytest.fixture
@@ -45,5 +61,13 @@ async def repo() -> InMemoryGradesRepository:
 
 
 @pytest.fixture
-def deps(repo: InMemoryGradesRepository, metrics: GradesMetrics) -> Deps:
-    return Deps(repo=repo, metrics=metrics, issuer_keys=KEYS, lookup=FakeLookup(set()), records_per_message=10)
+def deps(repo: InMemoryGradesRepository, metrics: GradesMetrics, registry: CollectorRegistry, sealer: Sealer) -> Deps:
+    return Deps(
+        repo=repo,
+        metrics=metrics,
+        issuer_keys=keys_for("grades"),
+        lookup=FakeLookup(set()),
+        records_per_message=10,
+        sealer=sealer,
+        access=AccessRecorder("grades", registry),
+    )

@@ -1,17 +1,20 @@
-"""grades' use cases with an in-memory repository, real actor tokens and a stand-in for identity's look-up."""
+"""grades' use cases with an in-memory repository, real actor tokens (one for each message), grades' seal from a
+development PKI, and a stand-in for identity's look-up."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
+from hocba.staff import Person
 from services.grades import handlers
 from services.grades.domain import record_id
 from services.grades.repository import InMemoryGradesRepository
-from shared.auth import Actor, IssuerKey, Unauthenticated, issue_token
-from shared.contracts.base import derived_id
+from shared.auth import Actor, IssuerKey, Unauthenticated
+from shared.contracts.access import AccessLog, ListGradesAccesses
+from shared.contracts.base import Acting, derived_id
 from shared.contracts.grades import (
     AssessmentsRecorded,
     CloseTerm,
@@ -27,6 +30,8 @@ from shared.contracts.grades import (
     TermChanged,
 )
 from shared.contracts.identity import StudentsRegistered
+from shared.crypto.pki import DevPki
+from shared.crypto.seal import record_claims, seal_problems
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.outcome import NOTHING, Outcome
 from tests.unit.grades.builders import (
@@ -37,23 +42,26 @@ from tests.unit.grades.builders import (
     full_year,
     homeroom,
     homeroom_teacher,
+    operator,
     principal,
     school_admin,
     scored,
     subject_teacher,
-    token,
 )
 from tests.unit.grades.conftest import FakeLookup
 
 
-def record(entries, school: str = SCHOOL, message_id: str = "cmd-1", actor: str | None = None, reason: str = ""):
-    return RecordAssessments(message_id=message_id, school_code=school, school_year=YEAR, entries=entries,
-                             actor=actor or subject_teacher(), reason=reason)
+def record(entries, school: str = SCHOOL, message_id: str = "cmd-1", actor: Person | None = None, reason: str = ""):
+    """A subject teacher's entries, sent with their token (`actor`'s when given)."""
+    command = RecordAssessments(message_id=message_id, school_code=school, school_year=YEAR, entries=entries,
+                                reason=reason)
+    return (actor or subject_teacher()).signs(command)
 
 
-def conduct(entries, message_id: str = "hr-1", actor: str | None = None, reason: str = "") -> RecordConduct:
-    return RecordConduct(message_id=message_id, school_code=SCHOOL, school_year=YEAR, entries=entries,
-                         actor=actor or homeroom_teacher(), reason=reason)
+def conduct(entries, message_id: str = "hr-1", actor: Person | None = None, reason: str = "") -> RecordConduct:
+    """A homeroom teacher's entries, sent with their token (`actor`'s when given)."""
+    command = RecordConduct(message_id=message_id, school_code=SCHOOL, school_year=YEAR, entries=entries, reason=reason)
+    return (actor or homeroom_teacher()).signs(command)
 
 
 async def store(command, deps) -> Outcome:
@@ -78,7 +86,7 @@ def term_changed(outcome: Outcome) -> TermChanged:
 async def lock(deps, *terms: int) -> None:
     for term in terms:
         await handlers.close_term(
-            CloseTerm(message_id=f"close-{term}", school_code=SCHOOL, school_year=YEAR, term=term, actor=principal()),
+            principal().signs(CloseTerm(message_id=f"close-{term}", school_code=SCHOOL, school_year=YEAR, term=term)),
             deps,
         )
 
@@ -110,6 +118,7 @@ async def test_valid_entries_are_stored_and_announced(deps, registry):
     assert (event.entries, event.new, event.unchanged) == (24, 24, 0)
     assert event.source_message_id == "cmd-1"
     assert event.message_id == derived_id("cmd-1", "recorded")
+    assert event.by == Acting(subject="gv-1", roles=["subject_teacher"], school_code=SCHOOL) and event.actor is None
     assert sample(registry, "hocba_assessments_recorded_total") == 24
 
 
@@ -217,28 +226,48 @@ async def test_entries_from_someone_not_assigned_are_all_refused(deps, actor):
     assert [(p.reason, len(p.items)) for p in outcome.rejected] == [("forbidden", 24)]
 
 
-def strangers_token() -> str:
-    """A well-formed token from an issuer the school does not use."""
-    stranger = IssuerKey.generate("stranger")
-    actor = Actor(subject="x", roles=frozenset({"subject_teacher"}), school_code=SCHOOL,
-                  expires_at=datetime.now(UTC) + timedelta(hours=1))
-    return issue_token(stranger, actor)
+def strangers_token(command: RecordAssessments) -> str | None:
+    """A well-formed token for the command from an issuer the school does not use."""
+    stranger = Person(IssuerKey.generate("stranger"), Actor(subject="x", roles=frozenset({"subject_teacher"}),
+                                                            school_code=SCHOOL))
+    return stranger.signs(command).actor
+
+
+def lifted_token(command: RecordAssessments) -> str | None:
+    """The teacher's token of another command they sent (taken off the broker)."""
+    return record([commented("s1", "Nghệ thuật", 1)], message_id="earlier").actor
 
 
 @pytest.mark.parametrize(
     ("token", "match"),
     [
-        (None, "carries no actor token"),
-        ("not-a-token", "actor token rejected"),
-        (strangers_token(), "actor token rejected"),
+        (lambda command: None, "carries no actor token"),
+        (lambda command: "not-a-token", "not a compact JWT"),
+        (strangers_token, "actor token rejected"),
+        (lifted_token, "msg"),
     ],
+    ids=["none", "garbage", "stranger", "lifted-from-another-command"],
 )
 async def test_a_command_without_a_valid_token_is_refused_whole(deps, token, match):
-    command = RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=full_year("s1"), actor=token)
+    command = RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=full_year("s1"))
     with pytest.raises(Unauthenticated, match=match) as refused:
-        await handlers.record_assessments(command, deps)
+        await handlers.record_assessments(command.model_copy(update={"actor": token(command)}), deps)
     assert refused.value.reason == "unauthenticated"
     assert await deps.repo.assessments(SCHOOL, YEAR) == []
+
+
+async def test_attack_a_teachers_token_seen_on_the_broker_records_nothing_else(deps):
+    """Reproduction (issue 9, item 4): tokens rode inside events and were good for any command for 8 hours; a
+    teacher's token seen on the broker, put on a command of the attacker's, recorded top marks."""
+    earlier = record([commented("s1", "Nghệ thuật", 1)], message_id="earlier")
+    announced = recorded(await store(earlier, deps))
+    assert announced.actor is None, "the event carries who acted, not their token"
+    top_marks = RecordAssessments(
+        school_code=SCHOOL, school_year=YEAR, entries=[scored("s2", "Tin học", 1, ["10", "10"], "10", "10")]
+    )
+    with pytest.raises(Unauthenticated, match="msg"):
+        await handlers.record_assessments(top_marks.model_copy(update={"actor": earlier.actor}), deps)
+    assert [e.student_ref for e in await deps.repo.assessments(SCHOOL, YEAR)] == ["s1"]
 
 
 async def test_without_configured_issuer_keys_every_actor_is_refused(deps):
@@ -284,11 +313,12 @@ async def test_a_closed_term_locks_its_entries(deps, registry):
 @pytest.mark.parametrize("actor", [subject_teacher(), homeroom_teacher(), principal("79000702")])
 async def test_only_the_schools_principal_or_administrator_closes_a_term(deps, actor):
     with pytest.raises(Forbidden):
-        await handlers.close_term(CloseTerm(school_code=SCHOOL, school_year=YEAR, term=1, actor=actor), deps)
+        await handlers.close_term(actor.signs(CloseTerm(school_code=SCHOOL, school_year=YEAR, term=1)), deps)
     assert not (await deps.repo.term_statuses(SCHOOL, YEAR))[1].closed
-    close = CloseTerm(school_code=SCHOOL, school_year=YEAR, term=1, actor=school_admin())
+    close = school_admin().signs(CloseTerm(school_code=SCHOOL, school_year=YEAR, term=1))
     event = term_changed(await handlers.close_term(close, deps))
-    assert event.state == "closed" and event.by == "admin-1"
+    assert event.state == "closed" and event.by == Acting(subject="admin-1", roles=["school_admin"], school_code=SCHOOL)
+    assert event.actor is None, "an event says who acted; it carries no token"
     assert event.message_id == derived_id(close.message_id, "term", "closed")
     assert (await deps.repo.term_statuses(SCHOOL, YEAR))[1].closed
 
@@ -297,10 +327,10 @@ async def test_reopening_needs_the_principal_and_then_every_change_is_logged(dep
     await store(record(full_year("s1")), deps)
     await lock(deps, 1)
     reopen = ReopenTerm(message_id="reopen-1", school_code=SCHOOL, school_year=YEAR, term=1,
-                        reason="nhập sai điểm Tin học", actor=school_admin())
+                        reason="nhập sai điểm Tin học")
     with pytest.raises(Forbidden, match="only the principal"):
-        await handlers.reopen_term(reopen, deps)
-    event = term_changed(await handlers.reopen_term(reopen.model_copy(update={"actor": principal()}), deps))
+        await handlers.reopen_term(school_admin().signs(reopen), deps)
+    event = term_changed(await handlers.reopen_term(principal().signs(reopen), deps))
     assert event.state == "open"
     logged = (await deps.repo.term_log(SCHOOL, YEAR))[-1]
     assert (logged["term"], logged["action"], logged["by"]) == (1, "reopen", "ht-1")
@@ -354,11 +384,11 @@ async def test_a_write_that_loses_a_race_is_retried(deps):
 # -- closing the year -------------------------------------------------------------------------
 
 
-def close(message_id: str = "close-1", actor: str | None = None) -> CloseYear:
-    return CloseYear(
-        message_id=message_id, school_code=SCHOOL, school_year=YEAR, occurred_at=datetime(2026, 5, 31, tzinfo=UTC),
-        actor=actor or principal(),
+def close(message_id: str = "close-1", actor: Person | None = None) -> CloseYear:
+    command = CloseYear(
+        message_id=message_id, school_code=SCHOOL, school_year=YEAR, occurred_at=datetime(2026, 5, 31, tzinfo=UTC)
     )
+    return (actor or principal()).signs(command)
 
 
 async def close_year(deps, lookup: FakeLookup, records_per_message: int = 10, command: CloseYear | None = None):
@@ -395,6 +425,7 @@ async def test_closing_assembles_stores_and_announces_every_known_students_recor
 
     assert await deps.repo.is_closed(SCHOOL, YEAR)
     assert lookup.asked == [["s1", "s2", "s3"]], "one look-up for the whole school"
+    assert lookup.purposes == [f"assembling the {YEAR} academic records of school {SCHOOL} (year closed)"]
     assert sample(registry, "hocba_records_assembled_total") == 3
     by_ref = {r.student_ref: r for r in await deps.repo.records(SCHOOL, YEAR, 1)}
     assert by_ref["s1"].record_id == record_id(SCHOOL, YEAR, "s1")
@@ -407,6 +438,25 @@ async def test_closing_assembles_stores_and_announces_every_known_students_recor
     assert [len(e.records) for e in events] == [2, 1]
     assert [r for e in events for r in e.records] == list(await deps.repo.records(SCHOOL, YEAR, 1))
     assert events[0].message_id == derived_id("close-1", "ready", 0, *(r.record_id for r in events[0].records))
+    principal_acting = Acting(subject="ht-1", roles=["principal"], school_code=SCHOOL)
+    assert all(e.by == principal_acting and e.actor is None for e in events), "who closed the year, never a token"
+
+
+async def test_every_record_grades_assembles_carries_its_seal(deps, pki: DevPki):
+    """Whoever relies on a record (signing, the archive, a verifier) sees grades' seal over exactly its content."""
+    await store(record(full_year("s1", "9.0")), deps)
+    await lock(deps, 1, 2)
+    outcome = await close_year(deps, FakeLookup({"s1", "s2", "s3"}))
+    announced = [r for e in ready(outcome) for r in e.records]
+    assert len(announced) == 3
+    now = datetime.now(UTC)
+    for version in announced:
+        assert seal_problems(version.seal, record_claims(version), pki.trust_store(), "svc-grades", now) == []
+    assert announced == await deps.repo.records(SCHOOL, YEAR, 1), "the seal is stored with the version"
+    [s1] = [r for r in announced if r.student_ref == "s1"]
+    forged = s1.model_copy(update={"document": {**s1.document, "awards": ["Học sinh Xuất sắc", "Giải nhất"]}})
+    assert seal_problems(forged.seal, record_claims(forged), pki.trust_store(), "svc-grades", now) != []
+    assert seal_problems(s1.seal, record_claims(s1), pki.trust_store(), "archive", now) != []
 
 
 async def test_closing_again_stores_nothing_new_and_announces_the_same_records(deps, registry):
@@ -424,7 +474,7 @@ async def test_a_closed_year_cannot_be_reopened(deps):
     await close_year(deps, FakeLookup({"s1", "s2", "s3"}))
     with pytest.raises(InvalidMessage, match="a correction is now an amendment"):
         await handlers.reopen_term(
-            ReopenTerm(school_code=SCHOOL, school_year=YEAR, term=2, reason="x", actor=principal()), deps
+            principal().signs(ReopenTerm(school_code=SCHOOL, school_year=YEAR, term=2, reason="x")), deps
         )
 
 
@@ -454,15 +504,20 @@ async def test_closing_a_year_without_students_is_not_found(deps):
         await close_year(deps, FakeLookup(set()))
 
 
-# -- explaining -------------------------------------------------------------------------------
+# -- explaining and the access log -------------------------------------------------------------
 
 
-async def test_a_record_is_explained_to_its_schools_staff_and_operators_only(deps, registry):
+async def closed_year(deps) -> str:
+    """A closed year with s1's record assembled; its record id."""
     await store(record(full_year("s1", "8.0")), deps)
     await lock(deps, 1, 2)
     await close_year(deps, FakeLookup({"s1", "s2", "s3"}))
-    rid = record_id(SCHOOL, YEAR, "s1")
-    outcome = await handlers.explain_record(ExplainRecord(record_id=rid, actor=homeroom_teacher()), deps)
+    return record_id(SCHOOL, YEAR, "s1")
+
+
+async def test_a_record_is_explained_to_its_schools_staff_and_operators_only(deps, registry):
+    rid = await closed_year(deps)
+    outcome = await handlers.explain_record(homeroom_teacher().signs(ExplainRecord(record_id=rid)), deps)
     answer = outcome.reply
     assert isinstance(answer, RecordExplanation) and not outcome.publish
     assert answer.student_name == "Nguyễn Văn An" and answer.rule_set == "circular-22-2021/v2"
@@ -470,9 +525,9 @@ async def test_a_record_is_explained_to_its_schools_staff_and_operators_only(dep
     assert any(line.about == "learning/year" and line.result == "Tốt" for line in answer.lines)
     assert any("Art. 9.3" in note for note in answer.unconfirmed)
     with pytest.raises(Forbidden, match="not 79000701"):
-        await handlers.explain_record(ExplainRecord(record_id=rid, actor=principal("79000702")), deps)
+        await handlers.explain_record(principal("79000702").signs(ExplainRecord(record_id=rid)), deps)
     with pytest.raises(NotFound, match="no record nope"):
-        await handlers.explain_record(ExplainRecord(record_id="nope", actor=principal()), deps)
+        await handlers.explain_record(principal().signs(ExplainRecord(record_id="nope")), deps)
     with pytest.raises(Unauthenticated):
         await handlers.explain_record(ExplainRecord(record_id=rid), deps)
     assert sample(registry, "hocba_records_explained_total", {"outcome": "answered"}) == 1
@@ -481,8 +536,40 @@ async def test_a_record_is_explained_to_its_schools_staff_and_operators_only(dep
 
 
 async def test_an_operator_may_read_any_schools_record(deps):
-    await lock(deps, 1, 2)
-    await close_year(deps, FakeLookup({"s1"}))
-    rid = record_id(SCHOOL, YEAR, "s1")
-    outcome = await handlers.explain_record(ExplainRecord(record_id=rid, actor=token({"operator"}, "")), deps)
+    rid = await closed_year(deps)
+    outcome = await handlers.explain_record(operator().signs(ExplainRecord(record_id=rid)), deps)
     assert isinstance(outcome.reply, RecordExplanation) and outcome.reply.record_id == rid
+
+
+async def test_each_record_explained_is_logged_with_who_which_record_and_why(deps, registry):
+    rid = await closed_year(deps)
+    asked = homeroom_teacher().signs(ExplainRecord(record_id=rid, purpose="họp phụ huynh cuối năm"))
+    await handlers.explain_record(asked, deps)
+    with pytest.raises(Forbidden):
+        await handlers.explain_record(principal("79000702").signs(ExplainRecord(record_id=rid)), deps)
+    [entry] = await deps.repo.accesses("s1", 10)
+    assert (entry.service, entry.subject, entry.roles, entry.school_code) == (
+        "grades", "gvcn-6A1", ["homeroom_teacher"], SCHOOL
+    )
+    assert (entry.action, entry.student_ref, entry.record_id, entry.purpose) == (
+        "explain", "s1", rid, "họp phụ huynh cuối năm"
+    )
+    assert sample(registry, "hocba_personal_data_reads_total", {"role": "homeroom_teacher"}) == 1
+    assert sample(registry, "hocba_personal_data_reads_total", {"role": "principal"}) == 0, "a refusal reads nothing"
+
+
+async def test_who_read_a_student_is_told_to_operators_and_the_students_school_leaders(deps):
+    rid = await closed_year(deps)
+    await handlers.explain_record(homeroom_teacher().signs(ExplainRecord(record_id=rid, purpose="a")), deps)
+    await handlers.explain_record(operator().signs(ExplainRecord(record_id=rid, purpose="b")), deps)
+    for reader in (operator(), principal(), school_admin()):
+        outcome = await handlers.list_accesses(reader.signs(ListGradesAccesses(student_ref="s1")), deps)
+        assert isinstance(outcome.reply, AccessLog)
+        assert [(e.subject, e.purpose) for e in outcome.reply.entries] == [("gvcn-6A1", "a"), ("operator-1", "b")]
+    limited = await handlers.list_accesses(operator().signs(ListGradesAccesses(student_ref="s1", limit=1)), deps)
+    assert [e.purpose for e in limited.reply.entries] == ["a"]
+    for reader in (principal("79000702"), homeroom_teacher(), subject_teacher()):
+        with pytest.raises(Forbidden, match="may not see who read"):
+            await handlers.list_accesses(reader.signs(ListGradesAccesses(student_ref="s1")), deps)
+    with pytest.raises(Unauthenticated):
+        await handlers.list_accesses(ListGradesAccesses(student_ref="s1"), deps)

@@ -1,4 +1,5 @@
-"""Fixtures for identity's unit tests: a key ring in a file, the in-memory repository, metrics, `Deps`."""
+"""Fixtures for identity's unit tests: a key ring in a file, the in-memory repository, metrics, a PKI that vouches
+for grades asking on its own behalf, and `Deps`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from services.identity.handlers import Deps
 from services.identity.metrics import IdentityMetrics
 from services.identity.repository import InMemoryStudentRepository
 from services.identity.vault import Vault
+from shared.access import AccessRecorder
+from shared.auth import ServiceIdentity
 from shared.contracts.base import Message
-from tests.unit.grades.builders import KEYS
+from shared.crypto.pki import DevPki
+from tests.unit.grades.builders import KEYS, service_pki
 
 NOW = datetime(2026, 1, 15, 8, 0, tzinfo=UTC)
 
@@ -22,6 +26,18 @@ class Announced(list[Message]):
 
     async def __call__(self, message: Message) -> None:
         self.append(message)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> DevPki:
+    return service_pki(tmp_path_factory.mktemp("identity-pki"))
+
+
+@pytest.fixture(scope="session")
+def grades(pki: DevPki) -> ServiceIdentity:
+    """The grades service, asking with its own certificate."""
+    signers = pki.directory()
+    return ServiceIdentity("grades", lambda: signers.signer_for("svc-grades"))
 
 
 @pytest.fixture
@@ -45,5 +61,13 @@ def announced() -> Announced:
 
 
 @pytest.fixture
-def deps(repo, vault, registry, announced) -> Deps:
-    return Deps(repo, IdentityMetrics(registry), KEYS, vault, announce=announced, clock=lambda: NOW)
+def deps(repo, vault, registry, announced, pki) -> Deps:
+    return Deps(
+        repo,
+        IdentityMetrics(registry),
+        KEYS.for_service("identity", services=pki.trust_store),
+        vault,
+        announce=announced,
+        access=AccessRecorder("identity", registry, clock=lambda: NOW),
+        clock=lambda: NOW,
+    )

@@ -47,6 +47,17 @@ def test_each_problem_is_named(personal_id, born, sex, expected):
     assert codes(personal_id, born, sex) == expected
 
 
-def test_messages_say_what_is_wrong():
-    [problem] = personal_id_problems("079314000123", date(2014, 5, 1), "M")
-    assert problem.message == "digit 4 is '3' but a male born in 2014 has '2'"
+def test_messages_name_the_field_and_the_rule_never_the_value():
+    """They go to the registering school, the dead-letter queue and the logs (issue 9, item 6)."""
+    problems = personal_id_problems("003315000123", date(2014, 5, 1), "M")
+    assert [p.message for p in problems] == [
+        "personal ID: digits 1-3 must be a known province code",
+        "personal ID: digit 4 must encode the sex and the century of the date of birth",
+        "personal ID: digits 5-6 must be the last two digits of the year of birth",
+    ]
+    [short] = personal_id_problems("0033150", date(2014, 5, 1), "M")
+    assert short.message == "personal ID: must be exactly 12 digits (0-9)"
+    [century] = personal_id_problems("079214000123", date(1850, 5, 1), "M")[:1]
+    assert century.message == "date of birth: the year must be within 1900-2199"
+    said = " ".join(p.message for p in [*problems, short, century])
+    assert not any(value in said for value in ("003", "'3'", "15", "2014", "1850", "7"))
