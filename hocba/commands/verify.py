@@ -1,4 +1,5 @@
-"""`hocba verify`: check a verification bundle or a printed copy offline, and say what passed and what failed."""
+"""`hocba verify`: check a verification bundle or a printed copy offline, say what passed and what failed, and
+which time each verdict relied on (the archive's admission time proven by a checkpoint, or the signer's stated time)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from hocba.commands import fail
 from hocba.console import console
@@ -49,10 +51,13 @@ def check_file(path: Path, trust: TrustStore) -> list[Verdict]:
 
 
 def show(verdict: Verdict) -> None:
+    """Each section and line of a verdict (what came from the file is printed as text, never as markup)."""
     for section in verdict.sections:
-        console.print(f"[bold]{section.title}[/bold]")
+        console.print(f"[bold]{escape(section.title)}[/bold]")
         for ok, text in section.lines:
-            console.print(f"  {'[green]✓[/green]' if ok else '[red]✗[/red]'} {text}")
+            console.print(f"  {'[green]✓[/green]' if ok else '[red]✗[/red]'} {escape(text)}")
+    if verdict.relied_on:
+        console.print(f"[bold]time relied on[/bold]: {escape(verdict.relied_on)}")
 
 
 def verify(
@@ -60,14 +65,15 @@ def verify(
     trust_anchor: Annotated[Path | None, typer.Option(help="Root certificate to trust (default: the PKI's).")] = None,
     crl: Annotated[Path | None, typer.Option(help="A CRL to use beside the one in the bundle (default: the PKI's).")] = None,
 ) -> None:
-    """Verify every signature, certificate chain, the signing order, the digest and the archive proof, offline."""
+    """Verify where the content comes from, every signature, certificate chain, the signing order, the digest and
+    the archive proof, offline; say which time each verdict relied on."""
     pki = Settings().pki_path()
     anchor = trust_anchor or pki / "ca" / "root.crt.pem"
     if not anchor.exists():
         fail(f"no trust anchor at {anchor}: pass --trust-anchor", 2)
     trust = TrustStore.from_files(anchor, [crl or pki / "ca" / "crl.pem"])
     verdicts = check_file(path, trust)
-    console.print(f"[bold]{path}[/bold]: {verdicts[0].subject}, trust anchor {anchor}")
+    console.print(f"[bold]{escape(str(path))}[/bold]: {escape(verdicts[0].subject)}, trust anchor {escape(str(anchor))}")
     for verdict in verdicts:
         show(verdict)
     failed = sum(1 for v in verdicts for s in v.sections for ok, _ in s.lines if not ok)

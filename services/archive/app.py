@@ -1,7 +1,9 @@
-"""archive's composition root: bus, repository, log state, the archive's keys and trust, metrics, routes, schedule."""
+"""archive's composition root: bus, repository, log state, the archive's keys and trust, actor-token keys, access log,
+metrics, routes, schedule."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 
 from prometheus_client import CollectorRegistry
@@ -12,6 +14,8 @@ from services.archive.handlers import Deps, Keys
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import INDEXES, ArchiveRepository, MongoArchiveRepository
 from services.archive.router import register_routes
+from shared.access import AccessRecorder
+from shared.auth import IssuerKeys, issuer_keys_for
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import ARCHIVE_SUBJECT, DevPki
 from shared.messaging import Bus
@@ -39,8 +43,11 @@ def build_app(
     mongo: AsyncMongoClient | None = None,
     registry: CollectorRegistry | None = None,
     keys: Keys | None = None,
+    issuer_keys: IssuerKeys | None = None,
 ) -> ServiceApp:
-    """Keys default to the archive's in the PKI at `settings.pki_path()`; the log state is read before consuming."""
+    """Keys default to the archive's in the PKI at `settings.pki_path()`; the actor-token keys to
+    `settings.actor_issuer_jwks` (given keys are taken with the archive as their audience); the log state is read
+    before consuming."""
     bus = Bus(settings, NAME, registry)
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
     deps = Deps(
@@ -48,6 +55,13 @@ def build_app(
         metrics=ArchiveMetrics(bus.registry),
         keys=keys or keys_from_pki(settings),
         log_origin=settings.archive_origin,
+        issuer_keys=(
+            issuer_keys.for_service(NAME)
+            if issuer_keys
+            else issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+        ),
+        access=AccessRecorder(NAME, bus.registry),
+        max_clock_skew=timedelta(seconds=settings.archive_max_clock_skew_seconds),
     )
     register_routes(bus, deps)
     log_state = Resource(open=partial(handlers.load_log, deps))

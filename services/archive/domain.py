@@ -1,12 +1,15 @@
-"""The archive's rules: what an entry commits to, which versions it admits, amendments, and the audit."""
+"""The archive's rules: what an entry commits to, which versions it admits (and when), amendments, who may ask
+what, and the audit."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
+from shared.auth import Actor
 from shared.contracts.archive import AuditFinding, AuditReport, Checkpoint
 from shared.contracts.grades import VersionKey
 from shared.contracts.signing import SignedRecord
@@ -68,6 +71,13 @@ def superseded_version(document: Mapping[str, Any]) -> int | None:
     return None
 
 
+def amendment_requester(document: Mapping[str, Any]) -> str | None:
+    """Who at the school asked for the amendment a document states (signing writes it in), if it names one."""
+    amendment = document.get("amendment")
+    requester = amendment.get("requested_by") if isinstance(amendment, Mapping) else None
+    return requester if isinstance(requester, str) and requester else None
+
+
 def build_entries(
     size: int,
     records: Iterable[SignedRecord],
@@ -75,7 +85,10 @@ def build_entries(
     batch_id: str | None = None,
     documents: Mapping[VersionKey, bytes] | None = None,
 ) -> list[Entry]:
-    """Entries for `records` as leaves size, size+1, … of the tree (`documents`: canonical bytes known already)."""
+    """Entries for `records` as leaves size, size+1, … of the tree (`documents`: canonical bytes known already).
+
+    `archived_at` is the archive's clock when it admitted them: the time a checkpoint over the entries proves.
+    """
     documents = documents or {}
     when = timestamp(archived_at)
     entries = []
@@ -91,6 +104,7 @@ def build_entries(
             document=record.document,
             signatures=tuple(s.jws for s in signed.signatures),
             archived_at=when,
+            seal=record.seal,
         )
         entries.append(Entry(**vars(leaf), leaf_hash=leaf.hash(documents.get(key_of(signed))).hex(), batch_id=batch_id))
     return entries
@@ -109,6 +123,57 @@ def signature_problems(signed: SignedRecord, expected: str | None = None) -> lis
         for s in signed.signatures
         if (s.record_id, s.version) != (record.record_id, record.version) or s.digest != expected
     ]
+
+
+def stated_time(jws: str) -> datetime | None:
+    """The signing time a signature states in its protected header (UTC when it names no zone); None if unreadable."""
+    try:
+        moment = datetime.fromisoformat(str(protected_header(jws)["signed_at"]))
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def signing_time_problems(
+    signed: SignedRecord, now: datetime, max_skew: timedelta, *, revoked: bool = False
+) -> list[str]:
+    """Why the times a record's signatures state cannot be believed at admission `now`, give or take `max_skew`.
+
+    No signature states a time ahead of the archive's clock, or later than the signature that names it
+    (a homeroom teacher signs days before the principal, never after). When a certificate of the record is
+    `revoked`, its verdict rests on the time the signature states: the signature that completed the record
+    (the last, made just before the record came here) must then state a time within `max_skew` of the
+    archive's clock, so a revoked signer cannot back-date. Certificates still valid now need no such bound:
+    a record the archive admits late (after an outage) is as good as one admitted at once.
+    """
+    record = signed.record
+    name = f"{record.record_id} v{record.version}"
+    times = [(s.role, stated_time(s.jws)) for s in signed.signatures]
+    stated = [(role, moment) for role, moment in times if moment is not None]
+    if len(stated) < len(times):
+        return [f"{name}: a signature states no readable signing time"]
+    if not stated:
+        return []
+    skew, clock = int(max_skew.total_seconds()), f"{now.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+    problems = [
+        f"{name}: the {role}'s signature states {moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z, more than {skew}s "
+        f"ahead of the archive's clock ({clock})"
+        for role, moment in stated
+        if moment > now + max_skew
+    ]
+    problems += [
+        f"{name}: the {first}'s signature states a later time than the {then}'s, which names it"
+        for (first, earlier), (then, later) in pairwise(stated)
+        if earlier > later + max_skew
+    ]
+    last_role, last = stated[-1]
+    if revoked and last < now - max_skew:
+        problems.append(
+            f"{name}: its last signature (the {last_role}'s) states {last.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z, more "
+            f"than {skew}s before the archive's clock ({clock}), and a certificate of it is revoked: its signing time "
+            "is not believable"
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -154,6 +219,68 @@ def check_amendment(signed: SignedRecord, archived: Sequence[ArchivedVersion]) -
             f"{record.record_id} v{record.version} supersedes v{supersedes}, but the latest archived version is "
             f"v{latest}: an amendment replaces the latest version with a later one"
         )
+
+
+# --- who may ask what -------------------------------------------------------------------------
+#
+# Reading the archive is reading students' records: an export (or a printed copy) is for the
+# department's operators and for the principal or records administrator of the record's school; a
+# proof of inclusion, for the operators and that school's staff; a proof of consistency (hashes
+# only), for any authenticated staff. Operating the log (audit, checkpoint) is for operators.
+
+#: The roles of a school's staff; an operator is the city department's.
+SCHOOL_STAFF = ("subject_teacher", "homeroom_teacher", "principal", "school_admin")
+#: Who keeps a school's records: they may export them and see who read them.
+RECORD_KEEPERS = ("principal", "school_admin")
+
+
+def _is_one_of(actor: Actor, roles: Sequence[str]) -> bool:
+    return any(role in actor.roles for role in roles)
+
+
+def authorise_operator(actor: Actor, what: str) -> None:
+    """Refuse anyone but an operator."""
+    if not actor.has("operator"):
+        raise Forbidden(f"{actor.subject} may not {what}: only an operator may", reason="not-operator")
+
+
+def authorise_export(actor: Actor, school_code: str) -> None:
+    """An operator, or the principal or records administrator of the record's school."""
+    if actor.has("operator") or (actor.school_code == school_code and _is_one_of(actor, RECORD_KEEPERS)):
+        return
+    raise Forbidden(
+        f"{actor.subject} may not export a record of school {school_code}: only an operator, or that school's "
+        "principal or records administrator, may",
+        reason="wrong-school" if actor.school_code != school_code else "wrong-role",
+    )
+
+
+def authorise_inclusion_proof(actor: Actor, school_code: str) -> None:
+    """An operator, or the staff of the record's school."""
+    if actor.has("operator") or (actor.school_code == school_code and _is_one_of(actor, SCHOOL_STAFF)):
+        return
+    raise Forbidden(
+        f"{actor.subject} may not have a proof about a record of school {school_code}: only an operator or that "
+        "school's staff may",
+        reason="wrong-school",
+    )
+
+
+def authorise_log_reader(actor: Actor) -> None:
+    """Any school's staff, or an operator: a consistency proof holds hashes only."""
+    if not (actor.has("operator") or _is_one_of(actor, SCHOOL_STAFF)):
+        raise Forbidden(f"{actor.subject} may not read the archive log's proofs", reason="wrong-role")
+
+
+def authorise_access_list(actor: Actor, schools: Iterable[str]) -> None:
+    """An operator, or the principal or records administrator of a school whose records of the student are here."""
+    if actor.has("operator") or (actor.school_code in set(schools) and _is_one_of(actor, RECORD_KEEPERS)):
+        return
+    raise Forbidden(
+        f"{actor.subject} may not see who read this student: only an operator, or the principal or records "
+        "administrator of the student's school, may",
+        reason="wrong-school",
+    )
 
 
 # --- the audit -------------------------------------------------------------------------------

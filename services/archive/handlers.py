@@ -4,6 +4,13 @@ Each handler takes the message and `Deps` and returns an `Outcome` (shared.outco
 publish and, for a request, the reply. A message refused whole raises; a requester is then
 answered with the error. A checkpoint signed on the way to an answer is announced with it, since
 every checkpoint leaves the system.
+
+The broker is not a trust boundary. A version is admitted when its signatures, chains and order
+hold, its content comes from grades (grades' seal) or is an amendment its school asked for, and the
+time its last signature states is the archive's clock give or take a bounded skew; the archive's
+clock at admission is the entry's `archived_at`, the trusted time that a certificate revoked later
+for key compromise is judged against. What it announces as archived carries its own seal. Every
+request carries an actor token for the archive, and every export or printed copy is in the access log.
 """
 
 from __future__ import annotations
@@ -14,13 +21,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.archive import domain
 from services.archive.domain import Chunk, Entry, key_of
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import ArchivedRow, ArchiveRepository, Position
+from shared.access import AccessRecorder
+from shared.auth import IssuerKeys, require_actor, service_subject
+from shared.contracts.access import AccessLog, Action, ListArchiveAccesses
 from shared.contracts.archive import (
     ArchivedRecord,
     AuditArchive,
@@ -35,7 +45,7 @@ from shared.contracts.archive import (
     ProveInclusion,
     RecordsArchived,
 )
-from shared.contracts.base import Message, derived_id, utcnow
+from shared.contracts.base import Acting, Message, derived_id, utcnow
 from shared.contracts.grades import VersionKey
 from shared.contracts.signing import BatchCompleted, RecordsCompleted, SignedRecord
 from shared.crypto.archive_log import check_checkpoint, sign_checkpoint
@@ -44,6 +54,7 @@ from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import TrustStore
 from shared.crypto.merkle import MerkleTree
 from shared.crypto.record_signatures import ChainCache, check_record
+from shared.crypto.seal import archived_claims, record_claims, seal, seal_problems
 from shared.crypto.signer import X509Signer
 from shared.errors import InvalidMessage, NotFound, TransientError
 from shared.outcome import NOTHING, Outcome
@@ -56,6 +67,10 @@ Clock = Callable[[], datetime]
 MAX_APPEND_ATTEMPTS = 10
 #: How long a batch's checkpoint waits for the batch's records to be archived.
 BATCH_WAIT_SECONDS = 300.0
+#: How far the time a record's last signature states may be from the archive's clock at admission.
+MAX_CLOCK_SKEW = timedelta(minutes=10)
+#: Who seals the content of the record versions it assembles.
+GRADES = service_subject("grades")
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,8 @@ class Keys:
 
     #: Signs checkpoints and certified copies.
     signer: Callable[[], X509Signer]
-    #: The current trust store (anchor and CRL); None when the archive does not verify signatures itself.
+    #: The current trust store (anchor and CRL) signatures and grades' seals are checked against; None when the
+    #: archive does not verify them itself (HOCBA_ARCHIVE_VERIFY_SIGNATURES=false).
     trust: Callable[[], TrustStore] | None
     #: The current CRL (PEM), attached to exported bundles so that they verify offline.
     crl_pem: Callable[[], str | None] = lambda: None
@@ -95,11 +111,17 @@ class Deps:
     keys: Keys
     #: The archive log's name in its checkpoints.
     log_origin: str
+    #: Public keys of the actor-token issuer, with the archive as the audience (None: every request is refused).
+    issuer_keys: IssuerKeys | None
+    #: Makes and counts the access-log entries of exports and printed copies.
+    access: AccessRecorder
     log: LogState = field(default_factory=LogState)
     #: Certificates already parsed from the x5c chains of signatures checked before.
     chains: ChainCache = field(default_factory=ChainCache)
     #: How long a batch's checkpoint waits for the batch's records to be archived.
     batch_wait_seconds: float = BATCH_WAIT_SECONDS
+    #: How far the time a record's last signature states may be from `clock` at admission.
+    max_clock_skew: timedelta = MAX_CLOCK_SKEW
     clock: Clock = utcnow
 
 
@@ -134,34 +156,69 @@ async def loaded_log(deps: Deps) -> LogState:
 
 
 async def archive_records(event: RecordsCompleted, deps: Deps) -> Outcome:
-    """Admit each version once (signatures, chains, order and amendment rules); report every version of the chunk."""
+    """Admit each version once (signatures, chains, order, where its content comes from, signing time, amendment
+    rules); report every version of the chunk, sealed by the archive."""
     chunk = Chunk.of(event.records, event.batch_id)
     known = await deps.repo.positions(chunk.versions)
     new = [signed for key, signed in chunk.versions.items() if key not in known]
-    check_signatures(new, chunk, deps)
+    admitted_at = deps.clock()
+    check_admission(new, chunk, admitted_at, deps)
     await check_amendments(new, deps)
-    positions = await append_new(chunk, deps)
+    positions = await append_new(chunk, admitted_at, deps)
     await deps.repo.add_rows(archived_rows(chunk, positions))
     deps.log.appended.set()
-    return Outcome(publish=[archived_event(event, chunk, positions)])
+    return Outcome(publish=[archived_event(event, chunk, positions, deps.keys.signer())])
 
 
-def check_signatures(new: list[SignedRecord], chunk: Chunk, deps: Deps) -> None:
-    """Refuse the chunk (InvalidMessage) when a signature, chain, order or digest of a new version fails."""
-    problems = [p for signed in new for p in admission_problems(signed, chunk.documents[key_of(signed)], deps)]
+def check_admission(new: list[SignedRecord], chunk: Chunk, now: datetime, deps: Deps) -> None:
+    """Refuse the chunk (InvalidMessage) when a new version may not enter the archive at `now`; counted by reason."""
+    problems: list[str] = []
+    for signed in new:
+        reason, found = admission_problems(signed, chunk.documents[key_of(signed)], now, deps)
+        if found:
+            deps.metrics.refused.labels(reason).inc()
+            problems += found
     if problems:
-        deps.metrics.refused.labels("invalid-signature").inc(len(new))
         raise InvalidMessage("; ".join(problems[:10]))
 
 
-def admission_problems(signed: SignedRecord, payload: bytes, deps: Deps) -> list[str]:
-    """Why a signed version may not enter the archive: a signature, chain, order or digest that fails."""
+def admission_problems(signed: SignedRecord, payload: bytes, now: datetime, deps: Deps) -> tuple[str, list[str]]:
+    """Why a signed version may not enter the archive at `now`, and under which reason it is counted.
+
+    A signature, chain, order or digest that fails (invalid-signature); a signing time the archive's clock
+    does not bear out (signing-time); content neither sealed by grades nor an amendment (not-sealed). The
+    chains are judged with `now` as the trusted time: a certificate revoked for key compromise before now
+    voids the signature, whatever time it states.
+    """
     problems = domain.signature_problems(signed, sha256_hex(payload))
-    if problems or deps.keys.trust is None:
-        return problems
+    if problems:
+        return "invalid-signature", problems
     record = signed.record
-    check = check_record(record, [s.jws for s in signed.signatures], deps.keys.trust(), cache=deps.chains, payload=payload)
-    return [f"{record.record_id} v{record.version}: {p}" for p in check.problems()]
+    revoked = False
+    if deps.keys.trust is not None:
+        trust = deps.keys.trust()
+        check = check_record(
+            record, [s.jws for s in signed.signatures], trust, cache=deps.chains, payload=payload, trusted_at=now
+        )
+        if not check.ok:
+            return "invalid-signature", [f"{record.record_id} v{record.version}: {p}" for p in check.problems()]
+        revoked = any(s.revoked for s in check.signatures)
+        origin = origin_problems(signed, sha256_hex(payload), trust, now, deps.chains)
+        if origin:
+            return "not-sealed", origin
+    return "signing-time", domain.signing_time_problems(signed, now, deps.max_clock_skew, revoked=revoked)
+
+
+def origin_problems(signed: SignedRecord, digest: str, trust: TrustStore, now: datetime, chains: ChainCache) -> list[str]:
+    """Why the version's content is not shown to come from grades (its seal), or from its school (an amendment)."""
+    record = signed.record
+    name = f"{record.record_id} v{record.version}"
+    if record.seal is None:
+        if domain.superseded_version(record.document) is not None and domain.amendment_requester(record.document):
+            return []
+        return [f"{name} is not sealed by grades, and is not an amendment its school asked for"]
+    problems = seal_problems(record.seal, record_claims(record, digest), trust, GRADES, now, chains)
+    return [f"{name} is not sealed by grades: {p}" for p in problems]
 
 
 async def check_amendments(new: list[SignedRecord], deps: Deps) -> None:
@@ -176,8 +233,9 @@ async def check_amendments(new: list[SignedRecord], deps: Deps) -> None:
         domain.check_amendment(signed, others)
 
 
-async def append_new(chunk: Chunk, deps: Deps) -> dict[VersionKey, Position]:
-    """Append the chunk's versions not in the log yet; returns the log position of every one of them."""
+async def append_new(chunk: Chunk, admitted_at: datetime, deps: Deps) -> dict[VersionKey, Position]:
+    """Append the chunk's versions not in the log yet, admitted at `admitted_at`; returns the log position of every
+    one of them."""
     async with deps.log.lock:
         log = await loaded_log(deps)
         positions = await deps.repo.positions(chunk.versions)
@@ -187,13 +245,17 @@ async def append_new(chunk: Chunk, deps: Deps) -> dict[VersionKey, Position]:
             if attempts == MAX_APPEND_ATTEMPTS:
                 raise TransientError(f"the archive log kept moving; {len(pending)} versions not appended yet")
             attempts += 1
-            pending = await append_at_end(pending, chunk, positions, deps)
+            pending = await append_at_end(pending, chunk, positions, admitted_at, deps)
         deps.metrics.log_entries.set(log.tree.size)
     return positions
 
 
 async def append_at_end(
-    pending: list[SignedRecord], chunk: Chunk, positions: dict[VersionKey, Position], deps: Deps
+    pending: list[SignedRecord],
+    chunk: Chunk,
+    positions: dict[VersionKey, Position],
+    admitted_at: datetime,
+    deps: Deps,
 ) -> list[SignedRecord]:
     """Append `pending` after the last entry this process knows of, note their positions; returns what is left.
 
@@ -202,7 +264,7 @@ async def append_at_end(
     then rebuilt from storage and the rest looked up in the log.
     """
     log = deps.log
-    entries = domain.build_entries(log.tree.size, pending, deps.clock(), chunk.batch_id, chunk.documents)
+    entries = domain.build_entries(log.tree.size, pending, admitted_at, chunk.batch_id, chunk.documents)
     inserted = await deps.repo.append(entries)
     written = entries[:inserted]
     log.tree.extend(bytes.fromhex(e.leaf_hash) for e in written)
@@ -235,27 +297,38 @@ def archived_rows(chunk: Chunk, positions: Mapping[VersionKey, Position]) -> lis
     ]
 
 
-def archived_event(event: RecordsCompleted, chunk: Chunk, positions: Mapping[VersionKey, Position]) -> RecordsArchived:
-    """Every version of the chunk with its place in the log; the id derives from the event's, so repeats match."""
+def archived_event(
+    event: RecordsCompleted, chunk: Chunk, positions: Mapping[VersionKey, Position], signer: X509Signer
+) -> RecordsArchived:
+    """Every version of the chunk with its place in the log, each sealed by the archive; the id derives from the
+    event's, so repeats match."""
     return RecordsArchived(
         message_id=derived_id(event.message_id, "archived"),
-        actor=event.actor,
+        by=event.by,
         records=[
-            ArchivedRecord(
-                record_id=signed.record.record_id,
-                version=signed.record.version,
-                school_code=signed.record.school_code,
-                school_year=signed.record.school_year,
-                student_ref=signed.record.student_ref,
-                seq=positions[key].seq,
-                entry_hash=positions[key].leaf_hash,
-                digest=sha256_hex(chunk.documents[key]),
-                document=signed.record.document,
-                supersedes=domain.superseded_version(signed.record.document),
+            sealed(
+                ArchivedRecord(
+                    record_id=signed.record.record_id,
+                    version=signed.record.version,
+                    school_code=signed.record.school_code,
+                    school_year=signed.record.school_year,
+                    student_ref=signed.record.student_ref,
+                    seq=positions[key].seq,
+                    entry_hash=positions[key].leaf_hash,
+                    digest=sha256_hex(chunk.documents[key]),
+                    document=signed.record.document,
+                    supersedes=domain.superseded_version(signed.record.document),
+                ),
+                signer,
             )
             for key, signed in chunk.versions.items()
         ],
     )
+
+
+def sealed(record: ArchivedRecord, signer: X509Signer) -> ArchivedRecord:
+    """`record` with the archive's seal on it: what sync checks before anything reaches the ministry."""
+    return record.model_copy(update={"seal": seal(signer, archived_claims(record))})
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -284,10 +357,10 @@ async def new_checkpoint(deps: Deps, *, even_if_empty: bool = False) -> Checkpoi
         return checkpoint
 
 
-def checkpoint_event(checkpoint: Checkpoint) -> CheckpointIssued:
+def checkpoint_event(checkpoint: Checkpoint, by: Acting | None = None) -> CheckpointIssued:
     """The event for a checkpoint; its id derives from origin and size, so a repeat is recognised."""
     return CheckpointIssued(
-        message_id=derived_id(checkpoint.origin, "checkpoint", checkpoint.tree_size), checkpoint=checkpoint
+        message_id=derived_id(checkpoint.origin, "checkpoint", checkpoint.tree_size), by=by, checkpoint=checkpoint
     )
 
 
@@ -295,9 +368,12 @@ async def issue_checkpoint(command: IssueCheckpoint, deps: Deps) -> Outcome:
     """An operator's request: a checkpoint of the log now (the last one when the log has not grown).
 
     Answered with it, and announced again unless the log is empty: a repeat (same id) is harmless.
+    Refused unless an operator asks.
     """
+    actor = require_actor(command, deps.issuer_keys)
+    domain.authorise_operator(actor, "issue a checkpoint")
     checkpoint = await new_checkpoint(deps, even_if_empty=True) or deps.log.last_checkpoint
-    announce = [checkpoint_event(checkpoint)] if checkpoint is not None and checkpoint.tree_size else []
+    announce = [checkpoint_event(checkpoint, actor.acting())] if checkpoint is not None and checkpoint.tree_size else []
     stated = {"checkpoint": checkpoint.model_dump(mode="json")} if checkpoint is not None else None
     return Outcome(publish=announce, reply=ProofReply(bundle=stated))
 
@@ -376,9 +452,12 @@ async def archived_entry(record_id: str, version: int | None, deps: Deps) -> Ent
 async def prove_inclusion(request: ProveInclusion, deps: Deps) -> Outcome:
     """The inclusion proof of a version in the latest checkpoint's tree (signed first if needed) or a given size.
 
-    Refused when the version is not archived (NotFound), or not in a tree of the size asked (InvalidMessage).
+    Refused unless an operator or the staff of the record's school asks (Forbidden), when the version is not
+    archived (NotFound), or not in a tree of the size asked (InvalidMessage).
     """
+    actor = require_actor(request, deps.issuer_keys)
     entry = await archived_entry(request.record_id, request.version, deps)
+    domain.authorise_inclusion_proof(actor, entry.school_code)
     covering = await checkpoint_covering(entry.seq + 1, deps)
     checkpoint, tree = covering.checkpoint, deps.log.tree
     size = request.tree_size or checkpoint.tree_size
@@ -398,7 +477,11 @@ async def prove_inclusion(request: ProveInclusion, deps: Deps) -> Outcome:
 
 
 async def prove_consistency(request: ProveConsistency, deps: Deps) -> Outcome:
-    """The consistency proof from tree size `first` to `second` (the latest checkpoint's by default)."""
+    """The consistency proof from tree size `first` to `second` (the latest checkpoint's by default).
+
+    Hashes only: any authenticated staff or operator may ask.
+    """
+    domain.authorise_log_reader(require_actor(request, deps.issuer_keys))
     log = await loaded_log(deps)
     checkpoint, tree = log.last_checkpoint, log.tree
     second = request.second or (checkpoint.tree_size if checkpoint else tree.size)
@@ -416,14 +499,21 @@ async def prove_consistency(request: ProveConsistency, deps: Deps) -> Outcome:
 
 
 async def export_record(request: ExportRecord, deps: Deps) -> Outcome:
-    """The verification bundle of a version (and, for a certified copy, the signed QR payload).
+    """The verification bundle of a version (and, for a certified copy, the signed QR payload), in the access log.
 
-    Refused (NotFound) when the version is not archived.
+    Refused unless an operator, or the principal or records administrator of the record's school, asks
+    (Forbidden); refused (NotFound) when the version is not archived. The read is logged as an export, or a
+    print for a certified copy, with the purpose the reader gave.
     """
+    actor = require_actor(request, deps.issuer_keys)
     entry = await archived_entry(request.record_id, request.version, deps)
+    domain.authorise_export(actor, entry.school_code)
     covering = await checkpoint_covering(entry.seq + 1, deps)
     bundle = await verification_bundle(entry, covering.checkpoint, deps)
     qr = sign_copy(deps.keys.signer(), bundle, deps.clock()) if request.certified_copy else None
+    action: Action = "print" if request.certified_copy else "export"
+    read = deps.access.entries(actor, action, [entry.student_ref], purpose=request.purpose, record_id=entry.record_id)
+    await deps.repo.log_access(read)
     deps.metrics.exports.inc()
     return Outcome(publish=covering.announce, reply=ProofReply(bundle=bundle, qr=qr))
 
@@ -441,8 +531,17 @@ async def verification_bundle(entry: Entry, checkpoint: Checkpoint, deps: Deps) 
 
 
 async def audit_log(request: AuditArchive, deps: Deps) -> Outcome:
-    """Recompute the tree from the stored entries and hold it against every stored, signed checkpoint."""
+    """Recompute the tree from the stored entries and hold it against every stored, signed checkpoint (operators)."""
+    domain.authorise_operator(require_actor(request, deps.issuer_keys), "audit the archive")
     entries = await deps.repo.entries()
     checkpoints = await deps.repo.checkpoints()
     trust = deps.keys.trust() if deps.keys.trust is not None else None
     return Outcome(reply=domain.audit(entries, checkpoints, lambda c: check_checkpoint(c, trust).failed))
+
+
+async def list_accesses(request: ListArchiveAccesses, deps: Deps) -> Outcome:
+    """Who exported or printed a student's records, oldest first: for an operator, or the principal or records
+    administrator of a school whose records of the student the archive holds."""
+    actor = require_actor(request, deps.issuer_keys)
+    domain.authorise_access_list(actor, await deps.repo.schools_of(request.student_ref))
+    return Outcome(reply=AccessLog(entries=await deps.repo.accesses(request.student_ref, request.limit)))

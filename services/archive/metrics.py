@@ -8,6 +8,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.contracts.archive import Checkpoint
 
+#: Why the archive refuses a version: a signature, chain or order that fails; content neither sealed by grades nor
+#: an amendment; a signing time its clock does not bear out.
+REFUSAL_REASONS = ("invalid-signature", "not-sealed", "signing-time")
+
 
 class ArchiveMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -21,10 +25,13 @@ class ArchiveMetrics:
         )
         self.refused = Counter(
             "hocba_archive_refused_total",
-            "Record versions the archive refused to admit, by reason.",
+            "Record versions the archive refused to admit, by reason (a signature that fails, content not sealed "
+            "by grades, a signing time its clock does not bear out).",
             ["reason"],
             registry=registry,
         )
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason)
         self.checkpoints = Counter(
             "hocba_archive_checkpoints_total", "Signed checkpoints of the archive log issued.", registry=registry
         )

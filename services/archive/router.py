@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.archive import handlers
 from services.archive.handlers import Deps
+from shared.contracts.access import ListArchiveAccesses
 from shared.contracts.archive import (
     AuditArchive,
     CheckpointIssued,
@@ -48,3 +49,7 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(AuditArchive)
     async def on_audit(request: AuditArchive) -> Outcome:
         return await handlers.audit_log(request, deps)
+
+    @bus.subscriber(ListArchiveAccesses)
+    async def on_list_accesses(request: ListArchiveAccesses) -> Outcome:
+        return await handlers.list_accesses(request, deps)

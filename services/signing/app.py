@@ -42,13 +42,19 @@ def build_app(
     signers: Signers | None = None,
     issuer_keys: IssuerKeys | None = None,
 ) -> ServiceApp:
-    """Signers default to the PKI at `settings.pki_path()` (keys in files or a PKCS#11 token) and its trust anchor."""
+    """Signers default to the PKI at `settings.pki_path()` (keys in files or a PKCS#11 token) and its trust anchor
+    (grades' seals are checked against it too); the actor-token keys to `settings.actor_issuer_jwks` (given keys
+    are taken with signing as their audience)."""
     bus = Bus(settings, NAME, registry)
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
     deps = Deps(
         repo=repository or MongoSigningRepository(storage.database(settings, NAME)),
         metrics=SigningMetrics(bus.registry),
-        issuer_keys=issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer),
+        issuer_keys=(
+            issuer_keys.for_service(NAME)
+            if issuer_keys
+            else issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+        ),
         signers=signers or pki_signers(settings),
         records_per_chunk=settings.chunk_size,
         worker=worker_name(settings.instance),

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.auth import Actor
+from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion, VersionKey
 from shared.contracts.signing import SIGNING_ORDER, RequestSignBatch, Role, Signature, seal_subject
 from shared.crypto.certs import CertIdentity
@@ -77,6 +78,8 @@ class Batch:
     class_name: str | None = None
     records_completed: int = 0
     records_waiting: int = 0
+    #: Who asked for the batch (their token was checked then): what the batch's events say in `by`.
+    requested_by: Acting | None = None
 
     @property
     def chunks_total(self) -> int:
@@ -163,6 +166,16 @@ def authorise(actor: Actor, role: Role, school_code: str, class_name: str | None
         return
     if not actor.is_principal_of(school_code):
         raise SignerRefused(f"{actor.subject} is not the principal of school {school_code}", reason="wrong-signer")
+
+
+def authorise_amendment(actor: Actor, school_code: str, record_id: str) -> None:
+    """Refuse an amendment asked for by anyone but the issuing school's principal or records administrator."""
+    if actor.school_code != school_code or not (actor.has("principal") or actor.has("school_admin")):
+        raise SignerRefused(
+            f"{actor.subject} may not amend {record_id}: only the issuing school ({school_code}) "
+            "may, through its principal or records administrator",
+            reason="wrong-school",
+        )
 
 
 def certificate_problem(holder: CertIdentity, subject_id: str, role: Role, school_code: str) -> str | None:

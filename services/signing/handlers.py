@@ -2,20 +2,25 @@
 
 Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): what to
 publish, and which parts of the message are refused. A message refused whole raises.
+
+The broker is not a trust boundary. A record version is kept for signing only when grades' seal on
+it verifies (a version anyone could have published is never put before a signer); a command is
+heard only with its sender's actor token for this message and this service. The events that
+follow say who acted (`by`), and never carry a token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from services.signing import domain
 from services.signing.domain import Batch, SignerRefused, StoredRecord
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import SigningRepository
-from shared.auth import IssuerKeys, require_actor
-from shared.contracts.base import Message, derived_id, utcnow
+from shared.auth import Actor, IssuerKeys, require_actor, service_subject
+from shared.contracts.base import Acting, Message, derived_id, utcnow
 from shared.contracts.grades import RecordsReady, RecordVersion, VersionKey
 from shared.contracts.signing import (
     AmendmentReceived,
@@ -35,11 +40,16 @@ from shared.contracts.signing import (
 from shared.crypto.canonical import canonical_json, digest, sha256_hex
 from shared.crypto.certs import TrustStore
 from shared.crypto.jws import sign_detached
+from shared.crypto.record_signatures import ChainCache
+from shared.crypto.seal import record_claims, seal_problems
 from shared.crypto.signer import SignerDirectory, UnknownSigner, X509Signer
 from shared.errors import Forbidden, InvalidMessage, NotFound
 from shared.outcome import NOTHING, Outcome, RejectedPart
 
 Clock = Callable[[], datetime]
+
+#: Who seals the record versions signing keeps: grades, with its service certificate.
+GRADES = service_subject("grades")
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class Signers:
             trust = self.trust()
         except FileNotFoundError as exc:
             raise SignerRefused(str(exc), reason="no-trust-anchor") from None
-        check = trust.validate(signer.chain, at)
+        check = trust.validate(signer.chain, at, trusted_at=at)  # the signature is made now, by this process
         if not check.ok:
             revoked = check.revoked and any("revoked" in f for f in check.failed)
             raise SignerRefused(
@@ -79,7 +89,7 @@ class Deps:
 
     repo: SigningRepository
     metrics: SigningMetrics
-    #: Public keys of the actor-token issuer (None: tokens are not checked, for tests of other parts).
+    #: Public keys of the actor-token issuer, with signing as the audience (None: every command is refused).
     issuer_keys: IssuerKeys | None
     signers: Signers
     #: Record versions per chunk of a batch's work: what one worker signs in one go.
@@ -93,41 +103,60 @@ class Deps:
 
 
 async def receive_records(event: RecordsReady, deps: Deps) -> Outcome:
-    """Keep each record version with its digest; a version seen before with other content is refused.
+    """Keep each record version sealed by grades, with its digest; the others are refused and never signed.
 
-    The refused versions are dead-lettered with their reasons; the rest is kept and announced.
+    A version without grades' seal, or whose seal is over other content, is refused; so is a version
+    seen before with other content. The refused versions are dead-lettered with their reasons; the
+    rest is kept and announced.
     """
     scope = (event.school_code, event.school_year)
     strays = [r.record_id for r in event.records if (r.school_code, r.school_year) != scope]
     if strays:
         raise InvalidMessage(f"records {strays[:5]} belong to another school or year than the message")
+    sealed, refusals = sealed_by_grades(event.records, deps)
     incoming: dict[VersionKey, StoredRecord] = {}
-    conflicts: list[tuple[RecordVersion, str]] = []
-    for record in event.records:
-        stored = StoredRecord(record, digest(record.document))
+    for stored in sealed:
         first = incoming.setdefault(stored.key, stored)
         if first.digest != stored.digest:
-            conflicts.append((record, f"{record.record_id} v{record.version} appears twice with different content"))
+            refusals.append((stored.record, f"{stored.key[0]} v{stored.key[1]} appears twice with different content"))
     if await deps.repo.add_records(list(incoming.values())) < len(incoming):
         known = await deps.repo.records(incoming)
         for key, stored in list(incoming.items()):
             if known[key].digest != stored.digest:
-                conflicts.append((stored.record, f"{key[0]} v{key[1]} was received before with different content"))
+                refusals.append((stored.record, f"{key[0]} v{key[1]} was received before with different content"))
                 del incoming[key]
     received = RecordsReceived(
         message_id=derived_id(event.message_id, "received"),
-        actor=event.actor,
+        by=event.by,
         school_code=event.school_code,
         school_year=event.school_year,
         count=len(incoming),
         source_message_id=event.message_id,
     )
     rejected = (
-        [RejectedPart("records", [r for r, _ in conflicts], "invalid", "; ".join(why for _, why in conflicts))]
-        if conflicts
+        [RejectedPart("records", [r for r, _ in refusals], "invalid", "; ".join(why for _, why in refusals))]
+        if refusals
         else []
     )
     return Outcome(publish=[received] if incoming else [], rejected=rejected)
+
+
+def sealed_by_grades(
+    records: list[RecordVersion], deps: Deps
+) -> tuple[list[StoredRecord], list[tuple[RecordVersion, str]]]:
+    """The versions whose grades seal verifies over their content, with their digests; and the others, with why."""
+    trust, now, chains = deps.signers.trust(), deps.clock(), ChainCache()
+    sealed: list[StoredRecord] = []
+    refused: list[tuple[RecordVersion, str]] = []
+    for record in records:
+        stored = StoredRecord(record, digest(record.document))
+        problems = seal_problems(record.seal, record_claims(record, stored.digest), trust, GRADES, now, chains)
+        if problems:
+            why = f"{record.record_id} v{record.version} is not sealed by grades: {'; '.join(problems)}"
+            refused.append((record, why))
+        else:
+            sealed.append(stored)
+    return sealed, refused
 
 
 # --- planning a batch ------------------------------------------------------------------------
@@ -136,17 +165,20 @@ async def receive_records(event: RecordsReady, deps: Deps) -> Outcome:
 async def plan_batch(command: RequestSignBatch, deps: Deps) -> Outcome:
     """Check who asks, plan the batch once; a redelivered request re-publishes the stored plan.
 
-    Refused unless the actor is that class's homeroom teacher or that school's principal and
-    every certificate the batch signs with is valid and not revoked now; a refusal is announced
-    (BatchRefused) to whoever follows the batch, and the request dead-lettered with its reason.
+    Refused unless the command carries a token for it from that class's homeroom teacher or that
+    school's principal, and every certificate the batch signs with is valid and not revoked now; a
+    refusal is announced (BatchRefused) to whoever follows the batch, and the request dead-lettered
+    with its reason.
     """
+    actor: Actor | None = None
     try:
-        signer = authorised_signer(command, deps)
+        actor = require_actor(command, deps.issuer_keys)
+        signer = authorised_signer(command, actor, deps)
     except Forbidden as exc:
-        return refused(command.batch_id, command, exc, command.message_id)
+        return refused(command.batch_id, command, exc, command.message_id, actor.acting() if actor else None)
     stored = await deps.repo.batch(command.batch_id)
     if stored is None:
-        stored = await new_plan(command, signer, deps)
+        stored = await new_plan(command, signer, actor.acting(), deps)
     if (stored.school_code, stored.school_year, stored.role, stored.signer) != (
         command.school_code,
         command.school_year,
@@ -154,12 +186,11 @@ async def plan_batch(command: RequestSignBatch, deps: Deps) -> Outcome:
         signer,
     ):
         raise InvalidMessage(f"batch id {command.batch_id} is already used for another school year, role or signer")
-    return Outcome(publish=work_messages(stored, command.actor))
+    return Outcome(publish=work_messages(stored))
 
 
-def authorised_signer(command: RequestSignBatch, deps: Deps) -> str:
+def authorised_signer(command: RequestSignBatch, actor: Actor, deps: Deps) -> str:
     """Whose certificate signs the batch's first role; refused (Forbidden) as `plan_batch` says."""
-    actor = require_actor(command.actor, deps.issuer_keys)
     domain.authorise(actor, command.role, command.school_code, command.class_name)
     now = deps.clock()
     signer = actor.subject if command.role != "school_seal" else ""
@@ -168,7 +199,7 @@ def authorised_signer(command: RequestSignBatch, deps: Deps) -> str:
     return signer
 
 
-async def new_plan(command: RequestSignBatch, signer: str, deps: Deps) -> Batch:
+async def new_plan(command: RequestSignBatch, signer: str, requested_by: Acting, deps: Deps) -> Batch:
     """Plan the batch over the records that lack its role's signature and store the plan (the first plan stands)."""
     unsigned, waiting = await deps.repo.unsigned(
         command.school_code,
@@ -177,7 +208,8 @@ async def new_plan(command: RequestSignBatch, signer: str, deps: Deps) -> Batch:
         command.class_name if command.role == "homeroom_teacher" else None,
         after=domain.previous_role(command.role),
     )
-    batch = domain.new_batch(command, signer, unsigned, deps.records_per_chunk, deps.clock(), waiting)
+    plan = domain.new_batch(command, signer, unsigned, deps.records_per_chunk, deps.clock(), waiting)
+    batch = replace(plan, requested_by=requested_by)
     if await deps.repo.add_batch(batch):
         if not batch.chunks:
             deps.metrics.batches.labels("empty").inc()
@@ -188,17 +220,18 @@ async def new_plan(command: RequestSignBatch, signer: str, deps: Deps) -> Batch:
     return stored
 
 
-def work_messages(batch: Batch, actor: str | None = None) -> list[Message]:
+def work_messages(batch: Batch) -> list[Message]:
     """What a batch's plan publishes: one SignWork per chunk, or BatchCompleted when there are none.
 
     The ids derive from the batch id, the key of the plan, so re-publishing the plan repeats them.
+    Each says who asked for the batch, as the stored plan says it.
     """
     if not batch.chunks:
         return [completed_event(batch)]
     return [
         SignWork(
             message_id=derived_id(batch.batch_id, "work", chunk_no),
-            actor=actor,
+            by=batch.requested_by,
             batch_id=batch.batch_id,
             chunk_no=chunk_no,
             role=batch.role,
@@ -211,6 +244,7 @@ def work_messages(batch: Batch, actor: str | None = None) -> list[Message]:
 def completed_event(batch: Batch) -> BatchCompleted:
     return BatchCompleted(
         message_id=derived_id(batch.batch_id, "completed"),
+        by=batch.requested_by,
         batch_id=batch.batch_id,
         school_code=batch.school_code,
         school_year=batch.school_year,
@@ -223,10 +257,16 @@ def completed_event(batch: Batch) -> BatchCompleted:
     )
 
 
-def refused(batch_id: str, scope: RequestSignBatch | Batch, exc: Forbidden, source_id: str) -> Outcome:
-    """A batch (or the rest of it) refused: announced to whoever follows it, the message refused (and counted) at the edge."""
+def refused(
+    batch_id: str, scope: RequestSignBatch | Batch, exc: Forbidden, source_id: str, by: Acting | None
+) -> Outcome:
+    """A batch (or the rest of it) refused: announced to whoever follows it, the message refused (and counted) at the edge.
+
+    `by` is who asked for the batch, when that is known (not when their token is refused).
+    """
     told = BatchRefused(
         message_id=derived_id(source_id, "refused"),
+        by=by,
         batch_id=batch_id,
         school_code=scope.school_code,
         school_year=scope.school_year,
@@ -243,17 +283,13 @@ def refused(batch_id: str, scope: RequestSignBatch | Batch, exc: Forbidden, sour
 async def receive_amendment(command: RequestAmendment, deps: Deps) -> Outcome:
     """Keep an amended version to be signed again, if the issuing school's principal or administrator asks.
 
-    The new version names the version it supersedes and the reason inside its document, so both
-    are under every signature it will carry.
+    The new version names the version it supersedes, the reason and who asked inside its document, so
+    all are under every signature it will carry. It carries no grades seal: its content comes from the
+    school's request, and the token of who asked stands for it (a seal it arrives with is dropped).
     """
-    actor = require_actor(command.actor, deps.issuer_keys)
+    actor = require_actor(command, deps.issuer_keys)
     record = command.record
-    if actor.school_code != record.school_code or not (actor.has("principal") or actor.has("school_admin")):
-        raise SignerRefused(
-            f"{actor.subject} may not amend {record.record_id}: only the issuing school ({record.school_code}) "
-            "may, through its principal or records administrator",
-            reason="wrong-school",
-        )
+    domain.authorise_amendment(actor, record.school_code, record.record_id)
     if record.version <= command.supersedes:
         raise InvalidMessage(
             f"{record.record_id} v{record.version} cannot supersede v{command.supersedes}: it must be a later version"
@@ -262,7 +298,8 @@ async def receive_amendment(command: RequestAmendment, deps: Deps) -> Outcome:
         update={
             "document": domain.amended_document(
                 record.document, command.supersedes, command.reason_code, command.note, actor.subject
-            )
+            ),
+            "seal": None,
         }
     )
     stored = StoredRecord(amended, digest(amended.document))
@@ -272,7 +309,7 @@ async def receive_amendment(command: RequestAmendment, deps: Deps) -> Outcome:
             raise InvalidMessage(f"{record.record_id} v{record.version} exists already with other content")
     received = AmendmentReceived(
         message_id=derived_id(command.message_id, "amendment-received"),
-        actor=command.actor,
+        by=actor.acting(),
         record_id=record.record_id,
         version=record.version,
         supersedes=command.supersedes,
@@ -332,7 +369,7 @@ async def sign_chunk(work: SignWork, deps: Deps) -> Outcome:
             for role in batch.roles
         }
     except SignerRefused as exc:
-        return refused(batch.batch_id, batch, exc, work.message_id)
+        return refused(batch.batch_id, batch, exc, work.message_id, batch.requested_by)
     present = await signed_now(keys, records, batch, signers, signed_at, deps)
     complete = [
         SignedRecord(record=records[key].record, signatures=domain.in_role_order(present[key]))
@@ -341,6 +378,7 @@ async def sign_chunk(work: SignWork, deps: Deps) -> Outcome:
     ]
     chunk = ChunkSigned(
         message_id=derived_id(work.message_id, "chunk-signed"),
+        by=batch.requested_by,
         batch_id=work.batch_id,
         chunk_no=work.chunk_no,
         signed=sum(1 for key in keys if batch.role in present.get(key, {})),
@@ -350,7 +388,10 @@ async def sign_chunk(work: SignWork, deps: Deps) -> Outcome:
     if not complete:
         return Outcome(publish=[chunk])
     completed = RecordsCompleted(
-        message_id=derived_id(work.message_id, "completed"), actor=work.actor, records=complete, batch_id=work.batch_id
+        message_id=derived_id(work.message_id, "completed"),
+        by=batch.requested_by,
+        records=complete,
+        batch_id=work.batch_id,
     )
     return Outcome(publish=[completed, chunk])
 
@@ -408,6 +449,7 @@ async def count_chunk(event: ChunkSigned, deps: Deps) -> Outcome:
         out.append(
             BatchProgress(
                 message_id=derived_id(event.message_id, "progress"),
+                by=batch.requested_by,
                 batch_id=batch.batch_id,
                 school_code=batch.school_code,
                 school_year=batch.school_year,

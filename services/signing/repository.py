@@ -11,6 +11,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.signing.domain import COMPLETED, OPEN, Batch, StoredRecord
+from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion, VersionKey
 from shared.contracts.signing import SIGNING_ORDER, Role, Signature
 from shared.mongo import Index, insert_new, insert_one_new, packed, unpacked
@@ -102,6 +103,7 @@ def batch_document(batch: Batch) -> dict[str, Any]:
         "signer": batch.signer,
         "class_name": batch.class_name,
         "closed": {"at": batch.completed_at},
+        "requested_by": batch.requested_by.model_dump() if batch.requested_by is not None else None,
     }
 
 
@@ -121,6 +123,7 @@ def batch_from_document(doc: dict[str, Any]) -> Batch:
         class_name=doc.get("class_name"),
         records_completed=doc.get("records_completed", 0),
         records_waiting=doc.get("records_waiting", 0),
+        requested_by=Acting.model_validate(doc["requested_by"]) if doc.get("requested_by") else None,
     )
 
 

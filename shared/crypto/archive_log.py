@@ -1,7 +1,9 @@
 """The archive log's formats: what a leaf commits to, and signed checkpoints of the tree.
 
-A leaf is the RFC 8785 JSON of one archived record version with its signatures, its position and
-its archiving time; its RFC 9162 leaf hash goes into the Merkle tree. A checkpoint states the
+A leaf is the RFC 8785 JSON of one archived record version with its signatures, grades' seal on its
+content (when it has one: an amendment has none), its position and its archiving time (the archive's
+clock when it admitted the version, which a checkpoint over the leaf then proves); its RFC 9162 leaf
+hash goes into the Merkle tree. A checkpoint states the
 tree's size and root at a moment, signed (ES256, detached JWS with the archive's x5c) over the
 canonical JSON of {origin, tree_size, root_hash, issued_at}.
 """
@@ -29,9 +31,11 @@ def timestamp(moment: datetime) -> str:
 
 @dataclass(frozen=True)
 class Leaf:
-    """What one log entry commits to: a record version, its signatures, its position and its archiving time.
+    """What one log entry commits to: a record version, its signatures, grades' seal, its position and its
+    archiving time.
 
-    `seq` is inside, so moving an entry changes its hash.
+    `seq` is inside, so moving an entry changes its hash. `seal` is inside when there is one, so it cannot be
+    taken off or swapped; an entry without one hashes as entries did before seals existed.
     """
 
     seq: int
@@ -43,6 +47,8 @@ class Leaf:
     document: Mapping[str, Any]
     signatures: Sequence[str]
     archived_at: str
+    #: grades' seal on the version's content (`shared.crypto.seal.record_claims`); None for an amendment.
+    seal: str | None = field(default=None, kw_only=True)
 
     def data(self, document_json: bytes | None = None) -> bytes:
         """The RFC 8785 JSON of the entry, written out key by key in RFC 8785 order.
@@ -57,6 +63,7 @@ class Leaf:
             (b"record_id", canonical_json(self.record_id)),
             (b"school_code", canonical_json(self.school_code)),
             (b"school_year", canonical_json(self.school_year)),
+            *([(b"seal", canonical_json(self.seal))] if self.seal is not None else []),
             (b"seq", canonical_json(self.seq)),
             (b"signatures", canonical_json(list(self.signatures))),
             (b"student_ref", canonical_json(self.student_ref)),
@@ -77,6 +84,7 @@ class Leaf:
             "school_year": self.school_year,
             "student_ref": self.student_ref,
             "document": self.document,
+            **({"seal": self.seal} if self.seal is not None else {}),
         }
 
 

@@ -1,17 +1,23 @@
 """The offline verification bundle of an archived record version, and the signed QR payload of a printed copy.
 
-A bundle holds everything a verifier needs without asking the system: the record version, its
-signatures (each with its certificate chain), where it sits in the archive log with an RFC 9162
-inclusion proof, the signed checkpoint the proof leads to, and the CRL as of the export. The
+A bundle holds everything a verifier needs without asking the system: the record version with
+grades' seal on its content (where the content comes from; an amendment has none and names who asked
+for it), its signatures (each with its certificate chain), where it sits in the archive log with an
+RFC 9162 inclusion proof, the signed checkpoint the proof leads to, and the CRL as of the export. The
 verifier brings only its trust anchor.
+
+Every verdict says which time it relied on. When the entry's inclusion proof leads to a checkpoint
+the archive signed, the archive's admission time written in the entry is proven: it is a trusted
+time at which the signatures existed, and only it can save a signature whose certificate was later
+revoked for key compromise. Otherwise only the signers' stated times are at hand.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -20,13 +26,18 @@ from shared.contracts.archive import Checkpoint
 from shared.contracts.grades import RecordVersion
 from shared.crypto.archive_log import Leaf, check_checkpoint
 from shared.crypto.canonical import canonical_json, sha256_hex
-from shared.crypto.certs import TrustStore, ec_public_key, fingerprint, from_x5c
+from shared.crypto.certs import TRUSTED, TrustStore, ec_public_key, fingerprint, from_x5c
 from shared.crypto.jws import RawSigner, b64url, b64url_decode, protected_header, sign_compact, verify_compact
 from shared.crypto.merkle import verify_inclusion
-from shared.crypto.record_signatures import ROLE_WORDS, check_record
+from shared.crypto.record_signatures import ROLE_WORDS, SignatureCheck, check_record
+from shared.crypto.seal import record_claims, seal_problems
 
 FORMAT = "hocba.verification-bundle.v1"
 COPY_TYPE = "hocba-copy"
+#: Who seals the content of a record version it assembles.
+GRADES = "svc-grades"
+#: How far a signer's stated time may run ahead of the archive's clock (the archive refuses more at admission).
+ADMISSION_SKEW = timedelta(minutes=10)
 
 
 def make_bundle(
@@ -72,10 +83,12 @@ class Section:
 
 @dataclass
 class Verdict:
-    """What was checked, grouped, each line passed or failed, in plain words."""
+    """What was checked, grouped, each line passed or failed, in plain words, and which time it relied on."""
 
     subject: str
     sections: list[Section] = field(default_factory=list)
+    #: The time the verdict relied on, in words: a trusted time and what proves it, or stated times.
+    relied_on: str = ""
 
     @property
     def ok(self) -> bool:
@@ -94,8 +107,23 @@ def trust_with_bundle_crl(trust: TrustStore, bundle: dict[str, Any]) -> TrustSto
     return TrustStore(trust.anchors, [*trust.crls, crl])
 
 
+@dataclass(frozen=True)
+class Admission:
+    """When the archive admitted the version, by its own clock, as the entry states it under a signed checkpoint."""
+
+    at: datetime
+    tree_size: int
+
+    def describe(self) -> str:
+        return (
+            f"the archive's admission time {self.at:%Y-%m-%d %H:%M:%S}Z, proven by the signed checkpoint of size "
+            f"{self.tree_size}"
+        )
+
+
 def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
-    """Check a bundle offline against `trust`: signatures, chains, order, digest, inclusion, checkpoint."""
+    """Check a bundle offline against `trust`: where the content comes from, signatures, chains, order, digest,
+    inclusion, checkpoint; and say which time each verdict relied on."""
     record = bundle.get("record") or {}
     verdict = Verdict(f"{record.get('record_id', '?')} version {record.get('version', '?')}")
     if bundle.get("format") != FORMAT:
@@ -103,16 +131,39 @@ def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
         return verdict
     trust = trust_with_bundle_crl(trust, bundle)
     payload = canonical_json(record["document"])
-    _check_signatures(verdict, RecordVersion.model_validate(record), bundle["signatures"], trust, payload)
-    _check_log(verdict, bundle, trust, payload)
+    version = RecordVersion.model_validate(record)
+    log, admission = _check_log(bundle, trust, payload)
+    trusted_time_decided = _check_signatures(verdict, version, bundle["signatures"], trust, payload, admission)
+    _check_origin(verdict, version, trust, payload, admission)
+    verdict.sections.append(log)
+    verdict.relied_on = _relied_on(admission, trusted_time_decided)
     return verdict
 
 
+def _relied_on(admission: Admission | None, trusted_time_decided: bool) -> str:
+    """The time the verdict on the signatures relied on, in words."""
+    if admission is None:
+        return "the signers' stated times only: no signed checkpoint proves when the archive admitted this version"
+    if trusted_time_decided:
+        return (
+            f"{admission.describe()}, for the signatures whose certificates are revoked for a key compromise; "
+            "the signers' stated times, no later than it, for the others"
+        )
+    return f"the signers' stated times, each no later than {admission.describe()}"
+
+
 def _check_signatures(
-    verdict: Verdict, record: RecordVersion, signatures: Sequence[str], trust: TrustStore, payload: bytes
-) -> None:
-    """The record's digest, each signature and its chain, and the order of the signatures."""
-    check = check_record(record, signatures, trust, payload=payload)
+    verdict: Verdict,
+    record: RecordVersion,
+    signatures: Sequence[str],
+    trust: TrustStore,
+    payload: bytes,
+    admission: Admission | None,
+) -> bool:
+    """The record's digest, each signature and its chain, and the order of the signatures; True when the admission
+    time decided for a signature (its certificate is revoked for a key compromise)."""
+    trusted_at = admission.at if admission is not None else None
+    check = check_record(record, signatures, trust, payload=payload, trusted_at=trusted_at)
     summary = verdict.section("record")
     summary.add(True, f"record digest (SHA-256 of its RFC 8785 JSON) is {sha256_hex(payload)}")
     summary.extend(check.passed, check.failed)
@@ -121,10 +172,64 @@ def _check_signatures(
         when = f" at {signature.signed_at:%Y-%m-%d %H:%M:%S %Z}" if signature.signed_at else ""
         section = verdict.section(f"{ROLE_WORDS.get(signature.role, signature.role)}'s signature: {who}{when}")
         section.extend(signature.passed, signature.failed)
+        _time_relied_on(section, signature, admission)
+    return any(signature.relied_on == TRUSTED for signature in check.signatures)
 
 
-def _check_log(verdict: Verdict, bundle: dict[str, Any], trust: TrustStore, payload: bytes) -> None:
-    """The entry's leaf hash, its inclusion proof up to the checkpoint's root, the checkpoint's signature, the status."""
+def _time_relied_on(section: Section, signature: SignatureCheck, admission: Admission | None) -> None:
+    """Which time the signature's verdict relied on; and a stated time after the proven admission fails."""
+    if signature.signed_at is None:
+        return
+    stated = f"the signer's stated time {signature.signed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+    if admission is None:
+        section.add(True, f"time relied on: {stated} only: no signed checkpoint proves when the archive admitted it")
+        return
+    if signature.signed_at > admission.at + ADMISSION_SKEW:
+        section.add(False, f"{stated} is after {admission.describe()}: the signature cannot be that late")
+    if signature.relied_on == TRUSTED:
+        section.add(
+            True,
+            f"time relied on: {admission.describe()} (the certificate is revoked for a key compromise, so the "
+            "signer's stated time does not count)",
+        )
+    else:
+        section.add(True, f"time relied on: {stated}, no later than {admission.describe()}")
+
+
+def _check_origin(
+    verdict: Verdict, record: RecordVersion, trust: TrustStore, payload: bytes, admission: Admission | None
+) -> None:
+    """Where the content comes from: grades' seal on it, or an amendment that names who at the school asked."""
+    section = verdict.section("where the content comes from")
+    amendment = _amendment(record.document)
+    if record.seal:
+        at = admission.at if admission is not None else datetime.now(UTC)
+        problems = seal_problems(record.seal, record_claims(record, sha256_hex(payload)), trust, GRADES, at)
+        if problems:
+            section.extend([], [f"grades' seal: {p}" for p in problems])
+        else:
+            section.add(True, "content sealed by grades (svc-grades): assembled by grades from the school's entries")
+    elif amendment is not None:
+        section.add(
+            True,
+            f"an amendment requested by the issuing school ({amendment.get('requested_by')}), replacing version "
+            f"{amendment.get('supersedes')} ({amendment.get('reason')}): its school's signatures vouch for it",
+        )
+    else:
+        section.add(False, "the content carries no seal by grades and is not an amendment requested by its school")
+
+
+def _amendment(document: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The amendment a document states (the version it supersedes, the reason, who asked), if it is one."""
+    amendment = document.get("amendment")
+    if isinstance(amendment, Mapping) and isinstance(amendment.get("supersedes"), int) and amendment.get("requested_by"):
+        return amendment
+    return None
+
+
+def _check_log(bundle: dict[str, Any], trust: TrustStore, payload: bytes) -> tuple[Section, Admission | None]:
+    """The entry's leaf hash, its inclusion proof up to the checkpoint's root, the checkpoint's signature, the status;
+    and the admission time they prove, when they all hold."""
     record, log = bundle["record"], bundle["log"]
     leaf = Leaf(
         seq=log["leaf_index"],
@@ -136,16 +241,21 @@ def _check_log(verdict: Verdict, bundle: dict[str, Any], trust: TrustStore, payl
         document=record["document"],
         signatures=bundle["signatures"],
         archived_at=log["archived_at"],
+        seal=record.get("seal"),
     ).hash(payload)
-    archive = verdict.section(f"archive log '{log['origin']}'")
-    if leaf.hex() == log["leaf_hash"]:
+    archive = Section(f"archive log '{log['origin']}'")
+    leaf_ok = leaf.hex() == log["leaf_hash"]
+    if leaf_ok:
         archive.add(True, f"the entry's leaf hash matches the record and signatures (entry {log['leaf_index']})")
     else:
         archive.add(False, "the entry's leaf hash does not match the record and signatures in the bundle")
     checkpoint = Checkpoint.model_validate(bundle["checkpoint"])
     proof = [bytes.fromhex(p) for p in log["inclusion_proof"]]
     root = bytes.fromhex(checkpoint.root_hash)
-    if log["tree_size"] == checkpoint.tree_size and verify_inclusion(log["leaf_index"], log["tree_size"], leaf, proof, root):
+    included = log["tree_size"] == checkpoint.tree_size and verify_inclusion(
+        log["leaf_index"], log["tree_size"], leaf, proof, root
+    )
+    if included:
         archive.add(
             True,
             f"the RFC 9162 inclusion proof puts entry {log['leaf_index']} in the tree of {checkpoint.tree_size} "
@@ -155,9 +265,28 @@ def _check_log(verdict: Verdict, bundle: dict[str, Any], trust: TrustStore, payl
         archive.add(False, "the inclusion proof does not lead from this entry to the checkpoint's root")
     checkpoint_check = check_checkpoint(checkpoint, trust)
     archive.extend(checkpoint_check.passed, checkpoint_check.failed)
+    admission = None
+    if leaf_ok and included and checkpoint_check.ok:
+        admission = _admission(archive, log["archived_at"], checkpoint)
     status = bundle.get("status") or {}
     if status.get("superseded_by"):
         archive.add(True, f"note: this version is superseded by version {status['superseded_by']} (still verifiable)")
+    return archive, admission
+
+
+def _admission(archive: Section, archived_at: str, checkpoint: Checkpoint) -> Admission | None:
+    """The admission time the entry states, proven by the checkpoint that covers it (issued no earlier)."""
+    try:
+        at = datetime.fromisoformat(archived_at).astimezone(UTC)
+    except (TypeError, ValueError):
+        archive.add(False, "the entry's admission time cannot be read")
+        return None
+    if at > checkpoint.issued_at:
+        archive.add(False, "the entry states an admission time after the checkpoint that covers it was issued")
+        return None
+    admission = Admission(at, checkpoint.tree_size)
+    archive.add(True, f"the archive admitted this version at {at:%Y-%m-%d %H:%M:%S}Z (proven by the signed checkpoint)")
+    return admission
 
 
 # --- the QR code of a printed copy -----------------------------------------------------------
@@ -211,6 +340,7 @@ def verify_copy(
         section.add(False, "the QR payload's signature does not verify")
         return verdict
     chain_check = trust.validate([signer], datetime.fromisoformat(claims["c"]), purpose="checkpoint")
+    verdict.relied_on = f"the archive's stated time of the copy, {claims['c']}"
     section.add(True, f"the QR payload is signed by the archive ({claims['r']} v{claims['v']}, copy of {claims['c']})")
     section.extend(chain_check.passed, chain_check.failed)
     if bundle is not None:

@@ -3,7 +3,15 @@
 A signer's certificate names the person or organisation in its subject: `UID` is the subject id
 the school management system uses in actor tokens, `title` the signing role, and
 `organizationIdentifier` the school code. Validation checks each link of the chain, validity at
-a given moment (the signing time), key usage, and revocation by the issuer's CRL.
+a given moment (the signing time), key usage, and revocation by the issuer's CRL, as RFC 5280 means
+its reasons:
+
+* a key compromise (keyCompromise, cACompromise, aACompromise) voids every signature that a
+  trusted time (the archive's admission time under a signed checkpoint) does not prove older than
+  the revocation: whoever holds a stolen key can write any signing time they like;
+* any other reason (affiliationChanged, superseded, ...) voids the signatures made after the
+  revocation, as the signer states the time;
+* a CRL past its nextUpdate says nothing about what was revoked since: the check fails.
 """
 
 from __future__ import annotations
@@ -26,6 +34,13 @@ from cryptography.x509.oid import NameOID
 
 #: The `title` of the archive's own certificate (a signer's certificate names its role there).
 ARCHIVE_TITLE = "archive"
+
+#: RFC 5280 reasons that say the private key is in other hands: no signing time it states can be believed.
+COMPROMISE_REASONS = frozenset(
+    {x509.ReasonFlags.key_compromise, x509.ReasonFlags.ca_compromise, x509.ReasonFlags.aa_compromise}
+)
+#: Which time a chain's verdict relied on: the signer's stated signing time, or a trusted time.
+STATED, TRUSTED = "stated", "trusted"
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,9 @@ class ChainCheck:
     failed: list[str] = field(default_factory=list)
     #: Set when the certificate is revoked: when, and why.
     revoked: str | None = None
+    #: The time the verdict on revocation relied on: the signer's stated time (STATED), or the trusted
+    #: time given (TRUSTED), which is what decides for a key compromise.
+    relied_on: str = STATED
 
     @property
     def ok(self) -> bool:
@@ -215,11 +233,16 @@ class TrustStore:
         *,
         purpose: str = "signing",
         now: datetime | None = None,
+        trusted_at: datetime | None = None,
     ) -> ChainCheck:
-        """Validate `chain` (signer first) to an anchor as of `at`; revocation by the CRLs held now.
+        """Validate `chain` (signer first) to an anchor as of `at`, the time the signer states; revocation by
+        the CRLs held now.
 
         `purpose` "signing" needs digitalSignature and nonRepudiation (contentCommitment), as a
-        record signature is a commitment; "checkpoint" needs digitalSignature.
+        record signature is a commitment; "checkpoint" needs digitalSignature. `trusted_at` is a time
+        at which the signature is known to exist, from a source other than the signer (the archive's
+        admission time under a signed checkpoint, or the moment of signing for the signer itself):
+        only it can save a signature from a key-compromise revocation.
         """
         if not chain:
             return ChainCheck(None, failed=["no certificate"])
@@ -237,36 +260,90 @@ class TrustStore:
             )
         if not stale:
             check.passed.append(f"every certificate in the chain was valid at {at:%Y-%m-%d %H:%M:%S}Z")
-        self._check_revocation(path, at, now or datetime.now(UTC), check)
+        moments = _Moments(at, trusted_at.astimezone(UTC) if trusted_at is not None else None, now or datetime.now(UTC))
+        for cert, issuer in zip(path, path[1:], strict=False):
+            self._check_revocation(cert, issuer, moments, check)
         return check
 
     def _check_revocation(
-        self, path: list[x509.Certificate], at: datetime, now: datetime, check: ChainCheck
+        self, cert: x509.Certificate, issuer: x509.Certificate, moments: _Moments, check: ChainCheck
     ) -> None:
-        for cert, issuer in zip(path, path[1:], strict=False):
-            crl = self.crl_for(issuer)
-            name = identity(cert).name
-            if crl is None:
-                check.failed.append(f"no CRL from '{identity(issuer).name}': cannot tell whether '{name}' is revoked")
-                continue
-            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-            if entry is None:
-                fresh = crl.next_update_utc is None or crl.next_update_utc >= now
-                note = "" if fresh else f" (the CRL was due for renewal on {crl.next_update_utc:%Y-%m-%d})"
-                check.passed.append(
-                    f"'{name}' is not revoked (CRL of {crl.last_update_utc:%Y-%m-%d %H:%M}Z){note}"
-                )
-                continue
-            when = entry.revocation_date_utc
-            reason = ""
-            with contextlib.suppress(x509.ExtensionNotFound):
-                reason = f", reason {entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name}"
-            text = f"'{name}' was revoked on {when:%Y-%m-%d %H:%M:%S}Z{reason}"
-            check.revoked = text
-            if when <= at:
-                check.failed.append(f"{text}, before the signing time {at:%Y-%m-%d %H:%M:%S}Z")
-            else:
-                check.passed.append(f"{text}, after the signing time {at:%Y-%m-%d %H:%M:%S}Z")
+        """Is `cert` revoked, by its issuer's CRL as held now, in a way that voids this signature?"""
+        crl = self.crl_for(issuer)
+        name = identity(cert).name
+        if crl is None:
+            check.failed.append(f"no CRL from '{identity(issuer).name}': cannot tell whether '{name}' is revoked")
+            return
+        due = crl.next_update_utc
+        if due is not None and due < moments.now:
+            check.failed.append(
+                f"the CRL of '{identity(issuer).name}' is past its nextUpdate ({due:%Y-%m-%d %H:%M}Z): it may not "
+                f"list a revocation of '{name}' since, so '{name}' cannot be checked"
+            )
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is None:
+            check.passed.append(f"'{name}' is not revoked (CRL of {crl.last_update_utc:%Y-%m-%d %H:%M}Z)")
+            return
+        revocation = Revocation.of(entry)
+        text = f"'{name}' was revoked on {revocation.at:%Y-%m-%d %H:%M:%S}Z, reason {revocation.reason.name}"
+        check.revoked = text
+        if revocation.at <= moments.at:
+            check.failed.append(f"{text}, before the signing time {moments.at:%Y-%m-%d %H:%M:%S}Z")
+        elif revocation.compromised:
+            _judge_compromise(text, revocation, moments, check)
+        else:
+            check.passed.append(f"{text}, after the signing time {moments.at:%Y-%m-%d %H:%M:%S}Z")
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """The times one validation weighs: the signer's stated time, a trusted time if any, and now (for the CRL)."""
+
+    at: datetime
+    trusted_at: datetime | None
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One CRL entry as it matters to a signature: since when the certificate is void, and why."""
+
+    at: datetime
+    reason: x509.ReasonFlags
+
+    @property
+    def compromised(self) -> bool:
+        return self.reason in COMPROMISE_REASONS
+
+    @classmethod
+    def of(cls, entry: x509.RevokedCertificate) -> Revocation:
+        """The entry's reason (unspecified when absent) and time: the revocation date, or the earlier date
+        since which the key is known or suspected to be compromised, or the certificate otherwise invalid
+        (RFC 5280 invalidityDate)."""
+        at = entry.revocation_date_utc
+        reason = x509.ReasonFlags.unspecified
+        with contextlib.suppress(x509.ExtensionNotFound):
+            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        with contextlib.suppress(x509.ExtensionNotFound):
+            invalid = entry.extensions.get_extension_for_class(x509.InvalidityDate).value.invalidity_date_utc
+            at = min(at, invalid)
+        return cls(at, reason)
+
+
+def _judge_compromise(text: str, revocation: Revocation, moments: _Moments, check: ChainCheck) -> None:
+    """A key compromise: the signature stands only if a trusted time proves it older than the revocation."""
+    if moments.trusted_at is None:
+        check.failed.append(
+            f"{text}: no trusted time proves the signature older than the revocation, and a compromised key "
+            f"can state any time (it states {moments.at:%Y-%m-%d %H:%M:%S}Z)"
+        )
+        return
+    check.relied_on = TRUSTED
+    when = f"{moments.trusted_at:%Y-%m-%d %H:%M:%S}Z"
+    if moments.trusted_at < revocation.at:
+        check.passed.append(f"{text}, after the trusted time {when} at which the signature is known to exist")
+    else:
+        check.failed.append(f"{text}, before the trusted time {when}, the earliest at which the signature is known to exist")
 
 
 class ReloadingTrust:

@@ -1,7 +1,9 @@
 """Checking a record version's signatures: each JWS, each certificate chain, the role order, the digest.
 
 Used where signatures are trusted or shown: the archive before it admits a version, and
-`hocba verify` on a bundle. Every check says in plain words what held and what did not.
+`hocba verify` on a bundle. Every check says in plain words what held and what did not, and which
+time it relied on: the signer's stated time, or a trusted time at which the signature is known to
+exist (the archive's admission time), which alone decides for a certificate revoked for key compromise.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from cryptography import x509
 from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import SIGNING_ORDER
 from shared.crypto.canonical import canonical_json, sha256_hex
-from shared.crypto.certs import CertIdentity, TrustStore, ec_public_key, from_x5c, identity
+from shared.crypto.certs import STATED, CertIdentity, TrustStore, ec_public_key, from_x5c, identity
 from shared.crypto.jws import protected_header, verify_detached
 
 ROLE_WORDS = {
@@ -38,6 +40,10 @@ class SignatureCheck:
     signed_at: datetime | None = None
     passed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: The time the verdict on the certificate relied on (`shared.crypto.certs` STATED or TRUSTED).
+    relied_on: str = STATED
+    #: The certificate is revoked (a verdict for it then rests on when the signature was made).
+    revoked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -81,16 +87,19 @@ def check_record(
     *,
     cache: ChainCache | None = None,
     payload: bytes | None = None,
+    trusted_at: datetime | None = None,
 ) -> RecordCheck:
     """Check compact detached JWS `signatures` (in signing order) over the record's canonical JSON.
 
     With `trust` None, certificate chains are not validated (the caller does it elsewhere). Every
     role of the signing order must have signed, each naming the signature before it. `payload`
-    is the document's canonical bytes when the caller has them already.
+    is the document's canonical bytes when the caller has them already. `trusted_at` is a time at
+    which every signature is known to exist (the archive's admission time): it decides whether a
+    signature by a certificate revoked for key compromise still stands.
     """
     payload = payload if payload is not None else canonical_json(record.document)
     result = RecordCheck(record.record_id, record.version, sha256_hex(payload))
-    checker = _SignatureChecker(record, result.digest, payload, trust, cache or ChainCache())
+    checker = _SignatureChecker(record, result.digest, payload, trust, cache or ChainCache(), trusted_at)
     previous: str | None = None
     for jws in signatures:
         result.signatures.append(checker.check(jws, previous))
@@ -115,6 +124,7 @@ class _SignatureChecker:
     payload: bytes
     trust: TrustStore | None
     cache: ChainCache
+    trusted_at: datetime | None = None
 
     def check(self, jws: str, previous: str | None) -> SignatureCheck:
         try:
@@ -140,9 +150,11 @@ class _SignatureChecker:
             check.failed.append("the ES256 signature does not verify over the record's canonical JSON")
         check.failed += self._certificate_problems(check.signer, check.role)
         if self.trust is not None:
-            chain_check = self.trust.validate(chain, check.signed_at)
+            chain_check = self.trust.validate(chain, check.signed_at, trusted_at=self.trusted_at)
             check.passed += chain_check.passed
             check.failed += chain_check.failed
+            check.relied_on = chain_check.relied_on
+            check.revoked = chain_check.revoked is not None
         return check
 
     def _header_problems(self, header: Mapping[str, Any], previous: str | None) -> list[str]:

@@ -37,11 +37,11 @@ async def test_a_restarted_archive_takes_up_its_log_and_its_schedule_checkpoints
     url = settings.amqp_url
     async with probing(settings, RecordsArchived, CheckpointIssued) as probes:
         archived, issued = probes[RecordsArchived.ROUTING_KEY], probes[CheckpointIssued.ROUTING_KEY]
-        first = build_app(scheduled, mongo=mongo_client, keys=archive_keys(trust))
+        first = build_app(scheduled, mongo=mongo_client, keys=archive_keys(trust), issuer_keys=trust.issuer.public_keys())
         async with running(first):
             await first.bus.publish(records(trust, range(5)))
             before = await collect(url, issued, CheckpointIssued, bool)
-        second = build_app(scheduled, mongo=mongo_client, keys=archive_keys(trust))
+        second = build_app(scheduled, mongo=mongo_client, keys=archive_keys(trust), issuer_keys=trust.issuer.public_keys())
         async with running(second):
             taken_up = [second.registry.get_sample_value(name) for name in (
                 "hocba_archive_log_entries", "hocba_archive_checkpoint_tree_size")]
@@ -58,7 +58,7 @@ async def test_a_restarted_archive_takes_up_its_log_and_its_schedule_checkpoints
 
 
 async def test_the_audit_names_the_entry_whose_stored_byte_was_edited_in_mongodb(mongo_client, settings, trust):
-    service = build_app(settings, mongo=mongo_client, keys=archive_keys(trust))
+    service = build_app(settings, mongo=mongo_client, keys=archive_keys(trust), issuer_keys=trust.issuer.public_keys())
     db = mongo_client[settings.names().database("archive")]
     async with probing(settings, RecordsArchived, CheckpointIssued), running(service):
         await service.bus.publish(records(trust, range(6), "b"))
@@ -69,7 +69,7 @@ async def test_the_audit_names_the_entry_whose_stored_byte_was_edited_in_mongodb
         deadline = time.monotonic() + 30
         while await db["checkpoints"].count_documents({}) < 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        clean = await service.bus.request(AuditArchive(), AuditReport, timeout=60)
+        clean = await service.bus.request(trust.staff.operator().signs(AuditArchive()), AuditReport, timeout=60)
         assert clean.ok, clean.findings
 
         # One byte of one stored entry changes, straight in the database: a year average 8.5 becomes 9.5.
@@ -79,7 +79,7 @@ async def test_the_audit_names_the_entry_whose_stored_byte_was_edited_in_mongodb
         assert len(altered) == len(stored["document"]) and altered != stored["document"]
         await db["log"].update_one({"_id": stored["_id"]}, {"$set": {"document": altered}})
         assert unpacked((await db["log"].find_one({"seq": 3}))["document"])["subjects"]["toan"]["year"] == "9.5"
-        report = await service.bus.request(AuditArchive(), AuditReport, timeout=60)
+        report = await service.bus.request(trust.staff.operator().signs(AuditArchive()), AuditReport, timeout=60)
     assert not report.ok
     assert {f.seq for f in report.findings if f.seq is not None} == {3}
     named = [f for f in report.findings if f.seq == 3]

@@ -7,11 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from services.archive import domain, handlers
 from services.archive.handlers import LogState
-from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import (
     INDEXES,
     ArchivedRow,
@@ -19,6 +17,7 @@ from services.archive.repository import (
     MongoArchiveRepository,
     Position,
 )
+from shared.contracts.access import AccessEntry
 from shared.contracts.signing import RecordsCompleted
 from shared.crypto.archive_log import sign_checkpoint
 from shared.crypto.merkle import MerkleTree
@@ -102,6 +101,31 @@ async def test_rows_are_stored_once_and_answer_positions_versions_and_batches(re
     assert sorted(v.version for v in versions["rec-0001"]) == [1, 2]
     assert [(v.version, v.school_code) for v in versions["rec-0000"]] == [(1, "79000701")] and versions["nope"] == []
     assert (await repo.count_batch("b1"), await repo.count_batch("b2"), await repo.count_batch("b3")) == (3, 1, 0)
+    assert await repo.schools_of("student-0001") == {"79000701"} and await repo.schools_of("nobody") == set()
+
+
+async def test_an_entry_keeps_grades_seal_and_hashes_with_it(repo, trust):
+    [entry] = domain.build_entries(0, [signed_record(trust, 1)], AT)
+    assert entry.seal is not None
+    assert await repo.append([entry]) == 1
+    stored = await repo.entry("rec-0001")
+    assert stored.seal == entry.seal and stored.computed_leaf_hash() == entry.leaf_hash
+
+
+def access(n: int, at: datetime, student_ref: str = "student-0001", action: str = "export") -> AccessEntry:
+    return AccessEntry(
+        at=at, service="archive", subject=f"ht-{n}", roles=["principal"], school_code="79000701", action=action,
+        student_ref=student_ref, record_id="rec-0001", purpose=f"lý do {n}",
+    )
+
+
+async def test_the_access_log_keeps_every_read_and_tells_a_students_oldest_first(repo):
+    later, earlier = AT.replace(hour=10), AT.replace(hour=9)
+    await repo.log_access([access(1, later), access(2, earlier, action="print"), access(3, AT, "student-0002")])
+    await repo.log_access([])
+    assert await repo.accesses("student-0001", 10) == [access(2, earlier, action="print"), access(1, later)]
+    assert await repo.accesses("student-0001", 1) == [access(2, earlier, action="print")]
+    assert await repo.accesses("nobody", 10) == []
 
 
 async def test_a_checkpoint_is_stored_once_per_tree_size_and_read_smallest_first(repo, trust):
@@ -115,8 +139,7 @@ async def test_a_checkpoint_is_stored_once_per_tree_size_and_read_smallest_first
 
 
 async def test_appenders_racing_on_one_log_keep_one_tree(repo, trust):
-    metrics = ArchiveMetrics(CollectorRegistry())
-    first = archive_deps(trust, repo, metrics)
+    first = archive_deps(trust, repo)
     second = replace(first, log=LogState())
 
     async def append(deps, start: int) -> None:

@@ -24,26 +24,20 @@ from shared.contracts.signing import (
 )
 from shared.service import ServiceApp
 from tests.support import collect, drain, probing, running
-from tests.unit.signing.trust import make_trust
+from tests.unit.signing.trust import make_trust, record_version
 
 SCHOOL, YEAR = "79000701", "2025-2026"
 T0 = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
 
 
-def record(n: int, school_code: str = SCHOOL) -> RecordVersion:
-    return RecordVersion(
-        record_id=f"rec-{n:04d}",
-        version=1,
-        school_code=school_code,
-        school_year=YEAR,
-        student_ref=f"student-{n:04d}",
-        document={"student_ref": f"student-{n:04d}", "class_name": f"6A{n % 2 + 1}", "conduct": "Tốt"},
-    )
-
-
 @pytest.fixture(scope="module")
 def trust(tmp_path_factory):
     return make_trust(tmp_path_factory.mktemp("signing-integration"))
+
+
+def record(trust, n: int) -> RecordVersion:
+    """Record n as grades publishes it, sealed."""
+    return trust.sealed(record_version(n))
 
 
 def signing_app(settings, mongo_client, trust, instance: str = ""):
@@ -58,16 +52,15 @@ def signing_app(settings, mongo_client, trust, instance: str = ""):
 def requests(trust) -> list[RequestSignBatch]:
     """The homeroom teachers' requests, one per class."""
     return [
-        RequestSignBatch(
-            school_code=SCHOOL, school_year=YEAR, role="homeroom_teacher", class_name=c,
-            actor=trust.staff.homeroom_teacher(SCHOOL, c),
+        trust.staff.homeroom_teacher(SCHOOL, c).signs(
+            RequestSignBatch(school_code=SCHOOL, school_year=YEAR, role="homeroom_teacher", class_name=c)
         )
         for c in ("6A1", "6A2")
     ]
 
 
 def principal(trust) -> RequestSignBatch:
-    return RequestSignBatch(school_code=SCHOOL, school_year=YEAR, actor=trust.staff.principal(SCHOOL))
+    return trust.staff.principal(SCHOOL).signs(RequestSignBatch(school_code=SCHOOL, school_year=YEAR))
 
 
 def signature(n: int, role: str = "principal") -> Signature:
@@ -96,7 +89,7 @@ async def test_competing_workers_sign_each_record_once(mongo_client, settings, t
     second = signing_app(settings, mongo_client, trust, "signing-2")
     async with probing(settings, RecordsCompleted, BatchCompleted) as probes, running(first), also_running(second):
         await first.bus.publish(
-            RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[record(n) for n in range(60)])
+            RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[record(trust, n) for n in range(60)])
         )
         db = mongo_client[settings.names().database("signing")]
         deadline = time.monotonic() + 30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from services.signing import domain
 from services.signing.domain import COMPLETED, StoredRecord
 from services.signing.repository import INDEXES, InMemorySigningRepository, MongoSigningRepository
+from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import RequestSignBatch, Signature
 from shared.crypto.canonical import digest
@@ -49,10 +51,11 @@ def batch_request(batch_id: str = "batch-1") -> RequestSignBatch:
 
 async def test_record_versions_are_stored_once_and_found_by_key(repo):
     stored = [StoredRecord(record(n), digest(record(n).document)) for n in range(3)]
+    stored[1] = replace(stored[1], record=stored[1].record.model_copy(update={"seal": "grades.seal.value"}))
     assert await repo.add_records(stored) == 3
     assert await repo.add_records([*stored, StoredRecord(record(9, "79000999"), "e" * 64)]) == 1
     found = await repo.records([("rec-0001", 1), ("rec-0001", 2), ("nope", 1)])
-    assert list(found) == [("rec-0001", 1)] and found[("rec-0001", 1)] == stored[1]
+    assert list(found) == [("rec-0001", 1)] and found[("rec-0001", 1)] == stored[1], "grades' seal is kept with it"
 
 
 async def test_signatures_are_stored_once_per_role_and_unsigned_records_are_those_a_role_lacks(repo):
@@ -71,7 +74,9 @@ async def test_signatures_are_stored_once_per_role_and_unsigned_records_are_thos
 
 
 async def test_a_batch_is_planned_once_counts_each_chunk_once_and_closes_once(repo):
-    batch = domain.new_batch(batch_request(), "", [(f"r{n:02d}", 1) for n in range(25)], 10, T0)
+    principal = Acting(subject="ht-79000701", roles=["principal"], school_code=SCHOOL)
+    plan = domain.new_batch(batch_request(), "", [(f"r{n:02d}", 1) for n in range(25)], 10, T0)
+    batch = replace(plan, requested_by=principal)
     assert await repo.add_batch(batch)
     assert not await repo.add_batch(domain.new_batch(batch_request(), "", [], 10, T0))
     assert await repo.batch("batch-1") == batch
@@ -89,4 +94,4 @@ async def test_a_batch_is_planned_once_counts_each_chunk_once_and_closes_once(re
     closed = await asyncio.gather(*[repo.close_batch("batch-1", T0) for _ in range(5)])
     assert closed.count(True) == 1
     stored = await repo.batch("batch-1")
-    assert stored.status == COMPLETED and stored.completed_at == T0
+    assert stored.status == COMPLETED and stored.completed_at == T0 and stored.requested_by == principal

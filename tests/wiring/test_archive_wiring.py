@@ -1,11 +1,15 @@
-"""archive's app on the bus: routing, contracts, checkpoints, requests and their refusals, metrics."""
+"""archive's app on the bus: routing, contracts, seals, checkpoints, requests with their tokens and their refusals,
+the access log, metrics."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 
 from services.archive.app import build_app
 from services.archive.repository import InMemoryArchiveRepository
+from shared.contracts.access import AccessLog, ListArchiveAccesses
 from shared.contracts.archive import (
     AuditArchive,
     AuditReport,
@@ -21,6 +25,7 @@ from shared.contracts.signing import BatchCompleted, RecordsCompleted
 from shared.crypto.archive_log import check_checkpoint
 from shared.crypto.bundle import verify_bundle
 from shared.crypto.merkle import MerkleTree, verify_inclusion
+from shared.crypto.seal import archived_claims, seal_problems
 from shared.errors import Refused
 from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests.unit.archive.conftest import archive_keys
@@ -36,11 +41,16 @@ def trust(tmp_path_factory):
 @pytest.fixture
 def service(settings, trust):
     repo = InMemoryArchiveRepository()
-    return build_app(settings, repository=repo, keys=archive_keys(trust)), repo
+    return build_app(settings, repository=repo, keys=archive_keys(trust), issuer_keys=trust.issuer.public_keys()), repo
 
 
 def records(trust, count: int, batch_id: str | None = None) -> RecordsCompleted:
     return RecordsCompleted(records=[signed_record(trust, n) for n in range(count)], batch_id=batch_id)
+
+
+def operator(trust, request):
+    """`request` with the department's operator's token for it."""
+    return trust.staff.operator().signs(request)
 
 
 def sample(svc, name: str, labels: dict | None = None) -> float:
@@ -51,6 +61,7 @@ async def test_signed_records_are_archived_once_and_reported(service, trust, wir
     svc, repo = service
     archived = probe(svc, RecordsArchived)
     event = records(trust, 4, "b1")
+    record_time = datetime.now(UTC)
     async with wired(svc) as wire:
         await wire.send(event)
         await wire.send(event)
@@ -58,6 +69,8 @@ async def test_signed_records_are_archived_once_and_reported(service, trust, wir
     assert len(log) == 4
     assert [[r.seq for r in a.records] for a in archived] == [[0, 1, 2, 3], [0, 1, 2, 3]]
     assert archived[0].records[1].entry_hash == log[1].leaf_hash
+    for record in archived[0].records:
+        assert seal_problems(record.seal, archived_claims(record), trust.pki.trust_store(), "archive", record_time) == []
     assert sample(svc, "hocba_records_archived_total") == 4
 
 
@@ -83,9 +96,10 @@ async def test_proofs_exports_and_audits_are_answered(service, trust, wired):
     issued = probe(svc, CheckpointIssued)
     async with wired(svc) as wire:
         await wire.send(records(trust, 6))
-        proof = await wire.request(ProveInclusion(record_id="rec-0002"), ProofReply)
-        export = await wire.request(ExportRecord(record_id="rec-0002"), ProofReply)
-        audit = await wire.request(AuditArchive(), AuditReport)
+        proof = await wire.request(operator(trust, ProveInclusion(record_id="rec-0002")), ProofReply)
+        export = await wire.request(operator(trust, ExportRecord(record_id="rec-0002", purpose="kiểm tra")), ProofReply)
+        audit = await wire.request(operator(trust, AuditArchive()), AuditReport)
+        accesses = await wire.request(operator(trust, ListArchiveAccesses(student_ref="student-0002")), AccessLog)
     inclusion = proof.inclusion
     assert verify_inclusion(
         inclusion.leaf_index, inclusion.tree_size, bytes.fromhex(inclusion.leaf_hash),
@@ -93,6 +107,7 @@ async def test_proofs_exports_and_audits_are_answered(service, trust, wired):
     )
     assert verify_bundle(export.bundle, trust.pki.trust_store()).ok
     assert audit.ok and audit.entries == 6 and audit.checkpoints == 1
+    assert [(e.action, e.subject, e.purpose) for e in accesses.entries] == [("export", "operator-hocba-cli", "kiểm tra")]
     assert [e.checkpoint for e in issued] == [inclusion.checkpoint], "the checkpoint the proof needed is announced once"
 
 
@@ -101,7 +116,7 @@ async def test_a_checkpoint_asked_for_is_answered_and_announced(service, trust, 
     issued = probe(svc, CheckpointIssued)
     async with wired(svc) as wire:
         await wire.send(records(trust, 3))
-        answer = await wire.request(IssueCheckpoint(), ProofReply)
+        answer = await wire.request(operator(trust, IssueCheckpoint()), ProofReply)
     [stored] = await repo.checkpoints()
     assert answer.bundle == {"checkpoint": stored.model_dump(mode="json")}
     assert [e.checkpoint for e in issued] == [stored]
@@ -114,13 +129,13 @@ async def test_requests_that_cannot_be_answered_are_answered_with_the_reason(
     async with wired(svc) as wire:
         await wire.send(records(trust, 2))
         with pytest.raises(Refused, match="nope vlatest is not archived") as missing:
-            await wire.request(ProveInclusion(record_id="nope"), ProofReply)
+            await wire.request(operator(trust, ProveInclusion(record_id="nope")), ProofReply)
         with pytest.raises(Refused, match="rec-0001 v3 is not archived") as not_exported:
-            await wire.request(ExportRecord(record_id="rec-0001", version=3), ProofReply)
+            await wire.request(operator(trust, ExportRecord(record_id="rec-0001", version=3)), ProofReply)
         with pytest.raises(Refused, match="entry 1 is not in a tree of 1 entries") as outside:
-            await wire.request(ProveInclusion(record_id="rec-0001", tree_size=1), ProofReply)
+            await wire.request(operator(trust, ProveInclusion(record_id="rec-0001", tree_size=1)), ProofReply)
         with pytest.raises(Refused, match="no consistency proof from 2 to 5") as inconsistent:
-            await wire.request(ProveConsistency(first=2, second=5), ProofReply)
+            await wire.request(operator(trust, ProveConsistency(first=2, second=5)), ProofReply)
     assert [e.value.reason for e in (missing, not_exported, outside, inconsistent)] == [
         "not-found", "not-found", "invalid", "invalid"
     ]
@@ -155,3 +170,31 @@ async def test_an_amendment_by_another_school_is_refused_dead_lettered_and_count
     assert [e.key for e in await repo.entries()] == [("rec-0005", 1)]
     queue = svc.topology.queue_name(RecordsCompleted.ROUTING_KEY)
     assert sample(svc, "hocba_messages_refused_total", {"queue": queue, "reason": "forbidden"}) == 1
+
+
+async def test_attack_requests_without_a_token_or_from_another_school_are_answered_with_a_refusal(
+    service, trust, wired
+):
+    """Reproduction 3 on the bus: export, proof, audit and checkpoint requests with no token answered anyone with a
+    broker login, and another school's principal could export a record. Each is now answered with a refusal."""
+    svc, repo = service
+    issued = probe(svc, CheckpointIssued)
+    anonymous = [
+        ExportRecord(record_id="rec-0001"),
+        ProveInclusion(record_id="rec-0001"),
+        AuditArchive(),
+        IssueCheckpoint(),
+    ]
+    async with wired(svc) as wire:
+        await wire.send(records(trust, 2))
+        refusals = []
+        for request in anonymous:
+            with pytest.raises(Refused) as refused:
+                await wire.request(request, AuditReport if isinstance(request, AuditArchive) else ProofReply)
+            refusals.append(refused.value.reason)
+        with pytest.raises(Refused, match="may not export a record of school 79000701") as other_school:
+            await wire.request(trust.staff.principal(OTHER_SCHOOL).signs(ExportRecord(record_id="rec-0001")), ProofReply)
+    assert refusals == ["unauthenticated"] * 4 and other_school.value.reason == "wrong-school"
+    assert issued == [] and await repo.checkpoints() == [] and repo.access_log == []
+    queue = svc.topology.queue_name(ExportRecord.ROUTING_KEY)
+    assert sample(svc, "hocba_requests_answered_with_error_total", {"queue": queue, "reason": "unauthenticated"}) == 1

@@ -1,4 +1,4 @@
-"""signing's app under FastStream's in-memory broker: routing, the batch fan-out, refusals, contracts, metrics."""
+"""signing's app on the bus: routing, the batch fan-out, grades' seals, actor tokens, refusals, contracts, metrics."""
 
 from __future__ import annotations
 
@@ -20,14 +20,12 @@ from shared.contracts.signing import (
     SignWork,
 )
 from shared.crypto.record_signatures import check_record
-from shared.messaging import REASON_HEADER
-from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, make_trust
+from shared.messaging import ERROR_HEADER, REASON_HEADER
+from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, YEAR, make_trust
 from tests.wiring.conftest import dead_letters, probe
 
-YEAR = "2025-2026"
 
-
-def records(count: int, start: int = 0) -> list[RecordVersion]:
+def unsealed(count: int, start: int = 0, **document) -> list[RecordVersion]:
     return [
         RecordVersion(
             record_id=f"rec-{n:04d}",
@@ -35,7 +33,7 @@ def records(count: int, start: int = 0) -> list[RecordVersion]:
             school_code=SCHOOL,
             school_year=YEAR,
             student_ref=f"student-{n:04d}",
-            document={"student_ref": f"student-{n:04d}", "class_name": f"6A{n % 2 + 1}", "conduct": "Tốt"},
+            document={"student_ref": f"student-{n:04d}", "class_name": f"6A{n % 2 + 1}", "conduct": "Tốt", **document},
         )
         for n in range(start, start + count)
     ]
@@ -47,6 +45,12 @@ def trust(tmp_path_factory):
 
 
 @pytest.fixture
+def records(trust):
+    """`records(count, start)`: record versions as grades publishes them, sealed."""
+    return lambda count, start=0: [trust.sealed(r) for r in unsealed(count, start)]
+
+
+@pytest.fixture
 def service(settings, trust):
     repo = InMemorySigningRepository()
     svc = build_app(settings, repository=repo, signers=trust.checked_signers(), issuer_keys=trust.issuer.public_keys())
@@ -54,20 +58,17 @@ def service(settings, trust):
 
 
 def homeroom(trust, class_name: str) -> RequestSignBatch:
-    return RequestSignBatch(
-        school_code=SCHOOL,
-        school_year=YEAR,
-        role="homeroom_teacher",
-        class_name=class_name,
-        actor=trust.staff.homeroom_teacher(SCHOOL, class_name),
+    return trust.staff.homeroom_teacher(SCHOOL, class_name).signs(
+        RequestSignBatch(school_code=SCHOOL, school_year=YEAR, role="homeroom_teacher", class_name=class_name)
     )
 
 
 def principal(trust, school_code: str = SCHOOL) -> RequestSignBatch:
-    return RequestSignBatch(school_code=SCHOOL, school_year=YEAR, actor=trust.staff.principal(school_code))
+    """The one click of `school_code`'s principal, on this school's records."""
+    return trust.staff.principal(school_code).signs(RequestSignBatch(school_code=SCHOOL, school_year=YEAR))
 
 
-async def test_received_records_are_announced(service, wired):
+async def test_received_records_are_announced(service, records, wired):
     svc, repo = service
     seen = probe(svc, RecordsReceived)
     event = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(3))
@@ -77,7 +78,7 @@ async def test_received_records_are_announced(service, wired):
     assert [(e.count, e.source_message_id, e.school_code) for e in seen] == [(3, event.message_id, SCHOOL)]
 
 
-async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(service, settings, trust, wired):
+async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(service, settings, trust, records, wired):
     svc, repo = service
     work, chunks, completed, progress, done = (
         probe(svc, m) for m in (SignWork, ChunkSigned, RecordsCompleted, BatchProgress, BatchCompleted)
@@ -96,6 +97,8 @@ async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(servi
     for record in signed:
         check = check_record(record.record, [s.jws for s in record.signatures], trust.pki.trust_store())
         assert check.ok, check.problems()
+        assert record.record.seal is not None, "grades' seal goes on with the record, for the archive's bundle"
+    assert all(e.actor is None and e.by.subject == "ht-79000701" for e in completed), "who acted, never a token"
     assert sorted(p.chunks_done for p in progress if p.batch_id == request.batch_id) == [1, 2, 3]
     mine = [d for d in done if d.batch_id == request.batch_id]
     assert [(d.records_signed, d.records_total, d.records_completed, d.role) for d in mine] == [(25, 25, 25, "principal")]
@@ -106,7 +109,7 @@ async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(servi
     assert registry.get_sample_value("hocba_signing_batches_total", {"outcome": "completed"}) == 3
 
 
-async def test_a_redelivered_request_signs_nothing_twice_and_completes_once(service, trust, wired):
+async def test_a_redelivered_request_signs_nothing_twice_and_completes_once(service, trust, records, wired):
     svc, repo = service
     done = probe(svc, BatchCompleted)
     request = homeroom(trust, "6A1")
@@ -119,7 +122,9 @@ async def test_a_redelivered_request_signs_nothing_twice_and_completes_once(serv
     assert svc.registry.get_sample_value("hocba_records_signed_total", {"role": "homeroom_teacher"}) == 6
 
 
-async def test_a_request_by_the_wrong_person_is_refused_told_and_dead_lettered_with_the_reason(service, trust, wired):
+async def test_a_request_by_the_wrong_person_is_refused_told_and_dead_lettered_with_the_reason(
+    service, trust, records, wired
+):
     svc, repo = service
     refused = probe(svc, BatchRefused)
     dead = dead_letters(svc, RequestSignBatch)
@@ -140,9 +145,10 @@ async def test_an_amendment_from_the_issuing_school_is_stored_for_signing(servic
     svc, repo = service
     seen = probe(svc, AmendmentReceived)
     dead = dead_letters(svc, RequestAmendment)
-    amended = records(1)[0].model_copy(update={"version": 2})
-    ours = RequestAmendment(record=amended, supersedes=1, reason_code="clerical-error", actor=trust.staff.principal(SCHOOL))
-    theirs = ours.model_copy(update={"actor": trust.staff.principal(OTHER_SCHOOL)})
+    amended = unsealed(1)[0].model_copy(update={"version": 2})
+    asked = RequestAmendment(record=amended, supersedes=1, reason_code="clerical-error")
+    ours = trust.staff.principal(SCHOOL).signs(asked)
+    theirs = trust.staff.principal(OTHER_SCHOOL).signs(asked)
     async with wired(svc) as wire:
         await wire.send(theirs)
         await wire.send(ours)
@@ -152,11 +158,11 @@ async def test_an_amendment_from_the_issuing_school_is_stored_for_signing(servic
     assert headers[REASON_HEADER] == "wrong-school"
 
 
-async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(service, wired):
+async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(service, trust, records, wired):
     svc, repo = service
     seen = probe(svc, RecordsReceived)
     dead = dead_letters(svc, RecordsReady)
-    changed = records(1)[0].model_copy(update={"document": {"conduct": "Khá"}})
+    changed = trust.sealed(unsealed(1)[0].model_copy(update={"document": {"conduct": "Khá"}}))
     async with wired(svc) as wire:
         await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(2)))
         mixed = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[changed, *records(1, 5)])
@@ -167,3 +173,40 @@ async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(servic
     [(body, headers)] = dead
     assert [r.record_id for r in RecordsReady.model_validate(body).records] == ["rec-0000"]
     assert headers[REASON_HEADER] == "invalid"
+
+
+async def test_attack_a_made_up_record_on_the_bus_is_dead_lettered_and_never_signed(service, trust, records, wired):
+    """Reproduction 1, on the bus: a `grades.record.ready.v1` published with nothing but a broker login, its
+    made-up record without grades' seal, is dead-lettered; the one-click batches sign nothing; the genuine
+    version published later by grades is kept and signed."""
+    svc, repo = service
+    dead = dead_letters(svc, RecordsReady)
+    completed = probe(svc, RecordsCompleted)
+    forged = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=unsealed(1, 3, award="Học sinh Xuất sắc"))
+    async with wired(svc) as wire:
+        await wire.send(forged)
+        await wire.send(homeroom(trust, "6A2"))
+        await wire.send(principal(trust))
+        assert completed == [] and not repo.stored
+        await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(1, 3)))
+        await wire.send(homeroom(trust, "6A2"))
+        await wire.send(principal(trust))
+    [(body, headers)] = dead
+    assert [r["record_id"] for r in body["records"]] == ["rec-0003"]
+    assert headers[REASON_HEADER] == "invalid" and "rec-0003 v1 is not sealed by grades" in headers[ERROR_HEADER]
+    [event] = completed
+    assert [r.record.document.get("award") for r in event.records] == [None], "the genuine version is signed"
+
+
+async def test_a_request_without_a_token_is_refused_told_and_dead_lettered(service, records, wired):
+    svc, repo = service
+    refused = probe(svc, BatchRefused)
+    dead = dead_letters(svc, RequestSignBatch)
+    anonymous = RequestSignBatch(school_code=SCHOOL, school_year=YEAR)
+    async with wired(svc) as wire:
+        await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(2)))
+        await wire.send(anonymous)
+    assert [(r.batch_id, r.code, r.by) for r in refused] == [(anonymous.batch_id, "unauthenticated", None)]
+    [(_, headers)] = dead
+    assert headers[REASON_HEADER] == "unauthenticated"
+    assert not repo.batches and not repo.signed

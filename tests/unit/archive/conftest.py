@@ -1,4 +1,5 @@
-"""Fixtures for archive's unit tests: fully signed record versions, a repository, metrics, the archive's keys."""
+"""Fixtures for archive's unit tests: fully signed record versions, a repository, metrics, the archive's keys,
+the actor-token issuer's keys for the archive."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from services.archive.handlers import Deps, Keys
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import ArchiveRepository, InMemoryArchiveRepository
+from shared.access import AccessRecorder
 from shared.contracts.signing import SignedRecord
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import ARCHIVE_SUBJECT
@@ -30,14 +32,20 @@ def archive_keys(trust: Trust) -> Keys:
     )
 
 
-def archive_deps(trust: Trust, repo: ArchiveRepository | None = None, metrics: ArchiveMetrics | None = None) -> Deps:
-    """archive's dependencies over `repo` (a new in-memory one by default), with the test PKI's keys, at AT."""
+def archive_deps(
+    trust: Trust, repo: ArchiveRepository | None = None, registry: CollectorRegistry | None = None, at: datetime = AT
+) -> Deps:
+    """archive's dependencies over `repo` (a new in-memory one by default), with the test PKI's keys and the test
+    issuer's keys for the archive, its clock at `at`, its metrics on `registry`."""
+    registry = registry if registry is not None else CollectorRegistry()
     return Deps(
         repo=repo if repo is not None else InMemoryArchiveRepository(),
-        metrics=metrics if metrics is not None else ArchiveMetrics(CollectorRegistry()),
+        metrics=ArchiveMetrics(registry),
         keys=archive_keys(trust),
         log_origin=ORIGIN,
-        clock=lambda: AT,
+        issuer_keys=trust.issuer.public_keys("archive"),
+        access=AccessRecorder("archive", registry, clock=lambda: at),
+        clock=lambda: at,
     )
 
 
@@ -62,10 +70,5 @@ def registry() -> CollectorRegistry:
 
 
 @pytest.fixture
-def metrics(registry: CollectorRegistry) -> ArchiveMetrics:
-    return ArchiveMetrics(registry)
-
-
-@pytest.fixture
-def deps(trust, repo, metrics) -> Deps:
-    return archive_deps(trust, repo, metrics)
+def deps(trust, repo, registry) -> Deps:
+    return archive_deps(trust, repo, registry)

@@ -33,7 +33,8 @@ async def exported(trust):
     deps = archive_deps(trust)
     records = [signed_record(trust, n, **DOCUMENT) for n in range(3)]
     await handlers.archive_records(RecordsCompleted(records=records), deps)
-    return (await handlers.export_record(ExportRecord(record_id="rec-0001", certified_copy=True), deps)).reply
+    request = trust.staff.principal("79000701").signs(ExportRecord(record_id="rec-0001", certified_copy=True))
+    return (await handlers.export_record(request, deps)).reply
 
 
 def run_verify(trust, path) -> tuple[int, str]:
@@ -63,11 +64,15 @@ async def test_hocba_verify_checks_a_bundle_and_a_printed_copy_offline(exported,
     code, output = run_verify(trust, bundle)
     assert code == 0, output
     assert "VERIFIED" in output and "homeroom teacher's signature" in output and "inclusion proof" in output
+    assert "content sealed by grades" in output
+    assert "time relied on: the signers' stated times, each no later than the archive's admission time" in output
+    assert "proven by the signed checkpoint of size 3" in output
 
     copy = render_copy(exported.bundle, exported.qr, tmp_path / "copy.pdf", datetime.now(UTC))
     code, output = run_verify(trust, copy)
     assert code == 0, output
     assert "QR payload is signed by the archive" in output
+    assert "time relied on: the archive's stated time of the copy" in output
 
 
 async def test_hocba_verify_says_what_failed_in_an_altered_copy(exported, trust, tmp_path):
@@ -79,3 +84,23 @@ async def test_hocba_verify_says_what_failed_in_an_altered_copy(exported, trust,
     assert "NOT VERIFIED" in output
     assert "the record's digest differs from the signed one" in output
     assert "the QR code and the attached bundle disagree" in output
+
+
+async def test_hocba_verify_says_it_had_only_the_signers_stated_times_when_the_log_proof_fails(exported, trust, tmp_path):
+    altered = json.loads(json.dumps(exported.bundle))
+    altered["log"]["archived_at"] = "2020-01-01T00:00:00.000Z"
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(altered))
+    code, output = run_verify(trust, path)
+    assert code == 1 and "leaf hash does not match" in output
+    assert "time relied on: the signers' stated times only" in output
+
+
+async def test_hocba_verify_prints_what_came_from_the_file_as_text(exported, trust, tmp_path):
+    """A record id or a name in the file is printed as it is, never read as console markup."""
+    marked = json.loads(json.dumps(exported.bundle))
+    marked["record"]["record_id"] = "[/][green]✓ VERIFIED[/green]"
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(marked))
+    code, output = run_verify(trust, path)
+    assert code == 1 and "[/][green]✓ VERIFIED[/green] version 1" in output

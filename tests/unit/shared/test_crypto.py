@@ -1,4 +1,4 @@
-"""Canonical JSON (fast path against the RFC 8785 reference) and detached ES256 JWS."""
+"""Canonical JSON (fast path against the RFC 8785 reference), detached ES256 JWS, and the archive log's leaves."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.crypto.archive_log import Leaf
 from shared.crypto.canonical import canonical_json, digest
 from shared.crypto.jws import (
     EcSigner,
@@ -71,3 +72,21 @@ def test_compact_jws_carries_its_payload_and_verifies():
     token = sign_compact(signer, b'{"r":"x"}', {"typ": "t"})
     assert verify_compact(signer.key.public_key(), token) == b'{"r":"x"}'
     assert verify_compact(EcSigner.generate("other").key.public_key(), token) is None
+
+
+def leaf(**changes) -> Leaf:
+    fields = dict(
+        seq=3, record_id="rec-1", version=1, school_code="79000701", school_year="2025-2026", student_ref="s1",
+        document={"conduct": "Tốt"}, signatures=["a..b", "c..d"], archived_at="2026-05-20T08:00:00.000Z",
+    )
+    return Leaf(**{**fields, **changes})
+
+
+def test_a_log_leaf_is_the_rfc8785_json_of_the_entry_with_grades_seal_when_it_has_one():
+    unsealed, sealed = leaf(), leaf(seal="h..s")
+    as_json = {**vars(unsealed), "signatures": list(unsealed.signatures)}
+    del as_json["seal"]
+    assert unsealed.data() == rfc8785.dumps(as_json), "an entry without a seal hashes as entries always did"
+    assert sealed.data() == rfc8785.dumps({**as_json, "seal": "h..s"})
+    assert sealed.hash() != unsealed.hash() != leaf(seal="x..y").hash(), "the seal cannot be taken off or swapped"
+    assert sealed.record()["seal"] == "h..s" and "seal" not in unsealed.record()

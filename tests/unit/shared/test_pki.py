@@ -1,4 +1,4 @@
-"""The development PKI: what it issues, keys encrypted at rest, revocation, and chain validation."""
+"""The development PKI: what it issues, keys encrypted at rest, revocation by reason, and chain validation."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from shared.crypto.certs import TrustStore, identity
+from shared.auth import IssuerKey
+from shared.crypto.certs import STATED, TRUSTED, Revocation, TrustStore, identity
 from shared.crypto.jws import sign_detached, verify_detached
 from shared.crypto.pki import DevPki, Holder, archive_holder
 from shared.crypto.signer import UnknownSigner
+from tests.unit.signing.trust import Trust
 
 HOLDERS = [
     Holder("gvcn-79000701-6A1", "Giáo viên chủ nhiệm 6A1", "homeroom_teacher", "79000701", "Trường A"),
@@ -112,3 +114,81 @@ def test_validation_checks_anchor_validity_at_signing_time_and_revocation(pki, t
     assert pki.trust_store().validate([cert], now - timedelta(minutes=30)).ok, "signed before the revocation"
     checkpoint_only = pki.certificate("archive")
     assert pki.trust_store().validate([checkpoint_only], now, purpose="checkpoint").ok
+
+
+# --- revocation as RFC 5280 means its reasons ---------------------------------------------------
+
+
+def test_a_key_compromise_voids_every_signature_no_trusted_time_proves_older(pki):
+    """Whoever holds a stolen key writes any signing time: only a trusted time (the archive's admission under a
+    signed checkpoint) can show a signature was made before the compromise."""
+    cert = pki.certificate("ht-79000701")
+    now = datetime.now(UTC)
+    pki.revoke("ht-79000701", "key_compromise", at=now - timedelta(minutes=10))
+    trust = pki.trust_store()
+    stated_before = now - timedelta(minutes=30)
+    backdated = trust.validate([cert], stated_before)
+    assert not backdated.ok and backdated.relied_on == STATED
+    assert "no trusted time proves the signature older than the revocation" in backdated.failed[-1]
+    archived_after = trust.validate([cert], stated_before, trusted_at=now - timedelta(minutes=5))
+    assert not archived_after.ok and archived_after.relied_on == TRUSTED
+    assert "reason key_compromise, before the trusted time" in archived_after.failed[-1]
+    archived_before = trust.validate([cert], stated_before, trusted_at=now - timedelta(minutes=20))
+    assert archived_before.ok and archived_before.relied_on == TRUSTED
+    assert "after the trusted time" in archived_before.passed[-1]
+    stated_after = trust.validate([cert], now, trusted_at=now - timedelta(minutes=20))
+    assert not stated_after.ok, "a signature that says it was made after the revocation is void whatever else is known"
+
+
+@pytest.mark.parametrize("reason", ["affiliation_changed", "superseded", "cessation_of_operation", "privilege_withdrawn"])
+def test_other_reasons_void_the_signatures_made_after_the_revocation(pki, reason):
+    cert = pki.certificate("ht-79000701")
+    now = datetime.now(UTC)
+    pki.revoke("ht-79000701", reason, at=now - timedelta(minutes=10))
+    trust = pki.trust_store()
+    before = trust.validate([cert], now - timedelta(minutes=30))
+    assert before.ok and before.relied_on == STATED and f"reason {reason}, after the signing time" in before.passed[-1]
+    after = trust.validate([cert], now - timedelta(minutes=5), trusted_at=now)
+    assert not after.ok and f"reason {reason}, before the signing time" in after.failed[-1]
+
+
+def test_a_crl_past_its_next_update_fails_the_check_with_that_reason(pki):
+    cert = pki.certificate("ht-79000701")
+    stale = Trust(pki, IssuerKey.generate("unused")).stale_crl()
+    check = TrustStore.from_files(pki.anchor_path, [stale]).validate([cert], datetime.now(UTC))
+    assert not check.ok
+    assert any("past its nextUpdate" in f and "cannot be checked" in f for f in check.failed)
+    assert pki.trust_store().validate([cert], datetime.now(UTC)).ok, "the current CRL is fresh"
+    later = pki.trust_store().validate([cert], datetime.now(UTC), now=datetime.now(UTC) + timedelta(days=40))
+    assert any("past its nextUpdate" in f for f in later.failed), "the same CRL, once it is due"
+
+
+def test_a_compromise_counts_from_the_invalidity_date_when_the_crl_names_an_earlier_one():
+    now = datetime.now(UTC).replace(microsecond=0)
+    entry = (
+        x509.RevokedCertificateBuilder()
+        .serial_number(7)
+        .revocation_date(now)
+        .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
+        .add_extension(x509.InvalidityDate(now - timedelta(days=2)), critical=False)
+        .build()
+    )
+    revocation = Revocation.of(entry)
+    assert revocation.compromised and revocation.at == now - timedelta(days=2)
+    plain = x509.RevokedCertificateBuilder().serial_number(8).revocation_date(now).build()
+    assert Revocation.of(plain) == Revocation(now, x509.ReasonFlags.unspecified) and not Revocation.of(plain).compromised
+
+
+def test_a_crl_near_its_next_update_is_renewed_with_its_revocations_and_a_fresh_one_is_left(tmp_path):
+    pki = DevPki(tmp_path / "pki", b"test passphrase")
+    pki.create(HOLDERS)
+    pki.revoke("ht-79000701", "superseded")
+    first = x509.load_pem_x509_crl(pki.crl_path.read_bytes())
+    assert not pki.renew_crl(), "thirty days ahead: nothing to do"
+    assert pki.renew_crl(due_within=timedelta(days=31))
+    renewed = x509.load_pem_x509_crl(pki.crl_path.read_bytes())
+    assert renewed.next_update_utc >= first.next_update_utc
+    assert renewed.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number > (
+        first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    )
+    assert [e.serial_number for e in renewed] == [e.serial_number for e in first]

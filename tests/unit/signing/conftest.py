@@ -1,4 +1,4 @@
-"""Fixtures for signing's unit tests: record versions, a repository, metrics, a PKI and actor tokens."""
+"""Fixtures for signing's unit tests: sealed record versions, a repository, metrics, a PKI and actor tokens."""
 
 from __future__ import annotations
 
@@ -11,33 +11,13 @@ from services.signing.metrics import SigningMetrics
 from services.signing.repository import InMemorySigningRepository
 from shared.contracts.grades import RecordVersion
 
-from .trust import SCHOOL, Trust, make_trust
-
-YEAR = "2025-2026"
-
-
-def record_version(n: int, version: int = 1, school_code: str = SCHOOL, **document: object) -> RecordVersion:
-    """Record n of class 6A1 (even n) or 6A2 (odd n)."""
-    return RecordVersion(
-        record_id=f"rec-{n:04d}",
-        version=version,
-        school_code=school_code,
-        school_year=YEAR,
-        student_ref=f"student-{n:04d}",
-        document={
-            "student_ref": f"student-{n:04d}",
-            "school_year": YEAR,
-            "class_name": f"6A{n % 2 + 1}",
-            "subjects": {"toan": {"year": "8.5"}, "ngu_van": {"year": "7.0"}},
-            "conduct": "Tốt",
-            **document,
-        },
-    )
+from .trust import Trust, make_trust
 
 
 @pytest.fixture
-def make_record() -> Callable[..., RecordVersion]:
-    return record_version
+def make_record(trust) -> Callable[..., RecordVersion]:
+    """Record n as grades publishes it (assembled and sealed), for the session's PKI."""
+    return trust.record
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""signing's use cases against the in-memory repository, a development PKI and real actor tokens."""
+"""signing's use cases against the in-memory repository, a development PKI, grades' seals and real actor tokens."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from services.signing import handlers
 from services.signing.domain import COMPLETED, OPEN, SignerRefused
 from services.signing.repository import InMemorySigningRepository
-from shared.auth import Unauthenticated
-from shared.contracts.base import derived_id
+from shared.auth import IssuerKey, Unauthenticated
+from shared.contracts.base import Acting, derived_id
 from shared.contracts.grades import RecordsReady
 from shared.contracts.signing import (
     BatchCompleted,
@@ -29,11 +29,11 @@ from shared.crypto.canonical import canonical_json, digest
 from shared.crypto.certs import from_x5c
 from shared.crypto.jws import protected_header, verify_detached
 from shared.crypto.record_signatures import check_record, signature_digest
+from shared.crypto.seal import record_claims, seal
 from shared.errors import InvalidMessage, NotFound
 from shared.outcome import Outcome
 
-from .conftest import YEAR
-from .trust import OTHER_SCHOOL, SCHOOL
+from .trust import OTHER_SCHOOL, SCHOOL, YEAR, record_version
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 WORKER = "signing-test-worker"
@@ -48,21 +48,22 @@ async def received(deps, make_record, count: int) -> None:
     await handlers.receive_records(ready([make_record(n) for n in range(count)]), deps)
 
 
+def homeroom_command(class_name: str = "6A1", **kw) -> RequestSignBatch:
+    """A homeroom teacher's "sign all" for their class, before anyone's token is on it."""
+    return RequestSignBatch(school_code=SCHOOL, school_year=YEAR, role="homeroom_teacher", class_name=class_name, **kw)
+
+
+def principal_command(school_code: str = SCHOOL, **kw) -> RequestSignBatch:
+    """The principal's one click, before anyone's token is on it."""
+    return RequestSignBatch(school_code=school_code, school_year=YEAR, role="principal", **kw)
+
+
 def homeroom_request(trust, class_name: str = "6A1", **kw) -> RequestSignBatch:
-    return RequestSignBatch(
-        school_code=SCHOOL,
-        school_year=YEAR,
-        role="homeroom_teacher",
-        class_name=class_name,
-        actor=trust.staff.homeroom_teacher(SCHOOL, class_name),
-        **kw,
-    )
+    return trust.staff.homeroom_teacher(SCHOOL, class_name).signs(homeroom_command(class_name, **kw))
 
 
 def principal_request(trust, school_code: str = SCHOOL, **kw) -> RequestSignBatch:
-    return RequestSignBatch(
-        school_code=school_code, school_year=YEAR, role="principal", actor=trust.staff.principal(school_code), **kw
-    )
+    return trust.staff.principal(school_code).signs(principal_command(school_code, **kw))
 
 
 async def plan(deps, command, per_chunk: int = 10) -> Outcome:
@@ -139,6 +140,57 @@ async def test_a_version_received_again_with_other_content_is_refused_and_the_re
     assert (await stored(deps.repo, 1)).digest == digest(make_record(1).document)
 
 
+def made_up(n: int) -> dict:
+    """What an attacker puts in a record: top marks and the top award."""
+    return {"subjects": {"toan": {"year": "10.0"}, "ngu_van": {"year": "10.0"}}, "award": "Học sinh Xuất sắc"}
+
+
+async def test_attack_a_made_up_record_without_grades_seal_is_never_stored_signed_or_archived(deps, trust, make_record):
+    """Reproduction 1: one `grades.record.ready.v1` with a made-up record, and no grades seal or grades' seal of
+    another version on it, is published by someone with a broker login. Signing does not keep it, so no one-click
+    batch signs it and nothing reaches the archive; the genuine version, arriving later, is kept and signed."""
+    genuine = [make_record(1), make_record(2)]
+    no_seal = record_version(1, **made_up(1))
+    borrowed_seal = record_version(2, **made_up(2)).model_copy(update={"seal": genuine[1].seal})
+    forged = ready([no_seal, borrowed_seal])
+    outcome = await handlers.receive_records(forged, deps)
+    assert not outcome.publish
+    [part] = outcome.rejected
+    assert (part.field, part.reason, [r.record_id for r in part.items]) == ("records", "invalid", ["rec-0001", "rec-0002"])
+    assert "rec-0001 v1 is not sealed by grades: it carries no seal by svc-grades" in part.explanation
+    assert "rec-0002 v1 is not sealed by grades: its seal does not verify over what it says" in part.explanation
+    assert await stored(deps.repo, 1) is None and await stored(deps.repo, 2) is None
+
+    signed_by_all = [await plan(deps, homeroom_request(trust, c)) for c in ("6A1", "6A2")]
+    signed_by_all.append(await plan(deps, principal_request(trust)))
+    for planned in signed_by_all:
+        [done] = planned.publish
+        assert isinstance(done, BatchCompleted) and done.records_total == 0, "nothing to sign, nothing to archive"
+
+    later = await handlers.receive_records(ready(genuine), deps)
+    assert not later.rejected and one(later, RecordsReceived).count == 2
+    assert (await stored(deps.repo, 1)).digest == digest(genuine[0].document)
+    for class_name in ("6A1", "6A2"):
+        await sign_all(deps, await plan(deps, homeroom_request(trust, class_name)))
+    signed = await sign_all(deps, await plan(deps, principal_request(trust)))
+    completed = [r for outcome in signed for r in one(outcome, RecordsCompleted).records]
+    assert [r.record for r in completed] == genuine, "the genuine, sealed versions are signed and go to the archive"
+
+
+async def test_a_record_sealed_by_another_service_than_grades_is_refused(deps, trust):
+    by_archive = seal(trust.signers.signer_for("archive"), record_claims(record_version(1)))
+    outcome = await handlers.receive_records(ready([record_version(1).model_copy(update={"seal": by_archive})]), deps)
+    [part] = outcome.rejected
+    assert "it is sealed by 'archive', not by svc-grades" in part.explanation
+    assert await stored(deps.repo, 1) is None
+
+
+async def test_a_sealed_record_keeps_its_seal_for_the_archive_to_show(deps, make_record):
+    record = make_record(1)
+    await handlers.receive_records(ready([record]), deps)
+    assert (await stored(deps.repo, 1)).record == record
+
+
 async def test_records_of_another_school_are_invalid(deps, make_record):
     with pytest.raises(InvalidMessage):
         await handlers.receive_records(ready([make_record(1, school_code="79000999")]), deps)
@@ -182,7 +234,9 @@ async def test_a_batch_id_cannot_be_reused_for_another_school_year(deps, trust, 
     await received(deps, make_record, 3)
     command = homeroom_request(trust)
     await plan(deps, command)
-    other = homeroom_request(trust).model_copy(update={"batch_id": command.batch_id, "school_year": "2024-2025"})
+    other = trust.staff.homeroom_teacher(SCHOOL, "6A1").signs(
+        homeroom_command().model_copy(update={"batch_id": command.batch_id, "school_year": "2024-2025"})
+    )
     with pytest.raises(InvalidMessage):
         await plan(deps, other)
 
@@ -212,15 +266,9 @@ async def test_a_batch_with_nothing_to_sign_completes_at_once(deps, registry, tr
 async def test_a_signature_by_the_wrong_person_is_refused_and_announced_with_the_reason(deps, trust, who, expected):
     staff = trust.staff
     command = {
-        "another class's homeroom teacher": homeroom_request(trust, "6A1").model_copy(
-            update={"actor": staff.homeroom_teacher(SCHOOL, "6A2")}
-        ),
-        "another school's principal": principal_request(trust).model_copy(
-            update={"actor": staff.principal(OTHER_SCHOOL)}
-        ),
-        "a homeroom teacher as principal": principal_request(trust).model_copy(
-            update={"actor": staff.homeroom_teacher(SCHOOL, "6A1")}
-        ),
+        "another class's homeroom teacher": staff.homeroom_teacher(SCHOOL, "6A2").signs(homeroom_command("6A1")),
+        "another school's principal": staff.principal(OTHER_SCHOOL).signs(principal_command()),
+        "a homeroom teacher as principal": staff.homeroom_teacher(SCHOOL, "6A1").signs(principal_command()),
     }[who]
     outcome = await plan(deps, command)
     assert isinstance(outcome.refused, SignerRefused) and expected in str(outcome.refused)
@@ -228,21 +276,45 @@ async def test_a_signature_by_the_wrong_person_is_refused_and_announced_with_the
     [told] = outcome.publish
     assert isinstance(told, BatchRefused)
     assert (told.code, told.batch_id) == ("wrong-signer", command.batch_id) and expected in told.reason
+    assert told.actor is None and told.by.subject == command_sender(trust, who)
     assert await deps.repo.batch(command.batch_id) is None
 
 
-async def test_a_request_without_a_valid_token_is_refused_and_announced(deps, trust):
-    forged = trust.staff.__class__(type(trust.issuer).generate("someone-else")).principal(SCHOOL)
-    for actor in (None, forged):
-        outcome = await plan(deps, principal_request(trust).model_copy(update={"actor": actor}))
-        assert isinstance(outcome.refused, Unauthenticated)
+def command_sender(trust, who: str) -> str:
+    return {
+        "another class's homeroom teacher": "gvcn-79000701-6A2",
+        "another school's principal": "ht-79000702",
+        "a homeroom teacher as principal": "gvcn-79000701-6A1",
+    }[who]
+
+
+async def test_a_request_without_a_valid_token_for_it_is_refused_and_announced(deps, trust):
+    stranger = type(trust.staff)(IssuerKey.generate("someone-else"))
+    other_batch = principal_request(trust)
+    refused_commands = {
+        "no token": principal_command(),
+        "a token from an unknown issuer key": stranger.principal(SCHOOL).signs(principal_command()),
+        "the token of another command": principal_command().model_copy(update={"actor": other_batch.actor}),
+    }
+    for why, command in refused_commands.items():
+        outcome = await plan(deps, command)
+        assert isinstance(outcome.refused, Unauthenticated), why
         [told] = outcome.publish
-        assert isinstance(told, BatchRefused) and told.code == "unauthenticated"
+        assert isinstance(told, BatchRefused) and told.code == "unauthenticated" and told.by is None, why
+    assert not deps.repo.batches
 
 
-async def test_a_revoked_certificate_may_not_sign(repo, metrics, own_trust, make_record):
+async def test_a_token_is_heard_by_signing_only(deps, trust, make_record):
+    """A token checked with another service's audience (what archive or grades accepts) is not signing's."""
+    await received(deps, make_record, 2)
+    as_archive = replace(deps, issuer_keys=trust.issuer.public_keys("archive"))
+    outcome = await plan(as_archive, principal_request(trust))
+    assert isinstance(outcome.refused, Unauthenticated) and "aud" in str(outcome.refused)
+
+
+async def test_a_revoked_certificate_may_not_sign(repo, metrics, own_trust):
     deps = own_trust.deps(repo, metrics)
-    await received(deps, make_record, 4)
+    await received(deps, own_trust.record, 4)
     own_trust.pki.revoke("gvcn-79000701-6A1", "key_compromise", at=T0 - timedelta(minutes=1))
     outcome = await plan(deps, homeroom_request(own_trust, "6A1"))
     assert outcome.refused.reason == "certificate-revoked" and "revoked" in str(outcome.refused)
@@ -250,9 +322,9 @@ async def test_a_revoked_certificate_may_not_sign(repo, metrics, own_trust, make
     assert other.refused is None and other.publish, "the other teacher still signs"
 
 
-async def test_a_certificate_revoked_during_a_batch_stops_its_remaining_chunks(repo, metrics, own_trust, make_record):
+async def test_a_certificate_revoked_during_a_batch_stops_its_remaining_chunks(repo, metrics, own_trust):
     deps = own_trust.deps(repo, metrics)
-    await received(deps, make_record, 40)
+    await received(deps, own_trust.record, 40)
     command = homeroom_request(own_trust, "6A1")
     work = (await plan(deps, command, per_chunk=5)).publish
     await handlers.sign_chunk(work[0], deps)
@@ -262,6 +334,7 @@ async def test_a_certificate_revoked_during_a_batch_stops_its_remaining_chunks(r
     [told] = outcome.publish
     assert (told.batch_id, told.code, told.role) == (command.batch_id, "certificate-revoked", "homeroom_teacher")
     assert told.message_id == derived_id(work[1].message_id, "refused")
+    assert told.by == Acting(subject="gvcn-79000701-6A1", roles=["homeroom_teacher"], school_code=SCHOOL)
     assert await signature_count(repo, 40) == 5
 
 
@@ -384,6 +457,24 @@ async def test_a_record_whose_content_changed_in_storage_is_not_signed(deps, tru
     assert await signature_count(deps.repo, 1) == 0
 
 
+async def test_events_say_who_acted_and_never_carry_a_token(deps, trust, make_record):
+    """Every event of a batch names who asked for it (`by`); none carries a token anyone could take and replay."""
+    await homeroom_signed(deps, trust, make_record, 3)
+    command = principal_request(trust)
+    planned = await plan(deps, command)
+    outcomes = await sign_all(deps, planned)
+    chunk = one(outcomes[0], ChunkSigned)
+    counted = await handlers.count_chunk(chunk, deps)
+    events = [*planned.publish, *(m for o in outcomes for m in o.publish), *counted.publish]
+    principal = Acting(subject="ht-79000701", roles=["principal"], school_code=SCHOOL)
+    assert {type(e) for e in events} >= {SignWork, RecordsCompleted, BatchProgress, BatchCompleted}
+    assert all(e.actor is None for e in events)
+    assert all(e.by == principal for e in events)
+    by_grades = Acting(subject="svc-grades", roles=["service"])
+    received_event = one(await handlers.receive_records(ready([make_record(7)], by=by_grades), deps), RecordsReceived)
+    assert received_event.actor is None and received_event.by == by_grades
+
+
 # --- counting chunks -------------------------------------------------------------------------
 
 
@@ -431,21 +522,25 @@ async def test_chunks_of_unknown_batches_or_beyond_the_plan_are_rejected(deps, t
 # --- amendments ------------------------------------------------------------------------------
 
 
-def amendment(trust, make_record, actor: str, version: int = 2, **kw) -> RequestAmendment:
-    return RequestAmendment(
-        record=make_record(3, version=version, conduct="Khá"),
-        supersedes=1,
-        reason_code="conduct-correction",
-        note="Sửa kết quả rèn luyện theo biên bản họp",
-        actor=actor,
-        **kw,
+def amendment(make_record, person, version: int = 2, **kw) -> RequestAmendment:
+    """`person` asks to amend record 3 (what they send: the corrected version, without grades' seal)."""
+    return person.signs(
+        RequestAmendment(
+            record=make_record(3, version=version, conduct="Khá"),
+            supersedes=1,
+            reason_code="conduct-correction",
+            note="Sửa kết quả rèn luyện theo biên bản họp",
+            **kw,
+        )
     )
 
 
-async def test_the_issuing_school_amends_a_record_which_is_then_signed_again(deps, trust, make_record):
-    command = amendment(trust, make_record, trust.staff.principal(SCHOOL))
+async def test_the_issuing_school_amends_a_record_which_is_then_signed_again(deps, trust):
+    command = amendment(record_version, trust.staff.principal(SCHOOL))
     [received_event] = (await handlers.receive_amendment(command, deps)).publish
     assert (received_event.record_id, received_event.version, received_event.supersedes) == ("rec-0003", 2, 1)
+    assert received_event.actor is None
+    assert received_event.by == Acting(subject="ht-79000701", roles=["principal"], school_code=SCHOOL)
     kept = await stored(deps.repo, 3, version=2)
     assert kept.record.document["amendment"] == {
         "supersedes": 1,
@@ -453,7 +548,7 @@ async def test_the_issuing_school_amends_a_record_which_is_then_signed_again(dep
         "note": "Sửa kết quả rèn luyện theo biên bản họp",
         "requested_by": "ht-79000701",
     }
-    assert kept.digest == digest(kept.record.document)
+    assert kept.digest == digest(kept.record.document) and kept.record.seal is None
     teacher = await plan(deps, homeroom_request(trust, "6A2"))
     assert [(k.record_id, k.version) for w in teacher.publish for k in w.records] == [("rec-0003", 2)]
     [again] = (await handlers.receive_amendment(command, deps)).publish
@@ -461,11 +556,23 @@ async def test_the_issuing_school_amends_a_record_which_is_then_signed_again(dep
     assert await deps.repo.add_records([kept]) == 0, "kept once"
 
 
-async def test_only_the_issuing_school_may_amend(deps, trust, make_record):
-    for actor in (trust.staff.principal(OTHER_SCHOOL), trust.staff.homeroom_teacher(SCHOOL, "6A2")):
+async def test_the_school_records_administrator_may_amend_and_a_seal_sent_along_is_dropped(deps, trust, make_record):
+    command = amendment(make_record, trust.staff.school_admin(SCHOOL))
+    assert command.record.seal is not None
+    [received_event] = (await handlers.receive_amendment(command, deps)).publish
+    assert received_event.by.subject == "admin-79000701"
+    kept = await stored(deps.repo, 3, version=2)
+    assert kept.record.seal is None and kept.record.document["amendment"]["requested_by"] == "admin-79000701"
+
+
+async def test_only_the_issuing_school_may_amend(deps, trust):
+    for person in (trust.staff.principal(OTHER_SCHOOL), trust.staff.homeroom_teacher(SCHOOL, "6A2")):
         with pytest.raises(SignerRefused) as refused:
-            await handlers.receive_amendment(amendment(trust, make_record, actor), deps)
+            await handlers.receive_amendment(amendment(record_version, person), deps)
         assert refused.value.reason == "wrong-school"
     with pytest.raises(InvalidMessage, match="later version"):
-        await handlers.receive_amendment(amendment(trust, make_record, trust.staff.principal(SCHOOL), version=1), deps)
+        await handlers.receive_amendment(amendment(record_version, trust.staff.principal(SCHOOL), version=1), deps)
+    with pytest.raises(Unauthenticated):
+        await handlers.receive_amendment(amendment(record_version, trust.staff.principal(SCHOOL)).model_copy(
+            update={"actor": None}), deps)
     assert await stored(deps.repo, 3, version=2) is None and await stored(deps.repo, 3, version=1) is None
