@@ -1,12 +1,13 @@
-"""sync's composition root: bus, outbox repository, ministry client, actor-token keys, metrics, routes and the relay."""
+"""sync's composition root: bus, outbox repository, ministry client, actor-token keys, the PKI's trust, metrics,
+routes and the relay."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 
 import httpx
-from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.sync import handlers
@@ -17,6 +18,8 @@ from services.sync.ministry import Ministry, Tls
 from services.sync.repository import INDEXES, MongoOutboxRepository, OutboxRepository
 from services.sync.router import register_routes
 from shared.auth import issuer_keys_for
+from shared.crypto.certs import ReloadingTrust, TrustStore
+from shared.crypto.pki import DevPki
 from shared.messaging import Bus
 from shared.service import Loop, Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
@@ -35,19 +38,27 @@ def ministry_client(settings: Settings, client: httpx.AsyncClient | None = None)
     )
 
 
+def pki_trust(settings: Settings) -> Callable[[], TrustStore]:
+    """The configured PKI's trust anchor and CRL (read again when they change): what the archive's seals must chain to."""
+    pki = DevPki.from_settings(settings)
+    return ReloadingTrust(pki.anchor_path, [pki.crl_path])
+
+
 def build_app(
     settings: Settings,
     *,
     repository: OutboxRepository | None = None,
     mongo: AsyncMongoClient | None = None,
-    registry: CollectorRegistry | None = None,
     http_client: httpx.AsyncClient | None = None,
     policy: DeliveryPolicy | None = None,
+    trust: Callable[[], TrustStore] | None = None,
 ) -> ServiceApp:
-    """The policy defaults to `settings.sync_max_attempts` attempts per entry, the relay looking every second."""
+    """The policy defaults to `settings.sync_max_attempts` attempts per entry, the relay looking every second;
+    `trust` (what the archive's seals and checkpoint signatures must chain to) to the PKI at `settings.pki_path()`.
+    Operators' tokens are checked with the issuer keys at `settings.actor_issuer_jwks`, sync as their audience."""
     # One INFO line per request to the ministry would drown the service's own log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    bus = Bus(settings, NAME, registry)
+    bus = Bus(settings, NAME)
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
     ministry = ministry_client(settings, http_client)
     policy = policy or DeliveryPolicy(max_attempts=settings.sync_max_attempts)
@@ -55,7 +66,8 @@ def build_app(
         repo=repository or MongoOutboxRepository(storage.database(settings, NAME)),
         ministry=ministry,
         metrics=SyncMetrics(bus.registry),
-        issuer_keys=issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer),
+        issuer_keys=issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME),
+        trust=trust or pki_trust(settings),
         deliveries_per_step=settings.chunk_size,
         policy=policy,
     )

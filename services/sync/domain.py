@@ -1,4 +1,5 @@
-"""Delivery rules, pure: outbox entries, the ministry payload, answers, back-off, parking, operators, reconciliation."""
+"""Delivery rules, pure: what the archive vouches for, outbox entries, the ministry payload, answers, back-off,
+parking, operators, reconciliation."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from typing import Any
 
 from shared.auth import Actor, Role
 from shared.contracts.archive import ArchivedRecord, Checkpoint
+from shared.crypto.archive_log import check_checkpoint
+from shared.crypto.canonical import canonical_json, sha256_hex
+from shared.crypto.certs import TrustStore
+from shared.crypto.pki import ARCHIVE_SUBJECT
+from shared.crypto.record_signatures import ChainCache
+from shared.crypto.seal import archived_claims, seal_problems
 from shared.errors import Forbidden
 
 PENDING = "pending"
@@ -45,6 +52,60 @@ RECORD_FIELDS = (
     "complete",
     "missing",
 )
+
+
+# -- what the archive vouches for -------------------------------------------------------------
+#
+# The broker is not a trust boundary: an archived record version goes to the ministry only when
+# the archive's seal on it verifies against the PKI and its document is the one its digest names;
+# a checkpoint only when the archive's signature on it verifies.
+
+
+def archived_problems(
+    record: ArchivedRecord, trust: TrustStore, at: datetime, chains: ChainCache | None = None
+) -> list[str]:
+    """Why `record` is not shown to come from the archive as it is (none when it is).
+
+    The archive's seal covers everything but the document; the document is bound through `digest`,
+    so it must be the document whose canonical JSON hashes to that digest.
+    """
+    problems = seal_problems(record.seal, archived_claims(record), trust, ARCHIVE_SUBJECT, at, chains)
+    if sha256_hex(canonical_json(record.document)) != record.digest:
+        problems.append("its document does not match its digest")
+    return problems
+
+
+@dataclass(frozen=True)
+class Vouched:
+    """The records of one RecordsArchived event the archive vouches for, and the others with why not."""
+
+    records: list[ArchivedRecord]
+    refused: list[tuple[ArchivedRecord, list[str]]]
+
+    def explanation(self) -> str:
+        """Each refused version by record id and version, and why: never what the record says."""
+        return "; ".join(
+            f"{r.record_id} v{r.version}: {', '.join(problems)}" for r, problems in self.refused
+        )
+
+
+def vouched_for(records: Iterable[ArchivedRecord], trust: TrustStore, at: datetime) -> Vouched:
+    """Split archived record versions into those the archive vouches for and the refused ones."""
+    chains = ChainCache()
+    good: list[ArchivedRecord] = []
+    refused: list[tuple[ArchivedRecord, list[str]]] = []
+    for record in records:
+        problems = archived_problems(record, trust, at, chains)
+        if problems:
+            refused.append((record, problems))
+        else:
+            good.append(record)
+    return Vouched(good, refused)
+
+
+def checkpoint_problems(checkpoint: Checkpoint, trust: TrustStore) -> list[str]:
+    """Why `checkpoint` is not shown to be signed by the archive's certificate from the PKI (none when it is)."""
+    return check_checkpoint(checkpoint, trust).failed
 
 
 @dataclass(frozen=True)

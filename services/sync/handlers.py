@@ -1,5 +1,10 @@
 """sync's use cases: take archived records and checkpoints into the outbox, deliver what is due, answer operators.
 
+Only what the archive vouches for enters the outbox: an archived record version whose archive seal
+verifies against the PKI and whose document matches its digest, a checkpoint whose archive signature
+verifies. Anything else is refused and never reaches the ministry. Operators' requests carry an
+operator's actor token for sync; the archive's events carry none.
+
 Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): the deliveries
 to announce, or the answer to an operator's request. The relay's step, `deliver_due`, has the same
 shape without a message. A request that is refused, or that cannot be answered now, raises.
@@ -35,9 +40,11 @@ from services.sync.domain import (
     Receipt,
     Reconciliation,
     after_failure,
+    checkpoint_problems,
     new_checkpoint_entry,
     new_entry,
     receipt_from,
+    vouched_for,
 )
 from services.sync.metrics import SyncMetrics
 from services.sync.repository import OutboxRepository
@@ -59,8 +66,9 @@ from shared.contracts.sync import (
     RetryParked,
     SyncStatus,
 )
-from shared.errors import HocbaError, Unavailable
-from shared.outcome import Outcome
+from shared.crypto.certs import TrustStore
+from shared.errors import HocbaError, InvalidMessage, Unavailable
+from shared.outcome import Outcome, RejectedPart
 
 log = logging.getLogger("hocba.sync")
 
@@ -84,8 +92,10 @@ class Deps:
     repo: OutboxRepository
     ministry: MinistryApi
     metrics: SyncMetrics
-    #: Public keys of the actor-token issuer (None: every operator's command is refused).
+    #: Public keys of the actor-token issuer, with sync as the audience (None: every operator's request is refused).
     issuer_keys: IssuerKeys | None
+    #: The PKI's trust anchor and CRL: the archive's seals and checkpoint signatures are checked against it.
+    trust: Callable[[], TrustStore]
     #: Due entries one step of the relay delivers at most; a step that finds this many runs again at once.
     deliveries_per_step: int
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
@@ -106,21 +116,41 @@ class Round:
 
 
 async def accept_archived(event: RecordsArchived, deps: Deps) -> Outcome:
-    """Put each archived record version in the outbox once, then deliver this chunk's due entries.
+    """Put each archived record version the archive vouches for in the outbox once, then deliver this chunk's due entries.
 
-    A redelivered event finds its entries already there (delivered, or held by another sender)
-    and delivers, and announces, nothing new.
+    A version without a good archive seal, or whose document is not the one its digest names, is
+    refused (dead-lettered as an invalid part, by record id and why) and never delivered; the rest
+    of the event goes on. A redelivered event finds its entries already there (delivered, or held
+    by another sender) and delivers, and announces, nothing new.
     """
     now = deps.clock()
-    entries = {e.key: e for e in (new_entry(r, now) for r in event.records)}
+    vouched = vouched_for(event.records, deps.trust(), now)
+    rejected: list[RejectedPart] = []
+    if vouched.refused:
+        explanation = f"not vouched for by the archive: {vouched.explanation()}"
+        log.warning("refused %d of %d archived record versions, %s", len(vouched.refused), len(event.records), explanation)
+        rejected.append(RejectedPart("records", [r for r, _ in vouched.refused], "invalid", explanation))
+    entries = {e.key: e for e in (new_entry(r, now) for r in vouched.records)}
+    if not entries:
+        return Outcome(rejected=rejected)
     await deps.repo.add_new(list(entries.values()))
     done = await deliver(deps, list(entries), limit=len(entries))
-    return Outcome(publish=delivered_events(derived_id(event.message_id, "delivered"), done.receipts))
+    return Outcome(publish=delivered_events(derived_id(event.message_id, "delivered"), done.receipts), rejected=rejected)
 
 
 async def accept_checkpoint(event: CheckpointIssued, deps: Deps) -> Outcome:
-    """Put an archive checkpoint in the outbox once (one entry per origin and tree size), then deliver it."""
-    entry = new_checkpoint_entry(event.checkpoint, deps.clock())
+    """Put an archive checkpoint in the outbox once (one entry per origin and tree size), then deliver it.
+
+    Refused (InvalidMessage), and never delivered, unless the archive's certificate from the PKI signed it.
+    """
+    checkpoint = event.checkpoint
+    problems = checkpoint_problems(checkpoint, deps.trust())
+    if problems:
+        raise InvalidMessage(
+            f"checkpoint {checkpoint.origin} of size {checkpoint.tree_size} is not vouched for by the archive: "
+            + "; ".join(problems)
+        )
+    entry = new_checkpoint_entry(checkpoint, deps.clock())
     await deps.repo.add_new([entry])
     done = await deliver(deps, [entry.key], limit=1)
     return Outcome(publish=delivered_events(derived_id(event.message_id, "delivered"), done.receipts))
@@ -253,7 +283,11 @@ def delivered_events(message_id: str, receipts: list[Receipt]) -> list[Message]:
 
 
 async def status(request: GetSyncStatus, deps: Deps) -> Outcome:
-    """The outbox at a glance: counts by kind and status, the oldest waiting entry, the parked ones."""
+    """The outbox at a glance: counts by kind and status, the oldest waiting entry, the parked ones.
+
+    Refused (Forbidden) without a valid actor token of an operator.
+    """
+    domain.authorise_operator(require_actor(request, deps.issuer_keys))
     summary = await deps.repo.summary(request.parked_limit)
     now = deps.clock()
     last = summary.last_checkpoint
@@ -278,7 +312,7 @@ async def retry_parked(command: RetryParked, deps: Deps) -> Outcome:
 
     Refused (Forbidden) without a valid actor token of an operator.
     """
-    actor = require_actor(command.actor, deps.issuer_keys)
+    actor = require_actor(command, deps.issuer_keys)
     domain.authorise_operator(actor)
     wanted = sorted(set(command.keys)) or None
     resumed = await deps.repo.resume(wanted, deps.clock())
@@ -293,8 +327,9 @@ async def reconcile(request: Reconcile, deps: Deps) -> Outcome:
     """Compare, key by key, sync's outbox and receipts with every acknowledgement the ministry lists.
 
     When the comparison cannot be made (the ministry unreachable, say), the operator is told why
-    (Unavailable) rather than left waiting.
+    (Unavailable) rather than left waiting. Refused (Forbidden) without a valid actor token of an operator.
     """
+    domain.authorise_operator(require_actor(request, deps.issuer_keys))
     try:
         report = await compared(deps, request.limit)
     except HocbaError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -16,12 +17,15 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from hocba.ministry_simulator import ReceiptStore
+from hocba.staff import Staff
 from services.sync.app import build_app
 from services.sync.domain import DELIVERED, DeliveryPolicy
+from shared.auth import IssuerKey
 from shared.contracts.sync import Reconcile, ReconcileReport, RecordsDelivered
 from shared.service import ServiceApp
 from tests.integration.test_sync_integration import archived, eventually, simulator
 from tests.support import drain, free_port, probing, running
+from tests.unit.sync.sealed import trust
 
 N = 12
 #: Quick retries, the relay looking ten times a second; the lease outlasts the ministry timeout so a
@@ -30,6 +34,9 @@ POLICY = DeliveryPolicy(
     max_attempts=100, base_seconds=0.1, cap_seconds=0.4, lease_seconds=20.0, relay_interval_seconds=0.1
 )
 TIMEOUT = 0.5
+ISSUER = IssuerKey.generate("test-school-app")
+#: Who asks sync for a reconciliation: an operator, with a token for each request.
+OPERATOR = Staff(ISSUER).operator()
 
 
 @dataclass
@@ -67,18 +74,23 @@ class Harness:
         await eventually(done, timeout=timeout, what=f"{N} delivered entries")
 
     async def reconcile(self) -> ReconcileReport:
-        """Reconcile through sync's request route, as `hocba sync reconcile` does."""
-        return await self.service.bus.request(Reconcile(limit=50), ReconcileReport, timeout=30)
+        """Reconcile through sync's request route, as `hocba sync reconcile` does: an operator's request."""
+        return await self.service.bus.request(OPERATOR.signs(Reconcile(limit=50)), ReconcileReport, timeout=30)
 
 
 @pytest.fixture
-async def harness(mongo_client, settings) -> AsyncIterator[Harness]:
+async def harness(mongo_client, settings, tmp_path) -> AsyncIterator[Harness]:
     store = ReceiptStore()
+    jwks = tmp_path / "issuer.jwks.json"
+    jwks.write_text(json.dumps({"keys": [ISSUER.key.as_dict(private=False)]}))
     async with simulator(store, free_port()) as url:
         service = build_app(
-            settings.model_copy(update={"ministry_url": url, "ministry_timeout_seconds": TIMEOUT}),
+            settings.model_copy(
+                update={"ministry_url": url, "ministry_timeout_seconds": TIMEOUT, "actor_issuer_jwks": jwks}
+            ),
             mongo=mongo_client,
             policy=POLICY,
+            trust=trust,
         )
         db = mongo_client[settings.names().database("sync")]
         async with probing(settings, RecordsDelivered) as probes, running(service):

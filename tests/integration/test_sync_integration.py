@@ -1,4 +1,8 @@
-"""sync against real RabbitMQ, the MongoDB-wire server and the ministry simulator served over HTTP."""
+"""sync against real RabbitMQ, the MongoDB-wire server and the ministry simulator served over HTTP.
+
+The archived records are sealed by the archive's certificate of a small test PKI, which sync is
+given as its trust store (`trust`).
+"""
 
 from __future__ import annotations
 
@@ -25,9 +29,11 @@ from hocba.keys import dev_issuer
 from hocba.ministry_simulator import ReceiptStore, create_app
 from services.sync.app import build_app
 from services.sync.domain import DELIVERED, PENDING, DeliveryPolicy
-from shared.contracts.archive import ArchivedRecord, RecordsArchived
+from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.sync import ReconcileReport, RecordsDelivered, SyncStatus
+from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests.support import drain, free_port, probing, running
+from tests.unit.sync.sealed import archived_record, signed_checkpoint, trust
 
 FAST = DeliveryPolicy(max_attempts=50, base_seconds=0.2, cap_seconds=0.5, lease_seconds=30.0)
 #: FAST, with the relay looking for due entries five times a second.
@@ -35,23 +41,20 @@ EAGER = replace(FAST, relay_interval_seconds=0.2)
 
 
 def archived(n: int, school: str = "79000702") -> RecordsArchived:
+    """n record versions of `school` as the archive announces them: sealed by its certificate."""
     return RecordsArchived(
         records=[
-            ArchivedRecord(
-                record_id=f"hb-{school}-{i:04d}",
-                version=1,
-                school_code=school,
-                school_year="2025-2026",
-                student_ref=f"s-{i}",
-                seq=i,
-                entry_hash=f"{i:064x}",
-                digest=f"{i + 11:064x}",
-                document={
+            archived_record(
+                f"hb-{school}-{i:04d}",
+                i,
+                {
                     "record_id": f"hb-{school}-{i:04d}",
                     "student": {"identity": {"personal_id": f"0792120{i:05d}", "full_name": "Lê Minh Châu"}},
                     "subjects": [{"name": "Toán", "year": {"average": "8.5"}}],
                     "learning_result": {"year": "Tốt"},
                 },
+                school_code=school,
+                student_ref=f"s-{i}",
             )
             for i in range(n)
         ]
@@ -96,7 +99,7 @@ async def test_each_record_version_reaches_the_ministry_once(mongo_client, setti
     store = ReceiptStore()
     event = archived(12)
     async with simulator(store, free_port()) as url:
-        service = build_app(settings.model_copy(update={"ministry_url": url}), mongo=mongo_client, policy=FAST)
+        service = build_app(settings.model_copy(update={"ministry_url": url}), mongo=mongo_client, policy=FAST, trust=trust)
         async with probing(settings, RecordsDelivered) as probes, running(service):
             await service.bus.publish(event)
             await service.bus.publish(event)  # a redelivery
@@ -128,7 +131,7 @@ async def test_entries_wait_through_a_ministry_outage_and_drain_after_it(mongo_c
     port = free_port()
     async with simulator(store, port) as url:
         pass  # the ministry was there, and now it is down
-    service = build_app(settings.model_copy(update={"ministry_url": url}), mongo=mongo_client, policy=EAGER)
+    service = build_app(settings.model_copy(update={"ministry_url": url}), mongo=mongo_client, policy=EAGER, trust=trust)
     db = mongo_client[settings.names().database("sync")]
     async with running(service):
         await service.bus.publish(archived(5))
@@ -155,6 +158,41 @@ async def test_entries_wait_through_a_ministry_outage_and_drain_after_it(mongo_c
     assert service.registry.get_sample_value("hocba_sync_backlog_entries") == 0
 
 
+async def test_attack_a_forged_records_archived_event_gets_no_ministry_receipt(mongo_client, settings):
+    """Reproduction (issue 9, 2): a RecordsArchived event with a made-up record and digest, and a checkpoint
+    nobody signed, published on the broker by anyone with a broker login, got a ministry receipt through sync."""
+    store = ReceiptStore()
+    genuine = archived(1).records[0]
+    made_up = genuine.model_copy(
+        update={"digest": "f" * 64, "seal": None, "document": {**genuine.document, "awards": ["Học sinh Xuất sắc"]}}
+    )
+    checkpoint = signed_checkpoint(1).checkpoint
+    unsigned = CheckpointIssued(checkpoint=checkpoint.model_copy(update={"signature": "e30..c2ln"}))
+    async with simulator(store, free_port()) as url:
+        service = build_app(settings.model_copy(update={"ministry_url": url}), mongo=mongo_client, policy=EAGER, trust=trust)
+        db = mongo_client[settings.names().database("sync")]
+        names = settings.names()
+        async with running(service):
+            await service.bus.publish(RecordsArchived(records=[made_up]))
+            await service.bus.publish(unsigned)
+            dead = {
+                message.ROUTING_KEY: await drain(
+                    settings.amqp_url, names.dead_letter_queue(service.topology.queue_name(message.ROUTING_KEY)), timeout=10
+                )
+                for message in (RecordsArchived, CheckpointIssued)
+            }
+            await asyncio.sleep(1.0)  # relay ticks: nothing may be sent
+
+    assert store.stats()["requests"] == 0 and store.receipts == {} and store.checkpoints == {}
+    assert await db["outbox"].count_documents({}) == 0
+    [records] = dead[RecordsArchived.ROUTING_KEY]
+    assert records.headers[REASON_HEADER] == "invalid"
+    assert f"{genuine.record_id} v1: it carries no seal by archive" in records.headers[ERROR_HEADER]
+    assert "0792120" not in records.headers[ERROR_HEADER]
+    [checkpoints] = dead[CheckpointIssued.ROUTING_KEY]
+    assert checkpoints.headers[REASON_HEADER] == "invalid"
+
+
 def hocba(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from hocba.cli import main; main()", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=60
@@ -166,7 +204,7 @@ async def test_the_sync_commands_talk_to_a_running_sync(mongo_client, settings, 
     store = ReceiptStore()
     async with simulator(store, free_port()) as url:
         settings = settings.model_copy(update={"ministry_url": url, "actor_issuer_jwks": jwks})
-        service = build_app(settings, mongo=mongo_client, policy=EAGER)
+        service = build_app(settings, mongo=mongo_client, policy=EAGER, trust=trust)
         env = {"AMQP_URL": settings.amqp_url, "HOCBA_NAMESPACE": settings.namespace, "HOCBA_DATA_DIR": str(tmp_path)}
         async with running(service):
             store.faults.update({"fail_next": 3, "fail_status": 422})
@@ -268,6 +306,7 @@ async def test_delivery_over_mutual_tls_needs_the_configured_ca_and_client_certi
             settings.model_copy(update={"ministry_url": url}),
             mongo=mongo_client,
             policy=replace(FAST, relay_interval_seconds=30),
+            trust=trust,
         )
         db = mongo_client[settings.names().database("sync")]
         async with running(untrusted):
@@ -291,6 +330,7 @@ async def test_delivery_over_mutual_tls_needs_the_configured_ca_and_client_certi
             ),
             mongo=mongo_client,
             policy=EAGER,
+            trust=trust,
         )
         async with running(trusted):
 

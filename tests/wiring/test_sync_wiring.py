@@ -1,20 +1,24 @@
-"""sync's app on the broker, delivering to the ministry simulator in-process: routing, announcements, replies, refusals."""
+"""sync's app on the broker, delivering to the ministry simulator in-process: routing, announcements, replies, refusals.
+
+What the archive sends is sealed (records) and signed (checkpoints) by the archive's certificate of a
+small test PKI, which sync is given as its trust store; operators sign each request with their token.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from hocba.ministry_simulator import ReceiptStore, create_app
+from hocba.staff import Staff
 from services.sync.app import build_app
 from services.sync.domain import DELIVERED, PARKED, PENDING
 from services.sync.repository import InMemoryOutboxRepository
-from shared.auth import Actor, IssuerKey, issue_token
-from shared.contracts.archive import ArchivedRecord, Checkpoint, CheckpointIssued, RecordsArchived
-from shared.contracts.base import derived_id
+from shared.auth import IssuerKey
+from shared.contracts.archive import CheckpointIssued, RecordsArchived
+from shared.contracts.base import Message, derived_id
 from shared.contracts.sync import (
     CheckpointDelivered,
     GetSyncStatus,
@@ -26,25 +30,24 @@ from shared.contracts.sync import (
     SyncStatus,
 )
 from shared.errors import Refused
-from shared.messaging import REASON_HEADER
+from shared.messaging import ERROR_HEADER, REASON_HEADER
+from tests.unit.sync.sealed import archived_record, dev_pki, sealed, signed_checkpoint, trust
 from tests.wiring.conftest import dead_letters, probe
 
 ISSUER = IssuerKey.generate("test-school-app")
+STAFF = Staff(ISSUER)
+OPERATOR = STAFF.operator()
 
 
 def archived(n: int) -> RecordsArchived:
+    """n record versions as the archive announces them: sealed by its certificate."""
     return RecordsArchived(
         records=[
-            ArchivedRecord(
-                record_id=f"hb-79000701-{i:04d}",
-                version=1,
-                school_code="79000701",
-                school_year="2025-2026",
+            archived_record(
+                f"hb-79000701-{i:04d}",
+                i,
+                {"student": {"identity": {"personal_id": f"0792120{i:05d}"}}, "learning_result": {"year": "Tốt"}},
                 student_ref=f"s-{i}",
-                seq=i,
-                entry_hash=f"{i:064x}",
-                digest=f"{i + 7:064x}",
-                document={"student": {"identity": {"personal_id": f"0792120{i:05d}"}}, "learning_result": {"year": "Tốt"}},
             )
             for i in range(n)
         ]
@@ -52,25 +55,8 @@ def archived(n: int) -> RecordsArchived:
 
 
 def checkpoint(tree_size: int) -> CheckpointIssued:
-    return CheckpointIssued(
-        checkpoint=Checkpoint(
-            origin="hocba.test/archive",
-            tree_size=tree_size,
-            root_hash=f"{tree_size:064x}",
-            issued_at=datetime(2026, 5, 20, tzinfo=UTC),
-            signature="e30..c2ln",
-        )
-    )
-
-
-def operator_token(*roles: str) -> str:
-    actor = Actor(
-        subject="ops-1",
-        roles=frozenset(roles or {"operator"}),
-        school_code="",
-        expires_at=datetime.now(UTC) + timedelta(hours=1),
-    )
-    return issue_token(ISSUER, actor)
+    """A checkpoint signed by the archive's certificate."""
+    return signed_checkpoint(tree_size)
 
 
 @pytest.fixture
@@ -90,7 +76,7 @@ def operator_settings(settings, tmp_path):
 async def service(operator_settings, store):
     repo = InMemoryOutboxRepository()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(store))) as client:
-        yield build_app(operator_settings, repository=repo, http_client=client), repo
+        yield build_app(operator_settings, repository=repo, http_client=client, trust=trust), repo
 
 
 def sample(svc, name: str, labels: dict[str, str] | None = None) -> float | None:
@@ -184,33 +170,100 @@ async def test_operators_ask_for_status_retry_and_reconciliation_by_request_and_
         await wire.send(archived(2))
         assert set((await statuses(repo)).values()) == {PARKED}
 
-        status = await wire.request(GetSyncStatus(), SyncStatus)
+        status = await wire.request(OPERATOR.signs(GetSyncStatus()), SyncStatus)
         assert (status.parked, len(status.parked_entries)) == (2, 2)
 
-        resumed = await wire.request(RetryParked(actor=operator_token()), RetryOutcome)
+        resumed = await wire.request(OPERATOR.signs(RetryParked()), RetryOutcome)
         assert resumed.resumed == 2 and set((await statuses(repo)).values()) == {PENDING}
 
-        report = await wire.request(Reconcile(), ReconcileReport)
+        report = await wire.request(OPERATOR.signs(Reconcile()), ReconcileReport)
         assert report.error is None and report.waiting[PENDING] == 2 and report.consistent
 
 
-@pytest.mark.parametrize(
-    ("actor", "reason"),
-    [(None, "unauthenticated"), (operator_token("principal"), "not-an-operator")],
+ANSWERS: dict[type[Message], type] = {GetSyncStatus: SyncStatus, Reconcile: ReconcileReport, RetryParked: RetryOutcome}
+NOT_AN_OPERATOR = pytest.mark.parametrize(
+    ("signed", "reason"),
+    [
+        (lambda m: m, "unauthenticated"),
+        (lambda m: STAFF.school_admin("79000701").signs(m), "not-an-operator"),
+        (lambda m: STAFF.principal("79000701").signs(m), "not-an-operator"),
+    ],
+    ids=["no token", "a school administrator's token", "a principal's token"],
 )
-async def test_a_retry_by_anyone_but_an_operator_is_answered_with_the_refusal_and_counted(
-    service, store, wired, actor, reason
+
+
+@pytest.mark.parametrize("request_type", [GetSyncStatus, Reconcile], ids=lambda t: t.__name__)
+@NOT_AN_OPERATOR
+async def test_attack_status_or_reconciliation_by_anyone_but_an_operator_is_answered_with_the_refusal_and_counted(
+    service, store, wired, request_type, signed, reason
 ):
+    """Reproduction (issue 9, 3): `hocba sync status/reconcile` answered anyone with a broker login."""
+    await refused_and_counted(service, store, wired, signed(request_type()), reason)
+
+
+@NOT_AN_OPERATOR
+async def test_a_retry_by_anyone_but_an_operator_is_answered_with_the_refusal_and_counted(
+    service, store, wired, signed, reason
+):
+    await refused_and_counted(service, store, wired, signed(RetryParked()), reason)
+
+
+async def refused_and_counted(service, store, wired, request: Message, reason: str) -> None:
+    """One parked entry; `request` is answered with the refusal, counted, and changes nothing."""
     svc, repo = service
     store.faults.fail_status, store.fail_next = 400, 1
-    queue = svc.topology.queue_name(RetryParked.ROUTING_KEY)
+    queue = svc.topology.queue_name(request.ROUTING_KEY)
     async with wired(svc) as wire:
         await wire.send(archived(1))
+        requests = store.requests
         with pytest.raises(Refused) as refused:
-            await wire.request(RetryParked(actor=actor), RetryOutcome)
+            await wire.request(request, ANSWERS[type(request)])
     assert refused.value.reason == reason
     assert set((await statuses(repo)).values()) == {PARKED}
+    assert store.requests == requests
     assert sample(svc, "hocba_messages_refused_total", {"queue": queue, "reason": reason}) == 1
+
+
+async def test_attack_a_forged_records_archived_event_is_dead_lettered_and_never_delivered(service, store, wired):
+    """Reproduction (issue 9, 2): a RecordsArchived event with a made-up digest, published by anyone with a broker login."""
+    svc, repo = service
+    seen = probe(svc, RecordsDelivered)
+    dead = dead_letters(svc, RecordsArchived)
+    genuine = archived(2)
+    made_up = genuine.records[1].model_copy(
+        update={"record_id": "hb-79000701-0666", "digest": "f" * 64, "seal": None, "document": {"awards": ["top"]}}
+    )
+    by_grades = sealed(archived_record("hb-79000701-0777", 7, {"learning_result": {"year": "Tốt"}}), dev_pki().signer("svc-grades"))
+    event = RecordsArchived(records=[genuine.records[0], made_up, by_grades])
+    async with wired(svc) as wire:
+        await wire.send(event)
+
+    assert set(store.receipts) == {"hb-79000701-0000:1"}, "a forged record reached the ministry"
+    assert set(await statuses(repo)) == {"hb-79000701-0000:1"}
+    assert [[d.record_id for d in m.deliveries] for m in seen] == [["hb-79000701-0000"]]
+    [(body, headers)] = dead
+    assert [r["record_id"] for r in body["records"]] == ["hb-79000701-0666", "hb-79000701-0777"]
+    assert headers[REASON_HEADER] == "invalid"
+    assert "hb-79000701-0666 v1: it carries no seal by archive" in headers[ERROR_HEADER]
+    assert "hb-79000701-0777 v1: it is sealed by 'svc-grades'" in headers[ERROR_HEADER]
+    queue = svc.topology.queue_name(RecordsArchived.ROUTING_KEY)
+    assert sample(svc, "hocba_messages_dead_lettered_total", {"queue": queue, "reason": "invalid"}) == 1
+
+
+async def test_attack_a_checkpoint_with_a_bad_signature_is_dead_lettered_and_not_delivered(service, store, wired):
+    """Reproduction (issue 9, 2): a checkpoint nobody signed, published on the broker."""
+    svc, repo = service
+    seen = probe(svc, CheckpointDelivered)
+    dead = dead_letters(svc, CheckpointIssued)
+    genuine = checkpoint(4)
+    unsigned = genuine.model_copy(update={"checkpoint": genuine.checkpoint.model_copy(update={"signature": "e30..c2ln"})})
+    async with wired(svc) as wire:
+        await wire.send(unsigned)
+
+    assert store.checkpoints == {} and await statuses(repo) == {} and seen == []
+    [(_, headers)] = dead
+    assert headers[REASON_HEADER] == "invalid"
+    assert "is not vouched for by the archive" in headers[ERROR_HEADER]
 
 
 async def test_reconciliation_with_an_unreachable_ministry_is_answered_with_the_reason(operator_settings, wired):
@@ -218,11 +271,11 @@ async def test_reconciliation_with_an_unreachable_ministry_is_answered_with_the_
         raise httpx.ConnectError("connection refused", request=request)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
-        svc = build_app(operator_settings, repository=InMemoryOutboxRepository(), http_client=client)
+        svc = build_app(operator_settings, repository=InMemoryOutboxRepository(), http_client=client, trust=trust)
         queue = svc.topology.queue_name(Reconcile.ROUTING_KEY)
         async with wired(svc) as wire:
             with pytest.raises(Refused) as refused:
-                await wire.request(Reconcile(), ReconcileReport)
+                await wire.request(OPERATOR.signs(Reconcile()), ReconcileReport)
     assert refused.value.reason == "unavailable"
     assert "listing /v1/receipts failed: ConnectError" in str(refused.value)
     assert sample(svc, "hocba_requests_answered_with_error_total", {"queue": queue, "reason": "unavailable"}) == 1

@@ -1,4 +1,5 @@
-"""Fixtures for sync's use cases: in-memory outbox, the ministry simulator in-process, a settable clock, tokens."""
+"""Fixtures for sync's use cases: in-memory outbox, the ministry simulator in-process, a settable clock, the
+archive's sealed records and signed checkpoints, operators' tokens."""
 
 from __future__ import annotations
 
@@ -9,27 +10,33 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hocba.ministry_simulator import ReceiptStore, create_app
+from hocba.staff import Staff
 from services.sync.domain import DeliveryPolicy, OutboxEntry
 from services.sync.handlers import Deps
 from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry
 from services.sync.repository import InMemoryOutboxRepository, OutboxRepository
-from shared.auth import Actor, IssuerKey, issue_token
-from shared.contracts.archive import ArchivedRecord, Checkpoint, CheckpointIssued, RecordsArchived
+from shared.auth import IssuerKey
+from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.sync import RecordsDelivered
 from shared.outcome import Outcome
+from tests.unit.sync.sealed import archived_record, signed_checkpoint, trust
 
 MINISTRY_URL = "http://ministry.test"
 ISSUER = IssuerKey.generate("test-school-app")
+STAFF = Staff(ISSUER)
+#: The department's operator, as the issuer vouches for them: `OPERATOR.signs(message)`.
+OPERATOR = STAFF.operator()
 #: Due entries one relay step delivers at most, in these tests.
 PER_STEP = 10
 
 
 class Clock:
-    """A clock the test moves by hand."""
+    """A clock the test moves by hand, set half an hour behind the wall clock: the PKI's certificates, made
+    now, are valid from an hour ago, and the ages the gauges measure against the wall clock are positive."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
+        self.now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
     def __call__(self) -> datetime:
         return self.now
@@ -38,23 +45,25 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
+def document(record_id: str, i: int) -> dict:
+    return {
+        "record_id": record_id,
+        "student": {"student_ref": f"s-{i}", "identity": {"personal_id": f"0792120{i:05d}", "full_name": "Lê Minh Châu"}},
+        "learning_result": {"year": "Tốt"},
+    }
+
+
 def archived(n: int, school: str = "79000701", version: int = 1) -> RecordsArchived:
+    """n record versions of `school` as the archive announces them: sealed by its certificate, at log positions 0..n-1."""
     return RecordsArchived(
         records=[
-            ArchivedRecord(
-                record_id=f"hb-{school}-{i:04d}",
+            archived_record(
+                f"hb-{school}-{i:04d}",
+                i,
+                document(f"hb-{school}-{i:04d}", i),
                 version=version,
                 school_code=school,
-                school_year="2025-2026",
                 student_ref=f"s-{i}",
-                seq=i,
-                entry_hash=f"{i:064x}",
-                digest=f"{i + 1000:064x}",
-                document={
-                    "record_id": f"hb-{school}-{i:04d}",
-                    "student": {"student_ref": f"s-{i}", "identity": {"personal_id": f"0792120{i:05d}", "full_name": "Lê Minh Châu"}},
-                    "learning_result": {"year": "Tốt"},
-                },
             )
             for i in range(n)
         ]
@@ -98,23 +107,12 @@ def deps(repo, client, clock, policy, registry) -> Deps:
         repo=repo,
         ministry=Ministry(MINISTRY_URL, concurrency=4, client=client),
         metrics=SyncMetrics(registry),
-        issuer_keys=ISSUER.public_keys(),
+        issuer_keys=ISSUER.public_keys("sync"),
+        trust=trust,
         deliveries_per_step=PER_STEP,
         policy=policy,
         clock=clock,
         jitter=lambda: 0.0,
-    )
-
-
-def token(*roles: str, issuer: IssuerKey = ISSUER) -> str:
-    return issue_token(
-        issuer,
-        Actor(
-            subject="ops-1",
-            roles=frozenset(roles),
-            school_code="",
-            expires_at=datetime.now(UTC) + timedelta(hours=1),
-        ),
     )
 
 
@@ -146,15 +144,8 @@ async def receipts(repo: OutboxRepository) -> dict[str, str]:
 
 
 def checkpoint_issued(tree_size: int = 3, origin: str = "hocba.test/archive") -> CheckpointIssued:
-    return CheckpointIssued(
-        checkpoint=Checkpoint(
-            origin=origin,
-            tree_size=tree_size,
-            root_hash=f"{tree_size:064x}",
-            issued_at=datetime(2026, 5, 20, 8, 0, tzinfo=UTC),
-            signature="e30..c2ln",
-        )
-    )
+    """A checkpoint of the archive log, signed by the archive's certificate."""
+    return signed_checkpoint(tree_size, origin)
 
 
 def deliveries(registry: CollectorRegistry, outcome: str, kind: str = "record") -> float:

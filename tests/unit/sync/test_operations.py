@@ -1,4 +1,8 @@
-"""Checkpoints to the ministry, and the operator's side of sync: status, retry of parked entries, reconciliation."""
+"""Checkpoints to the ministry, and the operator's side of sync: status, retry of parked entries, reconciliation.
+
+Operators' requests carry an operator's token for that request (`OPERATOR.signs(...)`); who else is
+refused is in test_trust.py.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from services.sync import handlers
 from services.sync.domain import CHECKPOINT, DELIVERED, PARKED, PENDING
 from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry
-from shared.auth import IssuerKey, Unauthenticated
+from shared.auth import Unauthenticated
 from shared.contracts.sync import (
     CheckpointDelivered,
     GetSyncStatus,
@@ -20,9 +24,10 @@ from shared.contracts.sync import (
     RecordsDelivered,
     RetryParked,
 )
-from shared.errors import Forbidden, Unavailable
+from shared.errors import Unavailable
 from tests.unit.sync.conftest import (
     MINISTRY_URL,
+    OPERATOR,
     archived,
     checkpoint_issued,
     delivered_ids,
@@ -30,7 +35,6 @@ from tests.unit.sync.conftest import (
     receipts,
     stats,
     statuses,
-    token,
 )
 
 
@@ -113,7 +117,7 @@ async def test_status_counts_entries_by_kind_and_status_and_lists_the_parked(dep
     await handlers.accept_archived(archived(3, school="79000702"), deps)
     await handlers.accept_checkpoint(checkpoint_issued(tree_size=5), deps)
 
-    report = (await handlers.status(GetSyncStatus(parked_limit=1), deps)).reply
+    report = (await handlers.status(OPERATOR.signs(GetSyncStatus(parked_limit=1)), deps)).reply
     counts = {(c.kind, c.status): c.entries for c in report.counts}
     assert counts == {("checkpoint", DELIVERED): 1, ("record", DELIVERED): 3, ("record", PARKED): 2}
     assert (report.backlog, report.parked, report.oldest_waiting_seconds) == (0, 2, None)
@@ -126,24 +130,10 @@ async def test_status_counts_entries_by_kind_and_status_and_lists_the_parked(dep
 # -- retry ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("actor", "reason", "why"),
-    [
-        (None, "unauthenticated", "no actor token"),
-        (token("principal"), "not-an-operator", "not an operator"),
-        (token("operator", issuer=IssuerKey.generate("someone-else")), "unauthenticated", "rejected"),
-    ],
-)
-async def test_retry_is_refused_without_an_operators_token(deps, two_parked, actor, reason, why):
-    with pytest.raises(Forbidden) as refused:
-        await handlers.retry_parked(RetryParked(actor=actor), deps)
-    assert refused.value.reason == reason and why in str(refused.value)
-    assert await statuses(deps.repo) == dict.fromkeys(["hb-79000701-0000:1", "hb-79000701-0001:1"], PARKED)
-
-
 async def test_retry_is_refused_when_no_issuer_keys_are_configured(deps, two_parked):
     with pytest.raises(Unauthenticated, match="no actor-token issuer keys"):
-        await handlers.retry_parked(RetryParked(actor=token("operator")), replace(deps, issuer_keys=None))
+        await handlers.retry_parked(OPERATOR.signs(RetryParked()), replace(deps, issuer_keys=None))
+    assert await statuses(deps.repo) == dict.fromkeys(["hb-79000701-0000:1", "hb-79000701-0001:1"], PARKED)
 
 
 async def test_retry_resumes_every_parked_entry_with_fresh_attempts_and_the_relay_delivers_them(
@@ -152,7 +142,7 @@ async def test_retry_resumes_every_parked_entry_with_fresh_attempts_and_the_rela
     await park_all(deps, store, clock, policy, n=3)
     assert store.accepted == 0
 
-    outcome = (await handlers.retry_parked(RetryParked(actor=token("operator")), deps)).reply
+    outcome = (await handlers.retry_parked(OPERATOR.signs(RetryParked()), deps)).reply
     assert outcome.error is None and outcome.resumed == 3 and outcome.skipped == []
     resumed = (await repo.entries(await statuses(repo))).values()
     assert {(e.status, e.attempts) for e in resumed} == {(PENDING, 0)}
@@ -170,7 +160,7 @@ async def test_retry_by_key_resends_a_delivered_record_the_ministry_lost(deps, r
     lost = "hb-79000701-0000:1"
     del store.receipts[lost]
 
-    outcome = (await handlers.retry_parked(RetryParked(actor=token("operator"), keys=[lost, "unknown:1"]), deps)).reply
+    outcome = (await handlers.retry_parked(OPERATOR.signs(RetryParked(keys=[lost, "unknown:1"])), deps)).reply
     assert (outcome.resumed, outcome.keys, outcome.skipped) == (1, [lost], ["unknown:1"])
     relayed = await handlers.deliver_due(deps)
     assert delivered_ids(relayed) == ["hb-79000701-0000"]
@@ -188,7 +178,7 @@ def differences(report) -> dict[str, list[str]]:
 async def test_a_clean_delivery_reconciles_without_differences(deps, registry):
     await handlers.accept_archived(archived(3), deps)
     await handlers.accept_checkpoint(checkpoint_issued(tree_size=3), deps)
-    report = (await handlers.reconcile(Reconcile(), deps)).reply
+    report = (await handlers.reconcile(OPERATOR.signs(Reconcile()), deps)).reply
     assert report.error is None and report.consistent
     assert (report.held, report.acknowledged, report.matched, report.archive_size) == (4, 4, 4, 3)
     assert registry.get_sample_value("hocba_sync_reconcile_differences", {"difference": "missing_at_ministry"}) == 0
@@ -209,7 +199,7 @@ async def test_reconciliation_lists_every_kind_of_difference(deps, store, regist
     store.faults.lose_next, store.faults.hang_seconds = 1, 0
     await handlers.accept_archived(archived(1, school="79000788"), deps)
 
-    report = (await handlers.reconcile(Reconcile(limit=10), deps)).reply
+    report = (await handlers.reconcile(OPERATOR.signs(Reconcile(limit=10)), deps)).reply
     assert report.error is None and not report.consistent
     assert differences(report) == {
         "missing_at_ministry": ["hb-79000701-0000:1"],
@@ -230,7 +220,7 @@ async def test_a_ministry_that_cannot_be_listed_gives_a_reason_not_a_timeout(dep
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
         unreachable = replace(deps, ministry=Ministry(MINISTRY_URL, 4, client=client))
         with pytest.raises(Unavailable) as failed:
-            await handlers.reconcile(Reconcile(), unreachable)
+            await handlers.reconcile(OPERATOR.signs(Reconcile()), unreachable)
     assert str(failed.value) == "listing /v1/receipts failed: ConnectError: connection refused"
 
 
@@ -240,7 +230,7 @@ async def test_a_listing_that_cannot_be_read_gives_a_reason(deps):
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(garbled)) as client:
         with pytest.raises(Unavailable, match="listing /v1/receipts failed: KeyError"):
-            await handlers.reconcile(Reconcile(), replace(deps, ministry=Ministry(MINISTRY_URL, 4, client=client)))
+            await handlers.reconcile(OPERATOR.signs(Reconcile()), replace(deps, ministry=Ministry(MINISTRY_URL, 4, client=client)))
 
 
 class BrokenListing:
@@ -260,7 +250,7 @@ class BrokenListing:
 async def test_any_failure_to_compare_is_told_to_the_operator_in_words(deps):
     await handlers.accept_archived(archived(1), deps)
     with pytest.raises(Unavailable, match="ConnectionError: ministry unreachable"):
-        await handlers.reconcile(Reconcile(), replace(deps, ministry=BrokenListing(deps.ministry)))
+        await handlers.reconcile(OPERATOR.signs(Reconcile()), replace(deps, ministry=BrokenListing(deps.ministry)))
 
 
 async def test_a_restarted_sync_shows_the_outbox_and_the_last_checkpoint_at_once(deps, repo, store, clock, policy):
