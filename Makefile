@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install rabbitmq signing-tools deploy-tools check-deploy docs demo up test lint bench clean
+.PHONY: install rabbitmq signing-tools deploy-tools check-deploy docs definitions demo up test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 ## install: the virtual environment with hocba and everything its tests need
 install: $(VENV)/.installed
 
-## rabbitmq: make sure RabbitMQ answers at AMQP_URL (installs Debian's rabbitmq-server and starts it when missing)
+## rabbitmq: make sure RabbitMQ answers at AMQP_URL (installs Debian's rabbitmq-server and starts it when missing),
+## with its management API (enabled on a local broker: the broker users' provisioning path for remote brokers)
 rabbitmq: install
 	@$(BIN)/python -m hocba.infra reachable || { \
 	  if ! command -v rabbitmq-server >/dev/null && [ ! -x /usr/sbin/rabbitmq-server ]; then \
@@ -25,6 +26,7 @@ rabbitmq: install
 	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; \
 	  fi; \
 	  $(BIN)/python -m hocba.infra start; }
+	@$(BIN)/python -m hocba.infra management || echo "without it, the management-API test of the broker users fails under make test"
 
 ## signing-tools: SoftHSM2 (the PKCS#11 token the tests sign with), DejaVu fonts (Vietnamese in printed
 ## copies) and poppler-utils (pdftoppm, to look at a printed copy), from Debian's packages when missing
@@ -57,6 +59,10 @@ check-deploy: install deploy-tools
 ## docs: regenerate docs/asyncapi/<service>.json from the code with `faststream docs gen` (commit the result)
 docs: install
 	$(BIN)/python docs/asyncapi/generate.py
+
+## definitions: regenerate deploy/rabbitmq/definitions.json (the broker users, without passwords) from hocba/broker.py
+definitions: install
+	$(BIN)/hocba broker definitions --output deploy/rabbitmq/definitions.json
 
 ## demo: a term end for one school of 1,000 students on a fresh local stack
 demo: rabbitmq

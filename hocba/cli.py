@@ -10,7 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from hocba import broker as broker_commands
 from hocba.commands import archive as archive_commands
+from hocba.commands import audit as audit_commands
 from hocba.commands import fail
 from hocba.commands import grades as grades_commands
 from hocba.commands import identity as identity_commands
@@ -49,14 +51,18 @@ def up(
     folder = data_dir or data_root()
     stack = Stack(
         StackConfig.from_environment(folder, signing_workers=signing_workers, fixed_ports=not any_ports),
-        report=lambda line: console.print(f"· {line}"),
+        report=lambda line: console.print(f"· {line}", markup=False),
     )
 
     interrupt_on_signals()
     try:
         stack.start()
         show_processes(stack)
-        console.print(f"logs: {folder / 'logs'} — press Ctrl-C to stop everything")
+        console.print(
+            f"broker: each process logs in as its own user; the command line as operator or school "
+            f"(`hocba broker url operator`), passwords in {escape(str(folder / 'broker'))}"
+        )
+        console.print(f"logs: {folder / 'logs'} — press Ctrl-C to stop everything", markup=False)
         watch_children(stack)
     except KeyboardInterrupt:
         console.print("stopping…")
@@ -110,6 +116,8 @@ app.add_typer(pki_commands.app, name="pki")
 app.command("sign")(sign_command.sign)
 app.command("verify")(verify_command.verify)
 app.add_typer(archive_commands.app, name="archive")
+app.add_typer(broker_commands.app, name="broker")
+app.add_typer(audit_commands.app, name="audit")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The infrastructure a local stack needs: RabbitMQ reachable, and the embedded MongoDB-wire server."""
+"""The infrastructure a local stack needs: RabbitMQ reachable (with its management API), and the embedded
+MongoDB-wire server."""
 
 from __future__ import annotations
 
@@ -61,6 +62,34 @@ def ensure_rabbitmq(amqp_url: str, timeout: float = 90.0) -> str:
     return "started"
 
 
+#: The management API's port (plain HTTP; a deployment gives its URL instead).
+MANAGEMENT_PORT = 15672
+
+
+def local_tool(name: str) -> str | None:
+    """A RabbitMQ command-line tool on PATH or in /usr/sbin, where Debian's package puts them."""
+    return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+
+
+def ensure_management(amqp_url: str, timeout: float = 60.0) -> str:
+    """Make sure the broker at `amqp_url` serves its management API; on this machine, enable the plugin.
+
+    The broker users are provisioned with rabbitmqctl on this machine and through the management API
+    elsewhere (hocba.broker); the API also serves queue depths to KEDA. Returns what was done.
+    """
+    host = urlparse(amqp_url).hostname or "127.0.0.1"
+    if port_open(host, MANAGEMENT_PORT):
+        return "reachable"
+    plugins = local_tool("rabbitmq-plugins")
+    if host not in {"127.0.0.1", "localhost", "::1"} or plugins is None:
+        raise InfraError(f"RabbitMQ's management API is not reachable at {host}:{MANAGEMENT_PORT}")
+    enabled = subprocess.run([plugins, "enable", "rabbitmq_management"], check=False, capture_output=True, text=True)
+    if enabled.returncode != 0:
+        raise InfraError(f"cannot enable rabbitmq_management: {(enabled.stderr or enabled.stdout).strip()[-300:]}")
+    wait_for_port(host, MANAGEMENT_PORT, timeout, "RabbitMQ's management plugin")
+    return "enabled"
+
+
 def nx_command() -> str:
     beside = Path(sys.executable).with_name("nx-27017")
     found = str(beside) if beside.exists() else shutil.which("nx-27017")
@@ -120,7 +149,7 @@ class EmbeddedMongo:
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m hocba.infra reachable|start`: used by the Makefile before the tests."""
+    """`python -m hocba.infra reachable|start|management`: used by the Makefile before the tests."""
     from shared.settings import Settings
 
     url = Settings().amqp_url
@@ -130,11 +159,19 @@ def _main(argv: list[str]) -> int:
     if argv[1:] == ["start"]:
         try:
             print(f"RabbitMQ: {ensure_rabbitmq(url)}")
+            print(f"RabbitMQ management API: {ensure_management(url)}")
         except InfraError as exc:
             print(exc, file=sys.stderr)
             return 1
         return 0
-    print("usage: python -m hocba.infra reachable|start", file=sys.stderr)
+    if argv[1:] == ["management"]:
+        try:
+            print(f"RabbitMQ management API: {ensure_management(url)}")
+        except InfraError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        return 0
+    print("usage: python -m hocba.infra reachable|start|management", file=sys.stderr)
     return 2
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from hocba.broker import MANAGEMENT_URL_VARIABLE, BrokerUsers, ProvisioningError, provisioner_for
 from hocba.commands.pki import ensure_dev_pki
 from hocba.infra import EmbeddedMongo, InfraError, ensure_rabbitmq, free_port
 from hocba.keys import dev_issuer
@@ -76,6 +77,8 @@ class Child:
 class StackConfig:
     data_dir: Path
     namespace: str = ""
+    #: The bootstrap administrator's login: it provisions the namespace's broker users, and removes a
+    #: throw-away namespace. No process of the stack is given it.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     mongo_url: str | None = None
     signing_workers: int = 1
@@ -83,6 +86,8 @@ class StackConfig:
     fixed_ports: bool = True
     ephemeral: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The broker's management API, when the broker is not on this machine and not on its host's 15672.
+    management_url: str | None = None
 
     @classmethod
     def from_environment(cls, data_dir: Path, **overrides: Any) -> StackConfig:
@@ -93,6 +98,7 @@ class StackConfig:
             mongo_url=os.environ.get("MONGO_URL") or None,
             namespace=settings.namespace,
             ephemeral=settings.ephemeral,
+            management_url=os.environ.get(MANAGEMENT_URL_VARIABLE) or None,
         )
         return replace(from_settings, **overrides)
 
@@ -112,7 +118,11 @@ def interrupt_on_signals() -> None:
 
 
 class Stack:
-    """Starts everything in dependency order, waits until each is ready, stops all of it."""
+    """Starts everything in dependency order, waits until each is ready, stops all of it.
+
+    Each service process logs in to the broker as its own user (hocba.broker), provisioned for the
+    namespace when the stack starts; a throw-away stack deletes its users when it stops.
+    """
 
     def __init__(self, config: StackConfig, report: Callable[[str], None] = lambda _: None) -> None:
         self.config = config
@@ -120,6 +130,7 @@ class Stack:
         self.mongo: EmbeddedMongo | None = None
         self.children: list[Child] = []
         self.mongo_url = config.mongo_url or ""
+        self.broker: BrokerUsers | None = None
 
     def port(self, name: str) -> int:
         return DEFAULT_HTTP_PORTS[name] if self.config.fixed_ports else free_port()
@@ -131,6 +142,12 @@ class Stack:
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
 
+    def url_for(self, identity: str) -> str:
+        """The AMQP URL `identity` (a service, "operator", "school" or "monitor") logs in with on this stack."""
+        if self.broker is None:
+            raise InfraError("the stack has not provisioned its broker users: start it first")
+        return self.broker.url(identity)
+
     def start(self, ready_timeout: float = 60.0) -> None:
         try:
             self._start(ready_timeout)
@@ -141,12 +158,24 @@ class Stack:
     def _start(self, ready_timeout: float) -> None:
         cfg = self.config
         self.report(f"RabbitMQ at {cfg.amqp_url.split('@')[-1]}: {ensure_rabbitmq(cfg.amqp_url)}")
+        self._provision_broker_users()
         self._start_mongo()
         simulator_port = self.port(SIMULATOR)  # a free port is picked once: the services are told where it is
         self.children = self._processes(self._environment(simulator_port), simulator_port)
         for child in self.children:
             child.start()
         self._wait_ready(ready_timeout)
+
+    def _provision_broker_users(self) -> None:
+        """A user per service, per command-line role and a monitor, for this namespace (hocba.broker)."""
+        cfg = self.config
+        try:
+            self.broker = BrokerUsers.provision(
+                cfg.amqp_url, cfg.namespace, cfg.data_dir, provisioner_for(cfg.amqp_url, cfg.management_url)
+            )
+        except ProvisioningError as exc:
+            raise InfraError(f"cannot provision the broker users: {exc}") from None
+        self.report(f"broker users {self.broker.user('*')}: passwords in {self.broker.store.path}")
 
     def _start_mongo(self) -> None:
         """The embedded MongoDB-wire server, unless MONGO_URL names a MongoDB."""
@@ -168,10 +197,11 @@ class Stack:
         pki_dir = Path(os.environ.get("HOCBA_PKI_DIR") or cfg.data_dir / "pki").resolve()
         ensure_dev_pki(pki_dir, report=self.report)
         os.environ.setdefault("HOCBA_PKI_DIR", str(pki_dir))
+        # No process is given the administrator's login: each service gets its own (`_processes`).
+        inherited = {k: v for k, v in os.environ.items() if k not in {"AMQP_URL", "HOCBA_AMQP_URL"}}
         return {
-            **os.environ,
+            **inherited,
             **cfg.extra_env,
-            "AMQP_URL": cfg.amqp_url,
             "MONGO_URL": self.mongo_url or "",
             "HOCBA_NAMESPACE": cfg.namespace,
             "HOCBA_MINISTRY_URL": f"http://127.0.0.1:{simulator_port}",
@@ -197,7 +227,7 @@ class Stack:
             for n in range(copies):
                 port = self.port(service) if n == 0 or not cfg.fixed_ports else EXTRA_WORKER_PORT + n
                 name = service if copies == 1 else f"{service}-{n + 1}"
-                env = {**base_env, "HOCBA_HTTP_PORT": str(port), "HOCBA_INSTANCE": name}
+                env = {**base_env, "AMQP_URL": self.url_for(service), "HOCBA_HTTP_PORT": str(port), "HOCBA_INSTANCE": name}
                 processes.append(Child(name, [sys.executable, "-m", f"services.{service}"], env, port, logs / f"{name}.log"))
         return processes
 
@@ -245,6 +275,16 @@ class Stack:
             self.mongo = None
         if had_children and self.config.ephemeral and self.config.namespace:
             self._remove_namespace()
+        if self.broker is not None and self.config.ephemeral:
+            self._remove_broker_users(self.broker)
+        self.broker = None
+
+    def _remove_broker_users(self, broker: BrokerUsers) -> None:
+        """A throw-away stack's users go with it (their passwords are forgotten too)."""
+        try:
+            broker.remove()
+        except ProvisioningError as exc:
+            self.report(f"broker users of {self.config.namespace or 'the default namespace'} not removed: {exc}")
 
     def _remove_namespace(self) -> None:
         """A throw-away stack's exchanges go once nothing uses them, and so do any queues left.

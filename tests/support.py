@@ -46,7 +46,7 @@ async def running(service: ServiceApp, timeout: float = 30.0) -> AsyncIterator[S
 async def drain(url: str, queue: str, timeout: float = 2.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Take every message now in `queue` (acknowledging them)."""
     connection = await aio_pika.connect(url)
-    taken = []
+    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
     async with connection:
         channel = await connection.channel()
         q = await channel.declare_queue(queue, passive=True)

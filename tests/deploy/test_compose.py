@@ -9,12 +9,19 @@ import subprocess
 import pytest
 import yaml
 
+from hocba.broker import IDENTITIES
 from tests.deploy.conftest import DEPLOY, tool
 
 COMPOSE = DEPLOY / "compose.yaml"
 HOCBA = ("identity", "grades", "signing", "archive", "sync")
+#: Each broker user's password (deploy/.env), as the compose file names it.
+BROKER_PASSWORDS = {name: f"HOCBA_BROKER_PASSWORD_{name.upper()}" for name in IDENTITIES}
 #: Compose requires these (no default: they are passwords); validation uses stand-ins.
-ENV = {"RABBITMQ_PASSWORD": "validation-only", "GRAFANA_ADMIN_PASSWORD": "validation-only"}
+ENV = {
+    "RABBITMQ_PASSWORD": "validation-only",
+    "GRAFANA_ADMIN_PASSWORD": "validation-only",
+    **{variable: f"validation-only-{name}" for name, variable in BROKER_PASSWORDS.items()},
+}
 
 
 def compose_command() -> list[str]:
@@ -43,6 +50,60 @@ def test_compose_refuses_to_start_without_the_passwords():
     env = {k: v for k, v in os.environ.items() if k not in ENV}
     result = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=env)
     assert result.returncode != 0 and "RABBITMQ_PASSWORD" in result.stderr
+
+
+@pytest.mark.parametrize("variable", BROKER_PASSWORDS.values())
+def test_compose_refuses_to_start_without_each_broker_users_password(variable):
+    command = compose_command()
+    env = {**{k: v for k, v in os.environ.items() if k not in ENV}, **ENV}
+    del env[variable]
+    result = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and f"set {variable} in deploy/.env" in result.stderr
+
+
+def test_each_service_logs_in_as_its_own_broker_user_over_tls(resolved):
+    for name in HOCBA:
+        url = resolved["services"][name]["environment"]["AMQP_URL"]
+        assert url == (
+            f"amqps://hocba-{name}:validation-only-{name}@rabbitmq:5671/?cafile=/run/hocba/rabbitmq-ca.pem"
+        ), name
+        mounts = " ".join(map(str, resolved["services"][name]["volumes"]))
+        assert "/run/hocba/rabbitmq-ca.pem" in mounts, name
+    operator = resolved["services"]["operator"]
+    assert operator["environment"]["AMQP_URL"].startswith("amqps://hocba-operator:validation-only-operator@")
+    assert operator["profiles"] == ["tools"]
+
+
+def test_rabbitmq_listens_with_tls_only_and_has_its_certificate(resolved):
+    rabbitmq = resolved["services"]["rabbitmq"]
+    assert any("/etc/rabbitmq/tls" in str(v) for v in rabbitmq["volumes"])
+    conf = (DEPLOY / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert re.search(r"^listeners\.tcp\s*=\s*none$", conf, re.MULTILINE), "no plain AMQP listener"
+    assert re.search(r"^listeners\.ssl\.default\s*=\s*5671$", conf, re.MULTILINE)
+    for setting in ("cacertfile", "certfile", "keyfile"):
+        assert re.search(rf"^ssl_options\.{setting}\s*=\s*/etc/rabbitmq/tls/", conf, re.MULTILINE), setting
+
+
+def test_the_broker_users_are_provisioned_before_any_service_starts(resolved):
+    services = resolved["services"]
+    provisioning = services["broker-users"]
+    assert provisioning["command"][:5] == [
+        "hocba", "broker", "provision", "--definitions", "/app/deploy/rabbitmq/definitions.json"
+    ]
+    assert provisioning["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert provisioning["environment"]["HOCBA_BROKER_MANAGEMENT_URL"].startswith("http://hocba:validation-only@rabbitmq:")
+    for name, variable in BROKER_PASSWORDS.items():
+        assert provisioning["environment"][variable] == f"validation-only-{name}"
+    for name in HOCBA:
+        assert services[name]["depends_on"]["broker-users"]["condition"] == "service_completed_successfully", name
+
+
+def test_no_broker_password_is_written_into_the_compose_file():
+    text = COMPOSE.read_text()
+    for line in re.findall(r"AMQP_URL: (.+)$", text, flags=re.MULTILINE):
+        login = re.match(r"amqps://hocba-([a-z]+):([^@]+)@", line)
+        assert login, line
+        assert login.group(2).startswith(f"${{{BROKER_PASSWORDS[login.group(1)]}:?"), line
 
 
 def test_rabbitmq_is_3_13_or_newer_with_management_and_prometheus(resolved):

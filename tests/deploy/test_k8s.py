@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from hocba.broker import IDENTITIES
 from shared.contracts.signing import SignWork
 from shared.settings import Names
 from tests.deploy.conftest import DEPLOY
@@ -56,7 +57,7 @@ def test_the_kustomization_lists_every_manifest_in_its_folder():
 
 def test_core_resources_are_valid_for_kubernetes(documents):
     for document in documents:
-        if document["apiVersion"].split("/")[0] in {"v1", "apps", "policy"}:
+        if document["apiVersion"].split("/")[0] in {"v1", "apps", "policy", "batch"}:
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 
@@ -80,6 +81,34 @@ def test_each_service_has_probes_on_its_health_endpoints_and_resource_requests(d
         assert {"name": "metrics", "containerPort": 9100} in container["ports"]
         secrets = [e for e in container.get("env", []) if "valueFrom" in e]
         assert any(e["name"] == "AMQP_URL" and "secretKeyRef" in e["valueFrom"] for e in secrets)
+
+
+def test_each_service_logs_in_as_its_own_broker_user_and_trusts_the_brokers_ca(documents):
+    for name, deployment in by_kind(documents, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        [amqp] = [e for e in container["env"] if e["name"] == "AMQP_URL"]
+        assert amqp["valueFrom"]["secretKeyRef"] == {"name": f"hocba-broker-{name}", "key": "amqp-url"}
+        ca = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["rabbitmq-ca"]
+        assert ca == "/run/hocba/rabbitmq"
+        assert {"name": "rabbitmq-ca", "configMap": {"name": "hocba-rabbitmq-ca"}} in pod["volumes"]
+
+
+def test_a_job_provisions_every_broker_user_with_its_password_from_its_secret(documents):
+    job = by_kind(documents, "Job")["broker-users"]
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    command = container["command"]
+    assert command[:5] == ["hocba", "broker", "provision", "--definitions", "/app/deploy/rabbitmq/definitions.json"]
+    folder = command[command.index("--passwords-dir") + 1]
+    assert {m["mountPath"] for m in container["volumeMounts"] if m["name"] == "passwords"} == {folder}
+    [passwords] = [v for v in pod["volumes"] if v["name"] == "passwords"]
+    sources = {s["secret"]["name"]: s["secret"]["items"] for s in passwords["projected"]["sources"]}
+    assert sources == {f"hocba-broker-{n}": [{"key": "password", "path": n}] for n in IDENTITIES}
+    [admin] = container["env"]
+    assert admin["name"] == "HOCBA_BROKER_MANAGEMENT_URL"
+    assert admin["valueFrom"]["secretKeyRef"] == {"name": "hocba-rabbitmq-admin", "key": "management-url"}
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0, "a finished Job goes, so the next apply provisions again"
 
 
 def test_each_service_has_a_disruption_budget(documents):
@@ -107,6 +136,8 @@ def test_keda_scales_signing_workers_on_the_work_queue_through_the_management_ap
     assert metadata["queueName"] == Names("").queue("signing", SignWork.ROUTING_KEY)
     auth = by_kind(documents, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
     assert auth["spec"]["secretTargetRef"][0]["parameter"] == "host"
+    # KEDA logs in as the monitor: queue depths through the management API, no message in or out.
+    assert auth["spec"]["secretTargetRef"][0]["name"] == "hocba-broker-monitor"
     assert "signing" not in {d["metadata"]["name"] for d in documents if d["kind"] == "Deployment" and "replicas" in d["spec"]}
 
 

@@ -1,15 +1,22 @@
-"""A whole term end with the five services as separate processes on real RabbitMQ and MongoDB-wire."""
+"""A whole term end with the five services as separate processes on real RabbitMQ and MongoDB-wire.
+
+Each service logs in to the broker as its own user, and the driver as the school tools (hocba.broker):
+the permissions change nothing of the outcome, every record is delivered exactly once.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
+from urllib.parse import urlparse
 
 import httpx
 import pytest
 
+from hocba.broker import rabbitmqctl_command, user_name
 from hocba.keys import dev_issuer
-from hocba.stack import Stack, StackConfig
+from hocba.stack import SIMULATOR, Stack, StackConfig
 from hocba.term_end import TermEnd
 from shared.messaging import delete_exchanges
 from shared.mongo import make_client
@@ -18,12 +25,13 @@ from tests.support import amqp_url
 
 STUDENTS = 200
 
-#: Which collections each service owns (DESIGN.md §1); nothing else may appear in its database.
+#: Which collections each service owns (DESIGN.md §1); nothing else may appear in its database. Those that
+#: answer reads of a student keep their access log (issue 9).
 OWNED = {
-    "identity": {"students"},
-    "grades": {"enrolments", "assessments", "terms", "records"},
+    "identity": {"students", "access_log"},
+    "grades": {"enrolments", "assessments", "terms", "records", "access_log"},
     "signing": {"records", "signatures", "batches"},
-    "archive": {"log", "records", "checkpoints"},
+    "archive": {"log", "records", "checkpoints", "access_log"},
     "sync": {"outbox", "receipts"},
 }
 
@@ -47,7 +55,27 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def settings(stack) -> Settings:
-    return Settings(amqp_url=stack.config.amqp_url, namespace=stack.config.namespace, chunk_size=50)
+    """The driver's: the school tools' broker login, as the school management application has it."""
+    return Settings(amqp_url=stack.url_for("school"), namespace=stack.config.namespace, chunk_size=50)
+
+
+def connected_users(rabbitmqctl: str) -> set[str]:
+    """Who is logged in to the local broker now."""
+    listed = subprocess.run(
+        [rabbitmqctl, "list_connections", "user", "--quiet", "--no-table-headers"],
+        capture_output=True, text=True, timeout=30, check=False,
+    ).stdout
+    return {line.strip() for line in listed.splitlines() if line.strip()}
+
+
+def test_each_service_process_logs_in_as_its_own_broker_user(stack):
+    namespace = stack.config.namespace
+    for child in stack.children:
+        given = urlparse(child.env.get("AMQP_URL", "")).username
+        assert given == (None if child.name == SIMULATOR else user_name(namespace, child.name)), child.name
+    tool = rabbitmqctl_command()
+    if tool and urlparse(stack.config.amqp_url).hostname in {"127.0.0.1", "localhost"}:
+        assert {user_name(namespace, s) for s in OWNED} <= connected_users(tool)
 
 
 async def test_every_record_is_signed_archived_and_delivered_once(stack, settings):
@@ -95,4 +123,4 @@ async def test_every_record_is_signed_archived_and_delivered_once(stack, setting
         held = {r["idempotency_key"] for r in ministry.get("/v1/receipts").json()["receipts"]}
     assert stats["accepted"] == STUDENTS
     assert held == {f"{record_id}:{version}" for record_id, version in archived}
-    await delete_exchanges(settings.amqp_url, names)
+    await delete_exchanges(stack.config.amqp_url, names)

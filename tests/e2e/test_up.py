@@ -1,18 +1,24 @@
-"""`hocba up` starts every process, and Ctrl-C stops all of them."""
+"""`hocba up` starts every process, each logged in to the broker as its own user, and Ctrl-C stops all of them."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import aio_pika
+import pytest
+from aiormq.exceptions import ProbableAuthenticationError
+
+from hocba.broker import IDENTITIES, CredentialStore, role_url, user_name
 from shared.messaging import delete_exchanges
-from shared.settings import Names
+from shared.settings import Names, Settings
 from tests.support import amqp_url
 
 PROCESSES = {"ministry-simulator", "identity", "grades", "signing", "archive", "sync"}
@@ -39,6 +45,7 @@ async def test_up_runs_every_process_and_ctrl_c_stops_them_all(tmp_path: Path):
         # As a shell's background job has it: SIGINT ignored. Ctrl-C must still stop everything.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+    assert up.stdout is not None
     output = []
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -53,10 +60,22 @@ async def test_up_runs_every_process_and_ctrl_c_stops_them_all(tmp_path: Path):
     mongo_pid = int((tmp_path / "mongo" / "nx-27017.pid").read_text().strip())
     assert all(alive(pid) for pid in [*pids.values(), mongo_pid])
 
+    # The broker users of the namespace: passwords in a private file, the command line's login picked by role.
+    store = CredentialStore(tmp_path)
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600 and stat.S_IMODE(store.folder.stat().st_mode) == 0o700
+    assert set(store.passwords(namespace)) == set(IDENTITIES)
+    operator = role_url("operator", Settings(amqp_url=amqp_url(), namespace=namespace, data_dir=tmp_path))
+    assert f"{user_name(namespace, 'operator')}:" in operator
+    await (await aio_pika.connect(operator)).close()
+
     up.send_signal(signal.SIGINT)
     rest, _ = up.communicate(timeout=60)
     assert "nothing left running" in rest
     assert up.returncode == 0
     still = [name for name, pid in pids.items() if alive(pid)] + (["nx-27017"] if alive(mongo_pid) else [])
     assert still == []
+    # A throw-away stack's users went with it.
+    assert store.passwords(namespace) == {}
+    with pytest.raises(ProbableAuthenticationError):
+        await aio_pika.connect(operator)
     await delete_exchanges(amqp_url(), Names(namespace))

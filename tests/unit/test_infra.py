@@ -36,3 +36,30 @@ def test_an_installed_server_is_started_and_awaited(monkeypatch):
 def test_a_reachable_broker_is_left_alone(monkeypatch):
     monkeypatch.setattr(infra, "port_open", lambda host, port, timeout=0.5: True)
     assert infra.ensure_rabbitmq("amqp://guest:guest@127.0.0.1:5672/") == "reachable"
+
+
+def test_a_local_brokers_management_api_is_enabled_when_it_is_off(monkeypatch):
+    calls: list[list[str]] = []
+    opened = iter([False, True])
+    monkeypatch.setattr(infra, "port_open", lambda host, port, timeout=0.5: next(opened))
+    monkeypatch.setattr(infra, "local_tool", lambda name: f"/usr/sbin/{name}")
+
+    def run(command: list[str], **_: object) -> infra.subprocess.CompletedProcess[str]:
+        calls.append(command)
+        return infra.subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(infra.subprocess, "run", run)
+    assert infra.ensure_management("amqp://guest:guest@127.0.0.1:5672/") == "enabled"
+    assert calls == [["/usr/sbin/rabbitmq-plugins", "enable", "rabbitmq_management"]]
+
+
+def test_a_served_management_api_is_left_alone(monkeypatch):
+    monkeypatch.setattr(infra, "port_open", lambda host, port, timeout=0.5: port == infra.MANAGEMENT_PORT)
+    assert infra.ensure_management("amqp://guest:guest@127.0.0.1:5672/") == "reachable"
+
+
+def test_a_remote_brokers_plugins_are_never_touched(monkeypatch):
+    monkeypatch.setattr(infra, "port_open", lambda host, port, timeout=0.5: False)
+    monkeypatch.setattr(infra.subprocess, "run", lambda cmd, **kw: pytest.fail(f"ran {cmd}"))
+    with pytest.raises(infra.InfraError, match="management API is not reachable at rabbit.example:15672"):
+        infra.ensure_management("amqps://admin:x@rabbit.example:5671/")
