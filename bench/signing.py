@@ -4,7 +4,8 @@
     .venv/bin/python bench/signing.py --records 132000 --workers 4 --schools 132
 
 Only signing (N worker processes) and archive run, on RabbitMQ and the embedded MongoDB-wire
-server; record versions are seeded as grades would publish them (RecordsReady), each class is
+server; record versions are seeded as grades would publish them (RecordsReady, each version sealed
+with grades' service certificate, `svc-grades`, as signing requires), each class is
 signed by its homeroom teacher first (timed apart), then each school's principal clicks once and
 the clock runs until the archive has appended the last record. Each figure is printed beside the
 raw ES256 signing rate of one process over the same documents, measured in the same run: the
@@ -36,9 +37,12 @@ from hocba.keys import dev_issuer
 from hocba.stack import Child, interrupt_on_signals
 from hocba.staff import Staff
 from hocba.watch import Watch
+from shared.auth import service_subject
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.signing import BatchCompleted, BatchRefused, RecordsReceived, RequestSignBatch
+from shared.crypto.seal import record_claims, seal
+from shared.crypto.signer import X509Signer
 from shared.messaging import Bus, delete_exchanges
 from shared.settings import Settings
 
@@ -73,7 +77,8 @@ def document(school_code: str, class_name: str, n: int) -> dict:
     }
 
 
-def records_for(schools: int, per_school: int) -> dict[str, list[RecordVersion]]:
+def records_for(schools: int, per_school: int, grades: X509Signer) -> dict[str, list[RecordVersion]]:
+    """Each school's record versions, sealed by `grades` as grades seals the versions it assembles."""
     out: dict[str, list[RecordVersion]] = {}
     n = 0
     for school in demo_data.schools(schools):
@@ -81,8 +86,9 @@ def records_for(schools: int, per_school: int) -> dict[str, list[RecordVersion]]
         for i in range(per_school):
             class_name = f"6A{i // demo_data.CLASS_SIZE + 1}"
             doc = document(school.code, class_name, n)
-            rows.append(RecordVersion(record_id=doc["record_id"], version=1, school_code=school.code, school_year=YEAR,
-                                      student_ref=f"bench-{n:06d}", document=doc))
+            version = RecordVersion(record_id=doc["record_id"], version=1, school_code=school.code, school_year=YEAR,
+                                    student_ref=f"bench-{n:06d}", document=doc)
+            rows.append(version.model_copy(update={"seal": seal(grades, record_claims(version))}))
             n += 1
         out[school.code] = rows
     return out
@@ -200,8 +206,9 @@ async def homeroom_batches(bus: Bus, staff: Staff, by_school: dict[str, list[Rec
     batches = []
     for school, rows in by_school.items():
         for class_name in sorted({r.document["class_name"] for r in rows}):
-            request = RequestSignBatch(school_code=school, school_year=YEAR, role="homeroom_teacher",
-                                       class_name=class_name, actor=staff.homeroom_teacher(school, class_name))
+            request = staff.homeroom_teacher(school, class_name).signs(
+                RequestSignBatch(school_code=school, school_year=YEAR, role="homeroom_teacher", class_name=class_name)
+            )
             batches.append(request.batch_id)
             await bus.publish(request)
     return batches
@@ -211,7 +218,7 @@ async def principal_batches(bus: Bus, staff: Staff, schools: Iterable[str]) -> l
     """Each school's principal clicks once."""
     batches = []
     for school in schools:
-        request = RequestSignBatch(school_code=school, school_year=YEAR, actor=staff.principal(school))
+        request = staff.principal(school).signs(RequestSignBatch(school_code=school, school_year=YEAR))
         batches.append(request.batch_id)
         await bus.publish(request)
     return batches
@@ -259,11 +266,12 @@ def main() -> None:
     mongo = EmbeddedMongo(base / "mongo", free_port())
     mongo.start()
     per_school = args.records // args.schools
-    by_school = records_for(args.schools, per_school)
     issuer, jwks = dev_issuer(base)
     pki = open_pki(base / "pki")
     schools = demo_data.schools(args.schools)
-    enrol(pki, [(s.code, s.name, {r.document["class_name"] for r in by_school[s.code]}) for s in schools])
+    classes = {f"6A{i // demo_data.CLASS_SIZE + 1}" for i in range(per_school)}
+    enrol(pki, [(s.code, s.name, classes) for s in schools])
+    by_school = records_for(args.schools, per_school, pki.signer(service_subject("grades")))
     documents = [r.document for rows in by_school.values() for r in rows][:5000]
     raw = raw_es256_rate(documents)
     runs: list[Run] = []

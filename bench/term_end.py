@@ -75,7 +75,8 @@ def main() -> None:
     stack = Stack(config, report=lambda line: console.print(f"[dim]· {line}[/dim]"))
     interrupt_on_signals()
     stack.start()
-    settings = Settings(amqp_url=config.amqp_url, namespace=namespace, chunk_size=args.chunk_size)
+    # The driver stands in for the schools' tools: it logs in to the broker as their user.
+    settings = Settings(amqp_url=stack.url_for("school"), namespace=namespace, chunk_size=args.chunk_size)
     try:
         console.print(f"term end: {args.schools} school(s) × {per_school} students, {args.signing_workers} signing worker(s)")
         issuer, _ = dev_issuer(data_dir)

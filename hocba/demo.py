@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -81,10 +82,11 @@ def run_demo(
     config = StackConfig.from_environment(
         data_dir, namespace=namespace, fixed_ports=False, ephemeral=True, signing_workers=signing_workers
     )
-    stack = Stack(config, report=lambda line: console.print(f"[dim]· {line}[/dim]"))
-    console.print(f"[bold]hocba demo[/bold]: {schools} school(s) × {students} students, data in {data_dir}")
+    stack = Stack(config, report=lambda line: console.print(f"[dim]· {escape(line)}[/dim]"))
+    console.print(f"[bold]hocba demo[/bold]: {schools} school(s) × {students} students, data in {escape(str(data_dir))}")
     stack.start()
-    settings = Settings(amqp_url=config.amqp_url, namespace=namespace)
+    # The driver stands in for the schools' tools: it logs in to the broker as their user.
+    settings = Settings(amqp_url=stack.url_for("school"), namespace=namespace)
     try:
         run = TermEnd(settings, dev_issuer(data_dir)[0], schools, students, stage_timeout=stage_timeout)
         error = drive_with_progress(run)
@@ -132,7 +134,7 @@ def print_summary(outcome: DemoOutcome, data_dir: Path) -> None:
     console.print(table)
     console.print("[dim]archive and delivery run alongside signing: their seconds count from the signing request.[/dim]")
     if outcome.error:
-        console.print(f"[red]failed:[/red] {outcome.error} — service logs are in {data_dir / 'logs'}")
+        console.print(f"[red]failed:[/red] {escape(outcome.error)} — service logs are in {escape(str(data_dir / 'logs'))}")
     if outcome.ministry:
         m = outcome.ministry
         verdict = "[green]every record reached the ministry simulator exactly once[/green]" if m.exactly_once else "[red]delivery mismatch[/red]"

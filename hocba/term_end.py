@@ -1,4 +1,9 @@
-"""A term end driven over the broker, as the school management application would, with its progress."""
+"""A term end driven over the broker, as the school management application would, with its progress.
+
+Each command carries its sender's token for that one message, which lives minutes: the driver keeps
+no more than `WINDOW` commands of a stage waiting for their announcement, so none waits in a queue
+longer than its token lives, however large the term end.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +57,8 @@ STAGES = (
     ("deliver", "records delivered"),
 )
 TERMS = (1, 2)
+#: Commands of one stage sent and not yet announced done, at most.
+WINDOW = 200
 
 Progress = Callable[[str, int, int], None]
 
@@ -168,6 +175,8 @@ class TermEnd:
         self.bus = Bus(settings, "term-end")
         self.watch = Watch(settings.amqp_url, settings.names())
         self.principal_batches: list[str] = []
+        #: Sent so far (students to register, assessment and conduct commands), to pace them (`WINDOW`).
+        self.sent = {"register": 0, "assess": 0, "conduct": 0}
         self._changed = asyncio.Event()
 
     @property
@@ -229,16 +238,24 @@ class TermEnd:
 
     async def _until(self, stage: str, total: int, done: Callable[[], bool] | None = None) -> None:
         """Wait until `stage` counts `total` (and `done` holds), reporting progress as it grows."""
+        await self._wait(stage, total, lambda: self.counts.value(stage) >= total and (done is None or done()))
+
+    async def _paced(self, stage: str, total: int, backlog: Callable[[], int], window: int = WINDOW) -> None:
+        """Wait while `window` or more commands (or items) of `stage` sent wait for their announcement."""
+        await self._wait(stage, total, lambda: backlog() < window)
+
+    async def _wait(self, stage: str, total: int, reached: Callable[[], bool]) -> None:
+        """Wait until `reached` holds, reporting the progress of `stage` (of `total`) as it grows."""
         deadline = time.monotonic() + self.stage_timeout
         while True:
+            self._changed.clear()  # before looking: what arrives while we wait wakes us
             value = self.counts.value(stage)
             self.progress(stage, value, total)
-            if value >= total and (done is None or done()):
+            if reached():
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StageTimeout(f"stage '{stage}' stalled at {value} of {total} after {self.stage_timeout:.0f}s")
-            self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
 
@@ -266,9 +283,15 @@ class TermEnd:
         """Each school's administrator registers its roster."""
         for i, school in enumerate(self.schools):
             roster = demo_data.roster(school, self.students_per_school, i * self.students_per_school)
-            actor = self.staff.school_admin(school.code)
+            admin = self.staff.school_admin(school.code)
             for part in demo_data.chunks(roster, self.settings.chunk_size):
-                await self.bus.publish(RegisterStudents(students=part, actor=actor))
+                await self._paced("register", self.total_students, self._unregistered, WINDOW * self.settings.chunk_size)
+                await self.bus.publish(admin.signs(RegisterStudents(students=part)))
+                self.sent["register"] += len(part)
+
+    def _unregistered(self) -> int:
+        """Students sent for registration and not yet announced registered."""
+        return self.sent["register"] - self.counts.value("register")
 
     async def _assess(self) -> None:
         """Teachers enter every assessment and conduct; once all are stored the principals lock both terms."""
@@ -290,14 +313,14 @@ class TermEnd:
         by_class_subject: dict[tuple[str, str], list[SubjectTermScores]] = {}
         for entry in demo_data.gradebook(sorted(class_of)):
             by_class_subject.setdefault((class_of[entry.student_ref], entry.subject), []).append(entry)
-        classes = self.counts.classes(school.code)
-        for (_, subject), entries in sorted(by_class_subject.items()):
-            actor = self.staff.subject_teacher(school.code, subject, classes)
+        for (class_name, subject), entries in sorted(by_class_subject.items()):
+            # The subject's teacher of that class (a token naming every class of a large school would not fit).
+            teacher = self.staff.subject_teacher(school.code, subject, [class_name])
+            await self._paced("assess", self.expected_entries(), lambda: self.sent["assess"] - len(self.counts.assessments))
             await self.bus.publish(
-                RecordAssessments(
-                    school_code=school.code, school_year=demo_data.SCHOOL_YEAR, entries=entries, actor=actor
-                )
+                teacher.signs(RecordAssessments(school_code=school.code, school_year=demo_data.SCHOOL_YEAR, entries=entries))
             )
+            self.sent["assess"] += 1
 
     async def _enter_conduct(self, school: demo_data.School) -> None:
         """Each homeroom teacher enters their class's conduct, absences and comments."""
@@ -306,35 +329,26 @@ class TermEnd:
         for conduct in demo_data.homeroom(sorted(class_of)):
             by_class.setdefault(class_of[conduct.student_ref], []).append(conduct)
         for class_name, conducts in sorted(by_class.items()):
+            teacher = self.staff.homeroom_teacher(school.code, class_name)
+            await self._paced("assess", self.expected_entries(), lambda: self.sent["conduct"] - len(self.counts.homeroom))
             await self.bus.publish(
-                RecordConduct(
-                    school_code=school.code,
-                    school_year=demo_data.SCHOOL_YEAR,
-                    entries=conducts,
-                    actor=self.staff.homeroom_teacher(school.code, class_name),
-                )
+                teacher.signs(RecordConduct(school_code=school.code, school_year=demo_data.SCHOOL_YEAR, entries=conducts))
             )
+            self.sent["conduct"] += 1
 
     async def _close_terms(self) -> None:
         """The principals lock both terms: the year record uses locked entries only."""
         for school in self.schools:
+            principal = self.staff.principal(school.code)
             for term in TERMS:
                 await self.bus.publish(
-                    CloseTerm(
-                        school_code=school.code,
-                        school_year=demo_data.SCHOOL_YEAR,
-                        term=term,
-                        actor=self.staff.principal(school.code),
-                    )
+                    principal.signs(CloseTerm(school_code=school.code, school_year=demo_data.SCHOOL_YEAR, term=term))
                 )
 
     async def _close_year(self) -> None:
         for school in self.schools:
-            await self.bus.publish(
-                CloseYear(
-                    school_code=school.code, school_year=demo_data.SCHOOL_YEAR, actor=self.staff.principal(school.code)
-                )
-            )
+            principal = self.staff.principal(school.code)
+            await self.bus.publish(principal.signs(CloseYear(school_code=school.code, school_year=demo_data.SCHOOL_YEAR)))
 
     async def _sign(self) -> None:
         """Each homeroom teacher signs their class; then each principal signs the whole school in one click.
@@ -346,11 +360,8 @@ class TermEnd:
         homeroom = await self._homeroom_batches()
         await self._until("sign", 0, done=lambda: self._signing_settled(homeroom))
         for school in self.schools:
-            request = RequestSignBatch(
-                school_code=school.code,
-                school_year=demo_data.SCHOOL_YEAR,
-                role="principal",
-                actor=self.staff.principal(school.code),
+            request = self.staff.principal(school.code).signs(
+                RequestSignBatch(school_code=school.code, school_year=demo_data.SCHOOL_YEAR, role="principal")
             )
             self.principal_batches.append(request.batch_id)
             await self.bus.publish(request)
@@ -359,12 +370,13 @@ class TermEnd:
         batches = []
         for school in self.schools:
             for class_name in self.counts.classes(school.code):
-                request = RequestSignBatch(
-                    school_code=school.code,
-                    school_year=demo_data.SCHOOL_YEAR,
-                    role="homeroom_teacher",
-                    class_name=class_name,
-                    actor=self.staff.homeroom_teacher(school.code, class_name),
+                request = self.staff.homeroom_teacher(school.code, class_name).signs(
+                    RequestSignBatch(
+                        school_code=school.code,
+                        school_year=demo_data.SCHOOL_YEAR,
+                        role="homeroom_teacher",
+                        class_name=class_name,
+                    )
                 )
                 batches.append(request.batch_id)
                 await self.bus.publish(request)

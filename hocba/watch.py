@@ -14,19 +14,24 @@ Handler = Callable[[Any], Awaitable[None] | None]
 
 
 class Watch:
-    """An observer: one exclusive, auto-deleted queue per message type, bound to the topic exchange."""
+    """An observer: one exclusive, auto-deleted queue per message type, bound to the topic exchange.
+
+    The queues are named by the broker (`amq.gen-…`), the only queues a watcher's broker user may
+    declare (hocba.broker); they vanish with the connection, so it is a plain one (a robust
+    connection names its queues itself and would declare them again after a reconnection).
+    """
 
     def __init__(self, amqp_url: str, names: Names) -> None:
         self.amqp_url = amqp_url
         self.names = names
-        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self.connection: aio_pika.abc.AbstractConnection | None = None
         self.handlers: dict[type[Message], Handler] = {}
 
     def on(self, message: type[Message], handler: Handler) -> None:
         self.handlers[message] = handler
 
     async def start(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.amqp_url)
+        self.connection = await aio_pika.connect(self.amqp_url)
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=256)
         exchange = await channel.declare_exchange(

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import getpass
 import logging
 import os
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from urllib.parse import urlparse
 
 import aio_pika
@@ -20,11 +21,13 @@ import typer
 from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity, ProbableAuthenticationError
 from faststream.rabbit import ExchangeType, RabbitExchange
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
+from hocba.broker import role_settings
 from hocba.console import console, errors
 from hocba.keys import dev_issuer
-from hocba.staff import Staff
+from hocba.staff import Person, Staff
 from shared.contracts.base import Message, Model
 from shared.errors import NoAnswer, Refused, Unavailable
 from shared.messaging import Bus
@@ -35,13 +38,34 @@ DataDir = Annotated[Path | None, typer.Option(help="The stack's data folder (its
 Timeout = Annotated[float, typer.Option(help="Seconds to wait for each answer.")]
 
 ISSUER_NOTE = (
-    "Commands carry actor tokens issued with the local development issuer key (<data dir>/keys), "
-    "which stands in for the school management system; the services accept them because "
-    "`hocba up` points them at that key."
+    "Each command carries an actor token for that one message (10 minutes), issued with the local "
+    "development issuer key (<data dir>/keys), which stands in for the school management system; "
+    "the services accept them because `hocba up` points them at that key."
 )
+#: The longest purpose the requests carry (`purpose` in shared/contracts).
+PURPOSE_LIMIT = 200
+
+
+def stated_purpose(value: str) -> str:
+    """A reader's purpose as the requests carry it; a longer one is a usage error, not a traceback."""
+    if len(value) > PURPOSE_LIMIT:
+        raise typer.BadParameter(f"at most {PURPOSE_LIMIT} characters (this one has {len(value)})")
+    return value.strip()
+
+
+#: Why a reader reads a student's data, in their words: the answering service keeps it in its access log.
+Purpose = Annotated[
+    str,
+    typer.Option(
+        callback=stated_purpose,
+        help="Why you read this student's data, in your words; the service keeps it in its access log.",
+    ),
+]
 
 #: The name the command line goes by on the broker.
 CLI = "cli"
+#: Whose broker login a command uses: the department's operators', or the schools' tools' (`hocba.broker`).
+BrokerRole = Literal["operator", "school"]
 
 A = TypeVar("A", bound=Model)
 T = TypeVar("T")
@@ -72,6 +96,11 @@ class Session:
         issuer, _ = dev_issuer(self.data_dir)
         return Staff(issuer)
 
+    @property
+    def operator(self) -> Person:
+        """The department's operator at this terminal, named by their login in every access log."""
+        return self.staff.operator(login_name())
+
     async def ask(self, message: Message, answer: type[A]) -> A:
         """Send a request and return its answer; `Refused` when the service says no, `NoAnswer` when none comes."""
         try:
@@ -88,13 +117,17 @@ class Session:
 
 
 @contextlib.asynccontextmanager
-async def session(data_dir: Path | None = None, timeout: float = 30.0) -> AsyncIterator[Session]:
-    """Connect with the environment's settings (AMQP_URL, HOCBA_NAMESPACE); staff from the data folder's issuer key."""
-    settings = Settings()
+async def session(
+    data_dir: Path | None = None, timeout: float = 30.0, role: BrokerRole = "operator"
+) -> AsyncIterator[Session]:
+    """Connect with the environment's settings (AMQP_URL, HOCBA_NAMESPACE) as the broker user of `role`, whose
+    messages the command sends (`hocba.broker.role_settings`); staff from the data folder's issuer key."""
+    environment = Settings()
+    settings = role_settings(role, environment.model_copy(update={"data_dir": data_dir or environment.data_dir}))
     bus = Bus(settings, CLI)
     try:
         await connect(bus)
-        yield Session(settings, bus, data_dir or settings.data_dir, timeout)
+        yield Session(settings, bus, settings.data_dir, timeout)
     finally:
         await bus.broker.stop()
 
@@ -141,6 +174,14 @@ def refusal(exc: Refused) -> str:
     return f"refused ({exc.reason}): {exc}"
 
 
+def login_name() -> str:
+    """Who runs the command, as the operating system knows them ("hocba-cli" when it cannot say)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "hocba-cli"
+
+
 def run(conversation: Coroutine[Any, Any, T], exit_code: int = 1) -> T:
     """Hold a command's conversation with the stack and return its result.
 
@@ -155,12 +196,13 @@ def run(conversation: Coroutine[Any, Any, T], exit_code: int = 1) -> T:
         fail(str(exc), exit_code)
 
 
-def ask(message: Message, answer: type[A], timeout: float, exit_code: int = 1) -> A:
-    """One request to the stack and its answer, as `run` holds it."""
+def ask(message: Message, answer: type[A], timeout: float, exit_code: int = 1, data_dir: Path | None = None) -> A:
+    """One request to the stack by the operator at this terminal, with their token for it, and its answer,
+    as `run` holds it."""
 
     async def conversation() -> A:
-        async with session(timeout=timeout) as s:
-            return await s.ask(message, answer)
+        async with session(data_dir, timeout) as s:
+            return await s.ask(s.operator.signs(message), answer)
 
     return run(conversation(), exit_code)
 
@@ -208,15 +250,16 @@ def chunks(items: list[T], size: int) -> Iterator[list[T]]:
 
 
 def print_bad_rows(bad: dict[int, str], limit: int = 200) -> None:
+    """Each rejected row's number and reason (the reason quotes the file or the service: printed as written)."""
     for number in sorted(bad)[:limit]:
-        console.print(f"  [red]row {number}[/red]: {bad[number]}")
+        console.print(f"  [red]row {number}[/red]: {escape(bad[number])}")
     if len(bad) > limit:
         console.print(f"  … and {len(bad) - limit} more")
 
 
 def finish_import(title: str, counts: dict[str, int], bad: dict[int, str]) -> NoReturn:
     """Print an import's counts and every bad row, then exit 1 when any row was rejected."""
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in [*counts, "rejected"]:
         table.add_column(column, justify="right")
     table.add_row(*(str(n) for n in [*counts.values(), len(bad)]))

@@ -10,11 +10,13 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from hocba.commands import (
     ISSUER_NOTE,
     CsvShapeError,
     DataDir,
+    Purpose,
     Row,
     Session,
     Timeout,
@@ -143,14 +145,19 @@ def read_gradebook(path: Path) -> tuple[list[GradebookRow], ImportSummary]:
     return good, summary
 
 
+#: What the gradebook import tells identity when it resolves personal IDs (kept in identity's access log).
+RESOLVE_PURPOSE = "gradebook import: personal IDs to student references"
+
+
 async def resolve(s: Session, rows: list[GradebookRow], summary: ImportSummary) -> list[GradebookRow]:
     """Personal IDs to identity's opaque references (asked as the school's administrator)."""
     if not rows:
         return []
     school = rows[0].school_code
+    admin = s.staff.school_admin(school)
     refs: dict[str, str] = {}
     for part in chunks(sorted({r.personal_id for r in rows}), 1000):
-        found = await s.ask(FindStudents(personal_ids=part, actor=s.staff.school_admin(school)), StudentMatches)
+        found = await s.ask(admin.signs(FindStudents(personal_ids=part, purpose=RESOLVE_PURPOSE)), StudentMatches)
         refs.update({m.identity.personal_id: m.student_ref for m in found.students})
     resolved = []
     for row in rows:
@@ -171,9 +178,11 @@ async def send_gradebook(s: Session, rows: list[GradebookRow], summary: ImportSu
         first = subject_rows[0]
         actor = s.staff.subject_teacher(first.school_code, subject, [first.class_name])
         for part in chunks(subject_rows, size):
-            command = RecordAssessments(
-                school_code=first.school_code, school_year=first.school_year,
-                entries=[r.entry for r in part], reason=reason, actor=actor,
+            command = actor.signs(
+                RecordAssessments(
+                    school_code=first.school_code, school_year=first.school_year,
+                    entries=[r.entry for r in part], reason=reason,
+                )
             )
             outcome = await s.ask(command, AssessmentsRecorded)
             summary.new += outcome.new
@@ -205,7 +214,7 @@ def import_gradebook(
         fail(f"cannot import: {exc}", 2)
 
     async def conversation() -> None:
-        async with session(data_dir, timeout) as s:
+        async with session(data_dir, timeout, "school") as s:
             await send_gradebook(s, await resolve(s, good, summary), summary, chunk, reason)
 
     run(conversation())
@@ -221,35 +230,42 @@ def explain(
     record_id: Annotated[str, typer.Argument(help="The record's id (as in grades.record.ready).")],
     version: Annotated[int | None, typer.Option(help="The record version (default: the latest).")] = None,
     inputs: Annotated[bool, typer.Option(help="Also print each result's inputs, for recomputing it.")] = False,
+    purpose: Purpose = "record explanation from the command line",
     data_dir: DataDir = None,
     timeout: Timeout = 30.0,
 ) -> None:
-    """Say how each result of a record was computed: the rule, the clause of the circular, the inputs."""
+    """Say how each result of a record was computed: the rule, the clause of the circular, the inputs.
+
+    Grades logs the reading (who, why) in its access log: `hocba audit access` shows it.
+    """
 
     async def conversation() -> RecordExplanation:
         async with session(data_dir, timeout) as s:
-            request = ExplainRecord(record_id=record_id, version=version, actor=s.staff.operator())
-            return await s.ask(request, RecordExplanation)
+            request = ExplainRecord(record_id=record_id, version=version, purpose=purpose)
+            return await s.ask(s.operator.signs(request), RecordExplanation)
 
     show_explanation(run(conversation()), inputs)
 
 
 def show_explanation(found: RecordExplanation, inputs: bool) -> None:
+    """The record's results as grades explains them; every value from the record printed as written."""
     console.print(
-        f"[bold]Record {found.record_id}[/bold] version {found.version}: {found.student_name}, "
-        f"grade {found.grade} class {found.class_name}, {found.school_year}, school {found.school_code}"
+        f"[bold]Record {escape(found.record_id)}[/bold] version {found.version}: {escape(found.student_name)}, "
+        f"grade {found.grade} class {escape(found.class_name)}, {escape(found.school_year)}, "
+        f"school {escape(found.school_code)}"
     )
-    console.print(f"Computed by rule set {found.rule_set}.")
+    console.print(f"Computed by rule set {escape(found.rule_set)}.")
     section = None
     for line in found.lines:
         heading = line.about.split("/")[0]
         if heading != section:
             section = heading
-            console.print(f"\n[bold]{heading.capitalize()}[/bold]")
-        console.print(f"  • {line.text}")
+            console.print(f"\n[bold]{escape(heading.capitalize())}[/bold]")
+        console.print(f"  • {escape(line.text)}")
         if inputs:
-            console.print(f"    [dim]{line.rule} · {line.clause} · inputs {json.dumps(line.inputs, ensure_ascii=False)}[/dim]")
+            details = f"{line.rule} · {line.clause} · inputs {json.dumps(line.inputs, ensure_ascii=False)}"
+            console.print(f"    [dim]{escape(details)}[/dim]")
     if found.unconfirmed:
         console.print("\n[bold]Points of this rule set not yet confirmed against the official text[/bold]")
         for note in found.unconfirmed:
-            console.print(f"  • {note}")
+            console.print(f"  • {escape(note)}")

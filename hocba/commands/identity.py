@@ -11,12 +11,14 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hocba.commands import (
     ISSUER_NOTE,
     CsvShapeError,
     DataDir,
+    Purpose,
     Row,
     Session,
     Timeout,
@@ -124,7 +126,7 @@ async def send_roster(s: Session, good: list[tuple[int, StudentRegistration]], s
         by_school.setdefault(registration.enrolment.school_code, []).append((number, registration))
     for school, rows in sorted(by_school.items()):
         for part in chunks(rows, size):
-            command = RegisterStudents(students=[r for _, r in part], actor=s.staff.school_admin(school))
+            command = s.staff.school_admin(school).signs(RegisterStudents(students=[r for _, r in part]))
             report = await s.ask(command, RegistrationReport)
             summary.new += report.new
             summary.unchanged += report.unchanged
@@ -154,7 +156,7 @@ def import_roster(
         fail(f"cannot import: {exc}", 2)
 
     async def conversation() -> None:
-        async with session(data_dir, timeout) as s:
+        async with session(data_dir, timeout, "school") as s:
             await send_roster(s, good, summary, chunk)
 
     run(conversation())
@@ -169,23 +171,34 @@ def import_roster(
 def lookup(
     personal_ids: Annotated[list[str], typer.Argument(help="12-digit personal IDs.")],
     school: Annotated[str | None, typer.Option(help="Look up as this school's administrator (default: as an operator).")] = None,
+    purpose: Purpose = "identity look-up from the command line",
     data_dir: DataDir = None,
     timeout: Timeout = 30.0,
 ) -> None:
-    """Show the identity snapshot (and opaque student reference) of students by personal ID."""
+    """Show the identity snapshot (and opaque student reference) of students by personal ID.
+
+    Identity logs the look-up (who, why) in its access log: `hocba audit access` shows it.
+    """
 
     async def conversation() -> StudentMatches:
-        async with session(data_dir, timeout) as s:
-            actor = s.staff.school_admin(school) if school else s.staff.operator()
-            return await s.ask(FindStudents(personal_ids=personal_ids, actor=actor), StudentMatches)
+        async with session(data_dir, timeout, "school" if school else "operator") as s:
+            reader = s.staff.school_admin(school) if school else s.operator
+            return await s.ask(reader.signs(FindStudents(personal_ids=personal_ids, purpose=purpose)), StudentMatches)
 
     found = run(conversation())
+    show_matches(found)
+    raise typer.Exit(1 if found.missing else 0)
+
+
+def show_matches(found: StudentMatches) -> None:
+    """One line a student found, one a personal ID not found; every value printed as written."""
     for snapshot in found.students:
         i = snapshot.identity
-        console.print(f"{i.personal_id}  {i.full_name}  {i.date_of_birth}  {i.sex}  ref {snapshot.student_ref}")
+        console.print(
+            f"{escape(i.personal_id)}  {escape(i.full_name)}  {i.date_of_birth}  {i.sex}  ref {escape(snapshot.student_ref)}"
+        )
     for pid in found.missing:
-        console.print(f"[yellow]{pid}: not found[/yellow]")
-    raise typer.Exit(1 if found.missing else 0)
+        console.print(f"[yellow]{escape(pid)}: not found[/yellow]")
 
 
 @app.command("rotate-key")
@@ -203,12 +216,12 @@ def rotate_key(
             return await rotate(s, timeout)
 
     final = run(conversation())
-    console.print(f"key {final.key_id} is current; {final.done} student(s) re-encrypted")
+    console.print(f"key {escape(final.key_id)} is current; {final.done} student(s) re-encrypted")
 
 
 async def rotate(s: Session, timeout: float) -> KeyRotationProgress:
     """Ask identity to rotate its data key and follow the re-encryption until it has finished."""
-    command = RotateIdentityKey(message_id=uuid.uuid4().hex, actor=s.staff.operator())
+    command = s.operator.signs(RotateIdentityKey(message_id=uuid.uuid4().hex))
     latest: asyncio.Queue[KeyRotationProgress] = asyncio.Queue()
 
     def progress(event: KeyRotationProgress) -> None:
@@ -236,6 +249,6 @@ async def follow_rotation(latest: asyncio.Queue[KeyRotationProgress], timeout: f
         task = bars.add_task("re-encrypting students", total=None)
         while True:
             event = await asyncio.wait_for(latest.get(), timeout)
-            bars.update(task, completed=event.done, total=event.total, description=f"re-encrypting under {event.key_id}")
+            bars.update(task, completed=event.done, total=event.total, description=f"re-encrypting under {escape(event.key_id)}")
             if event.finished:
                 return event

@@ -1,4 +1,4 @@
-"""`hocba pki`: the development PKI (root CA, school seals, staff and archive certificates, CRL).
+"""`hocba pki`: the development PKI (root CA, school seals, staff and service certificates, CRL).
 
 For development and tests only. The PKI goes under the ignored data folder (`.hocba/pki` by
 default, or HOCBA_PKI_DIR). Private keys are PKCS#8 files encrypted under HOCBA_PKI_PASSPHRASE —
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography import x509
+from rich.markup import escape
 from rich.table import Table
 
 from hocba import demo_data
@@ -23,10 +25,13 @@ from hocba.commands import fail
 from hocba.console import console
 from hocba.staff import certificate_holders
 from shared.crypto.pkcs11 import TokenConfig
-from shared.crypto.pki import DevPki, Holder, archive_holder
+from shared.crypto.pki import CRL_LIFETIME, DevPki, Holder, service_holders
 from shared.settings import Settings
 
-app = typer.Typer(help="The development PKI: certificates for staff, school seals and the archive.", no_args_is_help=True)
+app = typer.Typer(
+    help="The development PKI: certificates for staff, school seals and the services (archive, svc-grades).",
+    no_args_is_help=True,
+)
 
 #: What `hocba pki init` (and a stack without a PKI) covers unless told otherwise.
 DEFAULT_SCHOOLS = 3
@@ -40,10 +45,11 @@ def class_names(count: int) -> list[str]:
 
 
 def demo_holders(schools: int = DEFAULT_SCHOOLS, classes: int = DEFAULT_CLASSES) -> list[Holder]:
-    """Certificate holders for the demo's first `schools` schools with `classes` classes each, and the archive."""
+    """Certificate holders for the demo's first `schools` schools with `classes` classes each, and the services'
+    own certificates (the archive's, and grades' that seals the records it assembles)."""
     return [
         *certificate_holders([(s.code, s.name) for s in demo_data.schools(schools)], class_names(classes)),
-        archive_holder(),
+        *service_holders(),
     ]
 
 
@@ -64,13 +70,16 @@ def ensure_dev_pki(
     issued = pki.create(demo_holders(schools, classes))
     if issued:
         report(f"development PKI at {folder}: {issued} certificates issued")
+    elif pki.renew_crl():
+        report(f"development PKI at {folder}: its CRL was due for renewal and is re-issued")
     return pki
 
 
 def enrol(pki: DevPki, schools: Iterable[tuple[str, str, Iterable[str]]]) -> int:
-    """Certificates for the homeroom teachers, principal and seal of each (code, name, classes), if missing."""
+    """Certificates for the homeroom teachers, principal and seal of each (code, name, classes), and the services'
+    own, if missing."""
     holders = [h for code, name, classes in schools for h in certificate_holders([(code, name)], sorted(set(classes)))]
-    return pki.create([*holders, archive_holder()])
+    return pki.create([*holders, *service_holders()])
 
 
 def init_softhsm(folder: Path, label: str, pin: str) -> dict[str, str]:
@@ -111,10 +120,14 @@ def init(
         token = TokenConfig(pkcs11_module or SOFTHSM_MODULE, token_label, pin, env=_token_env(pki.folder, softhsm))
     issued = pki.create(demo_holders(schools, classes), token=token)
     where = "a PKCS#11 token" if (pki.folder / "token.json").exists() else "encrypted PKCS#8 files"
-    console.print(f"PKI at {pki.folder}: {issued} certificates issued; signing keys in {where}")
-    console.print(f"trust anchor: {pki.anchor_path}\nCRL: {pki.crl_path}")
+    console.print(f"PKI at {escape(str(pki.folder))}: {issued} certificates issued; signing keys in {where}")
+    console.print(f"trust anchor: {escape(str(pki.anchor_path))}\nCRL: {escape(str(pki.crl_path))}")
     if not (settings.pki_passphrase or os.environ.get("HOCBA_PKI_PASSPHRASE")):
-        console.print(f"[yellow]development passphrase kept in {pki.folder / 'passphrase'} (0600); set HOCBA_PKI_PASSPHRASE instead outside development[/yellow]")
+        passphrase = escape(str(pki.folder / "passphrase"))
+        console.print(
+            f"[yellow]development passphrase kept in {passphrase} (0600); "
+            "set HOCBA_PKI_PASSPHRASE instead outside development[/yellow]"
+        )
 
 
 def _token_env(folder: Path, softhsm: bool) -> dict[str, str]:
@@ -131,7 +144,18 @@ def revoke(
     """Revoke a holder's certificate: the CRL is re-issued; signing refuses it within seconds."""
     pki = open_pki(folder)
     when = pki.revoke(subject, reason)
-    console.print(f"revoked {subject} as of {when:%Y-%m-%d %H:%M:%S}Z ({reason}); CRL at {pki.crl_path}")
+    console.print(
+        f"revoked {escape(subject)} as of {when:%Y-%m-%d %H:%M:%S}Z ({escape(reason)}); CRL at {escape(str(pki.crl_path))}"
+    )
+
+
+@app.command("crl")
+def renew_crl(folder: Annotated[Path | None, typer.Option("--dir", help="PKI folder.")] = None) -> None:
+    """Re-issue the CRL now (same revocations, nextUpdate 30 days on): a CRL past its nextUpdate fails every check."""
+    pki = open_pki(folder)
+    pki.renew_crl(due_within=CRL_LIFETIME)
+    crl = x509.load_pem_x509_crl(pki.crl_path.read_bytes())
+    console.print(f"CRL re-issued: next update {crl.next_update_utc:%Y-%m-%d %H:%M}Z", markup=False)
 
 
 @app.command("show")
@@ -141,10 +165,11 @@ def show(folder: Annotated[Path | None, typer.Option("--dir", help="PKI folder."
     if not pki.exists():
         fail(f"no PKI at {pki.folder}: run `hocba pki init`")
     trust = pki.trust_store()
-    table = Table(title=f"PKI at {pki.folder}")
+    table = Table(title=escape(f"PKI at {pki.folder}"))
     for column in ("subject", "name", "role", "school", "status"):
         table.add_column(column)
     for holder in pki.holders():
         check = trust.validate([pki.certificate(holder.subject_id)], datetime.now(UTC), purpose="checkpoint")
-        table.add_row(holder.subject_id, holder.name, holder.role, holder.school_code, "valid" if check.ok else "; ".join(check.failed))
+        status = "valid" if check.ok else "; ".join(check.failed)
+        table.add_row(*map(escape, (holder.subject_id, holder.name, holder.role, holder.school_code, status)))
     console.print(table)

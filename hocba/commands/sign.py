@@ -1,7 +1,7 @@
 """`hocba sign`: a person's one-click "sign all" for a school year, with a progress bar and the outcome.
 
 The command stands in for the school management application: it sends the request with the
-person's actor token (from the development issuer) and watches the batch's progress events.
+person's actor token for it (from the development issuer) and watches the batch's progress events.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from collections.abc import Callable
 from typing import Annotated, Literal
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hocba.commands import Session, fail, run, session
+from hocba.commands import DataDir, Session, fail, run, session
 from hocba.console import console
+from hocba.staff import Person
 from hocba.watch import Watch
 from shared.contracts.signing import BatchCompleted, BatchProgress, BatchRefused, RequestSignBatch
 from shared.errors import NoAnswer, Refused
@@ -25,7 +27,8 @@ Signer = Literal["principal", "homeroom_teacher"]
 OnProgress = Callable[[int, int], None]
 
 
-def signer_token(s: Session, signer: Signer, school: str, class_name: str | None) -> str:
+def signer_of(s: Session, signer: Signer, school: str, class_name: str | None) -> Person:
+    """Who clicks "sign all": the class's homeroom teacher, or the school's principal."""
     if signer == "homeroom_teacher" and class_name is not None:
         return s.staff.homeroom_teacher(school, class_name)
     return s.staff.principal(school)
@@ -69,6 +72,7 @@ def sign(
     as_: Annotated[Signer, typer.Option("--as", help="Who clicks: principal (signs and seals) or homeroom_teacher.")] = "principal",
     class_name: Annotated[str | None, typer.Option("--class", help="The homeroom teacher's class.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the batch.")] = 1800.0,
+    data_dir: DataDir = None,
 ) -> None:
     """Sign every record of a school year that awaits your signature, in one click."""
     if as_ == "homeroom_teacher" and not class_name:
@@ -77,16 +81,15 @@ def sign(
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bars:
-        task = bars.add_task(f"signing {school} {year} as {as_}", total=None)
+        task = bars.add_task(escape(f"signing {school} {year} as {as_}"), total=None)
 
         def on_progress(done: int, total: int) -> None:
             bars.update(task, completed=done, total=total)
 
         async def conversation() -> BatchCompleted:
-            async with session(timeout=timeout) as s:
-                request = RequestSignBatch(
-                    school_code=school, school_year=year, role=as_, class_name=class_name,
-                    actor=signer_token(s, as_, school, class_name),
+            async with session(data_dir, timeout, "school") as s:
+                request = signer_of(s, as_, school, class_name).signs(
+                    RequestSignBatch(school_code=school, school_year=year, role=as_, class_name=class_name)
                 )
                 return await sign_batch(s, request, timeout, on_progress)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import uuid
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hocba.cli import app
+from hocba.commands import login_name
 from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
 from hocba.staff import Staff
@@ -68,7 +70,8 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hocba(stack):
     runner = CliRunner()
-    env = {"AMQP_URL": stack.config.amqp_url, "HOCBA_NAMESPACE": stack.config.namespace}
+    # A wide terminal: each bad row's reason on one line.
+    env = {"AMQP_URL": stack.config.amqp_url, "HOCBA_NAMESPACE": stack.config.namespace, "COLUMNS": "200"}
 
     def run(*args: str):
         return runner.invoke(app, [*args, "--data-dir", str(stack.config.data_dir)], env=env, catch_exceptions=False)
@@ -96,10 +99,10 @@ def test_roster_import_reports_bad_rows_and_a_second_import_changes_nothing(stac
     assert first.exit_code == 1, first.output
     bad = rows_reported(first.output)
     assert set(bad) == {5, 6, 7, 8}, first.output
-    assert "digit 4 is '2' but a female born in 2014 has '3'" in bad[5]
+    assert "digit 4 must encode the sex and the century of the date of birth" in bad[5]
     assert "not an ISO 8601 date" in bad[6]
     assert "duplicate" in bad[7] and "row 3" in bad[7]
-    assert "'003' are not a known province code" in bad[8]
+    assert "digits 1-3 must be a known province code" in bad[8]
     assert counts(first.output) == [7, 3, 0, 0, 4]  # rows, registered, unchanged, enrolment added, rejected
 
     again = hocba("identity", "import", str(roster))
@@ -139,11 +142,12 @@ def test_rotation_keeps_lookups_working_and_explain_prints_the_computation(stack
         bus = Bus(settings, "test")
         await bus.broker.connect()
         try:
+            principal = staff.principal(SCHOOL)
             for term in (1, 2):
-                close = CloseTerm(school_code=SCHOOL, school_year="2025-2026", term=term, actor=staff.principal(SCHOOL))
+                close = principal.signs(CloseTerm(school_code=SCHOOL, school_year="2025-2026", term=term))
                 changed = await bus.request(close, TermChanged)
                 assert changed.state == "closed"
-            await bus.publish(CloseYear(school_code=SCHOOL, school_year="2025-2026", actor=staff.principal(SCHOOL)))
+            await bus.publish(principal.signs(CloseYear(school_code=SCHOOL, school_year="2025-2026")))
         finally:
             await bus.broker.stop()
 
@@ -170,3 +174,22 @@ def test_rotation_keeps_lookups_working_and_explain_prints_the_computation(stack
     assert "Tin học term I average 7.6 = (8 + 7.5 + 2×7 + 3×8) / (2 + 5)" in text
     assert "Circular 22/2021 Art. 9.1.b" in text
     assert "not yet confirmed" in text
+
+
+def test_audit_access_lists_who_read_a_student_and_why(stack, hocba):
+    """Every read through the command line is in the answering service's access log, with its reader and purpose."""
+    looked_up = hocba("identity", "lookup", "079214000001", "--purpose", "guardian asked for a transcript")
+    assert looked_up.exit_code == 0, looked_up.output
+    shown = hocba("audit", "access", "--student", "079214000001", "--json")
+    assert shown.exit_code == 0, shown.output
+    entries = json.loads(shown.stdout)["entries"]
+    reads = {(e["service"], e["action"], e["purpose"]) for e in entries}
+    assert ("identity", "find", "guardian asked for a transcript") in reads
+    assert ("grades", "explain", "record explanation from the command line") in reads  # `grades explain` above
+    mine = [e for e in entries if e["purpose"] == "guardian asked for a transcript"]
+    assert mine[0]["subject"] == f"operator-{login_name()}" and mine[0]["roles"] == ["operator"]
+    assert [e["at"] for e in entries] == sorted(e["at"] for e in entries), "oldest first"
+
+    elsewhere = hocba("audit", "access", "--student", "079214000001", "--school", "79009999")
+    assert elsewhere.exit_code == 1
+    assert "no student with personal ID 079214000001 is registered in school 79009999" in elsewhere.stderr

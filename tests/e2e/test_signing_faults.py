@@ -7,16 +7,21 @@ import os
 import signal
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+from hocba.commands.pki import open_pki
 from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
 from hocba.staff import Staff
 from hocba.watch import Watch
+from shared.auth import service_subject
 from shared.contracts.archive import RecordsArchived
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.signing import BatchCompleted, BatchProgress, BatchRefused, RecordsReceived, RequestSignBatch
+from shared.crypto.seal import record_claims, seal
+from shared.crypto.signer import X509Signer
 from shared.messaging import Bus, delete_exchanges
 from shared.mongo import make_client
 from shared.settings import Settings
@@ -46,9 +51,15 @@ def stack(tmp_path_factory):
     running.stop()
 
 
-def record(n: int) -> RecordVersion:
+def grades_signer(stack: Stack) -> X509Signer:
+    """grades' service certificate from the stack's PKI: signing stores only record versions it sealed."""
+    return open_pki(Path(stack.child("grades").env["HOCBA_PKI_DIR"])).signer(service_subject("grades"))
+
+
+def record(n: int, grades: X509Signer) -> RecordVersion:
+    """Record version `n`, sealed by grades as grades seals the versions it assembles."""
     class_name = CLASSES[n // 40]
-    return RecordVersion(
+    version = RecordVersion(
         record_id=f"{SCHOOL}-{YEAR}-fault-{n:05d}",
         version=1,
         school_code=SCHOOL,
@@ -56,6 +67,7 @@ def record(n: int) -> RecordVersion:
         student_ref=f"fault-{n:05d}",
         document={"class_name": class_name, "student_ref": f"fault-{n:05d}", "learning_result": {"year": "Tốt"}},
     )
+    return version.model_copy(update={"seal": seal(grades, record_claims(version))})
 
 
 class Seen:
@@ -79,6 +91,7 @@ class Seen:
 async def test_a_worker_killed_mid_batch_loses_nothing_and_signs_nothing_twice(stack):
     settings = Settings(amqp_url=stack.config.amqp_url, namespace=stack.config.namespace)
     staff = Staff(dev_issuer(stack.config.data_dir)[0])
+    grades = grades_signer(stack)
     seen = Seen()
     watch = Watch(settings.amqp_url, settings.names())
     watch.on(RecordsReceived, lambda m: setattr(seen, "received", seen.received + m.count))
@@ -92,13 +105,12 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_signs_nothing_twice(s
     try:
         for start in range(0, RECORDS, 100):
             await bus.publish(
-                RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[record(n) for n in range(start, start + 100)])
+                RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[record(n, grades) for n in range(start, start + 100)])
             )
         await seen.until("records received", lambda: seen.received >= RECORDS)
         teachers = [
-            RequestSignBatch(
-                school_code=SCHOOL, school_year=YEAR, role="homeroom_teacher", class_name=c,
-                actor=staff.homeroom_teacher(SCHOOL, c),
+            staff.homeroom_teacher(SCHOOL, c).signs(
+                RequestSignBatch(school_code=SCHOOL, school_year=YEAR, role="homeroom_teacher", class_name=c)
             )
             for c in CLASSES
         ]
@@ -106,7 +118,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_signs_nothing_twice(s
             await bus.publish(request)
         await seen.until("homeroom batches", lambda: all(t.batch_id in seen.done for t in teachers))
 
-        principal = RequestSignBatch(school_code=SCHOOL, school_year=YEAR, actor=staff.principal(SCHOOL))
+        principal = staff.principal(SCHOOL).signs(RequestSignBatch(school_code=SCHOOL, school_year=YEAR))
         await bus.publish(principal)
         await seen.until("the batch under way", lambda: seen.progress.get(principal.batch_id, 0) >= 8, timeout=60)
         victim = stack.child("signing-2")
@@ -134,6 +146,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_signs_nothing_twice(s
         ]
         assert len(signatures) == len(set(signatures)) == RECORDS * 3, "each record signed once per role"
         batch = await client[names.database("signing")]["batches"].find_one({"_id": principal.batch_id})
+        assert batch is not None
         assert sorted(batch["done_chunks"]) == list(range(RECORDS // 5))
         log = [(e["record_id"], e["version"]) async for e in client[names.database("archive")]["log"].find()]
         assert len(log) == len(set(log)) == RECORDS, "each record archived once"
