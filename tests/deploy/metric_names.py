@@ -19,16 +19,20 @@ FASTSTREAM = (
 #: Every service's dead-letter middleware (shared/messaging.py).
 MESSAGING = ("hocba_messages_dead_lettered_total", "hocba_messages_retried_total")
 
+#: Reads of students' personal data (shared/access.py), served by the services that answer them.
+ACCESS = ("hocba_personal_data_reads_total", "hocba_personal_data_unusual_reads_total")
+
 #: Domain metrics the term-end dashboard and the alerts rely on, by the service that serves them.
 DOMAIN = {
-    "identity": ("hocba_students_registered_total",),
-    "grades": ("hocba_assessments_recorded_total", "hocba_records_assembled_total"),
+    "identity": ("hocba_students_registered_total", *ACCESS),
+    "grades": ("hocba_assessments_recorded_total", "hocba_records_assembled_total", *ACCESS),
     "signing": (
         "hocba_records_signed_total",
         "hocba_signing_chunks_total",
         "hocba_signing_batch_duration_seconds",
     ),
     "archive": (
+        *ACCESS,
         "hocba_records_archived_total",
         "hocba_archive_log_entries",
         "hocba_archive_checkpoint_tree_size",
