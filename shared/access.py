@@ -1,7 +1,8 @@
 """Reads of personal data, as the service that answers them logs and counts them.
 
 Every look-up, find, explanation, export or print of a student's data is an `AccessEntry` in the
-answering service's `access_log` collection (written by its repository), and a count in
+answering service's `access_log` collection (an `AccessLogStore`: `MongoAccessLog`, or
+`InMemoryAccessLog` in tests; insert-only, by student reference), and a count in
 `hocba_personal_data_reads_total{role}`. One subject reading much more than anyone should in a
 short time (a copied token, a scraping script) is counted in
 `hocba_personal_data_unusual_reads_total{role}`, which an alert watches. Services read in bulk by
@@ -14,17 +15,62 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter
+from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.auth import Actor
 from shared.contracts.access import AccessEntry, Action
 from shared.contracts.base import utcnow
+from shared.mongo import Index
 
 ROLES = ("subject_teacher", "homeroom_teacher", "principal", "school_admin", "operator", "service")
 #: Reads by one subject within `WINDOW_SECONDS` above which the reads are unusual.
 UNUSUAL_READS = 500
 WINDOW_SECONDS = 600.0
+
+ACCESS_LOG = "access_log"
+#: The access log's index, added to the indexes of each service that keeps one.
+ACCESS_LOG_INDEXES = [Index(ACCESS_LOG, [("student_ref", 1), ("at", 1)], name="student_at")]
+
+
+class AccessLogStore(Protocol):
+    """A service's access log: insert-only, read by student."""
+
+    async def add(self, entries: list[AccessEntry]) -> None:
+        """Keep these reads in the access log."""
+
+    async def of(self, student_ref: str, limit: int) -> list[AccessEntry]:
+        """The first `limit` reads of a student, oldest first."""
+
+
+class MongoAccessLog:
+    """The `access_log` collection of a service's MongoDB database."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.collection = db[ACCESS_LOG]
+
+    async def add(self, entries: list[AccessEntry]) -> None:
+        if entries:
+            await self.collection.insert_many([entry.model_dump() for entry in entries], ordered=False)
+
+    async def of(self, student_ref: str, limit: int) -> list[AccessEntry]:
+        cursor = self.collection.find({"student_ref": student_ref}, {"_id": 0}).sort([("at", 1), ("_id", 1)])
+        return [AccessEntry.model_validate(doc) async for doc in cursor.limit(limit)]
+
+
+class InMemoryAccessLog:
+    """For unit and wiring tests: the same promises, in a list (reads of the same instant in the order kept)."""
+
+    def __init__(self) -> None:
+        self._entries: list[AccessEntry] = []
+
+    async def add(self, entries: list[AccessEntry]) -> None:
+        self._entries += entries
+
+    async def of(self, student_ref: str, limit: int) -> list[AccessEntry]:
+        return sorted((e for e in self._entries if e.student_ref == student_ref), key=lambda e: e.at)[:limit]
 
 
 class AccessMetrics:

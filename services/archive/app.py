@@ -14,7 +14,7 @@ from services.archive.handlers import Deps, Keys
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import INDEXES, ArchiveRepository, MongoArchiveRepository
 from services.archive.router import register_routes
-from shared.access import AccessRecorder
+from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, InMemoryAccessLog, MongoAccessLog
 from shared.auth import IssuerKeys, issuer_keys_for
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import ARCHIVE_SUBJECT, DevPki
@@ -47,11 +47,15 @@ def build_app(
 ) -> ServiceApp:
     """Keys default to the archive's in the PKI at `settings.pki_path()`; the actor-token keys to
     `settings.actor_issuer_jwks` (given keys are taken with the archive as their audience); the log state is read
-    before consuming."""
+    before consuming. A `repository` given (tests: an in-memory one) has an in-memory access log beside it."""
     bus = Bus(settings, NAME, registry)
-    storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
+    storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=[*INDEXES, *ACCESS_LOG_INDEXES])
+    access_log: AccessLogStore = InMemoryAccessLog()
+    if repository is None:
+        db = storage.database(settings, NAME)
+        repository, access_log = MongoArchiveRepository(db), MongoAccessLog(db)
     deps = Deps(
-        repo=repository or MongoArchiveRepository(storage.database(settings, NAME)),
+        repo=repository,
         metrics=ArchiveMetrics(bus.registry),
         keys=keys or keys_from_pki(settings),
         log_origin=settings.archive_origin,
@@ -61,6 +65,7 @@ def build_app(
             else issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
         ),
         access=AccessRecorder(NAME, bus.registry),
+        access_log=access_log,
         max_clock_skew=timedelta(seconds=settings.archive_max_clock_skew_seconds),
     )
     register_routes(bus, deps)

@@ -28,7 +28,7 @@ from services.archive import domain
 from services.archive.domain import Chunk, Entry, key_of
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import ArchivedRow, ArchiveRepository, Position
-from shared.access import AccessRecorder
+from shared.access import AccessLogStore, AccessRecorder
 from shared.auth import IssuerKeys, require_actor, service_subject
 from shared.contracts.access import AccessLog, Action, ListArchiveAccesses
 from shared.contracts.archive import (
@@ -115,6 +115,8 @@ class Deps:
     issuer_keys: IssuerKeys | None
     #: Makes and counts the access-log entries of exports and printed copies.
     access: AccessRecorder
+    #: Where those entries are kept, and read back by student.
+    access_log: AccessLogStore
     log: LogState = field(default_factory=LogState)
     #: Certificates already parsed from the x5c chains of signatures checked before.
     chains: ChainCache = field(default_factory=ChainCache)
@@ -513,7 +515,7 @@ async def export_record(request: ExportRecord, deps: Deps) -> Outcome:
     qr = sign_copy(deps.keys.signer(), bundle, deps.clock()) if request.certified_copy else None
     action: Action = "print" if request.certified_copy else "export"
     read = deps.access.entries(actor, action, [entry.student_ref], purpose=request.purpose, record_id=entry.record_id)
-    await deps.repo.log_access(read)
+    await deps.access_log.add(read)
     deps.metrics.exports.inc()
     return Outcome(publish=covering.announce, reply=ProofReply(bundle=bundle, qr=qr))
 
@@ -544,4 +546,4 @@ async def list_accesses(request: ListArchiveAccesses, deps: Deps) -> Outcome:
     administrator of a school whose records of the student the archive holds."""
     actor = require_actor(request, deps.issuer_keys)
     domain.authorise_access_list(actor, await deps.repo.schools_of(request.student_ref))
-    return Outcome(reply=AccessLog(entries=await deps.repo.accesses(request.student_ref, request.limit)))
+    return Outcome(reply=AccessLog(entries=await deps.access_log.of(request.student_ref, request.limit)))

@@ -1,9 +1,8 @@
-"""archive's `log`, `records`, `checkpoints` and `access_log` collections: a Protocol, MongoDB and in-memory.
-Insert-only.
+"""archive's `log`, `records` and `checkpoints` collections: a Protocol, MongoDB and in-memory. Insert-only.
 
-No code path updates or deletes a stored entry, row, checkpoint or access: an amendment is a new entry,
-and "superseded" is read from the later versions, never written onto the earlier one. The access log
-holds one `AccessEntry` per export or printed copy: who, when, why, which record of which student.
+No code path updates or deletes a stored entry, row or checkpoint: an amendment is a new entry,
+and "superseded" is read from the later versions, never written onto the earlier one. (The archive's
+access log, one `AccessEntry` per export or printed copy, is `shared.access`'s store.)
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from services.archive.domain import ArchivedVersion, Entry
-from shared.contracts.access import AccessEntry
 from shared.contracts.archive import Checkpoint
 from shared.contracts.grades import VersionKey
 from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new, packed, unpacked
@@ -24,7 +22,6 @@ from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new, packe
 LOG = "log"
 RECORDS = "records"
 CHECKPOINTS = "checkpoints"
-ACCESS_LOG = "access_log"
 
 # Look-ups go by `_id` or by equality on one indexed field: the forms every MongoDB-wire server
 # serves from an index (the embedded one scans the collection for others).
@@ -38,7 +35,6 @@ INDEXES = [
     Index(RECORDS, [("batch_id", 1)], name="batch"),
     Index(RECORDS, [("student_ref", 1)], name="student"),
     Index(CHECKPOINTS, [("tree_size", 1)], unique=True, name="tree_size_unique"),
-    Index(ACCESS_LOG, [("student_ref", 1), ("at", 1)], name="student_at"),
 ]
 
 
@@ -107,12 +103,6 @@ class ArchiveRepository(Protocol):
     async def schools_of(self, student_ref: str) -> set[str]:
         """The schools whose archived records are of this student."""
 
-    async def log_access(self, entries: list[AccessEntry]) -> None:
-        """Keep these reads in the access log."""
-
-    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
-        """The first `limit` reads of a student, oldest first."""
-
 
 def entry_document(entry: Entry) -> dict[str, Any]:
     # `_id` is what makes a seq taken once; `seq` repeats it for ordering, as the embedded server
@@ -146,7 +136,6 @@ class MongoArchiveRepository:
         self.log = db[LOG]
         self.rows = db[RECORDS]
         self.checkpoint_rows = db[CHECKPOINTS]
-        self.access_log = db[ACCESS_LOG]
 
     async def leaf_hashes(self) -> list[bytes]:
         cursor = self.log.find({}, {"_id": 0, "seq": 1, "leaf_hash": 1}, sort=[("seq", 1)])
@@ -213,14 +202,6 @@ class MongoArchiveRepository:
     async def schools_of(self, student_ref: str) -> set[str]:
         return {doc["school_code"] async for doc in self.rows.find({"student_ref": student_ref}, {"school_code": 1})}
 
-    async def log_access(self, entries: list[AccessEntry]) -> None:
-        if entries:
-            await self.access_log.insert_many([entry.model_dump() for entry in entries], ordered=False)
-
-    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
-        cursor = self.access_log.find({"student_ref": student_ref}, {"_id": 0}).sort([("at", 1), ("_id", 1)]).limit(limit)
-        return [AccessEntry.model_validate(doc) async for doc in cursor]
-
 
 class InMemoryArchiveRepository:
     """For unit and wiring tests: same behaviour, no database."""
@@ -229,7 +210,6 @@ class InMemoryArchiveRepository:
         self.log: dict[int, Entry] = {}
         self.rows: dict[VersionKey, ArchivedRow] = {}
         self.stored_checkpoints: dict[int, Checkpoint] = {}
-        self.access_log: list[AccessEntry] = []
 
     async def leaf_hashes(self) -> list[bytes]:
         return [bytes.fromhex(self.log[seq].leaf_hash) for seq in sorted(self.log)]
@@ -289,10 +269,3 @@ class InMemoryArchiveRepository:
 
     async def schools_of(self, student_ref: str) -> set[str]:
         return {r.school_code for r in self.rows.values() if r.student_ref == student_ref}
-
-    async def log_access(self, entries: list[AccessEntry]) -> None:
-        self.access_log += entries
-
-    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
-        found = [e for e in self.access_log if e.student_ref == student_ref]
-        return sorted(found, key=lambda e: e.at)[:limit]

@@ -13,7 +13,7 @@ from services.grades.handlers import Deps, Lookup, Sealer
 from services.grades.metrics import GradesMetrics
 from services.grades.repository import INDEXES, GradesRepository, MongoGradesRepository
 from services.grades.router import register_routes
-from shared.access import AccessRecorder
+from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, InMemoryAccessLog, MongoAccessLog
 from shared.auth import IssuerKeys, ServiceIdentity, issuer_keys_for, service_subject
 from shared.contracts.grades import RecordVersion
 from shared.contracts.identity import LookupStudents, StudentSnapshot, StudentSnapshots
@@ -68,13 +68,18 @@ def build_app(
     lookup: Lookup | None = None,
     issuer_keys: IssuerKeys | None = None,
 ) -> ServiceApp:
-    """Student snapshots come from identity by request unless `lookup` stands in for it.
+    """Student snapshots come from identity by request unless `lookup` stands in for it. A `repository` given
+    (tests: an in-memory one) has an in-memory access log beside it.
 
     grades' certificate (`svc-grades`: its seals, its tokens when it asks identity) is the one in the
     PKI at `settings.pki_path()`; actor tokens are accepted for grades as their audience.
     """
     bus = Bus(settings, NAME, registry)
-    storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
+    storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=[*INDEXES, *ACCESS_LOG_INDEXES])
+    access_log: AccessLogStore = InMemoryAccessLog()
+    if repository is None:
+        db = storage.database(settings, NAME)
+        repository, access_log = MongoGradesRepository(db), MongoAccessLog(db)
     directory = DevPki.from_settings(settings).directory()
 
     def signer() -> X509Signer:
@@ -82,13 +87,14 @@ def build_app(
 
     keys = issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
     deps = Deps(
-        repo=repository or MongoGradesRepository(storage.database(settings, NAME)),
+        repo=repository,
         metrics=GradesMetrics(bus.registry),
         issuer_keys=keys.for_service(NAME) if keys else None,
         lookup=lookup or IdentityLookup(bus, ServiceIdentity(NAME, signer)),
         records_per_message=settings.chunk_size,
         sealer=seal_with(signer),
         access=AccessRecorder(NAME, bus.registry),
+        access_log=access_log,
     )
     register_routes(bus, deps)
     return assemble(bus, storage)

@@ -30,7 +30,7 @@ from services.grades.domain.terms import TermStatus, change_of, locked_problem, 
 from services.grades.metrics import GradesMetrics
 from services.grades.repository import EntryKey, GradesRepository, Kind, TermAction, Write, entry_key
 from services.grades.rulesets import RULE_SETS, RuleSet, rule_set_for
-from shared.access import AccessRecorder
+from shared.access import AccessLogStore, AccessRecorder
 from shared.auth import Actor, IssuerKeys, require_actor
 from shared.contracts.access import AccessLog, ListGradesAccesses
 from shared.contracts.base import derived_id
@@ -85,6 +85,8 @@ class Deps:
     sealer: Sealer
     #: Makes (and counts) the access-log entries of every record read.
     access: AccessRecorder
+    #: Where those entries are kept, and read back by student.
+    access_log: AccessLogStore
     rule_sets: RuleSets = rule_set_for
 
 
@@ -525,7 +527,7 @@ async def explain_record(request: ExplainRecord, deps: Deps) -> Outcome:
         deps.metrics.explained.labels("not-found").inc()
         raise
     read = deps.access.entries(actor, "explain", [record.student_ref], request.purpose, record.record_id)
-    await deps.repo.log_access(read)
+    await deps.access_log.add(read)
     deps.metrics.explained.labels("answered").inc()
     return Outcome(reply=explanation(record))
 
@@ -565,4 +567,4 @@ async def list_accesses(request: ListGradesAccesses, deps: Deps) -> Outcome:
     administrator of a school the student is enrolled at."""
     actor = require_actor(request, deps.issuer_keys)
     authorise_access_list(actor, await deps.repo.schools_of(request.student_ref))
-    return Outcome(reply=AccessLog(entries=await deps.repo.accesses(request.student_ref, request.limit)))
+    return Outcome(reply=AccessLog(entries=await deps.access_log.of(request.student_ref, request.limit)))

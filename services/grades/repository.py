@@ -4,8 +4,8 @@
 "homeroom": conduct, absences, qualities, comments), each with its revision, the ids of the
 messages that set it and the log of its changes (who, when, old value, new value, reason).
 `terms` holds each term's lock with its history, and the year's close. `records` holds each
-record version as assembled, with grades' seal. `access_log` holds one `AccessEntry` per record
-read (explained): who, when, which student and record, why.
+record version as assembled, with grades' seal. (grades' access log, one `AccessEntry` per record
+explained, is `shared.access`'s store.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.grades.domain.entries import Entry
 from services.grades.domain.terms import Stored, TermStatus
-from shared.contracts.access import AccessEntry
 from shared.contracts.grades import RecordVersion, StudentTermConduct, SubjectTermScores, VersionKey
 from shared.contracts.identity import Enrolment, RegisteredStudent
 from shared.errors import TransientError
@@ -28,7 +27,6 @@ ENROLMENTS = "enrolments"
 ASSESSMENTS = "assessments"
 TERMS = "terms"
 RECORDS = "records"
-ACCESS_LOG = "access_log"
 
 Kind = Literal["subject", "homeroom"]
 HOMEROOM = "(homeroom)"  # the `subject` key of homeroom entries; no subject has this name
@@ -47,7 +45,6 @@ INDEXES = [
     Index(TERMS, [("school_code", 1), ("school_year", 1), ("term", 1)], unique=True, name="school_year_term_unique"),
     Index(RECORDS, [("record_id", 1), ("version", 1)], unique=True, name="record_version_unique"),
     Index(RECORDS, [("school_code", 1), ("school_year", 1)], name="school_year"),
-    Index(ACCESS_LOG, [("student_ref", 1), ("at", 1)], name="student_at"),
 ]
 
 #: (student ref, subject, term): one entry's key within a school year.
@@ -140,12 +137,6 @@ class GradesRepository(Protocol):
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         """One record at `version` (None: the latest)."""
 
-    async def log_access(self, entries: list[AccessEntry]) -> None:
-        """Keep these reads in the access log."""
-
-    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
-        """The first `limit` reads of a student's records, oldest first."""
-
 
 def record_version(doc: dict[str, Any]) -> RecordVersion:
     return RecordVersion.model_validate({**doc, "document": unpacked(doc["document"])})
@@ -201,7 +192,6 @@ class MongoGradesRepository:
         self._assessments = db[ASSESSMENTS]
         self._terms = db[TERMS]
         self._records = db[RECORDS]
-        self._access_log = db[ACCESS_LOG]
 
     async def enrol(self, students: list[RegisteredStudent]) -> int:
         return await insert_new(self._enrolments, [enrolment_document(s) for s in students])
@@ -372,14 +362,6 @@ class MongoGradesRepository:
         found = [record_version(doc) async for doc in self._records.find(query, {"_id": 0})]
         return max(found, key=lambda r: r.version, default=None)
 
-    async def log_access(self, entries: list[AccessEntry]) -> None:
-        if entries:
-            await self._access_log.insert_many([entry.model_dump() for entry in entries], ordered=False)
-
-    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
-        cursor = self._access_log.find({"student_ref": student_ref}, {"_id": 0}).sort([("at", 1), ("_id", 1)])
-        return [AccessEntry.model_validate(doc) async for doc in cursor.limit(limit)]
-
 
 @dataclass
 class _Row:
@@ -407,7 +389,6 @@ class InMemoryGradesRepository:
         self._closed: dict[tuple[str, str], datetime] = {}  # (school code, school year)
         self._terms: dict[tuple[str, str, int], _Term] = {}  # (school code, school year, term)
         self._records: dict[VersionKey, RecordVersion] = {}
-        self._access_log: list[AccessEntry] = []
 
     async def enrol(self, students: list[RegisteredStudent]) -> int:
         added = 0
@@ -533,9 +514,3 @@ class InMemoryGradesRepository:
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         found = [r for (rid, v), r in self._records.items() if rid == record_id and (version is None or v == version)]
         return max(found, key=lambda r: r.version, default=None)
-
-    async def log_access(self, entries: list[AccessEntry]) -> None:
-        self._access_log += entries
-
-    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
-        return sorted((e for e in self._access_log if e.student_ref == student_ref), key=lambda e: e.at)[:limit]

@@ -15,7 +15,7 @@ from services.identity.metrics import IdentityMetrics
 from services.identity.repository import INDEXES, MongoStudentRepository, StudentRepository
 from services.identity.router import register_routes
 from services.identity.vault import Vault
-from shared.access import AccessRecorder
+from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, InMemoryAccessLog, MongoAccessLog
 from shared.auth import IssuerKeys, issuer_keys_for
 from shared.crypto.certs import ReloadingTrust, TrustStore
 from shared.crypto.pki import DevPki
@@ -58,19 +58,25 @@ def build_app(
 ) -> ServiceApp:
     """`vault` is the key ring personal data is sealed under (by default the ring at `key_ring_path`).
 
-    A `repository` given comes with the `vault` it seals under. `issuer_keys` given (tests) may say with
-    `services` which trust store a service's own token is checked against; by default the configured PKI's.
+    A `repository` given (tests: an in-memory one) comes with the `vault` it seals under, and an in-memory
+    access log beside it. `issuer_keys` given (tests) may say with `services` which trust store a service's own
+    token is checked against; by default the configured PKI's.
     """
     bus = Bus(settings, NAME, registry)
-    storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
+    storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=[*INDEXES, *ACCESS_LOG_INDEXES])
     vault = vault or Vault.at(key_ring_path(settings))
+    access_log: AccessLogStore = InMemoryAccessLog()
+    if repository is None:
+        db = storage.database(settings, NAME)
+        repository, access_log = MongoStudentRepository(db, vault), MongoAccessLog(db)
     deps = Deps(
-        repo=repository or MongoStudentRepository(storage.database(settings, NAME), vault),
+        repo=repository,
         metrics=IdentityMetrics(bus.registry),
         issuer_keys=actor_keys(settings, issuer_keys),
         vault=vault,
         announce=bus.publish,
         access=AccessRecorder(NAME, bus.registry),
+        access_log=access_log,
     )
     register_routes(bus, deps)
     return assemble(bus, storage, resources=[Resource(open=partial(handlers.show_key_ring, deps))])

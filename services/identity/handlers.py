@@ -20,7 +20,7 @@ from services.identity import domain
 from services.identity.metrics import IdentityMetrics
 from services.identity.repository import StudentRepository
 from services.identity.vault import Vault
-from shared.access import AccessRecorder
+from shared.access import AccessLogStore, AccessRecorder
 from shared.auth import Actor, IssuerKeys, require_actor
 from shared.contracts.access import AccessLog, ListIdentityAccesses
 from shared.contracts.base import Acting, Message, derived_id, utcnow
@@ -65,6 +65,8 @@ class Deps:
     announce: Callable[[Message], Awaitable[None]]
     #: Makes (and counts) the access-log entries of every student read.
     access: AccessRecorder
+    #: Where those entries are kept, and read back by student.
+    access_log: AccessLogStore
     students_per_rotation_step: int = ROTATION_STEP
     clock: Clock = utcnow
 
@@ -209,7 +211,7 @@ async def lookup_students(request: LookupStudents, deps: Deps) -> Outcome:
     domain.authorise_lookup(actor)
     found = await deps.repo.snapshots(request.student_refs)
     answered = [ref for ref in dict.fromkeys(request.student_refs) if ref in found]
-    await deps.repo.log_access(deps.access.entries(actor, "lookup", answered, purpose=request.purpose))
+    await deps.access_log.add(deps.access.entries(actor, "lookup", answered, purpose=request.purpose))
     deps.metrics.lookups.inc(len(found))
     snapshots = StudentSnapshots(
         students=[StudentSnapshot(student_ref=ref, identity=found[ref]) for ref in answered],
@@ -228,7 +230,7 @@ async def find_students(request: FindStudents, deps: Deps) -> Outcome:
     found = await deps.repo.find(list(request.personal_ids))
     visible = {pid: s for pid, s in found.items() if domain.may_see(actor, s.enrolments)}
     shown = list(dict.fromkeys(s.ref for s in visible.values()))
-    await deps.repo.log_access(deps.access.entries(actor, "find", shown, purpose=request.purpose))
+    await deps.access_log.add(deps.access.entries(actor, "find", shown, purpose=request.purpose))
     deps.metrics.found.labels("found").inc(len(visible))
     deps.metrics.found.labels("missing").inc(len(request.personal_ids) - len(visible))
     log.info("%s looked up %d personal ID(s), %d visible", actor.subject, len(request.personal_ids), len(visible))
@@ -244,7 +246,7 @@ async def list_accesses(request: ListIdentityAccesses, deps: Deps) -> Outcome:
     administrator of a school the student is enrolled at."""
     actor = require_actor(request, deps.issuer_keys)
     domain.authorise_access_list(actor, await deps.repo.enrolments(request.student_ref))
-    return Outcome(reply=AccessLog(entries=await deps.repo.accesses(request.student_ref, request.limit)))
+    return Outcome(reply=AccessLog(entries=await deps.access_log.of(request.student_ref, request.limit)))
 
 
 # --- key rotation ----------------------------------------------------------------------------

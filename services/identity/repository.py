@@ -3,8 +3,7 @@
 A `students` document holds the opaque reference (`_id`), the HMAC blind index of the personal ID
 (`pid_index`, unique), every identity field encrypted (`pii`), the id of the key they are under
 (`key_id`) and the enrolments in clear. No personal ID, name or date of birth is stored in clear.
-The `access_log` holds one `AccessEntry` per student read (found, looked up): who, when, why; by
-student reference, never by personal data.
+(identity's access log, by student reference, is `shared.access`'s store.)
 """
 
 from __future__ import annotations
@@ -18,17 +17,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from services.identity.vault import Vault
-from shared.contracts.access import AccessEntry
 from shared.contracts.identity import Enrolment, StudentIdentity
 from shared.mongo import DUPLICATE_KEY, Index
 
 STUDENTS = "students"
-ACCESS_LOG = "access_log"
 
 INDEXES = [
     Index(STUDENTS, [("pid_index", 1)], unique=True, name="pid_index_unique"),
     Index(STUDENTS, [("key_id", 1)], name="key_id"),
-    Index(ACCESS_LOG, [("student_ref", 1), ("at", 1)], name="student_at"),
 ]
 
 
@@ -77,12 +73,6 @@ class StudentRepository(Protocol):
     async def enrolments(self, ref: str) -> list[Enrolment]:
         """The enrolments of a stored student (none when the reference is unknown); nothing is decrypted."""
 
-    async def log_access(self, entries: list[AccessEntry]) -> None:
-        """Keep these reads in the access log."""
-
-    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
-        """The first `limit` reads of a student, oldest first."""
-
     async def count_not_under(self, key_id: str) -> int:
         """Students whose fields are not (all) under `key_id`."""
 
@@ -95,7 +85,6 @@ class MongoStudentRepository:
 
     def __init__(self, db: AsyncDatabase, vault: Vault) -> None:
         self.students = db[STUDENTS]
-        self.access_log = db[ACCESS_LOG]
         self.vault = vault
 
     async def add_new(self, students: list[tuple[str, StudentIdentity, Enrolment]], at: datetime) -> set[str]:
@@ -140,14 +129,6 @@ class MongoStudentRepository:
         doc = await self.students.find_one({"_id": ref}, {"enrolments": 1})
         return enrolment_documents(doc) if doc else []
 
-    async def log_access(self, entries: list[AccessEntry]) -> None:
-        if entries:
-            await self.access_log.insert_many([entry.model_dump() for entry in entries], ordered=False)
-
-    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
-        cursor = self.access_log.find({"student_ref": student_ref}, {"_id": 0}).sort([("at", 1), ("_id", 1)])
-        return [AccessEntry.model_validate(doc) async for doc in cursor.limit(limit)]
-
     async def count_not_under(self, key_id: str) -> int:
         return await self.students.count_documents({"key_id": {"$nin": [key_id]}})
 
@@ -177,7 +158,6 @@ class InMemoryStudentRepository:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
         self.docs: dict[str, dict[str, Any]] = {}
-        self.access_log: list[AccessEntry] = []
 
     async def add_new(self, students: list[tuple[str, StudentIdentity, Enrolment]], at: datetime) -> set[str]:
         indexes = {d["pid_index"] for d in self.docs.values()}
@@ -211,13 +191,6 @@ class InMemoryStudentRepository:
 
     async def enrolments(self, ref: str) -> list[Enrolment]:
         return enrolment_documents(self.docs[ref]) if ref in self.docs else []
-
-    async def log_access(self, entries: list[AccessEntry]) -> None:
-        self.access_log += entries
-
-    async def accesses(self, student_ref: str, limit: int) -> list[AccessEntry]:
-        found = [e for e in self.access_log if e.student_ref == student_ref]
-        return sorted(found, key=lambda e: e.at)[:limit]
 
     async def count_not_under(self, key_id: str) -> int:
         return sum(1 for d in self.docs.values() if d["key_id"] != key_id)

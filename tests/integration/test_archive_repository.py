@@ -17,7 +17,6 @@ from services.archive.repository import (
     MongoArchiveRepository,
     Position,
 )
-from shared.contracts.access import AccessEntry
 from shared.contracts.signing import RecordsCompleted
 from shared.crypto.archive_log import sign_checkpoint
 from shared.crypto.merkle import MerkleTree
@@ -110,22 +109,6 @@ async def test_an_entry_keeps_grades_seal_and_hashes_with_it(repo, trust):
     assert await repo.append([entry]) == 1
     stored = await repo.entry("rec-0001")
     assert stored.seal == entry.seal and stored.computed_leaf_hash() == entry.leaf_hash
-
-
-def access(n: int, at: datetime, student_ref: str = "student-0001", action: str = "export") -> AccessEntry:
-    return AccessEntry(
-        at=at, service="archive", subject=f"ht-{n}", roles=["principal"], school_code="79000701", action=action,
-        student_ref=student_ref, record_id="rec-0001", purpose=f"lý do {n}",
-    )
-
-
-async def test_the_access_log_keeps_every_read_and_tells_a_students_oldest_first(repo):
-    later, earlier = AT.replace(hour=10), AT.replace(hour=9)
-    await repo.log_access([access(1, later), access(2, earlier, action="print"), access(3, AT, "student-0002")])
-    await repo.log_access([])
-    assert await repo.accesses("student-0001", 10) == [access(2, earlier, action="print"), access(1, later)]
-    assert await repo.accesses("student-0001", 1) == [access(2, earlier, action="print")]
-    assert await repo.accesses("nobody", 10) == []
 
 
 async def test_a_checkpoint_is_stored_once_per_tree_size_and_read_smallest_first(repo, trust):

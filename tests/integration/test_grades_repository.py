@@ -15,7 +15,6 @@ from services.grades.repository import (
     Write,
     entry_key,
 )
-from shared.contracts.access import AccessEntry
 from shared.contracts.grades import RecordVersion, StudentTermConduct
 from shared.errors import TransientError
 from tests.integration.conftest import service_database
@@ -197,25 +196,6 @@ async def test_the_schools_a_student_is_enrolled_at_any_year(repo):
     assert await repo.schools_of("s1") == {SCHOOL, "79000702"}
     assert await repo.schools_of("s2") == {"79000702"}
     assert await repo.schools_of("nobody") == set()
-
-
-def read(ref: str, minute: int, subject: str = "gvcn-6A1", purpose: str = "") -> AccessEntry:
-    return AccessEntry(
-        at=NOW.replace(minute=minute), service="grades", subject=subject, roles=["homeroom_teacher"],
-        school_code=SCHOOL, action="explain", student_ref=ref, record_id=f"rec-{ref}", purpose=purpose,
-    )
-
-
-async def test_the_access_log_keeps_every_read_and_tells_a_students_oldest_first(repo):
-    await repo.log_access([read("s1", 30, purpose="họp phụ huynh"), read("s2", 31)])
-    await repo.log_access([read("s1", 10, subject="operator-1"), read("s1", 20)])
-    await repo.log_access([])
-    assert [(e.at.minute, e.subject) for e in await repo.accesses("s1", 10)] == [
-        (10, "operator-1"), (20, "gvcn-6A1"), (30, "gvcn-6A1")
-    ]
-    assert [e.at.minute for e in await repo.accesses("s1", 2)] == [10, 20]
-    assert (await repo.accesses("s1", 10))[-1] == read("s1", 30, purpose="họp phụ huynh")
-    assert await repo.accesses("s9", 10) == []
 
 
 async def test_a_record_version_keeps_its_seal(repo):

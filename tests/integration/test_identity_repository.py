@@ -9,7 +9,6 @@ from bson import json_util
 
 from services.identity.repository import INDEXES, STUDENTS, InMemoryStudentRepository, MongoStudentRepository
 from services.identity.vault import Vault
-from shared.contracts.access import AccessEntry
 from shared.contracts.identity import Enrolment, StudentIdentity, StudentRegistration
 from shared.crypto.fields import DecryptionError
 from tests.integration.conftest import service_database
@@ -121,23 +120,3 @@ async def test_a_students_enrolments_are_read_by_reference(repo):
     await repo.add_enrolment("ref-1", later)
     assert await repo.enrolments("ref-1") == [first.enrolment, later]
     assert await repo.enrolments("nobody") == []
-
-
-def read(ref: str, minute: int, subject: str = "admin-1", purpose: str = "") -> AccessEntry:
-    return AccessEntry(
-        at=NOW.replace(minute=minute), service="identity", subject=subject, roles=["school_admin"],
-        school_code="79000701", action="find", student_ref=ref, purpose=purpose,
-    )
-
-
-async def test_the_access_log_keeps_every_read_and_tells_a_students_oldest_first(repo):
-    await repo.log_access([read("ref-1", 30, purpose="chuyển lớp"), read("ref-2", 31)])
-    await repo.log_access([read("ref-1", 10, subject="svc-grades"), read("ref-1", 20)])
-    await repo.log_access([])
-    assert [(e.at.minute, e.subject) for e in await repo.accesses("ref-1", 10)] == [
-        (10, "svc-grades"), (20, "admin-1"), (30, "admin-1")
-    ]
-    assert [e.at.minute for e in await repo.accesses("ref-1", 2)] == [10, 20]
-    [latest] = [e for e in await repo.accesses("ref-1", 10) if e.at.minute == 30]
-    assert latest == read("ref-1", 30, purpose="chuyển lớp")
-    assert await repo.accesses("ref-9", 10) == []

@@ -194,7 +194,11 @@ async def test_attack_requests_without_a_token_or_from_another_school_are_answer
             refusals.append(refused.value.reason)
         with pytest.raises(Refused, match="may not export a record of school 79000701") as other_school:
             await wire.request(trust.staff.principal(OTHER_SCHOOL).signs(ExportRecord(record_id="rec-0001")), ProofReply)
+        logged = [
+            (await wire.request(operator(trust, ListArchiveAccesses(student_ref=f"student-{n:04d}")), AccessLog)).entries
+            for n in range(2)
+        ]
     assert refusals == ["unauthenticated"] * 4 and other_school.value.reason == "wrong-school"
-    assert issued == [] and await repo.checkpoints() == [] and repo.access_log == []
+    assert issued == [] and await repo.checkpoints() == [] and logged == [[], []], "nothing was exported or read"
     queue = svc.topology.queue_name(ExportRecord.ROUTING_KEY)
     assert sample(svc, "hocba_requests_answered_with_error_total", {"queue": queue, "reason": "unauthenticated"}) == 1

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from services.archive.handlers import Deps, Keys
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import ArchiveRepository, InMemoryArchiveRepository
-from shared.access import AccessRecorder
+from shared.access import AccessRecorder, InMemoryAccessLog
 from shared.contracts.signing import SignedRecord
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import ARCHIVE_SUBJECT
@@ -45,6 +45,7 @@ def archive_deps(
         log_origin=ORIGIN,
         issuer_keys=trust.issuer.public_keys("archive"),
         access=AccessRecorder("archive", registry, clock=lambda: at),
+        access_log=InMemoryAccessLog(),
         clock=lambda: at,
     )
 

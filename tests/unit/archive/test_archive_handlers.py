@@ -551,7 +551,7 @@ async def test_attack_the_archives_requests_without_a_token_are_refused(deps, ma
     for handler, request in requests.items():
         with pytest.raises(Unauthenticated):
             await handler(request, deps)
-    assert await deps.repo.checkpoints() == [] and await deps.repo.accesses("student-0001", 10) == []
+    assert await deps.repo.checkpoints() == [] and await deps.access_log.of("student-0001", 10) == []
 
 
 async def test_attack_another_schools_principal_may_not_export_a_record(deps, trust, registry, make_signed):
@@ -567,7 +567,7 @@ async def test_attack_another_schools_principal_may_not_export_a_record(deps, tr
             with pytest.raises(Forbidden) as refused:
                 await handlers.export_record(person.signs(ExportRecord(record_id="rec-0001", certified_copy=copy)), deps)
             assert refused.value.reason == reason
-    assert await deps.repo.accesses("student-0001", 10) == []
+    assert await deps.access_log.of("student-0001", 10) == []
     assert sample(registry, "hocba_personal_data_reads_total", {"role": "principal"}) == 0
 
 
@@ -588,14 +588,14 @@ async def test_every_export_and_printed_copy_is_in_the_access_log_and_counted(de
     ]
     for person, request in reads:
         assert (await handlers.export_record(person.signs(request), deps)).reply.bundle
-    logged = await deps.repo.accesses("student-0001", 10)
+    logged = await deps.access_log.of("student-0001", 10)
     assert [(e.action, e.subject, e.roles, e.school_code, e.record_id, e.purpose, e.service) for e in logged] == [
         ("export", "ht-79000701", ["principal"], SCHOOL, "rec-0001", "hồ sơ chuyển trường", "archive"),
         ("print", "admin-79000701", ["school_admin"], SCHOOL, "rec-0001", "bản sao", "archive"),
         ("export", "operator-thanh-tra", ["operator"], "", "rec-0001", "thanh tra", "archive"),
     ]
     assert all(e.at == AT for e in logged)
-    assert await deps.repo.accesses("student-0002", 10) == []
+    assert await deps.access_log.of("student-0002", 10) == []
     for role in ("principal", "school_admin", "operator"):
         assert sample(registry, "hocba_personal_data_reads_total", {"role": role}) == 1
 

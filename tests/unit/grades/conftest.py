@@ -10,7 +10,7 @@ from services.grades.app import CERTIFICATE, seal_with
 from services.grades.handlers import Deps, Sealer
 from services.grades.metrics import GradesMetrics
 from services.grades.repository import InMemoryGradesRepository
-from shared.access import AccessRecorder
+from shared.access import AccessRecorder, InMemoryAccessLog
 from shared.contracts.identity import StudentSnapshot
 from shared.crypto.pki import DevPki
 from tests.unit.grades.builders import enrolled, keys_for, service_pki, snapshot
@@ -70,4 +70,5 @@ def deps(repo: InMemoryGradesRepository, metrics: GradesMetrics, registry: Colle
         records_per_message=10,
         sealer=sealer,
         access=AccessRecorder("grades", registry),
+        access_log=InMemoryAccessLog(),
     )

@@ -547,7 +547,7 @@ async def test_each_record_explained_is_logged_with_who_which_record_and_why(dep
     await handlers.explain_record(asked, deps)
     with pytest.raises(Forbidden):
         await handlers.explain_record(principal("79000702").signs(ExplainRecord(record_id=rid)), deps)
-    [entry] = await deps.repo.accesses("s1", 10)
+    [entry] = await deps.access_log.of("s1", 10)
     assert (entry.service, entry.subject, entry.roles, entry.school_code) == (
         "grades", "gvcn-6A1", ["homeroom_teacher"], SCHOOL
     )

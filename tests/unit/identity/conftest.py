@@ -12,7 +12,7 @@ from services.identity.handlers import Deps
 from services.identity.metrics import IdentityMetrics
 from services.identity.repository import InMemoryStudentRepository
 from services.identity.vault import Vault
-from shared.access import AccessRecorder
+from shared.access import AccessRecorder, InMemoryAccessLog
 from shared.auth import ServiceIdentity
 from shared.contracts.base import Message
 from shared.crypto.pki import DevPki
@@ -69,5 +69,6 @@ def deps(repo, vault, registry, announced, pki) -> Deps:
         vault,
         announce=announced,
         access=AccessRecorder("identity", registry, clock=lambda: NOW),
+        access_log=InMemoryAccessLog(),
         clock=lambda: NOW,
     )

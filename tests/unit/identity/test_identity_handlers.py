@@ -263,7 +263,7 @@ async def test_grades_looks_students_up_by_reference_and_each_answer_is_logged_w
     assert [(s.student_ref, s.identity.personal_id) for s in snapshots.students] == [(ref, "079214000001")]
     assert snapshots.missing == ["unknown"]
     assert sample(registry, "hocba_student_lookups_total") == 1
-    [entry] = await deps.repo.accesses(ref, 10)
+    [entry] = await deps.access_log.of(ref, 10)
     assert (entry.service, entry.subject, entry.roles, entry.action) == (
         "identity", "svc-grades", ["service"], "lookup"
     )
@@ -290,7 +290,7 @@ async def test_attack_a_lookup_without_a_token_or_with_a_persons_token_is_refuse
     with pytest.raises(refusal) as refused:
         await handlers.lookup_students(asker.signs(request) if asker else request, deps)
     assert refusal is Unauthenticated or "only the grades service" in str(refused.value)
-    assert await deps.repo.accesses(ref, 10) == [], "nothing was read"
+    assert await deps.access_log.of(ref, 10) == [], "nothing was read"
 
 
 async def test_a_service_token_of_another_certificate_is_not_grades(deps, pki, tmp_path):
@@ -325,7 +325,7 @@ async def test_each_student_found_is_logged_with_who_and_why(deps, registry):
     ref = registered(await register(deps, row("079214000001"))).students[0].student_ref
     await find(deps, school_admin(), ["079214000001", "079214000009"], purpose="xác nhận hồ sơ chuyển cấp")
     await find(deps, school_admin(OTHER_SCHOOL), ["079214000001"], purpose="tò mò")
-    [entry] = await deps.repo.accesses(ref, 10)
+    [entry] = await deps.access_log.of(ref, 10)
     assert (entry.subject, entry.roles, entry.school_code, entry.action, entry.purpose) == (
         "admin-1", ["school_admin"], "79000701", "find", "xác nhận hồ sơ chuyển cấp"
     ), "the other school saw nothing, and nothing of theirs is logged as a read"
@@ -348,7 +348,7 @@ async def test_attack_a_school_administrators_token_lifted_from_a_command_finds_
     lifted = FindStudents(personal_ids=["079214000001"], actor=command.actor)
     with pytest.raises(Unauthenticated, match="msg"):
         await handlers.find_students(lifted, deps)
-    assert await deps.repo.accesses(event.students[0].student_ref, 10) == []
+    assert await deps.access_log.of(event.students[0].student_ref, 10) == []
 
 
 async def test_a_grades_service_token_finds_nobody_by_personal_id(deps, grades):
