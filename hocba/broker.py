@@ -197,7 +197,6 @@ IDENTITIES: dict[str, BrokerIdentity] = {
             sends=(
                 RotateIdentityKey,
                 FindStudents,
-                LookupStudents,
                 ExplainRecord,
                 ExportRecord,
                 ProveInclusion,
@@ -217,7 +216,6 @@ IDENTITIES: dict[str, BrokerIdentity] = {
             sends=(
                 RegisterStudents,
                 FindStudents,
-                LookupStudents,
                 RecordAssessments,
                 RecordConduct,
                 CloseTerm,

@@ -252,7 +252,7 @@ def chunks(items: list[T], size: int) -> Iterator[list[T]]:
 def print_bad_rows(bad: dict[int, str], limit: int = 200) -> None:
     """Each rejected row's number and reason (the reason quotes the file or the service: printed as written)."""
     for number in sorted(bad)[:limit]:
-        console.print(f"  [red]row {number}[/red]: {escape(bad[number])}")
+        console.print(f"  [red]row {number}[/red]: {escape(bad[number])}", soft_wrap=True)
     if len(bad) > limit:
         console.print(f"  … and {len(bad) - limit} more")
 
