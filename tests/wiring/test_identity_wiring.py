@@ -24,7 +24,7 @@ from shared.crypto.pki import DevPki
 from shared.errors import Refused
 from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests.unit.grades.builders import KEYS, operator, school_admin, service_pki
-from tests.unit.identity.builders import retire_older_keys, row
+from tests.unit.identity.builders import grades_asking, retire_older_keys, row
 from tests.wiring.conftest import dead_letters, probe
 
 
@@ -35,9 +35,7 @@ def pki(tmp_path_factory) -> DevPki:
 
 @pytest.fixture(scope="module")
 def grades(pki: DevPki) -> ServiceIdentity:
-    """The grades service, asking with its own certificate."""
-    signers = pki.directory()
-    return ServiceIdentity("grades", lambda: signers.signer_for("svc-grades"))
+    return grades_asking(pki)
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
-"""Builders for identity's tests: roster rows, and a key ring whose older keys are retired."""
+"""Builders for identity's tests: roster rows, a key ring whose older keys are retired, grades asking."""
 
 from __future__ import annotations
 
 from datetime import date
 
 from services.identity.vault import Vault
+from shared.auth import ServiceIdentity
 from shared.contracts.identity import Enrolment, StudentIdentity, StudentRegistration
 from shared.crypto.keyring import KeyRing, save_key_ring
+from shared.crypto.pki import DevPki
 from tests.unit.grades.builders import SCHOOL
 
 
@@ -32,3 +34,9 @@ def retire_older_keys(vault: Vault) -> None:
         vault.path, KeyRing({ring.current: ring.keys[ring.current]}, ring.current, ring.index_key, (ring.current,))
     )
     vault.reload()
+
+
+def grades_asking(pki: DevPki) -> ServiceIdentity:
+    """The grades service, asking identity with its own certificate from `pki`."""
+    signers = pki.directory()
+    return ServiceIdentity("grades", lambda: signers.signer_for("svc-grades"))

@@ -17,6 +17,7 @@ from shared.auth import ServiceIdentity
 from shared.contracts.base import Message
 from shared.crypto.pki import DevPki
 from tests.unit.grades.builders import KEYS, service_pki
+from tests.unit.identity.builders import grades_asking
 
 NOW = datetime(2026, 1, 15, 8, 0, tzinfo=UTC)
 
@@ -35,9 +36,7 @@ def pki(tmp_path_factory) -> DevPki:
 
 @pytest.fixture(scope="session")
 def grades(pki: DevPki) -> ServiceIdentity:
-    """The grades service, asking with its own certificate."""
-    signers = pki.directory()
-    return ServiceIdentity("grades", lambda: signers.signer_for("svc-grades"))
+    return grades_asking(pki)
 
 
 @pytest.fixture
