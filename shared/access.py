@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -23,6 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared.auth import Actor
 from shared.contracts.access import AccessEntry, Action
 from shared.contracts.base import utcnow
+from shared.errors import Forbidden
 from shared.mongo import Index
 
 ROLES = ("subject_teacher", "homeroom_teacher", "principal", "school_admin", "operator", "service")
@@ -33,6 +34,19 @@ WINDOW_SECONDS = 600.0
 ACCESS_LOG = "access_log"
 #: The access log's index, added to the indexes of each service that keeps one.
 ACCESS_LOG_INDEXES = [Index(ACCESS_LOG, [("student_ref", 1), ("at", 1)], name="student_at")]
+
+
+def authorise_access_list(actor: Actor, schools: Iterable[str]) -> None:
+    """Who read a student is told to operators, and to the principal or records administrator of a school the
+    student belongs to (`schools`, as the answering service knows them)."""
+    if actor.has("operator"):
+        return
+    leads = actor.has("principal") or actor.has("school_admin")
+    if not (leads and actor.school_code and actor.school_code in set(schools)):
+        raise Forbidden(
+            f"{actor.subject} may not see who read this student: only an operator, or the principal or records "
+            "administrator of the student's school, may"
+        )
 
 
 class AccessLogStore(Protocol):

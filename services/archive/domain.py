@@ -272,17 +272,6 @@ def authorise_log_reader(actor: Actor) -> None:
         raise Forbidden(f"{actor.subject} may not read the archive log's proofs", reason="wrong-role")
 
 
-def authorise_access_list(actor: Actor, schools: Iterable[str]) -> None:
-    """An operator, or the principal or records administrator of a school whose records of the student are here."""
-    if actor.has("operator") or (actor.school_code in set(schools) and _is_one_of(actor, RECORD_KEEPERS)):
-        return
-    raise Forbidden(
-        f"{actor.subject} may not see who read this student: only an operator, or the principal or records "
-        "administrator of the student's school, may",
-        reason="wrong-school",
-    )
-
-
 # --- the audit -------------------------------------------------------------------------------
 
 

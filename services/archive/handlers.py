@@ -28,7 +28,7 @@ from services.archive import domain
 from services.archive.domain import Chunk, Entry, key_of
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import ArchivedRow, ArchiveRepository, Position
-from shared.access import AccessLogStore, AccessRecorder
+from shared.access import AccessLogStore, AccessRecorder, authorise_access_list
 from shared.auth import IssuerKeys, require_actor, service_subject
 from shared.contracts.access import AccessLog, Action, ListArchiveAccesses
 from shared.contracts.archive import (
@@ -545,5 +545,5 @@ async def list_accesses(request: ListArchiveAccesses, deps: Deps) -> Outcome:
     """Who exported or printed a student's records, oldest first: for an operator, or the principal or records
     administrator of a school whose records of the student the archive holds."""
     actor = require_actor(request, deps.issuer_keys)
-    domain.authorise_access_list(actor, await deps.repo.schools_of(request.student_ref))
+    authorise_access_list(actor, await deps.repo.schools_of(request.student_ref))
     return Outcome(reply=AccessLog(entries=await deps.access_log.of(request.student_ref, request.limit)))

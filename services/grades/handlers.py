@@ -18,7 +18,6 @@ from typing import Literal, TypeVar
 
 from services.grades.domain import assemble_record, conduct_problems, enrolled_entry_problems
 from services.grades.domain.authority import (
-    authorise_access_list,
     authorise_assessment,
     authorise_homeroom_entry,
     authorise_principal,
@@ -30,7 +29,7 @@ from services.grades.domain.terms import TermStatus, change_of, locked_problem, 
 from services.grades.metrics import GradesMetrics
 from services.grades.repository import EntryKey, GradesRepository, Kind, TermAction, Write, entry_key
 from services.grades.rulesets import RULE_SETS, RuleSet, rule_set_for
-from shared.access import AccessLogStore, AccessRecorder
+from shared.access import AccessLogStore, AccessRecorder, authorise_access_list
 from shared.auth import Actor, IssuerKeys, require_actor
 from shared.contracts.access import AccessLog, ListGradesAccesses
 from shared.contracts.base import derived_id

@@ -126,16 +126,3 @@ def authorise_find(actor: Actor) -> None:
 def may_see(actor: Actor, enrolments: Iterable[Enrolment]) -> bool:
     """A school's staff see the students enrolled at their school; operators see every student."""
     return actor.has("operator") or (is_staff(actor) and any(e.school_code == actor.school_code for e in enrolments))
-
-
-def authorise_access_list(actor: Actor, enrolments: Iterable[Enrolment]) -> None:
-    """Who read a student is told to operators, and to the principal or administrator of a school the student is
-    enrolled at."""
-    if actor.has("operator"):
-        return
-    leads = actor.has("principal") or actor.has("school_admin")
-    if not (leads and actor.school_code and any(e.school_code == actor.school_code for e in enrolments)):
-        raise Forbidden(
-            f"{actor.subject} may not see who read this student: an operator, or the principal or administrator "
-            "of the student's school, does"
-        )

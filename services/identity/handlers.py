@@ -20,7 +20,7 @@ from services.identity import domain
 from services.identity.metrics import IdentityMetrics
 from services.identity.repository import StudentRepository
 from services.identity.vault import Vault
-from shared.access import AccessLogStore, AccessRecorder
+from shared.access import AccessLogStore, AccessRecorder, authorise_access_list
 from shared.auth import Actor, IssuerKeys, require_actor
 from shared.contracts.access import AccessLog, ListIdentityAccesses
 from shared.contracts.base import Acting, Message, derived_id, utcnow
@@ -245,7 +245,7 @@ async def list_accesses(request: ListIdentityAccesses, deps: Deps) -> Outcome:
     """Who read a student here (found, looked up), oldest first: for operators, and for the principal or
     administrator of a school the student is enrolled at."""
     actor = require_actor(request, deps.issuer_keys)
-    domain.authorise_access_list(actor, await deps.repo.enrolments(request.student_ref))
+    authorise_access_list(actor, [e.school_code for e in await deps.repo.enrolments(request.student_ref)])
     return Outcome(reply=AccessLog(entries=await deps.access_log.of(request.student_ref, request.limit)))
 
 

@@ -46,16 +46,3 @@ def authorise_reader(actor: Actor, school_code: str) -> None:
     """A record is read by its school's staff, or by the department's operators."""
     if not actor.has("operator"):
         _same_school(actor, school_code)
-
-
-def authorise_access_list(actor: Actor, schools: set[str]) -> None:
-    """Who read a student's records is told to operators, and to the principal or administrator of a school
-    the student is enrolled at (`schools`)."""
-    if actor.has("operator"):
-        return
-    leads = actor.has("principal") or actor.has("school_admin")
-    if not (leads and actor.school_code and actor.school_code in schools):
-        raise Forbidden(
-            f"{actor.subject} may not see who read this student's records: an operator, or the principal or "
-            "administrator of the student's school, does"
-        )
