@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,14 +74,39 @@ class Settings(BaseSettings):
     actor_issuer_jwks: Path | None = None
     #: The `iss` those tokens must carry.
     actor_issuer: str = "hocba-school-app"
-    #: identity's key ring for field encryption (created at first start); default <data_dir>/keys/identity-keyring.json.
+    #: `development` generates what is missing (key-encryption key, PKI passphrase) into ignored folders;
+    #: `production` refuses to start without each secret given as a file, refuses secrets in environment
+    #: variables and an empty passphrase, and delivers to an https ministry only.
+    environment: Literal["development", "production"] = "development"
+    #: This service's key ring for encryption at rest (created at first start, wrapped under the key-encryption
+    #: key); default <data_dir>/keys/<service>-keyring.json.
+    key_ring: Path | None = None
+    #: identity's key ring (the older name of `key_ring` for identity; `key_ring` wins when both are set).
     identity_key_ring: Path | None = None
-    #: The signing PKI folder: trust anchor, CRL, certificates, encrypted keys (default <data_dir>/pki).
+    #: The key-encryption key that wraps the key ring: a file holding 32 random bytes in base64, mounted as a
+    #: secret. Development generates <data_dir>/secrets/kek (0600) when unset; production requires it (or the
+    #: PKCS#11 key below).
+    kek_file: Path | None = None
+    #: ...or an AES-256 key inside a PKCS#11 token, by label (module, token label; PIN from `pkcs11_pin_file`).
+    kek_pkcs11_module: str | None = None
+    kek_pkcs11_token: str | None = None
+    kek_pkcs11_label: str | None = None
+    #: The signing PKI folder: trust anchor, CRL, certificates, encrypted keys (default <data_dir>/pki). A service
+    #: gets only its own part of it (`hocba pki export --service`); the root CA's key never leaves `hocba pki`.
     pki_dir: Path | None = None
     #: Unlocks the PKI's encrypted PKCS#8 keys; a development PKI keeps a generated one beside it otherwise.
+    #: Development only: production reads it from `pki_passphrase_file`.
     pki_passphrase: str | None = Field(None, repr=False)
-    #: User PIN of the PKCS#11 token when the PKI's signing keys live in one.
+    #: A file holding the PKI passphrase (a mounted secret); wins over `pki_passphrase`.
+    pki_passphrase_file: Path | None = None
+    #: User PIN of the PKCS#11 token when the PKI's signing keys (or the key-encryption key) live in one.
+    #: Development only: production reads it from `pkcs11_pin_file`.
     pkcs11_pin: str | None = Field(None, repr=False)
+    #: A file holding the token's user PIN (a mounted secret); wins over `pkcs11_pin`.
+    pkcs11_pin_file: Path | None = None
+    #: How long a dead letter waits in its `<queue>.dlq` before the broker drops it (a policy the broker
+    #: users' provisioning sets): time to inspect and replay it, not a place to keep data.
+    dead_letter_ttl_days: float = Field(30.0, gt=0)
     #: Seconds between scheduled archive checkpoints (one is also issued after every signing batch).
     checkpoint_interval: float = Field(60.0, gt=0)
     #: The archive log's name in its checkpoints.
@@ -96,6 +122,18 @@ class Settings(BaseSettings):
 
     def port_for(self, service: str) -> int:
         return self.http_port or DEFAULT_HTTP_PORTS[service]
+
+    def key_ring_path(self, service: str) -> Path:
+        """Where `service`'s key ring is: HOCBA_KEY_RING, else <data dir>/keys/<service>-keyring.json."""
+        if self.key_ring is not None:
+            return self.key_ring
+        if service == "identity" and self.identity_key_ring is not None:
+            return self.identity_key_ring
+        return self.data_dir / "keys" / f"{service}-keyring.json"
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
 
     def pki_path(self) -> Path:
         """Where the signing PKI is: HOCBA_PKI_DIR, else `pki` under the data folder."""
@@ -126,3 +164,4 @@ class Names:
     def database(self, service: str) -> str:
         prefix = self.namespace.replace(".", "_").replace("-", "_")
         return f"{prefix}{service}"
+

@@ -8,9 +8,15 @@ its token, through the same `SignerDirectory` and `TrustStore`. Layout of the fo
     certs/<subject>.crt.pem                        keys/<subject>.key.pem (encrypted PKCS#8)
     holders.json         who holds which certificate
     token.json           present when the signing keys live in a PKCS#11 token (no PIN in it)
-    passphrase           only when HOCBA_PKI_PASSPHRASE is unset: a generated dev passphrase (0600)
+    passphrase           development only, when no passphrase is given: a generated one
 
-Every private key file is PKCS#8 encrypted under the passphrase (PBES2, AES-256-CBC).
+Every private key file is PKCS#8 encrypted under the passphrase (PBES2, AES-256-CBC); every file is
+0600 and every folder 0700. The passphrase and the token's user PIN are secrets given as files
+(HOCBA_PKI_PASSPHRASE_FILE, HOCBA_PKCS11_PIN_FILE); development also takes them from the environment
+and generates the passphrase when none is given.
+
+A service gets only its part of the folder (`DevPki.export`): the trust anchor, the CRL, the
+certificates and the keys it signs with. The root CA's key stays with `hocba pki`, offline.
 """
 
 from __future__ import annotations
@@ -23,24 +29,30 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from shared.contracts.signing import seal_subject
+from shared.contracts.signing import SIGNING_ORDER, seal_subject
 from shared.crypto.certs import ARCHIVE_TITLE, TrustStore, load_certificates
 from shared.crypto.pkcs11 import Pkcs11Token, TokenConfig
 from shared.crypto.signer import CachingDirectory, SoftwareKey, UnknownSigner, X509Signer
-from shared.settings import Settings
+from shared.settings import SERVICES, Settings
 
 __all__ = [
     "ARCHIVE_SUBJECT",
     "DevPki",
     "Holder",
+    "PkiRefused",
+    "ServicePart",
     "archive_holder",
+    "keys_for",
+    "passphrase_from",
+    "pin_from",
+    "read_secret_file",
     "resolve_passphrase",
     "seal_subject",
     "service_holder",
@@ -57,6 +69,16 @@ CRL_LIFETIME = timedelta(days=30)
 #: A CRL this close to its nextUpdate is renewed.
 CRL_RENEWAL = timedelta(days=7)
 PASSPHRASE_ENV = "HOCBA_PKI_PASSPHRASE"
+PASSPHRASE_FILE_ENV = "HOCBA_PKI_PASSPHRASE_FILE"
+PIN_ENV = "HOCBA_PKCS11_PIN"
+PIN_FILE_ENV = "HOCBA_PKCS11_PIN_FILE"
+#: The development passphrase generated beside the keys when none is given.
+GENERATED_PASSPHRASE = "passphrase"
+
+
+class PkiRefused(ValueError):
+    """What the PKI will not do as configured: use a secret given the wrong way or not at all, serve a service
+    from a folder holding the root CA's key, issue without that key, export over files that are not an export."""
 
 
 @dataclass(frozen=True)
@@ -84,21 +106,154 @@ def service_holders() -> list[Holder]:
     return [archive_holder(), service_holder("grades")]
 
 
+#: The one certificate whose key a service signs with on its own behalf.
+OWN_CERTIFICATE = {"archive": ARCHIVE_SUBJECT, "grades": service_holder("grades").subject_id}
+
+
+def keys_for(service: str, holders: Iterable[Holder]) -> list[Holder]:
+    """The holders whose private keys `service` signs with, and no one else's.
+
+    signing signs for the people and schools (homeroom teachers, principals, school seals); the archive
+    signs its checkpoints and certified copies; grades seals the records it assembles and signs its
+    look-ups as svc-grades. identity and sync only verify, so they hold no key at all.
+    """
+    if service not in SERVICES:
+        raise PkiRefused(f"no service '{service}': one of {', '.join(SERVICES)}")
+    if service == "signing":
+        return [h for h in holders if h.role in SIGNING_ORDER]
+    return [h for h in holders if h.subject_id == OWN_CERTIFICATE.get(service)]
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+def read_secret_file(path: Path, setting: str) -> bytes:
+    """A secret mounted as a file: its bytes without the one trailing newline an editor or `echo` leaves.
+
+    A missing, unreadable or empty file is refused: a secret that quietly became empty would
+    protect nothing, or unlock nothing, without saying why.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PkiRefused(f"cannot read {path}, named by {setting}: {exc.strerror or exc}") from None
+    data = data[:-2] if data.endswith(b"\r\n") else data.removesuffix(b"\n")
+    if not data:
+        raise PkiRefused(f"{path}, named by {setting}, is empty: an empty secret protects nothing")
+    return data
+
+
+def passphrase_from(settings: Settings, folder: Path) -> bytes | None:
+    """The PKI passphrase as `settings` give it: the secret file, else (development only) HOCBA_PKI_PASSPHRASE.
+
+    None when neither is given: development then finds (or `hocba pki init` generates) the one kept
+    beside the PKI; production has no such fallback. Production refuses the environment variable (it
+    reaches every child process, crash report and `/proc/<pid>/environ`) and the generated file, which
+    lies beside the very keys it is meant to protect.
+    """
+    if settings.production and settings.pki_passphrase is not None:
+        raise PkiRefused(
+            f"{PASSPHRASE_ENV} is refused in production: mount the passphrase as a file and name it with "
+            f"{PASSPHRASE_FILE_ENV}"
+        )
+    path = settings.pki_passphrase_file
+    if path is None:
+        return settings.pki_passphrase.encode() if settings.pki_passphrase else None
+    if settings.production and path.resolve() == (folder / GENERATED_PASSPHRASE).resolve():
+        raise PkiRefused(
+            f"{path} is the development passphrase generated beside the keys; production takes one of its own, "
+            f"mounted as a file apart from them ({PASSPHRASE_FILE_ENV})"
+        )
+    return read_secret_file(path, PASSPHRASE_FILE_ENV)
+
+
+def pin_from(settings: Settings) -> str | None:
+    """The PKCS#11 token's user PIN as `settings` give it: the secret file, else (development only) HOCBA_PKCS11_PIN."""
+    if settings.production and settings.pkcs11_pin is not None:
+        raise PkiRefused(f"{PIN_ENV} is refused in production: mount the PIN as a file and name it with {PIN_FILE_ENV}")
+    if settings.pkcs11_pin_file is not None:
+        return read_secret_file(settings.pkcs11_pin_file, PIN_FILE_ENV).decode()
+    return settings.pkcs11_pin or None
+
+
 def resolve_passphrase(folder: Path, given: str | None = None, *, create: bool = False) -> bytes:
-    """The passphrase from the argument or HOCBA_PKI_PASSPHRASE; else the dev one kept beside the PKI."""
+    """Development: the passphrase from the argument or HOCBA_PKI_PASSPHRASE; else the one kept beside the PKI."""
     value = given or os.environ.get(PASSPHRASE_ENV)
     if value:
         return value.encode()
-    path = folder / "passphrase"
+    path = folder / GENERATED_PASSPHRASE
     if path.exists():
         return path.read_bytes().strip()
     if not create:
-        raise FileNotFoundError(f"no PKI passphrase: set {PASSPHRASE_ENV} (or keep {path})")
-    folder.mkdir(parents=True, exist_ok=True)
+        raise PkiRefused(
+            f"no PKI passphrase: give it as a file with {PASSPHRASE_FILE_ENV} (or keep {path} in development)"
+        )
+    _private_folder(folder)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(secrets.token_urlsafe(32))
     return path.read_bytes().strip()
+
+
+# -- files only the owner reads -----------------------------------------------------------------
+
+
+def _private_folder(path: Path) -> Path:
+    """`path` as a folder only its owner may enter (0700), made with its parents when missing."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` readable by its owner only (0600), whole: a reader sees the old file or the new one."""
+    _private_folder(path.parent)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _make_private(folder: Path) -> None:
+    """Every folder under `folder` 0700 and every file 0600: what an older PKI wrote with the umask's modes."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
+
+
+# -- a service's part ---------------------------------------------------------------------------
+
+#: What an exported part holds, by path inside it; anything else in a folder is not an earlier export.
+EXPORT_FILES = ("ca/root.crt.pem", "ca/crl.pem", "certs/*.crt.pem", "keys/*.key.pem", "token.json")
+
+
+@dataclass(frozen=True)
+class ServicePart:
+    """What `DevPki.export` wrote for a service (counts, never key material)."""
+
+    service: str
+    folder: Path
+    certificates: int
+    #: Private key files (encrypted PKCS#8); none when the keys are in a PKCS#11 token.
+    keys: int
+    #: token.json: the service's keys are in the PKCS#11 token it names.
+    token: bool
+    #: Files of an earlier export that this one does not hold, removed.
+    removed: int
+
+
+def _is_export_file(relative: PurePosixPath) -> bool:
+    """Whether a file at `relative` inside a folder is one an export writes (or the temporary of a write cut short)."""
+    if relative.name.startswith(".") and relative.name.endswith(".tmp"):
+        return True
+    return any(
+        relative.match(pattern) and len(relative.parts) == len(PurePosixPath(pattern).parts) for pattern in EXPORT_FILES
+    )
 
 
 def _name(holder: Holder) -> x509.Name:
@@ -116,18 +271,38 @@ def _name(holder: Holder) -> x509.Name:
 
 
 class DevPki:
-    """Creates, extends and revokes in a development PKI folder; loads its signers and trust store."""
+    """Creates, extends and revokes in a development PKI folder; loads its signers and trust store.
 
-    def __init__(self, folder: Path, passphrase: bytes | None = None, token_pin: str | None = None) -> None:
+    `production` takes the passphrase and the PIN only as given (files): it never generates a passphrase,
+    never reads one beside the keys, never reads the PIN from the environment.
+    """
+
+    def __init__(
+        self, folder: Path, passphrase: bytes | None = None, token_pin: str | None = None, *, production: bool = False
+    ) -> None:
         self.folder = folder
         self._passphrase = passphrase
         self.token_pin = token_pin
+        self.production = production
+
+    @classmethod
+    def configured(cls, settings: Settings, folder: Path | None = None) -> DevPki:
+        """The PKI at `folder` (default HOCBA_PKI_DIR, or <data dir>/pki) with the secrets `settings` give, under
+        their environment's rules (`passphrase_from`, `pin_from`): what `hocba pki` works on."""
+        folder = folder or settings.pki_path()
+        return cls(folder, passphrase_from(settings, folder), pin_from(settings), production=settings.production)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DevPki:
-        """The PKI a process is configured with: HOCBA_PKI_DIR (or <data dir>/pki), its passphrase and token PIN."""
-        passphrase = settings.pki_passphrase.encode() if settings.pki_passphrase else None
-        return cls(settings.pki_path(), passphrase, settings.pkcs11_pin)
+        """The PKI a service is configured with.
+
+        In production the service checks at start what it would otherwise learn at its first signature:
+        that it was given its part of the PKI (`export`), not the whole, and the secrets its keys need.
+        """
+        pki = cls.configured(settings)
+        if settings.production:
+            pki.check_service_part()
+        return pki
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -136,8 +311,16 @@ class DevPki:
         return self.folder / "ca" / "root.crt.pem"
 
     @property
+    def root_key_path(self) -> Path:
+        return self.folder / "ca" / "root.key.pem"
+
+    @property
     def crl_path(self) -> Path:
         return self.folder / "ca" / "crl.pem"
+
+    @property
+    def token_path(self) -> Path:
+        return self.folder / "token.json"
 
     def cert_path(self, subject_id: str) -> Path:
         return self.folder / "certs" / f"{subject_id}.crt.pem"
@@ -148,17 +331,52 @@ class DevPki:
     @property
     def passphrase(self) -> bytes:
         if self._passphrase is None:
-            self._passphrase = resolve_passphrase(self.folder)
+            self._passphrase = self._generated_passphrase(create=False)
         return self._passphrase
+
+    def _generated_passphrase(self, *, create: bool) -> bytes:
+        """The passphrase kept beside the keys, made on first need: development only."""
+        if self.production:
+            raise PkiRefused(
+                f"no PKI passphrase: in production mount it as a file and name it with {PASSPHRASE_FILE_ENV}"
+            )
+        return resolve_passphrase(self.folder, create=create)
 
     def exists(self) -> bool:
         return self.anchor_path.exists() and self.crl_path.exists()
 
+    def check_service_part(self) -> None:
+        """Refuse a folder a service must not run from, and keys whose secret is not given (`PkiRefused`).
+
+        A service holds the trust anchor, the CRL, the certificates and its own keys; the root CA's key
+        and a passphrase kept beside the keys mean it was given the whole PKI.
+        """
+        if self.root_key_path.exists():
+            raise PkiRefused(
+                f"the PKI folder {self.folder} holds the root CA's key, which never leaves `hocba pki`: give the "
+                "service its own part (`hocba pki export --service <name> --to <folder>`)"
+            )
+        if (self.folder / GENERATED_PASSPHRASE).exists():
+            raise PkiRefused(
+                f"the PKI folder {self.folder} keeps a development passphrase beside its keys: give the service its "
+                f"own part (`hocba pki export`) and the passphrase as a file ({PASSPHRASE_FILE_ENV})"
+            )
+        if self._passphrase is None and any(self.folder.glob("keys/*.key.pem")):
+            raise PkiRefused(
+                f"the service's keys are encrypted: mount the passphrase as a file and name it with "
+                f"{PASSPHRASE_FILE_ENV}"
+            )
+        if self.token_path.exists():
+            self.user_pin()
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)
-        with open(self.folder / ".lock", "w") as lock:
+        """Hold the PKI for a change or a consistent read; only the offline PKI (the one with the root CA's key)."""
+        if self.anchor_path.exists() and not self.root_key_path.exists():
+            raise self._no_root_key()
+        _private_folder(self.folder)
+        fd = os.open(self.folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -167,15 +385,21 @@ class DevPki:
 
     # -- token ----------------------------------------------------------------------------------
 
-    def token_config(self) -> TokenConfig | None:
-        path = self.folder / "token.json"
-        if not path.exists():
-            return None
-        config = json.loads(path.read_text())
-        pin = self.token_pin or os.environ.get("HOCBA_PKCS11_PIN")
+    def user_pin(self) -> str:
+        """The token's user PIN: as given (a PIN file), or in development HOCBA_PKCS11_PIN."""
+        pin = self.token_pin or (None if self.production else os.environ.get(PIN_ENV))
         if not pin:
-            raise UnknownSigner("the signing keys are in a PKCS#11 token: set HOCBA_PKCS11_PIN")
-        return TokenConfig(config["module"], config["token_label"], pin, config.get("env", {}))
+            otherwise = "" if self.production else f" (or {PIN_ENV} in development)"
+            raise PkiRefused(
+                f"the keys are in a PKCS#11 token: give its user PIN as a file with {PIN_FILE_ENV}{otherwise}"
+            )
+        return pin
+
+    def token_config(self) -> TokenConfig | None:
+        if not self.token_path.exists():
+            return None
+        config = json.loads(self.token_path.read_text())
+        return TokenConfig(config["module"], config["token_label"], self.user_pin(), config.get("env", {}))
 
     # -- creating -------------------------------------------------------------------------------
 
@@ -184,14 +408,14 @@ class DevPki:
 
         With `token`, the holders' keys are generated inside that PKCS#11 token (the root CA's key
         stays an encrypted file: a CA's root is never a signing key). Returns how many were issued.
+        Everything in the folder ends up readable by its owner only, what an older version wrote included.
         """
         with self._locked():
-            if token is not None and not (self.folder / "token.json").exists():
-                (self.folder / "token.json").write_text(
-                    json.dumps({"module": token.module, "token_label": token.token_label, "env": token.env}, indent=2)
-                )
+            if token is not None and not self.token_path.exists():
+                config = {"module": token.module, "token_label": token.token_label, "env": token.env}
+                _write_private(self.token_path, json.dumps(config, indent=2).encode())
             if self._passphrase is None:
-                self._passphrase = resolve_passphrase(self.folder, create=True)
+                self._passphrase = self._generated_passphrase(create=True)
             if not self.anchor_path.exists():
                 self._create_root()
             issued = 0
@@ -208,6 +432,7 @@ class DevPki:
                 self._write_holders(known)
             if not self.crl_path.exists():
                 self._write_crl()
+            _make_private(self.folder)
             return issued
 
     def _create_root(self) -> None:
@@ -227,14 +452,23 @@ class DevPki:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        self._write_key(self.folder / "ca" / "root.key.pem", key)
-        self.anchor_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self._write_key(self.root_key_path, key)
+        _write_private(self.anchor_path, cert.public_bytes(serialization.Encoding.PEM))
 
     def _root(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """The root CA's certificate and key: only the offline PKI has the key (a service's part never does)."""
+        if not self.root_key_path.exists():
+            raise self._no_root_key()
         cert = load_certificates(self.anchor_path)[0]
-        key = serialization.load_pem_private_key((self.folder / "ca" / "root.key.pem").read_bytes(), self.passphrase)
+        key = serialization.load_pem_private_key(self.root_key_path.read_bytes(), self.passphrase)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return cert, key
+
+    def _no_root_key(self) -> PkiRefused:
+        return PkiRefused(
+            f"no root CA key in {self.folder}: certificates and CRLs are issued, and parts exported, on the offline "
+            "PKI; then each service's part is exported again"
+        )
 
     def _issue(
         self, holder: Holder, token: TokenConfig | None, root: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
@@ -266,21 +500,15 @@ class DevPki:
             )
         )
         cert = builder.sign(root_key, hashes.SHA256())
-        path = self.cert_path(holder.subject_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(self.cert_path(holder.subject_id), cert.public_bytes(serialization.Encoding.PEM))
 
     def _write_key(self, path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
         data = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(self.passphrase),
         )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        _write_private(path, data)
 
     def _holders(self) -> dict[str, Holder]:
         path = self.folder / "holders.json"
@@ -290,9 +518,7 @@ class DevPki:
 
     def _write_holders(self, holders: dict[str, Holder]) -> None:
         rows = [asdict(h) for h in sorted(holders.values(), key=lambda h: h.subject_id)]
-        temporary = self.folder / "holders.json.tmp"
-        temporary.write_text(json.dumps(rows, ensure_ascii=False, indent=1))
-        temporary.replace(self.folder / "holders.json")
+        _write_private(self.folder / "holders.json", json.dumps(rows, ensure_ascii=False, indent=1).encode())
 
     def holders(self) -> list[Holder]:
         return sorted(self._holders().values(), key=lambda h: h.subject_id)
@@ -310,7 +536,7 @@ class DevPki:
             x509.ReasonFlags[reason]  # refuse unknown reasons early (KeyError)
             revoked = self._revoked()
             revoked[str(cert.serial_number)] = {"subject_id": subject_id, "at": when.isoformat(), "reason": reason}
-            (self.folder / "ca" / "revoked.json").write_text(json.dumps(revoked, indent=1))
+            _write_private(self.folder / "ca" / "revoked.json", json.dumps(revoked, indent=1).encode())
             self._write_crl()
             return when
 
@@ -359,9 +585,7 @@ class DevPki:
                 .build()
             )
         crl = builder.sign(key, hashes.SHA256())
-        temporary = self.crl_path.with_suffix(".tmp")
-        temporary.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-        temporary.replace(self.crl_path)
+        _write_private(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
 
     # -- using ----------------------------------------------------------------------------------
 
@@ -397,6 +621,68 @@ class DevPki:
         token = Pkcs11Token.shared(config) if config is not None else None
         return CachingDirectory(lambda subject: self.signer(subject, token))
 
+    # -- a service's part -----------------------------------------------------------------------
+
+    def export(self, service: str, destination: Path, *, replace: bool = False) -> ServicePart:
+        """Write `service`'s part of the PKI to `destination`, and nothing else.
+
+        The part is the trust anchor, the CRL, every certificate (public: the services verify chains)
+        and the private keys `keys_for` the service, or token.json when the keys are in a PKCS#11 token.
+        Never the root CA's key, the passphrase, the holders list or anyone else's keys. The key files
+        are copied as they are, encrypted: exporting needs no secret.
+
+        Each file is replaced whole inside the existing folder, so a service that has it mounted reads
+        the new CRL as soon as it lands. `replace` writes over an earlier export and removes the files
+        of it this one does not hold; anything that is not an export's is refused, `replace` or not.
+        """
+        if not self.exists():
+            raise PkiRefused(f"no PKI at {self.folder}: run `hocba pki init`")
+        self._check_destination(destination, replace)
+        with self._locked():
+            files, keys = self._part(service)
+            _private_folder(destination)
+            for relative, source in files.items():
+                _write_private(destination / relative, source.read_bytes())
+            removed = _remove_all_but(destination, set(files))
+        certificates = sum(1 for relative in files if relative.parts[0] == "certs")
+        return ServicePart(service, destination, certificates, keys, self.token_path.exists(), removed)
+
+    def _part(self, service: str) -> tuple[dict[PurePosixPath, Path], int]:
+        """The files of `service`'s part (path inside the part → file in this PKI), and how many are keys."""
+        holders = keys_for(service, self.holders())
+        own = OWN_CERTIFICATE.get(service)
+        if own is not None and not holders:
+            raise PkiRefused(f"the PKI at {self.folder} has no certificate for '{own}': run `hocba pki init`")
+        files = {
+            PurePosixPath("ca/root.crt.pem"): self.anchor_path,
+            PurePosixPath("ca/crl.pem"): self.crl_path,
+            **{PurePosixPath("certs", p.name): p for p in sorted((self.folder / "certs").glob("*.crt.pem"))},
+        }
+        if self.token_path.exists():
+            return {**files, PurePosixPath("token.json"): self.token_path}, 0
+        keys = {PurePosixPath("keys", self.key_path(h.subject_id).name): self.key_path(h.subject_id) for h in holders}
+        if missing := [h.subject_id for h in holders if not self.key_path(h.subject_id).exists()]:
+            raise PkiRefused(f"no key for {', '.join(missing[:5])} in the PKI at {self.folder}")
+        return {**files, **keys}, len(keys)
+
+    def _check_destination(self, destination: Path, replace: bool) -> None:
+        """Refuse to write into this PKI, around it, over anything without `replace`, or over what no export wrote."""
+        source, target = self.folder.resolve(), destination.resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise PkiRefused(f"{destination} overlaps the PKI at {self.folder}: export to a folder of its own")
+        if not destination.exists():
+            return
+        if not destination.is_dir():
+            raise PkiRefused(f"{destination} is not a folder")
+        present = [p.relative_to(destination) for p in destination.rglob("*") if not p.is_dir()]
+        if present and not replace:
+            raise PkiRefused(f"{destination} is not empty: pass --force to replace the part exported to it before")
+        if foreign := [p for p in present if not _is_export_file(PurePosixPath(p.as_posix()))]:
+            raise PkiRefused(
+                f"{destination} holds {foreign[0]}, which no export writes: refusing to replace it (a PKI or other "
+                "files are never overwritten)"
+            )
+
 
 def _usage(*, cert_sign: bool = False, commitment: bool = False) -> x509.KeyUsage:
     return x509.KeyUsage(
@@ -410,3 +696,16 @@ def _usage(*, cert_sign: bool = False, commitment: bool = False) -> x509.KeyUsag
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def _remove_all_but(folder: Path, kept: set[PurePosixPath]) -> int:
+    """Remove every file under `folder` not in `kept` (by path inside it) and the folders left empty; how many files."""
+    removed = 0
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif PurePosixPath(path.relative_to(folder).as_posix()) not in kept:
+            path.unlink()
+            removed += 1
+    return removed
