@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hocba.console import console
+from hocba.infra import PRIVATE_FOLDER, private_data_folder, private_folder
 from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
 from hocba.term_end import STAGES, StageResult, TermEnd
@@ -146,6 +147,9 @@ def print_summary(outcome: DemoOutcome, data_dir: Path) -> None:
 
 
 def fresh_data_dir(base: Path) -> Path:
+    """A new folder for one demo run under the data folder, both readable by their owner only."""
     folder = base / "demo" / time.strftime("%Y%m%d-%H%M%S")
-    folder.mkdir(parents=True, exist_ok=False)
+    private_data_folder(base)
+    private_folder(folder.parent)
+    folder.mkdir(mode=PRIVATE_FOLDER, exist_ok=False)
     return folder

@@ -1,16 +1,95 @@
-"""The infrastructure a local stack needs: RabbitMQ reachable (with its management API), and the embedded
-MongoDB-wire server."""
+"""The infrastructure a local stack needs: RabbitMQ reachable (with its management API), the embedded
+MongoDB-wire server, and private files for everything it keeps on disk."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlparse
+
+#: What a local stack and the processes it starts create is theirs alone: folders 0700, files 0600. The data
+#: folder holds databases, logs, keys and broker passwords of children's records.
+PRIVATE_UMASK = 0o077
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_folder(folder: Path) -> Path:
+    """`folder`, created if missing; every folder this call creates is readable by its owner only.
+
+    A folder that existed is left as it is: it may be the user's own (a home folder, a checkout, /tmp).
+    """
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for made in missing:
+        os.chmod(made, PRIVATE_FOLDER)
+    return folder
+
+
+def ours_to_tighten(path: Path) -> bool:
+    """Whether an existing folder may be made private: this user's, and not a shared one (sticky, like /tmp)."""
+    found = path.lstat()
+    return found.st_uid == os.geteuid() and not found.st_mode & stat.S_ISVTX and not path.is_symlink()
+
+
+def private_data_folder(folder: Path) -> Path:
+    """A data folder (created if missing) made readable by its owner only, even one an earlier run left open."""
+    private_folder(folder)
+    if ours_to_tighten(folder):
+        os.chmod(folder, PRIVATE_FOLDER)
+    return folder
+
+
+def private_tree(folder: Path) -> Path:
+    """`folder` and everything under it made private: what an earlier run left readable is tightened too.
+
+    Only a folder that is this user's own and not a shared one (`ours_to_tighten`) is walked.
+    """
+    private_data_folder(folder)
+    if not ours_to_tighten(folder):
+        return folder
+    for parent, folders, files in os.walk(folder):
+        for name, mode in [(n, PRIVATE_FOLDER) for n in folders] + [(n, PRIVATE_FILE) for n in files]:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):  # a link points at something not ours to change
+                os.chmod(path, mode)
+    return folder
+
+
+def private_opener(path: str, flags: int) -> int:
+    """For `open(..., opener=private_opener)`: a new file is 0600, and so becomes one that existed."""
+    descriptor = os.open(path, flags, PRIVATE_FILE)
+    os.fchmod(descriptor, PRIVATE_FILE)
+    return descriptor
+
+
+def open_private(path: Path, mode: str = "ab") -> IO[bytes]:
+    """`path` opened (appending, by default) as a file only its owner may read, in a private folder."""
+    private_folder(path.parent)
+    return open(path, mode, opener=private_opener)  # noqa: SIM115 - the caller closes it
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """While it lasts, whatever this process creates without saying a mode is its owner's alone.
+
+    For code that writes through libraries which do not say (a PKI's certificates); the previous
+    mask is put back after.
+    """
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 class InfraError(RuntimeError):
@@ -99,7 +178,11 @@ def nx_command() -> str:
 
 
 class EmbeddedMongo:
-    """nx-27017 on loopback with its files (data, pid, log) under one folder of its own."""
+    """nx-27017 on loopback with its files (data, pid, log) under one folder of its own.
+
+    The folder and data folder are 0700 and the server runs with umask 077, so its database files
+    (children's records), PID and logs are 0600: readable by the user who runs the stack only.
+    """
 
     def __init__(self, folder: Path, port: int) -> None:
         self.folder = folder
@@ -115,8 +198,9 @@ class EmbeddedMongo:
             raise InfraError(
                 f"port {self.port} is already in use; stop what listens there or set MONGO_URL"
             )
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "stdout.log", "ab") as out:
+        private_tree(self.folder)
+        private_folder(self.folder / "data")
+        with open_private(self.folder / "stdout.log") as out:
             self.process = subprocess.Popen(
                 [
                     nx_command(),
@@ -129,6 +213,7 @@ class EmbeddedMongo:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=PRIVATE_UMASK,
             )
         deadline = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):

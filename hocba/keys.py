@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from joserfc.jwk import ECKey
 
+from hocba.infra import private_data_folder, private_opener
 from shared.auth import DEFAULT_ISSUER, IssuerKey
 
 PRIVATE = "actor-issuer.private.jwk.json"
@@ -26,17 +26,16 @@ def dev_issuer(data_dir: Path) -> tuple[IssuerKey, Path]:
     """The local stand-in for the school management system's token key, created on first use.
 
     Returns the private key (for the command line, which acts as that system locally) and the
-    path of the public JWKS the services are pointed at.
+    path of the public JWKS the services are pointed at. Both files are 0600 in a 0700 folder, like
+    everything under the data folder.
     """
-    folder = data_dir / "keys"
+    folder = private_data_folder(data_dir / "keys")
     private_path, public_path = folder / PRIVATE, folder / PUBLIC
     key = existing_dev_issuer(data_dir)
     if key is None:
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
         key = IssuerKey.generate("hocba-dev-school-app")
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
+        with open(private_path, "w", opener=private_opener) as out:
             json.dump(key.private_jwk(), out)
-    public_path.write_text(json.dumps({"keys": [key.key.as_dict(private=False)]}, indent=2))
+    with open(public_path, "w", opener=private_opener) as out:
+        json.dump({"keys": [key.key.as_dict(private=False)]}, out, indent=2)
     return key, public_path

@@ -57,6 +57,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from hocba.infra import private_folder, private_opener
 from shared.settings import DEFAULT_HTTP_PORTS
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -112,6 +113,9 @@ class ReceiptStore:
         self.duplicates = 0
         self.requests = 0
         self.faults = Faults()
+        if data_file is not None:
+            # The receipts are the stack's data like any other: 0600, in a folder of its user's own.
+            private_folder(data_file.parent)
         if data_file is not None and data_file.exists():
             with data_file.open(encoding="utf-8") as lines:
                 for line in lines:
@@ -149,9 +153,8 @@ class ReceiptStore:
             **{name: body[name] for name in ECHOED[kind]},
         }
         if self.data_file is not None:
-            self.data_file.parent.mkdir(parents=True, exist_ok=True)
             line = {**receipt, "kind": kind, **({"extra": True} if extra else {})}
-            with self.data_file.open("a", encoding="utf-8") as out:
+            with open(self.data_file, "a", encoding="utf-8", opener=private_opener) as out:
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")
         return receipt
 

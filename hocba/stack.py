@@ -16,9 +16,24 @@ from typing import Any
 
 import httpx
 
-from hocba.broker import MANAGEMENT_URL_VARIABLE, BrokerUsers, ProvisioningError, provisioner_for
+from hocba.broker import (
+    DEFAULT_DEAD_LETTER_TTL_DAYS,
+    MANAGEMENT_URL_VARIABLE,
+    BrokerUsers,
+    ProvisioningError,
+    provisioner_for,
+)
 from hocba.commands.pki import ensure_dev_pki
-from hocba.infra import EmbeddedMongo, InfraError, ensure_rabbitmq, free_port
+from hocba.infra import (
+    PRIVATE_UMASK,
+    EmbeddedMongo,
+    InfraError,
+    ensure_rabbitmq,
+    free_port,
+    open_private,
+    private_data_folder,
+    private_umask,
+)
 from hocba.keys import dev_issuer
 from shared.messaging import delete_exchanges, delete_queues
 from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SERVICES, Settings
@@ -48,14 +63,15 @@ class Child:
         return self.process.pid if self.process is not None else None
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        """Start the process with its log (0600, in a 0700 folder) and umask 077: what it writes is private."""
+        with open_private(self.log_path) as log:
             self.process = subprocess.Popen(
                 self.command,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the stack, which stops children in order
+                umask=PRIVATE_UMASK,
             )
 
     def alive(self) -> bool:
@@ -88,6 +104,8 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: The broker's management API, when the broker is not on this machine and not on its host's 15672.
     management_url: str | None = None
+    #: How long the namespace's dead-letter queues keep a message (HOCBA_DEAD_LETTER_TTL_DAYS).
+    dead_letter_ttl_days: float = DEFAULT_DEAD_LETTER_TTL_DAYS
 
     @classmethod
     def from_environment(cls, data_dir: Path, **overrides: Any) -> StackConfig:
@@ -99,6 +117,7 @@ class StackConfig:
             namespace=settings.namespace,
             ephemeral=settings.ephemeral,
             management_url=os.environ.get(MANAGEMENT_URL_VARIABLE) or None,
+            dead_letter_ttl_days=settings.dead_letter_ttl_days,
         )
         return replace(from_settings, **overrides)
 
@@ -122,6 +141,10 @@ class Stack:
 
     Each service process logs in to the broker as its own user (hocba.broker), provisioned for the
     namespace when the stack starts; a throw-away stack deletes its users when it stops.
+
+    Everything it keeps on disk is its user's alone: the data folder is 0700, what the stack writes while
+    starting (keys, PKI, broker passwords, logs) is written with umask 077, and so is whatever its
+    processes write (databases, key rings, the simulator's receipts).
     """
 
     def __init__(self, config: StackConfig, report: Callable[[str], None] = lambda _: None) -> None:
@@ -150,13 +173,15 @@ class Stack:
 
     def start(self, ready_timeout: float = 60.0) -> None:
         try:
-            self._start(ready_timeout)
+            with private_umask():
+                self._start(ready_timeout)
         except BaseException:
             self.stop()
             raise
 
     def _start(self, ready_timeout: float) -> None:
         cfg = self.config
+        private_data_folder(cfg.data_dir)
         self.report(f"RabbitMQ at {cfg.amqp_url.split('@')[-1]}: {ensure_rabbitmq(cfg.amqp_url)}")
         self._provision_broker_users()
         self._start_mongo()
@@ -167,11 +192,13 @@ class Stack:
         self._wait_ready(ready_timeout)
 
     def _provision_broker_users(self) -> None:
-        """A user per service, per command-line role and a monitor, for this namespace (hocba.broker)."""
+        """A user per service, per command-line role and a monitor, and the dead-letter policy, for this namespace
+        (hocba.broker)."""
         cfg = self.config
+        provisioner = provisioner_for(cfg.amqp_url, cfg.management_url)
         try:
             self.broker = BrokerUsers.provision(
-                cfg.amqp_url, cfg.namespace, cfg.data_dir, provisioner_for(cfg.amqp_url, cfg.management_url)
+                cfg.amqp_url, cfg.namespace, cfg.data_dir, provisioner, cfg.dead_letter_ttl_days
             )
         except ProvisioningError as exc:
             raise InfraError(f"cannot provision the broker users: {exc}") from None
@@ -280,7 +307,7 @@ class Stack:
         self.broker = None
 
     def _remove_broker_users(self, broker: BrokerUsers) -> None:
-        """A throw-away stack's users go with it (their passwords are forgotten too)."""
+        """A throw-away stack's users and dead-letter policy go with it (their passwords are forgotten too)."""
         try:
             broker.remove()
         except ProvisioningError as exc:

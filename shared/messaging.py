@@ -12,7 +12,11 @@ place they are set:
 * bad input gets a clear, harmless answer: a body larger than `Settings.max_message_bytes` is
   dead-lettered `too-large` unread, one that is not JSON (or nested too deep to read) or does not
   fit its contract is dead-lettered `invalid` at once, never retried; dead-letter headers, error
-  answers and log lines name the fields and the kinds of error, never a value from the message.
+  answers and log lines name the fields and the kinds of error, never a value from the message;
+* a dead letter carries no actor token: the copy kept in `<queue>.dlq` has `actor: null`, and a
+  header says whose the token said it was (`x-hocba-actor-subject`). It is a place to inspect and
+  replay from for a while (the broker drops it after `Settings.dead_letter_ttl_days`, a policy of
+  hocba.broker), not a store of who did what with their credentials.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from pydantic import ValidationError
 
 from shared.contracts import limits
 from shared.contracts.base import Message, Model, Problem, Reply, derived_id
+from shared.crypto.jws import b64url_decode
 from shared.errors import Forbidden, HocbaError, InvalidMessage, NoAnswer, PermanentError, Refused
 from shared.outcome import Outcome, RejectedPart
 from shared.settings import Names, Settings
@@ -69,6 +74,16 @@ TOO_LARGE = "too-large"
 BODY = "body"
 #: A field's name in a validation error's path; anything else there (a mapping's key) may be a value.
 FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: Whose actor token a dead-lettered message carried: the token's `sub`, as it said (unverified), never the token.
+ACTOR_SUBJECT_HEADER = "x-hocba-actor-subject"
+#: A compact JWS or JWT: three base64url parts, the first a JSON object (`{"` and `{ ` both encode as `ey`).
+TOKEN_SHAPED = r"ey[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"
+TOKEN_SHAPED_TEXT = re.compile(TOKEN_SHAPED)
+TOKEN_SHAPED_BYTES = re.compile(TOKEN_SHAPED.encode())
+#: What stands in a dead letter where token-shaped text was.
+TOKEN_REMOVED = "[token removed]"
+#: What a subject may look like to be repeated in a header: printable, short, and no token itself.
+SUBJECT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
 
 def topic_exchange(names: Names) -> RabbitExchange:
@@ -195,6 +210,79 @@ async def decode_body(message: RabbitMessage) -> Any:
         raise InvalidMessage("the body is nested too deeply to read") from None
     except ValueError:  # not UTF-8, not JSON, or a number too long to convert
         raise InvalidMessage("the body is not JSON") from None
+
+
+class _JsonObject(dict[str, Any]):
+    """A JSON object as read, with every value its `actor` key had (a repeated key keeps only the last in the dict)."""
+
+    actors: list[Any]
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    read = _JsonObject(pairs)
+    read.actors = [value for key, value in pairs if key == "actor" and value is not None]
+    return read
+
+
+def without_actor_token(body: bytes, most: int) -> tuple[bytes, str | None]:
+    """What of a failed message's `body` may wait in a dead-letter queue, and whose actor token it carried.
+
+    A command's token is its sender's credential and names them (name, roles, classes): a JSON object's
+    `actor` becomes null (every copy of the key), and only the token's subject is said, in a header. Any
+    other JSON object is kept byte for byte: its signatures and signed bytes must survive a replay. A
+    body that is no JSON object, or larger than `most` (never read, so never parsed here), can never be
+    handled as it stands; it is kept with any token-shaped text replaced.
+    """
+    read = _read_object(body) if len(body) <= most else None
+    if read is None:
+        return TOKEN_SHAPED_BYTES.sub(TOKEN_REMOVED.encode(), body), None
+    if not read.actors:
+        return body, None
+    subject = token_subject(read.actors[-1])
+    return _encode({**read, "actor": None}), subject
+
+
+def _read_object(body: bytes) -> _JsonObject | None:
+    try:
+        read = json.loads(body, object_pairs_hook=_json_object)
+    except (ValueError, RecursionError):
+        return None
+    return read if isinstance(read, _JsonObject) else None
+
+
+def _encode(content: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate, written as an escape in the body: kept as one
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+def token_subject(token: Any) -> str | None:
+    """The `sub` claim of a compact JWT, unverified, when it is one and its subject is fit for a header."""
+    parts = token.split(".") if isinstance(token, str) else []
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(b64url_decode(parts[1]))
+    except (ValueError, RecursionError):
+        return None
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    if not isinstance(subject, str) or not SUBJECT.fullmatch(subject) or TOKEN_SHAPED_TEXT.search(subject):
+        return None
+    return subject
+
+
+def dead_letter_headers(headers: dict[str, Any], subject: str | None) -> dict[str, Any]:
+    """The failed message's plain headers for its dead letter, token-shaped text replaced, and whose token it was.
+
+    A subject header the message arrived with is dropped: only the edge says whose token a message carried.
+    """
+    kept: dict[str, Any] = {
+        key: TOKEN_SHAPED_TEXT.sub(TOKEN_REMOVED, value) if isinstance(value, str) else value
+        for key, value in headers.items()
+        if isinstance(value, str | int | float | bool) and key != ACTOR_SUBJECT_HEADER
+    }
+    return {**kept, ACTOR_SUBJECT_HEADER: subject} if subject else kept
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -367,15 +455,19 @@ class Bus:
     async def dead_letter(
         self, queue: str, body: bytes, headers: dict[str, Any], reason: str, error: str
     ) -> None:
-        """Publish (with confirm) a copy of a failed message to `<queue>.dlq` with the reason, and count it."""
+        """Publish (with confirm) a copy of a failed message to `<queue>.dlq` with the reason, and count it.
+
+        The copy carries no actor token (`without_actor_token`): whoever replays it sends it again with a fresh one.
+        """
+        kept, subject = without_actor_token(body, self.settings.max_message_bytes)
         await self.broker.publish(
-            body,
+            kept,
             exchange=self.dlx,
             routing_key=queue,
             persist=True,
             mandatory=True,
             headers={
-                **{k: v for k, v in headers.items() if isinstance(v, str | int | float | bool)},
+                **dead_letter_headers(headers, subject),
                 REASON_HEADER: reason,
                 ERROR_HEADER: error[:1000],
                 QUEUE_HEADER: queue,
@@ -387,7 +479,8 @@ class Bus:
     async def dead_letter_rejected(self, original: Message, part: RejectedPart) -> None:
         """Dead-letter the refused part of a message: a copy holding only `part.items` in `part.field`.
 
-        The rest of the message goes on; nothing of the refused part is lost.
+        The rest of the message goes on; nothing of the refused part is lost (but its actor token:
+        `dead_letter` keeps none).
         """
         copy = original.model_copy(
             update={

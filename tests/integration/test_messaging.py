@@ -14,11 +14,21 @@ import pytest
 from aiormq.exceptions import DeliveryError, PublishError
 from faststream import FastStream
 
+from shared.auth import Actor, IssuerKey, signed_by
 from shared.contracts import limits
 from shared.contracts.base import Message, Reply
 from shared.contracts.identity import RegisterStudents
 from shared.errors import Forbidden, NoAnswer, Refused, TransientError
-from shared.messaging import DELIVERY_COUNT_HEADER, ERROR_HEADER, REASON_HEADER, REQUEST_HEADER, Bus
+from shared.messaging import (
+    ACTOR_SUBJECT_HEADER,
+    DELIVERY_COUNT_HEADER,
+    ERROR_HEADER,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    REQUEST_HEADER,
+    TOKEN_REMOVED,
+    Bus,
+)
 from shared.mongo import Index, ensure_indexes, insert_one_new
 from shared.outcome import Outcome, RejectedPart
 from tests.support import delete_queues, drain, probing
@@ -410,3 +420,99 @@ async def test_a_request_that_cannot_be_read_is_answered_with_the_reason_at_once
     assert [a["error"]["code"] for a in (deep, large, garbage)] == ["invalid", "too-large", "invalid"]
     assert garbage["error"]["message"] == "the body is not JSON"
     assert dead == [] and harness.retried() == 0
+
+
+# -- dead letters keep no actor tokens ---------------------------------------------------------
+
+ISSUER = IssuerKey.generate("messaging-test-issuer")
+TEACHER = Actor(
+    subject="gv-079-0042",
+    name="Trần Thị Bích",
+    roles=frozenset({"homeroom_teacher"}),
+    school_code="79000701",
+    classes=frozenset({"6A1"}),
+)
+
+
+def token_parts(token: str) -> list[str]:
+    """The token, and each of its three parts: none may be left in a dead letter."""
+    return [token, *token.split(".")]
+
+
+def assert_no_token_in(letter: aio_pika.abc.AbstractIncomingMessage, token: str) -> None:
+    kept = letter.body.decode(errors="replace") + json.dumps(letter.headers, default=str, ensure_ascii=False)
+    assert [part for part in token_parts(token) if part in kept] == []
+    assert TEACHER.name not in kept, "nor what the token said of its holder but the subject"
+
+
+async def test_attack_a_command_that_fails_for_good_is_dead_lettered_without_its_actor_token(settings):
+    """Reproduction: the dead-letter queue kept the whole command, its sender's token (their credential, naming
+    them, their roles and classes) included, for as long as nobody removed it."""
+    harness = Harness(settings)
+    command = signed_by(Ping(n=7, mode="forbidden"), ISSUER, TEACHER)
+    assert command.actor
+    async with started(harness, settings):
+        await harness.bus.publish(command)
+        [letter] = await harness.dead_letters(settings.amqp_url, timeout=10)
+    assert_no_token_in(letter, command.actor)
+    kept = Ping.model_validate_json(letter.body)
+    assert kept.actor is None
+    assert kept == command.model_copy(update={"actor": None}), "the rest of the command is kept for a replay"
+    assert letter.headers[ACTOR_SUBJECT_HEADER] == TEACHER.subject
+    assert (letter.headers[REASON_HEADER], letter.headers[QUEUE_HEADER]) == ("forbidden", harness.queue)
+
+
+async def test_a_command_retried_to_its_limit_is_dead_lettered_without_its_actor_token(settings):
+    harness = Harness(settings)
+    command = signed_by(Ping(n=4, mode="transient"), ISSUER, TEACHER)
+    async with started(harness, settings):
+        await harness.bus.publish(command)
+        [letter] = await harness.dead_letters(settings.amqp_url, timeout=20)
+    assert letter.headers[REASON_HEADER] == "retries-exhausted"
+    assert_no_token_in(letter, command.actor or "")
+    assert Ping.model_validate_json(letter.body).actor is None
+
+
+async def test_the_refused_part_of_a_command_is_dead_lettered_without_its_actor_token(settings):
+    harness = Harness(settings)
+    command = signed_by(Ping(n=4, items=[1, 2, 3]), ISSUER, TEACHER)
+    async with started(harness, settings):
+        await harness.bus.publish(command)
+        [letter] = await harness.dead_letters(settings.amqp_url, timeout=10)
+    assert harness.handled == [4]
+    assert_no_token_in(letter, command.actor or "")
+    kept = Ping.model_validate_json(letter.body)
+    assert (kept.items, kept.actor) == ([1, 3], None)
+    assert letter.headers[ACTOR_SUBJECT_HEADER] == TEACHER.subject
+
+
+async def test_attack_a_token_in_a_body_that_is_no_json_or_in_a_header_is_not_kept(settings):
+    """A body nobody can read still went whole to the dead-letter queue, with any token written in it; a header
+    claiming whose token it was went along as the sender wrote it."""
+    harness = Harness(settings)
+    token = signed_by(Ping(n=1), ISSUER, TEACHER).actor or ""
+    async with started(harness, settings):
+        await harness.broker.publish(
+            f"actor={token}; not json".encode(),
+            exchange=harness.bus.exchange,
+            routing_key=Ping.ROUTING_KEY,
+            persist=True,
+            headers={"x-note": f"Bearer {token}", ACTOR_SUBJECT_HEADER: "someone-else"},
+        )
+        [letter] = await harness.dead_letters(settings.amqp_url, timeout=10)
+    assert letter.headers[REASON_HEADER] == "invalid"
+    assert letter.body == f"actor={TOKEN_REMOVED}; not json".encode()
+    assert letter.headers["x-note"] == f"Bearer {TOKEN_REMOVED}"
+    assert ACTOR_SUBJECT_HEADER not in letter.headers, "only the edge says whose token a message carried"
+    assert_no_token_in(letter, token)
+
+
+async def test_a_message_without_a_token_is_dead_lettered_byte_for_byte(settings):
+    """Events carry no token; their dead letters (signed records among them) must replay as they were."""
+    harness = Harness(settings)
+    body = b'{"n": 3, "mode": "forbidden", "actor": null, "note": "eyJhbGciOiJFUzI1NiJ9..c2lnbmF0dXJl"}'
+    async with started(harness, settings):
+        await harness.publish_raw(Ping, body)
+        [letter] = await harness.dead_letters(settings.amqp_url, timeout=10)
+    assert letter.body == body
+    assert ACTOR_SUBJECT_HEADER not in letter.headers
