@@ -19,6 +19,13 @@ topic permissions are regexes over routing keys):
 | topic write on `<ns>hocba` | publishing with a routing key | the routing keys it publishes (its events, commands to itself) and sends (commands, requests) |
 | topic read on `<ns>hocba` | binding with a binding key | the keys it consumes or watches, spelled out: nobody may bind `#` or `*` |
 
+Each namespace also gets one policy, `<namespace>hocba-dead-letters`: its dead-letter queues
+`<ns><service>.<routing key>.dlq` keep a message `Settings.dead_letter_ttl_days` (30 by default),
+then the broker drops it. A policy, not a queue argument, so the TTL can change on queues that
+exist (a queue re-declared with other arguments is refused). Only one policy applies to a queue,
+the one with the highest priority: a broker-wide limit of an installation belongs in an operator
+policy, which RabbitMQ applies beside this one.
+
 A broker password lives in one place per stack: `<data dir>/broker/credentials.json` (0600, in a
 0700 folder, under the ignored data folder). `hocba up`, `hocba demo` and the benchmarks provision
 their namespace's users when they start (`BrokerUsers.provision`), give each service process its
@@ -78,6 +85,16 @@ from shared.contracts.identity import (
     RotateIdentityKey,
     StudentsRegistered,
 )
+from shared.contracts.keys import (
+    ArchiveKeyRotationProgress,
+    GradesKeyRotationProgress,
+    RotateArchiveKey,
+    RotateGradesKey,
+    RotateSigningKey,
+    RotateSyncKey,
+    SigningKeyRotationProgress,
+    SyncKeyRotationProgress,
+)
 from shared.contracts.signing import (
     AmendmentReceived,
     BatchCompleted,
@@ -129,8 +146,18 @@ def routing_keys(messages: Iterable[type[Message]]) -> frozenset[str]:
     return frozenset(m.ROUTING_KEY for m in messages)
 
 
-#: The accesses a service answers (issue 9: every read of a student is logged and can be listed).
+#: The accesses a service answers (every read of a student is logged and can be listed).
 ACCESS_LISTS: Messages = (ListIdentityAccesses, ListGradesAccesses, ListArchiveAccesses)
+
+#: Each service's data-key rotation: the operator's command, and the progress it follows.
+KEY_ROTATIONS: Messages = (RotateIdentityKey, RotateGradesKey, RotateSigningKey, RotateArchiveKey, RotateSyncKey)
+KEY_ROTATION_PROGRESS: Messages = (
+    KeyRotationProgress,
+    GradesKeyRotationProgress,
+    SigningKeyRotationProgress,
+    ArchiveKeyRotationProgress,
+    SyncKeyRotationProgress,
+)
 
 #: Who may do what. Services: exactly what their routers publish and consume (tests/unit/test_broker.py
 #: checks it against each `build_app`), plus the requests they send. The command line: what its
@@ -145,9 +172,10 @@ IDENTITIES: dict[str, BrokerIdentity] = {
         ),
         BrokerIdentity(
             "grades",
-            publishes=(AssessmentsRecorded, ConductRecorded, TermChanged, RecordsReady),
+            publishes=(AssessmentsRecorded, ConductRecorded, TermChanged, RecordsReady, GradesKeyRotationProgress),
             sends=(LookupStudents,),
             consumes=(
+                RotateGradesKey,
                 StudentsRegistered,
                 RecordAssessments,
                 RecordConduct,
@@ -169,13 +197,15 @@ IDENTITIES: dict[str, BrokerIdentity] = {
                 BatchCompleted,
                 BatchRefused,
                 AmendmentReceived,
+                SigningKeyRotationProgress,
             ),
-            consumes=(RecordsReady, RequestSignBatch, RequestAmendment, SignWork, ChunkSigned),
+            consumes=(RecordsReady, RequestSignBatch, RequestAmendment, SignWork, ChunkSigned, RotateSigningKey),
         ),
         BrokerIdentity(
             "archive",
-            publishes=(RecordsArchived, CheckpointIssued),
+            publishes=(RecordsArchived, CheckpointIssued, ArchiveKeyRotationProgress),
             consumes=(
+                RotateArchiveKey,
                 RecordsCompleted,
                 BatchCompleted,
                 IssueCheckpoint,
@@ -188,14 +218,14 @@ IDENTITIES: dict[str, BrokerIdentity] = {
         ),
         BrokerIdentity(
             "sync",
-            publishes=(RecordsDelivered, CheckpointDelivered),
-            consumes=(RecordsArchived, CheckpointIssued, GetSyncStatus, RetryParked, Reconcile),
+            publishes=(RecordsDelivered, CheckpointDelivered, SyncKeyRotationProgress),
+            consumes=(RecordsArchived, CheckpointIssued, GetSyncStatus, RetryParked, Reconcile, RotateSyncKey),
         ),
         # The department's operators: key rotation, checkpoints, audits, the ministry outbox, reads.
         BrokerIdentity(
             "operator",
             sends=(
-                RotateIdentityKey,
+                *KEY_ROTATIONS,
                 FindStudents,
                 ExplainRecord,
                 ExportRecord,
@@ -208,7 +238,7 @@ IDENTITIES: dict[str, BrokerIdentity] = {
                 Reconcile,
                 *ACCESS_LISTS,
             ),
-            watches=(KeyRotationProgress,),
+            watches=KEY_ROTATION_PROGRESS,
         ),
         # The schools' tools (the school management application): rosters, gradebooks, closing, signing.
         BrokerIdentity(
@@ -322,8 +352,55 @@ def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
-def definitions(namespace: str, passwords: Mapping[str, str] | None = None, vhost: str = "/") -> dict[str, Any]:
-    """RabbitMQ definitions of `namespace`'s identities on `vhost`, and its two exchanges.
+#: How long a dead letter is kept unless HOCBA_DEAD_LETTER_TTL_DAYS says otherwise.
+DEFAULT_DEAD_LETTER_TTL_DAYS: float = Settings.model_fields["dead_letter_ttl_days"].default
+DAY_MS = 86_400_000
+
+
+def dead_letter_policy_name(namespace: str) -> str:
+    return f"{namespace}hocba-dead-letters"
+
+
+def dead_letter_pattern(namespace: str) -> str:
+    """A regex matching exactly `namespace`'s dead-letter queues, `<ns><service>.<routing key>.dlq`."""
+    return f"^{literal(namespace)}({'|'.join(SERVICES)})\\..+\\.dlq$"
+
+
+def dead_letter_policy(
+    namespace: str, vhost: str = "/", ttl_days: float = DEFAULT_DEAD_LETTER_TTL_DAYS
+) -> dict[str, Any]:
+    """The policy that drops `namespace`'s dead letters `ttl_days` after they arrived.
+
+    Its priority is the namespace's length: where two namespaces' patterns meet (the empty namespace's
+    `sync.….dlq` and the namespace `sync.`), the longer, more specific one applies.
+    """
+    return {
+        "vhost": vhost,
+        "name": dead_letter_policy_name(namespace),
+        "pattern": dead_letter_pattern(namespace),
+        "apply-to": "queues",
+        "definition": {"message-ttl": max(1, round(ttl_days * DAY_MS))},
+        "priority": len(namespace),
+    }
+
+
+def with_dead_letter_ttl(template: Mapping[str, Any], ttl_days: float, namespace: str = "") -> dict[str, Any]:
+    """`template`'s definitions with `namespace`'s dead-letter policy keeping dead letters `ttl_days`
+    (added, on the template's virtual host, when the template has none)."""
+    name = dead_letter_policy_name(namespace)
+    kept = [p for p in template.get("policies", []) if p.get("name") != name]
+    vhosts = [p["vhost"] for p in template.get("policies", []) if p.get("name") == name]
+    vhosts = vhosts or [v["name"] for v in template.get("vhosts", [])][:1] or ["/"]
+    return {**template, "policies": kept + [dead_letter_policy(namespace, v, ttl_days) for v in vhosts]}
+
+
+def definitions(
+    namespace: str,
+    passwords: Mapping[str, str] | None = None,
+    vhost: str = "/",
+    dead_letter_ttl_days: float = DEFAULT_DEAD_LETTER_TTL_DAYS,
+) -> dict[str, Any]:
+    """RabbitMQ definitions of `namespace`'s identities on `vhost`, its two exchanges and its dead-letter policy.
 
     Users get the hash of their identity's password in `passwords`; a user without one gets none
     and cannot log in until a password is set (`deploy/rabbitmq/definitions.json`).
@@ -370,7 +447,7 @@ def definitions(namespace: str, passwords: Mapping[str, str] | None = None, vhos
         "bindings": [],
         "parameters": [],
         "global_parameters": [],
-        "policies": [],
+        "policies": [dead_letter_policy(namespace, vhost, dead_letter_ttl_days)],
     }
 
 
@@ -473,11 +550,13 @@ class ProvisioningError(RuntimeError):
 
 
 class Provisioner(Protocol):
-    """Loads definitions into a broker and deletes users from it."""
+    """Loads definitions into a broker and deletes users and policies from it."""
 
     def load(self, definitions: Mapping[str, Any]) -> None: ...
 
     def delete_users(self, users: Iterable[str]) -> None: ...
+
+    def delete_policy(self, vhost: str, name: str) -> None: ...
 
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -513,20 +592,26 @@ class Rabbitmqctl:
         self._await(definitions)
 
     def _await(self, definitions: Mapping[str, Any], timeout: float = 30.0) -> None:
-        """The import is announced as asynchronous: wait until every topic permission it sets is listed."""
-        expected = {(t["user"], t["exchange"], t["write"], t["read"]) for t in definitions.get("topic_permissions", [])}
-        vhosts = {t["vhost"] for t in definitions.get("topic_permissions", [])}
+        """The import is announced as asynchronous: wait until every topic permission and policy it sets is listed."""
+        topics = definitions.get("topic_permissions", [])
+        expected: set[tuple[str, ...]] = {(t["user"], t["exchange"], t["write"], t["read"]) for t in topics}
+        expected |= {(p["name"], p["pattern"]) for p in definitions.get("policies", [])}
+        vhosts = {t["vhost"] for t in [*definitions.get("topic_permissions", []), *definitions.get("policies", [])]}
         deadline = time.monotonic() + timeout
-        while True:
-            listed = set()
-            for vhost in vhosts:
-                text = self._run("list_topic_permissions", "--vhost", vhost, "--quiet", "--no-table-headers")
-                listed |= {tuple(line.split("\t")) for line in text.splitlines() if line.strip()}
-            if expected <= listed:
-                return
+        while not expected <= self._listed(vhosts):
             if time.monotonic() > deadline:
                 raise ProvisioningError("rabbitmqctl import_definitions did not take effect")
             time.sleep(0.2)
+
+    def _listed(self, vhosts: Iterable[str]) -> set[tuple[str, ...]]:
+        """The topic permissions (user, exchange, write, read) and policies (name, pattern) on `vhosts`."""
+        listed: set[tuple[str, ...]] = set()
+        for vhost in vhosts:
+            text = self._run("list_topic_permissions", "--vhost", vhost, "--quiet", "--no-table-headers")
+            listed |= {tuple(line.split("\t")) for line in text.splitlines() if line.strip()}
+            text = self._run("list_policies", "--vhost", vhost, "--quiet", "--no-table-headers")
+            listed |= {tuple(line.split("\t")[1:3]) for line in text.splitlines() if line.strip()}
+        return listed
 
     def delete_users(self, users: Iterable[str]) -> None:
         running = [
@@ -535,6 +620,13 @@ class Rabbitmqctl:
         ]
         for process in running:
             process.wait(self.timeout)
+
+    def delete_policy(self, vhost: str, name: str) -> None:
+        try:
+            self._run("clear_policy", "--vhost", vhost, name)
+        except ProvisioningError as exc:
+            if "does not exist" not in str(exc):
+                raise
 
 
 @dataclass(frozen=True)
@@ -582,6 +674,15 @@ class ManagementApi:
         except httpx.HTTPError as exc:
             raise ProvisioningError(f"the management API at {self.url} cannot be reached: {exc}") from None
 
+    def delete_policy(self, vhost: str, name: str) -> None:
+        try:
+            with self._client() as client:
+                answer = client.delete(f"api/policies/{quote(vhost, safe='')}/{quote(name, safe='')}")
+        except httpx.HTTPError as exc:
+            raise ProvisioningError(f"the management API at {self.url} cannot be reached: {exc}") from None
+        if answer.status_code not in (204, 404):
+            raise ProvisioningError(f"the management API did not delete the policy {name}: HTTP {answer.status_code}")
+
 
 @dataclass(frozen=True)
 class EitherOf:
@@ -605,6 +706,12 @@ class EitherOf:
             self.first.delete_users(users)
         except ProvisioningError:
             self.second.delete_users(users)
+
+    def delete_policy(self, vhost: str, name: str) -> None:
+        try:
+            self.first.delete_policy(vhost, name)
+        except ProvisioningError:
+            self.second.delete_policy(vhost, name)
 
 
 #: Where the management API is when it is not beside the broker on 15672 (with an administrator's login).
@@ -642,12 +749,20 @@ class BrokerUsers:
     passwords: dict[str, str]
     provisioner: Provisioner
     store: CredentialStore
+    #: How long the namespace's dead-letter queues keep a message (its dead-letter policy).
+    dead_letter_ttl_days: float = DEFAULT_DEAD_LETTER_TTL_DAYS
 
     @classmethod
     def provision(
-        cls, admin_url: str, namespace: str, data_dir: Path, provisioner: Provisioner | None = None
+        cls,
+        admin_url: str,
+        namespace: str,
+        data_dir: Path,
+        provisioner: Provisioner | None = None,
+        dead_letter_ttl_days: float = DEFAULT_DEAD_LETTER_TTL_DAYS,
     ) -> BrokerUsers:
-        """Every identity of `namespace` as a user on `admin_url`'s broker, passwords kept in `data_dir`.
+        """Every identity of `namespace` as a user on `admin_url`'s broker, passwords kept in `data_dir`, and
+        the namespace's dead-letter policy.
 
         Passwords already kept for the namespace are kept (a stack started again logs in as before);
         missing ones are generated. They are written down before the broker learns them.
@@ -656,12 +771,14 @@ class BrokerUsers:
         kept = store.passwords(namespace)
         passwords = {name: kept.get(name) or new_password() for name in IDENTITIES}
         store.save(namespace, login_of(admin_url), passwords)
-        users = cls(admin_url, namespace, passwords, provisioner or provisioner_for(admin_url), store)
+        provisioner = provisioner or provisioner_for(admin_url)
+        users = cls(admin_url, namespace, passwords, provisioner, store, dead_letter_ttl_days)
         users.load()
         return users
 
     def load(self) -> None:
-        self.provisioner.load(definitions(self.namespace, self.passwords, vhost_of(self.admin_url)))
+        vhost = vhost_of(self.admin_url)
+        self.provisioner.load(definitions(self.namespace, self.passwords, vhost, self.dead_letter_ttl_days))
 
     def user(self, identity: str) -> str:
         return user_name(self.namespace, identity)
@@ -678,8 +795,10 @@ class BrokerUsers:
         return self.url(identity)
 
     def remove(self) -> None:
-        """Delete the namespace's users (a throw-away stack, once its processes have stopped) and forget them."""
+        """Delete the namespace's users and its dead-letter policy (a throw-away stack, once its processes have
+        stopped) and forget the passwords."""
         self.provisioner.delete_users(self.user(name) for name in IDENTITIES)
+        self.provisioner.delete_policy(vhost_of(self.admin_url), dead_letter_policy_name(self.namespace))
         self.store.forget(self.namespace)
 
 
@@ -766,11 +885,14 @@ def provision_command(
     """Load the broker users with their passwords (a deployment's provisioning step; run it again to rotate).
 
     Passwords come from --passwords-dir or HOCBA_BROKER_PASSWORD_<IDENTITY>; the administrator's login from
-    --management-url, else AMQP_URL. Nothing is written to disk.
+    --management-url, else AMQP_URL. The dead-letter policy keeps dead letters HOCBA_DEAD_LETTER_TTL_DAYS
+    (default 30). Nothing is written to disk.
     """
+    settings = Settings()
     loaded = json.loads(template.read_text()) if template else definitions(namespace)
     filled = with_passwords(loaded, deployment_passwords(passwords_dir), namespace)
-    provisioner = provisioner_for(Settings().amqp_url, management_url)
+    filled = with_dead_letter_ttl(filled, settings.dead_letter_ttl_days, namespace)
+    provisioner = provisioner_for(settings.amqp_url, management_url)
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -802,7 +924,14 @@ def rotate_command(
         typer.echo(f"no broker users for this namespace in {store.path}: start the stack first (`hocba up`)", err=True)
         raise typer.Exit(1)
     admin_url = settings.amqp_url
-    users = BrokerUsers(admin_url, settings.namespace, store.passwords(settings.namespace), provisioner_for(admin_url), store)
+    users = BrokerUsers(
+        admin_url,
+        settings.namespace,
+        store.passwords(settings.namespace),
+        provisioner_for(admin_url),
+        store,
+        settings.dead_letter_ttl_days,
+    )
     try:
         users.rotate(identity)
     except ProvisioningError as exc:

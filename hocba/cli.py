@@ -16,6 +16,7 @@ from hocba.commands import audit as audit_commands
 from hocba.commands import fail
 from hocba.commands import grades as grades_commands
 from hocba.commands import identity as identity_commands
+from hocba.commands import keys as keys_commands
 from hocba.commands import pki as pki_commands
 from hocba.commands import sign as sign_command
 from hocba.commands import sync as sync_commands
@@ -30,6 +31,7 @@ app = typer.Typer(help="hocba: electronic student academic records.", no_args_is
 app.add_typer(sync_commands.app, name="sync")
 app.add_typer(grades_commands.app, name="grades")
 app.add_typer(identity_commands.app, name="identity")
+app.add_typer(keys_commands.app, name="keys")
 
 
 def data_root() -> Path:

@@ -33,7 +33,7 @@ from shared.contracts.grades import (
     TermChanged,
     VersionKey,
 )
-from shared.contracts.identity import RegisterStudents, StudentsRegistered
+from shared.contracts.identity import RegisterStudents, StudentRegistration, StudentsRegistered
 from shared.contracts.signing import (
     BatchCompleted,
     BatchProgress,
@@ -279,10 +279,14 @@ class TermEnd:
 
     # --- the stages --------------------------------------------------------------------------
 
+    def rosters(self) -> list[tuple[demo_data.School, list[StudentRegistration]]]:
+        """Each school with the students its roster registers (the same every run)."""
+        n = self.students_per_school
+        return [(school, demo_data.roster(school, n, i * n)) for i, school in enumerate(self.schools)]
+
     async def _register(self) -> None:
         """Each school's administrator registers its roster."""
-        for i, school in enumerate(self.schools):
-            roster = demo_data.roster(school, self.students_per_school, i * self.students_per_school)
+        for school, roster in self.rosters():
             admin = self.staff.school_admin(school.code)
             for part in demo_data.chunks(roster, self.settings.chunk_size):
                 await self._paced("register", self.total_students, self._unregistered, WINDOW * self.settings.chunk_size)

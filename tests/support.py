@@ -10,9 +10,14 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 import aio_pika
 import pytest
+from prometheus_client import CollectorRegistry
 
 from hocba.infra import EmbeddedMongo, free_port  # noqa: F401 - re-exported for the test layers
+from shared.at_rest import KeyRotation, NothingSealed, RotationMetrics
+from shared.auth import IssuerKeys
 from shared.contracts.base import Message
+from shared.contracts.keys import DataKeyRotationProgress
+from shared.crypto.vault import Vault
 from shared.messaging import delete_queues
 from shared.service import ServiceApp
 from shared.settings import Settings
@@ -108,3 +113,12 @@ def needs(present: bool, what: str) -> None:
     if os.environ.get("HOCBA_REQUIRE_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def idle_rotation(progress: type[DataKeyRotationProgress], keys: IssuerKeys | None, registry: CollectorRegistry) -> KeyRotation:
+    """The data-key rotation of a service over an in-memory repository: a ring in memory, nothing sealed at rest."""
+
+    async def discard(_: Message) -> None:
+        return None
+
+    return KeyRotation(Vault.ephemeral(), NothingSealed(), progress, keys, RotationMetrics(registry), discard)

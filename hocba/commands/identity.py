@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -12,7 +10,6 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hocba.commands import (
     ISSUER_NOTE,
@@ -25,25 +22,23 @@ from hocba.commands import (
     chunks,
     fail,
     finish_import,
+    keys,
     read_rows,
     run,
     session,
     validation_message,
 )
 from hocba.console import console
-from hocba.watch import Watch
 from shared.contracts.identity import (
     Enrolment,
     FindStudents,
-    KeyRotationProgress,
     RegisterStudents,
     RegistrationReport,
-    RotateIdentityKey,
     StudentIdentity,
     StudentMatches,
     StudentRegistration,
 )
-from shared.errors import NoAnswer
+from shared.contracts.keys import DataKeyRotationProgress
 
 app = typer.Typer(help=f"Student identities: roster import, look-ups, key rotation. {ISSUER_NOTE}", no_args_is_help=True)
 
@@ -206,49 +201,15 @@ def rotate_key(
     data_dir: DataDir = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait without progress before giving up.")] = 120.0,
 ) -> None:
-    """Add a new data key, make it current and re-encrypt every student under it, with progress.
+    """Add a new data key, make it current and re-encrypt every student under it, with progress
+    (`hocba keys rotate --service identity`).
 
     Look-ups keep working throughout: identity keeps the old keys until nothing uses them.
     """
 
-    async def conversation() -> KeyRotationProgress:
+    async def conversation() -> DataKeyRotationProgress:
         async with session(data_dir, timeout) as s:
-            return await rotate(s, timeout)
+            return await keys.rotate(s, "identity", timeout)
 
     final = run(conversation())
     console.print(f"key {escape(final.key_id)} is current; {final.done} student(s) re-encrypted")
-
-
-async def rotate(s: Session, timeout: float) -> KeyRotationProgress:
-    """Ask identity to rotate its data key and follow the re-encryption until it has finished."""
-    command = s.operator.signs(RotateIdentityKey(message_id=uuid.uuid4().hex))
-    latest: asyncio.Queue[KeyRotationProgress] = asyncio.Queue()
-
-    def progress(event: KeyRotationProgress) -> None:
-        if event.source_message_id == command.message_id:
-            latest.put_nowait(event)
-
-    watch = Watch(s.settings.amqp_url, s.settings.names())
-    watch.on(KeyRotationProgress, progress)
-    await watch.start()
-    try:
-        await s.send(command)
-        return await follow_rotation(latest, timeout)
-    except TimeoutError:
-        raise NoAnswer(
-            "no progress from identity: is the stack up, and is this an operator's data folder?"
-        ) from None
-    finally:
-        await watch.stop()
-
-
-async def follow_rotation(latest: asyncio.Queue[KeyRotationProgress], timeout: float) -> KeyRotationProgress:
-    """Show the re-encryption's progress until its last event; `TimeoutError` when none comes for `timeout`."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as bars:
-        task = bars.add_task("re-encrypting students", total=None)
-        while True:
-            event = await asyncio.wait_for(latest.get(), timeout)
-            bars.update(task, completed=event.done, total=event.total, description=f"re-encrypting under {escape(event.key_id)}")
-            if event.finished:
-                return event

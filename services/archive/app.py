@@ -15,9 +15,12 @@ from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import INDEXES, ArchiveRepository, MongoArchiveRepository
 from services.archive.router import register_routes
 from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, InMemoryAccessLog, MongoAccessLog
+from shared.at_rest import KeyRotation, NothingSealed, Reencrypting
 from shared.auth import IssuerKeys, issuer_keys_for
+from shared.contracts.keys import ArchiveKeyRotationProgress
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import ARCHIVE_SUBJECT, DevPki
+from shared.crypto.vault import Vault
 from shared.messaging import Bus
 from shared.service import Loop, Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
@@ -51,21 +54,27 @@ def build_app(
     bus = Bus(settings, NAME, registry)
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=[*INDEXES, *ACCESS_LOG_INDEXES])
     access_log: AccessLogStore = InMemoryAccessLog()
+    vault: Vault = Vault.ephemeral()
+    sealed: Reencrypting = NothingSealed()
     if repository is None:
         db = storage.database(settings, NAME)
-        repository, access_log = MongoArchiveRepository(db), MongoAccessLog(db)
+        vault = Vault.for_service(settings, NAME)
+        stored = MongoArchiveRepository(db, vault)
+        repository, access_log, sealed = stored, MongoAccessLog(db), stored.sealed
+    given = (
+        issuer_keys.for_service(NAME)
+        if issuer_keys
+        else issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+    )
     deps = Deps(
         repo=repository,
         metrics=ArchiveMetrics(bus.registry),
         keys=keys or keys_from_pki(settings),
         log_origin=settings.archive_origin,
-        issuer_keys=(
-            issuer_keys.for_service(NAME)
-            if issuer_keys
-            else issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
-        ),
+        issuer_keys=given,
         access=AccessRecorder(NAME, bus.registry),
         access_log=access_log,
+        rotation=KeyRotation.on(bus, vault, sealed, ArchiveKeyRotationProgress, given),
         max_clock_skew=timedelta(seconds=settings.archive_max_clock_skew_seconds),
     )
     register_routes(bus, deps)
@@ -73,4 +82,5 @@ def build_app(
     checkpoints = Loop(
         "archive-checkpoints", bus, partial(handlers.scheduled_checkpoint, deps), settings.checkpoint_interval
     )
-    return assemble(bus, storage, resources=[log_state], loops=[checkpoints])
+    key_ring = Resource(open=deps.rotation.show_key_ring)
+    return assemble(bus, storage, resources=[log_state, key_ring], loops=[checkpoints])

@@ -4,7 +4,7 @@ what, and the audit."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -26,6 +26,12 @@ class Entry(Leaf):
 
     leaf_hash: str
     batch_id: str | None = None
+    #: The document's RFC 8785 bytes as signed, when just admitted: what the log keeps (sealed). An audit
+    #: recomputes them from the document instead.
+    signed_bytes: bytes | None = field(default=None, compare=False, repr=False)
+    #: Read back from the log, its stored document did not decrypt (its ciphertext was altered, or its data
+    #: key is gone); `document` is then empty.
+    unreadable: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> VersionKey:
@@ -106,7 +112,9 @@ def build_entries(
             archived_at=when,
             seal=record.seal,
         )
-        entries.append(Entry(**vars(leaf), leaf_hash=leaf.hash(documents.get(key_of(signed))).hex(), batch_id=batch_id))
+        signed_bytes = documents.get(key_of(signed))
+        leaf_hash = leaf.hash(signed_bytes).hex()
+        entries.append(Entry(**vars(leaf), leaf_hash=leaf_hash, batch_id=batch_id, signed_bytes=signed_bytes))
     return entries
 
 
@@ -338,8 +346,12 @@ def recomputed_leaves(by_seq: Mapping[int, Entry], size: int) -> tuple[list[byte
 def entry_problems(entry: Entry, computed_leaf_hash: str) -> list[str]:
     """How a stored entry no longer matches what was appended."""
     problems = []
+    if entry.unreadable:
+        problems.append("its stored document does not decrypt (its ciphertext was altered, or its data key is gone)")
     if computed_leaf_hash != entry.leaf_hash:
         problems.append("its content no longer gives its stored leaf hash (altered, or moved from another position)")
+    if entry.unreadable:
+        return problems
     record_digest = digest(entry.document)
     if any(_signed_digest(jws) != record_digest for jws in entry.signatures):
         problems.append("its record no longer matches the digest its signatures cover")

@@ -29,6 +29,7 @@ from services.archive.domain import Chunk, Entry, key_of
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import ArchivedRow, ArchiveRepository, Position
 from shared.access import AccessLogStore, AccessRecorder, authorise_access_list
+from shared.at_rest import KeyRotation
 from shared.auth import IssuerKeys, require_actor, service_subject
 from shared.contracts.access import AccessLog, Action, ListArchiveAccesses
 from shared.contracts.archive import (
@@ -47,6 +48,7 @@ from shared.contracts.archive import (
 )
 from shared.contracts.base import Acting, Message, derived_id, utcnow
 from shared.contracts.grades import VersionKey
+from shared.contracts.keys import RotateArchiveKey
 from shared.contracts.signing import BatchCompleted, RecordsCompleted, SignedRecord
 from shared.crypto.archive_log import check_checkpoint, sign_checkpoint
 from shared.crypto.bundle import make_bundle, sign_copy
@@ -117,6 +119,8 @@ class Deps:
     access: AccessRecorder
     #: Where those entries are kept, and read back by student.
     access_log: AccessLogStore
+    #: The key ring the log's documents are sealed under, and its rotation.
+    rotation: KeyRotation
     log: LogState = field(default_factory=LogState)
     #: Certificates already parsed from the x5c chains of signatures checked before.
     chains: ChainCache = field(default_factory=ChainCache)
@@ -547,3 +551,12 @@ async def list_accesses(request: ListArchiveAccesses, deps: Deps) -> Outcome:
     actor = require_actor(request, deps.issuer_keys)
     authorise_access_list(actor, await deps.repo.schools_of(request.student_ref))
     return Outcome(reply=AccessLog(entries=await deps.access_log.of(request.student_ref, request.limit)))
+
+
+# --- the data key ----------------------------------------------------------------------------
+
+
+async def rotate_key(command: RotateArchiveKey, deps: Deps) -> Outcome:
+    """Add a data key, make it current and re-encrypt every log entry's document under it, step by step
+    (`KeyRotation`). The bytes each entry holds, which its leaf commits to, do not change."""
+    return await deps.rotation.rotate(command)

@@ -1,7 +1,9 @@
 """archive's `log`, `records` and `checkpoints` collections: a Protocol, MongoDB and in-memory. Insert-only.
 
 No code path updates or deletes a stored entry, row or checkpoint: an amendment is a new entry,
-and "superseded" is read from the later versions, never written onto the earlier one. (The archive's
+and "superseded" is read from the later versions, never written onto the earlier one. The one
+rewrite is a data-key rotation's: an entry's document is kept sealed (the RFC 8785 bytes that were
+signed, under the archive's key ring), and re-encryption changes the ciphertext, never those bytes. (The archive's
 access log, one `AccessEntry` per export or printed copy, is `shared.access`'s store.)
 """
 
@@ -15,9 +17,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from services.archive.domain import ArchivedVersion, Entry
+from shared.at_rest import SealedDocuments, owner_of, sealed_records
 from shared.contracts.archive import Checkpoint
 from shared.contracts.grades import VersionKey
-from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new, packed, unpacked
+from shared.crypto.canonical import canonical_json
+from shared.crypto.fields import DecryptionError
+from shared.crypto.vault import Vault
+from shared.errors import Unavailable
+from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new
 
 LOG = "log"
 RECORDS = "records"
@@ -83,7 +90,8 @@ class ArchiveRepository(Protocol):
         """One archived version (the latest when `version` is None)."""
 
     async def entries(self, start: int = 0, limit: int = 0) -> list[Entry]:
-        """Log entries in seq order from `start` (all of them when limit is 0)."""
+        """Log entries in seq order from `start` (all of them when limit is 0); one whose document does not
+        decrypt comes back `unreadable`, for the audit to name."""
 
     async def versions(self, record_ids: Iterable[str]) -> dict[str, list[ArchivedVersion]]:
         """The archived versions of each record."""
@@ -104,13 +112,39 @@ class ArchiveRepository(Protocol):
         """The schools whose archived records are of this student."""
 
 
-def entry_document(entry: Entry) -> dict[str, Any]:
+def entry_document(entry: Entry, sealed: SealedDocuments) -> dict[str, Any]:
+    """The stored form of a log entry: its fields in clear but the document, sealed as the exact bytes signed."""
     # `_id` is what makes a seq taken once; `seq` repeats it for ordering, as the embedded server
     # sorts an integer `_id` as text (10 before 9) but other integer fields as numbers.
-    return {"_id": entry.seq, **asdict(entry), "document": packed(entry.document), "signatures": list(entry.signatures)}
+    plain = entry.signed_bytes if entry.signed_bytes is not None else canonical_json(entry.document)
+    return {
+        "_id": entry.seq,
+        "seq": entry.seq,
+        "record_id": entry.record_id,
+        "version": entry.version,
+        "school_code": entry.school_code,
+        "school_year": entry.school_year,
+        "student_ref": entry.student_ref,
+        **sealed.sealed_bytes(owner_of(entry.key), plain),
+        "signatures": list(entry.signatures),
+        "archived_at": entry.archived_at,
+        "leaf_hash": entry.leaf_hash,
+        "batch_id": entry.batch_id,
+        "seal": entry.seal,
+    }
 
 
-def entry_from_document(doc: dict[str, Any]) -> Entry:
+def entry_from_document(doc: dict[str, Any], sealed: SealedDocuments, audit: bool = False) -> Entry:
+    """The entry a stored one holds. Its document must decrypt, but for an audit, which reports the entry that
+    does not (`Entry.unreadable`) among the others."""
+    try:
+        document, unreadable = sealed.opened(doc), False
+    except DecryptionError:
+        if not audit:
+            raise Unavailable(
+                f"{doc['record_id']} v{doc['version']} does not decrypt: run `hocba archive audit`", reason="unreadable"
+            ) from None
+        document, unreadable = {}, True
     return Entry(
         seq=doc["seq"],
         record_id=doc["record_id"],
@@ -118,12 +152,13 @@ def entry_from_document(doc: dict[str, Any]) -> Entry:
         school_code=doc["school_code"],
         school_year=doc["school_year"],
         student_ref=doc["student_ref"],
-        document=unpacked(doc["document"]),
+        document=document,
         signatures=tuple(doc["signatures"]),
         archived_at=doc["archived_at"],
         leaf_hash=doc["leaf_hash"],
         batch_id=doc.get("batch_id"),
         seal=doc.get("seal"),
+        unreadable=unreadable,
     )
 
 
@@ -132,10 +167,12 @@ def checkpoint_document(checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 class MongoArchiveRepository:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, vault: Vault) -> None:
         self.log = db[LOG]
         self.rows = db[RECORDS]
         self.checkpoint_rows = db[CHECKPOINTS]
+        #: The log entries' documents, sealed under the archive's key ring; what a key rotation re-encrypts.
+        self.sealed = sealed_records(self.log, vault, encode=canonical_json)
 
     async def leaf_hashes(self) -> list[bytes]:
         cursor = self.log.find({}, {"_id": 0, "seq": 1, "leaf_hash": 1}, sort=[("seq", 1)])
@@ -145,7 +182,7 @@ class MongoArchiveRepository:
         if not entries:
             return 0
         try:
-            await self.log.insert_many([entry_document(e) for e in entries], ordered=True)
+            await self.log.insert_many([entry_document(e, self.sealed) for e in entries], ordered=True)
             return len(entries)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
@@ -172,11 +209,11 @@ class MongoArchiveRepository:
     async def entry(self, record_id: str, version: int | None = None) -> Entry | None:
         docs = [doc async for doc in self.log.find({"record_id": record_id})]
         matching = [d for d in docs if version in (None, d["version"])]
-        return entry_from_document(max(matching, key=lambda d: d["version"])) if matching else None
+        return entry_from_document(max(matching, key=lambda d: d["version"]), self.sealed) if matching else None
 
     async def entries(self, start: int = 0, limit: int = 0) -> list[Entry]:
         cursor = self.log.find({"seq": {"$gte": start}}, sort=[("seq", 1)], limit=limit)
-        return [entry_from_document(doc) async for doc in cursor]
+        return [entry_from_document(doc, self.sealed, audit=True) async for doc in cursor]
 
     async def versions(self, record_ids: Iterable[str]) -> dict[str, list[ArchivedVersion]]:
         ids = sorted(set(record_ids))

@@ -14,13 +14,14 @@ from shared.contracts.archive import (
     ProveInclusion,
     RecordsArchived,
 )
+from shared.contracts.keys import ArchiveKeyRotationProgress, RotateArchiveKey
 from shared.contracts.signing import BatchCompleted, RecordsCompleted
 from shared.messaging import Bus
 from shared.outcome import Outcome
 
 
 def register_routes(bus: Bus, deps: Deps) -> None:
-    bus.publishes(RecordsArchived, CheckpointIssued)
+    bus.publishes(RecordsArchived, CheckpointIssued, ArchiveKeyRotationProgress)
 
     @bus.subscriber(RecordsCompleted)
     async def on_records_completed(event: RecordsCompleted) -> Outcome:
@@ -53,3 +54,7 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(ListArchiveAccesses)
     async def on_list_accesses(request: ListArchiveAccesses) -> Outcome:
         return await handlers.list_accesses(request, deps)
+
+    @bus.subscriber(RotateArchiveKey)
+    async def on_rotate(command: RotateArchiveKey) -> Outcome:
+        return await handlers.rotate_key(command, deps)

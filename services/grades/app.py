@@ -14,14 +14,17 @@ from services.grades.metrics import GradesMetrics
 from services.grades.repository import INDEXES, GradesRepository, MongoGradesRepository
 from services.grades.router import register_routes
 from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, InMemoryAccessLog, MongoAccessLog
+from shared.at_rest import KeyRotation, NothingSealed, Reencrypting
 from shared.auth import IssuerKeys, ServiceIdentity, issuer_keys_for, service_subject
 from shared.contracts.grades import RecordVersion
 from shared.contracts.identity import LookupStudents, StudentSnapshot, StudentSnapshots
+from shared.contracts.keys import GradesKeyRotationProgress
 from shared.crypto.pki import DevPki
 from shared.crypto.seal import record_claims, seal
 from shared.crypto.signer import X509Signer
+from shared.crypto.vault import Vault
 from shared.messaging import Bus
-from shared.service import ServiceApp, Storage, assemble
+from shared.service import Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
 
 NAME = "grades"
@@ -48,6 +51,12 @@ class IdentityLookup:
             asked = LookupStudents(student_refs=refs[start : start + self.refs_per_request], purpose=purpose)
             students += (await self.bus.request(self.identity.signs(asked), StudentSnapshots, self.timeout)).students
         return students
+
+
+def pki_signer(settings: Settings) -> Callable[[], X509Signer]:
+    """grades' own signer (svc-grades) from the configured PKI, its key read on first use."""
+    directory = DevPki.from_settings(settings).directory()
+    return lambda: directory.signer_for(CERTIFICATE)
 
 
 def seal_with(signer: Callable[[], X509Signer]) -> Sealer:
@@ -77,24 +86,26 @@ def build_app(
     bus = Bus(settings, NAME, registry)
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=[*INDEXES, *ACCESS_LOG_INDEXES])
     access_log: AccessLogStore = InMemoryAccessLog()
+    vault: Vault = Vault.ephemeral()
+    sealed: Reencrypting = NothingSealed()
     if repository is None:
         db = storage.database(settings, NAME)
-        repository, access_log = MongoGradesRepository(db), MongoAccessLog(db)
-    directory = DevPki.from_settings(settings).directory()
-
-    def signer() -> X509Signer:
-        return directory.signer_for(CERTIFICATE)
-
-    keys = issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+        vault = Vault.for_service(settings, NAME)
+        stored = MongoGradesRepository(db, vault)
+        repository, access_log, sealed = stored, MongoAccessLog(db), stored.sealed
+    signer = pki_signer(settings)
+    given = issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+    keys = given.for_service(NAME) if given else None
     deps = Deps(
         repo=repository,
         metrics=GradesMetrics(bus.registry),
-        issuer_keys=keys.for_service(NAME) if keys else None,
+        issuer_keys=keys,
         lookup=lookup or IdentityLookup(bus, ServiceIdentity(NAME, signer)),
         records_per_message=settings.chunk_size,
         sealer=seal_with(signer),
         access=AccessRecorder(NAME, bus.registry),
         access_log=access_log,
+        rotation=KeyRotation.on(bus, vault, sealed, GradesKeyRotationProgress, keys),
     )
     register_routes(bus, deps)
-    return assemble(bus, storage)
+    return assemble(bus, storage, resources=[Resource(open=deps.rotation.show_key_ring)])

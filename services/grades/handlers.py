@@ -30,6 +30,7 @@ from services.grades.metrics import GradesMetrics
 from services.grades.repository import EntryKey, GradesRepository, Kind, TermAction, Write, entry_key
 from services.grades.rulesets import RULE_SETS, RuleSet, rule_set_for
 from shared.access import AccessLogStore, AccessRecorder, authorise_access_list
+from shared.at_rest import KeyRotation
 from shared.auth import Actor, IssuerKeys, require_actor
 from shared.contracts.access import AccessLog, ListGradesAccesses
 from shared.contracts.base import derived_id
@@ -52,6 +53,7 @@ from shared.contracts.grades import (
     TermChanged,
 )
 from shared.contracts.identity import RegisteredStudent, StudentSnapshot, StudentsRegistered
+from shared.contracts.keys import RotateGradesKey
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.outcome import NOTHING, Outcome, RejectedPart
 
@@ -86,6 +88,8 @@ class Deps:
     access: AccessRecorder
     #: Where those entries are kept, and read back by student.
     access_log: AccessLogStore
+    #: The key ring the record documents are sealed under, and its rotation.
+    rotation: KeyRotation
     rule_sets: RuleSets = rule_set_for
 
 
@@ -567,3 +571,11 @@ async def list_accesses(request: ListGradesAccesses, deps: Deps) -> Outcome:
     actor = require_actor(request, deps.issuer_keys)
     authorise_access_list(actor, await deps.repo.schools_of(request.student_ref))
     return Outcome(reply=AccessLog(entries=await deps.access_log.of(request.student_ref, request.limit)))
+
+
+# -- the data key -----------------------------------------------------------------------------
+
+
+async def rotate_key(command: RotateGradesKey, deps: Deps) -> Outcome:
+    """Add a data key, make it current and re-encrypt every record version under it, step by step (`KeyRotation`)."""
+    return await deps.rotation.rotate(command)

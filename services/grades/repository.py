@@ -4,7 +4,9 @@
 "homeroom": conduct, absences, qualities, comments), each with its revision, the ids of the
 messages that set it and the log of its changes (who, when, old value, new value, reason).
 `terms` holds each term's lock with its history, and the year's close. `records` holds each
-record version as assembled, with grades' seal. (grades' access log, one `AccessEntry` per record
+record version as assembled, with grades' seal, its document (the student's identity in it) sealed
+under grades' key ring (`shared.at_rest`). Enrolments and entries name the student by the opaque
+reference only. (grades' access log, one `AccessEntry` per record
 explained, is `shared.access`'s store.)
 """
 
@@ -18,10 +20,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.grades.domain.entries import Entry
 from services.grades.domain.terms import Stored, TermStatus
+from shared.at_rest import owner_of, sealed_records
 from shared.contracts.grades import RecordVersion, StudentTermConduct, SubjectTermScores, VersionKey
 from shared.contracts.identity import Enrolment, RegisteredStudent
+from shared.crypto.vault import Vault
 from shared.errors import TransientError
-from shared.mongo import Index, insert_new, insert_one_new, packed, unpacked
+from shared.mongo import Index, insert_new, insert_one_new
 
 ENROLMENTS = "enrolments"
 ASSESSMENTS = "assessments"
@@ -138,10 +142,6 @@ class GradesRepository(Protocol):
         """One record at `version` (None: the latest)."""
 
 
-def record_version(doc: dict[str, Any]) -> RecordVersion:
-    return RecordVersion.model_validate({**doc, "document": unpacked(doc["document"])})
-
-
 def enrolment_id(school_year: str, student_ref: str) -> str:
     return f"{school_year}/{student_ref}"
 
@@ -187,11 +187,16 @@ def change_entry(write: Write) -> dict[str, Any]:
 
 
 class MongoGradesRepository:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, vault: Vault) -> None:
         self._enrolments = db[ENROLMENTS]
         self._assessments = db[ASSESSMENTS]
         self._terms = db[TERMS]
         self._records = db[RECORDS]
+        #: The record documents, sealed under grades' key ring; what a key rotation re-encrypts.
+        self.sealed = sealed_records(self._records, vault)
+
+    def _record_version(self, doc: dict[str, Any]) -> RecordVersion:
+        return RecordVersion.model_validate({**doc, "document": self.sealed.opened(doc)})
 
     async def enrol(self, students: list[RegisteredStudent]) -> int:
         return await insert_new(self._enrolments, [enrolment_document(s) for s in students])
@@ -345,21 +350,25 @@ class MongoGradesRepository:
 
     async def add_records(self, records: list[RecordVersion]) -> int:
         return await insert_new(
-            self._records, [{**r.model_dump(mode="json"), "document": packed(r.document)} for r in records]
+            self._records,
+            [
+                {**r.model_dump(mode="json", exclude={"document"}), **self.sealed.sealed(owner_of(r.key), r.document)}
+                for r in records
+            ],
         )
 
     async def records(self, school_code: str, school_year: str, version: int) -> list[RecordVersion]:
         cursor = self._records.find(
-            {"school_code": school_code, "school_year": school_year, "version": version}, {"_id": 0}
+            {"school_code": school_code, "school_year": school_year, "version": version}
         )
-        found = [record_version(doc) async for doc in cursor]
+        found = [self._record_version(doc) async for doc in cursor]
         return sorted(found, key=lambda r: r.record_id)
 
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         query: dict[str, Any] = {"record_id": record_id}
         if version is not None:
             query["version"] = version
-        found = [record_version(doc) async for doc in self._records.find(query, {"_id": 0})]
+        found = [self._record_version(doc) async for doc in self._records.find(query)]
         return max(found, key=lambda r: r.version, default=None)
 
 

@@ -18,12 +18,13 @@ from shared.contracts.grades import (
     TermChanged,
 )
 from shared.contracts.identity import StudentsRegistered
+from shared.contracts.keys import GradesKeyRotationProgress, RotateGradesKey
 from shared.messaging import Bus
 from shared.outcome import Outcome
 
 
 def register_routes(bus: Bus, deps: Deps) -> None:
-    bus.publishes(AssessmentsRecorded, ConductRecorded, TermChanged, RecordsReady)
+    bus.publishes(AssessmentsRecorded, ConductRecorded, TermChanged, RecordsReady, GradesKeyRotationProgress)
 
     @bus.subscriber(StudentsRegistered)
     async def on_registered(event: StudentsRegistered) -> Outcome:
@@ -56,3 +57,7 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(ListGradesAccesses)
     async def on_list_accesses(request: ListGradesAccesses) -> Outcome:
         return await handlers.list_accesses(request, deps)
+
+    @bus.subscriber(RotateGradesKey)
+    async def on_rotate(command: RotateGradesKey) -> Outcome:
+        return await handlers.rotate_key(command, deps)

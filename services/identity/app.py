@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from services.identity import handlers
 from services.identity.handlers import Deps
 from services.identity.metrics import IdentityMetrics
 from services.identity.repository import INDEXES, MongoStudentRepository, StudentRepository
 from services.identity.router import register_routes
-from services.identity.vault import Vault
 from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, InMemoryAccessLog, MongoAccessLog
+from shared.at_rest import KeyRotation, RotationMetrics
 from shared.auth import IssuerKeys, issuer_keys_for
+from shared.contracts.identity import KeyRotationProgress
 from shared.crypto.certs import ReloadingTrust, TrustStore
 from shared.crypto.pki import DevPki
+from shared.crypto.vault import Vault
 from shared.messaging import Bus
 from shared.service import Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
 
 NAME = "identity"
-KEY_RING_FILE = "identity-keyring.json"
-
-
-def key_ring_path(settings: Settings) -> Path:
-    """Where identity's key ring is kept: as configured, or under the data folder."""
-    return settings.identity_key_ring or settings.data_dir / "keys" / KEY_RING_FILE
-
-
 def pki_trust(settings: Settings) -> Callable[[], TrustStore]:
     """The configured PKI's trust anchor and CRL (re-read when they change): what vouches for a service asking."""
     pki = DevPki.from_settings(settings)
@@ -56,7 +47,7 @@ def build_app(
     issuer_keys: IssuerKeys | None = None,
     vault: Vault | None = None,
 ) -> ServiceApp:
-    """`vault` is the key ring personal data is sealed under (by default the ring at `key_ring_path`).
+    """`vault` is the key ring personal data is sealed under (by default its ring as configured: `Vault.for_service`).
 
     A `repository` given (tests: an in-memory one) comes with the `vault` it seals under, and an in-memory
     access log beside it. `issuer_keys` given (tests) may say with `services` which trust store a service's own
@@ -64,19 +55,21 @@ def build_app(
     """
     bus = Bus(settings, NAME, registry)
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=[*INDEXES, *ACCESS_LOG_INDEXES])
-    vault = vault or Vault.at(key_ring_path(settings))
+    vault = vault or Vault.for_service(settings, NAME)
     access_log: AccessLogStore = InMemoryAccessLog()
     if repository is None:
         db = storage.database(settings, NAME)
         repository, access_log = MongoStudentRepository(db, vault), MongoAccessLog(db)
+    keys = actor_keys(settings, issuer_keys)
     deps = Deps(
         repo=repository,
         metrics=IdentityMetrics(bus.registry),
-        issuer_keys=actor_keys(settings, issuer_keys),
-        vault=vault,
-        announce=bus.publish,
+        issuer_keys=keys,
+        rotation=KeyRotation(
+            vault, repository, KeyRotationProgress, keys, RotationMetrics(bus.registry), announce=bus.publish
+        ),
         access=AccessRecorder(NAME, bus.registry),
         access_log=access_log,
     )
     register_routes(bus, deps)
-    return assemble(bus, storage, resources=[Resource(open=partial(handlers.show_key_ring, deps))])
+    return assemble(bus, storage, resources=[Resource(open=deps.rotation.show_key_ring)])

@@ -101,12 +101,6 @@ def authorise_enrolment(actor: Actor, enrolment: Enrolment) -> None:
         raise Forbidden(f"{actor.subject} registers for school {actor.school_code}, not {enrolment.school_code}")
 
 
-def authorise_key_rotation(actor: Actor) -> None:
-    """Refuse a key rotation by anyone but an operator."""
-    if not actor.has("operator"):
-        raise Forbidden(f"{actor.subject} may not rotate keys: operators do")
-
-
 def authorise_lookup(actor: Actor) -> None:
     """Look-ups by student reference are grades' alone, asked on its own behalf (its service certificate)."""
     if not actor.is_service("grades"):

@@ -11,7 +11,7 @@ of birth or a guardian: it names fields, rules and references.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import uuid4
@@ -19,14 +19,13 @@ from uuid import uuid4
 from services.identity import domain
 from services.identity.metrics import IdentityMetrics
 from services.identity.repository import StudentRepository
-from services.identity.vault import Vault
 from shared.access import AccessLogStore, AccessRecorder, authorise_access_list
+from shared.at_rest import KeyRotation
 from shared.auth import Actor, IssuerKeys, require_actor
 from shared.contracts.access import AccessLog, ListIdentityAccesses
-from shared.contracts.base import Acting, Message, derived_id, utcnow
+from shared.contracts.base import derived_id, utcnow
 from shared.contracts.identity import (
     FindStudents,
-    KeyRotationProgress,
     LookupStudents,
     RegisteredStudent,
     RegisterStudents,
@@ -46,10 +45,6 @@ log = logging.getLogger("hocba.identity")
 
 Clock = Callable[[], datetime]
 
-#: Students re-encrypted per step of a key rotation (one progress event each).
-ROTATION_STEP = 200
-
-
 @dataclass(frozen=True)
 class Deps:
     """What identity's handlers need; `app.py` builds it once."""
@@ -59,15 +54,12 @@ class Deps:
     #: Public keys of the actor-token issuer, with identity as the audience and the PKI that vouches for
     #: services (None: every actor is refused).
     issuer_keys: IssuerKeys | None
-    #: The key ring the repository seals personal data under; a rotation adds its new key here.
-    vault: Vault
-    #: Publishes news at once, while a handler is still at work (a key rotation's progress).
-    announce: Callable[[Message], Awaitable[None]]
+    #: The key ring the repository seals personal data under, and its rotation.
+    rotation: KeyRotation
     #: Makes (and counts) the access-log entries of every student read.
     access: AccessRecorder
     #: Where those entries are kept, and read back by student.
     access_log: AccessLogStore
-    students_per_rotation_step: int = ROTATION_STEP
     clock: Clock = utcnow
 
 
@@ -252,46 +244,10 @@ async def list_accesses(request: ListIdentityAccesses, deps: Deps) -> Outcome:
 # --- key rotation ----------------------------------------------------------------------------
 
 
-async def show_key_ring(deps: Deps) -> None:
-    """Show how many data keys the ring holds, from the start."""
-    deps.metrics.keys.set(deps.vault.key_count)
-
-
 async def rotate_key(command: RotateIdentityKey, deps: Deps) -> Outcome:
-    """Add a key, make it current, re-encrypt every student under it, step by step.
+    """Add a data key, make it current and re-encrypt every student under it, step by step (`KeyRotation`).
 
-    Each step's progress is announced as it happens; the last, finished, is published and replied.
     Look-ups keep working throughout: each document names the key it is under, and the old keys
-    stay in the ring. Redelivered, the same key id is derived and the work resumes where it was.
+    stay in the ring.
     """
-    actor = require_actor(command, deps.issuer_keys)
-    domain.authorise_key_rotation(actor)
-    by = actor.acting()
-    key_id = "k-" + derived_id(command.message_id, "key")[:12]
-    deps.vault.add_key(key_id)
-    await show_key_ring(deps)
-    total = await deps.repo.count_not_under(key_id)
-    done = 0
-    await deps.announce(rotation_progress(command, by, key_id, done, total))
-    while changed := await deps.repo.reencrypt(deps.students_per_rotation_step):
-        done += changed
-        deps.metrics.reencrypted.inc(changed)
-        await deps.announce(rotation_progress(command, by, key_id, done, total))
-    deps.metrics.key_rotations.inc()
-    log.info("key rotation to %s finished: %d student(s) re-encrypted", key_id, done)
-    finished = rotation_progress(command, by, key_id, done, total, finished=True)
-    return Outcome(publish=[finished], reply=finished)
-
-
-def rotation_progress(
-    command: RotateIdentityKey, by: Acting, key_id: str, done: int, total: int, finished: bool = False
-) -> KeyRotationProgress:
-    return KeyRotationProgress(
-        message_id=derived_id(command.message_id, "rotation", done, finished),
-        by=by,
-        source_message_id=command.message_id,
-        key_id=key_id,
-        done=done,
-        total=total,
-        finished=finished,
-    )
+    return await deps.rotation.rotate(command)

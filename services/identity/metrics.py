@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 
 
 class IdentityMetrics:
@@ -21,10 +21,3 @@ class IdentityMetrics:
             ["outcome"],
             registry=registry,
         )
-        self.reencrypted = Counter(
-            "hocba_identity_reencrypted_total", "Student documents re-encrypted under a new key.", registry=registry
-        )
-        self.key_rotations = Counter(
-            "hocba_identity_key_rotations_total", "Key rotations completed.", registry=registry
-        )
-        self.keys = Gauge("hocba_identity_keys", "Data keys in identity's key ring.", registry=registry)

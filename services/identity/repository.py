@@ -16,8 +16,8 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from services.identity.vault import Vault
 from shared.contracts.identity import Enrolment, StudentIdentity
+from shared.crypto.vault import Vault
 from shared.mongo import DUPLICATE_KEY, Index
 
 STUDENTS = "students"

@@ -12,11 +12,14 @@ from services.signing.handlers import Deps, Signers
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import INDEXES, MongoSigningRepository, SigningRepository
 from services.signing.router import register_routes
+from shared.at_rest import KeyRotation, NothingSealed, Reencrypting
 from shared.auth import IssuerKeys, issuer_keys_for
+from shared.contracts.keys import SigningKeyRotationProgress
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import DevPki
+from shared.crypto.vault import Vault
 from shared.messaging import Bus
-from shared.service import ServiceApp, Storage, assemble
+from shared.service import Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
 
 NAME = "signing"
@@ -47,17 +50,25 @@ def build_app(
     are taken with signing as their audience)."""
     bus = Bus(settings, NAME, registry)
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
+    vault: Vault = Vault.ephemeral()
+    sealed: Reencrypting = NothingSealed()
+    if repository is None:
+        vault = Vault.for_service(settings, NAME)
+        stored = MongoSigningRepository(storage.database(settings, NAME), vault)
+        repository, sealed = stored, stored.sealed
+    keys = (
+        issuer_keys.for_service(NAME)
+        if issuer_keys
+        else issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+    )
     deps = Deps(
-        repo=repository or MongoSigningRepository(storage.database(settings, NAME)),
+        repo=repository,
         metrics=SigningMetrics(bus.registry),
-        issuer_keys=(
-            issuer_keys.for_service(NAME)
-            if issuer_keys
-            else issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
-        ),
+        issuer_keys=keys,
         signers=signers or pki_signers(settings),
         records_per_chunk=settings.chunk_size,
         worker=worker_name(settings.instance),
+        rotation=KeyRotation.on(bus, vault, sealed, SigningKeyRotationProgress, keys),
     )
     register_routes(bus, deps)
-    return assemble(bus, storage)
+    return assemble(bus, storage, resources=[Resource(open=deps.rotation.show_key_ring)])

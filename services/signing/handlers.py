@@ -19,9 +19,11 @@ from services.signing import domain
 from services.signing.domain import Batch, SignerRefused, StoredRecord
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import SigningRepository
+from shared.at_rest import KeyRotation
 from shared.auth import Actor, IssuerKeys, require_actor, service_subject
 from shared.contracts.base import Acting, Message, derived_id, utcnow
 from shared.contracts.grades import RecordsReady, RecordVersion, VersionKey
+from shared.contracts.keys import RotateSigningKey
 from shared.contracts.signing import (
     AmendmentReceived,
     BatchCompleted,
@@ -96,6 +98,8 @@ class Deps:
     records_per_chunk: int
     #: This process's name among the signing workers.
     worker: str
+    #: The key ring the record documents are sealed under, and its rotation.
+    rotation: KeyRotation
     clock: Clock = utcnow
 
 
@@ -468,3 +472,14 @@ async def count_chunk(event: ChunkSigned, deps: Deps) -> Outcome:
             metrics.batch_duration.observe(max(0.0, (completed_at - batch.started_at).total_seconds()))
             out.append(completed_event(batch))
     return Outcome(publish=out) if out else NOTHING
+
+
+# --- the data key ----------------------------------------------------------------------------
+
+
+async def rotate_key(command: RotateSigningKey, deps: Deps) -> Outcome:
+    """Add a data key, make it current and re-encrypt every record version under it, step by step (`KeyRotation`).
+
+    One worker takes the command; the others see the ring file change and reload it before they store more.
+    """
+    return await deps.rotation.rotate(command)

@@ -11,10 +11,12 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.signing.domain import COMPLETED, OPEN, Batch, StoredRecord
+from shared.at_rest import owner_of, sealed_records
 from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion, VersionKey
 from shared.contracts.signing import SIGNING_ORDER, Role, Signature
-from shared.mongo import Index, insert_new, insert_one_new, packed, unpacked
+from shared.crypto.vault import Vault
+from shared.mongo import Index, insert_new, insert_one_new
 
 RECORDS = "records"
 SIGNATURES = "signatures"
@@ -128,10 +130,12 @@ def batch_from_document(doc: dict[str, Any]) -> Batch:
 
 
 class MongoSigningRepository:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, vault: Vault) -> None:
         self.record_rows = db[RECORDS]
         self.signature_rows = db[SIGNATURES]
         self.batch_rows = db[BATCHES]
+        #: The record documents, sealed under signing's key ring; what a key rotation re-encrypts.
+        self.sealed = sealed_records(self.record_rows, vault)
 
     async def add_records(self, records: list[StoredRecord]) -> int:
         return await insert_new(
@@ -139,8 +143,8 @@ class MongoSigningRepository:
             [
                 {
                     "_id": record_id(r.key),
-                    **r.record.model_dump(mode="json"),
-                    "document": packed(r.record.document),
+                    **r.record.model_dump(mode="json", exclude={"document"}),
+                    **self.sealed.sealed(owner_of(r.key), r.record.document),
                     "digest": r.digest,
                     "class_name": r.class_name,
                     "scope": scope_key(*r.scope),
@@ -156,7 +160,7 @@ class MongoSigningRepository:
         async for doc in self.record_rows.find({"_id": {"$in": [record_id(k) for k in sorted(wanted)]}}, {"_id": 0}):
             key = (doc["record_id"], doc["version"])
             if key in wanted:
-                record = RecordVersion.model_validate({**doc, "document": unpacked(doc["document"])})
+                record = RecordVersion.model_validate({**doc, "document": self.sealed.opened(doc)})
                 found[key] = StoredRecord(record, doc["digest"])
         return found
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.signing import handlers
 from services.signing.handlers import Deps
 from shared.contracts.grades import RecordsReady
+from shared.contracts.keys import RotateSigningKey, SigningKeyRotationProgress
 from shared.contracts.signing import (
     AmendmentReceived,
     BatchCompleted,
@@ -31,6 +32,7 @@ def register_routes(bus: Bus, deps: Deps) -> None:
         BatchCompleted,
         BatchRefused,
         AmendmentReceived,
+        SigningKeyRotationProgress,
     )
 
     @bus.subscriber(RecordsReady)
@@ -52,3 +54,7 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(ChunkSigned)
     async def on_chunk_signed(event: ChunkSigned) -> Outcome:
         return await handlers.count_chunk(event, deps)
+
+    @bus.subscriber(RotateSigningKey)
+    async def on_rotate(command: RotateSigningKey) -> Outcome:
+        return await handlers.rotate_key(command, deps)

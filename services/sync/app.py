@@ -17,9 +17,12 @@ from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry, Tls
 from services.sync.repository import INDEXES, MongoOutboxRepository, OutboxRepository
 from services.sync.router import register_routes
+from shared.at_rest import KeyRotation, NothingSealed, Reencrypting
 from shared.auth import issuer_keys_for
+from shared.contracts.keys import SyncKeyRotationProgress
 from shared.crypto.certs import ReloadingTrust, TrustStore
 from shared.crypto.pki import DevPki
+from shared.crypto.vault import Vault
 from shared.messaging import Bus
 from shared.service import Loop, Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
@@ -62,13 +65,21 @@ def build_app(
     storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
     ministry = ministry_client(settings, http_client)
     policy = policy or DeliveryPolicy(max_attempts=settings.sync_max_attempts)
+    vault: Vault = Vault.ephemeral()
+    sealed: Reencrypting = NothingSealed()
+    if repository is None:
+        vault = Vault.for_service(settings, NAME)
+        stored = MongoOutboxRepository(storage.database(settings, NAME), vault)
+        repository, sealed = stored, stored.sealed
+    keys = issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
     deps = Deps(
-        repo=repository or MongoOutboxRepository(storage.database(settings, NAME)),
+        repo=repository,
         ministry=ministry,
         metrics=SyncMetrics(bus.registry),
-        issuer_keys=issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME),
+        issuer_keys=keys,
         trust=trust or pki_trust(settings),
         deliveries_per_step=settings.chunk_size,
+        rotation=KeyRotation.on(bus, vault, sealed, SyncKeyRotationProgress, keys),
         policy=policy,
     )
     register_routes(bus, deps)
@@ -76,5 +87,6 @@ def build_app(
     resources = [
         Resource(open=ministry.open, close=ministry.close),
         Resource(open=partial(handlers.restore_gauges, deps)),
+        Resource(open=deps.rotation.show_key_ring),
     ]
     return assemble(bus, storage, resources=resources, loops=[relay])

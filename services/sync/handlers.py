@@ -48,9 +48,11 @@ from services.sync.domain import (
 )
 from services.sync.metrics import SyncMetrics
 from services.sync.repository import OutboxRepository
+from shared.at_rest import KeyRotation
 from shared.auth import IssuerKeys, require_actor
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.base import Message, derived_id, utcnow
+from shared.contracts.keys import RotateSyncKey
 from shared.contracts.sync import (
     CheckpointDelivered,
     Delivery,
@@ -98,6 +100,8 @@ class Deps:
     trust: Callable[[], TrustStore]
     #: Due entries one step of the relay delivers at most; a step that finds this many runs again at once.
     deliveries_per_step: int
+    #: The key ring the ministry payloads are sealed under, and its rotation.
+    rotation: KeyRotation
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     clock: Clock = utcnow
     #: A number in [0, 1) that spreads the retries of many entries (see `domain.backoff_seconds`).
@@ -399,3 +403,11 @@ async def pair_by_key(
             theirs.append(a)
             a = await anext(acks, None)
         yield key, mine, theirs
+
+
+# --- the data key ----------------------------------------------------------------------------
+
+
+async def rotate_key(command: RotateSyncKey, deps: Deps) -> Outcome:
+    """Add a data key, make it current and re-encrypt every ministry payload under it, step by step (`KeyRotation`)."""
+    return await deps.rotation.rotate(command)

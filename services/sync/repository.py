@@ -1,4 +1,8 @@
-"""sync's `outbox` and `receipts` collections: a Protocol, the MongoDB implementation and its indexes."""
+"""sync's `outbox` and `receipts` collections: a Protocol, the MongoDB implementation and its indexes.
+
+An outbox entry keeps in clear only what sync queries on and reports (its key, kind, record id and
+version or checkpoint, digest, school and year, delivery state); the ministry payload, which names
+the student, is sealed under sync's key ring (`shared.at_rest`)."""
 
 # Times that queries compare (when an entry is due, when a lease ends) are stored as Unix seconds,
 # which every MongoDB-wire server compares as numbers; dates written with `$set` sit inside a
@@ -6,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -25,7 +29,9 @@ from services.sync.domain import (
     OutboxEntry,
     Receipt,
 )
-from shared.mongo import Index, insert_new, packed, unpacked
+from shared.at_rest import SealedDocuments
+from shared.crypto.vault import Vault
+from shared.mongo import Index, insert_new
 
 OUTBOX = "outbox"
 RECEIPTS = "receipts"
@@ -125,13 +131,18 @@ def _due(now: float) -> dict[str, Any]:
     }
 
 
-def _entry(doc: dict[str, Any]) -> OutboxEntry:
+def outbox_key(stored: Mapping[str, Any]) -> str:
+    """An outbox entry as the owner of its sealed payload: its key."""
+    return str(stored["_id"])
+
+
+def _entry(doc: dict[str, Any], payloads: SealedDocuments) -> OutboxEntry:
     return OutboxEntry(
         key=doc["_id"],
         kind=doc["kind"],
         subject=doc["subject"],
         number=doc["number"],
-        payload=unpacked(doc["payload"]),
+        payload=payloads.opened(doc),
         status=doc["status"],
         attempts=doc["attempts"],
         created_at=_dt(doc["created_ts"]),
@@ -174,9 +185,14 @@ def _answer_updates(claim: str, receipts: list[Receipt], failures: list[Failure]
 
 
 class MongoOutboxRepository:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, vault: Vault) -> None:
         self.outbox = db[OUTBOX]
         self.receipts = db[RECEIPTS]
+        #: The ministry payloads, sealed under sync's key ring (by outbox key); what a key rotation re-encrypts.
+        self.sealed = SealedDocuments(self.outbox, vault, "ministry-payload", outbox_key, (), field="payload")
+
+    def _entry(self, doc: dict[str, Any]) -> OutboxEntry:
+        return _entry(doc, self.sealed)
 
     async def add_new(self, entries: list[OutboxEntry]) -> int:
         return await insert_new(
@@ -191,7 +207,7 @@ class MongoOutboxRepository:
                     "digest": e.digest,
                     "school_code": e.payload.get("school_code"),
                     "school_year": e.payload.get("school_year"),
-                    "payload": packed(e.payload),
+                    **self.sealed.sealed(e.key, e.payload),
                     "status": e.status,
                     "attempts": e.attempts,
                     "created_at": e.created_at,
@@ -219,7 +235,7 @@ class MongoOutboxRepository:
             {"_id": {"$in": keys}, **_due(moment)},
             {"$set": {"status": SENDING, "lease_until_ts": _ts(lease_until), "claim": claim}},
         )
-        return [_entry(doc) async for doc in self.outbox.find({"_id": {"$in": keys}, "claim": claim, "status": SENDING})]
+        return [self._entry(doc) async for doc in self.outbox.find({"_id": {"$in": keys}, "claim": claim, "status": SENDING})]
 
     async def record_answers(self, claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[str]:
         updates = _answer_updates(claim, receipts, failures)
@@ -247,7 +263,7 @@ class MongoOutboxRepository:
             await self.receipts.replace_one({"_id": key}, docs[key])
 
     async def entries(self, keys: Iterable[str]) -> dict[str, OutboxEntry]:
-        return {doc["_id"]: _entry(doc) async for doc in self.outbox.find({"_id": {"$in": sorted(set(keys))}})}
+        return {doc["_id"]: self._entry(doc) async for doc in self.outbox.find({"_id": {"$in": sorted(set(keys))}})}
 
     async def receipt_ids(self, keys: Iterable[str]) -> dict[str, str]:
         cursor = self.receipts.find({"_id": {"$in": sorted(set(keys))}}, {"receipt_id": 1})
@@ -290,13 +306,13 @@ class MongoOutboxRepository:
         )
         counts = {tuple(doc["_id"].split("/", 1)): doc["n"] async for doc in cursor}
         parked = [
-            _entry(doc)
+            self._entry(doc)
             async for doc in self.outbox.find({"status": PARKED}).sort("created_ts", 1).limit(parked_limit)
         ] if parked_limit else []
         backlog = await self.backlog()
         last = None
         async for doc in self.outbox.find({"kind": CHECKPOINT, "status": DELIVERED}).sort("number", -1).limit(1):
-            entry, receipt = _entry(doc), doc["receipt"]
+            entry, receipt = self._entry(doc), doc["receipt"]
             last = Receipt(
                 entry.key, entry.kind, entry.subject, entry.number, receipt["receipt_id"],
                 receipt.get("received_at", ""), receipt["delivered_at"], entry.created_at,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.sync import handlers
 from services.sync.handlers import Deps
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
+from shared.contracts.keys import RotateSyncKey, SyncKeyRotationProgress
 from shared.contracts.sync import (
     CheckpointDelivered,
     GetSyncStatus,
@@ -17,7 +18,7 @@ from shared.outcome import Outcome
 
 
 def register_routes(bus: Bus, deps: Deps) -> None:
-    bus.publishes(RecordsDelivered, CheckpointDelivered)
+    bus.publishes(RecordsDelivered, CheckpointDelivered, SyncKeyRotationProgress)
 
     @bus.subscriber(RecordsArchived)
     async def on_archived(event: RecordsArchived) -> Outcome:
@@ -38,3 +39,7 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(Reconcile)
     async def on_reconcile(request: Reconcile) -> Outcome:
         return await handlers.reconcile(request, deps)
+
+    @bus.subscriber(RotateSyncKey)
+    async def on_rotate(command: RotateSyncKey) -> Outcome:
+        return await handlers.rotate_key(command, deps)

@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.base import Message, Model, Notification, Reply
+from shared.contracts.base import Message, Model, Reply
+from shared.contracts.keys import DataKeyRotationProgress, RotateDataKey
 from shared.contracts.limits import (
     CODE,
     ID,
@@ -136,17 +137,11 @@ class StudentMatches(Reply):
     missing: list[PersonalId] = Field(default_factory=list, max_length=LOOKUP)
 
 
-class RotateIdentityKey(Message):
+class RotateIdentityKey(RotateDataKey):
     """Command (operator): add a new data key, make it current, re-encrypt every student under it."""
 
     ROUTING_KEY = "identity.keys.rotate.v1"
 
 
-class KeyRotationProgress(Notification):
+class KeyRotationProgress(DataKeyRotationProgress):
     ROUTING_KEY = "identity.keys.rotation.v1"
-
-    source_message_id: str = Field(max_length=ID)
-    key_id: str = Field(max_length=ID)
-    done: int
-    total: int
-    finished: bool = False

@@ -1,4 +1,4 @@
-"""Field-by-field encryption of personal data (AES-256-GCM) and the HMAC-SHA256 blind index.
+"""Encryption at rest (AES-256-GCM): personal data field by field with its HMAC-SHA256 blind index, and whole documents.
 
 Each encrypted field is stored as `{"k": key id, "n": nonce, "c": ciphertext}` (base64), with
 associated data binding the field name and the owner's reference, so a ciphertext copied to
@@ -60,3 +60,32 @@ class FieldCipher:
     def blind_index(self, value: str, purpose: str = "personal_id") -> str:
         """HMAC-SHA256 of `value` under the ring's index key: equal values, equal index; nothing else."""
         return hmac.new(self.ring.index_key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def document_associated_data(kind: str, owner: str) -> bytes:
+    return f"hocba:{kind}:{owner}".encode()
+
+
+class DocumentCipher:
+    """Encrypts whole documents (bytes) under a key ring: what a service keeps of a record, sealed in one piece.
+
+    The stored form is the key id beside `nonce ‖ ciphertext ‖ tag`; the associated data names the kind
+    of document and its owner (a record id and version), so a ciphertext moved to another record, or
+    from a record to an outbox entry, does not decrypt.
+    """
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+
+    def seal(self, kind: str, owner: str, plain: bytes) -> tuple[str, bytes]:
+        """(key id, nonce ‖ ciphertext) under the current key."""
+        nonce = os.urandom(NONCE_BYTES)
+        key_id = self.ring.current
+        return key_id, nonce + AESGCM(self.ring.key(key_id)).encrypt(nonce, plain, document_associated_data(kind, owner))
+
+    def open(self, kind: str, owner: str, key_id: str, sealed: bytes) -> bytes:
+        try:
+            key = AESGCM(self.ring.key(key_id))
+            return key.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], document_associated_data(kind, owner))
+        except (KeyError, InvalidTag, ValueError, TypeError) as exc:
+            raise DecryptionError(f"{kind} '{owner}' does not decrypt ({type(exc).__name__})") from exc

@@ -1,8 +1,9 @@
-"""A key ring for field encryption: key id -> 256-bit key, the current id, and a blind-index key.
+"""A key ring for encryption at rest: key id -> 256-bit key, the current id, and a blind-index key.
 
 Generated at run time into an ignored folder (never committed), written atomically with
-owner-only permissions. Rotation adds a key and makes it current; old keys stay so that
-documents not yet re-encrypted can still be read.
+owner-only permissions, every key wrapped under the service's key-encryption key
+(`shared.crypto.kek`): the ring file alone opens nothing. Rotation adds a key and makes it
+current; old keys stay so that documents not yet re-encrypted can still be read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from shared.crypto.kek import KekError, KeyEncryptionKey, wrapping_context
+
 KEY_BYTES = 32  # AES-256
+WRAPPED_FORMAT = "hocba-keyring/2"
+#: The id the blind-index key is wrapped under.
+INDEX_KEY_ID = "index"
 
 
 def b64(data: bytes) -> str:
@@ -62,6 +68,7 @@ class KeyRing:
         )
 
     def to_json(self) -> dict:
+        """The ring in clear: only ever inside a wrapped file (`wrapped_json`), or read from an older one."""
         return {
             "current": self.current,
             "keys": [{"id": kid, "key": b64(self.keys[kid])} for kid in self.order or self.keys],
@@ -73,14 +80,54 @@ class KeyRing:
         keys = {entry["id"]: unb64(entry["key"]) for entry in data["keys"]}
         return cls(keys, data["current"], unb64(data["index_key"]), tuple(keys))
 
+    def wrapped_json(self, kek: KeyEncryptionKey, owner: str) -> dict:
+        """The ring as stored: every key wrapped under `kek`, bound to `owner` and the key's id."""
+        return {
+            "format": WRAPPED_FORMAT,
+            "owner": owner,
+            "kek": kek.kek_id,
+            "current": self.current,
+            "keys": [
+                {"id": kid, "wrapped": b64(kek.wrap(self.keys[kid], wrapping_context(owner, kid)))}
+                for kid in self.order or self.keys
+            ],
+            "index_key": b64(kek.wrap(self.index_key, wrapping_context(owner, INDEX_KEY_ID))),
+        }
 
-def save_key_ring(path: Path, ring: KeyRing) -> None:
-    """Write the ring atomically (temporary file, fsync, rename), readable by the owner only."""
+    @classmethod
+    def from_wrapped_json(cls, data: dict, kek: KeyEncryptionKey, owner: str) -> KeyRing:
+        """The ring `wrapped_json` stored; `KekError` when it is another's ring or under another KEK."""
+        if data.get("owner") != owner:
+            raise KekError(f"this key ring belongs to '{data.get('owner')}', not '{owner}'")
+        if data.get("kek") != kek.kek_id:
+            raise KekError(f"this key ring is wrapped under the key-encryption key '{data.get('kek')}', not '{kek.kek_id}'")
+        keys = {e["id"]: kek.unwrap(unb64(e["wrapped"]), wrapping_context(owner, e["id"])) for e in data["keys"]}
+        index_key = kek.unwrap(unb64(data["index_key"]), wrapping_context(owner, INDEX_KEY_ID))
+        return cls(keys, data["current"], index_key, tuple(keys))
+
+
+def is_wrapped(data: dict) -> bool:
+    return data.get("format") == WRAPPED_FORMAT
+
+
+def _write_new(path: Path, data: dict) -> bool:
+    """Write `data` to `path` unless it exists (0600); False when another process made it first."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2)
+    return True
+
+
+def save_key_ring(path: Path, ring: KeyRing, kek: KeyEncryptionKey, owner: str) -> None:
+    """Write the ring wrapped under `kek` atomically (temporary file, fsync, rename), readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as out:
-            json.dump(ring.to_json(), out, indent=2)
+            json.dump(ring.wrapped_json(kek, owner), out, indent=2)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temporary, 0o600)
@@ -90,18 +137,25 @@ def save_key_ring(path: Path, ring: KeyRing) -> None:
         raise
 
 
-def load_or_create_key_ring(path: Path) -> KeyRing:
-    """The ring at `path`, generated there on first use (safe when two processes race)."""
+def load_key_ring(path: Path, kek: KeyEncryptionKey, owner: str) -> KeyRing:
+    """The ring at `path`, unwrapped with `kek`. A ring of an older release, kept in clear, is wrapped in place."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise KekError(f"cannot read the key ring {path}: {exc.strerror}") from None
+    if is_wrapped(data):
+        return KeyRing.from_wrapped_json(data, kek, owner)
+    ring = KeyRing.from_json(data)
+    save_key_ring(path, ring, kek, owner)
+    return ring
+
+
+def load_or_create_key_ring(path: Path, kek: KeyEncryptionKey, owner: str) -> KeyRing:
+    """The ring at `path`, generated there (wrapped under `kek`) on first use (safe when two processes race)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
         ring = KeyRing.generate()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first: use theirs
-        else:
-            with os.fdopen(fd, "w") as out:
-                json.dump(ring.to_json(), out, indent=2)
+        if _write_new(path, ring.wrapped_json(kek, owner)):
             return ring
-    return KeyRing.from_json(json.loads(path.read_text()))
+    return load_key_ring(path, kek, owner)

@@ -37,8 +37,10 @@ def mongo_url(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def settings(namespace: str, rabbit_url: str, mongo_url: str) -> Settings:
+def settings(namespace: str, rabbit_url: str, mongo_url: str, tmp_path) -> Settings:
+    """This test's namespace on the real broker and database; its key rings and generated keys under `tmp_path`."""
     return Settings(
+        data_dir=tmp_path / "hocba",
         namespace=namespace,
         amqp_url=rabbit_url,
         mongo_url=mongo_url,

@@ -12,10 +12,12 @@ import time
 import pytest
 
 from services.archive.app import build_app
+from shared.at_rest import record_owner, sealed_records
 from shared.contracts.archive import AuditArchive, AuditReport, CheckpointIssued, RecordsArchived
 from shared.contracts.signing import BatchCompleted, RecordsCompleted
+from shared.crypto.canonical import canonical_json
 from shared.crypto.merkle import MerkleTree
-from shared.mongo import unpacked
+from shared.crypto.vault import Vault
 from tests.support import collect, probing, running
 from tests.unit.archive.conftest import archive_keys
 from tests.unit.signing.trust import make_trust, signed_record
@@ -57,7 +59,7 @@ async def test_a_restarted_archive_takes_up_its_log_and_its_schedule_checkpoints
     assert await db["checkpoints"].count_documents({}) == 2
 
 
-async def test_the_audit_names_the_entry_whose_stored_byte_was_edited_in_mongodb(mongo_client, settings, trust):
+async def test_the_audit_names_the_entry_whose_stored_bytes_were_edited_in_mongodb(mongo_client, settings, trust):
     service = build_app(settings, mongo=mongo_client, keys=archive_keys(trust), issuer_keys=trust.issuer.public_keys())
     db = mongo_client[settings.names().database("archive")]
     async with probing(settings, RecordsArchived, CheckpointIssued), running(service):
@@ -72,13 +74,20 @@ async def test_the_audit_names_the_entry_whose_stored_byte_was_edited_in_mongodb
         clean = await service.bus.request(trust.staff.operator().signs(AuditArchive()), AuditReport, timeout=60)
         assert clean.ok, clean.findings
 
-        # One byte of one stored entry changes, straight in the database: a year average 8.5 becomes 9.5.
+        # One byte of one stored entry's ciphertext changes, straight in the database.
         stored = await db["log"].find_one({"seq": 3})
-        assert unpacked(stored["document"])["subjects"]["toan"]["year"] == "8.5"
-        altered = stored["document"].replace('"year":"8.5"', '"year":"9.5"')
-        assert len(altered) == len(stored["document"]) and altered != stored["document"]
-        await db["log"].update_one({"_id": stored["_id"]}, {"$set": {"document": altered}})
-        assert unpacked((await db["log"].find_one({"seq": 3}))["document"])["subjects"]["toan"]["year"] == "9.5"
+        flipped = bytes(stored["document"])[:-1] + bytes([stored["document"][-1] ^ 1])
+        await db["log"].update_one({"_id": stored["_id"]}, {"$set": {"document": flipped}})
+        unreadable = await service.bus.request(trust.staff.operator().signs(AuditArchive()), AuditReport, timeout=60)
+        assert {f.seq for f in unreadable.findings if f.seq is not None} == {3}
+        assert any("does not decrypt" in f.problem for f in unreadable.findings)
+
+        # Someone holding the archive's key ring re-seals the entry with a year average 8.5 made 9.5.
+        log = sealed_records(db["log"], Vault.for_service(settings, "archive"), encode=canonical_json)
+        document = log.opened(stored)
+        assert document["subjects"]["toan"]["year"] == "8.5"
+        document["subjects"]["toan"]["year"] = "9.5"
+        await db["log"].update_one({"_id": stored["_id"]}, {"$set": log.sealed(record_owner(stored), document)})
         report = await service.bus.request(trust.staff.operator().signs(AuditArchive()), AuditReport, timeout=60)
     assert not report.ok
     assert {f.seq for f in report.findings if f.seq is not None} == {3}

@@ -20,6 +20,7 @@ from services.archive.repository import (
 from shared.contracts.signing import RecordsCompleted
 from shared.crypto.archive_log import sign_checkpoint
 from shared.crypto.merkle import MerkleTree
+from shared.crypto.vault import Vault
 from tests.integration.conftest import service_database
 from tests.unit.archive.conftest import archive_deps
 from tests.unit.signing.trust import make_trust, signed_record
@@ -36,7 +37,7 @@ def trust(tmp_path_factory):
 async def repo(backend, mongo_client, settings):
     if backend == "in-memory":
         return InMemoryArchiveRepository()
-    return MongoArchiveRepository(await service_database(mongo_client, settings, "archive", INDEXES))
+    return MongoArchiveRepository(await service_database(mongo_client, settings, "archive", INDEXES), Vault.ephemeral())
 
 
 def row(entry: domain.Entry, batch_id: str | None = None) -> ArchivedRow:

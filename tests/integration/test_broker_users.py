@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,7 +29,9 @@ from hocba.broker import (
     IDENTITIES,
     BrokerUsers,
     ManagementApi,
+    Provisioner,
     Rabbitmqctl,
+    dead_letter_policy_name,
     definitions_text,
     provisioner_for,
     rabbitmqctl_command,
@@ -38,7 +43,7 @@ from hocba.broker import app as broker_app
 from hocba.infra import MANAGEMENT_PORT, port_open
 from hocba.watch import Watch
 from shared.contracts.archive import AuditArchive, IssueCheckpoint
-from shared.contracts.grades import RecordsReady
+from shared.contracts.grades import RecordAssessments, RecordsReady
 from shared.contracts.identity import RegisterStudents, RotateIdentityKey
 from shared.contracts.signing import SignWork
 from shared.contracts.sync import Reconcile, RetryParked
@@ -61,13 +66,23 @@ def users_namespace() -> str:
     return f"bu{uuid.uuid4().hex[:8]}."
 
 
+def local_tool(rabbit_url: str) -> str | None:
+    """rabbitmqctl, when the broker runs on this machine and the tool is installed."""
+    local = urlparse(rabbit_url).hostname in {"127.0.0.1", "localhost", "::1"}
+    return rabbitmqctl_command() if local else None
+
+
+def provisioner(rabbit_url: str) -> Provisioner:
+    tool = local_tool(rabbit_url)
+    return Rabbitmqctl(tool) if tool else provisioner_for(rabbit_url)
+
+
 @pytest.fixture(scope="module")
 def users(rabbit_url, users_namespace, tmp_path_factory) -> Iterator[BrokerUsers]:
     """Every identity of a fresh namespace, provisioned with rabbitmqctl on the local broker."""
-    tool = rabbitmqctl_command()
-    local = urlparse(rabbit_url).hostname in {"127.0.0.1", "localhost", "::1"}
-    provisioner = Rabbitmqctl(tool) if tool and local else provisioner_for(rabbit_url)
-    provisioned = BrokerUsers.provision(rabbit_url, users_namespace, tmp_path_factory.mktemp("broker"), provisioner)
+    provisioned = BrokerUsers.provision(
+        rabbit_url, users_namespace, tmp_path_factory.mktemp("broker"), provisioner(rabbit_url)
+    )
     yield provisioned
     provisioned.remove()
     asyncio.run(delete_exchanges(rabbit_url, Names(users_namespace)))
@@ -256,6 +271,60 @@ async def test_the_command_line_watches_what_its_role_follows(role, users):
     await watch.stop()
 
 
+# --- dead letters expire --------------------------------------------------------------------------
+
+
+async def depth(url: str, queue: str) -> int:
+    async with connected(url) as connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count
+
+
+def policies(rabbit_url: str) -> dict[str, dict]:
+    """The broker's policies on the default virtual host, by name: rabbitmqctl's list, else the management API's."""
+    tool = local_tool(rabbit_url)
+    if tool:
+        listed = subprocess.run(
+            [tool, "list_policies", "--vhost", "/", "--formatter", "json", "--quiet"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout
+        found = json.loads(listed)
+        return {p["name"]: {**p, "definition": json.loads(p["definition"])} for p in found}
+    host = urlparse(rabbit_url).hostname or "127.0.0.1"
+    needs(port_open(host, MANAGEMENT_PORT), f"RabbitMQ's management API on {host}:{MANAGEMENT_PORT}")
+    admin = ManagementApi.at(f"http://{host}:{MANAGEMENT_PORT}/", rabbit_url)
+    answer = httpx.get(f"{admin.url}api/policies/%2F", auth=(admin.user, admin.password)).raise_for_status()
+    return {p["name"]: p for p in answer.json()}
+
+
+async def test_a_dead_letter_waits_its_namespaces_ttl_then_the_broker_drops_it(rabbit_url, tmp_path: Path):
+    """Before, dead-letter queues kept whole messages, personal data and actor tokens included, with no expiry."""
+    namespace = f"bt{uuid.uuid4().hex[:8]}."
+    users = BrokerUsers.provision(rabbit_url, namespace, tmp_path, provisioner(rabbit_url), dead_letter_ttl_days=2 / 86400)
+    bus = Bus(Settings(amqp_url=users.url("grades"), namespace=namespace), "grades")
+    queue = bus.topology.queue_for(RecordAssessments).name
+    dead_letters = Names(namespace).dead_letter_queue(queue)
+    try:
+        assert policies(rabbit_url)[dead_letter_policy_name(namespace)]["definition"] == {"message-ttl": 2000}
+        await bus.declare_topology(attempts=1)
+        await bus.broker.connect()
+        await bus.dead_letter(queue, b'{"records": []}', {}, "invalid", "a test's dead letter")
+        sent = time.monotonic()
+        assert await depth(rabbit_url, dead_letters) == 1, "it waits in the dead-letter queue"
+        while await depth(rabbit_url, dead_letters) and time.monotonic() - sent < 15:
+            await asyncio.sleep(0.2)
+        waited = time.monotonic() - sent
+        assert await depth(rabbit_url, dead_letters) == 0, "the broker dropped it"
+        assert waited > 1.0, "not before its time"
+    finally:
+        await bus.broker.stop()
+        await bus.remove_queues()
+        users.remove()
+        await delete_exchanges(rabbit_url, Names(namespace))
+    assert dead_letter_policy_name(namespace) not in policies(rabbit_url), "the namespace's policy went with it"
+
+
 # --- users come and go ----------------------------------------------------------------------------
 
 
@@ -285,11 +354,15 @@ async def test_the_management_api_provisions_the_same_users(rabbit_url, tmp_path
         login = (urlparse(monitor).username or "", users.passwords["monitor"])
         answer = httpx.get(f"http://{host}:{MANAGEMENT_PORT}/api/overview", auth=login)
         assert answer.status_code == 200, "the monitoring tag opens the management API to KEDA"
+        policy = httpx.get(f"{api.url}api/policies/%2F/{namespace}hocba-dead-letters", auth=(api.user, api.password))
+        assert policy.json()["definition"] == {"message-ttl": 30 * 86_400_000}
     finally:
         users.remove()
         await delete_exchanges(rabbit_url, Names(namespace))
     with pytest.raises(ProbableAuthenticationError):
         await aio_pika.connect(users.url("signing"))
+    gone = httpx.get(f"{api.url}api/policies/%2F/{namespace}hocba-dead-letters", auth=(api.user, api.password))
+    assert gone.status_code == 404, "the namespace's dead-letter policy went with its users"
 
 
 async def test_a_deployments_provisioning_step_loads_the_definitions_with_passwords_from_its_secrets(
@@ -317,4 +390,5 @@ async def test_a_deployments_provisioning_step_loads_the_definitions_with_passwo
             assert await refusal(sync, publishing(Names(namespace), RecordsReady.ROUTING_KEY)) is not None
     finally:
         ManagementApi.at(management).delete_users(user_name(namespace, n) for n in IDENTITIES)
+        ManagementApi.at(management).delete_policy("/", dead_letter_policy_name(namespace))
         await delete_exchanges(rabbit_url, Names(namespace))

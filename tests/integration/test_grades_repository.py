@@ -16,6 +16,7 @@ from services.grades.repository import (
     entry_key,
 )
 from shared.contracts.grades import RecordVersion, StudentTermConduct
+from shared.crypto.vault import Vault
 from shared.errors import TransientError
 from tests.integration.conftest import service_database
 from tests.unit.grades.builders import SCHOOL, YEAR, enrolled, full_year, homeroom, scored
@@ -28,7 +29,7 @@ LATER = datetime(2026, 1, 12, tzinfo=UTC)
 async def repo(backend, mongo_client, settings):
     if backend == "in-memory":
         return InMemoryGradesRepository()
-    return MongoGradesRepository(await service_database(mongo_client, settings, "grades", INDEXES))
+    return MongoGradesRepository(await service_database(mongo_client, settings, "grades", INDEXES), Vault.ephemeral())
 
 
 def writes(entries, message_id: str = "m1", revision: int = 0, old=None, reason: str = "") -> list[Write]:

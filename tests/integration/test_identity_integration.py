@@ -14,7 +14,6 @@ from datetime import date
 import pytest
 
 from services.identity.app import build_app
-from services.identity.vault import Vault
 from shared.auth import ServiceIdentity
 from shared.contracts.identity import (
     Enrolment,
@@ -30,6 +29,8 @@ from shared.contracts.identity import (
     StudentSnapshots,
     StudentsRegistered,
 )
+from shared.crypto.kek import FileKek
+from shared.crypto.vault import Vault
 from shared.errors import Refused
 from shared.messaging import REASON_HEADER
 from shared.service import ServiceApp
@@ -68,13 +69,13 @@ async def keep_looking_up(service: ServiceApp, grades: ServiceIdentity, refs: li
 
 
 async def test_registration_lookups_and_rotation_over_the_broker(mongo_client, settings, tmp_path):
-    vault = Vault.at(tmp_path / "ring.json")
+    vault = Vault.at(tmp_path / "ring.json", FileKek(bytes(32)), "identity")
     pki = service_pki(tmp_path)
     grades = ServiceIdentity("grades", lambda: pki.signer("svc-grades"))
     keys = KEYS.for_service("identity", services=pki.trust_store)
     service = build_app(settings, mongo=mongo_client, issuer_keys=keys, vault=vault)
     async with probing(settings, StudentsRegistered, KeyRotationProgress) as probes, running(service):
-        assert service.registry.get_sample_value("hocba_identity_keys") == 1
+        assert service.registry.get_sample_value("hocba_data_keys") == 1
         rows = [registration(f"0793140{n:05d}") for n in range(450)] + [registration("079214000002")]
         report = await service.bus.request(school_admin().signs(RegisterStudents(students=rows)), RegistrationReport)
         assert report.new == 450 and [r.code for r in report.rejected] == ["century-sex"]

@@ -8,9 +8,10 @@ import pytest
 from bson import json_util
 
 from services.identity.repository import INDEXES, STUDENTS, InMemoryStudentRepository, MongoStudentRepository
-from services.identity.vault import Vault
 from shared.contracts.identity import Enrolment, StudentIdentity, StudentRegistration
 from shared.crypto.fields import DecryptionError
+from shared.crypto.kek import FileKek
+from shared.crypto.vault import Vault
 from tests.integration.conftest import service_database
 from tests.unit.identity.builders import retire_older_keys
 
@@ -19,7 +20,7 @@ NOW = datetime(2026, 1, 15, tzinfo=UTC)
 
 @pytest.fixture
 def vault(tmp_path) -> Vault:
-    return Vault.at(tmp_path / "keys" / "ring.json")
+    return Vault.at(tmp_path / "keys" / "ring.json", FileKek(bytes(32)), "identity")
 
 
 @pytest.fixture

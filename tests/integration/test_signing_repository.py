@@ -15,6 +15,7 @@ from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import RequestSignBatch, Signature
 from shared.crypto.canonical import digest
+from shared.crypto.vault import Vault
 from tests.integration.conftest import service_database
 
 SCHOOL, YEAR = "79000701", "2025-2026"
@@ -25,7 +26,7 @@ T0 = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
 async def repo(backend, mongo_client, settings):
     if backend == "in-memory":
         return InMemorySigningRepository()
-    return MongoSigningRepository(await service_database(mongo_client, settings, "signing", INDEXES))
+    return MongoSigningRepository(await service_database(mongo_client, settings, "signing", INDEXES), Vault.ephemeral())
 
 
 def record(n: int, school_code: str = SCHOOL) -> RecordVersion:

@@ -24,6 +24,7 @@ from services.sync.domain import (
 )
 from services.sync.repository import INDEXES, InMemoryOutboxRepository, MongoOutboxRepository, OutboxSummary
 from shared.contracts.archive import ArchivedRecord, Checkpoint
+from shared.crypto.vault import Vault
 from tests.integration.conftest import service_database
 
 NOW = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
@@ -35,7 +36,7 @@ POLICY = DeliveryPolicy(max_attempts=50, base_seconds=0.2, cap_seconds=0.5, leas
 async def repo(backend, mongo_client, settings):
     if backend == "in-memory":
         return InMemoryOutboxRepository()
-    return MongoOutboxRepository(await service_database(mongo_client, settings, "sync", INDEXES))
+    return MongoOutboxRepository(await service_database(mongo_client, settings, "sync", INDEXES), Vault.ephemeral())
 
 
 def record(i: int, school: str = "79000702") -> ArchivedRecord:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import stat
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from faststream.rabbit.publisher.usecase import RabbitPublisher
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
+from typer.testing import CliRunner
 
 from hocba import broker
 from hocba.broker import (
@@ -41,7 +41,6 @@ from services.grades import app as grades_app
 from services.grades.repository import InMemoryGradesRepository
 from services.identity import app as identity_app
 from services.identity.repository import InMemoryStudentRepository
-from services.identity.vault import Vault
 from services.signing import app as signing_app
 from services.signing.repository import InMemorySigningRepository
 from services.sync import app as sync_app
@@ -52,6 +51,7 @@ from shared.contracts.identity import RegisterStudents, RotateIdentityKey
 from shared.contracts.signing import RequestSignBatch
 from shared.contracts.sync import GetSyncStatus, Reconcile, RetryParked
 from shared.crypto.pki import service_holders
+from shared.crypto.vault import Vault
 from shared.service import ServiceApp
 from shared.settings import SERVICES, Names, Settings
 
@@ -79,7 +79,7 @@ def settings(tmp_path_factory) -> Settings:
 def build(name: str, settings: Settings) -> ServiceApp:
     """Each service as its `build_app` makes it, over its in-memory repository."""
     if name == "identity":
-        vault = Vault.at(settings.identity_key_ring or Path("identity-keyring.json"))
+        vault = Vault.for_service(settings, "identity")
         return identity_app.build_app(settings, repository=InMemoryStudentRepository(vault), vault=vault)
     if name == "grades":
         return grades_app.build_app(settings, repository=InMemoryGradesRepository())
@@ -233,6 +233,63 @@ def test_a_template_is_given_each_identitys_password_hash():
     assert users["hocba-sync"] and not users["hocba-grades"]
 
 
+# --- how long dead letters are kept ---------------------------------------------------------------
+
+
+def test_a_namespaces_dead_letter_queues_keep_a_message_30_days_by_a_policy_of_their_own():
+    [policy] = definitions("d1.", vhost="hocba")["policies"]
+    assert policy == {
+        "vhost": "hocba",
+        "name": "d1.hocba-dead-letters",
+        "pattern": broker.dead_letter_pattern("d1."),
+        "apply-to": "queues",
+        "definition": {"message-ttl": 30 * 24 * 3600 * 1000},
+        "priority": len("d1."),
+    }
+    assert definitions("d1.", dead_letter_ttl_days=0.5)["policies"][0]["definition"] == {"message-ttl": 43_200_000}
+
+
+@pytest.mark.parametrize(
+    ("queue", "matched"),
+    [
+        ("d1.grades.identity.student.registered.v1.dlq", True),
+        ("d1.signing.signing.work.v1.dlq", True),
+        ("d1.grades.identity.student.registered.v1", False),  # the work queue itself: never expires
+        ("d2.grades.identity.student.registered.v1.dlq", False),  # another namespace's
+        ("d1Xgrades.identity.student.registered.v1.dlq", False),  # "." is no wildcard
+        ("d1.probe.test.ping.sent.v1.dlq", False),  # not a service's
+        ("grades.identity.student.registered.v1.dlq", False),  # the namespace "" is another one
+    ],
+)
+def test_the_policy_matches_exactly_the_namespaces_dead_letter_queues(queue, matched):
+    assert bool(re.search(broker.dead_letter_pattern("d1."), queue)) is matched
+
+
+def test_the_empty_namespaces_policy_yields_to_a_longer_namespaces_where_both_match():
+    """Only one policy applies to a queue, the highest priority's: the namespace `sync.`'s dead letters keep its TTL."""
+    queue = "sync.grades.identity.student.registered.v1.dlq"
+    production, named = definitions("")["policies"][0], definitions("sync.")["policies"][0]
+    assert re.search(production["pattern"], queue) and re.search(named["pattern"], queue)
+    assert named["priority"] > production["priority"]
+
+
+def test_a_deployments_provisioning_sets_the_ttl_of_its_environment(tmp_path, monkeypatch):
+    """`hocba broker provision` loads the committed definitions (30 days) with HOCBA_DEAD_LETTER_TTL_DAYS."""
+    recording = Recording()
+    monkeypatch.setattr(broker, "provisioner_for", lambda *_: recording)
+    monkeypatch.setenv("HOCBA_DEAD_LETTER_TTL_DAYS", "7")
+    for name in IDENTITIES:
+        monkeypatch.setenv(f"HOCBA_BROKER_PASSWORD_{name.upper()}", f"pw-{name}")
+    template = tmp_path / "definitions.json"
+    template.write_text(broker.definitions_text(""))
+    result = CliRunner().invoke(broker.app, ["provision", "--definitions", str(template)])
+    assert result.exit_code == 0, result.output
+    [loaded] = recording.loaded
+    assert [p["definition"] for p in loaded["policies"]] == [{"message-ttl": 7 * 24 * 3600 * 1000}]
+    without = {**definitions(""), "policies": []}
+    assert broker.with_dead_letter_ttl(without, 1, "")["policies"] == [broker.dead_letter_policy("", "/", 1)]
+
+
 # --- where a stack keeps the passwords ------------------------------------------------------------
 
 
@@ -242,12 +299,16 @@ class Recording:
     def __init__(self) -> None:
         self.loaded: list[Mapping[str, Any]] = []
         self.deleted: list[str] = []
+        self.deleted_policies: list[tuple[str, str]] = []
 
     def load(self, definitions: Mapping[str, Any]) -> None:
         self.loaded.append(definitions)
 
     def delete_users(self, users: Iterable[str]) -> None:
         self.deleted += list(users)
+
+    def delete_policy(self, vhost: str, name: str) -> None:
+        self.deleted_policies.append((vhost, name))
 
 
 ADMIN = "amqp://guest:guest@127.0.0.1:5672/"
@@ -289,6 +350,7 @@ def test_a_throw_away_stacks_users_are_deleted_and_forgotten(tmp_path):
     gone = BrokerUsers.provision(ADMIN, "gone.", tmp_path, recording)
     gone.remove()
     assert sorted(recording.deleted) == sorted(user_name("gone.", n) for n in IDENTITIES)
+    assert recording.deleted_policies == [("/", "gone.hocba-dead-letters")]
     store = CredentialStore(tmp_path)
     assert store.passwords("gone.") == {} and store.passwords("keep.") == keep.passwords
 

@@ -6,7 +6,6 @@ import pytest
 
 from services.identity.app import build_app
 from services.identity.repository import InMemoryStudentRepository
-from services.identity.vault import Vault
 from shared.auth import ServiceIdentity
 from shared.contracts.access import AccessLog, ListIdentityAccesses
 from shared.contracts.identity import (
@@ -20,7 +19,9 @@ from shared.contracts.identity import (
     StudentSnapshots,
     StudentsRegistered,
 )
+from shared.crypto.kek import FileKek
 from shared.crypto.pki import DevPki
+from shared.crypto.vault import Vault
 from shared.errors import Refused
 from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests.unit.grades.builders import KEYS, operator, school_admin, service_pki
@@ -40,7 +41,7 @@ def grades(pki: DevPki) -> ServiceIdentity:
 
 @pytest.fixture
 def vault(tmp_path) -> Vault:
-    return Vault.at(tmp_path / "keys" / "ring.json")
+    return Vault.at(tmp_path / "keys" / "ring.json", FileKek(bytes(32)), "identity")
 
 
 @pytest.fixture
@@ -209,7 +210,7 @@ async def test_a_key_rotation_reports_progress_and_re_encrypts_every_student(ser
     assert {p.actor for p in progress} == {None}
     assert vault.current == progress[-1].key_id
     assert [s.identity.personal_id for s in snapshots.students] == ["079214000123"]
-    assert service.registry.get_sample_value("hocba_identity_keys") == 2
+    assert service.registry.get_sample_value("hocba_data_keys") == 2
 
 
 async def test_a_key_rotation_by_anyone_but_an_operator_is_refused_and_counted(service, vault, wired):

@@ -13,9 +13,11 @@ from services.archive.handlers import Deps, Keys
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import ArchiveRepository, InMemoryArchiveRepository
 from shared.access import AccessRecorder, InMemoryAccessLog
+from shared.contracts.keys import ArchiveKeyRotationProgress
 from shared.contracts.signing import SignedRecord
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import ARCHIVE_SUBJECT
+from tests.support import idle_rotation
 from tests.unit.signing.trust import Trust, make_trust, signed_record
 
 #: The time the archive's clock reads in the unit tests.
@@ -46,6 +48,7 @@ def archive_deps(
         issuer_keys=trust.issuer.public_keys("archive"),
         access=AccessRecorder("archive", registry, clock=lambda: at),
         access_log=InMemoryAccessLog(),
+        rotation=idle_rotation(ArchiveKeyRotationProgress, trust.issuer.public_keys("archive"), registry),
         clock=lambda: at,
     )
 

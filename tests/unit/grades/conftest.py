@@ -12,7 +12,9 @@ from services.grades.metrics import GradesMetrics
 from services.grades.repository import InMemoryGradesRepository
 from shared.access import AccessRecorder, InMemoryAccessLog
 from shared.contracts.identity import StudentSnapshot
+from shared.contracts.keys import GradesKeyRotationProgress
 from shared.crypto.pki import DevPki
+from tests.support import idle_rotation
 from tests.unit.grades.builders import enrolled, keys_for, service_pki, snapshot
 
 
@@ -71,4 +73,5 @@ def deps(repo: InMemoryGradesRepository, metrics: GradesMetrics, registry: Colle
         sealer=sealer,
         access=AccessRecorder("grades", registry),
         access_log=InMemoryAccessLog(),
+        rotation=idle_rotation(GradesKeyRotationProgress, keys_for("grades"), registry),
     )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import date
 
-from services.identity.vault import Vault
 from shared.auth import ServiceIdentity
 from shared.contracts.identity import Enrolment, StudentIdentity, StudentRegistration
 from shared.crypto.keyring import KeyRing, save_key_ring
 from shared.crypto.pki import DevPki
+from shared.crypto.vault import Vault
 from tests.unit.grades.builders import SCHOOL
 
 
@@ -28,11 +28,10 @@ def row(
 
 def retire_older_keys(vault: Vault) -> None:
     """Leave only the current key in the vault's ring file and reload it: what is under an older key no longer reads."""
-    assert vault.path is not None, "a ring kept in a file"
-    ring = vault.cipher.ring
-    save_key_ring(
-        vault.path, KeyRing({ring.current: ring.keys[ring.current]}, ring.current, ring.index_key, (ring.current,))
-    )
+    assert vault.path is not None and vault.kek is not None, "a ring kept in a file"
+    ring = vault.ring
+    only_current = KeyRing({ring.current: ring.keys[ring.current]}, ring.current, ring.index_key, (ring.current,))
+    save_key_ring(vault.path, only_current, vault.kek, vault.owner)
     vault.reload()
 
 

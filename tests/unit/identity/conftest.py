@@ -11,11 +11,14 @@ from prometheus_client import CollectorRegistry
 from services.identity.handlers import Deps
 from services.identity.metrics import IdentityMetrics
 from services.identity.repository import InMemoryStudentRepository
-from services.identity.vault import Vault
 from shared.access import AccessRecorder, InMemoryAccessLog
+from shared.at_rest import KeyRotation, RotationMetrics
 from shared.auth import ServiceIdentity
 from shared.contracts.base import Message
+from shared.contracts.identity import KeyRotationProgress
+from shared.crypto.kek import FileKek
 from shared.crypto.pki import DevPki
+from shared.crypto.vault import Vault
 from tests.unit.grades.builders import KEYS, service_pki
 from tests.unit.identity.builders import grades_asking
 
@@ -41,7 +44,7 @@ def grades(pki: DevPki) -> ServiceIdentity:
 
 @pytest.fixture
 def vault(tmp_path) -> Vault:
-    return Vault.at(tmp_path / "keys" / "ring.json")
+    return Vault.at(tmp_path / "keys" / "ring.json", FileKek(bytes(32)), "identity")
 
 
 @pytest.fixture
@@ -61,12 +64,12 @@ def announced() -> Announced:
 
 @pytest.fixture
 def deps(repo, vault, registry, announced, pki) -> Deps:
+    keys = KEYS.for_service("identity", services=pki.trust_store)
     return Deps(
         repo,
         IdentityMetrics(registry),
-        KEYS.for_service("identity", services=pki.trust_store),
-        vault,
-        announce=announced,
+        keys,
+        KeyRotation(vault, repo, KeyRotationProgress, keys, RotationMetrics(registry), announce=announced),
         access=AccessRecorder("identity", registry, clock=lambda: NOW),
         access_log=InMemoryAccessLog(),
         clock=lambda: NOW,

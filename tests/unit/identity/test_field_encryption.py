@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from shared.crypto.fields import DecryptionError, FieldCipher
+from shared.crypto.kek import FileKek
 from shared.crypto.keyring import KeyRing, load_or_create_key_ring, save_key_ring
 
 
@@ -58,12 +59,12 @@ def test_the_blind_index_is_stable_keyed_and_survives_rotation():
 
 
 def test_the_key_ring_file_is_made_once_owner_only_and_reloads(tmp_path):
-    path = tmp_path / "keys" / "ring.json"
-    ring = load_or_create_key_ring(path)
+    path, kek = tmp_path / "keys" / "ring.json", FileKek(bytes(32))
+    ring = load_or_create_key_ring(path, kek, "identity")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_or_create_key_ring(path) == ring
-    save_key_ring(path, ring.with_new_key("k2"))
-    again = load_or_create_key_ring(path)
+    assert load_or_create_key_ring(path, kek, "identity") == ring
+    save_key_ring(path, ring.with_new_key("k2"), kek, "identity")
+    again = load_or_create_key_ring(path, kek, "identity")
     assert again.current == "k2" and set(again.keys) == {"k1", "k2"} and again.index_key == ring.index_key
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 

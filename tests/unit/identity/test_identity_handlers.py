@@ -395,7 +395,7 @@ async def test_rotation_re_encrypts_everyone_in_steps_while_lookups_keep_working
         # mid-rotation, documents under both keys are read
         assert len((await lookup(deps, grades, refs)).students) == 7
 
-    rotating = replace(deps, announce=look_up_while_rotating, students_per_rotation_step=3)
+    rotating = replace(deps, rotation=replace(deps.rotation, announce=look_up_while_rotating, per_step=3))
     command = operator().signs(RotateIdentityKey(message_id="rot-1"))
     rotated = await handlers.rotate_key(command, rotating)
     [final] = rotated.publish
@@ -406,13 +406,13 @@ async def test_rotation_re_encrypts_everyone_in_steps_while_lookups_keep_working
     assert seen == [(0, 7, False), (3, 7, False), (6, 7, False), (7, 7, False)]
     assert vault.current == final.key_id != old_key
     assert await repo.count_not_under(final.key_id) == 0
-    assert sample(registry, "hocba_identity_keys") == 2
-    assert sample(registry, "hocba_identity_reencrypted_total") == 7
-    assert sample(registry, "hocba_identity_key_rotations_total") == 1
+    assert sample(registry, "hocba_data_keys") == 2
+    assert sample(registry, "hocba_documents_reencrypted_total") == 7
+    assert sample(registry, "hocba_data_key_rotations_total") == 1
 
     again = await handlers.rotate_key(command, rotating)
     assert again.reply.key_id == final.key_id and again.reply.done == 0, "a redelivered rotation adds no second key"
-    assert sample(registry, "hocba_identity_keys") == 2
+    assert sample(registry, "hocba_data_keys") == 2
 
     retire_older_keys(vault)
     assert len((await lookup(deps, grades, refs)).students) == 7, "every field of every student is under the new key"
@@ -421,7 +421,7 @@ async def test_rotation_re_encrypts_everyone_in_steps_while_lookups_keep_working
 async def test_progress_is_announced_while_the_rotation_runs(deps, announced):
     await register(deps, *[row(f"0792140{n:05d}") for n in range(3)])
     rotated = await handlers.rotate_key(
-        operator().signs(RotateIdentityKey(message_id="rot-1")), replace(deps, students_per_rotation_step=2)
+        operator().signs(RotateIdentityKey(message_id="rot-1")), replace(deps, rotation=replace(deps.rotation, per_step=2))
     )
     assert [(p.done, p.total, p.finished) for p in announced] == [(0, 3, False), (2, 3, False), (3, 3, False)]
     assert [(p.done, p.finished) for p in rotated.publish] == [(3, True)]

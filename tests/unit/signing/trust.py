@@ -11,18 +11,21 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import CollectorRegistry
 
 from hocba.staff import Staff, certificate_holders
 from services.signing.domain import StoredRecord
 from services.signing.handlers import Deps, Signers, sign_record
 from shared.auth import IssuerKey
 from shared.contracts.grades import RecordVersion
+from shared.contracts.keys import SigningKeyRotationProgress
 from shared.contracts.signing import SIGNING_ORDER, SignedRecord, seal_subject
 from shared.crypto.canonical import digest
 from shared.crypto.certs import ReloadingTrust, load_certificates
 from shared.crypto.pki import DevPki, service_holders
 from shared.crypto.seal import record_claims, seal
 from shared.crypto.signer import CachingDirectory
+from tests.support import idle_rotation
 
 SCHOOL, OTHER_SCHOOL = "79000701", "79000702"
 CLASSES = ("6A1", "6A2")
@@ -70,9 +73,9 @@ class Trust:
 
     def deps(self, repo, metrics, records_per_chunk: int = 10, worker: str = "signing-test-worker") -> Deps:
         """signing's dependencies over `repo`, with this PKI's signers and this issuer's actor tokens for signing."""
-        return Deps(
-            repo, metrics, self.issuer.public_keys("signing"), self.checked_signers(), records_per_chunk, worker
-        )
+        keys = self.issuer.public_keys("signing")
+        rotation = idle_rotation(SigningKeyRotationProgress, keys, CollectorRegistry())
+        return Deps(repo, metrics, keys, self.checked_signers(), records_per_chunk, worker, rotation)
 
     def sealed(self, record: RecordVersion) -> RecordVersion:
         """`record` with grades' seal on it, as grades publishes it."""

@@ -18,8 +18,10 @@ from services.sync.ministry import Ministry
 from services.sync.repository import InMemoryOutboxRepository, OutboxRepository
 from shared.auth import IssuerKey
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
+from shared.contracts.keys import SyncKeyRotationProgress
 from shared.contracts.sync import RecordsDelivered
 from shared.outcome import Outcome
+from tests.support import idle_rotation
 from tests.unit.sync.sealed import archived_record, signed_checkpoint, trust
 
 MINISTRY_URL = "http://ministry.test"
@@ -110,6 +112,7 @@ def deps(repo, client, clock, policy, registry) -> Deps:
         issuer_keys=ISSUER.public_keys("sync"),
         trust=trust,
         deliveries_per_step=PER_STEP,
+        rotation=idle_rotation(SyncKeyRotationProgress, ISSUER.public_keys("sync"), registry),
         policy=policy,
         clock=clock,
         jitter=lambda: 0.0,
