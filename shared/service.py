@@ -29,7 +29,7 @@ from shared.messaging import Bus, Topology
 from shared.mongo import Index, ensure_indexes, make_client, ping
 from shared.observability import Health, configure_logging, http_app
 from shared.outcome import Outcome
-from shared.settings import Settings
+from shared.settings import Misconfigured, Settings
 
 log = logging.getLogger("hocba.service")
 
@@ -246,7 +246,12 @@ async def serve(service: ServiceApp) -> None:
 
 
 def main(name: str, build: Callable[[Settings], ServiceApp]) -> None:
-    """Entry point of `python -m services.<name>`."""
+    """Entry point of `python -m services.<name>`. A configuration it cannot start with is said in one line, exit 2."""
     settings = Settings()
     configure_logging(settings.log_level, name)
-    asyncio.run(serve(build(settings)))
+    try:
+        app = build(settings)
+    except Misconfigured as exc:
+        logging.getLogger(f"hocba.{name}").critical("%s cannot start: %s", name, exc)
+        raise SystemExit(2) from None
+    asyncio.run(serve(app))

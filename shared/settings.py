@@ -25,6 +25,11 @@ DEFAULT_HTTP_PORTS = {
 DEFAULT_EMBEDDED_MONGO_PORT = 27817
 
 
+class Misconfigured(ValueError):
+    """A process cannot start as configured (a secret missing or given the wrong way, a setting production refuses):
+    said in one sentence naming the setting to change."""
+
+
 class Settings(BaseSettings):
     """Everything a service process reads from its environment."""
 

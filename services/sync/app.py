@@ -25,13 +25,18 @@ from shared.crypto.pki import DevPki
 from shared.crypto.vault import Vault
 from shared.messaging import Bus
 from shared.service import Loop, Resource, ServiceApp, Storage, assemble
-from shared.settings import Settings
+from shared.settings import Misconfigured, Settings
 
 NAME = "sync"
 
 
 def ministry_client(settings: Settings, client: httpx.AsyncClient | None = None) -> Ministry:
-    """The ministry at `settings.ministry_url`, over TLS as configured; `client` (a test's) instead of its own."""
+    """The ministry at `settings.ministry_url`, over TLS as configured; `client` (a test's) instead of its own.
+
+    Production delivers over https only: the records name children.
+    """
+    if settings.production and not settings.ministry_url.startswith("https://"):
+        raise Misconfigured(f"HOCBA_MINISTRY_URL must be an https address in production, not {settings.ministry_url!r}")
     return Ministry(
         settings.ministry_url,
         settings.ministry_concurrency,

@@ -24,12 +24,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared.crypto.pkcs11 import Pkcs11Token, TokenConfig
+from shared.settings import Misconfigured
 
 KEK_BYTES = 32
 NONCE_BYTES = 12
 
 
-class KekError(ValueError):
+class KekError(Misconfigured):
     """The key-encryption key is missing or unusable, or a wrapped key does not unwrap under it."""
 
 

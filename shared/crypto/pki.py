@@ -40,7 +40,7 @@ from shared.contracts.signing import SIGNING_ORDER, seal_subject
 from shared.crypto.certs import ARCHIVE_TITLE, TrustStore, load_certificates
 from shared.crypto.pkcs11 import Pkcs11Token, TokenConfig
 from shared.crypto.signer import CachingDirectory, SoftwareKey, UnknownSigner, X509Signer
-from shared.settings import SERVICES, Settings
+from shared.settings import SERVICES, Misconfigured, Settings
 
 __all__ = [
     "ARCHIVE_SUBJECT",
@@ -76,7 +76,7 @@ PIN_FILE_ENV = "HOCBA_PKCS11_PIN_FILE"
 GENERATED_PASSPHRASE = "passphrase"
 
 
-class PkiRefused(ValueError):
+class PkiRefused(Misconfigured):
     """What the PKI will not do as configured: use a secret given the wrong way or not at all, serve a service
     from a folder holding the root CA's key, issue without that key, export over files that are not an export."""
 
