@@ -1,4 +1,5 @@
-"""deploy/k8s: every manifest valid for Kubernetes, probes and requests set, a disruption budget, KEDA on queue depth.
+"""deploy/k8s: every manifest valid for Kubernetes, probes and requests set, a disruption budget, KEDA on queue depth,
+each service with only its own keys and logins, and network policies that deny what the services do not need.
 
 Validated offline: core resources against Kubernetes' schemas with kubernetes-validate, KEDA's by
 structure (their schemas come with KEDA's CRDs, not with Kubernetes). The kustomization is built
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import PurePosixPath
 
 import kubernetes_validate
 import pytest
@@ -24,6 +26,12 @@ from tests.deploy.conftest import DEPLOY
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 HOCBA = ("identity", "grades", "signing", "archive", "sync")
+#: The services that hold a key of the PKI: their part of it (`hocba pki export --service S`) is a Secret each.
+PKI_PARTS = {"signing": "hocba-pki-signing", "archive": "hocba-pki-archive", "grades": "hocba-pki-grades"}
+SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|(^|_)PIN(_|$)")
+#: Variables taken from a Secret: logins the drivers read from a URL (AMQP_URL, MONGO_URL), and the two Jobs'
+#: administrators (RabbitMQ's management URL, MongoDB's user name; its password is a file).
+FROM_SECRETS = {"AMQP_URL", "MONGO_URL", "HOCBA_BROKER_MANAGEMENT_URL", "MONGO_ADMIN_USER"}
 #: FastStream's graceful_timeout for in-flight handlers (shared/messaging.py make_broker).
 GRACEFUL_TIMEOUT = 30
 
@@ -49,6 +57,53 @@ def by_kind(documents: list[dict], kind: str) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
 
 
+def generated(name: str) -> dict[str, str]:
+    """The literals of a ConfigMap the kustomization generates."""
+    [generator] = [g for g in kustomization()["configMapGenerator"] if g["name"] == name]
+    return dict(literal.split("=", 1) for literal in generator["literals"])
+
+
+def names(reference: str, generated_name: str) -> bool:
+    """Whether a reference names the generated ConfigMap (kustomize appends a hash to its name)."""
+    hashed = re.fullmatch(rf"{re.escape(generated_name)}-[a-z0-9]{{10}}", reference)
+    return reference == generated_name or hashed is not None
+
+
+def pods(documents: list[dict]) -> dict[str, dict]:
+    """Every pod template (Deployments and Jobs) by its workload's name."""
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in documents if d["kind"] in {"Deployment", "Job"}
+    }
+
+
+def service_pod(documents: list[dict], name: str) -> tuple[dict, dict]:
+    """A service's pod spec and its one container."""
+    pod = by_kind(documents, "Deployment")[name]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    return pod, container
+
+
+def volumes(pod: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in pod["volumes"]}
+
+
+def mounted(container: dict) -> dict[str, str]:
+    """Mount path → volume name."""
+    return {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+
+
+def secret_names(volume: dict) -> set[str]:
+    """The Secrets a volume holds (a secret volume, or a projected one's secret sources)."""
+    if "secret" in volume:
+        return {volume["secret"]["secretName"]}
+    sources = volume.get("projected", {}).get("sources", [])
+    return {s["secret"]["name"] for s in sources if "secret" in s}
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
 def test_the_kustomization_lists_every_manifest_in_its_folder():
     listed = set(kustomization()["resources"])
     present = {p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"}
@@ -57,7 +112,7 @@ def test_the_kustomization_lists_every_manifest_in_its_folder():
 
 def test_core_resources_are_valid_for_kubernetes(documents):
     for document in documents:
-        if document["apiVersion"].split("/")[0] in {"v1", "apps", "policy", "batch"}:
+        if document["apiVersion"].split("/")[0] in {"v1", "apps", "policy", "batch", "networking.k8s.io"}:
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 
@@ -150,3 +205,216 @@ def test_no_secret_value_is_in_the_manifests(documents):
     assert not by_kind(documents, "Secret"), "Secrets are created at installation, not committed"
     text = "\n".join(p.read_text() for p in K8S.rglob("*.yaml"))
     assert not re.search(r"(password|passphrase|pin)\s*[:=]\s*[^\s{]", text, flags=re.IGNORECASE)
+
+
+# --- keys where they belong -------------------------------------------------------------------------
+
+
+def test_the_root_ca_key_is_mounted_nowhere(documents):
+    for name, pod in pods(documents).items():
+        for volume in pod["volumes"]:
+            assert "hocba-pki" not in secret_names(volume), f"{name} mounts the whole PKI"
+            sources = [volume] + volume.get("projected", {}).get("sources", [])
+            items = [i for s in sources for i in s.get("secret", {}).get("items", [])]
+            assert not any("root.key" in i["key"] or "root.key" in i["path"] for i in items), name
+        for container in pod["containers"]:
+            pki = {path: volume for path, volume in mounted(container).items() if path.startswith("/run/hocba/pki")}
+            assert set(pki) <= {"/run/hocba/pki/ca", "/run/hocba/pki/certs", "/run/hocba/pki/keys"}, name
+
+
+def test_each_service_gets_only_its_own_keys(documents):
+    for name in HOCBA:
+        pod, container = service_pod(documents, name)
+        pki = {path: volume for path, volume in mounted(container).items() if path.startswith("/run/hocba/pki")}
+        held = {s for v in pod["volumes"] for s in secret_names(v) if s in PKI_PARTS.values()}
+        # Everyone checks certificates against the public trust: the anchor and the CRL.
+        assert volumes(pod)[pki["/run/hocba/pki/ca"]]["configMap"]["name"] == "hocba-pki-trust", name
+        if name in PKI_PARTS:
+            assert held == {PKI_PARTS[name]}, f"{name} holds {held}"
+            keys = volumes(pod)[pki["/run/hocba/pki/keys"]]
+            assert keys["secret"]["secretName"] == PKI_PARTS[name] and keys["secret"]["defaultMode"] in (0o400, 0o440)
+            assert volumes(pod)[pki["/run/hocba/pki/certs"]]["configMap"]["name"] == "hocba-pki-certs"
+        else:
+            assert held == set() and set(pki) == {"/run/hocba/pki/ca"}, f"{name} holds a key of the PKI"
+        assert all(m.get("readOnly") for m in container["volumeMounts"] if m["mountPath"].startswith("/run/")), name
+
+
+def test_secrets_are_files_not_environment(documents):
+    for name, pod in pods(documents).items():
+        for container in pod["containers"]:
+            for variable, entry in env_of(container).items():
+                if SECRET_NAME.search(variable):
+                    assert variable.endswith("_FILE") and entry["value"].startswith("/run/secrets/"), (name, variable)
+                if "secretKeyRef" in entry.get("valueFrom", {}):
+                    assert variable in FROM_SECRETS, f"{name}: {variable} comes from a Secret as a variable"
+        for volume in pod["volumes"]:
+            if secret_names(volume):
+                mode = volume.get("secret", volume.get("projected", {})).get("defaultMode")
+                assert mode in (0o400, 0o440), f"{name}: {volume['name']} is readable by others"
+    for name in PKI_PARTS:
+        pod, container = service_pod(documents, name)
+        assert env_of(container)["HOCBA_PKI_PASSPHRASE_FILE"]["value"] == "/run/secrets/pki-passphrase"
+        files = volumes(pod)[mounted(container)["/run/secrets"]]["projected"]["sources"]
+        assert {"name": "hocba-pki-passphrase", "items": [{"key": "passphrase", "path": "pki-passphrase"}]} in [
+            f["secret"] for f in files
+        ]
+    for name in set(HOCBA) - set(PKI_PARTS):
+        pod, container = service_pod(documents, name)
+        assert "hocba-pki-passphrase" not in secret_names(volumes(pod)["secrets"]), f"{name} needs no PKI passphrase"
+    text = "\n".join(p.read_text() for p in K8S.rglob("*.yaml"))
+    assert not re.search(r"HOCBA_PKI_PASSPHRASE(?!_FILE)|HOCBA_PKCS11_PIN(?!_FILE)", text)
+
+
+def test_every_service_runs_in_production_with_its_own_kek(documents):
+    config = generated("hocba-config")
+    assert config["HOCBA_ENVIRONMENT"] == "production"
+    assert config["HOCBA_KEK_FILE"] == "/run/secrets/kek"
+    claims = by_kind(documents, "PersistentVolumeClaim")
+    for name in HOCBA:
+        pod, container = service_pod(documents, name)
+        assert any(names(e["configMapRef"]["name"], "hocba-config") for e in container["envFrom"]), name
+        assert "HOCBA_ENVIRONMENT" not in env_of(container) and "HOCBA_KEK_FILE" not in env_of(container), name
+        files = volumes(pod)[mounted(container)["/run/secrets"]]["projected"]["sources"]
+        keks = [f["secret"] for f in files if f["secret"]["name"].endswith("-kek")]
+        assert keks == [{"name": f"hocba-{name}-kek", "items": [{"key": "kek", "path": "kek"}]}], name
+        # The key ring on a volume of the service's own, shared by its copies and kept across restarts.
+        assert env_of(container)["HOCBA_KEY_RING"]["value"] == f"/var/lib/hocba/keys/{name}-keyring.json"
+        ring = volumes(pod)[mounted(container)["/var/lib/hocba/keys"]]["persistentVolumeClaim"]["claimName"]
+        assert ring == f"hocba-{name}-keys"
+        assert claims[ring]["spec"]["accessModes"] == ["ReadWriteMany"], "every copy of the service reads the ring"
+    kek_users = {
+        secret: name for name, pod in pods(documents).items() for v in pod["volumes"] for secret in secret_names(v)
+        if secret.endswith("-kek")
+    }
+    assert kek_users == {f"hocba-{name}-kek": name for name in HOCBA}, "no pod gets another service's KEK"
+
+
+# --- MongoDB ----------------------------------------------------------------------------------------
+
+
+def test_each_service_logs_in_to_mongodb_as_its_own_user_limited_to_its_database(documents):
+    assert not any(k.startswith("MONGO") for k in generated("hocba-config")), "no shared MongoDB login"
+    for name in HOCBA:
+        pod, container = service_pod(documents, name)
+        url = env_of(container)["MONGO_URL"]["valueFrom"]["secretKeyRef"]
+        assert url == {"name": f"hocba-mongo-{name}", "key": "mongo-url"}
+        assert volumes(pod)[mounted(container)["/run/hocba/mongo"]]["configMap"]["name"] == "hocba-mongo-ca"
+    job = by_kind(documents, "Job")["mongo-users"]["spec"]["template"]["spec"]
+    [container] = job["containers"]
+    passwords_dir = container["command"][container["command"].index("--passwords-dir") + 1]
+    [passwords] = [volumes(job)[v] for path, v in mounted(container).items() if path == passwords_dir]
+    sources = {s["secret"]["name"]: s["secret"]["items"] for s in passwords["projected"]["sources"]}
+    assert sources == {f"hocba-mongo-{n}": [{"key": "password", "path": n}] for n in HOCBA}
+
+
+def test_mongodb_requires_auth_and_tls(documents):
+    job = by_kind(documents, "Job")["mongo-users"]
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    command = container["command"]
+    assert command[:2] == ["python", "/app/deploy/mongo/users.py"] and (DEPLOY / "mongo" / "users.py").exists()
+    url = command[command.index("--url") + 1]
+    assert "tls=true" in url and "tlsCAFile=/run/hocba/mongo/ca.pem" in url and "@" not in url
+    assert mounted(container)["/run/hocba/mongo"] == "mongo-ca"
+    # The administrator's password is a file of this Job's alone.
+    password = command[command.index("--admin-password-file") + 1]
+    admin = volumes(pod)[mounted(container)[str(PurePosixPath(password).parent)]]
+    assert admin["secret"]["secretName"] == "hocba-mongo-admin"
+    users = {n for n, p in pods(documents).items() for v in p["volumes"] if "hocba-mongo-admin" in secret_names(v)}
+    assert users == {"mongo-users"}
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0, "a finished Job goes, so the next apply provisions again"
+
+
+# --- network policies -------------------------------------------------------------------------------
+
+
+def peers(rules: list[dict], direction: str) -> set[tuple[str, str, int]]:
+    """Each (peer, protocol, port) a list of ingress or egress rules allows; a peer is a pod's name label, a
+    namespace's name, "namespace/pod", or a CIDR."""
+    allowed = set()
+    for rule in rules:
+        for peer in rule[direction]:
+            allowed |= {(describe(peer), p["protocol"], p["port"]) for p in rule["ports"]}
+    return allowed
+
+
+def describe(peer: dict) -> str:
+    if "ipBlock" in peer:
+        return peer["ipBlock"]["cidr"]
+    namespace = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+    selector = peer.get("podSelector", {})
+    labels = selector.get("matchLabels", {})
+    pod = labels.get("app.kubernetes.io/name") or labels.get("k8s-app")
+    if pod is None and selector.get("matchExpressions"):
+        [expression] = selector["matchExpressions"]
+        pod = "|".join(expression["values"])
+    return f"{namespace}/{pod}" if namespace and pod else namespace or pod
+
+
+def address_blocks(rules: list[dict]) -> set[tuple[str, str, int]]:
+    """The (CIDR, protocol, port) a list of egress rules allows outside the cluster's pods."""
+    return {
+        (peer["ipBlock"]["cidr"], p["protocol"], p["port"])
+        for rule in rules for peer in rule["to"] if "ipBlock" in peer for p in rule["ports"]
+    }
+
+
+DNS = {("kube-system/kube-dns", "UDP", 53), ("kube-system/kube-dns", "TCP", 53)}
+PROMETHEUS = ("monitoring/prometheus", "TCP", 9100)
+SERVICES = "identity|grades|signing|archive|sync"
+
+
+def policies_for(documents: list[dict], labels: dict[str, str]) -> list[dict]:
+    """The policies that select a pod with `labels` (the default one, selecting every pod, included)."""
+    return [
+        p for p in by_kind(documents, "NetworkPolicy").values()
+        if all(labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())
+    ]
+
+
+def test_network_policies_deny_by_default_and_allow_only_what_each_service_needs(documents):
+    default = by_kind(documents, "NetworkPolicy")["default-deny-all"]["spec"]
+    assert default == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}, "deny everything unless allowed"
+    for name in HOCBA:
+        labels = by_kind(documents, "Deployment")[name]["spec"]["template"]["metadata"]["labels"]
+        [policy] = [p["spec"] for p in policies_for(documents, labels) if p["spec"]["podSelector"]]
+        assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+        assert peers(policy["ingress"], "from") == {PROMETHEUS}, f"{name} is reached by more than Prometheus"
+        expected = {("rabbitmq", "TCP", 5671), ("mongo", "TCP", 27017), *DNS}
+        if name == "sync":
+            [ministry] = address_blocks(policy["egress"])
+            expected.add(ministry)
+        assert peers(policy["egress"], "to") == expected, name
+    for job, port in (("broker-users", ("rabbitmq", "TCP", 15671)), ("mongo-users", ("mongo", "TCP", 27017))):
+        selecting = policies_for(documents, {"app.kubernetes.io/name": job})
+        [policy] = [p["spec"] for p in selecting if p["spec"]["podSelector"]]
+        assert "ingress" not in policy and peers(policy["egress"], "to") == {port, *DNS}, job
+
+
+def test_the_broker_and_mongodb_accept_the_services_and_their_provisioning_only(documents):
+    policies = by_kind(documents, "NetworkPolicy")
+    rabbitmq = peers(policies["rabbitmq"]["spec"]["ingress"], "from")
+    assert {peer for peer, _, port in rabbitmq if port == 5671} == {SERVICES}
+    assert {peer for peer, _, port in rabbitmq if port == 15671} == {"broker-users", "keda"}
+    assert {port for _, _, port in rabbitmq} == {5671, 15671, 15692, 4369, 25672}
+    assert {peer for peer, _, port in rabbitmq if port in (4369, 25672)} == {"rabbitmq"}, "its cluster's own traffic"
+    mongo = peers(policies["mongo"]["spec"]["ingress"], "from")
+    assert mongo == {(SERVICES, "TCP", 27017), ("mongo-users", "TCP", 27017), ("mongo", "TCP", 27017)}
+    assert peers(policies["mongo"]["spec"]["egress"], "to") == {("mongo", "TCP", 27017), *DNS}
+
+
+def test_sync_alone_reaches_the_ministry_over_https(documents):
+    policies = by_kind(documents, "NetworkPolicy")
+    outside = {name: address_blocks(p["spec"].get("egress", [])) for name, p in policies.items()}
+    assert {name for name, allowed in outside.items() if allowed} == {"sync-to-ministry"}
+    assert {(protocol, port) for _, protocol, port in outside["sync-to-ministry"]} == {("TCP", 443)}, "https only"
+    assert policies["sync-to-ministry"]["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "sync"}}
+    ministry = generated("hocba-ministry")
+    assert ministry["HOCBA_MINISTRY_URL"].startswith("https://")
+    assert not any(k.startswith("HOCBA_MINISTRY") for k in generated("hocba-config"))
+    readers = {
+        name for name in HOCBA
+        if any(names(e["configMapRef"]["name"], "hocba-ministry") for e in service_pod(documents, name)[1]["envFrom"])
+    }
+    assert readers == {"sync"}
+    assert "ministry-tls" in volumes(service_pod(documents, "sync")[0])

@@ -204,3 +204,23 @@ async def test_a_record_version_keeps_its_seal(repo):
     assert await repo.add_records([sealed]) == 1
     assert await repo.record("r1", 1) == sealed
     assert await repo.records(SCHOOL, YEAR, 1) == [sealed]
+
+
+async def test_grades_keeps_a_student_by_reference_only_and_the_record_that_names_them_sealed(mongo_client, settings):
+    db = await service_database(mongo_client, settings, "grades", INDEXES)
+    repo = MongoGradesRepository(db, Vault.ephemeral())
+    await repo.enrol([enrolled("s1")])
+    await repo.write(SCHOOL, YEAR, "subject", writes(full_year("s1")))
+    await repo.write(SCHOOL, YEAR, "homeroom", writes(homeroom("s1"), message_id="m2"))
+    await repo.set_term(SCHOOL, YEAR, closing(1, "c1"))
+    identity = {"personal_id": "079214000123", "full_name": "Nguyễn Văn An", "date_of_birth": "2014-09-05"}
+    await repo.add_records([record("rec-1", {"student": {"identity": identity}, "class_name": "6A1"})])
+
+    stored = {name: [doc async for doc in db[name].find()] for name in await db.list_collection_names()}
+    assert {"enrolments", "assessments", "terms", "records"} <= set(stored)
+    everything = json.dumps(stored, default=repr, ensure_ascii=False)
+    for value in identity.values():
+        assert value not in everything, "nothing of the student's identity is stored in clear"
+    for name in ("enrolments", "assessments"):
+        assert {doc["student_ref"] for doc in stored[name]} == {"s1"}, f"{name} name the student by reference"
+    assert (await repo.record("rec-1", 1)).document["student"]["identity"] == identity
