@@ -23,22 +23,26 @@ from hocba.baselines import raw_es256_rate
 from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig, interrupt_on_signals
 from hocba.term_end import TermEnd
-from shared.mongo import make_client, packed, unpacked
+from shared.at_rest import sealed_records
+from shared.crypto.vault import Vault
+from shared.mongo import make_client, packed
 from shared.settings import Settings
 
 
 async def sample_documents(mongo_url: str, settings: Settings, limit: int) -> list[dict]:
+    """Record documents as signing keeps them, opened with signing's key ring (the stack's development one)."""
     client = make_client(mongo_url)
     try:
-        cursor = client[settings.names().database("signing")]["records"].find({}, {"_id": 0, "document": 1})
-        return [unpacked(doc["document"]) async for doc in cursor.limit(limit)]
+        records = sealed_records(client[settings.names().database("signing")]["records"], Vault.for_service(settings, "signing"))
+        cursor = records.collection.find({}, {"_id": 0, "record_id": 1, "version": 1, "document": 1, "key_id": 1})
+        return [records.opened(doc) async for doc in cursor.limit(limit)]
     finally:
         await client.close()
 
 
 async def raw_insert_rate(mongo_url: str, documents: list[dict], chunk: int) -> float:
-    """insert_many(ordered=False) of the same record documents, stored as the services store them
-    (one JSON string each), in the same chunks, into the same server."""
+    """insert_many(ordered=False) of the same record documents, each as one JSON string (the services keep
+    each sealed, as bytes of about that size), in the same chunks, into the same server."""
     client = make_client(mongo_url)
     scratch = f"bench_baseline_{uuid.uuid4().hex[:8]}"
     try:
@@ -76,7 +80,7 @@ def main() -> None:
     interrupt_on_signals()
     stack.start()
     # The driver stands in for the schools' tools: it logs in to the broker as their user.
-    settings = Settings(amqp_url=stack.url_for("school"), namespace=namespace, chunk_size=args.chunk_size)
+    settings = Settings(amqp_url=stack.url_for("school"), namespace=namespace, chunk_size=args.chunk_size, data_dir=data_dir)
     try:
         console.print(f"term end: {args.schools} school(s) × {per_school} students, {args.signing_workers} signing worker(s)")
         issuer, _ = dev_issuer(data_dir)

@@ -12,7 +12,7 @@ from services.identity.metrics import IdentityMetrics
 from services.identity.repository import INDEXES, MongoStudentRepository, StudentRepository
 from services.identity.router import register_routes
 from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, InMemoryAccessLog, MongoAccessLog
-from shared.at_rest import KeyRotation, RotationMetrics
+from shared.at_rest import KeyRotation
 from shared.auth import IssuerKeys, issuer_keys_for
 from shared.contracts.identity import KeyRotationProgress
 from shared.crypto.certs import ReloadingTrust, TrustStore
@@ -65,9 +65,7 @@ def build_app(
         repo=repository,
         metrics=IdentityMetrics(bus.registry),
         issuer_keys=keys,
-        rotation=KeyRotation(
-            vault, repository, KeyRotationProgress, keys, RotationMetrics(bus.registry), announce=bus.publish
-        ),
+        rotation=KeyRotation.on(bus, vault, repository, KeyRotationProgress, keys),
         access=AccessRecorder(NAME, bus.registry),
         access_log=access_log,
     )
