@@ -15,7 +15,7 @@ from bson import json_util
 
 from services.grades.app import build_app
 from services.grades.domain import record_id
-from services.grades.repository import record_version
+from services.grades.repository import MongoGradesRepository
 from shared.contracts.grades import (
     AssessmentsRecorded,
     CloseTerm,
@@ -28,6 +28,7 @@ from shared.contracts.grades import (
 )
 from shared.contracts.identity import StudentSnapshot, StudentsRegistered
 from shared.crypto.seal import record_claims, seal_problems
+from shared.crypto.vault import Vault
 from tests.support import drain, probing, running
 from tests.unit.grades.builders import (
     KEYS,
@@ -119,8 +120,10 @@ async def test_term_end_on_mongodb_and_rabbitmq(mongo_client, settings, tmp_path
         assert published["s01"].document["learning_result"] == {"term_1": "Tốt", "term_2": "Tốt", "year": "Tốt"}
         assert published["s01"].document["promotion"] == {"decision": "Được lên lớp"}
         assert published["s01"].record_id == record_id(SCHOOL, YEAR, "s01")
-        stored = await db["records"].find_one({"student_ref": "s01"}, {"_id": 0})
-        assert record_version(stored) == published["s01"]
+        stored = await db["records"].find_one({"student_ref": "s01"})
+        assert isinstance(stored["document"], bytes), "the record is stored sealed"
+        kept = MongoGradesRepository(db, Vault.for_service(settings, "grades"))
+        assert await kept.record(published["s01"].record_id, 1) == published["s01"]
         now = datetime.now(UTC)
         for version in published.values():
             assert seal_problems(version.seal, record_claims(version), pki.trust_store(), "svc-grades", now) == []
@@ -132,8 +135,7 @@ async def test_term_end_on_mongodb_and_rabbitmq(mongo_client, settings, tmp_path
         assert await db["records"].count_documents({}) == 11
         assert service.registry.get_sample_value("hocba_records_assembled_total") == 11
 
-        # Only the record documents hold the student's personal ID; everything else holds references.
-        for collection in ("enrolments", "assessments", "terms"):
+        # Enrolments, entries and terms hold references; the record documents, which name the student, are sealed.
+        for collection in ("enrolments", "assessments", "terms", "records"):
             dumped = json_util.dumps([d async for d in db[collection].find()])
             assert "079214000123" not in dumped and "Nguyễn" not in dumped, collection
-        assert "079214000123" in json_util.dumps(await db["records"].find_one())

@@ -29,8 +29,10 @@ from hocba.keys import dev_issuer
 from hocba.ministry_simulator import ReceiptStore, create_app
 from services.sync.app import build_app
 from services.sync.domain import DELIVERED, PENDING, DeliveryPolicy
+from services.sync.repository import MongoOutboxRepository
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.sync import ReconcileReport, RecordsDelivered, SyncStatus
+from shared.crypto.vault import Vault
 from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests.support import drain, free_port, probing, running
 from tests.unit.sync.sealed import archived_record, signed_checkpoint, trust
@@ -121,7 +123,10 @@ async def test_each_record_version_reaches_the_ministry_once(mongo_client, setti
     assert {r["_id"]: r["receipt_id"] for r in receipts} == {k: v["receipt_id"] for k, v in store.receipts.items()}
     outbox = {doc["_id"]: doc async for doc in db["outbox"].find({})}
     assert all(outbox[r["_id"]]["receipt"]["receipt_id"] == r["receipt_id"] for r in receipts)
-    assert all("full_name" not in str(doc["payload"]) for doc in outbox.values())
+    assert all(isinstance(doc["payload"], bytes) and "full_name" not in str(doc["payload"]) for doc in outbox.values())
+    kept = MongoOutboxRepository(db, Vault.for_service(settings, "sync"))
+    payloads = [e.payload for e in (await kept.entries(list(outbox))).values()]
+    assert all("full_name" not in str(payload) and payload["personal_id"] for payload in payloads), "only what the ministry needs"
     deliveries = [d for m in announced for d in RecordsDelivered.model_validate_json(m.body).deliveries]
     assert sorted(d.record_id for d in deliveries) == sorted(r.record_id for r in event.records)
 
