@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared.crypto.files import create_whole
 from shared.crypto.pkcs11 import Pkcs11Token, TokenConfig
 from shared.settings import Misconfigured
 
@@ -90,13 +91,11 @@ def generate_kek_file(path: Path) -> FileKek:
     """A new random KEK written to `path` (0600, its folder 0700); an existing file is kept and read."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return FileKek.read(path)
     key = os.urandom(KEK_BYTES)
-    with os.fdopen(fd, "w") as out:
-        out.write(base64.b64encode(key).decode() + "\n")
+    if not create_whole(path, (base64.b64encode(key).decode() + "\n").encode()):
+        return FileKek.read(path)  # another process made it first: use theirs
     return FileKek(key)
 
 

@@ -12,10 +12,10 @@ import base64
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from shared.crypto.files import create_whole, replace_whole
 from shared.crypto.kek import KekError, KeyEncryptionKey, wrapping_context
 
 KEY_BYTES = 32  # AES-256
@@ -110,31 +110,13 @@ def is_wrapped(data: dict) -> bool:
     return data.get("format") == WRAPPED_FORMAT
 
 
-def _write_new(path: Path, data: dict) -> bool:
-    """Write `data` to `path` unless it exists (0600); False when another process made it first."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2)
-    return True
+def _ring_bytes(ring: KeyRing, kek: KeyEncryptionKey, owner: str) -> bytes:
+    return json.dumps(ring.wrapped_json(kek, owner), indent=2).encode()
 
 
 def save_key_ring(path: Path, ring: KeyRing, kek: KeyEncryptionKey, owner: str) -> None:
-    """Write the ring wrapped under `kek` atomically (temporary file, fsync, rename), readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(ring.wrapped_json(kek, owner), out, indent=2)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write the ring wrapped under `kek` in one step (a whole file renamed in), readable by the owner only."""
+    replace_whole(path, _ring_bytes(ring, kek, owner))
 
 
 def load_key_ring(path: Path, kek: KeyEncryptionKey, owner: str) -> KeyRing:
@@ -156,6 +138,6 @@ def load_or_create_key_ring(path: Path, kek: KeyEncryptionKey, owner: str) -> Ke
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
         ring = KeyRing.generate()
-        if _write_new(path, ring.wrapped_json(kek, owner)):
+        if create_whole(path, _ring_bytes(ring, kek, owner)):
             return ring
     return load_key_ring(path, kek, owner)

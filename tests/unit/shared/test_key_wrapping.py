@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
 import os
 import stat
+from typing import Any
 
 import pytest
 
@@ -130,3 +132,30 @@ def test_a_vault_sees_another_processes_rotation_before_it_seals_again(tmp_path)
     rotating.add_key("k-new")
     worker.refresh()
     assert worker.current == "k-new" and worker.key_count == 2
+
+
+def _open_vault(data_dir: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        vault = Vault.for_service(Settings(data_dir=data_dir), "signing")
+        results.put((vault.current, vault.kek.kek_id if vault.kek else None))
+    except Exception as exc:  # noqa: BLE001 - what failed is the test's answer
+        results.put(("failed", type(exc).__name__))
+
+
+def test_workers_starting_together_make_one_kek_and_one_ring_and_none_reads_them_half_written(tmp_path):
+    """Reproduction: two signing workers started at once; one read the ring file its twin had created but not yet
+    written, and exited on an empty file."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        data_dir = tmp_path / f"run-{attempt}"
+        workers = 8
+        barrier, results = context.Barrier(workers), context.Queue()
+        processes = [context.Process(target=_open_vault, args=(str(data_dir), barrier, results)) for _ in range(workers)]
+        for process in processes:
+            process.start()
+        seen = {results.get(timeout=30) for _ in processes}
+        for process in processes:
+            process.join(30)
+        assert len(seen) == 1 and "failed" not in next(iter(seen)), seen
+        assert not [p for p in (data_dir / "keys").iterdir() if p.name.startswith(".")], "no temporary file is left"
