@@ -14,7 +14,7 @@ from shared.contracts.archive import AuditFinding, AuditReport, Checkpoint
 from shared.contracts.grades import VersionKey
 from shared.contracts.signing import SignedRecord
 from shared.crypto.archive_log import Leaf, timestamp
-from shared.crypto.canonical import canonical_json, digest
+from shared.crypto.canonical import canonical_json, digest, sha256_hex
 from shared.crypto.jws import protected_header
 from shared.crypto.merkle import MerkleTree
 from shared.errors import Forbidden, InvalidMessage, TransientError
@@ -52,22 +52,27 @@ def key_of(signed: SignedRecord) -> VersionKey:
 
 @dataclass(frozen=True)
 class Chunk:
-    """The record versions one message brings, each once, with its document's canonical bytes.
+    """The record versions one message brings, each once, with its document's canonical bytes and their digest.
 
     Those bytes are what the signatures cover, what the digest is taken of and what the leaf commits
-    to, so they are made once.
+    to; the digest is what each signature and grades' seal name, and what the archived version states.
+    Both are made once.
     """
 
     versions: Mapping[VersionKey, SignedRecord]
     documents: Mapping[VersionKey, bytes]
     batch_id: str | None = None
+    #: SHA-256 (hex) of each version's canonical bytes.
+    digests: Mapping[VersionKey, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, records: Iterable[SignedRecord], batch_id: str | None = None) -> Chunk:
         versions: dict[VersionKey, SignedRecord] = {}
         for signed in records:
             versions.setdefault(key_of(signed), signed)
-        return cls(versions, {key: canonical_json(s.record.document) for key, s in versions.items()}, batch_id)
+        documents = {key: canonical_json(s.record.document) for key, s in versions.items()}
+        digests = {key: sha256_hex(data) for key, data in documents.items()}
+        return cls(versions, documents, batch_id, digests)
 
 
 def superseded_version(document: Mapping[str, Any]) -> int | None:
@@ -139,11 +144,21 @@ def stated_time(jws: str) -> datetime | None:
         moment = datetime.fromisoformat(str(protected_header(jws)["signed_at"]))
     except (ValueError, IndexError, KeyError, TypeError):
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return in_utc(moment)
+
+
+def in_utc(moment: datetime | None) -> datetime | None:
+    """A stated time as a moment: one that names no zone is taken as UTC."""
+    return moment if moment is None or moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def signing_time_problems(
-    signed: SignedRecord, now: datetime, max_skew: timedelta, *, revoked: bool = False
+    signed: SignedRecord,
+    now: datetime,
+    max_skew: timedelta,
+    *,
+    revoked: bool = False,
+    stated_times: Sequence[datetime | None] | None = None,
 ) -> list[str]:
     """Why the times a record's signatures state cannot be believed at admission `now`, give or take `max_skew`.
 
@@ -152,11 +167,13 @@ def signing_time_problems(
     `revoked`, its verdict rests on the time the signature states: the signature that completed the record
     (the last, made just before the record came here) must then state a time within `max_skew` of the
     archive's clock, so a revoked signer cannot back-date. Certificates still valid now need no such bound:
-    a record the archive admits late (after an outage) is as good as one admitted at once.
+    a record the archive admits late (after an outage) is as good as one admitted at once. `stated_times` is
+    the time each signature states, in order, when its header was read already (None where it was unreadable).
     """
     record = signed.record
     name = f"{record.record_id} v{record.version}"
-    times = [(s.role, stated_time(s.jws)) for s in signed.signatures]
+    moments = stated_times if stated_times is not None else [stated_time(s.jws) for s in signed.signatures]
+    times = [(s.role, in_utc(moment)) for s, moment in zip(signed.signatures, moments, strict=True)]
     stated = [(role, moment) for role, moment in times if moment is not None]
     if len(stated) < len(times):
         return [f"{name}: a signature states no readable signing time"]

@@ -52,7 +52,6 @@ from shared.contracts.keys import RotateArchiveKey
 from shared.contracts.signing import BatchCompleted, RecordsCompleted, SignedRecord
 from shared.crypto.archive_log import check_checkpoint, sign_checkpoint
 from shared.crypto.bundle import make_bundle, sign_copy
-from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import TrustStore
 from shared.crypto.merkle import MerkleTree
 from shared.crypto.record_signatures import ChainCache, check_record
@@ -180,7 +179,8 @@ def check_admission(new: list[SignedRecord], chunk: Chunk, now: datetime, deps: 
     """Refuse the chunk (InvalidMessage) when a new version may not enter the archive at `now`; counted by reason."""
     problems: list[str] = []
     for signed in new:
-        reason, found = admission_problems(signed, chunk.documents[key_of(signed)], now, deps)
+        key = key_of(signed)
+        reason, found = admission_problems(signed, chunk.documents[key], chunk.digests[key], now, deps)
         if found:
             deps.metrics.refused.labels(reason).inc()
             problems += found
@@ -188,19 +188,22 @@ def check_admission(new: list[SignedRecord], chunk: Chunk, now: datetime, deps: 
         raise InvalidMessage("; ".join(problems[:10]))
 
 
-def admission_problems(signed: SignedRecord, payload: bytes, now: datetime, deps: Deps) -> tuple[str, list[str]]:
+def admission_problems(
+    signed: SignedRecord, payload: bytes, digest: str, now: datetime, deps: Deps
+) -> tuple[str, list[str]]:
     """Why a signed version may not enter the archive at `now`, and under which reason it is counted.
 
     A signature, chain, order or digest that fails (invalid-signature); a signing time the archive's clock
     does not bear out (signing-time); content neither sealed by grades nor an amendment (not-sealed). The
     chains are judged with `now` as the trusted time: a certificate revoked for key compromise before now
-    voids the signature, whatever time it states.
+    voids the signature, whatever time it states. `payload` is the document's canonical bytes, `digest` their
+    SHA-256; the signing times are read from the headers the signature check read.
     """
-    problems = domain.signature_problems(signed, sha256_hex(payload))
+    problems = domain.signature_problems(signed, digest)
     if problems:
         return "invalid-signature", problems
     record = signed.record
-    revoked = False
+    revoked, stated = False, None
     if deps.keys.trust is not None:
         trust = deps.keys.trust()
         check = check_record(
@@ -208,11 +211,12 @@ def admission_problems(signed: SignedRecord, payload: bytes, now: datetime, deps
         )
         if not check.ok:
             return "invalid-signature", [f"{record.record_id} v{record.version}: {p}" for p in check.problems()]
-        revoked = any(s.revoked for s in check.signatures)
-        origin = origin_problems(signed, sha256_hex(payload), trust, now, deps.chains)
+        revoked, stated = any(s.revoked for s in check.signatures), [s.signed_at for s in check.signatures]
+        origin = origin_problems(signed, digest, trust, now, deps.chains)
         if origin:
             return "not-sealed", origin
-    return "signing-time", domain.signing_time_problems(signed, now, deps.max_clock_skew, revoked=revoked)
+    skew = deps.max_clock_skew
+    return "signing-time", domain.signing_time_problems(signed, now, skew, revoked=revoked, stated_times=stated)
 
 
 def origin_problems(signed: SignedRecord, digest: str, trust: TrustStore, now: datetime, chains: ChainCache) -> list[str]:
@@ -321,7 +325,7 @@ def archived_event(
                     student_ref=signed.record.student_ref,
                     seq=positions[key].seq,
                     entry_hash=positions[key].leaf_hash,
-                    digest=sha256_hex(chunk.documents[key]),
+                    digest=chunk.digests[key],
                     document=signed.record.document,
                     supersedes=domain.superseded_version(signed.record.document),
                 ),

@@ -158,11 +158,45 @@ class _Path:
     failed: tuple[str, ...]
 
 
+def _chain_key(chain: Sequence[x509.Certificate], purpose: str) -> tuple[str, str]:
+    """Which chain, for which use: the fingerprints of its certificates, signer first, and the purpose."""
+    return "/".join(fingerprint(c) for c in chain), purpose
+
+
+@dataclass(frozen=True)
+class _Standing:
+    """What a store's CRLs say of one chain, for every signing time at once.
+
+    A chain that no CRL of the store lists (`clean`) has the same verdict for every signing time in the
+    window all its certificates are valid, while the CRLs are not past their nextUpdate: that verdict
+    needs no CRL read again. Anything else (a revoked certificate, whose verdict rests on when the
+    signature was made and on a trusted time; a time outside the window; a stale CRL) is judged in full.
+    """
+
+    clean: bool
+    valid_from: datetime
+    valid_until: datetime
+    #: The earliest nextUpdate of the CRLs the chain is checked against (None: none states one).
+    crl_due: datetime | None
+    #: What each link's CRL says, in the chain's order: not revoked.
+    not_revoked: tuple[str, ...]
+
+    def settles(self, at: datetime, now: datetime) -> bool:
+        """True when the chain's verdict at signing time `at`, judged `now`, is the clean one."""
+        return (
+            self.clean
+            and self.valid_from <= at <= self.valid_until
+            and (self.crl_due is None or self.crl_due >= now)
+        )
+
+
 class TrustStore:
     """Trust anchors (root certificates) and the CRLs of the CAs under them.
 
     Chain links and CRL signatures are checked once per chain and remembered, so validating the
-    signatures of a whole school year costs one look-up per signature after the first.
+    signatures of a whole school year costs one look-up per signature after the first. A store holds
+    one set of CRLs for its whole life (a new CRL makes a new store: `ReloadingTrust`), so what those
+    CRLs say of a chain (its `_Standing`) is worked out once per chain too.
     """
 
     def __init__(self, anchors: Iterable[x509.Certificate], crls: Iterable[x509.CertificateRevocationList] = ()) -> None:
@@ -170,6 +204,7 @@ class TrustStore:
         self.crls = list(crls)
         self._paths: dict[tuple[str, str], _Path] = {}
         self._crl_of: dict[str, x509.CertificateRevocationList | None] = {}
+        self._standings: dict[tuple[str, str], _Standing] = {}
 
     @classmethod
     def from_files(cls, anchor: Path, crls: Iterable[Path] = ()) -> TrustStore:
@@ -190,8 +225,8 @@ class TrustStore:
             self._crl_of[key] = max(mine, key=lambda c: c.last_update_utc, default=None)
         return self._crl_of[key]
 
-    def _structure(self, chain: Sequence[x509.Certificate], purpose: str) -> _Path:
-        key = ("/".join(fingerprint(c) for c in chain), purpose)
+    def _structure(self, chain: Sequence[x509.Certificate], purpose: str, key: tuple[str, str] | None = None) -> _Path:
+        key = key or _chain_key(chain, purpose)
         if key in self._paths:
             return self._paths[key]
         leaf = chain[0]
@@ -242,11 +277,18 @@ class TrustStore:
         """
         if not chain:
             return ChainCheck(None, failed=["no certificate"])
-        structure = self._structure(chain, purpose)
+        key = _chain_key(chain, purpose)
+        structure = self._structure(chain, purpose, key)
         check = ChainCheck(identity(chain[0]), list(structure.passed), list(structure.failed))
         if structure.anchor is None:
             return check
         at = at.astimezone(UTC)
+        now = now or datetime.now(UTC)
+        standing = self._standings.get(key) or self._standing(key, structure)
+        if standing.settles(at, now):
+            check.passed.append(f"every certificate in the chain was valid at {at:%Y-%m-%d %H:%M:%S}Z")
+            check.passed += standing.not_revoked
+            return check
         path = list(structure.path)
         stale = [c for c in path if not _valid_at(c, at)]
         for cert in stale:
@@ -256,10 +298,31 @@ class TrustStore:
             )
         if not stale:
             check.passed.append(f"every certificate in the chain was valid at {at:%Y-%m-%d %H:%M:%S}Z")
-        moments = _Moments(at, trusted_at.astimezone(UTC) if trusted_at is not None else None, now or datetime.now(UTC))
+        moments = _Moments(at, trusted_at.astimezone(UTC) if trusted_at is not None else None, now)
         for cert, issuer in zip(path, path[1:], strict=False):
             self._check_revocation(cert, issuer, moments, check)
         return check
+
+    def _standing(self, key: tuple[str, str], structure: _Path) -> _Standing:
+        """What this store's CRLs say of the chain `structure` leads along, worked out once and remembered."""
+        path = structure.path
+        crls = [self.crl_for(issuer) for issuer in path[1:]]
+        links = [(cert, crl) for cert, crl in zip(path, crls, strict=False) if crl is not None]
+        listed = any(crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None for cert, crl in links)
+        dues = [crl.next_update_utc for _, crl in links if crl.next_update_utc is not None]
+        standing = _Standing(
+            clean=len(links) == len(crls) and not listed,
+            valid_from=max(c.not_valid_before_utc for c in path),
+            valid_until=min(c.not_valid_after_utc for c in path),
+            crl_due=min(dues, default=None),
+            not_revoked=tuple(
+                f"'{identity(cert).name}' is not revoked (CRL of {crl.last_update_utc:%Y-%m-%d %H:%M}Z)"
+                for cert, crl in links
+            ),
+        )
+        self._standings[key] = standing
+        return standing
+
 
     def _check_revocation(
         self, cert: x509.Certificate, issuer: x509.Certificate, moments: _Moments, check: ChainCheck

@@ -87,8 +87,14 @@ def protected_header(jws: str) -> dict[str, Any]:
     return json.loads(b64url_decode(jws.split(".")[0]))
 
 
-def verify_detached(public_key: ec.EllipticCurvePublicKey, jws: str, payload: bytes) -> bool:
-    """True when `jws` is a detached compact ES256 JWS by `public_key` over `payload`."""
+def verify_detached(
+    public_key: ec.EllipticCurvePublicKey, jws: str, payload: bytes, *, encoded_payload: str | None = None
+) -> bool:
+    """True when `jws` is a detached compact ES256 JWS by `public_key` over `payload`.
+
+    `encoded_payload` is `b64url(payload)` when the caller has it already: several signatures over one
+    record's bytes then encode those bytes once.
+    """
     parts = jws.split(".")
     if len(parts) != 3:
         return False
@@ -100,7 +106,8 @@ def verify_detached(public_key: ec.EllipticCurvePublicKey, jws: str, payload: by
         return False
     der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
     try:
-        public_key.verify(der, f"{protected}.{b64url(payload)}".encode(), ec.ECDSA(hashes.SHA256()))
+        body = encoded_payload if encoded_payload is not None else b64url(payload)
+        public_key.verify(der, f"{protected}.{body}".encode(), ec.ECDSA(hashes.SHA256()))
         return True
     except InvalidSignature:
         return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from cryptography import x509
@@ -19,7 +20,7 @@ from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import SIGNING_ORDER
 from shared.crypto.canonical import canonical_json, sha256_hex
 from shared.crypto.certs import STATED, CertIdentity, TrustStore, ec_public_key, from_x5c, identity
-from shared.crypto.jws import protected_header, verify_detached
+from shared.crypto.jws import b64url, protected_header, verify_detached
 
 ROLE_WORDS = {
     "homeroom_teacher": "homeroom teacher",
@@ -126,6 +127,11 @@ class _SignatureChecker:
     cache: ChainCache
     trusted_at: datetime | None = None
 
+    @cached_property
+    def encoded_payload(self) -> str:
+        """The payload as every signature's signing input holds it (base64url): encoded once for all of them."""
+        return b64url(self.payload)
+
     def check(self, jws: str, previous: str | None) -> SignatureCheck:
         try:
             header = protected_header(jws)
@@ -144,7 +150,7 @@ class _SignatureChecker:
             return check
         check.failed += self._header_problems(header, previous)
         key = ec_public_key(chain[0])
-        if key is not None and verify_detached(key, jws, self.payload):
+        if key is not None and verify_detached(key, jws, self.payload, encoded_payload=self.encoded_payload):
             check.passed.append("the ES256 signature over the record's canonical JSON is valid")
         else:
             check.failed.append("the ES256 signature does not verify over the record's canonical JSON")

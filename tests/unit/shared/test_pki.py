@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from shared.auth import IssuerKey
-from shared.crypto.certs import STATED, TRUSTED, Revocation, TrustStore, identity
+from shared.crypto.certs import STATED, TRUSTED, Revocation, TrustStore, _Standing, identity
 from shared.crypto.jws import sign_detached, verify_detached
 from shared.crypto.pki import DevPki, Holder, archive_holder
 from shared.crypto.signer import UnknownSigner
@@ -115,6 +115,37 @@ def test_validation_checks_anchor_validity_at_signing_time_and_revocation(pki, t
     checkpoint_only = pki.certificate("archive")
     assert pki.trust_store().validate([checkpoint_only], now, purpose="checkpoint").ok
 
+
+
+def verdict(check) -> tuple:
+    return (check.ok, check.passed, check.failed, check.revoked, check.relied_on)
+
+
+def test_a_chain_judged_once_gets_the_verdict_a_full_judgement_gives_at_every_time(pki, monkeypatch):
+    """A store remembers what its CRLs say of a chain; the verdict at any signing time, trusted time and moment of
+    judging is word for word the one a full judgement (every link's CRL read again) gives: inside and outside the
+    chain's validity, with the CRL current or past its nextUpdate, with a certificate revoked or not."""
+    chain = [pki.certificate("ht-79000701")]
+    now = datetime.now(UTC)
+    crl_due = pki.trust_store().crls[0].next_update_utc
+    moments = [
+        (now, now, None),
+        (now - timedelta(days=2), now, None),
+        (now + timedelta(days=4000), now, None),
+        (now, crl_due + timedelta(days=1), None),
+        (now - timedelta(hours=2), now, now - timedelta(hours=1)),
+    ]
+    for revoked in (False, True):
+        if revoked:
+            pki.revoke("ht-79000701", "key_compromise", at=now - timedelta(minutes=90))
+        remembering = pki.trust_store()
+        for at, judged, trusted_at in moments:
+            again = remembering.validate(chain, at, now=judged, trusted_at=trusted_at)
+            with monkeypatch.context() as full:
+                full.setattr(_Standing, "settles", lambda *_: False)
+                fresh = pki.trust_store().validate(chain, at, now=judged, trusted_at=trusted_at)
+            assert verdict(again) == verdict(fresh), (revoked, at, judged, trusted_at)
+        assert remembering.validate(chain, now, now=now).ok is not revoked
 
 # --- revocation as RFC 5280 means its reasons ---------------------------------------------------
 
