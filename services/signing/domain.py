@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -11,6 +12,7 @@ from shared.auth import Actor
 from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion, VersionKey
 from shared.contracts.signing import SIGNING_ORDER, RequestSignBatch, Role, Signature, seal_subject
+from shared.crypto.canonical import canonical_json, sha256_hex
 from shared.crypto.certs import CertIdentity
 from shared.crypto.record_signatures import signature_digest
 from shared.errors import Forbidden
@@ -39,24 +41,68 @@ class SignerRefused(Forbidden):
 
 @dataclass(frozen=True)
 class StoredRecord:
-    """A record version as signing keeps it: the record and the digest it was received with."""
+    """A record version as signing keeps it: what names it, and its document as the exact bytes that are signed.
 
-    record: RecordVersion
+    The document is kept as its RFC 8785 canonical bytes, made once when the version is received,
+    with their digest: every signature is made over those bytes, so signing never serialises a
+    document again. What a plan or a check needs to know about a version (its school year, its
+    class) is kept beside the bytes, so nothing has to parse the document to find it.
+    """
+
+    record_id: str
+    version: int
+    school_code: str
+    school_year: str
+    student_ref: str
+    #: grades' seal over the version; None for an amended version (the school's request stands for it).
+    seal: str | None
+    class_name: str | None
+    #: The document's RFC 8785 canonical bytes: what every signature of this version is made over.
+    canonical: bytes
+    #: SHA-256 (hex) of `canonical`, as received.
     digest: str
+
+    @classmethod
+    def of(cls, record: RecordVersion) -> StoredRecord:
+        """`record` as it is kept: its document made canonical (the one time it is) and hashed."""
+        canonical = canonical_json(record.document)
+        class_name = record.document.get("class_name")
+        return cls(
+            record_id=record.record_id,
+            version=record.version,
+            school_code=record.school_code,
+            school_year=record.school_year,
+            student_ref=record.student_ref,
+            seal=record.seal,
+            class_name=class_name if isinstance(class_name, str) else None,
+            canonical=canonical,
+            digest=sha256_hex(canonical),
+        )
 
     @property
     def key(self) -> VersionKey:
-        return self.record.key
+        return (self.record_id, self.version)
 
     @property
     def scope(self) -> tuple[str, str]:
         """(school_code, school_year): what a batch selects records by."""
-        return (self.record.school_code, self.record.school_year)
+        return (self.school_code, self.school_year)
 
-    @property
-    def class_name(self) -> str | None:
-        value = self.record.document.get("class_name")
-        return value if isinstance(value, str) else None
+    def record_version(self) -> RecordVersion:
+        """The version as messages carry it, its document parsed from the kept bytes.
+
+        Not validated again: the bytes are the ones received, and their digest is checked before
+        anything is signed over them.
+        """
+        return RecordVersion.model_construct(
+            record_id=self.record_id,
+            version=self.version,
+            school_code=self.school_code,
+            school_year=self.school_year,
+            student_ref=self.student_ref,
+            document=json.loads(self.canonical),
+            seal=self.seal,
+        )
 
 
 @dataclass(frozen=True)
@@ -67,8 +113,12 @@ class Batch:
     school_code: str
     school_year: str
     role: Role
+    #: The plan: each chunk's record versions. Empty when the batch was read without it (counting a
+    #: chunk needs only the totals, and a plan grows with the school).
     chunks: tuple[tuple[VersionKey, ...], ...]
     started_at: datetime
+    chunks_total: int
+    records_total: int
     status: str = OPEN
     done_chunks: frozenset[int] = field(default_factory=frozenset)
     records_signed: int = 0
@@ -80,14 +130,6 @@ class Batch:
     records_waiting: int = 0
     #: Who asked for the batch (their token was checked then): what the batch's events say in `by`.
     requested_by: Acting | None = None
-
-    @property
-    def chunks_total(self) -> int:
-        return len(self.chunks)
-
-    @property
-    def records_total(self) -> int:
-        return sum(len(chunk) for chunk in self.chunks)
 
     @property
     def all_chunks_done(self) -> bool:
@@ -142,6 +184,8 @@ def new_batch(
         role=request.role,
         chunks=chunks,
         started_at=started_at,
+        chunks_total=len(chunks),
+        records_total=sum(len(chunk) for chunk in chunks),
         status=OPEN if chunks else COMPLETED,
         completed_at=None if chunks else started_at,
         signer=signer,
@@ -234,8 +278,8 @@ def whole_milliseconds(moment: datetime) -> datetime:
 def signature_header(record: StoredRecord, role: Role, signed_at: datetime, prev: str | None) -> dict[str, Any]:
     """The protected header fields that bind a signature to one record version, role, time and chain."""
     return {
-        "record_id": record.record.record_id,
-        "version": record.record.version,
+        "record_id": record.record_id,
+        "version": record.version,
         "role": role,
         "digest": record.digest,
         "signed_at": signed_at.isoformat(),

@@ -39,7 +39,7 @@ from shared.contracts.signing import (
     SignedRecord,
     SignWork,
 )
-from shared.crypto.canonical import canonical_json, digest, sha256_hex
+from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import TrustStore
 from shared.crypto.jws import sign_detached
 from shared.crypto.record_signatures import ChainCache
@@ -118,16 +118,16 @@ async def receive_records(event: RecordsReady, deps: Deps) -> Outcome:
     if strays:
         raise InvalidMessage(f"records {strays[:5]} belong to another school or year than the message")
     sealed, refusals = sealed_by_grades(event.records, deps)
-    incoming: dict[VersionKey, StoredRecord] = {}
-    for stored in sealed:
-        first = incoming.setdefault(stored.key, stored)
-        if first.digest != stored.digest:
-            refusals.append((stored.record, f"{stored.key[0]} v{stored.key[1]} appears twice with different content"))
-    if await deps.repo.add_records(list(incoming.values())) < len(incoming):
+    incoming: dict[VersionKey, tuple[RecordVersion, StoredRecord]] = {}
+    for record, stored in sealed:
+        first = incoming.setdefault(stored.key, (record, stored))
+        if first[1].digest != stored.digest:
+            refusals.append((record, f"{stored.key[0]} v{stored.key[1]} appears twice with different content"))
+    if await deps.repo.add_records([stored for _, stored in incoming.values()]) < len(incoming):
         known = await deps.repo.records(incoming)
-        for key, stored in list(incoming.items()):
+        for key, (record, stored) in list(incoming.items()):
             if known[key].digest != stored.digest:
-                refusals.append((stored.record, f"{key[0]} v{key[1]} was received before with different content"))
+                refusals.append((record, f"{key[0]} v{key[1]} was received before with different content"))
                 del incoming[key]
     received = RecordsReceived(
         message_id=derived_id(event.message_id, "received"),
@@ -147,19 +147,22 @@ async def receive_records(event: RecordsReady, deps: Deps) -> Outcome:
 
 def sealed_by_grades(
     records: list[RecordVersion], deps: Deps
-) -> tuple[list[StoredRecord], list[tuple[RecordVersion, str]]]:
-    """The versions whose grades seal verifies over their content, with their digests; and the others, with why."""
+) -> tuple[list[tuple[RecordVersion, StoredRecord]], list[tuple[RecordVersion, str]]]:
+    """The versions whose grades seal verifies over their content, each as it is kept; and the others, with why.
+
+    This is where a version's document is made canonical and hashed, once: what is kept is those bytes.
+    """
     trust, now, chains = deps.signers.trust(), deps.clock(), ChainCache()
-    sealed: list[StoredRecord] = []
+    sealed: list[tuple[RecordVersion, StoredRecord]] = []
     refused: list[tuple[RecordVersion, str]] = []
     for record in records:
-        stored = StoredRecord(record, digest(record.document))
+        stored = StoredRecord.of(record)
         problems = seal_problems(record.seal, record_claims(record, stored.digest), trust, GRADES, now, chains)
         if problems:
             why = f"{record.record_id} v{record.version} is not sealed by grades: {'; '.join(problems)}"
             refused.append((record, why))
         else:
-            sealed.append(stored)
+            sealed.append((record, stored))
     return sealed, refused
 
 
@@ -306,7 +309,7 @@ async def receive_amendment(command: RequestAmendment, deps: Deps) -> Outcome:
             "seal": None,
         }
     )
-    stored = StoredRecord(amended, digest(amended.document))
+    stored = StoredRecord.of(amended)
     if not await deps.repo.add_records([stored]):
         known = (await deps.repo.records([stored.key])).get(stored.key)
         if known is None or known.digest != stored.digest:
@@ -326,28 +329,26 @@ async def receive_amendment(command: RequestAmendment, deps: Deps) -> Outcome:
 
 
 def sign_record(
-    record: StoredRecord,
-    role: Role,
-    present: dict[Role, Signature],
-    signer: X509Signer,
-    signed_at: datetime,
-    payload: bytes | None = None,
+    record: StoredRecord, role: Role, present: dict[Role, Signature], signer: X509Signer, signed_at: datetime
 ) -> Signature:
-    """ES256 over the canonical document, detached; the header binds record, version, role, time and chain."""
-    payload = payload if payload is not None else canonical_json(record.record.document)
-    if sha256_hex(payload) != record.digest:
-        raise InvalidMessage(f"{record.record.record_id} v{record.record.version} no longer matches its digest")
+    """ES256 over the kept canonical bytes, detached; the header binds record, version, role, time and chain."""
     header = domain.signature_header(record, role, signed_at, domain.prev_digest(role, present))
     return Signature(
-        record_id=record.record.record_id,
-        version=record.record.version,
+        record_id=record.record_id,
+        version=record.version,
         role=role,
         key_id=signer.key_id,
         digest=record.digest,
-        jws=sign_detached(signer, payload, header),
+        jws=sign_detached(signer, record.canonical, header),
         signed_at=signed_at,
         signer=signer.identity.subject_id,
     )
+
+
+def still_as_received(record: StoredRecord) -> None:
+    """Refuse to sign a version whose kept bytes no longer hash to the digest it was received with."""
+    if sha256_hex(record.canonical) != record.digest:
+        raise InvalidMessage(f"{record.record_id} v{record.version} no longer matches its digest")
 
 
 async def sign_chunk(work: SignWork, deps: Deps) -> Outcome:
@@ -376,7 +377,7 @@ async def sign_chunk(work: SignWork, deps: Deps) -> Outcome:
         return refused(batch.batch_id, batch, exc, work.message_id, batch.requested_by)
     present = await signed_now(keys, records, batch, signers, signed_at, deps)
     complete = [
-        SignedRecord(record=records[key].record, signatures=domain.in_role_order(present[key]))
+        SignedRecord(record=records[key].record_version(), signatures=domain.in_role_order(present[key]))
         for key in keys
         if domain.is_complete(present.get(key, {}))
     ]
@@ -416,12 +417,14 @@ async def signed_now(
     fresh: list[Signature] = []
     for key in keys:
         have = dict(present.get(key, {}))
-        payload: bytes | None = None
+        record = records[key]
+        if any(domain.may_sign(role, have) for role in batch.roles):
+            still_as_received(record)
         for role in batch.roles:
             if domain.may_sign(role, have):
-                payload = payload if payload is not None else canonical_json(records[key].record.document)
-                have[role] = sign_record(records[key], role, have, signers[role], signed_at, payload)
+                have[role] = sign_record(record, role, have, signers[role], signed_at)
                 fresh.append(have[role])
+
     new = await deps.repo.add_signatures([(s, *records[(s.record_id, s.version)].scope) for s in fresh])
     if new < len(fresh):
         present = await deps.repo.signatures(keys)
@@ -438,15 +441,17 @@ async def signed_now(
 
 
 async def count_chunk(event: ChunkSigned, deps: Deps) -> Outcome:
-    """Count the chunk once; when it was the last, close the batch exactly once."""
+    """Count the chunk once; when it was the last, close the batch exactly once.
+
+    Counting is one write that returns the batch's totals, never its plan: the plan was read once
+    for this chunk, by the worker that signed it. Only a chunk that was not counted now (counted
+    before, or not the batch's) reads the batch again, to tell which.
+    """
     repo, metrics = deps.repo, deps.metrics
-    batch = await repo.batch(event.batch_id)
-    if batch is None:
-        raise NotFound(f"unknown batch {event.batch_id}")
-    if not 0 <= event.chunk_no < batch.chunks_total:
+    if event.chunk_no < 0:
         raise InvalidMessage(f"batch {event.batch_id} has no chunk {event.chunk_no}")
     counted = await repo.count_chunk(event.batch_id, event.chunk_no, event.signed, event.completed)
-    batch = counted if counted is not None else batch
+    batch = counted if counted is not None else await counted_before(event, repo)
     out: list[Message] = []
     if counted is not None:
         metrics.chunks.inc()
@@ -472,6 +477,16 @@ async def count_chunk(event: ChunkSigned, deps: Deps) -> Outcome:
             metrics.batch_duration.observe(max(0.0, (completed_at - batch.started_at).total_seconds()))
             out.append(completed_event(batch))
     return Outcome(publish=out) if out else NOTHING
+
+
+async def counted_before(event: ChunkSigned, repo: SigningRepository) -> Batch:
+    """The batch of a chunk that was not counted now: it was counted before; unless the batch or the chunk is unknown."""
+    batch = await repo.batch(event.batch_id, plan=False)
+    if batch is None:
+        raise NotFound(f"unknown batch {event.batch_id}")
+    if event.chunk_no >= batch.chunks_total:
+        raise InvalidMessage(f"batch {event.batch_id} has no chunk {event.chunk_no}")
+    return batch
 
 
 # --- the data key ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -13,8 +14,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.signing.domain import COMPLETED, OPEN, Batch, StoredRecord
 from shared.at_rest import owner_of, sealed_records
 from shared.contracts.base import Acting
-from shared.contracts.grades import RecordVersion, VersionKey
+from shared.contracts.grades import VersionKey
 from shared.contracts.signing import SIGNING_ORDER, Role, Signature
+from shared.crypto.canonical import canonical_json, sha256_hex
 from shared.crypto.vault import Vault
 from shared.mongo import Index, insert_new, insert_one_new
 
@@ -65,13 +67,35 @@ class SigningRepository(Protocol):
     async def add_batch(self, batch: Batch) -> bool:
         """Store a new batch with its plan; False when the batch id exists."""
 
-    async def batch(self, batch_id: str) -> Batch | None: ...
+    async def batch(self, batch_id: str, plan: bool = True) -> Batch | None:
+        """The batch; without its plan (`chunks` empty, the totals kept) unless `plan`."""
 
     async def count_chunk(self, batch_id: str, chunk_no: int, signed: int, completed: int = 0) -> Batch | None:
-        """Count a chunk once, atomically; the updated batch, or None if counted before (or unknown)."""
+        """Count chunk `chunk_no` of the batch's plan once, atomically; the updated batch without its plan.
+
+        None when the chunk was counted before, or is not one of the batch's, or the batch is unknown.
+        """
 
     async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
         """Mark an open batch completed; True only for the one call that did."""
+
+
+#: What a read of record versions returns: the fields of a `StoredRecord`, and the sealed bytes with their key id.
+RECORD_FIELDS = {"_id": 0, "scope": 0, "class_scope": 0}
+
+
+def stored_record(doc: dict[str, Any], canonical: bytes) -> StoredRecord:
+    return StoredRecord(
+        record_id=doc["record_id"],
+        version=doc["version"],
+        school_code=doc["school_code"],
+        school_year=doc["school_year"],
+        student_ref=doc["student_ref"],
+        seal=doc.get("seal"),
+        class_name=doc.get("class_name"),
+        canonical=canonical,
+        digest=doc["digest"],
+    )
 
 
 def record_id(key: VersionKey) -> str:
@@ -109,14 +133,20 @@ def batch_document(batch: Batch) -> dict[str, Any]:
     }
 
 
+#: What a read of a batch without its plan leaves out.
+WITHOUT_PLAN = {"chunks": 0}
+
+
 def batch_from_document(doc: dict[str, Any]) -> Batch:
     return Batch(
         batch_id=doc["_id"],
         school_code=doc["school_code"],
         school_year=doc["school_year"],
         role=doc["role"],
-        chunks=tuple(tuple((rid, int(version)) for rid, version in chunk) for chunk in doc["chunks"]),
+        chunks=tuple(tuple((rid, int(version)) for rid, version in chunk) for chunk in doc.get("chunks", ())),
         started_at=doc["started_at"],
+        chunks_total=doc["chunks_total"],
+        records_total=doc["records_total"],
         status=doc["status"],
         done_chunks=frozenset(doc.get("done_chunks", [])),
         records_signed=doc.get("records_signed", 0),
@@ -134,8 +164,8 @@ class MongoSigningRepository:
         self.record_rows = db[RECORDS]
         self.signature_rows = db[SIGNATURES]
         self.batch_rows = db[BATCHES]
-        #: The record documents, sealed under signing's key ring; what a key rotation re-encrypts.
-        self.sealed = sealed_records(self.record_rows, vault)
+        #: The record documents' canonical bytes, sealed under signing's key ring; what a key rotation re-encrypts.
+        self.sealed = sealed_records(self.record_rows, vault, encode=canonical_json)
 
     async def add_records(self, records: list[StoredRecord]) -> int:
         return await insert_new(
@@ -143,8 +173,13 @@ class MongoSigningRepository:
             [
                 {
                     "_id": record_id(r.key),
-                    **r.record.model_dump(mode="json", exclude={"document"}),
-                    **self.sealed.sealed(owner_of(r.key), r.record.document),
+                    "record_id": r.record_id,
+                    "version": r.version,
+                    "school_code": r.school_code,
+                    "school_year": r.school_year,
+                    "student_ref": r.student_ref,
+                    "seal": r.seal,
+                    **self.sealed.sealed_bytes(owner_of(r.key), r.canonical),
                     "digest": r.digest,
                     "class_name": r.class_name,
                     "scope": scope_key(*r.scope),
@@ -155,14 +190,30 @@ class MongoSigningRepository:
         )
 
     async def records(self, keys: Iterable[VersionKey]) -> dict[VersionKey, StoredRecord]:
+        """One read for all of `keys`, in one reply (however many there are); the bytes opened, never parsed."""
         wanted = set(keys)
+        if not wanted:
+            return {}
         found: dict[VersionKey, StoredRecord] = {}
-        async for doc in self.record_rows.find({"_id": {"$in": [record_id(k) for k in sorted(wanted)]}}, {"_id": 0}):
+        ids = [record_id(k) for k in sorted(wanted)]
+        # One more than can match: the first reply holds them all, and says the cursor is done (a server
+        # whose reply is exactly full may leave the cursor open and cost another round trip to find it empty).
+        async for doc in self.record_rows.find({"_id": {"$in": ids}}, RECORD_FIELDS, batch_size=len(ids) + 1):
             key = (doc["record_id"], doc["version"])
             if key in wanted:
-                record = RecordVersion.model_validate({**doc, "document": self.sealed.opened(doc)})
-                found[key] = StoredRecord(record, doc["digest"])
+                found[key] = stored_record(doc, self.canonical_bytes(doc))
         return found
+
+    def canonical_bytes(self, doc: dict[str, Any]) -> bytes:
+        """The stored document's canonical bytes.
+
+        A version sealed by an older release holds the document's JSON in another key order: it is
+        made canonical here, so the digest it was received with still holds.
+        """
+        plain = self.sealed.opened_bytes(doc)
+        if sha256_hex(plain) != doc["digest"]:
+            plain = canonical_json(json.loads(plain))
+        return plain
 
     async def unsigned(
         self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
@@ -206,7 +257,9 @@ class MongoSigningRepository:
         wanted = set(keys)
         ids = [f"{record_id(k)}:{role}" for k in sorted(wanted) for role in SIGNING_ORDER]
         found: dict[VersionKey, dict[Role, Signature]] = {}
-        async for doc in self.signature_rows.find({"_id": {"$in": ids}}):
+        if not ids:
+            return found
+        async for doc in self.signature_rows.find({"_id": {"$in": ids}}, batch_size=len(ids) + 1):  # one reply, as above
             key = (doc["record_id"], doc["version"])
             if key in wanted:
                 found.setdefault(key, {})[doc["role"]] = Signature.model_validate(doc)
@@ -215,16 +268,17 @@ class MongoSigningRepository:
     async def add_batch(self, batch: Batch) -> bool:
         return await insert_one_new(self.batch_rows, batch_document(batch))
 
-    async def batch(self, batch_id: str) -> Batch | None:
-        doc = await self.batch_rows.find_one({"_id": batch_id})
+    async def batch(self, batch_id: str, plan: bool = True) -> Batch | None:
+        doc = await self.batch_rows.find_one({"_id": batch_id}, None if plan else WITHOUT_PLAN)
         return batch_from_document(doc) if doc else None
 
     async def count_chunk(self, batch_id: str, chunk_no: int, signed: int, completed: int = 0) -> Batch | None:
         # `$nin` rather than `$ne`: both mean "not among the array's elements" on MongoDB, and the
         # embedded server honours only `$nin` in an update filter.
         doc = await self.batch_rows.find_one_and_update(
-            {"_id": batch_id, "done_chunks": {"$nin": [chunk_no]}},
+            {"_id": batch_id, "done_chunks": {"$nin": [chunk_no]}, "chunks_total": {"$gt": chunk_no}},
             {"$push": {"done_chunks": chunk_no}, "$inc": {"records_signed": signed, "records_completed": completed}},
+            projection=WITHOUT_PLAN,
             return_document=ReturnDocument.AFTER,
         )
         return batch_from_document(doc) if doc else None
@@ -293,15 +347,16 @@ class InMemorySigningRepository:
         self.batches[batch.batch_id] = batch
         return True
 
-    async def batch(self, batch_id: str) -> Batch | None:
-        return self.batches.get(batch_id)
+    async def batch(self, batch_id: str, plan: bool = True) -> Batch | None:
+        batch = self.batches.get(batch_id)
+        return batch if batch is None or plan else replace(batch, chunks=())
 
     async def count_chunk(self, batch_id: str, chunk_no: int, signed: int, completed: int = 0) -> Batch | None:
         batch = self.batches.get(batch_id)
-        if batch is None or chunk_no in batch.done_chunks:
+        if batch is None or chunk_no in batch.done_chunks or not 0 <= chunk_no < batch.chunks_total:
             return None
         self.batches[batch_id] = batch.counted(chunk_no, signed, completed)
-        return self.batches[batch_id]
+        return replace(self.batches[batch_id], chunks=())
 
     async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
         batch = self.batches.get(batch_id)

@@ -79,7 +79,7 @@ async def grades_kept(db, vault: Vault, trust: Trust) -> Kept:
 async def signing_kept(db, vault: Vault, trust: Trust) -> Kept:
     repo = MongoSigningRepository(db, vault)
     records = [record_version(n, **with_identity(n)) for n in range(COUNT)]
-    await repo.add_records([StoredRecord(r, f"{n:064x}") for n, r in enumerate(records)])
+    await repo.add_records([StoredRecord.of(r) for r in records])
 
     async def read_all() -> int:
         return len(await repo.records([r.key for r in records]))

@@ -14,7 +14,6 @@ from services.signing.repository import INDEXES, InMemorySigningRepository, Mong
 from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import RequestSignBatch, Signature
-from shared.crypto.canonical import digest
 from shared.crypto.vault import Vault
 from tests.integration.conftest import service_database
 
@@ -51,16 +50,16 @@ def batch_request(batch_id: str = "batch-1") -> RequestSignBatch:
 
 
 async def test_record_versions_are_stored_once_and_found_by_key(repo):
-    stored = [StoredRecord(record(n), digest(record(n).document)) for n in range(3)]
-    stored[1] = replace(stored[1], record=stored[1].record.model_copy(update={"seal": "grades.seal.value"}))
+    stored = [StoredRecord.of(record(n)) for n in range(3)]
+    stored[1] = replace(stored[1], seal="grades.seal.value")
     assert await repo.add_records(stored) == 3
-    assert await repo.add_records([*stored, StoredRecord(record(9, "79000999"), "e" * 64)]) == 1
+    assert await repo.add_records([*stored, StoredRecord.of(record(9, "79000999"))]) == 1
     found = await repo.records([("rec-0001", 1), ("rec-0001", 2), ("nope", 1)])
     assert list(found) == [("rec-0001", 1)] and found[("rec-0001", 1)] == stored[1], "grades' seal is kept with it"
 
 
 async def test_signatures_are_stored_once_per_role_and_unsigned_records_are_those_a_role_lacks(repo):
-    await repo.add_records([StoredRecord(record(n), digest(record(n).document)) for n in range(3)])
+    await repo.add_records([StoredRecord.of(record(n)) for n in range(3)])
     all_three = [("rec-0000", 1), ("rec-0001", 1), ("rec-0002", 1)]
     assert await repo.unsigned(SCHOOL, YEAR, "principal") == (all_three, 0)
     assert await repo.unsigned(SCHOOL, YEAR, "homeroom_teacher", "6A2") == ([("rec-0001", 1)], 0)

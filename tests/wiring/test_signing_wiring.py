@@ -153,7 +153,7 @@ async def test_an_amendment_from_the_issuing_school_is_stored_for_signing(servic
         await wire.send(theirs)
         await wire.send(ours)
     assert [(e.record_id, e.version, e.supersedes) for e in seen] == [("rec-0000", 2, 1)]
-    assert repo.stored[("rec-0000", 2)].record.document["amendment"]["reason"] == "clerical-error"
+    assert repo.stored[("rec-0000", 2)].record_version().document["amendment"]["reason"] == "clerical-error"
     [(_, headers)] = dead
     assert headers[REASON_HEADER] == "wrong-school"
 
@@ -168,7 +168,7 @@ async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(servic
         mixed = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[changed, *records(1, 5)])
         await wire.send(mixed)
     assert sorted(repo.stored) == [("rec-0000", 1), ("rec-0001", 1), ("rec-0005", 1)]
-    assert repo.stored[("rec-0000", 1)].record.document["conduct"] == "Tốt"
+    assert repo.stored[("rec-0000", 1)].record_version().document["conduct"] == "Tốt"
     assert [e.count for e in seen] == [2, 1]
     [(body, headers)] = dead
     assert [r.record_id for r in RecordsReady.model_validate(body).records] == ["rec-0000"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -91,7 +92,7 @@ def test_signed_at_keeps_whole_milliseconds_as_the_database_does():
 
 
 def test_the_header_binds_record_version_role_digest_time_and_chain(make_record):
-    record = domain.StoredRecord(make_record(7, version=2), "ab" * 32)
+    record = replace(domain.StoredRecord.of(make_record(7, version=2)), digest="ab" * 32)
     header = domain.signature_header(record, "principal", T0, "cd" * 32)
     assert header == {
         "record_id": "rec-0007",

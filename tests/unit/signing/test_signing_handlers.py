@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -9,7 +11,7 @@ from typing import TypeVar
 import pytest
 
 from services.signing import handlers
-from services.signing.domain import COMPLETED, OPEN, SignerRefused
+from services.signing.domain import COMPLETED, OPEN, SignerRefused, StoredRecord
 from services.signing.repository import InMemorySigningRepository
 from shared.auth import IssuerKey, Unauthenticated
 from shared.contracts.base import Acting, derived_id
@@ -25,6 +27,7 @@ from shared.contracts.signing import (
     RequestSignBatch,
     SignWork,
 )
+from shared.crypto import canonical
 from shared.crypto.canonical import canonical_json, digest
 from shared.crypto.certs import from_x5c
 from shared.crypto.jws import protected_header, verify_detached
@@ -188,7 +191,7 @@ async def test_a_record_sealed_by_another_service_than_grades_is_refused(deps, t
 async def test_a_sealed_record_keeps_its_seal_for_the_archive_to_show(deps, make_record):
     record = make_record(1)
     await handlers.receive_records(ready([record]), deps)
-    assert (await stored(deps.repo, 1)).record == record
+    assert (await stored(deps.repo, 1)).record_version() == record
 
 
 async def test_records_of_another_school_are_invalid(deps, make_record):
@@ -446,7 +449,8 @@ class TamperedRecords:
 
     async def records(self, keys):
         found = await self.repo.records(keys)
-        return {k: (type(v)(self.changed, v.digest) if k == self.changed.key else v) for k, v in found.items()}
+        changed = StoredRecord.of(self.changed)
+        return {k: (replace(v, canonical=changed.canonical) if k == changed.key else v) for k, v in found.items()}
 
 
 async def test_a_record_whose_content_changed_in_storage_is_not_signed(deps, trust, make_record):
@@ -473,6 +477,78 @@ async def test_events_say_who_acted_and_never_carry_a_token(deps, trust, make_re
     by_grades = Acting(subject="svc-grades", roles=["service"])
     received_event = one(await handlers.receive_records(ready([make_record(7)], by=by_grades), deps), RecordsReceived)
     assert received_event.actor is None and received_event.by == by_grades
+
+
+# --- what a chunk costs ----------------------------------------------------------------------
+
+
+class CountingRepository:
+    """The repository, counting the calls the use cases make to it (a read of a batch without its plan apart)."""
+
+    def __init__(self, repo: InMemorySigningRepository) -> None:
+        self.repo = repo
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str):
+        method = getattr(self.repo, name)
+
+        async def counted(*args, **kw):
+            self.calls[name if kw.get("plan", True) else f"{name} without plan"] += 1
+            return await method(*args, **kw)
+
+        return counted
+
+
+@pytest.mark.parametrize("per_chunk", [10, 100])
+async def test_a_chunk_costs_the_same_calls_to_the_repository_whatever_its_size(deps, trust, make_record, per_chunk):
+    """Signing a chunk and counting it: one read of the plan, one read of the records, one of their signatures,
+    one write of the new signatures, one count; as many for 100 record versions as for 10."""
+    await homeroom_signed(deps, trust, make_record, 200)
+    counting = CountingRepository(deps.repo)
+    work = (await plan(deps, principal_request(trust), per_chunk=per_chunk)).publish
+    outcome = await handlers.sign_chunk(work[0], replace(deps, repo=counting))
+    await handlers.count_chunk(one(outcome, ChunkSigned), replace(deps, repo=counting))
+    assert len(one(outcome, RecordsCompleted).records) == per_chunk
+    assert counting.calls == {"batch": 1, "records": 1, "signatures": 1, "add_signatures": 1, "count_chunk": 1}
+
+
+@pytest.fixture
+def canonicalised(monkeypatch) -> list[object]:
+    """What is made canonical (RFC 8785) from now on, wherever it is asked for."""
+    made: list[object] = []
+    original = canonical.canonical_json
+
+    def counted(value):
+        made.append(value)
+        return original(value)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "canonical_json", None) is original:
+            monkeypatch.setattr(module, "canonical_json", counted)
+    return made
+
+
+async def test_a_document_is_made_canonical_once_when_received_and_never_when_signed(deps, trust, canonicalised):
+    """The canonical bytes are made once, at receipt, and kept: each chunk signs (and hands on) those exact bytes."""
+    records = [trust.record(n) for n in range(12)]
+    canonicalised.clear()  # grades' seals on them, made as grades makes them
+    await handlers.receive_records(ready(records), deps)
+    documents = [r.document for r in records]
+    assert sum(1 for value in canonicalised if value in documents) == 12, "each document once, at receipt"
+    canonicalised.clear()
+
+    outcomes = []
+    for request in (homeroom_request(trust, "6A1"), homeroom_request(trust, "6A2"), principal_request(trust)):
+        planned = await plan(deps, request)
+        canonicalised.clear()  # the actor's token on the request, checked when the batch is planned
+        outcomes += await sign_all(deps, planned)
+        assert canonicalised == [], "signing a chunk makes nothing canonical"
+    completed = [r for o in outcomes if one(o, RecordsCompleted) for r in one(o, RecordsCompleted).records]
+    assert [r.record for r in completed] == records
+    for signed in completed:
+        for signature in signed.signatures:
+            cert = from_x5c(protected_header(signature.jws)["x5c"])[0]
+            assert verify_detached(cert.public_key(), signature.jws, canonical_json(signed.record.document))
 
 
 # --- counting chunks -------------------------------------------------------------------------
@@ -542,13 +618,13 @@ async def test_the_issuing_school_amends_a_record_which_is_then_signed_again(dep
     assert received_event.actor is None
     assert received_event.by == Acting(subject="ht-79000701", roles=["principal"], school_code=SCHOOL)
     kept = await stored(deps.repo, 3, version=2)
-    assert kept.record.document["amendment"] == {
+    assert kept.record_version().document["amendment"] == {
         "supersedes": 1,
         "reason": "conduct-correction",
         "note": "Sửa kết quả rèn luyện theo biên bản họp",
         "requested_by": "ht-79000701",
     }
-    assert kept.digest == digest(kept.record.document) and kept.record.seal is None
+    assert kept.digest == digest(kept.record_version().document) and kept.seal is None
     teacher = await plan(deps, homeroom_request(trust, "6A2"))
     assert [(k.record_id, k.version) for w in teacher.publish for k in w.records] == [("rec-0003", 2)]
     [again] = (await handlers.receive_amendment(command, deps)).publish
@@ -562,7 +638,7 @@ async def test_the_school_records_administrator_may_amend_and_a_seal_sent_along_
     [received_event] = (await handlers.receive_amendment(command, deps)).publish
     assert received_event.by.subject == "admin-79000701"
     kept = await stored(deps.repo, 3, version=2)
-    assert kept.record.seal is None and kept.record.document["amendment"]["requested_by"] == "admin-79000701"
+    assert kept.seal is None and kept.record_version().document["amendment"]["requested_by"] == "admin-79000701"
 
 
 async def test_only_the_issuing_school_may_amend(deps, trust):

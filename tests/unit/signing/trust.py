@@ -20,7 +20,6 @@ from shared.auth import IssuerKey
 from shared.contracts.grades import RecordVersion
 from shared.contracts.keys import SigningKeyRotationProgress
 from shared.contracts.signing import SIGNING_ORDER, SignedRecord, seal_subject
-from shared.crypto.canonical import digest
 from shared.crypto.certs import ReloadingTrust, load_certificates
 from shared.crypto.pki import DevPki, service_holders
 from shared.crypto.seal import record_claims, seal
@@ -147,7 +146,7 @@ def signed_version(
     """`record` as it is (sealed or not) signed by its class's homeroom teacher, the principal and the seal."""
     class_name = str(record.document["class_name"])
     school_code = record.school_code
-    stored = StoredRecord(record, digest(record.document))
+    stored = StoredRecord.of(record)
     subjects = {
         "homeroom_teacher": f"gvcn-{school_code}-{class_name}",
         "principal": f"ht-{school_code}",
