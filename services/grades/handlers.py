@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from services.grades.domain import assemble_record, conduct_problems, enrolled_entry_problems
+from services.grades.domain import assemble_record, conduct_problems, enrolled_entry_problems, record_id
 from services.grades.domain.authority import (
     authorise_assessment,
     authorise_homeroom_entry,
@@ -33,7 +33,7 @@ from shared.access import AccessLogStore, AccessRecorder, authorise_access_list
 from shared.at_rest import KeyRotation
 from shared.auth import Actor, IssuerKeys, require_actor
 from shared.contracts.access import AccessLog, ListGradesAccesses
-from shared.contracts.base import derived_id
+from shared.contracts.base import Message, derived_id
 from shared.contracts.grades import (
     AssessmentsRecorded,
     CloseTerm,
@@ -65,6 +65,8 @@ Lookup = Callable[[list[str], str], Awaitable[list[StudentSnapshot]]]
 Sealer = Callable[[RecordVersion], str]
 #: The rule set a grade's records are computed by.
 RuleSets = Callable[[int], RuleSet]
+#: Publishes a message at once (the bus's publish), for a handler that announces as it goes.
+Publish = Callable[[Message], Awaitable[None]]
 
 #: Version of a record as first assembled at the close of the year.
 FIRST_VERSION = 1
@@ -80,7 +82,7 @@ class Deps:
     issuer_keys: IssuerKeys | None
     #: identity's snapshots of the students whose records a closing year assembles.
     lookup: Lookup
-    #: Record versions per RecordsReady message when a year closes.
+    #: Record versions per RecordsReady message when a year closes: the most students assembled at once.
     records_per_message: int
     #: Seals each record version as grades assembles it (the svc-grades certificate).
     sealer: Sealer
@@ -90,6 +92,8 @@ class Deps:
     access_log: AccessLogStore
     #: The key ring the record documents are sealed under, and its rotation.
     rotation: KeyRotation
+    #: Publishes the RecordsReady of a closing year as each group of records is stored.
+    publish: Publish
     rule_sets: RuleSets = rule_set_for
 
 
@@ -374,26 +378,70 @@ class YearEntries:
     subjects: dict[str, list[SubjectTermScores]]
     homeroom: dict[str, list[StudentTermConduct]]
 
+    @classmethod
+    def of(cls, entries: Sequence[Entry]) -> YearEntries:
+        subjects: dict[str, list[SubjectTermScores]] = defaultdict(list)
+        homeroom: dict[str, list[StudentTermConduct]] = defaultdict(list)
+        for entry in entries:
+            if isinstance(entry, SubjectTermScores):
+                subjects[entry.student_ref].append(entry)
+            else:
+                homeroom[entry.student_ref].append(entry)
+        return cls(subjects, homeroom)
+
+
+@dataclass
+class Closing:
+    """One close of a school's year as it goes, a group of classmates at a time: what it announced and left out."""
+
+    command: CloseYear
+    actor: Actor
+    #: RecordsReady messages announced so far: the next one's number in its derived id.
+    announced: int = 0
+    assembled: int = 0
+    new: int = 0
+    unassembled: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    @property
+    def purpose(self) -> str:
+        return lookup_purpose(self.command)
+
+    def ready(self, records: list[RecordVersion]) -> RecordsReady:
+        """The next RecordsReady: its id derives from the command, its number and the records it carries."""
+        command = self.command
+        message = RecordsReady(
+            message_id=derived_id(command.message_id, "ready", self.announced, *(r.record_id for r in records)),
+            by=self.actor.acting(),
+            school_code=command.school_code,
+            school_year=command.school_year,
+            records=records,
+        )
+        self.announced += 1
+        return message
+
 
 async def close_year(command: CloseYear, deps: Deps) -> Outcome:
     """Close the year (the principal, both terms closed), assemble every record and announce them.
 
-    Redelivered, it assembles again, stores nothing twice and announces the same records again,
-    so a failure between storing and publishing loses nothing.
+    A school's records are assembled, stored and announced a group of classmates at a time (a class, or
+    `records_per_message` of its students), each group let go before the next, so a school of any size
+    is closed in the memory of one class. Redelivered, it assembles again, stores nothing twice and
+    announces the same stored records again under the same ids, so a failure between storing and
+    publishing loses nothing.
     """
     actor = require_actor(command, deps.issuer_keys)
     authorise_principal(actor, command.school_code, "close the year")
     students = await students_of_closing_year(command, deps)
     await deps.repo.close_year(command.school_code, command.school_year, command.occurred_at)
-    records, unassembled = await assembled_records(command, students, deps)
-    new = await deps.repo.add_records(records)
-    count_assembled(command, new, unassembled, deps.metrics)
-    stored = await deps.repo.records(command.school_code, command.school_year, FIRST_VERSION)
+    closing = Closing(command, actor)
+    for group in classmates(students, deps.records_per_message):
+        await close_group(closing, group, deps)
+    count_unassembled(command, closing.unassembled, deps.metrics)
     log.info(
-        "%s %s closed: %d record(s) assembled, %d new, %d ready",
-        command.school_code, command.school_year, len(records), new, len(stored),
+        "%s %s closed: %d record(s) assembled, %d new, %d message(s) of records ready",
+        command.school_code, command.school_year, closing.assembled, closing.new, closing.announced,
     )
-    return Outcome(publish=ready_messages(command, actor, stored, deps.records_per_message))
+    return NOTHING
 
 
 async def students_of_closing_year(command: CloseYear, deps: Deps) -> list[RegisteredStudent]:
@@ -407,36 +455,70 @@ async def students_of_closing_year(command: CloseYear, deps: Deps) -> list[Regis
     students = await deps.repo.enrolled(code, year)
     if not students:
         raise NotFound(f"no student is enrolled in school {code} for {year}")
-    return sorted(students, key=lambda s: s.student_ref)
+    return students
 
 
-async def assembled_records(
-    command: CloseYear, students: list[RegisteredStudent], deps: Deps
-) -> tuple[list[RecordVersion], dict[str, list[str]]]:
-    """Each student's first record version, sealed; the students whose record cannot be assembled, by reason.
-
-    Students of a grade no rule set covers are left out (and not looked up), as are those identity does not know.
-    """
-    entries = YearEntries(
-        by_student(await deps.repo.assessments(command.school_code, command.school_year)),
-        by_student(await deps.repo.homeroom(command.school_code, command.school_year)),
-    )
-    ruled: list[RegisteredStudent] = []
-    unruled: list[RegisteredStudent] = []
+def classmates(students: list[RegisteredStudent], most: int) -> Iterator[list[RegisteredStudent]]:
+    """The students class by class (classes and students in name order), at most `most` to a group."""
+    by_class: dict[str, list[RegisteredStudent]] = defaultdict(list)
     for student in students:
-        grade = student.enrolment.grade
-        (ruled if deps.rule_sets(grade).subjects(grade) is not None else unruled).append(student)
-    snapshots = await snapshots_of(ruled, deps.lookup, lookup_purpose(command))
-    unassembled = {
-        "no-rule-set": [s.student_ref for s in unruled],
-        "unknown-student": [s.student_ref for s in ruled if s.student_ref not in snapshots],
-    }
-    records = [
+        by_class[student.enrolment.class_name].append(student)
+    for class_name in sorted(by_class):
+        members = sorted(by_class[class_name], key=lambda s: s.student_ref)
+        for start in range(0, len(members), most):
+            yield members[start : start + most]
+
+
+async def close_group(closing: Closing, students: list[RegisteredStudent], deps: Deps) -> None:
+    """Assemble, seal and store the group's records, and announce the stored ones in one RecordsReady.
+
+    One identity look-up, one read of the entries and one insert for the group, whatever its size. Only
+    when some record was not new (a redelivery, a student identity no longer knows) are the stored
+    versions read back, so what is announced is always what is stored.
+    """
+    ruled = ruled_students(closing, students, deps.rule_sets)
+    if not ruled:
+        return
+    records = await assembled_records(closing, ruled, deps)
+    new = await deps.repo.add_records(records) if records else 0
+    closing.assembled, closing.new = closing.assembled + len(records), closing.new + new
+    deps.metrics.assembled.inc(new)
+    if new < len(ruled):
+        code, year = closing.command.school_code, closing.command.school_year
+        records = await deps.repo.records_of([record_id(code, year, s.student_ref) for s in ruled], FIRST_VERSION)
+    if records:
+        await deps.publish(closing.ready(sorted(records, key=lambda r: r.record_id)))
+
+
+def ruled_students(closing: Closing, students: list[RegisteredStudent], rule_sets: RuleSets) -> list[RegisteredStudent]:
+    """The students whose grade a rule set covers; the others are left out (and not looked up)."""
+    ruled = [s for s in students if rule_sets(s.enrolment.grade).subjects(s.enrolment.grade) is not None]
+    if len(ruled) < len(students):
+        covered = {s.student_ref for s in ruled}
+        closing.unassembled["no-rule-set"] += [s.student_ref for s in students if s.student_ref not in covered]
+    return ruled
+
+
+async def assembled_records(closing: Closing, students: list[RegisteredStudent], deps: Deps) -> list[RecordVersion]:
+    """Each student's first record version, sealed; those identity does not know are left out."""
+    snapshots = await snapshots_of(students, deps.lookup, closing.purpose)
+    known = [s for s in students if s.student_ref in snapshots]
+    if unknown := [s.student_ref for s in students if s.student_ref not in snapshots]:
+        closing.unassembled["unknown-student"] += unknown
+    if not known:
+        return []
+    refs, subjects = [s.student_ref for s in known], subjects_of(known, deps.rule_sets)
+    entries = YearEntries.of(await deps.repo.entries_of(closing.command.school_year, refs, subjects))
+    return [
         sealed(first_version(s, snapshots[s.student_ref], entries, deps.rule_sets(s.enrolment.grade)), deps.sealer)
-        for s in ruled
-        if s.student_ref in snapshots
+        for s in known
     ]
-    return records, {reason: refs for reason, refs in unassembled.items() if refs}
+
+
+def subjects_of(students: list[RegisteredStudent], rule_sets: RuleSets) -> list[str]:
+    """The subjects of the students' grades: the only entries their records are assembled from."""
+    grades = {s.enrolment.grade for s in students}
+    return sorted({rule.name for grade in grades for rule in rule_sets(grade).subjects(grade) or ()})
 
 
 def lookup_purpose(command: CloseYear) -> str:
@@ -475,41 +557,13 @@ def first_version(
     )
 
 
-def count_assembled(command: CloseYear, new: int, unassembled: dict[str, list[str]], metrics: GradesMetrics) -> None:
-    metrics.assembled.inc(new)
+def count_unassembled(command: CloseYear, unassembled: dict[str, list[str]], metrics: GradesMetrics) -> None:
     for reason, refs in unassembled.items():
         metrics.unassembled.labels(reason).inc(len(refs))
         log.warning(
             "%s %s: %d record(s) not assembled (%s): %s",
             command.school_code, command.school_year, len(refs), reason, ", ".join(refs[:20]),
         )
-
-
-def ready_messages(
-    command: CloseYear, actor: Actor, stored: list[RecordVersion], per_message: int
-) -> list[RecordsReady]:
-    """The year's records, `per_message` to a message; the ids derive from the command and the records they carry."""
-    return [
-        RecordsReady(
-            message_id=derived_id(command.message_id, "ready", n, *(r.record_id for r in part)),
-            by=actor.acting(),
-            school_code=command.school_code,
-            school_year=command.school_year,
-            records=part,
-        )
-        for n, part in enumerate(chunked(stored, per_message))
-    ]
-
-
-def by_student(entries: Sequence[E]) -> dict[str, list[E]]:
-    grouped: dict[str, list[E]] = defaultdict(list)
-    for entry in entries:
-        grouped[entry.student_ref].append(entry)
-    return grouped
-
-
-def chunked(items: list[RecordVersion], size: int) -> list[list[RecordVersion]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 # -- explaining a record ----------------------------------------------------------------------

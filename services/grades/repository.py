@@ -35,6 +35,7 @@ RECORDS = "records"
 Kind = Literal["subject", "homeroom"]
 HOMEROOM = "(homeroom)"  # the `subject` key of homeroom entries; no subject has this name
 YEAR = 0  # the `term` key of the year's close in `terms`
+ENTRY_TERMS = (1, 2)  # the `term` key of an entry
 
 INDEXES = [
     Index(ENROLMENTS, [("student_ref", 1), ("school_year", 1)], unique=True, name="student_year_unique"),
@@ -129,6 +130,10 @@ class GradesRepository(Protocol):
     async def homeroom(self, school_code: str, school_year: str) -> list[StudentTermConduct]:
         """Every homeroom entry of the school's year."""
 
+    async def entries_of(self, school_year: str, refs: list[str], subjects: list[str]) -> list[Entry]:
+        """The homeroom entries and the entries of `subjects` of these students in `school_year`: one read, however
+        many they are."""
+
     async def changes(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
         """The change log of the school's year: each change with its entry's key."""
 
@@ -137,6 +142,9 @@ class GradesRepository(Protocol):
 
     async def records(self, school_code: str, school_year: str, version: int) -> list[RecordVersion]:
         """The stored records of the school's year at `version`, ordered by record id."""
+
+    async def records_of(self, record_ids: list[str], version: int) -> list[RecordVersion]:
+        """The stored ones among these records at `version`, ordered by record id: one read, however many they are."""
 
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         """One record at `version` (None: the latest)."""
@@ -337,6 +345,15 @@ class MongoGradesRepository:
         )
         return [model.model_validate(doc["values"]) async for doc in cursor]
 
+    async def entries_of(self, school_year: str, refs: list[str], subjects: list[str]) -> list[Entry]:
+        # By `_id`, every key the entries may have: the embedded MongoDB-wire server answers an `_id` `$in` from its
+        # key, and any other filter on a student by scanning every entry of every school.
+        ids = [entry_id(school_year, (ref, subject, term)) for ref in refs for subject in [*subjects, HOMEROOM] for term in ENTRY_TERMS]
+        if not ids:
+            return []
+        cursor = self._assessments.find({"_id": {"$in": ids}}, {"_id": 0, "kind": 1, "values": 1})
+        return [model_for(doc["kind"]).model_validate(doc["values"]) async for doc in cursor]
+
     async def changes(self, school_code: str, school_year: str) -> list[dict[str, Any]]:
         cursor = self._assessments.find(
             {"school_code": school_code, "school_year": school_year, "revision": {"$gt": 1}},
@@ -362,6 +379,14 @@ class MongoGradesRepository:
             {"school_code": school_code, "school_year": school_year, "version": version}
         )
         found = [self._record_version(doc) async for doc in cursor]
+        return sorted(found, key=lambda r: r.record_id)
+
+    async def records_of(self, record_ids: list[str], version: int) -> list[RecordVersion]:
+        # By record id alone, the version picked here (see `entries_of`): a record has a handful of versions.
+        if not record_ids:
+            return []
+        cursor = self._records.find({"record_id": {"$in": record_ids}})
+        found = [self._record_version(doc) async for doc in cursor if doc["version"] == version]
         return sorted(found, key=lambda r: r.record_id)
 
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
@@ -493,6 +518,14 @@ class InMemoryGradesRepository:
     async def homeroom(self, school_code: str, school_year: str) -> list[StudentTermConduct]:
         return [r.values for r in self._rows_of(school_code, school_year) if isinstance(r.values, StudentTermConduct)]
 
+    async def entries_of(self, school_year: str, refs: list[str], subjects: list[str]) -> list[Entry]:
+        students, kept = set(refs), {*subjects, HOMEROOM}
+        return [
+            r.values
+            for (y, key), r in self._rows.items()
+            if y == school_year and key[0] in students and key[1] in kept and key[2] in ENTRY_TERMS
+        ]
+
     def _rows_of(self, school_code: str, school_year: str) -> list[_Row]:
         return [r for (y, _), r in self._rows.items() if y == school_year and r.school_code == school_code]
 
@@ -518,6 +551,10 @@ class InMemoryGradesRepository:
             for r in self._records.values()
             if r.school_code == school_code and r.school_year == school_year and r.version == version
         ]
+        return sorted(found, key=lambda r: r.record_id)
+
+    async def records_of(self, record_ids: list[str], version: int) -> list[RecordVersion]:
+        found = [self._records[(rid, version)] for rid in set(record_ids) if (rid, version) in self._records]
         return sorted(found, key=lambda r: r.record_id)
 
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:

@@ -190,6 +190,28 @@ async def test_a_record_is_found_at_its_version_or_the_latest(repo):
     assert [r.record_id for r in await repo.records(SCHOOL, YEAR, 2)] == ["r1"]
 
 
+async def test_the_entries_of_some_students_in_a_year_come_in_one_read(repo):
+    s1, s2, s3 = full_year("s1", "9.0"), full_year("s2", "7.0"), full_year("s3")
+    await repo.write(SCHOOL, YEAR, "subject", writes(s1 + s2 + s3))
+    await repo.write(SCHOOL, YEAR, "homeroom", writes(homeroom("s1") + homeroom("s3")))
+    await repo.write(SCHOOL, "2024-2025", "subject", writes(full_year("s1", "5.0")))
+    subjects = sorted({e.subject for e in s1})
+    found = await repo.entries_of(YEAR, ["s1", "s2", "nobody"], subjects)
+    assert by_key(found) == by_key(s1 + s2 + homeroom("s1")), "both kinds, these students, this year only"
+    maths = await repo.entries_of(YEAR, ["s1"], ["Toán"])
+    assert by_key(maths) == by_key([e for e in s1 if e.subject == "Toán"] + homeroom("s1")), "only the subjects asked"
+    assert await repo.entries_of(YEAR, [], subjects) == []
+
+
+async def test_the_stored_versions_of_some_records_come_in_one_read(repo):
+    await repo.add_records([record("r1", {"v": 1}), record("r1", {"v": 2}, version=2), record("r2", {"v": 1})])
+    await repo.add_records([record("r3", {"v": 1})])
+    found = await repo.records_of(["r3", "r1", "r9"], 1)
+    assert [(r.record_id, r.document) for r in found] == [("r1", {"v": 1}), ("r3", {"v": 1})]
+    assert [r.record_id for r in await repo.records_of(["r1", "r2"], 2)] == ["r1"]
+    assert await repo.records_of([], 1) == []
+
+
 async def test_the_schools_a_student_is_enrolled_at_any_year(repo):
     moved = enrolled("s1", school="79000702")
     next_year = moved.model_copy(update={"enrolment": moved.enrolment.model_copy(update={"school_year": "2026-2027"})})

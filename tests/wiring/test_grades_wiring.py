@@ -219,12 +219,12 @@ async def test_closing_the_year_asks_identity_and_publishes_sealed_records_in_ch
             await wire.send(close_term(term))
         await wire.send(close_year())
 
-    assert [r.student_refs for r in asked] == [refs], "one look-up request for 13 students"
+    assert [r.student_refs for r in asked] == [refs[:10], refs[10:]], "one look-up per group of chunk_size classmates"
     identity = KEYS.for_service("identity", services=pki.trust_store)
     assert verify_token(asked[0], identity).is_service("grades"), "grades asks with its own certificate"
     assert asked[0].purpose == f"assembling the {YEAR} academic records of school {SCHOOL} (year closed)"
     assert service.settings.chunk_size == 10
-    assert [len(e.records) for e in ready] == [10, 2], "settings.chunk_size records per message"
+    assert [len(e.records) for e in ready] == [9, 3], "a message per group of settings.chunk_size classmates"
     records = [r for e in ready for r in e.records]
     assert {r.student_ref for r in records} == set(refs) - {"s05"}
     assert {r.record_id for r in records} == {record_id(SCHOOL, YEAR, r) for r in set(refs) - {"s05"}}

@@ -11,6 +11,7 @@ from services.grades.handlers import Deps, Sealer
 from services.grades.metrics import GradesMetrics
 from services.grades.repository import InMemoryGradesRepository
 from shared.access import AccessRecorder, InMemoryAccessLog
+from shared.contracts.base import Message
 from shared.contracts.identity import StudentSnapshot
 from shared.contracts.keys import GradesKeyRotationProgress
 from shared.crypto.pki import DevPki
@@ -30,6 +31,13 @@ class FakeLookup:
         self.asked.append(list(refs))
         self.purposes.append(purpose)
         return [snapshot(r) for r in refs if r in self.known]
+
+
+class Published(list[Message]):
+    """The bus as far as these tests need it: keeps what a handler publishes as it goes, in order."""
+
+    async def __call__(self, message: Message) -> None:
+        self.append(message)
 
 
 @pytest.fixture(scope="session")
@@ -74,4 +82,5 @@ def deps(repo: InMemoryGradesRepository, metrics: GradesMetrics, registry: Colle
         access=AccessRecorder("grades", registry),
         access_log=InMemoryAccessLog(),
         rotation=idle_rotation(GradesKeyRotationProgress, keys_for("grades"), registry),
+        publish=Published(),
     )

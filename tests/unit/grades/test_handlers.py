@@ -48,7 +48,7 @@ from tests.unit.grades.builders import (
     scored,
     subject_teacher,
 )
-from tests.unit.grades.conftest import FakeLookup
+from tests.unit.grades.conftest import FakeLookup, Published
 
 
 def record(entries, school: str = SCHOOL, message_id: str = "cmd-1", actor: Person | None = None, reason: str = ""):
@@ -391,15 +391,17 @@ def close(message_id: str = "close-1", actor: Person | None = None) -> CloseYear
     return (actor or principal()).signs(command)
 
 
-async def close_year(deps, lookup: FakeLookup, records_per_message: int = 10, command: CloseYear | None = None):
-    return await handlers.close_year(
-        command or close(), replace(deps, lookup=lookup, records_per_message=records_per_message)
+async def close_year(
+    deps, lookup: FakeLookup, records_per_message: int = 10, command: CloseYear | None = None
+) -> list[RecordsReady]:
+    """Close the year; the RecordsReady it published as it went, in order (it answers nothing else)."""
+    published = Published()
+    outcome = await handlers.close_year(
+        command or close(), replace(deps, lookup=lookup, records_per_message=records_per_message, publish=published)
     )
-
-
-def ready(outcome: Outcome) -> list[RecordsReady]:
-    assert all(isinstance(m, RecordsReady) for m in outcome.publish) and outcome.reply is None
-    return [m for m in outcome.publish if isinstance(m, RecordsReady)]
+    assert outcome == NOTHING, "the records are announced as each group is stored, not held for the end"
+    assert all(isinstance(m, RecordsReady) for m in published)
+    return list(published)
 
 
 async def test_the_year_closes_only_when_both_terms_are_closed(deps):
@@ -421,11 +423,11 @@ async def test_closing_assembles_stores_and_announces_every_known_students_recor
     await store(conduct([*homeroom("s1"), *homeroom("s2")]), deps)
     await lock(deps, 1, 2)
     lookup = FakeLookup({"s1", "s2", "s3"})
-    outcome = await close_year(deps, lookup, records_per_message=2)
+    events = await close_year(deps, lookup, records_per_message=2)
 
     assert await deps.repo.is_closed(SCHOOL, YEAR)
-    assert lookup.asked == [["s1", "s2", "s3"]], "one look-up for the whole school"
-    assert lookup.purposes == [f"assembling the {YEAR} academic records of school {SCHOOL} (year closed)"]
+    assert lookup.asked == [["s1", "s2"], ["s3"]], "one look-up per class"
+    assert lookup.purposes == [f"assembling the {YEAR} academic records of school {SCHOOL} (year closed)"] * 2
     assert sample(registry, "hocba_records_assembled_total") == 3
     by_ref = {r.student_ref: r for r in await deps.repo.records(SCHOOL, YEAR, 1)}
     assert by_ref["s1"].record_id == record_id(SCHOOL, YEAR, "s1")
@@ -434,9 +436,11 @@ async def test_closing_assembles_stores_and_announces_every_known_students_recor
     assert by_ref["s1"].document["awards"] == ["Học sinh Xuất sắc"]
     assert by_ref["s2"].document["learning_result"]["year"] == "Khá"
     assert by_ref["s3"].document["complete"] is False and len(by_ref["s3"].document["missing"]) == 26
-    events = ready(outcome)
-    assert [len(e.records) for e in events] == [2, 1]
-    assert [r for e in events for r in e.records] == list(await deps.repo.records(SCHOOL, YEAR, 1))
+    assert [len(e.records) for e in events] == [2, 1], "class 6A1, then class 6A2"
+    assert [{r.student_ref for r in e.records} for e in events] == [{"s1", "s2"}, {"s3"}]
+    assert all([r.record_id for r in e.records] == sorted(r.record_id for r in e.records) for e in events)
+    announced = sorted((r for e in events for r in e.records), key=lambda r: r.record_id)
+    assert announced == await deps.repo.records(SCHOOL, YEAR, 1), "exactly the stored versions, each once"
     assert events[0].message_id == derived_id("close-1", "ready", 0, *(r.record_id for r in events[0].records))
     principal_acting = Acting(subject="ht-1", roles=["principal"], school_code=SCHOOL)
     assert all(e.by == principal_acting and e.actor is None for e in events), "who closed the year, never a token"
@@ -446,8 +450,8 @@ async def test_every_record_grades_assembles_carries_its_seal(deps, pki: DevPki)
     """Whoever relies on a record (signing, the archive, a verifier) sees grades' seal over exactly its content."""
     await store(record(full_year("s1", "9.0")), deps)
     await lock(deps, 1, 2)
-    outcome = await close_year(deps, FakeLookup({"s1", "s2", "s3"}))
-    announced = [r for e in ready(outcome) for r in e.records]
+    events = await close_year(deps, FakeLookup({"s1", "s2", "s3"}))
+    announced = sorted((r for e in events for r in e.records), key=lambda r: r.record_id)
     assert len(announced) == 3
     now = datetime.now(UTC)
     for version in announced:
@@ -461,8 +465,8 @@ async def test_every_record_grades_assembles_carries_its_seal(deps, pki: DevPki)
 
 async def test_closing_again_stores_nothing_new_and_announces_the_same_records(deps, registry):
     await lock(deps, 1, 2)
-    first = ready(await close_year(deps, FakeLookup({"s1", "s2", "s3"}), records_per_message=2))
-    again = ready(await close_year(deps, FakeLookup({"s1", "s2", "s3"}), records_per_message=2))
+    first = await close_year(deps, FakeLookup({"s1", "s2", "s3"}), records_per_message=2)
+    again = await close_year(deps, FakeLookup({"s1", "s2", "s3"}), records_per_message=2)
     assert sample(registry, "hocba_records_assembled_total") == 3
     assert len(await deps.repo.records(SCHOOL, YEAR, 1)) == 3
     assert [e.message_id for e in again] == [e.message_id for e in first]
@@ -480,9 +484,9 @@ async def test_a_closed_year_cannot_be_reopened(deps):
 
 async def test_students_identity_does_not_know_are_left_out_and_counted(deps, registry):
     await lock(deps, 1, 2)
-    outcome = await close_year(deps, FakeLookup({"s1", "s3"}))
+    events = await close_year(deps, FakeLookup({"s1", "s3"}))
     assert {r.student_ref for r in await deps.repo.records(SCHOOL, YEAR, 1)} == {"s1", "s3"}
-    assert {r.student_ref for e in ready(outcome) for r in e.records} == {"s1", "s3"}
+    assert {r.student_ref for e in events for r in e.records} == {"s1", "s3"}
     assert sample(registry, "hocba_records_unassembled_total", {"reason": "unknown-student"}) == 1
 
 
@@ -491,7 +495,7 @@ async def test_students_of_a_grade_without_rules_are_not_looked_up(deps, registr
     await lock(deps, 1, 2)
     lookup = FakeLookup({"s1", "s2", "s3", "g10"})
     await close_year(deps, lookup)
-    assert lookup.asked == [["s1", "s2", "s3"]]
+    assert lookup.asked == [["s1", "s2"], ["s3"]]
     assert {r.student_ref for r in await deps.repo.records(SCHOOL, YEAR, 1)} == {"s1", "s2", "s3"}
     assert sample(registry, "hocba_records_unassembled_total", {"reason": "no-rule-set"}) == 1
     assert sample(registry, "hocba_records_unassembled_total", {"reason": "unknown-student"}) == 0
