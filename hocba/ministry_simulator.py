@@ -16,25 +16,36 @@ Endpoints:
   different digest (one key must always mean the same record version).
 * `POST /v1/checkpoints`: the same for an archive checkpoint (`origin`, `tree_size`, `root_hash`,
   `signature`); the receipt carries `origin`, `tree_size` and `root_hash`.
+* `POST /v1/batch`, body `{"items": [{"kind": "record"|"checkpoint", "idempotency_key": KEY, "body": {...}}]}`
+  with 1 to 100 items: each item is taken as its own write and answered on its own, 200 with
+  `{"results": [{"idempotency_key", "status", "receipt"} or {"idempotency_key", "status", "error"}]}` in
+  the items' order (`status` is what the single endpoint would have answered). 422 for a body
+  without an items list, 413 for more than 100 items.
 * `GET /v1/records/{key}`: that key's receipt, or 404.
 * `GET /v1/receipts[?after=KEY&limit=N]`: `{"receipts": [...], "next": KEY|null}`, the record
   acknowledgements in key order (all of them without `limit`); `GET /v1/checkpoints` likewise.
-* `GET /v1/stats`: `{"accepted", "duplicates", "requests", "checkpoints", "acknowledgements"}` —
+* `GET /v1/stats`: `{"accepted", "duplicates", "requests", "checkpoints", "acknowledgements", "batches"}` —
   `accepted` counts the record keys held (loaded ones included), `acknowledgements` every receipt
   issued for records (more than `accepted` after duplicate acknowledgements); `duplicates` and
-  `requests` count record requests since the process started.
+  `requests` count record writes since the process started (one per record, alone or in a batch),
+  `batches` the batch requests.
 * `POST /v1/faults`, to rehearse trouble (every field optional; `GET` shows the current ones):
-  `{"latency_seconds": s}` every write waits s seconds first;
+  `{"latency_seconds": s}` every request waits s seconds first;
   `{"fail_next": n, "fail_status": 503}` the next n writes answer that status without storing;
   `{"timeout_next": n, "hang_seconds": s}` the next n writes hang s seconds, store nothing, then 504;
   `{"lose_next": n, "hang_seconds": s}` the next n writes are stored, then the answer is lost: the
   request hangs s seconds (past the caller's timeout) and ends in 504;
-  `{"duplicate_next": n}` the next n new keys are acknowledged twice (two receipts, listed both).
+  `{"duplicate_next": n}` the next n new keys are acknowledged twice (two receipts, listed both);
+  `{"fail_items_next": n}` the next n items of batches are answered `fail_status` each, not stored,
+  while the rest of their batch is.
+  A batch counts as as many writes as it has items: a fault for the next n writes hits the whole
+  batch (as a broken connection would) and uses up as many of the n as the batch has items.
   `{"reset": true}` clears every fault.
 * `GET /health/live`.
 
-With `--data-file`, every new receipt is appended to the file as one JSON line and the file is
-read at start, so a restarted simulator still knows every key it has acknowledged.
+With `--data-file`, every new receipt is appended as one JSON line to the file, which is read at
+start and then kept open (0600) for appending, so a restarted simulator still knows every key it
+has acknowledged.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from uuid import uuid4
 
 import uvicorn
@@ -72,6 +83,8 @@ ECHOED = {RECORD: ("record_id", "version", "digest"), CHECKPOINT: ("origin", "tr
 #: The field that must stay the same for one key.
 DIGEST = {RECORD: "digest", CHECKPOINT: "root_hash"}
 PERSONAL_ID = re.compile(r"^\d{12}$")
+#: Items one batch request may carry at most.
+BATCH_LIMIT = 100
 
 log = logging.getLogger("hocba.ministry_simulator")
 
@@ -86,6 +99,7 @@ class Faults:
     timeout_next: int = 0
     lose_next: int = 0
     duplicate_next: int = 0
+    fail_items_next: int = 0
     hang_seconds: float = 30.0
 
     def update(self, body: dict[str, Any]) -> None:
@@ -112,15 +126,25 @@ class ReceiptStore:
         self.extra: dict[str, list[dict[str, Any]]] = {RECORD: [], CHECKPOINT: []}
         self.duplicates = 0
         self.requests = 0
+        self.batches = 0
         self.faults = Faults()
+        #: The data file, open for appending one line per receipt (line-buffered: each line reaches the file whole).
+        self.out: IO[str] | None = None
         if data_file is not None:
             # The receipts are the stack's data like any other: 0600, in a folder of its user's own.
             private_folder(data_file.parent)
-        if data_file is not None and data_file.exists():
-            with data_file.open(encoding="utf-8") as lines:
-                for line in lines:
-                    if line.strip():
-                        self._load(json.loads(line))
+            if data_file.exists():
+                with data_file.open(encoding="utf-8") as lines:
+                    for line in lines:
+                        if line.strip():
+                            self._load(json.loads(line))
+            self.out = open(data_file, "a", encoding="utf-8", buffering=1, opener=private_opener)  # noqa: SIM115 - kept open until close()
+
+    def close(self) -> None:
+        """Close the data file (a store without one has nothing to close)."""
+        if self.out is not None:
+            self.out.close()
+            self.out = None
 
     def _load(self, line: dict[str, Any]) -> None:
         kind, extra = line.pop("kind", RECORD), line.pop("extra", False)
@@ -152,10 +176,9 @@ class ReceiptStore:
             "idempotency_key": key,
             **{name: body[name] for name in ECHOED[kind]},
         }
-        if self.data_file is not None:
+        if self.out is not None:
             line = {**receipt, "kind": kind, **({"extra": True} if extra else {})}
-            with open(self.data_file, "a", encoding="utf-8", opener=private_opener) as out:
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self.out.write(json.dumps(line, ensure_ascii=False) + "\n")
         return receipt
 
     def accept(self, key: str, body: dict[str, Any], kind: str = RECORD) -> tuple[dict[str, Any], bool]:
@@ -194,6 +217,7 @@ class ReceiptStore:
             "requests": self.requests,
             "checkpoints": len(self.checkpoints),
             "acknowledgements": self.accepted + len(self.extra[RECORD]),
+            "batches": self.batches,
         }
 
 
@@ -225,6 +249,7 @@ class MinistryApi:
             Route("/v1/records/{key:path}", self.get_record, methods=["GET"]),
             Route("/v1/receipts", self.listing(RECORD, "receipts"), methods=["GET"]),
             Route("/v1/checkpoints", self.post_checkpoint, methods=["POST"]),
+            Route("/v1/batch", self.post_batch, methods=["POST"]),
             Route("/v1/checkpoints", self.listing(CHECKPOINT, "checkpoints"), methods=["GET"]),
             Route("/v1/stats", self.stats, methods=["GET"]),
             Route("/v1/faults", self.set_faults, methods=["POST"]),
@@ -249,25 +274,31 @@ class MinistryApi:
             return accepted
         key, body = accepted
         receipt, new = self.store.accept(key, body, kind)
-        if self.faults.lose_next > 0:
-            self.faults.lose_next -= 1
-            await asyncio.sleep(self.faults.hang_seconds)
-            return _error(504, "simulated lost answer: the write was stored")
+        if lost := await self.lost_answer():
+            return lost
         return JSONResponse(receipt, status_code=201 if new else 200)
 
-    async def fault_before_storing(self) -> JSONResponse | None:
-        """The latency, failure or time-out rehearsed for this write, if any."""
+    async def fault_before_storing(self, writes: int = 1) -> JSONResponse | None:
+        """The latency, failure or time-out rehearsed for this request of `writes` writes, if any."""
         faults = self.faults
         if faults.latency_seconds > 0:
             await asyncio.sleep(faults.latency_seconds)
         if faults.fail_next > 0:
-            faults.fail_next -= 1
+            faults.fail_next = max(faults.fail_next - writes, 0)
             return _error(faults.fail_status, "simulated failure")
         if faults.timeout_next > 0:
-            faults.timeout_next -= 1
+            faults.timeout_next = max(faults.timeout_next - writes, 0)
             await asyncio.sleep(faults.hang_seconds)
             return _error(504, "simulated timeout: nothing was stored")
         return None
+
+    async def lost_answer(self, writes: int = 1) -> JSONResponse | None:
+        """After storing: the answer lost as rehearsed (hanging past the caller's timeout), if any."""
+        if self.faults.lose_next <= 0:
+            return None
+        self.faults.lose_next = max(self.faults.lose_next - writes, 0)
+        await asyncio.sleep(self.faults.hang_seconds)
+        return _error(504, "simulated lost answer: the write was stored")
 
     async def read_write(self, request: Request, kind: str) -> tuple[str, dict[str, Any]] | JSONResponse:
         """The write's idempotency key and body, or the answer that refuses it."""
@@ -278,12 +309,59 @@ class MinistryApi:
             body = await request.json()
         except ValueError:
             return _error(422, "the body must be JSON")
+        if refused := self.refusal(kind, key, body):
+            return _error(*refused)
+        return key, body
+
+    def refusal(self, kind: str, key: str, body: Any) -> tuple[int, str] | None:
+        """Why a write of `body` under `key` is refused (status and message), or None when it is taken."""
         if problem := _invalid(kind, body):
-            return _error(422, problem)
+            return 422, problem
         known = self.store.held(kind).get(key)
         if known is not None and str(known.get(DIGEST[kind])) != str(body[DIGEST[kind]]):
-            return _error(409, f"idempotency key {key} was already used for a different {DIGEST[kind]}")
-        return key, body
+            return 409, f"idempotency key {key} was already used for a different {DIGEST[kind]}"
+        return None
+
+    async def post_batch(self, request: Request) -> JSONResponse:
+        """Several writes in one request, each checked, stored once and answered on its own.
+
+        The request's faults (latency, failure, time-out, lost answer) hit the whole batch, as a
+        broken connection would; a refused item refuses only itself.
+        """
+        self.store.batches += 1
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(422, "the body must be JSON")
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            return _error(422, "the body must be an object with a non-empty list of items")
+        if len(items) > BATCH_LIMIT:
+            return _error(413, f"at most {BATCH_LIMIT} items a batch, not {len(items)}")
+        self.store.requests += sum(1 for item in items if isinstance(item, dict) and item.get("kind") == RECORD)
+        if failed := await self.fault_before_storing(len(items)):
+            return failed
+        results = [self.batch_item(item) for item in items]
+        if lost := await self.lost_answer(len(items)):
+            return lost
+        return JSONResponse({"results": results})
+
+    def batch_item(self, item: Any) -> dict[str, Any]:
+        """One item of a batch: stored and answered as the single endpoint would, or refused alone."""
+        if not isinstance(item, dict):
+            return {"idempotency_key": None, "status": 422, "error": "an item must be a JSON object"}
+        key, kind = str(item.get("idempotency_key") or "").strip(), item.get("kind")
+        if not key:
+            return {"idempotency_key": None, "status": 400, "error": "an item needs its idempotency_key"}
+        if kind not in REQUIRED_FIELDS:
+            return {"idempotency_key": key, "status": 422, "error": f"unknown kind {kind!r}"}
+        if self.faults.fail_items_next > 0:
+            self.faults.fail_items_next -= 1
+            return {"idempotency_key": key, "status": self.faults.fail_status, "error": "simulated failure"}
+        if refused := self.refusal(kind, key, item.get("body")):
+            return {"idempotency_key": key, "status": refused[0], "error": refused[1]}
+        receipt, new = self.store.accept(key, item["body"], kind)
+        return {"idempotency_key": key, "status": 201 if new else 200, "receipt": receipt}
 
     async def get_record(self, request: Request) -> JSONResponse:
         receipt = self.store.receipts.get(request.path_params["key"])
@@ -343,7 +421,10 @@ def main(argv: list[str] | None = None) -> None:
     store = ReceiptStore(args.data_file)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s ministry-simulator %(levelname)s %(message)s")
     log.info("ministry simulator on %s:%d holding %d receipts", args.host, args.port, store.accepted)
-    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    try:
+        uvicorn.run(create_app(store), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

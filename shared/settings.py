@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     ministry_concurrency: int = Field(16, ge=1)
     #: Seconds one request to the ministry may take before it counts as a failed attempt.
     ministry_timeout_seconds: float = Field(10.0, gt=0)
+    #: Deliver through the ministry's batch endpoint (off: one request per entry, for a ministry without it)...
+    ministry_batch: bool = True
+    #: ...with at most this many entries per request (the endpoint takes up to 100).
+    ministry_batch_size: int = Field(100, ge=1, le=100)
     #: TLS towards the ministry (an https ministry_url): the CA bundle that signs its certificate...
     ministry_ca_file: Path | None = None
     #: ...and this system's client certificate and key, when the ministry asks for mutual TLS.

@@ -32,6 +32,7 @@ NAME = "sync"
 
 def ministry_client(settings: Settings, client: httpx.AsyncClient | None = None) -> Ministry:
     """The ministry at `settings.ministry_url`, over TLS as configured; `client` (a test's) instead of its own.
+    Entries go in batches of `settings.ministry_batch_size` unless `settings.ministry_batch` is off.
 
     Production delivers over https only: the records name children.
     """
@@ -43,6 +44,7 @@ def ministry_client(settings: Settings, client: httpx.AsyncClient | None = None)
         client=client,
         timeout=settings.ministry_timeout_seconds,
         tls=Tls(settings.ministry_ca_file, settings.ministry_client_cert, settings.ministry_client_key),
+        batch_size=settings.ministry_batch_size if settings.ministry_batch else 0,
     )
 
 

@@ -160,12 +160,15 @@ class Answer(Enum):
 
 @dataclass(frozen=True)
 class Attempt:
-    """What one request to the ministry came to: a receipt, or an error to retry or park on."""
+    """What one entry's request to the ministry came to: a receipt, or an error to retry or park on."""
 
     answer: Answer
+    #: How long the request took (a batch request's whole time for each entry it carried).
     seconds: float
     receipt: dict[str, Any] | None = None
     error: str = ""
+    #: False for the other entries of one batch request, so that request's duration is counted once.
+    counts_request: bool = True
 
 
 @dataclass(frozen=True)

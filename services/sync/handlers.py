@@ -12,7 +12,6 @@ shape without a message. A request that is refused, or that cannot be answered n
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -78,10 +77,12 @@ Clock = Callable[[], datetime]
 
 
 class MinistryApi(Protocol):
-    """The ministry as the use cases see it: one delivery at a time, and its listings of acknowledgements."""
+    """The ministry as the use cases see it: entries delivered (in batches where it takes them), and its
+    listings of acknowledgements."""
 
-    async def send(self, kind: str, key: str, payload: dict[str, Any]) -> Attempt:
-        """One request to the ministry; HTTP trouble comes back as an Attempt, not an exception."""
+    async def deliver(self, items: list[tuple[str, str, dict[str, Any]]]) -> list[Attempt]:
+        """Send each (kind, idempotency key, payload); one answer per item, in order. HTTP trouble comes back
+        as Attempts, not an exception."""
 
     def acknowledgements(self, kind: str) -> AsyncIterator[Acknowledged]:
         """Every acknowledgement the ministry lists for `kind`, in key order; `Unavailable` when it cannot."""
@@ -192,15 +193,12 @@ async def deliver(deps: Deps, keys: list[str] | None, limit: int) -> Round:
 
 async def send_claimed(deps: Deps, claimed: list[OutboxEntry]) -> tuple[list[Receipt], list[Failure]]:
     """Send the claimed entries to the ministry together; each answer is a receipt, or a failure to retry or park."""
-    answers = await asyncio.gather(
-        *(deps.ministry.send(e.kind, e.key, e.payload) for e in claimed), return_exceptions=True
-    )
-    attempts = [as_attempt(a) for a in answers]
+    attempts = await sent(deps, claimed)
     done = deps.clock()
     receipts: list[Receipt] = []
     failures: list[Failure] = []
     for entry, attempt in zip(claimed, attempts, strict=True):
-        if attempt.seconds > 0:
+        if attempt.seconds > 0 and attempt.counts_request:
             deps.metrics.delivery_seconds.observe(attempt.seconds)
         if attempt.answer is Answer.DELIVERED and attempt.receipt is not None:
             receipts.append(receipt_from(entry, attempt.receipt, done))
@@ -209,13 +207,16 @@ async def send_claimed(deps: Deps, claimed: list[OutboxEntry]) -> tuple[list[Rec
     return receipts, failures
 
 
-def as_attempt(answer: Attempt | BaseException) -> Attempt:
-    """An unexpected error while sending counts as a failed attempt, so the entry is not left claimed."""
-    if isinstance(answer, Exception):
-        return Attempt(Answer.RETRY, 0.0, error=f"{type(answer).__name__}: {answer}")
-    if isinstance(answer, BaseException):
-        raise answer
-    return answer
+async def sent(deps: Deps, claimed: list[OutboxEntry]) -> list[Attempt]:
+    """The ministry's answer for each claimed entry; an unexpected error while sending is a failed attempt of
+    every entry, so none is left claimed."""
+    try:
+        attempts = await deps.ministry.deliver([(e.kind, e.key, e.payload) for e in claimed])
+    except Exception as exc:
+        return [Attempt(Answer.RETRY, 0.0, error=f"{type(exc).__name__}: {exc}")] * len(claimed)
+    if len(attempts) != len(claimed):
+        return [Attempt(Answer.RETRY, 0.0, error="the ministry client answered another number of entries")] * len(claimed)
+    return attempts
 
 
 def count_answers(
@@ -242,14 +243,15 @@ def count_answers(
 
 
 async def refresh_gauges(deps: Deps) -> None:
-    """Set the outbox gauges from the outbox as it is now."""
+    """Set the outbox gauges from the outbox's running counts and its oldest waiting entry (never a scan)."""
     backlog = await deps.repo.backlog()
     deps.metrics.outbox(backlog.waiting, backlog.parked, backlog.oldest_waiting)
 
 
 async def restore_gauges(deps: Deps) -> None:
-    """At start: the gauges from the outbox as it is, the last checkpoint the ministry acknowledged included."""
-    await refresh_gauges(deps)
+    """At start: the outbox counted afresh (its running counts restored), the last checkpoint the ministry acknowledged included."""
+    backlog = await deps.repo.recount()
+    deps.metrics.outbox(backlog.waiting, backlog.parked, backlog.oldest_waiting)
     last = (await deps.repo.summary(parked_limit=0)).last_checkpoint
     if last is not None:
         deps.metrics.checkpoint_delivered(last.number, last.delivered_at)

@@ -7,6 +7,18 @@ the student, is sealed under sync's key ring (`shared.at_rest`)."""
 # Times that queries compare (when an entry is due, when a lease ends) are stored as Unix seconds,
 # which every MongoDB-wire server compares as numbers; dates written with `$set` sit inside a
 # subdocument (the receipt), so they stay dates.
+#
+# The outbox only grows (a term end leaves 132,000 delivered entries), so no step of the relay may
+# read it whole. Two fields exist for the relay's look-ups, each under a single-field index that
+# MongoDB and the embedded server alike answer by a range on the index:
+# - `due_ts`: when the entry may next be sent: its next attempt while pending, the end of its lease
+#   while being sent, none once delivered or parked. "Due" is one range query, `due_ts <= now`,
+#   oldest first, however many entries were delivered before.
+# - `waiting_ts`: when a waiting (pending or being sent) entry was taken in, none otherwise; the
+#   first in its order is the oldest waiting entry.
+# How many entries wait and how many are parked are running counts in one document of `counts`,
+# changed with `$inc` by the writes that move entries between those states (so every sync replica
+# sees the same figures) and recounted once at start.
 
 from __future__ import annotations
 
@@ -35,11 +47,16 @@ from shared.mongo import Index, insert_new
 
 OUTBOX = "outbox"
 RECEIPTS = "receipts"
+COUNTS = "counts"
+#: The `counts` document of the outbox's running counts.
+OUTBOX_COUNTS = "outbox"
 
 INDEXES = [
     # One entry per record version and per checkpoint: (record, id, version) or (checkpoint, origin, tree size).
     Index(OUTBOX, [("kind", 1), ("subject", 1), ("number", 1)], unique=True, name="kind_subject_number_unique"),
-    Index(OUTBOX, [("status", 1), ("next_attempt_ts", 1)], name="status_due"),
+    Index(OUTBOX, [("due_ts", 1)], name="due"),
+    Index(OUTBOX, [("waiting_ts", 1)], name="waiting"),
+    Index(OUTBOX, [("status", 1)], name="status"),
     Index(OUTBOX, [("kind", 1), ("seq", 1)], name="kind_seq"),
     Index(RECEIPTS, [("kind", 1), ("subject", 1), ("number", 1)], unique=True, name="kind_subject_number_unique"),
 ]
@@ -96,7 +113,10 @@ class OutboxRepository(Protocol):
         """The ministry's receipt id kept for each of `keys` it acknowledged (the latest, for a key sent again)."""
 
     async def backlog(self) -> Backlog:
-        """Entries waiting, entries parked, and when the oldest waiting entry was taken in."""
+        """Entries waiting, entries parked, and when the oldest waiting entry was taken in (without reading the outbox whole)."""
+
+    async def recount(self) -> Backlog:
+        """At start: count the outbox afresh (the one time it is read whole) and keep those counts running from there."""
 
     async def resume(self, keys: list[str] | None, now: datetime) -> list[str]:
         """Make entries due again with a fresh count of attempts; returns the keys resumed.
@@ -123,12 +143,8 @@ def _dt(seconds: float | None) -> datetime:
 
 
 def _due(now: float) -> dict[str, Any]:
-    return {
-        "$or": [
-            {"status": PENDING, "next_attempt_ts": {"$lte": now}},
-            {"status": SENDING, "lease_until_ts": {"$lt": now}},
-        ]
-    }
+    """Pending entries whose next attempt has come, and entries whose sender's lease ran out: one index range."""
+    return {"due_ts": {"$lte": now}}
 
 
 def outbox_key(stored: Mapping[str, Any]) -> str:
@@ -162,40 +178,64 @@ def _answer_updates(claim: str, receipts: list[Receipt], failures: list[Failure]
     delivered = [
         UpdateOne(
             {"_id": r.key, "status": SENDING, "claim": claim},
-            {"$set": {"status": DELIVERED, "receipt": _receipt_fields(r), "last_error": None, "lease_until_ts": None}},
-        )
-        for r in receipts
-    ]
-    failed = [
-        UpdateOne(
-            {"_id": f.key, "status": SENDING, "claim": f.claim},
             {
                 "$set": {
-                    "status": f.status,
-                    "attempts": f.attempts,
-                    "last_error": f.last_error,
-                    "next_attempt_ts": _ts(f.next_attempt_at) if f.next_attempt_at else None,
+                    "status": DELIVERED,
+                    "receipt": _receipt_fields(r),
+                    "last_error": None,
                     "lease_until_ts": None,
+                    "due_ts": None,
+                    "waiting_ts": None,
                 }
             },
         )
-        for f in failures
+        for r in receipts
     ]
-    return delivered + failed
+    return delivered + [_failure_update(f) for f in failures]
+
+
+def _failure_update(f: Failure) -> UpdateOne:
+    """Back to pending, due at its next attempt; or parked, due never and no longer waiting."""
+    due = _ts(f.next_attempt_at) if f.next_attempt_at else None
+    fields: dict[str, Any] = {
+        "status": f.status,
+        "attempts": f.attempts,
+        "last_error": f.last_error,
+        "next_attempt_ts": due,
+        "lease_until_ts": None,
+        "due_ts": due,
+    }
+    if f.status == PARKED:
+        fields["waiting_ts"] = None
+    return UpdateOne({"_id": f.key, "status": SENDING, "claim": f.claim}, {"$set": fields})
+
+
+def _waiting_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The look-up fields of an entry stored before it had them: due at its next attempt, or when its lease ends."""
+    due = doc.get("lease_until_ts") if doc["status"] == SENDING else doc.get("next_attempt_ts")
+    return {"due_ts": due if due is not None else doc["created_ts"], "waiting_ts": doc["created_ts"]}
 
 
 class MongoOutboxRepository:
     def __init__(self, db: AsyncDatabase, vault: Vault) -> None:
         self.outbox = db[OUTBOX]
         self.receipts = db[RECEIPTS]
+        self.counts = db[COUNTS]
         #: The ministry payloads, sealed under sync's key ring (by outbox key); what a key rotation re-encrypts.
         self.sealed = SealedDocuments(self.outbox, vault, "ministry-payload", outbox_key, (), field="payload")
 
     def _entry(self, doc: dict[str, Any]) -> OutboxEntry:
         return _entry(doc, self.sealed)
 
+    async def _count(self, waiting: int, parked: int = 0) -> None:
+        """Move the running counts by what one write did."""
+        if waiting or parked:
+            await self.counts.update_one(
+                {"_id": OUTBOX_COUNTS}, {"$inc": {"waiting": waiting, "parked": parked}}, upsert=True
+            )
+
     async def add_new(self, entries: list[OutboxEntry]) -> int:
-        return await insert_new(
+        added = await insert_new(
             self.outbox,
             [
                 {
@@ -213,6 +253,8 @@ class MongoOutboxRepository:
                     "created_at": e.created_at,
                     "created_ts": _ts(e.created_at),
                     "next_attempt_ts": _ts(e.next_attempt_at),
+                    "due_ts": _ts(e.next_attempt_at),
+                    "waiting_ts": _ts(e.created_at),
                     "last_error": None,
                     "lease_until_ts": None,
                     "claim": None,
@@ -221,26 +263,39 @@ class MongoOutboxRepository:
                 for e in entries
             ],
         )
+        await self._count(added)
+        return added
 
     async def claim(
         self, keys: list[str] | None, now: datetime, lease_until: datetime, claim: str, limit: int
     ) -> list[OutboxEntry]:
         moment = _ts(now)
         if keys is None:
-            cursor = self.outbox.find(_due(moment), {"_id": 1}).sort("next_attempt_ts", 1).limit(limit)
+            cursor = self.outbox.find(_due(moment), {"_id": 1}).sort("due_ts", 1).limit(limit)
             keys = [doc["_id"] async for doc in cursor]
         if not keys:
             return []
+        until = _ts(lease_until)
         await self.outbox.update_many(
             {"_id": {"$in": keys}, **_due(moment)},
-            {"$set": {"status": SENDING, "lease_until_ts": _ts(lease_until), "claim": claim}},
+            {"$set": {"status": SENDING, "lease_until_ts": until, "due_ts": until, "claim": claim}},
         )
         return [self._entry(doc) async for doc in self.outbox.find({"_id": {"$in": keys}, "claim": claim, "status": SENDING})]
 
     async def record_answers(self, claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[str]:
-        updates = _answer_updates(claim, receipts, failures)
+        parking = [f for f in failures if f.status == PARKED]
+        updates = _answer_updates(claim, receipts, [f for f in failures if f.status != PARKED])
         if updates:
             await self.outbox.bulk_write(updates, ordered=False)
+        parked = 0
+        if parking:
+            parked = (await self.outbox.bulk_write([_failure_update(f) for f in parking], ordered=False)).modified_count
+        done = await self._delivered(claim, receipts)
+        await self._count(-len(done) - parked, parked)
+        return done
+
+    async def _delivered(self, claim: str, receipts: list[Receipt]) -> list[str]:
+        """The keys this sender marked delivered with its own receipt; their receipts kept."""
         if not receipts:
             return []
         mine = {r.key: r for r in receipts}
@@ -270,34 +325,55 @@ class MongoOutboxRepository:
         return {doc["_id"]: doc["receipt_id"] async for doc in cursor}
 
     async def backlog(self) -> Backlog:
-        cursor = await self.outbox.aggregate(
-            [
-                {"$match": {"status": {"$in": [PENDING, SENDING, PARKED]}}},
-                {"$group": {"_id": "$status", "n": {"$sum": 1}, "oldest": {"$min": "$created_ts"}}},
-            ]
-        )
-        groups = {doc["_id"]: doc async for doc in cursor}
-        waiting = [groups[s] for s in (PENDING, SENDING) if s in groups]
-        oldest = min((g["oldest"] for g in waiting if g.get("oldest") is not None), default=None)
-        return Backlog(
-            waiting=sum(g["n"] for g in waiting),
-            parked=groups.get(PARKED, {}).get("n", 0),
-            oldest_waiting=_dt(oldest) if oldest is not None else None,
-        )
+        counts = await self.counts.find_one({"_id": OUTBOX_COUNTS}) or {}
+        oldest = None
+        async for doc in self.outbox.find({"waiting_ts": {"$gte": 0}}, {"waiting_ts": 1}).sort("waiting_ts", 1).limit(1):
+            oldest = _dt(doc["waiting_ts"])
+        return Backlog(waiting=int(counts.get("waiting", 0)), parked=int(counts.get("parked", 0)), oldest_waiting=oldest)
+
+    async def recount(self) -> Backlog:
+        waiting = parked = 0
+        fill: list[UpdateOne] = []
+        projection = {"status": 1, "created_ts": 1, "next_attempt_ts": 1, "lease_until_ts": 1, "due_ts": 1, "waiting_ts": 1}
+        async for doc in self.outbox.find({"status": {"$in": [PENDING, SENDING, PARKED]}}, projection):
+            parked += doc["status"] == PARKED
+            waiting += doc["status"] != PARKED
+            if doc["status"] != PARKED and ("due_ts" not in doc or "waiting_ts" not in doc):
+                fill.append(UpdateOne({"_id": doc["_id"], "status": doc["status"]}, {"$set": _waiting_fields(doc)}))
+        if fill:
+            await self.outbox.bulk_write(fill, ordered=False)
+        await self.counts.replace_one({"_id": OUTBOX_COUNTS}, {"waiting": waiting, "parked": parked}, upsert=True)
+        return await self.backlog()
 
     async def resume(self, keys: list[str] | None, now: datetime) -> list[str]:
         if keys is None:
             match: dict[str, Any] = {"status": PARKED}
         else:
             match = {"_id": {"$in": keys}, "status": {"$in": [PARKED, DELIVERED]}}
-        chosen = [doc["_id"] async for doc in self.outbox.find(match, {"_id": 1})]
+        chosen = [doc async for doc in self.outbox.find(match, {"status": 1, "created_ts": 1})]
         if not chosen:
             return []
-        await self.outbox.update_many(
-            {"_id": {"$in": chosen}, "status": {"$in": [PARKED, DELIVERED]}},
-            {"$set": {"status": PENDING, "attempts": 0, "next_attempt_ts": _ts(now), "claim": None}},
-        )
-        return sorted(chosen)
+        moment = _ts(now)
+        resumed = [
+            UpdateOne(
+                {"_id": doc["_id"], "status": doc["status"]},
+                {
+                    "$set": {
+                        "status": PENDING,
+                        "attempts": 0,
+                        "next_attempt_ts": moment,
+                        "due_ts": moment,
+                        "waiting_ts": doc["created_ts"],
+                        "claim": None,
+                    }
+                },
+            )
+            for doc in chosen
+        ]
+        await self.outbox.bulk_write(resumed, ordered=False)
+        parked = sum(1 for doc in chosen if doc["status"] == PARKED)
+        await self._count(len(chosen), -parked)
+        return sorted(doc["_id"] for doc in chosen)
 
     async def summary(self, parked_limit: int) -> OutboxSummary:
         # One string group key: the embedded MongoDB-wire server does not group by a document.
@@ -409,6 +485,9 @@ class InMemoryOutboxRepository:
             parked=sum(1 for e in self.outbox.values() if e.status == PARKED),
             oldest_waiting=min((e.created_at for e in waiting), default=None),
         )
+
+    async def recount(self) -> Backlog:
+        return await self.backlog()
 
     async def resume(self, keys: list[str] | None, now: datetime) -> list[str]:
         if keys is None:

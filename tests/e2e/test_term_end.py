@@ -47,7 +47,7 @@ OWNED = {
     "grades": {"enrolments", "assessments", "terms", "records", "access_log"},
     "signing": {"records", "signatures", "batches"},
     "archive": {"log", "records", "checkpoints", "access_log"},
-    "sync": {"outbox", "receipts"},
+    "sync": {"outbox", "receipts", "counts"},
 }
 
 

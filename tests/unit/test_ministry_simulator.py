@@ -23,13 +23,14 @@ BODY = {
 CHECKPOINT = {"origin": "hocba/archive", "tree_size": 10, "root_hash": "cd" * 32, "signature": "e30..c2ln"}
 
 
-def stats(accepted: int = 0, duplicates: int = 0, requests: int = 0, checkpoints: int = 0, acks: int | None = None) -> dict:
+def stats(accepted: int = 0, duplicates: int = 0, requests: int = 0, checkpoints: int = 0, acks: int | None = None, batches: int = 0) -> dict:
     return {
         "accepted": accepted,
         "duplicates": duplicates,
         "requests": requests,
         "checkpoints": checkpoints,
         "acknowledgements": accepted if acks is None else acks,
+        "batches": batches,
     }
 
 

@@ -155,7 +155,7 @@ def deliveries(registry: CollectorRegistry, outcome: str, kind: str = "record") 
     return registry.get_sample_value("hocba_sync_deliveries_total", {"kind": kind, "outcome": outcome}) or 0.0
 
 
-def stats(accepted: int = 0, duplicates: int = 0, requests: int = 0, checkpoints: int = 0, acks: int | None = None) -> dict:
+def stats(accepted: int = 0, duplicates: int = 0, requests: int = 0, checkpoints: int = 0, acks: int | None = None, batches: int = 0) -> dict:
     """What the simulator's /v1/stats answers."""
     return {
         "accepted": accepted,
@@ -163,4 +163,5 @@ def stats(accepted: int = 0, duplicates: int = 0, requests: int = 0, checkpoints
         "requests": requests,
         "checkpoints": checkpoints,
         "acknowledgements": accepted if acks is None else acks,
+        "batches": batches,
     }

@@ -181,7 +181,7 @@ async def test_a_2xx_without_a_receipt_is_not_taken_for_a_delivery(deps, repo):
 
 async def test_an_unexpected_error_while_sending_is_a_failed_attempt_not_a_stuck_claim(deps, repo):
     class Broken:
-        async def send(self, kind, key, payload):
+        async def deliver(self, items):
             raise RuntimeError("bug in the sender")
 
     await handlers.accept_archived(archived(1), replace(deps, ministry=Broken()))

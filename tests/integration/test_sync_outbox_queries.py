@@ -1,0 +1,73 @@
+"""The outbox only grows (132,000 delivered entries after a city's term end): the relay's look-ups and the backlog
+gauges ask it by index ranges and running counts, never by reading it whole."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pymongo import monitoring
+
+from services.sync.domain import new_entry
+from services.sync.repository import INDEXES, OUTBOX, MongoOutboxRepository
+from shared.contracts.archive import ArchivedRecord
+from shared.crypto.vault import Vault
+from shared.mongo import ensure_indexes, make_client
+
+NOW = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
+
+
+class Commands(monitoring.CommandListener):
+    """Every command sent to the server, with its body."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def record(i: int) -> ArchivedRecord:
+    return ArchivedRecord(
+        record_id=f"hb-79000701-{i:05d}", version=1, school_code="79000701", school_year="2025-2026",
+        student_ref=f"s-{i}", seq=i, entry_hash=f"{i:064x}", digest=f"{i + 1:064x}", document={},
+    )
+
+
+def single_field_indexes() -> set[str]:
+    return {index.keys[0][0] for index in INDEXES if index.collection == OUTBOX and len(index.keys) == 1}
+
+
+async def test_the_relay_and_the_gauges_ask_the_outbox_by_index_and_by_running_counts(mongo_url, settings):
+    commands = Commands()
+    client = make_client(mongo_url, event_listeners=[commands])
+    db = client[settings.names().database("sync")]
+    try:
+        await ensure_indexes(db, INDEXES)
+        repo = MongoOutboxRepository(db, Vault.ephemeral())
+        await repo.add_new([new_entry(record(i), NOW) for i in range(30)])
+        await repo.recount()
+        commands.sent.clear()
+
+        claimed = await repo.claim(None, NOW + timedelta(seconds=1), NOW + timedelta(minutes=5), "c1", 10)
+        backlog = await repo.backlog()
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+    assert len(claimed) == 10 and backlog.waiting == 30
+    on_outbox = [(name, body) for name, body in commands.sent if body.get(name) == OUTBOX]
+    assert {name for name, _ in on_outbox} <= {"find", "update"}, "no count or aggregate over the outbox"
+    indexed = single_field_indexes()
+    for name, body in on_outbox:
+        if name == "find":
+            fields = set(body.get("filter", {}))
+            assert "_id" in fields or (fields and fields <= indexed and body.get("limit")), body.get("filter")
+        else:
+            assert all(set(u["q"]) >= {"_id"} for u in body["updates"]), "updates pick entries by key"
+    assert any(set(b.get("filter", {})) == {"due_ts"} for n, b in on_outbox if n == "find"), "due: one index range"
