@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlparse
@@ -184,14 +184,29 @@ class EmbeddedMongo:
     (children's records), PID and logs are 0600: readable by the user who runs the stack only.
     """
 
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int, options: Sequence[str] = ()) -> None:
         self.folder = folder
         self.port = port
+        #: Further command-line options of nx-27017 (its `--journal-mode`, say).
+        self.options = tuple(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
+
+    @property
+    def command(self) -> list[str]:
+        """The server's command line: loopback only, its data, PID and log files in its own folder."""
+        return [
+            nx_command(),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--data-dir", str(self.folder / "data"),
+            "--pid-file", str(self.folder / "nx-27017.pid"),
+            "--log-file", str(self.folder / "nx-27017.log"),
+            *self.options,
+        ]
 
     def start(self, timeout: float = 30.0) -> None:
         if port_open("127.0.0.1", self.port):
@@ -202,14 +217,7 @@ class EmbeddedMongo:
         private_folder(self.folder / "data")
         with open_private(self.folder / "stdout.log") as out:
             self.process = subprocess.Popen(
-                [
-                    nx_command(),
-                    "--host", "127.0.0.1",
-                    "--port", str(self.port),
-                    "--data-dir", str(self.folder / "data"),
-                    "--pid-file", str(self.folder / "nx-27017.pid"),
-                    "--log-file", str(self.folder / "nx-27017.log"),
-                ],
+                self.command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -41,6 +41,10 @@ from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SER
 SIMULATOR = "ministry-simulator"
 #: Signing workers after the first listen on 9111, 9112, … when ports are fixed.
 EXTRA_WORKER_PORT = 9110
+#: How the embedded MongoDB-wire server is laid out: one for the whole stack, or one per service.
+SHARED_SERVER, SERVER_PER_SERVICE = "shared", "per-service"
+#: The environment variable that chooses the layout (`hocba up`, the demo, the benchmarks).
+EMBEDDED_LAYOUT_VARIABLE = "HOCBA_EMBEDDED_MONGO"
 
 
 @dataclass
@@ -106,6 +110,9 @@ class StackConfig:
     management_url: str | None = None
     #: How long the namespace's dead-letter queues keep a message (HOCBA_DEAD_LETTER_TTL_DAYS).
     dead_letter_ttl_days: float = DEFAULT_DEAD_LETTER_TTL_DAYS
+    #: Where MONGO_URL is unset: one embedded server for every service, or one per service
+    #: (HOCBA_EMBEDDED_MONGO). The server is pure Python, so one process uses at most one core.
+    embedded_layout: str = SHARED_SERVER
 
     @classmethod
     def from_environment(cls, data_dir: Path, **overrides: Any) -> StackConfig:
@@ -118,8 +125,17 @@ class StackConfig:
             ephemeral=settings.ephemeral,
             management_url=os.environ.get(MANAGEMENT_URL_VARIABLE) or None,
             dead_letter_ttl_days=settings.dead_letter_ttl_days,
+            embedded_layout=embedded_layout(os.environ.get(EMBEDDED_LAYOUT_VARIABLE)),
         )
         return replace(from_settings, **overrides)
+
+
+def embedded_layout(chosen: str | None) -> str:
+    """The embedded servers' layout an operator chose (unset: one shared server); anything else is refused."""
+    layout = (chosen or SHARED_SERVER).strip().lower()
+    if layout not in {SHARED_SERVER, SERVER_PER_SERVICE}:
+        raise InfraError(f"{EMBEDDED_LAYOUT_VARIABLE} is {chosen!r}: say {SHARED_SERVER!r} or {SERVER_PER_SERVICE!r}")
+    return layout
 
 
 def interrupt_on_signals() -> None:
@@ -150,9 +166,11 @@ class Stack:
     def __init__(self, config: StackConfig, report: Callable[[str], None] = lambda _: None) -> None:
         self.config = config
         self.report = report
-        self.mongo: EmbeddedMongo | None = None
+        #: The embedded servers this stack started, by the service each serves ("" for one shared server).
+        self.mongo_servers: dict[str, EmbeddedMongo] = {}
         self.children: list[Child] = []
         self.mongo_url = config.mongo_url or ""
+        self.mongo_urls: dict[str, str] = {}
         self.broker: BrokerUsers | None = None
 
     def port(self, name: str) -> int:
@@ -161,6 +179,15 @@ class Stack:
     @property
     def simulator(self) -> Child:
         return next(c for c in self.children if c.name == SIMULATOR)
+
+    @property
+    def mongo(self) -> EmbeddedMongo | None:
+        """The one embedded server every service shares, when the stack started one."""
+        return self.mongo_servers.get("")
+
+    def mongo_url_for(self, service: str) -> str:
+        """The MongoDB URL `service` is given: its own embedded server's, or the one all share."""
+        return self.mongo_urls.get(service, self.mongo_url)
 
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
@@ -205,16 +232,26 @@ class Stack:
         self.report(f"broker users {self.broker.user('*')}: passwords in {self.broker.store.path}")
 
     def _start_mongo(self) -> None:
-        """The embedded MongoDB-wire server, unless MONGO_URL names a MongoDB."""
-        cfg = self.config
+        """The embedded MongoDB-wire server (or one per service), unless MONGO_URL names a MongoDB."""
         if self.mongo_url:
             self.report(f"MongoDB at {self.mongo_url} (MONGO_URL)")
             return
-        port = DEFAULT_EMBEDDED_MONGO_PORT if cfg.fixed_ports else free_port()
-        self.mongo = EmbeddedMongo(cfg.data_dir / "mongo", port)
-        self.mongo.start()
-        self.mongo_url = self.mongo.url
-        self.report(f"embedded MongoDB-wire server (nx-27017) on {self.mongo_url}")
+        if self.config.embedded_layout == SERVER_PER_SERVICE:
+            for n, service in enumerate(SERVICES, start=1):
+                server = self._start_embedded(service, f"mongo-{service}", n)
+                self.mongo_urls[service] = server.url
+            return
+        self.mongo_url = self._start_embedded("", "mongo", 0).url
+
+    def _start_embedded(self, service: str, folder: str, offset: int) -> EmbeddedMongo:
+        """One embedded server in its own folder, on the well-known port (+ `offset`) or a free one."""
+        cfg = self.config
+        port = DEFAULT_EMBEDDED_MONGO_PORT + offset if cfg.fixed_ports else free_port()
+        server = EmbeddedMongo(cfg.data_dir / folder, port)
+        self.mongo_servers[service] = server
+        server.start()
+        self.report(f"embedded MongoDB-wire server (nx-27017) {'for ' + service + ' ' if service else ''}on {server.url}")
+        return server
 
     def _environment(self, simulator_port: int) -> dict[str, str]:
         """What every process of the stack is started with: where the broker, database, ministry, keys and PKI are."""
@@ -254,7 +291,10 @@ class Stack:
             for n in range(copies):
                 port = self.port(service) if n == 0 or not cfg.fixed_ports else EXTRA_WORKER_PORT + n
                 name = service if copies == 1 else f"{service}-{n + 1}"
-                env = {**base_env, "AMQP_URL": self.url_for(service), "HOCBA_HTTP_PORT": str(port), "HOCBA_INSTANCE": name}
+                env = {
+                    **base_env, "AMQP_URL": self.url_for(service), "MONGO_URL": self.mongo_url_for(service),
+                    "HOCBA_HTTP_PORT": str(port), "HOCBA_INSTANCE": name,
+                }
                 processes.append(Child(name, [sys.executable, "-m", f"services.{service}"], env, port, logs / f"{name}.log"))
         return processes
 
@@ -297,9 +337,9 @@ class Stack:
                 child.process.wait()
         had_children = bool(self.children)
         self.children.clear()
-        if self.mongo is not None:
-            self.mongo.stop()
-            self.mongo = None
+        for server in self.mongo_servers.values():
+            server.stop()
+        self.mongo_servers.clear()
         if had_children and self.config.ephemeral and self.config.namespace:
             self._remove_namespace()
         if self.broker is not None and self.config.ephemeral:
