@@ -12,7 +12,10 @@ from shared.contracts.grades import StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import Enrolment, StudentIdentity, StudentRegistration
 
 SCHOOL_YEAR = "2025-2026"
+#: The grade the demo and the benchmarks use unless told otherwise (lower secondary, Circular 22/2021).
 GRADE = 6
+#: The first primary grade (Circular 27/2020), the city pilot's cohort.
+PRIMARY_GRADE = 1
 CLASS_SIZE = 40
 
 #: Grade 6 subjects (Circular 22/2021): name, periods a year, score-assessed?
@@ -31,6 +34,32 @@ SUBJECTS: tuple[tuple[str, int, bool], ...] = (
     ("Nội dung giáo dục của địa phương", 35, False),
 )
 
+#: Grade 1 subjects and activities (Circular 27/2020, 2018 programme): name, has a periodic test?
+PRIMARY_SUBJECTS: tuple[tuple[str, bool], ...] = (
+    ("Tiếng Việt", True),
+    ("Toán", True),
+    ("Tự nhiên và Xã hội", False),
+    ("Đạo đức", False),
+    ("Giáo dục thể chất", False),
+    ("Âm nhạc", False),
+    ("Mĩ thuật", False),
+    ("Hoạt động trải nghiệm", False),
+)
+#: Primary qualities and competencies (3 general, 7 specific), each rated Tốt / Đạt / Cần cố gắng.
+QUALITIES = ("Yêu nước", "Nhân ái", "Chăm chỉ", "Trung thực", "Trách nhiệm")
+COMPETENCIES = (
+    "Tự chủ và tự học",
+    "Giao tiếp và hợp tác",
+    "Giải quyết vấn đề và sáng tạo",
+    "Ngôn ngữ",
+    "Tính toán",
+    "Khoa học",
+    "Công nghệ",
+    "Tin học",
+    "Thẩm mĩ",
+    "Thể chất",
+)
+
 FAMILY = ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ")
 MIDDLE = ("Văn", "Thị", "Minh", "Ngọc", "Gia", "Quốc", "Thanh", "Bảo")
 GIVEN = ("An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Khoa", "Lan", "Minh", "Nam", "Phúc", "Quân", "Thảo", "Vy")
@@ -45,10 +74,20 @@ def regular_assessments(periods: int) -> int:
 class School:
     code: str
     name: str
+    grade: int = GRADE
 
 
-def schools(count: int) -> list[School]:
-    return [School(code=f"79{7000 + n:06d}", name=f"Trường THCS số {n + 1}") for n in range(count)]
+def schools(count: int, grade: int = GRADE) -> list[School]:
+    """`count` schools teaching `grade`: lower secondary (THCS) codes from 79007000, primary from 79001000."""
+    if grade <= 5:
+        return [School(f"79{1000 + n:06d}", f"Trường Tiểu học số {n + 1}", grade) for n in range(count)]
+    return [School(f"79{7000 + n:06d}", f"Trường THCS số {n + 1}", grade) for n in range(count)]
+
+
+def subjects(grade: int = GRADE) -> tuple[str, ...]:
+    """The subjects and activities every student of `grade` has an entry in, each term."""
+    table = PRIMARY_SUBJECTS if grade <= 5 else SUBJECTS
+    return tuple(name for name, *_ in table)
 
 
 def personal_id(serial: int, born: date, sex: str) -> str:
@@ -57,11 +96,14 @@ def personal_id(serial: int, born: date, sex: str) -> str:
 
 
 def roster(school: School, students: int, first_serial: int, seed: int = 6) -> list[StudentRegistration]:
+    """`students` of the school's grade, in classes of `CLASS_SIZE` (6A1, 6A2, … or 1A1, …), born the year their
+    grade is the age for (grade 1 at six)."""
     rng = random.Random(seed + first_serial)
+    born_in = int(SCHOOL_YEAR[:4]) - 5 - school.grade
     rows = []
     for n in range(students):
         sex = rng.choice("MF")
-        born = date(2014, rng.randint(1, 12), rng.randint(1, 28))
+        born = date(born_in, rng.randint(1, 12), rng.randint(1, 28))
         name = f"{rng.choice(FAMILY)} {'Thị' if sex == 'F' else rng.choice(MIDDLE)} {rng.choice(GIVEN)}"
         rows.append(
             StudentRegistration(
@@ -77,8 +119,8 @@ def roster(school: School, students: int, first_serial: int, seed: int = 6) -> l
                 enrolment=Enrolment(
                     school_code=school.code,
                     school_year=SCHOOL_YEAR,
-                    grade=GRADE,
-                    class_name=f"6A{n // CLASS_SIZE + 1}",
+                    grade=school.grade,
+                    class_name=f"{school.grade}A{n // CLASS_SIZE + 1}",
                 ),
             )
         )
@@ -90,8 +132,11 @@ def _score(rng: random.Random, ability: float) -> Decimal:
     return Decimal(f"{value:.1f}")
 
 
-def gradebook(student_refs: list[str], seed: int = 22) -> Iterator[SubjectTermScores]:
-    """Every subject's assessments, both terms, for each student."""
+def gradebook(student_refs: list[str], seed: int = 22, grade: int = GRADE) -> Iterator[SubjectTermScores]:
+    """Every subject's assessments, both terms, for each student of `grade`."""
+    if grade <= 5:
+        yield from primary_gradebook(student_refs, seed)
+        return
     rng = random.Random(seed)
     for ref in student_refs:
         ability = rng.uniform(4.5, 9.5)
@@ -115,25 +160,71 @@ def gradebook(student_refs: list[str], seed: int = 22) -> Iterator[SubjectTermSc
                     )
 
 
+#: Primary subject levels as teachers tend to give them: Hoàn thành tốt or Hoàn thành, rarely Chưa hoàn thành.
+LEVEL_WEIGHTS = (("T", 55), ("H", 43), ("C", 2))
+#: Primary qualities and competencies: Tốt, Đạt, rarely Cần cố gắng.
+RATING_WEIGHTS = (("T", 60), ("Đ", 38), ("C", 2))
+
+
+def _weighted(rng: random.Random, weights: tuple[tuple[str, int], ...]) -> str:
+    return rng.choices([value for value, _ in weights], [weight for _, weight in weights])[0]
+
+
+def _test_score(rng: random.Random, ability: float) -> Decimal:
+    """A primary periodic test: a whole number out of 10."""
+    return Decimal(round(max(0.0, min(10.0, rng.gauss(ability, 1.2)))))
+
+
+def primary_gradebook(student_refs: list[str], seed: int = 27) -> Iterator[SubjectTermScores]:
+    """Grade 1 (Circular 27/2020): each subject's level at mid-term and at the end of each term, and the periodic
+    test (whole points) at the end of each term in the tested subjects."""
+    rng = random.Random(seed)
+    for ref in student_refs:
+        ability = rng.uniform(5.0, 10.0)
+        for subject, tested in PRIMARY_SUBJECTS:
+            for term in (1, 2):
+                yield SubjectTermScores(
+                    student_ref=ref,
+                    subject=subject,
+                    term=term,
+                    midterm_level=_weighted(rng, LEVEL_WEIGHTS),
+                    level=_weighted(rng, LEVEL_WEIGHTS),
+                    final=_test_score(rng, ability) if tested else None,
+                )
+
+
 #: Term conduct as homeroom teachers tend to give it: mostly Tốt, rarely Chưa đạt.
 CONDUCT_WEIGHTS = (("Tốt", 70), ("Khá", 22), ("Đạt", 7), ("Chưa đạt", 1))
 COMMENTS = ("Chăm ngoan, tích cực phát biểu.", "Có tiến bộ, cần cẩn thận hơn.", "Hòa đồng, giúp đỡ bạn bè.")
 
 
-def homeroom(student_refs: list[str], seed: int = 27) -> Iterator[StudentTermConduct]:
-    """Each student's conduct, absences (sessions) and the homeroom teacher's comment, both terms."""
+def _absences(rng: random.Random) -> int:
+    return min(rng.choice((0, 0, 0, 1, 2, 3)) + (rng.random() < 0.02) * 20, 30)
+
+
+def homeroom(student_refs: list[str], seed: int = 27, grade: int = GRADE) -> Iterator[StudentTermConduct]:
+    """Each student's conduct (secondary) or qualities and competencies (primary), absences (sessions) and the
+    homeroom teacher's comment, both terms."""
     rng = random.Random(seed)
-    levels = [level for level, _ in CONDUCT_WEIGHTS]
-    weights = [weight for _, weight in CONDUCT_WEIGHTS]
     for ref in student_refs:
         for term in (1, 2):
-            yield StudentTermConduct(
-                student_ref=ref,
-                term=term,
-                conduct=rng.choices(levels, weights)[0],
-                absences=min(rng.choice((0, 0, 0, 1, 2, 3)) + (rng.random() < 0.02) * 20, 30),
-                comment=rng.choice(COMMENTS),
-            )
+            if grade <= 5:
+                yield StudentTermConduct(
+                    student_ref=ref,
+                    term=term,
+                    qualities={q: _weighted(rng, RATING_WEIGHTS) for q in QUALITIES},
+                    competencies={c: _weighted(rng, RATING_WEIGHTS) for c in COMPETENCIES},
+                    absences=_absences(rng),
+                    comment=rng.choice(COMMENTS),
+                )
+            else:
+                yield StudentTermConduct(
+                    student_ref=ref,
+                    term=term,
+                    conduct=_weighted(rng, CONDUCT_WEIGHTS),
+                    absences=_absences(rng),
+                    comment=rng.choice(COMMENTS),
+                )
 
 
 def chunks(items: list, size: int) -> Iterator[list]:

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
+from pydantic import BaseModel
 
 from shared.contracts.base import Message
 from shared.settings import Names
@@ -25,10 +26,16 @@ class Watch:
         self.amqp_url = amqp_url
         self.names = names
         self.connection: aio_pika.abc.AbstractConnection | None = None
-        self.handlers: dict[type[Message], Handler] = {}
+        self.handlers: dict[type[Message], tuple[Handler, type[BaseModel]]] = {}
 
-    def on(self, message: type[Message], handler: Handler) -> None:
-        self.handlers[message] = handler
+    def on(self, message: type[Message], handler: Handler, view: type[BaseModel] | None = None) -> None:
+        """Call `handler` with each `message` announced, decoded as `view` when given.
+
+        A view is a model of only the fields the watcher reads (the keys of a chunk's records, say):
+        the rest of the body (the records' documents) is skipped unparsed, so a watcher of a whole
+        term end costs little beside the services it watches.
+        """
+        self.handlers[message] = (handler, view or message)
 
     async def start(self) -> None:
         self.connection = await aio_pika.connect(self.amqp_url)
@@ -37,15 +44,15 @@ class Watch:
         exchange = await channel.declare_exchange(
             self.names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        for message, handler in self.handlers.items():
+        for message, (handler, view) in self.handlers.items():
             queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
             await queue.bind(exchange, routing_key=message.ROUTING_KEY)
-            await queue.consume(self._consumer(message, handler), no_ack=True)
+            await queue.consume(self._consumer(view, handler), no_ack=True)
 
     @staticmethod
-    def _consumer(message: type[Message], handler: Handler) -> Callable[..., Awaitable[None]]:
+    def _consumer(view: type[BaseModel], handler: Handler) -> Callable[..., Awaitable[None]]:
         async def consume(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
-            result = handler(message.model_validate_json(incoming.body))
+            result = handler(view.model_validate_json(incoming.body))
             if result is not None:
                 await result
 
