@@ -3,9 +3,8 @@ a chunk's writes in one transaction where the server has transactions."""
 
 from __future__ import annotations
 
-import json
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -168,15 +167,3 @@ async def ping(client: AsyncMongoClient) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means "not ready"
         return False
-
-
-def packed(document: Mapping[str, Any]) -> str:
-    """A document kept as one JSON string: for what is stored whole and never queried inside
-    (record documents, ministry payloads). The embedded MongoDB-wire server writes a nested
-    document about five times slower than a flat one of the same size."""
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-
-
-def unpacked(value: str | Mapping[str, Any]) -> dict[str, Any]:
-    """The document `packed` stored (a document stored unpacked is read as it is)."""
-    return json.loads(value) if isinstance(value, str) else dict(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -16,7 +15,7 @@ from shared.at_rest import owner_of, sealed_records
 from shared.contracts.base import Acting
 from shared.contracts.grades import VersionKey
 from shared.contracts.signing import SIGNING_ORDER, Role, Signature
-from shared.crypto.canonical import canonical_json, sha256_hex
+from shared.crypto.canonical import canonical_json
 from shared.crypto.vault import Vault
 from shared.mongo import Index, insert_new, insert_one_new
 
@@ -201,19 +200,8 @@ class MongoSigningRepository:
         async for doc in self.record_rows.find({"_id": {"$in": ids}}, RECORD_FIELDS, batch_size=len(ids) + 1):
             key = (doc["record_id"], doc["version"])
             if key in wanted:
-                found[key] = stored_record(doc, self.canonical_bytes(doc))
+                found[key] = stored_record(doc, self.sealed.opened_bytes(doc))
         return found
-
-    def canonical_bytes(self, doc: dict[str, Any]) -> bytes:
-        """The stored document's canonical bytes.
-
-        A version sealed by an older release holds the document's JSON in another key order: it is
-        made canonical here, so the digest it was received with still holds.
-        """
-        plain = self.sealed.opened_bytes(doc)
-        if sha256_hex(plain) != doc["digest"]:
-            plain = canonical_json(json.loads(plain))
-        return plain
 
     async def unsigned(
         self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
