@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pymongo import UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.sync.domain import (
@@ -271,7 +271,8 @@ class MongoOutboxRepository:
     ) -> list[OutboxEntry]:
         moment = _ts(now)
         if keys is None:
-            cursor = self.outbox.find(_due(moment), {"_id": 1}).sort("due_ts", 1).limit(limit)
+            # One more than can match, here and below: the first reply holds them all and closes the cursor.
+            cursor = self.outbox.find(_due(moment), {"_id": 1}, batch_size=limit + 1).sort("due_ts", 1).limit(limit)
             keys = [doc["_id"] async for doc in cursor]
         if not keys:
             return []
@@ -280,7 +281,8 @@ class MongoOutboxRepository:
             {"_id": {"$in": keys}, **_due(moment)},
             {"$set": {"status": SENDING, "lease_until_ts": until, "due_ts": until, "claim": claim}},
         )
-        return [self._entry(doc) async for doc in self.outbox.find({"_id": {"$in": keys}, "claim": claim, "status": SENDING})]
+        taken = self.outbox.find({"_id": {"$in": keys}, "claim": claim, "status": SENDING}, batch_size=len(keys) + 1)
+        return [self._entry(doc) async for doc in taken]
 
     async def record_answers(self, claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[str]:
         parking = [f for f in failures if f.status == PARKED]
@@ -299,7 +301,9 @@ class MongoOutboxRepository:
         if not receipts:
             return []
         mine = {r.key: r for r in receipts}
-        cursor = self.outbox.find({"_id": {"$in": list(mine)}, "status": DELIVERED, "claim": claim}, {"receipt": 1})
+        cursor = self.outbox.find(
+            {"_id": {"$in": list(mine)}, "status": DELIVERED, "claim": claim}, {"receipt": 1}, batch_size=len(mine) + 1
+        )
         done = {doc["_id"] async for doc in cursor if (doc.get("receipt") or {}).get("receipt_id") == mine[doc["_id"]].receipt_id}
         await self._keep_receipts([mine[k] for k in mine if k in done])
         return sorted(done)
@@ -312,10 +316,10 @@ class MongoOutboxRepository:
         }
         if await insert_new(self.receipts, list(docs.values())) == len(docs):
             return
-        cursor = self.receipts.find({"_id": {"$in": list(docs)}}, {"receipt_id": 1})
+        cursor = self.receipts.find({"_id": {"$in": list(docs)}}, {"receipt_id": 1}, batch_size=len(docs) + 1)
         stale = [doc["_id"] async for doc in cursor if doc["receipt_id"] != docs[doc["_id"]]["receipt_id"]]
-        for key in stale:
-            await self.receipts.replace_one({"_id": key}, docs[key])
+        if stale:
+            await self.receipts.bulk_write([ReplaceOne({"_id": key}, docs[key]) for key in stale], ordered=False)
 
     async def entries(self, keys: Iterable[str]) -> dict[str, OutboxEntry]:
         return {doc["_id"]: self._entry(doc) async for doc in self.outbox.find({"_id": {"$in": sorted(set(keys))}})}

@@ -7,8 +7,6 @@ from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry
-from pymongo import AsyncMongoClient
-from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
 from services.signing import handlers
 from services.signing.metrics import SigningMetrics
@@ -16,29 +14,8 @@ from services.signing.repository import INDEXES, MongoSigningRepository
 from shared.contracts.grades import RecordsReady
 from shared.contracts.signing import ChunkSigned, RecordsCompleted, RequestSignBatch, SignWork
 from shared.crypto.vault import Vault
-from shared.mongo import ensure_indexes
+from tests.integration.commands import LARGE_CHUNK, Commands, emptied, watched_database
 from tests.unit.signing.trust import SCHOOL, YEAR, make_trust
-
-#: More record versions than a cursor's first reply holds by default (101): a chunk this size must not need more.
-LARGE_CHUNK = 120
-
-
-class Commands(CommandListener):
-    """The commands a client sends the server, by name, while `counting`."""
-
-    def __init__(self) -> None:
-        self.sent: Counter[str] = Counter()
-        self.counting = False
-
-    def started(self, event: CommandStartedEvent) -> None:
-        if self.counting:
-            self.sent[event.command_name] += 1
-
-    def succeeded(self, event: CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: CommandFailedEvent) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +24,10 @@ def trust(tmp_path_factory):
 
 
 @pytest.fixture
-async def watched(mongo_url, mongo_client, settings):
+async def watched(mongo_url, settings):
     """signing's database in this test's namespace, through a client whose commands are counted."""
-    commands = Commands()
-    client: AsyncMongoClient = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[commands])
-    db = client[settings.names().database("signing")]
-    await ensure_indexes(db, INDEXES)
-    yield db, commands
-    await client.close()
+    async with watched_database(mongo_url, settings.names().database("signing"), INDEXES) as watched:
+        yield watched
 
 
 async def first_chunk_commands(db, commands: Commands, trust, per_chunk: int) -> Counter[str]:
@@ -73,14 +46,13 @@ async def first_chunk_commands(db, commands: Commands, trust, per_chunk: int) ->
     first = (await handlers.plan_batch(click, replace(deps, records_per_chunk=per_chunk))).publish[0]
     assert isinstance(first, SignWork)
 
-    commands.counting = True
-    outcome = await handlers.sign_chunk(first, deps)
-    [chunk] = [m for m in outcome.publish if isinstance(m, ChunkSigned)]
-    await handlers.count_chunk(chunk, deps)
-    commands.counting = False
+    with commands.counted() as sent:
+        outcome = await handlers.sign_chunk(first, deps)
+        [chunk] = [m for m in outcome.publish if isinstance(m, ChunkSigned)]
+        await handlers.count_chunk(chunk, deps)
     [completed] = [m for m in outcome.publish if isinstance(m, RecordsCompleted)]
     assert len(completed.records) == per_chunk and chunk.signed == per_chunk
-    return commands.sent
+    return sent
 
 
 async def test_a_chunk_sends_the_same_commands_to_the_database_whatever_its_size(watched, trust):
@@ -88,8 +60,6 @@ async def test_a_chunk_sends_the_same_commands_to_the_database_whatever_its_size
     signatures, one count: for 120 record versions as for 10. The count returns the batch's totals, not its plan."""
     db, commands = watched
     small = await first_chunk_commands(db, commands, trust, per_chunk=10)
-    await db.client.drop_database(db.name)
-    await ensure_indexes(db, INDEXES)
-    commands.sent.clear()
+    await emptied(db, INDEXES)
     large = await first_chunk_commands(db, commands, trust, per_chunk=LARGE_CHUNK)
     assert small == large == {"find": 3, "insert": 1, "findAndModify": 1}
