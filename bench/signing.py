@@ -42,6 +42,7 @@ from hocba.watch import Watch
 from shared.auth import service_subject
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.grades import RecordsReady, RecordVersion
+from shared.contracts.record import content_of
 from shared.contracts.signing import BatchCompleted, BatchRefused, RecordsReceived, RequestSignBatch
 from shared.crypto.seal import record_claims, seal
 from shared.crypto.signer import X509Signer
@@ -64,6 +65,7 @@ def document(school_code: str, class_name: str, n: int) -> dict:
     return {
         "record_id": f"{school_code}-{YEAR}-{n:06d}",
         "version": 1,
+        "rule_set": "circular-22-2021/v2",
         "school": {"code": school_code},
         "school_year": YEAR,
         "grade": 6,
@@ -89,7 +91,7 @@ def records_for(schools: int, per_school: int, grades: X509Signer) -> dict[str, 
             class_name = f"6A{i // demo_data.CLASS_SIZE + 1}"
             doc = document(school.code, class_name, n)
             version = RecordVersion(record_id=doc["record_id"], version=1, school_code=school.code, school_year=YEAR,
-                                    student_ref=f"bench-{n:06d}", document=doc)
+                                    student_ref=f"bench-{n:06d}", content=content_of(doc))
             rows.append(version.model_copy(update={"seal": seal(grades, record_claims(version))}))
             n += 1
         out[school.code] = rows
@@ -226,7 +228,7 @@ async def homeroom_batches(bus: Bus, staff: Staff, by_school: dict[str, list[Rec
     """Each class signed by its homeroom teacher."""
     batches = []
     for school, rows in by_school.items():
-        for class_name in sorted({r.document["class_name"] for r in rows}):
+        for class_name in sorted({r.fields.class_name for r in rows}):
             request = staff.homeroom_teacher(school, class_name).signs(
                 RequestSignBatch(school_code=school, school_year=YEAR, role="homeroom_teacher", class_name=class_name)
             )

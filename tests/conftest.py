@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import pytest
 
+from shared.crypto import canonical
 from shared.settings import Settings
 
 
@@ -17,3 +19,24 @@ def namespace() -> str:
 @pytest.fixture
 def settings(namespace: str) -> Settings:
     return Settings(namespace=namespace, delivery_limit=3, chunk_size=10)
+
+
+@pytest.fixture
+def canonicalised(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """What is made canonical (RFC 8785) from now on, wherever it is asked for."""
+    made: list[object] = []
+    original = canonical.canonical_json
+
+    def counted(value: object) -> bytes:
+        made.append(value)
+        return original(value)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "canonical_json", None) is original:
+            monkeypatch.setattr(module, "canonical_json", counted)
+    return made
+
+
+def record_documents(made: list[object]) -> list[dict]:
+    """Of what was made canonical, the record documents (a record names its student; nothing else does)."""
+    return [value for value in made if isinstance(value, dict) and "student" in value and "record_id" in value]

@@ -7,14 +7,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
 
 from shared.auth import Actor
 from shared.contracts.archive import AuditFinding, AuditReport, Checkpoint
 from shared.contracts.grades import VersionKey
 from shared.contracts.signing import SignedRecord
-from shared.crypto.archive_log import Leaf, timestamp
-from shared.crypto.canonical import canonical_json, digest, sha256_hex
+from shared.crypto.archive_log import Leaf, fields_of, timestamp
+from shared.crypto.canonical import sha256_hex
 from shared.crypto.jws import protected_header
 from shared.crypto.merkle import MerkleTree
 from shared.errors import Forbidden, InvalidMessage, TransientError
@@ -26,11 +26,8 @@ class Entry(Leaf):
 
     leaf_hash: str
     batch_id: str | None = None
-    #: The document's RFC 8785 bytes as signed, when just admitted: what the log keeps (sealed). An audit
-    #: recomputes them from the document instead.
-    signed_bytes: bytes | None = field(default=None, compare=False, repr=False)
     #: Read back from the log, its stored document did not decrypt (its ciphertext was altered, or its data
-    #: key is gone); `document` is then empty.
+    #: key is gone); `content` is then empty.
     unreadable: bool = field(default=False, compare=False)
 
     @property
@@ -39,7 +36,7 @@ class Entry(Leaf):
 
     @property
     def supersedes(self) -> int | None:
-        return superseded_version(self.document)
+        return superseded_version(self)
 
     def computed_leaf_hash(self) -> str:
         """The leaf hash recomputed from what the entry holds now (the stored `leaf_hash` says what it held)."""
@@ -52,17 +49,16 @@ def key_of(signed: SignedRecord) -> VersionKey:
 
 @dataclass(frozen=True)
 class Chunk:
-    """The record versions one message brings, each once, with its document's canonical bytes and their digest.
+    """The record versions one message brings, each once, with the digest of its content.
 
-    Those bytes are what the signatures cover, what the digest is taken of and what the leaf commits
-    to; the digest is what each signature and grades' seal name, and what the archived version states.
-    Both are made once.
+    A version's content (the canonical bytes it arrived with) is what the signatures cover, what the
+    digest is taken of and what the leaf commits to; the digest is what each signature and grades'
+    seal name, and what the archived version states. It is taken once.
     """
 
     versions: Mapping[VersionKey, SignedRecord]
-    documents: Mapping[VersionKey, bytes]
     batch_id: str | None = None
-    #: SHA-256 (hex) of each version's canonical bytes.
+    #: SHA-256 (hex) of each version's content.
     digests: Mapping[VersionKey, str] = field(default_factory=dict)
 
     @classmethod
@@ -70,37 +66,48 @@ class Chunk:
         versions: dict[VersionKey, SignedRecord] = {}
         for signed in records:
             versions.setdefault(key_of(signed), signed)
-        documents = {key: canonical_json(s.record.document) for key, s in versions.items()}
-        digests = {key: sha256_hex(data) for key, data in documents.items()}
-        return cls(versions, documents, batch_id, digests)
+        digests = {key: sha256_hex(s.record.content) for key, s in versions.items()}
+        return cls(versions, batch_id, digests)
 
 
-def superseded_version(document: Mapping[str, Any]) -> int | None:
-    amendment = document.get("amendment")
+class Versioned(Protocol):
+    """A record version whose document can be read: a signed version, or a log entry."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def document(self) -> dict[str, Any]: ...
+
+
+def superseded_version(record: Versioned) -> int | None:
+    """The version an amended version states it supersedes (signing writes it in), if it is an amendment.
+
+    An amendment supersedes an earlier version, so a first version is none, and its document is not read.
+    """
+    if record.version == 1:
+        return None
+    amendment = record.document.get("amendment")
     if isinstance(amendment, Mapping) and isinstance(amendment.get("supersedes"), int):
         return int(amendment["supersedes"])
     return None
 
 
-def amendment_requester(document: Mapping[str, Any]) -> str | None:
-    """Who at the school asked for the amendment a document states (signing writes it in), if it names one."""
-    amendment = document.get("amendment")
-    requester = amendment.get("requested_by") if isinstance(amendment, Mapping) else None
+def amendment_requester(record: Versioned) -> str | None:
+    """Who at the school asked for the amendment a version states, if it is one and names them."""
+    if superseded_version(record) is None:
+        return None
+    requester = record.document["amendment"].get("requested_by")
     return requester if isinstance(requester, str) and requester else None
 
 
 def build_entries(
-    size: int,
-    records: Iterable[SignedRecord],
-    archived_at: datetime,
-    batch_id: str | None = None,
-    documents: Mapping[VersionKey, bytes] | None = None,
+    size: int, records: Iterable[SignedRecord], archived_at: datetime, batch_id: str | None = None
 ) -> list[Entry]:
-    """Entries for `records` as leaves size, size+1, … of the tree (`documents`: canonical bytes known already).
+    """Entries for `records` as leaves size, size+1, … of the tree.
 
     `archived_at` is the archive's clock when it admitted them: the time a checkpoint over the entries proves.
     """
-    documents = documents or {}
     when = timestamp(archived_at)
     entries = []
     for seq, signed in enumerate(records, start=size):
@@ -112,14 +119,12 @@ def build_entries(
             school_code=record.school_code,
             school_year=record.school_year,
             student_ref=record.student_ref,
-            document=record.document,
+            content=record.content,
             signatures=tuple(s.jws for s in signed.signatures),
             archived_at=when,
             seal=record.seal,
         )
-        signed_bytes = documents.get(key_of(signed))
-        leaf_hash = leaf.hash(signed_bytes).hex()
-        entries.append(Entry(**vars(leaf), leaf_hash=leaf_hash, batch_id=batch_id, signed_bytes=signed_bytes))
+        entries.append(Entry(**fields_of(leaf), leaf_hash=leaf.hash().hex(), batch_id=batch_id))
     return entries
 
 
@@ -128,7 +133,7 @@ def signature_problems(signed: SignedRecord, expected: str | None = None) -> lis
     record = signed.record
     if not signed.signatures:
         return [f"{record.record_id} v{record.version} carries no signature"]
-    expected = expected or digest(record.document)
+    expected = expected or sha256_hex(record.content)
     return [
         f"{record.record_id} v{record.version}: {s.role}'s signature is for {s.record_id} v{s.version}"
         if (s.record_id, s.version) != (record.record_id, record.version)
@@ -222,7 +227,7 @@ def check_amendment(signed: SignedRecord, archived: Sequence[ArchivedVersion]) -
     SupersededNotArchived (the superseded version may still be on its way).
     """
     record = signed.record
-    supersedes = superseded_version(record.document)
+    supersedes = superseded_version(record)
     if not archived:
         if supersedes is not None:
             raise SupersededNotArchived(f"{record.record_id} v{supersedes} is not archived; the amendment waits for it")
@@ -369,7 +374,7 @@ def entry_problems(entry: Entry, computed_leaf_hash: str) -> list[str]:
         problems.append("its content no longer gives its stored leaf hash (altered, or moved from another position)")
     if entry.unreadable:
         return problems
-    record_digest = digest(entry.document)
+    record_digest = sha256_hex(entry.content)
     if any(_signed_digest(jws) != record_digest for jws in entry.signatures):
         problems.append("its record no longer matches the digest its signatures cover")
     return problems

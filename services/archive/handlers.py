@@ -180,7 +180,7 @@ def check_admission(new: list[SignedRecord], chunk: Chunk, now: datetime, deps: 
     problems: list[str] = []
     for signed in new:
         key = key_of(signed)
-        reason, found = admission_problems(signed, chunk.documents[key], chunk.digests[key], now, deps)
+        reason, found = admission_problems(signed, chunk.digests[key], now, deps)
         if found:
             deps.metrics.refused.labels(reason).inc()
             problems += found
@@ -188,16 +188,14 @@ def check_admission(new: list[SignedRecord], chunk: Chunk, now: datetime, deps: 
         raise InvalidMessage("; ".join(problems[:10]))
 
 
-def admission_problems(
-    signed: SignedRecord, payload: bytes, digest: str, now: datetime, deps: Deps
-) -> tuple[str, list[str]]:
+def admission_problems(signed: SignedRecord, digest: str, now: datetime, deps: Deps) -> tuple[str, list[str]]:
     """Why a signed version may not enter the archive at `now`, and under which reason it is counted.
 
     A signature, chain, order or digest that fails (invalid-signature); a signing time the archive's clock
     does not bear out (signing-time); content neither sealed by grades nor an amendment (not-sealed). The
     chains are judged with `now` as the trusted time: a certificate revoked for key compromise before now
-    voids the signature, whatever time it states. `payload` is the document's canonical bytes, `digest` their
-    SHA-256; the signing times are read from the headers the signature check read.
+    voids the signature, whatever time it states. `digest` is the SHA-256 of the version's content; the signing
+    times are read from the headers the signature check read.
     """
     problems = domain.signature_problems(signed, digest)
     if problems:
@@ -207,7 +205,7 @@ def admission_problems(
     if deps.keys.trust is not None:
         trust = deps.keys.trust()
         check = check_record(
-            record, [s.jws for s in signed.signatures], trust, cache=deps.chains, payload=payload, trusted_at=now
+            record, [s.jws for s in signed.signatures], trust, cache=deps.chains, trusted_at=now
         )
         if not check.ok:
             return "invalid-signature", [f"{record.record_id} v{record.version}: {p}" for p in check.problems()]
@@ -224,7 +222,7 @@ def origin_problems(signed: SignedRecord, digest: str, trust: TrustStore, now: d
     record = signed.record
     name = f"{record.record_id} v{record.version}"
     if record.seal is None:
-        if domain.superseded_version(record.document) is not None and domain.amendment_requester(record.document):
+        if domain.amendment_requester(record):
             return []
         return [f"{name} is not sealed by grades, and is not an amendment its school asked for"]
     problems = seal_problems(record.seal, record_claims(record, digest), trust, GRADES, now, chains)
@@ -236,7 +234,7 @@ async def check_amendments(new: list[SignedRecord], deps: Deps) -> None:
 
     Only a later version, or an amendment, can meet an archived version of its record.
     """
-    maybe_amending = [r for r in new if r.record.version > 1 or domain.superseded_version(r.record.document)]
+    maybe_amending = [r for r in new if r.record.version > 1]
     archived = await deps.repo.versions({r.record.record_id for r in maybe_amending})
     for signed in maybe_amending:
         others = [a for a in archived[signed.record.record_id] if a.version != signed.record.version]
@@ -274,7 +272,7 @@ async def append_at_end(
     then rebuilt from storage and the rest looked up in the log.
     """
     log = deps.log
-    entries = domain.build_entries(log.tree.size, pending, admitted_at, chunk.batch_id, chunk.documents)
+    entries = domain.build_entries(log.tree.size, pending, admitted_at, chunk.batch_id)
     inserted = await deps.repo.append(entries)
     written = entries[:inserted]
     log.tree.extend(bytes.fromhex(e.leaf_hash) for e in written)
@@ -300,7 +298,7 @@ def archived_rows(chunk: Chunk, positions: Mapping[VersionKey, Position]) -> lis
             student_ref=signed.record.student_ref,
             archived_at=positions[key].archived_at,
             batch_id=chunk.batch_id,
-            supersedes=domain.superseded_version(signed.record.document),
+            supersedes=domain.superseded_version(signed.record),
             leaf_hash=positions[key].leaf_hash,
         )
         for key, signed in chunk.versions.items()
@@ -326,8 +324,8 @@ def archived_event(
                     seq=positions[key].seq,
                     entry_hash=positions[key].leaf_hash,
                     digest=chunk.digests[key],
-                    document=signed.record.document,
-                    supersedes=domain.superseded_version(signed.record.document),
+                    content=signed.record.content,
+                    supersedes=domain.superseded_version(signed.record),
                 ),
                 signer,
             )

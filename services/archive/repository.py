@@ -29,6 +29,9 @@ from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new
 LOG = "log"
 RECORDS = "records"
 CHECKPOINTS = "checkpoints"
+#: Rows a read whose number of matches is not known asks for in its first reply: far more than every archived version
+#: of a chunk's records (a record has a few), far fewer than fill a reply's 16 MB with the few fields read.
+ONE_REPLY = 100_000
 
 # Look-ups go by `_id` or by equality on one indexed field: the forms every MongoDB-wire server
 # serves from an index (the embedded one scans the collection for others).
@@ -116,7 +119,6 @@ def entry_document(entry: Entry, sealed: SealedDocuments) -> dict[str, Any]:
     """The stored form of a log entry: its fields in clear but the document, sealed as the exact bytes signed."""
     # `_id` is what makes a seq taken once; `seq` repeats it for ordering, as the embedded server
     # sorts an integer `_id` as text (10 before 9) but other integer fields as numbers.
-    plain = entry.signed_bytes if entry.signed_bytes is not None else canonical_json(entry.document)
     return {
         "_id": entry.seq,
         "seq": entry.seq,
@@ -125,7 +127,7 @@ def entry_document(entry: Entry, sealed: SealedDocuments) -> dict[str, Any]:
         "school_code": entry.school_code,
         "school_year": entry.school_year,
         "student_ref": entry.student_ref,
-        **sealed.sealed_bytes(owner_of(entry.key), plain),
+        **sealed.sealed_bytes(owner_of(entry.key), entry.content),
         "signatures": list(entry.signatures),
         "archived_at": entry.archived_at,
         "leaf_hash": entry.leaf_hash,
@@ -138,13 +140,13 @@ def entry_from_document(doc: dict[str, Any], sealed: SealedDocuments, audit: boo
     """The entry a stored one holds. Its document must decrypt, but for an audit, which reports the entry that
     does not (`Entry.unreadable`) among the others."""
     try:
-        document, unreadable = sealed.opened(doc), False
+        content, unreadable = sealed.opened_bytes(doc), False
     except DecryptionError:
         if not audit:
             raise Unavailable(
                 f"{doc['record_id']} v{doc['version']} does not decrypt: run `hocba archive audit`", reason="unreadable"
             ) from None
-        document, unreadable = {}, True
+        content, unreadable = b"", True
     return Entry(
         seq=doc["seq"],
         record_id=doc["record_id"],
@@ -152,7 +154,7 @@ def entry_from_document(doc: dict[str, Any], sealed: SealedDocuments, audit: boo
         school_code=doc["school_code"],
         school_year=doc["school_year"],
         student_ref=doc["student_ref"],
-        document=document,
+        content=content,
         signatures=tuple(doc["signatures"]),
         archived_at=doc["archived_at"],
         leaf_hash=doc["leaf_hash"],
@@ -194,7 +196,12 @@ class MongoArchiveRepository:
         ids = [f"{rid}:{version}" for rid, version in sorted(set(keys))]
         if not ids:
             return {}
-        cursor = self.rows.find({"_id": {"$in": ids}}, {"seq": 1, "record_id": 1, "version": 1, "leaf_hash": 1, "archived_at": 1})
+        # One more than can match: the first reply holds them all and closes the cursor, however many there are.
+        cursor = self.rows.find(
+            {"_id": {"$in": ids}},
+            {"seq": 1, "record_id": 1, "version": 1, "leaf_hash": 1, "archived_at": 1},
+            batch_size=len(ids) + 1,
+        )
         return {(doc["record_id"], doc["version"]): Position(doc["seq"], doc["leaf_hash"], doc["archived_at"]) async for doc in cursor}
 
     async def log_positions(self, keys: Iterable[VersionKey]) -> dict[VersionKey, Position]:
@@ -218,9 +225,13 @@ class MongoArchiveRepository:
     async def versions(self, record_ids: Iterable[str]) -> dict[str, list[ArchivedVersion]]:
         ids = sorted(set(record_ids))
         found: dict[str, list[ArchivedVersion]] = {rid: [] for rid in ids}
-        for rid in ids:
-            async for doc in self.rows.find({"record_id": rid}, {"version": 1, "school_code": 1}):
-                found[rid].append(ArchivedVersion(doc["version"], doc["school_code"]))
+        if not ids:
+            return found
+        # One read for all the records, in one reply, never one per record. One record is asked by equality, which
+        # the embedded server answers from the index (it scans the collection for an `$in`; MongoDB does not).
+        wanted = {"record_id": ids[0]} if len(ids) == 1 else {"record_id": {"$in": ids}}
+        async for doc in self.rows.find(wanted, {"record_id": 1, "version": 1, "school_code": 1}, batch_size=ONE_REPLY):
+            found[doc["record_id"]].append(ArchivedVersion(doc["version"], doc["school_code"]))
         return found
 
     async def add_rows(self, rows: list[ArchivedRow]) -> int:

@@ -25,6 +25,7 @@ from services.grades.domain.authority import (
     authorise_term_close,
 )
 from services.grades.domain.entries import Entry, EntryProblem
+from services.grades.domain.reading import UnreadableRecord, record_from_document
 from services.grades.domain.terms import TermStatus, change_of, locked_problem, reason_problem
 from services.grades.metrics import GradesMetrics
 from services.grades.repository import EntryKey, GradesRepository, Kind, TermAction, Write, entry_key
@@ -54,6 +55,7 @@ from shared.contracts.grades import (
 )
 from shared.contracts.identity import RegisteredStudent, StudentSnapshot, StudentsRegistered
 from shared.contracts.keys import RotateGradesKey
+from shared.contracts.record import content_of
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.outcome import NOTHING, Outcome, RejectedPart
 
@@ -553,7 +555,7 @@ def first_version(
         school_code=student.enrolment.school_code,
         school_year=student.enrolment.school_year,
         student_ref=ref,
-        document=record.document(),
+        content=content_of(record.document()),
     )
 
 
@@ -572,21 +574,27 @@ def count_unassembled(command: CloseYear, unassembled: dict[str, list[str]], met
 async def explain_record(request: ExplainRecord, deps: Deps) -> Outcome:
     """Every computed result of a record with its rule, clause, inputs and words, for its school's staff and operators.
 
-    An unknown record is NotFound; an actor who may not read it is Forbidden; both are counted. A record
-    explained is kept in the access log (who, which student and record, why) before the answer leaves.
+    The results are explained again from the stored document (`explanation`). An unknown record is NotFound;
+    an actor who may not read it is Forbidden; a document that cannot be explained again is InvalidMessage;
+    each is counted. A record explained is kept in the access log (who, which student and record, why) before
+    the answer leaves.
     """
     try:
         actor, record = await readable_record(request, deps)
+        answer = explanation(record)
     except Forbidden:
         deps.metrics.explained.labels("refused").inc()
         raise
     except NotFound:
         deps.metrics.explained.labels("not-found").inc()
         raise
+    except InvalidMessage:
+        deps.metrics.explained.labels("unreadable").inc()
+        raise
     read = deps.access.entries(actor, "explain", [record.student_ref], request.purpose, record.record_id)
     await deps.access_log.add(read)
     deps.metrics.explained.labels("answered").inc()
-    return Outcome(reply=explanation(record))
+    return Outcome(reply=answer)
 
 
 async def readable_record(request: ExplainRecord, deps: Deps) -> tuple[Actor, RecordVersion]:
@@ -600,19 +608,28 @@ async def readable_record(request: ExplainRecord, deps: Deps) -> tuple[Actor, Re
 
 
 def explanation(record: RecordVersion) -> RecordExplanation:
-    doc = record.document
-    rule_set = RULE_SETS.get(doc.get("rule_set", ""))
+    """The record's results explained again from its document, by the rule set the document names.
+
+    The document keeps the entries and the results, not how one follows from the other: its entries are read
+    back and computed again, and they must give the very document stored, so what is explained is what was
+    decided when the record was signed. A document that cannot be read so is InvalidMessage, saying why.
+    """
+    try:
+        year_record = record_from_document(record.document, RULE_SETS)
+    except UnreadableRecord as unreadable:
+        raise InvalidMessage(f"cannot explain: {unreadable}", reason="unreadable-record") from unreadable
+    rule_set, enrolment = year_record.rule_set, year_record.student.enrolment
     return RecordExplanation(
         record_id=record.record_id,
         version=record.version,
         school_code=record.school_code,
         school_year=record.school_year,
-        grade=doc.get("grade", 0),
-        class_name=doc.get("class_name", ""),
-        student_name=doc.get("student", {}).get("identity", {}).get("full_name", ""),
-        rule_set=doc.get("rule_set", ""),
-        unconfirmed=rule_set.unconfirmed(doc.get("grade")) if rule_set else [],
-        lines=[ExplanationLine.model_validate(e) for e in doc.get("explanations", [])],
+        grade=enrolment.grade,
+        class_name=enrolment.class_name,
+        student_name=year_record.snapshot.identity.full_name,
+        rule_set=rule_set.key,
+        unconfirmed=rule_set.unconfirmed(enrolment.grade),
+        lines=[ExplanationLine.model_validate(e.document(rule_set.key)) for e in year_record.explanations()],
     )
 
 

@@ -12,6 +12,7 @@ explained, is `shared.access`'s store.)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
@@ -23,6 +24,7 @@ from services.grades.domain.terms import Stored, TermStatus
 from shared.at_rest import owner_of, sealed_records
 from shared.contracts.grades import RecordVersion, StudentTermConduct, SubjectTermScores, VersionKey
 from shared.contracts.identity import Enrolment, RegisteredStudent
+from shared.crypto.canonical import canonical_json
 from shared.crypto.vault import Vault
 from shared.errors import TransientError
 from shared.mongo import Index, insert_new, insert_one_new
@@ -31,6 +33,9 @@ ENROLMENTS = "enrolments"
 ASSESSMENTS = "assessments"
 TERMS = "terms"
 RECORDS = "records"
+#: A stored record version written by this release holds its canonical bytes, and says so; one from an
+#: earlier release holds its document as plain JSON, made canonical when read.
+CANONICAL = "canonical"
 
 Kind = Literal["subject", "homeroom"]
 HOMEROOM = "(homeroom)"  # the `subject` key of homeroom entries; no subject has this name
@@ -204,7 +209,9 @@ class MongoGradesRepository:
         self.sealed = sealed_records(self._records, vault)
 
     def _record_version(self, doc: dict[str, Any]) -> RecordVersion:
-        return RecordVersion.model_validate({**doc, "document": self.sealed.opened(doc)})
+        plain = self.sealed.opened_bytes(doc)
+        content = plain if doc.get(CANONICAL) else canonical_json(json.loads(plain))
+        return RecordVersion.model_validate({**doc, "content": content})
 
     async def enrol(self, students: list[RegisteredStudent]) -> int:
         return await insert_new(self._enrolments, [enrolment_document(s) for s in students])
@@ -369,7 +376,11 @@ class MongoGradesRepository:
         return await insert_new(
             self._records,
             [
-                {**r.model_dump(mode="json", exclude={"document"}), **self.sealed.sealed(owner_of(r.key), r.document)}
+                {
+                    **r.model_dump(mode="json", exclude={"content"}),
+                    CANONICAL: True,
+                    **self.sealed.sealed_bytes(owner_of(r.key), r.content),
+                }
                 for r in records
             ],
         )

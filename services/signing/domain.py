@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -12,7 +11,7 @@ from shared.auth import Actor
 from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion, VersionKey
 from shared.contracts.signing import SIGNING_ORDER, RequestSignBatch, Role, Signature, seal_subject
-from shared.crypto.canonical import canonical_json, sha256_hex
+from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import CertIdentity
 from shared.crypto.record_signatures import signature_digest
 from shared.errors import Forbidden
@@ -43,10 +42,10 @@ class SignerRefused(Forbidden):
 class StoredRecord:
     """A record version as signing keeps it: what names it, and its document as the exact bytes that are signed.
 
-    The document is kept as its RFC 8785 canonical bytes, made once when the version is received,
-    with their digest: every signature is made over those bytes, so signing never serialises a
-    document again. What a plan or a check needs to know about a version (its school year, its
-    class) is kept beside the bytes, so nothing has to parse the document to find it.
+    The document is kept as the RFC 8785 canonical bytes the version arrived with, and their digest:
+    every signature is made over those bytes, so signing never serialises a document. What a plan
+    or a check needs to know about a version (its school year, its class) is kept beside the bytes,
+    so nothing has to read the document again to find it.
     """
 
     record_id: str
@@ -64,9 +63,7 @@ class StoredRecord:
 
     @classmethod
     def of(cls, record: RecordVersion) -> StoredRecord:
-        """`record` as it is kept: its document made canonical (the one time it is) and hashed."""
-        canonical = canonical_json(record.document)
-        class_name = record.document.get("class_name")
+        """`record` as it is kept: its content as it came, hashed, and the class it names."""
         return cls(
             record_id=record.record_id,
             version=record.version,
@@ -74,9 +71,9 @@ class StoredRecord:
             school_year=record.school_year,
             student_ref=record.student_ref,
             seal=record.seal,
-            class_name=class_name if isinstance(class_name, str) else None,
-            canonical=canonical,
-            digest=sha256_hex(canonical),
+            class_name=record.fields.class_name,
+            canonical=record.content,
+            digest=sha256_hex(record.content),
         )
 
     @property
@@ -89,7 +86,7 @@ class StoredRecord:
         return (self.school_code, self.school_year)
 
     def record_version(self) -> RecordVersion:
-        """The version as messages carry it, its document parsed from the kept bytes.
+        """The version as messages carry it: the kept bytes as its content.
 
         Not validated again: the bytes are the ones received, and their digest is checked before
         anything is signed over them.
@@ -100,7 +97,7 @@ class StoredRecord:
             school_code=self.school_code,
             school_year=self.school_year,
             student_ref=self.student_ref,
-            document=json.loads(self.canonical),
+            content=self.canonical,
             seal=self.seal,
         )
 

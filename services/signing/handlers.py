@@ -24,6 +24,7 @@ from shared.auth import Actor, IssuerKeys, require_actor, service_subject
 from shared.contracts.base import Acting, Message, derived_id, utcnow
 from shared.contracts.grades import RecordsReady, RecordVersion, VersionKey
 from shared.contracts.keys import RotateSigningKey
+from shared.contracts.record import content_of
 from shared.contracts.signing import (
     AmendmentReceived,
     BatchCompleted,
@@ -150,13 +151,17 @@ def sealed_by_grades(
 ) -> tuple[list[tuple[RecordVersion, StoredRecord]], list[tuple[RecordVersion, str]]]:
     """The versions whose grades seal verifies over their content, each as it is kept; and the others, with why.
 
-    This is where a version's document is made canonical and hashed, once: what is kept is those bytes.
+    This is where a version's content is hashed, once: what is kept is those bytes as they came.
     """
     trust, now, chains = deps.signers.trust(), deps.clock(), ChainCache()
     sealed: list[tuple[RecordVersion, StoredRecord]] = []
     refused: list[tuple[RecordVersion, str]] = []
     for record in records:
-        stored = StoredRecord.of(record)
+        try:
+            stored = StoredRecord.of(record)
+        except ValueError:
+            refused.append((record, f"{record.record_id} v{record.version}: its content is not a record document"))
+            continue
         problems = seal_problems(record.seal, record_claims(record, stored.digest), trust, GRADES, now, chains)
         if problems:
             why = f"{record.record_id} v{record.version} is not sealed by grades: {'; '.join(problems)}"
@@ -301,15 +306,14 @@ async def receive_amendment(command: RequestAmendment, deps: Deps) -> Outcome:
         raise InvalidMessage(
             f"{record.record_id} v{record.version} cannot supersede v{command.supersedes}: it must be a later version"
         )
-    amended = record.model_copy(
-        update={
-            "document": domain.amended_document(
-                record.document, command.supersedes, command.reason_code, command.note, actor.subject
-            ),
-            "seal": None,
-        }
-    )
-    stored = StoredRecord.of(amended)
+    try:
+        document = domain.amended_document(
+            record.document, command.supersedes, command.reason_code, command.note, actor.subject
+        )
+        amended = RecordVersion(**record.model_dump(exclude={"content", "seal"}), content=content_of(document))
+        stored = StoredRecord.of(amended)
+    except ValueError:
+        raise InvalidMessage(f"{record.record_id} v{record.version}: its content is not a record document") from None
     if not await deps.repo.add_records([stored]):
         known = (await deps.repo.records([stored.key])).get(stored.key)
         if known is None or known.digest != stored.digest:

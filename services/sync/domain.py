@@ -12,7 +12,7 @@ from typing import Any
 from shared.auth import Actor, Role
 from shared.contracts.archive import ArchivedRecord, Checkpoint
 from shared.crypto.archive_log import check_checkpoint
-from shared.crypto.canonical import canonical_json, sha256_hex
+from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import TrustStore
 from shared.crypto.pki import ARCHIVE_SUBJECT
 from shared.crypto.record_signatures import ChainCache
@@ -66,13 +66,23 @@ def archived_problems(
 ) -> list[str]:
     """Why `record` is not shown to come from the archive as it is (none when it is).
 
-    The archive's seal covers everything but the document; the document is bound through `digest`,
-    so it must be the document whose canonical JSON hashes to that digest.
+    The archive's seal covers everything but the content; the content is bound through `digest`, so
+    it must be the bytes that hash to that digest.
     """
     problems = seal_problems(record.seal, archived_claims(record), trust, ARCHIVE_SUBJECT, at, chains)
-    if sha256_hex(canonical_json(record.document)) != record.digest:
+    if sha256_hex(record.content) != record.digest:
         problems.append("its document does not match its digest")
+    elif not reads_as_a_record(record):
+        problems.append("its document is not a year record")
     return problems
+
+
+def reads_as_a_record(record: ArchivedRecord) -> bool:
+    """Whether the content reads as a year record (`shared.contracts.record.RecordDocument`): what sync sends from."""
+    try:
+        return record.fields.record_id == record.record_id
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -211,9 +221,7 @@ def checkpoint_key(origin: str, tree_size: int) -> str:
 def ministry_payload(record: ArchivedRecord) -> dict[str, Any]:
     """The body sent to the ministry for one archived record version: only what it needs."""
     document = record.document
-    student = document.get("student")
-    identity = student.get("identity") if isinstance(student, dict) else None
-    personal_id = identity.get("personal_id") if isinstance(identity, dict) else None
+    personal_id = record.fields.student.identity.personal_id
     return {
         "record_id": record.record_id,
         "version": record.version,

@@ -24,9 +24,10 @@ from shared.contracts.limits import (
     HexHash,
     Sentence,
 )
+from shared.contracts.record import CarriesContent
 
 
-class ArchivedRecord(Model):
+class ArchivedRecord(CarriesContent):
     record_id: str = Field(max_length=ID)
     version: int
     school_code: str = Field(max_length=SCHOOL_CODE)
@@ -37,16 +38,15 @@ class ArchivedRecord(Model):
     entry_hash: str = Field(max_length=HASH)
     #: SHA-256 of the canonical record document, as signed.
     digest: str = Field(max_length=HASH)
-    document: dict[str, Any]
     #: For an amendment: the version this one supersedes.
     supersedes: int | None = None
-    #: The archive's seal over all of the above but the document (`shared.crypto.seal.archived_claims`);
-    #: the document is bound through `digest`.
+    #: The archive's seal over all of the above but the content (`shared.crypto.seal.archived_claims`);
+    #: the content is bound through `digest`.
     seal: str | None = Field(None, max_length=MAX_SEAL_LENGTH)
 
 
 class RecordsArchived(Message):
-    ROUTING_KEY = "archive.record.archived.v1"
+    ROUTING_KEY = "archive.record.archived.v2"
 
     records: list[ArchivedRecord] = Field(min_length=1, max_length=RECORDS)
 

@@ -26,6 +26,7 @@ from shared.contracts.limits import (
     Sentence,
     SubjectName,
 )
+from shared.contracts.record import CarriesContent
 
 Term = Literal[1, 2]
 CommentLevel = Literal["Đ", "CĐ"]
@@ -196,11 +197,12 @@ class RecordKey(Model):
     version: int = Field(ge=1)
 
 
-class RecordVersion(Model):
+class RecordVersion(CarriesContent):
     """One version of one student's year record.
 
-    `document` is the record itself (JSON values only); its RFC 8785 canonical form is what
-    gets signed and archived. The other fields repeat what routing and storage need.
+    `content` is the record itself: its document's RFC 8785 canonical bytes, exactly as grades wrote
+    them (`shared.contracts.record`), which is what gets sealed, signed and archived. The other fields
+    repeat what routing and storage need.
     """
 
     record_id: str = Field(max_length=ID)
@@ -208,7 +210,6 @@ class RecordVersion(Model):
     school_code: str = Field(max_length=SCHOOL_CODE)
     school_year: str = Field(max_length=SCHOOL_YEAR)
     student_ref: str = Field(max_length=ID)
-    document: dict[str, Any]
     #: grades' seal over this version (`shared.crypto.seal.record_claims`): where its content comes from.
     seal: str | None = Field(None, max_length=MAX_SEAL_LENGTH)
 
@@ -220,7 +221,7 @@ class RecordVersion(Model):
 class RecordsReady(Message):
     """Event: assembled record versions, ready to be signed."""
 
-    ROUTING_KEY = "grades.record.ready.v1"
+    ROUTING_KEY = "grades.record.ready.v2"
 
     school_code: str = Field(max_length=SCHOOL_CODE)
     school_year: str = Field(max_length=SCHOOL_YEAR)

@@ -105,7 +105,7 @@ class ChunkSigned(Message):
 class RecordsCompleted(Message):
     """Event: record versions that now carry every required signature."""
 
-    ROUTING_KEY = "signing.record.completed.v1"
+    ROUTING_KEY = "signing.record.completed.v2"
 
     records: list[SignedRecord] = Field(min_length=1, max_length=RECORDS)
     #: The batch whose work completed them, so the archive can tell when a batch is all archived.
@@ -164,7 +164,7 @@ class RequestAmendment(Message):
     before the archive accepts it as superseding `supersedes`.
     """
 
-    ROUTING_KEY = "signing.amendment.requested.v1"
+    ROUTING_KEY = "signing.amendment.requested.v2"
 
     record: RecordVersion
     supersedes: int = Field(ge=1)

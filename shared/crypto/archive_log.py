@@ -10,12 +10,14 @@ canonical JSON of {origin, tree_size, root_hash, issued_at}.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from shared.contracts.archive import Checkpoint
+from shared.contracts.record import document_of
 from shared.crypto.canonical import canonical_json
 from shared.crypto.certs import TrustStore, ec_public_key, from_x5c, identity
 from shared.crypto.jws import RawSigner, protected_header, sign_detached, verify_detached
@@ -44,22 +46,27 @@ class Leaf:
     school_code: str
     school_year: str
     student_ref: str
-    document: Mapping[str, Any]
+    #: The record document's RFC 8785 canonical bytes, exactly as signed (`shared.contracts.record`).
+    content: bytes
     signatures: Sequence[str]
     archived_at: str
     #: grades' seal on the version's content (`shared.crypto.seal.record_claims`); None for an amendment.
     seal: str | None = field(default=None, kw_only=True)
 
-    def data(self, document_json: bytes | None = None) -> bytes:
+    @cached_property
+    def document(self) -> dict[str, Any]:
+        """The record document as JSON values, read from `content`."""
+        return document_of(self.content)
+
+    def data(self) -> bytes:
         """The RFC 8785 JSON of the entry, written out key by key in RFC 8785 order.
 
-        The document's canonical bytes (`document_json`, computed once when the record's
-        signatures are checked) are not computed again.
+        The document is `content` as it is: those bytes are already its RFC 8785 form, and are
+        never written again.
         """
-        body = document_json if document_json is not None else canonical_json(self.document)
         fields = [
             (b"archived_at", canonical_json(self.archived_at)),
-            (b"document", body),
+            (b"document", self.content),
             (b"record_id", canonical_json(self.record_id)),
             (b"school_code", canonical_json(self.school_code)),
             (b"school_year", canonical_json(self.school_year)),
@@ -71,12 +78,12 @@ class Leaf:
         ]
         return b"{" + b",".join(b'"' + key + b'":' + value for key, value in fields) + b"}"
 
-    def hash(self, document_json: bytes | None = None) -> bytes:
+    def hash(self) -> bytes:
         """The RFC 9162 leaf hash of `data()`: what the Merkle tree holds for this entry."""
-        return leaf_hash(self.data(document_json))
+        return leaf_hash(self.data())
 
     def record(self) -> dict[str, Any]:
-        """The record version as a bundle carries it."""
+        """The record version as a bundle carries it: the document as JSON values, readable by anyone."""
         return {
             "record_id": self.record_id,
             "version": self.version,
@@ -86,6 +93,11 @@ class Leaf:
             "document": self.document,
             **({"seal": self.seal} if self.seal is not None else {}),
         }
+
+
+def fields_of(leaf: Leaf) -> dict[str, Any]:
+    """A leaf's fields by name (what `vars` would give, without what was read from `content` and cached)."""
+    return {f.name: getattr(leaf, f.name) for f in fields(Leaf)}
 
 
 def checkpoint_body(origin: str, tree_size: int, root_hash: str, issued_at: datetime) -> bytes:

@@ -131,7 +131,7 @@ def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
         return verdict
     trust = trust_with_bundle_crl(trust, bundle)
     payload = canonical_json(record["document"])
-    version = RecordVersion.model_validate(record)
+    version = RecordVersion.model_validate({**record, "content": payload})
     log, admission = _check_log(bundle, trust, payload)
     trusted_time_decided = _check_signatures(verdict, version, bundle["signatures"], trust, payload, admission)
     _check_origin(verdict, version, trust, payload, admission)
@@ -238,11 +238,11 @@ def _check_log(bundle: dict[str, Any], trust: TrustStore, payload: bytes) -> tup
         school_code=record["school_code"],
         school_year=record["school_year"],
         student_ref=record["student_ref"],
-        document=record["document"],
+        content=payload,
         signatures=bundle["signatures"],
         archived_at=log["archived_at"],
         seal=record.get("seal"),
-    ).hash(payload)
+    ).hash()
     archive = Section(f"archive log '{log['origin']}'")
     leaf_ok = leaf.hex() == log["leaf_hash"]
     if leaf_ok:

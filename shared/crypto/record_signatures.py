@@ -18,7 +18,7 @@ from cryptography import x509
 
 from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import SIGNING_ORDER
-from shared.crypto.canonical import canonical_json, sha256_hex
+from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import STATED, CertIdentity, TrustStore, ec_public_key, from_x5c, identity
 from shared.crypto.jws import b64url, protected_header, verify_detached
 
@@ -94,11 +94,11 @@ def check_record(
 
     With `trust` None, certificate chains are not validated (the caller does it elsewhere). Every
     role of the signing order must have signed, each naming the signature before it. `payload`
-    is the document's canonical bytes when the caller has them already. `trusted_at` is a time at
+    is the bytes signed, when the caller holds them apart from `record` (its `content` otherwise). `trusted_at` is a time at
     which every signature is known to exist (the archive's admission time): it decides whether a
     signature by a certificate revoked for key compromise still stands.
     """
-    payload = payload if payload is not None else canonical_json(record.document)
+    payload = payload if payload is not None else record.content
     result = RecordCheck(record.record_id, record.version, sha256_hex(payload))
     checker = _SignatureChecker(record, result.digest, payload, trust, cache or ChainCache(), trusted_at)
     previous: str | None = None

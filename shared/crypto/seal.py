@@ -33,13 +33,13 @@ def record_claims(record: RecordVersion, document_digest: str | None = None) -> 
         "school_code": record.school_code,
         "school_year": record.school_year,
         "student_ref": record.student_ref,
-        "digest": document_digest or sha256_hex(canonical_json(record.document)),
+        "digest": document_digest or sha256_hex(record.content),
     }
 
 
 def archived_claims(record: ArchivedRecord) -> dict[str, Any]:
     """What the archive's seal on an archived version binds: the version, where it is in the log, its content's digest."""
-    return record.model_dump(mode="json", exclude={"document", "seal"})
+    return record.model_dump(mode="json", exclude={"content", "seal"})
 
 
 def seal(signer: X509Signer, claims: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ from shared.crypto.signer import X509Signer
 from shared.messaging import Bus, delete_exchanges
 from shared.mongo import make_client
 from shared.settings import Settings
+from tests import records
 from tests.support import amqp_url
 
 SCHOOL, YEAR = "79007000", "2025-2026"
@@ -59,13 +60,9 @@ def grades_signer(stack: Stack) -> X509Signer:
 def record(n: int, grades: X509Signer) -> RecordVersion:
     """Record version `n`, sealed by grades as grades seals the versions it assembles."""
     class_name = CLASSES[n // 40]
-    version = RecordVersion(
-        record_id=f"{SCHOOL}-{YEAR}-fault-{n:05d}",
-        version=1,
-        school_code=SCHOOL,
-        school_year=YEAR,
-        student_ref=f"fault-{n:05d}",
-        document={"class_name": class_name, "student_ref": f"fault-{n:05d}", "learning_result": {"year": "Tốt"}},
+    version = records.record_version(
+        f"{SCHOOL}-{YEAR}-fault-{n:05d}", 1, SCHOOL, YEAR, f"fault-{n:05d}",
+        class_name=class_name, learning_result={"year": "Tốt"},
     )
     return version.model_copy(update={"seal": seal(grades, record_claims(version))})
 

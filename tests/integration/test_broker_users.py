@@ -149,7 +149,7 @@ def own_queue(names: Names, identity: str, what: str) -> str:
 
 @pytest.mark.parametrize("name", [n for n in IDENTITIES if n != "grades"])
 async def test_attack_a_forged_ready_record_is_refused_to_anyone_but_grades(name, users):
-    """Reproduction of issue 9 item 1: a `grades.record.ready.v1` with a made-up record, published by someone
+    """Reproduction of issue 9 item 1: a `grades.record.ready.v2` with a made-up record, published by someone
     who holds a broker login. Only grades may publish that routing key."""
     async with connected(users.url(name)) as connection:
         said = await refusal(connection, publishing(Names(users.namespace), RecordsReady.ROUTING_KEY, FORGED_RECORD))

@@ -36,11 +36,13 @@ from shared.contracts.keys import (
     SigningKeyRotationProgress,
     SyncKeyRotationProgress,
 )
+from shared.contracts.record import content_of
 from shared.crypto.fields import DecryptionError
 from shared.crypto.kek import FileKek
 from shared.crypto.keyring import KeyRing, save_key_ring
 from shared.crypto.vault import Vault
 from tests.integration.conftest import service_database
+from tests.records import identity, record_document
 from tests.unit.signing.trust import Trust, make_trust, record_version, signed_record
 
 COUNT = 23
@@ -50,7 +52,8 @@ PERSONAL_ID = "079214000123"
 
 
 def with_identity(n: int) -> dict[str, object]:
-    return {"student": {"identity": {"personal_id": f"0792140{n:05d}", "full_name": f"Nguyễn Văn {n}"}}}
+    student = {"student_ref": f"student-{n:04d}", "identity": {**identity(f"0792140{n:05d}"), "full_name": f"Nguyễn Văn {n}"}}
+    return {"student": student}
 
 
 @dataclass
@@ -107,7 +110,7 @@ async def sync_kept(db, vault: Vault, trust: Trust) -> Kept:
         ArchivedRecord(
             record_id=f"rec-{n:04d}", version=1, school_code="79000701", school_year="2025-2026",
             student_ref=f"student-{n:04d}", seq=n, entry_hash=f"{n:064x}", digest=f"{n + 1:064x}",
-            document=with_identity(n),
+            content=content_of(record_document(f"rec-{n:04d}", 1, "79000701", "2025-2026", f"student-{n:04d}", **with_identity(n))),
         )
         for n in range(COUNT)
     ]

@@ -15,6 +15,7 @@ from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion
 from shared.contracts.signing import RequestSignBatch, Signature
 from shared.crypto.vault import Vault
+from tests import records
 from tests.integration.conftest import service_database
 
 SCHOOL, YEAR = "79000701", "2025-2026"
@@ -29,13 +30,8 @@ async def repo(backend, mongo_client, settings):
 
 
 def record(n: int, school_code: str = SCHOOL) -> RecordVersion:
-    return RecordVersion(
-        record_id=f"rec-{n:04d}",
-        version=1,
-        school_code=school_code,
-        school_year=YEAR,
-        student_ref=f"student-{n:04d}",
-        document={"student_ref": f"student-{n:04d}", "class_name": f"6A{n % 2 + 1}", "conduct": "Tốt"},
+    return records.record_version(
+        f"rec-{n:04d}", 1, school_code, YEAR, f"student-{n:04d}", class_name=f"6A{n % 2 + 1}", conduct="Tốt"
     )
 
 

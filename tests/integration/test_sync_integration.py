@@ -31,9 +31,11 @@ from services.sync.app import build_app
 from services.sync.domain import DELIVERED, PENDING, DeliveryPolicy
 from services.sync.repository import MongoOutboxRepository
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
+from shared.contracts.record import content_of
 from shared.contracts.sync import ReconcileReport, RecordsDelivered, SyncStatus
 from shared.crypto.vault import Vault
 from shared.messaging import ERROR_HEADER, REASON_HEADER
+from tests.records import identity, record_document
 from tests.support import drain, free_port, probing, running
 from tests.unit.sync.sealed import archived_record, signed_checkpoint, trust
 
@@ -49,12 +51,12 @@ def archived(n: int, school: str = "79000702") -> RecordsArchived:
             archived_record(
                 f"hb-{school}-{i:04d}",
                 i,
-                {
-                    "record_id": f"hb-{school}-{i:04d}",
-                    "student": {"identity": {"personal_id": f"0792120{i:05d}", "full_name": "Lê Minh Châu"}},
-                    "subjects": [{"name": "Toán", "year": {"average": "8.5"}}],
-                    "learning_result": {"year": "Tốt"},
-                },
+                record_document(
+                    f"hb-{school}-{i:04d}", 1, school, "2025-2026", f"s-{i}",
+                    student={"student_ref": f"s-{i}", "identity": {**identity(f"0792120{i:05d}"), "full_name": "Lê Minh Châu"}},
+                    subjects=[{"name": "Toán", "year": {"average": "8.5"}}],
+                    learning_result={"year": "Tốt"},
+                ),
                 school_code=school,
                 student_ref=f"s-{i}",
             )
@@ -169,7 +171,7 @@ async def test_attack_a_forged_records_archived_event_gets_no_ministry_receipt(m
     store = ReceiptStore()
     genuine = archived(1).records[0]
     made_up = genuine.model_copy(
-        update={"digest": "f" * 64, "seal": None, "document": {**genuine.document, "awards": ["Học sinh Xuất sắc"]}}
+        update={"digest": "f" * 64, "seal": None, "content": content_of({**genuine.document, "awards": ["Học sinh Xuất sắc"]})}
     )
     checkpoint = signed_checkpoint(1).checkpoint
     unsigned = CheckpointIssued(checkpoint=checkpoint.model_copy(update={"signature": "e30..c2ln"}))

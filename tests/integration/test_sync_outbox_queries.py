@@ -10,8 +10,10 @@ from pymongo import monitoring
 from services.sync.domain import new_entry
 from services.sync.repository import INDEXES, OUTBOX, MongoOutboxRepository
 from shared.contracts.archive import ArchivedRecord
+from shared.contracts.record import content_of
 from shared.crypto.vault import Vault
 from shared.mongo import ensure_indexes, make_client
+from tests.records import record_document
 
 NOW = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
 
@@ -35,7 +37,8 @@ class Commands(monitoring.CommandListener):
 def record(i: int) -> ArchivedRecord:
     return ArchivedRecord(
         record_id=f"hb-79000701-{i:05d}", version=1, school_code="79000701", school_year="2025-2026",
-        student_ref=f"s-{i}", seq=i, entry_hash=f"{i:064x}", digest=f"{i + 1:064x}", document={},
+        student_ref=f"s-{i}", seq=i, entry_hash=f"{i:064x}", digest=f"{i + 1:064x}",
+        content=content_of(record_document(f"hb-79000701-{i:05d}", 1, "79000701", "2025-2026", f"s-{i}")),
     )
 
 

@@ -24,8 +24,10 @@ from services.sync.domain import (
 )
 from services.sync.repository import INDEXES, InMemoryOutboxRepository, MongoOutboxRepository, OutboxSummary
 from shared.contracts.archive import ArchivedRecord, Checkpoint
+from shared.contracts.record import content_of
 from shared.crypto.vault import Vault
 from tests.integration.conftest import service_database
+from tests.records import identity, record_document
 
 NOW = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -49,7 +51,10 @@ def record(i: int, school: str = "79000702") -> ArchivedRecord:
         seq=i,
         entry_hash=f"{i:064x}",
         digest=f"{i + 11:064x}",
-        document={"student": {"identity": {"personal_id": f"0792120{i:05d}"}}, "learning_result": {"year": "Tốt"}},
+        content=content_of(record_document(
+            f"hb-{school}-{i:04d}", 1, school, "2025-2026", f"s-{i}", learning_result={"year": "Tốt"},
+            student={"student_ref": f"s-{i}", "identity": identity(f"0792120{i:05d}")},
+        )),
     )
 
 

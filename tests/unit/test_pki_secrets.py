@@ -19,7 +19,6 @@ from services.archive.app import keys_from_pki
 from services.grades.app import CERTIFICATE, pki_signer, seal_with
 from services.signing.app import pki_signers
 from services.signing.handlers import SignerRefused
-from shared.contracts.grades import RecordVersion
 from shared.crypto.jws import sign_detached, verify_detached
 from shared.crypto.pki import (
     ARCHIVE_SUBJECT,
@@ -33,6 +32,7 @@ from shared.crypto.pki import (
 from shared.crypto.seal import record_claims, seal_problems
 from shared.crypto.signer import UnknownSigner
 from shared.settings import Settings
+from tests import records
 
 SCHOOL = "79000701"
 CLASSES = ["6A1", "6A2"]
@@ -309,10 +309,7 @@ def test_the_archive_signs_its_checkpoints_from_its_part_alone(offline, tmp_path
 def test_grades_seals_from_its_part_alone(offline, tmp_path, passphrase_file):
     part = offline.export("grades", tmp_path / "grades")
     settings = production(part.folder, passphrase_file)
-    record = RecordVersion(
-        record_id="rec-0001", version=1, school_code=SCHOOL, school_year="2025-2026", student_ref="ref-0001",
-        document={"subjects": {"toan": {"year": "8.5"}}},
-    )
+    record = records.record_version("rec-0001", 1, SCHOOL, "2025-2026", "ref-0001")
     sealed = seal_with(pki_signer(settings))(record)  # the sealer grades' build_app makes
     trust = DevPki.from_settings(settings).trust_store()
     assert seal_problems(sealed, record_claims(record), trust, CERTIFICATE, datetime.now(UTC)) == []

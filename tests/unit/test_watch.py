@@ -17,6 +17,7 @@ from services.grades.rulesets import rule_set_for
 from shared.contracts.archive import ArchivedRecord, RecordsArchived
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.identity import RegisteredStudent, StudentSnapshot
+from shared.contracts.record import content_of
 from shared.contracts.signing import RecordsCompleted, SignedRecord
 from shared.contracts.sync import Delivery, RecordsDelivered
 from shared.settings import Settings
@@ -49,7 +50,7 @@ def versions(count: int) -> list[RecordVersion]:
         )
         found.append(RecordVersion(
             record_id=record.record_id, version=1, school_code=SCHOOL.code, school_year=demo_data.SCHOOL_YEAR,
-            student_ref=ref, document=record.document(),
+            student_ref=ref, content=content_of(record.document()),
         ))
     return found
 
@@ -63,7 +64,7 @@ def announcements(records: list[RecordVersion]) -> list:
         RecordsArchived(records=[
             ArchivedRecord(
                 record_id=r.record_id, version=r.version, school_code=r.school_code, school_year=r.school_year,
-                student_ref=r.student_ref, seq=n, entry_hash="0" * 64, digest="0" * 64, document=r.document,
+                student_ref=r.student_ref, seq=n, entry_hash="0" * 64, digest="0" * 64, content=r.content,
             )
             for n, r in enumerate(records)
         ]),

@@ -7,6 +7,7 @@ import pytest
 from services.signing.app import build_app
 from services.signing.repository import InMemorySigningRepository
 from shared.contracts.grades import RecordsReady, RecordVersion
+from shared.contracts.record import content_of
 from shared.contracts.signing import (
     AmendmentReceived,
     BatchCompleted,
@@ -21,19 +22,15 @@ from shared.contracts.signing import (
 )
 from shared.crypto.record_signatures import check_record
 from shared.messaging import ERROR_HEADER, REASON_HEADER
+from tests import records as builders
 from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, YEAR, make_trust
 from tests.wiring.conftest import dead_letters, probe
 
 
 def unsealed(count: int, start: int = 0, **document) -> list[RecordVersion]:
     return [
-        RecordVersion(
-            record_id=f"rec-{n:04d}",
-            version=1,
-            school_code=SCHOOL,
-            school_year=YEAR,
-            student_ref=f"student-{n:04d}",
-            document={"student_ref": f"student-{n:04d}", "class_name": f"6A{n % 2 + 1}", "conduct": "Tốt", **document},
+        builders.record_version(
+            f"rec-{n:04d}", 1, SCHOOL, YEAR, f"student-{n:04d}", class_name=f"6A{n % 2 + 1}", conduct="Tốt", **document
         )
         for n in range(start, start + count)
     ]
@@ -162,7 +159,7 @@ async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(servic
     svc, repo = service
     seen = probe(svc, RecordsReceived)
     dead = dead_letters(svc, RecordsReady)
-    changed = trust.sealed(unsealed(1)[0].model_copy(update={"document": {"conduct": "Khá"}}))
+    changed = trust.sealed(unsealed(1)[0].model_copy(update={"content": content_of({**unsealed(1)[0].document, "conduct": "Khá"})}))
     async with wired(svc) as wire:
         await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(2)))
         mixed = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[changed, *records(1, 5)])
@@ -176,7 +173,7 @@ async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(servic
 
 
 async def test_attack_a_made_up_record_on_the_bus_is_dead_lettered_and_never_signed(service, trust, records, wired):
-    """Reproduction 1, on the bus: a `grades.record.ready.v1` published with nothing but a broker login, its
+    """Reproduction 1, on the bus: a `grades.record.ready.v2` published with nothing but a broker login, its
     made-up record without grades' seal, is dead-lettered; the one-click batches sign nothing; the genuine
     version published later by grades is kept and signed."""
     svc, repo = service

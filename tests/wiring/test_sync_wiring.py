@@ -19,6 +19,7 @@ from services.sync.repository import InMemoryOutboxRepository
 from shared.auth import IssuerKey
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.base import Message, derived_id
+from shared.contracts.record import content_of
 from shared.contracts.sync import (
     CheckpointDelivered,
     GetSyncStatus,
@@ -31,6 +32,7 @@ from shared.contracts.sync import (
 )
 from shared.errors import Refused
 from shared.messaging import ERROR_HEADER, REASON_HEADER
+from tests.records import identity, record_document
 from tests.unit.sync.sealed import archived_record, dev_pki, sealed, signed_checkpoint, trust
 from tests.wiring.conftest import dead_letters, probe
 
@@ -46,7 +48,10 @@ def archived(n: int) -> RecordsArchived:
             archived_record(
                 f"hb-79000701-{i:04d}",
                 i,
-                {"student": {"identity": {"personal_id": f"0792120{i:05d}"}}, "learning_result": {"year": "Tốt"}},
+                record_document(
+                    f"hb-79000701-{i:04d}", 1, "79000701", "2025-2026", f"s-{i}", learning_result={"year": "Tốt"},
+                    student={"student_ref": f"s-{i}", "identity": identity(f"0792120{i:05d}")},
+                ),
                 student_ref=f"s-{i}",
             )
             for i in range(n)
@@ -232,7 +237,7 @@ async def test_attack_a_forged_records_archived_event_is_dead_lettered_and_never
     dead = dead_letters(svc, RecordsArchived)
     genuine = archived(2)
     made_up = genuine.records[1].model_copy(
-        update={"record_id": "hb-79000701-0666", "digest": "f" * 64, "seal": None, "document": {"awards": ["top"]}}
+        update={"record_id": "hb-79000701-0666", "digest": "f" * 64, "seal": None, "content": content_of({"awards": ["top"]})}
     )
     by_grades = sealed(archived_record("hb-79000701-0777", 7, {"learning_result": {"year": "Tốt"}}), dev_pki().signer("svc-grades"))
     event = RecordsArchived(records=[genuine.records[0], made_up, by_grades])

@@ -1,4 +1,8 @@
-"""One student's year record, assembled from locked entries and computed by a rule set, with explanations."""
+"""One student's year record, assembled from locked entries and computed by a rule set.
+
+The record's document holds the entries and the results; how each result follows from the entries
+(`YearRecord.explanations`) is computed again whenever it is asked for, by the rule set the document names.
+"""
 
 from __future__ import annotations
 
@@ -123,7 +127,11 @@ def _approx(value: Decimal) -> str:
 
 @dataclass(frozen=True)
 class YearRecord:
-    """One student's year record, version `version`, computed by `rule_set`."""
+    """One student's year record, version `version`, computed by `rule_set`.
+
+    `amendment` is what an amended version says about itself (the version it supersedes and why):
+    the school writes it into the document of a later version, and it is kept as it is.
+    """
 
     record_id: str
     version: int
@@ -132,6 +140,7 @@ class YearRecord:
     snapshot: StudentSnapshot
     subjects: tuple[SubjectResult, ...]
     homeroom: Mapping[int, StudentTermConduct]
+    amendment: Mapping[str, Any] | None = None
 
     # -- secondary ----------------------------------------------------------------------------
 
@@ -182,12 +191,24 @@ class YearRecord:
             },
         }
 
+    def results(self) -> tuple[dict[str, Any], list[Explanation]]:
+        """The results of the record's rule set family as the document writes them, and the explanation of each."""
+        return secondary_results(self) if self.rule_set.family == "secondary" else primary_results(self)
+
+    def explanations(self) -> list[Explanation]:
+        """Every computed result with its rule, clause, inputs and words: the subjects' first, then the year's."""
+        subjects = [e for s in self.subjects for e in s.explanations(self.rule_set)]
+        return subjects + self.results()[1]
+
     def document(self) -> dict[str, Any]:
-        """The record as JSON values: what is signed and archived."""
+        """The record as JSON values: what is signed and archived.
+
+        Entries, results and decisions, with the rule set (`rule_set`, `regulation`) they follow from;
+        not the explanations, which that rule set gives again from the rest (`explanations`).
+        """
         enrolment = self.student.enrolment
         missing = self.missing()
-        body = secondary_results(self) if self.rule_set.family == "secondary" else primary_results(self)
-        explanations = [e for s in self.subjects for e in s.explanations(self.rule_set)] + body.pop("_explanations")
+        body, _ = self.results()
         return {
             "record_id": self.record_id,
             "version": self.version,
@@ -204,11 +225,12 @@ class YearRecord:
             "comments": self.comments(),
             "complete": not missing,
             "missing": missing,
-            "explanations": [e.document(self.rule_set.key) for e in explanations],
+            **({"amendment": dict(self.amendment)} if self.amendment is not None else {}),
         }
 
 
-def secondary_results(record: YearRecord) -> dict[str, Any]:
+def secondary_results(record: YearRecord) -> tuple[dict[str, Any], list[Explanation]]:
+    """Circular 22/2021: learning results, conduct, promotion and awards, and how each was decided."""
     rule_set = record.rule_set
     learning = record.learning_explanations()
     explanations = [e for e in learning.values() if e is not None]
@@ -226,16 +248,17 @@ def secondary_results(record: YearRecord) -> dict[str, Any]:
         award = secondary.explain_award(rule_set, conduct["year"], year_learning.result, averages)
         awards = [award.result] if award.result else []
         explanations += [decided, award]
-    return {
+    results = {
         "learning_result": {p: (e.result if e else None) for p, e in learning.items()},
         "conduct": conduct,
         "promotion": promotion,
         "awards": awards,
-        "_explanations": explanations,
     }
+    return results, explanations
 
 
-def primary_results(record: YearRecord) -> dict[str, Any]:
+def primary_results(record: YearRecord) -> tuple[dict[str, Any], list[Explanation]]:
+    """Circular 27/2020: qualities and competencies, the year-end outcome, award and completion, and how each was decided."""
     rule_set = record.rule_set
     ratings = {
         what: {f"term_{t}": (dict(getattr(record.homeroom[t], what)) if t in record.homeroom else None) for t in TERMS}
@@ -249,8 +272,7 @@ def primary_results(record: YearRecord) -> dict[str, Any]:
     scores = {name: score for name, score in tests.items() if score is not None}
     end = record.homeroom.get(2)
     if end is not None and len(levels) == len(years) and len(scores) == len(tests):
-        rated = {**end.qualities, **end.competencies}
-        decided = primary.explain_outcome(rule_set, levels, rated, scores)
+        decided = primary.explain_outcome(rule_set, levels, end_ratings(rule_set, end), scores)
         outcome = decided.result
         award = primary.explain_primary_award(rule_set, outcome)
         awards = [award.result] if award.result else []
@@ -258,7 +280,15 @@ def primary_results(record: YearRecord) -> dict[str, Any]:
         if (done := primary.explain_completion(rule_set, record.student.enrolment.grade, outcome)) is not None:
             completion = done.result
             explanations.append(done)
-    return {**ratings, "outcome": outcome, "awards": awards, "completion": completion, "_explanations": explanations}
+    return {**ratings, "outcome": outcome, "awards": awards, "completion": completion}, explanations
+
+
+def end_ratings(rule_set: RuleSet, end: StudentTermConduct) -> dict[str, str]:
+    """The end-of-year qualities and competencies in the rule set's order, whatever order they were entered in,
+    so that the outcome says them in the same words for the record as assembled and as read back."""
+    rated = {**end.qualities, **end.competencies}
+    order = (*rule_set.qualities, *rule_set.competencies)
+    return {name: rated[name] for name in (*order, *sorted(set(rated) - set(order))) if name in rated}
 
 
 def assemble_record(

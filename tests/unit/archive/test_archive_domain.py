@@ -9,6 +9,7 @@ import pytest
 
 from services.archive import domain
 from services.archive.domain import ArchivedVersion, SupersededNotArchived
+from shared.contracts.record import content_of
 from shared.crypto.archive_log import sign_checkpoint
 from shared.crypto.merkle import MerkleTree
 from shared.errors import Forbidden, InvalidMessage
@@ -51,7 +52,7 @@ def test_an_intact_log_passes_the_audit(trust, make_signed):
 def test_the_audit_names_an_altered_entry(trust, make_signed):
     log = entries(make_signed, 6)
     signed = [checkpoint(trust, log)]
-    altered = [*log[:2], replace(log[2], document={**log[2].document, "conduct": "Tốt"}), *log[3:]]
+    altered = [*log[:2], replace(log[2], content=content_of({**log[2].document, "conduct": "Tốt"})), *log[3:]]
     report = domain.audit(altered, signed, no_signature_problems)
     assert not report.ok
     named = {f.seq for f in report.findings if f.seq is not None}
@@ -64,7 +65,7 @@ def test_the_audit_names_an_altered_entry(trust, make_signed):
 def test_the_audit_names_an_altered_entry_even_when_its_stored_leaf_hash_was_rewritten(trust, make_signed):
     log = entries(make_signed, 4)
     signed = [checkpoint(trust, log)]
-    forged = replace(log[1], document={**log[1].document, "conduct": "Tốt"})
+    forged = replace(log[1], content=content_of({**log[1].document, "conduct": "Tốt"}))
     forged = replace(forged, leaf_hash=forged.computed_leaf_hash())
     report = domain.audit([log[0], forged, *log[2:]], signed, no_signature_problems)
     assert [f.seq for f in report.findings if f.seq is not None] == [1]

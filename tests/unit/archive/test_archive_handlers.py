@@ -26,6 +26,7 @@ from shared.contracts.archive import (
     RecordsArchived,
 )
 from shared.contracts.base import Message, derived_id
+from shared.contracts.record import content_of
 from shared.contracts.signing import BatchCompleted, RecordsCompleted
 from shared.crypto.archive_log import check_checkpoint
 from shared.crypto.bundle import archive_certificates, verify_bundle, verify_copy
@@ -161,7 +162,7 @@ async def test_versions_appended_just_before_a_crash_are_found_in_the_log_and_no
 
 async def test_a_version_whose_content_changed_after_signing_is_refused(deps, registry, make_signed):
     signed = make_signed(1)
-    tampered = signed.model_copy(update={"record": signed.record.model_copy(update={"document": {"forged": True}})})
+    tampered = signed.model_copy(update={"record": signed.record.model_copy(update={"content": content_of({"forged": True})})})
     with pytest.raises(InvalidMessage, match="other content"):
         await handlers.archive_records(completed([tampered]), deps)
     assert await deps.repo.entries() == []

@@ -19,7 +19,10 @@ from tests.unit.signing.trust import signed_record
 
 DOCUMENT = {
     "grade": 6,
-    "student": {"identity": {"full_name": "Trần Thị Bình", "date_of_birth": "2014-02-03", "sex": "F"}},
+    "student": {
+        "student_ref": "student-0001",
+        "identity": {"personal_id": "079214000001", "full_name": "Trần Thị Bình", "date_of_birth": "2014-02-03", "sex": "F"},
+    },
     "subjects": [
         {"name": "Toán", "term_1": {"average": "8.1"}, "term_2": {"average": "8.5"}, "year": {"average": "8.4"}},
         {"name": "Nghệ thuật", "term_1": {"level": "Đ"}, "term_2": {"level": "Đ"}, "year": {"level": "Đ"}},

@@ -15,6 +15,7 @@ from shared.contracts.signing import RecordsCompleted
 from shared.crypto import record_signatures
 from shared.crypto.certs import TrustStore
 from shared.errors import InvalidMessage
+from tests.conftest import record_documents
 from tests.unit.signing.trust import make_trust, signed_record
 
 from .conftest import archive_deps
@@ -96,19 +97,21 @@ async def test_a_certificate_revoked_after_its_chain_was_judged_voids_the_signat
     assert len(await deps.repo.entries()) == 6
 
 
-async def test_each_document_is_made_canonical_hashed_and_encoded_once_and_each_header_read_once(
-    own, monkeypatch
+async def test_each_document_is_hashed_and_encoded_once_never_made_canonical_and_each_header_read_once(
+    own, monkeypatch, canonicalised
 ):
-    """Per record: one RFC 8785 serialisation and one SHA-256 for the archive (the signature check takes its own
-    digest for its report), one base64url encoding of the document for its three signatures, and no second
-    reading of a signature's header for its signing time."""
+    """Per record: no RFC 8785 serialisation (the content arrives as the bytes that were signed), one SHA-256 for
+    the archive (the signature check takes its own digest for its report), one base64url encoding of the content
+    for its three signatures, and no second reading of a signature's header for its signing time."""
     now = datetime.now(UTC).replace(microsecond=0)
     deps = archive_deps(own, at=now)
     chunk = class_6a1(own, 0, 10, now)
+    canonicalised.clear()
     calls: Counter[str] = Counter()
-    counting(monkeypatch, domain, "canonical_json", calls)
     counting(monkeypatch, domain, "sha256_hex", calls)
     counting(monkeypatch, domain, "protected_header", calls)
     counting(monkeypatch, record_signatures, "b64url", calls)
-    await handlers.archive_records(chunk, deps)
-    assert calls == Counter(canonical_json=10, sha256_hex=10, b64url=10)
+    outcome = await handlers.archive_records(chunk, deps)
+    assert calls == Counter(sha256_hex=10, b64url=10)
+    assert record_documents(canonicalised) == []
+    assert [r.content for r in outcome.publish[0].records] == [s.record.content for s in chunk.records]

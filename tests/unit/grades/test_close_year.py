@@ -14,6 +14,8 @@ from services.grades import handlers
 from services.grades.repository import InMemoryGradesRepository, TermAction, Write, entry_key
 from shared.contracts.base import Message
 from shared.contracts.grades import CloseYear, RecordsReady
+from shared.crypto.canonical import canonical_json
+from tests.conftest import record_documents
 from tests.unit.grades.builders import SCHOOL, YEAR, enrolled, full_year, homeroom, principal
 from tests.unit.grades.conftest import FakeLookup, Published
 
@@ -144,3 +146,16 @@ async def test_a_close_cut_short_is_finished_by_its_redelivery_with_the_same_mes
     assert [e.message_id for e in again] == [e.message_id for e in uninterrupted]
     assert [[r.record_id for r in e.records] for e in again] == [[r.record_id for r in e.records] for e in uninterrupted]
     assert repo.calls["records_of"] == 2, "the stored versions read back for the two classes stored before"
+
+
+async def test_each_record_is_made_canonical_once_and_sealed_over_those_bytes(deps, canonicalised):
+    """grades writes each record's canonical bytes once, when it assembles it: the seal names their digest, and
+    every service after it (signing, the archive, sync) keeps, signs and hashes those bytes without writing them
+    again (each has its own count)."""
+    repo = await school(classes=2, students=10)
+    canonicalised.clear()
+    events, _ = await closed(deps, repo)
+    records = [r for e in events for r in e.records]
+    made = record_documents(canonicalised)
+    assert len(made) == len(records) == 20
+    assert sorted(canonical_json(d) for d in made) == sorted(r.content for r in records)

@@ -10,8 +10,9 @@ import pytest
 
 from hocba.staff import Person
 from services.grades import handlers
-from services.grades.domain import record_id
+from services.grades.domain import assemble_record, record_id
 from services.grades.repository import InMemoryGradesRepository
+from services.grades.rulesets import CIRCULAR_22_2021 as GRADE_6_RULES
 from shared.auth import Actor, IssuerKey, Unauthenticated
 from shared.contracts.access import AccessLog, ListGradesAccesses
 from shared.contracts.base import Acting, derived_id
@@ -30,6 +31,7 @@ from shared.contracts.grades import (
     TermChanged,
 )
 from shared.contracts.identity import StudentsRegistered
+from shared.contracts.record import content_of
 from shared.crypto.pki import DevPki
 from shared.crypto.seal import record_claims, seal_problems
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
@@ -46,6 +48,7 @@ from tests.unit.grades.builders import (
     principal,
     school_admin,
     scored,
+    snapshot,
     subject_teacher,
 )
 from tests.unit.grades.conftest import FakeLookup, Published
@@ -458,7 +461,7 @@ async def test_every_record_grades_assembles_carries_its_seal(deps, pki: DevPki)
         assert seal_problems(version.seal, record_claims(version), pki.trust_store(), "svc-grades", now) == []
     assert announced == await deps.repo.records(SCHOOL, YEAR, 1), "the seal is stored with the version"
     [s1] = [r for r in announced if r.student_ref == "s1"]
-    forged = s1.model_copy(update={"document": {**s1.document, "awards": ["Học sinh Xuất sắc", "Giải nhất"]}})
+    forged = s1.model_copy(update={"content": content_of({**s1.document, "awards": ["Học sinh Xuất sắc", "Giải nhất"]})})
     assert seal_problems(forged.seal, record_claims(forged), pki.trust_store(), "svc-grades", now) != []
     assert seal_problems(s1.seal, record_claims(s1), pki.trust_store(), "archive", now) != []
 
@@ -528,6 +531,14 @@ async def test_a_record_is_explained_to_its_schools_staff_and_operators_only(dep
     assert (answer.record_id, answer.version, answer.school_code, answer.grade) == (rid, 1, SCHOOL, 6)
     assert any(line.about == "learning/year" and line.result == "Tốt" for line in answer.lines)
     assert any("Art. 9.3" in note for note in answer.unconfirmed)
+    assert "explanations" not in (await deps.repo.record(rid, 1)).document, "the lines are computed, not kept"
+    assembled = assemble_record(GRADE_6_RULES, enrolled("s1"), snapshot("s1"), full_year("s1", "8.0"))
+    assert [line.model_dump() for line in answer.lines] == [
+        {"about": e.about, "result": e.result, "clause": e.clause, "rule": e.rule, "inputs": e.inputs, "text": e.text}
+        for e in assembled.explanations()
+    ]
+    [toan] = [line for line in answer.lines if line.about == "subjects/Toán/term_1/average"]
+    assert toan.text.startswith("Toán term I average 8.0 = (8 + 8 + 8 + 8 + 2×8 + 3×8) / (4 + 5) = 8, rounded half up")
     with pytest.raises(Forbidden, match="not 79000701"):
         await handlers.explain_record(principal("79000702").signs(ExplainRecord(record_id=rid)), deps)
     with pytest.raises(NotFound, match="no record nope"):
@@ -537,6 +548,28 @@ async def test_a_record_is_explained_to_its_schools_staff_and_operators_only(dep
     assert sample(registry, "hocba_records_explained_total", {"outcome": "answered"}) == 1
     assert sample(registry, "hocba_records_explained_total", {"outcome": "refused"}) == 2
     assert sample(registry, "hocba_records_explained_total", {"outcome": "not-found"}) == 1
+
+
+async def test_explanations_an_earlier_release_kept_in_the_document_are_not_what_is_answered(deps):
+    rid = await closed_year(deps)
+    kept = await deps.repo.record(rid, 1)
+    stale = {"about": "learning/year", "result": "Chưa đạt", "rule_set": "circular-22-2021/v2", "rule": "learning-level",
+             "clause": "Circular 22/2021 Art. 9", "inputs": {}, "text": "a sentence kept from before"}
+    earlier = kept.model_copy(update={"content": content_of({**kept.document, "explanations": [stale]})})
+    lines = handlers.explanation(earlier).lines
+    assert lines == handlers.explanation(kept).lines and len(lines) > 1
+    assert [line.result for line in lines if line.about == "learning/year"] == ["Tốt"]
+
+
+async def test_a_record_computed_by_a_rule_set_this_release_does_not_hold_is_not_explained_and_counted(deps, registry):
+    retired = replace(GRADE_6_RULES, version="v0")
+    rid = await closed_year(replace(deps, rule_sets=lambda grade: retired))
+    refused = "computed by rule set 'circular-22-2021/v0', which this release does not hold"
+    with pytest.raises(InvalidMessage, match=refused) as raised:
+        await handlers.explain_record(principal().signs(ExplainRecord(record_id=rid)), deps)
+    assert raised.value.reason == "unreadable-record"
+    assert sample(registry, "hocba_records_explained_total", {"outcome": "unreadable"}) == 1
+    assert await deps.access_log.of("s1", 10) == [], "nothing was read out"
 
 
 async def test_an_operator_may_read_any_schools_record(deps):

@@ -104,15 +104,16 @@ def ratings(term: int, level: str = "T") -> StudentTermConduct:
 
 
 def test_a_grade_5_record_with_outcome_award_and_completion():
-    doc = assemble_record(RULES, enrolled("p1", grade=5, class_name="5A"), snapshot("p1"), grade_entries(5),
-                          [ratings(1), ratings(2)]).document()
+    record = assemble_record(RULES, enrolled("p1", grade=5, class_name="5A"), snapshot("p1"), grade_entries(5),
+                             [ratings(1), ratings(2)])
+    doc = record.document()
     assert doc["rule_set"] == "circular-27-2020/v1" and doc["complete"] is True
     assert doc["outcome"] == "Hoàn thành xuất sắc"
     assert doc["awards"] == ["Học sinh Xuất sắc"]
     assert doc["completion"] == "Hoàn thành chương trình tiểu học"
     toan = next(s for s in doc["subjects"] if s["name"] == "Toán")
     assert toan["term_2"] == {"level": "T", "midterm_test": "10", "test": "10"} and toan["year"] == {"level": "T"}
-    about = {e["about"] for e in doc["explanations"]}
+    about = {e.about for e in record.explanations()}
     assert {"outcome", "awards", "completion", "subjects/Toán/year/level"} <= about
 
 

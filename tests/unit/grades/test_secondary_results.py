@@ -161,12 +161,13 @@ def test_awards(conduct, learning, averages, award):
     assert explain_award(RULES, conduct, learning, year).result == award
 
 
-# -- the record carries every result with its explanation -------------------------------------
+# -- the record has every result, and each result its explanation -----------------------------
 
 
 def test_a_complete_record_has_conduct_promotion_awards_and_explanations_a_verifier_can_recompute():
     entries = full_year("s1", score="9.0")
-    doc = assemble_record(RULES, enrolled("s1"), snapshot("s1"), entries, homeroom("s1", ("Khá", "Tốt"), (20, 25))).document()
+    record = assemble_record(RULES, enrolled("s1"), snapshot("s1"), entries, homeroom("s1", ("Khá", "Tốt"), (20, 25)))
+    doc = record.document()
     assert doc["complete"] is True and doc["missing"] == []
     assert doc["conduct"] == {"term_1": "Khá", "term_2": "Tốt", "year": "Tốt"}
     assert doc["absences"] == {"term_1": 20, "term_2": 25, "year": 45}
@@ -175,23 +176,25 @@ def test_a_complete_record_has_conduct_promotion_awards_and_explanations_a_verif
     assert doc["awards"] == ["Học sinh Xuất sắc"]
     assert doc["comments"]["homeroom"] == {"term_1": "ghi chú 1", "term_2": "ghi chú 2"}
 
-    explained = {e["about"]: e for e in doc["explanations"]}
+    assert doc["rule_set"] == "circular-22-2021/v2"
+    explained = {e.about: e for e in record.explanations()}
     assert {"learning/term_1", "learning/year", "conduct/year", "promotion", "awards"} <= set(explained)
-    assert all(e["rule_set"] == "circular-22-2021/v2" and e["clause"] and e["text"] for e in doc["explanations"])
+    assert all(e.clause and e.text for e in record.explanations())
     # every term average can be recomputed from the inputs it names
-    averages = [e for e in doc["explanations"] if e["rule"] == "term-average"]
+    averages = [e for e in record.explanations() if e.rule == "term-average"]
     assert len(averages) == 16
     for e in averages:
-        i = e["inputs"]
-        assert str(term_average([D(v) for v in i["regular"]], D(i["midterm"]), D(i["final"]))) == e["result"]
-    assert "45 sessions absent (at most 45)" in explained["promotion"]["text"]
+        i = e.inputs
+        assert str(term_average([D(v) for v in i["regular"]], D(i["midterm"]), D(i["final"]))) == e.result
+    assert "45 sessions absent (at most 45)" in explained["promotion"].text
 
 
-def test_the_adjusted_level_is_explained_in_the_record():
+def test_the_adjusted_level_is_explained():
     entries = [e for e in full_year("s1", score="9.0") if e.subject != "Tin học"]
     entries += [scored("s1", "Tin học", t, ["4", "4"], "4", "4") for t in (1, 2)]
-    doc = assemble_record(RULES, enrolled("s1"), snapshot("s1"), entries, homeroom("s1")).document()
-    year = next(e for e in doc["explanations"] if e["about"] == "learning/year")
-    assert year["result"] == "Khá" and year["rule"] == "learning-level-adjusted"
-    assert year["inputs"]["base"] == "Đạt" and year["inputs"]["adjusted_for"] == "Tin học"
-    assert "Raised to Khá: only Tin học kept it from Tốt" in year["text"]
+    record = assemble_record(RULES, enrolled("s1"), snapshot("s1"), entries, homeroom("s1"))
+    assert record.document()["learning_result"]["year"] == "Khá"
+    year = next(e for e in record.explanations() if e.about == "learning/year")
+    assert year.result == "Khá" and year.rule == "learning-level-adjusted"
+    assert year.inputs["base"] == "Đạt" and year.inputs["adjusted_for"] == "Tin học"
+    assert "Raised to Khá: only Tin học kept it from Tốt" in year.text

@@ -8,7 +8,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.crypto.archive_log import Leaf
+from shared.crypto.archive_log import Leaf, fields_of
 from shared.crypto.canonical import canonical_json, digest
 from shared.crypto.jws import (
     EcSigner,
@@ -77,15 +77,17 @@ def test_compact_jws_carries_its_payload_and_verifies():
 def leaf(**changes) -> Leaf:
     fields = dict(
         seq=3, record_id="rec-1", version=1, school_code="79000701", school_year="2025-2026", student_ref="s1",
-        document={"conduct": "Tốt"}, signatures=["a..b", "c..d"], archived_at="2026-05-20T08:00:00.000Z",
+        content=canonical_json({"conduct": "Tốt"}), signatures=["a..b", "c..d"], archived_at="2026-05-20T08:00:00.000Z",
     )
     return Leaf(**{**fields, **changes})
 
 
 def test_a_log_leaf_is_the_rfc8785_json_of_the_entry_with_grades_seal_when_it_has_one():
+    """The document sits in the leaf as its canonical bytes: the leaf is the RFC 8785 JSON of the entry with the
+    document as an object."""
     unsealed, sealed = leaf(), leaf(seal="h..s")
-    as_json = {**vars(unsealed), "signatures": list(unsealed.signatures)}
-    del as_json["seal"]
+    as_json = {**fields_of(unsealed), "signatures": list(unsealed.signatures), "document": {"conduct": "Tốt"}}
+    del as_json["seal"], as_json["content"]
     assert unsealed.data() == rfc8785.dumps(as_json), "an entry without a seal hashes as entries always did"
     assert sealed.data() == rfc8785.dumps({**as_json, "seal": "h..s"})
     assert sealed.hash() != unsealed.hash() != leaf(seal="x..y").hash(), "the seal cannot be taken off or swapped"

@@ -9,6 +9,7 @@ import pytest
 from shared.contracts.grades import RecordVersion
 from shared.crypto.pki import DevPki, service_holders
 from shared.crypto.seal import record_claims, seal, seal_problems
+from tests import records
 
 NOW = datetime.now(UTC)
 
@@ -21,10 +22,7 @@ def pki(tmp_path_factory) -> DevPki:
 
 
 def record(**document) -> RecordVersion:
-    return RecordVersion(
-        record_id="hb-1", version=1, school_code="79000701", school_year="2025-2026", student_ref="s1",
-        document={"conduct": "Tốt", **document},
-    )
+    return records.record_version("hb-1", 1, "79000701", "2025-2026", "s1", **{"conduct": "Tốt", **document})
 
 
 def test_a_record_sealed_by_grades_verifies_as_grades(pki):

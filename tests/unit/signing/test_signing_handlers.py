@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,6 @@ from shared.contracts.signing import (
     RequestSignBatch,
     SignWork,
 )
-from shared.crypto import canonical
 from shared.crypto.canonical import canonical_json, digest
 from shared.crypto.certs import from_x5c
 from shared.crypto.jws import protected_header, verify_detached
@@ -35,6 +33,7 @@ from shared.crypto.record_signatures import check_record, signature_digest
 from shared.crypto.seal import record_claims, seal
 from shared.errors import InvalidMessage, NotFound
 from shared.outcome import Outcome
+from tests.conftest import record_documents
 
 from .trust import OTHER_SCHOOL, SCHOOL, YEAR, record_version
 
@@ -149,7 +148,7 @@ def made_up(n: int) -> dict:
 
 
 async def test_attack_a_made_up_record_without_grades_seal_is_never_stored_signed_or_archived(deps, trust, make_record):
-    """Reproduction 1: one `grades.record.ready.v1` with a made-up record, and no grades seal or grades' seal of
+    """Reproduction 1: one `grades.record.ready.v2` with a made-up record, and no grades seal or grades' seal of
     another version on it, is published by someone with a broker login. Signing does not keep it, so no one-click
     batch signs it and nothing reaches the archive; the genuine version, arriving later, is kept and signed."""
     genuine = [make_record(1), make_record(2)]
@@ -512,30 +511,15 @@ async def test_a_chunk_costs_the_same_calls_to_the_repository_whatever_its_size(
     assert counting.calls == {"batch": 1, "records": 1, "signatures": 1, "add_signatures": 1, "count_chunk": 1}
 
 
-@pytest.fixture
-def canonicalised(monkeypatch) -> list[object]:
-    """What is made canonical (RFC 8785) from now on, wherever it is asked for."""
-    made: list[object] = []
-    original = canonical.canonical_json
-
-    def counted(value):
-        made.append(value)
-        return original(value)
-
-    for module in list(sys.modules.values()):
-        if getattr(module, "canonical_json", None) is original:
-            monkeypatch.setattr(module, "canonical_json", counted)
-    return made
-
-
-async def test_a_document_is_made_canonical_once_when_received_and_never_when_signed(deps, trust, canonicalised):
-    """The canonical bytes are made once, at receipt, and kept: each chunk signs (and hands on) those exact bytes."""
+async def test_signing_keeps_and_signs_the_bytes_grades_made_and_never_makes_a_document_canonical(
+    deps, trust, canonicalised
+):
+    """The canonical bytes come from grades: signing keeps them at receipt, and each chunk signs (and hands on)
+    those exact bytes."""
     records = [trust.record(n) for n in range(12)]
-    canonicalised.clear()  # grades' seals on them, made as grades makes them
+    canonicalised.clear()  # the documents and grades' seals on them, made as grades makes them
     await handlers.receive_records(ready(records), deps)
-    documents = [r.document for r in records]
-    assert sum(1 for value in canonicalised if value in documents) == 12, "each document once, at receipt"
-    canonicalised.clear()
+    assert record_documents(canonicalised) == [], "receiving makes no document canonical (grades' seal: its claims)"
 
     outcomes = []
     for request in (homeroom_request(trust, "6A1"), homeroom_request(trust, "6A2"), principal_request(trust)):
@@ -548,7 +532,8 @@ async def test_a_document_is_made_canonical_once_when_received_and_never_when_si
     for signed in completed:
         for signature in signed.signatures:
             cert = from_x5c(protected_header(signature.jws)["x5c"])[0]
-            assert verify_detached(cert.public_key(), signature.jws, canonical_json(signed.record.document))
+            assert verify_detached(cert.public_key(), signature.jws, signed.record.content)
+            assert signed.record.content == canonical_json(signed.record.document)
 
 
 # --- counting chunks -------------------------------------------------------------------------

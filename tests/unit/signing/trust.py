@@ -24,6 +24,7 @@ from shared.crypto.certs import ReloadingTrust, load_certificates
 from shared.crypto.pki import DevPki, service_holders
 from shared.crypto.seal import record_claims, seal
 from shared.crypto.signer import CachingDirectory
+from tests import records
 from tests.support import idle_rotation
 
 SCHOOL, OTHER_SCHOOL = "79000701", "79000702"
@@ -34,21 +35,13 @@ GRADES = "svc-grades"
 
 def record_version(n: int, version: int = 1, school_code: str = SCHOOL, **document: object) -> RecordVersion:
     """Record n of class 6A1 (even n) or 6A2 (odd n), as grades assembles it (not sealed yet)."""
-    return RecordVersion(
-        record_id=f"rec-{n:04d}",
-        version=version,
-        school_code=school_code,
-        school_year=YEAR,
-        student_ref=f"student-{n:04d}",
-        document={
-            "student_ref": f"student-{n:04d}",
-            "school_year": YEAR,
-            "class_name": f"6A{n % 2 + 1}",
-            "subjects": {"toan": {"year": "8.5"}, "ngu_van": {"year": "7.0"}},
-            "conduct": "Tốt",
-            **document,
-        },
-    )
+    fields: dict[str, object] = {
+        "class_name": f"6A{n % 2 + 1}",
+        "subjects": [{"name": "Toán", "year": {"average": "8.5"}}, {"name": "Ngữ văn", "year": {"average": "7.0"}}],
+        "conduct": {"year": "Tốt"},
+        **document,
+    }
+    return records.record_version(f"rec-{n:04d}", version, school_code, YEAR, f"student-{n:04d}", **fields)
 
 
 @dataclass
@@ -111,14 +104,10 @@ def make_trust(folder: Path) -> Trust:
 
 def completed_version(n: int, version: int = 1, school_code: str = SCHOOL, **document: object) -> RecordVersion:
     """Record n (class 6A1 or 6A2) as the tests of what follows signing hold it (not sealed yet)."""
-    return RecordVersion(
-        record_id=f"rec-{n:04d}",
-        version=version,
-        school_code=school_code,
-        school_year=YEAR,
-        student_ref=f"student-{n:04d}",
-        document={"student_ref": f"student-{n:04d}", "class_name": f"6A{n % 2 + 1}", "subjects": {"toan": {"year": "8.5"}}, **document},
-    )
+    fields: dict[str, object] = {
+        "class_name": f"6A{n % 2 + 1}", "subjects": [{"name": "Toán", "year": {"average": "8.5"}}], **document
+    }
+    return records.record_version(f"rec-{n:04d}", version, school_code, YEAR, f"student-{n:04d}", **fields)
 
 
 def signed_record(

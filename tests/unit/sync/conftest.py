@@ -21,6 +21,7 @@ from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.keys import SyncKeyRotationProgress
 from shared.contracts.sync import RecordsDelivered
 from shared.outcome import Outcome
+from tests.records import identity, record_document
 from tests.support import idle_rotation
 from tests.unit.sync.sealed import archived_record, signed_checkpoint, trust
 
@@ -47,12 +48,12 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-def document(record_id: str, i: int) -> dict:
-    return {
-        "record_id": record_id,
-        "student": {"student_ref": f"s-{i}", "identity": {"personal_id": f"0792120{i:05d}", "full_name": "Lê Minh Châu"}},
-        "learning_result": {"year": "Tốt"},
-    }
+def document(record_id: str, i: int, school: str = "79000701", version: int = 1) -> dict:
+    return record_document(
+        record_id, version, school, "2025-2026", f"s-{i}",
+        student={"student_ref": f"s-{i}", "identity": {**identity(f"0792120{i:05d}"), "full_name": "Lê Minh Châu"}},
+        learning_result={"year": "Tốt"},
+    )
 
 
 def archived(n: int, school: str = "79000701", version: int = 1) -> RecordsArchived:
@@ -62,7 +63,7 @@ def archived(n: int, school: str = "79000701", version: int = 1) -> RecordsArchi
             archived_record(
                 f"hb-{school}-{i:04d}",
                 i,
-                document(f"hb-{school}-{i:04d}", i),
+                document(f"hb-{school}-{i:04d}", i, school, version),
                 version=version,
                 school_code=school,
                 student_ref=f"s-{i}",

@@ -86,7 +86,7 @@ def archived_record(
             seq=seq,
             entry_hash=f"{seq:064x}",
             digest=sha256_hex(canonical_json(document)),
-            document=document,
+            content=canonical_json(document),
         )
     )
 

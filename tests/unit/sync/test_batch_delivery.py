@@ -7,6 +7,7 @@ from dataclasses import replace
 from services.sync import handlers
 from services.sync.domain import DELIVERED, PENDING
 from services.sync.ministry import Ministry
+from tests.conftest import record_documents
 from tests.unit.sync.conftest import MINISTRY_URL, archived, delivered_ids, entry
 
 BATCH = 10
@@ -35,3 +36,14 @@ async def test_an_item_the_ministry_refuses_is_retried_alone_and_the_rest_are_de
     assert delivered_ids(second) == [refused[0].split(":")[0]]
     assert store.batches == 2 and len(store.receipts) == 5
     assert (await entry(repo, refused[0])).status == DELIVERED
+
+
+async def test_taking_in_and_delivering_records_makes_no_document_canonical(deps, client, store, canonicalised):
+    """sync checks the archive's digest over the content it was given and sends from it: it never writes a record
+    document again (the ministry's copy of the digest is the one grades' bytes gave)."""
+    event = archived(12)
+    canonicalised.clear()
+    outcome = await handlers.accept_archived(event, batched(deps, client))
+    assert len(delivered_ids(outcome)) == 12
+    assert record_documents(canonicalised) == []
+    assert {r["digest"] for r in store.receipts.values()} >= {r.digest for r in event.records}

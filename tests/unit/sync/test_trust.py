@@ -25,6 +25,7 @@ from services.sync.domain import PARKED, archived_problems, checkpoint_problems,
 from shared.auth import IssuerKey
 from shared.contracts.archive import ArchivedRecord, CheckpointIssued, RecordsArchived
 from shared.contracts.base import Message
+from shared.contracts.record import content_of
 from shared.contracts.sync import GetSyncStatus, Reconcile, RetryParked
 from shared.crypto.pki import DevPki, service_holders
 from shared.errors import Forbidden, InvalidMessage
@@ -48,7 +49,7 @@ def top_marks(record: ArchivedRecord) -> dict:
 # Each forgery of an archived record version, and what sync says is wrong with it.
 FORGERIES: dict[str, tuple[Callable[[ArchivedRecord], ArchivedRecord], list[str]]] = {
     "a made-up digest and no seal (the issue's reproduction)": (
-        lambda r: r.model_copy(update={"digest": MADE_UP, "document": top_marks(r), "seal": None}),
+        lambda r: r.model_copy(update={"digest": MADE_UP, "content": content_of(top_marks(r)), "seal": None}),
         ["it carries no seal by archive", "its document does not match its digest"],
     ),
     "no seal": (
@@ -64,7 +65,7 @@ FORGERIES: dict[str, tuple[Callable[[ArchivedRecord], ArchivedRecord], list[str]
         ["its seal's certificate:"],
     ),
     "a genuine seal, and a document that does not match its digest": (
-        lambda r: r.model_copy(update={"document": top_marks(r)}),
+        lambda r: r.model_copy(update={"content": content_of(top_marks(r))}),
         ["its document does not match its digest"],
     ),
     "a genuine seal, and a made-up digest with its own document": (
