@@ -35,8 +35,3 @@ def canonicalised(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         if getattr(module, "canonical_json", None) is original:
             monkeypatch.setattr(module, "canonical_json", counted)
     return made
-
-
-def record_documents(made: list[object]) -> list[dict]:
-    """Of what was made canonical, the record documents (a record names its student; nothing else does)."""
-    return [value for value in made if isinstance(value, dict) and "student" in value and "record_id" in value]

@@ -60,3 +60,9 @@ def record_version(
         content=content_of(document),
         seal=seal,
     )
+
+
+def record_documents(made: list[object]) -> list[dict]:
+    """Of what was made canonical (the `canonicalised` fixture), the record documents: a record names its student,
+    nothing else that is made canonical does."""
+    return [value for value in made if isinstance(value, dict) and "student" in value and "record_id" in value]

@@ -84,8 +84,8 @@ class Amendment(Model):
 class RecordDocument(Model):
     """The fields of a record document that services and tools read; the rest is kept, not modelled here.
 
-    Read it from the bytes (`RecordDocument.of(content)`); a document missing one of the named fields
-    is not a record this release wrote, and is refused as such.
+    A message part that carries a record reads it as `fields` (`CarriesContent`); a document missing one
+    of the named fields is not a record this release wrote, and is refused as such.
     """
 
     record_id: str = Field(max_length=ID)
@@ -101,10 +101,6 @@ class RecordDocument(Model):
     complete: bool
     missing: list[dict[str, Any]] = Field(default_factory=list, max_length=LINES)
     amendment: Amendment | None = None
-
-    @classmethod
-    def of(cls, content: bytes) -> RecordDocument:
-        return cls.model_validate_json(content)
 
 
 def document_of(content: bytes) -> dict[str, Any]:

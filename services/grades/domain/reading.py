@@ -21,6 +21,7 @@ from services.grades.domain.record import TERMS, YearRecord, assemble_record
 from services.grades.rulesets.model import RuleSet, SubjectRule
 from shared.contracts.grades import StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import Enrolment, RegisteredStudent, StudentSnapshot
+from shared.contracts.record import RecordDocument
 
 #: What a document of an earlier release may hold that is not read: every result's explanation,
 #: which the rule set gives again from the rest.
@@ -110,14 +111,12 @@ def _why(problem: Exception) -> str:
 
 
 def _student(document: Mapping[str, Any]) -> tuple[RegisteredStudent, StudentSnapshot]:
-    snapshot = StudentSnapshot.model_validate(document["student"])
+    """The student and their enrolment, as the record contract reads them from the document."""
+    fields = RecordDocument.model_validate(document)
     enrolment = Enrolment(
-        school_code=document["school"]["code"],
-        school_year=document["school_year"],
-        grade=document["grade"],
-        class_name=document["class_name"],
+        school_code=fields.school.code, school_year=fields.school_year, grade=fields.grade, class_name=fields.class_name
     )
-    return RegisteredStudent(student_ref=snapshot.student_ref, enrolment=enrolment), snapshot
+    return RegisteredStudent(student_ref=fields.student.student_ref, enrolment=enrolment), fields.student
 
 
 def _version(document: Mapping[str, Any]) -> tuple[int, Mapping[str, Any] | None]:

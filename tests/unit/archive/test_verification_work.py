@@ -15,7 +15,7 @@ from shared.contracts.signing import RecordsCompleted
 from shared.crypto import record_signatures
 from shared.crypto.certs import TrustStore
 from shared.errors import InvalidMessage
-from tests.conftest import record_documents
+from tests.records import record_documents
 from tests.unit.signing.trust import make_trust, signed_record
 
 from .conftest import archive_deps

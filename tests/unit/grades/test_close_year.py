@@ -15,7 +15,7 @@ from services.grades.repository import InMemoryGradesRepository, TermAction, Wri
 from shared.contracts.base import Message
 from shared.contracts.grades import CloseYear, RecordsReady
 from shared.crypto.canonical import canonical_json
-from tests.conftest import record_documents
+from tests.records import record_documents
 from tests.unit.grades.builders import SCHOOL, YEAR, enrolled, full_year, homeroom, principal
 from tests.unit.grades.conftest import FakeLookup, Published
 

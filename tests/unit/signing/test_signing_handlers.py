@@ -33,7 +33,7 @@ from shared.crypto.record_signatures import check_record, signature_digest
 from shared.crypto.seal import record_claims, seal
 from shared.errors import InvalidMessage, NotFound
 from shared.outcome import Outcome
-from tests.conftest import record_documents
+from tests.records import record_documents
 
 from .trust import OTHER_SCHOOL, SCHOOL, YEAR, record_version
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from services.sync import handlers
 from services.sync.domain import DELIVERED, PENDING
 from services.sync.ministry import Ministry
-from tests.conftest import record_documents
+from tests.records import record_documents
 from tests.unit.sync.conftest import MINISTRY_URL, archived, delivered_ids, entry
 
 BATCH = 10
