@@ -15,6 +15,7 @@ from services.grades.repository import (
     Write,
     entry_key,
 )
+from shared.at_rest import owner_of
 from shared.contracts.grades import RecordVersion, StudentTermConduct
 from shared.contracts.record import content_of
 from shared.crypto.vault import Vault
@@ -249,3 +250,17 @@ async def test_grades_keeps_a_student_by_reference_only_and_the_record_that_name
     for name in ("enrolments", "assessments"):
         assert {doc["student_ref"] for doc in stored[name]} == {"s1"}, f"{name} name the student by reference"
     assert (await repo.record("rec-1", 1)).document["student"]["identity"] == identity
+
+
+async def test_a_record_stored_by_an_earlier_release_is_read_as_its_canonical_bytes(mongo_client, settings):
+    """An earlier release kept the document as plain JSON in the order grades wrote it: read back, it is the
+    record's canonical bytes, so a version published again is sealed and signed over the same bytes as any other."""
+    db = await service_database(mongo_client, settings, "grades", INDEXES)
+    repo = MongoGradesRepository(db, Vault.ephemeral())
+    document = {"version": 1, "record_id": "rec-old", "subjects": [{"year": {"average": "7.3"}, "name": "Toán"}]}
+    earlier = record("rec-old", document)
+    stored = {**earlier.model_dump(mode="json", exclude={"content"}), **repo.sealed.sealed(owner_of(earlier.key), document)}
+    await db["records"].insert_one(stored)
+    assert json.loads(repo.sealed.opened_bytes(stored)) == document
+    assert repo.sealed.opened_bytes(stored) != content_of(document), "kept in the order it was written"
+    assert (await repo.record("rec-old", 1)).content == content_of(document)
