@@ -89,8 +89,11 @@ def generate(name: str, out: Path) -> None:
 def main() -> None:
     for name in SERVICES:
         generate(name, path_for(name))
-        # The same document, reformatted with a final newline for readable diffs.
-        text = json.dumps(json.loads(path_for(name).read_text(encoding="utf-8")), indent=2, ensure_ascii=False)
+        # The same document, reformatted with its keys sorted and a final newline: the generator's own order of
+        # channels and messages is not the same from one run to the next, and diffs should show only changes.
+        text = json.dumps(
+            json.loads(path_for(name).read_text(encoding="utf-8")), indent=2, ensure_ascii=False, sort_keys=True
+        )
         path_for(name).write_text(text + "\n", encoding="utf-8")
         print(f"wrote {path_for(name).relative_to(ROOT)}")
 
