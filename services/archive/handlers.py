@@ -308,35 +308,29 @@ def archived_rows(chunk: Chunk, positions: Mapping[VersionKey, Position]) -> lis
 def archived_event(
     event: RecordsCompleted, chunk: Chunk, positions: Mapping[VersionKey, Position], signer: X509Signer
 ) -> RecordsArchived:
-    """Every version of the chunk with its place in the log, each sealed by the archive; the id derives from the
-    event's, so repeats match."""
+    """Every version of the chunk with its place in the log, under one seal of the archive; the id derives from
+    the event's, so repeats match."""
+    records = [
+        ArchivedRecord(
+            record_id=signed.record.record_id,
+            version=signed.record.version,
+            school_code=signed.record.school_code,
+            school_year=signed.record.school_year,
+            student_ref=signed.record.student_ref,
+            seq=positions[key].seq,
+            entry_hash=positions[key].leaf_hash,
+            digest=chunk.digests[key],
+            content=signed.record.content,
+            supersedes=domain.superseded_version(signed.record),
+        )
+        for key, signed in chunk.versions.items()
+    ]
     return RecordsArchived(
         message_id=derived_id(event.message_id, "archived"),
         by=event.by,
-        records=[
-            sealed(
-                ArchivedRecord(
-                    record_id=signed.record.record_id,
-                    version=signed.record.version,
-                    school_code=signed.record.school_code,
-                    school_year=signed.record.school_year,
-                    student_ref=signed.record.student_ref,
-                    seq=positions[key].seq,
-                    entry_hash=positions[key].leaf_hash,
-                    digest=chunk.digests[key],
-                    content=signed.record.content,
-                    supersedes=domain.superseded_version(signed.record),
-                ),
-                signer,
-            )
-            for key, signed in chunk.versions.items()
-        ],
+        records=records,
+        seal=seal(signer, archived_claims(records)),
     )
-
-
-def sealed(record: ArchivedRecord, signer: X509Signer) -> ArchivedRecord:
-    """`record` with the archive's seal on it: what sync checks before anything reaches the ministry."""
-    return record.model_copy(update={"seal": seal(signer, archived_claims(record))})
 
 
 # --- checkpoints -----------------------------------------------------------------------------

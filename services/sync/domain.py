@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any
 
 from shared.auth import Actor, Role
-from shared.contracts.archive import ArchivedRecord, Checkpoint
+from shared.contracts.archive import ArchivedRecord, Checkpoint, RecordsArchived
 from shared.crypto.archive_log import check_checkpoint
 from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import TrustStore
@@ -57,24 +57,26 @@ RECORD_FIELDS = (
 # -- what the archive vouches for -------------------------------------------------------------
 #
 # The broker is not a trust boundary: an archived record version goes to the ministry only when
-# the archive's seal on it verifies against the PKI and its document is the one its digest names;
+# the archive's seal on its announcement verifies against the PKI and its document is the one its
+# digest names;
 # a checkpoint only when the archive's signature on it verifies.
 
 
-def archived_problems(
-    record: ArchivedRecord, trust: TrustStore, at: datetime, chains: ChainCache | None = None
-) -> list[str]:
-    """Why `record` is not shown to come from the archive as it is (none when it is).
+def seal_problems_of(event: RecordsArchived, trust: TrustStore, at: datetime, chains: ChainCache | None = None) -> list[str]:
+    """Why the archive's seal does not show it announced exactly these record versions (none when it does).
 
-    The archive's seal covers everything but the content; the content is bound through `digest`, so
-    it must be the bytes that hash to that digest.
+    The seal covers every version's fields but the content; each content is bound through its `digest`.
     """
-    problems = seal_problems(record.seal, archived_claims(record), trust, ARCHIVE_SUBJECT, at, chains)
+    return seal_problems(event.seal, archived_claims(event.records), trust, ARCHIVE_SUBJECT, at, chains)
+
+
+def content_problems(record: ArchivedRecord) -> list[str]:
+    """Why a version's content is not the year record its (sealed) digest names (none when it is)."""
     if sha256_hex(record.content) != record.digest:
-        problems.append("its document does not match its digest")
-    elif not reads_as_a_record(record):
-        problems.append("its document is not a year record")
-    return problems
+        return ["its document does not match its digest"]
+    if not reads_as_a_record(record):
+        return ["its document is not a year record"]
+    return []
 
 
 def reads_as_a_record(record: ArchivedRecord) -> bool:
@@ -99,13 +101,17 @@ class Vouched:
         )
 
 
-def vouched_for(records: Iterable[ArchivedRecord], trust: TrustStore, at: datetime) -> Vouched:
-    """Split archived record versions into those the archive vouches for and the refused ones."""
-    chains = ChainCache()
+def vouched_for(event: RecordsArchived, trust: TrustStore, at: datetime) -> Vouched:
+    """Split an announcement's record versions into those the archive vouches for and the refused ones.
+
+    A seal that fails refuses every version of the announcement (it vouches for none of them); under a good
+    seal, a version whose content is not the one its digest names is refused alone.
+    """
+    sealing = seal_problems_of(event, trust, at)
     good: list[ArchivedRecord] = []
     refused: list[tuple[ArchivedRecord, list[str]]] = []
-    for record in records:
-        problems = archived_problems(record, trust, at, chains)
+    for record in event.records:
+        problems = sealing + content_problems(record)
         if problems:
             refused.append((record, problems))
         else:

@@ -1,7 +1,7 @@
 """sync's use cases: take archived records and checkpoints into the outbox, deliver what is due, answer operators.
 
-Only what the archive vouches for enters the outbox: an archived record version whose archive seal
-verifies against the PKI and whose document matches its digest, a checkpoint whose archive signature
+Only what the archive vouches for enters the outbox: an archived record version whose announcement's
+archive seal verifies against the PKI and whose document matches its digest, a checkpoint whose archive signature
 verifies. Anything else is refused and never reaches the ministry. Operators' requests carry an
 operator's actor token for sync; the archive's events carry none.
 
@@ -123,13 +123,13 @@ class Round:
 async def accept_archived(event: RecordsArchived, deps: Deps) -> Outcome:
     """Put each archived record version the archive vouches for in the outbox once, then deliver this chunk's due entries.
 
-    A version without a good archive seal, or whose document is not the one its digest names, is
-    refused (dead-lettered as an invalid part, by record id and why) and never delivered; the rest
-    of the event goes on. A redelivered event finds its entries already there (delivered, or held
+    Versions without a good archive seal (the seal covers the whole event), or whose document is not the
+    one its digest names, are refused (dead-lettered as an invalid part, by record id and why) and never
+    delivered; the rest of the event goes on. A redelivered event finds its entries already there (delivered, or held
     by another sender) and delivers, and announces, nothing new.
     """
     now = deps.clock()
-    vouched = vouched_for(event.records, deps.trust(), now)
+    vouched = vouched_for(event, deps.trust(), now)
     rejected: list[RejectedPart] = []
     if vouched.refused:
         explanation = f"not vouched for by the archive: {vouched.explanation()}"

@@ -40,15 +40,17 @@ class ArchivedRecord(CarriesContent):
     digest: str = Field(max_length=HASH)
     #: For an amendment: the version this one supersedes.
     supersedes: int | None = None
-    #: The archive's seal over all of the above but the content (`shared.crypto.seal.archived_claims`);
-    #: the content is bound through `digest`.
-    seal: str | None = Field(None, max_length=MAX_SEAL_LENGTH)
 
 
 class RecordsArchived(Message):
-    ROUTING_KEY = "archive.record.archived.v2"
+    """Record versions appended to the log, under one seal of the archive for the whole announcement."""
+
+    ROUTING_KEY = "archive.record.archived.v3"
 
     records: list[ArchivedRecord] = Field(min_length=1, max_length=RECORDS)
+    #: The archive's seal over every record's fields but its content (`shared.crypto.seal.archived_claims`);
+    #: each content is bound through its `digest`.
+    seal: str | None = Field(None, max_length=MAX_SEAL_LENGTH)
 
 
 class Checkpoint(Model):

@@ -10,7 +10,7 @@ certificate names the expected producer (`svc-grades`, `archive`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,9 +37,13 @@ def record_claims(record: RecordVersion, document_digest: str | None = None) -> 
     }
 
 
-def archived_claims(record: ArchivedRecord) -> dict[str, Any]:
-    """What the archive's seal on an archived version binds: the version, where it is in the log, its content's digest."""
-    return record.model_dump(mode="json", exclude={"content", "seal"})
+def archived_claims(records: Sequence[ArchivedRecord]) -> dict[str, Any]:
+    """What the archive's seal on an announcement of archived versions binds: each version, where it is in the
+    log and its content's digest, in the announcement's order.
+
+    One seal covers the whole announcement: sync checks one signature for a chunk, not one for each record.
+    """
+    return {"records": [r.model_dump(mode="json", exclude={"content"}) for r in records]}
 
 
 def seal(signer: X509Signer, claims: Mapping[str, Any]) -> str:

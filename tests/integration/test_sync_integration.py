@@ -37,7 +37,7 @@ from shared.crypto.vault import Vault
 from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests.records import identity, record_document
 from tests.support import drain, free_port, probing, running
-from tests.unit.sync.sealed import archived_record, signed_checkpoint, trust
+from tests.unit.sync.sealed import announced, archived_record, signed_checkpoint, trust
 
 FAST = DeliveryPolicy(max_attempts=50, base_seconds=0.2, cap_seconds=0.5, lease_seconds=30.0)
 #: FAST, with the relay looking for due entries five times a second.
@@ -46,8 +46,8 @@ EAGER = replace(FAST, relay_interval_seconds=0.2)
 
 def archived(n: int, school: str = "79000702") -> RecordsArchived:
     """n record versions of `school` as the archive announces them: sealed by its certificate."""
-    return RecordsArchived(
-        records=[
+    return announced(
+        [
             archived_record(
                 f"hb-{school}-{i:04d}",
                 i,
@@ -171,7 +171,7 @@ async def test_attack_a_forged_records_archived_event_gets_no_ministry_receipt(m
     store = ReceiptStore()
     genuine = archived(1).records[0]
     made_up = genuine.model_copy(
-        update={"digest": "f" * 64, "seal": None, "content": content_of({**genuine.document, "awards": ["Học sinh Xuất sắc"]})}
+        update={"digest": "f" * 64, "content": content_of({**genuine.document, "awards": ["Học sinh Xuất sắc"]})}
     )
     checkpoint = signed_checkpoint(1).checkpoint
     unsigned = CheckpointIssued(checkpoint=checkpoint.model_copy(update={"signature": "e30..c2ln"}))

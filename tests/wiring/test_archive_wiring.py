@@ -69,8 +69,9 @@ async def test_signed_records_are_archived_once_and_reported(service, trust, wir
     assert len(log) == 4
     assert [[r.seq for r in a.records] for a in archived] == [[0, 1, 2, 3], [0, 1, 2, 3]]
     assert archived[0].records[1].entry_hash == log[1].leaf_hash
-    for record in archived[0].records:
-        assert seal_problems(record.seal, archived_claims(record), trust.pki.trust_store(), "archive", record_time) == []
+    for announcement in archived:
+        anchor = trust.pki.trust_store()
+        assert seal_problems(announcement.seal, archived_claims(announcement.records), anchor, "archive", record_time) == []
     assert sample(svc, "hocba_records_archived_total") == 4
 
 

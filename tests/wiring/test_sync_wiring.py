@@ -1,6 +1,6 @@
 """sync's app on the broker, delivering to the ministry simulator in-process: routing, announcements, replies, refusals.
 
-What the archive sends is sealed (records) and signed (checkpoints) by the archive's certificate of a
+What the archive sends is sealed (announcements of records) and signed (checkpoints) by the archive's certificate of a
 small test PKI, which sync is given as its trust store; operators sign each request with their token.
 """
 
@@ -33,7 +33,7 @@ from shared.contracts.sync import (
 from shared.errors import Refused
 from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests.records import identity, record_document
-from tests.unit.sync.sealed import archived_record, dev_pki, sealed, signed_checkpoint, trust
+from tests.unit.sync.sealed import announced, archived_record, dev_pki, signed_checkpoint, trust
 from tests.wiring.conftest import dead_letters, probe
 
 ISSUER = IssuerKey.generate("test-school-app")
@@ -43,8 +43,8 @@ OPERATOR = STAFF.operator()
 
 def archived(n: int) -> RecordsArchived:
     """n record versions as the archive announces them: sealed by its certificate."""
-    return RecordsArchived(
-        records=[
+    return announced(
+        [
             archived_record(
                 f"hb-79000701-{i:04d}",
                 i,
@@ -237,23 +237,24 @@ async def test_attack_a_forged_records_archived_event_is_dead_lettered_and_never
     dead = dead_letters(svc, RecordsArchived)
     genuine = archived(2)
     made_up = genuine.records[1].model_copy(
-        update={"record_id": "hb-79000701-0666", "digest": "f" * 64, "seal": None, "content": content_of({"awards": ["top"]})}
+        update={"record_id": "hb-79000701-0666", "digest": "f" * 64, "content": content_of({"awards": ["top"]})}
     )
-    by_grades = sealed(archived_record("hb-79000701-0777", 7, {"learning_result": {"year": "Tốt"}}), dev_pki().signer("svc-grades"))
-    event = RecordsArchived(records=[genuine.records[0], made_up, by_grades])
+    by_grades = announced([archived_record("hb-79000701-0777", 7, {"learning_result": {"year": "Tốt"}})], dev_pki().signer("svc-grades"))
+    unsealed = RecordsArchived(records=[made_up])
     async with wired(svc) as wire:
-        await wire.send(event)
+        await wire.send(genuine)
+        await wire.send(unsealed)
+        await wire.send(by_grades)
 
-    assert set(store.receipts) == {"hb-79000701-0000:1"}, "a forged record reached the ministry"
-    assert set(await statuses(repo)) == {"hb-79000701-0000:1"}
-    assert [[d.record_id for d in m.deliveries] for m in seen] == [["hb-79000701-0000"]]
-    [(body, headers)] = dead
-    assert [r["record_id"] for r in body["records"]] == ["hb-79000701-0666", "hb-79000701-0777"]
-    assert headers[REASON_HEADER] == "invalid"
-    assert "hb-79000701-0666 v1: it carries no seal by archive" in headers[ERROR_HEADER]
-    assert "hb-79000701-0777 v1: it is sealed by 'svc-grades'" in headers[ERROR_HEADER]
+    assert set(store.receipts) == {"hb-79000701-0000:1", "hb-79000701-0001:1"}, "a forged record reached the ministry"
+    assert set(await statuses(repo)) == {"hb-79000701-0000:1", "hb-79000701-0001:1"}
+    assert [sorted(d.record_id for d in m.deliveries) for m in seen] == [["hb-79000701-0000", "hb-79000701-0001"]]
+    assert [[r["record_id"] for r in body["records"]] for body, _ in dead] == [["hb-79000701-0666"], ["hb-79000701-0777"]]
+    assert {headers[REASON_HEADER] for _, headers in dead} == {"invalid"}
+    assert "hb-79000701-0666 v1: it carries no seal by archive" in dead[0][1][ERROR_HEADER]
+    assert "hb-79000701-0777 v1: it is sealed by 'svc-grades'" in dead[1][1][ERROR_HEADER]
     queue = svc.topology.queue_name(RecordsArchived.ROUTING_KEY)
-    assert sample(svc, "hocba_messages_dead_lettered_total", {"queue": queue, "reason": "invalid"}) == 1
+    assert sample(svc, "hocba_messages_dead_lettered_total", {"queue": queue, "reason": "invalid"}) == 2
 
 
 async def test_attack_a_checkpoint_with_a_bad_signature_is_dead_lettered_and_not_delivered(service, store, wired):

@@ -33,7 +33,7 @@ from shared.crypto.bundle import archive_certificates, verify_bundle, verify_cop
 from shared.crypto.canonical import digest
 from shared.crypto.certs import TrustStore
 from shared.crypto.merkle import MerkleTree, verify_consistency, verify_inclusion
-from shared.crypto.seal import archived_claims, seal_problems
+from shared.crypto.seal import archived_claims, seal, seal_problems
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.outcome import Outcome
 from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, completed_version, make_trust, signed_record, signed_version
@@ -82,9 +82,9 @@ def failures(verdict) -> list[str]:
 
 
 def stated(archived: RecordsArchived) -> dict:
-    """What an announcement says, leaving out when it was made and the archive's seals (an ES256 seal differs each
+    """What an announcement says, leaving out when it was made and the archive's seal (an ES256 seal differs each
     time it is made)."""
-    return {**archived.model_dump(exclude={"occurred_at"}), "records": [r.model_dump(exclude={"seal"}) for r in archived.records]}
+    return archived.model_dump(exclude={"occurred_at", "seal"})
 
 
 async def leaves(repo) -> list[bytes]:
@@ -331,12 +331,17 @@ async def test_attack_a_made_up_record_not_sealed_by_grades_is_not_archived(deps
     assert sample(registry, "hocba_archive_refused_total", {"reason": "not-sealed"}) == 2
 
 
-async def test_what_the_archive_announces_carries_its_seal(deps, trust, make_signed):
+async def test_what_the_archive_announces_carries_its_seal_one_for_the_whole_chunk(deps, trust, make_signed, monkeypatch):
+    made = []
+    monkeypatch.setattr(handlers, "seal", lambda signer, claims: made.append(claims) or seal(signer, claims))
     archived = await archive(completed([make_signed(n) for n in range(3)]), deps)
-    for record in archived.records:
-        assert seal_problems(record.seal, archived_claims(record), trust.pki.trust_store(), "archive", AT) == []
-    moved = archived.records[0].model_copy(update={"seq": 7})
-    assert seal_problems(moved.seal, archived_claims(moved), trust.pki.trust_store(), "archive", AT)
+
+    assert len(made) == 1, "one seal for the chunk, not one for each record"
+    anchor = trust.pki.trust_store()
+    assert seal_problems(archived.seal, archived_claims(archived.records), anchor, "archive", AT) == []
+    moved = [archived.records[0].model_copy(update={"seq": 7}), *archived.records[1:]]
+    assert seal_problems(archived.seal, archived_claims(moved), anchor, "archive", AT)
+    assert seal_problems(archived.seal, archived_claims(archived.records[:2]), anchor, "archive", AT)
     assert archived.actor is None
 
 

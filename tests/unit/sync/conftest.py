@@ -23,7 +23,7 @@ from shared.contracts.sync import RecordsDelivered
 from shared.outcome import Outcome
 from tests.records import identity, record_document
 from tests.support import idle_rotation
-from tests.unit.sync.sealed import archived_record, signed_checkpoint, trust
+from tests.unit.sync.sealed import announced, archived_record, signed_checkpoint, trust
 
 MINISTRY_URL = "http://ministry.test"
 ISSUER = IssuerKey.generate("test-school-app")
@@ -58,8 +58,8 @@ def document(record_id: str, i: int, school: str = "79000701", version: int = 1)
 
 def archived(n: int, school: str = "79000701", version: int = 1) -> RecordsArchived:
     """n record versions of `school` as the archive announces them: sealed by its certificate, at log positions 0..n-1."""
-    return RecordsArchived(
-        records=[
+    return announced(
+        [
             archived_record(
                 f"hb-{school}-{i:04d}",
                 i,

@@ -1,9 +1,10 @@
 """What the archive sends sync, made as the archive makes it, for sync's tests at every layer.
 
-Sync delivers an archived record version only when the archive's seal on it verifies and its
-document is the one its digest names, and a checkpoint only when the archive signed it. So the
-tests' records are sealed, and their checkpoints signed, by the archive certificate of a small
-development PKI, made once per test run; `trust` is that PKI's trust store, as sync's `Deps` wants it.
+Sync delivers an archived record version only when the archive's seal on its announcement verifies
+and its document is the one its digest names, and a checkpoint only when the archive signed it. So
+the tests' announcements are sealed, and their checkpoints signed, by the archive certificate of a
+small development PKI, made once per test run; `trust` is that PKI's trust store, as sync's `Deps`
+wants it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.contracts.archive import ArchivedRecord, CheckpointIssued
+from shared.contracts.archive import ArchivedRecord, CheckpointIssued, RecordsArchived
 from shared.crypto.archive_log import sign_checkpoint
 from shared.crypto.canonical import canonical_json, sha256_hex
 from shared.crypto.certs import TrustStore
@@ -61,9 +62,10 @@ def archive_signer() -> X509Signer:
     return dev_pki().signer(ARCHIVE_SUBJECT)
 
 
-def sealed(record: ArchivedRecord, signer: X509Signer | None = None) -> ArchivedRecord:
-    """`record` with a seal over what it says, by `signer` (the archive's certificate unless told)."""
-    return record.model_copy(update={"seal": seal(signer or archive_signer(), archived_claims(record))})
+def announced(records: list[ArchivedRecord], signer: X509Signer | None = None, **fields: Any) -> RecordsArchived:
+    """`records` announced as archived, under a seal over what they say by `signer` (the archive's certificate
+    unless told); `fields` are the message's other fields (e.g. its `message_id`)."""
+    return RecordsArchived(records=records, seal=seal(signer or archive_signer(), archived_claims(records)), **fields)
 
 
 def archived_record(
@@ -75,19 +77,17 @@ def archived_record(
     school_code: str = "79000701",
     student_ref: str = "s-0",
 ) -> ArchivedRecord:
-    """An archived record version as the archive announces it: its digest is its document's, and it is sealed."""
-    return sealed(
-        ArchivedRecord(
-            record_id=record_id,
-            version=version,
-            school_code=school_code,
-            school_year="2025-2026",
-            student_ref=student_ref,
-            seq=seq,
-            entry_hash=f"{seq:064x}",
-            digest=sha256_hex(canonical_json(document)),
-            content=canonical_json(document),
-        )
+    """An archived record version as the archive announces it: its digest is its document's."""
+    return ArchivedRecord(
+        record_id=record_id,
+        version=version,
+        school_code=school_code,
+        school_year="2025-2026",
+        student_ref=student_ref,
+        seq=seq,
+        entry_hash=f"{seq:064x}",
+        digest=sha256_hex(canonical_json(document)),
+        content=canonical_json(document),
     )
 
 
