@@ -25,12 +25,15 @@ class Commands(CommandListener):
 
     def __init__(self) -> None:
         self.sent: Counter[str] = Counter()
+        #: Each command sent while counting, whole (name, then the command document).
+        self.asked: list[tuple[str, dict]] = []
         self.counting = False
 
     @contextmanager
     def counted(self) -> Iterator[Counter[str]]:
         """Count, from nothing, the commands sent inside the block: the counter yielded is filled as they go."""
         self.sent = Counter()
+        self.asked = []
         self.counting = True
         try:
             yield self.sent
@@ -40,6 +43,7 @@ class Commands(CommandListener):
     def started(self, event: CommandStartedEvent) -> None:
         if self.counting:
             self.sent[event.command_name] += 1
+            self.asked.append((event.command_name, dict(event.command)))
 
     def succeeded(self, event: CommandSucceededEvent) -> None:
         pass

@@ -12,6 +12,7 @@ from shared.contracts.identity import Enrolment, StudentIdentity, StudentRegistr
 from shared.crypto.fields import DecryptionError
 from shared.crypto.kek import FileKek
 from shared.crypto.vault import Vault
+from tests.integration.commands import watched_database
 from tests.integration.conftest import service_database
 from tests.unit.identity.builders import retire_older_keys
 
@@ -61,6 +62,21 @@ async def test_one_student_per_personal_id_found_by_blind_index(repo):
     later = first.enrolment.model_copy(update={"school_year": "2026-2027"})
     assert await repo.add_enrolment("ref-1", later) and not await repo.add_enrolment("ref-1", later)
     assert (await repo.find(["079314000001"]))["079314000001"].enrolments == [first.enrolment, later]
+
+
+async def test_a_batch_of_personal_ids_is_looked_up_by_equality_on_the_blind_index(mongo_url, vault):
+    """Each personal ID by equality on the unique index, never one `$in` over the index: the embedded server answers
+    that by reading the whole collection, so a roster import slowed as the register grew."""
+    async with watched_database(mongo_url, "identity-lookups", INDEXES) as (db, commands):
+        repo = MongoStudentRepository(db, vault)
+        await repo.add_new(new_students(6), NOW)
+        asked = [registration(f"0793140000{n:02d}").identity.personal_id for n in (1, 4, 7)]
+        with commands.counted():
+            found = await repo.find(asked)
+    assert sorted(found) == sorted(asked[:2])
+    finds = [command["filter"] for name, command in commands.asked if name == "find"]
+    assert len(finds) == len(asked)
+    assert all(set(f) == {"pid_index"} and isinstance(f["pid_index"], str) for f in finds), finds
 
 
 async def test_of_a_batch_only_the_new_personal_ids_are_stored(repo):
