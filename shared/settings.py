@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.contracts import limits
@@ -43,7 +43,8 @@ class Settings(BaseSettings):
         f"mongodb://127.0.0.1:{DEFAULT_EMBEDDED_MONGO_PORT}/",
         validation_alias=AliasChoices("MONGO_URL", "HOCBA_MONGO_URL"),
     )
-    #: Prefix for the exchange, queue and database names; lets several stacks share one broker.
+    #: Prefix for the exchange, queue and database names; lets several stacks share one broker. Separated from
+    #: the names by a dot ("demo" gives the exchange "demo.hocba").
     namespace: str = ""
     http_host: str = "127.0.0.1"
     #: 0 means the service's default port from DEFAULT_HTTP_PORTS.
@@ -126,6 +127,11 @@ class Settings(BaseSettings):
     #: admits the record (and how far any signature's stated time may run ahead of that clock).
     archive_max_clock_skew_seconds: float = Field(600.0, gt=0)
 
+    @field_validator("namespace")
+    @classmethod
+    def _separated(cls, namespace: str) -> str:
+        return namespace_prefix(namespace)
+
     def names(self) -> Names:
         return Names(self.namespace)
 
@@ -149,11 +155,19 @@ class Settings(BaseSettings):
         return self.pki_dir or self.data_dir / "pki"
 
 
+def namespace_prefix(namespace: str) -> str:
+    """The prefix a namespace gives names: itself and a dot (none for the empty namespace)."""
+    return namespace if not namespace or namespace.endswith(".") else f"{namespace}."
+
+
 @dataclass(frozen=True)
 class Names:
     """Broker and database names under one namespace (empty in production)."""
 
     namespace: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "namespace", namespace_prefix(self.namespace))
 
     @property
     def exchange(self) -> str:

@@ -166,19 +166,19 @@ def test_the_topic_permissions_are_exactly_the_tables_keys(name):
 
 
 def test_a_service_declares_and_reads_only_its_own_queues_and_the_namespaces_exchanges():
-    allowed = permissions(IDENTITIES["grades"], Names("a.b-"))
-    for own in ("a.b-grades.grades.year.close.v1", "a.b-grades.grades.year.close.v1.dlq", "a.b-hocba", "a.b-hocba.dlx"):
+    allowed = permissions(IDENTITIES["grades"], Names("a.b"))
+    for own in ("a.b.grades.grades.year.close.v1", "a.b.grades.grades.year.close.v1.dlq", "a.b.hocba", "a.b.hocba.dlx"):
         assert matches(allowed.configure, own) and matches(allowed.read, own), own
-    # The namespace is a prefix taken literally: its "." and "-" match nothing else.
+    # The namespace is a prefix taken literally, with its separating dot: its "."s match nothing else.
     for foreign in (
-        "aXb-grades.x",
+        "aXb.grades.x",
         "a.bXgrades.x",
-        "a.b-gradesX",
-        "a.b-signing.signing.work.v1",
+        "a.b.gradesX",
+        "a.b.signing.signing.work.v1",
         "hocba",
         "grades.grades.year.close.v1",
-        "xa.b-grades.x",
-        "a.b-hocbaX",
+        "xa.b.grades.x",
+        "a.b.hocbaX",
         "amq.gen-xyz",
     ):
         assert not (matches(allowed.configure, foreign) or matches(allowed.read, foreign)), foreign
