@@ -6,9 +6,15 @@ import sys
 import uuid
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from shared.crypto import canonical
 from shared.settings import Settings
+
+# Property tests assert what holds, never how fast: no per-example deadline, which a loaded machine would
+# turn into failures that say nothing about the code.
+hypothesis_settings.register_profile("hocba", deadline=None)
+hypothesis_settings.load_profile("hocba")
 
 
 @pytest.fixture
