@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
 from shared.contracts.grades import StudentTermConduct, SubjectTermScores
-from shared.contracts.identity import Enrolment, StudentIdentity, StudentRegistration
+from shared.contracts.identity import Enrolment, RegisteredStudent, StudentIdentity, StudentRegistration
 
 SCHOOL_YEAR = "2025-2026"
 #: The grade the demo and the benchmarks use unless told otherwise (lower secondary, Circular 22/2021).
 GRADE = 6
 #: The first primary grade (Circular 27/2020), the city pilot's cohort.
 PRIMARY_GRADE = 1
+#: The first upper-secondary grade (Circular 22/2021 with the 2018 programme), in the city's rollout from 2025-26.
+UPPER_GRADE = 10
 CLASS_SIZE = 40
 
 #: Grade 6 subjects (Circular 22/2021): name, periods a year, score-assessed?
@@ -33,6 +35,44 @@ SUBJECTS: tuple[tuple[str, int, bool], ...] = (
     ("Hoạt động trải nghiệm, hướng nghiệp", 105, False),
     ("Nội dung giáo dục của địa phương", 35, False),
 )
+
+#: Grades 10-12 compulsory subjects (Circular 22/2021, 2018 programme): name, periods a year, score-assessed?
+UPPER_COMPULSORY: tuple[tuple[str, int, bool], ...] = (
+    ("Ngữ văn", 105, True),
+    ("Toán", 105, True),
+    ("Ngoại ngữ 1", 105, True),
+    ("Lịch sử", 52, True),
+    ("Giáo dục quốc phòng và an ninh", 35, True),
+    ("Giáo dục thể chất", 70, False),
+    ("Hoạt động trải nghiệm, hướng nghiệp", 105, False),
+    ("Nội dung giáo dục của địa phương", 35, False),
+)
+#: The electives, 70 periods a year each, of which each student takes 4; Âm nhạc and Mĩ thuật are comment-assessed.
+ELECTIVES: tuple[tuple[str, int, bool], ...] = (
+    ("Địa lí", 70, True),
+    ("Giáo dục kinh tế và pháp luật", 70, True),
+    ("Vật lí", 70, True),
+    ("Hóa học", 70, True),
+    ("Sinh học", 70, True),
+    ("Công nghệ", 70, True),
+    ("Tin học", 70, True),
+    ("Âm nhạc", 70, False),
+    ("Mĩ thuật", 70, False),
+)
+#: Electives each student of grades 10-12 takes.
+ELECTIVES_TAKEN = 4
+#: Combinations a school offers: 4 electives and the subjects of 3 learning topics (chuyên đề học tập).
+#: Each student is given one: the record holds the student's own subjects.
+COMBINATIONS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("Vật lí", "Hóa học", "Sinh học", "Tin học"), ("Toán", "Vật lí", "Hóa học")),
+    (("Vật lí", "Hóa học", "Công nghệ", "Tin học"), ("Toán", "Vật lí", "Tin học")),
+    (("Địa lí", "Giáo dục kinh tế và pháp luật", "Vật lí", "Tin học"), ("Toán", "Ngữ văn", "Địa lí")),
+    (("Địa lí", "Giáo dục kinh tế và pháp luật", "Công nghệ", "Âm nhạc"), ("Ngữ văn", "Lịch sử", "Âm nhạc")),
+    (("Địa lí", "Giáo dục kinh tế và pháp luật", "Sinh học", "Mĩ thuật"), ("Ngữ văn", "Lịch sử", "Mĩ thuật")),
+)
+#: Regular assessments a learning topic adds to its (score-assessed) subject each term, as grades' rule set reads
+#: Circular 22 (a point it marks unconfirmed).
+TOPIC_REGULAR = 1
 
 #: Grade 1 subjects and activities (Circular 27/2020, 2018 programme): name, has a periodic test?
 PRIMARY_SUBJECTS: tuple[tuple[str, bool], ...] = (
@@ -78,16 +118,30 @@ class School:
 
 
 def schools(count: int, grade: int = GRADE) -> list[School]:
-    """`count` schools teaching `grade`: lower secondary (THCS) codes from 79007000, primary from 79001000."""
+    """`count` schools teaching `grade`: lower secondary (THCS) codes from 79007000, primary from 79001000,
+    upper secondary (THPT) from 79008000."""
     if grade <= 5:
         return [School(f"79{1000 + n:06d}", f"Trường Tiểu học số {n + 1}", grade) for n in range(count)]
+    if grade >= UPPER_GRADE:
+        return [School(f"79{8000 + n:06d}", f"Trường THPT số {n + 1}", grade) for n in range(count)]
     return [School(f"79{7000 + n:06d}", f"Trường THCS số {n + 1}", grade) for n in range(count)]
 
 
 def subjects(grade: int = GRADE) -> tuple[str, ...]:
-    """The subjects and activities every student of `grade` has an entry in, each term."""
-    table = PRIMARY_SUBJECTS if grade <= 5 else SUBJECTS
+    """The subjects and activities every student of `grade` has an entry in, each term (grades 10-12: the
+    compulsory ones; each student also has their electives, `student_subjects`)."""
+    table = PRIMARY_SUBJECTS if grade <= 5 else UPPER_COMPULSORY if grade >= UPPER_GRADE else SUBJECTS
     return tuple(name for name, *_ in table)
+
+
+def subject_count(grade: int = GRADE) -> int:
+    """How many subjects each student of `grade` has an entry in, each term (grades 10-12: with their electives)."""
+    return len(subjects(grade)) + (ELECTIVES_TAKEN if grade >= UPPER_GRADE else 0)
+
+
+def student_subjects(enrolment: Enrolment) -> tuple[str, ...]:
+    """The subjects one student has an entry in, each term: their grade's, and in grades 10-12 their electives."""
+    return subjects(enrolment.grade) + tuple(name for name, *_ in ELECTIVES if name in enrolment.electives)
 
 
 def personal_id(serial: int, born: date, sex: str) -> str:
@@ -97,11 +151,13 @@ def personal_id(serial: int, born: date, sex: str) -> str:
 
 def roster(school: School, students: int, first_serial: int, seed: int = 6) -> list[StudentRegistration]:
     """`students` of the school's grade, in classes of `CLASS_SIZE` (6A1, 6A2, … or 1A1, …), born the year their
-    grade is the age for (grade 1 at six)."""
+    grade is the age for (grade 1 at six); in grades 10-12 each with one of the school's `COMBINATIONS`."""
     rng = random.Random(seed + first_serial)
+    combinations = random.Random(seed + first_serial + 1)
     born_in = int(SCHOOL_YEAR[:4]) - 5 - school.grade
     rows = []
     for n in range(students):
+        electives, topics = combinations.choice(COMBINATIONS) if school.grade >= UPPER_GRADE else ((), ())
         sex = rng.choice("MF")
         born = date(born_in, rng.randint(1, 12), rng.randint(1, 28))
         name = f"{rng.choice(FAMILY)} {'Thị' if sex == 'F' else rng.choice(MIDDLE)} {rng.choice(GIVEN)}"
@@ -121,6 +177,8 @@ def roster(school: School, students: int, first_serial: int, seed: int = 6) -> l
                     school_year=SCHOOL_YEAR,
                     grade=school.grade,
                     class_name=f"{school.grade}A{n // CLASS_SIZE + 1}",
+                    electives=electives,
+                    learning_topics=topics,
                 ),
             )
         )
@@ -133,7 +191,10 @@ def _score(rng: random.Random, ability: float) -> Decimal:
 
 
 def gradebook(student_refs: list[str], seed: int = 22, grade: int = GRADE) -> Iterator[SubjectTermScores]:
-    """Every subject's assessments, both terms, for each student of `grade`."""
+    """Every subject's assessments, both terms, for each student of `grade` (grades 10-12: `upper_gradebook`,
+    which takes each student's enrolment, since their subjects are their own)."""
+    if grade >= UPPER_GRADE:
+        raise ValueError(f"grade {grade} students have their own subjects: use upper_gradebook with their enrolments")
     if grade <= 5:
         yield from primary_gradebook(student_refs, seed)
         return
@@ -141,23 +202,46 @@ def gradebook(student_refs: list[str], seed: int = 22, grade: int = GRADE) -> It
     for ref in student_refs:
         ability = rng.uniform(4.5, 9.5)
         for subject, periods, scored in SUBJECTS:
-            for term in (1, 2):
-                if scored:
-                    yield SubjectTermScores(
-                        student_ref=ref,
-                        subject=subject,
-                        term=term,
-                        regular=tuple(_score(rng, ability) for _ in range(regular_assessments(periods))),
-                        midterm=_score(rng, ability),
-                        final=_score(rng, ability),
-                    )
-                else:
-                    yield SubjectTermScores(
-                        student_ref=ref,
-                        subject=subject,
-                        term=term,
-                        comment_level="Đ" if rng.random() > 0.03 else "CĐ",
-                    )
+            yield from _secondary_entries(rng, ref, subject, regular_assessments(periods) if scored else 0, ability)
+
+
+def _secondary_entries(
+    rng: random.Random, ref: str, subject: str, regular: int, ability: float
+) -> Iterator[SubjectTermScores]:
+    """A secondary subject's entries, both terms: `regular` regular assessments, mid-term and final; a level when
+    `regular` is 0 (comment-assessed)."""
+    for term in (1, 2):
+        if regular:
+            yield SubjectTermScores(
+                student_ref=ref,
+                subject=subject,
+                term=term,
+                regular=tuple(_score(rng, ability) for _ in range(regular)),
+                midterm=_score(rng, ability),
+                final=_score(rng, ability),
+            )
+        else:
+            yield SubjectTermScores(
+                student_ref=ref,
+                subject=subject,
+                term=term,
+                comment_level="Đ" if rng.random() > 0.03 else "CĐ",
+            )
+
+
+def upper_gradebook(students: Iterable[RegisteredStudent], seed: int = 22) -> Iterator[SubjectTermScores]:
+    """Grades 10-12: each student's own subjects (the compulsory ones and their electives), both terms; a
+    score-assessed subject with one of their learning topics has `TOPIC_REGULAR` more regular assessments."""
+    rng = random.Random(seed)
+    table = {name: (periods, scored) for name, periods, scored in (*UPPER_COMPULSORY, *ELECTIVES)}
+    for student in students:
+        ability = rng.uniform(4.5, 9.5)
+        enrolment = student.enrolment
+        for subject in student_subjects(enrolment):
+            periods, scored = table[subject]
+            topic = TOPIC_REGULAR if subject in enrolment.learning_topics else 0
+            regular = regular_assessments(periods) + topic if scored else 0
+            yield from _secondary_entries(rng, student.student_ref, subject, regular, ability)
 
 
 #: Primary subject levels as teachers tend to give them: Hoàn thành tốt or Hoàn thành, rarely Chưa hoàn thành.

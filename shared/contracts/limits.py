@@ -62,6 +62,8 @@ LOOKUP = 1_000
 SCHOOL_STUDENTS = 10_000
 #: Regular assessments (ĐĐGtx) of one subject in one term (Circular 22/2021 asks for two to four).
 REGULAR = 10
+#: Subjects one student chooses in grades 10-12: electives (4 of 9), or learning topics (3).
+CHOICES = 12
 #: Signatures on one record version (three roles sign today).
 SIGNATURES = 10
 #: Roles of one actor.

@@ -1,5 +1,6 @@
 """The demo's and the benchmarks' synthetic schools: valid entries that grades assembles into complete records,
-grade 6 (Circular 22/2021) as before and grade 1 (Circular 27/2020) for the city's pilot cohort."""
+grade 6 (Circular 22/2021) as before, grade 1 (Circular 27/2020) for the city's pilot cohort, and grade 10
+(Circular 22/2021 with the 2018 programme), each student with their own electives and learning topics."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import Counter
 import pytest
 
 from hocba import demo_data
-from services.grades.domain import assemble_record, conduct_problems, entry_problems
+from services.grades.domain import assemble_record, conduct_problems, enrolled_entry_problems, entry_problems
 from services.grades.rulesets import rule_set_for
 from shared.contracts.identity import RegisteredStudent, StudentSnapshot
 
@@ -88,3 +89,62 @@ def test_grade_6_data_is_what_the_demo_always_had():
     assert first.enrolment.class_name == "6A1" and first.identity.date_of_birth.year == 2014
     conduct = next(demo_data.homeroom(["ref"]))
     assert conduct.conduct in {"Tốt", "Khá", "Đạt", "Chưa đạt"} and not conduct.qualities
+
+
+# -- grade 10: each student's own subjects --------------------------------------------------------
+
+
+def test_the_upper_secondary_tables_are_the_rule_sets():
+    rule_set = rule_set_for(demo_data.UPPER_GRADE)
+    choices = rule_set.choices(demo_data.UPPER_GRADE)
+    assert choices is not None
+    assert demo_data.subjects(10) == tuple(rule.name for rule in rule_set.subjects(10) or ())
+    assert (
+        tuple((r.name, r.periods_per_year, r.scored) for r in rule_set.subjects(10) or ()) == demo_data.UPPER_COMPULSORY
+    )
+    assert tuple((r.name, r.periods_per_year, r.scored) for r in choices.electives) == demo_data.ELECTIVES
+    assert choices.topic.regular_per_term == demo_data.TOPIC_REGULAR
+    assert choices.electives_taken == demo_data.ELECTIVES_TAKEN
+
+
+def test_a_grade_10_school_gives_each_student_one_of_its_combinations():
+    school = demo_data.schools(2, grade=10)[1]
+    assert (school.code, school.grade) == ("79008001", 10) and "THPT" in school.name
+    rows = demo_data.roster(school, 90, first_serial=0)
+    assert Counter(r.enrolment.class_name for r in rows) == {"10A1": 40, "10A2": 40, "10A3": 10}
+    assert {r.identity.date_of_birth.year for r in rows} == {2010}
+    combinations = Counter((r.enrolment.electives, r.enrolment.learning_topics) for r in rows)
+    assert set(combinations) == set(demo_data.COMBINATIONS), "every combination the school offers is taken"
+    assert any("Âm nhạc" in electives or "Mĩ thuật" in electives for electives, _ in combinations)
+
+
+def test_every_generated_grade_10_entry_is_valid_and_every_record_complete_over_the_students_own_subjects():
+    rule_set = rule_set_for(10)
+    students = school_of(10)
+    entries = list(demo_data.upper_gradebook([student for student, _ in students]))
+    refs = [student.student_ref for student, _ in students]
+    homeroom = list(demo_data.homeroom(refs, grade=10))
+    assert len(entries) == len(refs) * demo_data.subject_count(10) * 2 == len(refs) * 12 * 2
+    assert (demo_data.subject_count(6), demo_data.subject_count(1)) == (12, 8)
+    for entry in entries:
+        student = next(s for s, _ in students if s.student_ref == entry.student_ref)
+        assert enrolled_entry_problems(rule_set, student.enrolment.school_code, student, entry) == []
+    assert all(conduct_problems(rule_set, conduct) == [] for conduct in homeroom)
+    for student, snapshot in students:
+        ref = student.student_ref
+        record = assemble_record(
+            rule_set,
+            student,
+            snapshot,
+            [e for e in entries if e.student_ref == ref],
+            [h for h in homeroom if h.student_ref == ref],
+        ).document()
+        assert record["complete"] is True and record["missing"] == [] and record["grade"] == 10
+        assert [s["name"] for s in record["subjects"]] == list(demo_data.student_subjects(student.enrolment))
+        assert set(record["combination"]["electives"]) == set(student.enrolment.electives)
+        assert record["rule_set"] == "circular-22-2021-upper/v1"
+
+
+def test_a_grade_10_gradebook_needs_each_students_enrolment():
+    with pytest.raises(ValueError, match="use upper_gradebook"):
+        next(demo_data.gradebook(["ref"], grade=10))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.grades.domain.combination import combination_problems, own_subject
+from services.grades.domain.explanation import listing
 from services.grades.domain.scores import score_problem
 from services.grades.rulesets.model import RuleSet, SubjectRule
 from shared.contracts.grades import StudentTermConduct, SubjectTermScores
@@ -35,7 +37,17 @@ def enrolled_entry_problems(
         return [EntryProblem("wrong-school", f"the student is enrolled in school {enrolment.school_code}")]
     if rule_set.subjects(enrolment.grade) is None:
         return [EntryProblem("no-rule-set", f"{rule_set.key} has no subject table for grade {enrolment.grade}")]
-    return entry_problems(entry, rule_set.subject(enrolment.grade, entry.subject), rule_set)
+    if problems := combination_problems(rule_set, enrolment):
+        return [EntryProblem("combination", "the student's enrolment cannot take entries: " + "; ".join(problems))]
+    rule = own_subject(rule_set, enrolment, entry.subject)
+    choices = rule_set.choices(enrolment.grade)
+    if rule is None and choices is not None and choices.elective(entry.subject) is not None:
+        return [EntryProblem(
+            "not-taken",
+            f"{entry.subject} is not among the student's electives ({listing(list(enrolment.electives))}): "
+            "enter it only for the students who take it",
+        )]
+    return entry_problems(entry, rule, rule_set)
 
 
 def entry_problems(entry: SubjectTermScores, rule: SubjectRule | None, rule_set: RuleSet | None = None) -> list[EntryProblem]:
@@ -67,10 +79,14 @@ def scored_problems(entry: SubjectTermScores, rule: SubjectRule) -> list[EntryPr
     if entry.comment_level is not None:
         problems.append(EntryProblem("score-only", f"{rule.name} is score-assessed: no comment_level"))
     if len(entry.regular) != rule.regular_per_term:
+        topic = (
+            f", and a learning topic counted as {rule.learning_topic.regular_per_term} of them"
+            if rule.learning_topic else ""
+        )
         problems.append(
             EntryProblem(
                 "regular-count",
-                f"{rule.name} ({rule.periods_per_year} periods a year) needs {rule.regular_per_term} "
+                f"{rule.name} ({rule.periods_per_year} periods a year{topic}) needs {rule.regular_per_term} "
                 f"regular assessments per term, got {len(entry.regular)}",
             )
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.grades.domain.combination import own_subjects
 from services.grades.domain.record import TERMS, YearRecord, assemble_record
 from services.grades.rulesets.model import RuleSet, SubjectRule
 from shared.contracts.grades import StudentTermConduct, SubjectTermScores
@@ -49,7 +50,8 @@ def record_from_document(document: Mapping[str, Any], rule_sets: Mapping[str, Ru
     rule_set = _rule_set(name, document, rule_sets)
     with _reading(name, "enrolment and student"):
         student, snapshot = _student(document)
-    table = rule_set.subjects(student.enrolment.grade)
+    with _reading(name, "combination"):
+        table = own_subjects(rule_set, student.enrolment)
     if table is None:
         raise UnreadableRecord(f"{name}: {rule_set.key} has no subject table for grade {student.enrolment.grade}")
     with _reading(name, "missing entries"):
@@ -111,10 +113,17 @@ def _why(problem: Exception) -> str:
 
 
 def _student(document: Mapping[str, Any]) -> tuple[RegisteredStudent, StudentSnapshot]:
-    """The student and their enrolment, as the record contract reads them from the document."""
+    """The student and their enrolment, as the record contract reads them from the document, with the
+    electives and learning topics the document notes (grades 10-12)."""
     fields = RecordDocument.model_validate(document)
+    combination = document.get("combination") or {}
     enrolment = Enrolment(
-        school_code=fields.school.code, school_year=fields.school_year, grade=fields.grade, class_name=fields.class_name
+        school_code=fields.school.code,
+        school_year=fields.school_year,
+        grade=fields.grade,
+        class_name=fields.class_name,
+        electives=tuple(combination.get("electives", ())),
+        learning_topics=tuple(combination.get("learning_topics", ())),
     )
     return RegisteredStudent(student_ref=fields.student.student_ref, enrolment=enrolment), fields.student
 

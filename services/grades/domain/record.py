@@ -13,6 +13,7 @@ from typing import Any, Literal
 from uuid import NAMESPACE_URL, uuid5
 
 from services.grades.domain import primary, secondary
+from services.grades.domain.combination import combination_document, own_subjects
 from services.grades.domain.explanation import Explanation
 from services.grades.domain.scores import (
     plain,
@@ -203,8 +204,9 @@ class YearRecord:
     def document(self) -> dict[str, Any]:
         """The record as JSON values: what is signed and archived.
 
-        Entries, results and decisions, with the rule set (`rule_set`, `regulation`) they follow from;
-        not the explanations, which that rule set gives again from the rest (`explanations`).
+        Entries, results and decisions, with the rule set (`rule_set`, `regulation`) they follow from, and in
+        grades 10-12 the student's electives and learning topics (`combination`); not the explanations, which
+        that rule set gives again from the rest (`explanations`).
         """
         enrolment = self.student.enrolment
         missing = self.missing()
@@ -219,6 +221,7 @@ class YearRecord:
             "grade": enrolment.grade,
             "class_name": enrolment.class_name,
             "student": self.snapshot.model_dump(mode="json"),
+            **({"combination": combination} if (combination := combination_document(self.rule_set, enrolment)) else {}),
             "subjects": [subject_document(s) for s in self.subjects],
             **body,
             "absences": self.absences(),
@@ -299,9 +302,11 @@ def assemble_record(
     homeroom: Iterable[StudentTermConduct] = (),
     version: int = 1,
 ) -> YearRecord:
-    """Put a student's entries under the grade's subject table; absent entries are listed as missing."""
+    """Put a student's entries under their own subjects (the grade's table, and in grades 10-12 their electives and
+    learning topics); absent entries are listed as missing. Raises ValueError for a grade without a table or a
+    combination the grade does not allow."""
     enrolment = student.enrolment
-    table = rule_set.subjects(enrolment.grade)
+    table = own_subjects(rule_set, enrolment)
     if table is None:
         raise ValueError(f"{rule_set.key} has no subject table for grade {enrolment.grade}")
     by_subject: dict[str, dict[int, SubjectTermScores]] = {}

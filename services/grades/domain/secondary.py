@@ -9,7 +9,17 @@ from typing import Any
 
 from services.grades.domain.explanation import Explanation, listing
 from services.grades.domain.scores import MAX_SCORE, score_text
-from services.grades.rulesets.model import FAILED, PASSED, SECONDARY_LEVELS_ORDER, LevelRule, RuleSet
+from services.grades.rulesets.model import (
+    AT_BEST,
+    FAILED,
+    PASSED,
+    READING_WORDS,
+    REMOVED,
+    SECONDARY_LEVELS_ORDER,
+    Adjustment,
+    LevelRule,
+    RuleSet,
+)
 
 #: A subject's value for a period: an average (scored) or a level Đ / CĐ (comment).
 SubjectValues = Mapping[str, Decimal | str]
@@ -51,6 +61,15 @@ def _at_best(values: SubjectValues, subject: str) -> dict[str, Decimal | str]:
     return {**values, subject: best}
 
 
+def _removed(values: SubjectValues, subject: str) -> dict[str, Decimal | str]:
+    """The values of every other subject."""
+    return {name: value for name, value in values.items() if name != subject}
+
+
+#: Art. 9.3 readings (`Adjustment.reading`): the values to judge "but for this one subject" by.
+WITHOUT_SUBJECT = {AT_BEST: _at_best, REMOVED: _removed}
+
+
 @dataclass(frozen=True)
 class LearningDecision:
     level: str
@@ -63,17 +82,20 @@ class LearningDecision:
 def decide_learning(rule_set: RuleSet, values: SubjectValues) -> LearningDecision:
     """The learning result of a term or year, with the Art. 9.3 one-subject adjustment.
 
-    A subject "causes" the drop when, had that subject alone been at its best, the student
-    would reach a target level (Tốt or Khá) two or more levels above the result; the result is
-    then raised by one level. Of several such subjects the one with the best target is named.
+    A subject "causes" the drop when, but for that subject, the student would reach a target level
+    (Tốt or Khá) two or more levels above the result; the result is then raised by one level. "But for
+    that subject" is the rule set's reading: that subject counted at its best (`at-best`), or left out
+    with the other subjects reaching the target on their own (`removed`). Of several such subjects the
+    one with the best target is named.
     """
     base = learning_result(rule_set, *split(values))
     rule = rule_set.adjustment
     if rule is None:
         return LearningDecision(base, base)
+    without = WITHOUT_SUBJECT[rule.reading]
     best: tuple[int, str, str] | None = None
     for subject in values:
-        reach = learning_result(rule_set, *split(_at_best(values, subject)))
+        reach = learning_result(rule_set, *split(without(values, subject)))
         causes_drop = reach in rule.targets and rank(base) - rank(reach) >= rule.min_drop
         if causes_drop and (best is None or rank(reach) < best[0]):
             best = (rank(reach), reach, subject)
@@ -103,17 +125,34 @@ def explain_learning(rule_set: RuleSet, about: str, period: str, values: Subject
         clause = rule_set.clause("learning-fallback").ref
     text = f"{period}: {decision.base} because {why} ({clause})."
     rule_name = "learning-level"
+    adjustment = rule_set.adjustment
     if decision.adjusted_for is not None:
-        assert rule_set.adjustment is not None
+        assert adjustment is not None
         text += (
             f" Raised to {decision.level}: only {decision.adjusted_for} kept it from {decision.would_reach}, "
-            f"two or more levels above ({rule_set.adjustment.clause.ref})."
+            f"two or more levels above ({_read_as(adjustment)})."
         )
-        clause = rule_set.adjustment.clause.ref
+        clause = adjustment.clause.ref
         rule_name = "learning-level-adjusted"
         inputs = {**inputs, "base": decision.base, "adjusted_for": decision.adjusted_for,
-                  "would_reach": decision.would_reach}
+                  "would_reach": decision.would_reach, "reading": adjustment.reading}
+    elif adjustment is not None and _adjustable(adjustment, decision.base):
+        text += (
+            f" Not raised: no one subject kept it from {' or '.join(adjustment.targets)} two or more levels above "
+            f"({_read_as(adjustment)})."
+        )
+        inputs = {**inputs, "reading": adjustment.reading}
     return Explanation(about, decision.level, rule_name, clause, inputs, text)
+
+
+def _adjustable(adjustment: Adjustment, base: str) -> bool:
+    """Whether a result is far enough below a target for the one-subject adjustment to be weighed."""
+    return any(rank(base) - rank(target) >= adjustment.min_drop for target in adjustment.targets)
+
+
+def _read_as(adjustment: Adjustment) -> str:
+    """The clause and the reading of "only one subject causes it" the rule set applies."""
+    return f"{adjustment.clause.ref}, read with the one subject {READING_WORDS[adjustment.reading]}"
 
 
 def _why_not(rule_set: RuleSet, values: SubjectValues) -> str:

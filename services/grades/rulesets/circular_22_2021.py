@@ -10,6 +10,7 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from services.grades.rulesets.model import (
+    AT_BEST,
     CHUA_DAT,
     DAT,
     KHA,
@@ -64,7 +65,10 @@ CLAUSES = MappingProxyType(
         "rounding": Clause(f"{C} Art. 9.1.b", note="rounded to one decimal, half up"),
         "learning-fallback": Clause(f"{C} Art. 9.2.d", note="Chưa đạt: the thresholds of Đạt are not met"),
         "adjustment": Clause(
-            f"{C} Art. 9.3", confirmed=False, note="Art. 9.3 adjustment worded from secondary sources"
+            f"{C} Art. 9.3",
+            confirmed=False,
+            note="Art. 9.3 adjustment worded from secondary sources; how 'only one subject causes it' is read is the "
+            "adjustment's setting (at-best or removed)",
         ),
         "conduct-term": Clause(f"{C} Art. 8.1", note="term conduct set by the homeroom teacher"),
         "conduct-year": Clause(
@@ -81,6 +85,20 @@ LEVELS = (
               clause=Clause(f"{C} Art. 9.2.b")),
     LevelRule(DAT, floor=Decimal("3.5"), count=6, count_at=Decimal("5.0"), comment_failures=1,
               clause=Clause(f"{C} Art. 9.2.c")),
+)
+
+#: Art. 9.3, "only one subject causes it", as read by this rule set: the subject counted at its best.
+#: RULES.md §4 words the rule from secondary sources ("the Tốt or Khá it would otherwise reach") and does not
+#: choose between this reading and the subject left out; `at-best` is the reading every record computed by this
+#: rule set has followed since its first version, kept so that those records read back as they were decided.
+ADJUSTMENT = Adjustment(
+    targets=(TOT, KHA),
+    min_drop=2,
+    raise_by=1,
+    clause=CLAUSES["adjustment"],
+    reading=AT_BEST,
+    reading_source="RULES.md §4 words Art. 9.3 from secondary sources and leaves the reading open; at-best is the "
+    "reading this rule set has followed since its first version",
 )
 
 #: Year conduct from (term I, term II), every pair (RULES §4). Partly confirmed: see CLAUSES.
@@ -103,7 +121,7 @@ CIRCULAR_22_2021 = RuleSet(
     clauses=CLAUSES,
     levels=LEVELS,
     fallback_level=CHUA_DAT,
-    adjustment=Adjustment(targets=(TOT, KHA), min_drop=2, raise_by=1, clause=CLAUSES["adjustment"]),
+    adjustment=ADJUSTMENT,
     conduct_year=CONDUCT_YEAR,
     conduct_clause=CLAUSES["conduct-year"],
     promotion=Promotion(

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from hocba.staff import Person
-from services.grades.rulesets import GRADE_6
+from services.grades.rulesets import CIRCULAR_22_2021_UPPER, GRADE_6
 from shared.auth import Actor, IssuerKey, IssuerKeys
 from shared.contracts.grades import StudentTermConduct, SubjectTermScores
 from shared.contracts.identity import Enrolment, RegisteredStudent, StudentIdentity, StudentSnapshot
@@ -24,6 +24,54 @@ def enrolled(ref: str, grade: int = 6, school: str = SCHOOL, class_name: str = "
         student_ref=ref,
         enrolment=Enrolment(school_code=school, school_year=YEAR, grade=grade, class_name=class_name),
     )
+
+
+#: A grade 10 student's combination: four score-assessed electives, learning topics in Toán, Vật lí and Hóa học.
+SCIENCES = ("Vật lí", "Hóa học", "Sinh học", "Tin học")
+SCIENCE_TOPICS = ("Toán", "Vật lí", "Hóa học")
+
+
+def upper_enrolled(
+    ref: str,
+    electives: tuple[str, ...] = SCIENCES,
+    topics: tuple[str, ...] = SCIENCE_TOPICS,
+    grade: int = 10,
+    class_name: str = "10A1",
+) -> RegisteredStudent:
+    """A student of grades 10-12 with their combination: electives and the subjects of their learning topics."""
+    return RegisteredStudent(
+        student_ref=ref,
+        enrolment=Enrolment(
+            school_code=SCHOOL,
+            school_year=YEAR,
+            grade=grade,
+            class_name=class_name,
+            electives=electives,
+            learning_topics=topics,
+        ),
+    )
+
+
+def own_year(
+    student: RegisteredStudent, score: str = "8.0", level: str = "Đ", skip: frozenset[tuple[str, int]] = frozenset()
+) -> list[SubjectTermScores]:
+    """Every subject the student takes (grades 10-12: compulsory and electives), both terms, as `full_year`."""
+    rule_set = CIRCULAR_22_2021_UPPER
+    enrolment = student.enrolment
+    table = rule_set.subjects(enrolment.grade) or ()
+    choices = rule_set.choices(enrolment.grade)
+    assert choices is not None
+    entries = []
+    ref = student.student_ref
+    for rule in choices.subjects_of(table, enrolment.electives, enrolment.learning_topics):
+        for term in (1, 2):
+            if (rule.name, term) in skip:
+                continue
+            if rule.scored:
+                entries.append(scored(ref, rule.name, term, [score] * rule.regular_per_term, score, score))
+            else:
+                entries.append(commented(ref, rule.name, term, level))
+    return entries
 
 
 def snapshot(ref: str, personal_id: str = "079214000123") -> StudentSnapshot:

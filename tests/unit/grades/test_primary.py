@@ -28,7 +28,9 @@ def entry(subject: str, term: int = 2, level: str | None = "T", final: str | Non
 
 def test_grades_1_to_5_use_circular_27_and_6_to_12_circular_22():
     assert {rule_set_for(g).id for g in range(1, 6)} == {"circular-27-2020"}
-    assert {rule_set_for(g).id for g in range(6, 13)} == {"circular-22-2021"}
+    assert {rule_set_for(g).regulation.startswith("Circular 22/2021/TT-BGDĐT") for g in range(6, 13)} == {True}
+    assert {rule_set_for(g).id for g in range(6, 10)} == {"circular-22-2021"}
+    assert {rule_set_for(g).id for g in range(10, 13)} == {"circular-22-2021-upper"}
 
 
 @pytest.mark.parametrize(

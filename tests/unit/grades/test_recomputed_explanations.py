@@ -14,13 +14,16 @@ from hypothesis import strategies as st
 
 from hocba import demo_data
 from services.grades.domain import assemble_record
+from services.grades.domain.combination import own_subjects
 from services.grades.domain.entries import conduct_problems, entry_problems
 from services.grades.domain.reading import UnknownRuleSet, UnreadableRecord, record_from_document
 from services.grades.domain.record import YearRecord
 from services.grades.rulesets import RULE_SETS, RuleSet, rule_set_for
+from services.grades.rulesets.model import SubjectRule
 from shared.contracts.grades import StudentTermConduct, SubjectTermScores
+from shared.contracts.identity import RegisteredStudent
 from shared.crypto.canonical import canonical_json
-from tests.unit.grades.builders import enrolled, scored, snapshot
+from tests.unit.grades.builders import enrolled, scored, snapshot, upper_enrolled
 
 #: A class of the demo's gradebook: enough students for held-back, adjusted and award-winning ones.
 CLASS = [f"s{n:02d}" for n in range(40)]
@@ -35,9 +38,21 @@ def demo_records(
     grade: int, without: frozenset[tuple[str, int]] = frozenset(), homeroom_terms: tuple[int, ...] = (1, 2)
 ) -> list[YearRecord]:
     """The year records of a class of `grade` from the demo's entries (grade 6: Circular 22/2021, grade 1:
-    Circular 27/2020), less the subject entries `without` (subject, term) and the homeroom entries of the terms
+    Circular 27/2020, grade 10: Circular 22/2021 with the demo's combinations), less the subject entries `without` (subject, term) and the homeroom entries of the terms
     not in `homeroom_terms`."""
-    entries = demo_data.gradebook(CLASS) if grade == 6 else demo_data.primary_gradebook(CLASS)
+    students = [
+        upper_enrolled(ref, *demo_data.COMBINATIONS[n % len(demo_data.COMBINATIONS)], grade=grade)
+        if grade >= demo_data.UPPER_GRADE
+        else enrolled(ref, grade=grade, class_name=f"{grade}A1")
+        for n, ref in enumerate(CLASS)
+    ]
+    entries = (
+        demo_data.upper_gradebook(students)
+        if grade >= demo_data.UPPER_GRADE
+        else demo_data.gradebook(CLASS)
+        if grade == 6
+        else demo_data.primary_gradebook(CLASS)
+    )
     by_student: dict[str, list[SubjectTermScores]] = {ref: [] for ref in CLASS}
     for entry in entries:
         if (entry.subject, entry.term) not in without:
@@ -47,9 +62,14 @@ def demo_records(
         if conduct.term in homeroom_terms:
             homeroom[conduct.student_ref].append(conduct)
     return [
-        assemble_record(rule_set_for(grade), enrolled(ref, grade=grade, class_name=f"{grade}A1"), snapshot(ref),
-                        by_student[ref], homeroom[ref])
-        for ref in CLASS
+        assemble_record(
+            rule_set_for(grade),
+            student,
+            snapshot(student.student_ref),
+            by_student[student.student_ref],
+            homeroom[student.student_ref],
+        )
+        for student in students
     ]
 
 
@@ -61,6 +81,10 @@ CASES = {
     "grade 1, complete": (1, frozenset(), (1, 2)),
     "grade 1, no term I entry in Tiếng Việt": (1, frozenset({("Tiếng Việt", 1)}), (1, 2)),
     "grade 1, no homeroom entry": (1, frozenset(), ()),
+    "grade 10, complete": (10, frozenset(), (1, 2)),
+    "grade 10, no term I entry in Toán": (10, frozenset({("Toán", 1)}), (1, 2)),
+    "grade 10, no term II entry in a comment-assessed subject": (10, frozenset({("Giáo dục thể chất", 2)}), (1, 2)),
+    "grade 10, no homeroom entry": (10, frozenset(), ()),
 }
 
 
@@ -97,7 +121,7 @@ def test_the_demo_class_has_adjusted_levels_and_pending_promotions_besides_the_u
 # -- what the document holds --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("grade", [6, 1])
+@pytest.mark.parametrize("grade", [6, 1, 10])
 def test_the_document_holds_no_explanation_sentences(grade):
     record = demo_records(grade)[0]
     canonical = canonical_json(record.document())
@@ -106,7 +130,7 @@ def test_the_document_holds_no_explanation_sentences(grade):
     assert not [e.text for e in record.explanations() if e.text.encode() in canonical]
 
 
-@pytest.mark.parametrize("grade", [6, 1])
+@pytest.mark.parametrize("grade", [6, 1, 10])
 def test_the_document_is_smaller_than_one_that_carried_its_explanations(grade):
     record = demo_records(grade)[0]
     document = record.document()
@@ -238,9 +262,8 @@ comments = st.sampled_from(["", "", "Chăm ngoan, tích cực phát biểu.", "C
 
 
 @st.composite
-def subject_entry(draw, rule_set: RuleSet, grade: int, subject: str, term: int) -> SubjectTermScores:
-    rule = rule_set.subject(grade, subject)
-    assert rule is not None
+def subject_entry(draw, rule_set: RuleSet, rule: SubjectRule, term: int) -> SubjectTermScores:
+    subject = rule.name
     values: dict[str, Any] = {}
     if rule.scored:
         values = {"regular": tuple(draw(scores) for _ in range(rule.regular_per_term)),
@@ -273,19 +296,47 @@ def homeroom_entry(draw, rule_set: RuleSet, term: int) -> StudentTermConduct:
 
 @st.composite
 def any_record(draw) -> YearRecord:
-    """A record of any grade with a rule set, from any valid entries, any of them possibly missing."""
-    grade = draw(st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 9]))
+    """A record of any grade with a rule set (grades 10-12: with any combination), from any valid entries, any of
+    them possibly missing."""
+    grade = draw(st.sampled_from(range(1, 13)))
     rule_set = rule_set_for(grade)
+    student = (
+        draw(any_combination(rule_set, grade))
+        if rule_set.choices(grade)
+        else enrolled("s1", grade=grade, class_name=f"{grade}A1")
+    )
     entries = [
-        draw(subject_entry(rule_set, grade, rule.name, term))
-        for rule in rule_set.subjects(grade) or ()
+        draw(subject_entry(rule_set, rule, term))
+        for rule in own_subjects(rule_set, student.enrolment) or ()
         for term in (1, 2)
         if draw(st.integers(0, 19))  # one entry in twenty missing
     ]
     homeroom = [draw(homeroom_entry(rule_set, term)) for term in (1, 2) if draw(st.integers(0, 4))]
     version = draw(st.integers(1, 3))
-    return assemble_record(rule_set, enrolled("s1", grade=grade, class_name=f"{grade}A1"), snapshot("s1"), entries,
-                           homeroom, version)
+    return assemble_record(rule_set, student, snapshot("s1"), entries, homeroom, version)
+
+
+@st.composite
+def any_combination(draw, rule_set: RuleSet, grade: int) -> RegisteredStudent:
+    """A student of grades 10-12 with any electives the grade allows and learning topics in any of their subjects."""
+    choices = rule_set.choices(grade)
+    assert choices is not None
+    names = [s.name for s in choices.electives]
+    electives = draw(
+        st.lists(
+            st.sampled_from(names), min_size=choices.electives_taken, max_size=choices.electives_taken, unique=True
+        )
+    )
+    own = {s.name for s in rule_set.subjects(grade) or ()} | set(electives)
+    topics = draw(
+        st.lists(
+            st.sampled_from([n for n in choices.topic_subjects if n in own]),
+            min_size=choices.topics_taken,
+            max_size=choices.topics_taken,
+            unique=True,
+        )
+    )
+    return upper_enrolled("s1", tuple(electives), tuple(topics), grade=grade, class_name=f"{grade}A1")
 
 
 @settings(max_examples=150, deadline=None)
