@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -13,21 +13,27 @@ from rich.markup import escape
 
 from hocba.commands import (
     ISSUER_NOTE,
+    Columns,
     CsvShapeError,
     DataDir,
     Purpose,
     Row,
     Session,
     Timeout,
+    calendar_date,
     chunks,
+    digits_problem,
     fail,
     finish_import,
     keys,
-    read_rows,
+    nothing_to_import,
+    read_csv,
     run,
+    school_year_problem,
     session,
     validation_message,
 )
+from hocba.commands.year import school_person
 from hocba.console import console
 from shared.contracts.identity import (
     Enrolment,
@@ -39,31 +45,50 @@ from shared.contracts.identity import (
     StudentRegistration,
 )
 from shared.contracts.keys import DataKeyRotationProgress
+from shared.contracts.limits import PERSONAL_ID, SCHOOL_CODE
 
-app = typer.Typer(help=f"Student identities: roster import, look-ups, key rotation. {ISSUER_NOTE}", no_args_is_help=True)
-
-COLUMNS = (
-    "personal_id", "full_name", "date_of_birth", "sex", "place_of_birth",
-    "ethnicity", "school_code", "grade", "class", "guardian_name",
+app = typer.Typer(
+    help=f"Student identities: roster import, look-ups, key rotation. {ISSUER_NOTE}", no_args_is_help=True
 )
-DEFAULT_YEAR = "2025-2026"
 
+#: The columns of a roster (docs/formats.md).
+ROSTER = Columns(
+    required=("personal_id", "full_name", "date_of_birth", "sex", "school_code", "grade", "class"),
+    optional=("place_of_birth", "ethnicity", "guardian_name", "electives", "learning_topics"),
+)
+#: Contract fields a message may name, as the columns (or the option) they are read from.
+FIELD_COLUMNS = {"class_name": "class", "school_year": "--school-year"}
+DEFAULT_YEAR = "2025-2026"
+SEXES = ("M", "F")
+
+
+def stated_school_year(value: str) -> str:
+    """The school year a roster enrols its students in; one not written like 2025-2026 is a usage error."""
+    if problem := school_year_problem(value):
+        raise typer.BadParameter(problem)
+    return value
+
+
+def subject_list(text: str) -> tuple[str, ...]:
+    """Subjects as a cell lists them: "Vật lí; Hóa học; Sinh học; Tin học" (or separated by commas)."""
+    return tuple(name for name in (part.strip() for part in re.split(r"[;,]", text)) if name)
 
 
 def parse_row(row: Row, school_year: str) -> StudentRegistration:
     """A roster row as a registration; raises ValueError saying what is wrong with it."""
     v = row.values
-    try:
-        born = date.fromisoformat(v["date_of_birth"])
-    except ValueError:
-        raise ValueError(f"date_of_birth '{v['date_of_birth']}' is not an ISO 8601 date (YYYY-MM-DD)") from None
-    if v["sex"] not in ("M", "F"):
-        raise ValueError(f"sex '{v['sex']}' must be M or F")
-    if not v["grade"].isdigit():
-        raise ValueError(f"grade '{v['grade']}' is not a number")
-    for column in ("personal_id", "full_name", "school_code", "class"):
+    for column in ROSTER.required:
         if not v[column]:
             raise ValueError(f"{column} is empty")
+    if problem := digits_problem(v["personal_id"], "personal_id", PERSONAL_ID) or digits_problem(
+        v["school_code"], "school_code", SCHOOL_CODE
+    ):
+        raise ValueError(problem)
+    born = calendar_date(v["date_of_birth"], "date_of_birth")
+    if v["sex"] not in SEXES:
+        raise ValueError(f"sex '{v['sex']}' must be M or F")
+    if not v["grade"].isdigit():
+        raise ValueError(f"grade '{v['grade']}' is not a number from 1 to 12")
     try:
         return StudentRegistration(
             identity=StudentIdentity.model_validate(
@@ -77,12 +102,19 @@ def parse_row(row: Row, school_year: str) -> StudentRegistration:
                     "guardian_name": v["guardian_name"],
                 }
             ),
-            enrolment=Enrolment(
-                school_code=v["school_code"], school_year=school_year, grade=int(v["grade"]), class_name=v["class"]
+            enrolment=Enrolment.model_validate(
+                {
+                    "school_code": v["school_code"],
+                    "school_year": school_year,
+                    "grade": int(v["grade"]),
+                    "class_name": v["class"],
+                    "electives": subject_list(v["electives"]),
+                    "learning_topics": subject_list(v["learning_topics"]),
+                }
             ),
         )
     except ValidationError as exc:
-        raise ValueError(validation_message(exc)) from None
+        raise ValueError(validation_message(exc, FIELD_COLUMNS)) from None
 
 
 @dataclass
@@ -92,16 +124,29 @@ class ImportSummary:
     unchanged: int = 0
     enrolled: int = 0
     bad: dict[int, str] = field(default_factory=dict)
+    #: What the reader should know about the file as a whole (columns ignored).
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "registered": self.new,
+            "unchanged": self.unchanged,
+            "enrolment added": self.enrolled,
+        }
 
 
 def read_roster(path: Path, school_year: str) -> tuple[list[tuple[int, StudentRegistration]], ImportSummary]:
     """The valid rows (row number, registration) and a summary holding every bad row's reason."""
-    summary = ImportSummary()
+    file = read_csv(path, ROSTER)
+    summary = ImportSummary(notes=file.notes())
     good: list[tuple[int, StudentRegistration]] = []
     first: dict[str, int] = {}
-    for row in read_rows(path, COLUMNS):
+    for row in file.rows:
         summary.rows += 1
         try:
+            if row.problem:
+                raise ValueError(row.problem)
             registration = parse_row(row, school_year)
         except ValueError as exc:
             summary.bad[row.number] = str(exc)
@@ -115,13 +160,15 @@ def read_roster(path: Path, school_year: str) -> tuple[list[tuple[int, StudentRe
     return good, summary
 
 
-async def send_roster(s: Session, good: list[tuple[int, StudentRegistration]], summary: ImportSummary, size: int) -> None:
+async def send_roster(
+    s: Session, good: list[tuple[int, StudentRegistration]], summary: ImportSummary, size: int
+) -> None:
     by_school: dict[str, list[tuple[int, StudentRegistration]]] = {}
     for number, registration in good:
         by_school.setdefault(registration.enrolment.school_code, []).append((number, registration))
     for school, rows in sorted(by_school.items()):
         for part in chunks(rows, size):
-            command = s.staff.school_admin(school).signs(RegisterStudents(students=[r for _, r in part]))
+            command = school_person(s, school, "school_admin").signs(RegisterStudents(students=[r for _, r in part]))
             report = await s.ask(command, RegistrationReport)
             summary.new += report.new
             summary.unchanged += report.unchanged
@@ -133,39 +180,42 @@ async def send_roster(s: Session, good: list[tuple[int, StudentRegistration]], s
 @app.command("import")
 def import_roster(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The roster CSV (docs/formats.md).")],
-    school_year: Annotated[str, typer.Option(help="The school year the roster enrols students in.")] = DEFAULT_YEAR,
+    school_year: Annotated[
+        str, typer.Option(callback=stated_school_year, help="The school year the roster enrols students in.")
+    ] = DEFAULT_YEAR,
     data_dir: DataDir = None,
     chunk: Annotated[int, typer.Option(min=1, max=1000, help="Rows per message.")] = 200,
     timeout: Timeout = 60.0,
 ) -> None:
     """Register a roster: every bad row reported with its row number; importing it again changes nothing.
 
-    Columns: personal_id,full_name,date_of_birth,sex,place_of_birth,ethnicity,school_code,grade,class,guardian_name
-    (UTF-8, dates YYYY-MM-DD, sex M/F). Each school's rows go with that school's administrator's token.
-    Exit status 0 when every row was imported or already there, 1 when some were rejected, 2 when
-    the file cannot be read.
+    Columns: personal_id,full_name,date_of_birth,sex,school_code,grade,class and, if known,
+    place_of_birth,ethnicity,guardian_name and, in grades 10-12, electives,learning_topics (subjects
+    separated by ;) (comma-, semicolon- or tab-separated UTF-8, dates YYYY-MM-DD, sex M/F). Each school's rows go with that school's administrator's token. Exit status 0 when every
+    row was imported or already there, 1 when some were rejected, 2 when the file cannot be read.
     """
     try:
         good, summary = read_roster(file, school_year)
     except CsvShapeError as exc:
         fail(f"cannot import: {exc}", 2)
+    if not summary.rows:
+        nothing_to_import(file.name)
 
     async def conversation() -> None:
         async with session(data_dir, timeout, "school") as s:
             await send_roster(s, good, summary, chunk)
 
-    run(conversation())
-    finish_import(
-        f"roster {file.name}",
-        {"rows": summary.rows, "registered": summary.new, "unchanged": summary.unchanged, "enrolment added": summary.enrolled},
-        summary.bad,
-    )
+    if good:
+        run(conversation())
+    finish_import(f"roster {file.name}", summary.counts(), summary.bad, summary.notes)
 
 
 @app.command()
 def lookup(
     personal_ids: Annotated[list[str], typer.Argument(help="12-digit personal IDs.")],
-    school: Annotated[str | None, typer.Option(help="Look up as this school's administrator (default: as an operator).")] = None,
+    school: Annotated[
+        str | None, typer.Option(help="Look up as this school's administrator (default: as an operator).")
+    ] = None,
     purpose: Purpose = "identity look-up from the command line",
     data_dir: DataDir = None,
     timeout: Timeout = 30.0,

@@ -74,7 +74,7 @@ class RowRejected:
     registration: StudentRegistration
     code: str
     reason: str
-    #: The refused part of the roster it goes to: "forbidden" or "invalid".
+    #: Why it is refused: for who sent it ("forbidden", dead-lettered), or for what it says ("invalid", answered only).
     part: str = "invalid"
 
 
@@ -96,8 +96,8 @@ async def register_students(command: RegisterStudents, deps: Deps) -> Outcome:
 
     A row whose personal ID is registered already is unchanged when the identity is the same and the
     student is enrolled at the row's school (its enrolment is added if new); otherwise it is a conflict,
-    and the school is told so, never how (`domain.conflicts`). The rejected rows are dead-lettered with
-    their reasons, the forbidden apart from the invalid; the rest goes on.
+    and the school is told so, never how (`domain.conflicts`). The report says why each rejected row was
+    rejected, and the rows its sender may not register are dead-lettered too; the rest goes on.
     """
     actor = require_actor(command, deps.issuer_keys)
     domain.authorise_registration(actor)
@@ -109,6 +109,9 @@ async def register_students(command: RegisterStudents, deps: Deps) -> Outcome:
     deps.metrics.registered.inc(len(newcomers))
     for row in rejected:
         deps.metrics.rejected.labels(row.code).inc()
+    if rejected:
+        # The reasons name rules and fields, never a value (`domain.personal_id_problems`).
+        log.info("%s: %d roster row(s) rejected: %s", actor.subject, len(rejected), describe(rejected))
     students = [RegisteredStudent(student_ref=ref, enrolment=r.enrolment) for ref, r in [*matched.known, *newcomers]]
     report = RegistrationReport(
         source_message_id=command.message_id,
@@ -181,14 +184,20 @@ async def store_new(newcomers: list[tuple[str, StudentRegistration]], at: dateti
 
 
 def rejected_parts(rejected: list[RowRejected]) -> list[RejectedPart]:
-    """The refused rows as the parts of the roster to dead-letter: the forbidden rows, then the invalid."""
-    parts = []
-    for part in ("forbidden", "invalid"):
-        rows = [r for r in rejected if r.part == part]
-        if rows:
-            explanation = "; ".join(f"row {r.index}: {r.reason}" for r in rows)
-            parts.append(RejectedPart("students", [r.registration for r in rows], part, explanation))
-    return parts
+    """The refused rows to dead-letter: those the sender may not register.
+
+    A row refused for what it says (a personal ID that breaks its rules, a conflict, a duplicate) is the
+    school's mistake to correct: the report says why and `hocba_students_rejected_total` counts it by code;
+    it is not dead-lettered, so the dead-letter alerts stay for messages that could not be handled.
+    """
+    if rows := [r for r in rejected if r.part == "forbidden"]:
+        return [RejectedPart("students", [r.registration for r in rows], "forbidden", describe(rows))]
+    return []
+
+
+def describe(rejected: list[RowRejected]) -> str:
+    """The rejected rows in words: "row 2: <reason>; row 5: <reason>"."""
+    return "; ".join(f"row {r.index}: {r.reason}" for r in rejected)
 
 
 # --- look-ups --------------------------------------------------------------------------------
@@ -213,7 +222,8 @@ async def lookup_students(request: LookupStudents, deps: Deps) -> Outcome:
 
 
 async def find_students(request: FindStudents, deps: Deps) -> Outcome:
-    """Snapshots by personal ID for a person: their school's students, or all for an operator.
+    """Snapshots by personal ID for a person: their school's students, or all for an operator, with the
+    enrolments the person may see (their school's, or all).
 
     Every student shown is in the access log, with the purpose the reader gave.
     """
@@ -229,6 +239,12 @@ async def find_students(request: FindStudents, deps: Deps) -> Outcome:
     matches = StudentMatches(
         students=[StudentSnapshot(student_ref=s.ref, identity=s.identity) for s in visible.values()],
         missing=[pid for pid in request.personal_ids if pid not in visible],
+        enrolments=[
+            RegisteredStudent(student_ref=s.ref, enrolment=e)
+            for s in visible.values()
+            for e in s.enrolments
+            if domain.may_see(actor, [e])
+        ],
     )
     return Outcome(reply=matches)
 

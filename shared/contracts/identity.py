@@ -10,6 +10,7 @@ from pydantic import Field
 from shared.contracts.base import Message, Model, Reply
 from shared.contracts.keys import DataKeyRotationProgress, RotateDataKey
 from shared.contracts.limits import (
+    CHOICES,
     CODE,
     ID,
     LOOKUP,
@@ -23,6 +24,7 @@ from shared.contracts.limits import (
     TEXT,
     Identifier,
     PersonalId,
+    SubjectName,
 )
 
 Sex = Literal["M", "F"]
@@ -41,10 +43,16 @@ class StudentIdentity(Model):
 
 
 class Enrolment(Model):
+    """A student's place in a school year. In grades 10-12 it also holds the student's own choices (2018
+    programme): their electives, and the subjects their learning topics (chuyên đề học tập) are tied to;
+    grades checks them against its rule set. Empty below grade 10, and in messages of earlier releases."""
+
     school_code: str = Field(max_length=SCHOOL_CODE)
     school_year: str = Field(max_length=SCHOOL_YEAR, pattern=r"^\d{4}-\d{4}$")
     grade: int = Field(ge=1, le=12)
     class_name: str = Field(max_length=CODE)
+    electives: tuple[SubjectName, ...] = Field((), max_length=CHOICES)
+    learning_topics: tuple[SubjectName, ...] = Field((), max_length=CHOICES)
 
 
 class StudentRegistration(Model):
@@ -135,6 +143,9 @@ class StudentMatches(Reply):
     students: list[StudentSnapshot] = Field(default_factory=list, max_length=LOOKUP)
     #: Personal IDs with no student the actor may see.
     missing: list[PersonalId] = Field(default_factory=list, max_length=LOOKUP)
+    #: The enrolments of the students found that the actor may see (a school's staff: at their school), one a
+    #: school year and class: what an import checks its rows' school year and class against.
+    enrolments: list[RegisteredStudent] = Field(default_factory=list, max_length=SCHOOL_STUDENTS)
 
 
 class RotateIdentityKey(RotateDataKey):

@@ -9,6 +9,7 @@ import re
 import uuid
 from pathlib import Path
 
+import aio_pika
 import pytest
 from typer.testing import CliRunner
 
@@ -18,7 +19,8 @@ from hocba.keys import dev_issuer
 from hocba.stack import Stack, StackConfig
 from hocba.staff import Staff
 from shared.at_rest import sealed_records
-from shared.contracts.grades import CloseTerm, CloseYear, TermChanged
+from shared.contracts.grades import CloseTerm, CloseYear, RecordAssessments, RecordConduct, TermChanged
+from shared.contracts.identity import RegisterStudents
 from shared.crypto.vault import Vault
 from shared.messaging import Bus, delete_exchanges
 from shared.mongo import make_client
@@ -47,6 +49,15 @@ GRADEBOOK = """school_code,school_year,class,personal_id,subject,term,regular,mi
 79007000,2025-2026,6A1,079214000099,Tin học,2,7 7,7,7,,,
 79007000,2025-2026,6A1,079214000001,Tin học,1,8 7.5,7,8,,,
 79007000,2025-2026,6A1,079214000001,Nghệ thuật,1,,,,Đ,,
+"""
+
+CONDUCT = """school_code;school_year;class;personal_id;term;absences;conduct;comment
+79007000;2025-2026;6A1;079214000001;1;2;Tốt;Chăm ngoan, tích cực
+79007000;2025-2026;6A1;079314000002;1;0;Khá;
+79007000;2025-2026;6A1;001214000003;1;1;Giỏi;
+79007000;2025-2026;6A1;001214000003;2;1;;
+79007000;2026-2027;6A1;079214000001;1;0;Tốt;
+79007000;2025-2026;6A1;079214000001;2;0;Tốt;
 """
 
 
@@ -102,7 +113,7 @@ def test_roster_import_reports_bad_rows_and_a_second_import_changes_nothing(stac
     bad = rows_reported(first.output)
     assert set(bad) == {5, 6, 7, 8}, first.output
     assert "digit 4 must encode the sex and the century of the date of birth" in bad[5]
-    assert "not an ISO 8601 date" in bad[6]
+    assert "date_of_birth '2014-13-01' is not a date in the calendar (there is no month 13)" in bad[6]
     assert "duplicate" in bad[7] and "row 3" in bad[7]
     assert "digits 1-3 must be a known province code" in bad[8]
     assert counts(first.output) == [7, 3, 0, 0, 4]  # rows, registered, unchanged, enrolment added, rejected
@@ -130,6 +141,50 @@ def test_gradebook_import_reports_bad_rows_and_a_second_import_changes_nothing(s
 
     again = hocba("grades", "import", str(gradebook))
     assert counts(again.output) == [9, 0, 0, 5, 4]
+
+
+def test_homeroom_entries_import_reports_bad_rows_and_a_second_import_changes_nothing(stack, hocba, tmp_path: Path):
+    conduct = tmp_path / "6A1-hanh-kiem.csv"
+    conduct.write_text(CONDUCT, encoding="utf-8")
+    first = hocba("grades", "conduct", "import", str(conduct))
+    assert first.exit_code == 1, first.output
+    bad = rows_reported(first.output)
+    assert set(bad) == {4, 5, 6}, first.output
+    assert "conduct 'Giỏi' must be Tốt, Khá, Đạt or Chưa đạt" in bad[4]
+    assert "conduct (Tốt, Khá, Đạt or Chưa đạt) is missing" in bad[5]
+    assert (
+        "another class: this file holds class 6A1 of school 79007000 in 2025-2026 (as most of its rows say)" in bad[6]
+    )
+    assert counts(first.output) == [6, 3, 0, 0, 3]  # rows, stored, changed, unchanged, rejected
+
+    again = hocba("grades", "conduct", "import", str(conduct))
+    assert counts(again.output) == [6, 0, 0, 3, 3]
+
+
+def test_mistakes_in_imported_files_leave_no_dead_letters(stack, hocba):
+    """Every bad row above was reported to whoever imported it; none went to a dead-letter queue."""
+
+    async def dead_letters() -> dict[str, int]:
+        names = Settings(namespace=stack.config.namespace).names()
+        queues = [
+            names.dead_letter_queue(names.queue(service, message.ROUTING_KEY))
+            for service, message in (
+                ("identity", RegisterStudents),
+                ("grades", RecordAssessments),
+                ("grades", RecordConduct),
+            )
+        ]
+        connection = await aio_pika.connect(stack.config.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            found = {}
+            for queue in queues:
+                declared = await channel.declare_queue(queue, passive=True)
+                found[queue] = declared.declaration_result.message_count or 0
+            return found
+
+    waiting = asyncio.run(dead_letters())
+    assert set(waiting.values()) == {0}, waiting
 
 
 def test_rotation_keeps_lookups_working_and_explain_prints_the_computation(stack, hocba):

@@ -243,8 +243,13 @@ def test_the_broker_login_follows_whose_token_the_command_carries(stack, hocba, 
     stack.answers(FindStudents, StudentMatches(students=[student("Nguyễn Văn An")]))
     hocba("identity", "lookup", PID)
     hocba("identity", "lookup", PID, "--school", SCHOOL)
+    stack.answers(RegisterStudents, RegistrationReport(source_message_id="x", new=1))
     roster = tmp_path / "roster.csv"
-    roster.write_text("personal_id,full_name,date_of_birth,sex,place_of_birth,ethnicity,school_code,grade,class,guardian_name\n")
+    roster.write_text(
+        "personal_id,full_name,date_of_birth,sex,school_code,grade,class\n"
+        f"{PID},Nguyễn Văn An,2014-03-02,M,{SCHOOL},6,6A1\n",
+        encoding="utf-8",
+    )
     hocba("identity", "import", str(roster))
     assert roles == ["operator", "school", "school"]
 

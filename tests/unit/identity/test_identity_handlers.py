@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from datetime import date
 from typing import TypeVar
@@ -17,6 +18,7 @@ from shared.auth import ServiceIdentity, Unauthenticated
 from shared.contracts.access import AccessLog, ListIdentityAccesses
 from shared.contracts.base import Acting, derived_id
 from shared.contracts.identity import (
+    Enrolment,
     FindStudents,
     KeyRotationProgress,
     LookupStudents,
@@ -120,19 +122,17 @@ async def test_each_row_is_reported_and_a_second_import_changes_nothing(deps, re
     assert sample(registry, "hocba_students_registered_total") == 1
 
 
-async def test_refused_rows_are_dead_lettered_apart_forbidden_then_invalid_and_the_rest_is_announced(deps):
+async def test_rows_the_sender_may_not_register_are_dead_lettered_invalid_ones_answered_and_the_rest_announced(deps):
     rows = [row("079214000001"), row("079314000002"), row("079214000006", school="79000999"), row("003214000003")]
     command = school_admin().signs(RegisterStudents(message_id="r1", students=rows))
     outcome = await handlers.register_students(command, deps)
     assert outcome.rejected == [
         RejectedPart("students", [rows[2]], "forbidden", "row 2: admin-1 registers for school 79000701, not 79000999"),
-        RejectedPart(
-            "students",
-            [rows[1], rows[3]],
-            "invalid",
-            "row 1: personal ID: digit 4 must encode the sex and the century of the date of birth; "
-            "row 3: personal ID: digits 1-3 must be a known province code",
-        ),
+    ], "a school's mistakes in a roster are answered, not dead-lettered"
+    assert [(r.index, r.reason) for r in report(outcome).rejected] == [
+        (1, "personal ID: digit 4 must encode the sex and the century of the date of birth"),
+        (2, "admin-1 registers for school 79000701, not 79000999"),
+        (3, "personal ID: digits 1-3 must be a known province code"),
     ]
     [event] = outcome.publish
     assert event.message_id == derived_id("r1", "registered")
@@ -153,7 +153,7 @@ async def test_a_known_student_with_other_details_is_a_conflict_and_a_new_year_a
     assert [(r.code, r.reason) for r in report(conflict).rejected] == [
         ("conflict", "conflict with a registered student: a transfer between schools goes through an operator")
     ]
-    assert [p.reason for p in conflict.rejected] == ["invalid"]
+    assert conflict.rejected == [], "answered, not dead-lettered"
     next_year = await register(deps, row("079214000001", year="2026-2027"), message_id="r3")
     assert report(next_year).enrolled == 1
     stored = (await repo.find(["079214000001"]))["079214000001"]
@@ -231,18 +231,19 @@ async def test_attack_a_conflict_from_another_school_says_nothing_of_which_field
     assert (await find(deps, other, ["079214000001"])).students == [], "the other school still sees nothing"
 
 
-async def test_attack_the_dead_letter_explanation_of_an_invalid_row_names_no_personal_data(deps):
-    """Reproduction (issue 9, item 6): the reasons of refused rows, which go to the dead-letter header and the logs,
-    quoted digits of the personal ID and the birth year."""
+async def test_attack_the_logged_reasons_of_invalid_rows_name_no_personal_data(deps, caplog):
+    """Reproduction (issue 9, item 6): the reasons of refused rows, which go to the answer and the logs (and then
+    to the dead-letter header), quoted digits of the personal ID and the birth year."""
     rows = [
         row("079314123456", name="Lê Thị Hồng", born=date(2013, 2, 7)),  # female digit, wrong year
         row("003213765432", name="Phạm Minh Khôi", born=date(2013, 2, 7)),  # unknown province
         row("0792131234", name="Võ Gia Huy"),  # too short
         row("079226111111", name="Đặng Thu Trang", born=date(2026, 3, 1)),  # born in the future
     ]
-    outcome = await register(deps, *rows)
-    [part] = outcome.rejected
-    said = part.explanation + " ".join(r.reason for r in report(outcome).rejected)
+    with caplog.at_level(logging.INFO, logger="hocba.identity"):
+        outcome = await register(deps, *rows)
+    [logged] = [r.getMessage() for r in caplog.records if "roster row(s) rejected" in r.getMessage()]
+    said = logged + " ".join(r.reason for r in report(outcome).rejected)
     assert "personal ID: digit 4 must encode the sex and the century" in said
     for r in rows:
         ident = r.identity
@@ -319,6 +320,21 @@ async def test_find_by_personal_id_shows_a_schools_own_students_and_everything_t
     assert {s.identity.personal_id for s in everyone.students} == {"079214000001", "079214000002"}
     assert sample(registry, "hocba_student_finds_total", {"outcome": "found"}) == 4
     assert sample(registry, "hocba_student_finds_total", {"outcome": "missing"}) == 5
+
+
+async def test_a_find_shows_the_enrolments_the_reader_may_see_for_an_import_to_check_its_rows(deps, repo):
+    await register(deps, row("079214000001"))
+    await register(deps, row("079214000001", year="2026-2027"), message_id="r2")
+    ref = (await repo.find(["079214000001"]))["079214000001"].ref
+    elsewhere = Enrolment(school_code=OTHER_SCHOOL, school_year="2027-2028", grade=8, class_name="8A1")
+    await repo.add_enrolment(ref, elsewhere)  # a transfer an operator made
+    mine = await find(deps, school_admin(), ["079214000001"])
+    assert {(e.student_ref, e.enrolment.school_year) for e in mine.enrolments} == {
+        (ref, "2025-2026"),
+        (ref, "2026-2027"),
+    }, "a school's staff see their school's enrolments, not where the student went"
+    everything = await find(deps, operator(), ["079214000001"])
+    assert {e.enrolment.school_code for e in everything.enrolments} == {"79000701", OTHER_SCHOOL}
 
 
 async def test_each_student_found_is_logged_with_who_and_why(deps, registry):
