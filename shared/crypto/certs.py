@@ -20,6 +20,7 @@ import base64
 import contextlib
 import functools
 import hashlib
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,14 @@ def from_x5c(x5c: Sequence[str]) -> list[x509.Certificate]:
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+
+
+def load_crls(path: Path) -> list[x509.CertificateRevocationList]:
+    """Every CRL in a PEM file, in order (a PKI's own CRL, then those of the certification authorities it trusts)."""
+    return [x509.load_pem_x509_crl(block) for block in _PEM_CRL.findall(path.read_bytes())]
 
 
 def _valid_at(cert: x509.Certificate, moment: datetime) -> bool:
@@ -208,10 +217,8 @@ class TrustStore:
 
     @classmethod
     def from_files(cls, anchor: Path, crls: Iterable[Path] = ()) -> TrustStore:
-        return cls(
-            load_certificates(anchor),
-            [x509.load_pem_x509_crl(p.read_bytes()) for p in crls if p.exists()],
-        )
+        """Every anchor in the `anchor` file and every CRL in the `crls` files (those that exist)."""
+        return cls(load_certificates(anchor), [crl for p in crls if p.exists() for crl in load_crls(p)])
 
     def crl_for(self, issuer: x509.Certificate) -> x509.CertificateRevocationList | None:
         """The newest CRL that `issuer` signed, if any."""

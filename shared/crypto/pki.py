@@ -1,13 +1,19 @@
 """A development PKI on disk: a department root CA, school seals, staff and archive certificates, a CRL.
 
 Only for development and tests: production takes certificates from a licensed CA and keys from
-its token, through the same `SignerDirectory` and `TrustStore`. Layout of the folder:
+its token, through the same `SignerDirectory` and `TrustStore`; a holder's certificate from a
+licensed CA is installed here (`install`) beside the CA's root (`add_anchor`) and its CRL
+(`add_crl`). Layout of the folder:
 
-    ca/root.crt.pem      the trust anchor          ca/root.key.pem   its key (encrypted PKCS#8)
-    ca/crl.pem           the current CRL           ca/revoked.json   what the CRL lists
-    certs/<subject>.crt.pem                        keys/<subject>.key.pem (encrypted PKCS#8)
+    ca/root.crt.pem      the trust anchors: this PKI's root first, then any licensed CA's root added
+    ca/root.key.pem      the root's key (encrypted PKCS#8)
+    ca/crl.pem           the current CRL, then the licensed CAs' CRLs kept in ca/crls/
+    ca/revoked.json      what the CRL lists
+    certs/<subject>.crt.pem  the holder's certificate, then any CA certificate between it and an anchor
+    keys/<subject>.key.pem   the holder's key (encrypted PKCS#8)
     holders.json         who holds which certificate
-    token.json           present when the signing keys live in a PKCS#11 token (no PIN in it)
+    token.json           present when the signing keys live in a PKCS#11 token (no PIN in it); its
+                         `labels` name a key imported under a label other than the holder's subject id
     passphrase           development only, when no passphrase is given: a generated one
 
 Every private key file is PKCS#8 encrypted under the passphrase (PBES2, AES-256-CBC); every file is
@@ -23,21 +29,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from shared.contracts.signing import SIGNING_ORDER, seal_subject
-from shared.crypto.certs import ARCHIVE_TITLE, TrustStore, load_certificates
+from shared.crypto.certs import ARCHIVE_TITLE, TrustStore, load_certificates, load_crls
 from shared.crypto.pkcs11 import Pkcs11Token, TokenConfig
 from shared.crypto.signer import CachingDirectory, SoftwareKey, UnknownSigner, X509Signer
 from shared.settings import SERVICES, Misconfigured, Settings
@@ -403,13 +411,15 @@ class DevPki:
 
     # -- creating -------------------------------------------------------------------------------
 
-    def create(self, holders: Iterable[Holder], token: TokenConfig | None = None) -> int:
-        """Create the root CA and CRL if absent, then issue every holder not issued yet.
+    def create(self, holders: Iterable[Holder], token: TokenConfig | None = None, *, renew: Iterable[str] = ()) -> int:
+        """Create the root CA and CRL if absent, then issue every holder not issued yet, and those in `renew`
+        (subject ids whose certificate no longer serves: revoked, expired) again with a new key.
 
         With `token`, the holders' keys are generated inside that PKCS#11 token (the root CA's key
         stays an encrypted file: a CA's root is never a signing key). Returns how many were issued.
         Everything in the folder ends up readable by its owner only, what an older version wrote included.
         """
+        again = set(renew)
         with self._locked():
             if token is not None and not self.token_path.exists():
                 config = {"module": token.module, "token_label": token.token_label, "env": token.env}
@@ -423,7 +433,8 @@ class DevPki:
             root = self._root()
             keys = token or self.token_config()
             for holder in holders:
-                if holder.subject_id in known and self.cert_path(holder.subject_id).exists():
+                issued_before = holder.subject_id in known and self.cert_path(holder.subject_id).exists()
+                if issued_before and holder.subject_id not in again:
                     continue
                 self._issue(holder, keys, root)
                 known[holder.subject_id] = holder
@@ -475,7 +486,10 @@ class DevPki:
     ) -> None:
         root_cert, root_key = root
         if token is not None:
-            public = Pkcs11Token.shared(token).generate(holder.subject_id)
+            try:
+                public = Pkcs11Token.shared(token).generate(holder.subject_id)
+            except ValueError as exc:
+                raise PkiRefused(f"cannot issue {holder.subject_id} a new key: {exc}") from None
         else:
             private = ec.generate_private_key(ec.SECP256R1())
             public = private.public_key()
@@ -585,7 +599,16 @@ class DevPki:
                 .build()
             )
         crl = builder.sign(key, hashes.SHA256())
-        _write_private(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+        self._publish_crls(crl.public_bytes(serialization.Encoding.PEM))
+
+    @property
+    def kept_crls_folder(self) -> Path:
+        return self.folder / "ca" / "crls"
+
+    def _publish_crls(self, own: bytes) -> None:
+        """ca/crl.pem: this PKI's CRL first (what `renew_crl` reads), then each licensed CA's CRL kept in ca/crls/."""
+        kept = [path.read_bytes() for path in sorted(self.kept_crls_folder.glob("*.crl.pem"))]
+        _write_private(self.crl_path, b"".join([own, *kept]))
 
     # -- using ----------------------------------------------------------------------------------
 
@@ -598,14 +621,19 @@ class DevPki:
             raise UnknownSigner(f"no certificate for '{subject_id}' in the PKI at {self.folder}")
         return load_certificates(path)[0]
 
+    def chain(self, subject_id: str) -> tuple[x509.Certificate, ...]:
+        """The holder's certificate and any CA certificate between it and an anchor (an anchor is not in the chain)."""
+        self.certificate(subject_id)
+        return tuple(load_certificates(self.cert_path(subject_id)))
+
     def signer(self, subject_id: str, token: Pkcs11Token | None = None) -> X509Signer:
-        """The holder's signer: the certificate (the root is the anchor, so not in the chain) and key."""
-        cert = self.certificate(subject_id)
+        """The holder's signer: the certificate chain (the root is the anchor, so not in the chain) and key."""
+        chain = self.chain(subject_id)
         config = self.token_config()
         if config is not None:
             token = token or Pkcs11Token.shared(config)
             try:
-                return X509Signer(token.key(subject_id), (cert,))
+                return X509Signer(token.key(self.key_label(subject_id)), chain)
             except LookupError as exc:
                 raise UnknownSigner(str(exc)) from None
         path = self.key_path(subject_id)
@@ -613,7 +641,80 @@ class DevPki:
             raise UnknownSigner(f"no key for '{subject_id}' in the PKI at {self.folder}")
         key = serialization.load_pem_private_key(path.read_bytes(), self.passphrase)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return X509Signer(SoftwareKey(key), (cert,))
+        return X509Signer(SoftwareKey(key), chain)
+
+    def key_label(self, subject_id: str) -> str:
+        """The label of the holder's key in the PKCS#11 token: its subject id, unless installed under another."""
+        if not self.token_path.exists():
+            return subject_id
+        labels: dict[str, str] = json.loads(self.token_path.read_text()).get("labels", {})
+        return labels.get(subject_id, subject_id)
+
+    # -- certificates from a licensed CA --------------------------------------------------------
+
+    def anchors(self) -> list[x509.Certificate]:
+        """The trust anchors: this PKI's root first, then the licensed CAs' roots added."""
+        return load_certificates(self.anchor_path)
+
+    def issued_here(self, cert: x509.Certificate) -> bool:
+        """Whether this PKI's root CA issued `cert` (a development certificate, not a licensed CA's)."""
+        root = self.anchors()[0]
+        try:
+            cert.verify_directly_issued_by(root)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+    def add_anchor(self, anchor: x509.Certificate) -> bool:
+        """Trust `anchor` (a licensed CA's root) beside this PKI's root; False when it is one already."""
+        with self._locked():
+            anchors = self.anchors()
+            if anchor in anchors:
+                return False
+            _write_private(self.anchor_path, b"".join(_pem(c) for c in [*anchors, anchor]))
+            return True
+
+    def add_crl(self, crl: x509.CertificateRevocationList) -> None:
+        """Keep a licensed CA's CRL, in place of the one of that CA kept before, and publish it in ca/crl.pem.
+
+        Refuses (`PkiRefused`) a CRL older than the one kept: it could leave out a revocation since.
+        """
+        with self._locked():
+            name = hashlib.sha256(crl.issuer.public_bytes()).hexdigest()[:16]
+            path = self.kept_crls_folder / f"{name}.crl.pem"
+            if path.exists():
+                kept = load_crls(path)[0]
+                if crl.last_update_utc < kept.last_update_utc:
+                    raise PkiRefused(
+                        f"the CRL given was issued {crl.last_update_utc:%Y-%m-%d %H:%M}Z, before the one kept "
+                        f"({kept.last_update_utc:%Y-%m-%d %H:%M}Z): give the CA's current CRL"
+                    )
+            _write_private(path, crl.public_bytes(serialization.Encoding.PEM))
+            own = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+            self._publish_crls(own.public_bytes(serialization.Encoding.PEM))
+
+    def install(
+        self,
+        holder: Holder,
+        chain: Sequence[x509.Certificate],
+        key: ec.EllipticCurvePrivateKey | None = None,
+        token_label: str | None = None,
+    ) -> None:
+        """Make `chain` (the holder's certificate first) the holder's, signing with `key` (kept encrypted under the
+        passphrase) or the token's key labelled `token_label`, or with the key the PKI holds for them already."""
+        with self._locked():
+            if key is not None:
+                self._write_key(self.key_path(holder.subject_id), key)
+            if token_label is not None:
+                config = json.loads(self.token_path.read_text())
+                labels = {**config.get("labels", {}), holder.subject_id: token_label}
+                if token_label == holder.subject_id:
+                    del labels[holder.subject_id]
+                _write_private(self.token_path, json.dumps({**config, "labels": labels}, indent=2).encode())
+            _write_private(self.cert_path(holder.subject_id), b"".join(_pem(c) for c in chain))
+            known = self._holders()
+            known[holder.subject_id] = holder
+            self._write_holders(known)
 
     def directory(self) -> CachingDirectory:
         """Signers by subject id, loaded on first use (one token session shared by all of them)."""
@@ -682,6 +783,10 @@ class DevPki:
                 f"{destination} holds {foreign[0]}, which no export writes: refusing to replace it (a PKI or other "
                 "files are never overwritten)"
             )
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _usage(*, cert_sign: bool = False, commitment: bool = False) -> x509.KeyUsage:
