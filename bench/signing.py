@@ -5,8 +5,8 @@
 
 Only signing (N worker processes) and archive run, on RabbitMQ and the embedded MongoDB-wire
 server; record versions are seeded as grades would publish them (RecordsReady, each version sealed
-with grades' service certificate, `svc-grades`, as signing requires), each class is
-signed by its homeroom teacher first (timed apart), then each school's principal clicks once and
+with grades' service certificate, `svc-grades`, as signing requires), each class is reviewed
+and confirmed, then signed by its homeroom teacher (timed apart), then each school's principal clicks once and
 the clock runs until the archive has appended the last record. Each figure is printed beside the
 raw ES256 signing rate of one process over the same documents, measured in the same run: the
 machines are shared and noisy, so the ratio is the figure to compare. The CPU each process kind
@@ -43,7 +43,16 @@ from shared.auth import service_subject
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.record import content_of
-from shared.contracts.signing import BatchCompleted, BatchRefused, RecordsReceived, RequestSignBatch
+from shared.contracts.signing import (
+    BatchCompleted,
+    BatchRefused,
+    ClassReviews,
+    ConfirmReview,
+    RecordsReceived,
+    RequestSignBatch,
+    ReviewClasses,
+    ReviewConfirmed,
+)
 from shared.crypto.seal import record_claims, seal
 from shared.crypto.signer import X509Signer
 from shared.messaging import Bus, delete_exchanges
@@ -224,6 +233,24 @@ async def seed_records(bus: Bus, by_school: dict[str, list[RecordVersion]]) -> N
             await bus.publish(RecordsReady(school_code=school, school_year=YEAR, records=rows[start : start + 100]))
 
 
+async def reviews_confirmed(bus: Bus, staff: Staff, by_school: dict[str, list[RecordVersion]]) -> None:
+    """Each class reviewed by its homeroom teacher, who confirms what the review shows (signing signs a class only
+    as its review confirmed it), twenty classes at a time."""
+
+    async def confirmed(school: str, class_name: str) -> None:
+        teacher = staff.homeroom_teacher(school, class_name)
+        asked = ReviewClasses(school_code=school, school_year=YEAR, class_name=class_name)
+        for shown in (await bus.request(teacher.signs(asked), ClassReviews, 600)).classes:
+            seen = ConfirmReview(
+                school_code=school, school_year=YEAR, class_name=class_name, reviewed=shown.fingerprint
+            )
+            await bus.request(teacher.signs(seen), ReviewConfirmed, 600)
+
+    classes = [(school, c) for school, rows in by_school.items() for c in sorted({r.fields.class_name for r in rows})]
+    for start in range(0, len(classes), 20):
+        await asyncio.gather(*(confirmed(*c) for c in classes[start : start + 20]))
+
+
 async def homeroom_batches(bus: Bus, staff: Staff, by_school: dict[str, list[RecordVersion]]) -> list[str]:
     """Each class signed by its homeroom teacher."""
     batches = []
@@ -259,6 +286,7 @@ async def one_run(amqp_url: str, services: Services, staff: Staff, by_school: di
     try:
         await seed_records(bus, by_school)
         await seen.until("records received", lambda: seen.received >= total)
+        await reviews_confirmed(bus, staff, by_school)
         began = time.perf_counter()
         teachers = await homeroom_batches(bus, staff, by_school)
         await seen.until("homeroom batches", lambda: all(b in seen.done for b in teachers))

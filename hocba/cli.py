@@ -11,16 +11,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from hocba import broker as broker_commands
+from hocba.commands import amend as amend_command
 from hocba.commands import archive as archive_commands
 from hocba.commands import audit as audit_commands
+from hocba.commands import dlq as dlq_commands
 from hocba.commands import fail
 from hocba.commands import grades as grades_commands
 from hocba.commands import identity as identity_commands
 from hocba.commands import keys as keys_commands
 from hocba.commands import pki as pki_commands
+from hocba.commands import records as records_commands
+from hocba.commands import review as review_commands
 from hocba.commands import sign as sign_command
 from hocba.commands import sync as sync_commands
 from hocba.commands import verify as verify_command
+from hocba.commands import year as year_commands
 from hocba.console import console, errors
 from hocba.demo import fresh_data_dir, run_demo
 from hocba.infra import InfraError
@@ -46,13 +51,14 @@ def up(
         bool, typer.Option("--any-ports", help="Pick free ports instead of the well-known ones (they are printed).")
     ] = False,
 ) -> None:
-    """Start MongoDB (embedded unless MONGO_URL is set), the five services and the ministry simulator.
+    """Start MongoDB (embedded unless MONGO_URL is set), the five services, the ministry simulator and the web page
+    of the term end (process `web`).
 
     Runs until Ctrl-C, then stops everything it started.
     """
     folder = data_dir or data_root()
     stack = Stack(
-        StackConfig.from_environment(folder, signing_workers=signing_workers, fixed_ports=not any_ports),
+        StackConfig.from_environment(folder, signing_workers=signing_workers, fixed_ports=not any_ports, web=True),
         report=lambda line: console.print(f"· {line}", markup=False),
     )
 
@@ -120,6 +126,13 @@ app.command("verify")(verify_command.verify)
 app.add_typer(archive_commands.app, name="archive")
 app.add_typer(broker_commands.app, name="broker")
 app.add_typer(audit_commands.app, name="audit")
+app.add_typer(review_commands.app, name="review")
+app.add_typer(year_commands.term_app, name="term")
+app.add_typer(year_commands.year_app, name="year")
+app.add_typer(records_commands.app, name="records")
+app.add_typer(dlq_commands.app, name="dlq")
+grades_commands.app.command("history")(records_commands.history)
+app.command("amend")(amend_command.amend)
 
 
 def main() -> None:

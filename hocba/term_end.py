@@ -44,9 +44,13 @@ from shared.contracts.signing import (
     BatchCompleted,
     BatchProgress,
     BatchRefused,
+    ClassReviews,
+    ConfirmReview,
     RecordsCompleted,
     RecordsReceived,
     RequestSignBatch,
+    ReviewClasses,
+    ReviewConfirmed,
 )
 from shared.contracts.sync import RecordsDelivered
 from shared.errors import NoAnswer, Refused
@@ -65,6 +69,8 @@ STAGES = (
 TERMS = (1, 2)
 #: Commands of one stage sent and not yet announced done, at most.
 WINDOW = 200
+#: Classes reviewed at once (each a review and a confirmation, asked and answered).
+REVIEWS_AT_ONCE = 20
 
 Progress = Callable[[str, int, int], None]
 #: Told each milestone as it is reached: each stage's name as it ends ("register", "assess", "assemble",
@@ -235,7 +241,7 @@ class StageTimeout(NoAnswer):
 
 
 class TermEnd:
-    """Roster → assessments → close year → one-click signing → archive → ministry, for N schools.
+    """Roster → assessments → close year → review → one-click signing → archive → ministry, for N schools.
 
     `schools` is a number of grade-6 schools of `students` each, or the cohorts themselves (schools of
     any grade and size). When `probe` names one of the schools, its principal clicks alone first and
@@ -292,6 +298,7 @@ class TermEnd:
         await self._stage("register", n, self._register)
         await self._stage("assess", self.expected_entries(), self._assess)
         await self._stage("assemble", n, self._close_year)
+        await self._review()
         signing_began = time.monotonic()
         await self._stage("sign", n, self._sign, done=lambda: self._signing_settled(self.principal_batches))
         for stage in ("archive", "deliver"):
@@ -477,6 +484,22 @@ class TermEnd:
         for reached, milestone in ((c.signed, "probe-signed"), (c.archived, "probe-archived"), (c.delivered, "probe-delivered")):
             await self._wait("sign", self.total_students, functools.partial(c.school_reached, school_code, reached))
             self.milestone(milestone)
+
+    async def _review(self) -> None:
+        """Each homeroom teacher reviews their class and confirms what the review shows, as a school does before
+        anyone signs: signing signs a class only as its review confirmed it."""
+        classes = [(school.code, c) for school in self.schools for c in self.counts.classes(school.code)]
+        for start in range(0, len(classes), REVIEWS_AT_ONCE):
+            await asyncio.gather(*(self._confirm_review(*c) for c in classes[start : start + REVIEWS_AT_ONCE]))
+
+    async def _confirm_review(self, school_code: str, class_name: str) -> None:
+        teacher = self.staff.homeroom_teacher(school_code, class_name)
+        year = demo_data.SCHOOL_YEAR
+        asked = ReviewClasses(school_code=school_code, school_year=year, class_name=class_name)
+        for shown in (await self.bus.request(teacher.signs(asked), ClassReviews, self.stage_timeout)).classes:
+            fingerprint = shown.fingerprint
+            seen = ConfirmReview(school_code=school_code, school_year=year, class_name=class_name, reviewed=fingerprint)
+            await self.bus.request(teacher.signs(seen), ReviewConfirmed, self.stage_timeout)
 
     async def _homeroom_batches(self) -> list[str]:
         batches = []

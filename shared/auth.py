@@ -97,6 +97,20 @@ class Actor(BaseModel):
         return Acting(subject=self.subject, roles=sorted(self.roles), school_code=self.school_code)
 
 
+def authorise_review(actor: Actor, school_code: str, class_name: str | None) -> None:
+    """A class is reviewed before signing by its homeroom teacher; every class of a school by its principal or
+    records administrator. Raises Forbidden otherwise (grades shows the review, signing keeps its confirmation)."""
+    if actor.school_code == school_code and (actor.has("principal") or actor.has("school_admin")):
+        return
+    if class_name and actor.school_code == school_code and actor.is_homeroom_teacher_of(class_name):
+        return
+    whose = f"class {class_name}" if class_name else f"every class of school {school_code}"
+    raise Forbidden(
+        f"{actor.subject} may not review {whose}: a class's homeroom teacher reviews it, the school's principal or "
+        "records administrator reviews every class"
+    )
+
+
 def service_subject(service: str) -> str:
     """The subject id of a service's certificate: `svc-<service>`."""
     return f"svc-{service}"

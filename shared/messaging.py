@@ -426,8 +426,9 @@ class Bus:
     async def request(self, message: Message, answer: type[R], timeout: float = 30.0) -> R:
         """Send a request and return its answer as `answer`.
 
-        Raises `NoAnswer` when no service takes the request or none answers within `timeout` (the
-        request then expires unread), and `Refused` when the answer carries an error.
+        Raises `NoAnswer` when no service takes the request, none answers within `timeout` (the
+        request then expires unread) or its service could not finish it for now (it is tried again),
+        and `Refused` when the answer carries an error.
         """
         try:
             response = await self.broker.request(
@@ -445,7 +446,14 @@ class Bus:
         except aio_pika.exceptions.DeliveryError:
             raise NoAnswer(f"nothing takes {message.ROUTING_KEY} here: its service is not running") from None
         body = await response.decode()
-        if isinstance(body, dict) and body.get("error"):
+        if not isinstance(body, dict):
+            # FastStream answers a request whose handler failed for now (handed back to be tried again) with an
+            # empty body: there is no answer yet, and the request may still take effect when it is tried again.
+            raise NoAnswer(
+                f"no answer to {message.ROUTING_KEY} now: its service could not finish it and is trying it again "
+                "(it may still take effect); see the service's log, and ask again later"
+            )
+        if body.get("error"):
             problem = Problem.model_validate(body["error"])
             raise Refused(problem.message, reason=problem.code)
         return answer.model_validate(body)

@@ -1,31 +1,66 @@
-"""`hocba archive`: audit the log, export a record's verification bundle, print a certified copy."""
+"""`hocba archive`: audit the log, export a record's verification bundle, print a certified copy; export or print a
+whole class's records at once."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hocba.commands import DataDir, Purpose, ask, fail
+from hocba.commands import BrokerRole, DataDir, Purpose, Session, Timeout, ask, fail, refusal, run, session
+from hocba.commands.records import STATUS_WORDS, Reader, reader_of
+from hocba.commands.year import where
 from hocba.console import console
 from hocba.pdf import render_copy
+from hocba.staff import Person
 from shared.contracts.archive import AuditArchive, AuditReport, ExportRecord, IssueCheckpoint, ProofReply
+from shared.contracts.grades import ListRecords, RecordLine, RecordList
+from shared.errors import Refused
 
 app = typer.Typer(
-    help="The permanent archive: audit, export, certified copies (each request with the operator's token for it).",
+    help="The permanent archive: audit, export, certified copies (each request with the operator's token for it; "
+    "a class's records with its school's records administrator's).",
     no_args_is_help=True,
 )
+
+#: Where a record stands once the archive keeps it: only those are exported or printed.
+ARCHIVED = ("archived", "delivered")
+#: Why this command, not a service, leaves a record's file unwritten: said as it is.
+OWN_REFUSALS = frozenset({"no-bundle", "no-copy", "not-written"})
+#: A class name as a file name may carry it: anything else becomes "_".
+UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+RecordArgument = Annotated[str | None, typer.Argument(help="Record id (or --school, --year and --class for a class).")]
+SchoolOption = Annotated[str | None, typer.Option("--school", help="A class's school code (8 digits), with --class.")]
+YearOption = Annotated[str | None, typer.Option("--year", help="A class's school year, e.g. 2025-2026, with --class.")]
+ClassOption = Annotated[
+    str | None, typer.Option("--class", help="Every archived record of this class, one file each, into --out.")
+]
+ClassReaderOption = Annotated[
+    Reader | None,
+    typer.Option(
+        "--as",
+        help="With --class, who reads: the school's administrator (default) or principal, or an operator.",
+        show_default=False,
+    ),
+]
 
 
 def export_bundle(
     record: str, version: int | None, purpose: str, data_dir: Path | None = None, timeout: float = 60.0
 ) -> dict[str, Any]:
     """The record version's verification bundle, read by the operator for `purpose`."""
-    reply = ask(ExportRecord(record_id=record, version=version, purpose=purpose), ProofReply, timeout, data_dir=data_dir)
+    reply = ask(
+        ExportRecord(record_id=record, version=version, purpose=purpose), ProofReply, timeout, data_dir=data_dir
+    )
     if reply.bundle is None:
         fail(f"the archive sent no bundle for {record}")
     return reply.bundle
@@ -55,18 +90,37 @@ def show_audit(report: AuditReport) -> None:
 
 
 @app.command("export")
-def export(
-    record: Annotated[str, typer.Argument(help="Record id.")],
+def export(  # noqa: PLR0913 - each option of the command is a parameter
+    record: RecordArgument = None,
     version: Annotated[int | None, typer.Option(help="Version (default: the latest).")] = None,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Bundle file (default <record>-v<N>.json).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Bundle file (default <record>-v<N>.json); with --class, the folder."),
+    ] = None,
+    school: SchoolOption = None,
+    year: YearOption = None,
+    class_name: ClassOption = None,
+    as_: ClassReaderOption = None,
     purpose: Purpose = "record export from the command line",
     data_dir: DataDir = None,
+    timeout: Timeout = 60.0,
 ) -> None:
     """Write the record version's offline verification bundle (record, signatures, chains, proof, checkpoint).
 
-    The archive logs the export (who, why) in its access log: `hocba audit access` shows it.
+    With --school, --year and --class instead of a record id: the bundle of every archived record of the class,
+    the latest version of each, into the folder --out (default <school>-<year>-<class>), each file named by the
+    class and the student's position in the class list (`hocba records list --class`), e.g. 6A1-03-v1.json: no
+    personal data in the file names. Exit status 1 when nothing was exported (saying why).
+
+    The archive logs each export (who, why) in its access log: `hocba audit access` shows it.
     """
-    bundle = export_bundle(record, version, purpose, data_dir)
+    if class_name is not None or school is not None or year is not None:
+        if record is not None or version is not None:
+            fail("give a record id, or --school, --year and --class for a class's records, not both", 2)
+        job = ClassExport(*class_named(school, year, class_name), as_ or "school_admin", purpose)
+        class_files(job, BUNDLES, out, data_dir, timeout)
+        return
+    bundle = export_bundle(one_record(record, as_), version, purpose, data_dir, timeout)
     path = out or Path(f"{record}-v{bundle['record']['version']}.json")
     path.write_text(json.dumps(bundle, ensure_ascii=False, indent=1))
     where = f"entry {bundle['log']['leaf_index']} of {bundle['log']['tree_size']}"
@@ -74,23 +128,43 @@ def export(
 
 
 @app.command("print")
-def print_copy(
-    record: Annotated[str, typer.Argument(help="Record id.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="PDF to write.")] = Path("copy.pdf"),
+def print_copy(  # noqa: PLR0913 - each option of the command is a parameter
+    record: RecordArgument = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="PDF to write (default copy.pdf); with --class, the folder.")
+    ] = None,
     version: Annotated[int | None, typer.Option(help="Version (default: the latest).")] = None,
+    school: SchoolOption = None,
+    year: YearOption = None,
+    class_name: ClassOption = None,
+    as_: ClassReaderOption = None,
     purpose: Purpose = "certified copy printed from the command line",
     data_dir: DataDir = None,
+    timeout: Timeout = 60.0,
 ) -> None:
     """Print a certified copy on A4: the record as on paper, signers and times, a signed QR code, the bundle attached.
 
-    The archive logs the print (who, why) in its access log: `hocba audit access` shows it.
+    With --school, --year and --class instead of a record id: a certified copy of every archived record of the
+    class, the latest version of each, into the folder --out (default <school>-<year>-<class>), each PDF named by
+    the class and the student's position in the class list (`hocba records list --class`), e.g. 6A1-03-v1.pdf: no
+    personal data in the file names. Exit status 1 when nothing was printed (saying why).
+
+    The archive logs each print (who, why) in its access log: `hocba audit access` shows it.
     """
+    if class_name is not None or school is not None or year is not None:
+        if record is not None or version is not None:
+            fail("give a record id, or --school, --year and --class for a class's records, not both", 2)
+        job = ClassExport(*class_named(school, year, class_name), as_ or "school_admin", purpose)
+        class_files(job, COPIES, out, data_dir, timeout)
+        return
+    record = one_record(record, as_)
     request = ExportRecord(record_id=record, version=version, certified_copy=True, purpose=purpose)
-    reply = ask(request, ProofReply, 60.0, data_dir=data_dir)
+    reply = ask(request, ProofReply, timeout, data_dir=data_dir)
     if reply.bundle is None or reply.qr is None:
         fail(f"the archive sent no certified copy of {record}")
-    render_copy(reply.bundle, reply.qr, out, datetime.now(UTC))
-    console.print(f"wrote {escape(str(out))}; check it with `hocba verify {escape(str(out))}`")
+    path = out or Path("copy.pdf")
+    render_copy(reply.bundle, reply.qr, path, datetime.now(UTC))
+    console.print(f"wrote {escape(str(path))}; check it with `hocba verify {escape(str(path))}`")
 
 
 @app.command("checkpoint")
@@ -100,3 +174,252 @@ def checkpoint(data_dir: DataDir = None) -> None:
     stated = (reply.bundle or {}).get("checkpoint") or {}
     said = f"{stated.get('tree_size')} entries, root {stated.get('root_hash')}, {stated.get('issued_at')}"
     console.print(f"checkpoint: {escape(said)}")
+
+
+def one_record(record: str | None, as_: Reader | None) -> str:
+    """The record id of a one-record export or print; a usage error without one, or with a class's reader."""
+    if record is None:
+        fail("name the record (its id, as `hocba records list` shows it), or a class: --school, --year and --class", 2)
+    if as_ is not None:
+        fail("--as chooses who reads a class's records: it goes with --school, --year and --class", 2)
+    return record
+
+
+def class_named(school: str | None, year: str | None, class_name: str | None) -> tuple[str, str, str]:
+    """The school, year and class of a class's export, each given and well formed; a usage error otherwise."""
+    if not (school and year and class_name):
+        lacking = [
+            option for option, given in (("--school", school), ("--year", year), ("--class", class_name)) if not given
+        ]
+        fail(f"a class's records need --school, --year and --class: add {', '.join(lacking)}", 2)
+    where(school, year)
+    return school, year, class_name
+
+
+# --- a whole class -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassExport:
+    """A class's export or print: whose records, who reads them and why."""
+
+    school: str
+    year: str
+    class_name: str
+    reader: Reader
+    purpose: str
+
+    @property
+    def scope(self) -> str:
+        return f"class {self.class_name} of school {self.school} for {self.year}"
+
+    def default_folder(self) -> Path:
+        return Path(f"{self.school}-{self.year}-{file_part(self.class_name)}")
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A record of the class as listed, at its position in the class list."""
+
+    position: int
+    line: RecordLine
+    #: The class's size, which sets how many digits a position is written with in file names.
+    of: int
+
+    @property
+    def archived(self) -> bool:
+        """Whether the listed version is in the archive."""
+        return self.line.status in ARCHIVED
+
+    @property
+    def pending_amendment(self) -> bool:
+        """An amendment's version awaiting its signatures: the archive holds the version it supersedes."""
+        return not self.archived and self.line.version > 1
+
+    def file_name(self, class_name: str, version: int, suffix: str) -> str:
+        """`6A1-03-v2.json`: the class, the position in the class list, the version; nothing personal."""
+        width = max(2, len(str(self.of)))
+        return f"{file_part(class_name)}-{self.position:0{width}d}-v{version}{suffix}"
+
+
+@dataclass
+class ClassOutcome:
+    """What a class's export did: the files written, the records left out (not in the archive), those that failed,
+    and the amendments awaiting their signatures whose superseded version was written instead."""
+
+    listed: list[Listed]
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Listed, str]] = field(default_factory=list)
+    earlier: list[tuple[Listed, int]] = field(default_factory=list)
+
+    @property
+    def in_archive(self) -> list[Listed]:
+        return [r for r in self.listed if r.archived or r.pending_amendment]
+
+    @property
+    def not_archived(self) -> list[Listed]:
+        return [r for r in self.listed if not (r.archived or r.pending_amendment)]
+
+
+def file_part(text: str) -> str:
+    """`text` as a part of a file name: letters, digits, '.', '_' and '-' kept, anything else '_'."""
+    return UNSAFE.sub("_", text) or "_"
+
+
+#: Writes one record's file from the archive's bundle (and, for a certified copy, its QR payload).
+Writer = Callable[[dict[str, Any], str | None, Path], None]
+
+
+def write_bundle(bundle: dict[str, Any], qr: str | None, path: Path) -> None:
+    path.write_text(json.dumps(bundle, ensure_ascii=False, indent=1))
+
+
+def write_copy(bundle: dict[str, Any], qr: str | None, path: Path) -> None:
+    if qr is None:
+        raise Refused("the archive sent no signed QR payload for the certified copy", reason="no-copy")
+    render_copy(bundle, qr, path, datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What a class's export writes for each record: bundles, or certified copies."""
+
+    suffix: str
+    certified: bool
+    write: Writer
+    #: One file and several, in words.
+    one: str
+    many: str
+    #: What was done to a record, in words.
+    done: str
+
+    def count(self, n: int) -> str:
+        return f"{n} {self.one if n == 1 else self.many}"
+
+
+BUNDLES = FileKind(".json", False, write_bundle, "bundle", "bundles", "exported")
+COPIES = FileKind(".pdf", True, write_copy, "certified copy", "certified copies", "printed")
+
+
+async def fetch_class(s: Session, job: ClassExport, kind: FileKind, folder: Path) -> ClassOutcome:
+    """List the class's records as the reader sees them, then have the archive export each one it holds, and write
+    its file."""
+    reader: Person = reader_of(s, job.school, job.reader)
+    request = ListRecords(school_code=job.school, school_year=job.year, class_name=job.class_name, purpose=job.purpose)
+    found = await s.ask(reader.signs(request), RecordList)
+    outcome = ClassOutcome([Listed(n, line, len(found.records)) for n, line in enumerate(found.records, start=1)])
+    if not outcome.in_archive:
+        return outcome
+    folder.mkdir(parents=True, exist_ok=True)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bars:
+        task = bars.add_task(escape(f"class {job.class_name}"), total=len(outcome.in_archive))
+        for item in outcome.in_archive:
+            try:
+                reply = await fetch_one(s, reader.signs(export_request(item, job, kind)), item)
+                path, version = write_one(kind, job, item, reply, folder)
+            except Refused as exc:
+                outcome.failed.append((item, str(exc) if exc.reason in OWN_REFUSALS else refusal(exc)))
+            else:
+                outcome.written.append(path)
+                if version != item.line.version:
+                    outcome.earlier.append((item, version))
+            bars.advance(task)
+    return outcome
+
+
+def export_request(item: Listed, job: ClassExport, kind: FileKind) -> ExportRecord:
+    """The listed version; for an amendment awaiting its signatures, the archive's latest (the version it
+    supersedes)."""
+    version = item.line.version if item.archived else None
+    return ExportRecord(
+        record_id=item.line.record_id, version=version, certified_copy=kind.certified, purpose=job.purpose
+    )
+
+
+async def fetch_one(s: Session, request: ExportRecord, item: Listed) -> ProofReply:
+    """The archive's export of one record: its bundle (and QR payload); `Refused` when it sends none."""
+    reply = await s.ask(request, ProofReply)
+    if reply.bundle is None:
+        raise Refused(f"the archive sent no bundle for {item.line.record_id}", reason="no-bundle")
+    return reply
+
+
+def write_one(kind: FileKind, job: ClassExport, item: Listed, reply: ProofReply, folder: Path) -> tuple[Path, int]:
+    """Write one record's file from the archive's reply; the file and the version it holds."""
+    assert reply.bundle is not None  # fetch_one refuses a reply without it
+    version = (reply.bundle.get("record") or {}).get("version", item.line.version)
+    path = folder / item.file_name(job.class_name, version, kind.suffix)
+    try:
+        kind.write(reply.bundle, reply.qr, path)
+    except OSError as exc:
+        raise Refused(f"cannot write {path}: {exc.strerror or exc}", reason="not-written") from None
+    return path, version
+
+
+def class_files(job: ClassExport, kind: FileKind, out: Path | None, data_dir: Path | None, timeout: float) -> None:
+    """Export (or print) the class's archived records into `out`, with a progress bar, and tell the outcome."""
+    folder = out or job.default_folder()
+    if folder.exists() and not folder.is_dir():
+        fail(f"--out {folder} is a file: with --class, --out names the folder the class's files go into", 2)
+    role: BrokerRole = "operator" if job.reader == "operator" else "school"
+
+    async def conversation() -> ClassOutcome:
+        async with session(data_dir, timeout, role) as s:
+            return await fetch_class(s, job, kind, folder)
+
+    outcome = run(conversation())
+    tell_class(job, kind, folder, outcome)
+
+
+def waiting_words(waiting: list[Listed]) -> str:
+    """Why records are not in the archive yet, and what brings them there."""
+    signed = "the archive keeps a record once it is signed and sealed (`hocba sign`)"
+    if all(item.line.status != "incomplete" for item in waiting):
+        return signed
+    return f"{signed}; an incomplete record is never signed as it is (`hocba review` names the entries it lacks)"
+
+
+def tell_class(job: ClassExport, kind: FileKind, folder: Path, outcome: ClassOutcome) -> None:
+    """The class's outcome: each record left out and why, a summary line; exit 1 when nothing was written."""
+    done = kind.done
+    if not outcome.listed:
+        fail(
+            f"nothing {done}: grades lists no record of {job.scope}. Records are assembled when the principal closes "
+            "the year (`hocba year close`); check --school, --year and --class"
+        )
+    for item, why in outcome.failed:
+        console.print(
+            f"[red]position {item.position} ({escape(item.line.record_id)})[/red]: not {done}: {escape(why)}",
+            soft_wrap=True,
+        )
+    for item, version in outcome.earlier:
+        console.print(
+            f"position {item.position}: version {item.line.version} is an amendment awaiting its signatures; "
+            f"{done} version {version}, the archive's latest",
+            soft_wrap=True,
+            markup=False,
+        )
+    if outcome.not_archived:
+        by_status: dict[str, list[str]] = {}
+        for item in outcome.not_archived:
+            by_status.setdefault(STATUS_WORDS[item.line.status], []).append(str(item.position))
+        said = "; ".join(
+            f"{status} at position{'s' if len(at) > 1 else ''} {', '.join(at)}" for status, at in by_status.items()
+        )
+        console.print(
+            f"not {done}, not in the archive yet: {said} of the class list; {waiting_words(outcome.not_archived)}",
+            soft_wrap=True,
+            markup=False,
+        )
+    if not outcome.written:
+        why = "could be" if outcome.failed else "is archived yet"
+        fail(f"nothing {done}: none of the {len(outcome.listed)} record(s) of {job.scope} {why} (above)")
+    console.print(
+        f"[green]{done} {kind.count(len(outcome.written))} of {escape(job.scope)}[/green] into {escape(str(folder))} "
+        f"({len(outcome.listed)} record(s) in the class); check each with `hocba verify FILE`",
+        soft_wrap=True,
+    )
+    if outcome.failed:
+        fail(f"{len(outcome.failed)} record(s) of {job.scope} were not {done} (above)")

@@ -107,6 +107,7 @@ def build_app(
         access_log=access_log,
         rotation=KeyRotation.on(bus, vault, sealed, GradesKeyRotationProgress, keys),
         publish=bus.publish,
+        notify=bus.publish,
     )
     register_routes(bus, deps)
     return assemble(bus, storage, resources=[Resource(open=deps.rotation.show_key_ring)])

@@ -1,5 +1,6 @@
 """grades' use cases: enrol, record subject and homeroom entries, lock terms, close a year, explain a record,
-tell who read a student's records.
+tell who read a student's records, list a school's records with where each stands, tell an entry's history, amend
+a signed record as its next version.
 
 Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): what to
 publish, what to answer, and which entries are refused. A message refused whole raises. Every
@@ -12,51 +13,96 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
 
-from services.grades.domain import assemble_record, conduct_problems, enrolled_entry_problems, record_id
+from services.grades.domain import assemble_record, conduct_problems, enrolled_entry_problems, reassembly, record_id
+from services.grades.domain.amendment import (
+    Versions,
+    amendment_of,
+    changed_parts,
+    history_reason,
+    holds_corrections,
+    nothing_changed,
+    rejected_corrections,
+    supersession_problem,
+)
 from services.grades.domain.authority import (
+    authorise_amendment,
     authorise_assessment,
     authorise_homeroom_entry,
     authorise_principal,
     authorise_reader,
+    authorise_reopen,
     authorise_term_close,
 )
+from services.grades.domain.combination import combination_problems, own_subjects
 from services.grades.domain.entries import Entry, EntryProblem
+from services.grades.domain.identities import compare_classes
+from services.grades.domain.listing import class_order, masked, name_order, sees_names, status_of
 from services.grades.domain.reading import UnreadableRecord, record_from_document
 from services.grades.domain.terms import TermStatus, change_of, locked_problem, reason_problem
 from services.grades.metrics import GradesMetrics
-from services.grades.repository import EntryKey, GradesRepository, Kind, TermAction, Write, entry_key
+from services.grades.repository import (
+    HOMEROOM,
+    EntryKey,
+    GradesRepository,
+    Kind,
+    Revision,
+    StatusNote,
+    TermAction,
+    Write,
+    entry_key,
+)
 from services.grades.rulesets import RULE_SETS, RuleSet, rule_set_for
 from shared.access import AccessLogStore, AccessRecorder, authorise_access_list
 from shared.at_rest import KeyRotation
-from shared.auth import Actor, IssuerKeys, require_actor
+from shared.auth import Actor, IssuerKeys, authorise_review, require_actor
 from shared.contracts.access import AccessLog, ListGradesAccesses
+from shared.contracts.archive import RecordsArchived
 from shared.contracts.base import Message, derived_id
 from shared.contracts.grades import (
+    AmendRecord,
     AssessmentsRecorded,
     CloseTerm,
     CloseYear,
+    CompareIdentities,
     ConductRecorded,
+    EntryChange,
+    EntryChanges,
+    EntryHistory,
     EntryRejection,
     ExplainRecord,
     ExplanationLine,
+    IdentityComparison,
+    LeftOut,
+    ListRecords,
+    RecordAmended,
     RecordAssessments,
     RecordConduct,
     RecordExplanation,
+    RecordLine,
+    RecordList,
     RecordsReady,
+    RecordStatus,
     RecordVersion,
     ReopenTerm,
     StudentTermConduct,
     SubjectTermScores,
     TermChanged,
+    VersionKey,
+    YearClosed,
+    YearClosing,
 )
 from shared.contracts.identity import RegisteredStudent, StudentSnapshot, StudentsRegistered
 from shared.contracts.keys import RotateGradesKey
+from shared.contracts.limits import LOOKUP
 from shared.contracts.record import content_of
-from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
+from shared.contracts.signing import RecordsCompleted
+from shared.contracts.sync import RecordsDelivered
+from shared.crypto.canonical import sha256_hex
+from shared.errors import Forbidden, InvalidMessage, NoAnswer, NotFound, TransientError, Unavailable
 from shared.outcome import NOTHING, Outcome, RejectedPart
 
 log = logging.getLogger("hocba.grades")
@@ -97,6 +143,8 @@ class Deps:
     #: Publishes the RecordsReady of a closing year as each group of records is stored.
     publish: Publish
     rule_sets: RuleSets = rule_set_for
+    #: Publishes the progress of a closing year (YearClosing) as each group is done; None: none is told.
+    notify: Publish | None = None
 
 
 async def enrol_students(event: StudentsRegistered, deps: Deps) -> Outcome:
@@ -123,7 +171,7 @@ class Rejected:
     entry: Entry
     code: str
     reason: str
-    #: Refused for who sent it (dead-lettered as "forbidden"), not for what it says ("invalid").
+    #: Refused for who sent it (dead-lettered as "forbidden"), not for what it says (answered and announced only).
     forbidden: bool = False
 
     def contract(self) -> EntryRejection:
@@ -143,7 +191,8 @@ class Accepted:
 async def record_assessments(command: RecordAssessments, deps: Deps) -> Outcome:
     """Store a subject teacher's entries: only for their classes and subjects, only in open terms.
 
-    Announced and answered with AssessmentsRecorded; the refused entries are dead-lettered.
+    Announced and answered with AssessmentsRecorded, which say why each refused entry was refused; those
+    refused for who sent them are dead-lettered too (`rejected_parts`).
     """
     actor = require_actor(command, deps.issuer_keys)
 
@@ -157,7 +206,8 @@ async def record_assessments(command: RecordAssessments, deps: Deps) -> Outcome:
 async def record_conduct(command: RecordConduct, deps: Deps) -> Outcome:
     """Store the homeroom teacher's entries (conduct, absences, qualities, comments) for their class.
 
-    Announced and answered with ConductRecorded; the refused entries are dead-lettered.
+    Announced and answered with ConductRecorded, which say why each refused entry was refused; those
+    refused for who sent them are dead-lettered too (`rejected_parts`).
     """
     actor = require_actor(command, deps.issuer_keys)
 
@@ -303,12 +353,16 @@ def count_recorded(kind: Kind, recorded: AssessmentsRecorded | ConductRecorded, 
 
 
 def rejected_parts(rejected: list[Rejected]) -> list[RejectedPart]:
-    """The rejected entries, for the dead-letter queue: those their sender may not enter, then the invalid ones."""
-    parts = []
-    for reason, forbidden in ((Forbidden.reason, True), (InvalidMessage.reason, False)):
-        if part := [r for r in rejected if r.forbidden is forbidden]:
-            parts.append(RejectedPart("entries", [r.entry for r in part], reason, describe(part)))
-    return parts
+    """The rejected entries for the dead-letter queue: those their sender may not enter.
+
+    An entry refused for what it says (a score out of range, a subject not taught in the grade, a closed
+    term) is a teacher's mistake to correct, not a message to look into: the answer and the announcement
+    (`recorded_event`) say why, and `hocba_assessments_rejected_total` counts it by code; it is not
+    dead-lettered, so the dead-letter alerts stay for messages that could not be handled.
+    """
+    if part := [r for r in rejected if r.forbidden]:
+        return [RejectedPart("entries", [r.entry for r in part], Forbidden.reason, describe(part))]
+    return []
 
 
 def describe(rejected: list[Rejected]) -> str:
@@ -330,30 +384,54 @@ async def close_term(command: CloseTerm, deps: Deps) -> Outcome:
     authorise_term_close(actor, command.school_code)
     if await deps.repo.is_closed(command.school_code, command.school_year):
         raise InvalidMessage(f"{command.school_year} is closed in school {command.school_code}")
+    await known_school(command.school_code, command.school_year, deps)
     action = TermAction(command.term, True, actor.subject, command.occurred_at, command.message_id)
-    if await deps.repo.set_term(command.school_code, command.school_year, action):
+    changed = await deps.repo.set_term(command.school_code, command.school_year, action)
+    if changed:
         deps.metrics.terms.labels("close").inc()
-    return announced(term_changed(command, "closed", actor))
+    return announced(term_changed(command, "closed", actor, already=not changed and not await acted(command, deps)))
 
 
 async def reopen_term(command: ReopenTerm, deps: Deps) -> Outcome:
     """Unlock a closed term for corrections: the principal's confirmation, with the reason logged.
 
+    After the year's close it reopens the year too (`authorise_reopen` says who may): its entries are then
+    taken as in any reopened term, and closing the term and the year again assembles the records nobody has
+    signed and sealed yet (`close_year`); those signed and sealed stay as they are, and are amended.
     Announced and answered with TermChanged.
     """
     actor = require_actor(command, deps.issuer_keys)
-    authorise_principal(actor, command.school_code, "reopen a term")
-    if await deps.repo.is_closed(command.school_code, command.school_year):
-        raise InvalidMessage(
-            f"{command.school_year} is closed in school {command.school_code}: a correction is now an amendment"
-        )
+    code, year = command.school_code, command.school_year
+    year_closed = await deps.repo.is_closed(code, year)
+    authorise_reopen(actor, code, year_closed)
+    await known_school(code, year, deps)
     action = TermAction(command.term, False, actor.subject, command.occurred_at, command.message_id, command.reason)
-    if await deps.repo.set_term(command.school_code, command.school_year, action):
+    changed = await deps.repo.set_term(code, year, action)
+    if year_closed:  # after the term: a delivery cut short between the two finds the year closed, and reopens it
+        await deps.repo.reopen_year(code, year, command.occurred_at)
+        log.info("%s %s reopened by %s with term %d: %s", code, year, actor.subject, command.term, command.reason)
+    if changed:
         deps.metrics.terms.labels("reopen").inc()
-    return announced(term_changed(command, "open", actor))
+    return announced(term_changed(command, "open", actor, already=not changed and not await acted(command, deps)))
 
 
-def term_changed(command: CloseTerm | ReopenTerm, state: Literal["open", "closed"], actor: Actor) -> TermChanged:
+async def known_school(school_code: str, school_year: str, deps: Deps) -> None:
+    """A school's terms are closed and reopened once its students are enrolled: NotFound for a school (or year)
+    grades has no student of, which is a mistyped code or year, or a roster not imported yet."""
+    if not await deps.repo.has_enrolments(school_code, school_year):
+        raise NotFound(f"no student is enrolled in school {school_code} for {school_year}")
+
+
+async def acted(command: CloseTerm | ReopenTerm, deps: Deps) -> bool:
+    """Whether this very command (an earlier delivery of it) closed or reopened the term."""
+    log_ = await deps.repo.term_log(command.school_code, command.school_year)
+    return any(e["term"] == command.term and e["message_id"] == command.message_id for e in log_)
+
+
+def term_changed(
+    command: CloseTerm | ReopenTerm, state: Literal["open", "closed"], actor: Actor, already: bool = False
+) -> TermChanged:
+    """The term's state after the command; `already` when another command had made it so and this one changed nothing."""
     return TermChanged(
         message_id=derived_id(command.message_id, "term", state),
         by=actor.acting(),
@@ -362,6 +440,7 @@ def term_changed(command: CloseTerm | ReopenTerm, state: Literal["open", "closed
         term=command.term,
         state=state,
         source_message_id=command.message_id,
+        already=already,
     )
 
 
@@ -403,6 +482,11 @@ class Closing:
     assembled: int = 0
     new: int = 0
     unassembled: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: Students of the close (enrolled in its scope), and of them those done so far (assembled or left out).
+    students: int = 0
+    done: int = 0
+    #: Groups done so far: the next progress announcement's number in its derived id.
+    groups: int = 0
 
     @property
     def purpose(self) -> str:
@@ -434,30 +518,85 @@ async def close_year(command: CloseYear, deps: Deps) -> Outcome:
     actor = require_actor(command, deps.issuer_keys)
     authorise_principal(actor, command.school_code, "close the year")
     students = await students_of_closing_year(command, deps)
-    await deps.repo.close_year(command.school_code, command.school_year, command.occurred_at)
-    closing = Closing(command, actor)
+    first = await deps.repo.close_year(command.school_code, command.school_year, command.occurred_at)
+    closing = Closing(command, actor, students=len(students))
     for group in classmates(students, deps.records_per_message):
         await close_group(closing, group, deps)
+        await tell_progress(closing, group, deps)
     count_unassembled(command, closing.unassembled, deps.metrics)
     log.info(
         "%s %s closed: %d record(s) assembled, %d new, %d message(s) of records ready",
         command.school_code, command.school_year, closing.assembled, closing.new, closing.announced,
     )
-    return NOTHING
+    closed = year_closed(closing, students, already=not first)
+    return Outcome(publish=[closed], reply=closed)
 
 
 async def students_of_closing_year(command: CloseYear, deps: Deps) -> list[RegisteredStudent]:
-    """The students enrolled in the year; refused while a term is open, not found when there are none."""
+    """The students enrolled in the year (in the command's class, when it names one); not found when there are
+    none, refused while a term is open."""
     code, year = command.school_code, command.school_year
+    students = await deps.repo.enrolled(code, year)
+    if not students:
+        raise NotFound(f"no student is enrolled in school {code} for {year}")
+    if command.class_name is not None:
+        students = [s for s in students if s.enrolment.class_name == command.class_name]
+        if not students:
+            raise NotFound(f"no student is enrolled in class {command.class_name} of school {code} for {year}")
     terms = await deps.repo.term_statuses(code, year)
     if open_terms := [str(t) for t, status in terms.items() if not status.closed]:
         raise InvalidMessage(
             f"term {' and '.join(open_terms)} of {year} is still open in school {code}: close it first (CloseTerm)"
         )
-    students = await deps.repo.enrolled(code, year)
-    if not students:
-        raise NotFound(f"no student is enrolled in school {code} for {year}")
     return students
+
+
+async def tell_progress(closing: Closing, group: list[RegisteredStudent], deps: Deps) -> None:
+    """Count the group done, and tell whoever follows the close (YearClosing), when anyone is to be told."""
+    closing.done += len(group)
+    closing.groups += 1
+    if deps.notify is None:
+        return
+    command = closing.command
+    await deps.notify(
+        YearClosing(
+            message_id=derived_id(command.message_id, "closing", closing.groups),
+            by=closing.actor.acting(),
+            school_code=command.school_code,
+            school_year=command.school_year,
+            source_message_id=command.message_id,
+            class_name=group[0].enrolment.class_name,
+            students_done=closing.done,
+            students_total=closing.students,
+            assembled=closing.assembled,
+        )
+    )
+
+
+def year_closed(closing: Closing, students: list[RegisteredStudent], already: bool) -> YearClosed:
+    """What the close did: records assembled and stored, and the students left out, by reason and class."""
+    command = closing.command
+    class_of = {s.student_ref: s.enrolment.class_name for s in students}
+    left_out: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for reason, refs in closing.unassembled.items():
+        for ref in refs:
+            left_out[(reason, class_of.get(ref, ""))].append(ref)
+    return YearClosed(
+        message_id=derived_id(command.message_id, "closed"),
+        by=closing.actor.acting(),
+        school_code=command.school_code,
+        school_year=command.school_year,
+        class_name=command.class_name,
+        source_message_id=command.message_id,
+        already=already,
+        students=closing.students,
+        assembled=closing.assembled,
+        new=closing.new,
+        unassembled=[
+            LeftOut(reason=reason, class_name=class_name, count=len(refs), student_refs=sorted(refs)[:LOOKUP])
+            for (reason, class_name), refs in sorted(left_out.items())
+        ],
+    )
 
 
 def classmates(students: list[RegisteredStudent], most: int) -> Iterator[list[RegisteredStudent]]:
@@ -487,17 +626,57 @@ async def close_group(closing: Closing, students: list[RegisteredStudent], deps:
     deps.metrics.assembled.inc(new)
     if new < len(ruled):
         code, year = closing.command.school_code, closing.command.school_year
-        records = await deps.repo.records_of([record_id(code, year, s.student_ref) for s in ruled], FIRST_VERSION)
+        kept = await deps.repo.records_of([record_id(code, year, s.student_ref) for s in ruled], FIRST_VERSION)
+        records = await replace_unsigned(closing, records, kept, deps) if new < len(records) else kept
     if records:
         await deps.publish(closing.ready(sorted(records, key=lambda r: r.record_id)))
 
 
+async def replace_unsigned(
+    closing: Closing, records: list[RecordVersion], kept: list[RecordVersion], deps: Deps
+) -> list[RecordVersion]:
+    """The stored first versions `kept`, with those assembled now (`records`) with other content in the place of the
+    ones never signed and sealed (`reassembly.replaces`: the year closed again after a term was reopened), each
+    replacement stored and noted in the version's history."""
+    assembled = {r.record_id: r for r in records}
+    changed = [k for k in kept if k.record_id in assembled and assembled[k.record_id].content != k.content]
+    if not changed:
+        return kept
+    reached = await deps.repo.statuses_of([k.record_id for k in changed])
+    command, replaced = closing.command, {}
+    for before in changed:
+        record = assembled[before.record_id]
+        if not reassembly.replaces(before, record, reached.get(before.key, set())):
+            continue
+        note = {
+            "at": command.occurred_at,
+            "by": closing.actor.subject,
+            "message_id": command.message_id,
+            "replaced_digest": sha256_hex(before.content),
+        }
+        if not await deps.repo.replace_record(before, record, note):
+            raise TransientError(f"{record.record_id} v{record.version} changed while the year was closed again")
+        replaced[record.record_id] = record
+    if replaced:
+        log.info(
+            "%s %s: %d first version(s) nobody had signed and sealed assembled again and replaced",
+            command.school_code, command.school_year, len(replaced),
+        )
+    return [replaced.get(k.record_id, k) for k in kept]
+
+
 def ruled_students(closing: Closing, students: list[RegisteredStudent], rule_sets: RuleSets) -> list[RegisteredStudent]:
-    """The students whose grade a rule set covers; the others are left out (and not looked up)."""
-    ruled = [s for s in students if rule_sets(s.enrolment.grade).subjects(s.enrolment.grade) is not None]
-    if len(ruled) < len(students):
-        covered = {s.student_ref for s in ruled}
-        closing.unassembled["no-rule-set"] += [s.student_ref for s in students if s.student_ref not in covered]
+    """The students whose grade a rule set covers, with a combination their grade allows (grades 10-12); the
+    others are left out (and not looked up)."""
+    ruled = []
+    for student in students:
+        rule_set, enrolment = rule_sets(student.enrolment.grade), student.enrolment
+        if rule_set.subjects(enrolment.grade) is None:
+            closing.unassembled["no-rule-set"].append(student.student_ref)
+        elif combination_problems(rule_set, enrolment):
+            closing.unassembled["combination"].append(student.student_ref)
+        else:
+            ruled.append(student)
     return ruled
 
 
@@ -518,9 +697,10 @@ async def assembled_records(closing: Closing, students: list[RegisteredStudent],
 
 
 def subjects_of(students: list[RegisteredStudent], rule_sets: RuleSets) -> list[str]:
-    """The subjects of the students' grades: the only entries their records are assembled from."""
-    grades = {s.enrolment.grade for s in students}
-    return sorted({rule.name for grade in grades for rule in rule_sets(grade).subjects(grade) or ()})
+    """The students' own subjects (their grades' tables, and their electives): the only entries their records are
+    assembled from."""
+    enrolments = {s.enrolment for s in students}
+    return sorted({rule.name for e in enrolments for rule in own_subjects(rule_sets(e.grade), e) or ()})
 
 
 def lookup_purpose(command: CloseYear) -> str:
@@ -545,10 +725,25 @@ def first_version(
     student: RegisteredStudent, snapshot: StudentSnapshot, entries: YearEntries, rule_set: RuleSet
 ) -> RecordVersion:
     """The student's year record as first assembled, computed by their grade's rule set."""
+    return record_version(student, snapshot, entries, rule_set, FIRST_VERSION)
+
+
+def record_version(
+    student: RegisteredStudent,
+    snapshot: StudentSnapshot,
+    entries: YearEntries,
+    rule_set: RuleSet,
+    version: int,
+    amendment: Mapping[str, Any] | None = None,
+) -> RecordVersion:
+    """The student's year record at `version`, assembled from their entries by their grade's rule set: at the
+    year's close (version 1), and again for each amendment, whose document then says what it supersedes and why."""
     ref = student.student_ref
     record = assemble_record(
-        rule_set, student, snapshot, entries.subjects.get(ref, []), entries.homeroom.get(ref, []), FIRST_VERSION
+        rule_set, student, snapshot, entries.subjects.get(ref, []), entries.homeroom.get(ref, []), version
     )
+    if amendment is not None:
+        record = replace(record, amendment=amendment)
     return RecordVersion(
         record_id=record.record_id,
         version=record.version,
@@ -650,3 +845,335 @@ async def list_accesses(request: ListGradesAccesses, deps: Deps) -> Outcome:
 async def rotate_key(command: RotateGradesKey, deps: Deps) -> Outcome:
     """Add a data key, make it current and re-encrypt every record version under it, step by step (`KeyRotation`)."""
     return await deps.rotation.rotate(command)
+
+
+# -- where records stand ----------------------------------------------------------------------
+
+
+async def note_completed(event: RecordsCompleted, deps: Deps) -> Outcome:
+    """Signing announced record versions carrying every signature (homeroom teacher, principal, school seal)."""
+    return await note_statuses(
+        [(r.record.record_id, r.record.version) for r in event.records], "signed-and-sealed", event, deps
+    )
+
+
+async def note_archived(event: RecordsArchived, deps: Deps) -> Outcome:
+    """The archive announced record versions appended to its log."""
+    return await note_statuses([(r.record_id, r.version) for r in event.records], "archived", event, deps)
+
+
+async def note_delivered(event: RecordsDelivered, deps: Deps) -> Outcome:
+    """Sync announced record versions the ministry acknowledged."""
+    return await note_statuses([(d.record_id, d.version) for d in event.deliveries], "delivered", event, deps)
+
+
+async def note_statuses(keys: list[VersionKey], status: RecordStatus, event: Message, deps: Deps) -> Outcome:
+    """Keep that these record versions reached `status` (once each, whatever the redeliveries), for listings.
+
+    Only where a record stands is kept, not what it holds: the version's content and signatures stay with the
+    services that announced it. The announcements come from the only broker users allowed to publish them.
+    """
+    await deps.repo.note_statuses([StatusNote(rid, version, status, event.occurred_at) for rid, version in keys])
+    return NOTHING
+
+
+# -- listing a school's records ---------------------------------------------------------------
+
+
+async def list_records(request: ListRecords, deps: Deps) -> Outcome:
+    """A school year's records, one line each (its class, the student as the reader may see them, its latest
+    version and where it stands), for the school's staff and operators; filtered by class, status, student.
+
+    Each student listed is kept in the access log (who, which student and record, why) before the answer leaves.
+    """
+    actor = require_actor(request, deps.issuer_keys)
+    authorise_reader(actor, request.school_code)
+    code, year = request.school_code, request.school_year
+    if request.student_ref is not None:
+        stored = await deps.repo.records_of([record_id(code, year, request.student_ref)], FIRST_VERSION)
+    else:
+        stored = await deps.repo.records(code, year, FIRST_VERSION)
+    if request.class_name is not None:
+        stored = [r for r in stored if r.fields.class_name == request.class_name]
+    ids = [r.record_id for r in stored]
+    statuses = await deps.repo.statuses_of(ids)
+    for amended in await deps.repo.amended_versions(ids):  # assembled by grades, perhaps not signed yet
+        statuses.setdefault(amended, set())
+    lines = [record_line(r, statuses, actor) for r in stored]
+    if request.status is not None:
+        lines = [line for line in lines if line.status == request.status]
+    lines.sort(
+        key=lambda line: (class_order(line.class_name), name_order(line.student_name), line.masked_personal_id, line.record_id)
+    )
+    read = [
+        entry
+        for line in lines
+        for entry in deps.access.entries(actor, "list", [line.student_ref], request.purpose, line.record_id)
+    ]
+    await deps.access_log.add(read)
+    return Outcome(reply=RecordList(school_code=code, school_year=year, records=lines))
+
+
+def record_line(record: RecordVersion, statuses: dict[VersionKey, set[str]], actor: Actor) -> RecordLine:
+    """One record as listed: its latest version known (grades assembles the first at the year's close and each
+    amendment's since; signing, the archive and sync announce the later steps of each) and the furthest step that
+    version reached."""
+    fields = record.fields
+    version = max([record.version, *(v for rid, v in statuses if rid == record.record_id)])
+    shown = sees_names(actor, record.school_code, fields.class_name)
+    return RecordLine(
+        record_id=record.record_id,
+        version=version,
+        status=status_of(fields.complete, statuses.get((record.record_id, version), set())),
+        grade=fields.grade,
+        class_name=fields.class_name,
+        student_ref=record.student_ref,
+        student_name=fields.student.identity.full_name if shown else "",
+        masked_personal_id=masked(fields.student.identity.personal_id),
+        complete=fields.complete,
+        missing=len(fields.missing),
+    )
+
+
+# -- an entry's history -----------------------------------------------------------------------
+
+#: The message that records each kind of entry, as a history names it.
+RECORDED_BY: dict[Kind, str] = {"subject": RecordAssessments.ROUTING_KEY, "homeroom": RecordConduct.ROUTING_KEY}
+
+
+async def entry_history(request: EntryHistory, deps: Deps) -> Outcome:
+    """Every revision of one student's entries in a school year (or of one subject's), entry by entry: who, when,
+    the values before and after, why, and the message; for the school's staff and operators, kept in the access log.
+    """
+    actor = require_actor(request, deps.issuer_keys)
+    authorise_reader(actor, request.school_code)
+    code, year, ref = request.school_code, request.school_year, request.student_ref
+    student = (await deps.repo.enrolments_of(year, [ref])).get(ref)
+    if student is None or student.enrolment.school_code != code:
+        raise NotFound(f"student {ref} is not enrolled in school {code} for {year}")
+    grade = student.enrolment.grade
+    subjects = [request.subject] if request.subject else [*every_subject(deps.rule_sets, grade), HOMEROOM]
+    revisions = await deps.repo.entry_history(year, ref, subjects)
+    await deps.access_log.add(deps.access.entries(actor, "history", [ref], request.purpose))
+    changes = [entry_change(r) for r in revisions]
+    return Outcome(reply=EntryChanges(school_code=code, school_year=year, student_ref=ref, changes=changes))
+
+
+def every_subject(rule_sets: RuleSets, grade: int) -> list[str]:
+    """Every subject a student of the grade may have entries in: the grade's table and its electives."""
+    rule_set = rule_sets(grade)
+    choices = rule_set.choices(grade)
+    electives = choices.electives if choices is not None else ()
+    return sorted({rule.name for rule in (*(rule_set.subjects(grade) or ()), *electives)})
+
+
+def entry_change(revision: Revision) -> EntryChange:
+    homeroom = revision.kind == "homeroom"
+    return EntryChange(
+        subject="" if homeroom else revision.subject,
+        term=revision.term,
+        kind=revision.kind,
+        action="recorded" if revision.old is None else "changed",
+        revision=revision.revision,
+        at=revision.at,
+        by=revision.by,
+        old=revision.old,
+        new=revision.new,
+        reason=revision.reason,
+        message_id=revision.message_id,
+        message=revision.message or RECORDED_BY[revision.kind],
+    )
+
+
+# -- a class's records beside identity's register ---------------------------------------------
+
+
+async def compare_identities(request: CompareIdentities, deps: Deps) -> Outcome:
+    """A school year's classes (or one class) beside identity's register today, for the review before signing
+    (`domain.identities`): each class's students without a record, unknown to the register now, with an incomplete
+    record, or whose record's identity fields differ from the register's.
+
+    grades asks identity on its own behalf, saying whose review it is for; each student shown is kept in the
+    access log (who, which student and record, why) before the answer leaves. When identity does not answer, the
+    reader is told so (Unavailable).
+    """
+    actor = require_actor(request, deps.issuer_keys)
+    code, year, class_name = request.school_code, request.school_year, request.class_name
+    authorise_review(actor, code, class_name)
+    enrolled = [s for s in await deps.repo.enrolled(code, year) if class_name in (None, s.enrolment.class_name)]
+    stored = await deps.repo.records(code, year, FIRST_VERSION)
+    records = [r for r in stored if class_name in (None, r.fields.class_name)]
+    refs = sorted({s.student_ref for s in enrolled} | {r.student_ref for r in records})
+    why = f"review of {f'class {class_name}' if class_name else 'every class'} of {code} {year} by {actor.subject}"
+    try:
+        register = {s.student_ref: s.identity for s in await deps.lookup(refs, why)} if refs else {}
+    except NoAnswer as exc:
+        raise Unavailable(f"identity did not answer; the records cannot be set against its register: {exc}") from None
+    classes = compare_classes(enrolled, records, register)
+    shown = [(f.student_ref, f.record_id or "") for c in classes for f in c.findings]
+    read = [entry for ref, rid in shown for entry in deps.access.entries(actor, "review", [ref], request.purpose, rid)]
+    await deps.access_log.add(read)
+    return Outcome(reply=IdentityComparison(school_code=code, school_year=year, classes=classes))
+
+
+# -- amending a signed record -----------------------------------------------------------------
+
+
+async def amend_record(command: AmendRecord, deps: Deps) -> Outcome:
+    """Correct entries of a signed record and assemble it again as its next version, for the issuing school's
+    principal or records administrator; answered with `RecordAmended` (`domain.amendment`).
+
+    The new version claims its number first (stored under a unique key, with this message's id), then the
+    corrections are written with their history (who, when, old and new values, the amendment's reason, this
+    message): redelivered, the message finds the version it made, writes what is not written yet, and is answered
+    the same. Corrections that break an entry's rules are answered each with why, and nothing is stored; a version
+    that is not the latest, or not signed yet, or an amendment that changes nothing, is refused.
+    """
+    actor = require_actor(command, deps.issuer_keys)
+    made = await deps.repo.amended_by(command.message_id)
+    latest = made or await deps.repo.record(command.record_id, None)
+    if latest is None:
+        raise NotFound(f"no record {command.record_id}: check the record id (`hocba records list` shows them)")
+    authorise_amendment(actor, latest.school_code, latest.record_id)
+    student = await record_student(command, latest, deps)
+    rule_set = deps.rule_sets(student.enrolment.grade)
+    if made is None:
+        if refused := supersession_problem(await versions_of(latest, deps), command.supersedes):
+            deps.metrics.amendments.labels(refused.reason).inc()
+            raise refused
+        if rejected := rejected_corrections(rule_set, command.school_code, student, command.scores, command.conduct):
+            deps.metrics.amendments.labels("corrections-rejected").inc()
+            return Outcome(
+                reply=RecordAmended(supersedes=command.supersedes, reason_code=command.reason_code, rejected=rejected)
+            )
+        made = await new_version(command, actor, latest, student, rule_set, deps)
+    elif not made_by(command, made):
+        raise InvalidMessage(
+            f"message {command.message_id} made record {made.record_id} v{made.version} with other corrections: "
+            "a new amendment is a new message",
+            reason="other-amendment",
+        )
+    superseded = await deps.repo.record(made.record_id, made.version - 1)
+    corrected = await write_corrections(command, actor, deps)
+    changed = changed_parts(superseded.document if superseded else {}, made.document)
+    return Outcome(
+        reply=RecordAmended(
+            record=made,
+            supersedes=made.version - 1,
+            reason_code=command.reason_code,
+            changed=changed,
+            corrected=corrected,
+        )
+    )
+
+
+async def record_student(command: AmendRecord, record: RecordVersion, deps: Deps) -> RegisteredStudent:
+    """The record's student as enrolled, once the amendment names the record's school and year."""
+    if (record.school_code, record.school_year) != (command.school_code, command.school_year):
+        raise InvalidMessage(
+            f"record {record.record_id} is a record of school {record.school_code} for {record.school_year}, "
+            f"not of school {command.school_code} for {command.school_year}",
+            reason="other-record",
+        )
+    student = (await deps.repo.enrolments_of(record.school_year, [record.student_ref])).get(record.student_ref)
+    if student is None:
+        raise InvalidMessage(f"record {record.record_id}: its student is not enrolled in {record.school_year}")
+    return student
+
+
+async def versions_of(latest: RecordVersion, deps: Deps) -> Versions:
+    """What grades knows of the record's versions: the latest it holds, and the steps each version reached."""
+    noted = await deps.repo.statuses_of([latest.record_id])
+    reached = {version: frozenset(steps) for (rid, version), steps in noted.items() if rid == latest.record_id}
+    return Versions(latest.record_id, latest.version, reached)
+
+
+async def corrected_entries(command: AmendRecord, student: RegisteredStudent, deps: Deps) -> YearEntries:
+    """The student's stored entries of the year, each corrected one in its place."""
+    subjects = subjects_of([student], deps.rule_sets)
+    stored = await deps.repo.entries_of(student.enrolment.school_year, [student.student_ref], subjects)
+    corrections: list[Entry] = [*command.scores, *command.conduct]
+    by_key = {entry_key(e): e for e in stored} | {entry_key(e): e for e in corrections}
+    return YearEntries.of(list(by_key.values()))
+
+
+async def new_version(
+    command: AmendRecord, actor: Actor, latest: RecordVersion, student: RegisteredStudent, rule_set: RuleSet, deps: Deps
+) -> RecordVersion:
+    """The record assembled again, as at the year's close, from the stored entries with the corrections in their
+    place and the student as identity has them now; sealed and stored as the version after `latest`.
+
+    Refused when it would not differ from `latest`, or when another amendment took its number meanwhile (the
+    message is then tried again, and refused as not superseding the latest version).
+    """
+    entries = await corrected_entries(command, student, deps)
+    purpose = f"amending record {latest.record_id} of school {latest.school_code} ({command.reason_code})"
+    try:
+        snapshot = (await snapshots_of([student], deps.lookup, purpose)).get(student.student_ref)
+    except NoAnswer as exc:
+        raise Unavailable(f"identity did not answer; the record cannot be assembled again now: {exc}") from None
+    if snapshot is None:
+        raise InvalidMessage(
+            f"identity does not know the student of record {latest.record_id}", reason="unknown-student"
+        )
+    amendment = amendment_of(latest.version, command.reason_code, command.note, actor.subject)
+    version = latest.version + 1
+    assembled = record_version(student, snapshot, entries, rule_set, version, amendment)
+    if not changed_parts(latest.document, assembled.document):
+        deps.metrics.amendments.labels("nothing-changed").inc()
+        raise nothing_changed(latest.record_id, latest.version)
+    made = sealed(assembled, deps.sealer)
+    if await deps.repo.add_amended(made, command.message_id):
+        deps.metrics.amendments.labels("amended").inc()
+        return made
+    if (again := await deps.repo.amended_by(command.message_id)) is not None:
+        return again
+    raise TransientError(f"record {latest.record_id} v{version} was made meanwhile by another amendment")
+
+
+def made_by(command: AmendRecord, made: RecordVersion) -> bool:
+    """Whether `made` (the version this message's id made) holds this message's corrections: a redelivery of the
+    same amendment, not another message under its id. Read from the version's own document, so a redelivery that
+    comes after a later amendment is still known for what it is."""
+    try:
+        record = record_from_document(made.document, RULE_SETS)
+    except UnreadableRecord as unreadable:
+        raise InvalidMessage(
+            f"record {made.record_id} v{made.version}: {unreadable}", reason="unreadable-record"
+        ) from None
+    return holds_corrections(record, [*command.scores, *command.conduct])
+
+
+async def write_corrections(command: AmendRecord, actor: Actor, deps: Deps) -> int:
+    """Write the amendment's corrections as changes of the stored entries (or as entries, where none was stored),
+    each with the amendment's reason and this message; those this message wrote before are not written again.
+    Returns how many corrections this message changed or added (now or before)."""
+    code, year = command.school_code, command.school_year
+    reason = history_reason(command.supersedes, command.reason_code, command.note)
+    corrected = 0
+    parts: tuple[tuple[Kind, Sequence[Entry]], ...] = (("subject", command.scores), ("homeroom", command.conduct))
+    for kind, entries in parts:
+        stored = await deps.repo.stored(code, year, kind, [entry_key(e) for e in entries])
+        writes = []
+        for entry in entries:
+            before = stored.get(entry_key(entry))
+            if before is not None and command.message_id in before.message_ids:
+                corrected += 1
+            elif change_of(before, entry, command.message_id) != "unchanged":
+                corrected += 1
+                writes.append(
+                    Write(
+                        entry_key(entry),
+                        entry,
+                        command.message_id,
+                        actor.subject,
+                        command.occurred_at,
+                        reason,
+                        revision=before.revision if before else 0,
+                        old=before.values if before else None,
+                        message=AmendRecord.ROUTING_KEY,
+                    )
+                )
+        await deps.repo.write(code, year, kind, writes)
+        deps.metrics.changed.labels(kind).inc(sum(1 for w in writes if w.revision))
+    return corrected

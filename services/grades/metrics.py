@@ -48,6 +48,12 @@ class GradesMetrics:
             ["reason"],
             registry=registry,
         )
+        self.amendments = Counter(
+            "hocba_record_amendments_total",
+            "Amendments of signed records asked of grades, by outcome: amended, or why not.",
+            ["outcome"],
+            registry=registry,
+        )
         self.explained = Counter(
             "hocba_records_explained_total", "Record explanations answered, by outcome.", ["outcome"], registry=registry
         )

@@ -7,13 +7,17 @@ messages that set it and the log of its changes (who, when, old value, new value
 record version as assembled, with grades' seal, its document (the student's identity in it) sealed
 under grades' key ring (`shared.at_rest`). Enrolments and entries name the student by the opaque
 reference only. (grades' access log, one `AccessEntry` per record
-explained, is `shared.access`'s store.)
+explained, is `shared.access`'s store.) `record_statuses` holds, insert-only, each step a record version
+reached after grades, as signing, the archive and sync announced it (one document a version and step).
+A version an amendment made is kept in `records` like the first, with the id of the amendment's message
+(`amended_by`): the unique record id and version decide which amendment makes a version, and the message finds
+the version it made when it is delivered again.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -33,9 +37,14 @@ ENROLMENTS = "enrolments"
 ASSESSMENTS = "assessments"
 TERMS = "terms"
 RECORDS = "records"
+RECORD_STATUSES = "record_statuses"
 #: A stored record version written by this release holds its canonical bytes, and says so; one from an
 #: earlier release holds its document as plain JSON, made canonical when read.
 CANONICAL = "canonical"
+#: The message id of the amendment that made a stored record version (absent from versions assembled at a close).
+AMENDED_BY = "amended_by"
+#: A version's history of replacements: a first version nobody signed and sealed, assembled again at a later close.
+REPLACED = "replaced"
 
 Kind = Literal["subject", "homeroom"]
 HOMEROOM = "(homeroom)"  # the `subject` key of homeroom entries; no subject has this name
@@ -55,6 +64,8 @@ INDEXES = [
     Index(TERMS, [("school_code", 1), ("school_year", 1), ("term", 1)], unique=True, name="school_year_term_unique"),
     Index(RECORDS, [("record_id", 1), ("version", 1)], unique=True, name="record_version_unique"),
     Index(RECORDS, [("school_code", 1), ("school_year", 1)], name="school_year"),
+    Index(RECORDS, [(AMENDED_BY, 1)], name="amended_by"),
+    Index(RECORD_STATUSES, [("record_id", 1)], name="record"),
 ]
 
 #: (student ref, subject, term): one entry's key within a school year.
@@ -75,6 +86,12 @@ class Write:
     reason: str = ""
     revision: int = 0
     old: Entry | None = None
+    #: The kind of message that made it (its routing key), when not the one that records its kind of entry.
+    message: str = ""
+
+    def recorded(self) -> dict[str, Any]:
+        """Who first recorded the entry and when (and by which kind of message, when said)."""
+        return {"at": self.at, "by": self.by, **({"message": self.message} if self.message else {})}
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,39 @@ class TermAction:
         """The action as the term's history keeps it."""
         action = "close" if self.closed else "reopen"
         return {"action": action, "by": self.by, "at": self.at, "reason": self.reason, "message_id": self.message_id}
+
+
+@dataclass(frozen=True)
+class StatusNote:
+    """A step a record version reached after grades (`shared.contracts.grades.RecordStatus`), as announced, and when."""
+
+    record_id: str
+    version: int
+    status: str
+    at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.record_id}/{self.version}/{self.status}"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One revision of a stored entry: as first recorded (`old` None), or a change of it."""
+
+    kind: Kind
+    subject: str
+    term: int
+    revision: int
+    #: None: not kept (an entry stored by an earlier release).
+    at: datetime | None
+    by: str
+    old: dict[str, Any] | None
+    new: dict[str, Any]
+    reason: str
+    message_id: str
+    #: The kind of message that made it (its routing key); "" when it is the one that records its kind of entry.
+    message: str = ""
 
 
 class GradesRepository(Protocol):
@@ -112,6 +162,9 @@ class GradesRepository(Protocol):
 
     async def close_year(self, school_code: str, school_year: str, closed_at: datetime) -> bool:
         """Record that the year is closed; False when it already was."""
+
+    async def reopen_year(self, school_code: str, school_year: str, reopened_at: datetime) -> bool:
+        """Record that the closed year is open again (a term reopened after its close); False when it was not closed."""
 
     async def term_statuses(self, school_code: str, school_year: str) -> dict[int, TermStatus]:
         """Terms 1 and 2 with their locks."""
@@ -145,6 +198,25 @@ class GradesRepository(Protocol):
     async def add_records(self, records: list[RecordVersion]) -> int:
         """Store record versions not yet stored; returns how many were new."""
 
+    async def add_amended(self, record: RecordVersion, message_id: str) -> bool:
+        """Store an amended record version made by message `message_id`; False when that version is stored already
+        (by this message or another)."""
+
+    async def replace_record(self, kept: RecordVersion, record: RecordVersion, note: dict[str, Any]) -> bool:
+        """Put `record` in the place of the version `kept` (same record and version, assembled anew), as long as that
+        version is still kept as it was, and add `note` (when, by whom, which message, the digest of the content
+        replaced) to its history of replacements; False when it is not kept as it was."""
+
+    async def replacements(self, record_id: str, version: int) -> list[dict[str, Any]]:
+        """The history of a version's replacements, oldest first (`replace_record`)."""
+
+    async def amended_by(self, message_id: str) -> RecordVersion | None:
+        """The record version the amendment `message_id` made, if it made one."""
+
+    async def amended_versions(self, record_ids: list[str]) -> list[VersionKey]:
+        """The versions after the first that grades holds of these records (each amendment's): one read, however many
+        they are."""
+
     async def records(self, school_code: str, school_year: str, version: int) -> list[RecordVersion]:
         """The stored records of the school's year at `version`, ordered by record id."""
 
@@ -153,6 +225,19 @@ class GradesRepository(Protocol):
 
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         """One record at `version` (None: the latest)."""
+
+    async def has_enrolments(self, school_code: str, school_year: str) -> bool:
+        """Whether any student is enrolled in the school that year."""
+
+    async def note_statuses(self, notes: list[StatusNote]) -> int:
+        """Keep the steps record versions reached, each once; returns how many were new."""
+
+    async def statuses_of(self, record_ids: list[str]) -> dict[VersionKey, set[str]]:
+        """The steps noted for every version of these records: one read, however many they are."""
+
+    async def entry_history(self, school_year: str, student_ref: str, subjects: list[str]) -> list[Revision]:
+        """Every revision of the student's entries in `subjects` (HOMEROOM: the homeroom entries) that year, entry by
+        entry, oldest first."""
 
 
 def enrolment_id(school_year: str, student_ref: str) -> str:
@@ -188,6 +273,47 @@ def kind_of(model: type[Entry]) -> Kind:
     return "subject" if model is SubjectTermScores else "homeroom"
 
 
+def revisions(entry: dict[str, Any]) -> list[Revision]:
+    """A stored entry's history (its `kind`, `subject`, `term`, `values`, `recorded`, `message_ids`, `changes`): as
+    first recorded, by the first of its messages (its values then are the first change's old values, or its values
+    now), then each change in order."""
+    kind, subject, term, changes = entry["kind"], entry["subject"], entry["term"], entry["changes"]
+    first = changes[0]["old"] if changes and changes[0].get("old") is not None else entry["values"]
+    recorded = entry.get("recorded") or {}
+    history = [
+        Revision(
+            kind,
+            subject,
+            term,
+            1,
+            recorded.get("at"),
+            recorded.get("by", ""),
+            None,
+            first,
+            "",
+            entry["message_ids"][0],
+            recorded.get("message", ""),
+        )
+    ]
+    for number, change in enumerate(changes, start=2):
+        history.append(
+            Revision(
+                kind,
+                subject,
+                term,
+                number,
+                change["at"],
+                change["by"],
+                change.get("old"),
+                change["new"],
+                change.get("reason", ""),
+                change.get("message_id", ""),
+                change.get("message", ""),
+            )
+        )
+    return history
+
+
 def change_entry(write: Write) -> dict[str, Any]:
     return {
         "at": write.at,
@@ -196,6 +322,7 @@ def change_entry(write: Write) -> dict[str, Any]:
         "new": write.values.model_dump(mode="json"),
         "reason": write.reason,
         "message_id": write.message_id,
+        **({"message": write.message} if write.message else {}),
     }
 
 
@@ -205,6 +332,7 @@ class MongoGradesRepository:
         self._assessments = db[ASSESSMENTS]
         self._terms = db[TERMS]
         self._records = db[RECORDS]
+        self._statuses = db[RECORD_STATUSES]
         #: The record documents, sealed under grades' key ring; what a key rotation re-encrypts.
         self.sealed = sealed_records(self._records, vault)
 
@@ -231,14 +359,25 @@ class MongoGradesRepository:
         return {doc["school_code"] async for doc in cursor}
 
     async def is_closed(self, school_code: str, school_year: str) -> bool:
-        found = await self._terms.find_one({"school_code": school_code, "school_year": school_year, "term": YEAR})
+        key = {"school_code": school_code, "school_year": school_year, "term": YEAR}
+        found = await self._terms.find_one({**key, "closed": {"$exists": True}})
         return found is not None
 
     async def close_year(self, school_code: str, school_year: str, closed_at: datetime) -> bool:
-        return await insert_one_new(
-            self._terms,
-            {"school_code": school_code, "school_year": school_year, "term": YEAR, "closed": {"at": closed_at}},
+        key = {"school_code": school_code, "school_year": school_year, "term": YEAR}
+        if await insert_one_new(self._terms, {**key, "closed": {"at": closed_at}}):
+            return True
+        # Closed again after a term was reopened: the year's document is there, open.
+        open_again = {**key, "closed": {"$exists": False}}
+        again = await self._terms.update_one(open_again, {"$set": {"closed": {"at": closed_at}}})
+        return again.modified_count == 1
+
+    async def reopen_year(self, school_code: str, school_year: str, reopened_at: datetime) -> bool:
+        key = {"school_code": school_code, "school_year": school_year, "term": YEAR}
+        reopened = await self._terms.update_one(
+            {**key, "closed": {"$exists": True}}, {"$unset": {"closed": ""}, "$set": {"reopened": {"at": reopened_at}}}
         )
+        return reopened.modified_count == 1
 
     async def term_statuses(self, school_code: str, school_year: str) -> dict[int, TermStatus]:
         statuses = {t: TermStatus(t) for t in (1, 2)}
@@ -313,7 +452,7 @@ class MongoGradesRepository:
                     "values": w.values.model_dump(mode="json"),
                     "revision": 1,
                     "message_ids": [w.message_id],
-                    "recorded": {"at": w.at, "by": w.by},
+                    "recorded": w.recorded(),
                     "changes": [],
                 }
                 for w in new
@@ -372,18 +511,45 @@ class MongoGradesRepository:
             for change in d["changes"]
         ]
 
+    def _record_document(self, record: RecordVersion) -> dict[str, Any]:
+        return {
+            **record.model_dump(mode="json", exclude={"content"}),
+            CANONICAL: True,
+            **self.sealed.sealed_bytes(owner_of(record.key), record.content),
+        }
+
     async def add_records(self, records: list[RecordVersion]) -> int:
-        return await insert_new(
-            self._records,
-            [
-                {
-                    **r.model_dump(mode="json", exclude={"content"}),
-                    CANONICAL: True,
-                    **self.sealed.sealed_bytes(owner_of(r.key), r.content),
-                }
-                for r in records
-            ],
+        return await insert_new(self._records, [self._record_document(r) for r in records])
+
+    async def add_amended(self, record: RecordVersion, message_id: str) -> bool:
+        return await insert_one_new(self._records, {**self._record_document(record), AMENDED_BY: message_id})
+
+    async def replace_record(self, kept: RecordVersion, record: RecordVersion, note: dict[str, Any]) -> bool:
+        as_kept = {"record_id": kept.record_id, "version": kept.version, "seal": kept.seal}
+        doc = await self._records.find_one(as_kept, {REPLACED: 1})
+        if doc is None:
+            return False
+        history = [*doc.get(REPLACED, []), note]
+        # Field by field ($set): the embedded server takes no whole-document replacement carrying bytes.
+        replaced = await self._records.update_one(
+            {"_id": doc["_id"], "seal": kept.seal}, {"$set": {**self._record_document(record), REPLACED: history}}
         )
+        return replaced.modified_count == 1
+
+    async def replacements(self, record_id: str, version: int) -> list[dict[str, Any]]:
+        doc = await self._records.find_one({"record_id": record_id, "version": version}, {REPLACED: 1})
+        return [] if doc is None else list(doc.get(REPLACED, []))
+
+    async def amended_by(self, message_id: str) -> RecordVersion | None:
+        found = await self._records.find_one({AMENDED_BY: message_id})
+        return None if found is None else self._record_version(found)
+
+    async def amended_versions(self, record_ids: list[str]) -> list[VersionKey]:
+        # By record id alone, the versions picked here (see `records_of`); only the keys are read, nothing opened.
+        if not record_ids:
+            return []
+        cursor = self._records.find({"record_id": {"$in": record_ids}}, {"_id": 0, "record_id": 1, "version": 1})
+        return sorted([(doc["record_id"], doc["version"]) async for doc in cursor if doc["version"] > 1])
 
     async def records(self, school_code: str, school_year: str, version: int) -> list[RecordVersion]:
         cursor = self._records.find(
@@ -407,6 +573,38 @@ class MongoGradesRepository:
         found = [self._record_version(doc) async for doc in self._records.find(query)]
         return max(found, key=lambda r: r.version, default=None)
 
+    async def has_enrolments(self, school_code: str, school_year: str) -> bool:
+        found = await self._enrolments.find_one({"school_code": school_code, "school_year": school_year}, {"_id": 1})
+        return found is not None
+
+    async def note_statuses(self, notes: list[StatusNote]) -> int:
+        return await insert_new(
+            self._statuses,
+            [
+                {"_id": n.key, "record_id": n.record_id, "version": n.version, "status": n.status, "at": n.at}
+                for n in notes
+            ],
+        )
+
+    async def statuses_of(self, record_ids: list[str]) -> dict[VersionKey, set[str]]:
+        # By record id, a single indexed field (the embedded MongoDB-wire server scans for a compound `$in`).
+        found: dict[VersionKey, set[str]] = {}
+        if not record_ids:
+            return found
+        cursor = self._statuses.find({"record_id": {"$in": record_ids}}, {"record_id": 1, "version": 1, "status": 1})
+        async for doc in cursor:
+            found.setdefault((doc["record_id"], doc["version"]), set()).add(doc["status"])
+        return found
+
+    async def entry_history(self, school_year: str, student_ref: str, subjects: list[str]) -> list[Revision]:
+        # By `_id`, every key the entries may have (see `entries_of`).
+        ids = [entry_id(school_year, (student_ref, subject, term)) for subject in subjects for term in ENTRY_TERMS]
+        if not ids:
+            return []
+        projection = {"kind": 1, "subject": 1, "term": 1, "values": 1, "recorded": 1, "message_ids": 1, "changes": 1}
+        found = [d async for d in self._assessments.find({"_id": {"$in": ids}}, projection)]
+        return [revision for d in sorted(found, key=lambda d: d["_id"]) for revision in revisions(d)]
+
 
 @dataclass
 class _Row:
@@ -416,6 +614,8 @@ class _Row:
     revision: int
     message_ids: set[str]
     changes: list[dict[str, Any]]
+    recorded: dict[str, Any] = field(default_factory=dict)
+    first_message: str = ""
 
 
 @dataclass
@@ -434,6 +634,9 @@ class InMemoryGradesRepository:
         self._closed: dict[tuple[str, str], datetime] = {}  # (school code, school year)
         self._terms: dict[tuple[str, str, int], _Term] = {}  # (school code, school year, term)
         self._records: dict[VersionKey, RecordVersion] = {}
+        self._amended_by: dict[str, VersionKey] = {}  # amendment's message id -> the version it made
+        self._replaced: dict[VersionKey, list[dict[str, Any]]] = {}  # a version's replacements, oldest first
+        self._statuses: dict[str, StatusNote] = {}
 
     async def enrol(self, students: list[RegisteredStudent]) -> int:
         added = 0
@@ -466,6 +669,9 @@ class InMemoryGradesRepository:
             return False
         self._closed[(school_code, school_year)] = closed_at
         return True
+
+    async def reopen_year(self, school_code: str, school_year: str, reopened_at: datetime) -> bool:
+        return self._closed.pop((school_code, school_year), None) is not None
 
     async def term_statuses(self, school_code: str, school_year: str) -> dict[int, TermStatus]:
         statuses = {}
@@ -511,7 +717,10 @@ class InMemoryGradesRepository:
             row = self._rows.get((school_year, w.key))
             if w.revision == 0:
                 if row is None:
-                    self._rows[(school_year, w.key)] = _Row(school_code, kind, w.values, 1, {w.message_id}, [])
+                    recorded = w.recorded()
+                    self._rows[(school_year, w.key)] = _Row(
+                        school_code, kind, w.values, 1, {w.message_id}, [], recorded, w.message_id
+                    )
                 else:
                     lost += 1
             elif row is None or row.revision != w.revision:
@@ -556,6 +765,30 @@ class InMemoryGradesRepository:
                 added += 1
         return added
 
+    async def add_amended(self, record: RecordVersion, message_id: str) -> bool:
+        if not await self.add_records([record]):
+            return False
+        self._amended_by[message_id] = record.key
+        return True
+
+    async def replace_record(self, kept: RecordVersion, record: RecordVersion, note: dict[str, Any]) -> bool:
+        if self._records.get(kept.key) != kept:
+            return False
+        self._records[kept.key] = record
+        self._replaced.setdefault(kept.key, []).append(note)
+        return True
+
+    async def replacements(self, record_id: str, version: int) -> list[dict[str, Any]]:
+        return list(self._replaced.get((record_id, version), []))
+
+    async def amended_by(self, message_id: str) -> RecordVersion | None:
+        key = self._amended_by.get(message_id)
+        return None if key is None else self._records[key]
+
+    async def amended_versions(self, record_ids: list[str]) -> list[VersionKey]:
+        wanted = set(record_ids)
+        return sorted(key for key in self._records if key[0] in wanted and key[1] > 1)
+
     async def records(self, school_code: str, school_year: str, version: int) -> list[RecordVersion]:
         found = [
             r
@@ -571,3 +804,45 @@ class InMemoryGradesRepository:
     async def record(self, record_id: str, version: int | None) -> RecordVersion | None:
         found = [r for (rid, v), r in self._records.items() if rid == record_id and (version is None or v == version)]
         return max(found, key=lambda r: r.version, default=None)
+
+    async def has_enrolments(self, school_code: str, school_year: str) -> bool:
+        return bool(await self.enrolled(school_code, school_year))
+
+    async def note_statuses(self, notes: list[StatusNote]) -> int:
+        added = 0
+        for note in notes:
+            if note.key not in self._statuses:
+                self._statuses[note.key] = note
+                added += 1
+        return added
+
+    async def statuses_of(self, record_ids: list[str]) -> dict[VersionKey, set[str]]:
+        wanted = set(record_ids)
+        found: dict[VersionKey, set[str]] = {}
+        for note in self._statuses.values():
+            if note.record_id in wanted:
+                found.setdefault((note.record_id, note.version), set()).add(note.status)
+        return found
+
+    async def entry_history(self, school_year: str, student_ref: str, subjects: list[str]) -> list[Revision]:
+        kept = set(subjects)
+        rows = sorted(
+            (entry_id(y, key), key, r)
+            for (y, key), r in self._rows.items()
+            if y == school_year and key[0] == student_ref and key[1] in kept and key[2] in ENTRY_TERMS
+        )
+        return [
+            revision
+            for _, key, r in rows
+            for revision in revisions(
+                {
+                    "kind": r.kind,
+                    "subject": key[1],
+                    "term": key[2],
+                    "values": r.values.model_dump(mode="json"),
+                    "recorded": r.recorded,
+                    "message_ids": [r.first_message],
+                    "changes": r.changes,
+                }
+            )
+        ]

@@ -1,17 +1,31 @@
-"""Signing rules: who may sign what, in which order, how a batch is cut into chunks, what a signature says."""
+"""Signing rules: what may be signed at all, who may sign what, in which order, how a batch is cut into chunks,
+what a signature says, and the review of a class that comes before its signatures."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from shared.auth import Actor
 from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion, VersionKey
-from shared.contracts.signing import SIGNING_ORDER, RequestSignBatch, Role, Signature, seal_subject
-from shared.crypto.canonical import sha256_hex
+from shared.contracts.signing import (
+    SIGNING_ORDER,
+    ClassReview,
+    ClassWaiting,
+    MissingEntry,
+    RecordChange,
+    RecordRefused,
+    RequestSignBatch,
+    ReviewStatus,
+    Role,
+    Signature,
+    seal_subject,
+)
+from shared.crypto.canonical import canonical_json, sha256_hex
 from shared.crypto.certs import CertIdentity
 from shared.crypto.record_signatures import signature_digest
 from shared.errors import Forbidden
@@ -38,6 +52,11 @@ class SignerRefused(Forbidden):
     """A signature by the wrong person, or with a certificate that may not sign; `reason` says which."""
 
 
+class ReviewRefused(Forbidden):
+    """A class that may not be signed yet: its review does not stand (`reason`: "not-reviewed" or
+    "changed-since-review"), or its confirmation names other records than it holds ("changed-since-review")."""
+
+
 @dataclass(frozen=True)
 class StoredRecord:
     """A record version as signing keeps it: what names it, and its document as the exact bytes that are signed.
@@ -60,10 +79,14 @@ class StoredRecord:
     canonical: bytes
     #: SHA-256 (hex) of `canonical`, as received.
     digest: str
+    #: What the document says of itself: every entry the record needs is there; and those that are not.
+    complete: bool = True
+    missing: tuple[MissingEntry, ...] = ()
 
     @classmethod
     def of(cls, record: RecordVersion) -> StoredRecord:
-        """`record` as it is kept: its content as it came, hashed, and the class it names."""
+        """`record` as it is kept: its content as it came, hashed, the class it names and whether it is complete."""
+        fields = record.fields
         return cls(
             record_id=record.record_id,
             version=record.version,
@@ -71,10 +94,16 @@ class StoredRecord:
             school_year=record.school_year,
             student_ref=record.student_ref,
             seal=record.seal,
-            class_name=record.fields.class_name,
+            class_name=fields.class_name,
             canonical=record.content,
             digest=sha256_hex(record.content),
+            complete=fields.complete,
+            missing=missing_entries(fields.missing),
         )
+
+    def held(self) -> Held:
+        """What a plan or a review needs of this version: no more than its names, digest and completeness."""
+        return Held(self.record_id, self.version, self.class_name, self.digest, self.complete, self.missing)
 
     @property
     def key(self) -> VersionKey:
@@ -127,6 +156,10 @@ class Batch:
     records_waiting: int = 0
     #: Who asked for the batch (their token was checked then): what the batch's events say in `by`.
     requested_by: Acting | None = None
+    #: Records of the scope the batch does not sign as they are (incomplete), each with why.
+    refused: tuple[RecordRefused, ...] = ()
+    #: Classes of the scope whose records wait for their review, each with why.
+    classes_waiting: tuple[ClassWaiting, ...] = ()
 
     @property
     def all_chunks_done(self) -> bool:
@@ -287,3 +320,278 @@ def signature_header(record: StoredRecord, role: Role, signed_at: datetime, prev
 def amended_document(document: Mapping[str, Any], supersedes: int, reason_code: str, note: str, by: str) -> dict[str, Any]:
     """The amended version's document: it names the version it supersedes and why, under the signatures."""
     return {**document, "amendment": {"supersedes": supersedes, "reason": reason_code, "note": note, "requested_by": by}}
+
+
+# --- what may be signed at all ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Held:
+    """A record version signing holds, as a plan or a review sees it: its names, digest and completeness."""
+
+    record_id: str
+    version: int
+    class_name: str | None
+    #: SHA-256 (hex) of the version's canonical bytes.
+    digest: str
+    complete: bool = True
+    missing: tuple[MissingEntry, ...] = ()
+
+    @property
+    def key(self) -> VersionKey:
+        return (self.record_id, self.version)
+
+    @property
+    def incomplete(self) -> bool:
+        """The document says it lacks entries: `complete` false, or anything named in `missing`."""
+        return not self.complete or bool(self.missing)
+
+    def refusal(self) -> RecordRefused | None:
+        """Why this version is never signed as it is, or None when it may be."""
+        if not self.incomplete:
+            return None
+        return RecordRefused(
+            record_id=self.record_id, version=self.version, class_name=self.class_name, missing=list(self.missing)
+        )
+
+
+def missing_entries(items: Iterable[Mapping[str, Any]]) -> tuple[MissingEntry, ...]:
+    """The document's `missing` list as entries: a subject's term (`subject`), or another entry of a term (`entry`).
+
+    Only names are kept (the subject, the kind of entry, the term); an item of another shape is named by its keys.
+    """
+    entries = []
+    for item in items:
+        term = item.get("term")
+        subject, entry = str(item.get("subject") or ""), str(item.get("entry") or "")
+        if not subject and not entry:
+            entry = ",".join(sorted(k for k in item if k != "term"))[:50] or "entry"
+        entries.append(MissingEntry(subject=subject, entry=entry, term=term if isinstance(term, int) else None))
+    return tuple(entries)
+
+
+def signable(record: Held | StoredRecord) -> bool:
+    """A record whose document says it is not complete is never signed, by anyone: not by its homeroom
+    teacher, not by the principal, not with the school's seal. It waits for a complete version."""
+    return record.complete and not record.missing
+
+
+def replacement_refusal(kept: Held, present: Mapping[Role, Signature]) -> RecordRefused | None:
+    """Why a version received again with other content may not replace the one kept; None when it may.
+
+    A version nobody has signed is not yet a record: when the school reopens a term after the year's close and
+    corrects it, the version assembled again replaces it (and its class's review no longer stands). Once any
+    signature is on it, it stays as it was signed: a correction is then an amendment, a new version, after the
+    school has signed and sealed this one.
+    """
+    if not present:
+        return None
+    return RecordRefused(record_id=kept.record_id, version=kept.version, class_name=kept.class_name, code="signed")
+
+
+# --- the review before signing ---------------------------------------------------------------
+
+#: A record version as a review confirms it: (record id, version, digest in hex).
+Reviewed = tuple[str, int, str]
+
+
+def fingerprint(versions: Iterable[Reviewed]) -> str:
+    """SHA-256 (hex) over the record versions a review shows, in record order: what a confirmation names."""
+    return sha256_hex(canonical_json(sorted([rid, version, digest] for rid, version, digest in versions)))
+
+
+@dataclass(frozen=True)
+class Review:
+    """A homeroom teacher's confirmation that they reviewed their class as these record versions say it."""
+
+    review_id: str
+    school_code: str
+    school_year: str
+    class_name: str
+    records: tuple[Reviewed, ...]
+    confirmed_by: Acting
+    confirmed_at: datetime
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.records)
+
+
+def current_versions(held: Iterable[Held]) -> list[Held]:
+    """The latest version of each record, in record order: what a class is now."""
+    latest: dict[str, Held] = {}
+    for version in held:
+        if version.record_id not in latest or latest[version.record_id].version < version.version:
+            latest[version.record_id] = version
+    return [latest[rid] for rid in sorted(latest)]
+
+
+@dataclass(frozen=True)
+class ClassState:
+    """A class as signing holds it (its records' current versions) beside its last confirmed review."""
+
+    class_name: str
+    current: tuple[Held, ...]
+    review: Review | None = None
+
+    @property
+    def versions(self) -> tuple[Reviewed, ...]:
+        return tuple((h.record_id, h.version, h.digest) for h in self.current)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.versions)
+
+    @cached_property
+    def status(self) -> ReviewStatus:
+        """Reviewed only when the last confirmation names exactly the record versions the class has now."""
+        if self.review is None:
+            return "not-reviewed"
+        return "reviewed" if set(self.review.records) == set(self.versions) else "changed-since-review"
+
+    def changes(self) -> list[RecordChange]:
+        """The records whose version or digest is not what the last review confirmed (added ones included)."""
+        if self.review is None:
+            return []
+        then = {rid: (version, digest) for rid, version, digest in self.review.records}
+        now = {rid: (version, digest) for rid, version, digest in self.versions}
+        return [
+            RecordChange(
+                record_id=rid,
+                reviewed_version=then[rid][0] if rid in then else None,
+                reviewed_digest=then[rid][1] if rid in then else None,
+                version=now[rid][0] if rid in now else None,
+                digest=now[rid][1] if rid in now else None,
+            )
+            for rid in sorted(then.keys() | now.keys())
+            if then.get(rid) != now.get(rid)
+        ]
+
+    def incomplete(self) -> list[RecordRefused]:
+        return [refusal for h in self.current if (refusal := h.refusal()) is not None]
+
+    def why_waiting(self) -> str:
+        """Why the class's records are not signed yet, in words (the review does not stand)."""
+        if self.review is None:
+            return (
+                f"class {self.class_name} has not been reviewed: its homeroom teacher reviews the class's "
+                f"{len(self.current)} record(s) and confirms the review before anyone signs them"
+            )
+        changed = len(self.changes())
+        return (
+            f"class {self.class_name} changed since its homeroom teacher ({self.review.confirmed_by.subject}) "
+            f"confirmed its review at {self.review.confirmed_at:%Y-%m-%d %H:%M} UTC: {changed} record(s) added or "
+            "changed; the homeroom teacher reviews the class again and confirms it before anyone signs it"
+        )
+
+    def waiting(self) -> ClassWaiting | None:
+        """The class as a batch reports it when it holds the class's records back, or None when it does not."""
+        status = self.status
+        if status == "reviewed":
+            return None
+        return ClassWaiting(
+            class_name=self.class_name, records=len(self.current), code=status, reason=self.why_waiting()
+        )
+
+    def refusal(self) -> ReviewRefused | None:
+        """A homeroom teacher's batch of this class, refused while its review does not stand."""
+        if self.status == "reviewed":
+            return None
+        return ReviewRefused(self.why_waiting(), reason=self.status)
+
+    def shown(self) -> ClassReview:
+        """The class as a review shows it."""
+        return ClassReview(
+            class_name=self.class_name,
+            records=len(self.current),
+            incomplete=self.incomplete(),
+            status=self.status,
+            reviewed_by=self.review.confirmed_by.subject if self.review else None,
+            reviewed_at=self.review.confirmed_at if self.review else None,
+            changes=self.changes(),
+            fingerprint=self.fingerprint,
+        )
+
+
+def class_states(held: Iterable[Held], reviews: Iterable[Review]) -> list[ClassState]:
+    """Each class of the held record versions (class order), with its latest confirmed review."""
+    latest: dict[str, Review] = {}
+    for review in reviews:
+        if review.class_name not in latest or latest[review.class_name].confirmed_at < review.confirmed_at:
+            latest[review.class_name] = review
+    by_class: dict[str, list[Held]] = {}
+    for version in current_versions(held):
+        by_class.setdefault(version.class_name or "", []).append(version)
+    return [ClassState(name, tuple(versions), latest.get(name)) for name, versions in sorted(by_class.items())]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What a batch may sign of the records it would plan: a complete version that its class's review confirmed.
+
+    The rest is held back and said: each incomplete record with the entries it lacks, each class whose
+    review does not stand with why.
+    """
+
+    classes: tuple[ClassState, ...]
+
+    @classmethod
+    def of(cls, held: Iterable[Held], reviews: Iterable[Review]) -> Gate:
+        return cls(tuple(class_states(held, reviews)))
+
+    @cached_property
+    def allowed(self) -> frozenset[VersionKey]:
+        """The versions that may be signed: complete, and confirmed by a review that still stands for their class."""
+        return frozenset(
+            h.key for state in self.classes if state.status == "reviewed" for h in state.current if signable(h)
+        )
+
+    def lets_through(self, key: VersionKey) -> bool:
+        return key in self.allowed
+
+    def planned(
+        self,
+        request: RequestSignBatch,
+        signer: str,
+        unsigned: Iterable[VersionKey],
+        per_chunk: int,
+        started_at: datetime,
+        waiting: int = 0,
+    ) -> Batch:
+        """The plan of `request` (`new_batch`) over what the gate lets through, naming what it holds back."""
+        plan = new_batch(request, signer, [k for k in unsigned if self.lets_through(k)], per_chunk, started_at, waiting)
+        return replace(plan, refused=self.refused(), classes_waiting=self.waiting())
+
+    def refused(self) -> tuple[RecordRefused, ...]:
+        return tuple(refusal for state in self.classes for refusal in state.incomplete())
+
+    def waiting(self) -> tuple[ClassWaiting, ...]:
+        return tuple(waiting for state in self.classes if (waiting := state.waiting()) is not None)
+
+    def of_class(self, class_name: str) -> ClassState | None:
+        return next((state for state in self.classes if state.class_name == class_name), None)
+
+
+def confirmation_problem(state: ClassState, reviewed: str) -> ReviewRefused | None:
+    """Why a confirmation of `reviewed` (a review's fingerprint) cannot stand for the class now, if it cannot."""
+    if not state.current:
+        return ReviewRefused(f"class {state.class_name} has no record to review yet", reason="nothing-to-review")
+    if reviewed != state.fingerprint:
+        return ReviewRefused(
+            f"class {state.class_name} is not as the review being confirmed showed it (its records were added to or "
+            "changed since): review the class again and confirm what that review shows",
+            reason="changed-since-review",
+        )
+    return None
+
+
+# --- who may review --------------------------------------------------------------------------
+
+
+def authorise_confirmation(actor: Actor, school_code: str, class_name: str) -> None:
+    """Only the class's homeroom teacher confirms its review."""
+    if actor.school_code != school_code or not actor.is_homeroom_teacher_of(class_name):
+        raise Forbidden(
+            f"{actor.subject} may not confirm the review of class {class_name} at school {school_code}: "
+            "only its homeroom teacher does"
+        )

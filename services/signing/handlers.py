@@ -1,4 +1,5 @@
-"""signing's use cases: receive records, plan a batch, sign a chunk, count chunks to the batch's end.
+"""signing's use cases: receive records, review a class and confirm the review, plan a batch, sign a chunk,
+count chunks to the batch's end.
 
 Each handler takes the message and `Deps` and returns an `Outcome` (shared.outcome): what to
 publish, and which parts of the message are refused. A message refused whole raises.
@@ -16,11 +17,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from services.signing import domain
-from services.signing.domain import Batch, SignerRefused, StoredRecord
+from services.signing.domain import Batch, Gate, Review, ReviewRefused, SignerRefused, StoredRecord
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import SigningRepository
 from shared.at_rest import KeyRotation
-from shared.auth import Actor, IssuerKeys, require_actor, service_subject
+from shared.auth import Actor, IssuerKeys, authorise_review, require_actor, service_subject
 from shared.contracts.base import Acting, Message, derived_id, utcnow
 from shared.contracts.grades import RecordsReady, RecordVersion, VersionKey
 from shared.contracts.keys import RotateSigningKey
@@ -31,10 +32,15 @@ from shared.contracts.signing import (
     BatchProgress,
     BatchRefused,
     ChunkSigned,
+    ClassReviews,
+    ConfirmReview,
+    RecordRefused,
     RecordsCompleted,
     RecordsReceived,
     RequestAmendment,
     RequestSignBatch,
+    ReviewClasses,
+    ReviewConfirmed,
     Role,
     Signature,
     SignedRecord,
@@ -46,7 +52,7 @@ from shared.crypto.jws import sign_detached
 from shared.crypto.record_signatures import ChainCache
 from shared.crypto.seal import record_claims, seal_problems
 from shared.crypto.signer import SignerDirectory, UnknownSigner, X509Signer
-from shared.errors import Forbidden, InvalidMessage, NotFound
+from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.outcome import NOTHING, Outcome, RejectedPart
 
 Clock = Callable[[], datetime]
@@ -110,9 +116,11 @@ class Deps:
 async def receive_records(event: RecordsReady, deps: Deps) -> Outcome:
     """Keep each record version sealed by grades, with its digest; the others are refused and never signed.
 
-    A version without grades' seal, or whose seal is over other content, is refused; so is a version
-    seen before with other content. The refused versions are dead-lettered with their reasons; the
-    rest is kept and announced.
+    A version without grades' seal, or whose seal is over other content, is refused and dead-lettered with why.
+    A version seen before with other content replaces the one kept while nobody has signed that one (the school
+    reopened a term after the year's close and corrected it); once it carries a signature it is kept as signed,
+    and the new content is refused (`domain.replacement_refusal`) and announced with the rest, for the school
+    to amend the record after it is signed and sealed.
     """
     scope = (event.school_code, event.school_year)
     strays = [r.record_id for r in event.records if (r.school_code, r.school_year) != scope]
@@ -124,12 +132,9 @@ async def receive_records(event: RecordsReady, deps: Deps) -> Outcome:
         first = incoming.setdefault(stored.key, (record, stored))
         if first[1].digest != stored.digest:
             refusals.append((record, f"{stored.key[0]} v{stored.key[1]} appears twice with different content"))
+    signed: list[RecordRefused] = []
     if await deps.repo.add_records([stored for _, stored in incoming.values()]) < len(incoming):
-        known = await deps.repo.records(incoming)
-        for key, (record, stored) in list(incoming.items()):
-            if known[key].digest != stored.digest:
-                refusals.append((record, f"{key[0]} v{key[1]} was received before with different content"))
-                del incoming[key]
+        signed = await replaced_unless_signed(incoming, deps)
     received = RecordsReceived(
         message_id=derived_id(event.message_id, "received"),
         by=event.by,
@@ -137,13 +142,33 @@ async def receive_records(event: RecordsReady, deps: Deps) -> Outcome:
         school_year=event.school_year,
         count=len(incoming),
         source_message_id=event.message_id,
+        refused=signed,
     )
     rejected = (
         [RejectedPart("records", [r for r, _ in refusals], "invalid", "; ".join(why for _, why in refusals))]
         if refusals
         else []
     )
-    return Outcome(publish=[received] if incoming else [], rejected=rejected)
+    return Outcome(publish=[received] if incoming or signed else [], rejected=rejected)
+
+
+async def replaced_unless_signed(
+    incoming: dict[VersionKey, tuple[RecordVersion, StoredRecord]], deps: Deps
+) -> list[RecordRefused]:
+    """Of the versions kept before with other content, replace those nobody has signed; the others stay as signed,
+    are taken out of `incoming` and returned as refused. A version replaced meanwhile by another delivery is
+    looked at again on the next delivery (TransientError)."""
+    known = await deps.repo.records(incoming)
+    changed = [key for key, (_, stored) in incoming.items() if known[key].digest != stored.digest]
+    present = await deps.repo.signatures(changed)
+    refused = []
+    for key in changed:
+        if refusal := domain.replacement_refusal(known[key].held(), present.get(key, {})):
+            refused.append(refusal)
+            del incoming[key]
+        elif not await deps.repo.replace_record(known[key], incoming[key][1]):
+            raise TransientError(f"{key[0]} v{key[1]} was replaced while it was received again: received once more")
+    return refused
 
 
 def sealed_by_grades(
@@ -181,6 +206,11 @@ async def plan_batch(command: RequestSignBatch, deps: Deps) -> Outcome:
     school's principal, and every certificate the batch signs with is valid and not revoked now; a
     refusal is announced (BatchRefused) to whoever follows the batch, and the request dead-lettered
     with its reason.
+
+    Only what the gate lets through is planned (`domain.Gate`): a complete record version its class's review
+    confirmed. A homeroom teacher's batch of a class whose review does not stand is refused whole, and announced
+    with why (not dead-lettered: the request was heard, the class is not ready); a school's batch plans the
+    classes that are ready and names the others, and every incomplete record, in what it announces.
     """
     actor: Actor | None = None
     try:
@@ -190,7 +220,13 @@ async def plan_batch(command: RequestSignBatch, deps: Deps) -> Outcome:
         return refused(command.batch_id, command, exc, command.message_id, actor.acting() if actor else None)
     stored = await deps.repo.batch(command.batch_id)
     if stored is None:
-        stored = await new_plan(command, signer, actor.acting(), deps)
+        gate = await gate_of(command, deps)
+        if waits := class_not_ready(command, gate):
+            deps.metrics.batches.labels("waiting-review").inc()
+            return Outcome(
+                publish=[refusal_event(command.batch_id, command, waits, command.message_id, actor.acting())]
+            )
+        stored = await new_plan(command, signer, actor.acting(), deps, gate)
     if (stored.school_code, stored.school_year, stored.role, stored.signer) != (
         command.school_code,
         command.school_year,
@@ -211,16 +247,36 @@ def authorised_signer(command: RequestSignBatch, actor: Actor, deps: Deps) -> st
     return signer
 
 
-async def new_plan(command: RequestSignBatch, signer: str, requested_by: Acting, deps: Deps) -> Batch:
-    """Plan the batch over the records that lack its role's signature and store the plan (the first plan stands)."""
+def batch_class(command: RequestSignBatch) -> str | None:
+    """The class a batch is confined to: a homeroom teacher's; None for the whole school."""
+    return command.class_name if command.role == "homeroom_teacher" else None
+
+
+async def gate_of(command: RequestSignBatch, deps: Deps) -> Gate:
+    """What the batch may sign: the records of its scope that are complete, and confirmed by their class's review."""
+    scope = (command.school_code, command.school_year, batch_class(command))
+    return Gate.of(await deps.repo.held(*scope), await deps.repo.reviews(*scope))
+
+
+def class_not_ready(command: RequestSignBatch, gate: Gate) -> ReviewRefused | None:
+    """Why a homeroom teacher's class may not be signed yet (its review does not stand); None for a school's
+    batch, and for a class of which signing holds no record (there is nothing to review, or to sign)."""
+    class_name = batch_class(command)
+    state = gate.of_class(class_name) if class_name else None
+    return state.refusal() if state is not None else None
+
+
+async def new_plan(command: RequestSignBatch, signer: str, requested_by: Acting, deps: Deps, gate: Gate) -> Batch:
+    """Plan the batch over the records that lack its role's signature and that `gate` lets through, and store the
+    plan (the first plan stands)."""
     unsigned, waiting = await deps.repo.unsigned(
         command.school_code,
         command.school_year,
         domain.BATCH_ROLES[command.role][0],
-        command.class_name if command.role == "homeroom_teacher" else None,
+        batch_class(command),
         after=domain.previous_role(command.role),
     )
-    plan = domain.new_batch(command, signer, unsigned, deps.records_per_chunk, deps.clock(), waiting)
+    plan = gate.planned(command, signer, unsigned, deps.records_per_chunk, deps.clock(), waiting)
     batch = replace(plan, requested_by=requested_by)
     if await deps.repo.add_batch(batch):
         if not batch.chunks:
@@ -266,6 +322,8 @@ def completed_event(batch: Batch) -> BatchCompleted:
         class_name=batch.class_name,
         records_completed=batch.records_completed,
         records_waiting=batch.records_waiting,
+        refused=list(batch.refused),
+        classes_waiting=list(batch.classes_waiting),
     )
 
 
@@ -276,7 +334,13 @@ def refused(
 
     `by` is who asked for the batch, when that is known (not when their token is refused).
     """
-    told = BatchRefused(
+    return Outcome(publish=[refusal_event(batch_id, scope, exc, source_id, by)], refused=exc)
+
+
+def refusal_event(
+    batch_id: str, scope: RequestSignBatch | Batch, exc: Forbidden, source_id: str, by: Acting | None
+) -> BatchRefused:
+    return BatchRefused(
         message_id=derived_id(source_id, "refused"),
         by=by,
         batch_id=batch_id,
@@ -286,7 +350,71 @@ def refused(
         reason=str(exc),
         code=exc.reason,
     )
-    return Outcome(publish=[told], refused=exc)
+
+
+# --- the review before signing ---------------------------------------------------------------
+
+
+async def review_classes(request: ReviewClasses, deps: Deps) -> Outcome:
+    """What signing holds of a school year's classes (or one class) before they are signed, for the class's homeroom
+    teacher or the school's principal or records administrator: per class its records, the incomplete ones with
+    the entries they lack, where its review stands, and what changed since it was last confirmed.
+
+    A class of which signing holds no record is not listed (its year is not closed, or it has no students).
+    """
+    actor = require_actor(request, deps.issuer_keys)
+    authorise_review(actor, request.school_code, request.class_name)
+    scope = (request.school_code, request.school_year, request.class_name)
+    states = domain.class_states(await deps.repo.held(*scope), await deps.repo.reviews(*scope))
+    reviews = ClassReviews(
+        school_code=request.school_code, school_year=request.school_year, classes=[state.shown() for state in states]
+    )
+    return Outcome(reply=reviews)
+
+
+async def confirm_review(request: ConfirmReview, deps: Deps) -> Outcome:
+    """The class's homeroom teacher confirms the review they saw (`reviewed`); the confirmation keeps the record
+    versions and digests it covers, and who confirmed them when.
+
+    Refused ("changed-since-review") when the class is not as that review showed it; a redelivered confirmation
+    answers with the confirmation it made.
+    """
+    actor = require_actor(request, deps.issuer_keys)
+    domain.authorise_confirmation(actor, request.school_code, request.class_name)
+    held = await deps.repo.held(request.school_code, request.school_year, request.class_name)
+    review_id = derived_id(request.message_id, "review")
+    kept = await deps.repo.review(review_id)
+    if kept is None:
+        [state] = domain.class_states(held, []) or [domain.ClassState(request.class_name, ())]
+        if problem := domain.confirmation_problem(state, request.reviewed):
+            raise problem
+        review = Review(
+            review_id=review_id,
+            school_code=request.school_code,
+            school_year=request.school_year,
+            class_name=request.class_name,
+            records=state.versions,
+            confirmed_by=actor.acting(),
+            confirmed_at=domain.whole_milliseconds(deps.clock()),
+        )
+        if await deps.repo.add_review(review):
+            deps.metrics.reviews.inc()
+        kept = await deps.repo.review(review_id) or review
+    return Outcome(reply=confirmed(kept, held))
+
+
+def confirmed(review: Review, held: list[domain.Held]) -> ReviewConfirmed:
+    """The confirmation as its reply says it: how many records it covers, and how many of those are incomplete."""
+    covered = set(review.records)
+    incomplete = sum(1 for h in held if (h.record_id, h.version, h.digest) in covered and h.incomplete)
+    return ReviewConfirmed(
+        class_name=review.class_name,
+        records=len(review.records),
+        incomplete=incomplete,
+        fingerprint=review.fingerprint,
+        confirmed_by=review.confirmed_by.subject,
+        confirmed_at=review.confirmed_at,
+    )
 
 
 # --- amendments ------------------------------------------------------------------------------
@@ -298,6 +426,7 @@ async def receive_amendment(command: RequestAmendment, deps: Deps) -> Outcome:
     The new version names the version it supersedes, the reason and who asked inside its document, so
     all are under every signature it will carry. It carries no grades seal: its content comes from the
     school's request, and the token of who asked stands for it (a seal it arrives with is dropped).
+    Announced, and the answer to whoever asked, with `AmendmentReceived`.
     """
     actor = require_actor(command, deps.issuer_keys)
     record = command.record
@@ -326,7 +455,7 @@ async def receive_amendment(command: RequestAmendment, deps: Deps) -> Outcome:
         supersedes=command.supersedes,
         reason_code=command.reason_code,
     )
-    return Outcome(publish=[received])
+    return Outcome(publish=[received], reply=received)
 
 
 # --- signing a chunk -------------------------------------------------------------------------
@@ -422,6 +551,8 @@ async def signed_now(
     for key in keys:
         have = dict(present.get(key, {}))
         record = records[key]
+        if not domain.signable(record):  # an incomplete version is never signed, whatever a plan says
+            continue
         if any(domain.may_sign(role, have) for role in batch.roles):
             still_as_received(record)
         for role in batch.roles:

@@ -20,8 +20,14 @@ class SigningMetrics:
         )
         self.batches = Counter(
             "hocba_signing_batches_total",
-            "Signing batches finished, by outcome (completed, or empty when nothing needed a signature).",
+            "Signing batches finished, by outcome (completed; empty when nothing needed a signature; waiting-review "
+            "when a homeroom teacher's class was refused because its review does not stand).",
             ["outcome"],
+            registry=registry,
+        )
+        self.reviews = Counter(
+            "hocba_signing_reviews_confirmed_total",
+            "Reviews of a class confirmed by its homeroom teacher (each keeps the record versions it covers).",
             registry=registry,
         )
         self.batch_duration = Histogram(

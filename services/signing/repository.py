@@ -1,4 +1,4 @@
-"""signing's `records`, `signatures` and `batches` collections: a Protocol, MongoDB and in-memory."""
+"""signing's `records`, `signatures`, `batches` and `reviews` collections: a Protocol, MongoDB and in-memory."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any, Protocol
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.signing.domain import COMPLETED, OPEN, Batch, StoredRecord
+from services.signing.domain import COMPLETED, OPEN, Batch, Held, Review, StoredRecord, missing_entries
 from shared.at_rest import owner_of, sealed_records
 from shared.contracts.base import Acting
 from shared.contracts.grades import VersionKey
-from shared.contracts.signing import SIGNING_ORDER, Role, Signature
+from shared.contracts.record import RecordDocument, document_of
+from shared.contracts.signing import SIGNING_ORDER, ClassWaiting, MissingEntry, RecordRefused, Role, Signature
 from shared.crypto.canonical import canonical_json
 from shared.crypto.vault import Vault
 from shared.mongo import Index, insert_new, insert_one_new
@@ -22,6 +23,8 @@ from shared.mongo import Index, insert_new, insert_one_new
 RECORDS = "records"
 SIGNATURES = "signatures"
 BATCHES = "batches"
+#: The homeroom teachers' confirmations of their classes' reviews: insert-only, a few a class and year.
+REVIEWS = "reviews"
 
 # Look-ups go by `_id` or by equality on one indexed field (`scope`, `class_scope`, `role_scope`):
 # the forms every MongoDB-wire server serves from an index (the embedded one scans for others).
@@ -33,6 +36,12 @@ INDEXES = [
         SIGNATURES, [("record_id", 1), ("version", 1), ("role", 1)], unique=True, name="record_version_role_unique"
     ),
     Index(SIGNATURES, [("role_scope", 1)], name="role_scope"),
+    # A school year's confirmations, a class's latest first: one index for both reads (a school's, a class's).
+    Index(
+        REVIEWS,
+        [("school_code", 1), ("school_year", 1), ("class_name", 1), ("confirmed_at", -1)],
+        name="class_latest",
+    ),
 ]
 
 
@@ -47,6 +56,10 @@ class SigningRepository(Protocol):
 
     async def records(self, keys: Iterable[VersionKey]) -> dict[VersionKey, StoredRecord]:
         """The stored versions among `keys`."""
+
+    async def replace_record(self, kept: StoredRecord, record: StoredRecord) -> bool:
+        """Put `record` in the place of the version `kept`, as long as that version is still kept as it was; False
+        when it is not (another delivery replaced it first). Whether it may be replaced is `domain.replacement_refusal`."""
 
     async def unsigned(
         self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
@@ -78,12 +91,25 @@ class SigningRepository(Protocol):
     async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
         """Mark an open batch completed; True only for the one call that did."""
 
+    async def held(self, school_code: str, school_year: str, class_name: str | None = None) -> list[Held]:
+        """Every record version of the school year (or class) held, without its bytes."""
+
+    async def add_review(self, review: Review) -> bool:
+        """Keep a confirmation of a class's review; False when its id is kept already."""
+
+    async def reviews(self, school_code: str, school_year: str, class_name: str | None = None) -> list[Review]:
+        """The confirmations of the school year's classes (or one class's), latest first within a class."""
+
+    async def review(self, review_id: str) -> Review | None:
+        """One confirmation, by its id."""
+
 
 #: What a read of record versions returns: the fields of a `StoredRecord`, and the sealed bytes with their key id.
 RECORD_FIELDS = {"_id": 0, "scope": 0, "class_scope": 0}
 
 
 def stored_record(doc: dict[str, Any], canonical: bytes) -> StoredRecord:
+    complete, missing = completeness(doc, canonical)
     return StoredRecord(
         record_id=doc["record_id"],
         version=doc["version"],
@@ -94,6 +120,57 @@ def stored_record(doc: dict[str, Any], canonical: bytes) -> StoredRecord:
         class_name=doc.get("class_name"),
         canonical=canonical,
         digest=doc["digest"],
+        complete=complete,
+        missing=missing,
+    )
+
+
+def completeness(doc: dict[str, Any], canonical: bytes) -> tuple[bool, tuple[MissingEntry, ...]]:
+    """Whether the version is complete, and what it lacks: as kept beside the bytes, or (a row an earlier
+    release stored without them) as the bytes say."""
+    if "complete" in doc:
+        return bool(doc["complete"]), tuple(MissingEntry.model_validate(m) for m in doc.get("missing") or ())
+    fields = RecordDocument.model_validate(document_of(canonical))
+    return fields.complete, missing_entries(fields.missing)
+
+
+def held_version(doc: dict[str, Any]) -> Held:
+    return Held(
+        record_id=doc["record_id"],
+        version=doc["version"],
+        class_name=doc.get("class_name"),
+        digest=doc["digest"],
+        complete=bool(doc["complete"]),
+        missing=tuple(MissingEntry.model_validate(m) for m in doc.get("missing") or ()),
+    )
+
+
+def review_document(review: Review) -> dict[str, Any]:
+    """A confirmation as MongoDB keeps it: digests as 32-byte binaries, the time as a date."""
+    return {
+        "_id": review.review_id,
+        "school_code": review.school_code,
+        "school_year": review.school_year,
+        "class_name": review.class_name,
+        "confirmed_at": review.confirmed_at,
+        "confirmed_by": review.confirmed_by.model_dump(),
+        "records": [
+            {"record_id": rid, "version": version, "digest": bytes.fromhex(digest)}
+            for rid, version, digest in review.records
+        ],
+        "fingerprint": bytes.fromhex(review.fingerprint),
+    }
+
+
+def review_from_document(doc: dict[str, Any]) -> Review:
+    return Review(
+        review_id=doc["_id"],
+        school_code=doc["school_code"],
+        school_year=doc["school_year"],
+        class_name=doc["class_name"],
+        records=tuple((r["record_id"], int(r["version"]), bytes(r["digest"]).hex()) for r in doc["records"]),
+        confirmed_by=Acting.model_validate(doc["confirmed_by"]),
+        confirmed_at=doc["confirmed_at"],
     )
 
 
@@ -129,6 +206,8 @@ def batch_document(batch: Batch) -> dict[str, Any]:
         "class_name": batch.class_name,
         "closed": {"at": batch.completed_at},
         "requested_by": batch.requested_by.model_dump() if batch.requested_by is not None else None,
+        "refused": [r.model_dump() for r in batch.refused],
+        "classes_waiting": [c.model_dump() for c in batch.classes_waiting],
     }
 
 
@@ -155,6 +234,8 @@ def batch_from_document(doc: dict[str, Any]) -> Batch:
         records_completed=doc.get("records_completed", 0),
         records_waiting=doc.get("records_waiting", 0),
         requested_by=Acting.model_validate(doc["requested_by"]) if doc.get("requested_by") else None,
+        refused=tuple(RecordRefused.model_validate(r) for r in doc.get("refused") or ()),
+        classes_waiting=tuple(ClassWaiting.model_validate(c) for c in doc.get("classes_waiting") or ()),
     )
 
 
@@ -163,30 +244,38 @@ class MongoSigningRepository:
         self.record_rows = db[RECORDS]
         self.signature_rows = db[SIGNATURES]
         self.batch_rows = db[BATCHES]
+        self.review_rows = db[REVIEWS]
         #: The record documents' canonical bytes, sealed under signing's key ring; what a key rotation re-encrypts.
         self.sealed = sealed_records(self.record_rows, vault, encode=canonical_json)
 
     async def add_records(self, records: list[StoredRecord]) -> int:
-        return await insert_new(
-            self.record_rows,
-            [
-                {
-                    "_id": record_id(r.key),
-                    "record_id": r.record_id,
-                    "version": r.version,
-                    "school_code": r.school_code,
-                    "school_year": r.school_year,
-                    "student_ref": r.student_ref,
-                    "seal": r.seal,
-                    **self.sealed.sealed_bytes(owner_of(r.key), r.canonical),
-                    "digest": r.digest,
-                    "class_name": r.class_name,
-                    "scope": scope_key(*r.scope),
-                    "class_scope": scope_key(*r.scope, r.class_name or ""),
-                }
-                for r in records
-            ],
-        )
+        return await insert_new(self.record_rows, [self._row(r) for r in records])
+
+    async def replace_record(self, kept: StoredRecord, record: StoredRecord) -> bool:
+        kept_as_it_was = {"_id": record_id(kept.key), "digest": kept.digest}
+        # Field by field ($set): the embedded server takes no whole-document replacement carrying bytes.
+        row = {name: value for name, value in self._row(record).items() if name != "_id"}
+        found = await self.record_rows.update_one(kept_as_it_was, {"$set": row})
+        return found.matched_count == 1
+
+    def _row(self, r: StoredRecord) -> dict[str, Any]:
+        return {
+            "_id": record_id(r.key),
+            "record_id": r.record_id,
+            "version": r.version,
+            "school_code": r.school_code,
+            "school_year": r.school_year,
+            "student_ref": r.student_ref,
+            "seal": r.seal,
+            **self.sealed.sealed_bytes(owner_of(r.key), r.canonical),
+            "digest": r.digest,
+            "class_name": r.class_name,
+            # Names of what the document lacks (a subject and term), no values: a plan reads them unopened.
+            "complete": r.complete,
+            "missing": [m.model_dump() for m in r.missing],
+            "scope": scope_key(*r.scope),
+            "class_scope": scope_key(*r.scope, r.class_name or ""),
+        }
 
     async def records(self, keys: Iterable[VersionKey]) -> dict[VersionKey, StoredRecord]:
         """One read for all of `keys`, in one reply (however many there are); the bytes opened, never parsed."""
@@ -279,6 +368,32 @@ class MongoSigningRepository:
         )
         return result.modified_count == 1
 
+    async def held(self, school_code: str, school_year: str, class_name: str | None = None) -> list[Held]:
+        projection = {"_id": 0, "record_id": 1, "version": 1, "class_name": 1, "digest": 1, "complete": 1, "missing": 1}
+        in_scope = (
+            {"class_scope": scope_key(school_code, school_year, class_name)}
+            if class_name
+            else {"scope": scope_key(school_code, school_year)}
+        )
+        rows = [doc async for doc in self.record_rows.find(in_scope, projection)]
+        # Rows an earlier release stored say nothing of completeness: their documents do.
+        unsaid = await self.records((d["record_id"], d["version"]) for d in rows if "complete" not in d)
+        return [held_version(d) if "complete" in d else unsaid[(d["record_id"], d["version"])].held() for d in rows]
+
+    async def add_review(self, review: Review) -> bool:
+        return await insert_one_new(self.review_rows, review_document(review))
+
+    async def reviews(self, school_code: str, school_year: str, class_name: str | None = None) -> list[Review]:
+        wanted: dict[str, Any] = {"school_code": school_code, "school_year": school_year}
+        if class_name:
+            wanted["class_name"] = class_name
+        cursor = self.review_rows.find(wanted).sort([("class_name", 1), ("confirmed_at", -1)])
+        return [review_from_document(doc) async for doc in cursor]
+
+    async def review(self, review_id: str) -> Review | None:
+        doc = await self.review_rows.find_one({"_id": review_id})
+        return review_from_document(doc) if doc else None
+
 
 class InMemorySigningRepository:
     """For unit and wiring tests: same behaviour, no database."""
@@ -287,6 +402,7 @@ class InMemorySigningRepository:
         self.stored: dict[VersionKey, StoredRecord] = {}
         self.signed: dict[tuple[str, int, Role], tuple[Signature, str, str]] = {}
         self.batches: dict[str, Batch] = {}
+        self.confirmed: dict[str, Review] = {}
 
     async def add_records(self, records: list[StoredRecord]) -> int:
         added = 0
@@ -298,6 +414,13 @@ class InMemorySigningRepository:
 
     async def records(self, keys: Iterable[VersionKey]) -> dict[VersionKey, StoredRecord]:
         return {k: self.stored[k] for k in set(keys) if k in self.stored}
+
+    async def replace_record(self, kept: StoredRecord, record: StoredRecord) -> bool:
+        current = self.stored.get(kept.key)
+        if current is None or current.digest != kept.digest:
+            return False
+        self.stored[kept.key] = record
+        return True
 
     async def unsigned(
         self, school_code: str, school_year: str, role: Role, class_name: str | None = None, after: Role | None = None
@@ -352,3 +475,27 @@ class InMemorySigningRepository:
             return False
         self.batches[batch_id] = replace(batch, status=COMPLETED, completed_at=completed_at)
         return True
+
+    async def held(self, school_code: str, school_year: str, class_name: str | None = None) -> list[Held]:
+        return [
+            r.held()
+            for r in self.stored.values()
+            if r.scope == (school_code, school_year) and (class_name is None or r.class_name == class_name)
+        ]
+
+    async def add_review(self, review: Review) -> bool:
+        if review.review_id in self.confirmed:
+            return False
+        self.confirmed[review.review_id] = review
+        return True
+
+    async def reviews(self, school_code: str, school_year: str, class_name: str | None = None) -> list[Review]:
+        found = [
+            r
+            for r in self.confirmed.values()
+            if (r.school_code, r.school_year) == (school_code, school_year) and class_name in (None, r.class_name)
+        ]
+        return sorted(found, key=lambda r: (r.class_name, -r.confirmed_at.timestamp()))
+
+    async def review(self, review_id: str) -> Review | None:
+        return self.confirmed.get(review_id)

@@ -12,10 +12,12 @@ from shared.contracts.signing import (
     BatchProgress,
     BatchRefused,
     ChunkSigned,
+    ConfirmReview,
     RecordsCompleted,
     RecordsReceived,
     RequestAmendment,
     RequestSignBatch,
+    ReviewClasses,
     SignWork,
 )
 from shared.messaging import Bus
@@ -42,6 +44,14 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(RequestSignBatch)
     async def on_sign_batch(command: RequestSignBatch) -> Outcome:
         return await handlers.plan_batch(command, deps)
+
+    @bus.subscriber(ReviewClasses)
+    async def on_review(request: ReviewClasses) -> Outcome:
+        return await handlers.review_classes(request, deps)
+
+    @bus.subscriber(ConfirmReview)
+    async def on_confirm_review(request: ConfirmReview) -> Outcome:
+        return await handlers.confirm_review(request, deps)
 
     @bus.subscriber(RequestAmendment)
     async def on_amendment(command: RequestAmendment) -> Outcome:

@@ -11,8 +11,9 @@ from shared.contracts.base import Message, Model, Reply
 from shared.contracts.limits import CODE, ID, LABEL, LISTING, ROLES, ShortCode
 
 #: What a reader did: looked a student up by reference or personal ID, had a record explained,
-#: exported a record's bundle, printed a certified copy.
-Action = Literal["lookup", "find", "explain", "export", "print"]
+#: exported a record's bundle, printed a certified copy, listed a school's records, read a student's entry history,
+#: reviewed a class's records beside the identity register.
+Action = Literal["lookup", "find", "explain", "export", "print", "list", "history", "review"]
 
 
 class AccessEntry(Model):

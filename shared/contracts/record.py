@@ -14,7 +14,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, PlainSerializer, PlainValidator, WithJsonSchema
 
@@ -69,6 +69,12 @@ def content_of(document: dict[str, Any]) -> bytes:
 
 class SchoolNamed(Model):
     code: str = Field(max_length=SCHOOL_CODE)
+
+
+#: Why an archived record version is replaced by a new one (an amendment's reason code).
+AmendmentReason = Literal[
+    "grade-correction", "identity-correction", "conduct-correction", "clerical-error", "appeal-decision"
+]
 
 
 class Amendment(Model):

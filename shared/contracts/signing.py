@@ -7,21 +7,25 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.base import Message, Model, Notification, new_id
+from shared.contracts.base import Message, Model, Notification, Reply, new_id
 from shared.contracts.grades import RecordKey, RecordVersion
 from shared.contracts.limits import (
     CODE,
     HASH,
     ID,
     JWS,
+    LINES,
     PROCESS,
     RECORDS,
     SCHOOL_CODE,
+    SCHOOL_STUDENTS,
     SCHOOL_YEAR,
     SIGNATURES,
+    SUBJECT,
     TEXT,
     WORDS,
 )
+from shared.contracts.record import AmendmentReason
 
 Role = Literal["homeroom_teacher", "principal", "school_seal"]
 
@@ -33,12 +37,6 @@ SIGNING_ORDER: tuple[Role, ...] = ("homeroom_teacher", "principal", "school_seal
 def seal_subject(school_code: str) -> str:
     """The subject id of a school's seal certificate (the school signs as an organisation)."""
     return f"seal-{school_code}"
-
-
-#: Why an archived record version is replaced by a new one.
-AmendmentReason = Literal[
-    "grade-correction", "identity-correction", "conduct-correction", "clerical-error", "appeal-decision"
-]
 
 
 class RequestSignBatch(Message):
@@ -125,6 +123,42 @@ class BatchProgress(Notification):
     role: Role | None = None
 
 
+class MissingEntry(Model):
+    """An entry a record lacks, as grades lists it in the document's `missing`: a subject's result of a term
+    (`subject`), or another entry of a term (`entry`: "homeroom" for the homeroom teacher's conduct, absences
+    and comment). Names what is missing, never a value."""
+
+    subject: str = Field("", max_length=SUBJECT)
+    entry: str = Field("", max_length=CODE)
+    term: int | None = None
+
+
+class RecordRefused(Model):
+    """A record version signing does not sign as it is, and why (`code` "incomplete": the entries it lacks;
+    "signed": received again with other content after it was signed, and kept as signed)."""
+
+    record_id: str = Field(max_length=ID)
+    version: int
+    class_name: str | None = Field(None, max_length=CODE)
+    code: str = Field("incomplete", max_length=CODE)
+    missing: list[MissingEntry] = Field(default_factory=list, max_length=LINES)
+
+
+#: Where a class stands with its review before signing: never confirmed, confirmed as its records are now,
+#: or confirmed and then changed (a record added, a new version).
+ReviewStatus = Literal["not-reviewed", "reviewed", "changed-since-review"]
+
+
+class ClassWaiting(Model):
+    """A class whose records a batch left out because their review does not stand (`code`), said in words."""
+
+    class_name: str = Field(max_length=CODE)
+    #: The class's records (their current versions) that wait.
+    records: int
+    code: ReviewStatus
+    reason: str = Field(max_length=TEXT)
+
+
 class BatchCompleted(Message):
     """Event: every chunk of a batch is signed. The archive issues a checkpoint after it, so it is durable."""
 
@@ -141,6 +175,10 @@ class BatchCompleted(Message):
     records_completed: int = 0
     #: Records of the scope left out because an earlier role has not signed them yet.
     records_waiting: int = 0
+    #: Record versions of the scope that are not signed as they are (incomplete ones), each with why.
+    refused: list[RecordRefused] = Field(default_factory=list, max_length=SCHOOL_STUDENTS)
+    #: Classes of the scope whose records wait for their homeroom teacher's review, each with why.
+    classes_waiting: list[ClassWaiting] = Field(default_factory=list, max_length=LINES)
 
 
 class BatchRefused(Notification):
@@ -192,3 +230,85 @@ class RecordsReceived(Notification):
     school_year: str = Field(max_length=SCHOOL_YEAR)
     count: int
     source_message_id: str = Field(max_length=ID)
+    #: Versions received again with other content that were kept as they are (code "signed": a signature is on
+    #: the kept version; the record is corrected by an amendment once it is signed and sealed).
+    refused: list[RecordRefused] = Field(default_factory=list, max_length=LINES)
+
+
+# --- review before signing -------------------------------------------------------------------
+
+
+class ReviewClasses(Message):
+    """Request: signing's review of a school year's classes (or one class) before they are signed.
+
+    For the school's principal or records administrator (every class), or a class's homeroom teacher (their
+    class). Answered with `ClassReviews`. Names records, versions and missing entries, never personal data.
+    """
+
+    ROUTING_KEY = "signing.classes.review.v1"
+
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
+    class_name: str | None = Field(None, max_length=CODE)
+
+
+class RecordChange(Model):
+    """A record of a class as its last review confirmed it, and as signing holds it now (None: not there then)."""
+
+    record_id: str = Field(max_length=ID)
+    reviewed_version: int | None = None
+    reviewed_digest: str | None = Field(None, max_length=HASH)
+    version: int | None = None
+    digest: str | None = Field(None, max_length=HASH)
+
+
+class ClassReview(Model):
+    """One class as signing holds it: its records, those it will not sign, and where its review stands."""
+
+    class_name: str = Field(max_length=CODE)
+    #: The class's records (the current version of each) signing holds.
+    records: int
+    #: Those that say they are not complete, with the entries they lack: never signed as they are.
+    incomplete: list[RecordRefused] = Field(default_factory=list, max_length=SCHOOL_STUDENTS)
+    status: ReviewStatus
+    #: Who confirmed the last review, and when (None before any).
+    reviewed_by: str | None = Field(None, max_length=ID)
+    reviewed_at: datetime | None = None
+    #: The records whose version or digest differs from the last review's (empty when none, or never reviewed).
+    changes: list[RecordChange] = Field(default_factory=list, max_length=SCHOOL_STUDENTS)
+    #: Names the record versions shown (SHA-256 over each record id, version and digest): what a confirmation of
+    #: this review sends back (`ConfirmReview.reviewed`).
+    fingerprint: str = Field(max_length=HASH)
+
+
+class ClassReviews(Reply):
+    school_code: str = Field("", max_length=SCHOOL_CODE)
+    school_year: str = Field("", max_length=SCHOOL_YEAR)
+    classes: list[ClassReview] = Field(default_factory=list, max_length=LINES)
+
+
+class ConfirmReview(Message):
+    """Request: the class's homeroom teacher confirms that they reviewed its records as `reviewed` names them.
+
+    `reviewed` is the fingerprint of the review they saw (`ClassReview.fingerprint`): a class whose records
+    changed since is refused ("changed-since-review"), to be reviewed again. Answered with `ReviewConfirmed`.
+    """
+
+    ROUTING_KEY = "signing.review.confirm.v1"
+
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
+    class_name: str = Field(max_length=CODE)
+    reviewed: str = Field(max_length=HASH)
+
+
+class ReviewConfirmed(Reply):
+    """The confirmation kept: the class's record versions it covers, and who confirmed them when."""
+
+    class_name: str = Field("", max_length=CODE)
+    records: int = 0
+    #: Of those, the ones that are incomplete: confirmed as seen, and still never signed as they are.
+    incomplete: int = 0
+    fingerprint: str = Field("", max_length=HASH)
+    confirmed_by: str = Field("", max_length=ID)
+    confirmed_at: datetime | None = None

@@ -26,6 +26,7 @@ from shared.messaging import Bus, delete_exchanges
 from shared.mongo import make_client
 from shared.settings import Settings
 from tests import records
+from tests.reviews import confirm_reviews
 from tests.support import amqp_url
 
 SCHOOL, YEAR = "79007000", "2025-2026"
@@ -105,6 +106,7 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_signs_nothing_twice(s
                 RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[record(n, grades) for n in range(start, start + 100)])
             )
         await seen.until("records received", lambda: seen.received >= RECORDS)
+        await confirm_reviews(bus, staff, SCHOOL, YEAR, CLASSES)
         teachers = [
             staff.homeroom_teacher(SCHOOL, c).signs(
                 RequestSignBatch(school_code=SCHOOL, school_year=YEAR, role="homeroom_teacher", class_name=c)

@@ -44,8 +44,8 @@ STUDENTS = 200
 #: answer reads of a student keep their access log (issue 9).
 OWNED = {
     "identity": {"students", "access_log"},
-    "grades": {"enrolments", "assessments", "terms", "records", "access_log"},
-    "signing": {"records", "signatures", "batches"},
+    "grades": {"enrolments", "assessments", "terms", "records", "access_log", "record_statuses"},
+    "signing": {"records", "signatures", "batches", "reviews"},
     "archive": {"log", "records", "checkpoints", "access_log"},
     "sync": {"outbox", "receipts", "counts"},
 }

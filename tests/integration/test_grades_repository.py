@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 import pytest
 
 from services.grades.repository import (
+    HOMEROOM,
     INDEXES,
     InMemoryGradesRepository,
     MongoGradesRepository,
+    StatusNote,
     TermAction,
     Write,
     entry_key,
@@ -165,6 +167,29 @@ async def test_a_year_is_closed_once(repo):
     assert [s.closed for s in (await repo.term_statuses(SCHOOL, YEAR)).values()] == [False, False]
 
 
+async def test_a_year_reopened_is_closed_again_once(repo):
+    assert not await repo.reopen_year(SCHOOL, YEAR, NOW), "a year never closed is not reopened"
+    await repo.close_year(SCHOOL, YEAR, NOW)
+    assert await repo.reopen_year(SCHOOL, YEAR, LATER) and not await repo.reopen_year(SCHOOL, YEAR, LATER)
+    assert not await repo.is_closed(SCHOOL, YEAR)
+    assert await repo.close_year(SCHOOL, YEAR, LATER) and not await repo.close_year(SCHOOL, YEAR, LATER)
+    assert await repo.is_closed(SCHOOL, YEAR)
+
+
+async def test_a_version_replaced_while_kept_as_it_was_keeps_the_history_of_its_replacements(repo):
+    first = record("r1", {"complete": False}).model_copy(update={"seal": "seal-1"})
+    await repo.add_records([first, record("r2", {"complete": True})])
+    again = record("r1", {"complete": True}).model_copy(update={"seal": "seal-2"})
+    note = {"at": LATER, "by": "ht-1", "message_id": "year-2", "replaced_digest": "d" * 64}
+    assert await repo.replace_record(first, again, note)
+    assert not await repo.replace_record(first, again, note), "no longer kept as it was"
+    assert await repo.record("r1", 1) == again
+    assert await repo.records_of(["r1"], 1) == [again]
+    [noted] = await repo.replacements("r1", 1)
+    assert (noted["by"], noted["message_id"], noted["replaced_digest"]) == ("ht-1", "year-2", "d" * 64)
+    assert await repo.replacements("r2", 1) == []
+
+
 async def test_record_versions_are_stored_once_and_come_back_unchanged(repo):
     document = {
         "record_id": "r1",
@@ -264,3 +289,92 @@ async def test_a_record_stored_by_an_earlier_release_is_read_as_its_canonical_by
     assert json.loads(repo.sealed.opened_bytes(stored)) == document
     assert repo.sealed.opened_bytes(stored) != content_of(document), "kept in the order it was written"
     assert (await repo.record("rec-old", 1)).content == content_of(document)
+
+
+# -- where records stand, and an entry's history ----------------------------------------------
+
+
+async def test_whether_a_school_has_students_enrolled_that_year(repo):
+    await repo.enrol([enrolled("s1")])
+    assert await repo.has_enrolments(SCHOOL, YEAR)
+    assert not await repo.has_enrolments("79000702", YEAR)
+    assert not await repo.has_enrolments(SCHOOL, "2026-2027")
+
+
+async def test_each_step_a_record_version_reached_is_kept_once_and_read_by_record(repo):
+    notes = [StatusNote("r1", 1, "signed-and-sealed", NOW), StatusNote("r1", 1, "archived", LATER)]
+    assert await repo.note_statuses(notes) == 2
+    assert await repo.note_statuses([notes[1], StatusNote("r1", 2, "archived", LATER)]) == 1, (
+        "a redelivery adds nothing"
+    )
+    await repo.note_statuses([StatusNote("r2", 1, "delivered", LATER)])
+    assert await repo.statuses_of(["r1", "nope"]) == {
+        ("r1", 1): {"signed-and-sealed", "archived"},
+        ("r1", 2): {"archived"},
+    }
+    assert await repo.statuses_of([]) == {}
+
+
+async def test_an_entrys_history_is_its_first_recording_then_each_change_in_order(repo):
+    first = scored("s1", "Toán", 1, ["8", "7", "6", "5"], "7", "8")
+    await repo.write(SCHOOL, YEAR, "subject", writes([first], "m1"))
+    second = scored("s1", "Toán", 1, ["9", "7", "6", "5"], "7", "8")
+    await repo.write(SCHOOL, YEAR, "subject", [Write(entry_key(second), second, "m2", "gv-2", LATER, "sai", 1, first)])
+    await repo.write(SCHOOL, YEAR, "homeroom", writes(homeroom("s1"), "m3"))
+    await repo.write(SCHOOL, YEAR, "subject", writes([scored("s2", "Toán", 1, ["8"] * 4, "7", "8")], "m4"))
+
+    toan = await repo.entry_history(YEAR, "s1", ["Toán"])
+    assert [(r.subject, r.term, r.revision, r.by, r.message_id, r.reason) for r in toan] == [
+        ("Toán", 1, 1, "gv-1", "m1", ""),
+        ("Toán", 1, 2, "gv-2", "m2", "sai"),
+    ]
+    assert toan[0].old is None and toan[0].new["regular"] == ["8", "7", "6", "5"]
+    assert (toan[1].old["regular"], toan[1].new["regular"]) == (["8", "7", "6", "5"], ["9", "7", "6", "5"])
+    assert [r.at for r in toan] == [NOW, LATER]
+    everything = await repo.entry_history(YEAR, "s1", ["Toán", HOMEROOM])
+    assert [(r.kind, r.term) for r in everything if r.kind == "homeroom"] == [("homeroom", 1), ("homeroom", 2)]
+    assert {r.message_id for r in everything} == {"m1", "m2", "m3"}, "s1's entries only"
+    assert await repo.entry_history("2026-2027", "s1", ["Toán"]) == []
+
+
+# -- amended versions -------------------------------------------------------------------------
+
+
+async def test_an_amended_version_is_stored_once_and_found_by_the_amendment_that_made_it(repo):
+    await repo.add_records([record("r1", {"v": 1}), record("r2", {"v": 1})])
+    amended = record("r1", {"v": 2}, version=2).model_copy(update={"seal": "header..signature"})
+    assert await repo.add_amended(amended, "amend-1")
+    assert not await repo.add_amended(amended, "amend-1"), "stored once"
+    assert not await repo.add_amended(record("r1", {"v": "2b"}, version=2), "amend-2"), "the version is taken"
+    assert await repo.amended_by("amend-1") == amended
+    assert await repo.amended_by("amend-2") is None and await repo.amended_by("nope") is None
+    assert await repo.record("r1", None) == amended, "the latest version"
+    assert await repo.records(SCHOOL, YEAR, 1) == [record("r1", {"v": 1}), record("r2", {"v": 1})]
+
+
+async def test_the_amended_versions_of_some_records_come_in_one_read(repo):
+    await repo.add_records([record("r1", {"v": 1}), record("r2", {"v": 1}), record("r3", {"v": 1})])
+    await repo.add_amended(record("r1", {"v": 2}, version=2), "amend-1")
+    await repo.add_amended(record("r1", {"v": 3}, version=3), "amend-2")
+    await repo.add_amended(record("r3", {"v": 2}, version=2), "amend-3")
+    assert await repo.amended_versions(["r1", "r2", "r9"]) == [("r1", 2), ("r1", 3)]
+    assert await repo.amended_versions([]) == []
+
+
+async def test_an_entry_changed_or_recorded_by_an_amendment_names_the_message_in_its_history(repo):
+    toan = scored("s1", "Toán", 2, ["8"] * 4, "8", "8")
+    await repo.write(SCHOOL, YEAR, "subject", writes([toan], "m1"))
+    corrected = scored("s1", "Toán", 2, ["8"] * 4, "8", "9.5")
+    by_amendment = "grades.record.amend.v1"
+    change = Write(entry_key(corrected), corrected, "amend-1", "ht-1", LATER, "amendment", 1, toan, by_amendment)
+    added = scored("s1", "Tin học", 2, ["8"] * 2, "8", "8")
+    new = Write(entry_key(added), added, "amend-1", "ht-1", LATER, "amendment", message=by_amendment)
+    await repo.write(SCHOOL, YEAR, "subject", [change, new])
+    history = await repo.entry_history(YEAR, "s1", ["Tin học", "Toán"])
+    assert [(r.subject, r.revision, r.message_id, r.message) for r in history] == [
+        ("Tin học", 1, "amend-1", by_amendment),
+        ("Toán", 1, "m1", ""),
+        ("Toán", 2, "amend-1", by_amendment),
+    ], "an entry recorded by the message that records its kind names none"
+    stored = await repo.stored(SCHOOL, YEAR, "subject", [entry_key(corrected)])
+    assert "amend-1" in stored[entry_key(corrected)].message_ids, "a redelivered amendment finds its change written"

@@ -12,7 +12,14 @@ from services.signing import handlers
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import INDEXES, MongoSigningRepository
 from shared.contracts.grades import RecordsReady
-from shared.contracts.signing import ChunkSigned, RecordsCompleted, RequestSignBatch, SignWork
+from shared.contracts.signing import (
+    ChunkSigned,
+    ConfirmReview,
+    RecordsCompleted,
+    RequestSignBatch,
+    ReviewClasses,
+    SignWork,
+)
 from shared.crypto.vault import Vault
 from tests.integration.commands import LARGE_CHUNK, Commands, emptied, watched_database
 from tests.unit.signing.trust import SCHOOL, YEAR, make_trust
@@ -36,7 +43,12 @@ async def first_chunk_commands(db, commands: Commands, trust, per_chunk: int) ->
     records = [trust.record(n) for n in range(2 * LARGE_CHUNK)]
     await handlers.receive_records(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records), deps)
     for class_name in ("6A1", "6A2"):
-        teacher = trust.staff.homeroom_teacher(SCHOOL, class_name).signs(
+        homeroom = trust.staff.homeroom_teacher(SCHOOL, class_name)
+        asked = ReviewClasses(school_code=SCHOOL, school_year=YEAR, class_name=class_name)
+        [shown] = (await handlers.review_classes(homeroom.signs(asked), deps)).reply.classes
+        seen = ConfirmReview(school_code=SCHOOL, school_year=YEAR, class_name=class_name, reviewed=shown.fingerprint)
+        await handlers.confirm_review(homeroom.signs(seen), deps)
+        teacher = homeroom.signs(
             RequestSignBatch(school_code=SCHOOL, school_year=YEAR, role="homeroom_teacher", class_name=class_name)
         )
         for work in (await handlers.plan_batch(teacher, deps)).publish:

@@ -23,6 +23,7 @@ from shared.contracts.signing import (
     Signature,
 )
 from shared.service import ServiceApp
+from tests.reviews import confirm_reviews
 from tests.support import collect, drain, probing, running
 from tests.unit.signing.trust import make_trust, record_version
 
@@ -95,6 +96,7 @@ async def test_competing_workers_sign_each_record_once(mongo_client, settings, t
         deadline = time.monotonic() + 30
         while await db["records"].count_documents({}) < 60 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        await confirm_reviews(first.bus, trust.staff, SCHOOL, YEAR, ("6A1", "6A2"))
         for request in requests(trust):
             await first.bus.publish(request)
         await collect(settings.amqp_url, probes[BatchCompleted.ROUTING_KEY], BatchCompleted, lambda got: len(got) >= 2)

@@ -13,7 +13,7 @@ from services.signing.domain import COMPLETED, StoredRecord
 from services.signing.repository import INDEXES, InMemorySigningRepository, MongoSigningRepository
 from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion
-from shared.contracts.signing import RequestSignBatch, Signature
+from shared.contracts.signing import ClassWaiting, RequestSignBatch, Signature
 from shared.crypto.vault import Vault
 from tests import records
 from tests.integration.conftest import service_database
@@ -54,6 +54,19 @@ async def test_record_versions_are_stored_once_and_found_by_key(repo):
     assert list(found) == [("rec-0001", 1)] and found[("rec-0001", 1)] == stored[1], "grades' seal is kept with it"
 
 
+async def test_a_version_is_replaced_only_while_it_is_kept_as_it_was(repo):
+    kept = incomplete_record(0, {"subject": "Toán", "term": 1})
+    await repo.add_records([kept])
+    complete = StoredRecord.of(record(0))
+    assert complete.key == kept.key and complete.digest != kept.digest
+    assert await repo.replace_record(kept, complete)
+    assert not await repo.replace_record(kept, complete), "another delivery replaced it first"
+    found = (await repo.records([kept.key]))[kept.key]
+    assert found.digest == complete.digest and found.complete
+    [held] = await repo.held(SCHOOL, YEAR)
+    assert (held.digest, held.incomplete) == (complete.digest, False)
+
+
 async def test_signatures_are_stored_once_per_role_and_unsigned_records_are_those_a_role_lacks(repo):
     await repo.add_records([StoredRecord.of(record(n)) for n in range(3)])
     all_three = [("rec-0000", 1), ("rec-0001", 1), ("rec-0002", 1)]
@@ -91,3 +104,79 @@ async def test_a_batch_is_planned_once_counts_each_chunk_once_and_closes_once(re
     assert closed.count(True) == 1
     stored = await repo.batch("batch-1")
     assert stored.status == COMPLETED and stored.completed_at == T0 and stored.requested_by == principal
+
+
+@pytest.fixture
+async def mongo_repo(mongo_client, settings) -> MongoSigningRepository:
+    """The MongoDB repository alone: for what MongoDB itself holds."""
+    return MongoSigningRepository(await service_database(mongo_client, settings, "signing", INDEXES), Vault.ephemeral())
+
+
+def incomplete_record(n: int, *missing: dict) -> StoredRecord:
+    version = records.record_version(
+        f"rec-{n:04d}", 1, SCHOOL, YEAR, f"student-{n:04d}", class_name="6A1", complete=False, missing=list(missing)
+    )
+    return StoredRecord.of(version)
+
+
+async def test_held_versions_say_whether_they_are_complete_without_their_bytes(repo):
+    incomplete = incomplete_record(0, {"subject": "Toán", "term": 1}, {"entry": "homeroom", "term": 2})
+    await repo.add_records([incomplete, StoredRecord.of(record(1)), StoredRecord.of(record(2))])
+    held = {h.record_id: h for h in await repo.held(SCHOOL, YEAR)}
+    assert sorted(held) == ["rec-0000", "rec-0001", "rec-0002"]
+    assert held["rec-0000"].incomplete
+    assert [(m.subject, m.entry, m.term) for m in held["rec-0000"].missing] == [("Toán", "", 1), ("", "homeroom", 2)]
+    assert not held["rec-0001"].incomplete and held["rec-0001"].digest == StoredRecord.of(record(1)).digest
+    assert sorted(h.record_id for h in await repo.held(SCHOOL, YEAR, "6A1")) == ["rec-0000", "rec-0002"]
+    [kept] = (await repo.records([("rec-0000", 1)])).values()
+    assert (kept.complete, kept.missing) == (False, held["rec-0000"].missing)
+
+
+async def test_a_row_stored_before_completeness_was_kept_is_read_from_its_document(mongo_repo, mongo_client, settings):
+    """Record versions an earlier release stored have no `complete` beside their bytes: their documents say it."""
+    await mongo_repo.add_records([incomplete_record(0, {"subject": "Toán", "term": 1}), StoredRecord.of(record(2))])
+    db = mongo_client[settings.names().database("signing")]
+    await db["records"].update_many({}, {"$unset": {"complete": "", "missing": ""}})
+    assert await db["records"].count_documents({"complete": {"$exists": True}}) == 0
+    held = {h.record_id: h for h in await mongo_repo.held(SCHOOL, YEAR)}
+    assert held["rec-0000"].incomplete and [m.subject for m in held["rec-0000"].missing] == ["Toán"]
+    assert not held["rec-0002"].incomplete
+    [kept] = (await mongo_repo.records([("rec-0000", 1)])).values()
+    assert not kept.complete
+
+
+def review(class_name: str, at: datetime, *versions: tuple[str, int, str]) -> domain.Review:
+    teacher = Acting(subject=f"gvcn-{class_name}", roles=["homeroom_teacher"], school_code=SCHOOL)
+    return domain.Review(f"review-{class_name}-{at:%H%M}", SCHOOL, YEAR, class_name, versions, teacher, at)
+
+
+async def test_confirmations_are_kept_once_and_read_by_school_or_class_latest_first(repo):
+    first = review("6A1", T0, ("rec-0000", 1, "a" * 64), ("rec-0002", 1, "b" * 64))
+    later = review("6A1", T0.replace(hour=9), ("rec-0000", 2, "c" * 64), ("rec-0002", 1, "b" * 64))
+    other = review("6A2", T0, ("rec-0001", 1, "d" * 64))
+    for confirmation in (first, later, other):
+        assert await repo.add_review(confirmation)
+    assert not await repo.add_review(first), "a confirmation's id is kept once"
+    assert await repo.reviews(SCHOOL, YEAR, "6A1") == [later, first]
+    assert await repo.reviews(SCHOOL, YEAR) == [later, first, other]
+    assert await repo.reviews(SCHOOL, "2024-2025") == []
+    assert await repo.review(later.review_id) == later and await repo.review("nope") is None
+
+
+async def test_a_confirmation_keeps_its_digests_as_binary_and_its_time_as_a_date(mongo_repo, mongo_client, settings):
+    await mongo_repo.add_review(review("6A1", T0, ("rec-0000", 1, "a" * 64)))
+    db = mongo_client[settings.names().database("signing")]
+    doc = await db["reviews"].find_one({"class_name": "6A1"})
+    assert doc["records"][0]["digest"] == bytes.fromhex("a" * 64) and len(doc["fingerprint"]) == 32
+    assert doc["confirmed_at"] == T0
+
+
+async def test_a_batch_keeps_what_it_held_back(repo):
+    held_back = domain.Held("rec-0000", 1, "6A1", "a" * 64, complete=False).refusal()
+    waiting = ClassWaiting(class_name="6A2", records=3, code="not-reviewed", reason="class 6A2 has not been reviewed")
+    plan = domain.new_batch(batch_request("held-back"), "ht", [("rec-0001", 1)], 10, T0)
+    assert await repo.add_batch(replace(plan, refused=(held_back,), classes_waiting=(waiting,)))
+    stored = await repo.batch("held-back")
+    assert (stored.refused, stored.classes_waiting) == ((held_back,), (waiting,))
+    counted = await repo.count_chunk("held-back", 0, 1)
+    assert (counted.refused, counted.classes_waiting) == ((held_back,), (waiting,)), "the batch's end announces them"

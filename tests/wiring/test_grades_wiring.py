@@ -15,11 +15,13 @@ from shared.auth import verify_token
 from shared.contracts.access import AccessLog, ListGradesAccesses
 from shared.contracts.base import Acting
 from shared.contracts.grades import (
+    AmendRecord,
     AssessmentsRecorded,
     CloseTerm,
     CloseYear,
     ConductRecorded,
     ExplainRecord,
+    RecordAmended,
     RecordAssessments,
     RecordConduct,
     RecordExplanation,
@@ -28,6 +30,7 @@ from shared.contracts.grades import (
     TermChanged,
 )
 from shared.contracts.identity import LookupStudents, StudentSnapshot, StudentSnapshots, StudentsRegistered
+from shared.contracts.signing import RecordsCompleted, SignedRecord
 from shared.crypto.pki import DevPki
 from shared.crypto.seal import record_claims, seal_problems
 from shared.errors import Refused
@@ -122,7 +125,7 @@ async def test_registered_students_are_enrolled(service, repo, wired):
     assert service.registry.get_sample_value("hocba_students_enrolled_total") == 2
 
 
-async def test_assessments_are_stored_announced_and_invalid_ones_dead_lettered(service, repo, wired):
+async def test_assessments_are_stored_announced_and_invalid_ones_answered_not_dead_lettered(service, repo, wired):
     recorded = probe(service, AssessmentsRecorded)
     dead = dead_letters(service, RecordAssessments)
     invalid = scored("s1", "Toán", 1, ["8", "7"], "7", "8")
@@ -136,11 +139,8 @@ async def test_assessments_are_stored_announced_and_invalid_ones_dead_lettered(s
     assert [(r.entries, r.source_message_id) for r in recorded] == [(23, command.message_id)]
     assert recorded[0].actor is None and recorded[0].by.subject == "gv-1"
     assert [(r.index, r.code) for r in recorded[0].rejected] == [(23, "regular-count")]
-    assert len(dead) == 1, "the invalid entry was not dead-lettered"
-    body, headers = dead[0]
-    assert RecordAssessments.model_validate(body).entries == [invalid]
-    assert headers[REASON_HEADER] == "invalid"
-    assert "entry 23 (s1, Toán, term 1): Toán (140 periods a year) needs 4 regular assessments" in headers[ERROR_HEADER]
+    assert "Toán (140 periods a year) needs 4 regular assessments" in recorded[0].rejected[0].reason
+    assert dead == [], "a teacher's mistake is announced and counted, not dead-lettered"
     assert service.registry.get_sample_value("hocba_assessments_recorded_total") == 23
     assert service.registry.get_sample_value("hocba_assessments_rejected_total", {"reason": "regular-count"}) == 1
 
@@ -292,3 +292,41 @@ async def test_a_record_is_explained_by_request_to_whoever_may_read_it_and_each_
     assert not_theirs.value.reason == "forbidden"
     reads = service.registry.get_sample_value("hocba_personal_data_reads_total", {"role": "homeroom_teacher"})
     assert reads == 1
+
+
+async def test_an_amendment_is_answered_over_the_bus_and_one_refused_is_told_to_the_asker_not_dead_lettered(
+    settings, repo, wired
+):
+    service = build_app(settings, repository=repo, lookup=everyone_knows, issuer_keys=KEYS)
+    dead = dead_letters(service, AmendRecord)
+    rid = record_id(SCHOOL, YEAR, "s1")
+    corrected = scored("s1", "Toán", 2, ["9"] * 4, "9", "9")
+    amend = AmendRecord(
+        school_code=SCHOOL,
+        school_year=YEAR,
+        record_id=rid,
+        supersedes=1,
+        reason_code="grade-correction",
+        scores=[corrected],
+    )
+    async with wired(service) as wire:
+        await wire.send(registered("s1"))
+        entries = RecordAssessments(school_code=SCHOOL, school_year=YEAR, entries=full_year("s1"))
+        await wire.request(subject_teacher().signs(entries), AssessmentsRecorded)
+        conduct = RecordConduct(school_code=SCHOOL, school_year=YEAR, entries=homeroom("s1"))
+        await wire.request(homeroom_teacher().signs(conduct), ConductRecorded)
+        for term in (1, 2):
+            await wire.request(close_term(term), TermChanged)
+        await wire.send(close_year())
+        with pytest.raises(Refused, match="v1 is not signed and sealed yet") as not_yet:
+            await wire.request(principal().signs(amend), RecordAmended)
+        first = await repo.record(rid, 1)
+        await wire.send(RecordsCompleted(records=[SignedRecord(record=first, signatures=[])]))
+        amended = await wire.request(principal().signs(amend), RecordAmended)
+    assert not_yet.value.reason == "not-signed"
+    assert (amended.record.record_id, amended.record.version, amended.supersedes, amended.corrected) == (rid, 2, 1, 1)
+    assert amended.record == await repo.record(rid, 2), "the content carried as the bytes grades stored"
+    assert dead == [], "a refusal is the asker's answer"
+    amendments = "hocba_record_amendments_total"
+    assert service.registry.get_sample_value(amendments, {"outcome": "amended"}) == 1
+    assert service.registry.get_sample_value(amendments, {"outcome": "not-signed"}) == 1

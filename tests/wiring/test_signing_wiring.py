@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from services.signing.app import build_app
@@ -14,13 +16,19 @@ from shared.contracts.signing import (
     BatchProgress,
     BatchRefused,
     ChunkSigned,
+    ClassReviews,
+    ConfirmReview,
     RecordsCompleted,
     RecordsReceived,
     RequestAmendment,
     RequestSignBatch,
+    ReviewClasses,
+    ReviewConfirmed,
+    Signature,
     SignWork,
 )
 from shared.crypto.record_signatures import check_record
+from shared.errors import Refused
 from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests import records as builders
 from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, YEAR, make_trust
@@ -65,6 +73,17 @@ def principal(trust, school_code: str = SCHOOL) -> RequestSignBatch:
     return trust.staff.principal(school_code).signs(RequestSignBatch(school_code=SCHOOL, school_year=YEAR))
 
 
+async def reviewed(wire, trust, *classes: str) -> None:
+    """Each class reviewed by its homeroom teacher, who confirms what the review showed, over the bus."""
+    for class_name in classes:
+        teacher = trust.staff.homeroom_teacher(SCHOOL, class_name)
+        asked = ReviewClasses(school_code=SCHOOL, school_year=YEAR, class_name=class_name)
+        [shown] = (await wire.request(teacher.signs(asked), ClassReviews)).classes
+        seen = shown.fingerprint
+        confirmation = ConfirmReview(school_code=SCHOOL, school_year=YEAR, class_name=class_name, reviewed=seen)
+        await wire.request(teacher.signs(confirmation), ReviewConfirmed)
+
+
 async def test_received_records_are_announced(service, records, wired):
     svc, repo = service
     seen = probe(svc, RecordsReceived)
@@ -83,6 +102,7 @@ async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(servi
     request = principal(trust)
     async with wired(svc) as wire:
         await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(25)))
+        await reviewed(wire, trust, "6A1", "6A2")
         await wire.send(homeroom(trust, "6A1"))
         await wire.send(homeroom(trust, "6A2"))
         assert completed == [], "a record is complete only once the principal and seal have signed"
@@ -112,6 +132,7 @@ async def test_a_redelivered_request_signs_nothing_twice_and_completes_once(serv
     request = homeroom(trust, "6A1")
     async with wired(svc) as wire:
         await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(12)))
+        await reviewed(wire, trust, "6A1")
         await wire.send(request)
         await wire.send(request)
     assert len(repo.signed) == 6
@@ -155,21 +176,32 @@ async def test_an_amendment_from_the_issuing_school_is_stored_for_signing(servic
     assert headers[REASON_HEADER] == "wrong-school"
 
 
-async def test_conflicting_versions_are_dead_lettered_and_the_rest_stored(service, trust, records, wired):
+async def test_a_version_nobody_signed_is_replaced_and_a_signed_one_is_kept_and_announced(service, trust, records, wired):
+    """Received again with other content: rec-0001, which nobody signed, takes the new content; rec-0000, which its
+    homeroom teacher signed, is kept as signed and named in the announcement (code "signed"), not dead-lettered."""
     svc, repo = service
     seen = probe(svc, RecordsReceived)
     dead = dead_letters(svc, RecordsReady)
-    changed = trust.sealed(unsealed(1)[0].model_copy(update={"content": content_of({**unsealed(1)[0].document, "conduct": "Khá"})}))
+
+    def changed(n: int):
+        original = unsealed(1, n)[0]
+        return trust.sealed(original.model_copy(update={"content": content_of({**original.document, "conduct": "Khá"})}))
+
+    signed_by_homeroom = Signature(
+        record_id="rec-0000", version=1, role="homeroom_teacher", key_id="k", digest="d" * 64, jws="h..s",
+        signed_at=datetime.now(UTC),
+    )
     async with wired(svc) as wire:
         await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(2)))
-        mixed = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[changed, *records(1, 5)])
+        await repo.add_signatures([(signed_by_homeroom, SCHOOL, YEAR)])
+        mixed = RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[changed(0), changed(1), *records(1, 5)])
         await wire.send(mixed)
     assert sorted(repo.stored) == [("rec-0000", 1), ("rec-0001", 1), ("rec-0005", 1)]
     assert repo.stored[("rec-0000", 1)].record_version().document["conduct"] == "Tốt"
-    assert [e.count for e in seen] == [2, 1]
-    [(body, headers)] = dead
-    assert [r.record_id for r in RecordsReady.model_validate(body).records] == ["rec-0000"]
-    assert headers[REASON_HEADER] == "invalid"
+    assert repo.stored[("rec-0001", 1)].record_version().document["conduct"] == "Khá"
+    assert [e.count for e in seen] == [2, 2]
+    assert [(r.record_id, r.code) for r in seen[1].refused] == [("rec-0000", "signed")]
+    assert dead == []
 
 
 async def test_attack_a_made_up_record_on_the_bus_is_dead_lettered_and_never_signed(service, trust, records, wired):
@@ -186,6 +218,7 @@ async def test_attack_a_made_up_record_on_the_bus_is_dead_lettered_and_never_sig
         await wire.send(principal(trust))
         assert completed == [] and not repo.stored
         await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records(1, 3)))
+        await reviewed(wire, trust, "6A2")
         await wire.send(homeroom(trust, "6A2"))
         await wire.send(principal(trust))
     [(body, headers)] = dead
@@ -207,3 +240,46 @@ async def test_a_request_without_a_token_is_refused_told_and_dead_lettered(servi
     [(_, headers)] = dead
     assert headers[REASON_HEADER] == "unauthenticated"
     assert not repo.batches and not repo.signed
+
+
+async def test_a_class_is_reviewed_and_confirmed_before_it_is_signed_and_an_incomplete_record_never_is(
+    service, trust, records, wired
+):
+    """Over the bus: a homeroom teacher's batch before the class's review is refused and announced with why (not
+    dead-lettered); the review names the incomplete record and its missing entry; once the teacher confirms it, the
+    class is signed, the principal's click signs and seals the rest, and its outcome names the refused record."""
+    svc, repo = service
+    refused, done, completed = (probe(svc, m) for m in (BatchRefused, BatchCompleted, RecordsCompleted))
+    dead = dead_letters(svc, RequestSignBatch)
+    incomplete = trust.sealed(unsealed(1, complete=False, missing=[{"subject": "Toán", "term": 1}])[0])
+    teacher = trust.staff.homeroom_teacher(SCHOOL, "6A1")
+    early = homeroom(trust, "6A1")
+    async with wired(svc) as wire:
+        await wire.send(RecordsReady(school_code=SCHOOL, school_year=YEAR, records=[incomplete, *records(3, 1)]))
+        await wire.send(early)
+        shown = await wire.request(
+            teacher.signs(ReviewClasses(school_code=SCHOOL, school_year=YEAR, class_name="6A1")), ClassReviews
+        )
+        [class_6a1] = shown.classes
+        seen = class_6a1.fingerprint
+        by_principal = ConfirmReview(school_code=SCHOOL, school_year=YEAR, class_name="6A1", reviewed=seen)
+        with pytest.raises(Refused) as wrong_person:
+            await wire.request(trust.staff.principal(SCHOOL).signs(by_principal), ReviewConfirmed)
+        await reviewed(wire, trust, "6A1", "6A2")
+        await wire.send(homeroom(trust, "6A1"))
+        await wire.send(homeroom(trust, "6A2"))
+        await wire.send(principal(trust))
+    assert [(r.batch_id, r.code) for r in refused] == [(early.batch_id, "not-reviewed")]
+    assert dead == [], "a class not reviewed yet is told, not dead-lettered"
+    assert (class_6a1.status, class_6a1.records) == ("not-reviewed", 2)
+    [missing] = class_6a1.incomplete
+    assert (missing.record_id, [(m.subject, m.term) for m in missing.missing]) == ("rec-0000", [("Toán", 1)])
+    assert wrong_person.value.reason == "forbidden"
+    signed = sorted(r.record.record_id for event in completed for r in event.records)
+    assert signed == ["rec-0001", "rec-0002", "rec-0003"]
+    assert not any(key[0] == "rec-0000" for key in repo.signed)
+    [click] = [d for d in done if d.role == "principal"]
+    assert [(r.record_id, r.code) for r in click.refused] == [("rec-0000", "incomplete")]
+    assert click.classes_waiting == []
+    assert svc.registry.get_sample_value("hocba_signing_reviews_confirmed_total") == 2
+    assert svc.registry.get_sample_value("hocba_signing_batches_total", {"outcome": "waiting-review"}) == 1

@@ -42,6 +42,29 @@ def authorise_principal(actor: Actor, school_code: str, what: str) -> None:
         raise Forbidden(f"{actor.subject} may not {what}: only the principal may")
 
 
+def authorise_reopen(actor: Actor, school_code: str, year_closed: bool) -> None:
+    """The principal reopens a term. After the year's close, the principal or the school's records administrator
+    (who amend its signed records too) reopens it to complete the records nobody has signed yet."""
+    if year_closed:
+        _same_school(actor, school_code)
+        if not (actor.is_principal_of(school_code) or actor.has("school_admin")):
+            raise Forbidden(
+                f"{actor.subject} may not reopen a term after the year's close: the principal or the records "
+                "administrator does"
+            )
+        return
+    authorise_principal(actor, school_code, "reopen a term")
+
+
+def authorise_amendment(actor: Actor, issuing_school: str, record_id: str) -> None:
+    """A signed record is amended by the school that issued it only: by its principal or its records administrator."""
+    if actor.school_code != issuing_school or not (actor.has("principal") or actor.has("school_admin")):
+        raise Forbidden(
+            f"{actor.subject} may not amend record {record_id}: it was issued by school {issuing_school}, and only "
+            "that school's principal or records administrator amends it"
+        )
+
+
 def authorise_reader(actor: Actor, school_code: str) -> None:
     """A record is read by its school's staff, or by the department's operators."""
     if not actor.has("operator"):

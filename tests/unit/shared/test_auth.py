@@ -14,6 +14,7 @@ from shared.auth import (
     IssuerKeys,
     ServiceIdentity,
     Unauthenticated,
+    authorise_review,
     issue_token,
     signed_by,
     token_claims,
@@ -183,3 +184,26 @@ def test_a_certificate_that_is_not_a_service_certificate_cannot_sign_as_a_servic
     asked = posing.signs(LookupStudents(student_refs=["s1"]))
     with pytest.raises(Unauthenticated, match="not a service certificate"):
         verify_token(asked, ISSUER.public_keys().for_service("identity", services=pki.trust_store))
+
+
+def person(role: str, school_code: str = "s", homeroom_class: str | None = None) -> Actor:
+    return Actor(subject=role, roles=frozenset({role}), school_code=school_code, homeroom_class=homeroom_class)
+
+
+@pytest.mark.parametrize(
+    ("who", "class_name", "may"),
+    [
+        (person("principal"), None, True),
+        (person("school_admin"), "6A1", True),
+        (person("homeroom_teacher", homeroom_class="6A1"), "6A1", True),
+        (person("homeroom_teacher", homeroom_class="6A1"), None, False),
+        (person("homeroom_teacher", homeroom_class="6A2"), "6A1", False),
+        (person("principal", school_code="t"), None, False),
+    ],
+)
+def test_a_class_is_reviewed_by_its_homeroom_teacher_and_a_school_by_its_leads(who, class_name, may):
+    if may:
+        authorise_review(who, "s", class_name)
+    else:
+        with pytest.raises(Forbidden):
+            authorise_review(who, "s", class_name)

@@ -9,7 +9,8 @@ import pytest
 
 from services.signing import domain
 from shared.auth import Actor
-from shared.contracts.signing import RequestSignBatch, Signature
+from shared.contracts.base import Acting
+from shared.contracts.signing import MissingEntry, RequestSignBatch, Signature
 from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import CertIdentity
 
@@ -144,3 +145,100 @@ def test_an_amended_document_names_what_it_supersedes_and_why():
         "a": 1,
         "amendment": {"supersedes": 1, "reason": "grade-correction", "note": "Toán HK2", "requested_by": "ht-1"},
     }
+
+
+# --- what may be signed, and the review before it --------------------------------------------
+
+TERM_I_MATHS = MissingEntry(subject="Toán", term=1)
+TEACHER = Acting(subject="gvcn-s-6A1", roles=["homeroom_teacher"], school_code="s")
+
+
+def held(record_id: str, version: int = 1, class_name: str = "6A1", **kw) -> domain.Held:
+    return domain.Held(record_id, version, class_name, kw.pop("digest", f"{record_id}-{version}"), **kw)
+
+
+def confirmation(*versions: domain.Held, at: datetime = T0, class_name: str = "6A1") -> domain.Review:
+    records = tuple((h.record_id, h.version, h.digest) for h in versions)
+    return domain.Review(f"review-{at.isoformat()}", "s", "y", class_name, records, TEACHER, at)
+
+
+def test_a_record_whose_document_says_it_is_incomplete_is_never_signable():
+    assert domain.signable(held("r"))
+    for incomplete in (held("r", complete=False), held("r", missing=(TERM_I_MATHS,))):
+        assert not domain.signable(incomplete)
+        refusal = incomplete.refusal()
+        assert (refusal.record_id, refusal.version, refusal.class_name, refusal.code) == ("r", 1, "6A1", "incomplete")
+    assert held("r").refusal() is None
+
+
+def test_missing_entries_name_what_is_missing_and_its_term_never_a_value():
+    entries = domain.missing_entries(
+        [{"subject": "Toán", "term": 1}, {"entry": "homeroom", "term": 2}, {"elective": "Vật lí", "term": "I"}]
+    )
+    assert entries == (
+        MissingEntry(subject="Toán", term=1),
+        MissingEntry(entry="homeroom", term=2),
+        MissingEntry(entry="elective", term=None),
+    )
+
+
+def test_a_fingerprint_names_the_versions_whatever_their_order_and_changes_with_any_of_them():
+    versions = [("r1", 1, "a" * 64), ("r2", 1, "b" * 64)]
+    assert domain.fingerprint(versions) == domain.fingerprint(reversed(versions))
+    assert domain.fingerprint(versions) != domain.fingerprint([("r1", 2, "a" * 64), ("r2", 1, "b" * 64)])
+    assert domain.fingerprint(versions) != domain.fingerprint([("r1", 1, "c" * 64), ("r2", 1, "b" * 64)])
+    assert len(domain.fingerprint(versions)) == 64
+
+
+def test_a_class_stands_reviewed_only_as_its_latest_confirmation_names_it():
+    r1, r2 = held("r1"), held("r2")
+    [never] = domain.class_states([r1, r2], [])
+    assert (never.status, never.changes()) == ("not-reviewed", [])
+    [now] = domain.class_states([r1, r2], [confirmation(r1, r2)])
+    assert now.status == "reviewed" and now.waiting() is None and now.refusal() is None
+    amended = held("r1", version=2)
+    [later] = domain.class_states([r1, amended, r2], [confirmation(r1, r2)])
+    assert later.status == "changed-since-review"
+    [change] = later.changes()
+    assert (change.record_id, change.reviewed_version, change.version) == ("r1", 1, 2)
+    assert later.refusal().reason == "changed-since-review"
+    again = confirmation(amended, r2, at=T0.replace(hour=9))
+    [reviewed_again] = domain.class_states([r1, amended, r2], [again, confirmation(r1, r2)])
+    assert reviewed_again.status == "reviewed" and reviewed_again.review is again
+
+
+def test_the_gate_lets_through_complete_current_versions_of_reviewed_classes_only():
+    complete, incomplete, old, amended = held("r1"), held("r2", complete=False), held("r3"), held("r3", version=2)
+    other_class = held("r4", class_name="6A2")
+    held_now = [complete, incomplete, old, amended, other_class]
+    gate = domain.Gate.of(held_now, [confirmation(complete, incomplete, amended)])
+    assert gate.allowed == {("r1", 1), ("r3", 2)}, "not the incomplete one, nor a superseded version, nor 6A2's"
+    assert [r.record_id for r in gate.refused()] == ["r2"]
+    [waiting] = gate.waiting()
+    assert (waiting.class_name, waiting.records, waiting.code) == ("6A2", 1, "not-reviewed")
+
+
+def test_a_confirmation_stands_only_for_the_review_the_teacher_saw():
+    [state] = domain.class_states([held("r1")], [])
+    assert domain.confirmation_problem(state, state.fingerprint) is None
+    assert domain.confirmation_problem(state, "0" * 64).reason == "changed-since-review"
+    assert domain.confirmation_problem(domain.ClassState("6A9", ()), "0" * 64).reason == "nothing-to-review"
+
+
+def person(role: str, school_code: str = "s", homeroom_class: str | None = None) -> Actor:
+    return Actor(subject=role, roles=frozenset({role}), school_code=school_code, homeroom_class=homeroom_class)
+
+
+def test_only_the_homeroom_teacher_confirms_a_classs_review():
+    domain.authorise_confirmation(person("homeroom_teacher", homeroom_class="6A1"), "s", "6A1")
+    for who in (person("principal"), person("homeroom_teacher", school_code="t", homeroom_class="6A1")):
+        with pytest.raises(domain.Forbidden, match="only its homeroom teacher does"):
+            domain.authorise_confirmation(who, "s", "6A1")
+
+
+def test_a_version_nobody_signed_may_be_replaced_and_one_with_any_signature_may_not():
+    kept = domain.Held("rec-1", 1, "6A1", "d" * 64, complete=False)
+    assert domain.replacement_refusal(kept, {}) is None
+    for role in ORDER:
+        refused = domain.replacement_refusal(kept, {role: signature(role)})
+        assert (refused.record_id, refused.version, refused.class_name, refused.code) == ("rec-1", 1, "6A1", "signed")

@@ -9,8 +9,8 @@ from typing import TypeVar
 
 import pytest
 
-from services.signing import handlers
-from services.signing.domain import COMPLETED, OPEN, SignerRefused, StoredRecord
+from services.signing import domain, handlers
+from services.signing.domain import COMPLETED, OPEN, ReviewRefused, SignerRefused, StoredRecord
 from services.signing.repository import InMemorySigningRepository
 from shared.auth import IssuerKey, Unauthenticated
 from shared.contracts.base import Acting, derived_id
@@ -20,10 +20,14 @@ from shared.contracts.signing import (
     BatchProgress,
     BatchRefused,
     ChunkSigned,
+    ClassReview,
+    ConfirmReview,
     RecordsCompleted,
     RecordsReceived,
     RequestAmendment,
     RequestSignBatch,
+    ReviewClasses,
+    ReviewConfirmed,
     SignWork,
 )
 from shared.crypto.canonical import canonical_json, digest
@@ -31,7 +35,7 @@ from shared.crypto.certs import from_x5c
 from shared.crypto.jws import protected_header, verify_detached
 from shared.crypto.record_signatures import check_record, signature_digest
 from shared.crypto.seal import record_claims, seal
-from shared.errors import InvalidMessage, NotFound
+from shared.errors import Forbidden, InvalidMessage, NotFound
 from shared.outcome import Outcome
 from tests.records import record_documents
 
@@ -46,8 +50,37 @@ def ready(records, **kw) -> RecordsReady:
     return RecordsReady(school_code=SCHOOL, school_year=YEAR, records=records, **kw)
 
 
-async def received(deps, make_record, count: int) -> None:
-    await handlers.receive_records(ready([make_record(n) for n in range(count)]), deps)
+async def received(deps, trust, count: int) -> None:
+    """Records 0..count-1 received (even n in class 6A1, odd n in 6A2), and each class reviewed by its homeroom teacher."""
+    records = [trust.record(n) for n in range(count)]
+    await handlers.receive_records(ready(records), deps)
+    await reviewed(deps, trust, tuple(sorted({r.fields.class_name for r in records})))
+
+
+def review_request(trust, class_name: str = "6A1", person=None) -> ReviewClasses:
+    """`person` (the class's homeroom teacher by default) asks for the class's review."""
+    person = person or trust.staff.homeroom_teacher(SCHOOL, class_name)
+    return person.signs(ReviewClasses(school_code=SCHOOL, school_year=YEAR, class_name=class_name))
+
+
+async def review(deps, trust, class_name: str = "6A1") -> ClassReview:
+    """The class as its homeroom teacher's review shows it."""
+    [shown] = (await handlers.review_classes(review_request(trust, class_name), deps)).reply.classes
+    return shown
+
+
+async def confirm(deps, trust, class_name: str = "6A1", reviewed: str | None = None) -> ReviewConfirmed:
+    """The homeroom teacher confirms the review they saw (by default, the class's review as it is now)."""
+    seen = reviewed or (await review(deps, trust, class_name)).fingerprint
+    teacher = trust.staff.homeroom_teacher(SCHOOL, class_name)
+    asked = teacher.signs(ConfirmReview(school_code=SCHOOL, school_year=YEAR, class_name=class_name, reviewed=seen))
+    return (await handlers.confirm_review(asked, deps)).reply
+
+
+async def reviewed(deps, trust, classes: tuple[str, ...] = ("6A1", "6A2")) -> None:
+    """Each class reviewed by its homeroom teacher, who confirms what the review shows."""
+    for class_name in classes:
+        await confirm(deps, trust, class_name)
 
 
 def homeroom_command(class_name: str = "6A1", **kw) -> RequestSignBatch:
@@ -77,8 +110,8 @@ async def sign_all(deps, planned: Outcome) -> list[Outcome]:
 
 
 async def homeroom_signed(deps, trust, make_record, count: int) -> None:
-    """`count` records received and signed by both classes' homeroom teachers."""
-    await received(deps, make_record, count)
+    """`count` records received, reviewed and signed by both classes' homeroom teachers."""
+    await received(deps, trust, count)
     for class_name in ("6A1", "6A2"):
         await sign_all(deps, await plan(deps, homeroom_request(trust, class_name)))
 
@@ -132,14 +165,51 @@ async def test_a_redelivered_chunk_stores_nothing_new_and_announces_the_same(dep
     assert await deps.repo.add_records([await stored(deps.repo, 1), await stored(deps.repo, 2)]) == 0
 
 
-async def test_a_version_received_again_with_other_content_is_refused_and_the_rest_goes_on(deps, make_record):
-    await handlers.receive_records(ready([make_record(1)]), deps)
-    outcome = await handlers.receive_records(ready([make_record(1, conduct="Khá"), make_record(2)]), deps)
-    [part] = outcome.rejected
-    assert (part.field, part.reason) == ("records", "invalid")
-    assert [r.record_id for r in part.items] == ["rec-0001"] and "different content" in part.explanation
-    assert one(outcome, RecordsReceived).count == 1
-    assert (await stored(deps.repo, 1)).digest == digest(make_record(1).document)
+async def test_a_version_nobody_signed_received_again_with_other_content_replaces_the_one_kept(deps, make_record):
+    """A never-signed version is not a record yet: reassembled after the school corrected it, it takes its place."""
+    await handlers.receive_records(ready([make_record(1, **TERM_I_MATHS_MISSING)]), deps)
+    outcome = await handlers.receive_records(ready([make_record(1), make_record(2)]), deps)
+    assert not outcome.rejected
+    received_ = one(outcome, RecordsReceived)
+    assert (received_.count, received_.refused) == (2, [])
+    kept = await stored(deps.repo, 1)
+    assert kept.digest == digest(make_record(1).document) and domain.signable(kept)
+
+
+async def test_a_signed_version_received_again_with_other_content_is_kept_as_signed_and_the_school_told(
+    deps, trust, make_record
+):
+    """Once any signature is on a version, it stays as it was signed: the new content is refused, announced with
+    the rest (not dead-lettered: the school corrects the record by an amendment once it is signed and sealed)."""
+    await received(deps, trust, 2)
+    await sign_all(deps, await plan(deps, homeroom_request(trust, "6A1")))
+    outcome = await handlers.receive_records(ready([make_record(0, conduct="Khá"), make_record(2)]), deps)
+    assert not outcome.rejected
+    received_ = one(outcome, RecordsReceived)
+    assert received_.count == 1
+    assert [(r.record_id, r.version, r.class_name, r.code) for r in received_.refused] == [("rec-0000", 1, "6A1", "signed")]
+    assert (await stored(deps.repo, 0)).digest == digest(make_record(0).document)
+
+
+async def test_a_class_whose_unsigned_version_was_replaced_is_reviewed_again_before_it_is_signed(
+    deps, trust, make_record
+):
+    """The incomplete record is fixed: its class's review, confirmed over the incomplete version, no longer stands;
+    once its teacher confirms the class again, the complete version is signed by the homeroom teacher and the
+    principal's click."""
+    await handlers.receive_records(ready([make_record(0, **TERM_I_MATHS_MISSING), make_record(2)]), deps)
+    await reviewed(deps, trust, ("6A1",))
+    await handlers.receive_records(ready([make_record(0)]), deps)
+    shown = await review(deps, trust, "6A1")
+    assert shown.status == "changed-since-review" and not shown.incomplete
+    [told] = (await plan(deps, homeroom_request(trust, "6A1"))).publish
+    assert told.code == "changed-since-review"
+
+    await confirm(deps, trust, "6A1")
+    await sign_all(deps, await plan(deps, homeroom_request(trust, "6A1")))
+    signed = await sign_all(deps, await plan(deps, principal_request(trust)))
+    completed = [r.record.record_id for o in signed for r in one(o, RecordsCompleted).records]
+    assert completed == ["rec-0000", "rec-0002"]
 
 
 def made_up(n: int) -> dict:
@@ -172,6 +242,7 @@ async def test_attack_a_made_up_record_without_grades_seal_is_never_stored_signe
     later = await handlers.receive_records(ready(genuine), deps)
     assert not later.rejected and one(later, RecordsReceived).count == 2
     assert (await stored(deps.repo, 1)).digest == digest(genuine[0].document)
+    await reviewed(deps, trust)
     for class_name in ("6A1", "6A2"):
         await sign_all(deps, await plan(deps, homeroom_request(trust, class_name)))
     signed = await sign_all(deps, await plan(deps, principal_request(trust)))
@@ -198,11 +269,202 @@ async def test_records_of_another_school_are_invalid(deps, make_record):
         await handlers.receive_records(ready([make_record(1, school_code="79000999")]), deps)
 
 
+# --- incomplete records ----------------------------------------------------------------------
+
+#: What grades writes in a record whose student has no term-I result in mathematics.
+TERM_I_MATHS_MISSING = {"complete": False, "missing": [{"subject": "Toán", "term": 1}]}
+
+
+async def test_an_incomplete_record_is_never_signed_sealed_or_sent_to_the_archive(deps, trust, make_record):
+    """Reproduction: a record whose document says `complete: false` (its term-I mathematics is missing) was
+    signed by its homeroom teacher, signed and sealed by the principal and went on to the archive and the
+    ministry. No one signs it now; each batch names it with the missing entries, and its classmates are signed."""
+    incomplete = make_record(0, **TERM_I_MATHS_MISSING)
+    await handlers.receive_records(ready([incomplete, *(make_record(n) for n in range(1, 4))]), deps)
+    await reviewed(deps, trust)
+    teacher_6a1 = await plan(deps, homeroom_request(trust, "6A1"))
+    await sign_all(deps, teacher_6a1)
+    await sign_all(deps, await plan(deps, homeroom_request(trust, "6A2")))
+    click = await plan(deps, principal_request(trust))
+    signed = await sign_all(deps, click)
+
+    assert (await deps.repo.signatures([("rec-0000", 1)])) == {}, "no one signed the incomplete record"
+    completed = [r.record.record_id for o in signed for r in one(o, RecordsCompleted).records]
+    assert completed == ["rec-0001", "rec-0002", "rec-0003"]
+    for planned in (teacher_6a1, click):
+        batch = await deps.repo.batch(batch_of(planned))
+        [refused] = batch.refused
+        assert (refused.record_id, refused.version, refused.class_name) == ("rec-0000", 1, "6A1")
+        assert [(m.subject, m.term) for m in refused.missing] == [("Toán", 1)]
+
+
+def batch_of(planned: Outcome) -> str:
+    [batch_id] = {m.batch_id for m in planned.publish}
+    return batch_id
+
+
+async def test_an_incomplete_record_in_a_plan_made_before_is_still_not_signed(deps, trust, make_record):
+    """A plan stored before this rule (or by any other path) that names an incomplete record: its chunk signs the
+    rest, never the incomplete record."""
+    await handlers.receive_records(ready([make_record(0, **TERM_I_MATHS_MISSING), make_record(2)]), deps)
+    command = homeroom_request(trust, "6A1")
+    old_plan = domain.new_batch(command, "gvcn-79000701-6A1", [("rec-0000", 1), ("rec-0002", 1)], 10, T0)
+    await deps.repo.add_batch(old_plan)
+    [work] = handlers.work_messages(old_plan)
+    outcome = await handlers.sign_chunk(work, deps)
+    assert one(outcome, ChunkSigned).signed == 1
+    assert list(await deps.repo.signatures([("rec-0000", 1), ("rec-0002", 1)])) == [("rec-0002", 1)]
+
+
+# --- the review before signing ---------------------------------------------------------------
+
+
+async def test_a_class_not_reviewed_is_not_signed_and_its_teacher_is_told_why(deps, registry, trust, make_record):
+    await handlers.receive_records(ready([make_record(n) for n in range(4)]), deps)
+    command = homeroom_request(trust, "6A1")
+    outcome = await plan(deps, command)
+    assert outcome.refused is None, "heard and answered: the class is not ready, the request is not dead-lettered"
+    [told] = outcome.publish
+    assert isinstance(told, BatchRefused)
+    assert (told.batch_id, told.code, told.role) == (command.batch_id, "not-reviewed", "homeroom_teacher")
+    assert told.reason.startswith("class 6A1 has not been reviewed: its homeroom teacher reviews the class's 2 record")
+    assert await deps.repo.batch(command.batch_id) is None and await signature_count(deps.repo, 4) == 0
+    assert sample(registry, "hocba_signing_batches_total", {"outcome": "waiting-review"}) == 1
+
+    await confirm(deps, trust, "6A1")
+    signed = await sign_all(deps, await plan(deps, homeroom_request(trust, "6A1")))
+    assert one(signed[0], ChunkSigned).signed == 2
+
+
+async def test_a_review_shows_each_class_its_incomplete_records_and_where_its_review_stands(deps, trust, make_record):
+    records = [make_record(0, **TERM_I_MATHS_MISSING), make_record(1), make_record(2)]
+    await handlers.receive_records(ready(records), deps)
+    await confirm(deps, trust, "6A2")
+    principal = trust.staff.principal(SCHOOL).signs(ReviewClasses(school_code=SCHOOL, school_year=YEAR))
+    reviews = (await handlers.review_classes(principal, deps)).reply
+    assert (reviews.school_code, reviews.school_year) == (SCHOOL, YEAR)
+    class_6a1, class_6a2 = reviews.classes
+    assert (class_6a1.class_name, class_6a1.records, class_6a1.status) == ("6A1", 2, "not-reviewed")
+    assert class_6a1.reviewed_by is None and class_6a1.reviewed_at is None
+    [incomplete] = class_6a1.incomplete
+    assert (incomplete.record_id, incomplete.code) == ("rec-0000", "incomplete")
+    assert [(m.subject, m.term) for m in incomplete.missing] == [("Toán", 1)]
+    assert (class_6a2.class_name, class_6a2.records, class_6a2.status) == ("6A2", 1, "reviewed")
+    assert class_6a2.reviewed_by == "gvcn-79000701-6A2" and class_6a2.incomplete == [] and class_6a2.changes == []
+    digests = [(await stored(deps.repo, n)).digest for n in (0, 2)]
+    assert class_6a1.fingerprint == domain.fingerprint([("rec-0000", 1, digests[0]), ("rec-0002", 1, digests[1])])
+    assert "Nguyễn" not in reviews.model_dump_json(), "a review names records and entries, never personal data"
+
+
+async def test_a_confirmation_keeps_the_record_versions_and_digests_it_covers(deps, trust, make_record):
+    await handlers.receive_records(ready([make_record(0, **TERM_I_MATHS_MISSING), make_record(2)]), deps)
+    seen = await review(deps, trust, "6A1")
+    answer = await confirm(deps, trust, "6A1", reviewed=seen.fingerprint)
+    assert (answer.class_name, answer.records, answer.incomplete) == ("6A1", 2, 1)
+    assert (answer.fingerprint, answer.confirmed_by) == (seen.fingerprint, "gvcn-79000701-6A1")
+    [kept] = deps.repo.confirmed.values()
+    digests = [(await stored(deps.repo, n)).digest for n in (0, 2)]
+    assert kept.records == (("rec-0000", 1, digests[0]), ("rec-0002", 1, digests[1]))
+    assert kept.confirmed_by == Acting(subject="gvcn-79000701-6A1", roles=["homeroom_teacher"], school_code=SCHOOL)
+
+
+async def test_a_class_changed_since_its_review_waits_until_its_teacher_reviews_it_again(deps, trust, make_record):
+    await received(deps, trust, 4)
+    await handlers.receive_records(ready([make_record(6)]), deps)  # a record of 6A1 arrives after the review
+    shown = await review(deps, trust, "6A1")
+    assert shown.status == "changed-since-review"
+    assert [(c.record_id, c.reviewed_version, c.version) for c in shown.changes] == [("rec-0006", None, 1)]
+    outcome = await plan(deps, homeroom_request(trust, "6A1"))
+    [told] = outcome.publish
+    assert told.code == "changed-since-review"
+    assert "class 6A1 changed since its homeroom teacher (gvcn-79000701-6A1) confirmed its review" in told.reason
+    assert "1 record(s) added or changed" in told.reason
+
+    await confirm(deps, trust, "6A1")
+    signed = await sign_all(deps, await plan(deps, homeroom_request(trust, "6A1")))
+    assert one(signed[0], ChunkSigned).signed == 3
+
+
+async def test_a_confirmation_of_a_review_the_class_no_longer_matches_is_refused(deps, trust, make_record):
+    """The teacher confirms what they saw; records that arrived since were not seen, so the class is reviewed again."""
+    await handlers.receive_records(ready([make_record(0)]), deps)
+    seen = await review(deps, trust, "6A1")
+    await handlers.receive_records(ready([make_record(2)]), deps)
+    with pytest.raises(ReviewRefused) as refused:
+        await confirm(deps, trust, "6A1", reviewed=seen.fingerprint)
+    assert refused.value.reason == "changed-since-review" and "review the class again" in str(refused.value)
+    assert not deps.repo.confirmed
+    with pytest.raises(ReviewRefused) as nothing:
+        await confirm(deps, trust, "6A9", reviewed=seen.fingerprint)
+    assert nothing.value.reason == "nothing-to-review"
+
+
+async def test_a_redelivered_confirmation_answers_with_the_confirmation_it_made(deps, trust, make_record):
+    await handlers.receive_records(ready([make_record(0)]), deps)
+    seen = await review(deps, trust, "6A1")
+    teacher = trust.staff.homeroom_teacher(SCHOOL, "6A1")
+    confirmation = ConfirmReview(school_code=SCHOOL, school_year=YEAR, class_name="6A1", reviewed=seen.fingerprint)
+    asked = teacher.signs(confirmation)
+    first = (await handlers.confirm_review(asked, deps)).reply
+    await handlers.receive_records(ready([make_record(2)]), deps)
+    again = (await handlers.confirm_review(asked, deps)).reply
+    assert again == first and len(deps.repo.confirmed) == 1
+
+
+async def test_who_reviews_and_who_confirms(deps, trust, make_record):
+    """A class's homeroom teacher reviews and confirms it; the principal and the records administrator review every
+    class of their school and confirm none; no one reviews another school's or another class's records."""
+    await handlers.receive_records(ready([make_record(0), make_record(1)]), deps)
+    staff = trust.staff
+    for person in (staff.principal(SCHOOL), staff.school_admin(SCHOOL)):
+        asked = person.signs(ReviewClasses(school_code=SCHOOL, school_year=YEAR))
+        assert len((await handlers.review_classes(asked, deps)).reply.classes) == 2
+    refused = {
+        "another class's teacher": review_request(trust, "6A1", staff.homeroom_teacher(SCHOOL, "6A2")),
+        "a teacher asking for every class": staff.homeroom_teacher(SCHOOL, "6A1").signs(
+            ReviewClasses(school_code=SCHOOL, school_year=YEAR)
+        ),
+        "another school's principal": review_request(trust, "6A1", staff.principal(OTHER_SCHOOL)),
+    }
+    for asked in refused.values():
+        with pytest.raises(Forbidden, match="may not review"):
+            await handlers.review_classes(asked, deps)
+    seen = (await review(deps, trust, "6A1")).fingerprint
+    confirmation = ConfirmReview(school_code=SCHOOL, school_year=YEAR, class_name="6A1", reviewed=seen)
+    for person in (staff.principal(SCHOOL), staff.homeroom_teacher(SCHOOL, "6A2")):
+        with pytest.raises(Forbidden, match="only its homeroom teacher does"):
+            await handlers.confirm_review(person.signs(confirmation), deps)
+    with pytest.raises(Unauthenticated):
+        await handlers.confirm_review(confirmation, deps)
+    assert not deps.repo.confirmed
+
+
+async def test_the_principals_click_signs_the_reviewed_classes_and_names_those_that_wait(deps, trust, make_record):
+    """The principal sees which classes wait and why: 6A2 was never reviewed, so its teacher has not signed it
+    either; 6A1 is signed and sealed, except its incomplete record."""
+    records = [make_record(0, **TERM_I_MATHS_MISSING), *(make_record(n) for n in range(1, 6))]
+    await handlers.receive_records(ready(records), deps)
+    await confirm(deps, trust, "6A1")
+    await sign_all(deps, await plan(deps, homeroom_request(trust, "6A1")))
+    command = principal_request(trust)
+    planned = await plan(deps, command)
+    assert [k.record_id for w in planned.publish for k in w.records] == ["rec-0002", "rec-0004"]
+    [outcome] = await sign_all(deps, planned)
+    [done] = (await handlers.count_chunk(one(outcome, ChunkSigned), deps)).publish[1:]
+    assert isinstance(done, BatchCompleted) and (done.records_signed, done.records_completed) == (2, 2)
+    [waiting] = done.classes_waiting
+    assert (waiting.class_name, waiting.records, waiting.code) == ("6A2", 3, "not-reviewed")
+    assert waiting.reason.startswith("class 6A2 has not been reviewed")
+    [refused] = done.refused
+    assert (refused.record_id, refused.class_name) == ("rec-0000", "6A1")
+    assert [m.subject for m in refused.missing] == ["Toán"]
+
+
 # --- planning --------------------------------------------------------------------------------
 
 
 async def test_a_homeroom_teacher_signs_only_their_class(deps, trust, make_record):
-    await received(deps, make_record, 25)
+    await received(deps, trust, 25)
     command = homeroom_request(trust, "6A1")
     planned = await plan(deps, command, per_chunk=5)
     assert [type(m) for m in planned.publish] == [SignWork] * 3
@@ -214,7 +476,7 @@ async def test_a_homeroom_teacher_signs_only_their_class(deps, trust, make_recor
 
 
 async def test_the_principal_signs_what_the_homeroom_teachers_signed_and_the_rest_waits(deps, trust, make_record):
-    await received(deps, make_record, 6)
+    await received(deps, trust, 6)
     await sign_all(deps, await plan(deps, homeroom_request(trust, "6A1")))
     command = principal_request(trust)
     planned = await plan(deps, command)
@@ -223,7 +485,7 @@ async def test_the_principal_signs_what_the_homeroom_teachers_signed_and_the_res
 
 
 async def test_a_redelivered_request_republishes_the_same_plan(deps, trust, make_record):
-    await received(deps, make_record, 30)
+    await received(deps, trust, 30)
     command = homeroom_request(trust)
     first = await plan(deps, command)
     await handlers.receive_records(ready([make_record(n) for n in range(30, 40)]), deps)
@@ -233,7 +495,7 @@ async def test_a_redelivered_request_republishes_the_same_plan(deps, trust, make
 
 
 async def test_a_batch_id_cannot_be_reused_for_another_school_year(deps, trust, make_record):
-    await received(deps, make_record, 3)
+    await received(deps, trust, 3)
     command = homeroom_request(trust)
     await plan(deps, command)
     other = trust.staff.homeroom_teacher(SCHOOL, "6A1").signs(
@@ -308,7 +570,7 @@ async def test_a_request_without_a_valid_token_for_it_is_refused_and_announced(d
 
 async def test_a_token_is_heard_by_signing_only(deps, trust, make_record):
     """A token checked with another service's audience (what archive or grades accepts) is not signing's."""
-    await received(deps, make_record, 2)
+    await received(deps, trust, 2)
     as_archive = replace(deps, issuer_keys=trust.issuer.public_keys("archive"))
     outcome = await plan(as_archive, principal_request(trust))
     assert isinstance(outcome.refused, Unauthenticated) and "aud" in str(outcome.refused)
@@ -316,7 +578,7 @@ async def test_a_token_is_heard_by_signing_only(deps, trust, make_record):
 
 async def test_a_revoked_certificate_may_not_sign(repo, metrics, own_trust):
     deps = own_trust.deps(repo, metrics)
-    await received(deps, own_trust.record, 4)
+    await received(deps, own_trust, 4)
     own_trust.pki.revoke("gvcn-79000701-6A1", "key_compromise", at=T0 - timedelta(minutes=1))
     outcome = await plan(deps, homeroom_request(own_trust, "6A1"))
     assert outcome.refused.reason == "certificate-revoked" and "revoked" in str(outcome.refused)
@@ -326,7 +588,7 @@ async def test_a_revoked_certificate_may_not_sign(repo, metrics, own_trust):
 
 async def test_a_certificate_revoked_during_a_batch_stops_its_remaining_chunks(repo, metrics, own_trust):
     deps = own_trust.deps(repo, metrics)
-    await received(deps, own_trust.record, 40)
+    await received(deps, own_trust, 40)
     command = homeroom_request(own_trust, "6A1")
     work = (await plan(deps, command, per_chunk=5)).publish
     await handlers.sign_chunk(work[0], deps)
@@ -344,7 +606,7 @@ async def test_a_certificate_revoked_during_a_batch_stops_its_remaining_chunks(r
 
 
 async def test_signatures_carry_the_certificate_chain_and_verify_only_for_their_document(deps, trust, make_record):
-    await received(deps, make_record, 3)
+    await received(deps, trust, 3)
     work = (await plan(deps, homeroom_request(trust))).publish
     outcome = await handlers.sign_chunk(work[0], replace(deps, clock=lambda: T0))
     assert one(outcome, RecordsCompleted) is None, "a homeroom teacher's signature alone does not complete a record"
@@ -426,7 +688,7 @@ async def test_when_two_workers_race_the_stored_signature_wins(deps, registry, t
 
 
 async def test_work_that_is_not_the_batchs_plan_is_refused(deps, trust, make_record):
-    await received(deps, make_record, 4)
+    await received(deps, trust, 4)
     work = (await plan(deps, homeroom_request(trust))).publish
     forged = SignWork.model_validate({**work[0].model_dump(), "records": [{"record_id": "rec-0001", "version": 1}]})
     with pytest.raises(InvalidMessage, match="does not match"):
@@ -453,7 +715,7 @@ class TamperedRecords:
 
 
 async def test_a_record_whose_content_changed_in_storage_is_not_signed(deps, trust, make_record):
-    await received(deps, make_record, 1)
+    await received(deps, trust, 1)
     work = (await plan(deps, homeroom_request(trust))).publish
     with pytest.raises(InvalidMessage):
         await handlers.sign_chunk(work[0], replace(deps, repo=TamperedRecords(deps.repo, make_record(0, conduct="Khá"))))
@@ -520,6 +782,7 @@ async def test_signing_keeps_and_signs_the_bytes_grades_made_and_never_makes_a_d
     canonicalised.clear()  # the documents and grades' seals on them, made as grades makes them
     await handlers.receive_records(ready(records), deps)
     assert record_documents(canonicalised) == [], "receiving makes no document canonical (grades' seal: its claims)"
+    await reviewed(deps, trust)
 
     outcomes = []
     for request in (homeroom_request(trust, "6A1"), homeroom_request(trust, "6A2"), principal_request(trust)):
@@ -560,7 +823,7 @@ async def test_each_chunk_counts_once_and_the_batch_completes_once(deps, registr
 
 
 async def test_a_batch_counted_to_the_end_before_a_crash_still_closes(deps, trust, make_record):
-    await received(deps, make_record, 5)
+    await received(deps, trust, 5)
     command = homeroom_request(trust)
     [outcome] = await sign_all(deps, await plan(deps, command))
     await deps.repo.count_chunk(command.batch_id, 0, 3)  # counted, then the process died before closing
@@ -570,7 +833,7 @@ async def test_a_batch_counted_to_the_end_before_a_crash_still_closes(deps, trus
 
 
 async def test_chunks_of_unknown_batches_or_beyond_the_plan_are_rejected(deps, trust, make_record):
-    await received(deps, make_record, 5)
+    await received(deps, trust, 5)
     command = homeroom_request(trust)
     await plan(deps, command)
     with pytest.raises(NotFound):
@@ -610,6 +873,7 @@ async def test_the_issuing_school_amends_a_record_which_is_then_signed_again(dep
         "requested_by": "ht-79000701",
     }
     assert kept.digest == digest(kept.record_version().document) and kept.seal is None
+    await confirm(deps, trust, "6A2")
     teacher = await plan(deps, homeroom_request(trust, "6A2"))
     assert [(k.record_id, k.version) for w in teacher.publish for k in w.records] == [("rec-0003", 2)]
     [again] = (await handlers.receive_amendment(command, deps)).publish
