@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install rabbitmq signing-tools deploy-tools check-deploy docs definitions demo up test lint bench clean
+.PHONY: install rabbitmq signing-tools browser-tools deploy-tools check-deploy docs definitions demo up test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,17 @@ signing-tools:
 	  if [ -n "$$missing" ]; then \
 	    echo "installing$$missing from Debian's packages"; \
 	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi
+
+## browser-tools: Debian's chromium and chromium-driver (the same version), for the web page's browser test
+## (tests/e2e/test_web_term_end.py drives /usr/bin/chromium headless through /usr/bin/chromedriver); installed when missing
+browser-tools:
+	@missing=""; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  [ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing from Debian's packages"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  fi
 
 ## deploy-tools: promtool (Debian's prometheus package) and, without the compose plugin, Debian's
@@ -79,7 +90,7 @@ lint: install
 	$(BIN)/mypy
 
 ## test: every test layer (unit, wiring, integration, end to end) against real RabbitMQ and MongoDB-wire
-test: rabbitmq signing-tools deploy-tools lint
+test: rabbitmq signing-tools browser-tools deploy-tools lint
 	HOCBA_REQUIRE_TOOLS=1 $(BIN)/python -m pytest tests -q -p no:cacheprovider
 
 ## bench: term-end throughput next to raw signing and raw insert baselines (N=10000 by default)

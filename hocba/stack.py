@@ -35,10 +35,13 @@ from hocba.infra import (
     private_umask,
 )
 from hocba.keys import dev_issuer
+from hocba.web import WEB_PORT
 from shared.messaging import delete_exchanges, delete_queues
 from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SERVICES, Settings
 
 SIMULATOR = "ministry-simulator"
+#: The web gateway's process (`StackConfig.web`).
+WEB = "web"
 #: Signing workers after the first listen on 9111, 9112, … when ports are fixed.
 EXTRA_WORKER_PORT = 9110
 #: How the embedded MongoDB-wire server is laid out: one for the whole stack, or one per service.
@@ -113,6 +116,8 @@ class StackConfig:
     #: Where MONGO_URL is unset: one embedded server for every service, or one per service
     #: (HOCBA_EMBEDDED_MONGO). The server is pure Python, so one process uses at most one core.
     embedded_layout: str = SHARED_SERVER
+    #: The web page of the term end (hocba.web) beside the services, logged in as the command line's roles.
+    web: bool = False
 
     @classmethod
     def from_environment(cls, data_dir: Path, **overrides: Any) -> StackConfig:
@@ -296,7 +301,20 @@ class Stack:
                     "HOCBA_HTTP_PORT": str(port), "HOCBA_INSTANCE": name,
                 }
                 processes.append(Child(name, [sys.executable, "-m", f"services.{service}"], env, port, logs / f"{name}.log"))
+        if cfg.web:
+            processes.append(self._web(base_env, logs))
         return processes
+
+    def _web(self, base_env: dict[str, str], logs: Path) -> Child:
+        """The web gateway: the school tools' and the operators' broker logins, its own port."""
+        port = WEB_PORT if self.config.fixed_ports else free_port()
+        env = {
+            **base_env,
+            "HOCBA_WEB_PORT": str(port),
+            "HOCBA_WEB_SCHOOL_AMQP_URL": self.url_for("school"),
+            "HOCBA_WEB_OPERATOR_AMQP_URL": self.url_for("operator"),
+        }
+        return Child(WEB, [sys.executable, "-m", "hocba.web"], env, port, logs / f"{WEB}.log")
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -21,7 +21,7 @@ from shared.messaging import delete_exchanges
 from shared.settings import Names, Settings
 from tests.support import amqp_url
 
-PROCESSES = {"ministry-simulator", "identity", "grades", "signing", "archive", "sync"}
+PROCESSES = {"ministry-simulator", "identity", "grades", "signing", "archive", "sync", "web"}
 
 
 def alive(pid: int) -> bool:
