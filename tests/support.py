@@ -6,19 +6,23 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
 from prometheus_client import CollectorRegistry
 
 from hocba.infra import EmbeddedMongo, free_port  # noqa: F401 - re-exported for the test layers
+from hocba.stack import Stack, StackConfig
 from shared.at_rest import KeyRotation, NothingSealed, RotationMetrics
 from shared.auth import IssuerKeys
 from shared.contracts.base import Message
 from shared.contracts.keys import DataKeyRotationProgress
 from shared.crypto.vault import Vault
-from shared.messaging import delete_queues
+from shared.messaging import delete_exchanges, delete_queues
 from shared.service import ServiceApp
 from shared.settings import Settings
 
@@ -27,6 +31,29 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 def amqp_url() -> str:
     return os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+
+
+@contextlib.contextmanager
+def throwaway_stack(folder: Path, prefix: str, **options: Any) -> Iterator[Stack]:
+    """The whole local stack (database server, five services, ministry simulator) in a namespace of its own under
+    `folder`, as `hocba up` starts it on free ports; stopped, its broker users and exchanges removed, afterwards.
+    `options` are StackConfig's (signing_workers, web, extra_env, ...)."""
+    config = StackConfig(
+        data_dir=folder,
+        namespace=f"{prefix}{uuid.uuid4().hex[:8]}.",
+        amqp_url=amqp_url(),
+        mongo_url=os.environ.get("MONGO_URL") or None,
+        fixed_ports=False,
+        ephemeral=True,
+        **options,
+    )
+    stack = Stack(config)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        asyncio.run(delete_exchanges(config.amqp_url, Settings(namespace=config.namespace).names()))
 
 
 @contextlib.asynccontextmanager

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import uuid
 from pathlib import Path
 
 import aio_pika
@@ -16,16 +14,15 @@ from typer.testing import CliRunner
 from hocba.cli import app
 from hocba.commands import login_name
 from hocba.keys import dev_issuer
-from hocba.stack import Stack, StackConfig
 from hocba.staff import Staff
 from shared.at_rest import sealed_records
 from shared.contracts.grades import CloseTerm, CloseYear, RecordAssessments, RecordConduct, TermChanged
 from shared.contracts.identity import RegisterStudents
 from shared.crypto.vault import Vault
-from shared.messaging import Bus, delete_exchanges
+from shared.messaging import Bus
 from shared.mongo import make_client
 from shared.settings import Settings
-from tests.support import amqp_url
+from tests.support import throwaway_stack
 
 SCHOOL = "79007000"
 
@@ -64,20 +61,9 @@ CONDUCT = """school_code;school_year;class;personal_id;term;absences;conduct;com
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("imports")
-    config = StackConfig(
-        data_dir=folder,
-        namespace=f"cli{uuid.uuid4().hex[:8]}.",
-        amqp_url=amqp_url(),
-        mongo_url=os.environ.get("MONGO_URL") or None,
-        fixed_ports=False,
-        ephemeral=True,
-        extra_env={"HOCBA_IDENTITY_KEY_RING": str(folder / "keys" / "identity-keyring.json")},
-    )
-    running = Stack(config)
-    running.start()
-    yield running
-    running.stop()
-    asyncio.run(delete_exchanges(config.amqp_url, Settings(namespace=config.namespace).names()))
+    ring = {"HOCBA_IDENTITY_KEY_RING": str(folder / "keys" / "identity-keyring.json")}
+    with throwaway_stack(folder, "cli", extra_env=ring) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import subprocess
-import uuid
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hocba.stack import SIMULATOR, Stack, StackConfig
-from shared.messaging import delete_exchanges
-from shared.settings import Settings
+from hocba.stack import SIMULATOR
 from tests.deploy.metric_names import DOMAIN, FASTSTREAM, MESSAGING, SERVICES
-from tests.support import amqp_url, needs
+from tests.support import needs, throwaway_stack
 
 #: Units in a name must be base units (seconds, bytes), never these.
 NOT_BASE_UNITS = ("_milliseconds", "_ms", "_microseconds", "_minutes", "_hours", "_kilobytes", "_megabytes", "_percent")
@@ -24,20 +19,8 @@ NOT_BASE_UNITS = ("_milliseconds", "_ms", "_microseconds", "_minutes", "_hours",
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("metrics-stack"),
-        namespace=f"m{uuid.uuid4().hex[:8]}.",
-        amqp_url=amqp_url(),
-        mongo_url=os.environ.get("MONGO_URL") or None,
-        signing_workers=2,
-        fixed_ports=False,
-        ephemeral=True,
-    )
-    running = Stack(config)
-    running.start()
-    yield running
-    running.stop()
-    asyncio.run(delete_exchanges(config.amqp_url, Settings(namespace=config.namespace).names()))
+    with throwaway_stack(tmp_path_factory.mktemp("metrics-stack"), "m", signing_workers=2) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ Each step's exit status and outcome line are what a person reads to know what ha
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -24,7 +23,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +30,7 @@ from pathlib import Path
 import pytest
 
 from hocba.demo_data import ELECTIVES, SUBJECTS, UPPER_COMPULSORY, regular_assessments
-from hocba.stack import Stack, StackConfig
-from shared.messaging import delete_exchanges
-from shared.settings import Names
-from tests.support import amqp_url
+from tests.support import throwaway_stack
 
 #: Not one of the demo's schools (79007000-002): its staff are enrolled from the table below, nowhere else.
 SCHOOL = "79012000"
@@ -156,20 +151,8 @@ def homeroom_entries(class_name: str, students: Sequence[Student]) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    namespace = f"year{uuid.uuid4().hex[:8]}."
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("stack"),
-        namespace=namespace,
-        amqp_url=amqp_url(),
-        mongo_url=os.environ.get("MONGO_URL") or None,
-        fixed_ports=False,
-        ephemeral=True,
-    )
-    running = Stack(config)
-    running.start()
-    yield running
-    running.stop()
-    asyncio.run(delete_exchanges(config.amqp_url, Names(namespace)))
+    with throwaway_stack(tmp_path_factory.mktemp("stack"), "year") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +244,18 @@ class Year:
 @pytest.fixture(scope="module")
 def year() -> Year:
     return Year(records={})
+
+
+def listed_until(hocba: Callable[..., Ran], text: str, what: str, *args: str) -> None:
+    """Ask `hocba records list ARGS` every 2 s until it says `text`; fail saying `what` after 90 s."""
+    deadline = time.monotonic() + 90
+    while True:
+        listed = hocba("records", "list", *args)
+        assert listed.exit_code == 0, listed
+        if text in listed.said:
+            return
+        assert time.monotonic() < deadline, f"{what}:\n{listed}"
+        time.sleep(2)
 
 
 # --- the year, step by step ----------------------------------------------------------------------
@@ -366,14 +361,8 @@ def test_the_principals_one_click_signs_and_seals_every_complete_record(hocba, y
 
 
 def test_every_signed_record_is_archived_and_delivered_to_the_ministry(hocba):
-    deadline = time.monotonic() + 90
-    while True:
-        listed = hocba("records", "list", *WHERE)
-        assert listed.exit_code == 0, listed
-        if "6 record(s): 1 incomplete (entries missing), 5 delivered to the ministry" in listed.said:
-            break
-        assert time.monotonic() < deadline, f"not every signed record reached the ministry:\n{listed}"
-        time.sleep(2)
+    delivered = "6 record(s): 1 incomplete (entries missing), 5 delivered to the ministry"
+    listed_until(hocba, delivered, "not every signed record reached the ministry", *WHERE)
 
     status = hocba("sync", "status")
     assert status.exit_code == 0, status
@@ -411,14 +400,8 @@ def test_the_incomplete_record_is_completed_after_the_years_close_and_signed_onc
     assert signed.exit_code == 0, signed
     assert "signed and sealed 1 of 1 records" in signed.said
 
-    deadline = time.monotonic() + 90
-    while True:
-        listed = hocba("records", "list", *WHERE)
-        assert listed.exit_code == 0, listed
-        if "6 record(s): 6 delivered to the ministry" in listed.said:
-            break
-        assert time.monotonic() < deadline, f"the completed record did not reach the ministry:\n{listed}"
-        time.sleep(2)
+    delivered = "6 record(s): 6 delivered to the ministry"
+    listed_until(hocba, delivered, "the completed record did not reach the ministry", *WHERE)
 
 
 def test_a_class_is_printed_one_certified_copy_per_record(hocba, files):
@@ -459,14 +442,8 @@ def test_a_signed_record_is_amended_as_version_2_signed_again_and_delivered(hocb
     assert signed.exit_code == 0, signed
     assert "signed and sealed 1 of 1 records" in signed.said
 
-    deadline = time.monotonic() + 90
-    while True:
-        listed = hocba("records", "list", *WHERE, "--personal-id", student.personal_id)
-        assert listed.exit_code == 0, listed
-        if f"{student.name} │ {rid} │ 2 │ delivered to the ministry" in listed.said:
-            break
-        assert time.monotonic() < deadline, f"version 2 did not reach the ministry:\n{listed}"
-        time.sleep(2)
+    delivered = f"{student.name} │ {rid} │ 2 │ delivered to the ministry"
+    listed_until(hocba, delivered, "version 2 did not reach the ministry", *WHERE, "--personal-id", student.personal_id)
 
 
 def test_the_entrys_history_shows_who_recorded_it_and_the_amendments_change(hocba):

@@ -6,14 +6,13 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from hocba.commands.pki import open_pki
 from hocba.keys import dev_issuer
-from hocba.stack import Stack, StackConfig
+from hocba.stack import Stack
 from hocba.staff import Staff
 from hocba.watch import Watch
 from shared.auth import service_subject
@@ -27,7 +26,7 @@ from shared.mongo import make_client
 from shared.settings import Settings
 from tests import records
 from tests.reviews import confirm_reviews
-from tests.support import amqp_url
+from tests.support import throwaway_stack
 
 SCHOOL, YEAR = "79007000", "2025-2026"
 CLASSES = [f"6A{n}" for n in range(1, 16)]
@@ -36,21 +35,10 @@ RECORDS = 40 * len(CLASSES)
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("faults"),
-        namespace=f"faults{uuid.uuid4().hex[:8]}.",
-        amqp_url=amqp_url(),
-        mongo_url=os.environ.get("MONGO_URL") or None,
-        signing_workers=3,
-        fixed_ports=False,
-        ephemeral=True,
-        # Small chunks, so the batch is still under way when a worker dies.
-        extra_env={"HOCBA_CHUNK_SIZE": "5"},
-    )
-    running = Stack(config)
-    running.start()
-    yield running
-    running.stop()
+    # Small chunks, so the batch is still under way when a worker dies.
+    options = {"signing_workers": 3, "extra_env": {"HOCBA_CHUNK_SIZE": "5"}}
+    with throwaway_stack(tmp_path_factory.mktemp("faults"), "faults", **options) as running:
+        yield running
 
 
 def grades_signer(stack: Stack) -> X509Signer:

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import time
 import unicodedata
-import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -24,7 +23,7 @@ import pytest
 from hocba.broker import rabbitmqctl_command, user_name
 from hocba.demo_data import SCHOOL_YEAR
 from hocba.keys import dev_issuer
-from hocba.stack import SIMULATOR, Stack, StackConfig
+from hocba.stack import SIMULATOR
 from hocba.staff import Staff
 from hocba.term_end import TermEnd
 from services.sync.repository import outbox_key
@@ -33,10 +32,10 @@ from shared.contracts.grades import CloseYear
 from shared.contracts.identity import RegisterStudents
 from shared.crypto.kek import KekError
 from shared.crypto.vault import Vault
-from shared.messaging import Bus, delete_exchanges
+from shared.messaging import Bus
 from shared.mongo import make_client
 from shared.settings import Names, Settings
-from tests.support import amqp_url
+from tests.support import amqp_url, throwaway_stack
 
 STUDENTS = 200
 
@@ -53,20 +52,8 @@ OWNED = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    namespace = f"e2e{uuid.uuid4().hex[:8]}."
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("stack"),
-        namespace=namespace,
-        amqp_url=amqp_url(),
-        mongo_url=os.environ.get("MONGO_URL") or None,
-        fixed_ports=False,
-        ephemeral=True,
-    )
-    running = Stack(config)
-    running.start()
-    yield running
-    running.stop()
-    asyncio.run(delete_exchanges(config.amqp_url, Names(namespace)))
+    with throwaway_stack(tmp_path_factory.mktemp("stack"), "e2e") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,8 @@ the operator's page shows it. A screenshot of each page is kept under tests/arti
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
@@ -30,11 +28,10 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from hocba.commands.pki import enrol, open_pki
 from hocba.demo_data import SCHOOL_YEAR
 from hocba.keys import dev_issuer
-from hocba.stack import WEB, Stack, StackConfig
+from hocba.stack import WEB
 from hocba.term_end import TermEnd
-from shared.messaging import delete_exchanges
-from shared.settings import Names, Settings
-from tests.support import amqp_url, needs
+from shared.settings import Settings
+from tests.support import needs, throwaway_stack
 
 STUDENTS = 60  # classes 6A1 (40) and 6A2 (20)
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -47,22 +44,9 @@ TALLEST = 3 * PHONE[1]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    namespace = f"web{uuid.uuid4().hex[:8]}."
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("stack"),
-        namespace=namespace,
-        amqp_url=amqp_url(),
-        mongo_url=os.environ.get("MONGO_URL") or None,
-        fixed_ports=False,
-        ephemeral=True,
-        web=True,
-        extra_env={"HOCBA_WEB_SCHOOL_YEAR": SCHOOL_YEAR},
-    )
-    running = Stack(config)
-    running.start()
-    yield running
-    running.stop()
-    asyncio.run(delete_exchanges(config.amqp_url, Names(namespace)))
+    options = {"web": True, "extra_env": {"HOCBA_WEB_SCHOOL_YEAR": SCHOOL_YEAR}}
+    with throwaway_stack(tmp_path_factory.mktemp("stack"), "web", **options) as running:
+        yield running
 
 
 @pytest.fixture

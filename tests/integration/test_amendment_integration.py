@@ -8,10 +8,8 @@ archive and the ministry, beside version 1; `hocba grades history` shows the cor
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,12 +20,10 @@ from typer.testing import CliRunner, Result
 from hocba.cli import app
 from hocba.demo_data import SCHOOL_YEAR
 from hocba.keys import dev_issuer
-from hocba.stack import Stack, StackConfig
 from hocba.term_end import TermEnd
-from shared.messaging import delete_exchanges
 from shared.mongo import make_client
 from shared.settings import Names, Settings
-from tests.support import amqp_url
+from tests.support import throwaway_stack
 
 STUDENTS = 12
 NOTE = "Phúc khảo bài kiểm tra cuối kỳ II môn Toán, quyết định số 12/QĐ-THCS"
@@ -35,20 +31,8 @@ NOTE = "Phúc khảo bài kiểm tra cuối kỳ II môn Toán, quyết định 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    namespace = f"amend{uuid.uuid4().hex[:8]}."
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("amend-stack"),
-        namespace=namespace,
-        amqp_url=amqp_url(),
-        mongo_url=os.environ.get("MONGO_URL") or None,
-        fixed_ports=False,
-        ephemeral=True,
-    )
-    running = Stack(config)
-    running.start()
-    yield running
-    running.stop()
-    asyncio.run(delete_exchanges(config.amqp_url, Names(namespace)))
+    with throwaway_stack(tmp_path_factory.mktemp("amend-stack"), "amend") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
