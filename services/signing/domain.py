@@ -160,6 +160,19 @@ class Batch:
     refused: tuple[RecordRefused, ...] = ()
     #: Classes of the scope whose records wait for their review, each with why.
     classes_waiting: tuple[ClassWaiting, ...] = ()
+    #: Classes whose records a chunk left unsigned (their review no longer saw them as held), by chunk number.
+    held_back: Mapping[int, tuple[ClassWaiting, ...]] = field(default_factory=dict)
+
+    @property
+    def waiting(self) -> tuple[ClassWaiting, ...]:
+        """Every class the batch leaves waiting for its review: those its plan named, then those its chunks held back."""
+        return waiting_together(
+            [*self.classes_waiting, *(c for chunk_no in sorted(self.held_back) for c in self.held_back[chunk_no])]
+        )
+
+    def holding_back(self, chunk_no: int, classes: tuple[ClassWaiting, ...]) -> Batch:
+        """The batch once chunk `chunk_no` left `classes`' records unsigned (said again, it says the same)."""
+        return replace(self, held_back={**self.held_back, chunk_no: classes})
 
     @property
     def all_chunks_done(self) -> bool:
@@ -416,6 +429,75 @@ class Review:
     def fingerprint(self) -> str:
         return fingerprint(self.records)
 
+    @cached_property
+    def covered(self) -> frozenset[Reviewed]:
+        return frozenset(self.records)
+
+
+def confirmed_as_held(record: Held | StoredRecord, review: Review | None) -> bool:
+    """A record version is signed only as its class's latest confirmed review saw it: that record, that version,
+    that digest. Checked when a batch is planned and again when each chunk is signed, for a version can be
+    replaced (`replacement_refusal`) or the class reviewed again in between."""
+    return review is not None and (record.record_id, record.version, record.digest) in review.covered
+
+
+def may_be_signed(record: Held | StoredRecord, review: Review | None) -> bool:
+    """Complete (`signable`) and confirmed as it is held by its class's latest review (`confirmed_as_held`)."""
+    return signable(record) and confirmed_as_held(record, review)
+
+
+def latest_reviews(reviews: Iterable[Review]) -> dict[str, Review]:
+    """Each class's latest confirmed review, by class name."""
+    latest: dict[str, Review] = {}
+    for review in reviews:
+        if review.class_name not in latest or latest[review.class_name].confirmed_at < review.confirmed_at:
+            latest[review.class_name] = review
+    return latest
+
+
+def held_back(records: Iterable[Held | StoredRecord], reviews: Mapping[str, Review]) -> tuple[ClassWaiting, ...]:
+    """The classes of complete record versions a chunk leaves unsigned because their class's latest review did not
+    see them as they are held (class order), as a batch reports them."""
+    by_class: dict[str, int] = {}
+    for record in records:
+        class_name = record.class_name or ""
+        if signable(record) and not confirmed_as_held(record, reviews.get(class_name)):
+            by_class[class_name] = by_class.get(class_name, 0) + 1
+    return tuple(
+        ClassWaiting(
+            class_name=name,
+            records=count,
+            code="changed-since-review" if name in reviews else "not-reviewed",
+            reason=why_held_back(name, count, reviews.get(name)),
+        )
+        for name, count in sorted(by_class.items())
+    )
+
+
+def why_held_back(class_name: str, count: int, review: Review | None) -> str:
+    if review is None:
+        return (
+            f"class {class_name} has not been reviewed: {count} of its record(s) were left unsigned; its homeroom "
+            "teacher reviews the class and confirms the review before anyone signs them"
+        )
+    return (
+        f"class {class_name} changed since its homeroom teacher ({review.confirmed_by.subject}) confirmed its review "
+        f"at {review.confirmed_at:%Y-%m-%d %H:%M} UTC: {count} of its record(s) changed after the batch was planned "
+        "and were left unsigned; the homeroom teacher reviews the class again and confirms it before anyone signs them"
+    )
+
+
+def waiting_together(waiting: Iterable[ClassWaiting]) -> tuple[ClassWaiting, ...]:
+    """Classes reported waiting by a plan and by its chunks, one entry a class: its records added up, the first
+    reason said."""
+    merged: dict[str, ClassWaiting] = {}
+    for entry in waiting:
+        first = merged.get(entry.class_name)
+        merged[entry.class_name] = (
+            entry if first is None else first.model_copy(update={"records": first.records + entry.records})
+        )
+    return tuple(merged.values())
+
 
 def current_versions(held: Iterable[Held]) -> list[Held]:
     """The latest version of each record, in record order: what a class is now."""
@@ -515,10 +597,7 @@ class ClassState:
 
 def class_states(held: Iterable[Held], reviews: Iterable[Review]) -> list[ClassState]:
     """Each class of the held record versions (class order), with its latest confirmed review."""
-    latest: dict[str, Review] = {}
-    for review in reviews:
-        if review.class_name not in latest or latest[review.class_name].confirmed_at < review.confirmed_at:
-            latest[review.class_name] = review
+    latest = latest_reviews(reviews)
     by_class: dict[str, list[Held]] = {}
     for version in current_versions(held):
         by_class.setdefault(version.class_name or "", []).append(version)
@@ -543,7 +622,11 @@ class Gate:
     def allowed(self) -> frozenset[VersionKey]:
         """The versions that may be signed: complete, and confirmed by a review that still stands for their class."""
         return frozenset(
-            h.key for state in self.classes if state.status == "reviewed" for h in state.current if signable(h)
+            h.key
+            for state in self.classes
+            if state.status == "reviewed"
+            for h in state.current
+            if may_be_signed(h, state.review)
         )
 
     def lets_through(self, key: VersionKey) -> bool:

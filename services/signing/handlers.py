@@ -33,6 +33,7 @@ from shared.contracts.signing import (
     BatchRefused,
     ChunkSigned,
     ClassReviews,
+    ClassWaiting,
     ConfirmReview,
     RecordRefused,
     RecordsCompleted,
@@ -323,7 +324,7 @@ def completed_event(batch: Batch) -> BatchCompleted:
         records_completed=batch.records_completed,
         records_waiting=batch.records_waiting,
         refused=list(batch.refused),
-        classes_waiting=list(batch.classes_waiting),
+        classes_waiting=list(batch.waiting),
     )
 
 
@@ -489,7 +490,9 @@ async def sign_chunk(work: SignWork, deps: Deps) -> Outcome:
 
     Only a chunk of the stored plan is signed, with the signers the batch was planned for, so a
     forged work message cannot choose what is signed or by whom. A certificate revoked during the
-    batch refuses the rest of it, and says so.
+    batch refuses the rest of it, and says so. Each record is signed only as its class's latest
+    confirmed review saw it (`domain.may_be_signed`, as the plan checked): one replaced, or whose class was
+    reviewed again, since the plan is left unsigned and its class named at the batch's end.
     """
     batch = await deps.repo.batch(work.batch_id)
     if batch is None:
@@ -508,7 +511,9 @@ async def sign_chunk(work: SignWork, deps: Deps) -> Outcome:
         }
     except SignerRefused as exc:
         return refused(batch.batch_id, batch, exc, work.message_id, batch.requested_by)
-    present = await signed_now(keys, records, batch, signers, signed_at, deps)
+    present, held = await signed_now(keys, records, batch, signers, signed_at, deps)
+    if held:
+        await deps.repo.hold_back(batch.batch_id, work.chunk_no, held)
     complete = [
         SignedRecord(record=records[key].record_version(), signatures=domain.in_role_order(present[key]))
         for key in keys
@@ -541,20 +546,28 @@ async def signed_now(
     signers: dict[Role, X509Signer],
     signed_at: datetime,
     deps: Deps,
-) -> dict[VersionKey, dict[Role, Signature]]:
-    """Make the signatures the chunk still lacks and store them; returns every stored signature of the chunk.
+) -> tuple[dict[VersionKey, dict[Role, Signature]], tuple[ClassWaiting, ...]]:
+    """Make the signatures the chunk still lacks and store them; returns every stored signature of the chunk, and
+    the classes whose versions it left unsigned because their class's latest confirmed review (read once for the
+    chunk) did not see them as they are held.
 
     When another worker signed some of these first, the stored signatures are the ones that count.
     """
+    classes = {record.class_name or "" for record in records.values()}
+    reviews = await deps.repo.latest_reviews(batch.school_code, batch.school_year, classes)
     present = await deps.repo.signatures(keys)
     fresh: list[Signature] = []
+    left: list[StoredRecord] = []
     for key in keys:
         have = dict(present.get(key, {}))
         record = records[key]
-        if not domain.signable(record):  # an incomplete version is never signed, whatever a plan says
+        if not any(domain.may_sign(role, have) for role in batch.roles):
             continue
-        if any(domain.may_sign(role, have) for role in batch.roles):
-            still_as_received(record)
+        # Whatever a plan says: never an incomplete version, never one its class's review did not see as it is.
+        if not domain.may_be_signed(record, reviews.get(record.class_name or "")):
+            left.append(record)
+            continue
+        still_as_received(record)
         for role in batch.roles:
             if domain.may_sign(role, have):
                 have[role] = sign_record(record, role, have, signers[role], signed_at)
@@ -569,7 +582,7 @@ async def signed_now(
     for signature in fresh:
         if present[(signature.record_id, signature.version)][signature.role].jws == signature.jws:
             deps.metrics.records_signed.labels(signature.role).inc()
-    return present
+    return present, domain.held_back(left, reviews)
 
 
 # --- counting chunks -------------------------------------------------------------------------

@@ -10,7 +10,16 @@ from typing import Any, Protocol
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.signing.domain import COMPLETED, OPEN, Batch, Held, Review, StoredRecord, missing_entries
+from services.signing.domain import (
+    COMPLETED,
+    OPEN,
+    Batch,
+    Held,
+    Review,
+    StoredRecord,
+    latest_reviews,
+    missing_entries,
+)
 from shared.at_rest import owner_of, sealed_records
 from shared.contracts.base import Acting
 from shared.contracts.grades import VersionKey
@@ -88,6 +97,9 @@ class SigningRepository(Protocol):
         None when the chunk was counted before, or is not one of the batch's, or the batch is unknown.
         """
 
+    async def hold_back(self, batch_id: str, chunk_no: int, classes: tuple[ClassWaiting, ...]) -> None:
+        """Keep the classes whose records chunk `chunk_no` left unsigned, for the batch's end to name (once a chunk)."""
+
     async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
         """Mark an open batch completed; True only for the one call that did."""
 
@@ -102,6 +114,9 @@ class SigningRepository(Protocol):
 
     async def review(self, review_id: str) -> Review | None:
         """One confirmation, by its id."""
+
+    async def latest_reviews(self, school_code: str, school_year: str, class_names: Iterable[str]) -> dict[str, Review]:
+        """Each of the classes' latest confirmed review, by class name, in one read (`domain.latest_reviews`)."""
 
 
 #: What a read of record versions returns: the fields of a `StoredRecord`, and the sealed bytes with their key id.
@@ -208,6 +223,7 @@ def batch_document(batch: Batch) -> dict[str, Any]:
         "requested_by": batch.requested_by.model_dump() if batch.requested_by is not None else None,
         "refused": [r.model_dump() for r in batch.refused],
         "classes_waiting": [c.model_dump() for c in batch.classes_waiting],
+        "held_back": {str(n): [c.model_dump() for c in classes] for n, classes in batch.held_back.items()},
     }
 
 
@@ -236,6 +252,10 @@ def batch_from_document(doc: dict[str, Any]) -> Batch:
         requested_by=Acting.model_validate(doc["requested_by"]) if doc.get("requested_by") else None,
         refused=tuple(RecordRefused.model_validate(r) for r in doc.get("refused") or ()),
         classes_waiting=tuple(ClassWaiting.model_validate(c) for c in doc.get("classes_waiting") or ()),
+        held_back={
+            int(n): tuple(ClassWaiting.model_validate(c) for c in classes)
+            for n, classes in (doc.get("held_back") or {}).items()
+        },
     )
 
 
@@ -360,6 +380,10 @@ class MongoSigningRepository:
         )
         return batch_from_document(doc) if doc else None
 
+    async def hold_back(self, batch_id: str, chunk_no: int, classes: tuple[ClassWaiting, ...]) -> None:
+        held = {f"held_back.{chunk_no}": [c.model_dump() for c in classes]}
+        await self.batch_rows.update_one({"_id": batch_id}, {"$set": held})
+
     async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
         # The time sits in a subdocument: the embedded server stores a date `$set` on a top-level
         # field as a string, but keeps dates inside subdocuments.
@@ -393,6 +417,14 @@ class MongoSigningRepository:
     async def review(self, review_id: str) -> Review | None:
         doc = await self.review_rows.find_one({"_id": review_id})
         return review_from_document(doc) if doc else None
+
+    async def latest_reviews(self, school_code: str, school_year: str, class_names: Iterable[str]) -> dict[str, Review]:
+        wanted = sorted(set(class_names))
+        if not wanted:
+            return {}
+        # A few confirmations a class and year: the chunk's classes' all come in one read, the latest kept.
+        query = {"school_code": school_code, "school_year": school_year, "class_name": {"$in": wanted}}
+        return latest_reviews([review_from_document(doc) async for doc in self.review_rows.find(query)])
 
 
 class InMemorySigningRepository:
@@ -469,6 +501,10 @@ class InMemorySigningRepository:
         self.batches[batch_id] = batch.counted(chunk_no, signed, completed)
         return replace(self.batches[batch_id], chunks=())
 
+    async def hold_back(self, batch_id: str, chunk_no: int, classes: tuple[ClassWaiting, ...]) -> None:
+        if batch_id in self.batches:
+            self.batches[batch_id] = self.batches[batch_id].holding_back(chunk_no, classes)
+
     async def close_batch(self, batch_id: str, completed_at: datetime) -> bool:
         batch = self.batches.get(batch_id)
         if batch is None or batch.status != OPEN:
@@ -499,3 +535,11 @@ class InMemorySigningRepository:
 
     async def review(self, review_id: str) -> Review | None:
         return self.confirmed.get(review_id)
+
+    async def latest_reviews(self, school_code: str, school_year: str, class_names: Iterable[str]) -> dict[str, Review]:
+        wanted = set(class_names)
+        return latest_reviews(
+            r
+            for r in self.confirmed.values()
+            if (r.school_code, r.school_year) == (school_code, school_year) and r.class_name in wanted
+        )

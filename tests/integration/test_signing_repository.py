@@ -161,6 +161,9 @@ async def test_confirmations_are_kept_once_and_read_by_school_or_class_latest_fi
     assert await repo.reviews(SCHOOL, YEAR) == [later, first, other]
     assert await repo.reviews(SCHOOL, "2024-2025") == []
     assert await repo.review(later.review_id) == later and await repo.review("nope") is None
+    assert await repo.latest_reviews(SCHOOL, YEAR, ["6A1", "6A2", "6A3"]) == {"6A1": later, "6A2": other}
+    assert await repo.latest_reviews(SCHOOL, YEAR, ["6A2"]) == {"6A2": other}
+    assert await repo.latest_reviews(SCHOOL, "2024-2025", ["6A1"]) == {} == await repo.latest_reviews(SCHOOL, YEAR, [])
 
 
 async def test_a_confirmation_keeps_its_digests_as_binary_and_its_time_as_a_date(mongo_repo, mongo_client, settings):
@@ -180,3 +183,23 @@ async def test_a_batch_keeps_what_it_held_back(repo):
     assert (stored.refused, stored.classes_waiting) == ((held_back,), (waiting,))
     counted = await repo.count_chunk("held-back", 0, 1)
     assert (counted.refused, counted.classes_waiting) == ((held_back,), (waiting,)), "the batch's end announces them"
+
+
+async def test_a_batch_names_at_its_end_the_classes_its_chunks_held_back(repo):
+    """A chunk that left records unsigned (their class's review no longer saw them as held) says so once; the batch's
+    count returns them with the classes its plan named, one entry a class."""
+    planned = ClassWaiting(class_name="6A2", records=3, code="not-reviewed", reason="class 6A2 has not been reviewed")
+    changed = ClassWaiting(class_name="6A1", records=1, code="changed-since-review", reason="class 6A1 changed")
+    plan = domain.new_batch(batch_request("held-in-chunks"), "ht", [("rec-0000", 1), ("rec-0002", 1)], 1, T0)
+    assert await repo.add_batch(replace(plan, classes_waiting=(planned,)))
+    await repo.hold_back("held-in-chunks", 1, (changed,))
+    await repo.hold_back("held-in-chunks", 1, (changed,))  # the chunk signed again says the same
+    await repo.hold_back("held-in-chunks", 0, (changed,))
+    assert (await repo.batch("held-in-chunks")).waiting == (planned, replace_records(changed, 2))
+    await repo.count_chunk("held-in-chunks", 0, 0)
+    counted = await repo.count_chunk("held-in-chunks", 1, 0)
+    assert counted.waiting == (planned, replace_records(changed, 2)) and counted.classes_waiting == (planned,)
+
+
+def replace_records(waiting: ClassWaiting, records: int) -> ClassWaiting:
+    return waiting.model_copy(update={"records": records})

@@ -218,6 +218,29 @@ def test_the_gate_lets_through_complete_current_versions_of_reviewed_classes_onl
     assert (waiting.class_name, waiting.records, waiting.code) == ("6A2", 1, "not-reviewed")
 
 
+def test_a_version_is_signed_only_as_its_classs_latest_review_saw_it():
+    """The one rule a plan and each chunk apply: that record, that version, that digest, complete."""
+    seen, other_digest, other_version = held("r1"), held("r1", digest="e" * 64), held("r1", version=2)
+    review = confirmation(seen)
+    assert domain.may_be_signed(seen, review)
+    assert not domain.may_be_signed(other_digest, review), "replaced since the review: another digest"
+    assert not domain.may_be_signed(other_version, review)
+    assert not domain.may_be_signed(seen, None), "never reviewed"
+    assert not domain.may_be_signed(held("r2", complete=False), confirmation(held("r2", complete=False)))
+
+
+def test_a_chunk_names_the_classes_whose_versions_it_left_unsigned():
+    review = confirmation(held("r1"), held("r3"))
+    left = [held("r1", digest="e" * 64), held("r3", digest="f" * 64), held("r4", class_name="6A2")]
+    left.append(held("r5", digest="0" * 64, complete=False))  # incomplete: refused at the plan, not waiting
+    changed, never = domain.held_back(left, {"6A1": review})
+    assert (changed.class_name, changed.records, changed.code) == ("6A1", 2, "changed-since-review")
+    assert changed.reason.startswith("class 6A1 changed since its homeroom teacher")
+    assert (never.class_name, never.records, never.code) == ("6A2", 1, "not-reviewed")
+    assert domain.held_back([held("r1")], {"6A1": review}) == ()
+    assert domain.waiting_together([changed, never, changed]) == (changed.model_copy(update={"records": 4}), never)
+
+
 def test_a_confirmation_stands_only_for_the_review_the_teacher_saw():
     [state] = domain.class_states([held("r1")], [])
     assert domain.confirmation_problem(state, state.fingerprint) is None

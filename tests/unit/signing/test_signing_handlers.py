@@ -212,6 +212,36 @@ async def test_a_class_whose_unsigned_version_was_replaced_is_reviewed_again_bef
     assert completed == ["rec-0000", "rec-0002"]
 
 
+async def test_a_version_replaced_after_the_plan_is_not_signed_and_its_class_is_named_as_waiting(
+    deps, trust, make_record
+):
+    """Reproduction: a class is reviewed and its teacher's batch planned; before the chunk is signed, grades closes
+    the year again and version 1 of one record arrives with other content, replacing the never-signed one. The
+    chunk signs only what the class's latest confirmed review saw (that record, version and digest): the replaced
+    version is left unsigned, and the batch's end names its class as changed since its review."""
+    await received(deps, trust, 6)
+    planned = await plan(deps, homeroom_request(trust, "6A1"))
+    await handlers.receive_records(ready([make_record(2, conduct="Khá")]), deps)
+    assert (await stored(deps.repo, 2)).digest == digest(make_record(2, conduct="Khá").document), "replaced"
+
+    [outcome] = await sign_all(deps, planned)
+    chunk = one(outcome, ChunkSigned)
+    assert chunk.signed == 2
+    assert sorted(await deps.repo.signatures([(f"rec-{n:04d}", 1) for n in range(6)])) == [
+        ("rec-0000", 1),
+        ("rec-0004", 1),
+    ]
+    [done] = (await handlers.count_chunk(chunk, deps)).publish[1:]
+    assert isinstance(done, BatchCompleted) and (done.records_signed, done.records_total) == (2, 3)
+    [waiting] = done.classes_waiting
+    assert (waiting.class_name, waiting.records, waiting.code) == ("6A1", 1, "changed-since-review")
+    assert waiting.reason.startswith("class 6A1 changed since its homeroom teacher (gvcn-79000701-6A1) confirmed")
+
+    await confirm(deps, trust, "6A1")
+    [again] = await sign_all(deps, await plan(deps, homeroom_request(trust, "6A1")))
+    assert one(again, ChunkSigned).signed == 1, "reviewed again, the new content is signed"
+
+
 def made_up(n: int) -> dict:
     """What an attacker puts in a record: top marks and the top award."""
     return {"subjects": {"toan": {"year": "10.0"}, "ngu_van": {"year": "10.0"}}, "award": "Học sinh Xuất sắc"}
@@ -305,8 +335,9 @@ def batch_of(planned: Outcome) -> str:
 
 async def test_an_incomplete_record_in_a_plan_made_before_is_still_not_signed(deps, trust, make_record):
     """A plan stored before this rule (or by any other path) that names an incomplete record: its chunk signs the
-    rest, never the incomplete record."""
+    rest, never the incomplete record (its class's review confirmed both versions as they are)."""
     await handlers.receive_records(ready([make_record(0, **TERM_I_MATHS_MISSING), make_record(2)]), deps)
+    await reviewed(deps, trust, ("6A1",))
     command = homeroom_request(trust, "6A1")
     old_plan = domain.new_batch(command, "gvcn-79000701-6A1", [("rec-0000", 1), ("rec-0002", 1)], 10, T0)
     await deps.repo.add_batch(old_plan)
@@ -762,15 +793,23 @@ class CountingRepository:
 
 @pytest.mark.parametrize("per_chunk", [10, 100])
 async def test_a_chunk_costs_the_same_calls_to_the_repository_whatever_its_size(deps, trust, make_record, per_chunk):
-    """Signing a chunk and counting it: one read of the plan, one read of the records, one of their signatures,
-    one write of the new signatures, one count; as many for 100 record versions as for 10."""
+    """Signing a chunk and counting it: one read of the plan, one read of the records, one of their classes'
+    latest reviews, one of their signatures, one write of the new signatures, one count; as many for 100 record
+    versions as for 10."""
     await homeroom_signed(deps, trust, make_record, 200)
     counting = CountingRepository(deps.repo)
     work = (await plan(deps, principal_request(trust), per_chunk=per_chunk)).publish
     outcome = await handlers.sign_chunk(work[0], replace(deps, repo=counting))
     await handlers.count_chunk(one(outcome, ChunkSigned), replace(deps, repo=counting))
     assert len(one(outcome, RecordsCompleted).records) == per_chunk
-    assert counting.calls == {"batch": 1, "records": 1, "signatures": 1, "add_signatures": 1, "count_chunk": 1}
+    assert counting.calls == {
+        "batch": 1,
+        "records": 1,
+        "latest_reviews": 1,
+        "signatures": 1,
+        "add_signatures": 1,
+        "count_chunk": 1,
+    }
 
 
 async def test_signing_keeps_and_signs_the_bytes_grades_made_and_never_makes_a_document_canonical(
