@@ -22,6 +22,7 @@ from starlette.routing import Route
 from hocba.web import status
 from hocba.web.board import BatchView
 from hocba.web.people import NotSignedIn, Viewer, sign_in_choices, viewer_for
+from shared.contracts.grades import ListRecords, RecordList
 from shared.contracts.signing import ClassReviews, ConfirmReview, RequestSignBatch, ReviewClasses, ReviewConfirmed
 from shared.contracts.sync import GetSyncStatus, SyncStatus
 from shared.errors import NoAnswer, Refused
@@ -36,6 +37,8 @@ SCHOOL_YEAR = re.compile(r"(\d{4})-(\d{4})")
 WHO, CSRF = "who", "csrf"
 #: A sentence for the next page the person sees (what their last action did).
 NOTICE = "notice"
+#: Why the pages read a school's records (grades keeps it in its access log).
+PURPOSE = "term-end page"
 
 
 def routes() -> list[Route]:
@@ -228,7 +231,11 @@ async def school_page(request: Request) -> Response:
     seen = g.board.year(code, year)
     reviews, review_problem = await class_reviews(request, viewer, code, year)
     by_class = {c.class_name: c for c in reviews.classes} if reviews else {}
-    classes = sorted(set(status.classes_of(register, seen, code)) | set(by_class), key=status.class_order)
+    listed, records_problem = await record_list(request, viewer, code, year)
+    counts = status.record_counts(listed) if listed else None
+    classes = sorted(
+        set(status.classes_of(register, seen, code)) | set(by_class) | set(counts or {}), key=status.class_order
+    )
     return page(
         request,
         "school.html",
@@ -236,8 +243,10 @@ async def school_page(request: Request) -> Response:
         school_code=code,
         school_name=register.schools.get(code, f"Trường {code}"),
         year=year,
-        lines=[status.class_line(register, seen, code, c, by_class.get(c)) for c in classes],
-        totals=status.school_totals(seen, reviews),
+        lines=[status.class_line(register, seen, code, c, by_class.get(c), class_counts(counts, c)) for c in classes],
+        totals=status.school_totals(seen, reviews, status.school_counts(counts) if counts is not None else None),
+        records_problem=records_problem,
+        records_asked=True,
         findings=[status.findings(c) for c in by_class.values() if c.incomplete or c.status != "reviewed"],
         review_problem=review_problem,
         batches=g.board.batches_of(code, year),
@@ -260,6 +269,8 @@ async def class_page(request: Request) -> Response:
     seen = g.board.year(code, year)
     reviews, review_problem = await class_reviews(request, viewer, code, year, class_name)
     review = next((c for c in reviews.classes if c.class_name == class_name), None) if reviews else None
+    listed, records_problem = await record_list(request, viewer, code, year, class_name)
+    counts = status.record_counts(listed) if listed else None
     return page(
         request,
         "class.html",
@@ -268,7 +279,9 @@ async def class_page(request: Request) -> Response:
         school_name=register.schools.get(code, f"Trường {code}"),
         class_name=class_name,
         year=year,
-        line=status.class_line(register, seen, code, class_name, review),
+        line=status.class_line(register, seen, code, class_name, review, class_counts(counts, class_name)),
+        records_problem=records_problem,
+        records_asked=True,
         review=status.findings(review) if review else None,
         reviews_answered=reviews is not None,
         review_problem=review_problem,
@@ -335,6 +348,30 @@ async def class_reviews(
         return None, f"Dịch vụ ký không trả lời phần rà soát ({exc.reason}): {exc}."
     except NoAnswer as exc:
         return None, f"Dịch vụ ký không trả lời phần rà soát ({exc}); kiểm tra hệ thống đang chạy (`hocba up`)."
+
+
+def class_counts(counts: dict[str, status.RecordCounts] | None, class_name: str) -> status.RecordCounts | None:
+    """A class's counts when grades answered (a class it listed no record of has none: zero, not "—")."""
+    return None if counts is None else counts.get(class_name, status.RecordCounts())
+
+
+async def record_list(
+    request: Request, viewer: Viewer, school_code: str, year: str, class_name: str | None = None
+) -> tuple[RecordList | None, str]:
+    """grades' list of the school year's records (or one class's) as the viewer may read it, or why it could not
+    be had. Each student listed is kept in grades' access log with the viewer and `PURPOSE`."""
+    g = gateway(request)
+    question = ListRecords(school_code=school_code, school_year=year, class_name=class_name, purpose=PURPOSE)
+    try:
+        return await g.link.ask(g.voucher.signs(viewer, question), RecordList, "school"), ""
+    except Refused as exc:
+        return None, f"Dịch vụ điểm không trả lời danh sách hồ sơ ({exc.reason}): {exc}."
+    except NoAnswer as exc:
+        return (
+            None,
+            f"Dịch vụ điểm không trả lời danh sách hồ sơ ({exc}); kiểm tra hệ thống đang chạy (`hocba up`) rồi "
+            "tải lại trang.",
+        )
 
 
 async def sync_status(request: Request, viewer: Viewer) -> tuple[SyncStatus | None, str]:

@@ -1,8 +1,9 @@
 """What the pages say of a school year: a line per class and the school's totals, in the pages' words.
 
-Each status comes from where it can be known today: the staff register (classes and their homeroom teachers) and
-the board (what the gateway saw announced since it started). A status no service answers yet is `NOT_ANSWERED`,
-shown as "—"; each such place names the request that will answer it.
+Each status comes from the service that knows it: the staff register (classes and their homeroom teachers), grades'
+list of the year's records (`ListRecords`: records per class and where each stands), signing's review, and the
+board (the terms closed and the homeroom teachers' signatures, as announced since the gateway started). A status no
+service answers is `NOT_ANSWERED`, shown as "—".
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from hocba.staff import StaffRegister
 from hocba.web.board import BatchView, YearView
+from shared.contracts.grades import RecordList, RecordStatus
 from shared.contracts.signing import ClassReview, ClassReviews, MissingEntry
 
 #: A status no service answers yet.
@@ -33,20 +35,66 @@ def counted(n: int) -> str:
     return f"{n:,} hồ sơ".replace(",", ".") if n else NOT_ANSWERED
 
 
+def records(n: int) -> str:
+    """A count grades answered ("1.000 hồ sơ"; none is "0 hồ sơ", not "—")."""
+    return f"{n:,} hồ sơ".replace(",", ".")
+
+
+#: How far a record has gone: each status reached after the one before (a delivered record was archived, signed
+#: and sealed).
+STAGES: dict[RecordStatus, int] = {
+    "assembled": 0,
+    "incomplete": 0,
+    "signed-and-sealed": 1,
+    "archived": 2,
+    "delivered": 3,
+}
+
+
+@dataclass(frozen=True)
+class RecordCounts:
+    """Records of a class (or of the school) as grades lists them: how many, how many lack entries, and how many
+    reached each stage after assembly (signed and sealed counts the archived and delivered ones too)."""
+
+    records: int = 0
+    incomplete: int = 0
+    sealed: int = 0
+    archived: int = 0
+    delivered: int = 0
+
+
+def record_counts(answer: RecordList) -> dict[str, RecordCounts]:
+    """grades' answer counted per class."""
+    counts: dict[str, list[int]] = {}
+    for line in answer.records:
+        n = counts.setdefault(line.class_name, [0, 0, 0, 0, 0])
+        stage = STAGES[line.status]
+        n[0] += 1
+        n[1] += not line.complete
+        n[2] += stage >= STAGES["signed-and-sealed"]
+        n[3] += stage >= STAGES["archived"]
+        n[4] += stage >= STAGES["delivered"]
+    return {name: RecordCounts(*n) for name, n in counts.items()}
+
+
+def school_counts(by_class: dict[str, RecordCounts]) -> RecordCounts:
+    return RecordCounts(*(sum(getattr(c, f) for c in by_class.values()) for f in RecordCounts.__dataclass_fields__))
+
+
 @dataclass(frozen=True)
 class ClassLine:
     """One class of the principal's table, a status per column."""
 
     name: str
     homeroom_teacher: str
-    #: Assessments entered for the class: grades' ListRecords (to come) will answer.
-    entries: str
     terms_closed: str
-    #: The class confirmed as reviewed by its homeroom teacher: the review (to come) will answer.
+    #: The class confirmed as reviewed by its homeroom teacher: signing's review answers.
     reviewed: str
+    #: Records signed by the homeroom teacher: only the board's announcements tell (no service answers it).
     homeroom_signed: str
-    #: Per class, signed and sealed, archived and delivered: records by class (ListRecords, to come) will answer;
-    #: the school's totals are in `SchoolTotals`.
+    #: The class's records, incomplete ones, and those signed and sealed, archived, delivered: grades' ListRecords.
+    records: str = NOT_ANSWERED
+    incomplete: str = NOT_ANSWERED
     sealed: str = NOT_ANSWERED
     archived: str = NOT_ANSWERED
     delivered: str = NOT_ANSWERED
@@ -58,7 +106,7 @@ class SchoolTotals:
     sealed: str
     archived: str
     delivered: str
-    #: Review findings (incomplete records, missing entries, identity disagreements): the review (to come) will answer.
+    #: Review findings (classes waiting, incomplete records): signing's review answers.
     review: str = NOT_ANSWERED
 
 
@@ -68,26 +116,49 @@ def classes_of(register: StaffRegister, year: YearView, school_code: str) -> lis
     return sorted(enrolled | set(year.homeroom_signed), key=class_order)
 
 
-def class_line(
-    register: StaffRegister, year: YearView, school_code: str, class_name: str, review: ClassReview | None = None
+def class_line(  # noqa: PLR0913 - each source of the line's statuses is a parameter
+    register: StaffRegister,
+    year: YearView,
+    school_code: str,
+    class_name: str,
+    review: ClassReview | None = None,
+    counts: RecordCounts | None = None,
 ) -> ClassLine:
+    """The class's line; `counts` None: grades did not answer (its columns show "—")."""
     teacher = register.homeroom_teacher_of(school_code, class_name)
+    answered = {}
+    if counts is not None:
+        answered = {
+            "records": records(counts.records),
+            "incomplete": records(counts.incomplete),
+            "sealed": records(counts.sealed),
+            "archived": records(counts.archived),
+            "delivered": records(counts.delivered),
+        }
     return ClassLine(
         name=class_name,
         homeroom_teacher=teacher.name if teacher else NOT_ANSWERED,
-        entries=NOT_ANSWERED,
         terms_closed=terms_closed(year),
         reviewed=REVIEW_NAMES[review.status] if review is not None else NOT_ANSWERED,
         homeroom_signed=counted(year.homeroom_signed.get(class_name, 0)),
+        **answered,
     )
 
 
-def school_totals(year: YearView, reviews: ClassReviews | None = None) -> SchoolTotals:
+def school_totals(
+    year: YearView, reviews: ClassReviews | None = None, counts: RecordCounts | None = None
+) -> SchoolTotals:
+    """The school's totals: signed and sealed, archived, delivered as grades counts them when it answered
+    (`counts`), else as the board saw them announced."""
+    if counts is not None:
+        sealed, archived, delivered = records(counts.sealed), records(counts.archived), records(counts.delivered)
+    else:
+        sealed, archived, delivered = counted(year.sealed), counted(year.archived), counted(year.delivered)
     return SchoolTotals(
         terms_closed(year),
-        counted(year.sealed),
-        counted(year.archived),
-        counted(year.delivered),
+        sealed,
+        archived,
+        delivered,
         review_summary(reviews) if reviews is not None else NOT_ANSWERED,
     )
 

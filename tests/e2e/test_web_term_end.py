@@ -106,6 +106,13 @@ class OnTheWeb:
         if shot:
             self.shot(shot)
         self.driver.find_element(By.CSS_SELECTOR, "form[action='/sign-in'] button[type=submit]").click()
+        self.until_away_from("/sign-in")
+
+    def until_away_from(self, path: str, timeout: float = 30) -> None:
+        """Wait until the browser has left `path` (a form's answer may take a moment on a loaded machine)."""
+        WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(
+            lambda driver: not driver.current_url.endswith(path)
+        )
 
     def click(self, testid: str) -> None:
         self.driver.find_element(By.CSS_SELECTOR, f"[data-testid={testid}]").click()
@@ -162,6 +169,7 @@ class SignedOnTheWeb(TermEnd):
         self.seen["school"] = web.text()
         web.shot("school-before-the-click")
         web.click("sign-school")
+        web.until_away_from(f"/schools/{school}")
         found = re.search(r"/batches/([0-9a-f]+)$", web.driver.current_url)
         assert found, web.driver.current_url
         self.seen["progress"] = web.text("[data-testid=batch-state]")
@@ -197,6 +205,13 @@ def test_the_principal_signs_the_school_on_the_web_page_and_every_record_reaches
         name: web.text(f"[data-testid={name}]")
         for name in ("terms-closed", "sealed", "archived", "delivered", "review")
     }
+    # Per class, from grades' list of the records: records, incomplete, reviewed, signed by the homeroom teacher (as
+    # the page saw it announced), signed and sealed, archived, delivered.
+    classes = {
+        row.find_element(By.CSS_SELECTOR, "td").text: [td.text for td in row.find_elements(By.CSS_SELECTOR, "td")][3:]
+        for row in web.driver.find_elements(By.CSS_SELECTOR, "[data-testid=classes] tbody tr")
+    }
+    listing_problem = web.driver.find_elements(By.CSS_SELECTOR, "[data-testid=records-problem]")
     web.shot("school-after")
     assert totals == {
         "terms-closed": "HK I, HK II",
@@ -205,6 +220,11 @@ def test_the_principal_signs_the_school_on_the_web_page_and_every_record_reaches
         "delivered": f"{STUDENTS} hồ sơ",
         "review": "Mọi lớp đã rà soát",
     }
+    assert not listing_problem, "grades answered the page's ListRecords"
+    with_records = {name: cells for name, cells in classes.items() if cells[0] != "0 hồ sơ"}
+    assert with_records == {
+        name: [f"{n} hồ sơ", "0 hồ sơ", "Đã rà soát", *[f"{n} hồ sơ"] * 4] for name, n in {"6A1": 40, "6A2": 20}.items()
+    }, "the other classes enrolled have no student this year"
     web.sign_in("operator")
     operator = web.text("[data-testid=schools]")
     web.shot("operator")

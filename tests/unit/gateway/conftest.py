@@ -1,5 +1,5 @@
 """The web gateway on FastStream's in-memory broker: the pages through Starlette's TestClient, the services they
-talk to (signing, sync) built with in-memory repositories, as tests/wiring builds them.
+talk to (grades, signing, sync) built with in-memory repositories, as tests/wiring builds them.
 
 (No `from __future__ import annotations` here: FastStream reads the followers' annotations as types.)
 
@@ -27,6 +27,8 @@ from hocba.web.app import Gateway, GatewayConfig, build_app
 from hocba.web.board import Board
 from hocba.web.link import follow
 from hocba.web.people import DevelopmentVoucher
+from services.grades.app import build_app as build_grades
+from services.grades.repository import InMemoryGradesRepository
 from services.signing.app import build_app as build_signing
 from services.signing.repository import InMemorySigningRepository
 from services.sync.app import build_app as build_sync
@@ -192,6 +194,17 @@ def signing(settings, trust) -> tuple[ServiceApp, InMemorySigningRepository]:
         settings, repository=repo, signers=trust.checked_signers(), issuer_keys=trust.issuer.public_keys()
     )
     return service, repo
+
+
+@pytest.fixture
+def grades(settings, trust) -> tuple[ServiceApp, InMemoryGradesRepository]:
+    """grades with an empty repository (a test adds the records it assembled and the steps they reached), taking
+    the staff's tokens from the same issuer, its own certificate in the same PKI."""
+    repo = InMemoryGradesRepository()
+    configured = settings.model_copy(
+        update={"pki_dir": trust.pki.folder, "pki_passphrase": trust.pki.passphrase.decode()}
+    )
+    return build_grades(configured, repository=repo, issuer_keys=trust.issuer.public_keys()), repo
 
 
 @pytest.fixture

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import UTC, datetime
 
 import pytest
 
 from hocba.web.link import follow
-from shared.auth import verify_token
-from shared.contracts.grades import RecordsReady
+from services.grades.repository import StatusNote
+from shared.auth import Actor, signed_by, verify_token
+from shared.contracts.access import AccessLog, ListGradesAccesses
+from shared.contracts.grades import ListRecords, RecordsReady
 from shared.contracts.signing import RequestSignBatch
 from shared.contracts.sync import GetSyncStatus
 from shared.errors import NoAnswer
@@ -115,8 +118,8 @@ def test_signing_out_ends_the_session(web, signing):
 # --- the principal's page ------------------------------------------------------------------------
 
 
-def test_the_principal_sees_the_classes_with_a_dash_where_no_service_answers_yet(web, signing):
-    with web(signing[0]) as page:
+def test_the_principal_sees_the_classes_with_a_dash_where_no_service_answers(web, signing):
+    with web(signing[0]) as page:  # grades is not running: nothing lists the records
         page.sign_in(PRINCIPAL)
         answer = page.client.get(f"/schools/{SCHOOL}")
     assert answer.status_code == 200
@@ -124,7 +127,8 @@ def test_the_principal_sees_the_classes_with_a_dash_where_no_service_answers_yet
     assert [text(r).split()[0] for r in rows] == ["6A1", "6A2"]
     first = text(rows[0]).split(" ")
     assert "Cô giáo lớp 6A1" in text(rows[0])
-    assert first.count("—") == 7, "entries, terms, review, homeroom, sealed, archived, delivered: none answered yet"
+    assert first.count("—") == 8, "terms, records, incomplete, review, homeroom, sealed, archived, delivered"
+    assert "Dịch vụ điểm không trả lời danh sách hồ sơ" in text(answer.text) and "hocba up" in text(answer.text)
     assert 'data-testid="sign-school"' in answer.text and "Ký toàn trường" in answer.text
 
 
@@ -167,16 +171,16 @@ def test_the_principal_signs_the_whole_school_in_one_click_and_follows_it_to_don
     assert "Đã ký và đóng dấu 25 hồ sơ" in school, "the school's totals"
     assert "Mọi lớp đã rà soát" in school
     rows = [text(r).strip() for r in re.findall(r"<tr>(.*?)</tr>", school_page, re.S)][1:]
-    assert rows[0] == "6A1 Cô giáo lớp 6A1 — — Đã rà soát 13 hồ sơ — — —", "terms closed: not announced here"
+    assert rows[0] == "6A1 Cô giáo lớp 6A1 — — — Đã rà soát 13 hồ sơ — — —", "terms closed: not announced here"
 
 
 def test_each_message_carries_the_signed_in_persons_token_for_it(web, signing, trust):
     with web(signing[0]) as page:
         page.sign_in(PRINCIPAL)
         page.post(f"/schools/{SCHOOL}/sign")
-    keys = trust.issuer.public_keys("signing")
-    assert [type(m).__name__ for m in page.link.sent] == ["ReviewClasses", "RequestSignBatch"]
-    assert {verify_token(m, keys).subject for m in page.link.sent} == {PRINCIPAL}
+    keys = {"signing": trust.issuer.public_keys("signing"), "grades": trust.issuer.public_keys("grades")}
+    assert [type(m).__name__ for m in page.link.sent] == ["ReviewClasses", "ListRecords", "RequestSignBatch"]
+    assert {verify_token(m, keys[m.ROUTING_KEY.split(".")[0]]).subject for m in page.link.sent} == {PRINCIPAL}
 
 
 def test_a_click_before_the_classes_were_reviewed_says_which_classes_wait(web, signing, trust):
@@ -258,6 +262,120 @@ def test_when_nothing_takes_the_request_the_page_says_the_system_must_be_running
         batch = batch_id(page.post(f"/schools/{SCHOOL}/sign"))
         shown = text(page.client.get(f"/batches/{batch}").text)
     assert "Chưa gửi được" in shown and "hocba up" in shown
+
+
+# --- the records grades lists ----------------------------------------------------------------------
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def assembled(grades, trust, count: int, incomplete: tuple[int, ...] = (), reached: dict[int, str] | None = None):
+    """grades holds `count` records of 6A1 (even) and 6A2 (odd) as it assembled them at the year's close
+    (`incomplete` lack their term-I mathematics), and the step each of `reached` was announced to reach."""
+    _, repo = grades
+    records = [trust.record(n, **(TERM_I_MATHS_MISSING if n in incomplete else {})) for n in range(count)]
+
+    async def store() -> None:
+        await repo.add_records(records)
+        await repo.note_statuses([StatusNote(f"rec-{n:04d}", 1, step, NOW) for n, step in (reached or {}).items()])
+
+    return store
+
+
+def shown(page_html: str, *testids: str) -> dict[str, str]:
+    """What the page shows in the elements of these `data-testid`s."""
+    found = {name: re.search(rf'data-testid="{name}">([^<]*)<', page_html) for name in testids}
+    return {name: match.group(1) for name, match in found.items() if match is not None}
+
+
+def class_row(page_html: str, class_name: str) -> str:
+    rows = [text(r).strip() for r in re.findall(r"<tr>(.*?)</tr>", page_html, re.S)]
+    (row,) = [r for r in rows if r.startswith(f"{class_name} ")]
+    return row
+
+
+def test_the_principal_sees_each_class_s_records_and_where_they_stand_as_grades_lists_them(web, signing, grades, trust):
+    # 6A1: rec-0, 2, 4, 6, 8 (rec-0002 incomplete); 6A2: rec-1, 3, 5, 7, 9.
+    reached = {0: "signed-and-sealed", 4: "archived", 6: "delivered", 8: "delivered", 1: "delivered"}
+    with web(signing[0], grades[0]) as page:
+        page.run(assembled(grades, trust, 10, incomplete=(2,), reached=reached))
+        page.sign_in(PRINCIPAL)
+        answer = page.client.get(f"/schools/{SCHOOL}")
+    assert answer.status_code == 200
+    # Lớp, GVCN, học kỳ đã khoá, hồ sơ, chưa đầy đủ, đã rà soát (signing holds none here: —), GVCN đã ký, đã ký và
+    # đóng dấu, đã lưu trữ, đã gửi Bộ
+    assert class_row(answer.text, "6A1") == "6A1 Cô giáo lớp 6A1 — 5 hồ sơ 1 hồ sơ — — 4 hồ sơ 3 hồ sơ 2 hồ sơ", (
+        "a delivered record was archived, signed and sealed before: it counts in each"
+    )
+    assert class_row(answer.text, "6A2") == "6A2 Cô giáo lớp 6A2 — 5 hồ sơ 0 hồ sơ — — 1 hồ sơ 1 hồ sơ 1 hồ sơ"
+    assert shown(answer.text, "sealed", "archived", "delivered") == {
+        "sealed": "5 hồ sơ",
+        "archived": "4 hồ sơ",
+        "delivered": "3 hồ sơ",
+    }, "the school's, from grades"
+    assert "danh sách hồ sơ dịch vụ điểm trả lời" in text(answer.text), "the legend says where the counts come from"
+    (asked,) = [m for m in page.link.sent if isinstance(m, ListRecords)]
+    assert (asked.school_code, asked.school_year, asked.class_name, asked.status) == (SCHOOL, YEAR, None, None)
+    assert asked.purpose == "term-end page"
+    assert verify_token(asked, trust.issuer.public_keys("grades")).subject == PRINCIPAL
+
+
+def test_the_counts_are_grades_answer_not_what_the_page_saw_announced(web, signing, grades, trust):
+    with web(signing[0], grades[0]) as page:
+        page.run(assembled(grades, trust, 4))
+        page.run(page.link.publish, ready(trust, 4))  # signing holds them too; nothing signed yet
+        page.sign_in(PRINCIPAL)
+        answer = page.client.get(f"/schools/{SCHOOL}")
+    assert (
+        class_row(answer.text, "6A1") == "6A1 Cô giáo lớp 6A1 — 2 hồ sơ 0 hồ sơ Chưa rà soát — 0 hồ sơ 0 hồ sơ 0 hồ sơ"
+    )
+    assert shown(answer.text, "sealed") == {"sealed": "0 hồ sơ"}, "none signed: grades says 0, not “—”"
+
+
+def test_a_class_grades_lists_no_record_of_counts_none(web, signing, grades, trust):
+    with web(signing[0], grades[0]) as page:
+        page.sign_in(PRINCIPAL)  # the year not closed: grades holds no record
+        answer = page.client.get(f"/schools/{SCHOOL}")
+    assert class_row(answer.text, "6A2") == "6A2 Cô giáo lớp 6A2 — 0 hồ sơ 0 hồ sơ — — 0 hồ sơ 0 hồ sơ 0 hồ sơ"
+
+
+def test_the_homeroom_teacher_sees_their_class_s_records_as_grades_lists_them(web, signing, grades, trust):
+    with web(signing[0], grades[0]) as page:
+        page.run(assembled(grades, trust, 10, incomplete=(2,), reached={0: "delivered", 1: "delivered", 4: "archived"}))
+        page.sign_in(HOMEROOM_6A1)
+        answer = page.client.get(f"/schools/{SCHOOL}/classes/6A1")
+    assert shown(
+        answer.text, "records", "incomplete-records", "homeroom-signed", "sealed", "archived", "delivered"
+    ) == {
+        "records": "5 hồ sơ",
+        "incomplete-records": "1 hồ sơ",
+        "homeroom-signed": "—",  # no service answers it: only an announcement seen here tells
+        "sealed": "2 hồ sơ",
+        "archived": "2 hồ sơ",
+        "delivered": "1 hồ sơ",
+    }
+    (asked,) = [m for m in page.link.sent if isinstance(m, ListRecords)]
+    assert (asked.class_name, asked.purpose) == ("6A1", "term-end page")
+    assert verify_token(asked, trust.issuer.public_keys("grades")).subject == HOMEROOM_6A1
+
+
+def test_each_record_the_page_lists_is_kept_in_grades_access_log_with_the_page_s_purpose(web, signing, grades, trust):
+    service, _ = grades
+    operator = Actor(subject="operator-1", roles=frozenset({"operator"}), school_code="")
+
+    async def read_by(student_ref: str) -> list[tuple[str, str, str]]:
+        asked = signed_by(ListGradesAccesses(student_ref=student_ref), trust.issuer, operator)
+        log = await service.bus.request(asked, AccessLog, 5.0)
+        return [(e.subject, e.action, e.purpose) for e in log.entries]
+
+    with web(signing[0], service) as page:
+        page.run(assembled(grades, trust, 4))
+        page.sign_in(HOMEROOM_6A1)
+        page.client.get(f"/schools/{SCHOOL}/classes/6A1")
+        own_class = page.run(read_by, "student-0002")
+        other_class = page.run(read_by, "student-0001")
+    assert own_class == [(HOMEROOM_6A1, "list", "term-end page")]
+    assert other_class == [], "the page asked for 6A1's records only"
 
 
 # --- who sees what ------------------------------------------------------------------------------
