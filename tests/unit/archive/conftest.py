@@ -20,8 +20,6 @@ from shared.crypto.pki import ARCHIVE_SUBJECT
 from tests.support import idle_rotation
 from tests.unit.signing.trust import Trust, make_trust, signed_record
 
-#: The time the archive's clock reads in the unit tests.
-AT = datetime.now(UTC).replace(microsecond=0)
 ORIGIN = "test.archive"
 
 
@@ -35,11 +33,15 @@ def archive_keys(trust: Trust) -> Keys:
 
 
 def archive_deps(
-    trust: Trust, repo: ArchiveRepository | None = None, registry: CollectorRegistry | None = None, at: datetime = AT
+    trust: Trust,
+    repo: ArchiveRepository | None = None,
+    registry: CollectorRegistry | None = None,
+    at: datetime | None = None,
 ) -> Deps:
     """archive's dependencies over `repo` (a new in-memory one by default), with the test PKI's keys and the test
-    issuer's keys for the archive, its clock at `at`, its metrics on `registry`."""
+    issuer's keys for the archive, its clock at `at` (now, by default), its metrics on `registry`."""
     registry = registry if registry is not None else CollectorRegistry()
+    at = at if at is not None else datetime.now(UTC).replace(microsecond=0)
     return Deps(
         repo=repo if repo is not None else InMemoryArchiveRepository(),
         metrics=ArchiveMetrics(registry),
@@ -51,6 +53,13 @@ def archive_deps(
         rotation=idle_rotation(ArchiveKeyRotationProgress, trust.issuer.public_keys("archive"), registry),
         clock=lambda: at,
     )
+
+
+@pytest.fixture(scope="session")
+def at() -> datetime:
+    """The time the archive's clock reads in the unit tests that use `deps`: when the first of them runs, so that the
+    signatures and certificates they make "now" are of the same minutes, however long other tests ran before."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture(scope="session")
@@ -74,5 +83,5 @@ def registry() -> CollectorRegistry:
 
 
 @pytest.fixture
-def deps(trust, repo, registry) -> Deps:
-    return archive_deps(trust, repo, registry)
+def deps(trust, repo, registry, at) -> Deps:
+    return archive_deps(trust, repo, registry, at)

@@ -38,7 +38,7 @@ from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.outcome import Outcome
 from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, completed_version, make_trust, signed_record, signed_version
 
-from .conftest import AT, ORIGIN, archive_deps
+from .conftest import ORIGIN, archive_deps
 
 M = TypeVar("M", bound=Message)
 
@@ -91,7 +91,7 @@ async def leaves(repo) -> list[bytes]:
     return [bytes.fromhex(e.leaf_hash) for e in await repo.entries()]
 
 
-async def test_a_chunk_is_appended_as_merkle_leaves_in_order(deps, registry, make_signed):
+async def test_a_chunk_is_appended_as_merkle_leaves_in_order(deps, registry, make_signed, at):
     event = completed([make_signed(n) for n in range(5)])
     archived = await archive(event, deps)
     assert archived.message_id == derived_id(event.message_id, "archived")
@@ -104,7 +104,7 @@ async def test_a_chunk_is_appended_as_merkle_leaves_in_order(deps, registry, mak
     assert (first.record_id, first.version, first.student_ref, first.supersedes) == ("rec-0000", 1, "student-0000", None)
     assert first.digest == digest(event.records[0].record.document)
     position = (await deps.repo.positions([("rec-0003", 1)]))[("rec-0003", 1)]
-    assert position.seq == 3 and position.archived_at == f"{AT:%Y-%m-%dT%H:%M:%S}.000Z"
+    assert position.seq == 3 and position.archived_at == f"{at:%Y-%m-%dT%H:%M:%S}.000Z"
     assert sample(registry, "hocba_records_archived_total") == 5
     assert sample(registry, "hocba_archive_log_entries") == 5
 
@@ -140,16 +140,16 @@ class Racing:
         return await self.repo.append(entries)
 
 
-async def test_when_another_appender_moved_the_log_the_tree_is_reloaded(deps, make_signed):
+async def test_when_another_appender_moved_the_log_the_tree_is_reloaded(deps, make_signed, at):
     await archive(completed([make_signed(0)]), deps)
-    theirs = domain.build_entries(1, [make_signed(7)], AT)
+    theirs = domain.build_entries(1, [make_signed(7)], at)
     archived = await archive(completed([make_signed(1)]), replace(deps, repo=Racing(deps.repo, theirs)))
     assert archived.records[0].seq == 2 and deps.log.tree.size == 3
     assert deps.log.tree.root() == MerkleTree(await leaves(deps.repo)).root()
 
 
-async def test_versions_appended_just_before_a_crash_are_found_in_the_log_and_not_appended_again(deps, make_signed):
-    await deps.repo.append(domain.build_entries(0, [make_signed(0), make_signed(1)], AT))
+async def test_versions_appended_just_before_a_crash_are_found_in_the_log_and_not_appended_again(deps, make_signed, at):
+    await deps.repo.append(domain.build_entries(0, [make_signed(0), make_signed(1)], at))
     archived = await archive(completed([make_signed(1), make_signed(2)]), deps)
     assert [(r.record_id, r.seq) for r in archived.records] == [("rec-0001", 1), ("rec-0002", 2)]
     assert [e.key for e in await deps.repo.entries()] == [("rec-0000", 1), ("rec-0001", 1), ("rec-0002", 1)]
@@ -300,20 +300,20 @@ async def test_a_record_admitted_an_hour_late_with_valid_certificates_is_archive
     assert archived.records[0].seq == 0
 
 
-async def test_earlier_signatures_may_be_older_but_not_later_than_the_one_that_names_them(deps, trust):
+async def test_earlier_signatures_may_be_older_but_not_later_than_the_one_that_names_them(deps, trust, at):
     """A homeroom teacher signs well before the principal's one click; what completes the record is fresh."""
-    early = {"homeroom_teacher": AT - timedelta(minutes=50), "principal": AT, "school_seal": AT}
+    early = {"homeroom_teacher": at - timedelta(minutes=50), "principal": at, "school_seal": at}
     archived = await archive(completed([signed_record(trust, 1, signed_at=early)]), deps)
     assert archived.records[0].seq == 0
-    late = {"homeroom_teacher": AT, "principal": AT - timedelta(minutes=30), "school_seal": AT}
+    late = {"homeroom_teacher": at, "principal": at - timedelta(minutes=30), "school_seal": at}
     with pytest.raises(InvalidMessage, match="homeroom_teacher's signature states a later time than the principal's"):
         await handlers.archive_records(completed([signed_record(trust, 2, signed_at=late)]), deps)
 
 
-async def test_the_entry_keeps_the_archives_clock_at_admission(deps, make_signed):
+async def test_the_entry_keeps_the_archives_clock_at_admission(deps, make_signed, at):
     await archive(completed([make_signed(1)]), deps)
     [entry] = await deps.repo.entries()
-    assert entry.archived_at == f"{AT:%Y-%m-%dT%H:%M:%S}.000Z"
+    assert entry.archived_at == f"{at:%Y-%m-%dT%H:%M:%S}.000Z"
 
 
 async def test_attack_a_made_up_record_not_sealed_by_grades_is_not_archived(deps, trust, registry):
@@ -331,17 +331,17 @@ async def test_attack_a_made_up_record_not_sealed_by_grades_is_not_archived(deps
     assert sample(registry, "hocba_archive_refused_total", {"reason": "not-sealed"}) == 2
 
 
-async def test_what_the_archive_announces_carries_its_seal_one_for_the_whole_chunk(deps, trust, make_signed, monkeypatch):
+async def test_what_the_archive_announces_carries_its_seal_one_for_the_whole_chunk(deps, trust, make_signed, monkeypatch, at):
     made = []
     monkeypatch.setattr(handlers, "seal", lambda signer, claims: made.append(claims) or seal(signer, claims))
     archived = await archive(completed([make_signed(n) for n in range(3)]), deps)
 
     assert len(made) == 1, "one seal for the chunk, not one for each record"
     anchor = trust.pki.trust_store()
-    assert seal_problems(archived.seal, archived_claims(archived.records), anchor, "archive", AT) == []
+    assert seal_problems(archived.seal, archived_claims(archived.records), anchor, "archive", at) == []
     moved = [archived.records[0].model_copy(update={"seq": 7}), *archived.records[1:]]
-    assert seal_problems(archived.seal, archived_claims(moved), anchor, "archive", AT)
-    assert seal_problems(archived.seal, archived_claims(archived.records[:2]), anchor, "archive", AT)
+    assert seal_problems(archived.seal, archived_claims(moved), anchor, "archive", at)
+    assert seal_problems(archived.seal, archived_claims(archived.records[:2]), anchor, "archive", at)
     assert archived.actor is None
 
 
@@ -387,12 +387,12 @@ async def test_a_new_version_must_be_an_amendment_of_the_latest_by_the_same_scho
 # --- checkpoints -----------------------------------------------------------------------------
 
 
-async def test_a_checkpoint_is_signed_by_the_archive_and_states_the_root(deps, registry, make_signed):
+async def test_a_checkpoint_is_signed_by_the_archive_and_states_the_root(deps, registry, make_signed, at):
     await archive(completed([make_signed(n) for n in range(6)]), deps)
     outcome = await handlers.scheduled_checkpoint(deps)
     [checkpoint] = announced(outcome)
     assert (checkpoint.origin, checkpoint.tree_size, checkpoint.root_hash) == (ORIGIN, 6, deps.log.tree.root().hex())
-    assert checkpoint.issued_at == AT
+    assert checkpoint.issued_at == at
     assert check_checkpoint(checkpoint, deps.keys.trust()).ok
     assert announced(await handlers.scheduled_checkpoint(deps)) == [], "nothing new, no checkpoint"
     assert await deps.repo.checkpoints() == [checkpoint]
@@ -584,7 +584,7 @@ async def test_a_token_for_another_service_is_not_heard_by_the_archive(deps, tru
         await handlers.export_record(asked(trust, ExportRecord(record_id="rec-0001")), as_signing)
 
 
-async def test_every_export_and_printed_copy_is_in_the_access_log_and_counted(deps, trust, registry, make_signed):
+async def test_every_export_and_printed_copy_is_in_the_access_log_and_counted(deps, trust, registry, make_signed, at):
     await archive(completed([make_signed(1), make_signed(2)]), deps)
     staff = trust.staff
     reads = [
@@ -600,7 +600,7 @@ async def test_every_export_and_printed_copy_is_in_the_access_log_and_counted(de
         ("print", "admin-79000701", ["school_admin"], SCHOOL, "rec-0001", "bản sao", "archive"),
         ("export", "operator-thanh-tra", ["operator"], "", "rec-0001", "thanh tra", "archive"),
     ]
-    assert all(e.at == AT for e in logged)
+    assert all(e.at == at for e in logged)
     assert await deps.access_log.of("student-0002", 10) == []
     for role in ("principal", "school_admin", "operator"):
         assert sample(registry, "hocba_personal_data_reads_total", {"role": role}) == 1

@@ -1,4 +1,4 @@
-"""Producers' seals: grades' on a record version, the archive's on an archived version."""
+"""Producers' seals: grades' on a record version (checked at the time each test runs, not when the module was imported)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from shared.contracts.grades import RecordVersion
 from shared.crypto.pki import DevPki, service_holders
 from shared.crypto.seal import record_claims, seal, seal_problems
 from tests import records
-
-NOW = datetime.now(UTC)
 
 
 @pytest.fixture(scope="module")
@@ -27,24 +25,24 @@ def record(**document) -> RecordVersion:
 
 def test_a_record_sealed_by_grades_verifies_as_grades(pki):
     sealed = seal(pki.signer("svc-grades"), record_claims(record()))
-    assert seal_problems(sealed, record_claims(record()), pki.trust_store(), "svc-grades", NOW) == []
+    assert seal_problems(sealed, record_claims(record()), pki.trust_store(), "svc-grades", datetime.now(UTC)) == []
 
 
 def test_a_changed_record_no_longer_matches_its_seal(pki):
     sealed = seal(pki.signer("svc-grades"), record_claims(record()))
-    [problem] = seal_problems(sealed, record_claims(record(conduct="Khá")), pki.trust_store(), "svc-grades", NOW)
+    [problem] = seal_problems(sealed, record_claims(record(conduct="Khá")), pki.trust_store(), "svc-grades", datetime.now(UTC))
     assert "not the sealed content" in problem
 
 
 def test_a_seal_by_another_producer_or_none_at_all_is_refused(pki):
     by_archive = seal(pki.signer("archive"), record_claims(record()))
-    assert seal_problems(by_archive, record_claims(record()), pki.trust_store(), "svc-grades", NOW) == [
+    assert seal_problems(by_archive, record_claims(record()), pki.trust_store(), "svc-grades", datetime.now(UTC)) == [
         "it is sealed by 'archive', not by svc-grades"
     ]
-    assert seal_problems(None, record_claims(record()), pki.trust_store(), "svc-grades", NOW) == [
+    assert seal_problems(None, record_claims(record()), pki.trust_store(), "svc-grades", datetime.now(UTC)) == [
         "it carries no seal by svc-grades"
     ]
-    assert seal_problems("x.y", record_claims(record()), pki.trust_store(), "svc-grades", NOW) == [
+    assert seal_problems("x.y", record_claims(record()), pki.trust_store(), "svc-grades", datetime.now(UTC)) == [
         "its seal cannot be read"
     ]
 
@@ -53,5 +51,5 @@ def test_a_seal_from_a_certificate_outside_the_pki_is_refused(pki, tmp_path):
     other = DevPki(tmp_path / "other", b"p")
     other.create(service_holders())
     sealed = seal(other.signer("svc-grades"), record_claims(record()))
-    problems = seal_problems(sealed, record_claims(record()), pki.trust_store(), "svc-grades", NOW)
+    problems = seal_problems(sealed, record_claims(record()), pki.trust_store(), "svc-grades", datetime.now(UTC))
     assert problems and all(p.startswith("its seal's certificate") for p in problems)
