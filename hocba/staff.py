@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -20,7 +18,7 @@ from typing import Literal, TypeVar, get_args
 from shared.auth import TOKEN_LIFETIME, Actor, IssuerKey, signed_by
 from shared.contracts.base import Message
 from shared.contracts.signing import seal_subject
-from shared.crypto.pki import Holder
+from shared.crypto.pki import Holder, write_private
 from shared.settings import Settings
 
 M = TypeVar("M", bound=Message)
@@ -228,7 +226,7 @@ class StaffRegister:
         """Write the register whole, readable by its owner only (0600 in a 0700 folder)."""
         rows = [asdict(m) for m in sorted(self.staff.values(), key=lambda m: (m.school_code, m.staff_id))]
         data = json.dumps({"schools": dict(sorted(self.schools.items())), "staff": rows}, ensure_ascii=False, indent=1)
-        _write_private(self.path, data.encode())
+        write_private(self.path, data.encode())
 
     def members(self, school_code: str) -> list[StaffMember]:
         return [m for m in self.staff.values() if m.school_code == school_code]
@@ -275,19 +273,6 @@ ENROL = "enrol the school's staff with `hocba pki enrol staff.csv` (columns scho
 class NotEnrolled(LookupError):
     """Whoever would act (sign, review) is not in the staff register."""
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Replace `path` whole with `data`, readable by its owner only."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(data)
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def demo_staff_table(schools: Iterable[tuple[str, str, Iterable[str]]]) -> list[Mapping[str, str]]:

@@ -213,7 +213,7 @@ def _private_folder(path: Path) -> Path:
     return path
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write `data` to `path` readable by its owner only (0600), whole: a reader sees the old file or the new one."""
     _private_folder(path.parent)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -423,7 +423,7 @@ class DevPki:
         with self._locked():
             if token is not None and not self.token_path.exists():
                 config = {"module": token.module, "token_label": token.token_label, "env": token.env}
-                _write_private(self.token_path, json.dumps(config, indent=2).encode())
+                write_private(self.token_path, json.dumps(config, indent=2).encode())
             if self._passphrase is None:
                 self._passphrase = self._generated_passphrase(create=True)
             if not self.anchor_path.exists():
@@ -464,7 +464,7 @@ class DevPki:
             .sign(key, hashes.SHA256())
         )
         self._write_key(self.root_key_path, key)
-        _write_private(self.anchor_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_private(self.anchor_path, cert.public_bytes(serialization.Encoding.PEM))
 
     def _root(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         """The root CA's certificate and key: only the offline PKI has the key (a service's part never does)."""
@@ -514,7 +514,7 @@ class DevPki:
             )
         )
         cert = builder.sign(root_key, hashes.SHA256())
-        _write_private(self.cert_path(holder.subject_id), cert.public_bytes(serialization.Encoding.PEM))
+        write_private(self.cert_path(holder.subject_id), cert.public_bytes(serialization.Encoding.PEM))
 
     def _write_key(self, path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         data = key.private_bytes(
@@ -522,7 +522,7 @@ class DevPki:
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(self.passphrase),
         )
-        _write_private(path, data)
+        write_private(path, data)
 
     def _holders(self) -> dict[str, Holder]:
         path = self.folder / "holders.json"
@@ -532,7 +532,7 @@ class DevPki:
 
     def _write_holders(self, holders: dict[str, Holder]) -> None:
         rows = [asdict(h) for h in sorted(holders.values(), key=lambda h: h.subject_id)]
-        _write_private(self.folder / "holders.json", json.dumps(rows, ensure_ascii=False, indent=1).encode())
+        write_private(self.folder / "holders.json", json.dumps(rows, ensure_ascii=False, indent=1).encode())
 
     def holders(self) -> list[Holder]:
         return sorted(self._holders().values(), key=lambda h: h.subject_id)
@@ -550,7 +550,7 @@ class DevPki:
             x509.ReasonFlags[reason]  # refuse unknown reasons early (KeyError)
             revoked = self._revoked()
             revoked[str(cert.serial_number)] = {"subject_id": subject_id, "at": when.isoformat(), "reason": reason}
-            _write_private(self.folder / "ca" / "revoked.json", json.dumps(revoked, indent=1).encode())
+            write_private(self.folder / "ca" / "revoked.json", json.dumps(revoked, indent=1).encode())
             self._write_crl()
             return when
 
@@ -608,7 +608,7 @@ class DevPki:
     def _publish_crls(self, own: bytes) -> None:
         """ca/crl.pem: this PKI's CRL first (what `renew_crl` reads), then each licensed CA's CRL kept in ca/crls/."""
         kept = [path.read_bytes() for path in sorted(self.kept_crls_folder.glob("*.crl.pem"))]
-        _write_private(self.crl_path, b"".join([own, *kept]))
+        write_private(self.crl_path, b"".join([own, *kept]))
 
     # -- using ----------------------------------------------------------------------------------
 
@@ -671,7 +671,7 @@ class DevPki:
             anchors = self.anchors()
             if anchor in anchors:
                 return False
-            _write_private(self.anchor_path, b"".join(_pem(c) for c in [*anchors, anchor]))
+            write_private(self.anchor_path, b"".join(_pem(c) for c in [*anchors, anchor]))
             return True
 
     def add_crl(self, crl: x509.CertificateRevocationList) -> None:
@@ -689,7 +689,7 @@ class DevPki:
                         f"the CRL given was issued {crl.last_update_utc:%Y-%m-%d %H:%M}Z, before the one kept "
                         f"({kept.last_update_utc:%Y-%m-%d %H:%M}Z): give the CA's current CRL"
                     )
-            _write_private(path, crl.public_bytes(serialization.Encoding.PEM))
+            write_private(path, crl.public_bytes(serialization.Encoding.PEM))
             own = x509.load_pem_x509_crl(self.crl_path.read_bytes())
             self._publish_crls(own.public_bytes(serialization.Encoding.PEM))
 
@@ -710,8 +710,8 @@ class DevPki:
                 labels = {**config.get("labels", {}), holder.subject_id: token_label}
                 if token_label == holder.subject_id:
                     del labels[holder.subject_id]
-                _write_private(self.token_path, json.dumps({**config, "labels": labels}, indent=2).encode())
-            _write_private(self.cert_path(holder.subject_id), b"".join(_pem(c) for c in chain))
+                write_private(self.token_path, json.dumps({**config, "labels": labels}, indent=2).encode())
+            write_private(self.cert_path(holder.subject_id), b"".join(_pem(c) for c in chain))
             known = self._holders()
             known[holder.subject_id] = holder
             self._write_holders(known)
@@ -743,7 +743,7 @@ class DevPki:
             files, keys = self._part(service)
             _private_folder(destination)
             for relative, source in files.items():
-                _write_private(destination / relative, source.read_bytes())
+                write_private(destination / relative, source.read_bytes())
             removed = _remove_all_but(destination, set(files))
         certificates = sum(1 for relative in files if relative.parts[0] == "certs")
         return ServicePart(service, destination, certificates, keys, self.token_path.exists(), removed)
