@@ -69,7 +69,8 @@ class Harness:
 
     async def all_delivered(self, timeout: float = 30.0) -> None:
         async def done() -> bool:
-            return await self.outbox(DELIVERED) == N
+            # The gauges are set once a round's answers are recorded, just after its entries turn delivered.
+            return await self.outbox(DELIVERED) == N and self.gauge("hocba_sync_backlog_entries") == 0
 
         await eventually(done, timeout=timeout, what=f"{N} delivered entries")
 
@@ -222,13 +223,14 @@ async def test_the_relay_keeps_delivering_while_faults_come_and_go(harness):
     await h.service.bus.publish(more)
 
     async def all_two() -> bool:
-        # The outbox entry turns delivered with its receipt; the receipts collection follows it.
-        return await h.outbox(DELIVERED) == 2 * N and await h.db["receipts"].count_documents({}) == 2 * N
+        # The outbox entry turns delivered with its receipt; the receipts collection and the gauges follow it.
+        delivered = await h.outbox(DELIVERED) == 2 * N and await h.db["receipts"].count_documents({}) == 2 * N
+        return delivered and h.gauge("hocba_sync_backlog_entries") == 0
 
     await eventually(all_two, what="both schools delivered")
     assert h.store.accepted == 2 * N
     receipts = {doc["_id"]: doc["receipt_id"] async for doc in h.db["receipts"].find({})}
     assert receipts == {k: v["receipt_id"] for k, v in h.store.receipts.items()}
-    assert h.gauge("hocba_sync_backlog_entries") == 0
+    assert h.gauge("hocba_sync_parked_entries") == 0
     report = await h.reconcile()
     assert report.consistent and report.matched == 2 * N
