@@ -4,8 +4,10 @@ Before the PKI takes it, the certificate is checked as signing checks it before 
 that signing would refuse is refused here, with the reason:
 
 * it chains to a trust anchor: the PKI's own root, one added before, or the licensed CA's root given with
-  `--anchor` (added to the PKI's anchors once the certificate checks out);
+  `--anchor` (added to the PKI's anchors once the certificate checks out); the CAs of the chain may sign with
+  EC or RSA keys (the licensed CAs' roots and intermediates are RSA), the certificate's own key is P-256;
 * it is valid now and not revoked, by its CA's CRL (given with `--crl`, kept and published with the PKI's CRL);
+  each CRL given is signed by a CA of the chain;
 * its key usage allows signing records (digitalSignature and nonRepudiation), and its key is P-256 (ES256);
 * its subject names the holder as signing reads it: UID the staff id (or seal-<school>), title the role,
   organizationIdentifier the school code;
@@ -31,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hocba.staff import StaffRegister, seal_holder
-from shared.crypto.certs import TrustStore, fingerprint, identity
+from shared.crypto.certs import NOT_P256, TrustStore, crl_signed_by, fingerprint, identity, is_p256
 from shared.crypto.jws import sign_compact, verify_compact
 from shared.crypto.pkcs11 import Pkcs11Token
 from shared.crypto.pki import DevPki, Holder, PkiRefused
@@ -133,7 +135,10 @@ def read_key(path: Path, passphrase_file: Path | None) -> ec.EllipticCurvePrivat
             f"{path.name} cannot be read as a PEM private key (or the passphrase given does not decrypt it)"
         ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise ImportRefused(f"{path.name} is not a P-256 key: hocba signs with ES256, which takes P-256 keys only")
+        raise ImportRefused(
+            f"{path.name} is not a P-256 key: hocba signs with ES256, which takes P-256 keys only; give the "
+            "certificate's own key"
+        )
     return key
 
 
@@ -205,25 +210,31 @@ class CertificateImport:
             raise ImportRefused(f"the anchor '{identity(self.anchor).name}' is not a CA certificate (basicConstraints)")
         leaf = self.chain[0]
         problems = subject_problems(leaf, self.holder)
-        key = leaf.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            problems.append("its key is not P-256: hocba signs with ES256, which takes P-256 keys only")
+        if not is_p256(leaf):
+            problems.append(f"its {NOT_P256}")
         trust = self.trust()
         problems += [
-            p for p in trust.validate(self.chain, datetime.now(UTC), purpose="signing").failed if p not in problems
+            p
+            for p in trust.validate(self.chain, datetime.now(UTC), purpose="signing").failed
+            if p not in problems and not p.endswith(NOT_P256)
         ]
+        problems += self.crl_problems(trust)
         if any(p.startswith("no CRL from") for p in problems):
             problems.append("give the CA's current CRL with --crl (each CA's in the chain)")
         if any("does not lead to a trusted root" in p for p in problems) and self.anchor is None:
             problems.append("give the licensed CA's root certificate with --anchor")
         if problems:
             raise ImportRefused(f"the certificate for {self.holder.subject_id} is refused: " + "; ".join(problems))
-        trusted = [*trust.anchors, *self.chain]
-        for crl in self.crls:
-            if not any(c.subject == crl.issuer and _signed(crl, c) for c in trusted):
-                raise ImportRefused(
-                    f"the CRL of '{crl.issuer.rfc4514_string()}' is not signed by a CA of this certificate's chain"
-                )
+
+    def crl_problems(self, trust: TrustStore) -> list[str]:
+        """Each CRL given that no CA of the chain (or anchor) signed, by its EC or RSA key: it is not that CA's word."""
+        cas = [*trust.anchors, *self.chain[1:]]
+        return [
+            f"the CRL of '{crl.issuer.rfc4514_string()}' is not signed by a CA of this certificate's chain: give the CRL "
+            "that CA published"
+            for crl in self.crls
+            if not any(crl_signed_by(crl, ca) for ca in cas)
+        ]
 
     def stored_chain(self) -> list[x509.Certificate]:
         """The chain as the PKI keeps it: without the anchors, which the services hold already."""
@@ -235,13 +246,6 @@ def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
-        return False
-
-
-def _signed(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-    try:
-        return crl.is_signature_valid(issuer.public_key())  # an RSA or EC CA; any other key type is no CA of ours
-    except (TypeError, ValueError):
         return False
 
 

@@ -47,6 +47,7 @@ from hocba.commands import CsvShapeError, fail, finish_import, read_rows
 from hocba.console import console
 from hocba.enrolment import COLUMNS, Enrolment, enrol_rows, table_rows
 from hocba.staff import StaffRegister, demo_staff_table
+from shared.crypto.certs import crl_signed_by
 from shared.crypto.pkcs11 import TokenConfig
 from shared.crypto.pki import (
     CRL_LIFETIME,
@@ -84,7 +85,7 @@ def demo_table(schools: int = DEFAULT_SCHOOLS, classes: int = DEFAULT_CLASSES) -
 
 
 #: The services that read the PKI: signing, archive and grades sign with their keys; identity and sync only verify.
-PkiService = Literal["signing", "archive", "grades", "identity", "sync"]
+PkiService = Literal["signing", "archive", "grades", "identity", "sync", "web"]
 #: Printed after every new CRL: how it reaches the services, which read the CRL in their own part of the PKI.
 REEXPORT = (
     "the services read it once each service's part is exported again (`hocba pki export --service S --to DIR --force`)"
@@ -319,9 +320,15 @@ def import_crl(
             given = read_crl(crl)
         except ImportRefused as exc:
             fail(str(exc), 2)
-        if not any(c.subject == given.issuer for c in _known_cas(pki)):
+        issuers = [c for c in _known_cas(pki) if c.subject == given.issuer]
+        if not issuers:
             fail(
                 f"the CRL of '{given.issuer.rfc4514_string()}' is not from a CA this PKI trusts or holds a certificate of"
+            )
+        if not any(crl_signed_by(given, c) for c in issuers):
+            fail(
+                f"the CRL names '{given.issuer.rfc4514_string()}' as its issuer but is not signed by that CA's key: "
+                "download the CRL the CA publishes (its certificates' CRL distribution point) and import that one"
             )
         pki.add_crl(given)
     console.print(
@@ -392,8 +399,8 @@ def export(
     service: Annotated[
         PkiService,
         typer.Option(
-            help="Whose part: signing (every signer's key), archive (its own key), grades (svc-grades' key); "
-            "identity and sync verify only and get no key."
+            help="Whose part: signing (every signer's key), archive (its own key), grades (svc-grades' key), web "
+            "(the web gateway's svc-web key); identity and sync verify only and get no key."
         ),
     ],
     to: Annotated[Path, typer.Option("--to", file_okay=False, help="The folder to write (0700, its files 0600).")],

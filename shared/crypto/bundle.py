@@ -26,7 +26,7 @@ from shared.contracts.archive import Checkpoint
 from shared.contracts.grades import RecordVersion
 from shared.crypto.archive_log import Leaf, check_checkpoint
 from shared.crypto.canonical import canonical_json, sha256_hex
-from shared.crypto.certs import TRUSTED, TrustStore, ec_public_key, fingerprint, from_x5c
+from shared.crypto.certs import TRUSTED, TrustStore, ec_public_key, fingerprint, from_x5c, read_crls
 from shared.crypto.jws import RawSigner, b64url, b64url_decode, protected_header, sign_compact, verify_compact
 from shared.crypto.merkle import verify_inclusion
 from shared.crypto.record_signatures import ROLE_WORDS, SignatureCheck, check_record
@@ -100,11 +100,11 @@ class Verdict:
 
 
 def trust_with_bundle_crl(trust: TrustStore, bundle: dict[str, Any]) -> TrustStore:
-    """The verifier's trust store plus the CRL carried in the bundle (it is signed by the CA, so safe)."""
+    """The verifier's trust store plus the CRLs carried in the bundle: the PKI's own and each licensed CA's (each is
+    taken only for the CA that signed it, so safe)."""
     if not bundle.get("crl"):
         return trust
-    crl = x509.load_pem_x509_crl(bundle["crl"].encode())
-    return TrustStore(trust.anchors, [*trust.crls, crl])
+    return TrustStore(trust.anchors, [*trust.crls, *read_crls(bundle["crl"].encode())])
 
 
 @dataclass(frozen=True)

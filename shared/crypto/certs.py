@@ -4,7 +4,9 @@ A signer's certificate names the person or organisation in its subject: `UID` is
 the school management system uses in actor tokens, `title` the signing role, and
 `organizationIdentifier` the school code. Validation checks each link of the chain, validity at
 a given moment (the signing time), key usage, and revocation by the issuer's CRL, as RFC 5280 means
-its reasons:
+its reasons. The signer's own key is P-256, as ES256 takes; the CAs above it may sign with any key
+cryptography verifies (the licensed CAs' roots and intermediates are RSA: PKCS#1 v1.5 or PSS), and
+so may their CRLs:
 
 * a key compromise (keyCompromise, cACompromise, aACompromise) voids every signature that a
   trusted time (the archive's admission time under a signed checkpoint) does not prove older than
@@ -28,9 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 #: The `title` of the archive's own certificate (a signer's certificate names its role there).
@@ -39,6 +41,11 @@ ARCHIVE_TITLE = "archive"
 #: RFC 5280 reasons that say the private key is in other hands: no signing time it states can be believed.
 COMPROMISE_REASONS = frozenset(
     {x509.ReasonFlags.key_compromise, x509.ReasonFlags.ca_compromise, x509.ReasonFlags.aa_compromise}
+)
+#: Why a signer's certificate whose key is not P-256 (an RSA key, say) serves no hocba signature, and what to do.
+NOT_P256 = (
+    "key is not P-256: hocba signs with ES256, which takes P-256 keys only; ask the CA for an ECDSA P-256 "
+    "certificate (the CA's root and intermediate may be RSA)"
 )
 #: Which time a chain's verdict relied on: the signer's stated signing time, or a trusted time.
 STATED, TRUSTED = "stated", "trusted"
@@ -73,9 +80,18 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 
 def ec_public_key(certificate: x509.Certificate) -> ec.EllipticCurvePublicKey | None:
-    """The certificate's public key when it is an elliptic-curve key, as every hocba key is (P-256); else None."""
+    """A signer's public key when it is an elliptic-curve key, as every signer's key is (P-256); else None.
+
+    For a signer's certificate only: a CA above it may hold an RSA key (`crl_signed_by` checks its CRLs).
+    """
     key = certificate.public_key()
     return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+
+
+def is_p256(certificate: x509.Certificate) -> bool:
+    """Whether the certificate's key is a P-256 key, the only key ES256 signs with."""
+    key = certificate.public_key()
+    return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
 
 
 @functools.lru_cache(maxsize=8192)
@@ -110,7 +126,12 @@ _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.
 
 def load_crls(path: Path) -> list[x509.CertificateRevocationList]:
     """Every CRL in a PEM file, in order (a PKI's own CRL, then those of the certification authorities it trusts)."""
-    return [x509.load_pem_x509_crl(block) for block in _PEM_CRL.findall(path.read_bytes())]
+    return read_crls(path.read_bytes())
+
+
+def read_crls(pem: bytes) -> list[x509.CertificateRevocationList]:
+    """Every CRL in PEM text, in order (`x509.load_pem_x509_crl` reads the first only)."""
+    return [x509.load_pem_x509_crl(block) for block in _PEM_CRL.findall(pem)]
 
 
 def _valid_at(cert: x509.Certificate, moment: datetime) -> bool:
@@ -122,6 +143,17 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         cert.verify_directly_issued_by(issuer)
         return True
     except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    """Whether `issuer` signed `crl`: with an EC key (ECDSA) or an RSA key (PKCS#1 v1.5 or PSS), as CAs sign."""
+    key = issuer.public_key()
+    if crl.issuer != issuer.subject or not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        return False
+    try:
+        return crl.is_signature_valid(key)
+    except (TypeError, ValueError, UnsupportedAlgorithm):  # a signature algorithm that does not fit the key
         return False
 
 
@@ -224,11 +256,7 @@ class TrustStore:
         """The newest CRL that `issuer` signed, if any."""
         key = fingerprint(issuer)
         if key not in self._crl_of:
-            mine = [
-                crl
-                for crl in self.crls
-                if crl.issuer == issuer.subject and (public := ec_public_key(issuer)) and crl.is_signature_valid(public)
-            ]
+            mine = [crl for crl in self.crls if crl_signed_by(crl, issuer)]
             self._crl_of[key] = max(mine, key=lambda c: c.last_update_utc, default=None)
         return self._crl_of[key]
 
@@ -244,8 +272,8 @@ class TrustStore:
         if usage is None or not all(getattr(usage, n) for n in needs):
             words = "digitalSignature and nonRepudiation" if purpose == "signing" else "digitalSignature"
             failed.append(f"the certificate is not for this use: its key usage lacks {words}")
-        if not isinstance(leaf.public_key(), ec.EllipticCurvePublicKey):
-            failed.append("the certificate's key is not an EC key")
+        if not is_p256(leaf):
+            failed.append(f"the certificate's {NOT_P256}")
         path = list(chain)
         for cert, issuer in zip(path, path[1:], strict=False):
             if not _issued_by(cert, issuer) or not _is_ca(issuer):

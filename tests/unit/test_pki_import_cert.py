@@ -17,20 +17,35 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner, Result
 
-from hocba.certificate_import import ImportRefused, Pkcs11Reference
+from hocba.certificate_import import (
+    CertificateImport,
+    ImportRefused,
+    KeyGiven,
+    Pkcs11Reference,
+    import_certificate,
+    read_certificates,
+    read_crl,
+)
 from hocba.cli import app
 from hocba.enrolment import enrol_rows, table_rows
+from services.archive import handlers as archive_handlers
 from services.signing.app import pki_signers
 from services.signing.handlers import Signers
-from shared.crypto.certs import identity
+from services.sync.domain import vouched_for
+from shared.contracts.archive import ExportRecord, ProofReply, RecordsArchived
+from shared.contracts.signing import RecordsCompleted, Role
+from shared.crypto.bundle import verify_bundle
+from shared.crypto.certs import TrustStore, identity, load_crls
 from shared.crypto.jws import sign_detached, verify_detached
 from shared.crypto.pki import DOCUMENT_SIGNING, DevPki
 from shared.settings import Settings
 from tests.support import needs
+from tests.unit.archive.conftest import archive_deps
+from tests.unit.signing.trust import make_trust, signed_record
 
 PASSPHRASE = "the department's passphrase"
 SCHOOL = "79012345"
@@ -58,6 +73,11 @@ def clean_environment(monkeypatch):
 
 # --- a licensed CA: a root, an issuing CA under it, each with its CRL ----------------------------------------------
 
+#: A CA's key: EC, or RSA as Vietnam's licensed CAs' roots and issuing CAs hold.
+CaKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+#: RSA-PSS with SHA-256 as CAs sign certificates and CRLs with it (the salt as long as the digest); None is PKCS#1 v1.5.
+PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name(
@@ -65,7 +85,9 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _ca_certificate(name: x509.Name, key, issuer: x509.Name, issuer_key) -> x509.Certificate:
+def _ca_certificate(
+    name: x509.Name, key: CaKey, issuer: x509.Name, issuer_key: CaKey, rsa_padding: padding.PSS | None = None
+) -> x509.Certificate:
     now = datetime.now(UTC)
     usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
     return (
@@ -78,7 +100,7 @@ def _ca_certificate(name: x509.Name, key, issuer: x509.Name, issuer_key) -> x509
         .not_valid_after(now + timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(usage, critical=True)
-        .sign(issuer_key, hashes.SHA256())
+        .sign(issuer_key, hashes.SHA256(), rsa_padding=rsa_padding)
     )
 
 
@@ -97,21 +119,35 @@ def holder_name(uid: str, title: str, school: str, common_name: str) -> x509.Nam
 
 @dataclass
 class LicensedCa:
-    """A CA outside the PKI, as a licensed CA is: its root, the issuing CA under it, and their CRLs, written to files."""
+    """A CA outside the PKI, as a licensed CA is: its root, the issuing CA under it, and their CRLs, written to files.
+
+    Its two CAs hold EC keys, or the RSA `keys` given; with RSA, they sign certificates and CRLs with PKCS#1 v1.5, or
+    with PSS when `rsa_padding` says so.
+    """
 
     folder: Path
-    root_key: ec.EllipticCurvePrivateKey
+    root_key: CaKey
     root: x509.Certificate
-    issuing_key: ec.EllipticCurvePrivateKey
+    issuing_key: CaKey
     issuing: x509.Certificate
+    rsa_padding: padding.PSS | None = None
 
     @classmethod
-    def create(cls, folder: Path, name: str = "Licensed Root CA") -> LicensedCa:
+    def create(
+        cls,
+        folder: Path,
+        name: str = "Licensed Root CA",
+        keys: tuple[CaKey, CaKey] | None = None,
+        rsa_padding: padding.PSS | None = None,
+    ) -> LicensedCa:
         folder.mkdir(parents=True, exist_ok=True)
-        root_key, issuing_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-        root = _ca_certificate(_name(name), root_key, _name(name), root_key)
-        issuing = _ca_certificate(_name(f"{name} — issuing CA"), issuing_key, root.subject, root_key)
-        ca = cls(folder, root_key, root, issuing_key, issuing)
+        root_key, issuing_key = keys or (
+            ec.generate_private_key(ec.SECP256R1()),
+            ec.generate_private_key(ec.SECP256R1()),
+        )
+        root = _ca_certificate(_name(name), root_key, _name(name), root_key, rsa_padding)
+        issuing = _ca_certificate(_name(f"{name} — issuing CA"), issuing_key, root.subject, root_key, rsa_padding)
+        ca = cls(folder, root_key, root, issuing_key, issuing, rsa_padding)
         (folder / "root.pem").write_bytes(root.public_bytes(PEM))
         ca.write_crls()
         return ca
@@ -132,7 +168,22 @@ class LicensedCa:
                 builder = builder.add_revoked_certificate(
                     x509.RevokedCertificateBuilder().serial_number(revoked.serial_number).revocation_date(now).build()
                 )
-            (self.folder / file).write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(PEM))
+            signed = builder.sign(key, hashes.SHA256(), rsa_padding=self.rsa_padding)
+            (self.folder / file).write_bytes(signed.public_bytes(PEM))
+
+    def forged_crl(self, key: CaKey) -> Path:
+        """A CRL that names the issuing CA as its issuer, signed by `key`, not the issuing CA's: it lists nothing."""
+        now = datetime.now(UTC)
+        crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.issuing.subject)
+            .last_update(now - timedelta(minutes=1))
+            .next_update(now + timedelta(days=7))
+            .sign(key, hashes.SHA256())
+        )
+        path = self.folder / "forged.crl.pem"
+        path.write_bytes(crl.public_bytes(PEM))
+        return path
 
     @property
     def crls(self) -> list[str]:
@@ -172,7 +223,7 @@ class LicensedCa:
             .add_extension(
                 x509.ExtendedKeyUsage([DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
             )
-            .sign(self.issuing_key, hashes.SHA256())
+            .sign(self.issuing_key, hashes.SHA256(), rsa_padding=self.rsa_padding)
         )
         cert_path, key_path = self.folder / f"{file}.crt.pem", self.folder / f"{file}.key.pem"
         cert_path.write_bytes(cert.public_bytes(PEM) + self.issuing.public_bytes(PEM))
@@ -401,13 +452,17 @@ def test_without_a_key_the_pki_must_hold_the_certificates_key_already(pki, ca):
     assert "the key held already" in done.stdout
 
 
-def test_an_rsa_certificate_is_refused_for_es256(pki, ca):
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert, key = ca.issue("GV001", "homeroom_teacher", key=rsa_key)
+def test_an_rsa_certificate_is_refused_for_es256(pki, ca, rsa_keys):
+    cert, key = ca.issue("GV001", "homeroom_teacher", key=rsa_keys[2])
 
     result = import_cert(pki, ca, cert, key, "--staff", "GV001", "--anchor", str(ca.folder / "root.pem"), *ca.crls)
 
-    refused(pki, result, "its key is not P-256: hocba signs with ES256")
+    refused(
+        pki,
+        result,
+        "its key is not P-256: hocba signs with ES256, which takes P-256 keys only; ask the CA for an ECDSA P-256 "
+        "certificate",
+    )
 
 
 def test_only_enrolled_signers_and_schools_take_a_certificate(pki, ca):
@@ -454,12 +509,176 @@ def test_a_cas_newer_crl_replaces_the_one_kept_and_an_older_one_is_refused(pki, 
     assert older.exit_code == 2 and "before the one kept" in older.stderr
 
 
+def test_a_crl_naming_a_known_ca_but_signed_by_another_key_is_refused_and_the_kept_one_stays(pki, ca):
+    cert, key = ca.issue("GV001", "homeroom_teacher")
+    import_cert(pki, ca, cert, key, "--staff", "GV001", "--anchor", str(ca.folder / "root.pem"), *ca.crls)
+    ca.write_crls(revoked=x509.load_pem_x509_certificates(cert.read_bytes())[0])
+    assert hocba(pki, "import-crl", str(ca.folder / "issuing.crl.pem")).exit_code == 0
+
+    forged = hocba(pki, "import-crl", str(ca.forged_crl(ec.generate_private_key(ec.SECP256R1()))))
+
+    assert forged.exit_code == 1 and "not signed by that CA's key" in " ".join(forged.stderr.split())
+    check = pki.trust_store().validate(pki.chain("GV001"), datetime.now(UTC))
+    assert check.revoked, "the CRL kept (the CA's own, listing the revocation) was not replaced by the forged one"
+
+
 def test_a_crl_of_a_ca_the_pki_does_not_know_is_refused(pki, tmp_path):
     stranger = LicensedCa.create(tmp_path / "another-ca", "Another Root CA")
 
     result = hocba(pki, "import-crl", str(stranger.folder / "root.crl.pem"))
 
     assert result.exit_code == 1 and "not from a CA this PKI trusts" in " ".join(result.stderr.split())
+
+
+# --- a licensed CA whose root and issuing CA hold RSA keys, as Vietnam's licensed CAs do -----------------------------
+
+
+@pytest.fixture(scope="module")
+def rsa_keys() -> list[rsa.RSAPrivateKey]:
+    """RSA 2048 keys for this module's CAs (and a holder's RSA key), made once: making one takes a while."""
+    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3)]
+
+
+@pytest.fixture
+def rsa_ca(tmp_path, rsa_keys) -> LicensedCa:
+    """A licensed CA whose root and issuing CA sign certificates and CRLs with RSA (PKCS#1 v1.5, SHA-256)."""
+    return LicensedCa.create(tmp_path / "rsa-ca", "Licensed RSA Root CA", keys=(rsa_keys[0], rsa_keys[1]))
+
+
+@pytest.mark.parametrize("rsa_padding", [None, PSS], ids=["PKCS#1 v1.5", "PSS"])
+def test_a_p256_certificate_under_an_rsa_root_and_issuing_ca_is_taken_in_and_signing_signs_with_it(
+    pki, tmp_path, rsa_keys, rsa_padding
+):
+    ca = LicensedCa.create(tmp_path / "rsa-ca", "Licensed RSA Root CA", (rsa_keys[0], rsa_keys[1]), rsa_padding)
+    assert isinstance(ca.root.public_key(), rsa.RSAPublicKey) and isinstance(ca.issuing.public_key(), rsa.RSAPublicKey)
+    cert, key = ca.issue("GV001", "homeroom_teacher")
+
+    done = import_cert(pki, ca, cert, key, "--staff", "GV001", "--anchor", str(ca.folder / "root.pem"), *ca.crls)
+
+    assert done.exit_code == 0, done.output
+    now = datetime.now(UTC)
+    signer = Signers(pki.directory(), pki.trust_store).valid_signer("GV001", "homeroom_teacher", SCHOOL, now)
+    jws = sign_detached(signer, b"the record", {"role": "homeroom_teacher"})
+    public = signer.certificate.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey) and verify_detached(public, jws, b"the record")
+    check = pki.trust_store().validate(pki.chain("GV001"), now)
+    assert check.ok, check.failed
+    assert any(p.startswith("'NGUYEN THI LAN' is not revoked (CRL of") for p in check.passed), (
+        "the issuing CA's RSA-signed CRL is read"
+    )
+    assert any(p.startswith("'Licensed RSA Root CA — issuing CA' is not revoked") for p in check.passed), (
+        "the root's RSA-signed CRL is read"
+    )
+
+
+def test_a_certificate_the_rsa_cas_crl_revokes_is_refused(pki, rsa_ca):
+    cert, key = rsa_ca.issue("GV001", "homeroom_teacher")
+    rsa_ca.write_crls(revoked=x509.load_pem_x509_certificates(cert.read_bytes())[0])
+    before = unchanged(pki)
+
+    result = import_cert(
+        pki, rsa_ca, cert, key, "--staff", "GV001", "--anchor", str(rsa_ca.folder / "root.pem"), *rsa_ca.crls
+    )
+
+    refused(pki, result, "the certificate for GV001 is refused", "'NGUYEN THI LAN' was revoked on")
+    assert unchanged(pki) == before
+
+
+@pytest.mark.parametrize("forger", ["another RSA key", "an EC key"])
+def test_a_crl_the_rsa_ca_did_not_sign_is_refused_and_not_read(pki, rsa_ca, rsa_keys, forger):
+    """A CRL that names the issuing CA but that another key signed says nothing for the CA: were it read, it would
+    leave out every revocation."""
+    cert, key = rsa_ca.issue("GV001", "homeroom_teacher")
+    rsa_ca.write_crls(revoked=x509.load_pem_x509_certificates(cert.read_bytes())[0])
+    forged = rsa_ca.forged_crl(rsa_keys[2] if forger == "another RSA key" else ec.generate_private_key(ec.SECP256R1()))
+    before = unchanged(pki)
+
+    result = import_cert(
+        pki, rsa_ca, cert, key, "--staff", "GV001", "--anchor", str(rsa_ca.folder / "root.pem"),
+        "--crl", str(rsa_ca.folder / "root.crl.pem"), "--crl", str(forged),
+    )  # fmt: skip
+
+    refused(
+        pki,
+        result,
+        "the CRL of 'CN=Licensed RSA Root CA — issuing CA,C=VN' is not signed by a CA of this certificate's chain",
+        "no CRL from 'Licensed RSA Root CA — issuing CA'",
+    )
+    assert unchanged(pki) == before
+
+
+def test_an_rsa_certificate_under_an_rsa_ca_is_refused_and_told_to_ask_for_a_p256_one(pki, rsa_ca, rsa_keys):
+    cert, key = rsa_ca.issue("GV001", "homeroom_teacher", key=rsa_keys[2])
+
+    result = import_cert(
+        pki, rsa_ca, cert, key, "--staff", "GV001", "--anchor", str(rsa_ca.folder / "root.pem"), *rsa_ca.crls
+    )
+
+    refused(
+        pki,
+        result,
+        "its key is not P-256: hocba signs with ES256, which takes P-256 keys only; ask the CA for an ECDSA P-256 "
+        "certificate",
+    )
+    assert " ".join(result.stderr.split()).count("not P-256") == 1, "the reason is given once"
+
+
+def test_a_chain_under_an_rsa_ca_is_valid_for_checkpoints_and_seals_too(rsa_ca):
+    """The chain checks of sync and of seals (purpose "checkpoint") read an RSA CA's chain and CRLs as signing does."""
+    cert_path, _ = rsa_ca.issue("svc-archive", "archive", common_name="hocba archive log")
+    chain = x509.load_pem_x509_certificates(cert_path.read_bytes())
+    crls = [*load_crls(rsa_ca.folder / "root.crl.pem"), *load_crls(rsa_ca.folder / "issuing.crl.pem")]
+
+    check = TrustStore([rsa_ca.root], crls).validate(chain, datetime.now(UTC), purpose="checkpoint")
+
+    assert check.ok, check.failed
+    without_crls = TrustStore([rsa_ca.root]).validate(chain, datetime.now(UTC), purpose="checkpoint")
+    assert "no CRL from 'Licensed RSA Root CA — issuing CA'" in " ".join(without_crls.failed)
+
+
+#: Who signs a record of school 79000701, class 6A1 (`tests.unit.signing.trust`), and the name their certificate gives.
+SIGNERS_OF_6A1: dict[Role, tuple[str, str]] = {
+    "homeroom_teacher": ("gvcn-79000701-6A1", "NGUYEN THI LAN"),
+    "principal": ("ht-79000701", "PHAM MINH CHAU"),
+    "school_seal": ("seal-79000701", "Trường THCS thử nghiệm"),
+}
+
+
+async def test_records_signed_under_an_rsa_ca_are_archived_announced_and_their_certified_copy_verifies(
+    tmp_path, rsa_keys
+):
+    """After the import, every check downstream takes the RSA CA's chain: signing's before each signature, the
+    archive's before it admits a version, sync's on what the archive announces, and a certified copy verified
+    offline with only the trust anchors (the CA's CRLs travel in the bundle)."""
+    trust = make_trust(tmp_path / "trust")
+    ca = LicensedCa.create(tmp_path / "rsa-ca", "Licensed RSA Root CA", keys=(rsa_keys[0], rsa_keys[1]))
+    holders = {h.subject_id: h for h in trust.pki.holders()}
+    crls = [read_crl(ca.folder / "root.crl.pem"), read_crl(ca.folder / "issuing.crl.pem")]
+    for role, (subject, name) in SIGNERS_OF_6A1.items():
+        cert, key = ca.issue(subject, role, "79000701", name, file=subject)
+        request = CertificateImport(trust.pki, holders[subject], read_certificates(cert), ca.root, crls)
+        import_certificate(request, KeyGiven(file=key, passphrase_file=ca.folder / "key.pass"))
+    now = datetime.now(UTC)
+    for role, (subject, _) in SIGNERS_OF_6A1.items():
+        signer = trust.checked_signers().valid_signer(subject, role, "79000701", now)
+        assert identity(signer.certificate).issuer == "Licensed RSA Root CA — issuing CA"
+    deps = archive_deps(trust)
+
+    archived = await archive_handlers.archive_records(
+        RecordsCompleted(records=[signed_record(trust, n) for n in (0, 2)]), deps
+    )
+
+    [announced] = archived.publish
+    assert isinstance(announced, RecordsArchived)
+    assert len(vouched_for(announced, trust.pki.trust_store(), now).records) == 2
+    export = trust.staff.principal("79000701").signs(ExportRecord(record_id="rec-0002", certified_copy=True))
+    copy = (await archive_handlers.export_record(export, deps)).reply
+    assert isinstance(copy, ProofReply) and copy.bundle is not None
+    verdict = verify_bundle(copy.bundle, TrustStore(trust.pki.anchors()))
+    assert verdict.ok, [text for section in verdict.sections for ok, text in section.lines if not ok]
+    assert any(
+        "'Licensed RSA Root CA — issuing CA' is not revoked" in text for s in verdict.sections for _, text in s.lines
+    )
 
 
 # --- keys in a PKCS#11 token --------------------------------------------------------------------------------------
