@@ -342,13 +342,30 @@ def _attach(pdf: CopyPdf, bundle: Mapping[str, Any], qr: str) -> None:
     pdf.embed_file(bytes=qr.encode(), basename=QR_NAME, desc="The QR code's signed payload", mime_type="text/plain")
 
 
+class NotACopy(ValueError):
+    """A file that is not a printed copy `hocba verify` can read: one sentence says what was found and what was
+    expected."""
+
+
 def read_copy(path: Path) -> tuple[dict[str, Any], str]:
-    """The bundle and QR payload attached to a printed copy."""
+    """The bundle and QR payload attached to a printed copy; `NotACopy` says what is missing or unreadable."""
     from pypdf import PdfReader
 
-    attachments = PdfReader(str(path)).attachments
-    if BUNDLE_NAME not in attachments:
-        raise ValueError(f"{path} carries no {BUNDLE_NAME}: not a hocba certified copy")
-    bundle = json.loads(attachments[BUNDLE_NAME][0])
-    qr = attachments[QR_NAME][0].decode() if QR_NAME in attachments else ""
+    expected = "a printed copy from `hocba archive print`"
+    try:
+        attachments = PdfReader(str(path)).attachments
+        bundle_file, qr_file = (attachments[n][0] if attachments.get(n) else None for n in (BUNDLE_NAME, QR_NAME))
+    except Exception as exc:  # pypdf raises errors of many kinds on a malformed file; any of them means the same
+        raise NotACopy(f"it starts like a PDF but cannot be read as one ({exc}): expected {expected}") from None
+    if bundle_file is None:
+        raise NotACopy(f"it is a PDF without an attached {BUNDLE_NAME}: expected {expected}, which carries one")
+    if qr_file is None:
+        raise NotACopy(f"it is a PDF without an attached {QR_NAME}: expected {expected}, which carries the QR payload")
+    try:
+        bundle = json.loads(bundle_file)
+        qr = qr_file.decode("ascii").strip()
+    except ValueError:
+        raise NotACopy(f"its attached {BUNDLE_NAME} is not JSON or its {QR_NAME} is not text: expected {expected}") from None
+    if not isinstance(bundle, dict):
+        raise NotACopy(f"its attached {BUNDLE_NAME} is not a JSON object: expected {expected}")
     return bundle, qr

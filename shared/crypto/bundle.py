@@ -15,12 +15,15 @@ revoked for key compromise. Otherwise only the signers' stated times are at hand
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum
 from typing import Any
 
 from cryptography import x509
+from pydantic import ValidationError
 
 from shared.contracts.archive import Checkpoint
 from shared.contracts.grades import RecordVersion
@@ -69,21 +72,46 @@ def make_bundle(
     }
 
 
+class Mark(IntEnum):
+    """What a line of a verdict says: a check that failed or passed, one that could not be made, or information.
+
+    A failed check is the only false mark: `not mark` picks out the failures, as it did when lines held True or
+    False."""
+
+    FAILED = 0
+    PASSED = 1
+    #: The check could not be made (a tool is missing, a part cannot be read): it neither passed nor failed.
+    NOT_CHECKED = 2
+    #: Not a check: which time a verdict relied on, or what the file states without a signature over it.
+    INFORMATION = 3
+
+
 @dataclass
 class Section:
     title: str
-    lines: list[tuple[bool, str]] = field(default_factory=list)
+    lines: list[tuple[Mark, str]] = field(default_factory=list)
+    #: What could not be checked (each also a line, with why).
+    unchecked: list[str] = field(default_factory=list)
 
     def add(self, ok: bool, text: str) -> None:
-        self.lines.append((ok, text))
+        self.lines.append((Mark.PASSED if ok else Mark.FAILED, text))
 
     def extend(self, passed: Sequence[str], failed: Sequence[str]) -> None:
-        self.lines += [(True, p) for p in passed] + [(False, f) for f in failed]
+        self.lines += [(Mark.PASSED, p) for p in passed] + [(Mark.FAILED, f) for f in failed]
+
+    def not_checked(self, what: str, why: str) -> None:
+        """A check of `what` that could not be made, and why."""
+        self.lines.append((Mark.NOT_CHECKED, f"{what}: {why}"))
+        self.unchecked.append(what)
+
+    def inform(self, text: str) -> None:
+        self.lines.append((Mark.INFORMATION, text))
 
 
 @dataclass
 class Verdict:
-    """What was checked, grouped, each line passed or failed, in plain words, and which time it relied on."""
+    """What was checked, grouped, each line passed, failed, not checked or information, in plain words, and which
+    time it relied on."""
 
     subject: str
     sections: list[Section] = field(default_factory=list)
@@ -92,11 +120,107 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return bool(self.sections) and all(ok for s in self.sections for ok, _ in s.lines)
+        """At least one check passed and none failed (what could not be checked is in `not_checked`)."""
+        marks = [mark for s in self.sections for mark, _ in s.lines]
+        return Mark.PASSED in marks and Mark.FAILED not in marks
 
     def section(self, title: str) -> Section:
         self.sections.append(Section(title))
         return self.sections[-1]
+
+    def marked(self, mark: Mark) -> list[str]:
+        """The lines of every section with `mark`."""
+        return [text for s in self.sections for m, text in s.lines if m == mark]
+
+    @property
+    def failed(self) -> list[str]:
+        return self.marked(Mark.FAILED)
+
+    @property
+    def not_checked(self) -> list[str]:
+        """What could not be checked, each in a few words (the lines say why)."""
+        return [what for s in self.sections for what in s.unchecked]
+
+
+class Unreadable(ValueError):
+    """The input is not a verification bundle that can be checked: one sentence says what was found and what was
+    expected."""
+
+
+#: The parts of a bundle a verifier reads, the JSON type each must have, and whether a bundle must carry it.
+_PARTS: tuple[tuple[str, type, bool], ...] = (
+    ("record", dict, True),
+    ("record.document", dict, True),
+    ("signatures", list, True),
+    ("log", dict, True),
+    ("log.origin", str, True),
+    ("log.leaf_index", int, True),
+    ("log.archived_at", str, True),
+    ("log.leaf_hash", str, True),
+    ("log.tree_size", int, True),
+    ("log.inclusion_proof", list, True),
+    ("checkpoint", dict, True),
+    ("status", dict, False),
+    ("crl", str, False),
+)
+_WORDS = {dict: "an object", list: "a list", str: "a string", int: "a whole number"}
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+
+
+def read_bundle(data: object) -> tuple[RecordVersion, Checkpoint]:
+    """The record version and checkpoint a bundle states, once every part a verifier reads is there with its
+    type; `Unreadable` says which part is missing or wrong otherwise."""
+    if not isinstance(data, dict):
+        found = "a JSON list" if isinstance(data, list) else f"a JSON {type(data).__name__}"
+        raise Unreadable(f"it holds {found}, not a verification bundle (a JSON object of format {FORMAT})")
+    if data.get("format") != FORMAT:
+        raise Unreadable(f"its format is {data.get('format')!r}, not {FORMAT!r}: it is not a hocba verification bundle")
+    _check_parts(data)
+    try:
+        content = canonical_json(data["record"]["document"])
+    except (ValueError, TypeError):
+        raise Unreadable("the bundle's `record.document` is not plain JSON (RFC 8785 cannot write it)") from None
+    try:
+        version = RecordVersion.model_validate({**data["record"], "content": content})
+    except ValidationError as exc:
+        raise Unreadable(_first_error("record", exc)) from None
+    try:
+        checkpoint = Checkpoint.model_validate(data["checkpoint"])
+    except ValidationError as exc:
+        raise Unreadable(_first_error("checkpoint", exc)) from None
+    if not _HEX.fullmatch(checkpoint.root_hash):
+        raise Unreadable("the bundle's `checkpoint.root_hash` is not hexadecimal")
+    try:
+        read_crls((data.get("crl") or "").encode())
+    except ValueError:
+        raise Unreadable("the bundle's `crl` holds a block that is not a readable CRL") from None
+    return version, checkpoint
+
+
+def _check_parts(data: dict[str, Any]) -> None:
+    """Each part of `_PARTS` there (when a bundle must carry it) with its JSON type; the signatures text, the hashes
+    hexadecimal."""
+    for name, kind, required in _PARTS:
+        value: Any = data
+        for key in name.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            if required:
+                raise Unreadable(f"the bundle has no `{name}`: a verification bundle carries it")
+        elif not isinstance(value, kind) or isinstance(value, bool):
+            raise Unreadable(f"the bundle's `{name}` is not {_WORDS[kind]}")
+    if not all(isinstance(s, str) for s in data["signatures"]):
+        raise Unreadable("the bundle's `signatures` are not all compact JWS text")
+    log = data["log"]
+    if not all(isinstance(h, str) and _HEX.fullmatch(h) for h in [log["leaf_hash"], *log["inclusion_proof"]]):
+        raise Unreadable("the bundle's `log.leaf_hash` or `log.inclusion_proof` is not hexadecimal")
+
+
+def _first_error(part: str, exc: ValidationError) -> str:
+    """The first thing wrong in a part of a bundle, in one sentence."""
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in (part, *error["loc"]))
+    return f"the bundle's `{where}` cannot be read: {error['msg'][:1].lower()}{error['msg'][1:]}"
 
 
 def trust_with_bundle_crl(trust: TrustStore, bundle: dict[str, Any]) -> TrustStore:
@@ -123,16 +247,13 @@ class Admission:
 
 def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
     """Check a bundle offline against `trust`: where the content comes from, signatures, chains, order, digest,
-    inclusion, checkpoint; and say which time each verdict relied on."""
-    record = bundle.get("record") or {}
-    verdict = Verdict(f"{record.get('record_id', '?')} version {record.get('version', '?')}")
-    if bundle.get("format") != FORMAT:
-        verdict.section("bundle").add(False, f"not a hocba verification bundle (format {bundle.get('format')!r})")
-        return verdict
+    inclusion, checkpoint; and say which time each verdict relied on. A bundle with a part missing or of the wrong
+    kind raises `Unreadable` (`read_bundle`): it is not checked at all."""
+    version, checkpoint = read_bundle(bundle)
+    verdict = Verdict(f"{version.record_id} version {version.version}")
     trust = trust_with_bundle_crl(trust, bundle)
-    payload = canonical_json(record["document"])
-    version = RecordVersion.model_validate({**record, "content": payload})
-    log, admission = _check_log(bundle, trust, payload)
+    payload = version.content
+    log, admission = _check_log(bundle, checkpoint, trust, payload)
     trusted_time_decided = _check_signatures(verdict, version, bundle["signatures"], trust, payload, admission)
     _check_origin(verdict, version, trust, payload, admission)
     verdict.sections.append(log)
@@ -165,7 +286,7 @@ def _check_signatures(
     trusted_at = admission.at if admission is not None else None
     check = check_record(record, signatures, trust, payload=payload, trusted_at=trusted_at)
     summary = verdict.section("record")
-    summary.add(True, f"record digest (SHA-256 of its RFC 8785 JSON) is {sha256_hex(payload)}")
+    _digest(summary, check.digest, signatures)
     summary.extend(check.passed, check.failed)
     for signature in check.signatures:
         who = signature.signer.describe() if signature.signer else "unknown signer"
@@ -176,24 +297,43 @@ def _check_signatures(
     return any(signature.relied_on == TRUSTED for signature in check.signatures)
 
 
+def _digest(section: Section, digest: str, signatures: Sequence[str]) -> None:
+    """The record's digest, passed only when the bytes of the record hash to the digest every signature signs."""
+    signed = set()
+    for jws in signatures:
+        try:
+            signed.add(protected_header(jws).get("digest"))
+        except (ValueError, UnicodeDecodeError, IndexError, AttributeError):
+            continue
+    said = f"the record's digest (SHA-256 of its RFC 8785 JSON) {digest}"
+    if not signed:
+        section.not_checked(said, "no signature states a digest to compare it with")
+    elif signed == {digest}:
+        section.add(True, f"{said} is the one its signatures sign")
+    else:
+        others = ", ".join(sorted(str(d) for d in signed - {digest})) or "none"
+        section.add(
+            False, f"{said} is not the one its signatures sign ({others}): the record was changed after signing"
+        )
+
+
 def _time_relied_on(section: Section, signature: SignatureCheck, admission: Admission | None) -> None:
     """Which time the signature's verdict relied on; and a stated time after the proven admission fails."""
     if signature.signed_at is None:
         return
     stated = f"the signer's stated time {signature.signed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
     if admission is None:
-        section.add(True, f"time relied on: {stated} only: no signed checkpoint proves when the archive admitted it")
+        section.inform(f"time relied on: {stated} only: no signed checkpoint proves when the archive admitted it")
         return
     if signature.signed_at > admission.at + ADMISSION_SKEW:
         section.add(False, f"{stated} is after {admission.describe()}: the signature cannot be that late")
     if signature.relied_on == TRUSTED:
-        section.add(
-            True,
+        section.inform(
             f"time relied on: {admission.describe()} (the certificate is revoked for a key compromise, so the "
             "signer's stated time does not count)",
         )
     else:
-        section.add(True, f"time relied on: {stated}, no later than {admission.describe()}")
+        section.inform(f"time relied on: {stated}, no later than {admission.describe()}")
 
 
 def _check_origin(
@@ -227,7 +367,9 @@ def _amendment(document: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def _check_log(bundle: dict[str, Any], trust: TrustStore, payload: bytes) -> tuple[Section, Admission | None]:
+def _check_log(
+    bundle: dict[str, Any], checkpoint: Checkpoint, trust: TrustStore, payload: bytes
+) -> tuple[Section, Admission | None]:
     """The entry's leaf hash, its inclusion proof up to the checkpoint's root, the checkpoint's signature, the status;
     and the admission time they prove, when they all hold."""
     record, log = bundle["record"], bundle["log"]
@@ -249,7 +391,6 @@ def _check_log(bundle: dict[str, Any], trust: TrustStore, payload: bytes) -> tup
         archive.add(True, f"the entry's leaf hash matches the record and signatures (entry {log['leaf_index']})")
     else:
         archive.add(False, "the entry's leaf hash does not match the record and signatures in the bundle")
-    checkpoint = Checkpoint.model_validate(bundle["checkpoint"])
     proof = [bytes.fromhex(p) for p in log["inclusion_proof"]]
     root = bytes.fromhex(checkpoint.root_hash)
     included = log["tree_size"] == checkpoint.tree_size and verify_inclusion(
@@ -270,7 +411,10 @@ def _check_log(bundle: dict[str, Any], trust: TrustStore, payload: bytes) -> tup
         admission = _admission(archive, log["archived_at"], checkpoint)
     status = bundle.get("status") or {}
     if status.get("superseded_by"):
-        archive.add(True, f"note: this version is superseded by version {status['superseded_by']} (still verifiable)")
+        archive.inform(
+            f"not signed: information only: the archive stated at export that version {status['superseded_by']} "
+            "supersedes this one (no signature covers the bundle's status)"
+        )
     return archive, admission
 
 
@@ -326,10 +470,13 @@ def verify_copy(
     section = verdict.section("QR code of the printed copy")
     try:
         kid = protected_header(qr)["kid"]
-        claims_text = b64url_decode(qr.split(".")[1])
-        claims = json.loads(claims_text)
-    except (ValueError, KeyError, IndexError):
-        section.add(False, "the QR payload is not a compact JWS")
+        claims = json.loads(b64url_decode(qr.split(".")[1]))
+        issued = datetime.fromisoformat(claims["c"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        section.add(False, "the QR payload is not a compact JWS stating a copy of a record")
+        return verdict
+    if issued.tzinfo is None:
+        section.add(False, "the QR payload states the copy's time without its time zone")
         return verdict
     signer = next((c for c in certificates if fingerprint(c) == kid), None)
     if signer is None:
@@ -339,9 +486,11 @@ def verify_copy(
     if key is None or verify_compact(key, qr) is None:
         section.add(False, "the QR payload's signature does not verify")
         return verdict
-    chain_check = trust.validate([signer], datetime.fromisoformat(claims["c"]), purpose="checkpoint")
+    chain_check = trust.validate([signer], issued, purpose="checkpoint")
     verdict.relied_on = f"the archive's stated time of the copy, {claims['c']}"
-    section.add(True, f"the QR payload is signed by the archive ({claims['r']} v{claims['v']}, copy of {claims['c']})")
+    section.add(
+        True, f"the QR payload is signed by the archive ({claims.get('r')} v{claims.get('v')}, copy of {claims['c']})"
+    )
     section.extend(chain_check.passed, chain_check.failed)
     if bundle is not None:
         expected = copy_claims(bundle)
@@ -354,5 +503,9 @@ def verify_copy(
 
 
 def archive_certificates(bundle: dict[str, Any]) -> list[x509.Certificate]:
-    """The archive's certificate chain, as the bundle's checkpoint signature carries it."""
-    return from_x5c(protected_header(bundle["checkpoint"]["signature"])["x5c"])
+    """The archive's certificate chain, as the bundle's checkpoint signature carries it (none when it cannot be read:
+    the check of the checkpoint says so)."""
+    try:
+        return from_x5c(protected_header(bundle["checkpoint"]["signature"])["x5c"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return []
