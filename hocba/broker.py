@@ -251,6 +251,8 @@ IDENTITIES: dict[str, BrokerIdentity] = {
         BrokerIdentity(
             "sync",
             publishes=(RecordsDelivered, CheckpointDelivered, SyncKeyRotationProgress),
+            # The consistency proof it sends the ministry with each checkpoint.
+            sends=(ProveConsistency,),
             consumes=(RecordsArchived, CheckpointIssued, GetSyncStatus, RetryParked, Reconcile, RotateSyncKey),
         ),
         # The department's operators: key rotation, checkpoints, audits, the ministry outbox, reads.

@@ -14,8 +14,16 @@ Endpoints:
   the same key again is answered 200 with the same receipt and counted as a duplicate. 400 without
   the header, 422 for a body without the required fields, 409 when a known key arrives with a
   different digest (one key must always mean the same record version).
-* `POST /v1/checkpoints`: the same for an archive checkpoint (`origin`, `tree_size`, `root_hash`,
-  `signature`); the receipt carries `origin`, `tree_size` and `root_hash`.
+* `POST /v1/checkpoints`: the same for an archive checkpoint (`origin`, `tree_size`, `root_hash`, `issued_at`,
+  `signature`, and `consistency` once a checkpoint of its origin is held); the receipt repeats the checkpoint whole
+  (`origin`, `tree_size`, `root_hash`, `issued_at`, `signature`). The simulator is a witness of the archive's log: a
+  new checkpoint is taken only when its signature, over its fields as written, is an archive certificate's that
+  chains to the department's trust anchor, and its `consistency` proof (RFC 9162 §2.1.4) links it with the latest
+  checkpoint of its origin held here (from that one to it, or from it to that one when it is the older). Refused:
+  422 `unsigned` (no signature), `bad-signature` (it does not verify, or its certificate is not the archive's or
+  does not chain to the anchor), `no-anchor` (started without one), `bad-proof` (a proof that cannot be read) or
+  `inconsistent` (the proof does not hold: the log was rewritten); 412 `not-linked`, with `latest_tree_size`, when
+  the proof does not link it with the latest checkpoint held (another arrived meanwhile: ask for a new proof).
 * `POST /v1/batch`, body `{"items": [{"kind": "record"|"checkpoint", "idempotency_key": KEY, "body": {...}}]}`
   with 1 to 100 items: each item is taken as its own write and answered on its own, 200 with
   `{"results": [{"idempotency_key", "status", "receipt"} or {"idempotency_key", "status", "error"}]}` in
@@ -45,7 +53,10 @@ Endpoints:
 
 With `--data-file`, every new receipt is appended as one JSON line to the file, which is read at
 start and then kept open (0600) for appending, so a restarted simulator still knows every key it
-has acknowledged.
+has acknowledged, and every checkpoint it holds.
+
+The trust anchor is `--anchor` (with the CRL `--crl`), else the PKI's at `HOCBA_PKI_DIR` (`ca/root.crt.pem`,
+`ca/crl.pem`), as `hocba up` gives every process it starts. Without one, every new checkpoint is refused.
 """
 
 from __future__ import annotations
@@ -54,9 +65,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -69,6 +81,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from hocba.infra import private_folder, private_opener
+from shared.crypto.archive_log import CHECKPOINT_FIELDS, check_checkpoint_fields
+from shared.crypto.certs import ReloadingTrust, TrustStore
+from shared.crypto.merkle import HASH_SIZE, verify_consistency
 from shared.settings import DEFAULT_HTTP_PORTS
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -76,10 +91,10 @@ RECORD = "record"
 CHECKPOINT = "checkpoint"
 REQUIRED_FIELDS = {
     RECORD: ("record_id", "version", "digest", "personal_id"),
-    CHECKPOINT: ("origin", "tree_size", "root_hash", "signature"),
+    CHECKPOINT: ("origin", "tree_size", "root_hash"),
 }
-#: What a receipt repeats of the body, per kind; the first field pair names the entry.
-ECHOED = {RECORD: ("record_id", "version", "digest"), CHECKPOINT: ("origin", "tree_size", "root_hash")}
+#: What a receipt repeats of the body, per kind; the first field pair names the entry. A checkpoint is held whole.
+ECHOED = {RECORD: ("record_id", "version", "digest"), CHECKPOINT: CHECKPOINT_FIELDS}
 #: The field that must stay the same for one key.
 DIGEST = {RECORD: "digest", CHECKPOINT: "root_hash"}
 PERSONAL_ID = re.compile(r"^\d{12}$")
@@ -118,8 +133,10 @@ class Faults:
 class ReceiptStore:
     """The receipts the simulated ministry has issued, by kind and idempotency key."""
 
-    def __init__(self, data_file: Path | None = None) -> None:
+    def __init__(self, data_file: Path | None = None, trust: Callable[[], TrustStore] | None = None) -> None:
         self.data_file = data_file
+        #: The department's trust anchor and CRL, which a checkpoint's signature must chain to (None: none given).
+        self.trust = trust
         self.receipts: dict[str, dict[str, Any]] = {}
         self.checkpoints: dict[str, dict[str, Any]] = {}
         #: Second acknowledgements of keys already acknowledged (the duplicate-acknowledgement fault).
@@ -174,7 +191,7 @@ class ReceiptStore:
             "receipt_id": f"MOET-{uuid4().hex}",
             "received_at": datetime.now(UTC).isoformat(),
             "idempotency_key": key,
-            **{name: body[name] for name in ECHOED[kind]},
+            **{name: body.get(name) for name in ECHOED[kind]},
         }
         if self.out is not None:
             line = {**receipt, "kind": kind, **({"extra": True} if extra else {})}
@@ -195,6 +212,11 @@ class ReceiptStore:
             self.faults.duplicate_next -= 1
             self.extra[kind].append(self._receipt(kind, key, body, extra=True))
         return receipt, True
+
+    def latest_checkpoint(self, origin: str) -> dict[str, Any] | None:
+        """The checkpoint of `origin` with the largest tree held: what a new one must be proven consistent with."""
+        held = [c for c in self.checkpoints.values() if c.get("origin") == origin]
+        return max(held, key=lambda c: int(c["tree_size"]), default=None)
 
     def listing(self, kind: str, after: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
         """Acknowledgements of `kind` in key order after `after`, at most `limit`; and the cursor for more."""
@@ -221,8 +243,79 @@ class ReceiptStore:
         }
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, **more: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **more}, status_code=status)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a write is not taken: the status answered, a sentence, and for a checkpoint a reason code and details."""
+
+    status: int
+    message: str
+    more: dict[str, Any] = field(default_factory=dict)
+
+    def response(self) -> JSONResponse:
+        return _error(self.status, self.message, **self.more)
+
+    def result(self, key: str) -> dict[str, Any]:
+        """As one item's result in a batch answer."""
+        return {"idempotency_key": key, "status": self.status, "error": self.message, **self.more}
+
+
+def witness_refusal(
+    body: dict[str, Any], latest: dict[str, Any] | None, trust: Callable[[], TrustStore] | None
+) -> Refusal | None:
+    """Why a new checkpoint is not taken (None when it is): its signature over its fields as written must be the
+    archive certificate's, chaining to the anchor, and its consistency proof must link it with `latest`, the
+    checkpoint of its origin with the largest tree held here (none: the first checkpoint needs no proof)."""
+    if body.get("signature") in (None, ""):
+        return Refusal(422, "the checkpoint is not signed: an unsigned checkpoint proves nothing", {"reason": "unsigned"})
+    if trust is None:
+        return Refusal(422, "this ministry holds no trust anchor to check checkpoints against (--anchor)", {"reason": "no-anchor"})
+    try:
+        anchor = trust()
+    except (OSError, ValueError) as exc:
+        return Refusal(422, f"this ministry cannot read its trust anchor: {exc}", {"reason": "no-anchor"})
+    check = check_checkpoint_fields(body, anchor)
+    if not check.ok:
+        return Refusal(422, "the checkpoint's signature is not the archive's: " + "; ".join(check.failed), {"reason": "bad-signature"})
+    if latest is None:
+        return None
+    return consistency_refusal(body, latest)
+
+
+def consistency_refusal(body: dict[str, Any], latest: dict[str, Any]) -> Refusal | None:
+    """Why the checkpoint's `consistency` proof does not show it and `latest` to be one log (None when it does)."""
+    size, held = int(body["tree_size"]), int(latest["tree_size"])
+    not_linked = Refusal(
+        412,
+        f"the checkpoint's consistency proof must link tree size {size} with {held}, the latest checkpoint held: "
+        "ask the archive for that proof and send it again",
+        {"reason": "not-linked", "latest_tree_size": held},
+    )
+    proof = body.get("consistency")
+    if not isinstance(proof, dict):
+        return not_linked
+    first, second = sorted([size, held])
+    path = proof.get("proof")
+    if [proof.get("first"), proof.get("second")] != [first, second]:
+        return not_linked
+    try:
+        hashes = [bytes.fromhex(p) for p in path] if isinstance(path, list) else None
+        roots = {size: bytes.fromhex(str(body["root_hash"])), held: bytes.fromhex(str(latest["root_hash"]))}
+    except (ValueError, TypeError):
+        hashes = None
+    if hashes is None or any(len(h) != HASH_SIZE for h in hashes):
+        return Refusal(422, "the consistency proof must be a list of 32-byte hashes in hex", {"reason": "bad-proof"})
+    if not verify_consistency(first, second, roots[first], roots[second], hashes):
+        return Refusal(
+            422,
+            f"the consistency proof from tree size {first} to {second} does not hold: the log of this checkpoint is not "
+            f"an extension of the one held (root {roots[first].hex()[:16]}… of size {first})",
+            {"reason": "inconsistent", "latest_tree_size": held},
+        )
+    return None
 
 
 def _invalid(kind: str, body: Any) -> str | None:
@@ -233,6 +326,8 @@ def _invalid(kind: str, body: Any) -> str | None:
         return f"missing fields: {', '.join(missing)}"
     if kind == RECORD and not PERSONAL_ID.match(str(body["personal_id"])):
         return "personal_id must be 12 digits"
+    if kind == CHECKPOINT and (not isinstance(body["tree_size"], int) or isinstance(body["tree_size"], bool) or body["tree_size"] < 1):
+        return "tree_size must be a positive whole number"
     return None
 
 
@@ -310,16 +405,18 @@ class MinistryApi:
         except ValueError:
             return _error(422, "the body must be JSON")
         if refused := self.refusal(kind, key, body):
-            return _error(*refused)
+            return refused.response()
         return key, body
 
-    def refusal(self, kind: str, key: str, body: Any) -> tuple[int, str] | None:
-        """Why a write of `body` under `key` is refused (status and message), or None when it is taken."""
+    def refusal(self, kind: str, key: str, body: Any) -> Refusal | None:
+        """Why a write of `body` under `key` is refused, or None when it is taken (a repeat of a known key included)."""
         if problem := _invalid(kind, body):
-            return 422, problem
+            return Refusal(422, problem)
         known = self.store.held(kind).get(key)
         if known is not None and str(known.get(DIGEST[kind])) != str(body[DIGEST[kind]]):
-            return 409, f"idempotency key {key} was already used for a different {DIGEST[kind]}"
+            return Refusal(409, f"idempotency key {key} was already used for a different {DIGEST[kind]}")
+        if kind == CHECKPOINT and known is None:
+            return witness_refusal(body, self.store.latest_checkpoint(str(body["origin"])), self.store.trust)
         return None
 
     async def post_batch(self, request: Request) -> JSONResponse:
@@ -359,7 +456,7 @@ class MinistryApi:
             self.faults.fail_items_next -= 1
             return {"idempotency_key": key, "status": self.faults.fail_status, "error": "simulated failure"}
         if refused := self.refusal(kind, key, item.get("body")):
-            return {"idempotency_key": key, "status": refused[0], "error": refused[1]}
+            return refused.result(key)
         receipt, new = self.store.accept(key, item["body"], kind)
         return {"idempotency_key": key, "status": 201 if new else 200, "receipt": receipt}
 
@@ -406,6 +503,15 @@ def create_app(store: ReceiptStore | None = None) -> Starlette:
     return app
 
 
+def anchor_trust(anchor: Path | None, crl: Path | None) -> Callable[[], TrustStore] | None:
+    """The trust anchor and CRL checkpoints are checked against: those given, else the PKI's at HOCBA_PKI_DIR."""
+    if anchor is None and os.environ.get("HOCBA_PKI_DIR"):
+        anchor = Path(os.environ["HOCBA_PKI_DIR"]) / "ca" / "root.crt.pem"
+    if anchor is None:
+        return None
+    return ReloadingTrust(anchor.resolve(), [(crl or anchor.parent / "crl.pem").resolve()])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m hocba.ministry_simulator",
@@ -416,11 +522,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--data-file", type=Path, default=None, help="JSON lines file that keeps receipts across restarts"
     )
+    parser.add_argument(
+        "--anchor", type=Path, default=None,
+        help="the department's trust anchor (PEM) checkpoints must chain to; default: ca/root.crt.pem under HOCBA_PKI_DIR",
+    )
+    parser.add_argument("--crl", type=Path, default=None, help="its CRL (PEM); default: ca/crl.pem beside the anchor")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    store = ReceiptStore(args.data_file)
+    store = ReceiptStore(args.data_file, anchor_trust(args.anchor, args.crl))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s ministry-simulator %(levelname)s %(message)s")
     log.info("ministry simulator on %s:%d holding %d receipts", args.host, args.port, store.accepted)
+    if store.trust is None:
+        log.warning("no trust anchor (--anchor or HOCBA_PKI_DIR): every new checkpoint will be refused")
     try:
         uvicorn.run(create_app(store), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     finally:

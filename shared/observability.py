@@ -32,8 +32,11 @@ class Health:
         return all(results.values()), results
 
 
-def http_app(registry: CollectorRegistry, health: Health) -> Callable[..., Awaitable[None]]:
-    """A minimal ASGI app serving the three operational endpoints."""
+def http_app(
+    registry: CollectorRegistry, health: Health, routes: Callable[..., Awaitable[None]] | None = None
+) -> Callable[..., Awaitable[None]]:
+    """A minimal ASGI app serving the three operational endpoints; any other path goes to `routes` (a service's own
+    public HTTP routes, an ASGI app) when given."""
 
     async def send_body(send: Any, status: int, body: bytes, content_type: str) -> None:
         await send(
@@ -57,6 +60,8 @@ def http_app(registry: CollectorRegistry, health: Health) -> Callable[..., Await
             ready, checks = await health.report()
             body = json.dumps({"ready": ready, "checks": checks}).encode()
             await send_body(send, 200 if ready else 503, body, "application/json")
+        elif routes is not None:
+            await routes(scope, receive, send)
         else:
             await send_body(send, 404, b'{"error":"not found"}', "application/json")
 

@@ -138,6 +138,8 @@ class ServiceApp:
     resources: Sequence[Resource] = ()
     loops: Sequence[Loop] = ()
     health: Health = field(default_factory=Health)
+    #: The service's own HTTP routes beside /metrics and /health (an ASGI app), on the same port; None: none.
+    http_routes: Callable[..., Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         self.app = FastStream(self.bus.broker)
@@ -221,16 +223,18 @@ def assemble(
     storage: Storage,
     resources: Sequence[Resource] = (),
     loops: Sequence[Loop] = (),
+    http_routes: Callable[..., Awaitable[None]] | None = None,
 ) -> ServiceApp:
-    """The service around the routes already on `bus`, started and stopped in the one order (module docstring)."""
-    return ServiceApp(bus, storage, resources, loops)
+    """The service around the routes already on `bus`, started and stopped in the one order (module docstring);
+    `http_routes` are served beside /metrics and /health."""
+    return ServiceApp(bus, storage, resources, loops, http_routes=http_routes)
 
 
 async def serve(service: ServiceApp) -> None:
     """Run the HTTP endpoints and the consumers until SIGINT or SIGTERM."""
     port = service.settings.port_for(service.name)
     config = uvicorn.Config(
-        http_app(service.registry, service.health),
+        http_app(service.registry, service.health, service.http_routes),
         host=service.settings.http_host,
         port=port,
         log_level="warning",

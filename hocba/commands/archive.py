@@ -11,19 +11,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hocba.commands import BrokerRole, DataDir, Purpose, Session, Timeout, ask, fail, refusal, run, session
 from hocba.commands.records import STATUS_WORDS, Reader, reader_of
+from hocba.commands.verify import trust_store
 from hocba.commands.year import where
 from hocba.console import console
 from hocba.pdf import render_copy
 from hocba.staff import Person
 from shared.contracts.archive import AuditArchive, AuditReport, ExportRecord, IssueCheckpoint, ProofReply
 from shared.contracts.grades import ListRecords, RecordLine, RecordList
+from shared.crypto.archive_log import check_checkpoint_fields
+from shared.crypto.certs import TrustStore
+from shared.crypto.merkle import verify_consistency
 from shared.errors import Refused
+from shared.settings import DEFAULT_HTTP_PORTS
 
 app = typer.Typer(
     help="The permanent archive: audit, export, certified copies (each request with the operator's token for it; "
@@ -423,3 +429,103 @@ def tell_class(job: ClassExport, kind: FileKind, folder: Path, outcome: ClassOut
     )
     if outcome.failed:
         fail(f"{len(outcome.failed)} record(s) of {job.scope} were not {done} (above)")
+
+
+# --- the log held to its word, over HTTP --------------------------------------------------------
+
+ArchiveUrl = Annotated[
+    str | None,
+    typer.Option("--url", help="The archive's HTTP address (its metrics port); default http://127.0.0.1:9104."),
+]
+
+
+@app.command("consistency")
+def consistency(  # noqa: PLR0913 - each option of the command is a parameter
+    old: Annotated[int, typer.Argument(help="Tree size of the older signed checkpoint.")],
+    new: Annotated[int, typer.Argument(help="Tree size of the newer signed checkpoint.")],
+    url: ArchiveUrl = None,
+    anchor: Annotated[
+        Path | None, typer.Option(help="The root CA's certificate (PEM); default: the PKI of the data folder.")
+    ] = None,
+    crl: Annotated[Path | None, typer.Option(help="A CRL (PEM); default: the PKI's crl.pem.")] = None,
+    timeout: Timeout = 30.0,
+    data_dir: DataDir = None,
+) -> None:
+    """Print the archive's RFC 9162 consistency proof between two signed checkpoints and check it.
+
+    Asked over the archive's public HTTP route (no sign-in); the two checkpoints it names are checked against the
+    trust anchor, and the proof against their signed roots. Exit 0 when the log of NEW entries extends that of OLD,
+    1 when a check fails, 2 when the archive cannot be asked or its answer read.
+    """
+    _, trust = trust_store(anchor, crl, data_dir)
+    base = (url or f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['archive']}").rstrip("/")
+    answer = fetch_json(f"{base}/v1/log/consistency", {"first": old, "second": new}, timeout)
+    checks = consistency_checks(old, new, answer, trust)
+    show_consistency(old, new, answer, checks)
+    if not all(ok for ok, _ in checks):
+        console.print(f"[red]NOT CONSISTENT: the archive's log of {new} entries is not shown to extend that of {old}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]CONSISTENT: the archive's log of {new} entries extends that of {old}, as both signed[/green]")
+
+
+def fetch_json(url: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The archive's JSON answer; a refusal, an unreachable archive or an unreadable answer ends the command (2)."""
+    try:
+        response = httpx.get(url, params=params, timeout=timeout)
+    except httpx.HTTPError as exc:
+        fail(f"cannot ask the archive at {url}: {exc}; is the stack running (`hocba up`), or is --url right?", 2)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        fail(f"the archive at {url} answered HTTP {response.status_code} without a JSON object", 2)
+    if response.status_code != 200:
+        fail(f"the archive answered HTTP {response.status_code}: {body.get('error', 'no reason given')}", 2)
+    return body
+
+
+def consistency_checks(old: int, new: int, answer: dict[str, Any], trust: TrustStore) -> list[tuple[bool, str]]:
+    """Each check of the answer, passed or not, in words: both checkpoints signed by the archive's certificate from the
+    PKI at the sizes asked, and the proof leading from the older signed root to the newer (RFC 9162 §2.1.4.2)."""
+    checks: list[tuple[bool, str]] = []
+    stated = answer.get("checkpoints")
+    checkpoints = stated if isinstance(stated, list) and len(stated) == 2 else [None, None]
+    roots: list[bytes | None] = []
+    for size, checkpoint in zip((old, new), checkpoints, strict=True):
+        if not isinstance(checkpoint, dict):
+            checks.append((False, f"the archive states no signed checkpoint of tree size {size}"))
+            roots.append(None)
+            continue
+        verdict = check_checkpoint_fields(checkpoint, trust)
+        checks += [(True, line) for line in verdict.passed] + [(False, line) for line in verdict.failed]
+        if checkpoint.get("tree_size") != size:
+            checks.append((False, f"the checkpoint stated for size {size} is of size {checkpoint.get('tree_size')}"))
+        roots.append(hex_bytes(checkpoint.get("root_hash")) if verdict.ok else None)
+    proof = [hex_bytes(p) for p in answer.get("proof") or []] if isinstance(answer.get("proof"), list) else []
+    first, second = roots
+    if first is None or second is None or any(p is None for p in proof):
+        checks.append((False, "the proof cannot be checked without both signed roots and a proof of hex hashes"))
+    elif verify_consistency(old, new, first, second, [p for p in proof if p is not None]):
+        checks.append((True, f"the RFC 9162 proof leads from the signed root of {old} entries to that of {new}"))
+    else:
+        checks.append((False, f"the RFC 9162 proof does not lead from the signed root of {old} entries to that of {new}"))
+    return checks
+
+
+def hex_bytes(value: Any) -> bytes | None:
+    try:
+        return bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def show_consistency(old: int, new: int, answer: dict[str, Any], checks: list[tuple[bool, str]]) -> None:
+    """The proof as the archive gave it, then each check."""
+    console.print(f"consistency proof from tree size {old} to {new}:")
+    console.print(f"  root of {old}: {escape(str(answer.get('first_root')))}")
+    console.print(f"  root of {new}: {escape(str(answer.get('second_root')))}")
+    for n, node in enumerate(answer.get("proof") or []):
+        console.print(f"  proof[{n}]: {escape(str(node))}")
+    for ok, line in checks:
+        console.print(f"  {'[green]✓[/green]' if ok else '[red]✗[/red]'} {escape(line)}")

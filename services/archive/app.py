@@ -1,5 +1,5 @@
 """archive's composition root: bus, repository, log state, the archive's keys and trust, actor-token keys, access log,
-metrics, routes, schedule."""
+metrics, routes, schedule, and the public HTTP routes of its proofs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from services.archive import handlers
 from services.archive.handlers import Deps, Keys
+from services.archive.http import public_routes
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import INDEXES, ArchiveRepository, MongoArchiveRepository
 from services.archive.router import register_routes
@@ -83,4 +84,6 @@ def build_app(
         "archive-checkpoints", bus, partial(handlers.scheduled_checkpoint, deps), settings.checkpoint_interval
     )
     key_ring = Resource(open=deps.rotation.show_key_ring)
-    return assemble(bus, storage, resources=[log_state, key_ring], loops=[checkpoints])
+    return assemble(
+        bus, storage, resources=[log_state, key_ring], loops=[checkpoints], http_routes=public_routes(deps)
+    )

@@ -296,12 +296,6 @@ def authorise_inclusion_proof(actor: Actor, school_code: str) -> None:
     )
 
 
-def authorise_log_reader(actor: Actor) -> None:
-    """Any school's staff, or an operator: a consistency proof holds hashes only."""
-    if not (actor.has("operator") or _is_one_of(actor, SCHOOL_STAFF)):
-        raise Forbidden(f"{actor.subject} may not read the archive log's proofs", reason="wrong-role")
-
-
 # --- the audit -------------------------------------------------------------------------------
 
 

@@ -11,6 +11,8 @@ from shared.contracts.archive import Checkpoint
 #: Why the archive refuses a version: a signature, chain or order that fails; content neither sealed by grades nor
 #: an amendment; a signing time its clock does not bear out.
 REFUSAL_REASONS = ("invalid-signature", "not-sealed", "signing-time")
+#: What third parties ask the archive's public HTTP routes for.
+PUBLIC_ROUTES = ("checkpoint", "consistency", "inclusion")
 
 
 class ArchiveMetrics:
@@ -51,6 +53,13 @@ class ArchiveMetrics:
         )
         self.exports = Counter(
             "hocba_archive_exports_total", "Verification bundles exported.", registry=registry
+        )
+        self.public_reads = Counter(
+            "hocba_archive_public_reads_total",
+            "Answers of the archive's public HTTP routes (no sign-in, hashes and signed checkpoints only), by route "
+            "and HTTP status.",
+            ["route", "status"],
+            registry=registry,
         )
 
     def checkpoint_seen(self, checkpoint: Checkpoint) -> None:

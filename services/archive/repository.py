@@ -111,6 +111,9 @@ class ArchiveRepository(Protocol):
     async def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, smallest tree first."""
 
+    async def checkpoint(self, tree_size: int | None = None) -> Checkpoint | None:
+        """The checkpoint of that tree size (the latest when None), if one was issued."""
+
     async def schools_of(self, student_ref: str) -> set[str]:
         """The schools whose archived records are of this student."""
 
@@ -247,6 +250,14 @@ class MongoArchiveRepository:
         cursor = self.checkpoint_rows.find({}, sort=[("tree_size", 1)])
         return [Checkpoint.model_validate(doc) async for doc in cursor]
 
+    async def checkpoint(self, tree_size: int | None = None) -> Checkpoint | None:
+        if tree_size is not None:
+            doc = await self.checkpoint_rows.find_one({"_id": f"{tree_size:012d}"})
+            return Checkpoint.model_validate(doc) if doc is not None else None
+        async for doc in self.checkpoint_rows.find({}, sort=[("tree_size", -1)], limit=1):
+            return Checkpoint.model_validate(doc)
+        return None
+
     async def schools_of(self, student_ref: str) -> set[str]:
         return {doc["school_code"] async for doc in self.rows.find({"student_ref": student_ref}, {"school_code": 1})}
 
@@ -314,6 +325,11 @@ class InMemoryArchiveRepository:
 
     async def checkpoints(self) -> list[Checkpoint]:
         return [self.stored_checkpoints[size] for size in sorted(self.stored_checkpoints)]
+
+    async def checkpoint(self, tree_size: int | None = None) -> Checkpoint | None:
+        if tree_size is None:
+            tree_size = max(self.stored_checkpoints, default=None)
+        return self.stored_checkpoints.get(tree_size) if tree_size is not None else None
 
     async def schools_of(self, student_ref: str) -> set[str]:
         return {r.school_code for r in self.rows.values() if r.student_ref == student_ref}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import httpx
@@ -12,22 +13,41 @@ from pymongo import AsyncMongoClient
 
 from services.sync import handlers
 from services.sync.domain import DeliveryPolicy
-from services.sync.handlers import Deps
+from services.sync.handlers import ArchiveLog, Deps
 from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry, Tls
 from services.sync.repository import INDEXES, MongoOutboxRepository, OutboxRepository
 from services.sync.router import register_routes
 from shared.at_rest import KeyRotation, NothingSealed, Reencrypting
 from shared.auth import issuer_keys_for
+from shared.contracts.archive import ProofReply, ProveConsistency
 from shared.contracts.keys import SyncKeyRotationProgress
 from shared.crypto.certs import ReloadingTrust, TrustStore
 from shared.crypto.pki import DevPki
 from shared.crypto.vault import Vault
+from shared.errors import Refused
 from shared.messaging import Bus
 from shared.service import Loop, Resource, ServiceApp, Storage, assemble
 from shared.settings import Misconfigured, Settings
 
 NAME = "sync"
+
+
+@dataclass(frozen=True)
+class ArchiveProofs:
+    """The archive's consistency proofs, asked over the bus. A consistency proof holds hashes only and is public (the
+    archive serves it over HTTP too), so the request carries no token: sync holds no key to sign one."""
+
+    bus: Bus
+    #: Seconds to wait for each answer (the proof is quick; an archive that is away holds up the relay's round no longer).
+    timeout: float = 10.0
+
+    async def consistency(self, first: int, second: int) -> list[str]:
+        answer = await self.bus.request(ProveConsistency(first=first, second=second), ProofReply, self.timeout)
+        proof = answer.consistency
+        if proof is None or (proof.first, proof.second) != (first, second):
+            raise Refused(f"the archive answered no consistency proof from tree size {first} to {second}")
+        return list(proof.proof)
 
 
 def ministry_client(settings: Settings, client: httpx.AsyncClient | None = None) -> Ministry:
@@ -54,7 +74,7 @@ def pki_trust(settings: Settings) -> Callable[[], TrustStore]:
     return ReloadingTrust(pki.anchor_path, [pki.crl_path])
 
 
-def build_app(
+def build_app(  # noqa: PLR0913 - each dependency a test replaces is a parameter
     settings: Settings,
     *,
     repository: OutboxRepository | None = None,
@@ -62,10 +82,12 @@ def build_app(
     http_client: httpx.AsyncClient | None = None,
     policy: DeliveryPolicy | None = None,
     trust: Callable[[], TrustStore] | None = None,
+    archive: ArchiveLog | None = None,
 ) -> ServiceApp:
     """The policy defaults to `settings.sync_max_attempts` attempts per entry, the relay looking every second;
     `trust` (what the archive's seals and checkpoint signatures must chain to) to the PKI at `settings.pki_path()`.
-    Operators' tokens are checked with the issuer keys at `settings.actor_issuer_jwks`, sync as their audience."""
+    Operators' tokens are checked with the issuer keys at `settings.actor_issuer_jwks`, sync as their audience.
+    The consistency proofs sent with checkpoints are asked of the archive over the bus unless `archive` is given."""
     # One INFO line per request to the ministry would drown the service's own log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     bus = Bus(settings, NAME)
@@ -78,16 +100,18 @@ def build_app(
         vault = Vault.for_service(settings, NAME)
         stored = MongoOutboxRepository(storage.database(settings, NAME), vault)
         repository, sealed = stored, stored.sealed
-    keys = issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+    trust = trust or pki_trust(settings)
+    keys = issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME, trust)
     deps = Deps(
         repo=repository,
         ministry=ministry,
         metrics=SyncMetrics(bus.registry),
         issuer_keys=keys,
-        trust=trust or pki_trust(settings),
+        trust=trust,
         deliveries_per_step=settings.chunk_size,
         rotation=KeyRotation.on(bus, vault, sealed, SyncKeyRotationProgress, keys),
         policy=policy,
+        archive=archive or ArchiveProofs(bus),
     )
     register_routes(bus, deps)
     relay = Loop("sync-relay", bus, partial(handlers.deliver_due, deps), policy.relay_interval_seconds)

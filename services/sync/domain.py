@@ -3,7 +3,7 @@ parking, operators, reconciliation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -185,6 +185,8 @@ class Attempt:
     error: str = ""
     #: False for the other entries of one batch request, so that request's duration is counted once.
     counts_request: bool = True
+    #: The reason code the ministry gave with a refusal (`unsigned`, `inconsistent`, ...), when it gave one.
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -242,8 +244,45 @@ def ministry_payload(record: ArchivedRecord) -> dict[str, Any]:
 
 
 def checkpoint_payload(checkpoint: Checkpoint) -> dict[str, Any]:
-    """A checkpoint goes out whole: each field is covered by its signature."""
+    """A checkpoint goes out whole, each field as its signature covers it (`issued_at` as signed, to the millisecond)."""
     return checkpoint.model_dump(mode="json")
+
+
+#: Why the ministry, as a witness of the archive's log, refuses a checkpoint (docs/ministry-api.md), and why sync
+#: could not send one (`no-proof`: the archive gave no consistency proof): the reasons a refusal is counted under.
+CHECKPOINT_REFUSALS = ("unsigned", "bad-signature", "no-anchor", "bad-proof", "inconsistent", "no-proof", "other")
+
+
+def refusal_reason(reason: str) -> str:
+    """A refusal's reason as it is counted: one of `CHECKPOINT_REFUSALS`."""
+    return reason if reason in CHECKPOINT_REFUSALS else "other"
+
+
+def consistency_links(checkpoints: Iterable[OutboxEntry], held: Mapping[str, int | None]) -> dict[str, tuple[int, int]]:
+    """For each checkpoint about to be sent, the two tree sizes its consistency proof must link (by entry key).
+
+    The ministry takes a new checkpoint when a proof links it with the latest checkpoint of its origin it holds
+    (`held`, as far as sync knows: the largest it acknowledged). Sent in order of size, each larger one is linked with
+    the one before it (the first with what is held), so a round's checkpoints are taken one after the other; an older
+    one than held is linked from itself up to the held one. The first checkpoint of an origin needs no proof, nor one
+    the ministry holds already.
+    """
+    links: dict[str, tuple[int, int]] = {}
+    latest = dict(held)
+    for entry in sorted(checkpoints, key=lambda e: (e.subject, e.number)):
+        last = latest.get(entry.subject)
+        if last is not None and entry.number < last:
+            links[entry.key] = (entry.number, last)
+            continue
+        if last is not None and entry.number > last:
+            links[entry.key] = (last, entry.number)
+        latest[entry.subject] = entry.number if last is None else max(last, entry.number)
+    return links
+
+
+def with_consistency(payload: dict[str, Any], first: int, second: int, proof: list[str]) -> dict[str, Any]:
+    """A checkpoint's payload with the RFC 9162 consistency proof from tree size `first` to `second` (hex hashes)."""
+    return {**payload, "consistency": {"first": first, "second": second, "proof": list(proof)}}
 
 
 def new_entry(record: ArchivedRecord, now: datetime) -> OutboxEntry:
@@ -278,10 +317,14 @@ def new_checkpoint_entry(checkpoint: Checkpoint, now: datetime) -> OutboxEntry:
 
 
 def classify(status_code: int) -> Answer:
-    """2xx is delivered; 408, 429 and 5xx may pass later; any other answer never will."""
+    """2xx is delivered; 408, 429, 5xx and 412 may pass later; any other answer never will.
+
+    412 is the ministry saying a checkpoint's consistency proof does not link it with the latest checkpoint it holds
+    (another was taken meanwhile): the next attempt carries a proof from that one.
+    """
     if 200 <= status_code < 300:
         return Answer.DELIVERED
-    if status_code in (408, 429) or status_code >= 500:
+    if status_code in (408, 412, 429) or status_code >= 500:
         return Answer.RETRY
     return Answer.PARK
 

@@ -40,10 +40,13 @@ from services.sync.domain import (
     Reconciliation,
     after_failure,
     checkpoint_problems,
+    consistency_links,
     new_checkpoint_entry,
     new_entry,
     receipt_from,
+    refusal_reason,
     vouched_for,
+    with_consistency,
 )
 from services.sync.metrics import SyncMetrics
 from services.sync.repository import OutboxRepository
@@ -68,7 +71,7 @@ from shared.contracts.sync import (
     SyncStatus,
 )
 from shared.crypto.certs import TrustStore
-from shared.errors import HocbaError, InvalidMessage, Unavailable
+from shared.errors import HocbaError, InvalidMessage, Refused, Unavailable
 from shared.outcome import Outcome, RejectedPart
 
 log = logging.getLogger("hocba.sync")
@@ -86,6 +89,14 @@ class MinistryApi(Protocol):
 
     def acknowledgements(self, kind: str) -> AsyncIterator[Acknowledged]:
         """Every acknowledgement the ministry lists for `kind`, in key order; `Unavailable` when it cannot."""
+
+
+class ArchiveLog(Protocol):
+    """The archive's log as sync asks it: the consistency proofs that go with checkpoints to the ministry."""
+
+    async def consistency(self, first: int, second: int) -> list[str]:
+        """The RFC 9162 consistency proof (hex hashes) from tree size `first` to `second`. `Refused` when the archive
+        gives none (its log has no such sizes); any other error when it cannot be asked now."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,8 @@ class Deps:
     clock: Clock = utcnow
     #: A number in [0, 1) that spreads the retries of many entries (see `domain.backoff_seconds`).
     jitter: Callable[[], float] = random.random
+    #: Where the consistency proofs sent with checkpoints come from (None: checkpoints go without one).
+    archive: ArchiveLog | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,8 @@ async def send_claimed(deps: Deps, claimed: list[OutboxEntry]) -> tuple[list[Rec
     for entry, attempt in zip(claimed, attempts, strict=True):
         if attempt.seconds > 0 and attempt.counts_request:
             deps.metrics.delivery_seconds.observe(attempt.seconds)
+        if entry.kind == CHECKPOINT and attempt.answer is Answer.PARK:
+            deps.metrics.checkpoints_refused.labels(refusal_reason(attempt.reason)).inc()
         if attempt.answer is Answer.DELIVERED and attempt.receipt is not None:
             receipts.append(receipt_from(entry, attempt.receipt, done))
         else:
@@ -208,15 +223,47 @@ async def send_claimed(deps: Deps, claimed: list[OutboxEntry]) -> tuple[list[Rec
 
 
 async def sent(deps: Deps, claimed: list[OutboxEntry]) -> list[Attempt]:
-    """The ministry's answer for each claimed entry; an unexpected error while sending is a failed attempt of
-    every entry, so none is left claimed."""
+    """The ministry's answer for each claimed entry (or why it was not sent); an unexpected error while sending is a
+    failed attempt of every entry sent, so none is left claimed."""
+    payloads, unsent = await outgoing(deps, claimed)
+    sending = [e for e in claimed if e.key not in unsent]
     try:
-        attempts = await deps.ministry.deliver([(e.kind, e.key, e.payload) for e in claimed])
+        attempts = await deps.ministry.deliver([(e.kind, e.key, payloads[e.key]) for e in sending]) if sending else []
     except Exception as exc:
-        return [Attempt(Answer.RETRY, 0.0, error=f"{type(exc).__name__}: {exc}")] * len(claimed)
-    if len(attempts) != len(claimed):
-        return [Attempt(Answer.RETRY, 0.0, error="the ministry client answered another number of entries")] * len(claimed)
-    return attempts
+        attempts = [Attempt(Answer.RETRY, 0.0, error=f"{type(exc).__name__}: {exc}")] * len(sending)
+    if len(attempts) != len(sending):
+        attempts = [Attempt(Answer.RETRY, 0.0, error="the ministry client answered another number of entries")] * len(sending)
+    answered = {e.key: a for e, a in zip(sending, attempts, strict=True)}
+    return [unsent.get(e.key) or answered[e.key] for e in claimed]
+
+
+async def outgoing(deps: Deps, claimed: list[OutboxEntry]) -> tuple[dict[str, dict[str, Any]], dict[str, Attempt]]:
+    """What to send for each claimed entry: its payload, and for a checkpoint the archive's consistency proof that
+    links it with the latest checkpoint the ministry holds (`consistency_links`). A checkpoint whose proof the archive
+    refuses is not sent and parks (the log no longer has those sizes); one whose proof cannot be had now waits."""
+    payloads = {e.key: e.payload for e in claimed}
+    checkpoints = [e for e in claimed if e.kind == CHECKPOINT]
+    if not checkpoints or deps.archive is None:
+        return payloads, {}
+    held = {origin: await deps.repo.delivered_checkpoint(origin) for origin in sorted({e.subject for e in checkpoints})}
+    unsent: dict[str, Attempt] = {}
+    away: str | None = None
+    for key, (first, second) in consistency_links(checkpoints, held).items():
+        if away is not None:
+            # The archive did not answer this round: the other checkpoints wait too, without holding up the records.
+            unsent[key] = Attempt(Answer.RETRY, 0.0, error=f"no consistency proof from tree size {first} to {second} now: {away}")
+            continue
+        try:
+            proof = await deps.archive.consistency(first, second)
+        except Refused as exc:
+            error = f"the archive gives no consistency proof from tree size {first} to {second}: {exc}"
+            unsent[key] = Attempt(Answer.PARK, 0.0, error=error, reason="no-proof")
+        except Exception as exc:  # noqa: BLE001 - the archive unreachable: the checkpoint waits for its next attempt
+            away = f"{type(exc).__name__}: {exc}"
+            unsent[key] = Attempt(Answer.RETRY, 0.0, error=f"no consistency proof from tree size {first} to {second} now: {away}")
+        else:
+            payloads[key] = with_consistency(payloads[key], first, second, proof)
+    return payloads, unsent
 
 
 def count_answers(

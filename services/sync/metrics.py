@@ -7,7 +7,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.sync.domain import DIFFERENCES, KINDS
+from services.sync.domain import CHECKPOINT_REFUSALS, DIFFERENCES, KINDS
 
 OUTCOMES = ("delivered", "failed", "parked")
 
@@ -66,6 +66,15 @@ class SyncMetrics:
             "Largest archive tree size whose checkpoint the ministry has acknowledged.",
             registry=registry,
         )
+        self.checkpoints_refused = Counter(
+            "hocba_sync_checkpoints_refused_total",
+            "Archive checkpoints the ministry refused as a witness (or sync could not prove consistent), by reason: "
+            "unsigned, bad-signature, no-anchor, bad-proof, inconsistent (the log was rewritten), no-proof, other.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in CHECKPOINT_REFUSALS:
+            self.checkpoints_refused.labels(reason)
         self.resumed = Counter(
             "hocba_sync_resumed_total",
             "Outbox entries handed back to the relay by an operator (`hocba sync retry`).",

@@ -4,6 +4,7 @@ where the ministry takes them, answers classified entry by entry."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import time
@@ -139,7 +140,8 @@ class Ministry:
             seconds = time.perf_counter() - started
         answer = classify(response.status_code)
         if answer is not Answer.DELIVERED:
-            return Attempt(answer, seconds, error=f"HTTP {response.status_code}: {response.text[:500]}")
+            said, reason = refusal_of(response)
+            return Attempt(answer, seconds, error=f"HTTP {response.status_code}: {said}", reason=reason)
         try:
             receipt = response.json()
             if not isinstance(receipt, dict) or not receipt.get("receipt_id"):
@@ -208,11 +210,29 @@ def item_attempt(result: dict[str, Any], seconds: float) -> Attempt:
         return Attempt(Answer.RETRY, seconds, error=f"a batch result without a status: {str(result)[:200]}")
     answer = classify(status)
     if answer is not Answer.DELIVERED:
-        return Attempt(answer, seconds, error=f"HTTP {status}: {str(result.get('error', ''))[:500]}")
+        reason = result.get("reason")
+        more = {k: v for k, v in result.items() if k not in ("idempotency_key", "status", "error", "reason")}
+        said = str(result.get("error", "")) + (f" {json.dumps(more)}" if more else "")
+        return Attempt(answer, seconds, error=f"HTTP {status}: {said[:500]}", reason=reason if isinstance(reason, str) else "")
     receipt = result.get("receipt")
     if not isinstance(receipt, dict) or not receipt.get("receipt_id"):
         return Attempt(Answer.RETRY, seconds, error=f"HTTP {status} without a receipt")
     return Attempt(Answer.DELIVERED, seconds, receipt=receipt)
+
+
+def refusal_of(response: httpx.Response) -> tuple[str, str]:
+    """What a refusal says, and its reason code: the sentence and code of a JSON body `{"error", "reason"}` (its other
+    fields after the sentence), else the body's text; "" for no code."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return response.text[:500], ""
+    more = {k: v for k, v in body.items() if k not in ("error", "reason")}
+    said = body["error"] + (f" {json.dumps(more)}" if more else "")
+    reason = body.get("reason")
+    return said[:500], reason if isinstance(reason, str) else ""
 
 
 def acknowledged(item: dict[str, Any]) -> Acknowledged:

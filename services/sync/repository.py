@@ -50,6 +50,8 @@ RECEIPTS = "receipts"
 COUNTS = "counts"
 #: The `counts` document of the outbox's running counts.
 OUTBOX_COUNTS = "outbox"
+#: The running largest checkpoint the ministry acknowledged, per log origin (`counts` document id prefix).
+HELD_CHECKPOINT = "checkpoint-held:"
 
 INDEXES = [
     # One entry per record version and per checkpoint: (record, id, version) or (checkpoint, origin, tree size).
@@ -129,6 +131,9 @@ class OutboxRepository(Protocol):
 
     def holdings(self) -> AsyncIterator[Held]:
         """Every entry as reconciliation sees it, in key order."""
+
+    async def delivered_checkpoint(self, origin: str) -> int | None:
+        """The largest tree size of `origin` whose checkpoint the ministry acknowledged (None: none yet)."""
 
     async def archive_size(self) -> int | None:
         """The largest checkpoint tree size in the outbox (None without checkpoints)."""
@@ -294,7 +299,20 @@ class MongoOutboxRepository:
             parked = (await self.outbox.bulk_write([_failure_update(f) for f in parking], ordered=False)).modified_count
         done = await self._delivered(claim, receipts)
         await self._count(-len(done) - parked, parked)
+        delivered = set(done)
+        for receipt in receipts:
+            if receipt.kind == CHECKPOINT and receipt.key in delivered:
+                await self._held_at_least(receipt.subject, receipt.number)
         return done
+
+    async def _held_at_least(self, origin: str, size: int) -> None:
+        """Keep that the ministry holds `origin`'s checkpoint of `size`: the running largest, never lowered, so the
+        relay asks one document for it instead of the outbox."""
+        key = f"{HELD_CHECKPOINT}{origin}"
+        for _ in range(2):  # raised, or kept first here; else another sender kept one first: raise that
+            raised = await self.counts.update_one({"_id": key, "size": {"$lt": size}}, {"$set": {"size": size}})
+            if raised.matched_count or await insert_new(self.counts, [{"_id": key, "size": size}]):
+                return
 
     async def _delivered(self, claim: str, receipts: list[Receipt]) -> list[str]:
         """The keys this sender marked delivered with its own receipt; their receipts kept."""
@@ -411,6 +429,17 @@ class MongoOutboxRepository:
                 seq=doc.get("seq"),
             )
 
+    async def delivered_checkpoint(self, origin: str) -> int | None:
+        held = await self.counts.find_one({"_id": f"{HELD_CHECKPOINT}{origin}"})
+        if held is not None:
+            return int(held["size"])
+        # An outbox kept before the running largest: found once from the outbox, then kept.
+        wanted = {"kind": CHECKPOINT, "subject": origin, "status": DELIVERED}
+        async for doc in self.outbox.find(wanted, {"number": 1}).sort("number", -1).limit(1):
+            await self._held_at_least(origin, int(doc["number"]))
+            return int(doc["number"])
+        return None
+
     async def archive_size(self) -> int | None:
         async for doc in self.outbox.find({"kind": CHECKPOINT}, {"number": 1}).sort("number", -1).limit(1):
             return int(doc["number"])
@@ -518,6 +547,12 @@ class InMemoryOutboxRepository:
             e = self.outbox[key]
             receipt = self.receipts.get(key)
             yield Held(key, e.kind, e.status, e.digest, receipt.receipt_id if receipt else None, e.seq)
+
+    async def delivered_checkpoint(self, origin: str) -> int | None:
+        return max(
+            (e.number for e in self.outbox.values() if e.kind == CHECKPOINT and e.subject == origin and e.status == DELIVERED),
+            default=None,
+        )
 
     async def archive_size(self) -> int | None:
         return max((e.number for e in self.outbox.values() if e.kind == CHECKPOINT), default=None)

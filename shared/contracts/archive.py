@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_serializer
 
 from shared.contracts.base import Message, Model, Reply
 from shared.contracts.grades import MAX_SEAL_LENGTH
@@ -25,6 +25,18 @@ from shared.contracts.limits import (
     Sentence,
 )
 from shared.contracts.record import CarriesContent
+
+#: How every time the archive signs is written (checkpoints' `issued_at`, log entries' `archived_at`): UTC to the
+#: millisecond with a `Z`, e.g. 2026-05-20T08:00:00.123Z. What is signed is this string, and every copy of a signed
+#: structure (the checkpoint in a bundle, in the ministry's payload, on the archive's HTTP routes) carries it as is.
+SIGNED_TIME_FORMAT = "YYYY-MM-DDTHH:MM:SS.mmmZ"
+
+
+def signed_time(moment: datetime) -> str:
+    """A moment as the archive signs it (`SIGNED_TIME_FORMAT`): 2026-05-20T08:00:00.123Z. A time that names no zone
+    is taken as UTC; microseconds are cut to milliseconds."""
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ArchivedRecord(CarriesContent):
@@ -63,9 +75,14 @@ class Checkpoint(Model):
     origin: str = Field(max_length=ID)
     tree_size: int
     root_hash: str = Field(max_length=HASH)
+    #: Written as signed (`signed_time`): a copy of the checkpoint states the very string its signature covers.
     issued_at: datetime
     #: Compact JWS (ES256) over the canonical JSON of the fields above.
     signature: str = Field(max_length=JWS)
+
+    @field_serializer("issued_at", when_used="json")
+    def _issued_at_as_signed(self, issued_at: datetime) -> str:
+        return signed_time(issued_at)
 
 
 class CheckpointIssued(Message):

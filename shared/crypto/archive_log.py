@@ -5,18 +5,21 @@ content (when it has one: an amendment has none), its position and its archiving
 clock when it admitted the version, which a checkpoint over the leaf then proves); its RFC 9162 leaf
 hash goes into the Merkle tree. A checkpoint states the
 tree's size and root at a moment, signed (ES256, detached JWS with the archive's x5c) over the
-canonical JSON of {origin, tree_size, root_hash, issued_at}.
+canonical JSON of {origin, tree_size, root_hash, issued_at}, `issued_at` written as every signed time is
+(`shared.contracts.archive.signed_time`: UTC to the millisecond, 2026-05-20T08:00:00.123Z). A copy of a checkpoint
+carries that very string, so a verifier can rebuild the signed bytes from the fields as written
+(`check_checkpoint_fields`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from shared.contracts.archive import Checkpoint
+from shared.contracts.archive import Checkpoint, signed_time
 from shared.contracts.record import document_of
 from shared.crypto.canonical import canonical_json
 from shared.crypto.certs import TrustStore, ec_public_key, from_x5c, identity
@@ -26,9 +29,8 @@ from shared.crypto.merkle import leaf_hash
 CHECKPOINT_TYPE = "hocba-checkpoint"
 
 
-def timestamp(moment: datetime) -> str:
-    """A UTC time to the millisecond, as leaves and checkpoints write it: 2026-05-20T08:00:00.000Z."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+#: A UTC time to the millisecond, as leaves and checkpoints write it: 2026-05-20T08:00:00.000Z.
+timestamp = signed_time
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,10 @@ def fields_of(leaf: Leaf) -> dict[str, Any]:
     return {f.name: getattr(leaf, f.name) for f in fields(Leaf)}
 
 
-def checkpoint_body(origin: str, tree_size: int, root_hash: str, issued_at: datetime) -> bytes:
-    return canonical_json(
-        {"origin": origin, "tree_size": tree_size, "root_hash": root_hash, "issued_at": timestamp(issued_at)}
-    )
+def checkpoint_body(origin: str, tree_size: int, root_hash: str, issued_at: datetime | str) -> bytes:
+    """The bytes a checkpoint's signature covers; `issued_at` as a moment, or as the string a copy states."""
+    written = issued_at if isinstance(issued_at, str) else signed_time(issued_at)
+    return canonical_json({"origin": origin, "tree_size": tree_size, "root_hash": root_hash, "issued_at": written})
 
 
 def sign_checkpoint(signer: RawSigner, origin: str, tree_size: int, root: bytes, issued_at: datetime) -> Checkpoint:
@@ -130,10 +132,46 @@ class CheckpointCheck:
 
 def check_checkpoint(checkpoint: Checkpoint, trust: TrustStore | None) -> CheckpointCheck:
     """Is the checkpoint signed by a certificate that chains to the trust anchor (an archive certificate)?"""
-    result = CheckpointCheck()
     body = checkpoint_body(checkpoint.origin, checkpoint.tree_size, checkpoint.root_hash, checkpoint.issued_at)
+    return _checked(body, checkpoint.signature, checkpoint.tree_size, checkpoint.issued_at, trust)
+
+
+#: The fields of a checkpoint as a copy states them (a bundle's, the ministry's payload, the archive's HTTP answer).
+CHECKPOINT_FIELDS = ("origin", "tree_size", "root_hash", "issued_at", "signature")
+
+
+def check_checkpoint_fields(fields: Mapping[str, Any], trust: TrustStore | None) -> CheckpointCheck:
+    """Is a checkpoint, read as written (JSON values), signed over exactly these fields by the archive's certificate?
+
+    The signed bytes are rebuilt from the strings as they stand, `issued_at` included, as an independent verifier
+    would: a copy that wrote the time in another form than the signed one does not verify.
+    """
+    result = CheckpointCheck()
+    missing = [name for name in CHECKPOINT_FIELDS if fields.get(name) in (None, "")]
+    if missing:
+        result.failed.append(f"the checkpoint lacks {', '.join(missing)}: an unsigned checkpoint proves nothing")
+        return result
+    origin, size, root, written, signature = (fields[name] for name in CHECKPOINT_FIELDS)
+    if not (isinstance(origin, str) and isinstance(root, str) and isinstance(written, str) and isinstance(signature, str)
+            and isinstance(size, int) and not isinstance(size, bool)):
+        result.failed.append("the checkpoint's origin, root_hash, issued_at and signature must be strings, tree_size a number")
+        return result
     try:
-        header = protected_header(checkpoint.signature)
+        issued_at = datetime.fromisoformat(written)
+    except ValueError:
+        result.failed.append(f"the checkpoint's issued_at {written[:40]!r} is not a time")
+        return result
+    if issued_at.tzinfo is None:
+        result.failed.append(f"the checkpoint's issued_at {written[:40]!r} names no time zone")
+        return result
+    return _checked(checkpoint_body(origin, size, root, written), signature, size, issued_at, trust)
+
+
+def _checked(body: bytes, signature: str, tree_size: int, issued_at: datetime, trust: TrustStore | None) -> CheckpointCheck:
+    """Does `signature` (an archive certificate's ES256 checkpoint JWS) cover `body`, its chain good at `issued_at`?"""
+    result = CheckpointCheck()
+    try:
+        header = protected_header(signature)
         chain = from_x5c(header["x5c"])
     except (ValueError, KeyError, TypeError, IndexError):
         result.failed.append("the checkpoint's signature or certificate cannot be read")
@@ -141,15 +179,15 @@ def check_checkpoint(checkpoint: Checkpoint, trust: TrustStore | None) -> Checkp
     if header.get("alg") != "ES256" or header.get("typ") != CHECKPOINT_TYPE:
         result.failed.append("the checkpoint's signature is not an ES256 checkpoint signature")
     key = ec_public_key(chain[0])
-    if key is not None and verify_detached(key, checkpoint.signature, body):
+    if key is not None and verify_detached(key, signature, body):
         who = identity(chain[0])
-        result.passed.append(f"checkpoint of size {checkpoint.tree_size} is signed by '{who.name}'")
+        result.passed.append(f"checkpoint of size {tree_size} is signed by '{who.name}'")
         if who.role != "archive":
             result.failed.append(f"the checkpoint is signed by a {who.role or 'no-role'} certificate, not the archive's")
     else:
-        result.failed.append(f"the signature of the checkpoint of size {checkpoint.tree_size} does not verify")
+        result.failed.append(f"the signature of the checkpoint of size {tree_size} does not verify")
     if trust is not None:
-        chain_check = trust.validate(chain, checkpoint.issued_at, purpose="checkpoint")
+        chain_check = trust.validate(chain, issued_at, purpose="checkpoint")
         result.passed += chain_check.passed
         result.failed += chain_check.failed
     return result

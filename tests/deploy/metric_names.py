@@ -49,6 +49,7 @@ DOMAIN = {
         "hocba_sync_checkpoint_delivered_tree_size",
         "hocba_sync_resumed_total",
         "hocba_sync_reconcile_differences",
+        "hocba_sync_checkpoints_refused_total",
     ),
 }
 

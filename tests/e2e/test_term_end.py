@@ -124,6 +124,8 @@ async def test_every_record_is_signed_archived_and_delivered_once(stack, setting
 
         sync = client[names.database("sync")]
         assert await sync["receipts"].count_documents({"kind": "record"}) == STUDENTS
+        parked = [doc["last_error"] async for doc in sync["outbox"].find({"kind": "checkpoint", "status": "parked"})]
+        assert parked == [], "the ministry, as a witness, refused a checkpoint of the archive's log"
 
         prefix = names.database("")
         databases = {d for d in await client.list_database_names() if d.startswith(prefix)}
@@ -139,6 +141,23 @@ async def test_every_record_is_signed_archived_and_delivered_once(stack, setting
         held = {r["idempotency_key"] for r in ministry.get("/v1/receipts").json()["receipts"]}
     assert stats["accepted"] == STUDENTS
     assert held == {f"{record_id}:{version}" for record_id, version in archived}
+
+
+def test_the_ministry_holds_the_archives_latest_checkpoint_as_it_signed_it(stack, term_end):
+    """The checkpoint the archive serves without sign-in reaches the ministry, which takes it only signed by the archive
+    and proven consistent with the one it held before: the ministry holds it with the same signature and time."""
+    archive, ministry = stack.child("archive").base_url, stack.simulator.base_url
+    deadline = time.monotonic() + 60
+    while True:
+        latest = httpx.get(f"{archive}/v1/log/checkpoint", timeout=10).json()["checkpoint"]
+        key = f"checkpoint:{latest['origin']}:{latest['tree_size']}"
+        held = {c["idempotency_key"]: c for c in httpx.get(f"{ministry}/v1/checkpoints", timeout=10).json()["checkpoints"]}
+        if key in held or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert key in held, f"the ministry does not hold the archive's latest checkpoint ({key})"
+    assert {name: held[key][name] for name in latest} == latest
+    assert latest["tree_size"] == STUDENTS
 
 
 # --- personal data at rest ---------------------------------------------------------------------

@@ -120,6 +120,7 @@ async def test_a_checkpoint_is_stored_once_per_tree_size_and_read_smallest_first
     assert await repo.add_checkpoint(small)
     assert not await repo.add_checkpoint(sign_checkpoint(signer, "test", 4, tree.root(4), AT.replace(hour=9)))
     assert await repo.checkpoints() == [small, large]
+    assert (await repo.checkpoint(), await repo.checkpoint(2), await repo.checkpoint(3)) == (large, small, None)
 
 
 async def test_appenders_racing_on_one_log_keep_one_tree(repo, trust):

@@ -7,15 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo import monitoring
 
-from services.sync.domain import new_entry
+from services.sync.domain import new_checkpoint_entry, new_entry, receipt_from
 from services.sync.repository import INDEXES, OUTBOX, MongoOutboxRepository
-from shared.contracts.archive import ArchivedRecord
+from shared.contracts.archive import ArchivedRecord, Checkpoint
 from shared.contracts.record import content_of
 from shared.crypto.vault import Vault
 from shared.mongo import ensure_indexes, make_client
 from tests.records import record_document
 
 NOW = datetime(2026, 5, 20, 8, 0, tzinfo=UTC)
+ORIGIN = "hocba.test/archive"
 
 
 class Commands(monitoring.CommandListener):
@@ -39,6 +40,12 @@ def record(i: int) -> ArchivedRecord:
         record_id=f"hb-79000701-{i:05d}", version=1, school_code="79000701", school_year="2025-2026",
         student_ref=f"s-{i}", seq=i, entry_hash=f"{i:064x}", digest=f"{i + 1:064x}",
         content=content_of(record_document(f"hb-79000701-{i:05d}", 1, "79000701", "2025-2026", f"s-{i}")),
+    )
+
+
+def checkpoint(tree_size: int) -> Checkpoint:
+    return Checkpoint(
+        origin=ORIGIN, tree_size=tree_size, root_hash=f"{tree_size:064x}", issued_at=NOW, signature="e30..c2ln"
     )
 
 
@@ -74,3 +81,31 @@ async def test_the_relay_and_the_gauges_ask_the_outbox_by_index_and_by_running_c
         else:
             assert all(set(u["q"]) >= {"_id"} for u in body["updates"]), "updates pick entries by key"
     assert any(set(b.get("filter", {})) == {"due_ts"} for n, b in on_outbox if n == "find"), "due: one index range"
+
+
+async def test_what_checkpoint_the_ministry_holds_is_one_running_document_not_a_look_through_the_outbox(
+    mongo_url, settings
+):
+    """Each round that sends checkpoints asks which one the ministry holds (its consistency proof starts there): a
+    term end delivers hundreds of checkpoints among 132,000 entries, so the answer is kept as it changes."""
+    commands = Commands()
+    client = make_client(mongo_url, event_listeners=[commands])
+    db = client[settings.names().database("sync")]
+    try:
+        await ensure_indexes(db, INDEXES)
+        repo = MongoOutboxRepository(db, Vault.ephemeral())
+        entries = [new_entry(record(i), NOW) for i in range(20)]
+        entries += [new_checkpoint_entry(checkpoint(n), NOW) for n in (5, 12)]
+        await repo.add_new(entries)
+        claimed = await repo.claim(None, NOW + timedelta(seconds=1), NOW + timedelta(minutes=5), "c1", 30)
+        await repo.record_answers("c1", [receipt_from(e, {"receipt_id": f"r-{e.key}"}, NOW) for e in claimed], [])
+        commands.sent.clear()
+
+        held = await repo.delivered_checkpoint(ORIGIN)
+        asked = [(name, body.get(name)) for name, body in commands.sent]
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+    assert held == 12
+    assert asked == [("find", "counts")], "the outbox is not read"

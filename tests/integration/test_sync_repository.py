@@ -203,3 +203,15 @@ async def test_operators_resume_parked_entries_and_resend_delivered_ones_under_a
     renewed = receipt_from(again, {"receipt_id": "r-0-again"}, resume_at)
     assert await repo.record_answers("b", [renewed], []) == [entries[0].key]
     assert await repo.receipt_ids([entries[0].key]) == {entries[0].key: "r-0-again"}
+
+
+async def test_the_largest_checkpoint_delivered_of_an_origin_is_what_the_ministry_holds(repo):
+    """What a checkpoint's consistency proof starts from: the largest of its origin the ministry acknowledged."""
+    assert await repo.delivered_checkpoint("hocba.test/archive") is None
+    other = new_checkpoint_entry(checkpoint(9).model_copy(update={"origin": "another/archive"}), NOW)
+    await repo.add_new([new_checkpoint_entry(checkpoint(n), NOW) for n in (2, 4, 7)] + [other])
+    by_key = {e.key: e for e in await repo.claim(None, NOW, NOW + LEASE, "a", 10)}
+    acknowledged = [receipt_from(by_key[k], {"receipt_id": f"r-{k}"}, NOW) for k in sorted(by_key) if not k.endswith(":7")]
+    await repo.record_answers("a", acknowledged, [])
+    assert await repo.delivered_checkpoint("hocba.test/archive") == 4, "7 is still being sent"
+    assert await repo.delivered_checkpoint("another/archive") == 9

@@ -1,4 +1,5 @@
-"""The ministry simulator: idempotent receipts, validation, statistics and receipts kept across a restart."""
+"""The ministry simulator: idempotent receipts, validation, statistics and receipts kept across a restart; a witness
+of the archive's log that takes a checkpoint only when the archive signed it and it extends the one held."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hocba.ministry_simulator import ReceiptStore, create_app
+from hocba.ministry_simulator import ReceiptStore, anchor_trust, create_app
+from shared.crypto.merkle import MerkleTree
 from tests.support import free_port
+from tests.unit.sync.sealed import LOG, dev_pki, foreign_pki, log_of, signed_checkpoint, trust
 
 BODY = {
     "record_id": "hb-79000701-0001",
@@ -20,7 +23,23 @@ BODY = {
     "personal_id": "079212000123",
     "record": {"learning_result": {"year": "Tốt"}},
 }
-CHECKPOINT = {"origin": "hocba/archive", "tree_size": 10, "root_hash": "cd" * 32, "signature": "e30..c2ln"}
+ORIGIN = "hocba.test/archive"
+
+
+def checkpoint(tree_size: int, log: MerkleTree = LOG, **signed_by: object) -> dict:
+    """A checkpoint of `log` signed by the archive's certificate (or `signer=`), as sync sends it."""
+    return signed_checkpoint(tree_size, log=log, **signed_by).checkpoint.model_dump(mode="json")  # type: ignore[arg-type]
+
+
+def linked(body: dict, held: int, log: MerkleTree = LOG) -> dict:
+    """`body` with the consistency proof that links it with the checkpoint of `held` entries, from `log`."""
+    first, second = sorted([body["tree_size"], held])
+    proof = [p.hex() for p in log.consistency_proof(first, second)]
+    return {**body, "consistency": {"first": first, "second": second, "proof": proof}}
+
+
+#: A genuine checkpoint of 10 entries.
+CHECKPOINT = checkpoint(10)
 
 
 def stats(accepted: int = 0, duplicates: int = 0, requests: int = 0, checkpoints: int = 0, acks: int | None = None, batches: int = 0) -> dict:
@@ -36,7 +55,8 @@ def stats(accepted: int = 0, duplicates: int = 0, requests: int = 0, checkpoints
 
 @pytest.fixture
 def store() -> ReceiptStore:
-    return ReceiptStore()
+    """The simulated ministry, holding the department's trust anchor (the tests' PKI)."""
+    return ReceiptStore(trust=trust)
 
 
 @pytest.fixture
@@ -112,12 +132,17 @@ async def test_a_simulated_outage_answers_503_then_recovers(ministry):
     assert (await ministry.get("/v1/stats")).json() == stats(1, 0, 3)
 
 
+async def send_checkpoint(ministry: httpx.AsyncClient, body: dict) -> httpx.Response:
+    key = f"checkpoint:{body.get('origin')}:{body.get('tree_size')}"
+    return await ministry.post("/v1/checkpoints", json=body, headers={"Idempotency-Key": key})
+
+
 async def test_checkpoints_are_acknowledged_once_per_key_and_listed_apart_from_records(ministry, store):
-    key = "checkpoint:hocba/archive:10"
-    first = await ministry.post("/v1/checkpoints", json=CHECKPOINT, headers={"Idempotency-Key": key})
-    again = await ministry.post("/v1/checkpoints", json=CHECKPOINT, headers={"Idempotency-Key": key})
+    key = f"checkpoint:{ORIGIN}:10"
+    first = await send_checkpoint(ministry, CHECKPOINT)
+    again = await send_checkpoint(ministry, CHECKPOINT)
     assert (first.status_code, again.status_code) == (201, 200) and first.json() == again.json()
-    assert first.json()["tree_size"] == 10 and first.json()["root_hash"] == "cd" * 32
+    assert first.json()["idempotency_key"] == key
     other = await ministry.post(
         "/v1/checkpoints", json={**CHECKPOINT, "root_hash": "00" * 32}, headers={"Idempotency-Key": key}
     )
@@ -127,10 +152,113 @@ async def test_checkpoints_are_acknowledged_once_per_key_and_listed_apart_from_r
     assert (await ministry.get("/v1/stats")).json() == stats(checkpoints=1)
 
 
-async def test_a_checkpoint_without_its_signature_is_unprocessable(ministry):
-    body = {k: v for k, v in CHECKPOINT.items() if k != "signature"}
-    response = await ministry.post("/v1/checkpoints", json=body, headers={"Idempotency-Key": "c:1"})
-    assert response.status_code == 422 and "signature" in response.json()["error"]
+async def test_a_checkpoint_is_held_with_its_signature_and_its_time_as_signed(ministry, store):
+    receipt = (await send_checkpoint(ministry, CHECKPOINT)).json()
+    assert {k: receipt[k] for k in ("origin", "tree_size", "root_hash", "issued_at", "signature")} == CHECKPOINT
+    assert CHECKPOINT["issued_at"].endswith("Z") and len(CHECKPOINT["issued_at"]) == len("2026-05-20T08:00:00.000Z")
+
+
+async def test_the_genuine_sequence_is_taken_each_linked_with_the_latest_held(ministry, store):
+    """The first checkpoint needs no proof; each later one is proven to extend the latest held; one older than the
+    latest held is proven to be extended by it."""
+    answers = [
+        await send_checkpoint(ministry, checkpoint(4)),
+        await send_checkpoint(ministry, linked(checkpoint(9), 4)),
+        await send_checkpoint(ministry, linked(checkpoint(20), 9)),
+        await send_checkpoint(ministry, linked(checkpoint(6), 20)),
+        await send_checkpoint(ministry, linked(checkpoint(32), 20)),
+    ]
+    assert [a.status_code for a in answers] == [201] * 5
+    assert sorted(int(c["tree_size"]) for c in store.checkpoints.values()) == [4, 6, 9, 20, 32]
+    assert store.latest_checkpoint(ORIGIN)["tree_size"] == 32
+
+
+async def test_attack_an_unsigned_checkpoint_is_refused(ministry, store):
+    for body in ({k: v for k, v in CHECKPOINT.items() if k != "signature"}, {**CHECKPOINT, "signature": ""}):
+        response = await send_checkpoint(ministry, body)
+        assert response.status_code == 422
+        assert response.json()["reason"] == "unsigned" and "not signed" in response.json()["error"]
+    assert store.checkpoints == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "expected"),
+    [
+        ("a key of another PKI", lambda: checkpoint(10, signer=foreign_pki().signer("archive")), "not"),
+        ("grades' certificate", lambda: checkpoint(10, signer=dev_pki().signer("svc-grades")), "not the archive's"),
+        ("a signature made up", lambda: {**CHECKPOINT, "signature": "e30..c2ln"}, "cannot be read"),
+        ("another root under the signature", lambda: {**CHECKPOINT, "root_hash": "cd" * 32}, "does not verify"),
+        (
+            "its time rewritten to the microsecond",
+            lambda: {**CHECKPOINT, "issued_at": CHECKPOINT["issued_at"].replace("Z", "000Z")},
+            "does not verify",
+        ),
+    ],
+)
+async def test_attack_a_checkpoint_the_archive_did_not_sign_as_sent_is_refused(ministry, store, name, make, expected):
+    response = await send_checkpoint(ministry, make())
+    assert response.status_code == 422, name
+    assert response.json()["reason"] == "bad-signature"
+    assert "the checkpoint's signature is not the archive's" in response.json()["error"] and expected in response.json()["error"]
+    assert store.checkpoints == {}
+
+
+async def test_attack_a_checkpoint_of_a_rewritten_log_is_refused_as_inconsistent(ministry, store):
+    """The operator rewrote the log from entry 2 on and signed a checkpoint of it with the archive's own key: the
+    signature holds, the proof from the checkpoint held cannot."""
+    forked = log_of(16, fork_at=2)
+    assert (await send_checkpoint(ministry, checkpoint(4))).status_code == 201
+    response = await send_checkpoint(ministry, linked(checkpoint(9, log=forked), 4, log=forked))
+    assert response.status_code == 422
+    assert response.json()["reason"] == "inconsistent" and response.json()["latest_tree_size"] == 4
+    assert "the consistency proof from tree size 4 to 9 does not hold" in response.json()["error"]
+    assert [int(c["tree_size"]) for c in store.checkpoints.values()] == [4]
+    genuine = await send_checkpoint(ministry, linked(checkpoint(9), 4))
+    assert genuine.status_code == 201, "the log as it was still extends the checkpoint held"
+
+
+async def test_a_checkpoint_not_linked_with_the_latest_held_is_refused_until_it_is(ministry, store):
+    await send_checkpoint(ministry, checkpoint(4))
+    await send_checkpoint(ministry, linked(checkpoint(9), 4))
+    for body in (checkpoint(20), linked(checkpoint(20), 4)):
+        response = await send_checkpoint(ministry, body)
+        assert response.status_code == 412
+        assert response.json()["reason"] == "not-linked" and response.json()["latest_tree_size"] == 9
+    assert (await send_checkpoint(ministry, linked(checkpoint(20), 9))).status_code == 201
+
+
+async def test_a_proof_that_cannot_be_read_is_refused(ministry, store):
+    await send_checkpoint(ministry, checkpoint(4))
+    body = {**checkpoint(9), "consistency": {"first": 4, "second": 9, "proof": ["not hex"]}}
+    response = await send_checkpoint(ministry, body)
+    assert response.status_code == 422 and response.json()["reason"] == "bad-proof"
+
+
+async def test_a_ministry_without_a_trust_anchor_takes_no_checkpoint():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ReceiptStore())), base_url="http://m") as ministry:
+        response = await send_checkpoint(ministry, CHECKPOINT)
+    assert response.status_code == 422 and response.json()["reason"] == "no-anchor"
+
+
+async def test_a_refused_checkpoint_in_a_batch_refuses_itself_alone(ministry, store):
+    items = [
+        {"kind": "checkpoint", "idempotency_key": f"checkpoint:{ORIGIN}:4", "body": checkpoint(4)},
+        {"kind": "checkpoint", "idempotency_key": f"checkpoint:{ORIGIN}:9", "body": checkpoint(9)},
+        {"kind": "record", "idempotency_key": "hb-79000701-0001:1", "body": BODY},
+    ]
+    results = (await ministry.post("/v1/batch", json={"items": items})).json()["results"]
+    assert [r["status"] for r in results] == [201, 412, 201]
+    assert results[1]["reason"] == "not-linked" and results[1]["latest_tree_size"] == 4
+
+
+def test_the_trust_anchor_is_the_one_given_else_the_pki_of_hocba_pki_dir(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("HOCBA_PKI_DIR", raising=False)
+    assert anchor_trust(None, None) is None
+    monkeypatch.setenv("HOCBA_PKI_DIR", str(dev_pki().folder))
+    found = anchor_trust(None, None)
+    assert found is not None and found.anchor == dev_pki().anchor_path.resolve()
+    given = anchor_trust(tmp_path / "root.pem", None)
+    assert given is not None and given.crl_paths == [(tmp_path / "crl.pem").resolve()]
 
 
 async def test_receipts_are_listed_in_key_order_page_by_page(ministry):
@@ -211,6 +339,7 @@ def test_a_store_reloads_the_receipts_of_its_data_file(tmp_path: Path):
     assert new
     again = ReceiptStore(data)
     assert again.receipts["k:1"] == before and again.checkpoints == {"c:10": checkpoint}
+    assert again.latest_checkpoint(ORIGIN) == checkpoint, "a restarted ministry knows the checkpoint it holds"
     assert again.stats()["acknowledgements"] == 3
     receipt, new = again.accept("k:1", BODY)
     assert receipt == before and not new

@@ -10,6 +10,7 @@ import json
 
 import httpx
 import pytest
+from faststream.rabbit import RabbitResponse
 
 from hocba.ministry_simulator import ReceiptStore, create_app
 from hocba.staff import Staff
@@ -17,7 +18,7 @@ from services.sync.app import build_app
 from services.sync.domain import DELIVERED, PARKED, PENDING
 from services.sync.repository import InMemoryOutboxRepository
 from shared.auth import IssuerKey
-from shared.contracts.archive import CheckpointIssued, RecordsArchived
+from shared.contracts.archive import CheckpointIssued, ConsistencyProof, ProofReply, ProveConsistency, RecordsArchived
 from shared.contracts.base import Message, derived_id
 from shared.contracts.record import content_of
 from shared.contracts.sync import (
@@ -30,10 +31,12 @@ from shared.contracts.sync import (
     RetryParked,
     SyncStatus,
 )
+from shared.crypto.merkle import MerkleTree
 from shared.errors import Refused
-from shared.messaging import ERROR_HEADER, REASON_HEADER
+from shared.messaging import ERROR_HEADER, REASON_HEADER, quorum_queue, reply
+from shared.service import ServiceApp
 from tests.records import identity, record_document
-from tests.unit.sync.sealed import announced, archived_record, dev_pki, signed_checkpoint, trust
+from tests.unit.sync.sealed import LOG, announced, archived_record, dev_pki, log_of, signed_checkpoint, trust
 from tests.wiring.conftest import dead_letters, probe
 
 ISSUER = IssuerKey.generate("test-school-app")
@@ -64,9 +67,34 @@ def checkpoint(tree_size: int) -> CheckpointIssued:
     return signed_checkpoint(tree_size)
 
 
+def archive_answering(service: ServiceApp, log: MerkleTree = LOG) -> list[tuple[int, int, bool]]:
+    """The archive on the broker, answering consistency proofs over `log` (before the broker starts); collects what
+    was asked: (first, second, whether a token came with it)."""
+    asked: list[tuple[int, int, bool]] = []
+    names = service.settings.names()
+    key = ProveConsistency.ROUTING_KEY
+    queue = quorum_queue(names, names.queue("archive", key), key, 3)
+
+    @service.broker.subscriber(queue, exchange=service.bus.exchange)
+    async def answer(request: ProveConsistency) -> RabbitResponse:
+        second = request.second or log.size
+        asked.append((request.first, second, request.actor is not None))
+        proof = ConsistencyProof(
+            first=request.first,
+            second=second,
+            first_root=log.root(request.first).hex(),
+            second_root=log.root(second).hex(),
+            proof=[p.hex() for p in log.consistency_proof(request.first, second)],
+        )
+        return reply(ProofReply(consistency=proof))
+
+    return asked
+
+
 @pytest.fixture
 def store() -> ReceiptStore:
-    return ReceiptStore()
+    """The ministry, holding the tests' PKI as the department's trust anchor."""
+    return ReceiptStore(trust=trust)
 
 
 @pytest.fixture
@@ -167,6 +195,38 @@ async def test_a_checkpoint_is_delivered_once_and_announced(service, store, wire
     assert list(store.checkpoints) == ["checkpoint:hocba.test/archive:4"]
     assert [(c.origin, c.tree_size) for c in seen] == [("hocba.test/archive", 4)]
     assert sample(svc, "hocba_sync_deliveries_total", {"kind": "checkpoint", "outcome": "delivered"}) == 1
+
+
+async def test_a_later_checkpoint_goes_with_the_consistency_proof_sync_asks_the_archive_for(service, store, wired):
+    svc, repo = service
+    asked = archive_answering(svc)
+    seen = probe(svc, CheckpointDelivered)
+    async with wired(svc) as wire:
+        await wire.send(checkpoint(4))
+        await wire.send(checkpoint(9))
+
+    assert sorted(store.checkpoints) == ["checkpoint:hocba.test/archive:4", "checkpoint:hocba.test/archive:9"]
+    assert asked == [(4, 9, False)], "sync asks for the proof from what the ministry holds, without a token"
+    assert [c.tree_size for c in seen] == [4, 9]
+    assert set((await statuses(repo)).values()) == {DELIVERED}
+
+
+async def test_the_ministry_refusing_a_rewritten_log_parks_the_checkpoint_and_counts_why(service, store, wired):
+    """The operator rewrote the log from entry 2 on and signed a checkpoint of it: the ministry, holding the checkpoint
+    of 4 entries, finds no proof that the new one extends it."""
+    svc, repo = service
+    forked = log_of(16, fork_at=2)
+    archive_answering(svc, forked)
+    async with wired(svc) as wire:
+        await wire.send(checkpoint(4))
+        await wire.send(signed_checkpoint(9, log=forked))
+
+    assert list(store.checkpoints) == ["checkpoint:hocba.test/archive:4"]
+    assert await statuses(repo) == {"checkpoint:hocba.test/archive:4": DELIVERED, "checkpoint:hocba.test/archive:9": PARKED}
+    [parked] = (await repo.entries(["checkpoint:hocba.test/archive:9"])).values()
+    assert "HTTP 422: the consistency proof from tree size 4 to 9 does not hold" in (parked.last_error or "")
+    assert sample(svc, "hocba_sync_checkpoints_refused_total", {"reason": "inconsistent"}) == 1
+    assert sample(svc, "hocba_sync_parked_entries") == 1
 
 
 async def test_operators_ask_for_status_retry_and_reconciliation_by_request_and_reply(service, store, wired):

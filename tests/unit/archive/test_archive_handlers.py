@@ -4,6 +4,7 @@ prove, export, amend; who may ask what, and the access log."""
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -18,17 +19,19 @@ from shared.auth import Unauthenticated
 from shared.contracts.access import ListArchiveAccesses
 from shared.contracts.archive import (
     AuditArchive,
+    Checkpoint,
     CheckpointIssued,
     ExportRecord,
     IssueCheckpoint,
     ProveConsistency,
     ProveInclusion,
     RecordsArchived,
+    signed_time,
 )
 from shared.contracts.base import Message, derived_id
 from shared.contracts.record import content_of
 from shared.contracts.signing import BatchCompleted, RecordsCompleted
-from shared.crypto.archive_log import check_checkpoint
+from shared.crypto.archive_log import check_checkpoint, check_checkpoint_fields
 from shared.crypto.bundle import archive_certificates, verify_bundle, verify_copy
 from shared.crypto.canonical import digest
 from shared.crypto.certs import TrustStore
@@ -483,6 +486,33 @@ async def test_inclusion_and_consistency_proofs_verify_against_the_checkpoint(de
                               [bytes.fromhex(p) for p in consistency.proof])
 
 
+async def test_a_consistency_proof_past_what_this_process_knows_reads_the_log_again(deps, trust, make_signed):
+    """Another archive process appended entries and signed a checkpoint of them: a proof up to that size is asked of
+    this one, which has not seen them yet."""
+    await archive(completed([make_signed(n) for n in range(6)]), deps)
+    [mine] = announced(await handlers.scheduled_checkpoint(deps))
+    other = replace(deps, log=LogState())
+    await archive(completed([make_signed(n) for n in range(6, 11)]), other)
+    [theirs] = announced(await handlers.scheduled_checkpoint(other))
+    assert deps.log.tree.size == 6
+    proof = (await handlers.prove_consistency(ProveConsistency(first=6, second=11), deps)).reply.consistency
+    assert verify_consistency(6, 11, bytes.fromhex(mine.root_hash), bytes.fromhex(theirs.root_hash),
+                              [bytes.fromhex(p) for p in proof.proof])
+
+
+async def test_a_bundles_checkpoint_states_its_time_as_signed_and_verifies_from_its_fields(deps, trust, make_signed):
+    """Read as written, the bundle's checkpoint rebuilds the very bytes its signature covers: its time is the signed
+    string (to the millisecond, in UTC), not another form of the same moment."""
+    await archive(completed([make_signed(1)]), deps)
+    bundle = (await handlers.export_record(asked(trust, ExportRecord(record_id="rec-0001")), deps)).reply.bundle
+    stated = bundle["checkpoint"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stated["issued_at"])
+    assert stated["issued_at"] == signed_time(Checkpoint.model_validate(stated).issued_at)
+    assert check_checkpoint_fields(stated, trust.pki.trust_store()).ok
+    micro = {**stated, "issued_at": stated["issued_at"].replace("Z", "000+00:00")}
+    assert not check_checkpoint_fields(micro, trust.pki.trust_store()).ok, "the same moment written otherwise is not what was signed"
+
+
 async def test_a_proof_that_needs_a_fresher_checkpoint_signs_and_announces_one(deps, trust, make_signed):
     await archive(completed([make_signed(n) for n in range(5)]), deps)
     outcome = await handlers.prove_inclusion(asked(trust, ProveInclusion(record_id="rec-0003")), deps)
@@ -544,12 +574,12 @@ async def test_the_audit_holds_the_stored_log_against_its_checkpoints(deps, trus
 
 async def test_attack_the_archives_requests_without_a_token_are_refused(deps, make_signed):
     """Reproduction 3: export, proofs, audit and checkpoint requests with no token (or one that does not name the
-    request) answered anyone who had a broker login. Each is refused now, and nothing is read, logged or signed."""
+    request) answered anyone who had a broker login. Each is refused now, and nothing is read, logged or signed.
+    (A consistency proof is public: hashes only, served over HTTP without sign-in too.)"""
     await archive(completed([make_signed(1)]), deps)
     requests = {
         handlers.export_record: ExportRecord(record_id="rec-0001", certified_copy=True),
         handlers.prove_inclusion: ProveInclusion(record_id="rec-0001"),
-        handlers.prove_consistency: ProveConsistency(first=1),
         handlers.audit_log: AuditArchive(),
         handlers.issue_checkpoint: IssueCheckpoint(),
         handlers.list_accesses: ListArchiveAccesses(student_ref="student-0001"),
@@ -630,6 +660,8 @@ async def test_proofs_are_for_operators_and_the_records_school_and_operating_the
         await handlers.prove_inclusion(stranger.signs(ProveInclusion(record_id="rec-0001")), deps)
     consistency = (await handlers.prove_consistency(stranger.signs(ProveConsistency(first=1)), deps)).reply
     assert consistency.consistency.second == 1, "hashes only: any school's staff may hold the log to its word"
+    public = (await handlers.prove_consistency(ProveConsistency(first=1), deps)).reply
+    assert public.consistency == consistency.consistency, "and anyone without a token (sync, for the ministry)"
     for request, handler in ((AuditArchive(), handlers.audit_log), (IssueCheckpoint(), handlers.issue_checkpoint)):
         with pytest.raises(Forbidden) as refused:
             await handler(principal.signs(request), deps)

@@ -23,7 +23,7 @@ from shared.contracts.sync import RecordsDelivered
 from shared.outcome import Outcome
 from tests.records import identity, record_document
 from tests.support import idle_rotation
-from tests.unit.sync.sealed import announced, archived_record, signed_checkpoint, trust
+from tests.unit.sync.sealed import LogProofs, announced, archived_record, signed_checkpoint, trust
 
 MINISTRY_URL = "http://ministry.test"
 ISSUER = IssuerKey.generate("test-school-app")
@@ -75,7 +75,14 @@ def archived(n: int, school: str = "79000701", version: int = 1) -> RecordsArchi
 
 @pytest.fixture
 def store() -> ReceiptStore:
-    return ReceiptStore()
+    """The ministry, holding the department's trust anchor (the tests' PKI) that checkpoints must chain to."""
+    return ReceiptStore(trust=trust)
+
+
+@pytest.fixture
+def archive_log() -> LogProofs:
+    """The archive as sync asks it for consistency proofs."""
+    return LogProofs()
 
 
 @pytest.fixture
@@ -105,7 +112,7 @@ def registry() -> CollectorRegistry:
 
 
 @pytest.fixture
-def deps(repo, client, clock, policy, registry) -> Deps:
+def deps(repo, client, clock, policy, registry, archive_log) -> Deps:
     return Deps(
         repo=repo,
         ministry=Ministry(MINISTRY_URL, concurrency=4, client=client),
@@ -117,6 +124,7 @@ def deps(repo, client, clock, policy, registry) -> Deps:
         policy=policy,
         clock=clock,
         jitter=lambda: 0.0,
+        archive=archive_log,
     )
 
 

@@ -4,7 +4,9 @@ Sync delivers an archived record version only when the archive's seal on its ann
 and its document is the one its digest names, and a checkpoint only when the archive signed it. So
 the tests' announcements are sealed, and their checkpoints signed, by the archive certificate of a
 small development PKI, made once per test run; `trust` is that PKI's trust store, as sync's `Deps`
-wants it.
+wants it. A checkpoint states the root of a real log (`LOG`: leaves made up from their positions), so the
+consistency proofs `LogProofs` gives (as the archive would) link any two of them; `forked` makes the log an
+operator rewrote.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from shared.contracts.archive import ArchivedRecord, CheckpointIssued, RecordsAr
 from shared.crypto.archive_log import sign_checkpoint
 from shared.crypto.canonical import canonical_json, sha256_hex
 from shared.crypto.certs import TrustStore
+from shared.crypto.merkle import MerkleTree, leaf_hash
 from shared.crypto.pki import ARCHIVE_SUBJECT, DevPki, service_holders
 from shared.crypto.seal import archived_claims, seal
 from shared.crypto.signer import X509Signer
@@ -91,12 +94,40 @@ def archived_record(
     )
 
 
+def log_of(size: int, fork_at: int | None = None) -> MerkleTree:
+    """The archive's log of `size` entries; with `fork_at`, the log whose entries from that position on were rewritten."""
+    return MerkleTree(
+        leaf_hash(f"entry {seq}{' rewritten' if fork_at is not None and seq >= fork_at else ''}".encode())
+        for seq in range(size)
+    )
+
+
+#: The archive's log in these tests, long enough for every checkpoint they sign.
+LOG = log_of(1024)
+
+
+class LogProofs:
+    """The archive's consistency proofs, as sync asks for them (`handlers.ArchiveLog`), over `log` (`LOG` unless told);
+    `asked` keeps each (first, second) asked."""
+
+    def __init__(self, log: MerkleTree = LOG) -> None:
+        self.log = log
+        self.asked: list[tuple[int, int]] = []
+
+    async def consistency(self, first: int, second: int) -> list[str]:
+        self.asked.append((first, second))
+        return [p.hex() for p in self.log.consistency_proof(first, second)]
+
+
 def signed_checkpoint(
-    tree_size: int, origin: str = ORIGIN, signer: X509Signer | None = None, issued_at: datetime | None = None
+    tree_size: int,
+    origin: str = ORIGIN,
+    signer: X509Signer | None = None,
+    issued_at: datetime | None = None,
+    log: MerkleTree = LOG,
 ) -> CheckpointIssued:
-    """A checkpoint of the archive log signed by `signer` (the archive's certificate unless told)."""
-    root = bytes.fromhex(f"{tree_size:064x}")
+    """A checkpoint of the archive log (`LOG` unless told) signed by `signer` (the archive's certificate unless told)."""
     checkpoint = sign_checkpoint(
-        signer or archive_signer(), origin, tree_size, root, issued_at or datetime.now(UTC)
+        signer or archive_signer(), origin, tree_size, log.root(tree_size), issued_at or datetime.now(UTC)
     )
     return CheckpointIssued(checkpoint=checkpoint)

@@ -145,7 +145,7 @@ def test_a_checkpoint_entry_is_keyed_by_origin_and_tree_size_and_goes_out_whole(
         "origin": "hocba.example/archive",
         "tree_size": 120,
         "root_hash": "ef" * 32,
-        "issued_at": "2026-05-20T08:00:00Z",
+        "issued_at": "2026-05-20T08:00:00.000Z",
         "signature": "eyJhbGciOiJFUzI1NiJ9..c2ln",
     }
     assert entry.digest == "ef" * 32
