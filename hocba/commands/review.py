@@ -1,9 +1,9 @@
 """`hocba review`: a school year's classes before they are signed, and the homeroom teacher's confirmation.
 
 The review puts together what two services hold: signing (the record versions it will sign, those that are
-incomplete and never signed as they are, where each class's review stands and what changed since it was
-confirmed) and grades (the students of each class without a record, and the records whose identity fields
-disagree with identity's register today, which grades looks up on its own behalf). `hocba review confirm` shows
+incomplete and never signed as they are, how many the homeroom teacher has signed, where each class's review stands
+and what changed since it was confirmed) and grades (the students of each class without a record, and the records
+whose identity fields disagree with identity's register today, which grades looks up on its own behalf). `hocba review confirm` shows
 the class's review, then confirms exactly what it showed: signing signs a class only as its homeroom teacher
 confirmed it.
 
@@ -122,6 +122,8 @@ def review_lines(class_name: str, review: ClassReview | None, identities: ClassI
         when = f"{review.reviewed_at:%Y-%m-%d %H:%M} UTC" if review.reviewed_at else "?"
         standing = f"{STATUS_WORDS[review.status]} (confirmed by {review.reviewed_by} at {when})"
     lines = [f"class {class_name}: {records} record(s){enrolled}; review: {standing}"]
+    if review is not None:
+        lines.append(f"  signed by the homeroom teacher: {review.homeroom_signed} of {review.records}")
     for incomplete in review.incomplete if review else []:
         entries = "; ".join(missing_words(m) for m in incomplete.missing) or "entries not named"
         lines.append(
@@ -223,8 +225,9 @@ def review(  # noqa: PLR0913 - each option of the command is a parameter
 ) -> None:
     """Show each class's incomplete records, students without a record, identity disagreements, changes.
 
-    Per class: the records that are incomplete and the entries they lack, students without a record, identity fields
-    that disagree with the identity register, and what changed since the class's last review.
+    Per class: how many of its records the homeroom teacher has signed, the records that are incomplete and the
+    entries they lack, students without a record, identity fields that disagree with the identity register, and
+    what changed since the class's last review.
     """
     if ctx.invoked_subcommand is not None:
         return

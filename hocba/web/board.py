@@ -1,9 +1,10 @@
-"""The term end as the gateway has followed it on the bus: each signing batch's progress, and per school year the
-terms closed, the classes their homeroom teachers signed, the records signed and sealed, archived and delivered.
+"""The signing batches as the gateway has followed them on the bus: each one's progress, from the click to its end
+or refusal.
 
-Pure: the announcements go in (`hocba.web.link` feeds them), the pages read it. It knows what it has seen since
-the gateway started, no more: what happened before, or while it was down, the services alone can say (a
-status no service answers yet is shown as "—" by the pages).
+Pure: the announcements go in (`hocba.web.link` feeds them), the pages read it. It holds only what no service
+answers when asked: a batch's progress, which signing announces and answers no question about. It knows what it has
+seen since the gateway started, no more; every other status on the pages is asked of the service that knows it when
+a page loads.
 """
 
 from __future__ import annotations
@@ -12,45 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from shared.contracts.grades import TermChanged, VersionKey
 from shared.contracts.signing import BatchCompleted, BatchProgress, BatchRefused, RequestSignBatch, Role
 
 #: Where a batch is: asked for and not yet begun, signing, done, refused by signing, or never sent.
 BatchState = Literal["sent", "signing", "done", "refused", "unsent"]
-#: (school code, school year).
-YearKey = tuple[str, str]
-
-
-class _View(BaseModel):
-    """What the gateway reads of a large announcement: the keys it counts; the records' documents are skipped."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class ArchivedKey(_View):
-    record_id: str
-    version: int
-    school_code: str
-    school_year: str
-
-
-class ArchivedView(_View):
-    """`RecordsArchived`, each record's key and school year only."""
-
-    records: list[ArchivedKey]
-
-
-class DeliveredKey(_View):
-    record_id: str
-    version: int
-
-
-class DeliveredView(_View):
-    """`RecordsDelivered`, each delivery's key only."""
-
-    deliveries: list[DeliveredKey]
 
 
 @dataclass
@@ -91,38 +57,14 @@ class BatchView:
         return min(100, self.records_signed * 100 // self.records_total)
 
 
-@dataclass
-class YearView:
-    """One school's year, as announced since the gateway started."""
-
-    terms_closed: set[int] = field(default_factory=set)
-    #: Records each class's homeroom teacher signed (their batches, added up).
-    homeroom_signed: dict[str, int] = field(default_factory=dict)
-    #: Records that came to carry every signature (homeroom teacher, principal, seal) through the principal's batches.
-    sealed: int = 0
-    archived: int = 0
-    delivered: int = 0
-
-    @property
-    def seen(self) -> bool:
-        return bool(self.terms_closed or self.homeroom_signed or self.sealed or self.archived or self.delivered)
-
-
 class Board:
-    """Every batch and school year the announcements have told of, from `since` on."""
+    """Every batch the announcements have told of, from `since` on."""
 
     def __init__(self, now: datetime | None = None) -> None:
         self.since = now or datetime.now(UTC)
         self.batches: dict[str, BatchView] = {}
-        self.years: dict[YearKey, YearView] = {}
-        #: Archived versions and whose year they are (a delivery names the record only), and those delivered.
-        self._archived: dict[VersionKey, YearKey] = {}
-        self._delivered: set[VersionKey] = set()
 
     # --- what the pages read ------------------------------------------------------------------
-
-    def year(self, school_code: str, school_year: str) -> YearView:
-        return self.years.get((school_code, school_year)) or YearView()
 
     def batch(self, batch_id: str) -> BatchView | None:
         return self.batches.get(batch_id)
@@ -166,9 +108,6 @@ class Board:
             self.batches[batch_id] = BatchView(batch_id, school_code, school_year, role or "principal", class_name)
         return self.batches[batch_id]
 
-    def _year(self, school_code: str, school_year: str) -> YearView:
-        return self.years.setdefault((school_code, school_year), YearView())
-
     def batch_progress(self, event: BatchProgress) -> None:
         view = self._seen(event.batch_id, event.school_code, event.school_year, event.role, None)
         if view.finished:
@@ -182,41 +121,12 @@ class Board:
         if view.state == "done":
             return  # a redelivered announcement counts once
         view.state = "done"
+        view.class_name = view.class_name or event.class_name  # progress, seen first, does not name the class
         view.records_signed, view.records_total = event.records_signed, event.records_total
         view.records_completed, view.records_waiting = event.records_completed, event.records_waiting
         view.records_refused = len(event.refused)
         view.classes_waiting = tuple((c.class_name, c.records, c.reason) for c in event.classes_waiting)
-        year = self._year(event.school_code, event.school_year)
-        if event.role == "homeroom_teacher" and event.class_name:
-            year.homeroom_signed[event.class_name] = (
-                year.homeroom_signed.get(event.class_name, 0) + event.records_signed
-            )
-        year.sealed += event.records_completed
 
     def batch_refused(self, event: BatchRefused) -> None:
         view = self._seen(event.batch_id, event.school_code, event.school_year, event.role, None)
         view.state, view.code, view.reason = "refused", event.code, event.reason
-
-    def term_changed(self, event: TermChanged) -> None:
-        terms = self._year(event.school_code, event.school_year).terms_closed
-        if event.state == "closed":
-            terms.add(event.term)
-        else:
-            terms.discard(event.term)
-
-    def records_archived(self, event: ArchivedView) -> None:
-        for record in event.records:
-            key = (record.record_id, record.version)
-            if key in self._archived:
-                continue  # announced again
-            where = (record.school_code, record.school_year)
-            self._archived[key] = where
-            self._year(*where).archived += 1
-
-    def records_delivered(self, event: DeliveredView) -> None:
-        for delivery in event.deliveries:
-            key = (delivery.record_id, delivery.version)
-            where = self._archived.get(key)
-            if where is not None and key not in self._delivered:
-                self._delivered.add(key)
-                self._year(*where).delivered += 1

@@ -2,7 +2,8 @@
 
 It logs in to the broker with the command line's roles (`hocba.broker`): a school's staff's commands go with the
 school tools' login, an operator's requests with the operators' login; the announcements are followed through
-server-named queues of the school tools' login (`hocba.watch.Watch`) into the board.
+server-named queues of the school tools' login (`hocba.watch.Watch`) into the board: signing's batches, the one
+status no service answers when asked.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ from aiormq.exceptions import ChannelInvalidStateError
 
 from hocba.commands import BrokerUnreachable, connect
 from hocba.watch import Watch
-from hocba.web.board import ArchivedView, Board, DeliveredView
-from shared.contracts.archive import RecordsArchived
+from hocba.web.board import Board
 from shared.contracts.base import Message, Model
-from shared.contracts.grades import TermChanged
 from shared.contracts.signing import BatchCompleted, BatchProgress, BatchRefused
-from shared.contracts.sync import RecordsDelivered
 from shared.errors import NoAnswer
 from shared.messaging import Bus
 from shared.settings import Settings
@@ -57,9 +55,6 @@ def follow(board: Board) -> dict[type[Message], tuple[Callable[[Any], None], typ
         BatchProgress: (board.batch_progress, BatchProgress),
         BatchCompleted: (board.batch_completed, BatchCompleted),
         BatchRefused: (board.batch_refused, BatchRefused),
-        TermChanged: (board.term_changed, TermChanged),
-        RecordsArchived: (board.records_archived, ArchivedView),
-        RecordsDelivered: (board.records_delivered, DeliveredView),
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from datetime import timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import FormData
@@ -21,7 +22,7 @@ from starlette.routing import Route
 
 from hocba.web import status
 from hocba.web.board import BatchView
-from hocba.web.people import NotSignedIn, Viewer, sign_in_choices, viewer_for
+from hocba.web.people import NotSignedIn, SignInEnded, SignInRefused, Viewer, sign_in_choices, viewer_for
 from shared.contracts.grades import ListRecords, RecordList
 from shared.contracts.signing import ClassReviews, ConfirmReview, RequestSignBatch, ReviewClasses, ReviewConfirmed
 from shared.contracts.sync import GetSyncStatus, SyncStatus
@@ -35,10 +36,14 @@ log = logging.getLogger("hocba.web")
 SCHOOL_YEAR = re.compile(r"(\d{4})-(\d{4})")
 #: What the session keeps: who signed in (a staff id, or "operator") and the token its forms carry.
 WHO, CSRF = "who", "csrf"
+#: ...and, for a sign-in by token, the sign-in token itself (the person is read from it at each request).
+SIGN_IN = "sign_in"
+#: The longest sign-in token the form takes (a person's is far smaller).
+SIGN_IN_TOKEN_LIMIT = 8_000
+#: Vietnam's time (no daylight saving), in which a sign-in's end is told.
+VIETNAM = timezone(timedelta(hours=7))
 #: A sentence for the next page the person sees (what their last action did).
 NOTICE = "notice"
-#: Why the pages read a school's records (grades keeps it in its access log).
-PURPOSE = "term-end page"
 
 
 def routes() -> list[Route]:
@@ -46,6 +51,7 @@ def routes() -> list[Route]:
         Route("/", home),
         Route("/sign-in", sign_in_page, methods=["GET"]),
         Route("/sign-in", sign_in, methods=["POST"]),
+        Route("/sign-in/token", sign_in_with_token, methods=["POST"]),
         Route("/sign-out", sign_out, methods=["POST"]),
         Route("/schools/{school}", school_page, methods=["GET"]),
         Route("/schools/{school}/sign", sign_school, methods=["POST"]),
@@ -68,15 +74,42 @@ def gateway(request: Request) -> Gateway:
 
 
 def viewer_of(request: Request) -> Viewer | None:
-    """Who is signed in, as the staff register has them now; None when nobody is (or no longer enrolled)."""
+    """Who is signed in: as their sign-in token names them while it holds, or (the development picker) as the staff
+    register has them now; None when nobody is, their sign-in has ended (the sign-in page then says so) or they are
+    no longer enrolled."""
     key = request.session.get(WHO)
     if not key:
         return None
+    g = gateway(request)
+    token = request.session.get(SIGN_IN)
     try:
-        return viewer_for(key, gateway(request).register())
+        if token:
+            if g.sign_in is None:
+                raise NotSignedIn("this gateway takes no sign-in tokens")
+            return g.sign_in.viewer(token)
+        if not g.picker:
+            raise NotSignedIn("this gateway has no development sign-in")
+        return viewer_for(key, g.register())
+    except SignInEnded as exc:
+        request.session.clear()
+        request.session[NOTICE] = session_ended(exc)
+        return None
     except NotSignedIn:
         request.session.clear()
         return None
+
+
+def ended_at(exc: SignInEnded) -> str:
+    """ " lúc 15:30 ngày 01/12/2026" (Vietnam's time), or nothing when the end is not known."""
+    return f" lúc {exc.ended_at.astimezone(VIETNAM):%H:%M ngày %d/%m/%Y}" if exc.ended_at else ""
+
+
+def session_ended(exc: SignInEnded) -> str:
+    """What the sign-in page tells someone whose sign-in has ended."""
+    return (
+        f"Phiên đăng nhập của bạn đã hết hạn{ended_at(exc)}. Hãy lấy mã đăng nhập mới từ hệ thống quản lý trường rồi "
+        "đăng nhập lại."
+    )
 
 
 def to_sign_in() -> Response:
@@ -174,13 +207,25 @@ async def home(request: Request) -> Response:
 
 
 async def sign_in_page(request: Request) -> Response:
-    register = gateway(request).register()
+    """The sign-in form for a sign-in token, and in development the choice among the enrolled staff."""
+    g = gateway(request)
+    viewer = viewer_of(request)
     request.session.setdefault(CSRF, secrets.token_urlsafe(24))
-    return page(request, "sign_in.html", viewer_of(request), schools=sign_in_choices(register), register=register)
+    schools = sign_in_choices(g.register()) if g.picker else []
+    return page(request, "sign_in.html", viewer, schools=schools, picker=g.picker, tokens=g.sign_in is not None)
 
 
 async def sign_in(request: Request) -> Response:
+    """The development picker's sign-in: as an enrolled staff member, or the department's operator."""
     form = await checked_form(request)
+    if not gateway(request).picker:
+        return problem(
+            request,
+            404,
+            "Cổng này không có danh sách chọn người đăng nhập: danh sách chỉ có trong môi trường phát triển.",
+            "Đăng nhập bằng mã đăng nhập do hệ thống quản lý trường cấp.",
+            "Dán mã đăng nhập vào ô trên trang đăng nhập.",
+        )
     try:
         viewer = viewer_for(str(form.get("who", "")), gateway(request).register())
     except NotSignedIn:
@@ -194,6 +239,67 @@ async def sign_in(request: Request) -> Response:
     request.session.clear()
     request.session.update({WHO: "operator" if viewer.is_operator else viewer.subject, CSRF: secrets.token_urlsafe(24)})
     return RedirectResponse(viewer.home(), status_code=303)
+
+
+async def sign_in_with_token(request: Request) -> Response:
+    """A sign-in token, pasted into the sign-in page or posted here by the school management system: the person it
+    names is signed in as it names them, for as long as it lasts.
+
+    The token is the credential, so no form token is asked for (the school management system's own page posts
+    it). Posted from another site, the answer is a page that goes on to the person's home page: a cookie set by a
+    cross-site post is sent only from the next same-site navigation (SameSite=Strict).
+    """
+    g = gateway(request)
+    form = await request.form()
+    token = str(form.get("token", "")).strip()
+    if g.sign_in is None:
+        return problem(
+            request,
+            503,
+            "Cổng chưa được cấu hình để nhận mã đăng nhập (thiếu chứng thư riêng svc-web hoặc khoá công khai của hệ "
+            "thống quản lý trường).",
+            "Cổng có chứng thư svc-web của PKI và khoá công khai của hệ thống quản lý trường (HOCBA_ACTOR_ISSUER_JWKS).",
+            "Báo cán bộ vận hành: chạy `hocba pki init` (hoặc `hocba pki export --service web`) rồi khởi động lại cổng.",
+        )
+    if not token or len(token) > SIGN_IN_TOKEN_LIMIT:
+        return problem(
+            request,
+            400,
+            "Không có mã đăng nhập." if not token else f"Mã đăng nhập dài {len(token)} ký tự, quá dài.",
+            "Mã đăng nhập do hệ thống quản lý trường cấp: một chuỗi ba phần nối bằng dấu chấm.",
+            "Lấy mã đăng nhập từ hệ thống quản lý trường, dán nguyên vào ô rồi bấm Đăng nhập.",
+        )
+    try:
+        viewer = g.sign_in.viewer(token)
+    except SignInEnded as exc:
+        return problem(
+            request,
+            401,
+            f"Mã đăng nhập này đã hết hạn{ended_at(exc)}.",
+            "Một mã đăng nhập còn hạn.",
+            "Lấy mã đăng nhập mới từ hệ thống quản lý trường rồi đăng nhập lại.",
+        )
+    except SignInRefused as exc:
+        return problem(
+            request,
+            400,
+            f"Mã đăng nhập không được chấp nhận ({exc}).",
+            "Mã đăng nhập do hệ thống quản lý trường cấp cho cổng này, còn hạn, được dán nguyên vẹn.",
+            "Lấy lại mã đăng nhập từ hệ thống quản lý trường, dán nguyên vào ô rồi bấm Đăng nhập.",
+        )
+    request.session.clear()
+    request.session.update({WHO: viewer.subject, SIGN_IN: viewer.sign_in_token, CSRF: secrets.token_urlsafe(24)})
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return page(request, "sign_in.html", viewer, continue_to=viewer.home(), picker=False, tokens=True)
+    return RedirectResponse(viewer.home(), status_code=303)
+
+
+async def signed_out(request: Request, exc: Exception) -> Response:
+    """A message to vouch for when the person's sign-in has just ended (or they were removed): back to sign in."""
+    request.session.clear()
+    if isinstance(exc, SignInEnded):
+        request.session[NOTICE] = session_ended(exc)
+    return to_sign_in()
 
 
 async def sign_out(request: Request) -> Response:
@@ -228,14 +334,12 @@ async def school_page(request: Request) -> Response:
     g = gateway(request)
     year = school_year(request.query_params.get("year"), g.config.school_year)
     register = g.register()
-    seen = g.board.year(code, year)
     reviews, review_problem = await class_reviews(request, viewer, code, year)
     by_class = {c.class_name: c for c in reviews.classes} if reviews else {}
-    listed, records_problem = await record_list(request, viewer, code, year)
-    counts = status.record_counts(listed) if listed else None
-    classes = sorted(
-        set(status.classes_of(register, seen, code)) | set(by_class) | set(counts or {}), key=status.class_order
-    )
+    listed, records_problem = await record_summary(request, viewer, code, year)
+    counts = status.record_counts(listed) if listed is not None else None
+    terms = status.terms_closed(listed)
+    classes = sorted(set(status.classes_of(register, code)) | set(by_class) | set(counts or {}), key=status.class_order)
     return page(
         request,
         "school.html",
@@ -243,10 +347,9 @@ async def school_page(request: Request) -> Response:
         school_code=code,
         school_name=register.schools.get(code, f"Trường {code}"),
         year=year,
-        lines=[status.class_line(register, seen, code, c, by_class.get(c), class_counts(counts, c)) for c in classes],
-        totals=status.school_totals(seen, reviews, status.school_counts(counts) if counts is not None else None),
+        lines=[status.class_line(register, code, c, by_class.get(c), class_counts(counts, c), terms) for c in classes],
+        totals=status.school_totals(listed, reviews),
         records_problem=records_problem,
-        records_asked=True,
         findings=[status.findings(c) for c in by_class.values() if c.incomplete or c.status != "reviewed"],
         review_problem=review_problem,
         batches=g.board.batches_of(code, year),
@@ -266,11 +369,10 @@ async def class_page(request: Request) -> Response:
     g = gateway(request)
     year = school_year(request.query_params.get("year"), g.config.school_year)
     register = g.register()
-    seen = g.board.year(code, year)
     reviews, review_problem = await class_reviews(request, viewer, code, year, class_name)
     review = next((c for c in reviews.classes if c.class_name == class_name), None) if reviews else None
-    listed, records_problem = await record_list(request, viewer, code, year, class_name)
-    counts = status.record_counts(listed) if listed else None
+    listed, records_problem = await record_summary(request, viewer, code, year, class_name)
+    counts = status.record_counts(listed) if listed is not None else None
     return page(
         request,
         "class.html",
@@ -279,9 +381,10 @@ async def class_page(request: Request) -> Response:
         school_name=register.schools.get(code, f"Trường {code}"),
         class_name=class_name,
         year=year,
-        line=status.class_line(register, seen, code, class_name, review, class_counts(counts, class_name)),
+        line=status.class_line(
+            register, code, class_name, review, class_counts(counts, class_name), status.terms_closed(listed)
+        ),
         records_problem=records_problem,
-        records_asked=True,
         review=status.findings(review) if review else None,
         reviews_answered=reviews is not None,
         review_problem=review_problem,
@@ -301,21 +404,20 @@ async def operator_page(request: Request) -> Response:
     g = gateway(request)
     year = school_year(request.query_params.get("year"), g.config.school_year)
     register = g.register()
-    codes = sorted(
-        set(register.schools)
-        | {m.school_code for m in register.staff.values()}
-        | {school for (school, y) in g.board.years if y == year}
-    )
-    schools = []
+    codes = sorted(set(register.schools) | {m.school_code for m in register.staff.values()})
+    schools, records_problem = [], ""
     for code in codes:
-        seen = g.board.year(code, year)
+        # A summary names no student: the page reads nobody's personal data, however many schools it counts.
+        listed, why = (None, "") if records_problem else await record_summary(request, viewer, code, year)
+        records_problem = records_problem or why  # a grades that did not answer is not asked again
+        counted = set(status.record_counts(listed)) if listed is not None else set()
         latest = next((b for b in g.board.batches_of(code, year) if b.role == "principal"), None)
         schools.append(
             {
                 "code": code,
                 "name": register.schools.get(code, f"Trường {code}"),
-                "classes": len(status.classes_of(register, seen, code)),
-                "totals": status.school_totals(seen),
+                "classes": len(set(status.classes_of(register, code)) | counted),
+                "totals": status.school_totals(listed),
                 "click": latest,
             }
         )
@@ -326,6 +428,7 @@ async def operator_page(request: Request) -> Response:
         viewer,
         year=year,
         schools=schools,
+        records_problem=records_problem,
         sync=sync,
         sync_problem=sync_problem,
         since=g.board.since,
@@ -355,13 +458,14 @@ def class_counts(counts: dict[str, status.RecordCounts] | None, class_name: str)
     return None if counts is None else counts.get(class_name, status.RecordCounts())
 
 
-async def record_list(
+async def record_summary(
     request: Request, viewer: Viewer, school_code: str, year: str, class_name: str | None = None
 ) -> tuple[RecordList | None, str]:
-    """grades' list of the school year's records (or one class's) as the viewer may read it, or why it could not
-    be had. Each student listed is kept in grades' access log with the viewer and `PURPOSE`."""
+    """grades' summary of the school year's records (or one class's) as the viewer may ask for it: the records
+    counted per class and the terms closed, or why it could not be had. A summary names no student, so a page
+    load reads nobody's personal data (grades keeps nothing in its access log for it)."""
     g = gateway(request)
-    question = ListRecords(school_code=school_code, school_year=year, class_name=class_name, purpose=PURPOSE)
+    question = ListRecords(school_code=school_code, school_year=year, class_name=class_name, summary=True)
     try:
         return await g.link.ask(g.voucher.signs(viewer, question), RecordList, "school"), ""
     except Refused as exc:

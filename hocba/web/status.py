@@ -1,9 +1,9 @@
 """What the pages say of a school year: a line per class and the school's totals, in the pages' words.
 
 Each status comes from the service that knows it: the staff register (classes and their homeroom teachers), grades'
-list of the year's records (`ListRecords`: records per class and where each stands), signing's review, and the
-board (the terms closed and the homeroom teachers' signatures, as announced since the gateway started). A status no
-service answers is `NOT_ANSWERED`, shown as "—".
+summary of the year's records (`ListRecords` with `summary`: records per class and how far they went, and the terms
+closed), and signing's review (where each class's review stands, and how many of its records its homeroom teacher
+signed). A status no service answers is `NOT_ANSWERED`, shown as "—".
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import re
 from dataclasses import dataclass
 
 from hocba.staff import StaffRegister
-from hocba.web.board import BatchView, YearView
-from shared.contracts.grades import RecordList, RecordStatus
+from hocba.web.board import BatchView
+from shared.contracts.grades import RecordList
 from shared.contracts.signing import ClassReview, ClassReviews, MissingEntry
 
 #: A status no service answers yet.
 NOT_ANSWERED = "—"
 TERM_NAMES = {1: "HK I", 2: "HK II"}
+#: grades answered, and no term of the year is closed.
+NO_TERM_CLOSED = "Chưa khoá"
 
 
 def class_order(name: str) -> tuple[object, ...]:
@@ -26,35 +28,22 @@ def class_order(name: str) -> tuple[object, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
-def terms_closed(year: YearView) -> str:
-    return ", ".join(TERM_NAMES.get(t, str(t)) for t in sorted(year.terms_closed)) or NOT_ANSWERED
-
-
-def counted(n: int) -> str:
-    """A count of records as the pages write it ("1.000 hồ sơ"), or "—" when none was seen."""
-    return f"{n:,} hồ sơ".replace(",", ".") if n else NOT_ANSWERED
+def terms_closed(listed: RecordList | None) -> str:
+    """The terms grades says are closed ("HK I, HK II"); "—" when grades did not answer."""
+    if listed is None:
+        return NOT_ANSWERED
+    return ", ".join(TERM_NAMES.get(t, str(t)) for t in sorted(listed.terms_closed)) or NO_TERM_CLOSED
 
 
 def records(n: int) -> str:
-    """A count grades answered ("1.000 hồ sơ"; none is "0 hồ sơ", not "—")."""
+    """A count a service answered ("1.000 hồ sơ"; none is "0 hồ sơ", not "—")."""
     return f"{n:,} hồ sơ".replace(",", ".")
-
-
-#: How far a record has gone: each status reached after the one before (a delivered record was archived, signed
-#: and sealed).
-STAGES: dict[RecordStatus, int] = {
-    "assembled": 0,
-    "incomplete": 0,
-    "signed-and-sealed": 1,
-    "archived": 2,
-    "delivered": 3,
-}
 
 
 @dataclass(frozen=True)
 class RecordCounts:
-    """Records of a class (or of the school) as grades lists them: how many, how many lack entries, and how many
-    reached each stage after assembly (signed and sealed counts the archived and delivered ones too)."""
+    """Records of a class (or of the school) as grades' summary counts them: how many, how many lack entries, and
+    how many reached each step after assembly (signed and sealed counts the archived and delivered ones too)."""
 
     records: int = 0
     incomplete: int = 0
@@ -64,17 +53,11 @@ class RecordCounts:
 
 
 def record_counts(answer: RecordList) -> dict[str, RecordCounts]:
-    """grades' answer counted per class."""
-    counts: dict[str, list[int]] = {}
-    for line in answer.records:
-        n = counts.setdefault(line.class_name, [0, 0, 0, 0, 0])
-        stage = STAGES[line.status]
-        n[0] += 1
-        n[1] += not line.complete
-        n[2] += stage >= STAGES["signed-and-sealed"]
-        n[3] += stage >= STAGES["archived"]
-        n[4] += stage >= STAGES["delivered"]
-    return {name: RecordCounts(*n) for name, n in counts.items()}
+    """grades' summary, class by class."""
+    return {
+        c.class_name: RecordCounts(c.records, c.incomplete, c.signed_and_sealed, c.archived, c.delivered)
+        for c in answer.classes
+    }
 
 
 def school_counts(by_class: dict[str, RecordCounts]) -> RecordCounts:
@@ -87,12 +70,12 @@ class ClassLine:
 
     name: str
     homeroom_teacher: str
-    terms_closed: str
-    #: The class confirmed as reviewed by its homeroom teacher: signing's review answers.
-    reviewed: str
-    #: Records signed by the homeroom teacher: only the board's announcements tell (no service answers it).
-    homeroom_signed: str
-    #: The class's records, incomplete ones, and those signed and sealed, archived, delivered: grades' ListRecords.
+    #: The terms of the year closed: grades' summary answers.
+    terms_closed: str = NOT_ANSWERED
+    #: The class confirmed as reviewed by its homeroom teacher, and its records they signed: signing's review answers.
+    reviewed: str = NOT_ANSWERED
+    homeroom_signed: str = NOT_ANSWERED
+    #: The class's records, incomplete ones, and those signed and sealed, archived, delivered: grades' summary.
     records: str = NOT_ANSWERED
     incomplete: str = NOT_ANSWERED
     sealed: str = NOT_ANSWERED
@@ -102,29 +85,30 @@ class ClassLine:
 
 @dataclass(frozen=True)
 class SchoolTotals:
-    terms_closed: str
-    sealed: str
-    archived: str
-    delivered: str
+    terms_closed: str = NOT_ANSWERED
+    sealed: str = NOT_ANSWERED
+    archived: str = NOT_ANSWERED
+    delivered: str = NOT_ANSWERED
     #: Review findings (classes waiting, incomplete records): signing's review answers.
     review: str = NOT_ANSWERED
 
 
-def classes_of(register: StaffRegister, year: YearView, school_code: str) -> list[str]:
-    """The school's classes: those with a homeroom teacher enrolled, and any whose signing was announced."""
+def classes_of(register: StaffRegister, school_code: str) -> list[str]:
+    """The school's classes that have a homeroom teacher enrolled."""
     enrolled = {c for m in register.members(school_code) if m.role == "homeroom_teacher" for c in m.classes}
-    return sorted(enrolled | set(year.homeroom_signed), key=class_order)
+    return sorted(enrolled, key=class_order)
 
 
 def class_line(  # noqa: PLR0913 - each source of the line's statuses is a parameter
     register: StaffRegister,
-    year: YearView,
     school_code: str,
     class_name: str,
     review: ClassReview | None = None,
     counts: RecordCounts | None = None,
+    terms: str = NOT_ANSWERED,
 ) -> ClassLine:
-    """The class's line; `counts` None: grades did not answer (its columns show "—")."""
+    """The class's line: `review` None, signing did not answer for it; `counts` None, grades did not answer; `terms`
+    the terms closed as grades answered them (their columns show "—" where no service answered)."""
     teacher = register.homeroom_teacher_of(school_code, class_name)
     answered = {}
     if counts is not None:
@@ -135,31 +119,25 @@ def class_line(  # noqa: PLR0913 - each source of the line's statuses is a param
             "archived": records(counts.archived),
             "delivered": records(counts.delivered),
         }
+    if review is not None:
+        answered |= {"reviewed": REVIEW_NAMES[review.status], "homeroom_signed": records(review.homeroom_signed)}
     return ClassLine(
         name=class_name,
         homeroom_teacher=teacher.name if teacher else NOT_ANSWERED,
-        terms_closed=terms_closed(year),
-        reviewed=REVIEW_NAMES[review.status] if review is not None else NOT_ANSWERED,
-        homeroom_signed=counted(year.homeroom_signed.get(class_name, 0)),
+        terms_closed=terms,
         **answered,
     )
 
 
-def school_totals(
-    year: YearView, reviews: ClassReviews | None = None, counts: RecordCounts | None = None
-) -> SchoolTotals:
-    """The school's totals: signed and sealed, archived, delivered as grades counts them when it answered
-    (`counts`), else as the board saw them announced."""
-    if counts is not None:
-        sealed, archived, delivered = records(counts.sealed), records(counts.archived), records(counts.delivered)
-    else:
-        sealed, archived, delivered = counted(year.sealed), counted(year.archived), counted(year.delivered)
+def school_totals(listed: RecordList | None, reviews: ClassReviews | None = None) -> SchoolTotals:
+    """The school's totals: the terms closed and the records signed and sealed, archived, delivered as grades'
+    summary answers them (`listed`), the review as signing answers it; "—" for a service that did not answer."""
+    review = review_summary(reviews) if reviews is not None else NOT_ANSWERED
+    if listed is None:
+        return SchoolTotals(review=review)
+    counts = school_counts(record_counts(listed))
     return SchoolTotals(
-        terms_closed(year),
-        sealed,
-        archived,
-        delivered,
-        review_summary(reviews) if reviews is not None else NOT_ANSWERED,
+        terms_closed(listed), records(counts.sealed), records(counts.archived), records(counts.delivered), review
     )
 
 

@@ -40,7 +40,7 @@ from services.grades.domain.authority import (
 from services.grades.domain.combination import combination_problems, own_subjects
 from services.grades.domain.entries import Entry, EntryProblem
 from services.grades.domain.identities import compare_classes
-from services.grades.domain.listing import class_order, masked, name_order, sees_names, status_of
+from services.grades.domain.listing import class_order, masked, name_order, sees_names, status_of, summaries
 from services.grades.domain.reading import UnreadableRecord, record_from_document
 from services.grades.domain.terms import TermStatus, change_of, locked_problem, reason_problem
 from services.grades.metrics import GradesMetrics
@@ -882,13 +882,20 @@ async def note_statuses(keys: list[VersionKey], status: RecordStatus, event: Mes
 
 async def list_records(request: ListRecords, deps: Deps) -> Outcome:
     """A school year's records, one line each (its class, the student as the reader may see them, its latest
-    version and where it stands), for the school's staff and operators; filtered by class, status, student.
+    version and where it stands), for the school's staff and operators; filtered by class, status, student. The
+    answer says which of the year's terms are closed.
 
     Each student listed is kept in the access log (who, which student and record, why) before the answer leaves.
+    A summary (`summary`) counts the records per class instead and names no student: it reads no one's personal
+    data, so nothing is kept in the access log and no read is counted.
     """
     actor = require_actor(request, deps.issuer_keys)
     authorise_reader(actor, request.school_code)
     code, year = request.school_code, request.school_year
+    if request.summary and request.student_ref is not None:
+        raise InvalidMessage(
+            "a summary counts a school's records and names no student: ask for one student's record without `summary`"
+        )
     if request.student_ref is not None:
         stored = await deps.repo.records_of([record_id(code, year, request.student_ref)], FIRST_VERSION)
     else:
@@ -899,6 +906,11 @@ async def list_records(request: ListRecords, deps: Deps) -> Outcome:
     statuses = await deps.repo.statuses_of(ids)
     for amended in await deps.repo.amended_versions(ids):  # assembled by grades, perhaps not signed yet
         statuses.setdefault(amended, set())
+    closed = [term for term, lock in sorted((await deps.repo.term_statuses(code, year)).items()) if lock.closed]
+    if request.summary:
+        standing = [(r.fields.class_name, r.fields.complete, latest_standing(r, statuses)[1]) for r in stored]
+        counted = summaries(row for row in standing if request.status in (None, row[2]))
+        return Outcome(reply=RecordList(school_code=code, school_year=year, classes=counted, terms_closed=closed))
     lines = [record_line(r, statuses, actor) for r in stored]
     if request.status is not None:
         lines = [line for line in lines if line.status == request.status]
@@ -911,20 +923,26 @@ async def list_records(request: ListRecords, deps: Deps) -> Outcome:
         for entry in deps.access.entries(actor, "list", [line.student_ref], request.purpose, line.record_id)
     ]
     await deps.access_log.add(read)
-    return Outcome(reply=RecordList(school_code=code, school_year=year, records=lines))
+    return Outcome(reply=RecordList(school_code=code, school_year=year, records=lines, terms_closed=closed))
+
+
+def latest_standing(record: RecordVersion, statuses: dict[VersionKey, set[str]]) -> tuple[int, RecordStatus]:
+    """A record's latest version known (grades assembles the first at the year's close and each amendment's since;
+    signing, the archive and sync announce the later steps of each) and the furthest step that version reached."""
+    version = max([record.version, *(v for rid, v in statuses if rid == record.record_id)])
+    return version, status_of(record.fields.complete, statuses.get((record.record_id, version), set()))
 
 
 def record_line(record: RecordVersion, statuses: dict[VersionKey, set[str]], actor: Actor) -> RecordLine:
-    """One record as listed: its latest version known (grades assembles the first at the year's close and each
-    amendment's since; signing, the archive and sync announce the later steps of each) and the furthest step that
-    version reached."""
+    """One record as listed: its latest version known and where it stands (`latest_standing`), the student as the
+    reader may see them."""
     fields = record.fields
-    version = max([record.version, *(v for rid, v in statuses if rid == record.record_id)])
+    version, status = latest_standing(record, statuses)
     shown = sees_names(actor, record.school_code, fields.class_name)
     return RecordLine(
         record_id=record.record_id,
         version=version,
-        status=status_of(fields.complete, statuses.get((record.record_id, version), set())),
+        status=status,
         grade=fields.grade,
         class_name=fields.class_name,
         student_ref=record.student_ref,

@@ -3,7 +3,7 @@ what a signature says, and the review of a class that comes before its signature
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
@@ -515,6 +515,8 @@ class ClassState:
     class_name: str
     current: tuple[Held, ...]
     review: Review | None = None
+    #: Of `current`, how many carry the homeroom teacher's signature.
+    homeroom_signed: int = 0
 
     @property
     def versions(self) -> tuple[Reviewed, ...]:
@@ -588,6 +590,7 @@ class ClassState:
             records=len(self.current),
             incomplete=self.incomplete(),
             status=self.status,
+            homeroom_signed=self.homeroom_signed,
             reviewed_by=self.review.confirmed_by.subject if self.review else None,
             reviewed_at=self.review.confirmed_at if self.review else None,
             changes=self.changes(),
@@ -595,13 +598,19 @@ class ClassState:
         )
 
 
-def class_states(held: Iterable[Held], reviews: Iterable[Review]) -> list[ClassState]:
-    """Each class of the held record versions (class order), with its latest confirmed review."""
+def class_states(
+    held: Iterable[Held], reviews: Iterable[Review], homeroom_signed: Collection[VersionKey] = frozenset()
+) -> list[ClassState]:
+    """Each class of the held record versions (class order), with its latest confirmed review and how many of its
+    current versions are among `homeroom_signed` (those that carry the homeroom teacher's signature)."""
     latest = latest_reviews(reviews)
     by_class: dict[str, list[Held]] = {}
     for version in current_versions(held):
         by_class.setdefault(version.class_name or "", []).append(version)
-    return [ClassState(name, tuple(versions), latest.get(name)) for name, versions in sorted(by_class.items())]
+    return [
+        ClassState(name, tuple(versions), latest.get(name), sum(1 for v in versions if v.key in homeroom_signed))
+        for name, versions in sorted(by_class.items())
+    ]
 
 
 @dataclass(frozen=True)
@@ -641,9 +650,15 @@ class Gate:
         started_at: datetime,
         waiting: int = 0,
     ) -> Batch:
-        """The plan of `request` (`new_batch`) over what the gate lets through, naming what it holds back."""
+        """The plan of `request` (`new_batch`) over what the gate lets through, naming what it holds back.
+
+        `waiting` counts the records that lack the signature before this role's. An incomplete record lacks every
+        signature, yet it does not wait for one: it waits to be completed, and is named among the refused instead.
+        """
+        refused = self.refused()
+        waiting = max(0, waiting - len(refused)) if waiting else 0
         plan = new_batch(request, signer, [k for k in unsigned if self.lets_through(k)], per_chunk, started_at, waiting)
-        return replace(plan, refused=self.refused(), classes_waiting=self.waiting())
+        return replace(plan, refused=refused, classes_waiting=self.waiting())
 
     def refused(self) -> tuple[RecordRefused, ...]:
         return tuple(refusal for state in self.classes for refusal in state.incomplete())

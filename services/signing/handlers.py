@@ -359,14 +359,19 @@ def refusal_event(
 async def review_classes(request: ReviewClasses, deps: Deps) -> Outcome:
     """What signing holds of a school year's classes (or one class) before they are signed, for the class's homeroom
     teacher or the school's principal or records administrator: per class its records, the incomplete ones with
-    the entries they lack, where its review stands, and what changed since it was last confirmed.
+    the entries they lack, how many its homeroom teacher has signed, where its review stands, and what changed since
+    it was last confirmed.
 
-    A class of which signing holds no record is not listed (its year is not closed, or it has no students).
+    A class of which signing holds no record is not listed (its year is not closed, or it has no students). The
+    homeroom teacher's signatures of the whole scope are one read, however many records it holds.
     """
     actor = require_actor(request, deps.issuer_keys)
     authorise_review(actor, request.school_code, request.class_name)
     scope = (request.school_code, request.school_year, request.class_name)
-    states = domain.class_states(await deps.repo.held(*scope), await deps.repo.reviews(*scope))
+    held = await deps.repo.held(*scope)
+    current = [h.key for h in domain.current_versions(held)]
+    signed = await deps.repo.signed_by("homeroom_teacher", request.school_code, request.school_year, current)
+    states = domain.class_states(held, await deps.repo.reviews(*scope), signed)
     reviews = ClassReviews(
         school_code=request.school_code, school_year=request.school_year, classes=[state.shown() for state in states]
     )

@@ -85,6 +85,11 @@ class SigningRepository(Protocol):
     async def signatures(self, keys: Iterable[VersionKey]) -> dict[VersionKey, dict[Role, Signature]]:
         """The stored signatures of `keys`, by role."""
 
+    async def signed_by(
+        self, role: Role, school_code: str, school_year: str, keys: Iterable[VersionKey]
+    ) -> set[VersionKey]:
+        """Those of `keys` (record versions of the school year) that carry `role`'s signature, in one read."""
+
     async def add_batch(self, batch: Batch) -> bool:
         """Store a new batch with its plan; False when the batch id exists."""
 
@@ -118,6 +123,10 @@ class SigningRepository(Protocol):
     async def latest_reviews(self, school_code: str, school_year: str, class_names: Iterable[str]) -> dict[str, Review]:
         """Each of the classes' latest confirmed review, by class name, in one read (`domain.latest_reviews`)."""
 
+
+#: Up to this many record versions, a read of their signatures asks for them by id (a class's); more, by the school
+#: year's role (a school's).
+BY_ID = 200
 
 #: What a read of record versions returns: the fields of a `StoredRecord`, and the sealed bytes with their key id.
 RECORD_FIELDS = {"_id": 0, "scope": 0, "class_scope": 0}
@@ -362,6 +371,22 @@ class MongoSigningRepository:
                 found.setdefault(key, {})[doc["role"]] = Signature.model_validate(doc)
         return found
 
+    async def signed_by(
+        self, role: Role, school_code: str, school_year: str, keys: Iterable[VersionKey]
+    ) -> set[VersionKey]:
+        wanted = set(keys)
+        if not wanted:
+            return set()
+        # A class's few versions by id; a school's by the role's scope (one index read, not thousands of ids).
+        query = (
+            {"_id": {"$in": [f"{record_id(k)}:{role}" for k in sorted(wanted)]}}
+            if len(wanted) <= BY_ID
+            else {"role_scope": scope_key(school_code, school_year, role)}
+        )
+        projection = {"_id": 0, "record_id": 1, "version": 1}
+        found = {(d["record_id"], d["version"]) async for d in self.signature_rows.find(query, projection)}
+        return found & wanted
+
     async def add_batch(self, batch: Batch) -> bool:
         return await insert_one_new(self.batch_rows, batch_document(batch))
 
@@ -483,6 +508,11 @@ class InMemorySigningRepository:
             if (rid, version) in wanted:
                 found.setdefault((rid, version), {})[role] = s
         return found
+
+    async def signed_by(
+        self, role: Role, school_code: str, school_year: str, keys: Iterable[VersionKey]
+    ) -> set[VersionKey]:
+        return {(rid, v) for rid, v, r in self.signed if r == role} & set(keys)
 
     async def add_batch(self, batch: Batch) -> bool:
         if batch.batch_id in self.batches:

@@ -333,7 +333,11 @@ RecordStatus = Literal["assembled", "incomplete", "signed-and-sealed", "archived
 
 class ListRecords(Message):
     """Request (the school's staff, an operator): the records of a school year, one line a record, answered with
-    `RecordList`. Each student listed is kept in grades' access log with `purpose`."""
+    `RecordList`. Each student listed is kept in grades' access log with `purpose`.
+
+    With `summary`, the answer counts the records per class (`RecordList.classes`) and lists none: it names no
+    student, so it reads no one's personal data and nothing is kept in the access log.
+    """
 
     ROUTING_KEY = "grades.record.list.v1"
 
@@ -344,6 +348,8 @@ class ListRecords(Message):
     #: One student's record (identity's reference for them).
     student_ref: str | None = Field(None, max_length=ID)
     purpose: str = Field("", max_length=200)
+    #: Counts per class only, no line a record (not with `student_ref`: a summary names no student).
+    summary: bool = False
 
 
 class RecordLine(Model):
@@ -364,10 +370,27 @@ class RecordLine(Model):
     missing: int = 0
 
 
+class ClassSummary(Model):
+    """One class's records counted, naming no student: how many, how many lack entries, and how many reached each
+    step after assembly (a step counts every record that went past it: a delivered record was archived, and signed
+    and sealed, before)."""
+
+    class_name: str = Field(max_length=CODE)
+    records: int = 0
+    incomplete: int = 0
+    signed_and_sealed: int = 0
+    archived: int = 0
+    delivered: int = 0
+
+
 class RecordList(Reply):
     school_code: str = Field("", max_length=SCHOOL_CODE)
     school_year: str = Field("", max_length=SCHOOL_YEAR)
     records: list[RecordLine] = Field(default_factory=list, max_length=SCHOOL_STUDENTS)
+    #: A summary's counts, class by class (empty unless `ListRecords.summary`).
+    classes: list[ClassSummary] = Field(default_factory=list, max_length=LINES)
+    #: The terms of the school year that are closed now (1, 2), as grades locks them.
+    terms_closed: list[int] = Field(default_factory=list, max_length=2)
 
 
 class EntryHistory(Message):

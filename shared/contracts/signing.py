@@ -263,7 +263,8 @@ class RecordChange(Model):
 
 
 class ClassReview(Model):
-    """One class as signing holds it: its records, those it will not sign, and where its review stands."""
+    """One class as signing holds it: its records, those it will not sign, how many its homeroom teacher signed, and
+    where its review stands."""
 
     class_name: str = Field(max_length=CODE)
     #: The class's records (the current version of each) signing holds.
@@ -274,6 +275,8 @@ class ClassReview(Model):
     #: Who confirmed the last review, and when (None before any).
     reviewed_by: str | None = Field(None, max_length=ID)
     reviewed_at: datetime | None = None
+    #: Of `records`, those that carry the homeroom teacher's signature (the current version of each).
+    homeroom_signed: int = 0
     #: The records whose version or digest differs from the last review's (empty when none, or never reviewed).
     changes: list[RecordChange] = Field(default_factory=list, max_length=SCHOOL_STUDENTS)
     #: Names the record versions shown (SHA-256 over each record id, version and digest): what a confirmation of

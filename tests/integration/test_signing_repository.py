@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.signing import domain
+from services.signing import domain, repository
 from services.signing.domain import COMPLETED, StoredRecord
 from services.signing.repository import INDEXES, InMemorySigningRepository, MongoSigningRepository
 from shared.contracts.base import Acting
@@ -80,6 +80,19 @@ async def test_signatures_are_stored_once_per_role_and_unsigned_records_are_thos
     by_key = await repo.signatures([("rec-0001", 1), ("rec-0000", 1)])
     assert set(by_key) == {("rec-0001", 1)} and set(by_key[("rec-0001", 1)]) == {"principal", "homeroom_teacher"}
     assert by_key[("rec-0001", 1)]["principal"] == signature(1)
+
+
+@pytest.mark.parametrize("by_id", [200, 1], ids=["a class's, by id", "a school's, by the role's scope"])
+async def test_the_versions_a_role_signed_are_found_in_one_read(repo, monkeypatch, by_id):
+    monkeypatch.setattr(repository, "BY_ID", by_id)
+    await repo.add_records([StoredRecord.of(record(n)) for n in range(3)])
+    homeroom = [(signature(n, "homeroom_teacher"), SCHOOL, YEAR) for n in (0, 1)]
+    await repo.add_signatures([*homeroom, (signature(2), SCHOOL, YEAR)])
+    await repo.add_signatures([(signature(9, "homeroom_teacher"), "79000999", YEAR)])  # another school's
+    asked = [("rec-0000", 1), ("rec-0002", 1), ("rec-0001", 2), ("rec-0009", 2)]
+    assert await repo.signed_by("homeroom_teacher", SCHOOL, YEAR, asked) == {("rec-0000", 1)}
+    assert await repo.signed_by("principal", SCHOOL, YEAR, asked) == {("rec-0002", 1)}
+    assert await repo.signed_by("homeroom_teacher", SCHOOL, YEAR, []) == set()
 
 
 async def test_a_batch_is_planned_once_counts_each_chunk_once_and_closes_once(repo):

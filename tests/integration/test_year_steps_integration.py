@@ -140,6 +140,13 @@ async def test_a_schools_year_step_by_step_over_rabbitmq_and_mongodb(mongo_clien
             await until(delivered)
             statuses = {line.student_ref: line.status for line in (await listed()).records}
             assert statuses == {"s1": "delivered", "s2": "assembled", "s3": "incomplete"}
+            counted = principal().signs(ListRecords(school_code=SCHOOL, school_year=YEAR, summary=True))
+            summary = await cli.request(counted, RecordList, 30)
+            assert [(c.class_name, c.records, c.incomplete, c.delivered) for c in summary.classes] == [
+                ("6A1", 2, 0, 1),
+                ("6A2", 1, 1, 0),
+            ]
+            assert (summary.records, summary.terms_closed) == ([], [1, 2]), "counts only, and both terms closed"
 
             # Every change of s1's Tin học entries, as MongoDB keeps them.
             asked = operator().signs(

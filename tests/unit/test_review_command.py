@@ -46,7 +46,8 @@ FINGERPRINT = "f" * 64
 
 
 def signing_part() -> ClassReviews:
-    """6A1: one incomplete record, not reviewed; 6A2: changed since its review (a record added)."""
+    """6A1: one incomplete record, not reviewed, none signed; 6A2: changed since its review (a record added), two of
+    its three records signed by its homeroom teacher."""
     incomplete = RecordRefused(
         record_id="rec-a",
         version=1,
@@ -66,6 +67,7 @@ def signing_part() -> ClassReviews:
                 status="changed-since-review",
                 reviewed_by="GV002",
                 reviewed_at=AT,
+                homeroom_signed=2,
                 changes=[RecordChange(record_id="rec-z", version=1, digest="d" * 64)],
                 fingerprint="e" * 64,
             ),
@@ -178,6 +180,8 @@ def test_the_principal_sees_each_class_with_what_to_look_at(stack, tmp_path):
     assert "without a record: Trần Thị Cúc" in out
     assert "class 6A2: 3 record(s); review: changed since review (confirmed by GV002 at 2026-05-25 07:30 UTC)" in out
     assert "changed since the last review: rec-z v1 added" in out
+    signed = [line.strip() for line in result.stdout.splitlines() if "signed by the homeroom teacher" in line]
+    assert signed == ["signed by the homeroom teacher: 0 of 2", "signed by the homeroom teacher: 2 of 3"], "per class"
     assert "2 class(es) wait for their homeroom teacher's confirmation before they are signed: 6A1, 6A2" in out
     [asked] = stack.sent(ReviewClasses)
     [compared] = stack.sent(CompareIdentities)

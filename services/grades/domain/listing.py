@@ -12,12 +12,18 @@ from collections.abc import Iterable
 from typing import get_args
 
 from shared.auth import Actor
-from shared.contracts.grades import SIGNED, RecordStatus
+from shared.contracts.grades import SIGNED, ClassSummary, RecordStatus
 
 #: What the services after grades announce of a record version, in the order it happens: all three signatures
 #: (signing's RecordsCompleted), kept in the archive (RecordsArchived), received by the ministry (RecordsDelivered).
 LATER: tuple[RecordStatus, ...] = SIGNED
 STATUSES: tuple[RecordStatus, ...] = get_args(RecordStatus)
+#: Each step after assembly as a summary names its count (`ClassSummary`).
+STEPS: dict[RecordStatus, str] = {
+    "signed-and-sealed": "signed_and_sealed",
+    "archived": "archived",
+    "delivered": "delivered",
+}
 #: Digits of a personal ID a listing shows; the others are hidden.
 SHOWN_DIGITS = 4
 
@@ -33,6 +39,20 @@ def status_of(complete: bool, reached: Iterable[str]) -> RecordStatus:
         if status in noted:
             return status
     return "assembled" if complete else "incomplete"
+
+
+def summaries(standing: Iterable[tuple[str, bool, RecordStatus]]) -> list[ClassSummary]:
+    """Records counted per class (class order), from each record's (class, complete, status): how many, how many
+    lack entries, and how many reached each step after assembly (each step counts the records gone past it too)."""
+    counts: dict[str, dict[str, int]] = {}
+    for class_name, complete, status in standing:
+        n = counts.setdefault(class_name, dict.fromkeys(("records", "incomplete", *STEPS.values()), 0))
+        n["records"] += 1
+        n["incomplete"] += not complete
+        reached = LATER.index(status) if status in LATER else -1
+        for step in LATER[: reached + 1]:
+            n[STEPS[step]] += 1
+    return [ClassSummary(class_name=name, **counts[name]) for name in sorted(counts, key=class_order)]
 
 
 def class_order(class_name: str) -> tuple[int, str]:

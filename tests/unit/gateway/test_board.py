@@ -1,9 +1,9 @@
-"""The board: what the gateway has seen announced, counted once, and never taken back by news that comes late."""
+"""The board: the signing batches the gateway has seen announced, counted once, and never taken back by news that
+comes late. Nothing else: every other status on the pages is asked of the service that knows it."""
 
 from __future__ import annotations
 
-from hocba.web.board import ArchivedView, Board, DeliveredView
-from shared.contracts.grades import TermChanged
+from hocba.web.board import Board
 from shared.contracts.signing import BatchCompleted, BatchProgress, RequestSignBatch
 
 SCHOOL, YEAR = "79000701", "2025-2026"
@@ -23,12 +23,6 @@ def completed(batch: str, signed: int = 10, role: str = "principal", class_name:
     )  # fmt: skip
 
 
-def archived(*ids: str, school: str = SCHOOL) -> ArchivedView:
-    return ArchivedView(
-        records=[{"record_id": i, "version": 1, "school_code": school, "school_year": YEAR} for i in ids]
-    )
-
-
 def test_a_batch_the_gateway_asks_for_has_a_page_before_signing_says_anything():
     board = Board()
     request = RequestSignBatch(school_code=SCHOOL, school_year=YEAR)
@@ -46,14 +40,24 @@ def test_progress_grows_and_a_late_progress_never_takes_a_finished_batch_back():
     assert (board.batch("b1").state, board.batch("b1").records_signed, board.batch("b1").percent) == ("done", 10, 100)
 
 
-def test_a_completion_announced_twice_counts_once():
+def test_a_completion_announced_twice_is_the_same_batch_once():
     board = Board()
     board.batch_completed(completed("h1", 13, "homeroom_teacher", "6A1"))
     board.batch_completed(completed("h1", 13, "homeroom_teacher", "6A1"))
     board.batch_completed(completed("p1", 25))
     board.batch_completed(completed("p1", 25))
-    year = board.year(SCHOOL, YEAR)
-    assert (year.homeroom_signed, year.sealed) == ({"6A1": 13}, 25)
+    class_batch, school_batch = board.batch("h1"), board.batch("p1")
+    assert (class_batch.class_name, class_batch.records_signed, class_batch.state) == ("6A1", 13, "done")
+    assert (school_batch.records_completed, school_batch.state) == (25, "done")
+    assert [b.batch_id for b in board.batches_of(SCHOOL, YEAR, "6A1")] == ["h1"]
+
+
+def test_a_class_batch_first_seen_by_its_progress_is_named_by_its_completion():
+    board = Board()
+    board.batch_progress(progress("h1", 4).model_copy(update={"role": "homeroom_teacher"}))
+    board.batch_completed(completed("h1", 13, "homeroom_teacher", "6A1"))
+    assert board.batch("h1").class_name == "6A1"
+    assert [b.batch_id for b in board.batches_of(SCHOOL, YEAR, "6A1")] == ["h1"]
 
 
 def test_a_request_never_sent_says_so_unless_signing_already_answered():
@@ -65,30 +69,3 @@ def test_a_request_never_sent_says_so_unless_signing_already_answered():
     board.batch_completed(completed(answered.batch_id))
     board.not_sent(answered.batch_id, "a late failure")
     assert answered.state == "done"
-
-
-def test_deliveries_are_counted_for_the_school_year_their_records_were_archived_in():
-    board = Board()
-    board.records_archived(archived("r1", "r2", "r3"))
-    board.records_archived(archived("r1"))  # announced again
-    board.records_archived(archived("x1", school="79000702"))
-    board.records_delivered(
-        DeliveredView(deliveries=[{"record_id": "r1", "version": 1}, {"record_id": "x1", "version": 1}])
-    )
-    board.records_delivered(DeliveredView(deliveries=[{"record_id": "r1", "version": 1}]))
-    board.records_delivered(DeliveredView(deliveries=[{"record_id": "unknown", "version": 1}]))
-    assert (board.year(SCHOOL, YEAR).archived, board.year(SCHOOL, YEAR).delivered) == (3, 1)
-    assert (board.year("79000702", YEAR).archived, board.year("79000702", YEAR).delivered) == (1, 1)
-
-
-def test_a_reopened_term_is_no_longer_closed():
-    board = Board()
-    for term, state in ((1, "closed"), (2, "closed"), (2, "open")):
-        board.term_changed(
-            TermChanged(school_code=SCHOOL, school_year=YEAR, term=term, state=state, source_message_id="m")
-        )
-    assert board.year(SCHOOL, YEAR).terms_closed == {1}
-
-
-def test_a_school_year_nothing_was_announced_for_is_empty():
-    assert not Board().year(SCHOOL, YEAR).seen

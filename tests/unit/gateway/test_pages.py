@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hocba.web.link import follow
-from services.grades.repository import StatusNote
+from services.grades.repository import StatusNote, TermAction
 from shared.auth import Actor, signed_by, verify_token
 from shared.contracts.access import AccessLog, ListGradesAccesses
 from shared.contracts.grades import ListRecords, RecordsReady
@@ -168,10 +168,14 @@ def test_the_principal_signs_the_whole_school_in_one_click_and_follows_it_to_don
     signatures = [signature for signature, *_ in repo.signed.values()]
     assert {(s.role, s.signer) for s in signatures} >= {("principal", PRINCIPAL), ("school_seal", f"seal-{SCHOOL}")}
     assert len([s for s in signatures if s.role == "school_seal"]) == 25
-    assert "Đã ký và đóng dấu 25 hồ sơ" in school, "the school's totals"
+    assert re.search(r'data-testid="sealed">([^<]*)<', school_page).group(1) == "—", (
+        "grades is not running: the school's totals are not what the gateway saw announced"
+    )
     assert "Mọi lớp đã rà soát" in school
     rows = [text(r).strip() for r in re.findall(r"<tr>(.*?)</tr>", school_page, re.S)][1:]
-    assert rows[0] == "6A1 Cô giáo lớp 6A1 — — — Đã rà soát 13 hồ sơ — — —", "terms closed: not announced here"
+    assert rows[0] == "6A1 Cô giáo lớp 6A1 — — — Đã rà soát 13 hồ sơ — — —", (
+        "the review and the homeroom teacher's signatures from signing; grades is not running: its columns say “—”"
+    )
 
 
 def test_each_message_carries_the_signed_in_persons_token_for_it(web, signing, trust):
@@ -302,21 +306,21 @@ def test_the_principal_sees_each_class_s_records_and_where_they_stand_as_grades_
         page.sign_in(PRINCIPAL)
         answer = page.client.get(f"/schools/{SCHOOL}")
     assert answer.status_code == 200
-    # Lớp, GVCN, học kỳ đã khoá, hồ sơ, chưa đầy đủ, đã rà soát (signing holds none here: —), GVCN đã ký, đã ký và
-    # đóng dấu, đã lưu trữ, đã gửi Bộ
-    assert class_row(answer.text, "6A1") == "6A1 Cô giáo lớp 6A1 — 5 hồ sơ 1 hồ sơ — — 4 hồ sơ 3 hồ sơ 2 hồ sơ", (
-        "a delivered record was archived, signed and sealed before: it counts in each"
-    )
-    assert class_row(answer.text, "6A2") == "6A2 Cô giáo lớp 6A2 — 5 hồ sơ 0 hồ sơ — — 1 hồ sơ 1 hồ sơ 1 hồ sơ"
+    # Lớp, GVCN, học kỳ đã khoá (grades: none yet), hồ sơ, chưa đầy đủ, đã rà soát and GVCN đã ký (signing holds
+    # none here: —), đã ký và đóng dấu, đã lưu trữ, đã gửi Bộ
+    assert (
+        class_row(answer.text, "6A1") == "6A1 Cô giáo lớp 6A1 Chưa khoá 5 hồ sơ 1 hồ sơ — — 4 hồ sơ 3 hồ sơ 2 hồ sơ"
+    ), "a delivered record was archived, signed and sealed before: it counts in each"
+    assert class_row(answer.text, "6A2") == "6A2 Cô giáo lớp 6A2 Chưa khoá 5 hồ sơ 0 hồ sơ — — 1 hồ sơ 1 hồ sơ 1 hồ sơ"
     assert shown(answer.text, "sealed", "archived", "delivered") == {
         "sealed": "5 hồ sơ",
         "archived": "4 hồ sơ",
         "delivered": "3 hồ sơ",
     }, "the school's, from grades"
-    assert "danh sách hồ sơ dịch vụ điểm trả lời" in text(answer.text), "the legend says where the counts come from"
+    assert "bản tổng hợp hồ sơ dịch vụ điểm trả lời" in text(answer.text), "the legend says where the counts come from"
     (asked,) = [m for m in page.link.sent if isinstance(m, ListRecords)]
     assert (asked.school_code, asked.school_year, asked.class_name, asked.status) == (SCHOOL, YEAR, None, None)
-    assert asked.purpose == "term-end page"
+    assert asked.summary, "counts only: the page names no student"
     assert verify_token(asked, trust.issuer.public_keys("grades")).subject == PRINCIPAL
 
 
@@ -327,16 +331,17 @@ def test_the_counts_are_grades_answer_not_what_the_page_saw_announced(web, signi
         page.sign_in(PRINCIPAL)
         answer = page.client.get(f"/schools/{SCHOOL}")
     assert (
-        class_row(answer.text, "6A1") == "6A1 Cô giáo lớp 6A1 — 2 hồ sơ 0 hồ sơ Chưa rà soát — 0 hồ sơ 0 hồ sơ 0 hồ sơ"
-    )
-    assert shown(answer.text, "sealed") == {"sealed": "0 hồ sơ"}, "none signed: grades says 0, not “—”"
+        class_row(answer.text, "6A1")
+        == "6A1 Cô giáo lớp 6A1 Chưa khoá 2 hồ sơ 0 hồ sơ Chưa rà soát 0 hồ sơ 0 hồ sơ 0 hồ sơ 0 hồ sơ"
+    ), "none signed: signing and grades say 0, not “—”"
+    assert shown(answer.text, "sealed") == {"sealed": "0 hồ sơ"}
 
 
 def test_a_class_grades_lists_no_record_of_counts_none(web, signing, grades, trust):
     with web(signing[0], grades[0]) as page:
         page.sign_in(PRINCIPAL)  # the year not closed: grades holds no record
         answer = page.client.get(f"/schools/{SCHOOL}")
-    assert class_row(answer.text, "6A2") == "6A2 Cô giáo lớp 6A2 — 0 hồ sơ 0 hồ sơ — — 0 hồ sơ 0 hồ sơ 0 hồ sơ"
+    assert class_row(answer.text, "6A2") == "6A2 Cô giáo lớp 6A2 Chưa khoá 0 hồ sơ 0 hồ sơ — — 0 hồ sơ 0 hồ sơ 0 hồ sơ"
 
 
 def test_the_homeroom_teacher_sees_their_class_s_records_as_grades_lists_them(web, signing, grades, trust):
@@ -349,17 +354,19 @@ def test_the_homeroom_teacher_sees_their_class_s_records_as_grades_lists_them(we
     ) == {
         "records": "5 hồ sơ",
         "incomplete-records": "1 hồ sơ",
-        "homeroom-signed": "—",  # no service answers it: only an announcement seen here tells
+        "homeroom-signed": "—",  # signing holds no record of the class here: its review does not name it
         "sealed": "2 hồ sơ",
         "archived": "2 hồ sơ",
         "delivered": "1 hồ sơ",
     }
     (asked,) = [m for m in page.link.sent if isinstance(m, ListRecords)]
-    assert (asked.class_name, asked.purpose) == ("6A1", "term-end page")
+    assert (asked.class_name, asked.summary) == ("6A1", True)
     assert verify_token(asked, trust.issuer.public_keys("grades")).subject == HOMEROOM_6A1
 
 
-def test_each_record_the_page_lists_is_kept_in_grades_access_log_with_the_page_s_purpose(web, signing, grades, trust):
+def test_a_page_load_reads_no_student_s_personal_data_and_grades_logs_no_access(web, signing, grades, trust):
+    """The page shows counts: grades' summary names no student, so no read of anyone is kept in its access log (and
+    none counts towards the unusual-reads alert, however often the page is loaded)."""
     service, _ = grades
     operator = Actor(subject="operator-1", roles=frozenset({"operator"}), school_code="")
 
@@ -371,11 +378,63 @@ def test_each_record_the_page_lists_is_kept_in_grades_access_log_with_the_page_s
     with web(signing[0], service) as page:
         page.run(assembled(grades, trust, 4))
         page.sign_in(HOMEROOM_6A1)
-        page.client.get(f"/schools/{SCHOOL}/classes/6A1")
-        own_class = page.run(read_by, "student-0002")
-        other_class = page.run(read_by, "student-0001")
-    assert own_class == [(HOMEROOM_6A1, "list", "term-end page")]
-    assert other_class == [], "the page asked for 6A1's records only"
+        assert "2 hồ sơ" in text(page.client.get(f"/schools/{SCHOOL}/classes/6A1").text)
+        page.sign_in(PRINCIPAL)
+        assert "2 hồ sơ" in text(page.client.get(f"/schools/{SCHOOL}").text)
+        page.sign_in("operator")
+        assert page.client.get("/operator").status_code == 200
+        logged = [page.run(read_by, f"student-{n:04d}") for n in range(4)]
+    assert logged == [[], [], [], []]
+    reads = [
+        sample.value
+        for metric in service.registry.collect()
+        for sample in metric.samples
+        if sample.name == "hocba_personal_data_reads_total" and sample.labels["role"] != "operator"
+    ]
+    assert reads and sum(reads) == 0, "no personal-data read counted (the operator's reads of the log apart)"
+
+
+def test_the_terms_closed_are_grades_answer(web, signing, grades, trust):
+    _, repo = grades
+
+    async def close_term_i() -> None:
+        await repo.set_term(SCHOOL, YEAR, TermAction(1, True, PRINCIPAL, NOW, "close-1"))
+
+    with web(signing[0], grades[0]) as page:
+        page.run(assembled(grades, trust, 2))
+        page.run(close_term_i)
+        page.sign_in(PRINCIPAL)
+        answer = page.client.get(f"/schools/{SCHOOL}")
+    assert shown(answer.text, "terms-closed") == {"terms-closed": "HK I"}
+    assert class_row(answer.text, "6A1").startswith("6A1 Cô giáo lớp 6A1 HK I 1 hồ sơ")
+
+
+def test_a_gateway_started_after_the_homeroom_teachers_signed_shows_what_signing_and_grades_hold(
+    web, signing, grades, trust
+):
+    """The figures are asked of the services when the page loads, not remembered from announcements: a gateway
+    (re)started after the class was signed and the terms closed shows them as the first one did."""
+    _, repo = grades
+
+    async def close_both_terms() -> None:
+        for term in (1, 2):
+            await repo.set_term(SCHOOL, YEAR, TermAction(term, True, PRINCIPAL, NOW, f"close-{term}"))
+
+    with web(signing[0], grades[0]) as page:
+        page.run(assembled(grades, trust, 4))
+        page.run(close_both_terms)
+        page.run(page.link.publish, ready(trust, 4))
+        assert review_and_sign(page, HOMEROOM_6A1, "6A1").status_code == 303
+    with web(signing[0], grades[0]) as restarted:
+        assert restarted.board.batches == {}, "the new gateway saw no announcement"
+        restarted.sign_in(PRINCIPAL)
+        answer = restarted.client.get(f"/schools/{SCHOOL}")
+    assert class_row(answer.text, "6A1") == (
+        "6A1 Cô giáo lớp 6A1 HK I, HK II 2 hồ sơ 0 hồ sơ Đã rà soát 2 hồ sơ 0 hồ sơ 0 hồ sơ 0 hồ sơ"
+    )
+    assert class_row(answer.text, "6A2").startswith(
+        "6A2 Cô giáo lớp 6A2 HK I, HK II 2 hồ sơ 0 hồ sơ Chưa rà soát 0 hồ sơ"
+    )
 
 
 # --- who sees what ------------------------------------------------------------------------------
@@ -419,18 +478,29 @@ def test_a_principal_sees_their_own_school_only_and_the_administrator_sees_witho
         assert not [m for m in page.link.sent if isinstance(m, RequestSignBatch)]
 
 
-def test_the_operator_sees_the_term_end_across_schools_and_the_ministry_outbox(web, signing, sync, trust):
-    with web(signing[0], sync) as page:
-        page.run(page.link.publish, ready(trust, 2))
+def test_the_operator_sees_the_term_end_across_schools_and_the_ministry_outbox(web, signing, grades, sync, trust):
+    with web(signing[0], grades[0], sync) as page:
+        page.run(assembled(grades, trust, 4, reached={0: "delivered", 1: "archived"}))
         page.sign_in("operator")
         shown = page.client.get("/operator")
     assert shown.status_code == 200
-    rows = [text(r) for r in re.findall(r"<tr>(.*?)</tr>", shown.text, re.S)]
-    assert any("Trường THCS thử nghiệm (79000701)" in r for r in rows)
-    assert any("Trường THCS khác (79000702)" in r for r in rows)
+    rows = [text(r).strip() for r in re.findall(r"<tr>(.*?)</tr>", shown.text, re.S)]
+    # Trường, số lớp, học kỳ đã khoá, lượt ký toàn trường, đã ký và đóng dấu, đã lưu trữ, đã gửi Bộ, kết quả rà soát
+    assert "Trường THCS thử nghiệm (79000701) 2 Chưa khoá — 2 hồ sơ 2 hồ sơ 1 hồ sơ —" in rows, "grades' summary"
+    assert "Trường THCS khác (79000702) 0 Chưa khoá — 0 hồ sơ 0 hồ sơ 0 hồ sơ —" in rows
     assert re.search(r'data-testid="backlog">0<', shown.text) and re.search(r'data-testid="parked">0<', shown.text)
     (asked,) = [m for m in page.link.sent if isinstance(m, GetSyncStatus)]
     assert asked.actor, "asked with the operator's token"
+    summaries = [m for m in page.link.sent if isinstance(m, ListRecords)]
+    assert {m.school_code for m in summaries} >= {SCHOOL, OTHER_SCHOOL} and all(m.summary for m in summaries)
+
+
+def test_the_operator_page_says_when_grades_cannot_be_asked_and_asks_it_once(web, signing):
+    with web(signing[0]) as page:  # grades is not running
+        page.sign_in("operator")
+        shown = page.client.get("/operator")
+    assert "Dịch vụ điểm không trả lời" in text(shown.text)
+    assert len([m for m in page.link.sent if isinstance(m, ListRecords)]) == 1, "not asked again for each school"
 
 
 def test_the_operator_page_says_when_sync_cannot_be_asked(web, signing):
@@ -515,10 +585,7 @@ def test_the_board_follows_every_announcement_the_pages_show():
         "signing.batch.progress.v1",
         "signing.batch.completed.v1",
         "signing.batch.refused.v1",
-        "grades.term.changed.v1",
-        "archive.record.archived.v3",
-        "sync.record.delivered.v1",
-    }
+    }, "a batch's progress only: every other status is asked of its service when a page loads"
 
 
 def test_a_link_that_cannot_send_is_no_answer():

@@ -337,6 +337,82 @@ async def test_each_student_listed_is_kept_in_the_access_log_with_the_record_and
     assert await deps.access_log.of("s1", 10) == [], "only the students listed"
 
 
+async def summed(deps, reader: Person | None = None, **asked) -> RecordList:
+    return await listed(deps, reader, summary=True, **asked)
+
+
+def reads(registry) -> float:
+    """Personal-data reads counted so far, whoever read."""
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        if metric.name == "hocba_personal_data_reads"
+        for sample in metric.samples
+        if sample.name == "hocba_personal_data_reads_total"
+    )
+
+
+async def test_a_summary_counts_each_class_as_the_full_listing_does_and_names_no_student(deps):
+    ids = await closed_school(deps)
+    stored = {r.student_ref: r for r in await deps.repo.records(SCHOOL, YEAR, 1)}
+    await handlers.note_completed(signed(stored, "s1", "s2"), deps)
+    await handlers.note_archived(archived([stored["s1"]]), deps)
+    await handlers.note_delivered(delivered(ids["s1"]), deps)
+    summary = await summed(deps)
+    assert summary.records == [], "no line a record"
+    assert [c.model_dump() for c in summary.classes] == [
+        {"class_name": "6A1", "records": 2, "incomplete": 0, "signed_and_sealed": 2, "archived": 1, "delivered": 1},
+        {"class_name": "6A2", "records": 1, "incomplete": 1, "signed_and_sealed": 0, "archived": 0, "delivered": 0},
+    ], "a delivered record was archived, signed and sealed before: it counts in each"
+    lines = (await listed(deps)).records
+    for counted in summary.classes:
+        of_class = [line for line in lines if line.class_name == counted.class_name]
+        assert counted.records == len(of_class)
+        assert counted.incomplete == sum(not line.complete for line in of_class)
+        assert counted.delivered == sum(line.status == "delivered" for line in of_class)
+    assert "s1" not in summary.model_dump_json() and "Nguyễn" not in summary.model_dump_json()
+
+
+async def test_a_summary_is_filtered_like_the_listing(deps):
+    await closed_school(deps)
+    [one_class] = (await summed(deps, class_name="6A2")).classes
+    assert (one_class.class_name, one_class.records) == ("6A2", 1)
+    [incomplete] = (await summed(deps, status="incomplete")).classes
+    assert (incomplete.class_name, incomplete.records, incomplete.incomplete) == ("6A2", 1, 1)
+    assert (await summed(deps, class_name="6A9")).classes == []
+
+
+async def test_a_summary_of_a_school_logs_no_access_and_counts_no_personal_data_read(deps, registry):
+    await closed_school(deps)
+    before = reads(registry)
+    for reader in (principal(), operator(), homeroom_teacher("6A1")):
+        await summed(deps, reader)
+    assert all([await deps.access_log.of(ref, 10) == [] for ref in EVERYONE]), "nothing kept in the access log"
+    assert reads(registry) == before, "no personal-data read counted"
+    await listed(deps)
+    assert reads(registry) == before + 3, "the full listing still reads each student listed"
+
+
+async def test_a_summary_is_read_by_the_same_readers_as_the_listing_and_names_no_student(deps):
+    await closed_school(deps)
+    with pytest.raises(Forbidden, match="acts for school 79000702, not 79000701"):
+        await summed(deps, principal("79000702"))
+    with pytest.raises(Unauthenticated):
+        await handlers.list_records(ListRecords(school_code=SCHOOL, school_year=YEAR, summary=True), deps)
+    with pytest.raises(InvalidMessage, match="a summary counts a school's records and names no student"):
+        await summed(deps, student_ref="s1")
+
+
+async def test_the_listing_says_which_terms_of_the_year_are_closed(deps):
+    assert (await summed(deps)).terms_closed == []
+    await lock(deps, 1)
+    assert (await summed(deps)).terms_closed == [1]
+    await lock(deps, 2)
+    assert (await listed(deps)).terms_closed == [1, 2]
+    await handlers.reopen_term(reopen_term(2), deps)
+    assert (await summed(deps)).terms_closed == [1], "a reopened term is no longer closed"
+
+
 # -- the history of a student's entries -------------------------------------------------------
 
 

@@ -326,6 +326,8 @@ async def test_an_incomplete_record_is_never_signed_sealed_or_sent_to_the_archiv
         [refused] = batch.refused
         assert (refused.record_id, refused.version, refused.class_name) == ("rec-0000", 1, "6A1")
         assert [(m.subject, m.term) for m in refused.missing] == [("Toán", 1)]
+    principals = await deps.repo.batch(batch_of(click))
+    assert principals.records_waiting == 0, "it waits to be completed, not for its homeroom teacher's signature"
 
 
 def batch_of(planned: Outcome) -> str:
@@ -468,6 +470,32 @@ async def test_who_reviews_and_who_confirms(deps, trust, make_record):
     with pytest.raises(Unauthenticated):
         await handlers.confirm_review(confirmation, deps)
     assert not deps.repo.confirmed
+
+
+async def school_review(deps, trust) -> dict[str, ClassReview]:
+    """Every class as the principal's review shows it, by class."""
+    asked = trust.staff.principal(SCHOOL).signs(ReviewClasses(school_code=SCHOOL, school_year=YEAR))
+    return {c.class_name: c for c in (await handlers.review_classes(asked, deps)).reply.classes}
+
+
+async def test_a_review_says_how_many_of_each_class_s_records_its_homeroom_teacher_signed(deps, trust, make_record):
+    """Counted over each record's current version: a later version the teacher has not signed yet is not signed."""
+    await received(deps, trust, 6)
+    assert {c.class_name: (c.homeroom_signed, c.records) for c in (await school_review(deps, trust)).values()} == {
+        "6A1": (0, 3),
+        "6A2": (0, 3),
+    }
+    await sign_all(deps, await plan(deps, homeroom_request(trust, "6A1")))
+    assert {c.class_name: (c.homeroom_signed, c.records) for c in (await school_review(deps, trust)).values()} == {
+        "6A1": (3, 3),
+        "6A2": (0, 3),
+    }
+    await handlers.receive_records(ready([make_record(0, version=2), make_record(8)]), deps)
+    shown = await review(deps, trust, "6A1")
+    assert (shown.homeroom_signed, shown.records) == (2, 4), "rec-0000 v2 and rec-0008 await the teacher's signature"
+    await sign_all(deps, await plan(deps, principal_request(trust)))
+    after_principal = await school_review(deps, trust)
+    assert after_principal["6A1"].homeroom_signed == 2, "the principal's signature is not the teacher's"
 
 
 async def test_the_principals_click_signs_the_reviewed_classes_and_names_those_that_wait(deps, trust, make_record):
@@ -810,6 +838,20 @@ async def test_a_chunk_costs_the_same_calls_to_the_repository_whatever_its_size(
         "add_signatures": 1,
         "count_chunk": 1,
     }
+
+
+@pytest.mark.parametrize("count", [4, 40])
+async def test_a_review_reads_the_homeroom_teachers_signatures_once_whatever_the_school_holds(
+    deps, trust, make_record, count
+):
+    """A school's review: one read of the records held, one of the reviews, one of the homeroom teacher's signatures;
+    as many for 40 records as for 4, never one a record or a class."""
+    await homeroom_signed(deps, trust, make_record, count)
+    counting = CountingRepository(deps.repo)
+    asked = trust.staff.principal(SCHOOL).signs(ReviewClasses(school_code=SCHOOL, school_year=YEAR))
+    reviews = (await handlers.review_classes(asked, replace(deps, repo=counting))).reply
+    assert sum(c.homeroom_signed for c in reviews.classes) == count
+    assert counting.calls == {"held": 1, "reviews": 1, "signed_by": 1}
 
 
 async def test_signing_keeps_and_signs_the_bytes_grades_made_and_never_makes_a_document_canonical(
