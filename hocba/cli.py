@@ -25,6 +25,7 @@ from hocba.commands import review as review_commands
 from hocba.commands import sign as sign_command
 from hocba.commands import sync as sync_commands
 from hocba.commands import verify as verify_command
+from hocba.commands import web as web_commands
 from hocba.commands import year as year_commands
 from hocba.console import console, errors
 from hocba.demo import fresh_data_dir, run_demo
@@ -131,6 +132,7 @@ app.add_typer(year_commands.term_app, name="term")
 app.add_typer(year_commands.year_app, name="year")
 app.add_typer(records_commands.app, name="records")
 app.add_typer(dlq_commands.app, name="dlq")
+app.add_typer(web_commands.app, name="web")
 grades_commands.app.command("history")(records_commands.history)
 app.command("amend")(amend_command.amend)
 

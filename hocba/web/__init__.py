@@ -1,7 +1,8 @@
 """The web gateway for the term end: a small server-rendered app (Starlette, Jinja2) beside the five services,
 talking to them over the bus as the school tools and the operators' tools do.
 
-* sign-in (in development, a choice among the enrolled staff and the department's operator);
+* sign-in with the school management system's sign-in token (in development also a choice among the enrolled
+  staff and the department's operator);
 * a school's page (principal, records administrator): its classes and their status, and the principal's one
   click "Ký toàn trường" with the batch's live progress until every record is signed and sealed;
 * a class's page (homeroom teacher): the class, and signing it;

@@ -1,5 +1,5 @@
-"""The web gateway's composition root: `build_app` puts the board, the link to the bus, the voucher, the staff
-register and the pages together into one Starlette app."""
+"""The web gateway's composition root: `build_app` puts the board, the link to the bus, the voucher, the sign-in
+check, the staff register and the pages together into one Starlette app."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ from hocba.staff import StaffRegister
 from hocba.web import pages
 from hocba.web.board import Board
 from hocba.web.link import Link
-from hocba.web.people import Voucher
+from hocba.web.people import NotSignedIn, SignIn, Voucher
+from shared.auth import SIGN_IN_LIFETIME
 
 log = logging.getLogger("hocba.web")
 HERE = Path(__file__).parent
-#: How long a sign-in lasts (seconds): a working day.
-SESSION_SECONDS = 8 * 3600
+#: How long a sign-in lasts at most (seconds): a working day, the longest the services accept behind the gateway
+#: (HOCBA_WEB_SESSION_MAX_SECONDS may shorten it).
+SESSION_SECONDS = int(SIGN_IN_LIFETIME.total_seconds())
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class GatewayConfig:
     secure_cookies: bool = False
     #: How often a progress page asks for news, in seconds.
     poll_seconds: float = 1.0
+    #: How long the session cookie lasts; a sign-in by token ends with its token, if that is sooner.
+    session_seconds: int = SESSION_SECONDS
 
 
 class GatewayMetrics:
@@ -67,6 +71,10 @@ class Gateway:
     #: The staff register as it is now (read again for each page: enrolments change while the gateway runs).
     register: Callable[[], StaffRegister]
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: Checks sign-in tokens (None: the gateway takes none, having no certificate of its own or no issuer keys).
+    sign_in: SignIn | None = None
+    #: The development picker of the enrolled staff (development only: the development issuer key vouches then).
+    picker: bool = True
 
     def __post_init__(self) -> None:
         self.templates = Jinja2Templates(directory=HERE / "templates")
@@ -111,12 +119,16 @@ def build_app(gateway: Gateway, manage_link: bool = True) -> Starlette:
                 SessionMiddleware,
                 secret_key=gateway.config.session_key,
                 session_cookie="hocba_web",
-                max_age=SESSION_SECONDS,
+                max_age=gateway.config.session_seconds,
                 same_site="strict",
                 https_only=gateway.config.secure_cookies,
             )
         ],
-        exception_handlers={HTTPException: pages.http_error, Exception: pages.unexpected_error},
+        exception_handlers={
+            HTTPException: pages.http_error,
+            NotSignedIn: pages.signed_out,
+            Exception: pages.unexpected_error,
+        },
         lifespan=lifespan,
     )
     app.state.gateway = gateway

@@ -19,6 +19,7 @@ from shared.auth import IssuerKeys, ServiceIdentity, issuer_keys_for, service_su
 from shared.contracts.grades import RecordVersion
 from shared.contracts.identity import LookupStudents, StudentSnapshot, StudentSnapshots
 from shared.contracts.keys import GradesKeyRotationProgress
+from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import DevPki
 from shared.crypto.seal import record_claims, seal
 from shared.crypto.signer import X509Signer
@@ -59,6 +60,13 @@ def pki_signer(settings: Settings) -> Callable[[], X509Signer]:
     return lambda: directory.signer_for(CERTIFICATE)
 
 
+def pki_trust(settings: Settings) -> ReloadingTrust:
+    """The configured PKI's trust anchor and CRL: what the web gateway's certificate must chain to (its tokens act
+    for the people signed in on the web page)."""
+    pki = DevPki.from_settings(settings)
+    return ReloadingTrust(pki.anchor_path, [pki.crl_path])
+
+
 def seal_with(signer: Callable[[], X509Signer]) -> Sealer:
     """grades' seal on a record version: `signer`'s (the svc-grades certificate) over `record_claims`."""
 
@@ -94,7 +102,7 @@ def build_app(
         stored = MongoGradesRepository(db, vault)
         repository, access_log, sealed = stored, MongoAccessLog(db), stored.sealed
     signer = pki_signer(settings)
-    given = issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+    given = issuer_keys or issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME, pki_trust(settings))
     keys = given.for_service(NAME) if given else None
     deps = Deps(
         repo=repository,

@@ -36,6 +36,13 @@ def pki_signers(settings: Settings) -> Signers:
     return Signers(pki.directory(), ReloadingTrust(pki.anchor_path, [pki.crl_path]))
 
 
+def pki_trust(settings: Settings) -> ReloadingTrust:
+    """The configured PKI's trust anchor and CRL: what the web gateway's certificate must chain to (its tokens act
+    for the people signed in on the web page)."""
+    pki = DevPki.from_settings(settings)
+    return ReloadingTrust(pki.anchor_path, [pki.crl_path])
+
+
 def build_app(
     settings: Settings,
     *,
@@ -59,7 +66,7 @@ def build_app(
     keys = (
         issuer_keys.for_service(NAME)
         if issuer_keys
-        else issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME)
+        else issuer_keys_for(settings.actor_issuer_jwks, settings.actor_issuer, NAME, pki_trust(settings))
     )
     deps = Deps(
         repo=repository,

@@ -53,10 +53,12 @@ from shared.settings import SERVICES, Misconfigured, Settings
 __all__ = [
     "ARCHIVE_SUBJECT",
     "DevPki",
+    "GATEWAY",
     "Holder",
     "PkiRefused",
     "ServicePart",
     "archive_holder",
+    "gateway_holder",
     "keys_for",
     "passphrase_from",
     "pin_from",
@@ -109,13 +111,28 @@ def service_holder(service: str) -> Holder:
     return Holder(f"svc-{service}", f"hocba {service} service", "service")
 
 
+#: The web gateway: no sixth service (it is not in SERVICES and runs no consumer of its own), but it holds a
+#: service certificate, `svc-web`, with which it vouches for each message of a person signed in on the web page.
+GATEWAY = "web"
+
+
+def gateway_holder() -> Holder:
+    """The web gateway's certificate (`svc-web`): its tokens carry a signed-in person's sign-in token (shared.auth)."""
+    return service_holder(GATEWAY)
+
+
 def service_holders() -> list[Holder]:
-    """Every certificate the services themselves hold: the archive's, and grades' (it seals the records it assembles)."""
-    return [archive_holder(), service_holder("grades")]
+    """Every certificate the services themselves hold: the archive's, grades' (it seals the records it assembles),
+    and the web gateway's (it vouches for the people signed in on the web page)."""
+    return [archive_holder(), service_holder("grades"), gateway_holder()]
 
 
-#: The one certificate whose key a service signs with on its own behalf.
-OWN_CERTIFICATE = {"archive": ARCHIVE_SUBJECT, "grades": service_holder("grades").subject_id}
+#: The one certificate whose key a service (or the web gateway) signs with on its own behalf.
+OWN_CERTIFICATE = {
+    "archive": ARCHIVE_SUBJECT,
+    "grades": service_holder("grades").subject_id,
+    GATEWAY: gateway_holder().subject_id,
+}
 
 
 def keys_for(service: str, holders: Iterable[Holder]) -> list[Holder]:
@@ -123,10 +140,11 @@ def keys_for(service: str, holders: Iterable[Holder]) -> list[Holder]:
 
     signing signs for the people and schools (homeroom teachers, principals, school seals); the archive
     signs its checkpoints and certified copies; grades seals the records it assembles and signs its
-    look-ups as svc-grades. identity and sync only verify, so they hold no key at all.
+    look-ups as svc-grades; the web gateway (`web`) vouches for people signed in as svc-web. identity and sync
+    only verify, so they hold no key at all.
     """
-    if service not in SERVICES:
-        raise PkiRefused(f"no service '{service}': one of {', '.join(SERVICES)}")
+    if service not in (*SERVICES, GATEWAY):
+        raise PkiRefused(f"no service '{service}': one of {', '.join((*SERVICES, GATEWAY))}")
     if service == "signing":
         return [h for h in holders if h.role in SIGNING_ORDER]
     return [h for h in holders if h.subject_id == OWN_CERTIFICATE.get(service)]
