@@ -316,13 +316,7 @@ def verify_sign_in_token(token: str, keys: IssuerKeys, now: float | None = None)
         raise SignInExpired(f"the sign-in ended at {ended:%Y-%m-%d %H:%M} UTC: sign in again", ended_at=ended) from None
     except JoseError as exc:
         raise Unauthenticated(f"sign-in token rejected: {exc.description or type(exc).__name__}") from None
-    if claims["iat"] > at + LEEWAY_SECONDS:
-        raise Unauthenticated("sign-in token rejected: issued in the future")
-    if claims["exp"] - claims["iat"] > keys.sign_in_lifetime.total_seconds():
-        raise Unauthenticated(
-            f"sign-in token rejected: it lives {claims['exp'] - claims['iat']}s, longer than the "
-            f"{int(keys.sign_in_lifetime.total_seconds())}s a sign-in may last"
-        )
+    _check_times(claims, at, keys.sign_in_lifetime, "sign-in token", "a sign-in may last")
     return _actor(claims, "sign-in")
 
 
@@ -503,12 +497,17 @@ def _check_claims(claims: dict[str, Any], issuer: str, keys: IssuerKeys, message
         registry.validate(claims)
     except JoseError as exc:
         raise Unauthenticated(f"actor token rejected: {exc.description or type(exc).__name__}") from None
+    _check_times(claims, at, keys.max_lifetime, "actor token", "accepted")
+
+
+def _check_times(claims: dict[str, Any], at: int, longest: timedelta, token: str, limit: str) -> None:
+    """A token issued no later than now (with leeway) and living no longer than `longest`."""
     if claims["iat"] > at + LEEWAY_SECONDS:
-        raise Unauthenticated("actor token rejected: issued in the future")
-    if claims["exp"] - claims["iat"] > keys.max_lifetime.total_seconds():
+        raise Unauthenticated(f"{token} rejected: issued in the future")
+    if claims["exp"] - claims["iat"] > longest.total_seconds():
         raise Unauthenticated(
-            f"actor token rejected: it lives {claims['exp'] - claims['iat']}s, longer than the "
-            f"{int(keys.max_lifetime.total_seconds())}s accepted"
+            f"{token} rejected: it lives {claims['exp'] - claims['iat']}s, longer than the "
+            f"{int(longest.total_seconds())}s {limit}"
         )
 
 
