@@ -41,7 +41,7 @@ signing-tools:
 	  fi
 
 ## browser-tools: Debian's chromium and chromium-driver (the same version), for the web page's browser test
-## (tests/e2e/test_web_term_end.py drives /usr/bin/chromium headless through /usr/bin/chromedriver); installed when missing
+## (tests/e2e/test_web_school_year.py drives /usr/bin/chromium headless through /usr/bin/chromedriver); installed when missing
 browser-tools:
 	@missing=""; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
