@@ -19,6 +19,9 @@ COMPOSE = DEPLOY / "compose.yaml"
 SIMULATOR = DEPLOY / "compose.simulator.yaml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 HOCBA = ("identity", "grades", "signing", "archive", "sync")
+#: The term-end web page (`python -m hocba.web`): a service of the compose file beside the five, on a port of its own.
+GATEWAY = "web"
+GATEWAY_PORT = 9190
 #: Each broker user's password (deploy/.env), as the compose file names it.
 BROKER_PASSWORDS = {name: f"HOCBA_BROKER_PASSWORD_{name.upper()}" for name in IDENTITIES}
 #: Each service's MongoDB password (deploy/.env).
@@ -34,8 +37,9 @@ ENV = {
 }
 #: Where the PKI kept by `hocba pki` (the root CA's key with it) would be, were a file to name it.
 OFFLINE_PKI = "/offline/hocba-pki"
-#: The part of the PKI each service mounts (`hocba pki export --service S`); identity and sync mount none.
-PKI_PARTS = {"signing": "pki-signing", "archive": "pki-archive", "grades": "pki-grades"}
+#: The part of the PKI each service mounts (`hocba pki export --service S`); identity and sync mount none. The
+#: gateway mounts its own (svc-web, with which it vouches for the people signed in on the web page).
+PKI_PARTS = {"signing": "pki-signing", "archive": "pki-archive", "grades": "pki-grades", GATEWAY: "pki-web"}
 #: Environment variables that carry a password in clear, on one-shot or first-start logins only: the broker's
 #: and Grafana's bootstrap administrators (read at their first start), and the two provisioning steps that
 #: give each service its broker and MongoDB user. A compose file cannot turn a value of deploy/.env into a
@@ -190,6 +194,27 @@ def test_each_service_logs_in_as_its_own_broker_user_over_tls(resolved):
     assert operator["profiles"] == ["tools"]
 
 
+def test_the_gateway_logs_in_as_the_command_lines_school_and_operator_over_tls(resolved):
+    gateway = resolved["services"][GATEWAY]
+    environment = gateway["environment"]
+    for role in ("school", "operator"):
+        assert role in IDENTITIES, f"the broker user hocba-{role} exists"
+        assert environment[f"HOCBA_WEB_{role.upper()}_AMQP_URL"] == (
+            f"amqps://hocba-{role}:validation-only-{role}@rabbitmq:5671/?cafile=/run/hocba/rabbitmq-ca.pem"
+        ), role
+    assert "AMQP_URL" not in environment, "it logs in only as the two roles it acts for"
+    assert secrets_dir_part(bind_mounts(gateway)["/run/hocba/rabbitmq-ca.pem"]) == "rabbitmq-tls/ca.pem"
+    assert gateway["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert gateway["depends_on"]["broker-users"]["condition"] == "service_completed_successfully"
+
+
+def test_the_gateway_uses_no_database(resolved):
+    gateway = resolved["services"][GATEWAY]
+    assert "MONGO_URL" not in gateway["environment"]
+    assert not {"mongo", "mongo-users"} & set(gateway["depends_on"])
+    assert not any("mongo" in target for target in bind_mounts(gateway)), "it has no MongoDB CA to use"
+
+
 def test_rabbitmq_listens_with_tls_only_and_has_its_certificate(resolved):
     rabbitmq = resolved["services"]["rabbitmq"]
     assert any("/etc/rabbitmq/tls" in str(v) for v in rabbitmq["volumes"])
@@ -332,7 +357,7 @@ def test_the_root_ca_key_is_mounted_nowhere(resolved):
 
 def test_each_service_gets_only_its_own_keys(resolved):
     services = resolved["services"]
-    for name in HOCBA:
+    for name in (*HOCBA, GATEWAY):
         mounts = bind_mounts(services[name])
         pki = {target: secrets_dir_part(source) for target, source in mounts.items() if "/pki" in target}
         expected = {"/run/hocba/pki/ca": "pki-trust"}
@@ -392,7 +417,7 @@ def test_every_service_runs_in_production_with_its_own_kek(resolved):
 
 
 def test_only_the_services_that_use_the_pki_passphrase_get_it(resolved):
-    for name in HOCBA:
+    for name in (*HOCBA, GATEWAY):
         service = resolved["services"][name]
         gets = "pki-passphrase" in secrets_of(service)
         assert gets == (name in PKI_PARTS), name
@@ -424,7 +449,7 @@ def test_the_simulators_overlay_switches_sync_alone_to_development(resolved, wit
     assert "hocba.ministry_simulator" in services["ministry-simulator"]["command"]
     assert services["sync"]["environment"]["HOCBA_MINISTRY_URL"] == "http://ministry-simulator:9180"
     assert services["sync"]["environment"]["HOCBA_ENVIRONMENT"] == "development"
-    for name in HOCBA:
+    for name in (*HOCBA, GATEWAY):
         if name != "sync":
             assert services[name]["environment"] == resolved["services"][name]["environment"], name
             assert bind_mounts(services[name]) == bind_mounts(resolved["services"][name]), name
@@ -440,6 +465,52 @@ def test_the_five_services_wait_for_their_dependencies_and_report_health(resolve
         assert {"rabbitmq", "mongo", "broker-users", "mongo-users"} <= set(service["depends_on"])
         assert "/health/ready" in " ".join(service["healthcheck"]["test"])
         assert service["environment"]["HOCBA_HTTP_PORT"] == "9100"
+
+
+def published(service: dict) -> set[tuple[str, int, int]]:
+    """(host address, host port, container port) of each port the service publishes, in either Compose's form."""
+    found = set()
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            found.add((port.get("host_ip", ""), int(port["published"]), int(port["target"])))
+        else:
+            *address, host, container = str(port).split("/")[0].split(":")
+            found.add((address[0] if address else "", int(host), int(container)))
+    return found
+
+
+def test_the_gateway_serves_the_web_page_on_its_port_for_the_hosts_tls_proxy(resolved):
+    gateway = resolved["services"][GATEWAY]
+    assert gateway["command"] == ["python", "-m", "hocba.web"]
+    assert gateway["environment"]["HOCBA_WEB_PORT"] == str(GATEWAY_PORT)
+    assert gateway["environment"]["HOCBA_WEB_HOST"] == "0.0.0.0", "reachable from outside its container"
+    # Plain http: published on the loopback interface alone, for the proxy that gives people https.
+    assert published(gateway) == {("127.0.0.1", GATEWAY_PORT, GATEWAY_PORT)}
+    check = " ".join(gateway["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{GATEWAY_PORT}/health/ready" in check
+    assert gateway["restart"] == "unless-stopped"
+
+
+def test_the_gateway_runs_in_production_as_the_images_user_with_its_secrets_as_files(resolved):
+    gateway = resolved["services"][GATEWAY]
+    environment = gateway["environment"]
+    assert environment["HOCBA_ENVIRONMENT"] == "production"
+    # Not root: the image's own user (Dockerfile), which no `user:` overrides.
+    assert "user" not in gateway
+    assert re.search(r"^USER 10001$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
+    # Sign-in tokens are checked with the school management system's public keys.
+    jwks = environment["HOCBA_ACTOR_ISSUER_JWKS"]
+    assert jwks in read_only(gateway)
+    assert bind_mounts(gateway)[jwks] == bind_mounts(resolved["services"]["grades"])[jwks], "the services' JWKS"
+    # The session key signs its cookies: a file of its own, mounted under /run/secrets, given to nobody else.
+    assert environment["HOCBA_WEB_SESSION_KEY_FILE"] == "/run/secrets/web-session-key"
+    assert secrets_of(gateway) == {"pki-passphrase": "pki-passphrase", "web-session-key": "web-session-key"}
+    assert resolved["secrets"]["web-session-key"]["file"].endswith("/web-session-key")
+    others = {name for name, service in resolved["services"].items() if "web-session-key" in secrets_of(service)}
+    assert others == {GATEWAY}
+    # It keeps nothing at rest: no key-encryption key, no key ring, no volume.
+    assert "HOCBA_KEK_FILE" not in environment and "HOCBA_KEY_RING" not in environment
+    assert named_volumes(gateway) == {}
 
 
 def seconds(duration: str) -> float:

@@ -1,5 +1,6 @@
 """deploy/k8s: every manifest valid for Kubernetes, probes and requests set, a disruption budget, KEDA on queue depth,
-each service with only its own keys and logins, and network policies that deny what the services do not need.
+each service and the web gateway with only its own keys and logins, every pod non-root on a read-only root file
+system, and network policies that deny what the services and the gateway do not need.
 
 Validated offline: core resources against Kubernetes' schemas with kubernetes-validate, KEDA's by
 structure (their schemas come with KEDA's CRDs, not with Kubernetes). The kustomization is built
@@ -26,12 +27,28 @@ from tests.deploy.conftest import DEPLOY
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 HOCBA = ("identity", "grades", "signing", "archive", "sync")
-#: The services that hold a key of the PKI: their part of it (`hocba pki export --service S`) is a Secret each.
-PKI_PARTS = {"signing": "hocba-pki-signing", "archive": "hocba-pki-archive", "grades": "hocba-pki-grades"}
+#: The term-end web page (`python -m hocba.web`): a Deployment beside the services, on a port of its own.
+GATEWAY = "web"
+GATEWAY_PORT = 9190
+#: Who holds a key of the PKI: their part of it (`hocba pki export --service S`) is a Secret each. The gateway
+#: holds svc-web, with which it vouches for the people signed in on the web page.
+PKI_PARTS = {
+    "signing": "hocba-pki-signing",
+    "archive": "hocba-pki-archive",
+    "grades": "hocba-pki-grades",
+    GATEWAY: "hocba-pki-web",
+}
 SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|(^|_)PIN(_|$)")
-#: Variables taken from a Secret: logins the drivers read from a URL (AMQP_URL, MONGO_URL), and the two Jobs'
-#: administrators (RabbitMQ's management URL, MongoDB's user name; its password is a file).
-FROM_SECRETS = {"AMQP_URL", "MONGO_URL", "HOCBA_BROKER_MANAGEMENT_URL", "MONGO_ADMIN_USER"}
+#: Variables taken from a Secret: logins the drivers read from a URL (AMQP_URL, MONGO_URL, the gateway's two broker
+#: logins), and the two Jobs' administrators (RabbitMQ's management URL, MongoDB's user name; its password is a file).
+FROM_SECRETS = {
+    "AMQP_URL",
+    "MONGO_URL",
+    "HOCBA_WEB_SCHOOL_AMQP_URL",
+    "HOCBA_WEB_OPERATOR_AMQP_URL",
+    "HOCBA_BROKER_MANAGEMENT_URL",
+    "MONGO_ADMIN_USER",
+}
 #: FastStream's graceful_timeout for in-flight handlers (shared/messaging.py make_broker).
 GRACEFUL_TIMEOUT = 30
 
@@ -125,9 +142,9 @@ def test_the_optional_monitoring_kustomization_lists_its_files():
 
 def test_each_service_has_probes_on_its_health_endpoints_and_resource_requests(documents):
     deployments = by_kind(documents, "Deployment")
-    assert set(deployments) == set(HOCBA)
-    for name, deployment in deployments.items():
-        [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert set(deployments) == {*HOCBA, GATEWAY}
+    for name in HOCBA:
+        [container] = deployments[name]["spec"]["template"]["spec"]["containers"]
         assert container["command"] == ["python", "-m", f"services.{name}"]
         assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
         assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -138,9 +155,70 @@ def test_each_service_has_probes_on_its_health_endpoints_and_resource_requests(d
         assert any(e["name"] == "AMQP_URL" and "secretKeyRef" in e["valueFrom"] for e in secrets)
 
 
+def test_the_gateway_serves_its_pages_and_health_on_its_port_behind_a_service(documents):
+    pod, container = service_pod(documents, GATEWAY)
+    assert container["command"] == ["python", "-m", "hocba.web"]
+    assert container["ports"] == [{"name": "http", "containerPort": GATEWAY_PORT}]
+    assert env_of(container)["HOCBA_WEB_PORT"]["value"] == str(GATEWAY_PORT)
+    assert env_of(container)["HOCBA_WEB_HOST"]["value"] == "0.0.0.0", "reachable from outside its pod"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"]) and "memory" in container["resources"]["limits"]
+    # Production settings from the one ConfigMap every service reads: production, the issuer's keys, the PKI folder.
+    assert any(names(e["configMapRef"]["name"], "hocba-config") for e in container["envFrom"])
+    assert "HOCBA_ENVIRONMENT" not in env_of(container)
+    # One copy: the signing batches it follows live in its memory.
+    assert by_kind(documents, "Deployment")[GATEWAY]["spec"]["replicas"] == 1
+    selecting = {"app.kubernetes.io/name": GATEWAY}
+    [service] = [s for s in by_kind(documents, "Service").values() if s["spec"]["selector"] == selecting]
+    assert service["spec"]["ports"] == [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "published through the ingress controller, with TLS"
+
+
+def test_the_gateway_logs_in_as_the_command_lines_school_and_operator_and_uses_no_database(documents):
+    pod, container = service_pod(documents, GATEWAY)
+    env = env_of(container)
+    for role in ("school", "operator"):
+        login = env[f"HOCBA_WEB_{role.upper()}_AMQP_URL"]["valueFrom"]["secretKeyRef"]
+        assert login == {"name": f"hocba-broker-{role}", "key": "amqp-url"}, role
+    assert {"school", "operator"} <= set(IDENTITIES), "the broker users it logs in as exist"
+    assert "AMQP_URL" not in env and "MONGO_URL" not in env
+    assert mounted(container)["/run/hocba/rabbitmq"] == "rabbitmq-ca"
+    assert volumes(pod)["rabbitmq-ca"] == {"name": "rabbitmq-ca", "configMap": {"name": "hocba-rabbitmq-ca"}}
+    assert not any("mongo" in v["name"] for v in pod["volumes"]), "the gateway talks to no database"
+    assert not any(s.startswith("hocba-mongo") for v in pod["volumes"] for s in secret_names(v))
+
+
+def test_the_gateway_checks_sign_in_tokens_with_the_issuers_keys_and_keeps_its_sessions_key_as_a_file(documents):
+    pod, container = service_pod(documents, GATEWAY)
+    jwks = generated("hocba-config")["HOCBA_ACTOR_ISSUER_JWKS"]
+    folder = str(PurePosixPath(jwks).parent)
+    assert volumes(pod)[mounted(container)[folder]]["configMap"]["name"] == "hocba-actor-issuer"
+    assert env_of(container)["HOCBA_WEB_SESSION_KEY_FILE"]["value"] == "/run/secrets/web-session-key"
+    files = volumes(pod)[mounted(container)["/run/secrets"]]["projected"]["sources"]
+    assert {"name": "hocba-web-session-key", "items": [{"key": "session-key", "path": "web-session-key"}]} in [
+        f["secret"] for f in files
+    ]
+    users = {n for n, p in pods(documents).items() for v in p["volumes"] if "hocba-web-session-key" in secret_names(v)}
+    assert users == {GATEWAY}, "the session key signs the gateway's cookies alone"
+
+
+def test_every_pod_runs_as_a_non_root_user_on_a_read_only_root_file_system(documents):
+    for name, pod in pods(documents).items():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] != 0, name
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+    assert GATEWAY in pods(documents)
+
+
 def test_each_service_logs_in_as_its_own_broker_user_and_trusts_the_brokers_ca(documents):
-    for name, deployment in by_kind(documents, "Deployment").items():
-        pod = deployment["spec"]["template"]["spec"]
+    for name in HOCBA:
+        pod = by_kind(documents, "Deployment")[name]["spec"]["template"]["spec"]
         [container] = pod["containers"]
         [amqp] = [e for e in container["env"] if e["name"] == "AMQP_URL"]
         assert amqp["valueFrom"]["secretKeyRef"] == {"name": f"hocba-broker-{name}", "key": "amqp-url"}
@@ -223,7 +301,7 @@ def test_the_root_ca_key_is_mounted_nowhere(documents):
 
 
 def test_each_service_gets_only_its_own_keys(documents):
-    for name in HOCBA:
+    for name in (*HOCBA, GATEWAY):
         pod, container = service_pod(documents, name)
         pki = {path: volume for path, volume in mounted(container).items() if path.startswith("/run/hocba/pki")}
         held = {s for v in pod["volumes"] for s in secret_names(v) if s in PKI_PARTS.values()}
@@ -361,6 +439,8 @@ def address_blocks(rules: list[dict]) -> set[tuple[str, str, int]]:
 
 DNS = {("kube-system/kube-dns", "UDP", 53), ("kube-system/kube-dns", "TCP", 53)}
 PROMETHEUS = ("monitoring/prometheus", "TCP", 9100)
+#: The ingress controller (it terminates TLS), the one way in to the web page.
+INGRESS_CONTROLLER = ("ingress-nginx/ingress-nginx", "TCP", GATEWAY_PORT)
 SERVICES = "identity|grades|signing|archive|sync"
 
 
@@ -385,6 +465,11 @@ def test_network_policies_deny_by_default_and_allow_only_what_each_service_needs
             [ministry] = address_blocks(policy["egress"])
             expected.add(ministry)
         assert peers(policy["egress"], "to") == expected, name
+    labels = by_kind(documents, "Deployment")[GATEWAY]["spec"]["template"]["metadata"]["labels"]
+    [policy] = [p["spec"] for p in policies_for(documents, labels) if p["spec"]["podSelector"]]
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert peers(policy["ingress"], "from") == {INGRESS_CONTROLLER}, "the web page is reached through TLS alone"
+    assert peers(policy["egress"], "to") == {("rabbitmq", "TCP", 5671), *DNS}, "the gateway reaches the broker alone"
     for job, port in (("broker-users", ("rabbitmq", "TCP", 15671)), ("mongo-users", ("mongo", "TCP", 27017))):
         selecting = policies_for(documents, {"app.kubernetes.io/name": job})
         [policy] = [p["spec"] for p in selecting if p["spec"]["podSelector"]]
@@ -394,7 +479,7 @@ def test_network_policies_deny_by_default_and_allow_only_what_each_service_needs
 def test_the_broker_and_mongodb_accept_the_services_and_their_provisioning_only(documents):
     policies = by_kind(documents, "NetworkPolicy")
     rabbitmq = peers(policies["rabbitmq"]["spec"]["ingress"], "from")
-    assert {peer for peer, _, port in rabbitmq if port == 5671} == {SERVICES}
+    assert {peer for peer, _, port in rabbitmq if port == 5671} == {f"{SERVICES}|{GATEWAY}"}
     assert {peer for peer, _, port in rabbitmq if port == 15671} == {"broker-users", "keda"}
     assert {port for _, _, port in rabbitmq} == {5671, 15671, 15692, 4369, 25672}
     assert {peer for peer, _, port in rabbitmq if port in (4369, 25672)} == {"rabbitmq"}, "its cluster's own traffic"
@@ -413,7 +498,7 @@ def test_sync_alone_reaches_the_ministry_over_https(documents):
     assert ministry["HOCBA_MINISTRY_URL"].startswith("https://")
     assert not any(k.startswith("HOCBA_MINISTRY") for k in generated("hocba-config"))
     readers = {
-        name for name in HOCBA
+        name for name in (*HOCBA, GATEWAY)
         if any(names(e["configMapRef"]["name"], "hocba-ministry") for e in service_pod(documents, name)[1]["envFrom"])
     }
     assert readers == {"sync"}
