@@ -9,6 +9,8 @@ HOCBA_PKI_DIR, HOCBA_PKI_PASSPHRASE_FILE, HOCBA_ACTOR_ISSUER_JWKS, HOCBA_ACTOR_I
 * HOCBA_WEB_SCHOOL_AMQP_URL, HOCBA_WEB_OPERATOR_AMQP_URL: its two broker logins (default: the command line's
   roles, `hocba broker url school|operator`);
 * HOCBA_WEB_SESSION_KEY_FILE: the key that signs session cookies (default: a new one each start);
+* HOCBA_WEB_SECURE_COOKIES: the session cookie over https only (default: true in production, behind its TLS
+  proxy; false in development, where `hocba up` serves plain http on loopback);
 * HOCBA_WEB_SESSION_MAX_SECONDS: the longest sign-in it accepts, from the sign-in token's issue to its expiry
   (default and most: 28800, a working day, as long as the services accept behind it).
 
@@ -26,6 +28,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -110,6 +113,17 @@ def sign_in_keys(settings: Settings, lifetime: timedelta) -> IssuerKeys:
     return issuer.public_keys().for_sign_in(lifetime)
 
 
+def secure_cookies(given: str | None, production: bool) -> bool:
+    """Whether the session cookie goes over https only: in production unless told otherwise (the gateway sits behind
+    a TLS-terminating proxy there), in development only when told (`hocba up` serves plain http on loopback)."""
+    if given is None or not given.strip():
+        return production
+    value = given.strip().lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise Misconfigured(f"HOCBA_WEB_SECURE_COOKIES is {given!r}: say true or false")
+    return value in ("1", "true", "yes")
+
+
 def gateway_from_environment(settings: Settings) -> Gateway:
     """The gateway as configured: sign-in by token always (production refuses to start without the gateway's
     certificate or the issuer's keys), the development picker in development only."""
@@ -122,10 +136,12 @@ def gateway_from_environment(settings: Settings) -> Gateway:
     key_file = os.environ.get("HOCBA_WEB_SESSION_KEY_FILE")
     lifetime = session_max_seconds(os.environ.get("HOCBA_WEB_SESSION_MAX_SECONDS"))
     config = GatewayConfig(
-        school_year=os.environ.get("HOCBA_WEB_SCHOOL_YEAR") or current_school_year(), session_seconds=lifetime
+        school_year=os.environ.get("HOCBA_WEB_SCHOOL_YEAR") or current_school_year(),
+        secure_cookies=secure_cookies(os.environ.get("HOCBA_WEB_SECURE_COOKIES"), settings.production),
+        session_seconds=lifetime,
     )
     if key_file:
-        config = GatewayConfig(config.school_year, Path(key_file).read_text().strip(), session_seconds=lifetime)
+        config = replace(config, session_key=Path(key_file).read_text().strip())
     keys = sign_in_keys(settings, timedelta(seconds=lifetime))
     delegating = None
     try:

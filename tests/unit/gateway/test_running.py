@@ -89,3 +89,19 @@ def test_a_session_longer_than_the_services_accept_or_not_a_number_is_refused(gi
 def test_the_pages_open_on_the_school_year_under_way():
     assert gateway_process.current_school_year(date(2026, 5, 20)) == "2025-2026"
     assert gateway_process.current_school_year(date(2026, 9, 5)) == "2026-2027"
+
+
+def test_in_production_the_session_cookie_goes_over_https_only_unless_told_otherwise(production, monkeypatch):
+    assert gateway_process.gateway_from_environment(Settings()).config.secure_cookies
+    monkeypatch.setenv("HOCBA_WEB_SECURE_COOKIES", "false")
+    assert not gateway_process.gateway_from_environment(Settings()).config.secure_cookies
+
+
+@pytest.mark.parametrize(("given", "production", "secure"), [(None, False, False), ("true", False, True), ("", True, True)])
+def test_in_development_the_session_cookie_goes_over_http_too_unless_told_otherwise(given, production, secure):
+    assert gateway_process.secure_cookies(given, production) is secure
+
+
+def test_a_secure_cookies_setting_that_is_not_true_or_false_is_refused():
+    with pytest.raises(Misconfigured, match="say true or false"):
+        gateway_process.secure_cookies("sometimes", True)
