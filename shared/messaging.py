@@ -9,6 +9,11 @@ place they are set:
 * a permanent failure (invalid message, forbidden, unknown) is dead-lettered at once with a
   reason header; a transient one is retried with back-off until the delivery limit, then
   dead-lettered with the last error. Nothing is acknowledged before it is safe elsewhere;
+* every dead letter a service makes (a whole message, or a refused part of one) carries its reason and
+  the queue it was consumed from (`x-hocba-queue`), however it reached that queue, and is counted in
+  `hocba_messages_dead_lettered_total{queue, reason}`. What the broker dead-letters itself (a message
+  whose consumer died holding it up to the delivery limit, a request that expired) carries only
+  RabbitMQ's `x-death`, which names the queue too, and shows only in the dead-letter queues' depth;
 * bad input gets a clear, harmless answer: a body larger than `Settings.max_message_bytes` is
   dead-lettered `too-large` unread, one that is not JSON (or nested too deep to read) or does not
   fit its contract is dead-lettered `invalid` at once, never retried; dead-letter headers, error
@@ -139,6 +144,15 @@ class Topology:
 
     def queue_name(self, routing_key: str) -> str:
         return self.names.queue(self.consumer, routing_key)
+
+    def arrived_on(self, routing_key: str) -> str:
+        """The queue a message delivered with `routing_key` was consumed from.
+
+        A message published to the topic exchange has its contract's routing key; one put straight into a queue
+        through the default exchange (moved back by `hocba dlq replay`, or published so by anyone with a login)
+        has the queue's own name.
+        """
+        return routing_key if routing_key in self.queues else self.queue_name(routing_key)
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -544,7 +558,7 @@ def edge_middleware(bus: Bus) -> Callable[..., BaseMiddleware]:
             return await self._on_failure(msg, failure)
 
         async def _on_failure(self, msg: Any, exc: Exception) -> RabbitResponse | None:
-            queue = bus.topology.queue_name(msg.raw_message.routing_key or "")
+            queue = bus.topology.arrived_on(msg.raw_message.routing_key or "")
             headers = dict(msg.headers or {})
             error = describe_error(exc)
             attempts = int(headers.get(DELIVERY_COUNT_HEADER, 0)) + 1

@@ -5,9 +5,10 @@ which fixes the one start-up and shut-down order of every service:
 
 1. database indexes, the broker connection, the queues and their dead-letter queues;
 2. `resources` opened, in order (a client the handlers use, state loaded from storage);
-3. the consumers start; then the `loops` (background steps) start;
-4. on shutdown the loops stop first, then the consumers finish what they hold, then the resources
-   close in reverse order, then the database client.
+3. the consumers start; then the `loops` (background steps) and the dependency checks start, and the
+   process is ready (`shared.observability.Health`);
+4. on shutdown the process is no longer ready, the checks and the loops stop first, then the consumers
+   finish what they hold, then the resources close in reverse order, then the database client.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.messaging import Bus, Topology
 from shared.mongo import Index, ensure_indexes, make_client, ping
-from shared.observability import Health, configure_logging, http_app
+from shared.observability import Health, Watch, configure_logging, http_app
 from shared.outcome import Outcome
 from shared.settings import Misconfigured, Settings
 
@@ -143,6 +144,8 @@ class ServiceApp:
 
     def __post_init__(self) -> None:
         self.app = FastStream(self.bus.broker)
+        self.health.measure(self.bus.registry)
+        self.watch = Watch(self.health)
         self.app.on_startup(self._start)
         self.app.after_startup(self._started)
         self.app.on_shutdown(self._stopping)
@@ -181,18 +184,20 @@ class ServiceApp:
             self.health.checks["mongo"] = lambda: ping(mongo)
         await connect_with_retry("RabbitMQ", self.broker.connect)
         await self.bus.declare_topology()
-        self.health.checks["rabbitmq"] = lambda: self.broker.ping(timeout=1.0)
+        self.health.checks["rabbitmq"] = lambda: self.broker.ping(timeout=self.health.timeout)
         for resource in self.resources:
             await resource.open()
 
     async def _started(self) -> None:
         for loop in self.loops:
             await loop.start()
+        self.watch.start()
         self.health.started = True
         log.info("%s ready", self.name)
 
     async def _stopping(self) -> None:
         self.health.started = False
+        await self.watch.stop()
         for loop in self.loops:
             await loop.stop()
 

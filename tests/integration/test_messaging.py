@@ -114,7 +114,11 @@ class Harness:
     async def request_raw(self, message: type[Message], body: bytes) -> dict:
         """Send `body` as a request where `message` goes, and return the decoded answer."""
         response = await self.broker.request(
-            body, exchange=self.bus.exchange, routing_key=message.ROUTING_KEY, headers={REQUEST_HEADER: True}, timeout=10
+            body,
+            exchange=self.bus.exchange,
+            routing_key=message.ROUTING_KEY,
+            headers={REQUEST_HEADER: True},
+            timeout=10,
         )
         return await response.decode()
 
@@ -162,6 +166,25 @@ async def test_permanent_error_goes_to_the_dead_letter_queue_at_once(settings):
         dead = await harness.dead_letters(settings.amqp_url, timeout=10)
     assert harness.attempts[7] == 1
     assert dead[0].headers[REASON_HEADER] == "forbidden"
+    assert harness.counted("hocba_messages_dead_lettered_total", "forbidden") == 1
+    assert harness.counted("hocba_messages_refused_total", "forbidden") == 1
+
+
+async def test_a_message_put_straight_into_its_queue_is_dead_lettered_by_the_service_with_its_queue_and_counted(
+    settings,
+):
+    """Reproduction: a message that reached its queue through the default exchange (as `hocba dlq replay` moves one
+    back, or as anyone with a login may publish) has the queue's name as routing key. The edge took that for a
+    routing key, named a queue that does not exist, could not dead-letter the message and handed it back until the
+    broker dead-lettered it by its delivery limit: only `x-death`, no reason, no `x-hocba-queue`, not counted."""
+    harness = Harness(settings)
+    async with started(harness, settings):
+        await harness.broker.publish(Ping(n=8, mode="forbidden"), exchange="", routing_key=harness.queue, persist=True)
+        dead = await harness.dead_letters(settings.amqp_url, timeout=10)
+    assert harness.attempts[8] == 1, "refused at its first delivery, not handed back"
+    [letter] = dead
+    assert "x-death" not in letter.headers, "dead-lettered by the service, not by the broker"
+    assert (letter.headers[REASON_HEADER], letter.headers[QUEUE_HEADER]) == ("forbidden", harness.queue)
     assert harness.counted("hocba_messages_dead_lettered_total", "forbidden") == 1
     assert harness.counted("hocba_messages_refused_total", "forbidden") == 1
 

@@ -10,10 +10,12 @@ from pydantic import BaseModel, ValidationError
 
 from shared.contracts import limits
 from shared.contracts.base import Problem
+from shared.contracts.grades import CloseTerm
 from shared.contracts.identity import RegisterStudents
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.messaging import (
     TOO_LARGE,
+    Topology,
     backoff_seconds,
     decode_body,
     describe_error,
@@ -81,6 +83,16 @@ def test_queues_are_quorum_with_a_delivery_limit_and_dead_letter_exchange():
         "x-overflow": "reject-publish",
     }
     assert queue.durable
+
+
+def test_a_message_is_dead_lettered_from_the_queue_it_was_consumed_from_however_it_got_there():
+    """Through the topic exchange a message has its contract's routing key; put straight into its queue (a replay
+    by `hocba dlq replay`) it has the queue's name, which once made the edge name a queue that does not exist."""
+    topology = Topology(Names("t1."), "grades", delivery_limit=5)
+    queue = topology.queue_for(CloseTerm).name
+    assert queue == "t1.grades.grades.term.close.v1"
+    assert topology.arrived_on(CloseTerm.ROUTING_KEY) == queue
+    assert topology.arrived_on(queue) == queue
 
 
 # -- bad input gets a clear, harmless answer (issue 9, reproduction 6) -------------------------
