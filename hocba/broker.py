@@ -108,6 +108,7 @@ from shared.contracts.signing import (
     BatchRefused,
     ChunkSigned,
     ConfirmReview,
+    HeldSignatures,
     RecordsCompleted,
     RecordsReceived,
     RequestAmendment,
@@ -189,7 +190,7 @@ IDENTITIES: dict[str, BrokerIdentity] = {
                 YearClosed,
                 GradesKeyRotationProgress,
             ),
-            sends=(LookupStudents,),
+            sends=(LookupStudents, HeldSignatures),
             consumes=(
                 RotateGradesKey,
                 StudentsRegistered,
@@ -231,6 +232,7 @@ IDENTITIES: dict[str, BrokerIdentity] = {
                 RotateSigningKey,
                 ReviewClasses,
                 ConfirmReview,
+                HeldSignatures,
             ),
         ),
         BrokerIdentity(

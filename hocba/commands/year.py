@@ -13,6 +13,7 @@ Who acts is the school's principal (or records administrator) as the staff regis
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -35,7 +36,16 @@ from hocba.commands import (
 from hocba.console import console
 from hocba.staff import Person, StaffRegister
 from hocba.watch import Watch
-from shared.contracts.grades import CloseTerm, CloseYear, LeftOut, ReopenTerm, TermChanged, YearClosed, YearClosing
+from shared.contracts.grades import (
+    CloseTerm,
+    CloseYear,
+    KeptSigned,
+    LeftOut,
+    ReopenTerm,
+    TermChanged,
+    YearClosed,
+    YearClosing,
+)
 from shared.contracts.limits import SCHOOL_CODE, WORDS
 from shared.errors import Refused
 
@@ -156,8 +166,9 @@ def reopen_term(
 ) -> None:
     """Reopen a closed term for corrections (the principal): each change then needs its own reason.
 
-    After the year's close it reopens the year too, to complete records nobody has signed and sealed yet (an
-    incomplete record found at review); a record already signed and sealed is corrected with `hocba amend`.
+    After the year's close it reopens the year too, to complete records nobody has signed yet (an incomplete
+    record found at review); a record already signed (by its homeroom teacher, or signed and sealed) is kept as
+    it is and corrected with `hocba amend` once signed and sealed.
 
     Exit status 0 when the term was reopened now, 1 when it was not closed or grades refused (saying why), 2 for
     a mistyped option.
@@ -170,7 +181,7 @@ def reopen_term(
     console.print(
         f"[green]term {term} of {escape(year)} is open again in school {escape(school)}[/green]: changes to its "
         f"entries need a reason (`--reason` of the imports); close it again with `hocba term close` when done, "
-        "then `hocba year close` if the year had been closed (records nobody has signed and sealed yet are "
+        "then `hocba year close` if the year had been closed (records nobody has signed yet are "
         "assembled again; their classes are reviewed again before they are signed)"
     )
 
@@ -215,6 +226,25 @@ def left_out_line(group: LeftOut) -> str:
     return f"{group.count} {students} of class {group.class_name} ({group.reason})" + (f": {why}" if why else "")
 
 
+#: Record ids named per class when a close kept records as signed; the others are counted.
+KEPT_NAMED = 10
+
+
+def kept_signed_lines(kept: list[KeptSigned]) -> list[str]:
+    """Per class, the records a close kept as their homeroom teacher signed them (with their ids), and what to do."""
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for record in kept:
+        by_class[record.class_name].append(record.record_id)
+    lines = []
+    for class_name, ids in sorted(by_class.items()):
+        named = ", ".join(ids[:KEPT_NAMED]) + (f" and {len(ids) - KEPT_NAMED} more" if len(ids) > KEPT_NAMED else "")
+        lines.append(
+            f"class {class_name}: {len(ids)} record(s) kept as signed by their homeroom teacher: a change to them is "
+            f"made by amendment (`hocba amend`) once the principal has signed and sealed them ({named})"
+        )
+    return lines
+
+
 @year_app.command("close")
 def close_year(
     school: School,
@@ -230,9 +260,11 @@ def close_year(
 
     Both terms must be closed first (`hocba term close`). The year closes for the whole school: no entry
     changes after it (a correction is then an amendment). With --class only that class's records are
-    assembled now; closing again assembles the others, and nothing is stored twice. Exit status 0 when
-    every student's record was assembled, 1 when some students were left out (each group said, with why)
-    or grades refused, 2 for a mistyped option.
+    assembled now; closing again assembles the others, and nothing is stored twice. Closed again after a
+    term was reopened, a record its homeroom teacher already signed is kept as signed (said per class): it
+    is corrected by amendment once signed and sealed. Exit status 0 when every student's record was
+    assembled (records kept as signed included), 1 when some students were left out (each group said,
+    with why) or grades refused, 2 for a mistyped option.
     """
     where(school, year)
     with Progress(
@@ -260,7 +292,8 @@ def close_year(
 
 
 def show_closed(closed: YearClosed, scope: str) -> None:
-    """The close's outcome; exits 1 when students were left out, saying who and why."""
+    """The close's outcome, with the records kept as signed by class; exits 1 when students were left out, saying who
+    and why."""
     if closed.already:
         console.print(
             f"{escape(closed.school_year)} was already closed in school {escape(closed.school_code)}: its records were "
@@ -276,6 +309,8 @@ def show_closed(closed: YearClosed, scope: str) -> None:
         f"assembled ({closed.new:,} new) of {closed.students:,} students; they now await their signatures "
         "(`hocba sign`)"
     )
+    for line in kept_signed_lines(closed.kept_signed):
+        console.print(f"  kept: {escape(line)}", soft_wrap=True)
     if left_out:
         for group in closed.unassembled:
             console.print(f"  left out: {escape(left_out_line(group))}", soft_wrap=True)

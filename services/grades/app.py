@@ -1,5 +1,5 @@
-"""grades' composition root: bus, repository, metrics, actor-token keys, its service certificate (seals and
-identity look-ups), the access log and routes."""
+"""grades' composition root: bus, repository, metrics, actor-token keys, its service certificate (seals, identity
+look-ups, and its questions to signing), the access log and routes."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from services.grades.router import register_routes
 from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, InMemoryAccessLog, MongoAccessLog
 from shared.at_rest import KeyRotation, NothingSealed, Reencrypting
 from shared.auth import IssuerKeys, ServiceIdentity, issuer_keys_for, service_subject
-from shared.contracts.grades import RecordVersion
+from shared.contracts.grades import RecordKey, RecordVersion, VersionKey
 from shared.contracts.identity import LookupStudents, StudentSnapshot, StudentSnapshots
 from shared.contracts.keys import GradesKeyRotationProgress
+from shared.contracts.signing import HeldSignatures, SignedVersions
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import DevPki
 from shared.crypto.seal import record_claims, seal
@@ -54,6 +55,29 @@ class IdentityLookup:
         return students
 
 
+@dataclass(frozen=True)
+class SigningSignatures:
+    """signing's word on which record versions carry a signature, and whose: one request for the versions asked
+    about, with grades' own token (`identity`: its service certificate).
+
+    Raises NoAnswer when signing does not answer within `timeout`, Refused when it refuses.
+    """
+
+    bus: Bus
+    identity: ServiceIdentity
+    #: Seconds to wait for the answer.
+    timeout: float = 30.0
+
+    async def __call__(self, school_code: str, school_year: str, keys: list[VersionKey]) -> dict[VersionKey, list[str]]:
+        asked = HeldSignatures(
+            school_code=school_code,
+            school_year=school_year,
+            records=[RecordKey(record_id=record_id, version=version) for record_id, version in keys],
+        )
+        answer = await self.bus.request(self.identity.signs(asked), SignedVersions, self.timeout)
+        return {(v.record_id, v.version): list(v.roles) for v in answer.records}
+
+
 def pki_signer(settings: Settings) -> Callable[[], X509Signer]:
     """grades' own signer (svc-grades) from the configured PKI, its key read on first use."""
     directory = DevPki.from_settings(settings).directory()
@@ -85,7 +109,8 @@ def build_app(
     lookup: Lookup | None = None,
     issuer_keys: IssuerKeys | None = None,
 ) -> ServiceApp:
-    """Student snapshots come from identity by request unless `lookup` stands in for it. A `repository` given
+    """Student snapshots come from identity by request unless `lookup` stands in for it; which record versions carry
+    a signature always comes from signing by request. A `repository` given
     (tests: an in-memory one) has an in-memory access log beside it.
 
     grades' certificate (`svc-grades`: its seals, its tokens when it asks identity) is the one in the
@@ -115,6 +140,7 @@ def build_app(
         access_log=access_log,
         rotation=KeyRotation.on(bus, vault, sealed, GradesKeyRotationProgress, keys),
         publish=bus.publish,
+        signatures_held=SigningSignatures(bus, ServiceIdentity(NAME, signer)),
         notify=bus.publish,
     )
     register_routes(bus, deps)

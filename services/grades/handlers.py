@@ -76,6 +76,7 @@ from shared.contracts.grades import (
     ExplainRecord,
     ExplanationLine,
     IdentityComparison,
+    KeptSigned,
     LeftOut,
     ListRecords,
     RecordAmended,
@@ -102,7 +103,7 @@ from shared.contracts.record import content_of
 from shared.contracts.signing import RecordsCompleted
 from shared.contracts.sync import RecordsDelivered
 from shared.crypto.canonical import sha256_hex
-from shared.errors import Forbidden, InvalidMessage, NoAnswer, NotFound, TransientError, Unavailable
+from shared.errors import Forbidden, InvalidMessage, NoAnswer, NotFound, Refused, TransientError, Unavailable
 from shared.outcome import NOTHING, Outcome, RejectedPart
 
 log = logging.getLogger("hocba.grades")
@@ -111,6 +112,10 @@ log = logging.getLogger("hocba.grades")
 Lookup = Callable[[list[str], str], Awaitable[list[StudentSnapshot]]]
 #: grades' seal on a record version it assembled (`shared.crypto.seal.seal` over `record_claims`).
 Sealer = Callable[[RecordVersion], str]
+#: Of a school year's record versions (school code, year, versions), those that carry a signature, each with the
+#: roles that signed it (signing's answer to grades' request, or a stand-in in tests). Raises NoAnswer or Refused
+#: when signing does not answer.
+SignaturesHeld = Callable[[str, str, list[VersionKey]], Awaitable[Mapping[VersionKey, Sequence[str]]]]
 #: The rule set a grade's records are computed by.
 RuleSets = Callable[[int], RuleSet]
 #: Publishes a message at once (the bus's publish), for a handler that announces as it goes.
@@ -142,6 +147,8 @@ class Deps:
     rotation: KeyRotation
     #: Publishes the RecordsReady of a closing year as each group of records is stored.
     publish: Publish
+    #: signing's word on which first versions carry a signature, before a year closed again replaces any.
+    signatures_held: SignaturesHeld
     rule_sets: RuleSets = rule_set_for
     #: Publishes the progress of a closing year (YearClosing) as each group is done; None: none is told.
     notify: Publish | None = None
@@ -487,6 +494,8 @@ class Closing:
     done: int = 0
     #: Groups done so far: the next progress announcement's number in its derived id.
     groups: int = 0
+    #: First versions assembled again with other content and kept as they are, because a role signed them.
+    kept_signed: list[KeptSigned] = field(default_factory=list)
 
     @property
     def purpose(self) -> str:
@@ -596,6 +605,7 @@ def year_closed(closing: Closing, students: list[RegisteredStudent], already: bo
             LeftOut(reason=reason, class_name=class_name, count=len(refs), student_refs=sorted(refs)[:LOOKUP])
             for (reason, class_name), refs in sorted(left_out.items())
         ],
+        kept_signed=sorted(closing.kept_signed, key=lambda k: (k.class_name, k.record_id)),
     )
 
 
@@ -627,26 +637,43 @@ async def close_group(closing: Closing, students: list[RegisteredStudent], deps:
     if new < len(ruled):
         code, year = closing.command.school_code, closing.command.school_year
         kept = await deps.repo.records_of([record_id(code, year, s.student_ref) for s in ruled], FIRST_VERSION)
-        records = await replace_unsigned(closing, records, kept, deps) if new < len(records) else kept
+        classes = {s.student_ref: s.enrolment.class_name for s in ruled}
+        records = await replace_unsigned(closing, records, kept, classes, deps) if new < len(records) else kept
     if records:
         await deps.publish(closing.ready(sorted(records, key=lambda r: r.record_id)))
 
 
 async def replace_unsigned(
-    closing: Closing, records: list[RecordVersion], kept: list[RecordVersion], deps: Deps
+    closing: Closing,
+    records: list[RecordVersion],
+    kept: list[RecordVersion],
+    classes: Mapping[str, str],
+    deps: Deps,
 ) -> list[RecordVersion]:
     """The stored first versions `kept`, with those assembled now (`records`) with other content in the place of the
-    ones never signed and sealed (`reassembly.replaces`: the year closed again after a term was reopened), each
-    replacement stored and noted in the version's history."""
+    ones that carry no signature (`reassembly.replaces`: the year closed again after a term was reopened), each
+    replacement stored and noted in the version's history.
+
+    signing is asked once which of the changed versions not yet signed and sealed carry a signature (its homeroom
+    teacher's, say); those stay as they are and are reported (`Closing.kept_signed`, by class from `classes`). Without
+    signing's answer nothing is replaced: the close is refused (Unavailable), saying why.
+    """
     assembled = {r.record_id: r for r in records}
     changed = [k for k in kept if k.record_id in assembled and assembled[k.record_id].content != k.content]
     if not changed:
         return kept
     reached = await deps.repo.statuses_of([k.record_id for k in changed])
+    unsealed = [k for k in changed if not reassembly.signed_and_sealed(reached.get(k.key, set()))]
+    signed = await signatures_held(closing, unsealed, classes, deps)
     command, replaced = closing.command, {}
     for before in changed:
-        record = assembled[before.record_id]
-        if not reassembly.replaces(before, record, reached.get(before.key, set())):
+        record, roles = assembled[before.record_id], signed.get(before.key, ())
+        if not reassembly.replaces(before, record, reached.get(before.key, set()), roles):
+            if reassembly.kept_as_signed(before, record, roles):
+                class_name, signers = classes.get(before.student_ref, ""), list(roles)
+                closing.kept_signed.append(
+                    KeptSigned(record_id=before.record_id, version=before.version, class_name=class_name, roles=signers)
+                )
             continue
         note = {
             "at": command.occurred_at,
@@ -659,10 +686,35 @@ async def replace_unsigned(
         replaced[record.record_id] = record
     if replaced:
         log.info(
-            "%s %s: %d first version(s) nobody had signed and sealed assembled again and replaced",
+            "%s %s: %d first version(s) nobody had signed assembled again and replaced",
             command.school_code, command.school_year, len(replaced),
         )
+    if held := len(unsealed) - len(replaced):
+        log.info(
+            "%s %s: %d first version(s) assembled again with other content kept as signed (to be amended)",
+            command.school_code, command.school_year, held,
+        )
     return [replaced.get(k.record_id, k) for k in kept]
+
+
+async def signatures_held(
+    closing: Closing, versions: list[RecordVersion], classes: Mapping[str, str], deps: Deps
+) -> Mapping[VersionKey, Sequence[str]]:
+    """Which of `versions` carry a signature, and whose, as signing holds them: asked once for them all (not at all
+    for none). Refused (Unavailable) when signing does not answer: a version is never replaced without its word."""
+    if not versions:
+        return {}
+    command = closing.command
+    try:
+        return await deps.signatures_held(command.school_code, command.school_year, [v.key for v in versions])
+    except (NoAnswer, Refused) as exc:
+        of = ", ".join(sorted({classes.get(v.student_ref, "") for v in versions}))
+        raise Unavailable(
+            f"signing did not say which of {len(versions)} record(s) of class {of} "
+            f"assembled again with other content carry a signature ({exc}); none was replaced, since a signed one "
+            "must stay as it is. The year is closed and the records announced so far stand: close the year again "
+            "once signing answers (nothing is stored twice)"
+        ) from None
 
 
 def ruled_students(closing: Closing, students: list[RegisteredStudent], rule_sets: RuleSets) -> list[RegisteredStudent]:

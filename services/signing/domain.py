@@ -23,6 +23,8 @@ from shared.contracts.signing import (
     ReviewStatus,
     Role,
     Signature,
+    SignedVersion,
+    SignedVersions,
     seal_subject,
 )
 from shared.crypto.canonical import canonical_json, sha256_hex
@@ -400,6 +402,29 @@ def replacement_refusal(kept: Held, present: Mapping[Role, Signature]) -> Record
     if not present:
         return None
     return RecordRefused(record_id=kept.record_id, version=kept.version, class_name=kept.class_name, code="signed")
+
+
+def authorise_signatures_question(actor: Actor) -> None:
+    """Which versions carry signatures is asked by grades alone, on its own behalf (its service certificate), before
+    it replaces a first version it assembled again."""
+    if not actor.is_service("grades"):
+        raise Forbidden(
+            f"{actor.subject} may not ask which record versions carry signatures: only the grades service does"
+        )
+
+
+def signed_versions(
+    keys: Iterable[VersionKey], present: Mapping[VersionKey, Mapping[Role, Signature]]
+) -> SignedVersions:
+    """Of the versions `keys`, those that carry any signature (`present`: what is held), each with the roles that
+    signed it in signing order; in record order."""
+    return SignedVersions(
+        records=[
+            SignedVersion(record_id=key[0], version=key[1], roles=[r for r in SIGNING_ORDER if r in present[key]])
+            for key in sorted(set(keys))
+            if present.get(key)
+        ]
+    )
 
 
 # --- the review before signing ---------------------------------------------------------------

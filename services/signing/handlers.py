@@ -35,6 +35,7 @@ from shared.contracts.signing import (
     ClassReviews,
     ClassWaiting,
     ConfirmReview,
+    HeldSignatures,
     RecordRefused,
     RecordsCompleted,
     RecordsReceived,
@@ -421,6 +422,21 @@ def confirmed(review: Review, held: list[domain.Held]) -> ReviewConfirmed:
         confirmed_by=review.confirmed_by.subject,
         confirmed_at=review.confirmed_at,
     )
+
+
+# --- signatures held, asked by grades --------------------------------------------------------
+
+
+async def held_signatures(request: HeldSignatures, deps: Deps) -> Outcome:
+    """Which of the record versions asked about carry a signature, and whose: for grades alone, asking on its own
+    behalf before a year closed again replaces a first version (one that carries any signature is kept as it is).
+
+    One read of the versions' signatures, however many are asked about.
+    """
+    actor = require_actor(request, deps.issuer_keys)
+    domain.authorise_signatures_question(actor)
+    keys = [(r.record_id, r.version) for r in request.records]
+    return Outcome(reply=domain.signed_versions(keys, await deps.repo.signatures(keys)))
 
 
 # --- amendments ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from shared.contracts.signing import (
     BatchRefused,
     ChunkSigned,
     ConfirmReview,
+    HeldSignatures,
     RecordsCompleted,
     RecordsReceived,
     RequestAmendment,
@@ -52,6 +53,10 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(ConfirmReview)
     async def on_confirm_review(request: ConfirmReview) -> Outcome:
         return await handlers.confirm_review(request, deps)
+
+    @bus.subscriber(HeldSignatures)
+    async def on_held_signatures(request: HeldSignatures) -> Outcome:
+        return await handlers.held_signatures(request, deps)
 
     @bus.subscriber(RequestAmendment)
     async def on_amendment(command: RequestAmendment) -> Outcome:

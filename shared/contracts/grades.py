@@ -307,6 +307,16 @@ class LeftOut(Model):
     student_refs: list[Identifier] = Field(default_factory=list, max_length=LOOKUP)
 
 
+class KeptSigned(Model):
+    """A first version a year closed again assembled with other content and kept as it is: it carries a signature
+    (`roles`: whose, in signing order). Names the record, its version and class, never personal data."""
+
+    record_id: str = Field(max_length=ID)
+    version: int = Field(ge=1)
+    class_name: str = Field(max_length=CODE)
+    roles: list[ShortCode] = Field(default_factory=list, max_length=3)
+
+
 class YearClosed(Notification):
     """A year's close is done (event, and the answer to whoever asked): the records assembled and who was left out."""
 
@@ -324,6 +334,9 @@ class YearClosed(Notification):
     assembled: int = 0
     new: int = 0
     unassembled: list[LeftOut] = Field(default_factory=list, max_length=LINES)
+    #: First versions assembled again with other content (a term reopened after the close) and kept as they are,
+    #: because they carry a signature: each is corrected by an amendment once it is signed and sealed.
+    kept_signed: list[KeptSigned] = Field(default_factory=list, max_length=SCHOOL_STUDENTS)
 
 
 #: Where a record version stands: assembled by grades (complete or not), signed by the homeroom teacher, the

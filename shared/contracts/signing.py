@@ -235,6 +235,38 @@ class RecordsReceived(Notification):
     refused: list[RecordRefused] = Field(default_factory=list, max_length=LINES)
 
 
+# --- signatures held, asked by grades ----------------------------------------------------------
+
+
+class HeldSignatures(Message):
+    """Request: which of these record versions of a school year carry a signature, and whose.
+
+    grades alone asks it, on its own behalf (its service certificate), before a year closed again replaces the first
+    versions it assembled anew: a version that carries any signature is not replaced. Answered with
+    `SignedVersions`. Names records and versions, never personal data.
+    """
+
+    ROUTING_KEY = "signing.signatures.held.v1"
+
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    school_year: str = Field(max_length=SCHOOL_YEAR)
+    records: list[RecordKey] = Field(min_length=1, max_length=RECORDS)
+
+
+class SignedVersion(Model):
+    """A record version that carries signatures: the roles that signed it, in signing order."""
+
+    record_id: str = Field(max_length=ID)
+    version: int
+    roles: list[Role] = Field(min_length=1, max_length=len(SIGNING_ORDER))
+
+
+class SignedVersions(Reply):
+    """Of the versions asked about, those that carry any signature (the others carry none, or are not held)."""
+
+    records: list[SignedVersion] = Field(default_factory=list, max_length=RECORDS)
+
+
 # --- review before signing -------------------------------------------------------------------
 
 

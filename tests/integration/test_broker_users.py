@@ -16,6 +16,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -42,14 +43,19 @@ from hocba.broker import (
 from hocba.broker import app as broker_app
 from hocba.infra import MANAGEMENT_PORT, port_open
 from hocba.watch import Watch
+from services.grades.app import SigningSignatures
+from services.signing.app import build_app as signing_app
+from services.signing.repository import InMemorySigningRepository
+from shared.auth import ServiceIdentity
 from shared.contracts.archive import AuditArchive, IssueCheckpoint
 from shared.contracts.grades import RecordAssessments, RecordsReady
 from shared.contracts.identity import RegisterStudents, RotateIdentityKey
-from shared.contracts.signing import SignWork
+from shared.contracts.signing import Signature, SignWork
 from shared.contracts.sync import Reconcile, RetryParked
 from shared.messaging import Bus, delete_exchanges, delete_queues
 from shared.settings import SERVICES, Names, Settings
-from tests.support import needs
+from tests.support import needs, running
+from tests.unit.signing.trust import make_trust
 
 Action = Callable[[aio_pika.abc.AbstractChannel], Awaitable[object]]
 #: Every routing key some identity publishes, sends, consumes or watches.
@@ -269,6 +275,35 @@ async def test_the_command_line_watches_what_its_role_follows(role, users):
         watch.on(message, lambda _: None)
     await watch.start()
     await watch.stop()
+
+
+async def test_grades_asks_signing_which_versions_carry_a_signature_each_with_its_own_login(users, tmp_path):
+    """The request a year closed again makes before replacing a version: sent with grades' broker login and its own
+    certificate, taken and answered by signing with its login, the answer back through direct reply-to."""
+    trust = make_trust(tmp_path)
+    repo = InMemorySigningRepository()
+    homeroom = Signature(
+        record_id="rec-0000",
+        version=1,
+        role="homeroom_teacher",
+        key_id="k",
+        digest="d" * 64,
+        jws="h..s",
+        signed_at=datetime.now(UTC),
+    )
+    await repo.add_signatures([(homeroom, "79000701", "2025-2026")])
+    keys = trust.issuer.public_keys().for_service("signing", services=trust.pki.trust_store)
+    signing_settings = Settings(amqp_url=users.url("signing"), namespace=users.namespace, data_dir=tmp_path / "hocba")
+    signing = signing_app(signing_settings, repository=repo, signers=trust.checked_signers(), issuer_keys=keys)
+    grades = Bus(Settings(amqp_url=users.url("grades"), namespace=users.namespace), "grades")
+    ask = SigningSignatures(grades, ServiceIdentity("grades", lambda: trust.signers.signer_for("svc-grades")), 20.0)
+    async with running(signing):
+        await grades.broker.connect()
+        try:
+            held = await ask("79000701", "2025-2026", [("rec-0000", 1), ("rec-0001", 1)])
+        finally:
+            await grades.broker.stop()
+    assert held == {("rec-0000", 1): ["homeroom_teacher"]}
 
 
 # --- dead letters expire --------------------------------------------------------------------------

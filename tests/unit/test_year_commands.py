@@ -31,6 +31,7 @@ from shared.contracts.grades import (
     EntryChange,
     EntryChanges,
     EntryHistory,
+    KeptSigned,
     LeftOut,
     ListRecords,
     RecordAssessments,
@@ -240,7 +241,12 @@ def test_reopening_a_term_that_is_not_closed_says_so_and_exits_non_zero(stack, h
 # --- hocba year close ----------------------------------------------------------------------------
 
 
-def closing(unassembled: list[LeftOut] | None = None, assembled: int = 3, students: int = 3) -> Callable:
+def closing(
+    unassembled: list[LeftOut] | None = None,
+    assembled: int = 3,
+    students: int = 3,
+    kept_signed: list[KeptSigned] | None = None,
+) -> Callable:
     """grades closing the year: it tells its progress (one class, then the other), then answers what it did."""
 
     def answer(close: CloseYear) -> YearClosed:
@@ -263,6 +269,7 @@ def closing(unassembled: list[LeftOut] | None = None, assembled: int = 3, studen
             assembled=assembled,
             new=assembled,
             unassembled=unassembled or [],
+            kept_signed=kept_signed or [],
         )
 
     return answer
@@ -299,6 +306,27 @@ def test_students_left_out_are_told_by_class_with_why_and_what_to_do(stack, hocb
         "their grade allows: correct them in the roster (`hocba identity import`), then close the year again"
     ) in said(result.stdout)
     assert "2 student(s) of school 79007000 have no record yet" in said(result.stderr)
+
+
+def test_records_kept_as_their_homeroom_teacher_signed_them_are_told_by_class_and_the_close_succeeds(stack, hocba):
+    kept = [
+        KeptSigned(record_id=f"rec-{n}", version=1, class_name=class_name, roles=["homeroom_teacher"])
+        for n, class_name in ((1, "6A1"), (2, "6A1"), (3, "6A2"))
+    ]
+    stack.answers(CloseYear, closing(kept_signed=kept))
+    result = hocba("year", "close", "--school", SCHOOL, "--year", YEAR)
+    assert result.exit_code == 0, "the year closed; the records stay as signed"
+    out = said(result.stdout)
+    assert (
+        "kept: class 6A1: 2 record(s) kept as signed by their homeroom teacher: a change to them is made by amendment "
+        "(`hocba amend`) once the principal has signed and sealed them (rec-1, rec-2)"
+    ) in out
+    assert "kept: class 6A2: 1 record(s) kept as signed by their homeroom teacher" in out and "(rec-3)" in out
+
+
+def test_a_close_that_kept_nothing_as_signed_says_nothing_of_it(stack, hocba):
+    stack.answers(CloseYear, closing())
+    assert "kept" not in hocba("year", "close", "--school", SCHOOL, "--year", YEAR).stdout
 
 
 def test_a_year_with_an_open_term_is_refused_naming_the_command_that_closes_it(stack, hocba):

@@ -1,5 +1,5 @@
 """Fixtures for grades' unit tests: a repository with three enrolled students, metrics, a PKI with grades'
-certificate, and the handlers' Deps."""
+certificate, identity and signing as far as grades asks them, and the handlers' Deps."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from services.grades.metrics import GradesMetrics
 from services.grades.repository import InMemoryGradesRepository
 from shared.access import AccessRecorder, InMemoryAccessLog
 from shared.contracts.base import Message
+from shared.contracts.grades import VersionKey
 from shared.contracts.identity import StudentSnapshot
 from shared.contracts.keys import GradesKeyRotationProgress
 from shared.crypto.pki import DevPki
+from shared.errors import NoAnswer
 from tests.support import idle_rotation
 from tests.unit.grades.builders import enrolled, keys_for, service_pki, snapshot
 
@@ -31,6 +33,22 @@ class FakeLookup:
         self.asked.append(list(refs))
         self.purposes.append(purpose)
         return [snapshot(r) for r in refs if r in self.known]
+
+
+class FakeSignatures:
+    """signing as far as grades asks it: the roles that signed each version it holds, what it was asked; or, not
+    `answering`, no answer at all."""
+
+    def __init__(self, signed: dict[VersionKey, list[str]] | None = None, answering: bool = True) -> None:
+        self.signed = signed or {}
+        self.answering = answering
+        self.asked: list[list[VersionKey]] = []
+
+    async def __call__(self, school_code: str, school_year: str, keys: list[VersionKey]) -> dict[VersionKey, list[str]]:
+        self.asked.append(list(keys))
+        if not self.answering:
+            raise NoAnswer("no answer to signing.signatures.held.v1 within 30s")
+        return {key: self.signed[key] for key in keys if key in self.signed}
 
 
 class Published(list[Message]):
@@ -83,4 +101,5 @@ def deps(repo: InMemoryGradesRepository, metrics: GradesMetrics, registry: Colle
         access_log=InMemoryAccessLog(),
         rotation=idle_rotation(GradesKeyRotationProgress, keys_for("grades"), registry),
         publish=Published(),
+        signatures_held=FakeSignatures(),
     )

@@ -11,16 +11,18 @@ from services.grades.domain import record_id
 from shared.contracts.grades import (
     CloseTerm,
     CloseYear,
+    KeptSigned,
     RecordAssessments,
     RecordConduct,
     RecordsReady,
     RecordVersion,
     ReopenTerm,
     TermChanged,
+    YearClosed,
 )
 from shared.contracts.signing import RecordsCompleted, SignedRecord
 from shared.crypto.canonical import sha256_hex
-from shared.errors import Forbidden
+from shared.errors import Forbidden, Unavailable
 from tests.unit.grades.builders import (
     SCHOOL,
     YEAR,
@@ -31,7 +33,7 @@ from tests.unit.grades.builders import (
     school_admin,
     subject_teacher,
 )
-from tests.unit.grades.conftest import FakeLookup, Published
+from tests.unit.grades.conftest import FakeLookup, FakeSignatures, Published
 
 EVERYONE = {"s1", "s2", "s3"}
 OTHER_SCHOOL = "79000799"
@@ -63,11 +65,17 @@ async def enter(deps, ref: str, skip=frozenset(), message_id: str = "") -> None:
 
 
 async def close_year(deps, message_id: str = "year-1") -> Published:
-    """Close the year; the RecordsReady it published."""
+    """Close the year; the RecordsReady it published, then its YearClosed."""
     ready = Published()
     command = principal().signs(CloseYear(message_id=message_id, school_code=SCHOOL, school_year=YEAR))
-    await handlers.close_year(command, handlers.replace(deps, lookup=FakeLookup(EVERYONE), publish=ready))
+    outcome = await handlers.close_year(command, handlers.replace(deps, lookup=FakeLookup(EVERYONE), publish=ready))
+    ready.append(outcome.reply)
     return ready
+
+
+def year_closed(published: Published) -> YearClosed:
+    [closed] = [m for m in published if isinstance(m, YearClosed)]
+    return closed
 
 
 @pytest.fixture
@@ -186,6 +194,48 @@ async def test_a_record_signed_and_sealed_stays_as_it_is_and_is_corrected_by_an_
     assert announced(ready)["s2"] == sealed, "what is announced is what is stored: signing holds it already"
     assert await closed.repo.replacements(sealed.record_id, 1) == []
     assert b'"complete":true' in (await stored(closed, "s1")).content
+
+
+async def test_signing_is_asked_once_which_changed_versions_not_signed_and_sealed_carry_a_signature(closed):
+    sealed = await stored(closed, "s2")
+    await handlers.note_completed(RecordsCompleted(records=[SignedRecord(record=sealed, signatures=[])]), closed)
+    signing = FakeSignatures()
+    await completed_after_reopening(handlers.replace(closed, signatures_held=signing), fix=("s1", "s2"))
+    assert signing.asked == [[(record_id(SCHOOL, YEAR, "s1"), 1)]], "s1 only: s2 is sealed, s3 did not change"
+
+
+async def test_a_first_version_its_homeroom_teacher_signed_stays_as_signed_and_is_reported(closed):
+    """Reproduction (issue 12 follow-up): a version signed by its homeroom teacher but not yet by the principal was
+    replaced by grades while signing kept it as signed, so the two held different contents for the same version."""
+    signed = await stored(closed, "s2")
+    signing = FakeSignatures({signed.key: ["homeroom_teacher"]})
+    published = await completed_after_reopening(handlers.replace(closed, signatures_held=signing), fix=("s1", "s2"))
+    assert await stored(closed, "s2") == signed, "kept as its homeroom teacher signed it"
+    assert announced(published)["s2"] == signed, "announced as signing holds it"
+    assert await closed.repo.replacements(signed.record_id, 1) == []
+    assert year_closed(published).kept_signed == [
+        KeptSigned(record_id=signed.record_id, version=1, class_name="6A1", roles=["homeroom_teacher"])
+    ]
+    completed = await stored(closed, "s1")
+    assert b'"complete":true' in completed.content, "the record nobody signed is still assembled again and replaced"
+    assert len(await closed.repo.replacements(completed.record_id, 1)) == 1
+
+
+async def test_nothing_kept_as_signed_when_no_signed_version_changed(closed):
+    published = await completed_after_reopening(closed)
+    assert year_closed(published).kept_signed == []
+
+
+async def test_without_signings_answer_the_close_is_refused_saying_why_and_nothing_is_replaced(closed):
+    before = await stored(closed, "s1")
+    silent = handlers.replace(closed, signatures_held=FakeSignatures(answering=False))
+    with pytest.raises(Unavailable) as refused:
+        await completed_after_reopening(silent)
+    why = str(refused.value)
+    assert "signing did not say which of 1 record(s) of class 6A1" in why and "none was replaced" in why
+    assert "close the year again once signing answers" in why
+    assert await stored(closed, "s1") == before
+    assert await closed.repo.replacements(before.record_id, 1) == []
 
 
 async def test_a_redelivered_close_replaces_nothing_twice(closed):

@@ -12,9 +12,9 @@ import pytest
 from services.signing import domain, handlers
 from services.signing.domain import COMPLETED, OPEN, ReviewRefused, SignerRefused, StoredRecord
 from services.signing.repository import InMemorySigningRepository
-from shared.auth import IssuerKey, Unauthenticated
+from shared.auth import IssuerKey, ServiceIdentity, Unauthenticated
 from shared.contracts.base import Acting, derived_id
-from shared.contracts.grades import RecordsReady
+from shared.contracts.grades import RecordKey, RecordsReady
 from shared.contracts.signing import (
     BatchCompleted,
     BatchProgress,
@@ -22,22 +22,26 @@ from shared.contracts.signing import (
     ChunkSigned,
     ClassReview,
     ConfirmReview,
+    HeldSignatures,
     RecordsCompleted,
     RecordsReceived,
     RequestAmendment,
     RequestSignBatch,
     ReviewClasses,
     ReviewConfirmed,
+    SignedVersion,
     SignWork,
 )
 from shared.crypto.canonical import canonical_json, digest
 from shared.crypto.certs import from_x5c
 from shared.crypto.jws import protected_header, verify_detached
+from shared.crypto.pki import GATEWAY, OWN_CERTIFICATE
 from shared.crypto.record_signatures import check_record, signature_digest
 from shared.crypto.seal import record_claims, seal
 from shared.errors import Forbidden, InvalidMessage, NotFound
 from shared.outcome import Outcome
 from tests.records import record_documents
+from tests.unit.grades.builders import service_pki
 
 from .trust import OTHER_SCHOOL, SCHOOL, YEAR, record_version
 
@@ -982,3 +986,68 @@ async def test_only_the_issuing_school_may_amend(deps, trust):
         await handlers.receive_amendment(amendment(record_version, trust.staff.principal(SCHOOL)).model_copy(
             update={"actor": None}), deps)
     assert await stored(deps.repo, 3, version=2) is None and await stored(deps.repo, 3, version=1) is None
+
+
+# --- which versions carry signatures: grades asks ---------------------------------------------
+
+
+def asking_signatures(*numbers: int, version: int = 1) -> HeldSignatures:
+    records = [RecordKey(record_id=f"rec-{n:04d}", version=version) for n in numbers]
+    return HeldSignatures(school_code=SCHOOL, school_year=YEAR, records=records)
+
+
+def service(trust, name: str) -> ServiceIdentity:
+    """The service `name`, asking on its own behalf with its own certificate from the session's PKI."""
+    return ServiceIdentity(name, lambda: trust.signers.signer_for(OWN_CERTIFICATE[name]))
+
+
+@pytest.fixture
+def answering(deps, trust):
+    """signing's dependencies taking a service's own token too (checked against the PKI), as the service does."""
+    return replace(deps, issuer_keys=deps.issuer_keys.for_service("signing", services=trust.pki.trust_store))
+
+
+async def test_grades_is_told_which_versions_carry_a_signature_and_whose(answering, trust):
+    await received(answering, trust, 4)
+    await sign_all(answering, await plan(answering, homeroom_request(trust, "6A1")))
+    asked = service(trust, "grades").signs(asking_signatures(0, 1, 2, 3, 9))
+    answer = (await handlers.held_signatures(asked, answering)).reply
+    assert answer.records == [
+        SignedVersion(record_id="rec-0000", version=1, roles=["homeroom_teacher"]),
+        SignedVersion(record_id="rec-0002", version=1, roles=["homeroom_teacher"]),
+    ], "6A1's homeroom teacher signed records 0 and 2; 6A2's records carry none; record 9 is not held"
+
+
+async def test_every_role_that_signed_is_named_in_signing_order(answering, trust, make_record):
+    await homeroom_signed(answering, trust, make_record, 2)
+    await sign_all(answering, await plan(answering, principal_request(trust)))
+    asked = service(trust, "grades").signs(asking_signatures(0, 1))
+    answer = (await handlers.held_signatures(asked, answering)).reply
+    assert [(v.record_id, v.roles) for v in answer.records] == [
+        ("rec-0000", ["homeroom_teacher", "principal", "school_seal"]),
+        ("rec-0001", ["homeroom_teacher", "principal", "school_seal"]),
+    ]
+
+
+async def test_no_one_but_grades_asks_which_versions_carry_signatures(answering, trust, tmp_path):
+    for person in (trust.staff.principal(SCHOOL), trust.staff.homeroom_teacher(SCHOOL, "6A1")):
+        with pytest.raises(Forbidden, match="only the grades service"):
+            await handlers.held_signatures(person.signs(asking_signatures(0)), answering)
+    with pytest.raises(Forbidden, match="acts only for a person signed in"):
+        await handlers.held_signatures(service(trust, GATEWAY).signs(asking_signatures(0)), answering)
+    elsewhere = service_pki(tmp_path)
+    posing = ServiceIdentity("grades", lambda: elsewhere.signer("svc-grades"))
+    with pytest.raises(Unauthenticated, match="not trusted"):
+        await handlers.held_signatures(posing.signs(asking_signatures(0)), answering)
+    with pytest.raises(Unauthenticated):
+        await handlers.held_signatures(asking_signatures(0), answering)
+
+
+@pytest.mark.parametrize("count", [4, 40])
+async def test_the_question_reads_the_signatures_once_whatever_it_asks_about(answering, trust, make_record, count):
+    await homeroom_signed(answering, trust, make_record, count)
+    counting = CountingRepository(answering.repo)
+    asked = service(trust, "grades").signs(asking_signatures(*range(count)))
+    answer = (await handlers.held_signatures(asked, replace(answering, repo=counting))).reply
+    assert len(answer.records) == count
+    assert counting.calls == {"signatures": 1}
