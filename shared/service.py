@@ -99,6 +99,13 @@ class Loop:
                     pass
             except Exception:  # noqa: BLE001 - the loop must outlive any one failure
                 log.exception("%s: step failed; trying again in %.1fs", self.name, self.interval)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the loop itself is cancelled (`stop()` after its grace)
+                # An awaited call inside the step was cancelled (a broker connection lost mid-request): a failure
+                # of this step like any other, not the end of the loop.
+                log.warning("%s: a call of the step was cancelled; trying again in %.1fs", self.name, self.interval)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
 

@@ -74,6 +74,24 @@ async def test_the_loop_survives_a_failing_step():
     assert calls >= 3
 
 
+async def test_the_loop_survives_a_call_inside_its_step_being_cancelled():
+    """A broker connection lost mid-request cancels the awaited call, not the loop: the next tick runs."""
+    calls = 0
+
+    async def step() -> Outcome:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError("CONNECTION_FORCED")
+        return NOTHING
+
+    loop = Loop("cancelled-call", Published(), step, interval=0.01)
+    await loop.start()
+    await until(lambda: calls >= 3)
+    await loop.stop()
+    assert calls >= 3
+
+
 async def test_stopping_lets_the_step_in_progress_finish():
     started = asyncio.Event()
     finished = []
