@@ -114,10 +114,19 @@ def build_app(  # noqa: PLR0913 - each dependency a test replaces is a parameter
         archive=archive or ArchiveProofs(bus),
     )
     register_routes(bus, deps)
-    relay = Loop("sync-relay", bus, partial(handlers.deliver_due, deps), policy.relay_interval_seconds)
+    # Each loop announces its deliveries, then keeps them announced; the second announces again any that a crash
+    # left recorded but not announced, at start and every `announce_interval_seconds`.
+    relay = Loop(
+        "sync-relay", bus, partial(handlers.announcing, handlers.deliver_due, deps, bus.publish_all),
+        policy.relay_interval_seconds,
+    )
+    reannouncing = Loop(
+        "sync-reannounce", bus, partial(handlers.announcing, handlers.reannounce, deps, bus.publish_all),
+        policy.announce_interval_seconds,
+    )
     resources = [
         Resource(open=ministry.open, close=ministry.close),
         Resource(open=partial(handlers.restore_gauges, deps)),
         Resource(open=deps.rotation.show_key_ring),
     ]
-    return assemble(bus, storage, resources=resources, loops=[relay])
+    return assemble(bus, storage, resources=resources, loops=[relay, reannouncing])

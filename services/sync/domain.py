@@ -4,7 +4,7 @@ parking, operators, reconciliation."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -128,7 +128,8 @@ def checkpoint_problems(checkpoint: Checkpoint, trust: TrustStore) -> list[str]:
 class DeliveryPolicy:
     """How hard sync tries: a bounded number of attempts with exponential back-off and jitter."""
 
-    #: With the back-off below, 16 attempts span about 40 to 80 minutes of failures.
+    #: With the back-off below, 16 attempts span about 3 to 6 minutes of failures while the ministry answers other
+    #: requests, about 40 to 80 minutes while nothing gets through (attempts are not counted while the circuit is open).
     max_attempts: int = 16
     base_seconds: float = 2.0
     cap_seconds: float = 600.0
@@ -136,6 +137,18 @@ class DeliveryPolicy:
     lease_seconds: float = 300.0
     #: How often the relay looks for entries whose next attempt is due.
     relay_interval_seconds: float = 1.0
+    #: A delivery not announced this long after it was recorded is taken for lost in a crash and announced again.
+    announce_grace_seconds: float = 30.0
+    #: How often sync looks for such deliveries (and repairs their receipts).
+    announce_interval_seconds: float = 10.0
+    #: While the ministry answers some requests (one delivered within `answering_window_seconds`), a failed entry
+    #: waits at most this long: a flaky but live endpoint never leaves an entry minutes behind it.
+    answering_cap_seconds: float = 30.0
+    answering_window_seconds: float = 60.0
+    #: Rounds in a row in which every request failed before the relay stops sending (the circuit opens).
+    circuit_rounds: int = 3
+    #: While the circuit is open, one entry is sent this often to find out whether the ministry is back.
+    probe_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -329,25 +342,102 @@ def classify(status_code: int) -> Answer:
     return Answer.PARK
 
 
-def backoff_seconds(attempts: int, jitter: float, policy: DeliveryPolicy) -> float:
+def backoff_seconds(attempts: int, jitter: float, policy: DeliveryPolicy, *, answering: bool = False) -> float:
     """Delay before the next try after `attempts` failures ("equal jitter").
 
-    The ceiling doubles with each failure up to the cap; the delay is drawn from its upper half,
-    `jitter` in [0, 1) choosing where, so retries of many entries spread out but never bunch at zero.
+    The ceiling doubles with each failure up to the cap: the low one (`answering_cap_seconds`) while the ministry
+    is `answering` some requests, the long one while nothing gets through. The delay is drawn from the ceiling's
+    upper half, `jitter` in [0, 1) choosing where, so retries of many entries spread out but never bunch at zero.
     """
-    ceiling = min(policy.cap_seconds, policy.base_seconds * 2 ** max(attempts - 1, 0))
+    cap = min(policy.cap_seconds, policy.answering_cap_seconds) if answering else policy.cap_seconds
+    ceiling = min(cap, policy.base_seconds * 2 ** max(attempts - 1, 0))
     return ceiling / 2 + ceiling / 2 * min(max(jitter, 0.0), 1.0)
 
 
 def after_failure(
-    entry: OutboxEntry, attempt: Attempt, now: datetime, jitter: float, policy: DeliveryPolicy
+    entry: OutboxEntry,
+    attempt: Attempt,
+    now: datetime,
+    jitter: float,
+    policy: DeliveryPolicy,
+    circuit: Circuit | None = None,
 ) -> Failure:
-    """Retry later with back-off, or park: at once for a permanent answer, or after the last attempt."""
+    """Retry later with back-off, or park: at once for a permanent answer, or after the last attempt.
+
+    How the ministry has been answering (`circuit`) shapes the retry: while the circuit is open the attempt is not
+    counted and the entry is due again at once (the relay sends only probes until the ministry is back); while the
+    ministry is answering other requests the back-off stays under the low cap.
+    """
+    circuit = circuit or Circuit()
+    if attempt.answer is not Answer.PARK and circuit.is_open:
+        return Failure(entry.key, entry.claim or "", PENDING, entry.attempts, attempt.error, now)
     attempts = entry.attempts + 1
     if attempt.answer is Answer.PARK or attempts >= policy.max_attempts:
         return Failure(entry.key, entry.claim or "", PARKED, attempts, attempt.error, None)
-    delay = timedelta(seconds=backoff_seconds(attempts, jitter, policy))
+    answering = circuit.answering(now, policy)
+    delay = timedelta(seconds=backoff_seconds(attempts, jitter, policy, answering=answering))
     return Failure(entry.key, entry.claim or "", PENDING, attempts, attempt.error, now + delay)
+
+
+# -- the ministry's endpoint: answering, flaky, or down ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """What sync knows of the ministry's endpoint from its latest rounds of requests.
+
+    Closed, entries are sent as they fall due. After `circuit_rounds` rounds in a row in which every request failed
+    (no delivery, no answer other than "try later": connection errors, timeouts, 5xx), it opens: nothing is sent but
+    one probe every `probe_seconds`, and no entry's attempts are counted. The first round with an answer closes it.
+    """
+
+    #: Rounds in a row in which every request failed.
+    failed_rounds: int = 0
+    #: When the circuit opened (None: closed).
+    opened_at: datetime | None = None
+    #: While open: when the next probe may go.
+    next_probe_at: datetime | None = None
+    #: When the ministry last acknowledged an entry.
+    delivered_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None
+
+    def answering(self, now: datetime, policy: DeliveryPolicy) -> bool:
+        """Whether the ministry acknowledged an entry within the last `answering_window_seconds`."""
+        return self.delivered_at is not None and now - self.delivered_at <= timedelta(
+            seconds=policy.answering_window_seconds
+        )
+
+    def allowance(self, limit: int, now: datetime) -> int:
+        """How many entries a round may send now: up to `limit` while closed; while open one probe when it is due."""
+        if not self.is_open:
+            return limit
+        return min(limit, 1) if self.next_probe_at is None or self.next_probe_at <= now else 0
+
+    def probing(self, now: datetime, policy: DeliveryPolicy) -> Circuit:
+        """The circuit with a probe under way: no other probe goes before `probe_seconds` from now."""
+        if not self.is_open:
+            return self
+        return replace(self, next_probe_at=now + timedelta(seconds=policy.probe_seconds))
+
+    def after_round(self, attempts: Iterable[Attempt], now: datetime, policy: DeliveryPolicy) -> Circuit:
+        """The circuit after a round of requests answered with `attempts`.
+
+        A delivery, or any answer but "try later" (a refusal shows the endpoint is up), closes it; a round in which
+        every request failed counts towards opening it, and while open moves the next probe on. No request, no change.
+        """
+        answers = [a.answer for a in attempts]
+        if not answers:
+            return self
+        delivered = now if Answer.DELIVERED in answers else self.delivered_at
+        if any(a is not Answer.RETRY for a in answers):
+            return Circuit(delivered_at=delivered)
+        failed = self.failed_rounds + 1
+        if not self.is_open and failed < policy.circuit_rounds:
+            return replace(self, failed_rounds=failed)
+        return Circuit(failed, self.opened_at or now, now + timedelta(seconds=policy.probe_seconds), self.delivered_at)
 
 
 def receipt_from(entry: OutboxEntry, answer: dict[str, Any], now: datetime) -> Receipt:
@@ -388,6 +478,8 @@ class Held:
     digest: str
     receipt_id: str | None = None
     seq: int | None = None
+    #: The receipt id of the document kept for the key in the receipts collection (None: none kept).
+    kept_receipt_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -408,6 +500,7 @@ DIFFERENCES = {
     "digest_mismatch": "the ministry holds another digest (or root hash) than the one sync sent",
     "acknowledged_twice": "the ministry lists more than one acknowledgement for one key",
     "not_in_outbox": "archive log positions below the latest checkpoint's tree size that sync never received",
+    "receipt_not_kept": "sync recorded the key delivered, but its receipts collection keeps no receipt for it, or another",
 }
 
 #: Entries not delivered yet: the backlog, reported beside the differences but not one of them.
@@ -440,6 +533,8 @@ class Reconciliation:
     def compare(self, key: str, held: Held | None, acks: list[Acknowledged]) -> None:
         """One key: sync's entry (or None) against the ministry's acknowledgements of it (maybe none)."""
         self._tally(held, acks)
+        if held is not None and held.status == DELIVERED and held.kept_receipt_id != held.receipt_id:
+            self._note("receipt_not_kept", key)
         if len(acks) > 1:
             self._note("acknowledged_twice", key)
         if held is None:

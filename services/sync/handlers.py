@@ -12,10 +12,11 @@ shape without a message. A request that is refused, or that cannot be answered n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import uuid4
@@ -32,6 +33,7 @@ from services.sync.domain import (
     Acknowledged,
     Answer,
     Attempt,
+    Circuit,
     DeliveryPolicy,
     Failure,
     Held,
@@ -39,11 +41,13 @@ from services.sync.domain import (
     Receipt,
     Reconciliation,
     after_failure,
+    checkpoint_key,
     checkpoint_problems,
     consistency_links,
     new_checkpoint_entry,
     new_entry,
     receipt_from,
+    record_key,
     refusal_reason,
     vouched_for,
     with_consistency,
@@ -120,6 +124,27 @@ class Deps:
     jitter: Callable[[], float] = random.random
     #: Where the consistency proofs sent with checkpoints come from (None: checkpoints go without one).
     archive: ArchiveLog | None = None
+    #: How the ministry has been answering this sync's requests: the back-off and the circuit breaker follow it.
+    endpoint: Endpoint = field(default_factory=lambda: Endpoint())
+
+
+@dataclass
+class Endpoint:
+    """The ministry's endpoint as this sync has found it lately (`domain.Circuit`), kept between rounds."""
+
+    circuit: Circuit = field(default_factory=Circuit)
+
+    def observe(self, attempts: list[Attempt], now: datetime, policy: DeliveryPolicy, metrics: SyncMetrics) -> bool:
+        """Take in a round's answers from the ministry; True when they closed an open circuit (the ministry is back)."""
+        before = self.circuit
+        self.circuit = before.after_round(attempts, now, policy)
+        metrics.circuit_open.set(1 if self.circuit.is_open else 0)
+        if self.circuit.is_open and not before.is_open:
+            log.warning(
+                "every request to the ministry failed %d rounds in a row; sending only a probe every %.0fs until it answers",
+                self.circuit.failed_rounds, policy.probe_seconds,
+            )
+        return before.is_open and not self.circuit.is_open
 
 
 @dataclass(frozen=True)
@@ -128,6 +153,8 @@ class Round:
 
     claimed: int
     receipts: list[Receipt]
+    #: The ministry answered again after the circuit was open: every waiting entry is due now.
+    resumed: bool = False
 
 
 # --- taking entries in, and delivering them ---------------------------------------------------
@@ -183,31 +210,68 @@ async def deliver_due(deps: Deps) -> Outcome:
     keys = sorted(r.key for r in done.receipts)
     return Outcome(
         publish=delivered_events(derived_id("sync.relay", *keys), done.receipts),
-        again=done.claimed >= deps.deliveries_per_step,
+        again=done.claimed >= deps.deliveries_per_step or done.resumed,
     )
 
 
 async def deliver(deps: Deps, keys: list[str] | None, limit: int) -> Round:
-    """Claim entries, send them concurrently (the ministry bounds how many at once), record each answer."""
+    """Claim entries, send them concurrently (the ministry bounds how many at once), record each answer.
+
+    While the circuit is open a round sends one entry as a probe, when one is due, else nothing. A round cancelled or
+    failing after it claimed hands its entries back at once (`release`) rather than leaving them to the lease.
+    """
     now = deps.clock()
+    circuit = deps.endpoint.circuit
+    allowed = circuit.allowance(limit, now)
+    if not allowed:
+        await refresh_gauges(deps)
+        return Round(0, [])
+    deps.endpoint.circuit = circuit.probing(now, deps.policy)
     claim = uuid4().hex
-    claimed = await deps.repo.claim(keys, now, now + timedelta(seconds=deps.policy.lease_seconds), claim, limit)
+    lease_until = now + timedelta(seconds=deps.policy.lease_seconds)
+    try:
+        chosen = keys if keys is None else keys[:allowed]
+        claimed = await deps.repo.claim(chosen, now, lease_until, claim, allowed)
+        if claimed:
+            receipts, failures, resumed = await send_claimed(deps, claimed)
+            newly = set(await deps.repo.record_answers(claim, receipts, failures))
+    except BaseException:
+        await release(deps, claim, lease_until)
+        raise
     if not claimed:
         await refresh_gauges(deps)
         return Round(0, [])
-    receipts, failures = await send_claimed(deps, claimed)
-    newly = set(await deps.repo.record_answers(claim, receipts, failures))
     # A receipt for an entry another sender took meanwhile is that sender's to record and announce.
     receipts = [r for r in receipts if r.key in newly]
     count_answers(deps.metrics, claimed, receipts, failures)
+    if resumed:
+        due = await deps.repo.due_now(deps.clock())
+        log.info("the ministry answers again; %d waiting entries are due now", due)
     await refresh_gauges(deps)
-    return Round(len(claimed), receipts)
+    return Round(len(claimed), receipts, resumed)
 
 
-async def send_claimed(deps: Deps, claimed: list[OutboxEntry]) -> tuple[list[Receipt], list[Failure]]:
-    """Send the claimed entries to the ministry together; each answer is a receipt, or a failure to retry or park."""
-    attempts = await sent(deps, claimed)
+async def release(deps: Deps, claim: str, lease_until: datetime) -> None:
+    """Hand back what an interrupted round still holds, shielded from a further cancellation; the lease remains the
+    fallback when the outbox cannot be reached either."""
+    try:
+        released = await asyncio.shield(deps.repo.release(claim, lease_until, deps.clock()))
+    except Exception as exc:  # noqa: BLE001 - the round's own error is the one to raise
+        log.warning("a delivery round was interrupted and its entries wait for their lease to end: %s: %s", type(exc).__name__, exc)
+    else:
+        if released:
+            log.warning("a delivery round was interrupted; its %d entries are due again now", len(released))
+
+
+async def send_claimed(deps: Deps, claimed: list[OutboxEntry]) -> tuple[list[Receipt], list[Failure], bool]:
+    """Send the claimed entries to the ministry together; each answer is a receipt, or a failure to retry or park.
+
+    Also says whether the answers closed an open circuit. A failure's back-off follows the endpoint as the answers
+    left it (`domain.after_failure`).
+    """
+    attempts, resumed = await sent(deps, claimed)
     done = deps.clock()
+    circuit = deps.endpoint.circuit
     receipts: list[Receipt] = []
     failures: list[Failure] = []
     for entry, attempt in zip(claimed, attempts, strict=True):
@@ -218,23 +282,34 @@ async def send_claimed(deps: Deps, claimed: list[OutboxEntry]) -> tuple[list[Rec
         if attempt.answer is Answer.DELIVERED and attempt.receipt is not None:
             receipts.append(receipt_from(entry, attempt.receipt, done))
         else:
-            failures.append(after_failure(entry, attempt, done, deps.jitter(), deps.policy))
-    return receipts, failures
+            failures.append(after_failure(entry, attempt, done, deps.jitter(), deps.policy, circuit))
+    return receipts, failures, resumed
 
 
-async def sent(deps: Deps, claimed: list[OutboxEntry]) -> list[Attempt]:
+async def sent(deps: Deps, claimed: list[OutboxEntry]) -> tuple[list[Attempt], bool]:
     """The ministry's answer for each claimed entry (or why it was not sent); an unexpected error while sending is a
-    failed attempt of every entry sent, so none is left claimed."""
+    failed attempt of every entry sent, so none is left claimed. The answers of the requests actually sent go to
+    the circuit (`Endpoint.observe`); True when they closed it."""
     payloads, unsent = await outgoing(deps, claimed)
     sending = [e for e in claimed if e.key not in unsent]
     try:
         attempts = await deps.ministry.deliver([(e.kind, e.key, payloads[e.key]) for e in sending]) if sending else []
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
+        if cancelled_here():
+            raise
         attempts = [Attempt(Answer.RETRY, 0.0, error=f"{type(exc).__name__}: {exc}")] * len(sending)
     if len(attempts) != len(sending):
         attempts = [Attempt(Answer.RETRY, 0.0, error="the ministry client answered another number of entries")] * len(sending)
+    resumed = deps.endpoint.observe(attempts, deps.clock(), deps.policy, deps.metrics)
     answered = {e.key: a for e, a in zip(sending, attempts, strict=True)}
-    return [unsent.get(e.key) or answered[e.key] for e in claimed]
+    return [unsent.get(e.key) or answered[e.key] for e in claimed], resumed
+
+
+def cancelled_here() -> bool:
+    """Whether this task itself is being cancelled (stopping, or its message's connection lost), rather than only a
+    request it awaited (an answer future cancelled when the broker connection dropped): only the first ends a round."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def outgoing(deps: Deps, claimed: list[OutboxEntry]) -> tuple[dict[str, dict[str, Any]], dict[str, Attempt]]:
@@ -258,7 +333,9 @@ async def outgoing(deps: Deps, claimed: list[OutboxEntry]) -> tuple[dict[str, di
         except Refused as exc:
             error = f"the archive gives no consistency proof from tree size {first} to {second}: {exc}"
             unsent[key] = Attempt(Answer.PARK, 0.0, error=error, reason="no-proof")
-        except Exception as exc:  # noqa: BLE001 - the archive unreachable: the checkpoint waits for its next attempt
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the archive unreachable: the checkpoint waits
+            if cancelled_here():
+                raise
             away = f"{type(exc).__name__}: {exc}"
             unsent[key] = Attempt(Answer.RETRY, 0.0, error=f"no consistency proof from tree size {first} to {second} now: {away}")
         else:
@@ -330,6 +407,63 @@ def delivered_events(message_id: str, receipts: list[Receipt]) -> list[Message]:
                 )
             )
     return events
+
+
+# --- announcing deliveries ----------------------------------------------------------------------
+#
+# A delivery is recorded (delivered state, receipt copy and "not announced yet" in one write of its entry), its
+# receipt document kept, then announced; only once the announcement is published is the entry marked announced. A
+# crash anywhere between leaves the entry found by `reannounce`, which keeps its receipt document again from the
+# entry's copy and announces it again. Announcements are keyed by record and version (and checkpoint), so one told
+# twice changes nothing for those who follow them.
+
+#: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
+Publish = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+async def announced(deps: Deps, publish: Publish, outcome: Outcome) -> Outcome:
+    """Publish the deliveries `outcome` announces, then keep them announced; what else it holds is left to the edge."""
+    if not outcome.publish:
+        return outcome
+    await publish(outcome.publish)
+    await deps.repo.announced(announced_keys(outcome.publish))
+    return replace(outcome, publish=())
+
+
+async def announcing(step: Callable[[Deps], Awaitable[Outcome]], deps: Deps, publish: Publish) -> Outcome:
+    """A background step whose deliveries are announced, then kept announced (`announced`)."""
+    return await announced(deps, publish, await step(deps))
+
+
+async def reannounce(deps: Deps) -> Outcome:
+    """Deliveries recorded more than `announce_grace_seconds` ago and still not announced (a crash came between):
+    their receipt documents kept again from their entries, and announced again, up to `deliveries_per_step` a step.
+
+    Run at start and every `announce_interval_seconds`; a step that found as many as it may runs again at once.
+    """
+    before = deps.clock() - timedelta(seconds=deps.policy.announce_grace_seconds)
+    receipts = await deps.repo.unannounced(before, deps.deliveries_per_step)
+    if not receipts:
+        return Outcome()
+    await deps.repo.keep_receipts(receipts)
+    deps.metrics.reannounced.inc(len(receipts))
+    log.warning("%d deliveries were recorded but not announced; their receipts kept and announced again", len(receipts))
+    keys = sorted(r.key for r in receipts)
+    return Outcome(
+        publish=delivered_events(derived_id("sync.reannounce", *keys), receipts),
+        again=len(receipts) >= deps.deliveries_per_step,
+    )
+
+
+def announced_keys(messages: Iterable[Message]) -> list[str]:
+    """The outbox keys whose deliveries `messages` announce."""
+    keys: list[str] = []
+    for message in messages:
+        if isinstance(message, RecordsDelivered):
+            keys += [record_key(d.record_id, d.version) for d in message.deliveries]
+        elif isinstance(message, CheckpointDelivered):
+            keys.append(checkpoint_key(message.origin, message.tree_size))
+    return keys
 
 
 # --- operators -------------------------------------------------------------------------------

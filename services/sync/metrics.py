@@ -75,9 +75,19 @@ class SyncMetrics:
         )
         for reason in CHECKPOINT_REFUSALS:
             self.checkpoints_refused.labels(reason)
+        self.circuit_open = Gauge(
+            "hocba_sync_ministry_circuit_open",
+            "1 while every request to the ministry has been failing and sync sends only a probe every few seconds, else 0.",
+            registry=registry,
+        )
         self.resumed = Counter(
             "hocba_sync_resumed_total",
             "Outbox entries handed back to the relay by an operator (`hocba sync retry`).",
+            registry=registry,
+        )
+        self.reannounced = Counter(
+            "hocba_sync_reannounced_total",
+            "Deliveries recorded but not announced (a crash came between) whose receipts sync kept again and announced again.",
             registry=registry,
         )
         self.differences = Gauge(

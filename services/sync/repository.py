@@ -16,6 +16,10 @@ the student, is sealed under sync's key ring (`shared.at_rest`)."""
 #   oldest first, however many entries were delivered before.
 # - `waiting_ts`: when a waiting (pending or being sent) entry was taken in, none otherwise; the
 #   first in its order is the oldest waiting entry.
+# - `unannounced_ts`: when a delivered entry was recorded delivered, until its delivery is announced; none
+#   otherwise. It is set in the same write as the delivered state and the receipt's copy in the entry, so a crash
+#   after that write leaves the entry found by one index range (`unannounced`): its receipt document is kept again
+#   from the copy, and its delivery announced again.
 # How many entries wait and how many are parked are running counts in one document of `counts`,
 # changed with `$inc` by the writes that move entries between those states (so every sync replica
 # sees the same figures) and recounted once at start.
@@ -60,6 +64,7 @@ INDEXES = [
     Index(OUTBOX, [("waiting_ts", 1)], name="waiting"),
     Index(OUTBOX, [("status", 1)], name="status"),
     Index(OUTBOX, [("kind", 1), ("seq", 1)], name="kind_seq"),
+    Index(OUTBOX, [("unannounced_ts", 1)], name="unannounced"),
     Index(RECEIPTS, [("kind", 1), ("subject", 1), ("number", 1)], unique=True, name="kind_subject_number_unique"),
 ]
 
@@ -107,6 +112,25 @@ class OutboxRepository(Protocol):
         a stale sender's answers (its lease ran out and another took the entry) are left to the
         current holder.
         """
+
+    async def release(self, claim: str, lease_until: datetime, now: datetime) -> list[str]:
+        """Hand back the entries still held under `claim` (taken with a lease to `lease_until`): pending again, due
+        `now`, their attempts unchanged. For a round that was cancelled or failed after claiming, whether or not it
+        learnt which entries it took; returns the keys released."""
+
+    async def due_now(self, now: datetime) -> int:
+        """Make every pending entry whose next attempt is later than `now` due `now` (the ministry is back);
+        returns how many."""
+
+    async def keep_receipts(self, receipts: list[Receipt]) -> None:
+        """One receipt document per key in the receipts collection; a later delivery of the same key replaces it."""
+
+    async def unannounced(self, before: datetime, limit: int) -> list[Receipt]:
+        """Up to `limit` entries recorded delivered before `before` whose delivery was not announced, oldest first,
+        each as the receipt its entry holds (one index range, however large the outbox)."""
+
+    async def announced(self, keys: list[str]) -> None:
+        """Keep that the deliveries of `keys` were announced."""
 
     async def entries(self, keys: Iterable[str]) -> dict[str, OutboxEntry]:
         """The stored entries among `keys`, by key."""
@@ -178,6 +202,21 @@ def _receipt_fields(r: Receipt) -> dict[str, Any]:
     return {"receipt_id": r.receipt_id, "received_at": r.received_at, "delivered_at": r.delivered_at}
 
 
+def _moment(value: datetime | str) -> datetime:
+    """A date kept inside a subdocument, as a date (a server that kept it as text gives it back as ISO text)."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _kept_receipt(doc: Mapping[str, Any]) -> Receipt:
+    """The receipt a delivered entry holds, as it was recorded with the delivered state."""
+    receipt = doc["receipt"]
+    return Receipt(
+        doc["_id"], doc["kind"], doc["subject"], doc["number"], receipt["receipt_id"],
+        receipt.get("received_at", ""), _moment(receipt["delivered_at"]), _dt(doc.get("created_ts")),
+    )
+
+
 def _answer_updates(claim: str, receipts: list[Receipt], failures: list[Failure]) -> list[UpdateOne]:
     """One conditional update per answer, applied only while the entry is still sent under `claim`."""
     delivered = [
@@ -191,6 +230,7 @@ def _answer_updates(claim: str, receipts: list[Receipt], failures: list[Failure]
                     "lease_until_ts": None,
                     "due_ts": None,
                     "waiting_ts": None,
+                    "unannounced_ts": _ts(r.delivered_at),
                 }
             },
         )
@@ -323,11 +363,12 @@ class MongoOutboxRepository:
             {"_id": {"$in": list(mine)}, "status": DELIVERED, "claim": claim}, {"receipt": 1}, batch_size=len(mine) + 1
         )
         done = {doc["_id"] async for doc in cursor if (doc.get("receipt") or {}).get("receipt_id") == mine[doc["_id"]].receipt_id}
-        await self._keep_receipts([mine[k] for k in mine if k in done])
+        await self.keep_receipts([mine[k] for k in mine if k in done])
         return sorted(done)
 
-    async def _keep_receipts(self, receipts: list[Receipt]) -> None:
-        """One receipt document per key; a later delivery of the same key (sent again) replaces it."""
+    async def keep_receipts(self, receipts: list[Receipt]) -> None:
+        if not receipts:
+            return
         docs = {
             r.key: {"_id": r.key, "kind": r.kind, "subject": r.subject, "number": r.number, **_receipt_fields(r)}
             for r in receipts
@@ -338,6 +379,40 @@ class MongoOutboxRepository:
         stale = [doc["_id"] async for doc in cursor if doc["receipt_id"] != docs[doc["_id"]]["receipt_id"]]
         if stale:
             await self.receipts.bulk_write([ReplaceOne({"_id": key}, docs[key]) for key in stale], ordered=False)
+
+    async def release(self, claim: str, lease_until: datetime, now: datetime) -> list[str]:
+        # A claim sets every entry it takes due at its lease's end: one value of the `due` index finds them all.
+        cursor = self.outbox.find({"due_ts": _ts(lease_until)}, {"claim": 1, "status": 1})
+        held = sorted([doc["_id"] async for doc in cursor if doc.get("claim") == claim and doc["status"] == SENDING])
+        if not held:
+            return []
+        moment = _ts(now)
+        back = {"status": PENDING, "next_attempt_ts": moment, "due_ts": moment, "lease_until_ts": None, "claim": None}
+        await self.outbox.bulk_write(
+            [UpdateOne({"_id": key, "status": SENDING, "claim": claim}, {"$set": back}) for key in held], ordered=False
+        )
+        return held
+
+    async def due_now(self, now: datetime) -> int:
+        moment = _ts(now)
+        cursor = self.outbox.find({"due_ts": {"$gt": moment}}, {"status": 1})
+        later = [doc["_id"] async for doc in cursor if doc["status"] == PENDING]
+        if not later:
+            return 0
+        due = {"next_attempt_ts": moment, "due_ts": moment}
+        result = await self.outbox.bulk_write(
+            [UpdateOne({"_id": key, "status": PENDING}, {"$set": due}) for key in later], ordered=False
+        )
+        return result.modified_count
+
+    async def unannounced(self, before: datetime, limit: int) -> list[Receipt]:
+        projection = {"kind": 1, "subject": 1, "number": 1, "receipt": 1, "created_ts": 1}
+        cursor = self.outbox.find({"unannounced_ts": {"$lte": _ts(before)}}, projection, batch_size=limit + 1)
+        return [_kept_receipt(doc) async for doc in cursor.sort("unannounced_ts", 1).limit(limit)]
+
+    async def announced(self, keys: list[str]) -> None:
+        if keys:
+            await self.outbox.update_many({"_id": {"$in": sorted(set(keys))}}, {"$set": {"unannounced_ts": None}})
 
     async def entries(self, keys: Iterable[str]) -> dict[str, OutboxEntry]:
         return {doc["_id"]: self._entry(doc) async for doc in self.outbox.find({"_id": {"$in": sorted(set(keys))}})}
@@ -386,6 +461,7 @@ class MongoOutboxRepository:
                         "next_attempt_ts": moment,
                         "due_ts": moment,
                         "waiting_ts": doc["created_ts"],
+                        "unannounced_ts": None,
                         "claim": None,
                     }
                 },
@@ -418,16 +494,26 @@ class MongoOutboxRepository:
         return OutboxSummary(counts, parked, backlog.oldest_waiting, last)
 
     async def holdings(self) -> AsyncIterator[Held]:
-        projection = {"kind": 1, "status": 1, "digest": 1, "seq": 1, "receipt": 1}
-        async for doc in self.outbox.find({}, projection).sort("_id", 1):
-            yield Held(
-                key=doc["_id"],
-                kind=doc["kind"],
-                status=doc["status"],
-                digest=doc.get("digest") or "",
-                receipt_id=(doc.get("receipt") or {}).get("receipt_id"),
-                seq=doc.get("seq"),
-            )
+        # The outbox and the receipts collection, both in key order, walked together.
+        kept = self.receipts.find({}, {"receipt_id": 1}).sort("_id", 1)
+        try:
+            receipt = await anext(kept, None)
+            projection = {"kind": 1, "status": 1, "digest": 1, "seq": 1, "receipt": 1}
+            async for doc in self.outbox.find({}, projection).sort("_id", 1):
+                while receipt is not None and receipt["_id"] < doc["_id"]:
+                    receipt = await anext(kept, None)
+                kept_id = receipt["receipt_id"] if receipt is not None and receipt["_id"] == doc["_id"] else None
+                yield Held(
+                    key=doc["_id"],
+                    kind=doc["kind"],
+                    status=doc["status"],
+                    digest=doc.get("digest") or "",
+                    receipt_id=(doc.get("receipt") or {}).get("receipt_id"),
+                    seq=doc.get("seq"),
+                    kept_receipt_id=kept_id,
+                )
+        finally:
+            await kept.close()
 
     async def delivered_checkpoint(self, origin: str) -> int | None:
         held = await self.counts.find_one({"_id": f"{HELD_CHECKPOINT}{origin}"})
@@ -452,7 +538,12 @@ class InMemoryOutboxRepository:
     def __init__(self) -> None:
         self.outbox: dict[str, OutboxEntry] = {}
         self.leases: dict[str, datetime] = {}
+        #: The receipts collection.
         self.receipts: dict[str, Receipt] = {}
+        #: The receipt each delivered entry holds, recorded with its delivered state.
+        self.held_receipts: dict[str, Receipt] = {}
+        #: Delivered entries whose delivery was not announced yet: when they were recorded delivered.
+        self.unannounced_since: dict[str, datetime] = {}
 
     async def add_new(self, entries: list[OutboxEntry]) -> int:
         added = 0
@@ -492,7 +583,8 @@ class InMemoryOutboxRepository:
         for receipt in receipts:
             if (entry := self._held_by(receipt.key, claim)) is not None:
                 self.outbox[receipt.key] = replace(entry, status=DELIVERED, last_error=None)
-                self.receipts[receipt.key] = receipt
+                self.held_receipts[receipt.key] = receipt
+                self.unannounced_since[receipt.key] = receipt.delivered_at
                 done.append(receipt.key)
         for failure in failures:
             if (entry := self._held_by(failure.key, failure.claim)) is not None:
@@ -503,7 +595,32 @@ class InMemoryOutboxRepository:
                     last_error=failure.last_error,
                     next_attempt_at=failure.next_attempt_at or entry.next_attempt_at,
                 )
+        await self.keep_receipts([r for r in receipts if r.key in done])
         return sorted(done)
+
+    async def keep_receipts(self, receipts: list[Receipt]) -> None:
+        for receipt in receipts:
+            self.receipts[receipt.key] = receipt
+
+    async def unannounced(self, before: datetime, limit: int) -> list[Receipt]:
+        oldest = sorted((at, key) for key, at in self.unannounced_since.items() if at <= before)
+        return [self.held_receipts[key] for _, key in oldest[:limit]]
+
+    async def announced(self, keys: list[str]) -> None:
+        for key in keys:
+            self.unannounced_since.pop(key, None)
+
+    async def release(self, claim: str, lease_until: datetime, now: datetime) -> list[str]:
+        held = sorted(k for k, e in self.outbox.items() if e.status == SENDING and e.claim == claim)
+        for key in held:
+            self.outbox[key] = replace(self.outbox[key], status=PENDING, next_attempt_at=now, claim=None)
+        return held
+
+    async def due_now(self, now: datetime) -> int:
+        later = [k for k, e in self.outbox.items() if e.status == PENDING and e.next_attempt_at > now]
+        for key in later:
+            self.outbox[key] = replace(self.outbox[key], next_attempt_at=now)
+        return len(later)
 
     async def entries(self, keys: Iterable[str]) -> dict[str, OutboxEntry]:
         return {k: self.outbox[k] for k in sorted(set(keys)) if k in self.outbox}
@@ -529,6 +646,7 @@ class InMemoryOutboxRepository:
             chosen = [k for k in keys if k in self.outbox and self.outbox[k].status in (PARKED, DELIVERED)]
         for key in chosen:
             self.outbox[key] = replace(self.outbox[key], status=PENDING, attempts=0, next_attempt_at=now, claim=None)
+            self.unannounced_since.pop(key, None)
         return sorted(set(chosen))
 
     async def summary(self, parked_limit: int) -> OutboxSummary:
@@ -537,7 +655,7 @@ class InMemoryOutboxRepository:
             counts[(e.kind, e.status)] = counts.get((e.kind, e.status), 0) + 1
         parked = sorted((e for e in self.outbox.values() if e.status == PARKED), key=lambda e: e.created_at)
         checkpoints = [
-            self.receipts[k] for k, e in self.outbox.items() if e.kind == CHECKPOINT and e.status == DELIVERED
+            self.held_receipts[k] for k, e in self.outbox.items() if e.kind == CHECKPOINT and e.status == DELIVERED
         ]
         last = max(checkpoints, key=lambda r: r.number, default=None)
         return OutboxSummary(counts, parked[:parked_limit], (await self.backlog()).oldest_waiting, last)
@@ -545,8 +663,11 @@ class InMemoryOutboxRepository:
     async def holdings(self) -> AsyncIterator[Held]:
         for key in sorted(self.outbox):
             e = self.outbox[key]
-            receipt = self.receipts.get(key)
-            yield Held(key, e.kind, e.status, e.digest, receipt.receipt_id if receipt else None, e.seq)
+            held, kept = self.held_receipts.get(key), self.receipts.get(key)
+            yield Held(
+                key, e.kind, e.status, e.digest, held.receipt_id if held else None, e.seq,
+                kept.receipt_id if kept else None,
+            )
 
     async def delivered_checkpoint(self, origin: str) -> int | None:
         return max(

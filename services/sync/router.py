@@ -1,4 +1,7 @@
-"""sync's subscribers: each message to its handler; the bus carries out the outcome."""
+"""sync's subscribers: each message to its handler; the bus carries out the outcome.
+
+Deliveries are announced here, before the rest of the outcome, so that they are kept announced only once published
+(`handlers.announced`)."""
 
 from __future__ import annotations
 
@@ -22,11 +25,11 @@ def register_routes(bus: Bus, deps: Deps) -> None:
 
     @bus.subscriber(RecordsArchived)
     async def on_archived(event: RecordsArchived) -> Outcome:
-        return await handlers.accept_archived(event, deps)
+        return await handlers.announced(deps, bus.publish_all, await handlers.accept_archived(event, deps))
 
     @bus.subscriber(CheckpointIssued)
     async def on_checkpoint(event: CheckpointIssued) -> Outcome:
-        return await handlers.accept_checkpoint(event, deps)
+        return await handlers.announced(deps, bus.publish_all, await handlers.accept_checkpoint(event, deps))
 
     @bus.subscriber(GetSyncStatus)
     async def on_status(request: GetSyncStatus) -> Outcome:

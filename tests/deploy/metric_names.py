@@ -50,6 +50,7 @@ DOMAIN = {
         "hocba_sync_resumed_total",
         "hocba_sync_reconcile_differences",
         "hocba_sync_checkpoints_refused_total",
+        "hocba_sync_ministry_circuit_open",
     ),
 }
 

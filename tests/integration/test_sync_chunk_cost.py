@@ -163,3 +163,41 @@ async def test_a_round_delivering_again_what_the_ministry_lost_replaces_the_rece
     await emptied(db, INDEXES)
     large = await resend_round_commands(db, commands, LARGE_CHUNK, batch)
     assert small == large == {"insert": 1, "update": 4, "find": 6}
+
+
+async def announcing_commands(db, commands: Commands, k: int, batch_size: int) -> tuple[Counter[str], Counter[str]]:
+    """The commands announcing one chunk's k deliveries sends (kept announced once published, a look for any left
+    unannounced finding none); and those of one round finishing k deliveries a crash left with neither receipt
+    documents nor announcement."""
+    async with sync_over(db, batch_size, per_step=k) as (deps, _, clock):
+        published: list = []
+
+        async def publish(messages) -> None:
+            published.extend(messages)
+
+        delivered = await handlers.accept_archived(archived(k), deps)
+        with commands.counted() as announcing:
+            await handlers.announced(deps, publish, delivered)
+            clock.advance(POLICY.announce_grace_seconds + 1)
+            assert not (await handlers.reannounce(deps)).publish
+
+        left = await handlers.accept_archived(archived(k, school="79000702"), deps)
+        await db["receipts"].delete_many({"subject": {"$in": delivered_ids(left)}})
+        clock.advance(POLICY.announce_grace_seconds + 1)
+        with commands.counted() as finishing:
+            await handlers.announcing(handlers.reannounce, deps, publish)
+    assert len(published) == 2 and [len(m.deliveries) for m in published] == [k, k]
+    return announcing, finishing
+
+
+async def test_announcing_deliveries_and_finishing_those_a_crash_left_send_the_same_commands_whatever_their_number(
+    watched, settings
+):
+    """Kept announced in one update, after a look (one find) that finds none; a crash's leftovers found (one find),
+    their receipts kept (one insert) and kept announced (one update): for 120 deliveries as for 10."""
+    db, commands = watched
+    batch = settings.ministry_batch_size
+    small = await announcing_commands(db, commands, 10, batch)
+    await emptied(db, INDEXES)
+    large = await announcing_commands(db, commands, LARGE_CHUNK, batch)
+    assert small == large == ({"update": 1, "find": 1}, {"find": 1, "insert": 1, "update": 1})

@@ -29,9 +29,14 @@ from tests.unit.sync.sealed import trust
 
 N = 12
 #: Quick retries, the relay looking ten times a second; the lease outlasts the ministry timeout so a
-#: slow answer is never taken twice.
+#: slow answer is never taken twice; while the ministry is down, a probe five times a second.
 POLICY = DeliveryPolicy(
-    max_attempts=100, base_seconds=0.1, cap_seconds=0.4, lease_seconds=20.0, relay_interval_seconds=0.1
+    max_attempts=100,
+    base_seconds=0.1,
+    cap_seconds=0.4,
+    lease_seconds=20.0,
+    relay_interval_seconds=0.1,
+    probe_seconds=0.2,
 )
 TIMEOUT = 0.5
 ISSUER = IssuerKey.generate("test-school-app")
@@ -81,6 +86,13 @@ class Harness:
 
 @pytest.fixture
 async def harness(mongo_client, settings, tmp_path) -> AsyncIterator[Harness]:
+    async with harnessed(mongo_client, settings, tmp_path, POLICY) as harness:
+        yield harness
+
+
+@contextlib.asynccontextmanager
+async def harnessed(mongo_client, settings, tmp_path, policy: DeliveryPolicy) -> AsyncIterator[Harness]:
+    """sync with `policy` against the simulator, on the real broker and database, with its backlog watched."""
     store = ReceiptStore()
     jwks = tmp_path / "issuer.jwks.json"
     jwks.write_text(json.dumps({"keys": [ISSUER.key.as_dict(private=False)]}))
@@ -90,7 +102,7 @@ async def harness(mongo_client, settings, tmp_path) -> AsyncIterator[Harness]:
                 update={"ministry_url": url, "ministry_timeout_seconds": TIMEOUT, "actor_issuer_jwks": jwks}
             ),
             mongo=mongo_client,
-            policy=POLICY,
+            policy=policy,
             trust=trust,
         )
         db = mongo_client[settings.names().database("sync")]
@@ -234,3 +246,51 @@ async def test_the_relay_keeps_delivering_while_faults_come_and_go(harness):
     assert h.gauge("hocba_sync_parked_entries") == 0
     report = await h.reconcile()
     assert report.consistent and report.matched == 2 * N
+
+
+#: The relay left to the test: its interval outlasts the test, so each round is one the test runs (`Loop.run_once`);
+#: the circuit opens after two rounds in which every request failed, and probes every round while open.
+PACED = DeliveryPolicy(
+    max_attempts=100,
+    base_seconds=0.1,
+    cap_seconds=0.4,
+    lease_seconds=20.0,
+    relay_interval_seconds=3600.0,
+    circuit_rounds=2,
+    probe_seconds=0.0,
+)
+
+
+async def test_a_ministry_down_then_up_gets_every_entry_within_a_bounded_number_of_rounds(mongo_client, settings, tmp_path):
+    async with harnessed(mongo_client, settings, tmp_path, PACED) as h:
+        [relay] = [loop for loop in h.service.loops if loop.name == "sync-relay"]
+        per_step = h.service.settings.chunk_size
+        h.store.faults.update({"fail_next": 10_000, "fail_status": 503})
+        await h.service.bus.publish(archived(N))  # taken in, and the first round fails
+
+        async def open_circuit() -> bool:
+            await relay.run_once()
+            return h.gauge("hocba_sync_ministry_circuit_open") == 1
+
+        await eventually(open_circuit, what="the circuit opening while the ministry fails every request")
+        attempts = {doc["_id"]: doc["attempts"] async for doc in h.db["outbox"].find({})}
+        assert len(attempts) == N and h.store.accepted == 0
+
+        # Open: each round sends one probe at most, and no entry's attempts are counted.
+        for _ in range(3):
+            sent = h.store.requests
+            await relay.run_once()
+            assert h.store.requests - sent <= 1
+        assert {doc["_id"]: doc["attempts"] async for doc in h.db["outbox"].find({})} == attempts
+
+        # Up again: the first round's probe closes the circuit and makes every entry due; each further round
+        # delivers up to a step's worth, whatever back-off each entry had.
+        h.store.faults.update({"fail_next": 0})
+        rounds = 0
+        while await h.outbox(DELIVERED) < N:
+            rounds += 1
+            assert rounds <= 1 + -(-N // per_step) + 1, f"{await h.outbox(DELIVERED)} of {N} delivered after {rounds} rounds"
+            await relay.run_once()
+        assert h.gauge("hocba_sync_ministry_circuit_open") == 0
+        await h.all_delivered()
+        await assert_once_and_drained(h)

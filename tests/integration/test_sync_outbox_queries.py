@@ -109,3 +109,30 @@ async def test_what_checkpoint_the_ministry_holds_is_one_running_document_not_a_
 
     assert held == 12
     assert asked == [("find", "counts")], "the outbox is not read"
+
+
+async def test_deliveries_owed_an_announcement_are_one_index_range_not_a_look_through_the_outbox(mongo_url, settings):
+    """sync looks every few seconds for deliveries a crash left unannounced, among every delivered entry."""
+    commands = Commands()
+    client = make_client(mongo_url, event_listeners=[commands])
+    db = client[settings.names().database("sync")]
+    try:
+        await ensure_indexes(db, INDEXES)
+        repo = MongoOutboxRepository(db, Vault.ephemeral())
+        await repo.add_new([new_entry(record(i), NOW) for i in range(20)])
+        claimed = await repo.claim(None, NOW + timedelta(seconds=1), NOW + timedelta(minutes=5), "c1", 30)
+        await repo.record_answers("c1", [receipt_from(e, {"receipt_id": f"r-{e.key}"}, NOW) for e in claimed], [])
+        commands.sent.clear()
+
+        owed = await repo.unannounced(NOW + timedelta(seconds=30), 10)
+        await repo.announced([r.key for r in owed])
+        on_outbox = [(name, body) for name, body in commands.sent if body.get(name) == OUTBOX]
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+    assert len(owed) == 10
+    [(find, looked), (update, marked)] = on_outbox
+    assert (find, set(looked["filter"]), looked["limit"]) == ("find", {"unannounced_ts"}, 10)
+    assert "unannounced_ts" in single_field_indexes()
+    assert update == "update" and all(set(u["q"]) == {"_id"} for u in marked["updates"])

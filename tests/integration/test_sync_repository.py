@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -215,3 +216,39 @@ async def test_the_largest_checkpoint_delivered_of_an_origin_is_what_the_ministr
     await repo.record_answers("a", acknowledged, [])
     assert await repo.delivered_checkpoint("hocba.test/archive") == 4, "7 is still being sent"
     assert await repo.delivered_checkpoint("another/archive") == 9
+
+
+async def test_a_delivery_is_owed_an_announcement_until_it_is_kept_announced(repo):
+    """Recorded delivered, an entry is found (by when it was recorded) with the receipt it holds, until it is kept
+    announced or sent again."""
+    entries = records(3)
+    await repo.add_new(entries)
+    claimed = await repo.claim(None, NOW, NOW + LEASE, "a", 10)
+    answered = [
+        receipt_from(e, {"receipt_id": f"r-{e.key}", "received_at": "t"}, NOW + timedelta(seconds=i))
+        for i, e in enumerate(claimed)
+    ]
+    await repo.record_answers("a", answered, [])
+
+    assert await repo.unannounced(NOW - timedelta(seconds=1), 10) == []
+    assert await repo.unannounced(NOW + timedelta(minutes=1), 10) == answered
+    assert await repo.unannounced(NOW + timedelta(minutes=1), 2) == answered[:2], "oldest first, at most the limit"
+
+    await repo.announced([answered[0].key])
+    await repo.resume([answered[1].key], NOW + timedelta(minutes=1))
+    assert await repo.unannounced(NOW + timedelta(minutes=1), 10) == answered[2:]
+
+
+async def test_reconciliation_sees_the_receipt_kept_beside_the_one_an_entry_holds(repo):
+    entries = records(2)
+    await repo.add_new(entries)
+    claimed = await repo.claim(None, NOW, NOW + LEASE, "a", 10)
+    await repo.record_answers("a", [receipt_from(e, {"receipt_id": f"r-{e.key}"}, NOW) for e in claimed], [])
+    kept = next(r for r in await repo.unannounced(NOW, 10) if r.key == entries[0].key)
+    await repo.keep_receipts([replace(kept, receipt_id="r-other")])
+
+    held = {h.key: (h.receipt_id, h.kept_receipt_id) async for h in repo.holdings()}
+    assert held == {
+        entries[0].key: (f"r-{entries[0].key}", "r-other"),
+        entries[1].key: (f"r-{entries[1].key}", f"r-{entries[1].key}"),
+    }

@@ -7,6 +7,7 @@ small test PKI, which sync is given as its trust store; operators sign each requ
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -15,11 +16,11 @@ from faststream.rabbit import RabbitResponse
 from hocba.ministry_simulator import ReceiptStore, create_app
 from hocba.staff import Staff
 from services.sync.app import build_app
-from services.sync.domain import DELIVERED, PARKED, PENDING
+from services.sync.domain import DELIVERED, PARKED, PENDING, DeliveryPolicy, new_entry, receipt_from
 from services.sync.repository import InMemoryOutboxRepository
 from shared.auth import IssuerKey
 from shared.contracts.archive import CheckpointIssued, ConsistencyProof, ProofReply, ProveConsistency, RecordsArchived
-from shared.contracts.base import Message, derived_id
+from shared.contracts.base import Message, derived_id, utcnow
 from shared.contracts.record import content_of
 from shared.contracts.sync import (
     CheckpointDelivered,
@@ -130,6 +131,7 @@ async def test_archived_records_are_delivered_and_announced(service, store, wire
     assert (store.accepted, store.duplicates, store.requests) == (4, 0, 4)
     assert set((await statuses(repo)).values()) == {DELIVERED}
     assert len(seen) == 1, "RecordsDelivered was not published once"
+    assert repo.unannounced_since == {}, "once published, the deliveries are kept announced"
     assert seen[0].message_id == derived_id(event.message_id, "delivered")
     assert {(d.record_id, d.receipt_id) for d in seen[0].deliveries} == {
         (r["record_id"], r["receipt_id"]) for r in store.receipts.values()
@@ -185,7 +187,7 @@ async def test_an_invalid_event_is_dead_lettered_not_taken_into_the_outbox(servi
 
 
 async def test_a_checkpoint_is_delivered_once_and_announced(service, store, wired):
-    svc, _ = service
+    svc, repo = service
     seen = probe(svc, CheckpointDelivered)
     event = checkpoint(4)
     async with wired(svc) as wire:
@@ -194,6 +196,7 @@ async def test_a_checkpoint_is_delivered_once_and_announced(service, store, wire
 
     assert list(store.checkpoints) == ["checkpoint:hocba.test/archive:4"]
     assert [(c.origin, c.tree_size) for c in seen] == [("hocba.test/archive", 4)]
+    assert repo.unannounced_since == {}
     assert sample(svc, "hocba_sync_deliveries_total", {"kind": "checkpoint", "outcome": "delivered"}) == 1
 
 
@@ -346,3 +349,27 @@ async def test_reconciliation_with_an_unreachable_ministry_is_answered_with_the_
     assert refused.value.reason == "unavailable"
     assert "listing /v1/receipts failed: ConnectError" in str(refused.value)
     assert sample(svc, "hocba_requests_answered_with_error_total", {"queue": queue, "reason": "unavailable"}) == 1
+
+
+async def test_deliveries_a_crash_left_unannounced_are_announced_by_sync_itself(operator_settings, store, wired):
+    """sync stopped after recording a delivery, before announcing it: its own loop announces it, once."""
+    repo = InMemoryOutboxRepository()
+    now = utcnow()
+    entry = new_entry(archived(1).records[0], now)
+    await repo.add_new([entry])
+    [claimed] = await repo.claim(None, now, now + timedelta(minutes=5), "before-the-crash", 1)
+    await repo.record_answers("before-the-crash", [receipt_from(claimed, {"receipt_id": "MOET-1"}, now)], [])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(store))) as client:
+        svc = build_app(
+            operator_settings, repository=repo, http_client=client, trust=trust,
+            policy=DeliveryPolicy(announce_grace_seconds=0.0),
+        )
+        seen = probe(svc, RecordsDelivered)
+        reannouncing = next(loop for loop in svc.loops if loop.name == "sync-reannounce")
+        async with wired(svc) as wire:
+            await reannouncing.run_once()
+            await reannouncing.run_once()
+            await wire.settle()
+
+    assert [(d.record_id, d.receipt_id) for m in seen for d in m.deliveries] == [("hb-79000701-0000", "MOET-1")]
+    assert repo.unannounced_since == {}

@@ -103,7 +103,9 @@ def repo() -> InMemoryOutboxRepository:
 
 @pytest.fixture
 def policy() -> DeliveryPolicy:
-    return DeliveryPolicy(max_attempts=4, base_seconds=2.0, cap_seconds=60.0, lease_seconds=30.0)
+    """Four attempts; the circuit breaker never opens, so a ministry failing every request parks entries (the
+    breaker's own tests, test_circuit.py, choose when it opens)."""
+    return DeliveryPolicy(max_attempts=4, base_seconds=2.0, cap_seconds=60.0, lease_seconds=30.0, circuit_rounds=1_000)
 
 
 @pytest.fixture

@@ -214,8 +214,13 @@ def test_only_an_operator_hands_entries_back_to_the_relay():
 # -- reconciliation ---------------------------------------------------------------------------
 
 
-def held(key: str, status: str = DELIVERED, receipt: str | None = "r-1", digest: str = "d", seq: int | None = None) -> Held:
-    return Held(key, RECORD, status, digest, receipt if status == DELIVERED else None, seq)
+def held(
+    key: str, status: str = DELIVERED, receipt: str | None = "r-1", digest: str = "d", seq: int | None = None,
+    kept: str | None = "same",
+) -> Held:
+    """What sync holds for `key`; a delivered entry's receipt document is the same receipt unless `kept` says."""
+    receipt = receipt if status == DELIVERED else None
+    return Held(key, RECORD, status, digest, receipt, seq, receipt if kept == "same" else kept)
 
 
 def ack(key: str, receipt: str = "r-1", digest: str = "d") -> Acknowledged:
@@ -244,6 +249,8 @@ def test_a_delivered_entry_the_ministry_acknowledges_with_the_same_receipt_match
         (held("k:1", status=PARKED), [ack("k:1")], "acknowledged_not_recorded"),
         (held("k:1"), [ack("k:1", receipt="r-2")], "receipt_mismatch"),
         (held("k:1"), [ack("k:1", digest="other")], "digest_mismatch"),
+        (held("k:1", kept=None), [ack("k:1")], "receipt_not_kept"),
+        (held("k:1", kept="r-0"), [ack("k:1")], "receipt_not_kept"),
     ],
 )
 def test_each_kind_of_difference_is_named_with_its_key(mine, theirs, difference):
@@ -256,6 +263,18 @@ def test_two_acknowledgements_of_one_key_are_a_difference_even_when_one_matches(
     report = reconciled(("k:1", held("k:1"), [ack("k:1"), ack("k:1", receipt="r-2")]))
     assert report.counts["acknowledged_twice"] == 1
     assert report.matched == 1 and report.differences == 1
+
+
+def test_a_receipt_document_missing_is_named_even_when_the_ministry_agrees_with_the_entry():
+    """The entry's copy of the receipt matches the ministry; the receipts collection lacks it all the same."""
+    report = reconciled(("k:1", held("k:1", kept=None), [ack("k:1")]))
+    assert report.matched == 1
+    assert report.counts["receipt_not_kept"] == 1 and report.examples["receipt_not_kept"] == ["k:1"]
+
+
+def test_an_entry_not_delivered_needs_no_receipt_document():
+    report = reconciled(("k:1", held("k:1", status=PENDING, kept=None), []))
+    assert report.differences == 0
 
 
 def test_entries_still_on_their_way_are_the_backlog_not_differences():
