@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+from functools import partial
 
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from services.signing import handlers
 from services.signing.handlers import Deps, Signers
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import INDEXES, MongoSigningRepository, SigningRepository
@@ -19,7 +21,7 @@ from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import DevPki
 from shared.crypto.vault import Vault
 from shared.messaging import Bus
-from shared.service import Resource, ServiceApp, Storage, assemble
+from shared.service import Loop, Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
 
 NAME = "signing"
@@ -78,4 +80,8 @@ def build_app(
         rotation=KeyRotation.on(bus, vault, sealed, SigningKeyRotationProgress, keys),
     )
     register_routes(bus, deps)
-    return assemble(bus, storage, resources=[Resource(open=deps.rotation.show_key_ring)])
+    # Versions a crash (or a dead-lettered chunk) left completed but not announced are announced again, at start and
+    # every `announce_interval_seconds`.
+    step = partial(handlers.announcing, handlers.reannounce, deps, bus.publish_all)
+    reannouncing = Loop("signing-reannounce", bus, step, deps.announce_interval_seconds)
+    return assemble(bus, storage, resources=[Resource(open=deps.rotation.show_key_ring)], loops=[reannouncing])

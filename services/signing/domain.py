@@ -36,6 +36,10 @@ from shared.errors import Forbidden
 #: the one before it, so the chain cannot be reordered or cut.
 REQUIRED_ROLES: tuple[Role, ...] = SIGNING_ORDER
 
+#: The role whose signature completes a record version: it signs only after every other (`may_sign`), so storing
+#: it is what makes the version complete, and what leaves it owed to the archive until it is announced.
+COMPLETING_ROLE: Role = REQUIRED_ROLES[-1]
+
 #: What one batch of a role signs. The school's seal follows the principal's signature within the
 #: same chunk: the principal's one click signs and seals (ký và đóng dấu), as on paper, where the
 #: principal holds the school's seal. A `school_seal` batch (requested by the principal) seals what
@@ -335,6 +339,15 @@ def signature_header(record: StoredRecord, role: Role, signed_at: datetime, prev
 def amended_document(document: Mapping[str, Any], supersedes: int, reason_code: str, note: str, by: str) -> dict[str, Any]:
     """The amended version's document: it names the version it supersedes and why, under the signatures."""
     return {**document, "amendment": {"supersedes": supersedes, "reason": reason_code, "note": note, "requested_by": by}}
+
+
+@dataclass(frozen=True)
+class Owed:
+    """A record version its stored signatures complete that was not announced to the archive yet: which version, and
+    the batch whose work completed it."""
+
+    key: VersionKey
+    batch_id: str | None
 
 
 # --- what may be signed at all ---------------------------------------------------------------

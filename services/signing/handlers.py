@@ -12,9 +12,10 @@ follow say who acted (`by`), and never carry a token.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from services.signing import domain
 from services.signing.domain import Batch, Gate, Review, ReviewRefused, SignerRefused, StoredRecord
@@ -58,6 +59,11 @@ from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.outcome import NOTHING, Outcome, RejectedPart
 
 Clock = Callable[[], datetime]
+
+#: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
+Publish = Callable[[Sequence[Message]], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 #: Who seals the record versions signing keeps: grades, with its service certificate.
 GRADES = service_subject("grades")
@@ -110,6 +116,11 @@ class Deps:
     #: The key ring the record documents are sealed under, and its rotation.
     rotation: KeyRotation
     clock: Clock = utcnow
+    #: A completed version not announced this long after its completing signature was made is taken for lost in a
+    #: crash (or a chunk dead-lettered) between storing and announcing, and announced again.
+    announce_grace_seconds: float = 30.0
+    #: How often signing looks for such versions.
+    announce_interval_seconds: float = 10.0
 
 
 # --- receiving records -----------------------------------------------------------------------
@@ -594,7 +605,7 @@ async def signed_now(
                 have[role] = sign_record(record, role, have, signers[role], signed_at)
                 fresh.append(have[role])
 
-    new = await deps.repo.add_signatures([(s, *records[(s.record_id, s.version)].scope) for s in fresh])
+    new = await deps.repo.add_signatures([(s, *records[(s.record_id, s.version)].scope) for s in fresh], batch.batch_id)
     if new < len(fresh):
         present = await deps.repo.signatures(keys)
     else:
@@ -604,6 +615,72 @@ async def signed_now(
         if present[(signature.record_id, signature.version)][signature.role].jws == signature.jws:
             deps.metrics.records_signed.labels(signature.role).inc()
     return present, domain.held_back(left, reviews)
+
+
+# --- announcing completed records ------------------------------------------------------------
+#
+# The signature that completes a version is stored owed to the archive, in the same write; the version is
+# announced (`RecordsCompleted`), and only once the broker has confirmed that announcement is it kept announced. A
+# crash anywhere between, or a chunk dead-lettered after its signatures were stored, leaves the version found by
+# `reannounce`, which announces it again. The archive appends a version once, by record and version, so a version
+# announced twice is archived once.
+
+
+async def announced(deps: Deps, publish: Publish, outcome: Outcome) -> Outcome:
+    """Publish the completed versions `outcome` announces, then keep them announced; the rest of it is left to the
+    edge."""
+    completed = [m for m in outcome.publish if isinstance(m, RecordsCompleted)]
+    if not completed:
+        return outcome
+    await publish(completed)
+    await deps.repo.announced((s.record.record_id, s.record.version) for m in completed for s in m.records)
+    return replace(outcome, publish=[m for m in outcome.publish if not isinstance(m, RecordsCompleted)])
+
+
+async def announcing(step: Callable[[Deps], Awaitable[Outcome]], deps: Deps, publish: Publish) -> Outcome:
+    """A background step whose completed versions are announced, then kept announced (`announced`)."""
+    return await announced(deps, publish, await step(deps))
+
+
+async def reannounce(deps: Deps) -> Outcome:
+    """Versions completed more than `announce_grace_seconds` ago and still not announced (a crash, or a chunk
+    dead-lettered, came between): announced again, with their bytes and signatures as stored, up to a chunk's worth
+    a step, one announcement per batch that completed them.
+
+    Run at start and every `announce_interval_seconds`; a step that found as many as it may runs again at once.
+    """
+    before = deps.clock() - timedelta(seconds=deps.announce_grace_seconds)
+    owed = await deps.repo.unannounced(before, deps.records_per_chunk)
+    if not owed:
+        return NOTHING
+    keys = [o.key for o in owed]
+    records, present = await deps.repo.records(keys), await deps.repo.signatures(keys)
+    lost = [k for k in keys if k not in records or not domain.is_complete(present.get(k, {}))]
+    if lost:
+        # Not a version signing could announce (its record gone, a signature missing): kept announced, not retried.
+        log.error("%d versions marked completed are not held complete, and are not announced: %s", len(lost), lost[:5])
+        await deps.repo.announced(lost)
+    by_batch: dict[str | None, list[SignedRecord]] = {}
+    for o in owed:
+        if o.key not in lost:
+            chain = domain.in_role_order(present[o.key])
+            signed = SignedRecord(record=records[o.key].record_version(), signatures=chain)
+            by_batch.setdefault(o.batch_id, []).append(signed)
+    again: list[Message] = []
+    for batch_id, signed in by_batch.items():
+        batch = await deps.repo.batch(batch_id, plan=False) if batch_id else None
+        ids = [f"{s.record.record_id}:{s.record.version}" for s in signed]
+        again.append(
+            RecordsCompleted(
+                message_id=derived_id("signing.reannounce", *ids),
+                by=batch.requested_by if batch else None,
+                records=signed,
+                batch_id=batch_id,
+            )
+        )
+    told = len(owed) - len(lost)
+    log.warning("%d completed versions were stored but not announced to the archive; announced again", told)
+    return Outcome(publish=again, again=len(owed) >= deps.records_per_chunk)
 
 
 # --- counting chunks -------------------------------------------------------------------------

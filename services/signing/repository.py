@@ -12,9 +12,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.signing.domain import (
     COMPLETED,
+    COMPLETING_ROLE,
     OPEN,
     Batch,
     Held,
+    Owed,
     Review,
     StoredRecord,
     latest_reviews,
@@ -37,6 +39,12 @@ REVIEWS = "reviews"
 
 # Look-ups go by `_id` or by equality on one indexed field (`scope`, `class_scope`, `role_scope`):
 # the forms every MongoDB-wire server serves from an index (the embedded one scans for others).
+#
+# The signature that completes a record version (`domain.COMPLETING_ROLE`'s) is stored with
+# `unannounced_ts` (when it was made, in seconds) and the `batch_id` whose work made it, in the same
+# insert as the signature itself; once the completed version is announced to the archive, the mark is
+# set to none. A crash (or a chunk dead-lettered) between the two leaves the version found by one index
+# range with a limit (`unannounced`), however many signatures are held, and announced again.
 INDEXES = [
     Index(RECORDS, [("record_id", 1), ("version", 1)], unique=True, name="record_version_unique"),
     Index(RECORDS, [("scope", 1)], name="scope"),
@@ -45,6 +53,7 @@ INDEXES = [
         SIGNATURES, [("record_id", 1), ("version", 1), ("role", 1)], unique=True, name="record_version_role_unique"
     ),
     Index(SIGNATURES, [("role_scope", 1)], name="role_scope"),
+    Index(SIGNATURES, [("unannounced_ts", 1)], name="unannounced"),
     # A school year's confirmations, a class's latest first: one index for both reads (a school's, a class's).
     Index(
         REVIEWS,
@@ -79,8 +88,19 @@ class SigningRepository(Protocol):
         others, which wait for `after` to sign first.
         """
 
-    async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
-        """Store (signature, school_code, school_year) rows whose (record, version, role) is new."""
+    async def add_signatures(self, signatures: list[tuple[Signature, str, str]], batch_id: str | None = None) -> int:
+        """Store (signature, school_code, school_year) rows whose (record, version, role) is new.
+
+        A signature of `domain.COMPLETING_ROLE` completes its version: it is stored owed to the archive, by the work
+        of `batch_id`, in the same write, until `announced`.
+        """
+
+    async def unannounced(self, before: datetime, limit: int) -> list[Owed]:
+        """Up to `limit` versions completed by signatures made before `before` and not announced since, oldest first
+        (one index range with a limit, however many signatures are held)."""
+
+    async def announced(self, keys: Iterable[VersionKey]) -> None:
+        """Keep that the completed versions `keys` were announced to the archive."""
 
     async def signatures(self, keys: Iterable[VersionKey]) -> dict[VersionKey, dict[Role, Signature]]:
         """The stored signatures of `keys`, by role."""
@@ -268,6 +288,12 @@ def batch_from_document(doc: dict[str, Any]) -> Batch:
     )
 
 
+def owed_fields(signature: Signature, batch_id: str | None) -> dict[str, Any]:
+    """What marks a completing signature's version owed to the archive: when the signature was made (seconds, a
+    number every MongoDB-wire server keeps and ranges over alike), and the batch whose work made it."""
+    return {"unannounced_ts": signature.signed_at.timestamp(), "batch_id": batch_id}
+
+
 class MongoSigningRepository:
     def __init__(self, db: AsyncDatabase, vault: Vault) -> None:
         self.record_rows = db[RECORDS]
@@ -344,7 +370,7 @@ class MongoSigningRepository:
         unsigned = [key for key in keys if key not in signed[role]]
         return split_ready(unsigned, signed[after] if after is not None else None)
 
-    async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
+    async def add_signatures(self, signatures: list[tuple[Signature, str, str]], batch_id: str | None = None) -> int:
         return await insert_new(
             self.signature_rows,
             [
@@ -354,10 +380,22 @@ class MongoSigningRepository:
                     "school_code": school_code,
                     "school_year": school_year,
                     "role_scope": scope_key(school_code, school_year, s.role),
+                    **(owed_fields(s, batch_id) if s.role == COMPLETING_ROLE else {}),
                 }
                 for s, school_code, school_year in signatures
             ],
         )
+
+    async def unannounced(self, before: datetime, limit: int) -> list[Owed]:
+        projection = {"_id": 0, "record_id": 1, "version": 1, "batch_id": 1}
+        found = self.signature_rows.find({"unannounced_ts": {"$lte": before.timestamp()}}, projection)
+        cursor = found.sort("unannounced_ts", 1).limit(limit).batch_size(limit + 1)  # one reply, as below
+        return [Owed((doc["record_id"], doc["version"]), doc.get("batch_id")) async for doc in cursor]
+
+    async def announced(self, keys: Iterable[VersionKey]) -> None:
+        ids = sorted({f"{record_id(k)}:{COMPLETING_ROLE}" for k in keys})
+        if ids:
+            await self.signature_rows.update_many({"_id": {"$in": ids}}, {"$set": {"unannounced_ts": None}})
 
     async def signatures(self, keys: Iterable[VersionKey]) -> dict[VersionKey, dict[Role, Signature]]:
         wanted = set(keys)
@@ -460,6 +498,8 @@ class InMemorySigningRepository:
         self.signed: dict[tuple[str, int, Role], tuple[Signature, str, str]] = {}
         self.batches: dict[str, Batch] = {}
         self.confirmed: dict[str, Review] = {}
+        #: Versions completed and not announced yet: when their completing signature was made, and by which batch.
+        self.owed: dict[VersionKey, tuple[datetime, str | None]] = {}
 
     async def add_records(self, records: list[StoredRecord]) -> int:
         added = 0
@@ -492,14 +532,24 @@ class InMemorySigningRepository:
         ready = {(rid, v) for rid, v, r in self.signed if r == after} if after is not None else None
         return split_ready(unsigned, ready)
 
-    async def add_signatures(self, signatures: list[tuple[Signature, str, str]]) -> int:
+    async def add_signatures(self, signatures: list[tuple[Signature, str, str]], batch_id: str | None = None) -> int:
         added = 0
         for row in signatures:
             s = row[0]
             if (s.record_id, s.version, s.role) not in self.signed:
                 self.signed[(s.record_id, s.version, s.role)] = row
+                if s.role == COMPLETING_ROLE:
+                    self.owed[(s.record_id, s.version)] = (s.signed_at, batch_id)
                 added += 1
         return added
+
+    async def unannounced(self, before: datetime, limit: int) -> list[Owed]:
+        oldest = sorted((at, key) for key, (at, _) in self.owed.items() if at <= before)
+        return [Owed(key, self.owed[key][1]) for _, key in oldest[:limit]]
+
+    async def announced(self, keys: Iterable[VersionKey]) -> None:
+        for key in keys:
+            self.owed.pop(key, None)
 
     async def signatures(self, keys: Iterable[VersionKey]) -> dict[VersionKey, dict[Role, Signature]]:
         wanted = set(keys)

@@ -1,4 +1,7 @@
-"""signing's subscribers: each message to its handler; the bus carries out the outcome."""
+"""signing's subscribers: each message to its handler; the bus carries out the outcome.
+
+Completed versions are announced here, before the rest of a chunk's outcome, so that they are kept announced only
+once published (`handlers.announced`)."""
 
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ def register_routes(bus: Bus, deps: Deps) -> None:
 
     @bus.subscriber(SignWork)
     async def on_sign_work(work: SignWork) -> Outcome:
-        return await handlers.sign_chunk(work, deps)
+        return await handlers.announced(deps, bus.publish_all, await handlers.sign_chunk(work, deps))
 
     @bus.subscriber(ChunkSigned)
     async def on_chunk_signed(event: ChunkSigned) -> Outcome:

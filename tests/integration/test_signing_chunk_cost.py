@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from services.signing import handlers
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import INDEXES, MongoSigningRepository
+from shared.contracts.base import Message
 from shared.contracts.grades import RecordsReady
 from shared.contracts.signing import (
     ChunkSigned,
@@ -58,21 +60,27 @@ async def first_chunk_commands(db, commands: Commands, trust, per_chunk: int) ->
     first = (await handlers.plan_batch(click, replace(deps, records_per_chunk=per_chunk))).publish[0]
     assert isinstance(first, SignWork)
 
+    published: list[Message] = []
+
+    async def publish(messages: Sequence[Message]) -> None:
+        published.extend(messages)
+
     with commands.counted() as sent:
-        outcome = await handlers.sign_chunk(first, deps)
+        outcome = await handlers.announced(deps, publish, await handlers.sign_chunk(first, deps))
         [chunk] = [m for m in outcome.publish if isinstance(m, ChunkSigned)]
         await handlers.count_chunk(chunk, deps)
-    [completed] = [m for m in outcome.publish if isinstance(m, RecordsCompleted)]
+    [completed] = [m for m in published if isinstance(m, RecordsCompleted)]
     assert len(completed.records) == per_chunk and chunk.signed == per_chunk
     return sent
 
 
 async def test_a_chunk_sends_the_same_commands_to_the_database_whatever_its_size(watched, trust):
     """One read of the plan, one of the records (in one reply), one of their classes' latest reviews, one of their
-    signatures, one insert of the new signatures, one count: for 120 record versions as for 10. The count returns
+    signatures, one insert of the new signatures (the completing ones marked owed to the archive), one update keeping
+    the completed versions announced once published, one count: for 120 record versions as for 10. The count returns
     the batch's totals, not its plan."""
     db, commands = watched
     small = await first_chunk_commands(db, commands, trust, per_chunk=10)
     await emptied(db, INDEXES)
     large = await first_chunk_commands(db, commands, trust, per_chunk=LARGE_CHUNK)
-    assert small == large == {"find": 4, "insert": 1, "findAndModify": 1}
+    assert small == large == {"find": 4, "insert": 1, "update": 1, "findAndModify": 1}

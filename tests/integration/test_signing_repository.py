@@ -216,3 +216,26 @@ async def test_a_batch_names_at_its_end_the_classes_its_chunks_held_back(repo):
 
 def replace_records(waiting: ClassWaiting, records: int) -> ClassWaiting:
     return waiting.model_copy(update={"records": records})
+
+
+async def test_a_completing_signature_is_stored_owed_to_the_archive_until_its_version_is_announced(repo):
+    early, late = T0, T0.replace(minute=5)
+    await repo.add_signatures([(signature(n, "principal"), SCHOOL, YEAR) for n in range(4)], "batch-1")
+    assert await repo.unannounced(late, 10) == [], "only the signature that completes a version owes anything"
+    seals = [
+        (signature(n, "school_seal").model_copy(update={"signed_at": late if n < 2 else early}), SCHOOL, YEAR)
+        for n in range(4)
+    ]
+    assert await repo.add_signatures(seals, "batch-1") == 4
+    assert await repo.add_signatures(seals, "batch-2") == 0, "stored once: the first batch's mark stands"
+
+    owed = await repo.unannounced(late, 3)
+    assert [o.key for o in owed] == [("rec-0002", 1), ("rec-0003", 1), ("rec-0000", 1)], "oldest first, up to the limit"
+    assert {o.batch_id for o in owed} == {"batch-1"}
+    assert [o.key for o in await repo.unannounced(early, 10)] == [("rec-0002", 1), ("rec-0003", 1)]
+
+    await repo.announced([("rec-0002", 1), ("rec-0000", 1), ("rec-0009", 1)])
+    assert [o.key for o in await repo.unannounced(late, 10)] == [("rec-0003", 1), ("rec-0001", 1)]
+    await repo.announced([("rec-0003", 1), ("rec-0001", 1)])
+    assert await repo.unannounced(late, 10) == []
+    assert len((await repo.signatures([("rec-0001", 1)]))[("rec-0001", 1)]) == 2, "the signatures themselves stay"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from services.signing import handlers
 from services.signing.app import build_app
+from services.signing.metrics import SigningMetrics
 from services.signing.repository import InMemorySigningRepository
+from shared.contracts.base import utcnow
 from shared.contracts.grades import RecordsReady, RecordVersion
 from shared.contracts.record import content_of
 from shared.contracts.signing import (
@@ -31,6 +36,7 @@ from shared.crypto.record_signatures import check_record
 from shared.errors import Refused
 from shared.messaging import ERROR_HEADER, REASON_HEADER
 from tests import records as builders
+from tests.unit.signing.test_announcements import principal_work
 from tests.unit.signing.trust import OTHER_SCHOOL, SCHOOL, YEAR, make_trust
 from tests.wiring.conftest import dead_letters, probe
 
@@ -116,6 +122,7 @@ async def test_homeroom_teachers_then_one_click_sign_and_seal_every_record(servi
         assert check.ok, check.problems()
         assert record.record.seal is not None, "grades' seal goes on with the record, for the archive's bundle"
     assert all(e.actor is None and e.by.subject == "ht-79000701" for e in completed), "who acted, never a token"
+    assert repo.owed == {}, "once published, the completed records are kept announced"
     assert sorted(p.chunks_done for p in progress if p.batch_id == request.batch_id) == [1, 2, 3]
     mine = [d for d in done if d.batch_id == request.batch_id]
     assert [(d.records_signed, d.records_total, d.records_completed, d.role) for d in mine] == [(25, 25, 25, "principal")]
@@ -283,3 +290,24 @@ async def test_a_class_is_reviewed_and_confirmed_before_it_is_signed_and_an_inco
     assert click.classes_waiting == []
     assert svc.registry.get_sample_value("hocba_signing_reviews_confirmed_total") == 2
     assert svc.registry.get_sample_value("hocba_signing_batches_total", {"outcome": "waiting-review"}) == 1
+
+
+async def test_records_a_crash_left_completed_but_unannounced_are_announced_by_signing_itself(settings, trust, wired):
+    """A worker stored the seal of a chunk a minute ago and stopped before announcing it: signing's own loop announces
+    the completed records, once."""
+    repo = InMemorySigningRepository()
+    before_the_crash = utcnow() - timedelta(minutes=1)
+    deps = replace(trust.deps(repo, SigningMetrics(CollectorRegistry())), clock=lambda: before_the_crash)
+    [work] = await principal_work(deps, trust, trust.record, 4)
+    await handlers.sign_chunk(work, deps)  # stored; never published
+    svc = build_app(settings, repository=repo, signers=trust.checked_signers(), issuer_keys=trust.issuer.public_keys())
+    completed = probe(svc, RecordsCompleted)
+    reannouncing = next(loop for loop in svc.loops if loop.name == "signing-reannounce")
+    async with wired(svc) as wire:
+        await reannouncing.run_once()
+        await reannouncing.run_once()
+        await wire.settle()
+    [again] = completed
+    assert sorted(r.record.record_id for r in again.records) == [f"rec-{n:04d}" for n in range(4)]
+    assert again.batch_id == work.batch_id and again.by.subject == "ht-79000701"
+    assert repo.owed == {}
