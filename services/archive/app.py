@@ -80,10 +80,18 @@ def build_app(
     )
     register_routes(bus, deps)
     log_state = Resource(open=partial(handlers.load_log, deps))
+    # The first loop announces the checkpoints it signs, then keeps them announced; the second announces again
+    # versions and checkpoints a crash left stored but not announced, at start and every `announce_interval_seconds`.
     checkpoints = Loop(
-        "archive-checkpoints", bus, partial(handlers.scheduled_checkpoint, deps), settings.checkpoint_interval
+        "archive-checkpoints", bus, partial(handlers.announcing, handlers.scheduled_checkpoint, deps, bus.publish_all),
+        settings.checkpoint_interval,
+    )
+    reannouncing = Loop(
+        "archive-reannounce", bus, partial(handlers.announcing, handlers.reannounce, deps, bus.publish_all),
+        deps.announce_interval_seconds,
     )
     key_ring = Resource(open=deps.rotation.show_key_ring)
     return assemble(
-        bus, storage, resources=[log_state, key_ring], loops=[checkpoints], http_routes=public_routes(deps)
+        bus, storage, resources=[log_state, key_ring], loops=[checkpoints, reannouncing],
+        http_routes=public_routes(deps),
     )

@@ -11,6 +11,9 @@ time its last signature states is the archive's clock give or take a bounded ske
 clock at admission is the entry's `archived_at`, the trusted time that a certificate revoked later
 for key compromise is judged against. What it announces as archived carries its own seal. Every
 request carries an actor token for the archive, and every export or printed copy is in the access log.
+
+Versions archived and checkpoints stored are kept owed an announcement until it is published (`announced`); one a
+crash left unpublished is announced again, sealed again, by the archive itself (`reannounce`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +55,7 @@ from shared.contracts.keys import RotateArchiveKey
 from shared.contracts.signing import BatchCompleted, RecordsCompleted, SignedRecord
 from shared.crypto.archive_log import check_checkpoint, sign_checkpoint
 from shared.crypto.bundle import make_bundle, sign_copy
+from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import TrustStore
 from shared.crypto.merkle import MerkleTree
 from shared.crypto.record_signatures import ChainCache, check_record
@@ -72,6 +76,13 @@ BATCH_WAIT_SECONDS = 300.0
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 #: Who seals the content of the record versions it assembles.
 GRADES = service_subject("grades")
+#: An announcement not published this long after its versions were archived (or its checkpoint stored) is taken for
+#: lost in a crash and made again.
+ANNOUNCE_GRACE_SECONDS = 30.0
+#: How often the archive looks for such announcements.
+ANNOUNCE_INTERVAL_SECONDS = 10.0
+#: Versions (and checkpoints) one step announces again at most; a step that finds this many runs again at once.
+ANNOUNCED_PER_STEP = 100
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,10 @@ class Deps:
     #: How far the time a record's last signature states may be from `clock` at admission.
     max_clock_skew: timedelta = MAX_CLOCK_SKEW
     clock: Clock = utcnow
+    #: After how long an owed announcement is made again, how often that is looked for, and how many at most a step.
+    announce_grace_seconds: float = ANNOUNCE_GRACE_SECONDS
+    announce_interval_seconds: float = ANNOUNCE_INTERVAL_SECONDS
+    announced_per_step: int = ANNOUNCED_PER_STEP
 
 
 # --- the log as this process knows it --------------------------------------------------------
@@ -170,7 +185,9 @@ async def archive_records(event: RecordsCompleted, deps: Deps) -> Outcome:
     check_admission(new, chunk, admitted_at, deps)
     await check_amendments(new, deps)
     positions = await append_new(chunk, admitted_at, deps)
-    await deps.repo.add_rows(archived_rows(chunk, positions))
+    # The rows, written after the log entries, are what marks a version archived: each is written owed its
+    # announcement, in the same insert.
+    await deps.repo.add_rows(archived_rows(chunk, positions, owed_since=admitted_at))
     deps.log.appended.set()
     return Outcome(publish=[archived_event(event, chunk, positions, deps.keys.signer())])
 
@@ -286,8 +303,11 @@ async def append_at_end(
     return [r for r in rest if key_of(r) not in positions]
 
 
-def archived_rows(chunk: Chunk, positions: Mapping[VersionKey, Position]) -> list[ArchivedRow]:
-    """Where each version of the chunk sits in the log, with what routing and look-ups need."""
+def archived_rows(
+    chunk: Chunk, positions: Mapping[VersionKey, Position], owed_since: datetime | None = None
+) -> list[ArchivedRow]:
+    """Where each version of the chunk sits in the log, with what routing and look-ups need, its announcement owed
+    since `owed_since`."""
     return [
         ArchivedRow(
             record_id=signed.record.record_id,
@@ -300,6 +320,7 @@ def archived_rows(chunk: Chunk, positions: Mapping[VersionKey, Position]) -> lis
             batch_id=chunk.batch_id,
             supersedes=domain.superseded_version(signed.record),
             leaf_hash=positions[key].leaf_hash,
+            unannounced_since=owed_since,
         )
         for key, signed in chunk.versions.items()
     ]
@@ -348,8 +369,10 @@ async def new_checkpoint(deps: Deps, *, even_if_empty: bool = False) -> Checkpoi
             return None
         if size == 0 and not even_if_empty:
             return None
-        checkpoint = sign_checkpoint(deps.keys.signer(), deps.log_origin, size, log.tree.root(size), deps.clock())
-        if not await deps.repo.add_checkpoint(checkpoint):
+        now = deps.clock()
+        checkpoint = sign_checkpoint(deps.keys.signer(), deps.log_origin, size, log.tree.root(size), now)
+        # Stored owed its announcement, but for an empty log's, which is never announced.
+        if not await deps.repo.add_checkpoint(checkpoint, now if size else None):
             # Issued already (by a redelivered request before a crash): the stored one stands.
             stored = [c for c in await deps.repo.checkpoints() if c.tree_size == size]
             checkpoint = stored[0] if stored else checkpoint
@@ -438,6 +461,95 @@ async def checkpoint_covering(entries: int, deps: Deps) -> Covering:
     # The tree has not grown since the last checkpoint, which was announced when it was signed.
     assert log.last_checkpoint is not None
     return Covering(log.last_checkpoint, [])
+
+
+# --- announcing -------------------------------------------------------------------------------
+#
+# Versions are appended to the log, their rows written owed an announcement (in the same insert), then announced; only
+# once the announcement is published are the rows kept announced. A checkpoint is stored owed its announcement the
+# same way. A crash, or a broker gone, anywhere between leaves them found by `reannounce`, which announces them again
+# under a new seal. An announcement made twice changes nothing for those who follow them: sync takes each version
+# and checkpoint into its outbox once, grades notes each status once.
+
+#: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
+Publish = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+async def announced(deps: Deps, publish: Publish, outcome: Outcome) -> Outcome:
+    """Publish what `outcome` announces, then keep its versions and checkpoints announced; what else it holds (a
+    reply, a refusal) is left to the edge."""
+    if not outcome.publish:
+        return outcome
+    await publish(outcome.publish)
+    versions, sizes = announced_keys(outcome.publish)
+    if versions:
+        await deps.repo.announced(versions)
+    if sizes:
+        await deps.repo.checkpoints_announced(sizes)
+    return replace(outcome, publish=())
+
+
+async def announcing(step: Callable[[Deps], Awaitable[Outcome]], deps: Deps, publish: Publish) -> Outcome:
+    """A background step whose announcements are published, then kept announced (`announced`)."""
+    return await announced(deps, publish, await step(deps))
+
+
+async def reannounce(deps: Deps) -> Outcome:
+    """Versions archived and checkpoints stored more than `announce_grace_seconds` ago whose announcement is still owed
+    (a crash, or a broker gone, came between): announced again, the versions under a new seal, up to
+    `announced_per_step` of each a step.
+
+    Run at start and every `announce_interval_seconds`; a step that found as many as it may runs again at once.
+    """
+    before = deps.clock() - timedelta(seconds=deps.announce_grace_seconds)
+    entries = await deps.repo.unannounced(before, deps.announced_per_step)
+    checkpoints = await deps.repo.unannounced_checkpoints(before, deps.announced_per_step)
+    if not entries and not checkpoints:
+        return NOTHING
+    logger.warning(
+        "announcing again %d archived versions and %d checkpoints stored but never announced (a crash or a lost broker "
+        "came between)", len(entries), len(checkpoints),
+    )
+    announce: list[Message] = [reannouncement(entries, deps.keys.signer())] if entries else []
+    announce += [checkpoint_event(c) for c in checkpoints]
+    again = deps.announced_per_step in (len(entries), len(checkpoints))
+    return Outcome(publish=announce, again=again)
+
+
+def reannouncement(entries: list[Entry], signer: X509Signer) -> RecordsArchived:
+    """Archived versions announced again from their log entries, under one new seal of the archive; the id derives
+    from the versions, so a repeat of the same step matches."""
+    records = [
+        ArchivedRecord(
+            record_id=e.record_id,
+            version=e.version,
+            school_code=e.school_code,
+            school_year=e.school_year,
+            student_ref=e.student_ref,
+            seq=e.seq,
+            entry_hash=e.leaf_hash,
+            digest=sha256_hex(e.content),
+            content=e.content,
+            supersedes=e.supersedes,
+        )
+        for e in entries
+    ]
+    keys = [f"{e.record_id}:{e.version}" for e in entries]
+    return RecordsArchived(
+        message_id=derived_id("archive.reannounce", *keys), records=records, seal=seal(signer, archived_claims(records))
+    )
+
+
+def announced_keys(messages: Iterable[Message]) -> tuple[list[VersionKey], list[int]]:
+    """The versions and the checkpoints' tree sizes whose announcements `messages` are."""
+    versions: list[VersionKey] = []
+    sizes: list[int] = []
+    for message in messages:
+        if isinstance(message, RecordsArchived):
+            versions += [(r.record_id, r.version) for r in message.records]
+        elif isinstance(message, CheckpointIssued):
+            sizes.append(message.checkpoint.tree_size)
+    return versions, sizes
 
 
 # --- proofs, exports, audits -----------------------------------------------------------------

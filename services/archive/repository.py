@@ -5,12 +5,17 @@ and "superseded" is read from the later versions, never written onto the earlier
 rewrite is a data-key rotation's: an entry's document is kept sealed (the RFC 8785 bytes that were
 signed, under the archive's key ring), and re-encryption changes the ciphertext, never those bytes. (The archive's
 access log, one `AccessEntry` per export or printed copy, is `shared.access`'s store.)
+
+The one field written after the insert is outside what is archived: a row, or a checkpoint, is stored with its
+announcement owed (`unannounced_ts`, in the same insert) and cleared once the announcement is published, so that
+one a crash left unpublished is found by one index range and announced again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from typing import Any, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -44,7 +49,9 @@ INDEXES = [
     Index(RECORDS, [("school_code", 1), ("school_year", 1)], name="school_year"),
     Index(RECORDS, [("batch_id", 1)], name="batch"),
     Index(RECORDS, [("student_ref", 1)], name="student"),
+    Index(RECORDS, [("unannounced_ts", 1)], name="unannounced"),
     Index(CHECKPOINTS, [("tree_size", 1)], unique=True, name="tree_size_unique"),
+    Index(CHECKPOINTS, [("unannounced_ts", 1)], name="unannounced"),
 ]
 
 
@@ -62,6 +69,8 @@ class ArchivedRow:
     batch_id: str | None = None
     supersedes: int | None = None
     leaf_hash: str = ""
+    #: When the version was archived, while its announcement is owed (None: announced).
+    unannounced_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,9 @@ class ArchiveRepository(Protocol):
     async def count_batch(self, batch_id: str) -> int:
         """How many archived versions a signing batch completed."""
 
-    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        """Store a checkpoint; False when one of that tree size is stored already."""
+    async def add_checkpoint(self, checkpoint: Checkpoint, unannounced_since: datetime | None = None) -> bool:
+        """Store a checkpoint, its announcement owed since `unannounced_since` (None: none owed); False when one of
+        that tree size is stored already (it keeps what it owed)."""
 
     async def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, smallest tree first."""
@@ -116,6 +126,29 @@ class ArchiveRepository(Protocol):
 
     async def schools_of(self, student_ref: str) -> set[str]:
         """The schools whose archived records are of this student."""
+
+    async def unannounced(self, before: datetime, limit: int) -> list[Entry]:
+        """The log entries of up to `limit` versions archived before `before` whose announcement is still owed, oldest
+        first (one index range of the rows, however many are archived, then their entries by position)."""
+
+    async def announced(self, keys: Iterable[VersionKey]) -> None:
+        """Keep that the archiving of the versions `keys` was announced."""
+
+    async def unannounced_checkpoints(self, before: datetime, limit: int) -> list[Checkpoint]:
+        """Up to `limit` checkpoints stored before `before` whose announcement is still owed, oldest first."""
+
+    async def checkpoints_announced(self, tree_sizes: Iterable[int]) -> None:
+        """Keep that the checkpoints of these tree sizes were announced."""
+
+
+def _ts(moment: datetime | None) -> float | None:
+    """A moment as the owed marks keep it: seconds since the epoch, which every MongoDB-wire server ranges alike."""
+    return moment.timestamp() if moment is not None else None
+
+
+def row_document(row: ArchivedRow) -> dict[str, Any]:
+    fields = asdict(row)
+    return {"_id": f"{row.record_id}:{row.version}", **fields, "unannounced_ts": _ts(fields.pop("unannounced_since"))}
 
 
 def entry_document(entry: Entry, sealed: SealedDocuments) -> dict[str, Any]:
@@ -167,8 +200,12 @@ def entry_from_document(doc: dict[str, Any], sealed: SealedDocuments, audit: boo
     )
 
 
-def checkpoint_document(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {"_id": f"{checkpoint.tree_size:012d}", **checkpoint.model_dump()}
+def checkpoint_document(checkpoint: Checkpoint, unannounced_since: datetime | None = None) -> dict[str, Any]:
+    return {"_id": checkpoint_id(checkpoint.tree_size), **checkpoint.model_dump(), "unannounced_ts": _ts(unannounced_since)}
+
+
+def checkpoint_id(tree_size: int) -> str:
+    return f"{tree_size:012d}"
 
 
 class MongoArchiveRepository:
@@ -238,13 +275,13 @@ class MongoArchiveRepository:
         return found
 
     async def add_rows(self, rows: list[ArchivedRow]) -> int:
-        return await insert_new(self.rows, [{"_id": f"{r.record_id}:{r.version}", **asdict(r)} for r in rows])
+        return await insert_new(self.rows, [row_document(r) for r in rows])
 
     async def count_batch(self, batch_id: str) -> int:
         return len([doc async for doc in self.rows.find({"batch_id": batch_id}, {"_id": 1})])
 
-    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        return await insert_one_new(self.checkpoint_rows, checkpoint_document(checkpoint))
+    async def add_checkpoint(self, checkpoint: Checkpoint, unannounced_since: datetime | None = None) -> bool:
+        return await insert_one_new(self.checkpoint_rows, checkpoint_document(checkpoint, unannounced_since))
 
     async def checkpoints(self) -> list[Checkpoint]:
         cursor = self.checkpoint_rows.find({}, sort=[("tree_size", 1)])
@@ -252,7 +289,7 @@ class MongoArchiveRepository:
 
     async def checkpoint(self, tree_size: int | None = None) -> Checkpoint | None:
         if tree_size is not None:
-            doc = await self.checkpoint_rows.find_one({"_id": f"{tree_size:012d}"})
+            doc = await self.checkpoint_rows.find_one({"_id": checkpoint_id(tree_size)})
             return Checkpoint.model_validate(doc) if doc is not None else None
         async for doc in self.checkpoint_rows.find({}, sort=[("tree_size", -1)], limit=1):
             return Checkpoint.model_validate(doc)
@@ -260,6 +297,28 @@ class MongoArchiveRepository:
 
     async def schools_of(self, student_ref: str) -> set[str]:
         return {doc["school_code"] async for doc in self.rows.find({"student_ref": student_ref}, {"school_code": 1})}
+
+    async def unannounced(self, before: datetime, limit: int) -> list[Entry]:
+        owed = self.rows.find({"unannounced_ts": {"$lte": _ts(before)}}, {"seq": 1}, batch_size=limit + 1)
+        seqs = [doc["seq"] async for doc in owed.sort("unannounced_ts", 1).limit(limit)]
+        if not seqs:
+            return []
+        found = {doc["seq"]: doc async for doc in self.log.find({"_id": {"$in": seqs}}, batch_size=len(seqs) + 1)}
+        return [entry_from_document(found[seq], self.sealed) for seq in seqs if seq in found]
+
+    async def announced(self, keys: Iterable[VersionKey]) -> None:
+        ids = [f"{rid}:{version}" for rid, version in sorted(set(keys))]
+        if ids:
+            await self.rows.update_many({"_id": {"$in": ids}}, {"$set": {"unannounced_ts": None}})
+
+    async def unannounced_checkpoints(self, before: datetime, limit: int) -> list[Checkpoint]:
+        owed = self.checkpoint_rows.find({"unannounced_ts": {"$lte": _ts(before)}}, batch_size=limit + 1)
+        return [Checkpoint.model_validate(doc) async for doc in owed.sort("unannounced_ts", 1).limit(limit)]
+
+    async def checkpoints_announced(self, tree_sizes: Iterable[int]) -> None:
+        ids = [checkpoint_id(size) for size in sorted(set(tree_sizes))]
+        if ids:
+            await self.checkpoint_rows.update_many({"_id": {"$in": ids}}, {"$set": {"unannounced_ts": None}})
 
 
 class InMemoryArchiveRepository:
@@ -269,6 +328,8 @@ class InMemoryArchiveRepository:
         self.log: dict[int, Entry] = {}
         self.rows: dict[VersionKey, ArchivedRow] = {}
         self.stored_checkpoints: dict[int, Checkpoint] = {}
+        #: Stored checkpoints whose announcement is owed: since when, by tree size.
+        self.unannounced_since: dict[int, datetime] = {}
 
     async def leaf_hashes(self) -> list[bytes]:
         return [bytes.fromhex(self.log[seq].leaf_hash) for seq in sorted(self.log)]
@@ -317,10 +378,12 @@ class InMemoryArchiveRepository:
     async def count_batch(self, batch_id: str) -> int:
         return sum(1 for r in self.rows.values() if r.batch_id == batch_id)
 
-    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+    async def add_checkpoint(self, checkpoint: Checkpoint, unannounced_since: datetime | None = None) -> bool:
         if checkpoint.tree_size in self.stored_checkpoints:
             return False
         self.stored_checkpoints[checkpoint.tree_size] = checkpoint
+        if unannounced_since is not None:
+            self.unannounced_since[checkpoint.tree_size] = unannounced_since
         return True
 
     async def checkpoints(self) -> list[Checkpoint]:
@@ -333,3 +396,23 @@ class InMemoryArchiveRepository:
 
     async def schools_of(self, student_ref: str) -> set[str]:
         return {r.school_code for r in self.rows.values() if r.student_ref == student_ref}
+
+    async def unannounced(self, before: datetime, limit: int) -> list[Entry]:
+        owed = sorted(
+            (row.unannounced_since, row.seq) for row in self.rows.values()
+            if row.unannounced_since is not None and row.unannounced_since <= before
+        )
+        return [self.log[seq] for _, seq in owed[:limit] if seq in self.log]
+
+    async def announced(self, keys: Iterable[VersionKey]) -> None:
+        for key in set(keys):
+            if key in self.rows:
+                self.rows[key] = replace(self.rows[key], unannounced_since=None)
+
+    async def unannounced_checkpoints(self, before: datetime, limit: int) -> list[Checkpoint]:
+        owed = sorted((at, size) for size, at in self.unannounced_since.items() if at <= before)
+        return [self.stored_checkpoints[size] for _, size in owed[:limit]]
+
+    async def checkpoints_announced(self, tree_sizes: Iterable[int]) -> None:
+        for size in tree_sizes:
+            self.unannounced_since.pop(size, None)

@@ -1,4 +1,7 @@
-"""archive's subscribers: each message to its handler; the bus carries out the outcome."""
+"""archive's subscribers: each message to its handler; the bus carries out the outcome.
+
+What a handler announces (versions archived, checkpoints) is published here, before the rest of the outcome, so that
+it is kept announced only once published (`handlers.announced`)."""
 
 from __future__ import annotations
 
@@ -25,19 +28,19 @@ def register_routes(bus: Bus, deps: Deps) -> None:
 
     @bus.subscriber(RecordsCompleted)
     async def on_records_completed(event: RecordsCompleted) -> Outcome:
-        return await handlers.archive_records(event, deps)
+        return await handlers.announced(deps, bus.publish_all, await handlers.archive_records(event, deps))
 
     @bus.subscriber(BatchCompleted)
     async def on_batch_completed(event: BatchCompleted) -> Outcome:
-        return await handlers.checkpoint_after_batch(event, deps)
+        return await handlers.announced(deps, bus.publish_all, await handlers.checkpoint_after_batch(event, deps))
 
     @bus.subscriber(IssueCheckpoint)
     async def on_issue_checkpoint(command: IssueCheckpoint) -> Outcome:
-        return await handlers.issue_checkpoint(command, deps)
+        return await handlers.announced(deps, bus.publish_all, await handlers.issue_checkpoint(command, deps))
 
     @bus.subscriber(ProveInclusion)
     async def on_prove_inclusion(request: ProveInclusion) -> Outcome:
-        return await handlers.prove_inclusion(request, deps)
+        return await handlers.announced(deps, bus.publish_all, await handlers.prove_inclusion(request, deps))
 
     @bus.subscriber(ProveConsistency)
     async def on_prove_consistency(request: ProveConsistency) -> Outcome:
@@ -45,7 +48,7 @@ def register_routes(bus: Bus, deps: Deps) -> None:
 
     @bus.subscriber(ExportRecord)
     async def on_export(request: ExportRecord) -> Outcome:
-        return await handlers.export_record(request, deps)
+        return await handlers.announced(deps, bus.publish_all, await handlers.export_record(request, deps))
 
     @bus.subscriber(AuditArchive)
     async def on_audit(request: AuditArchive) -> Outcome:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -12,6 +12,7 @@ from services.archive import handlers
 from services.archive.domain import key_of
 from services.archive.repository import INDEXES, MongoArchiveRepository
 from shared.contracts.archive import RecordsArchived
+from shared.contracts.base import Message
 from shared.contracts.signing import RecordsCompleted, SignedRecord
 from shared.crypto.vault import Vault
 from tests.integration.commands import LARGE_CHUNK, Commands, emptied, watched_database
@@ -69,15 +70,17 @@ def redelivered(trust, k: int) -> Archiving:
 
 
 async def chunk_commands(db, commands: Commands, trust, archiving: Archiving) -> Counter[str]:
-    """The commands archiving the chunk sends, as a chunk of a signing batch, to an archive that loaded its log at
-    start and has archived what came before (an earlier chunk of the batch)."""
+    """The commands archiving the chunk and announcing it send, as a chunk of a signing batch, to an archive that
+    loaded its log at start and has archived what came before (an earlier chunk of the batch)."""
     deps = archive_deps(trust, MongoArchiveRepository(db, Vault.ephemeral()))
     await handlers.load_log(deps)
     await handlers.archive_records(RecordsCompleted(records=archiving.archived, batch_id=BATCH), deps)
 
+    published: list[Message] = []
     with commands.counted() as sent:
         outcome = await handlers.archive_records(RecordsCompleted(records=archiving.chunk, batch_id=BATCH), deps)
-    [archived] = outcome.publish
+        await handlers.announced(deps, published_to(published), outcome)
+    [archived] = published
     assert isinstance(archived, RecordsArchived)
     log_order = list(dict.fromkeys(key_of(s) for s in archiving.archived + archiving.chunk))
     assert [((r.record_id, r.version), r.seq) for r in archived.records] == [
@@ -85,6 +88,15 @@ async def chunk_commands(db, commands: Commands, trust, archiving: Archiving) ->
     ], "every version of the chunk, at its place in the log"
     assert deps.log.tree.size == len(log_order)
     return sent
+
+
+def published_to(published: list[Message]) -> Callable[[Sequence[Message]], Awaitable[None]]:
+    """A broker that confirms every message, kept in `published`."""
+
+    async def publish(messages: Sequence[Message]) -> None:
+        published.extend(messages)
+
+    return publish
 
 
 async def commands_by_size(watched, trust, make: Callable[..., Archiving]) -> list[Counter[str]]:
@@ -99,23 +111,25 @@ async def commands_by_size(watched, trust, make: Callable[..., Archiving]) -> li
 
 async def test_a_chunk_of_new_versions_sends_the_same_commands_to_the_database_whatever_its_size(watched, trust):
     """One read of the rows of versions archived already, the same again under the log's lock, one insert of the
-    log entries, one of the rows: for 120 record versions as for 10 or 1. No checkpoint is signed per chunk (a batch's
+    log entries, one of the rows (each owed its announcement), and once the announcement is published one update that
+    keeps them announced: for 120 record versions as for 10 or 1. No checkpoint is signed per chunk (a batch's
     checkpoint follows the batch's completion)."""
     one, small, large = await commands_by_size(watched, trust, new_records)
-    assert one == small == large == {"find": 2, "insert": 2}
+    assert one == small == large == {"find": 2, "insert": 2, "update": 1}
 
 
 async def test_a_chunk_of_amendments_reads_the_archived_versions_of_its_records_at_once(watched, trust):
     """The archived versions of every record a chunk amends come in one read, not one per record: for 120
     amendments as for 10 or 1."""
     one, small, large = await commands_by_size(watched, trust, amendments)
-    assert one == small == large == {"find": 3, "insert": 2}
+    assert one == small == large == {"find": 3, "insert": 2, "update": 1}
 
 
 async def test_a_redelivered_chunk_finds_its_versions_in_one_reply_and_appends_nothing_whatever_its_size(
     watched, trust
 ):
     """Each look for where the versions are is one read answered in one reply, however many they are; nothing is
-    appended, and the rows, all there already, are one insert that adds none."""
+    appended, the rows, all there already, are one insert that adds none, and the announcement made again is kept
+    announced in one update."""
     one, small, large = await commands_by_size(watched, trust, redelivered)
-    assert one == small == large == {"find": 2, "insert": 1}
+    assert one == small == large == {"find": 2, "insert": 1, "update": 1}

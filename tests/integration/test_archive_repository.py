@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -121,6 +121,40 @@ async def test_a_checkpoint_is_stored_once_per_tree_size_and_read_smallest_first
     assert not await repo.add_checkpoint(sign_checkpoint(signer, "test", 4, tree.root(4), AT.replace(hour=9)))
     assert await repo.checkpoints() == [small, large]
     assert (await repo.checkpoint(), await repo.checkpoint(2), await repo.checkpoint(3)) == (large, small, None)
+
+
+def seconds(n: float) -> datetime:
+    return AT + timedelta(seconds=n)
+
+
+async def test_archived_versions_are_owed_their_announcement_oldest_first_until_kept_announced(repo, trust):
+    entries = domain.build_entries(0, [signed_record(trust, n) for n in range(4)], AT)
+    await repo.append(entries)
+    owed = [replace(row(e), unannounced_since=seconds(10 - e.seq)) for e in entries[1:]]
+    await repo.add_rows([row(entries[0]), *owed])
+
+    assert await repo.unannounced(seconds(8), 10) == [entries[3], entries[2]], "archived by then, oldest first"
+    assert await repo.unannounced(seconds(60), 1) == [entries[3]]
+    await repo.announced([("rec-0003", 1), ("rec-0002", 1), ("nope", 1)])
+    assert await repo.unannounced(seconds(60), 10) == [entries[1]]
+    await repo.add_rows([row(e) for e in entries])
+    assert await repo.unannounced(seconds(60), 10) == [entries[1]], "a row stored again keeps what it owed"
+
+
+async def test_a_checkpoint_is_owed_its_announcement_until_kept_announced(repo, trust):
+    signer = trust.signers.signer_for("archive")
+    tree = MerkleTree(bytes([n]) * 32 for n in range(4))
+    first, second, third = (sign_checkpoint(signer, "test", size, tree.root(size), AT) for size in (1, 2, 3))
+    assert await repo.add_checkpoint(first)
+    assert await repo.add_checkpoint(third, seconds(2))
+    assert await repo.add_checkpoint(second, seconds(1))
+    assert not await repo.add_checkpoint(sign_checkpoint(signer, "test", 2, tree.root(2), seconds(9)), seconds(9))
+
+    assert await repo.unannounced_checkpoints(seconds(1), 10) == [second]
+    assert await repo.unannounced_checkpoints(seconds(60), 10) == [second, third]
+    await repo.checkpoints_announced([2])
+    assert await repo.unannounced_checkpoints(seconds(60), 10) == [third]
+    assert await repo.checkpoints() == [first, second, third], "checkpoints read as they were signed"
 
 
 async def test_appenders_racing_on_one_log_keep_one_tree(repo, trust):

@@ -3,10 +3,11 @@ the access log, metrics."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.archive import handlers
 from services.archive.app import build_app
 from services.archive.repository import InMemoryArchiveRepository
 from shared.contracts.access import AccessLog, ListArchiveAccesses
@@ -28,7 +29,7 @@ from shared.crypto.merkle import MerkleTree, verify_inclusion
 from shared.crypto.seal import archived_claims, seal_problems
 from shared.errors import Refused
 from shared.messaging import ERROR_HEADER, REASON_HEADER
-from tests.unit.archive.conftest import archive_keys
+from tests.unit.archive.conftest import archive_deps, archive_keys
 from tests.unit.signing.trust import OTHER_SCHOOL, make_trust, signed_record
 from tests.wiring.conftest import dead_letters, probe
 
@@ -73,6 +74,7 @@ async def test_signed_records_are_archived_once_and_reported(service, trust, wir
         anchor = trust.pki.trust_store()
         assert seal_problems(announcement.seal, archived_claims(announcement.records), anchor, "archive", record_time) == []
     assert sample(svc, "hocba_records_archived_total") == 4
+    assert [row.unannounced_since for row in repo.rows.values()] == [None] * 4, "announced: nothing owed"
 
 
 async def test_a_completed_batch_brings_a_signed_checkpoint_event(service, trust, wired):
@@ -90,6 +92,7 @@ async def test_a_completed_batch_brings_a_signed_checkpoint_event(service, trust
     assert checkpoint.root_hash == MerkleTree(bytes.fromhex(e.leaf_hash) for e in await repo.entries()).root().hex()
     assert check_checkpoint(checkpoint, trust.pki.trust_store()).ok
     assert await repo.checkpoints() == [checkpoint]
+    assert repo.unannounced_since == {}, "once published, the checkpoint is kept announced"
 
 
 async def test_proofs_exports_and_audits_are_answered(service, trust, wired):
@@ -203,3 +206,27 @@ async def test_attack_requests_without_a_token_or_from_another_school_are_answer
     assert issued == [] and await repo.checkpoints() == [] and logged == [[], []], "nothing was exported or read"
     queue = svc.topology.queue_name(ExportRecord.ROUTING_KEY)
     assert sample(svc, "hocba_requests_answered_with_error_total", {"queue": queue, "reason": "unauthenticated"}) == 1
+
+
+async def test_versions_and_a_checkpoint_a_crash_left_unannounced_are_announced_by_the_archive_itself(
+    settings, trust, wired
+):
+    """The archive stopped after archiving three versions and storing a checkpoint of them, minutes ago, before
+    announcing either: its own loop announces them, once."""
+    repo = InMemoryArchiveRepository()
+    before_the_crash = archive_deps(trust, repo, at=datetime.now(UTC) - timedelta(minutes=5))
+    await handlers.archive_records(records(trust, 3, "b1"), before_the_crash)
+    await handlers.scheduled_checkpoint(before_the_crash)
+    svc = build_app(settings, repository=repo, keys=archive_keys(trust), issuer_keys=trust.issuer.public_keys())
+    archived, issued = probe(svc, RecordsArchived), probe(svc, CheckpointIssued)
+    reannouncing = next(loop for loop in svc.loops if loop.name == "archive-reannounce")
+    async with wired(svc) as wire:
+        await reannouncing.run_once()
+        await reannouncing.run_once()
+        await wire.settle()
+
+    assert [[(r.record_id, r.seq) for r in a.records] for a in archived] == [[("rec-0000", 0), ("rec-0001", 1), ("rec-0002", 2)]]
+    assert seal_problems(archived[0].seal, archived_claims(archived[0].records), trust.pki.trust_store(), "archive",
+                         datetime.now(UTC)) == []
+    assert [e.checkpoint for e in issued] == await repo.checkpoints()
+    assert [row.unannounced_since for row in repo.rows.values()] == [None] * 3 and repo.unannounced_since == {}
