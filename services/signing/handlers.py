@@ -667,14 +667,14 @@ async def reannounce(deps: Deps) -> Outcome:
             signed = SignedRecord(record=records[o.key].record_version(), signatures=chain)
             by_batch.setdefault(o.batch_id, []).append(signed)
     again: list[Message] = []
-    for batch_id, signed in by_batch.items():
+    for batch_id, completed in by_batch.items():
         batch = await deps.repo.batch(batch_id, plan=False) if batch_id else None
-        ids = [f"{s.record.record_id}:{s.record.version}" for s in signed]
+        ids = [f"{s.record.record_id}:{s.record.version}" for s in completed]
         again.append(
             RecordsCompleted(
                 message_id=derived_id("signing.reannounce", *ids),
                 by=batch.requested_by if batch else None,
-                records=signed,
+                records=completed,
                 batch_id=batch_id,
             )
         )
