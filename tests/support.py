@@ -7,7 +7,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +149,17 @@ def idle_rotation(progress: type[DataKeyRotationProgress], keys: IssuerKeys | No
         return None
 
     return KeyRotation(Vault.ephemeral(), NothingSealed(), progress, keys, RotationMetrics(registry), discard)
+
+
+class Broker:
+    """A bus's publishing as a service's announcing step sees it: publishes what it is given, or fails the way a
+    broker that went away does."""
+
+    def __init__(self, failing: bool = False) -> None:
+        self.failing = failing
+        self.published: list[Message] = []
+
+    async def __call__(self, messages: Sequence[Message]) -> None:
+        if self.failing:
+            raise ConnectionError("the broker connection was lost")
+        self.published += messages

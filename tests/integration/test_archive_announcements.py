@@ -4,7 +4,6 @@ again, once; a normal run leaves nothing owed; what is owed is looked up by one 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -14,29 +13,16 @@ from services.archive import handlers
 from services.archive.handlers import Deps
 from services.archive.repository import CHECKPOINTS, INDEXES, LOG, RECORDS, MongoArchiveRepository
 from shared.contracts.archive import CheckpointIssued, RecordsArchived
-from shared.contracts.base import Message
 from shared.contracts.signing import RecordsCompleted
 from shared.crypto.seal import archived_claims, seal_problems
 from shared.crypto.vault import Vault
 from tests.integration.commands import watched_database
+from tests.support import Broker
 from tests.unit.archive.conftest import archive_deps
 from tests.unit.signing.trust import make_trust, signed_record
 
 #: Well past the grace after which an owed announcement is made again.
 LATER = timedelta(minutes=2)
-
-
-class Broker:
-    """Publishes what it is given, or fails as a broker that went away does."""
-
-    def __init__(self, failing: bool = False) -> None:
-        self.failing = failing
-        self.published: list[Message] = []
-
-    async def __call__(self, messages: Sequence[Message]) -> None:
-        if self.failing:
-            raise ConnectionError("the broker connection was lost")
-        self.published += messages
 
 
 @pytest.fixture(scope="module")

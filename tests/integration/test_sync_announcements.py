@@ -4,8 +4,6 @@ reads the receipts collection itself and names a receipt it lacks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
@@ -18,12 +16,11 @@ from services.sync.handlers import Deps
 from services.sync.metrics import SyncMetrics
 from services.sync.ministry import Ministry
 from services.sync.repository import INDEXES, RECEIPTS, MongoOutboxRepository
-from shared.contracts.base import Message
 from shared.contracts.keys import SyncKeyRotationProgress
 from shared.contracts.sync import Reconcile, ReconcileReport, RecordsDelivered
 from shared.crypto.vault import Vault
 from tests.integration.conftest import service_database
-from tests.support import idle_rotation
+from tests.support import Broker, idle_rotation
 from tests.unit.sync.conftest import ISSUER, MINISTRY_URL, OPERATOR, Clock, archived, delivered_ids
 from tests.unit.sync.sealed import trust
 
@@ -42,19 +39,6 @@ class ReceiptsFailOnce(MongoOutboxRepository):
             self.crashed = True
             raise AutoReconnect("sync stopped before it kept the receipts")
         await super().keep_receipts(receipts)
-
-
-class Broker:
-    """Publishes what it is given, or fails as a broker that went away does."""
-
-    def __init__(self, failing: bool = False) -> None:
-        self.failing = failing
-        self.published: list[Message] = []
-
-    async def __call__(self, messages: Sequence[Message]) -> None:
-        if self.failing:
-            raise ConnectionError("the broker connection was lost")
-        self.published += messages
 
 
 @pytest.fixture

@@ -15,19 +15,7 @@ from shared.contracts.archive import CheckpointIssued, IssueCheckpoint, RecordsA
 from shared.contracts.base import Message
 from shared.contracts.signing import RecordsCompleted
 from shared.crypto.seal import archived_claims, seal_problems
-
-
-class Broker:
-    """Publishes what it is given, or fails the way a broker that went away does."""
-
-    def __init__(self, failing: bool = False) -> None:
-        self.failing = failing
-        self.published: list[Message] = []
-
-    async def __call__(self, messages: Sequence[Message]) -> None:
-        if self.failing:
-            raise ConnectionError("the broker connection was lost")
-        self.published += messages
+from tests.support import Broker
 
 
 class Clock:

@@ -14,23 +14,11 @@ from services.signing import handlers
 from shared.contracts.base import Message, utcnow
 from shared.contracts.signing import ChunkSigned, RecordsCompleted, SignWork
 from shared.outcome import Outcome
+from tests.support import Broker
 
 from .test_signing_handlers import homeroom_signed, plan, principal_request
 
 FAR = timedelta(days=1)
-
-
-class Broker:
-    """Publishes what it is given, or fails as a broker that went away does."""
-
-    def __init__(self, failing: bool = False) -> None:
-        self.failing = failing
-        self.published: list[Message] = []
-
-    async def __call__(self, messages: Sequence[Message]) -> None:
-        if self.failing:
-            raise ConnectionError("the broker connection was lost")
-        self.published += messages
 
 
 def later(deps, seconds: float):

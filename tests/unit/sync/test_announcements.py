@@ -14,20 +14,8 @@ from services.sync.domain import DELIVERED, Receipt
 from services.sync.repository import InMemoryOutboxRepository
 from shared.contracts.base import Message
 from shared.contracts.sync import CheckpointDelivered, Reconcile, ReconcileReport, RecordsDelivered, RetryParked
+from tests.support import Broker
 from tests.unit.sync.conftest import OPERATOR, archived, checkpoint_issued, delivered_ids, receipts, statuses
-
-
-class Broker:
-    """Publishes what it is given, or fails the way a broker that went away does."""
-
-    def __init__(self, failing: bool = False) -> None:
-        self.failing = failing
-        self.published: list[Message] = []
-
-    async def __call__(self, messages: Sequence[Message]) -> None:
-        if self.failing:
-            raise ConnectionError("the broker connection was lost")
-        self.published += messages
 
 
 class ReceiptsFailOnce(InMemoryOutboxRepository):
