@@ -9,8 +9,8 @@ announcement with the error in `refused`, and the edge publishes it, then treats
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.contracts.base import Message, Model
@@ -45,3 +45,24 @@ class Outcome:
 
 
 NOTHING = Outcome()
+
+
+#: How a service publishes messages itself (the bus's `publish_all`), when it must know they were published.
+Publish = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+async def published_then_kept(
+    outcome: Outcome,
+    publish: Publish,
+    kept: Callable[[Sequence[Message]], Awaitable[None]],
+    kinds: tuple[type[Message], ...] = (Message,),
+) -> Outcome:
+    """Publish the announcements of `outcome` (its messages of `kinds`), then `kept(them)`: a store that marks what
+    it owes an announcement clears the mark only once the broker took it, so a crash between the two leaves the
+    mark for a re-announcing loop. The rest of the outcome (other messages, a reply, refusals) is left to the edge."""
+    chosen = [m for m in outcome.publish if isinstance(m, kinds)]
+    if not chosen:
+        return outcome
+    await publish(chosen)
+    await kept(chosen)
+    return replace(outcome, publish=[m for m in outcome.publish if not isinstance(m, kinds)])

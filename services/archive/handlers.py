@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,7 +62,7 @@ from shared.crypto.record_signatures import ChainCache, check_record
 from shared.crypto.seal import archived_claims, record_claims, seal, seal_problems
 from shared.crypto.signer import X509Signer
 from shared.errors import InvalidMessage, NotFound, TransientError
-from shared.outcome import NOTHING, Outcome
+from shared.outcome import NOTHING, Outcome, Publish, published_then_kept
 
 logger = logging.getLogger("hocba.archive")
 
@@ -472,21 +472,20 @@ async def checkpoint_covering(entries: int, deps: Deps) -> Covering:
 # and checkpoint into its outbox once, grades notes each status once.
 
 #: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
-Publish = Callable[[Sequence[Message]], Awaitable[None]]
 
 
 async def announced(deps: Deps, publish: Publish, outcome: Outcome) -> Outcome:
     """Publish what `outcome` announces, then keep its versions and checkpoints announced; what else it holds (a
     reply, a refusal) is left to the edge."""
-    if not outcome.publish:
-        return outcome
-    await publish(outcome.publish)
-    versions, sizes = announced_keys(outcome.publish)
-    if versions:
-        await deps.repo.announced(versions)
-    if sizes:
-        await deps.repo.checkpoints_announced(sizes)
-    return replace(outcome, publish=())
+
+    async def kept(messages: Sequence[Message]) -> None:
+        versions, sizes = announced_keys(messages)
+        if versions:
+            await deps.repo.announced(versions)
+        if sizes:
+            await deps.repo.checkpoints_announced(sizes)
+
+    return await published_then_kept(outcome, publish, kept)
 
 
 async def announcing(step: Callable[[Deps], Awaitable[Outcome]], deps: Deps, publish: Publish) -> Outcome:

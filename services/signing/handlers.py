@@ -56,12 +56,11 @@ from shared.crypto.record_signatures import ChainCache
 from shared.crypto.seal import record_claims, seal_problems
 from shared.crypto.signer import SignerDirectory, UnknownSigner, X509Signer
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
-from shared.outcome import NOTHING, Outcome, RejectedPart
+from shared.outcome import NOTHING, Outcome, Publish, RejectedPart, published_then_kept
 
 Clock = Callable[[], datetime]
 
 #: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
-Publish = Callable[[Sequence[Message]], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -629,12 +628,12 @@ async def signed_now(
 async def announced(deps: Deps, publish: Publish, outcome: Outcome) -> Outcome:
     """Publish the completed versions `outcome` announces, then keep them announced; the rest of it is left to the
     edge."""
-    completed = [m for m in outcome.publish if isinstance(m, RecordsCompleted)]
-    if not completed:
-        return outcome
-    await publish(completed)
-    await deps.repo.announced((s.record.record_id, s.record.version) for m in completed for s in m.records)
-    return replace(outcome, publish=[m for m in outcome.publish if not isinstance(m, RecordsCompleted)])
+
+    async def kept(completed: Sequence[Message]) -> None:
+        keys = [(s.record.record_id, s.record.version) for m in completed if isinstance(m, RecordsCompleted) for s in m.records]
+        await deps.repo.announced(keys)
+
+    return await published_then_kept(outcome, publish, kept, (RecordsCompleted,))
 
 
 async def announcing(step: Callable[[Deps], Awaitable[Outcome]], deps: Deps, publish: Publish) -> Outcome:

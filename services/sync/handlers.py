@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import uuid4
@@ -76,7 +76,7 @@ from shared.contracts.sync import (
 )
 from shared.crypto.certs import TrustStore
 from shared.errors import HocbaError, InvalidMessage, Refused, Unavailable
-from shared.outcome import Outcome, RejectedPart
+from shared.outcome import Outcome, Publish, RejectedPart, published_then_kept
 
 log = logging.getLogger("hocba.sync")
 
@@ -418,16 +418,15 @@ def delivered_events(message_id: str, receipts: list[Receipt]) -> list[Message]:
 # twice changes nothing for those who follow them.
 
 #: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
-Publish = Callable[[Sequence[Message]], Awaitable[None]]
 
 
 async def announced(deps: Deps, publish: Publish, outcome: Outcome) -> Outcome:
     """Publish the deliveries `outcome` announces, then keep them announced; what else it holds is left to the edge."""
-    if not outcome.publish:
-        return outcome
-    await publish(outcome.publish)
-    await deps.repo.announced(announced_keys(outcome.publish))
-    return replace(outcome, publish=())
+
+    async def kept(messages: Sequence[Message]) -> None:
+        await deps.repo.announced(announced_keys(messages))
+
+    return await published_then_kept(outcome, publish, kept)
 
 
 async def announcing(step: Callable[[Deps], Awaitable[Outcome]], deps: Deps, publish: Publish) -> Outcome:
