@@ -47,7 +47,7 @@ class Outcome:
 NOTHING = Outcome()
 
 
-#: How a service publishes messages itself (the bus's `publish_all`), when it must know they were published.
+#: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
 Publish = Callable[[Sequence[Message]], Awaitable[None]]
 
 

@@ -471,8 +471,6 @@ async def checkpoint_covering(entries: int, deps: Deps) -> Covering:
 # under a new seal. An announcement made twice changes nothing for those who follow them: sync takes each version
 # and checkpoint into its outbox once, grades notes each status once.
 
-#: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
-
 
 async def announced(deps: Deps, publish: Publish, outcome: Outcome) -> Outcome:
     """Publish what `outcome` announces, then keep its versions and checkpoints announced; what else it holds (a

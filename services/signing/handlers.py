@@ -60,8 +60,6 @@ from shared.outcome import NOTHING, Outcome, Publish, RejectedPart, published_th
 
 Clock = Callable[[], datetime]
 
-#: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
-
 log = logging.getLogger(__name__)
 
 #: Who seals the record versions signing keeps: grades, with its service certificate.

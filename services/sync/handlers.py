@@ -417,8 +417,6 @@ def delivered_events(message_id: str, receipts: list[Receipt]) -> list[Message]:
 # entry's copy and announces it again. Announcements are keyed by record and version (and checkpoint), so one told
 # twice changes nothing for those who follow them.
 
-#: Publishes messages, returning once the broker has confirmed them (`shared.messaging.Bus.publish_all`).
-
 
 async def announced(deps: Deps, publish: Publish, outcome: Outcome) -> Outcome:
     """Publish the deliveries `outcome` announces, then keep them announced; what else it holds is left to the edge."""
