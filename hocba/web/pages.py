@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,26 @@ def school_year(given: str | None, default: str) -> str:
     if form is None or int(form.group(2)) != int(form.group(1)) + 1:
         raise HTTPException(400, f"năm học '{year[:20]}'")
     return year
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A form the person signed in posted to a school's or a class's page, and the school year it names."""
+
+    viewer: Viewer
+    form: FormData
+    school_code: str
+    school_year: str
+
+
+async def posted(request: Request) -> Posted | None:
+    """The form posted to this school's page (or one of its classes'), checked; None when nobody is signed in."""
+    viewer = viewer_of(request)
+    if viewer is None:
+        return None
+    form = await checked_form(request)
+    year = school_year(str(form.get("year", "")), gateway(request).config.school_year)
+    return Posted(viewer, form, request.path_params["school"], year)
 
 
 async def checked_form(request: Request) -> FormData:
@@ -497,12 +518,9 @@ async def sync_status(request: Request, viewer: Viewer) -> tuple[SyncStatus | No
 
 async def sign_school(request: Request) -> Response:
     """The principal's one click: every record of the school year that awaits their signature, then the seal."""
-    viewer = viewer_of(request)
-    if viewer is None:
+    if (post := await posted(request)) is None:
         return to_sign_in()
-    form = await checked_form(request)
-    code = request.path_params["school"]
-    year = school_year(str(form.get("year", "")), gateway(request).config.school_year)
+    viewer, code, year = post.viewer, post.school_code, post.school_year
     if not viewer.may_sign_school(code):
         return problem(
             request,
@@ -516,12 +534,9 @@ async def sign_school(request: Request) -> Response:
 
 async def sign_class(request: Request) -> Response:
     """The homeroom teacher signs their class's records."""
-    viewer = viewer_of(request)
-    if viewer is None:
+    if (post := await posted(request)) is None:
         return to_sign_in()
-    form = await checked_form(request)
-    code, class_name = request.path_params["school"], request.path_params["class_name"]
-    year = school_year(str(form.get("year", "")), gateway(request).config.school_year)
+    viewer, code, year, class_name = post.viewer, post.school_code, post.school_year, request.path_params["class_name"]
     if not viewer.may_sign_class(code, class_name):
         return problem(
             request,
@@ -536,12 +551,9 @@ async def sign_class(request: Request) -> Response:
 
 async def confirm_review(request: Request) -> Response:
     """The homeroom teacher confirms the review of their class as the page showed it (its fingerprint)."""
-    viewer = viewer_of(request)
-    if viewer is None:
+    if (post := await posted(request)) is None:
         return to_sign_in()
-    form = await checked_form(request)
-    code, class_name = request.path_params["school"], request.path_params["class_name"]
-    year = school_year(str(form.get("year", "")), gateway(request).config.school_year)
+    viewer, code, year, class_name = post.viewer, post.school_code, post.school_year, request.path_params["class_name"]
     if not viewer.may_sign_class(code, class_name):
         return problem(
             request,
@@ -552,7 +564,7 @@ async def confirm_review(request: Request) -> Response:
         )
     g = gateway(request)
     command = ConfirmReview(
-        school_code=code, school_year=year, class_name=class_name, reviewed=str(form.get("reviewed", ""))[:64]
+        school_code=code, school_year=year, class_name=class_name, reviewed=str(post.form.get("reviewed", ""))[:64]
     )
     back = f"/schools/{code}/classes/{class_name}?year={year}"
     try:
