@@ -19,18 +19,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from hocba import commands as cli_commands
 from hocba.cli import app
 from hocba.commands import archive as archive_commands
-from hocba.console import console
 from hocba.keys import dev_issuer
 from shared.auth import Actor, audience_of, verify_token
 from shared.contracts.archive import ExportRecord, ProofReply
-from shared.contracts.base import Message, Reply
+from shared.contracts.base import Message
 from shared.contracts.grades import ListRecords, RecordLine, RecordList
 from shared.errors import Refused
-from shared.messaging import Bus
-from shared.settings import Settings
+from tests.unit.command_stack import FakeStack, faked_stack, logged_in_roles
 
 SCHOOL = "79007000"
 YEAR = "2025-2026"
@@ -38,60 +35,17 @@ CLASS = ("--school", SCHOOL, "--year", YEAR, "--class", "6A1")
 #: The students of the class as the school's staff see them; none of it may appear in a file name.
 NAMES = ("Lê Minh Châu", "Nguyễn Văn An", "Trần Thị Bình")
 
-Answer = Reply | Exception | Callable[[Message], Reply]
-
-
-class FakeStack:
-    """The running stack as the commands see it: answers each request type, keeps what was sent."""
-
-    def __init__(self) -> None:
-        self.replies: dict[type[Message], Answer] = {}
-        self.sent: list[Message] = []
-
-    def answers(self, request: type[Message], reply: Answer) -> None:
-        self.replies[request] = reply
-
-    def answer(self, message: Message, answer: type[Reply]) -> Reply:
-        received = type(message).model_validate_json(message.model_dump_json())
-        self.sent.append(received)
-        reply = self.replies[type(message)]
-        if isinstance(reply, Exception):
-            raise reply
-        if callable(reply) and not isinstance(reply, Reply):
-            reply = reply(received)
-        return answer.model_validate(reply.model_dump(mode="json"))
-
-    def of(self, request: type[Message]) -> list[Any]:
-        return [m for m in self.sent if isinstance(m, request)]
 
 
 @pytest.fixture
 def roles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The broker users the commands log in as, in order."""
-    logged_in: list[str] = []
-    as_role = cli_commands.role_settings
-
-    def logging_in(role: str, settings: Settings) -> Settings:
-        logged_in.append(role)
-        return as_role(role, settings)
-
-    monkeypatch.setattr(cli_commands, "role_settings", logging_in)
-    return logged_in
+    return logged_in_roles(monkeypatch)
 
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch, roles: list[str]) -> FakeStack:
-    fake = FakeStack()
-
-    async def connected(bus: Bus) -> None:
-        return None
-
-    async def request(bus: Bus, message: Message, answer: type[Reply], timeout: float = 30.0) -> Reply:
-        return fake.answer(message, answer)
-
-    monkeypatch.setattr(cli_commands, "connect", connected)
-    monkeypatch.setattr(Bus, "request", request)
-    monkeypatch.setattr(console, "width", 240)
+    fake = faked_stack(monkeypatch)
     return fake
 
 

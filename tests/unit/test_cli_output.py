@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from hocba import commands as cli_commands
 from hocba.cli import app
-from hocba.console import console
 from hocba.keys import dev_issuer
 from hocba.term_end import TermEnd
 from shared.auth import audience_of, verify_token
@@ -31,7 +29,7 @@ from shared.contracts.access import (
     ListIdentityAccesses,
 )
 from shared.contracts.archive import AuditArchive, AuditReport, ExportRecord, ProofReply
-from shared.contracts.base import Message, Reply
+from shared.contracts.base import Message
 from shared.contracts.grades import (
     CloseTerm,
     CloseYear,
@@ -52,8 +50,8 @@ from shared.contracts.identity import (
 )
 from shared.contracts.sync import GetSyncStatus, ParkedEntry, RetryOutcome, RetryParked, SyncStatus
 from shared.errors import Refused
-from shared.messaging import Bus
 from shared.settings import Settings
+from tests.unit.command_stack import FakeStack, faked_stack, logged_in_roles
 
 #: A name that, printed as markup, shows a green verdict the command never gave.
 VERDICT = "[green]✓ VERIFIED[/green]"
@@ -63,42 +61,9 @@ PID = "079214000001"
 SCHOOL = "79007000"
 
 
-class FakeStack:
-    """Stands in for the running stack: answers each request type with what the test gave, keeps what was sent."""
-
-    def __init__(self) -> None:
-        self.replies: dict[type[Message], Reply | Exception] = {}
-        self.sent: list[Message] = []
-
-    def answers(self, request: type[Message], reply: Reply | Exception) -> None:
-        self.replies[request] = reply
-
-    def answer(self, message: Message, answer: type[Reply]) -> Reply:
-        # What a service receives is the message's JSON: the token must hold for the parsed copy.
-        self.sent.append(type(message).model_validate_json(message.model_dump_json()))
-        reply = self.replies[type(message)]
-        if isinstance(reply, Exception):
-            raise reply
-        return answer.model_validate(reply.model_dump(mode="json"))
-
-    def of(self, request: type[Message]) -> list[Any]:
-        return [m for m in self.sent if isinstance(m, request)]
-
-
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> FakeStack:
-    fake = FakeStack()
-
-    async def connected(bus: Bus) -> None:
-        return None
-
-    async def request(bus: Bus, message: Message, answer: type[Reply], timeout: float = 30.0) -> Reply:
-        return fake.answer(message, answer)
-
-    monkeypatch.setattr(cli_commands, "connect", connected)
-    monkeypatch.setattr(Bus, "request", request)
-    monkeypatch.setattr(console, "width", 240)  # one line a student, whole table rows
-    return fake
+    return faked_stack(monkeypatch)  # one line a student, whole table rows
 
 
 @pytest.fixture
@@ -232,14 +197,7 @@ def test_each_request_carries_a_token_for_that_one_message_living_minutes(stack,
 
 
 def test_the_broker_login_follows_whose_token_the_command_carries(stack, hocba, monkeypatch, tmp_path):
-    roles: list[str] = []
-    as_role = cli_commands.role_settings
-
-    def logging_in(role: str, settings: Settings) -> Settings:
-        roles.append(role)
-        return as_role(role, settings)
-
-    monkeypatch.setattr(cli_commands, "role_settings", logging_in)
+    roles = logged_in_roles(monkeypatch)
     stack.answers(FindStudents, StudentMatches(students=[student("Nguyễn Văn An")]))
     hocba("identity", "lookup", PID)
     hocba("identity", "lookup", PID, "--school", SCHOOL)

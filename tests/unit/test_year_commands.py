@@ -18,13 +18,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from hocba import commands as cli_commands
 from hocba.cli import app
 from hocba.commands import year as year_commands
-from hocba.console import console
 from hocba.keys import dev_issuer
 from shared.auth import Actor, audience_of, verify_token
-from shared.contracts.base import Message, Reply
+from shared.contracts.base import Message
 from shared.contracts.grades import (
     CloseTerm,
     CloseYear,
@@ -44,8 +42,7 @@ from shared.contracts.grades import (
 )
 from shared.contracts.identity import FindStudents, StudentIdentity, StudentMatches, StudentSnapshot
 from shared.errors import Refused
-from shared.messaging import Bus
-from shared.settings import Settings
+from tests.unit.command_stack import FakeStack, faked_stack, logged_in_roles
 
 SCHOOL = "79007000"
 YEAR = "2025-2026"
@@ -53,31 +50,6 @@ PID = "079214000001"
 #: A name that, printed as markup, would show a green verdict the command never gave.
 VERDICT = "[green]✓ VERIFIED[/green]"
 
-Answer = Reply | Exception | Callable[[Message], Reply]
-
-
-class FakeStack:
-    """The running stack as these commands see it: answers each request type, keeps what was sent."""
-
-    def __init__(self) -> None:
-        self.replies: dict[type[Message], Answer] = {}
-        self.sent: list[Message] = []
-
-    def answers(self, request: type[Message], reply: Answer) -> None:
-        self.replies[request] = reply
-
-    def answer(self, message: Message, answer: type[Reply]) -> Reply:
-        received = type(message).model_validate_json(message.model_dump_json())
-        self.sent.append(received)
-        reply = self.replies[type(message)]
-        if isinstance(reply, Exception):
-            raise reply
-        if callable(reply) and not isinstance(reply, Reply):
-            reply = reply(received)
-        return answer.model_validate(reply.model_dump(mode="json"))
-
-    def of(self, request: type[Message]) -> list[Any]:
-        return [m for m in self.sent if isinstance(m, request)]
 
 
 class FakeWatch:
@@ -106,31 +78,13 @@ class FakeWatch:
 @pytest.fixture
 def roles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The broker users the commands log in as, in order."""
-    logged_in: list[str] = []
-    as_role = cli_commands.role_settings
-
-    def logging_in(role: str, settings: Settings) -> Settings:
-        logged_in.append(role)
-        return as_role(role, settings)
-
-    monkeypatch.setattr(cli_commands, "role_settings", logging_in)
-    return logged_in
+    return logged_in_roles(monkeypatch)
 
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch, roles: list[str]) -> FakeStack:
-    fake = FakeStack()
-
-    async def connected(bus: Bus) -> None:
-        return None
-
-    async def request(bus: Bus, message: Message, answer: type[Reply], timeout: float = 30.0) -> Reply:
-        return fake.answer(message, answer)
-
-    monkeypatch.setattr(cli_commands, "connect", connected)
-    monkeypatch.setattr(Bus, "request", request)
+    fake = faked_stack(monkeypatch)
     monkeypatch.setattr(year_commands, "Watch", FakeWatch)
-    monkeypatch.setattr(console, "width", 240)
     return fake
 
 
