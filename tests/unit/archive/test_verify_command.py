@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 
 from hocba.cli import app
 from hocba.commands import verify as verify_command
+from hocba.console import console
 from hocba.pdf import render_copy
 from services.archive import handlers
 from shared.contracts.archive import ExportRecord
@@ -24,6 +25,12 @@ from tests.unit.archive.conftest import archive_deps
 from tests.unit.signing.trust import signed_record
 
 VERIFIED, NOT_VERIFIED, UNREADABLE = 0, 1, 2
+
+
+@pytest.fixture(autouse=True)
+def whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line a check, whatever width another test left the shared console at."""
+    monkeypatch.setattr(console, "width", 1000)
 
 
 @pytest.fixture
