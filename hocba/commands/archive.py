@@ -120,10 +120,7 @@ def export(  # noqa: PLR0913 - each option of the command is a parameter
 
     The archive logs each export (who, why) in its access log: `hocba audit access` shows it.
     """
-    if class_name is not None or school is not None or year is not None:
-        if record is not None or version is not None:
-            fail("give a record id, or --school, --year and --class for a class's records, not both", 2)
-        job = ClassExport(*class_named(school, year, class_name), as_ or "school_admin", purpose)
+    if (job := class_job(record, version, (school, year, class_name), as_, purpose)) is not None:
         class_files(job, BUNDLES, out, data_dir, timeout)
         return
     bundle = export_bundle(one_record(record, as_), version, purpose, data_dir, timeout)
@@ -157,10 +154,7 @@ def print_copy(  # noqa: PLR0913 - each option of the command is a parameter
 
     The archive logs each print (who, why) in its access log: `hocba audit access` shows it.
     """
-    if class_name is not None or school is not None or year is not None:
-        if record is not None or version is not None:
-            fail("give a record id, or --school, --year and --class for a class's records, not both", 2)
-        job = ClassExport(*class_named(school, year, class_name), as_ or "school_admin", purpose)
+    if (job := class_job(record, version, (school, year, class_name), as_, purpose)) is not None:
         class_files(job, COPIES, out, data_dir, timeout)
         return
     record = one_record(record, as_)
@@ -189,6 +183,22 @@ def one_record(record: str | None, as_: Reader | None) -> str:
     if as_ is not None:
         fail("--as chooses who reads a class's records: it goes with --school, --year and --class", 2)
     return record
+
+
+def class_job(
+    record: str | None,
+    version: int | None,
+    named: tuple[str | None, str | None, str | None],
+    as_: Reader | None,
+    purpose: str,
+) -> ClassExport | None:
+    """A class's export or print when --school, --year or --class is given; None for one record's (a usage error with
+    both)."""
+    if all(part is None for part in named):
+        return None
+    if record is not None or version is not None:
+        fail("give a record id, or --school, --year and --class for a class's records, not both", 2)
+    return ClassExport(*class_named(*named), as_ or "school_admin", purpose)
 
 
 def class_named(school: str | None, year: str | None, class_name: str | None) -> tuple[str, str, str]:
@@ -463,9 +473,13 @@ def consistency(  # noqa: PLR0913 - each option of the command is a parameter
     checks = consistency_checks(old, new, answer, trust)
     show_consistency(old, new, answer, checks)
     if not all(ok for ok, _ in checks):
-        console.print(f"[red]NOT CONSISTENT: the archive's log of {new} entries is not shown to extend that of {old}[/red]")
+        console.print(
+            f"[red]NOT CONSISTENT: the archive's log of {new} entries is not shown to extend that of {old}[/red]"
+        )
         raise typer.Exit(1)
-    console.print(f"[green]CONSISTENT: the archive's log of {new} entries extends that of {old}, as both signed[/green]")
+    console.print(
+        f"[green]CONSISTENT: the archive's log of {new} entries extends that of {old}, as both signed[/green]"
+    )
 
 
 def fetch_json(url: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -509,7 +523,9 @@ def consistency_checks(old: int, new: int, answer: dict[str, Any], trust: TrustS
     elif verify_consistency(old, new, first, second, [p for p in proof if p is not None]):
         checks.append((True, f"the RFC 9162 proof leads from the signed root of {old} entries to that of {new}"))
     else:
-        checks.append((False, f"the RFC 9162 proof does not lead from the signed root of {old} entries to that of {new}"))
+        checks.append(
+            (False, f"the RFC 9162 proof does not lead from the signed root of {old} entries to that of {new}")
+        )
     return checks
 
 
