@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.archive import handlers
-from services.archive.handlers import Deps, Keys
+from services.archive.handlers import Deps, Keys, Stamping
 from services.archive.http import public_routes
 from services.archive.metrics import ArchiveMetrics
 from services.archive.repository import INDEXES, ArchiveRepository, MongoArchiveRepository
@@ -19,14 +19,32 @@ from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, In
 from shared.at_rest import KeyRotation, NothingSealed, Reencrypting
 from shared.auth import IssuerKeys, issuer_keys_for
 from shared.contracts.keys import ArchiveKeyRotationProgress
-from shared.crypto.certs import ReloadingTrust
+from shared.crypto.certs import ReloadingTrust, load_certificates, load_crls
 from shared.crypto.pki import ARCHIVE_SUBJECT, DevPki
+from shared.crypto.timestamps import Timestamp, averify_timestamp, request_timestamp
 from shared.crypto.vault import Vault
 from shared.messaging import Bus
 from shared.service import Loop, Resource, ServiceApp, Storage, assemble
 from shared.settings import Settings
 
 NAME = "archive"
+
+
+def stamping_from(settings: Settings) -> Stamping:
+    """The TSA at HOCBA_TSA_URL; its tokens checked against HOCBA_TSA_ANCHOR, else the PKI's trust anchors and CRL."""
+    pki = DevPki.from_settings(settings)
+
+    async def verify(token: bytes, data: bytes) -> Timestamp:
+        anchors = load_certificates(settings.tsa_anchor) if settings.tsa_anchor else pki.anchors()
+        crls = [] if settings.tsa_anchor else load_crls(pki.crl_path)
+        return await averify_timestamp(token, data, anchors, crls=crls)
+
+    async def request(data: bytes, algorithm: str) -> bytes:
+        return await request_timestamp(
+            settings.tsa_url, data, algorithm=algorithm, timeout=settings.tsa_timeout_seconds
+        )
+
+    return Stamping(request=request, verify=verify)
 
 
 def keys_from_pki(settings: Settings) -> Keys:
@@ -40,7 +58,7 @@ def keys_from_pki(settings: Settings) -> Keys:
     )
 
 
-def build_app(
+def build_app(  # noqa: PLR0913 - each dependency a test may inject is a parameter
     settings: Settings,
     *,
     repository: ArchiveRepository | None = None,
@@ -48,6 +66,7 @@ def build_app(
     registry: CollectorRegistry | None = None,
     keys: Keys | None = None,
     issuer_keys: IssuerKeys | None = None,
+    stamping: Stamping | None = None,
 ) -> ServiceApp:
     """Keys default to the archive's in the PKI at `settings.pki_path()`; the actor-token keys to
     `settings.actor_issuer_jwks` (given keys are taken with the archive as their audience); the log state is read
@@ -77,6 +96,7 @@ def build_app(
         access_log=access_log,
         rotation=KeyRotation.on(bus, vault, sealed, ArchiveKeyRotationProgress, given),
         max_clock_skew=timedelta(seconds=settings.archive_max_clock_skew_seconds),
+        stamping=stamping or (stamping_from(settings) if keys is None else None),
     )
     register_routes(bus, deps)
     log_state = Resource(open=partial(handlers.load_log, deps))
@@ -90,8 +110,10 @@ def build_app(
         "archive-reannounce", bus, partial(handlers.announcing, handlers.reannounce, deps, bus.publish_all),
         deps.announce_interval_seconds,
     )
+    # The third stamps the checkpoints that wait for their timestamp (the TSA was down when they were signed).
+    stamping_loop = Loop("archive-timestamps", bus, partial(handlers.stamp_owed, deps), settings.tsa_retry_seconds)
     key_ring = Resource(open=deps.rotation.show_key_ring)
     return assemble(
-        bus, storage, resources=[log_state, key_ring], loops=[checkpoints, reannouncing],
+        bus, storage, resources=[log_state, key_ring], loops=[checkpoints, reannouncing, stamping_loop],
         http_routes=public_routes(deps),
     )

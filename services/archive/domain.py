@@ -407,3 +407,26 @@ def _signed_digest(jws: str) -> str | None:
         return protected_header(jws).get("digest")
     except (ValueError, IndexError):
         return None
+
+
+# --- timestamps ------------------------------------------------------------------------------
+
+#: Digest algorithms a timestamp may use, weakest first: a renewal never moves down this list.
+HASH_STRENGTH = ("sha256", "sha384", "sha512")
+
+
+def renewal_reason(
+    tsa_not_after: datetime | None, hash_algorithm: str | None, until: datetime, algorithm: str
+) -> str | None:
+    """Why a checkpoint's latest timestamp must be renewed before `until` under `algorithm`, or None when it holds.
+
+    None for both when the checkpoint has no timestamp yet: it gets its first. A token renewed already by a TSA whose
+    certificate outlives `until` and with a digest at least as strong is left alone, so asking twice renews once.
+    """
+    if tsa_not_after is None or hash_algorithm is None:
+        return "no timestamp yet"
+    if tsa_not_after <= until:
+        return f"its TSA's certificate expires {tsa_not_after:%Y-%m-%d}"
+    if hash_algorithm not in HASH_STRENGTH or HASH_STRENGTH.index(hash_algorithm) < HASH_STRENGTH.index(algorithm):
+        return f"its digest {hash_algorithm} is weaker than {algorithm}"
+    return None

@@ -30,7 +30,7 @@ from typing import Any
 from services.archive import domain
 from services.archive.domain import Chunk, Entry, key_of
 from services.archive.metrics import ArchiveMetrics
-from services.archive.repository import ArchivedRow, ArchiveRepository, Position
+from services.archive.repository import ArchivedRow, ArchiveRepository, Position, StampRow
 from shared.access import AccessLogStore, AccessRecorder, authorise_access_list
 from shared.at_rest import KeyRotation
 from shared.auth import IssuerKeys, require_actor, service_subject
@@ -48,20 +48,24 @@ from shared.contracts.archive import (
     ProveConsistency,
     ProveInclusion,
     RecordsArchived,
+    RenewalProgress,
+    RenewTimestamps,
 )
 from shared.contracts.base import Acting, Message, derived_id, utcnow
 from shared.contracts.grades import VersionKey
 from shared.contracts.keys import RotateArchiveKey
 from shared.contracts.signing import BatchCompleted, RecordsCompleted, SignedRecord
+from shared.crypto import timestamps
 from shared.crypto.archive_log import check_checkpoint, sign_checkpoint
-from shared.crypto.bundle import make_bundle, sign_copy
+from shared.crypto.bundle import make_bundle, sign_copy, with_timestamps
 from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import TrustStore
 from shared.crypto.merkle import MerkleTree
 from shared.crypto.record_signatures import ChainCache, check_record
 from shared.crypto.seal import archived_claims, record_claims, seal, seal_problems
 from shared.crypto.signer import X509Signer
-from shared.errors import InvalidMessage, NotFound, TransientError
+from shared.crypto.timestamps import Timestamp
+from shared.errors import InvalidMessage, NotFound, TransientError, Unavailable
 from shared.outcome import NOTHING, Outcome, Publish, published_then_kept
 
 logger = logging.getLogger("hocba.archive")
@@ -112,6 +116,8 @@ class LogState:
     #: Set whenever versions are archived: a batch's checkpoint waits on it.
     appended: asyncio.Event = field(default_factory=asyncio.Event)
     loaded: bool = False
+    #: The TSA failed the last request: checkpoints wait for `stamp_owed` rather than for the TSA's timeout.
+    tsa_failing: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,8 @@ class Deps:
     announce_grace_seconds: float = ANNOUNCE_GRACE_SECONDS
     announce_interval_seconds: float = ANNOUNCE_INTERVAL_SECONDS
     announced_per_step: int = ANNOUNCED_PER_STEP
+    #: The TSA checkpoints are timestamped by (None: they are not).
+    stamping: Stamping | None = None
 
 
 # --- the log as this process knows it --------------------------------------------------------
@@ -360,8 +368,17 @@ def archived_event(
 async def new_checkpoint(deps: Deps, *, even_if_empty: bool = False) -> Checkpoint | None:
     """Sign and store a checkpoint of the tree as it is, if it grew since the last one; None when it did not.
 
-    An empty log gets one only when asked `even_if_empty` (an operator's or a requester's need).
+    An empty log gets one only when asked `even_if_empty` (an operator's or a requester's need). The checkpoint is
+    timestamped at once unless the TSA failed the last time (then `stamp_owed` stamps it once the TSA is back).
     """
+    checkpoint = await signed_checkpoint(deps, even_if_empty=even_if_empty)
+    if checkpoint is not None and checkpoint.tree_size and deps.stamping is not None and not deps.log.tsa_failing:
+        await stamp_checkpoint(deps, deps.stamping, checkpoint)
+    return checkpoint
+
+
+async def signed_checkpoint(deps: Deps, *, even_if_empty: bool = False) -> Checkpoint | None:
+    """`new_checkpoint` but for its timestamp."""
     async with deps.log.lock:
         log = await loaded_log(deps)
         size = log.tree.size
@@ -461,6 +478,134 @@ async def checkpoint_covering(entries: int, deps: Deps) -> Covering:
     # The tree has not grown since the last checkpoint, which was announced when it was signed.
     assert log.last_checkpoint is not None
     return Covering(log.last_checkpoint, [])
+
+
+# --- timestamps --------------------------------------------------------------------------------
+#
+# Every checkpoint is timestamped by an RFC 3161 TSA (HOCBA_TSA_URL), so the time it was signed rests on more than the
+# archive's own clock and key. A TSA that is down stops nothing: the checkpoint is kept owed its timestamp, and
+# `stamp_owed` (a loop) asks again until it has one. `renew_timestamps` chains a new token over the old before the
+# old one's TSA certificate expires or its digest weakens (shared.crypto.timestamps; RFC 4998 as the model).
+
+
+@dataclass(frozen=True)
+class Stamping:
+    """The TSA the archive timestamps its checkpoints with, and how a token it sends is checked before it is kept."""
+
+    #: A token over the bytes under that digest algorithm (`request_timestamp` towards HOCBA_TSA_URL);
+    #: `TsaUnavailable` when the TSA does not give one.
+    request: Callable[[bytes, str], Awaitable[bytes]]
+    #: What a token over the bytes states, its TSA chaining to the anchors; `TimestampInvalid` when it does not.
+    verify: Callable[[bytes, bytes], Awaitable[Timestamp]]
+    #: Checkpoints stamped at most per step of the loop; a step that finds this many runs again at once.
+    per_step: int = 100
+
+
+async def stamp_owed(deps: Deps) -> Outcome:
+    """Timestamp the checkpoints that wait for their first timestamp, oldest first, until the TSA fails.
+
+    Run every few seconds; counts what waits and for how long (an alert fires when it is too long).
+    """
+    if deps.stamping is None:
+        return NOTHING
+    owed = await deps.repo.unstamped_checkpoints(deps.clock(), deps.stamping.per_step)
+    deps.metrics.unstamped(len(owed), owed[0].issued_at if owed else None)
+    stamped = 0
+    for checkpoint in owed:
+        if not await stamp_checkpoint(deps, deps.stamping, checkpoint):
+            break
+        stamped += 1
+    deps.metrics.unstamped(len(owed) - stamped, owed[stamped].issued_at if stamped < len(owed) else None)
+    return Outcome(again=stamped == deps.stamping.per_step)
+
+
+async def stamp_checkpoint(deps: Deps, stamping: Stamping, checkpoint: Checkpoint) -> bool:
+    """The checkpoint's first timestamp, kept; False when the TSA did not give a good one (it is asked again later)."""
+    subject = timestamps.checkpoint_bytes(checkpoint.model_dump(mode="json"))
+    try:
+        row = await new_stamp(stamping, checkpoint.tree_size, 0, subject, timestamps.DEFAULT_HASH)
+    except timestamps.TimestampError as exc:
+        deps.log.tsa_failing = True
+        deps.metrics.timestamps.labels("tsa-unavailable").inc()
+        logger.warning("checkpoint %d waits for its timestamp: %s", checkpoint.tree_size, exc)
+        return False
+    deps.log.tsa_failing = False
+    if await deps.repo.add_timestamp(row):
+        deps.metrics.timestamps.labels("stamped").inc()
+    return True
+
+
+async def new_stamp(stamping: Stamping, tree_size: int, index: int, covered: bytes, algorithm: str) -> StampRow:
+    """A token over `covered` from the TSA, checked (a token the archive cannot verify is never kept)."""
+    token = await stamping.request(covered, algorithm)
+    try:
+        stated = await stamping.verify(token, covered)
+    except timestamps.TimestampInvalid as exc:
+        raise timestamps.TsaUnavailable(f"the TSA's token does not verify: {exc}") from None
+    return StampRow(
+        tree_size=tree_size,
+        index=index,
+        token=token,
+        gen_time=stated.gen_time,
+        tsa=stated.tsa,
+        hash_algorithm=stated.hash_algorithm,
+        tsa_not_after=stated.certificate_not_after,
+    )
+
+
+async def renew_timestamps(command: RenewTimestamps, deps: Deps) -> Outcome:
+    """An operator's renewal of the checkpoints' timestamps, `command.limit` checkpoints a request (operators only).
+
+    Each checkpoint whose latest token falls due (`domain.renewal_reason`) gets a token over the checkpoint and that
+    token; one with none gets its first. Refused, renewing nothing, when the TSA's own certificate would not outlive
+    `until`: a renewal by it would be due again at once.
+    """
+    domain.authorise_operator(require_actor(command, deps.issuer_keys), "renew the checkpoints' timestamps")
+    if deps.stamping is None:
+        raise Unavailable("the archive has no TSA configured (HOCBA_TSA_URL)", reason="no-tsa")
+    batch = await deps.repo.checkpoints_after(command.after, command.limit)
+    progress = RenewalProgress(examined=len(batch))
+    for checkpoint in batch:
+        chain = await deps.repo.timestamps(checkpoint.tree_size)
+        latest = chain[-1] if chain else None
+        reason = domain.renewal_reason(
+            latest.tsa_not_after if latest else None,
+            latest.hash_algorithm if latest else None,
+            command.until,
+            command.algorithm,
+        )
+        if reason is None:
+            continue
+        subject = timestamps.checkpoint_bytes(checkpoint.model_dump(mode="json"))
+        covered = timestamps.renewal_data(subject, latest.token, command.algorithm) if latest else subject
+        try:
+            row = await new_stamp(deps.stamping, checkpoint.tree_size, len(chain), covered, command.algorithm)
+        except timestamps.TsaUnavailable as exc:
+            raise Unavailable(
+                f"checkpoint {checkpoint.tree_size} is not renewed: {exc}", reason="tsa-unavailable"
+            ) from None
+        if row.tsa_not_after <= command.until:
+            raise InvalidMessage(
+                f"the TSA's certificate expires {row.tsa_not_after:%Y-%m-%d}, before {command.until:%Y-%m-%d}: "
+                "renew the TSA's certificate (or use another TSA) first; nothing was renewed with it"
+            )
+        await deps.repo.add_timestamp(row)
+        deps.metrics.timestamps.labels("renewed" if latest else "stamped").inc()
+        progress = progress.model_copy(
+            update={
+                "renewed": progress.renewed + (latest is not None),
+                "stamped": progress.stamped + (latest is None),
+                "tsa_not_after": row.tsa_not_after,
+            }
+        )
+    last = batch[-1].tree_size if batch else command.after
+    remaining = await deps.repo.count_checkpoints_after(last)
+    total = await deps.repo.count_checkpoints_after(0)
+    return Outcome(
+        reply=progress.model_copy(
+            update={"total": total, "remaining": remaining, "next_after": last if remaining else None}
+        )
+    )
 
 
 # --- announcing -------------------------------------------------------------------------------
@@ -658,7 +803,9 @@ async def verification_bundle(entry: Entry, checkpoint: Checkpoint, deps: Deps) 
         "supersedes": entry.supersedes,
     }
     proof = deps.log.tree.inclusion_proof(entry.seq, checkpoint.tree_size)
-    return make_bundle(entry, bytes.fromhex(entry.leaf_hash), proof, checkpoint, status, deps.keys.crl_pem())
+    stamps = [row.token for row in await deps.repo.timestamps(checkpoint.tree_size)]
+    bundle = make_bundle(entry, bytes.fromhex(entry.leaf_hash), proof, checkpoint, status, deps.keys.crl_pem())
+    return with_timestamps(bundle, stamps)
 
 
 async def audit_log(request: AuditArchive, deps: Deps) -> Outcome:

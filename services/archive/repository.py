@@ -8,14 +8,16 @@ access log, one `AccessEntry` per export or printed copy, is `shared.access`'s s
 
 The one field written after the insert is outside what is archived: a row, or a checkpoint, is stored with its
 announcement owed (`unannounced_ts`, in the same insert) and cleared once the announcement is published, so that
-one a crash left unpublished is found by one index range and announced again.
+one a crash left unpublished is found by one index range and announced again. A checkpoint is likewise stored owed its
+RFC 3161 timestamp (`unstamped_ts`), cleared once the first token is kept; the tokens themselves, the first and each
+renewal over the one before, are insert-only rows of `checkpoint_timestamps`, one per (tree size, place in the chain).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -34,6 +36,7 @@ from shared.mongo import DUPLICATE_KEY, Index, insert_new, insert_one_new
 LOG = "log"
 RECORDS = "records"
 CHECKPOINTS = "checkpoints"
+TIMESTAMPS = "checkpoint_timestamps"
 #: Rows a read whose number of matches is not known asks for in its first reply: far more than every archived version
 #: of a chunk's records (a record has a few), far fewer than fill a reply's 16 MB with the few fields read.
 ONE_REPLY = 100_000
@@ -52,7 +55,25 @@ INDEXES = [
     Index(RECORDS, [("unannounced_ts", 1)], name="unannounced"),
     Index(CHECKPOINTS, [("tree_size", 1)], unique=True, name="tree_size_unique"),
     Index(CHECKPOINTS, [("unannounced_ts", 1)], name="unannounced"),
+    Index(CHECKPOINTS, [("unstamped_ts", 1)], name="unstamped"),
+    Index(TIMESTAMPS, [("tree_size", 1)], name="tree_size"),
 ]
+
+
+@dataclass(frozen=True)
+class StampRow:
+    """One RFC 3161 token of a checkpoint's chain: the first (`index` 0) over the checkpoint, each later one over the
+    checkpoint and the token before it (shared.crypto.timestamps); with what the archive read from it when kept."""
+
+    tree_size: int
+    index: int
+    #: The DER TimeStampToken as the TSA sent it.
+    token: bytes
+    gen_time: datetime
+    tsa: str
+    hash_algorithm: str
+    #: When the TSA's certificate expires: the token must be renewed before.
+    tsa_not_after: datetime
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,9 @@ class ArchiveRepository(Protocol):
     async def entry(self, record_id: str, version: int | None = None) -> Entry | None:
         """One archived version (the latest when `version` is None)."""
 
+    async def entry_at(self, seq: int) -> Entry | None:
+        """The log entry at leaf index `seq`, if the log has one (a look-up by `_id`)."""
+
     async def entries(self, start: int = 0, limit: int = 0) -> list[Entry]:
         """Log entries in seq order from `start` (all of them when limit is 0); one whose document does not
         decrypt comes back `unreadable`, for the audit to name."""
@@ -139,6 +163,27 @@ class ArchiveRepository(Protocol):
 
     async def checkpoints_announced(self, tree_sizes: Iterable[int]) -> None:
         """Keep that the checkpoints of these tree sizes were announced."""
+
+    async def checkpoints_after(self, tree_size: int, limit: int) -> list[Checkpoint]:
+        """Up to `limit` checkpoints of tree size above `tree_size`, smallest first."""
+
+    async def count_checkpoints_after(self, tree_size: int) -> int:
+        """How many checkpoints there are of tree size above `tree_size`."""
+
+    async def unstamped_checkpoints(self, before: datetime, limit: int) -> list[Checkpoint]:
+        """Up to `limit` checkpoints stored before `before` that wait for their first timestamp, oldest first."""
+
+    async def add_timestamp(self, row: StampRow) -> bool:
+        """Keep a token of a checkpoint's chain (the first clears the checkpoint's wait); False when that place in the
+        chain is taken already (the row stored first stands)."""
+
+    async def timestamps(self, tree_size: int) -> list[StampRow]:
+        """The checkpoint's chain of tokens, first to latest."""
+
+
+def _utc(moment: datetime) -> datetime:
+    """A stored datetime as an aware UTC one (the driver gives naive UTC back)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _ts(moment: datetime | None) -> float | None:
@@ -201,7 +246,18 @@ def entry_from_document(doc: dict[str, Any], sealed: SealedDocuments, audit: boo
 
 
 def checkpoint_document(checkpoint: Checkpoint, unannounced_since: datetime | None = None) -> dict[str, Any]:
-    return {"_id": checkpoint_id(checkpoint.tree_size), **checkpoint.model_dump(), "unannounced_ts": _ts(unannounced_since)}
+    # A checkpoint owed its announcement (any but an empty log's) is owed its timestamp from the same moment.
+    owed = _ts(unannounced_since)
+    return {
+        "_id": checkpoint_id(checkpoint.tree_size),
+        **checkpoint.model_dump(),
+        "unannounced_ts": owed,
+        "unstamped_ts": owed,
+    }
+
+
+def stamp_document(row: StampRow) -> dict[str, Any]:
+    return {"_id": f"{checkpoint_id(row.tree_size)}:{row.index:04d}", **asdict(row)}
 
 
 def checkpoint_id(tree_size: int) -> str:
@@ -213,6 +269,7 @@ class MongoArchiveRepository:
         self.log = db[LOG]
         self.rows = db[RECORDS]
         self.checkpoint_rows = db[CHECKPOINTS]
+        self.stamp_rows = db[TIMESTAMPS]
         #: The log entries' documents, sealed under the archive's key ring; what a key rotation re-encrypts.
         self.sealed = sealed_records(self.log, vault, encode=canonical_json)
 
@@ -257,6 +314,10 @@ class MongoArchiveRepository:
         docs = [doc async for doc in self.log.find({"record_id": record_id})]
         matching = [d for d in docs if version in (None, d["version"])]
         return entry_from_document(max(matching, key=lambda d: d["version"]), self.sealed) if matching else None
+
+    async def entry_at(self, seq: int) -> Entry | None:
+        doc = await self.log.find_one({"_id": seq})
+        return entry_from_document(doc, self.sealed) if doc is not None else None
 
     async def entries(self, start: int = 0, limit: int = 0) -> list[Entry]:
         cursor = self.log.find({"seq": {"$gte": start}}, sort=[("seq", 1)], limit=limit)
@@ -320,6 +381,35 @@ class MongoArchiveRepository:
         if ids:
             await self.checkpoint_rows.update_many({"_id": {"$in": ids}}, {"$set": {"unannounced_ts": None}})
 
+    async def checkpoints_after(self, tree_size: int, limit: int) -> list[Checkpoint]:
+        cursor = self.checkpoint_rows.find({"tree_size": {"$gt": tree_size}}, sort=[("tree_size", 1)], limit=limit)
+        return [Checkpoint.model_validate(doc) async for doc in cursor]
+
+    async def count_checkpoints_after(self, tree_size: int) -> int:
+        return await self.checkpoint_rows.count_documents({"tree_size": {"$gt": tree_size}})
+
+    async def unstamped_checkpoints(self, before: datetime, limit: int) -> list[Checkpoint]:
+        owed = self.checkpoint_rows.find({"unstamped_ts": {"$lte": _ts(before)}}, batch_size=limit + 1)
+        return [Checkpoint.model_validate(doc) async for doc in owed.sort("unstamped_ts", 1).limit(limit)]
+
+    async def add_timestamp(self, row: StampRow) -> bool:
+        added = await insert_one_new(self.stamp_rows, stamp_document(row))
+        if row.index == 0:  # kept now or before a crash: either way the checkpoint no longer waits
+            await self.checkpoint_rows.update_one(
+                {"_id": checkpoint_id(row.tree_size)}, {"$set": {"unstamped_ts": None}}
+            )
+        return added
+
+    async def timestamps(self, tree_size: int) -> list[StampRow]:
+        rows = [doc async for doc in self.stamp_rows.find({"tree_size": tree_size})]
+        fields = StampRow.__dataclass_fields__
+        stamps = [StampRow(**{k: v for k, v in doc.items() if k in fields}) for doc in rows]
+        read = [
+            replace(r, token=bytes(r.token), gen_time=_utc(r.gen_time), tsa_not_after=_utc(r.tsa_not_after))
+            for r in stamps
+        ]
+        return sorted(read, key=lambda r: r.index)
+
 
 class InMemoryArchiveRepository:
     """For unit and wiring tests: same behaviour, no database."""
@@ -330,6 +420,9 @@ class InMemoryArchiveRepository:
         self.stored_checkpoints: dict[int, Checkpoint] = {}
         #: Stored checkpoints whose announcement is owed: since when, by tree size.
         self.unannounced_since: dict[int, datetime] = {}
+        #: ...and those waiting for their first timestamp; the chains of tokens, by tree size.
+        self.unstamped_since: dict[int, datetime] = {}
+        self.stamps: dict[int, dict[int, StampRow]] = {}
 
     async def leaf_hashes(self) -> list[bytes]:
         return [bytes.fromhex(self.log[seq].leaf_hash) for seq in sorted(self.log)]
@@ -354,6 +447,9 @@ class InMemoryArchiveRepository:
     async def entry(self, record_id: str, version: int | None = None) -> Entry | None:
         matching = [e for e in self.log.values() if e.record_id == record_id and version in (None, e.version)]
         return max(matching, key=lambda e: e.version, default=None)
+
+    async def entry_at(self, seq: int) -> Entry | None:
+        return self.log.get(seq)
 
     async def entries(self, start: int = 0, limit: int = 0) -> list[Entry]:
         found = [self.log[seq] for seq in sorted(self.log) if seq >= start]
@@ -384,6 +480,7 @@ class InMemoryArchiveRepository:
         self.stored_checkpoints[checkpoint.tree_size] = checkpoint
         if unannounced_since is not None:
             self.unannounced_since[checkpoint.tree_size] = unannounced_since
+            self.unstamped_since[checkpoint.tree_size] = unannounced_since
         return True
 
     async def checkpoints(self) -> list[Checkpoint]:
@@ -416,3 +513,26 @@ class InMemoryArchiveRepository:
     async def checkpoints_announced(self, tree_sizes: Iterable[int]) -> None:
         for size in tree_sizes:
             self.unannounced_since.pop(size, None)
+
+    async def checkpoints_after(self, tree_size: int, limit: int) -> list[Checkpoint]:
+        return [self.stored_checkpoints[s] for s in sorted(self.stored_checkpoints) if s > tree_size][:limit]
+
+    async def count_checkpoints_after(self, tree_size: int) -> int:
+        return sum(1 for size in self.stored_checkpoints if size > tree_size)
+
+    async def unstamped_checkpoints(self, before: datetime, limit: int) -> list[Checkpoint]:
+        owed = sorted((at, size) for size, at in self.unstamped_since.items() if at <= before)
+        return [self.stored_checkpoints[size] for _, size in owed[:limit]]
+
+    async def add_timestamp(self, row: StampRow) -> bool:
+        chain = self.stamps.setdefault(row.tree_size, {})
+        if row.index == 0:
+            self.unstamped_since.pop(row.tree_size, None)
+        if row.index in chain:
+            return False
+        chain[row.index] = row
+        return True
+
+    async def timestamps(self, tree_size: int) -> list[StampRow]:
+        chain = self.stamps.get(tree_size, {})
+        return [chain[i] for i in sorted(chain)]

@@ -16,6 +16,7 @@ from shared.contracts.archive import (
     ProveConsistency,
     ProveInclusion,
     RecordsArchived,
+    RenewTimestamps,
 )
 from shared.contracts.keys import ArchiveKeyRotationProgress, RotateArchiveKey
 from shared.contracts.signing import BatchCompleted, RecordsCompleted
@@ -23,7 +24,7 @@ from shared.messaging import Bus
 from shared.outcome import Outcome
 
 
-def register_routes(bus: Bus, deps: Deps) -> None:
+def register_routes(bus: Bus, deps: Deps) -> None:  # noqa: C901 - one subscriber per message the archive consumes
     bus.publishes(RecordsArchived, CheckpointIssued, ArchiveKeyRotationProgress)
 
     @bus.subscriber(RecordsCompleted)
@@ -37,6 +38,10 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(IssueCheckpoint)
     async def on_issue_checkpoint(command: IssueCheckpoint) -> Outcome:
         return await handlers.announced(deps, bus.publish_all, await handlers.issue_checkpoint(command, deps))
+
+    @bus.subscriber(RenewTimestamps)
+    async def on_renew_timestamps(command: RenewTimestamps) -> Outcome:
+        return await handlers.renew_timestamps(command, deps)
 
     @bus.subscriber(ProveInclusion)
     async def on_prove_inclusion(request: ProveInclusion) -> Outcome:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_serializer
 
@@ -188,3 +188,36 @@ class IssueCheckpoint(Message):
 
     ROUTING_KEY = "archive.checkpoint.issue.v1"
     MANDATORY = False
+
+
+class RenewTimestamps(Message):
+    """Request (an operator's command): timestamp the checkpoints again before their timestamps weaken.
+
+    A checkpoint is renewed when its latest timestamp's TSA certificate expires before `until`, or its digest is
+    weaker than `algorithm`: the new token covers the checkpoint and the previous token (RFC 4998 as the model). One
+    with no timestamp yet gets its first. At most `limit` checkpoints are looked at, those of tree size above `after`,
+    smallest first; the reply says where to go on from. Asking again changes nothing once every checkpoint is renewed.
+    """
+
+    ROUTING_KEY = "archive.timestamps.renew.v1"
+    MANDATORY = False
+
+    until: datetime
+    algorithm: Literal["sha256", "sha384", "sha512"] = "sha256"
+    after: int = Field(0, ge=0)
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class RenewalProgress(Reply):
+    """How far a renewal went: checkpoints looked at, renewed and stamped for the first time, and where to go on."""
+
+    examined: int = 0
+    renewed: int = 0
+    stamped: int = 0
+    #: Checkpoints in the log, and how many of them lie above `next_after` (still to look at).
+    total: int = 0
+    remaining: int = 0
+    #: The tree size to ask from next; None once every checkpoint was looked at.
+    next_after: int | None = None
+    #: When the certificate of the TSA that made the renewals expires (None when nothing was renewed).
+    tsa_not_after: datetime | None = None

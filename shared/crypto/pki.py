@@ -67,12 +67,17 @@ __all__ = [
     "seal_subject",
     "service_holder",
     "service_holders",
+    "tsa_holder",
 ]
 
 ROOT_NAME = "Sở GD&ĐT — hocba development root CA"
 ARCHIVE_SUBJECT = "archive"
 #: id-kp-documentSigning (RFC 9336): the certificate signs documents.
 DOCUMENT_SIGNING = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+#: The development time-stamping authority (hocba.tsa): its certificate's only extended key usage is
+#: id-kp-timeStamping, marked critical (RFC 3161 §2.3), so it signs timestamps and nothing else.
+TSA_SUBJECT = "tsa"
+TSA_TITLE = "time-stamping authority"
 ROOT_LIFETIME = timedelta(days=3650)
 HOLDER_LIFETIME = timedelta(days=3 * 365)
 CRL_LIFETIME = timedelta(days=30)
@@ -121,10 +126,15 @@ def gateway_holder() -> Holder:
     return service_holder(GATEWAY)
 
 
+def tsa_holder() -> Holder:
+    """The development time-stamping authority (`hocba up` runs it): production uses a licensed TSA by URL."""
+    return Holder(TSA_SUBJECT, "hocba development time-stamping authority", TSA_TITLE)
+
+
 def service_holders() -> list[Holder]:
     """Every certificate the services themselves hold: the archive's, grades' (it seals the records it assembles),
-    and the web gateway's (it vouches for the people signed in on the web page)."""
-    return [archive_holder(), service_holder("grades"), gateway_holder()]
+    the web gateway's (it vouches for the people signed in on the web page), and the development TSA's."""
+    return [archive_holder(), service_holder("grades"), gateway_holder(), tsa_holder()]
 
 
 #: The one certificate whose key a service (or the web gateway) signs with on its own behalf.
@@ -523,9 +533,7 @@ class DevPki:
             .not_valid_after(now + HOLDER_LIFETIME)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_usage(commitment=True), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
-            )
+            .add_extension(*_extended_usage(holder))
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False
@@ -819,6 +827,14 @@ def _usage(*, cert_sign: bool = False, commitment: bool = False) -> x509.KeyUsag
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def _extended_usage(holder: Holder) -> tuple[x509.ExtendedKeyUsage, bool]:
+    """The holder's extended key usage and whether it is critical: timeStamping alone and critical for the TSA
+    (RFC 3161 §2.3), document signing and e-mail protection for everyone else."""
+    if holder.role == TSA_TITLE:
+        return x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True
+    return x509.ExtendedKeyUsage([DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]), False
 
 
 def _remove_all_but(folder: Path, kept: set[PurePosixPath]) -> int:

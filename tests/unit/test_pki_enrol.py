@@ -79,7 +79,7 @@ def test_a_good_table_enrols_everyone_and_gives_the_signers_and_the_seal_a_certi
     assert register.homeroom_teacher_of(SCHOOL, "6A2").staff_id == "GV002"
     assert register.staff["GV003"].classes == ("6A1", "6A2")
     signers = {h.subject_id: identity(pki.certificate(h.subject_id)) for h in pki.holders()}
-    assert set(signers) == {"GV001", "GV002", "HT001", f"seal-{SCHOOL}", "svc-grades", "svc-web", "archive"}, (
+    assert set(signers) == {"GV001", "GV002", "HT001", f"seal-{SCHOOL}", "svc-grades", "svc-web", "archive", "tsa"}, (
         "subject teachers and records administrators sign no record: no certificate"
     )
     assert (signers["GV001"].name, signers["GV001"].role, signers["GV001"].school_code) == (
@@ -89,7 +89,7 @@ def test_a_good_table_enrols_everyone_and_gives_the_signers_and_the_seal_a_certi
     )
     assert signers["HT001"].name == "Phạm Minh Châu"
     assert signers[f"seal-{SCHOOL}"].name == "Trường THCS Lê Lợi"
-    assert outcome.certificates == 7
+    assert outcome.certificates == 8
 
 
 def test_keys_and_the_register_are_readable_by_their_owner_only(pki):
