@@ -21,6 +21,7 @@ DEFAULT_HTTP_PORTS = {
     "archive": 9104,
     "sync": 9105,
     "ministry-simulator": 9180,
+    "tsa": 9181,
 }
 DEFAULT_EMBEDDED_MONGO_PORT = 27817
 
@@ -121,6 +122,19 @@ class Settings(BaseSettings):
     checkpoint_interval: float = Field(60.0, gt=0)
     #: The archive log's name in its checkpoints.
     archive_origin: str = "hocba.archive"
+    #: Where the public verification page is served: a printed copy's QR code opens `{verify_url}/v/{entry}.{key}`.
+    #: In development the archive's HTTP address as `hocba up` runs it; in production the department's https address
+    #: (printed on paper that is kept for decades: choose one that will last).
+    verify_url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['archive']}"
+    #: The RFC 3161 time-stamping authority (POST application/timestamp-query): in development the local one
+    #: `hocba up` runs (hocba.tsa, its certificate in the development PKI); in production any TSA by URL.
+    tsa_url: str = f"http://127.0.0.1:{DEFAULT_HTTP_PORTS['tsa']}/"
+    #: PEM file with the certificate(s) a production TSA's certificate chains to; unset: the PKI's trust anchors.
+    tsa_anchor: Path | None = None
+    #: Seconds one timestamp request may take before the TSA counts as down (the checkpoint is stamped later).
+    tsa_timeout_seconds: float = Field(10.0, gt=0)
+    #: Seconds between the archive's looks for checkpoints still waiting for their timestamp.
+    tsa_retry_seconds: float = Field(10.0, gt=0)
     #: The archive verifies every signature and certificate chain before it admits a record version.
     archive_verify_signatures: bool = True
     #: How far, in seconds, the time a record's last signature states may be from the archive's clock when it

@@ -14,6 +14,8 @@ revoked for key compromise. Otherwise only the signers' stated times are at hand
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -25,7 +27,7 @@ from typing import Any
 from cryptography import x509
 from pydantic import ValidationError
 
-from shared.contracts.archive import Checkpoint
+from shared.contracts.archive import Checkpoint, signed_time
 from shared.contracts.grades import RecordVersion
 from shared.crypto.archive_log import Leaf, check_checkpoint
 from shared.crypto.canonical import canonical_json, sha256_hex
@@ -34,6 +36,7 @@ from shared.crypto.jws import RawSigner, b64url, b64url_decode, protected_header
 from shared.crypto.merkle import verify_inclusion
 from shared.crypto.record_signatures import ROLE_WORDS, SignatureCheck, check_record
 from shared.crypto.seal import record_claims, seal_problems
+from shared.crypto.timestamps import Timestamp, TimestampInvalid, checkpoint_bytes, verify_chain
 
 FORMAT = "hocba.verification-bundle.v1"
 COPY_TYPE = "hocba-copy"
@@ -53,7 +56,7 @@ def make_bundle(
 ) -> dict[str, Any]:
     """The offline verification bundle of one log entry: the record, its signatures, where it is in the log, the
     inclusion proof up to `checkpoint`, the record's status (versions, superseded by) and the CRL signatures are
-    checked against."""
+    checked against (`with_timestamps` adds the checkpoint's timestamps)."""
     return {
         "format": FORMAT,
         "record": leaf.record(),
@@ -70,6 +73,13 @@ def make_bundle(
         "status": status,
         **({"crl": crl_pem} if crl_pem else {}),
     }
+
+
+def with_timestamps(bundle: dict[str, Any], stamps: Sequence[bytes]) -> dict[str, Any]:
+    """The bundle with its checkpoint's RFC 3161 timestamps (the first, then each renewal; DER, in base64), if any."""
+    if not stamps:
+        return bundle
+    return {**bundle, "checkpoint_timestamps": [base64.b64encode(t).decode() for t in stamps]}
 
 
 class Mark(IntEnum):
@@ -117,6 +127,8 @@ class Verdict:
     sections: list[Section] = field(default_factory=list)
     #: The time the verdict relied on, in words: a trusted time and what proves it, or stated times.
     relied_on: str = ""
+    #: What the checkpoint's RFC 3161 timestamps state, the first then each renewal, when they all verify.
+    timestamps: list[Timestamp] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -245,20 +257,38 @@ class Admission:
         )
 
 
-def verify_bundle(bundle: dict[str, Any], trust: TrustStore) -> Verdict:
+def verify_bundle(bundle: dict[str, Any], trust: TrustStore, tsa_anchors: Sequence[x509.Certificate] = ()) -> Verdict:
     """Check a bundle offline against `trust`: where the content comes from, signatures, chains, order, digest,
-    inclusion, checkpoint; and say which time each verdict relied on. A bundle with a part missing or of the wrong
-    kind raises `Unreadable` (`read_bundle`): it is not checked at all."""
+    inclusion, checkpoint and its timestamps (their TSA chaining to `trust`'s anchors or `tsa_anchors`); and say which
+    time each verdict relied on. A bundle with a part missing or of the wrong kind raises `Unreadable`
+    (`read_bundle`): it is not checked at all."""
     version, checkpoint = read_bundle(bundle)
     verdict = Verdict(f"{version.record_id} version {version.version}")
     trust = trust_with_bundle_crl(trust, bundle)
     payload = version.content
     log, admission = _check_log(bundle, checkpoint, trust, payload)
+    verdict.timestamps = _check_timestamps(log, bundle, trust, tsa_anchors)
     trusted_time_decided = _check_signatures(verdict, version, bundle["signatures"], trust, payload, admission)
     _check_origin(verdict, version, trust, payload, admission)
     verdict.sections.append(log)
-    verdict.relied_on = _relied_on(admission, trusted_time_decided)
+    verdict.relied_on = _relied_on(admission, trusted_time_decided) + timestamp_words(verdict.timestamps)
     return verdict
+
+
+def timestamp_words(stated: Sequence[Timestamp]) -> str:
+    """What the checkpoint's timestamps add to the time a verdict relied on, in words (nothing when there are none)."""
+    if not stated:
+        return ""
+    first, last = stated[0], stated[-1]
+    renewed = (
+        f", renewed {len(stated) - 1} time{'s' if len(stated) > 2 else ''}, last at {last.gen_time:%Y-%m-%d %H:%M:%S}Z "
+        f"by {last.tsa}"
+        if len(stated) > 1
+        else ""
+    )
+    return (
+        f"; the checkpoint existed by {first.gen_time:%Y-%m-%d %H:%M:%S}Z (RFC 3161 timestamp by {first.tsa}{renewed})"
+    )
 
 
 def _relied_on(admission: Admission | None, trusted_time_decided: bool) -> str:
@@ -367,24 +397,31 @@ def _amendment(document: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def _check_log(
-    bundle: dict[str, Any], checkpoint: Checkpoint, trust: TrustStore, payload: bytes
-) -> tuple[Section, Admission | None]:
-    """The entry's leaf hash, its inclusion proof up to the checkpoint's root, the checkpoint's signature, the status;
-    and the admission time they prove, when they all hold."""
+def entry_leaf_hash(bundle: dict[str, Any], payload: bytes | None = None) -> bytes:
+    """The RFC 9162 leaf hash of the entry a bundle holds, computed from its record, signatures and admission time
+    (`payload`: the record's canonical bytes, when already at hand), never read from what the bundle states."""
     record, log = bundle["record"], bundle["log"]
-    leaf = Leaf(
+    return Leaf(
         seq=log["leaf_index"],
         record_id=record["record_id"],
         version=record["version"],
         school_code=record["school_code"],
         school_year=record["school_year"],
         student_ref=record["student_ref"],
-        content=payload,
+        content=payload if payload is not None else canonical_json(record["document"]),
         signatures=bundle["signatures"],
         archived_at=log["archived_at"],
         seal=record.get("seal"),
     ).hash()
+
+
+def _check_log(
+    bundle: dict[str, Any], checkpoint: Checkpoint, trust: TrustStore, payload: bytes
+) -> tuple[Section, Admission | None]:
+    """The entry's leaf hash, its inclusion proof up to the checkpoint's root, the checkpoint's signature, the status;
+    and the admission time they prove, when they all hold."""
+    log = bundle["log"]
+    leaf = entry_leaf_hash(bundle, payload)
     archive = Section(f"archive log '{log['origin']}'")
     leaf_ok = leaf.hex() == log["leaf_hash"]
     if leaf_ok:
@@ -418,6 +455,48 @@ def _check_log(
     return archive, admission
 
 
+def _check_timestamps(
+    archive: Section, bundle: dict[str, Any], trust: TrustStore, tsa_anchors: Sequence[x509.Certificate]
+) -> list[Timestamp]:
+    """The checkpoint's timestamp and its renewals (shared.crypto.timestamps.verify_chain): each verifies over what it
+    covers, its TSA chains to an anchor and was valid at its time and until the renewal after it. None in the bundle
+    is said as information: the checkpoint's time then rests on the archive's own clock and key."""
+    written = bundle.get("checkpoint_timestamps")
+    if not written:
+        archive.inform(
+            "not timestamped: the checkpoint's time rests on the archive's own clock and key only (no RFC 3161 "
+            "timestamp in the bundle)"
+        )
+        return []
+    try:
+        if not isinstance(written, list) or not all(isinstance(t, str) for t in written):
+            raise ValueError("not a list of base64 texts")
+        tokens = [base64.b64decode(t, validate=True) for t in written]
+    except (ValueError, binascii.Error) as exc:
+        archive.add(False, f"the checkpoint's timestamps cannot be read: {exc}")
+        return []
+    try:
+        subject = checkpoint_bytes(bundle["checkpoint"])
+        stated = verify_chain(subject, tokens, [*trust.anchors, *tsa_anchors], crls=trust.crls)
+    except (TimestampInvalid, KeyError) as exc:
+        archive.add(False, f"the checkpoint's timestamps do not hold: {exc}")
+        return []
+    first = stated[0]
+    archive.add(
+        True,
+        f"RFC 3161 timestamp: the signed checkpoint existed by {first.gen_time:%Y-%m-%d %H:%M:%S}Z, stated by "
+        f"{first.tsa} ({first.hash_algorithm}), whose certificate was valid then"
+        + ("" if len(stated) > 1 else " and is now"),
+    )
+    for n, renewal in enumerate(stated[1:], start=1):
+        archive.add(
+            True,
+            f"renewal {n} at {renewal.gen_time:%Y-%m-%d %H:%M:%S}Z by {renewal.tsa} ({renewal.hash_algorithm}) "
+            "covers the checkpoint and the timestamp before it, whose TSA certificate was still valid then",
+        )
+    return stated
+
+
 def _admission(archive: Section, archived_at: str, checkpoint: Checkpoint) -> Admission | None:
     """The admission time the entry states, proven by the checkpoint that covers it (issued no earlier)."""
     try:
@@ -434,46 +513,87 @@ def _admission(archive: Section, archived_at: str, checkpoint: Checkpoint) -> Ad
 
 
 # --- the QR code of a printed copy -----------------------------------------------------------
+#
+# The QR code is one text: the copy's public address, then `#`, then the archive's compact JWS over the claims
+# below. A phone opens the address (the verification page of entry `i`); the part after `#` is a URL fragment, so the
+# phone never sends it to a server, and `hocba verify` or the page checks it offline. The claims are few because the
+# leaf hash commits to everything else (record, version, school, content, signatures, admission time):
+#
+#   i  the entry's index in the archive log       h  its RFC 9162 leaf hash (base64url, 43 characters)
+#   n  the size of the signed checkpoint          t  that checkpoint's root hash (base64url)
+#   c  when the copy was issued (`signed_time`: UTC to the millisecond, with Z)
+#
+# signed with `typ` hocba-copy, so no other statement of the archive's key reads as one. Copies printed before this
+# form (with more claims, among them these four) verify the same way.
+
+#: Characters of the leaf hash's base64url that the address carries: 96 bits, too many to guess an entry's address.
+ADDRESS_KEY_LENGTH = 16
+#: The claims a copy's QR payload states about the archived entry (`c`, its time, is not about the entry).
+COPY_CLAIMS = ("i", "h", "n", "t")
+_ADDRESS = re.compile(r"^(?P<base>.*)/v/(?P<index>\d+)\.(?P<key>[A-Za-z0-9_-]+)$")
 
 
 def _b64(hex_text: str) -> str:
     return b64url(bytes.fromhex(hex_text))
 
 
+def address_key(leaf_hash_hex: str) -> str:
+    """The part of a copy's address that only a holder of the copy knows: the start of its leaf hash, base64url."""
+    return _b64(leaf_hash_hex)[:ADDRESS_KEY_LENGTH]
+
+
+def verify_address(base: str, leaf_index: int, leaf_hash_hex: str) -> str:
+    """The public address of an archived entry's verification page, as a copy's QR code gives it:
+    `{base}/v/{leaf_index}.{key}`, `key` the first 16 characters of the base64url (no padding) of its leaf hash."""
+    return f"{base.rstrip('/')}/v/{leaf_index}.{address_key(leaf_hash_hex)}"
+
+
 def copy_claims(bundle: dict[str, Any]) -> dict[str, Any]:
-    """What the QR code of a printed copy states, compactly (hashes in base64url)."""
-    record, log = bundle["record"], bundle["log"]
+    """What the QR code of a printed copy states about the bundle's entry, compactly (hashes in base64url)."""
+    log, checkpoint = bundle["log"], bundle["checkpoint"]
     return {
-        "o": log["origin"],
-        "r": record["record_id"],
-        "v": record["version"],
-        "s": record["school_code"],
-        "d": _b64(sha256_hex(canonical_json(record["document"]))),
         "i": log["leaf_index"],
         "h": _b64(log["leaf_hash"]),
-        "n": bundle["checkpoint"]["tree_size"],
-        "t": _b64(bundle["checkpoint"]["root_hash"]),
-        "a": log["archived_at"],
+        "n": checkpoint["tree_size"],
+        "t": _b64(checkpoint["root_hash"]),
     }
 
 
 def sign_copy(signer: RawSigner, bundle: dict[str, Any], issued_at: datetime) -> str:
-    claims = {**copy_claims(bundle), "c": issued_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    """The archive's compact JWS over the copy's claims and its time: the part of the QR code after `#`."""
+    claims = {**copy_claims(bundle), "c": signed_time(issued_at)}
     return sign_compact(signer, json.dumps(claims, separators=(",", ":")).encode(), {"typ": COPY_TYPE})
+
+
+def copy_qr(base: str, bundle: dict[str, Any], payload: str) -> str:
+    """The text of a printed copy's QR code: the entry's public address, `#`, the archive's signed payload."""
+    return f"{verify_address(base, bundle['log']['leaf_index'], bundle['log']['leaf_hash'])}#{payload}"
+
+
+def split_qr(qr: str) -> tuple[str | None, str]:
+    """A QR code's address (None when it has none) and its signed payload."""
+    address, mark, payload = qr.rpartition("#")
+    return (address, payload) if mark else (None, qr)
 
 
 def verify_copy(
     qr: str, certificates: Sequence[x509.Certificate], trust: TrustStore, bundle: dict[str, Any] | None = None
 ) -> Verdict:
-    """Check a printed copy's QR payload: signed by the archive's certificate, and (given) matching the bundle."""
+    """Check a printed copy's QR code (its address and signed payload, or the payload alone): signed by the archive's
+    certificate, and (given) stating the bundle's entry, with the address of that entry."""
     verdict = Verdict("QR code")
     section = verdict.section("QR code of the printed copy")
+    address, payload = split_qr(qr.strip())
     try:
-        kid = protected_header(qr)["kid"]
-        claims = json.loads(b64url_decode(qr.split(".")[1]))
+        header = protected_header(payload)
+        kid = header["kid"]
+        claims = json.loads(b64url_decode(payload.split(".")[1]))
         issued = datetime.fromisoformat(claims["c"])
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         section.add(False, "the QR payload is not a compact JWS stating a copy of a record")
+        return verdict
+    if header.get("typ") != COPY_TYPE:
+        section.add(False, f"the QR payload is not a statement of a copy (its type is not {COPY_TYPE})")
         return verdict
     if issued.tzinfo is None:
         section.add(False, "the QR payload states the copy's time without its time zone")
@@ -483,23 +603,45 @@ def verify_copy(
         section.add(False, "the QR payload names a certificate that is not at hand")
         return verdict
     key = ec_public_key(signer)
-    if key is None or verify_compact(key, qr) is None:
+    if key is None or verify_compact(key, payload) is None:
         section.add(False, "the QR payload's signature does not verify")
         return verdict
     chain_check = trust.validate([signer], issued, purpose="checkpoint")
     verdict.relied_on = f"the archive's stated time of the copy, {claims['c']}"
     section.add(
-        True, f"the QR payload is signed by the archive ({claims.get('r')} v{claims.get('v')}, copy of {claims['c']})"
+        True, f"the QR payload is signed by the archive (entry {claims.get('i')} of its log, copy of {claims['c']})"
     )
     section.extend(chain_check.passed, chain_check.failed)
     if bundle is not None:
-        expected = copy_claims(bundle)
-        differs = [k for k, v in expected.items() if claims.get(k) != v]
-        if differs:
-            section.add(False, f"the QR code and the attached bundle disagree on {', '.join(differs)}")
-        else:
-            section.add(True, "the QR code states the same record digest, log entry and checkpoint as the attached bundle")
+        _copy_matches(section, claims, address, bundle)
     return verdict
+
+
+def _copy_matches(section: Section, claims: Mapping[str, Any], address: str | None, bundle: dict[str, Any]) -> None:
+    """The QR code's claims, and its address when it has one, against the bundle's entry."""
+    expected = copy_claims(bundle)
+    try:
+        expected["h"] = b64url(entry_leaf_hash(bundle))
+    except (KeyError, TypeError, ValueError):
+        section.add(False, "the attached bundle's entry cannot be read to compare it with the QR code")
+        return
+    differs = [k for k in COPY_CLAIMS if claims.get(k) != expected[k]]
+    if differs:
+        section.add(False, f"the QR code and the attached bundle disagree on {', '.join(differs)}")
+    else:
+        section.add(
+            True,
+            "the QR code states the same log entry and checkpoint as the attached bundle, and the leaf hash of its "
+            "record and signatures",
+        )
+    if address is None:
+        return
+    found = _ADDRESS.match(address)
+    log = bundle["log"]
+    if found and int(found["index"]) == log["leaf_index"] and found["key"] == address_key(log["leaf_hash"]):
+        section.add(True, f"the QR code's address {address} names this entry and its key")
+    else:
+        section.add(False, f"the QR code's address {address} does not name this entry with its key")
 
 
 def archive_certificates(bundle: dict[str, Any]) -> list[x509.Certificate]:

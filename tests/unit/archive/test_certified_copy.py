@@ -14,6 +14,7 @@ from hocba.pdf import BUNDLE_NAME, QR_NAME, read_copy, render_copy
 from services.archive import handlers
 from shared.contracts.archive import ExportRecord
 from shared.contracts.signing import RecordsCompleted
+from tests.copies import sealed_file
 from tests.unit.archive.conftest import archive_deps
 from tests.unit.signing.trust import signed_record
 
@@ -48,17 +49,19 @@ def run_verify(trust, path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-async def test_a_printed_copy_is_one_a4_page_with_the_bundle_and_qr_payload_attached(exported, tmp_path):
+async def test_a_printed_copy_is_a4_with_the_bundle_and_qr_payload_attached(exported, tmp_path):
     out = render_copy(exported.bundle, exported.qr, tmp_path / "copy.pdf", datetime.now(UTC))
     reader = PdfReader(str(out))
-    [page] = reader.pages
-    width, height = float(page.mediabox.width), float(page.mediabox.height)
-    assert (round(width), round(height)) == (595, 842), "A4 in points"
-    text = page.extract_text()
+    for page in reader.pages:
+        width, height = float(page.mediabox.width), float(page.mediabox.height)
+        assert (round(width), round(height)) == (595, 842), "A4 in points"
+    text = "\n".join(page.extract_text() for page in reader.pages)
     for words in ("HỌC BẠ", "Trần Thị Bình", "Toán", "8.4", "Kết quả học tập", "HIỆU TRƯỞNG", "Hiệu trưởng", "rec-0001"):
         assert words in text
     assert set(reader.attachments) == {BUNDLE_NAME, QR_NAME}
-    assert read_copy(out) == (exported.bundle, exported.qr)
+    bundle, qr = read_copy(out)
+    assert bundle == exported.bundle
+    assert qr.endswith(f"#{exported.qr}"), "the QR code's text: the public address, then the archive's signed payload"
 
 
 async def test_hocba_verify_checks_a_bundle_and_a_printed_copy_offline(exported, trust, tmp_path):
@@ -71,7 +74,7 @@ async def test_hocba_verify_checks_a_bundle_and_a_printed_copy_offline(exported,
     assert "time relied on: the signers' stated times, each no later than the archive's admission time" in output
     assert "proven by the signed checkpoint of size 3" in output
 
-    copy = render_copy(exported.bundle, exported.qr, tmp_path / "copy.pdf", datetime.now(UTC))
+    copy = await sealed_file(trust.pki, exported, tmp_path / "copy.pdf")
     code, output = run_verify(trust, copy)
     assert code == 0, output
     assert "QR payload is signed by the archive" in output
