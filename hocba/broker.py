@@ -63,6 +63,7 @@ from shared.contracts.archive import (
     ProveConsistency,
     ProveInclusion,
     RecordsArchived,
+    RenewTimestamps,
 )
 from shared.contracts.base import Message
 from shared.contracts.grades import (
@@ -114,6 +115,7 @@ from shared.contracts.signing import (
     RequestAmendment,
     RequestSignBatch,
     ReviewClasses,
+    SealCopy,
     SignWork,
 )
 from shared.contracts.sync import CheckpointDelivered, GetSyncStatus, Reconcile, RecordsDelivered, RetryParked
@@ -233,6 +235,7 @@ IDENTITIES: dict[str, BrokerIdentity] = {
                 ReviewClasses,
                 ConfirmReview,
                 HeldSignatures,
+                SealCopy,
             ),
         ),
         BrokerIdentity(
@@ -243,6 +246,7 @@ IDENTITIES: dict[str, BrokerIdentity] = {
                 RecordsCompleted,
                 BatchCompleted,
                 IssueCheckpoint,
+                RenewTimestamps,
                 ProveInclusion,
                 ProveConsistency,
                 ExportRecord,
@@ -271,6 +275,7 @@ IDENTITIES: dict[str, BrokerIdentity] = {
                 ProveConsistency,
                 AuditArchive,
                 IssueCheckpoint,
+                RenewTimestamps,
                 GetSyncStatus,
                 RetryParked,
                 Reconcile,
@@ -299,6 +304,7 @@ IDENTITIES: dict[str, BrokerIdentity] = {
                 AmendRecord,
                 RequestAmendment,
                 ExportRecord,
+                SealCopy,
                 ProveInclusion,
                 *ACCESS_LISTS,
             ),

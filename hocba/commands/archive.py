@@ -3,9 +3,11 @@ whole class's records at once."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,17 +21,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hocba.commands import BrokerRole, DataDir, Purpose, Session, Timeout, ask, fail, refusal, run, session
 from hocba.commands.records import STATUS_WORDS, Reader, reader_of
 from hocba.commands.verify import trust_store
-from hocba.commands.year import where
+from hocba.commands.year import school_person, where
 from hocba.console import console
-from hocba.pdf import render_copy
+from hocba.pades import NOT_SEALED, CopySealing, HttpTimeStamper, seal_chain
+from hocba.pdf import copy_pdf_bytes, render_copy, verify_base
 from hocba.staff import Person
 from shared.contracts.archive import AuditArchive, AuditReport, ExportRecord, IssueCheckpoint, ProofReply
 from shared.contracts.grades import ListRecords, RecordLine, RecordList
+from shared.contracts.signing import CopySeal, SealCopy
 from shared.crypto.archive_log import check_checkpoint_fields
-from shared.crypto.certs import TrustStore
+from shared.crypto.certs import TrustStore, load_certificates
 from shared.crypto.merkle import verify_consistency
 from shared.errors import Refused
-from shared.settings import DEFAULT_HTTP_PORTS
+from shared.settings import DEFAULT_HTTP_PORTS, Misconfigured
 
 app = typer.Typer(
     help="The permanent archive: audit, export, certified copies (each request with the operator's token for it; "
@@ -40,7 +44,7 @@ app = typer.Typer(
 #: Where a record stands once the archive keeps it: only those are exported or printed.
 ARCHIVED = ("archived", "delivered")
 #: Why this command, not a service, leaves a record's file unwritten: said as it is.
-OWN_REFUSALS = frozenset({"no-bundle", "no-copy", "not-written"})
+OWN_REFUSALS = frozenset({"no-bundle", "no-copy", "not-written", NOT_SEALED})
 #: A class name as a file name may carry it: anything else becomes "_".
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -152,8 +156,15 @@ def print_copy(  # noqa: PLR0913 - each option of the command is a parameter
     the class and the student's position in the class list (`hocba records list --class`), e.g. 6A1-03-v1.pdf: no
     personal data in the file names. Exit status 1 when nothing was printed (saying why).
 
-    The archive logs each print (who, why) in its access log: `hocba audit access` shows it.
+    Each copy is signed PAdES B-LT by the school's seal: the signing service puts the seal on it at the request of
+    the school's records administrator (the principal with --as principal), and logs it; the TSA at HOCBA_TSA_URL
+    timestamps it; the PKI's chains and CRLs are embedded, so it verifies offline. A copy that cannot be sealed is
+    not written.
+
+    The archive logs each print (who, why) in its access log: `hocba audit access` shows it. Each copy's QR code
+    opens HOCBA_VERIFY_URL/v/<entry>.<key>, the public verification page (production: an https address).
     """
+    checked_verify_url()
     if (job := class_job(record, version, (school, year, class_name), as_, purpose)) is not None:
         class_files(job, COPIES, out, data_dir, timeout)
         return
@@ -163,8 +174,8 @@ def print_copy(  # noqa: PLR0913 - each option of the command is a parameter
     if reply.bundle is None or reply.qr is None:
         fail(f"the archive sent no certified copy of {record}")
     path = out or Path("copy.pdf")
-    render_copy(reply.bundle, reply.qr, path, datetime.now(UTC))
-    console.print(f"wrote {escape(str(path))}; check it with `hocba verify {escape(str(path))}`")
+    seal_one(reply.bundle, reply.qr, path, purpose, data_dir, timeout)
+    console.print(f"wrote {escape(str(path))}, sealed; check it with `hocba verify {escape(str(path))}`")
 
 
 @app.command("checkpoint")
@@ -290,6 +301,15 @@ def write_bundle(bundle: dict[str, Any], qr: str | None, path: Path) -> None:
     path.write_text(json.dumps(bundle, ensure_ascii=False, indent=1))
 
 
+def checked_verify_url() -> str:
+    """HOCBA_VERIFY_URL, which every copy's QR code opens, checked once before any copy is printed; a usage error
+    (exit 2) with the sentence saying why when production refuses it."""
+    try:
+        return verify_base()
+    except Misconfigured as exc:
+        fail(str(exc), 2)
+
+
 def write_copy(bundle: dict[str, Any], qr: str | None, path: Path) -> None:
     if qr is None:
         raise Refused("the archive sent no signed QR payload for the certified copy", reason="no-copy")
@@ -317,9 +337,11 @@ BUNDLES = FileKind(".json", False, write_bundle, "bundle", "bundles", "exported"
 COPIES = FileKind(".pdf", True, write_copy, "certified copy", "certified copies", "printed")
 
 
-async def fetch_class(s: Session, job: ClassExport, kind: FileKind, folder: Path) -> ClassOutcome:
+async def fetch_class(
+    s: Session, job: ClassExport, kind: FileKind, folder: Path, sealer: Sealer | None = None
+) -> ClassOutcome:
     """List the class's records as the reader sees them, then have the archive export each one it holds, and write
-    its file."""
+    its file (a certified copy sealed by `sealer` first)."""
     reader: Person = reader_of(s, job.school, job.reader)
     request = ListRecords(school_code=job.school, school_year=job.year, class_name=job.class_name, purpose=job.purpose)
     found = await s.ask(reader.signs(request), RecordList)
@@ -334,7 +356,8 @@ async def fetch_class(s: Session, job: ClassExport, kind: FileKind, folder: Path
         for item in outcome.in_archive:
             try:
                 reply = await fetch_one(s, reader.signs(export_request(item, job, kind)), item)
-                path, version = write_one(kind, job, item, reply, folder)
+                sealed = await sealer.copy(reply.bundle or {}, reply.qr) if sealer is not None else None
+                path, version = write_one(kind, job, item, reply, folder, sealed)
             except Refused as exc:
                 outcome.failed.append((item, str(exc) if exc.reason in OWN_REFUSALS else refusal(exc)))
             else:
@@ -362,13 +385,19 @@ async def fetch_one(s: Session, request: ExportRecord, item: Listed) -> ProofRep
     return reply
 
 
-def write_one(kind: FileKind, job: ClassExport, item: Listed, reply: ProofReply, folder: Path) -> tuple[Path, int]:
-    """Write one record's file from the archive's reply; the file and the version it holds."""
+def write_one(
+    kind: FileKind, job: ClassExport, item: Listed, reply: ProofReply, folder: Path, sealed: bytes | None = None
+) -> tuple[Path, int]:
+    """Write one record's file from the archive's reply (a sealed copy's bytes as they are); the file and the version it
+    holds."""
     assert reply.bundle is not None  # fetch_one refuses a reply without it
     version = (reply.bundle.get("record") or {}).get("version", item.line.version)
     path = folder / item.file_name(job.class_name, version, kind.suffix)
     try:
-        kind.write(reply.bundle, reply.qr, path)
+        if sealed is not None:
+            path.write_bytes(sealed)
+        else:
+            kind.write(reply.bundle, reply.qr, path)
     except OSError as exc:
         raise Refused(f"cannot write {path}: {exc.strerror or exc}", reason="not-written") from None
     return path, version
@@ -383,7 +412,10 @@ def class_files(job: ClassExport, kind: FileKind, out: Path | None, data_dir: Pa
 
     async def conversation() -> ClassOutcome:
         async with session(data_dir, timeout, role) as s:
-            return await fetch_class(s, job, kind, folder)
+            if not kind.certified:
+                return await fetch_class(s, job, kind, folder)
+            async with sealing(s, job.school, job.reader, job.purpose) as sealer:
+                return await fetch_class(s, job, kind, folder, sealer)
 
     outcome = run(conversation())
     tell_class(job, kind, folder, outcome)
@@ -439,6 +471,89 @@ def tell_class(job: ClassExport, kind: FileKind, folder: Path, outcome: ClassOut
     )
     if outcome.failed:
         fail(f"{len(outcome.failed)} record(s) of {job.scope} were not {done} (above)")
+
+
+# --- the school's seal on certified copies -------------------------------------------------------
+
+
+@dataclass
+class Sealer:
+    """Seals a command's certified copies PAdES B-LT (`hocba.pades`): the school's records administrator or principal
+    asks the signing service for the seal over each copy's signed attributes (one `SealCopy` a copy, in the signing
+    service's access log), and the TSA for its timestamp; the seal's key never comes here."""
+
+    s: Session
+    school: str
+    person: Person
+    purpose: str
+    sealing: CopySealing
+
+    async def copy(self, bundle: dict[str, Any], qr: str | None) -> bytes:
+        """The certified copy of the bundle's record version, sealed; `Refused` saying why when it cannot be."""
+        if qr is None:
+            raise Refused("the archive sent no signed QR payload for the certified copy", reason="no-copy")
+        record = bundle.get("record") or {}
+        try:
+            unsigned = copy_pdf_bytes(bundle, qr, datetime.now(UTC))
+        except OSError as exc:
+            raise Refused(f"cannot render the copy: {exc.strerror or exc}", reason="not-written") from None
+
+        async def ask(attributes: bytes) -> CopySeal:
+            request = SealCopy(
+                school_code=self.school,
+                record_id=str(record.get("record_id", "")),
+                version=int(record.get("version", 1)),
+                signed_attributes=base64.b64encode(attributes).decode(),
+                purpose=self.purpose,
+            )
+            return await self.s.ask(self.person.signs(request), CopySeal)
+
+        return await self.sealing.seal(unsigned, seal_chain(bundle), ask)
+
+
+def copy_sealing(s: Session, client: httpx.AsyncClient) -> CopySealing:
+    """The TSA at HOCBA_TSA_URL, and the PKI's trust anchors (with HOCBA_TSA_ANCHOR's) and CRLs, whose chains and
+    CRLs each copy embeds."""
+    _, trust = trust_store(None, None, s.data_dir)
+    anchors = list(trust.anchors)
+    if s.settings.tsa_anchor is not None:
+        try:
+            anchors += load_certificates(s.settings.tsa_anchor)
+        except (OSError, ValueError):
+            fail(f"HOCBA_TSA_ANCHOR ({s.settings.tsa_anchor}) holds no readable PEM certificate", 2)
+    stamper = HttpTimeStamper(s.settings.tsa_url, s.settings.tsa_timeout_seconds, client)
+    return CopySealing.of(stamper, anchors, trust.crls)
+
+
+@contextlib.asynccontextmanager
+async def sealing(s: Session, school: str, reader: Reader, purpose: str) -> AsyncIterator[Sealer]:
+    """A sealer for the school's copies, over a school login (a second connection when `s` is an operator's): the
+    principal when they read, else the school's records administrator asks for the seal."""
+    person = school_person(s, school, "principal" if reader == "principal" else "school_admin")
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(httpx.AsyncClient())
+        school_login = s
+        if reader == "operator":
+            school_login = await stack.enter_async_context(session(s.data_dir, s.timeout, "school"))
+        yield Sealer(school_login, school, person, purpose, copy_sealing(s, client))
+
+
+def seal_one(
+    bundle: dict[str, Any], qr: str | None, path: Path, purpose: str, data_dir: Path | None, timeout: float
+) -> None:
+    """Write the record version's certified copy to `path`, sealed at the request of its school's records
+    administrator; nothing is written when it cannot be sealed (the command ends saying why)."""
+    school = str((bundle.get("record") or {}).get("school_code", ""))
+
+    async def conversation() -> bytes:
+        async with session(data_dir, timeout, "school") as s, sealing(s, school, "school_admin", purpose) as sealer:
+            return await sealer.copy(bundle, qr)
+
+    data = run(conversation())
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
 
 
 # --- the log held to its word, over HTTP --------------------------------------------------------
@@ -545,3 +660,6 @@ def show_consistency(old: int, new: int, answer: dict[str, Any], checks: list[tu
         console.print(f"  proof[{n}]: {escape(str(node))}")
     for ok, line in checks:
         console.print(f"  {'[green]✓[/green]' if ok else '[red]✗[/red]'} {escape(line)}")
+
+
+from hocba.commands import archive_renew  # noqa: E402, F401 - registers `hocba archive renew` on `app`

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from cryptography import x509
 from pydantic import ValidationError
 from rich.markup import escape
 
 from hocba.commands import fail
 from hocba.console import console
+from hocba.pades import check_copy_signature
 from hocba.pdf import NotACopy, read_copy
 from shared.crypto.bundle import (
     Mark,
@@ -108,9 +110,10 @@ def read_input(path: Path) -> tuple[dict[str, Any], str | None]:
 
 
 def check(path: Path, bundle: dict[str, Any], qr: str | None, trust: TrustStore) -> list[Verdict]:
-    """Verdicts on a bundle, and for a printed copy also on its QR payload and the QR code printed on its page."""
+    """Verdicts on a bundle, and for a printed copy also on its QR payload, the QR code printed on its page and the PDF's
+    PAdES signature by the school's seal (`hocba.pades.check_copy_signature`: the page and the attachment as signed)."""
     try:
-        verdicts = [verify_bundle(bundle, trust)]
+        verdicts = [verify_bundle(bundle, trust, configured_tsa_anchors())]
     except Unreadable as exc:
         fail(f"{path}: {exc}", UNREADABLE)
     if qr is None:
@@ -124,11 +127,13 @@ def check(path: Path, bundle: dict[str, Any], qr: str | None, trust: TrustStore)
         section.add(True, "the QR code printed on the page carries exactly the attached payload")
     else:
         section.add(False, "the QR code printed on the page does not carry the attached payload")
-    section.not_checked(
-        "the text printed on the page",
-        "the PDF itself carries no signature, so only its attached bundle and QR payload are verified; compare the "
-        "page with the record they state",
-    )
+    sealed = copy.section("The PDF's signature (PAdES, the school's seal)")
+    school = (bundle.get("record") or {}).get("school_code")
+    signature = check_copy_signature(path.read_bytes(), trust.anchors, school if isinstance(school, str) else None)
+    for ok, text in signature.lines:
+        sealed.add(ok, text)
+    if signature.ok:
+        sealed.inform("the text printed on the page is under the seal's signature: as the school printed it")
     return [*verdicts, copy]
 
 
@@ -182,6 +187,18 @@ def _pki_folder(settings: Settings, configured: bool) -> Path:
         if (folder / DEFAULT_DATA_DIR / "pki" / ANCHOR).is_file():
             return folder / DEFAULT_DATA_DIR / "pki"
     return settings.pki_path()
+
+
+def configured_tsa_anchors() -> list[x509.Certificate]:
+    """The certificates a production TSA chains to (HOCBA_TSA_ANCHOR), beside the trust anchor; none when unset (the
+    development TSA chains to the PKI's root)."""
+    path = Settings().tsa_anchor
+    if path is None:
+        return []
+    try:
+        return load_certificates(path.expanduser())
+    except (OSError, ValueError):
+        fail(f"no TSA anchor at {path} (HOCBA_TSA_ANCHOR): give the TSA's root certificate (PEM)", UNREADABLE)
 
 
 def show(verdict: Verdict) -> None:

@@ -14,9 +14,11 @@ from services.signing.handlers import Deps, Signers
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import INDEXES, MongoSigningRepository, SigningRepository
 from services.signing.router import register_routes
+from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, InMemoryAccessLog, MongoAccessLog
 from shared.at_rest import KeyRotation, NothingSealed, Reencrypting
 from shared.auth import IssuerKeys, issuer_keys_for
 from shared.contracts.keys import SigningKeyRotationProgress
+from shared.contracts.signing import SignWork
 from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import DevPki
 from shared.crypto.vault import Vault
@@ -56,15 +58,18 @@ def build_app(
 ) -> ServiceApp:
     """Signers default to the PKI at `settings.pki_path()` (keys in files or a PKCS#11 token) and its trust anchor
     (grades' seals are checked against it too); the actor-token keys to `settings.actor_issuer_jwks` (given keys
-    are taken with signing as their audience)."""
+    are taken with signing as their audience). A `repository` given (tests: an in-memory one) has an in-memory access
+    log beside it (the seals put on certified copies)."""
     bus = Bus(settings, NAME, registry)
-    storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=INDEXES)
+    storage = Storage.for_service(settings, mongo, needed=repository is None, indexes=[*INDEXES, *ACCESS_LOG_INDEXES])
     vault: Vault = Vault.ephemeral()
     sealed: Reencrypting = NothingSealed()
+    access_log: AccessLogStore = InMemoryAccessLog()
     if repository is None:
         vault = Vault.for_service(settings, NAME)
-        stored = MongoSigningRepository(storage.database(settings, NAME), vault)
-        repository, sealed = stored, stored.sealed
+        db = storage.database(settings, NAME)
+        stored = MongoSigningRepository(db, vault)
+        repository, sealed, access_log = stored, stored.sealed, MongoAccessLog(db)
     keys = (
         issuer_keys.for_service(NAME)
         if issuer_keys
@@ -78,10 +83,17 @@ def build_app(
         records_per_chunk=settings.chunk_size,
         worker=worker_name(settings.instance),
         rotation=KeyRotation.on(bus, vault, sealed, SigningKeyRotationProgress, keys),
+        work_waiting=partial(bus.waiting, SignWork),
+        access=AccessRecorder(NAME, bus.registry),
+        access_log=access_log,
     )
     register_routes(bus, deps)
     # Versions a crash (or a dead-lettered chunk) left completed but not announced are announced again, at start and
     # every `announce_interval_seconds`.
     step = partial(handlers.announcing, handlers.reannounce, deps, bus.publish_all)
     reannouncing = Loop("signing-reannounce", bus, step, deps.announce_interval_seconds)
-    return assemble(bus, storage, resources=[Resource(open=deps.rotation.show_key_ring)], loops=[reannouncing])
+    # Batches that stopped moving (a chunk dead-lettered, or held by nothing that finishes it) have their unfinished
+    # chunks published again, at start and every `redrive_interval_seconds`.
+    redriving = Loop("signing-redrive", bus, partial(handlers.redrive, deps), deps.redrive_interval_seconds)
+    loops = [reannouncing, redriving]
+    return assemble(bus, storage, resources=[Resource(open=deps.rotation.show_key_ring)], loops=loops)

@@ -9,6 +9,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from asn1crypto import cms
+
 from shared.auth import Actor
 from shared.contracts.base import Acting
 from shared.contracts.grades import RecordVersion, VersionKey
@@ -30,7 +32,7 @@ from shared.contracts.signing import (
 from shared.crypto.canonical import canonical_json, sha256_hex
 from shared.crypto.certs import CertIdentity
 from shared.crypto.record_signatures import signature_digest
-from shared.errors import Forbidden
+from shared.errors import Forbidden, NotFound
 
 #: The roles a record version needs, in the order they sign. Each signature names the digest of
 #: the one before it, so the chain cannot be reordered or cut.
@@ -52,6 +54,9 @@ BATCH_ROLES: dict[Role, tuple[Role, ...]] = {
 
 OPEN = "open"
 COMPLETED = "completed"
+#: A batch a signer's certificate stopped (revoked, expired during it): its remaining chunks are neither signed, nor
+#: published again, nor taken up by another click; a new click plans what is left once the certificate is renewed.
+REFUSED = "refused"
 
 
 class SignerRefused(Forbidden):
@@ -168,6 +173,9 @@ class Batch:
     classes_waiting: tuple[ClassWaiting, ...] = ()
     #: Classes whose records a chunk left unsigned (their review no longer saw them as held), by chunk number.
     held_back: Mapping[int, tuple[ClassWaiting, ...]] = field(default_factory=dict)
+    #: When the batch last moved: planned, a chunk counted, or its unfinished chunks published again. None for a
+    #: batch stored before this was kept (its start then stands for it).
+    progressed_at: datetime | None = None
 
     @property
     def waiting(self) -> tuple[ClassWaiting, ...]:
@@ -183,6 +191,20 @@ class Batch:
     @property
     def all_chunks_done(self) -> bool:
         return len(self.done_chunks) >= self.chunks_total
+
+    @property
+    def unfinished_chunks(self) -> tuple[int, ...]:
+        """The chunks of the plan not counted yet, in order."""
+        return tuple(n for n in range(self.chunks_total) if n not in self.done_chunks)
+
+    @property
+    def last_progress(self) -> datetime:
+        """When the batch last moved (`progressed_at`, or its start for a batch stored before that was kept)."""
+        return self.progressed_at or self.started_at
+
+    def stalled(self, before: datetime) -> bool:
+        """Open, and not moved since `before`: a chunk of it was dead-lettered, or is held by nothing that finishes it."""
+        return self.status == OPEN and self.last_progress <= before
 
     @property
     def roles(self) -> tuple[Role, ...]:
@@ -202,6 +224,16 @@ class Batch:
             records_signed=self.records_signed + signed,
             records_completed=self.records_completed + completed,
         )
+
+
+def resumes(request: RequestSignBatch, batch: Batch) -> bool:
+    """Whether a new click `request` takes up the unfinished `batch` again: the same school year, and the same signing
+    (a class's homeroom teacher their class's batch; the principal the school's batches, its seal's too)."""
+    if (batch.school_code, batch.school_year) != (request.school_code, request.school_year) or batch.status != OPEN:
+        return False
+    if request.role == "homeroom_teacher":
+        return batch.role == "homeroom_teacher" and batch.class_name == request.class_name
+    return batch.role in BATCH_ROLES["principal"] and request.role in BATCH_ROLES["principal"]
 
 
 def signer_subject(role: Role, person: str, school_code: str) -> str:
@@ -237,6 +269,7 @@ def new_batch(
         records_total=sum(len(chunk) for chunk in chunks),
         status=OPEN if chunks else COMPLETED,
         completed_at=None if chunks else started_at,
+        progressed_at=started_at,
         signer=signer,
         class_name=request.class_name,
         records_waiting=waiting,
@@ -731,3 +764,70 @@ def authorise_confirmation(actor: Actor, school_code: str, class_name: str) -> N
             f"{actor.subject} may not confirm the review of class {class_name} at school {school_code}: "
             "only its homeroom teacher does"
         )
+
+
+# --- the school's seal on a certified copy ---------------------------------------------------
+
+#: The CMS attributes every SignedAttributes the seal signs carries (RFC 5652 §5.3: content type and message digest).
+COPY_ATTRIBUTES_REQUIRED = frozenset({"content_type", "message_digest"})
+#: The content a PAdES signature's SignedData encapsulates (detached): id-data.
+COPY_CONTENT_TYPE = "data"
+#: SHA-256, the message digest the seal's signatures are made with.
+COPY_DIGEST_LENGTH = 32
+
+
+def authorise_copy_seal(actor: Actor, school_code: str, record_id: str) -> None:
+    """The school's seal goes on a certified copy of its records at the request of the school's records administrator
+    or principal, and no one else's (another school's staff, a teacher, an operator, a service)."""
+    if actor.school_code != school_code or not (actor.has("principal") or actor.has("school_admin")):
+        raise SignerRefused(
+            f"{actor.subject} may not have the seal of school {school_code} put on a copy of {record_id}: only that "
+            "school's records administrator or principal may",
+            reason="wrong-school",
+        )
+
+
+def copy_problem(
+    record: StoredRecord | None, present: Mapping[Role, Signature], school_code: str, key: VersionKey
+) -> Forbidden | NotFound | None:
+    """Why a certified copy of `key` may not carry `school_code`'s seal: signing holds no such version of the school's
+    (said alike for a version of another school, so a request learns nothing of other schools' records), or the version
+    is not signed and sealed yet, so the archive does not keep it; None when it may."""
+    name = f"{key[0]} v{key[1]}"
+    if record is None or record.school_code != school_code:
+        return NotFound(f"school {school_code} has no record version {name}: name an archived version of its records")
+    if not is_complete(present):
+        missing = ", ".join(role for role in REQUIRED_ROLES if role not in present)
+        return Forbidden(
+            f"{name} is not archived: it still lacks the signature of {missing}; a certified copy is of a version that "
+            "is signed and sealed",
+            reason="not-archived",
+        )
+    return None
+
+
+def signed_attributes_problem(data: bytes) -> str | None:
+    """Why `data` is not a CMS SignedAttributes the seal may sign (DER: a SET OF Attribute holding one content type,
+    id-data, and one SHA-256 message digest), if it is not. Anything else (a JWS signing input, a record's bytes, an
+    arbitrary digest) is refused: through this request the seal's key signs a copy's attributes and nothing else."""
+    if not data or data[0] != 0x31:  # a DER SET OF
+        return "the signed attributes are not a DER SET OF attributes (RFC 5652 §5.3)"
+    try:
+        attributes = cms.CMSAttributes.load(data, strict=True)
+        types = [attribute["type"].native for attribute in attributes]
+        values = {attribute["type"].native: attribute["values"] for attribute in attributes}
+        reencoded = attributes.dump(force=True)
+    except (ValueError, TypeError, KeyError):
+        return "the signed attributes cannot be read as DER CMS attributes (RFC 5652 §5.3)"
+    if reencoded != data:
+        return "the signed attributes are not in DER (RFC 5652 §5.4 signs their DER encoding)"
+    if len(set(types)) != len(types):
+        return "the signed attributes name an attribute twice"
+    if missing := sorted(COPY_ATTRIBUTES_REQUIRED - set(types)):
+        return f"the signed attributes lack {', '.join(missing)}"
+    content_type, digest = values["content_type"], values["message_digest"]
+    if len(content_type) != 1 or content_type[0].native != COPY_CONTENT_TYPE:
+        return "the signed attributes' content type is not id-data"
+    if len(digest) != 1 or len(digest[0].native) != COPY_DIGEST_LENGTH:
+        return f"the signed attributes' message digest is not one SHA-256 digest ({COPY_DIGEST_LENGTH} bytes)"
+    return None

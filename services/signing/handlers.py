@@ -12,15 +12,20 @@ follow say who acted (`by`), and never carry a token.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+
+from prometheus_client import CollectorRegistry
 
 from services.signing import domain
 from services.signing.domain import Batch, Gate, Review, ReviewRefused, SignerRefused, StoredRecord
 from services.signing.metrics import SigningMetrics
 from services.signing.repository import SigningRepository
+from shared.access import AccessLogStore, AccessRecorder, InMemoryAccessLog
 from shared.at_rest import KeyRotation
 from shared.auth import Actor, IssuerKeys, authorise_review, require_actor, service_subject
 from shared.contracts.base import Acting, Message, derived_id, utcnow
@@ -36,6 +41,7 @@ from shared.contracts.signing import (
     ClassReviews,
     ClassWaiting,
     ConfirmReview,
+    CopySeal,
     HeldSignatures,
     RecordRefused,
     RecordsCompleted,
@@ -45,9 +51,11 @@ from shared.contracts.signing import (
     ReviewClasses,
     ReviewConfirmed,
     Role,
+    SealCopy,
     Signature,
     SignedRecord,
     SignWork,
+    seal_subject,
 )
 from shared.crypto.canonical import sha256_hex
 from shared.crypto.certs import TrustStore
@@ -118,6 +126,20 @@ class Deps:
     announce_grace_seconds: float = 30.0
     #: How often signing looks for such versions.
     announce_interval_seconds: float = 10.0
+    #: An open batch that has not moved this long (no chunk counted: one was dead-lettered, or is held by nothing
+    #: that finishes it) has its unfinished chunks published again (`redrive`)...
+    redrive_grace_seconds: float = 120.0
+    #: ...looked for this often.
+    redrive_interval_seconds: float = 30.0
+    #: Chunks a worker holds unacknowledged: the one it signs and the next. A worker that stops hands back no more.
+    work_prefetch: int = 2
+    #: How many chunks wait in the work queue, ready for a worker (`Bus.waiting`); None: not known. While any wait, a
+    #: batch that has not moved may be waiting behind them, and nothing is published again.
+    work_waiting: Callable[[], Awaitable[int]] | None = None
+    #: Makes and counts the access-log entries of the seals put on certified copies.
+    access: AccessRecorder = field(default_factory=lambda: AccessRecorder("signing", CollectorRegistry()))
+    #: The access log those entries are kept in (`app.py`: signing's `access_log` collection).
+    access_log: AccessLogStore = field(default_factory=InMemoryAccessLog)
 
 
 # --- receiving records -----------------------------------------------------------------------
@@ -229,6 +251,7 @@ async def plan_batch(command: RequestSignBatch, deps: Deps) -> Outcome:
     except Forbidden as exc:
         return refused(command.batch_id, command, exc, command.message_id, actor.acting() if actor else None)
     stored = await deps.repo.batch(command.batch_id)
+    resumed: list[Message] = []
     if stored is None:
         gate = await gate_of(command, deps)
         if waits := class_not_ready(command, gate):
@@ -236,6 +259,7 @@ async def plan_batch(command: RequestSignBatch, deps: Deps) -> Outcome:
             return Outcome(
                 publish=[refusal_event(command.batch_id, command, waits, command.message_id, actor.acting())]
             )
+        resumed = await taken_up_again(command, deps)
         stored = await new_plan(command, signer, actor.acting(), deps, gate)
     if (stored.school_code, stored.school_year, stored.role, stored.signer) != (
         command.school_code,
@@ -244,7 +268,31 @@ async def plan_batch(command: RequestSignBatch, deps: Deps) -> Outcome:
         signer,
     ):
         raise InvalidMessage(f"batch id {command.batch_id} is already used for another school year, role or signer")
-    return Outcome(publish=work_messages(stored))
+    return Outcome(publish=[*resumed, *work_messages(stored)])
+
+
+async def taken_up_again(command: RequestSignBatch, deps: Deps) -> list[Message]:
+    """What a new click finishes of what an earlier one left: the unfinished chunks of the scope's open batches
+    (`domain.resumes`), published again; and, for the school's click, every version of the school year signed by all
+    roles that is not known to have reached the archive (owed an announcement, or completed before announcements
+    were kept), owed again at once for `reannounce` to announce. Handling a chunk or an announcement twice has its
+    effect once (the signatures and the archive are kept by record, version and role)."""
+    now = deps.clock()
+    again: list[Message] = []
+    for batch in await deps.repo.open_batches():
+        if domain.resumes(command, batch):
+            again += await redriven(batch, None, now, deps)
+    if command.role != "homeroom_teacher":
+        owed = await deps.repo.completed_not_known_announced(command.school_code, command.school_year)
+        if owed:
+            log.warning(
+                "%d completed versions of %s %s are owed to the archive again",
+                len(owed),
+                command.school_code,
+                command.school_year,
+            )
+            await deps.repo.owe_again(owed)
+    return again
 
 
 def authorised_signer(command: RequestSignBatch, actor: Actor, deps: Deps) -> str:
@@ -317,6 +365,13 @@ def work_messages(batch: Batch) -> list[Message]:
         )
         for chunk_no, chunk in enumerate(batch.chunks)
     ]
+
+
+def unfinished_work(batch: Batch) -> list[Message]:
+    """The work of a batch's chunks not counted yet (`Batch.unfinished_chunks`), as its plan published it: the same
+    message ids, so handling it twice counts it once."""
+    unfinished = set(batch.unfinished_chunks)
+    return [w for w in work_messages(batch) if isinstance(w, SignWork) and w.chunk_no in unfinished]
 
 
 def completed_event(batch: Batch) -> BatchCompleted:
@@ -539,6 +594,8 @@ async def sign_chunk(work: SignWork, deps: Deps) -> Outcome:
             for role in batch.roles
         }
     except SignerRefused as exc:
+        # The batch stops here: what is left is neither published again nor taken up (`redrive`, `taken_up_again`).
+        await deps.repo.refuse_batch(batch.batch_id)
         return refused(batch.batch_id, batch, exc, work.message_id, batch.requested_by)
     present, held = await signed_now(keys, records, batch, signers, signed_at, deps)
     if held:
@@ -693,7 +750,7 @@ async def count_chunk(event: ChunkSigned, deps: Deps) -> Outcome:
     repo, metrics = deps.repo, deps.metrics
     if event.chunk_no < 0:
         raise InvalidMessage(f"batch {event.batch_id} has no chunk {event.chunk_no}")
-    counted = await repo.count_chunk(event.batch_id, event.chunk_no, event.signed, event.completed)
+    counted = await repo.count_chunk(event.batch_id, event.chunk_no, event.signed, event.completed, deps.clock())
     batch = counted if counted is not None else await counted_before(event, repo)
     out: list[Message] = []
     if counted is not None:
@@ -722,6 +779,50 @@ async def count_chunk(event: ChunkSigned, deps: Deps) -> Outcome:
     return Outcome(publish=out) if out else NOTHING
 
 
+async def redrive(deps: Deps) -> Outcome:
+    """Batches that have not moved for `redrive_grace_seconds` (a chunk dead-lettered, or held by nothing that finishes
+    it): their unfinished chunks published again, so that every batch finishes without anyone clicking again. One
+    process takes each such batch (`SigningRepository.moved`), and waits the grace again before it looks at it anew.
+    Nothing is published again while chunks wait in the work queue (`work_waiting`): a long queue is not a stall.
+
+    A batch whose every chunk is counted but that is still open (its counting process stopped before closing it) is
+    closed, and its end announced. Run at start and every `redrive_interval_seconds`.
+    """
+    now = deps.clock()
+    before = now - timedelta(seconds=deps.redrive_grace_seconds)
+    stalled = [batch for batch in await deps.repo.open_batches() if batch.stalled(before)]
+    if not stalled or (deps.work_waiting is not None and await deps.work_waiting()):
+        return NOTHING  # chunks still wait for a worker: a batch that has not moved may be waiting behind them
+    again: list[Message] = []
+    for batch in stalled:
+            again += await redriven(batch, before if batch.progressed_at is not None else None, now, deps)
+    return Outcome(publish=again) if again else NOTHING
+
+
+async def redriven(batch: Batch, before: datetime | None, now: datetime, deps: Deps) -> list[Message]:
+    """The open `batch` taken up again (unless another process moved it since `before`): its unfinished chunks' work,
+    or its end when every chunk is counted."""
+    if not await deps.repo.moved(batch.batch_id, before, now):
+        return []
+    if batch.all_chunks_done:
+        if await deps.repo.close_batch(batch.batch_id, now):
+            deps.metrics.batches.labels("completed").inc()
+            return [completed_event(batch)]
+        return []
+    planned = await deps.repo.batch(batch.batch_id)
+    if planned is None:
+        return []
+    work = unfinished_work(planned)
+    deps.metrics.chunks_redriven.inc(len(work))
+    log.warning(
+        "batch %s had not moved since %s: %d unfinished chunk(s) published again",
+        batch.batch_id,
+        f"{batch.last_progress:%H:%M:%S}",
+        len(work),
+    )
+    return work
+
+
 async def counted_before(event: ChunkSigned, repo: SigningRepository) -> Batch:
     """The batch of a chunk that was not counted now: it was counted before; unless the batch or the chunk is unknown."""
     batch = await repo.batch(event.batch_id, plan=False)
@@ -730,6 +831,43 @@ async def counted_before(event: ChunkSigned, repo: SigningRepository) -> Batch:
     if event.chunk_no >= batch.chunks_total:
         raise InvalidMessage(f"batch {event.batch_id} has no chunk {event.chunk_no}")
     return batch
+
+
+# --- the school's seal on a certified copy ----------------------------------------------------
+
+
+async def seal_copy(request: SealCopy, deps: Deps) -> Outcome:
+    """The school's seal over a certified copy's CMS signed attributes (a PAdES signature the printing command makes):
+    for the school's records administrator or principal, of an archived version of the school's records they name.
+
+    The command that prints the copy never holds the seal's key: it builds the copy's signature around the signature
+    this answers. Refused, with why, unless the token is theirs and for this request, signing holds that version of
+    the school's records with every signature (`domain.copy_problem`), the bytes are a copy's signed attributes and
+    nothing else (`domain.signed_attributes_problem`: the seal's key must not sign a record's JWS through here), and
+    the seal's certificate may sign now. Each request answered is kept in signing's access log ("print", with the
+    purpose given), as the archive keeps the print itself.
+    """
+    actor = require_actor(request, deps.issuer_keys)
+    domain.authorise_copy_seal(actor, request.school_code, request.record_id)
+    key = (request.record_id, request.version)
+    record = (await deps.repo.records([key])).get(key)
+    present = (await deps.repo.signatures([key])).get(key, {})
+    if problem := domain.copy_problem(record, present, request.school_code, key):
+        raise problem
+    assert record is not None  # copy_problem refuses a version not held
+    try:
+        attributes = base64.b64decode(request.signed_attributes, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidMessage("the signed attributes are not standard base64") from None
+    if why := domain.signed_attributes_problem(attributes):
+        raise InvalidMessage(why)
+    now = deps.clock()
+    school = request.school_code
+    signer = deps.signers.valid_signer(seal_subject(school), "school_seal", school, now)
+    signature = signer.sign_raw(attributes)
+    reader, purpose = [record.student_ref], request.purpose
+    await deps.access_log.add(deps.access.entries(actor, "print", reader, purpose=purpose, record_id=record.record_id))
+    return Outcome(reply=CopySeal(signature=base64.b64encode(signature).decode(), chain=signer.x5c, signed_at=now))
 
 
 # --- the data key ----------------------------------------------------------------------------

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from shared.contracts.signing import SIGNING_ORDER
+
 BATCH_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+#: How a batch ends (`hocba_signing_batches_total{outcome}`).
+BATCH_OUTCOMES = ("completed", "empty", "waiting-review")
 
 
 class SigningMetrics:
@@ -15,8 +19,17 @@ class SigningMetrics:
             ["role"],
             registry=registry,
         )
+        # Every labelled series starts at 0, so that the first signatures are an increase Prometheus sees.
+        for role in SIGNING_ORDER:
+            self.records_signed.labels(role)
         self.chunks = Counter(
             "hocba_signing_chunks_total", "Chunks of batch work counted as signed.", registry=registry
+        )
+        self.chunks_redriven = Counter(
+            "hocba_signing_chunks_redriven_total",
+            "Chunks of batch work published again because their batch had stopped moving (a chunk dead-lettered, or "
+            "held by nothing that finishes it) or was clicked again.",
+            registry=registry,
         )
         self.batches = Counter(
             "hocba_signing_batches_total",
@@ -25,6 +38,8 @@ class SigningMetrics:
             ["outcome"],
             registry=registry,
         )
+        for outcome in BATCH_OUTCOMES:
+            self.batches.labels(outcome)
         self.reviews = Counter(
             "hocba_signing_reviews_confirmed_total",
             "Reviews of a class confirmed by its homeroom teacher (each keeps the record versions it covers).",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pymongo import ReturnDocument
@@ -14,6 +14,7 @@ from services.signing.domain import (
     COMPLETED,
     COMPLETING_ROLE,
     OPEN,
+    REFUSED,
     Batch,
     Held,
     Owed,
@@ -54,6 +55,8 @@ INDEXES = [
     ),
     Index(SIGNATURES, [("role_scope", 1)], name="role_scope"),
     Index(SIGNATURES, [("unannounced_ts", 1)], name="unannounced"),
+    # The open batches (a few at a time, whatever the history): what the re-driving loop and a second click look at.
+    Index(BATCHES, [("status", 1)], name="status"),
     # A school year's confirmations, a class's latest first: one index for both reads (a school's, a class's).
     Index(
         REVIEWS,
@@ -116,11 +119,31 @@ class SigningRepository(Protocol):
     async def batch(self, batch_id: str, plan: bool = True) -> Batch | None:
         """The batch; without its plan (`chunks` empty, the totals kept) unless `plan`."""
 
-    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int, completed: int = 0) -> Batch | None:
-        """Count chunk `chunk_no` of the batch's plan once, atomically; the updated batch without its plan.
+    async def count_chunk(
+        self, batch_id: str, chunk_no: int, signed: int, completed: int = 0, at: datetime | None = None
+    ) -> Batch | None:
+        """Count chunk `chunk_no` of the batch's plan once, atomically; the updated batch without its plan. `at` is
+        when: the batch has moved then (`Batch.progressed_at`).
 
         None when the chunk was counted before, or is not one of the batch's, or the batch is unknown.
         """
+
+    async def open_batches(self) -> list[Batch]:
+        """Every open batch, without its plan (one index read: a few at a time, however many have been)."""
+
+    async def refuse_batch(self, batch_id: str) -> bool:
+        """Mark an open batch refused (`domain.REFUSED`); True only for the one call that did."""
+
+    async def moved(self, batch_id: str, before: datetime | None, at: datetime) -> bool:
+        """Keep that the open batch moved `at` (its unfinished chunks published again), as long as it had not moved
+        since `before` (None: whenever it last did); False when another process moved it first, or it is closed."""
+
+    async def completed_not_known_announced(self, school_code: str, school_year: str) -> list[VersionKey]:
+        """The school year's versions signed by every role that are not known to have been announced to the
+        archive: owed one (`unannounced`), or completed before that was kept (nothing says either way)."""
+
+    async def owe_again(self, keys: Iterable[VersionKey]) -> None:
+        """Owe the completed versions `keys` an announcement now: `unannounced` finds them first."""
 
     async def hold_back(self, batch_id: str, chunk_no: int, classes: tuple[ClassWaiting, ...]) -> None:
         """Keep the classes whose records chunk `chunk_no` left unsigned, for the batch's end to name (once a chunk)."""
@@ -234,6 +257,8 @@ def split_ready(unsigned: Iterable[VersionKey], signed_before: set[VersionKey] |
 def batch_document(batch: Batch) -> dict[str, Any]:
     return {
         "_id": batch.batch_id,
+        # When the batch last moved, in seconds (a number every MongoDB-wire server keeps and compares alike).
+        "progress_ts": batch.last_progress.timestamp(),
         "school_code": batch.school_code,
         "school_year": batch.school_year,
         "role": batch.role,
@@ -285,6 +310,7 @@ def batch_from_document(doc: dict[str, Any]) -> Batch:
             int(n): tuple(ClassWaiting.model_validate(c) for c in classes)
             for n, classes in (doc.get("held_back") or {}).items()
         },
+        progressed_at=datetime.fromtimestamp(doc["progress_ts"], UTC) if doc.get("progress_ts") is not None else None,
     )
 
 
@@ -432,16 +458,56 @@ class MongoSigningRepository:
         doc = await self.batch_rows.find_one({"_id": batch_id}, None if plan else WITHOUT_PLAN)
         return batch_from_document(doc) if doc else None
 
-    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int, completed: int = 0) -> Batch | None:
+    async def count_chunk(
+        self, batch_id: str, chunk_no: int, signed: int, completed: int = 0, at: datetime | None = None
+    ) -> Batch | None:
         # `$nin` rather than `$ne`: both mean "not among the array's elements" on MongoDB, and the
         # embedded server honours only `$nin` in an update filter.
+        update: dict[str, Any] = {
+            "$push": {"done_chunks": chunk_no},
+            "$inc": {"records_signed": signed, "records_completed": completed},
+        }
+        if at is not None:
+            update["$set"] = {"progress_ts": at.timestamp()}
         doc = await self.batch_rows.find_one_and_update(
             {"_id": batch_id, "done_chunks": {"$nin": [chunk_no]}, "chunks_total": {"$gt": chunk_no}},
-            {"$push": {"done_chunks": chunk_no}, "$inc": {"records_signed": signed, "records_completed": completed}},
+            update,
             projection=WITHOUT_PLAN,
             return_document=ReturnDocument.AFTER,
         )
         return batch_from_document(doc) if doc else None
+
+    async def open_batches(self) -> list[Batch]:
+        return [batch_from_document(doc) async for doc in self.batch_rows.find({"status": OPEN}, WITHOUT_PLAN)]
+
+    async def refuse_batch(self, batch_id: str) -> bool:
+        result = await self.batch_rows.update_one({"_id": batch_id, "status": OPEN}, {"$set": {"status": REFUSED}})
+        return result.modified_count == 1
+
+    async def moved(self, batch_id: str, before: datetime | None, at: datetime) -> bool:
+        unmoved: dict[str, Any] = {"_id": batch_id, "status": OPEN}
+        if before is not None:
+            unmoved["progress_ts"] = {"$lte": before.timestamp()}
+        found = await self.batch_rows.update_one(unmoved, {"$set": {"progress_ts": at.timestamp()}})
+        return found.modified_count == 1
+
+    async def completed_not_known_announced(self, school_code: str, school_year: str) -> list[VersionKey]:
+        # One index read of the completing role's signatures of the school year; a version announced has the mark
+        # set to none, one owed has it set, one completed before the mark was kept has none at all.
+        in_scope = {"role_scope": scope_key(school_code, school_year, COMPLETING_ROLE)}
+        projection = {"_id": 0, "record_id": 1, "version": 1, "unannounced_ts": 1}
+        found = [
+            (doc["record_id"], doc["version"])
+            async for doc in self.signature_rows.find(in_scope, projection)
+            if doc.get("unannounced_ts", NOT_KEPT) is not None
+        ]
+        return sorted(found)
+
+    async def owe_again(self, keys: Iterable[VersionKey]) -> None:
+        ids = sorted({f"{record_id(k)}:{COMPLETING_ROLE}" for k in keys})
+        for start in range(0, len(ids), OWED_PER_WRITE):
+            chosen = ids[start : start + OWED_PER_WRITE]
+            await self.signature_rows.update_many({"_id": {"$in": chosen}}, {"$set": {"unannounced_ts": OWED_FIRST}})
 
     async def hold_back(self, batch_id: str, chunk_no: int, classes: tuple[ClassWaiting, ...]) -> None:
         held = {f"held_back.{chunk_no}": [c.model_dump() for c in classes]}
@@ -490,6 +556,14 @@ class MongoSigningRepository:
         return latest_reviews([review_from_document(doc) async for doc in self.review_rows.find(query)])
 
 
+#: What a completing signature stored before announcements were kept has instead of a mark.
+NOT_KEPT = object()
+#: The mark of a version owed again by hand (a second click): older than any signature, so announced first.
+OWED_FIRST = 0.0
+#: Versions owed again per write.
+OWED_PER_WRITE = 1000
+
+
 class InMemorySigningRepository:
     """For unit and wiring tests: same behaviour, no database."""
 
@@ -500,6 +574,8 @@ class InMemorySigningRepository:
         self.confirmed: dict[str, Review] = {}
         #: Versions completed and not announced yet: when their completing signature was made, and by which batch.
         self.owed: dict[VersionKey, tuple[datetime, str | None]] = {}
+        #: Versions completed and announced.
+        self.told: set[VersionKey] = set()
 
     async def add_records(self, records: list[StoredRecord]) -> int:
         added = 0
@@ -550,6 +626,20 @@ class InMemorySigningRepository:
     async def announced(self, keys: Iterable[VersionKey]) -> None:
         for key in keys:
             self.owed.pop(key, None)
+            self.told.add(key)
+
+    async def completed_not_known_announced(self, school_code: str, school_year: str) -> list[VersionKey]:
+        return sorted(
+            (rid, v)
+            for (rid, v, role), (_, code, year) in self.signed.items()
+            if role == COMPLETING_ROLE and (code, year) == (school_code, school_year) and (rid, v) not in self.told
+        )
+
+    async def owe_again(self, keys: Iterable[VersionKey]) -> None:
+        first = datetime.fromtimestamp(OWED_FIRST, UTC)
+        for key in keys:
+            self.told.discard(key)
+            self.owed[key] = (first, self.owed.get(key, (first, None))[1])
 
     async def signatures(self, keys: Iterable[VersionKey]) -> dict[VersionKey, dict[Role, Signature]]:
         wanted = set(keys)
@@ -574,12 +664,32 @@ class InMemorySigningRepository:
         batch = self.batches.get(batch_id)
         return batch if batch is None or plan else replace(batch, chunks=())
 
-    async def count_chunk(self, batch_id: str, chunk_no: int, signed: int, completed: int = 0) -> Batch | None:
+    async def count_chunk(
+        self, batch_id: str, chunk_no: int, signed: int, completed: int = 0, at: datetime | None = None
+    ) -> Batch | None:
         batch = self.batches.get(batch_id)
         if batch is None or chunk_no in batch.done_chunks or not 0 <= chunk_no < batch.chunks_total:
             return None
-        self.batches[batch_id] = batch.counted(chunk_no, signed, completed)
+        counted = batch.counted(chunk_no, signed, completed)
+        self.batches[batch_id] = replace(counted, progressed_at=at) if at is not None else counted
         return replace(self.batches[batch_id], chunks=())
+
+    async def open_batches(self) -> list[Batch]:
+        return [replace(b, chunks=()) for b in self.batches.values() if b.status == OPEN]
+
+    async def refuse_batch(self, batch_id: str) -> bool:
+        batch = self.batches.get(batch_id)
+        if batch is None or batch.status != OPEN:
+            return False
+        self.batches[batch_id] = replace(batch, status=REFUSED)
+        return True
+
+    async def moved(self, batch_id: str, before: datetime | None, at: datetime) -> bool:
+        batch = self.batches.get(batch_id)
+        if batch is None or batch.status != OPEN or (before is not None and batch.last_progress > before):
+            return False
+        self.batches[batch_id] = replace(batch, progressed_at=at)
+        return True
 
     async def hold_back(self, batch_id: str, chunk_no: int, classes: tuple[ClassWaiting, ...]) -> None:
         if batch_id in self.batches:

@@ -22,6 +22,7 @@ from shared.contracts.signing import (
     RequestAmendment,
     RequestSignBatch,
     ReviewClasses,
+    SealCopy,
     SignWork,
 )
 from shared.messaging import Bus
@@ -65,7 +66,8 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     async def on_amendment(command: RequestAmendment) -> Outcome:
         return await handlers.receive_amendment(command, deps)
 
-    @bus.subscriber(SignWork)
+    # A few chunks a worker at a time: what a worker that stops hands back, and what waits behind its chunk in hand.
+    @bus.subscriber(SignWork, prefetch=deps.work_prefetch)
     async def on_sign_work(work: SignWork) -> Outcome:
         return await handlers.announced(deps, bus.publish_all, await handlers.sign_chunk(work, deps))
 
@@ -76,3 +78,13 @@ def register_routes(bus: Bus, deps: Deps) -> None:
     @bus.subscriber(RotateSigningKey)
     async def on_rotate(command: RotateSigningKey) -> Outcome:
         return await handlers.rotate_key(command, deps)
+
+    register_copy_routes(bus, deps)
+
+
+def register_copy_routes(bus: Bus, deps: Deps) -> None:
+    """The school's seal on certified copies: asked by the printing command, answered to it."""
+
+    @bus.subscriber(SealCopy)
+    async def on_seal_copy(request: SealCopy) -> Outcome:
+        return await handlers.seal_copy(request, deps)

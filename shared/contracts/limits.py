@@ -46,6 +46,8 @@ WORDS = 500
 TEXT = 2_000
 #: A compact JWS with its signer's certificate chain (`x5c`): a signature, a checkpoint's signature.
 JWS = 16_000
+#: One certificate, base64 DER (an x5c entry): an EC P-256 leaf is under 1 KB, a CA's RSA-4096 about 2 KB.
+CERTIFICATE = 8_000
 #: A certified copy's compact JWS, printed as a QR code (which holds at most 2,953 bytes).
 QR = 3_000
 
@@ -91,4 +93,5 @@ ShortCode = Annotated[str, Field(max_length=CODE)]
 SubjectName = Annotated[str, Field(max_length=SUBJECT)]
 OutboxKey = Annotated[str, Field(max_length=KEY)]
 HexHash = Annotated[str, Field(max_length=HASH)]
+Certificate = Annotated[str, Field(max_length=CERTIFICATE)]
 Sentence = Annotated[str, Field(max_length=TEXT)]

@@ -14,6 +14,7 @@ from shared.contracts.limits import (
     HASH,
     ID,
     JWS,
+    LABEL,
     LINES,
     PROCESS,
     RECORDS,
@@ -24,6 +25,7 @@ from shared.contracts.limits import (
     SUBJECT,
     TEXT,
     WORDS,
+    Certificate,
 )
 from shared.contracts.record import AmendmentReason
 
@@ -347,3 +349,42 @@ class ReviewConfirmed(Reply):
     fingerprint: str = Field("", max_length=HASH)
     confirmed_by: str = Field("", max_length=ID)
     confirmed_at: datetime | None = None
+
+
+# --- the school's seal on a certified copy ------------------------------------------------------
+
+#: The longest CMS signed attributes a copy's seal is asked for (base64 text): content type, message digest, signing
+#: time and the signing certificate's reference take a few hundred bytes.
+SIGNED_ATTRIBUTES = 8_000
+
+
+class SealCopy(Message):
+    """Request: the school's seal over a certified copy's CMS signed attributes (PAdES, `hocba archive print`).
+
+    For the school's records administrator or principal, for their school, naming the archived record version the copy
+    is of (one that carries every signature, the seal's included). `signed_attributes` is the DER of the CMS
+    SignedAttributes (RFC 5652 §5.4: the SET OF Attribute, with content type and message digest): what the seal
+    signs (ECDSA P-256 over its SHA-256), and nothing else: bytes that are not such a structure (a JWS signing
+    input, say) are refused, so the seal's key never signs a record through this request. Answered with `CopySeal`;
+    each request is kept in signing's access log.
+    """
+
+    ROUTING_KEY = "signing.copy.seal.v1"
+
+    school_code: str = Field(max_length=SCHOOL_CODE)
+    record_id: str = Field(max_length=ID)
+    version: int = Field(ge=1)
+    #: Standard base64 of the DER SignedAttributes.
+    signed_attributes: str = Field(min_length=1, max_length=SIGNED_ATTRIBUTES)
+    purpose: str = Field("", max_length=LABEL)
+
+
+class CopySeal(Reply):
+    """The seal's signature over the signed attributes asked about, and its certificate chain."""
+
+    #: Standard base64 of the ECDSA signature, r‖s (32 bytes each).
+    signature: str = Field("", max_length=HASH * 2)
+    #: The seal's certificate, then any CA certificate between it and the trust anchor (x5c: base64 DER): the
+    #: signature is good only under signed attributes that name this certificate.
+    chain: list[Certificate] = Field(default_factory=list, max_length=SIGNATURES)
+    signed_at: datetime | None = None

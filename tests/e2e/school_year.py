@@ -182,6 +182,7 @@ def command_line(stack: Stack, folder: Path) -> Callable[..., Ran]:
         "HOCBA_NAMESPACE": stack.config.namespace,
         "HOCBA_DATA_DIR": str(stack.config.data_dir),
         "HOCBA_PKI_DIR": services.env["HOCBA_PKI_DIR"],
+        "HOCBA_TSA_URL": stack.tsa_url,
         "COLUMNS": "200",
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -117,6 +117,29 @@ async def test_a_batch_is_planned_once_counts_each_chunk_once_and_closes_once(re
     assert closed.count(True) == 1
     stored = await repo.batch("batch-1")
     assert stored.status == COMPLETED and stored.completed_at == T0 and stored.requested_by == principal
+
+
+async def test_open_batches_are_found_and_one_process_takes_a_stalled_one(repo):
+    """What the re-driving loop and a second click rely on: the open batches (without their plans), when each last
+    moved, and a claim that only one of several processes wins."""
+    first = domain.new_batch(batch_request("batch-1"), "", [(f"r{n:02d}", 1) for n in range(25)], 10, T0)
+    assert await repo.add_batch(first)
+    assert await repo.add_batch(domain.new_batch(batch_request("batch-2"), "", [], 10, T0)), "complete at once"
+    [found] = await repo.open_batches()
+    assert (found.batch_id, found.chunks, found.chunks_total, found.progressed_at) == ("batch-1", (), 3, T0)
+
+    counted_at = T0 + timedelta(minutes=1)
+    await repo.count_chunk("batch-1", 0, 10, 0, counted_at)
+    [moved] = await repo.open_batches()
+    assert moved.progressed_at == counted_at and moved.unfinished_chunks == (1, 2)
+    assert not await repo.moved("batch-1", T0, T0 + timedelta(minutes=5)), "it moved since"
+    later = T0 + timedelta(minutes=5)
+    claims = await asyncio.gather(*[repo.moved("batch-1", counted_at, later) for _ in range(5)])
+    assert claims.count(True) == 1, "one process takes it"
+    assert (await repo.batch("batch-1")).progressed_at == later
+    await repo.close_batch("batch-1", later)
+    assert await repo.open_batches() == []
+    assert not await repo.moved("batch-1", None, later), "a closed batch is not taken"
 
 
 @pytest.fixture

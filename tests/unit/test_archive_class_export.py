@@ -26,6 +26,7 @@ from shared.auth import Actor, audience_of, verify_token
 from shared.contracts.archive import ExportRecord, ProofReply
 from shared.contracts.base import Message
 from shared.contracts.grades import ListRecords, RecordLine, RecordList
+from shared.contracts.signing import CopySeal, SealCopy
 from shared.errors import Refused
 from tests.unit.command_stack import FakeStack, faked_stack, logged_in_roles
 
@@ -60,17 +61,29 @@ def hocba(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Resu
     return run
 
 
+class StandInSealing:
+    """Seals as `hocba.pades.CopySealing` does, as far as the command sees it: one `SealCopy` asked a copy; the
+    signature itself is tests/unit/archive/test_sealed_copy.py's."""
+
+    async def seal(self, unsigned: bytes, chain: list, ask: Callable[[bytes], Any]) -> bytes:
+        await ask(b"\x31\x00")
+        return unsigned + b"%sealed\n"
+
+
 @pytest.fixture
-def printed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, Any], str, Path]]:
-    """Each certified copy rendered (bundle, QR payload, file): the PDF itself is test_certified_copy.py's."""
-    copies: list[tuple[dict[str, Any], str, Path]] = []
+def printed(monkeypatch: pytest.MonkeyPatch, stack: FakeStack) -> list[tuple[dict[str, Any], str]]:
+    """Each certified copy rendered (bundle, QR payload), then sealed by the stand-in: the PDF itself is
+    test_certified_copy.py's and test_sealed_copy.py's."""
+    copies: list[tuple[dict[str, Any], str]] = []
 
-    def render(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime) -> Path:
-        copies.append((bundle, qr, out))
-        out.write_bytes(b"%PDF-1.7\n")
-        return out
+    def render(bundle: dict[str, Any], qr: str, issued_at: datetime) -> bytes:
+        copies.append((bundle, qr))
+        return b"%PDF-1.7\n"
 
-    monkeypatch.setattr(archive_commands, "render_copy", render)
+    monkeypatch.setattr(archive_commands, "copy_pdf_bytes", render)
+    monkeypatch.setattr(archive_commands, "copy_sealing", lambda s, client: StandInSealing())
+    monkeypatch.setattr(archive_commands, "seal_chain", lambda bundle: [])
+    stack.answers(SealCopy, CopySeal(signature="", chain=[]))
     return copies
 
 
@@ -102,7 +115,8 @@ def line(n: int, status: str, version: int = 1, name: str = "") -> RecordLine:
 def bundle_of(message: ExportRecord) -> ProofReply:
     """The archive's answer: a bundle naming the version asked for (and a QR payload for a certified copy)."""
     version = message.version or 1  # the latest version in the archive
-    bundle = {"record": {"record_id": message.record_id, "version": version}, "log": {"leaf_index": 0}}
+    record = {"record_id": message.record_id, "version": version, "school_code": SCHOOL}
+    bundle = {"record": record, "log": {"leaf_index": 0}}
     return ProofReply(bundle=bundle, qr=f"qr-{message.record_id}" if message.certified_copy else None)
 
 
@@ -132,7 +146,7 @@ def test_a_class_is_exported_one_bundle_per_archived_record_named_by_class_and_p
 
     written = sorted((tmp_path / "out").iterdir())
     assert [p.name for p in written] == ["6A1-02-v2.json", "6A1-03-v1.json"]
-    assert json.loads(written[0].read_text())["record"] == {"record_id": "rec-2", "version": 2}
+    assert json.loads(written[0].read_text())["record"] == {"record_id": "rec-2", "version": 2, "school_code": SCHOOL}
     text = said(result.stdout)
     assert (
         "exported 2 bundles of class 6A1 of school 79007000 for 2025-2026 into out (3 record(s) in the class)" in text
@@ -241,28 +255,54 @@ def test_a_class_is_printed_one_certified_copy_per_archived_record(stack, hocba,
         ("rec-1", 1, True),
         ("rec-2", 2, True),
     ]
-    assert [(b["record"]["record_id"], qr, out.name) for b, qr, out in printed] == [
-        ("rec-1", "qr-rec-1", "6A1-01-v1.pdf"),
-        ("rec-2", "qr-rec-2", "6A1-02-v2.pdf"),
-    ]
-    assert all(out.parent == Path("copies") for _, _, out in printed)
+    assert [(b["record"]["record_id"], qr) for b, qr in printed] == [("rec-1", "qr-rec-1"), ("rec-2", "qr-rec-2")]
+    written = sorted((tmp_path / "copies").iterdir())
+    assert [p.name for p in written] == ["6A1-01-v1.pdf", "6A1-02-v2.pdf"]
+    assert all(p.read_bytes().endswith(b"%sealed\n") for p in written), "only sealed copies are written"
+    # The seal is asked once a copy, by the school's records administrator, for the version printed and its purpose.
+    sealed = stack.of(SealCopy)
+    assert [(m.school_code, m.record_id, m.version) for m in sealed] == [(SCHOOL, "rec-1", 1), (SCHOOL, "rec-2", 2)]
+    assert {actor_of(m, tmp_path).subject for m in sealed} == {f"admin-{SCHOOL}"}
     assert "printed 2 certified copies of class 6A1 of school 79007000 for 2025-2026 into copies" in said(result.stdout)
 
 
-def test_a_copy_that_cannot_be_rendered_is_said_without_a_traceback(stack, hocba, monkeypatch, tmp_path):
+def test_an_operators_class_print_has_the_seal_asked_by_the_schools_records_administrator(
+    stack, hocba, printed, roles, tmp_path
+):
+    stack.answers(ListRecords, the_class(line(1, "archived")))
+    stack.answers(ExportRecord, bundle_of)
+    result = hocba("archive", "print", *CLASS, "--as", "operator", "--out", "copies")
+    assert result.exit_code == 0, result.output
+    [exported] = stack.of(ExportRecord)
+    [sealed] = stack.of(SealCopy)
+    assert actor_of(exported, tmp_path).roles == {"operator"}
+    assert actor_of(sealed, tmp_path).subject == f"admin-{SCHOOL}", "only the school's staff may have it sealed"
+    assert roles == ["operator", "school"], "the seal is asked over the schools' broker login"
+
+
+def test_a_copy_the_signing_service_does_not_seal_is_not_written(stack, hocba, printed, tmp_path):
+    stack.answers(ListRecords, the_class(line(1, "archived"), line(2, "archived")))
+    stack.answers(ExportRecord, bundle_of)
+    not_archived = Refused("rec-1 v1 is not archived: it lacks the signature of school_seal", reason="not-archived")
+    stack.answers(SealCopy, not_archived)
+    result = hocba("archive", "print", *CLASS, "--out", "copies")
+    assert result.exit_code == 1
+    assert "position 1 (rec-1): not printed: refused (not-archived): rec-1 v1 is not archived" in said(result.stdout)
+    assert not any((tmp_path / "copies").iterdir()), "no unsealed copy is left behind"
+
+
+def test_a_copy_that_cannot_be_rendered_is_said_without_a_traceback(stack, hocba, printed, monkeypatch, tmp_path):
     stack.answers(ListRecords, the_class(line(1, "archived")))
     stack.answers(ExportRecord, bundle_of)
 
-    def no_fonts(bundle: dict[str, Any], qr: str, out: Path, issued_at: datetime) -> Path:
+    def no_fonts(bundle: dict[str, Any], qr: str, issued_at: datetime) -> bytes:
         raise FileNotFoundError(2, "DejaVu fonts are needed for Vietnamese text")
 
-    monkeypatch.setattr(archive_commands, "render_copy", no_fonts)
+    monkeypatch.setattr(archive_commands, "copy_pdf_bytes", no_fonts)
     result = hocba("archive", "print", *CLASS, "--out", "copies")
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit), "the command ended, saying why; nothing was raised past it"
-    assert "position 1 (rec-1): not printed: cannot write copies/6A1-01-v1.pdf: DejaVu fonts are needed" in said(
-        result.stdout
-    )
+    assert "position 1 (rec-1): not printed: cannot render the copy: DejaVu fonts are needed" in said(result.stdout)
     assert said(result.stderr) == (
         "nothing printed: none of the 1 record(s) of class 6A1 of school 79007000 for 2025-2026 could be (above)"
     )
@@ -311,10 +351,15 @@ def test_one_records_bundle_is_exported_by_the_operator_as_before(stack, hocba, 
     assert actor_of(asked, tmp_path).roles == {"operator"} and roles == ["operator"]
 
 
-def test_one_records_certified_copy_is_printed_as_before(stack, hocba, printed):
+def test_one_records_certified_copy_is_printed_sealed(stack, hocba, printed, roles, tmp_path):
     stack.answers(ExportRecord, bundle_of)
     result = hocba("archive", "print", "rec-7", "--version", "2")
     assert result.exit_code == 0, result.output
-    [(bundle, qr, out)] = printed
-    assert (bundle["record"]["version"], qr, out) == (2, "qr-rec-7", Path("copy.pdf"))
-    assert "wrote copy.pdf; check it with `hocba verify copy.pdf`" in said(result.stdout)
+    [(bundle, qr)] = printed
+    assert (bundle["record"]["version"], qr) == (2, "qr-rec-7")
+    assert (tmp_path / "copy.pdf").read_bytes().endswith(b"%sealed\n")
+    [asked] = stack.of(SealCopy)
+    assert (asked.record_id, asked.version, actor_of(asked, tmp_path).subject) == ("rec-7", 2, f"admin-{SCHOOL}")
+    # The operator exports the version; the school's records administrator asks for the seal, over the school's login.
+    assert roles == ["operator", "school"]
+    assert "wrote copy.pdf, sealed; check it with `hocba verify copy.pdf`" in said(result.stdout)

@@ -17,10 +17,11 @@ from typer.testing import CliRunner, Result
 from hocba.cli import app
 from hocba.commands import verify as verify_command
 from hocba.console import console
-from hocba.pdf import render_copy
+from hocba.pdf import read_copy, render_copy
 from services.archive import handlers
 from shared.contracts.archive import ExportRecord
 from shared.contracts.signing import RecordsCompleted
+from tests.copies import sealed_file
 from tests.unit.archive.conftest import archive_deps
 from tests.unit.signing.trust import signed_record
 
@@ -217,8 +218,8 @@ def zbarimg_reads(tools: Path, payload: str) -> None:
     script.chmod(0o755)
 
 
-def test_a_qr_code_that_cannot_be_decoded_without_zbarimg_is_not_checked(exported, trust, tmp_path, monkeypatch):
-    copy = render_copy(exported.bundle, exported.qr, tmp_path / "copy.pdf", datetime.now(UTC))
+async def test_a_qr_code_that_cannot_be_decoded_without_zbarimg_is_not_checked(exported, trust, tmp_path, monkeypatch):
+    copy = await sealed_file(trust.pki, exported, tmp_path / "copy.pdf")
     which = shutil.which
     monkeypatch.setattr(verify_command.shutil, "which", lambda tool: None if tool == "zbarimg" else which(tool))
     result = with_trust(trust, copy)
@@ -230,8 +231,8 @@ def test_a_qr_code_that_cannot_be_decoded_without_zbarimg_is_not_checked(exporte
     assert "every check passed" not in result.output
 
 
-def test_a_qr_code_zbarimg_finds_nothing_in_is_not_checked(exported, trust, tools, tmp_path):
-    copy = render_copy(exported.bundle, exported.qr, tmp_path / "copy.pdf", datetime.now(UTC))
+async def test_a_qr_code_zbarimg_finds_nothing_in_is_not_checked(exported, trust, tools, tmp_path):
+    copy = await sealed_file(trust.pki, exported, tmp_path / "copy.pdf")
     zbarimg_reads(tools, "")
     result = with_trust(trust, copy)
     assert result.exit_code == VERIFIED, result.output
@@ -241,9 +242,9 @@ def test_a_qr_code_zbarimg_finds_nothing_in_is_not_checked(exported, trust, tool
     )
 
 
-def test_a_printed_qr_code_is_checked_against_the_attached_payload(exported, trust, tools, tmp_path):
-    copy = render_copy(exported.bundle, exported.qr, tmp_path / "copy.pdf", datetime.now(UTC))
-    zbarimg_reads(tools, exported.qr)
+async def test_a_printed_qr_code_is_checked_against_the_attached_payload(exported, trust, tools, tmp_path):
+    copy = await sealed_file(trust.pki, exported, tmp_path / "copy.pdf")
+    zbarimg_reads(tools, read_copy(copy)[1])  # the QR code's whole text: the address, `#`, the signed payload
     same = with_trust(trust, copy)
     assert same.exit_code == VERIFIED, same.output
     assert line_of(same.output, "printed on the page carries") == (
@@ -257,15 +258,22 @@ def test_a_printed_qr_code_is_checked_against_the_attached_payload(exported, tru
     )
 
 
-def test_the_text_printed_on_a_copy_is_said_to_be_not_checked(exported, trust, tmp_path):
-    """The PDF itself is not signed: what its page shows is not what is verified, and the verdict says so."""
+def test_a_copy_whose_pdf_carries_no_signature_is_not_verified(exported, trust, tmp_path):
+    """A PDF without the seal's signature could show anything on its page (a grade changed from 8.7 to 9.7 beside a
+    genuine bundle): it fails, saying why."""
     copy = render_copy(exported.bundle, exported.qr, tmp_path / "copy.pdf", datetime.now(UTC))
     result = with_trust(trust, copy)
-    assert line_of(result.output, "the text printed on the page:").startswith(
-        "not checked: the text printed on the page: the PDF itself carries no signature"
+    assert result.exit_code == NOT_VERIFIED, result.output
+    assert line_of(result.output, "carries no signature").startswith("✗ the PDF carries no signature")
+
+
+async def test_the_text_printed_on_a_sealed_copy_is_said_to_be_under_the_seal(exported, trust, tmp_path):
+    copy = await sealed_file(trust.pki, exported, tmp_path / "copy.pdf")
+    result = with_trust(trust, copy)
+    assert result.exit_code == VERIFIED, result.output
+    assert line_of(result.output, "the text printed on the page") == (
+        "· the text printed on the page is under the seal's signature: as the school printed it"
     )
-    assert "not checked: " in verdict_of(result.output)
-    assert "the text printed on the page" in verdict_of(result.output).split("not checked: ")[1]
 
 
 # --- the trust anchor -----------------------------------------------------------------------

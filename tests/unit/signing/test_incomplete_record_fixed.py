@@ -126,8 +126,15 @@ async def close(trust, g: GradesDeps, *terms: int, suffix: str = "") -> YearClos
 
 
 async def sign(deps, request: RequestSignBatch) -> list[RecordsCompleted | ChunkSigned]:
+    """The batch planned, each chunk signed and counted (as the workers do): what the chunks published."""
     planned = await signing.plan_batch(request, deps)
-    return [m for w in planned.publish if isinstance(w, SignWork) for m in (await signing.sign_chunk(w, deps)).publish]
+    published = [
+        m for w in planned.publish if isinstance(w, SignWork) for m in (await signing.sign_chunk(w, deps)).publish
+    ]
+    for chunk in published:
+        if isinstance(chunk, ChunkSigned):
+            await signing.count_chunk(chunk, deps)
+    return published
 
 
 async def review_and_confirm(trust, deps) -> ClassReviews:
