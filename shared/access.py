@@ -26,7 +26,10 @@ from shared.contracts.base import utcnow
 from shared.errors import Forbidden
 from shared.mongo import Index
 
-ROLES = ("subject_teacher", "homeroom_teacher", "principal", "school_admin", "operator", "service")
+ROLES = ("subject_teacher", "homeroom_teacher", "principal", "school_admin", "operator", "service", "public")
+#: Whoever opens a printed copy's address on the public verification page: no sign-in, one subject for all, so
+#: unusual volume from the page (an attempt to walk the log) shows as unusual reads by `public`.
+PUBLIC_READER = Actor(subject="public verification page", roles=frozenset(), school_code="")
 #: Reads by one subject within `WINDOW_SECONDS` above which the reads are unusual.
 UNUSUAL_READS = 500
 WINDOW_SECONDS = 600.0
@@ -165,4 +168,6 @@ class AccessRecorder:
 
 def _main_role(actor: Actor) -> str:
     """The role a read is counted under: the first of the actor's roles in `ROLES` order."""
+    if not actor.roles:
+        return "public"
     return next((r for r in ROLES if r in actor.roles), "service")

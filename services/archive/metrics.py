@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -11,8 +12,12 @@ from shared.contracts.archive import Checkpoint
 #: Why the archive refuses a version: a signature, chain or order that fails; content neither sealed by grades nor
 #: an amendment; a signing time its clock does not bear out.
 REFUSAL_REASONS = ("invalid-signature", "not-sealed", "signing-time")
-#: What third parties ask the archive's public HTTP routes for.
-PUBLIC_ROUTES = ("checkpoint", "consistency", "inclusion")
+#: What third parties ask the archive's public HTTP routes for: signed checkpoints and proofs; a printed copy's bundle
+#: (`copy`, by the address its QR code holds); the verification page (`verify-page`, `verify-asset`), and the page at a
+#: copy's address (`copy-page`).
+#: What became of a request for a checkpoint's timestamp.
+TIMESTAMP_OUTCOMES = ("stamped", "renewed", "tsa-unavailable")
+PUBLIC_ROUTES = ("checkpoint", "consistency", "inclusion", "copy", "verify-page", "verify-asset", "copy-page")
 
 
 class ArchiveMetrics:
@@ -51,16 +56,47 @@ class ArchiveMetrics:
         self.checkpoint_age.set_function(
             lambda: time.time() - self.last_checkpoint_at if self.last_checkpoint_at is not None else 0.0
         )
+        self.timestamps = Counter(
+            "hocba_archive_timestamps_total",
+            "RFC 3161 timestamps of checkpoints, by outcome: stamped (a checkpoint's first), renewed (a token over the "
+            "one before), tsa-unavailable (the TSA gave no good token: the checkpoint waits and is stamped later).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in TIMESTAMP_OUTCOMES:
+            self.timestamps.labels(outcome)
+        self.unstamped_checkpoints = Gauge(
+            "hocba_archive_checkpoints_unstamped",
+            "Checkpoints waiting for their first timestamp, as the archive last looked (at most a step's worth).",
+            registry=registry,
+        )
+        self.oldest_unstamped_at: float | None = None
+        self.unstamped_age = Gauge(
+            "hocba_archive_checkpoint_unstamped_age_seconds",
+            "Seconds the oldest checkpoint waiting for its timestamp has waited (0 when none waits).",
+            registry=registry,
+        )
+        self.unstamped_age.set_function(
+            lambda: time.time() - self.oldest_unstamped_at if self.oldest_unstamped_at is not None else 0.0
+        )
         self.exports = Counter(
             "hocba_archive_exports_total", "Verification bundles exported.", registry=registry
         )
         self.public_reads = Counter(
             "hocba_archive_public_reads_total",
-            "Answers of the archive's public HTTP routes (no sign-in, hashes and signed checkpoints only), by route "
-            "and HTTP status.",
+            "Answers of the archive's public HTTP routes (no sign-in: signed checkpoints, proofs, the verification "
+            "page and the copies its addresses name), by route and HTTP status (404 alike for no such leaf and a "
+            "wrong key).",
             ["route", "status"],
             registry=registry,
         )
+        for route in PUBLIC_ROUTES:
+            self.public_reads.labels(route, "200")
+
+    def unstamped(self, waiting: int, oldest_issued_at: datetime | None) -> None:
+        """How many checkpoints wait for their first timestamp (up to a step's worth) and since when the oldest."""
+        self.unstamped_checkpoints.set(waiting)
+        self.oldest_unstamped_at = oldest_issued_at.timestamp() if oldest_issued_at is not None else None
 
     def checkpoint_seen(self, checkpoint: Checkpoint) -> None:
         """The latest checkpoint (issued now or loaded at start-up) sets tree size and age."""

@@ -12,8 +12,9 @@ from shared.contracts.limits import CODE, ID, LABEL, LISTING, ROLES, ShortCode
 
 #: What a reader did: looked a student up by reference or personal ID, had a record explained,
 #: exported a record's bundle, printed a certified copy, listed a school's records, read a student's entry history,
-#: reviewed a class's records beside the identity register.
-Action = Literal["lookup", "find", "explain", "export", "print", "list", "history", "review"]
+#: reviewed a class's records beside the identity register, or opened a printed copy's address on the public
+#: verification page (`verify`, by the anonymous `public` reader: whoever holds the paper copy).
+Action = Literal["lookup", "find", "explain", "export", "print", "list", "history", "review", "verify"]
 
 
 class AccessEntry(Model):
