@@ -7,13 +7,21 @@ place they are set:
   dead-letter exchange, each queue with its own `<queue>.dlq`;
 * messages persistent, publisher confirms on, and an unroutable mandatory publish raises;
 * a permanent failure (invalid message, forbidden, unknown) is dead-lettered at once with a
-  reason header; a transient one is retried with back-off until the delivery limit, then
+  reason header; a transient one is retried with back-off until its handler has failed
+  `Settings.delivery_limit` times (`FailureCount`: counted by the service per message id), then
   dead-lettered with the last error. Nothing is acknowledged before it is safe elsewhere;
-* every dead letter a service makes (a whole message, or a refused part of one) carries its reason and
-  the queue it was consumed from (`x-hocba-queue`), however it reached that queue, and is counted in
-  `hocba_messages_dead_lettered_total{queue, reason}`. What the broker dead-letters itself (a message
-  whose consumer died holding it up to the delivery limit, a request that expired) carries only
-  RabbitMQ's `x-death`, which names the queue too, and shows only in the dead-letter queues' depth;
+* a handler's failures and a message's returns are counted apart: a consumer that dies or loses its
+  channel hands back every message it held (up to its prefetch), and quorum queues count those returns
+  in `x-delivery-count` like failures. So the queues' own limit (`x-delivery-limit`,
+  `broker_delivery_limit`) is the handler's limit plus `RETURNS_ALLOWED`, room for many such returns,
+  and a message the broker would dead-letter at its next return (handed back that many times: it
+  kills its consumer) is dead-lettered by the service at that delivery instead, unread, as
+  `delivery-limit`;
+* every dead letter carries its reason and the queue it was consumed from (`x-hocba-queue`), however
+  it reached that queue, and is counted in `hocba_messages_dead_lettered_total{queue, reason}`: a whole
+  message, a refused part of one, and one handed back up to the queue's limit. Only a request that
+  expired unread (its requester was told there was no answer) is dead-lettered by the broker itself,
+  with RabbitMQ's `x-death` alone, which names the queue too;
 * bad input gets a clear, harmless answer: a body larger than `Settings.max_message_bytes` is
   dead-lettered `too-large` unread, one that is not JSON (or nested too deep to read) or does not
   fit its contract is dead-lettered `invalid` at once, never retried; dead-letter headers, error
@@ -27,10 +35,12 @@ place they are set:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,6 +50,8 @@ import aio_pika
 from faststream import BaseMiddleware
 from faststream.exceptions import NackMessage
 from faststream.middlewares import AckPolicy
+from faststream.prometheus.container import MetricsContainer
+from faststream.prometheus.types import ProcessingStatus, PublishingStatus
 from faststream.rabbit import (
     Channel,
     ExchangeType,
@@ -57,7 +69,15 @@ from pydantic import ValidationError
 from shared.contracts import limits
 from shared.contracts.base import Message, Model, Problem, Reply, derived_id
 from shared.crypto.jws import b64url_decode
-from shared.errors import Forbidden, HocbaError, InvalidMessage, NoAnswer, PermanentError, Refused
+from shared.errors import (
+    Forbidden,
+    HocbaError,
+    InvalidMessage,
+    NoAnswer,
+    NotFound,
+    PermanentError,
+    Refused,
+)
 from shared.outcome import Outcome, RejectedPart
 from shared.settings import Names, Settings
 
@@ -73,6 +93,12 @@ QUEUE_HEADER = "x-hocba-queue"
 #: in-memory test broker passes headers but no `reply_to`).
 REQUEST_HEADER = "x-hocba-request"
 DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on redelivery
+#: Returns of a message the queues allow beyond its handler's failures: a consumer that dies, or loses its channel,
+#: hands back each message it held, and the quorum queue counts that like a failure. Fifty is many consumer deaths
+#: for one message, and few enough that a message that kills every consumer it reaches stops soon.
+RETURNS_ALLOWED = 50
+#: The reason of a message handed back as often as its queue allows (`broker_delivery_limit`).
+DELIVERY_LIMIT = "delivery-limit"
 #: The reason of a message whose body is larger than a service reads.
 TOO_LARGE = "too-large"
 #: The parameter FastStream validates a message's body into (`Bus.subscriber`): no part of a field's path.
@@ -99,15 +125,25 @@ def dead_letter_exchange(names: Names) -> RabbitExchange:
     return RabbitExchange(names.dead_letter_exchange, type=ExchangeType.DIRECT, durable=True)
 
 
-def quorum_queue(names: Names, queue: str, routing_key: str, delivery_limit: int) -> RabbitQueue:
-    """A quorum queue bound to `routing_key`, dead-lettering at least once to `<queue>.dlq`."""
+def broker_delivery_limit(handler_limit: int) -> int:
+    """The queues' `x-delivery-limit` for a handler that may fail `handler_limit` times: those, and `RETURNS_ALLOWED`."""
+    return handler_limit + RETURNS_ALLOWED
+
+
+def quorum_queue(names: Names, queue: str, routing_key: str, delivery_limit: int, declare: bool = True) -> RabbitQueue:
+    """A quorum queue bound to `routing_key`, dead-lettering at least once to `<queue>.dlq`.
+
+    `delivery_limit` is the handler's (`Settings.delivery_limit`); the queue's own is `broker_delivery_limit` of it.
+    Without `declare`, a consumer only looks the queue up (`Bus.declare_topology` declares it first).
+    """
     return RabbitQueue(
         queue,
         queue_type=QueueType.QUORUM,
         durable=True,
+        declare=declare,
         routing_key=routing_key,
         arguments={
-            "x-delivery-limit": delivery_limit,
+            "x-delivery-limit": broker_delivery_limit(delivery_limit),
             "x-dead-letter-exchange": names.dead_letter_exchange,
             "x-dead-letter-routing-key": queue,
             "x-dead-letter-strategy": "at-least-once",
@@ -137,13 +173,18 @@ class Topology:
     def queue_for(self, message: type[Message]) -> RabbitQueue:
         name = self.names.queue(self.consumer, message.ROUTING_KEY)
         if name not in self.queues:
-            self.queues[name] = quorum_queue(
-                self.names, name, message.ROUTING_KEY, self.delivery_limit
-            )
+            # Declared by `Bus.declare_topology` before anything consumes, which keeps a queue an earlier release
+            # declared with other arguments; the consumer only looks it up.
+            self.queues[name] = quorum_queue(self.names, name, message.ROUTING_KEY, self.delivery_limit, declare=False)
         return self.queues[name]
 
     def queue_name(self, routing_key: str) -> str:
         return self.names.queue(self.consumer, routing_key)
+
+    @property
+    def broker_limit(self) -> int:
+        """How often the queues hand a message out before the broker dead-letters it (`broker_delivery_limit`)."""
+        return broker_delivery_limit(self.delivery_limit)
 
     def arrived_on(self, routing_key: str) -> str:
         """The queue a message delivered with `routing_key` was consumed from.
@@ -299,12 +340,72 @@ def dead_letter_headers(headers: dict[str, Any], subject: str | None) -> dict[st
     return {**kept, ACTOR_SUBJECT_HEADER: subject} if subject else kept
 
 
+class FailureCount:
+    """How often this process's handlers failed on each message, by message id: what a message's retries are bounded
+    by, apart from its returns by consumers that stopped holding it (`x-delivery-count` counts both).
+
+    Kept for the `most` messages that failed last (a message forgotten starts again from none, and the queue's own
+    limit still bounds it); a message is forgotten once handled or dead-lettered. Copies of a service each count their
+    own: a message that fails on several copies is tried up to `Settings.delivery_limit` times on each.
+    """
+
+    def __init__(self, most: int = 10_000) -> None:
+        self.most = most
+        self._failed: OrderedDict[str, int] = OrderedDict()
+
+    def failed(self, key: str) -> int:
+        """Count one more failure of message `key`; how many there have been."""
+        count = self._failed.pop(key, 0) + 1
+        self._failed[key] = count
+        while len(self._failed) > self.most:
+            self._failed.popitem(last=False)
+        return count
+
+    def forget(self, key: str) -> None:
+        self._failed.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._failed)
+
+
+def message_key(msg: Any) -> str:
+    """What names a delivered message across its deliveries: its AMQP message id (every hocba publish sets it),
+    or, without one, a digest of its routing key and body."""
+    raw = msg.raw_message
+    if raw.message_id:
+        return f"id:{raw.message_id}"
+    return "sha256:" + hashlib.sha256((raw.routing_key or "").encode() + b"\0" + msg.body).hexdigest()
+
+
 def backoff_seconds(attempt: int) -> float:
     return min(0.2 * 2**attempt, 5.0)
 
 
+#: Why the edge dead-letters a whole message, whatever the queue: the reasons every queue's series start with (at 0),
+#: so that the first dead letter is an increase Prometheus sees. A handler's own reasons (a refused part) appear
+#: when they first happen; the alert counts a series that appears already above 0 as well.
+DEAD_LETTER_REASONS = (
+    InvalidMessage.reason,
+    TOO_LARGE,
+    NotFound.reason,
+    Forbidden.reason,
+    "retries-exhausted",
+    DELIVERY_LIMIT,
+)
+#: What the edge answers a request with when it fails (`hocba_requests_answered_with_error_total`), and what it
+#: refuses for the sender (`hocba_messages_refused_total`): series started at 0 for every queue.
+ANSWER_REASONS = (InvalidMessage.reason, NotFound.reason, Forbidden.reason)
+#: The label FastStream's Prometheus middleware gives RabbitMQ as a broker.
+FASTSTREAM_BROKER = "rabbitmq"
+
+
 class EdgeMetrics:
-    """What the edge did with messages its handlers could not take as they came."""
+    """What the edge did with messages its handlers could not take as they came.
+
+    Every series of a queue the service consumes starts at 0 as the queue is subscribed (`consumed`),
+    so that the first dead letter or retry is an increase Prometheus sees; a series that first
+    appears at 1 is invisible to `increase()` and `rate()`.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.dead_lettered = Counter(
@@ -332,6 +433,46 @@ class EdgeMetrics:
             registry=registry,
         )
 
+    def consumed(self, queue: str) -> None:
+        """Start the series of `queue` (a queue this service consumes) at 0."""
+        self.retried.labels(queue)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_lettered.labels(queue, reason)
+        for reason in ANSWER_REASONS:
+            self.refused.labels(queue, reason)
+            self.answered_with_error.labels(queue, reason)
+
+
+class MessagingMetrics:
+    """FastStream's Prometheus middleware's series for the messages a service consumes and publishes, started at 0.
+
+    The middleware creates a series when it first counts a message, so the first wave of a term end
+    would be invisible to `increase()` and `rate()`. Its metrics are found again on the registry
+    (`MetricsContainer` reuses what is registered) and each series this service will count is made
+    beforehand: for a consumed message its handler label is `<exchange>.<routing key>`, for a
+    published one its destination label is the same. Only the exception counter cannot be started:
+    its `exception_type` is known when an exception happens.
+    """
+
+    def __init__(self, registry: CollectorRegistry, app_name: str) -> None:
+        self.container = MetricsContainer(registry, custom_label_names=())
+        self.app_name = app_name
+
+    def consumed(self, handler: str) -> None:
+        c, labels = self.container, {"app_name": self.app_name, "broker": FASTSTREAM_BROKER, "handler": handler}
+        c.received_messages_total.labels(**labels)
+        c.received_messages_size_bytes.labels(**labels)
+        c.received_messages_in_process.labels(**labels)
+        c.received_processed_messages_duration_seconds.labels(**labels)
+        for status in ProcessingStatus:
+            c.received_processed_messages_total.labels(**labels, status=status.value)
+
+    def published(self, destination: str) -> None:
+        c, labels = self.container, {"app_name": self.app_name, "broker": FASTSTREAM_BROKER, "destination": destination}
+        c.published_messages_duration_seconds.labels(**labels)
+        for status in PublishingStatus:
+            c.published_messages_total.labels(**labels, status=status.value)
+
 
 #: A handler as the Bus calls it: the parsed message in, what to do about it out.
 Handler = Callable[[M], Awaitable[Outcome]]
@@ -355,6 +496,7 @@ class Bus:
         self.dlx = dead_letter_exchange(self.names)
         self.topology = Topology(self.names, service, settings.delivery_limit)
         self.metrics = EdgeMetrics(self.registry)
+        self.failures = FailureCount()
         self.broker = RabbitBroker(
             settings.amqp_url,
             default_channel=Channel(
@@ -371,13 +513,17 @@ class Bus:
             ],
             log_level=logging.DEBUG,
         )
+        self.messaging_metrics = MessagingMetrics(self.registry, service)
 
     # --- consuming -------------------------------------------------------------------------------
 
-    def subscriber(self, message: type[M]) -> Callable[[Handler[M]], Handler[M]]:
+    def subscriber(self, message: type[M], prefetch: int | None = None) -> Callable[[Handler[M]], Handler[M]]:
         """Consume `message` on this service's own quorum queue with the decorated handler.
 
-        The handler receives the parsed message and returns an `Outcome`, which is carried out here.
+        The handler receives the parsed message and returns an `Outcome`, which is carried out here. `prefetch`
+        gives the subscriber a channel of its own holding at most that many unacknowledged messages (long work:
+        what a consumer that stops hands back is what it held); by default it shares the broker's
+        (`Settings.prefetch`).
         """
 
         def register(handle: Handler[M]) -> Handler[M]:
@@ -387,9 +533,13 @@ class Bus:
             # FastStream decodes the body (`decode_body`) and validates it into the type of the parameter BODY.
             consume.__annotations__ = {BODY: message}
             consume.__name__ = consume.__qualname__ = handle.__name__
+            queue = self.topology.queue_for(message)
+            self.metrics.consumed(queue.name)
+            self.messaging_metrics.consumed(f"{self.exchange.name}.{message.ROUTING_KEY}")
             self.broker.subscriber(
-                self.topology.queue_for(message),
+                queue,
                 exchange=self.exchange,
+                channel=Channel(prefetch_count=prefetch) if prefetch is not None else None,
                 title=f"{self.service}:{message.ROUTING_KEY}",
                 decoder=decode_body,
             )(consume)
@@ -411,6 +561,7 @@ class Bus:
     def publishes(self, *messages: type[Message]) -> None:
         """Record that this service publishes `messages` (they then appear in its AsyncAPI document)."""
         for message in messages:
+            self.messaging_metrics.published(f"{self.exchange.name}.{message.ROUTING_KEY}")
             self.broker.publisher(
                 message.ROUTING_KEY,
                 exchange=self.exchange,
@@ -434,6 +585,11 @@ class Bus:
     async def publish_all(self, messages: Iterable[Message]) -> None:
         for message in messages:
             await self.publish(message)
+
+    async def waiting(self, message: type[Message]) -> int:
+        """How many messages wait in this service's queue of `message`, ready for a consumer (not those held)."""
+        declared = await self.broker.declare_queue(self.topology.queue_for(message))
+        return (await declared.declare()).message_count or 0
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -549,19 +705,27 @@ def edge_middleware(bus: Bus) -> Callable[..., BaseMiddleware]:
 
     class _Edge(BaseMiddleware):
         async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+            key = message_key(msg)
+            returned = int((msg.headers or {}).get(DELIVERY_COUNT_HEADER, 0))
+            if returned >= bus.topology.broker_limit:
+                return await given_up(bus, msg, key, returned)
             try:
                 refuse_oversized(msg.body, bus.settings.max_message_bytes)
-                return await call_next(msg)
+                answer = await call_next(msg)
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
                 failure = exc
+            else:
+                bus.failures.forget(key)
+                return answer
             # Handled outside the `except` block, so that nothing raised from here chains the failure (and its text).
-            return await self._on_failure(msg, failure)
+            return await self._on_failure(msg, key, failure)
 
-        async def _on_failure(self, msg: Any, exc: Exception) -> RabbitResponse | None:
+        async def _on_failure(self, msg: Any, key: str, exc: Exception) -> RabbitResponse | None:
             queue = bus.topology.arrived_on(msg.raw_message.routing_key or "")
             headers = dict(msg.headers or {})
             error = describe_error(exc)
-            attempts = int(headers.get(DELIVERY_COUNT_HEADER, 0)) + 1
+            # This process's handler failures on the message, never its returns by consumers that stopped.
+            attempts = bus.failures.failed(key)
             if is_permanent(exc):
                 reason = getattr(exc, "reason", "invalid")
                 if isinstance(exc, Forbidden):
@@ -580,9 +744,23 @@ def edge_middleware(bus: Bus) -> Callable[..., BaseMiddleware]:
                 raise NackMessage() from None
             log.error("dead-lettering from %s (%s): %s", queue, reason, error)
             await bus.dead_letter(queue, msg.body, headers, reason, error)
+            bus.failures.forget(key)
             return None
 
     return _Edge
+
+
+async def given_up(bus: Bus, msg: Any, key: str, returned: int) -> None:
+    """Dead-letter, unread, a message handed back as often as its queue allows: at its next return the broker would
+    dead-letter it with `x-death` alone, neither counted nor saying its queue."""
+    queue = bus.topology.arrived_on(msg.raw_message.routing_key or "")
+    error = (
+        f"handed back {returned} times without being finished: each consumer that held it stopped or lost its "
+        "connection (a message that stops its consumer, or consumers stopped that often)"
+    )
+    log.error("dead-lettering from %s (%s): %s", queue, DELIVERY_LIMIT, error)
+    await bus.dead_letter(queue, msg.body, dict(msg.headers or {}), DELIVERY_LIMIT, error)
+    bus.failures.forget(key)
 
 
 def problem(reason: str, exc: BaseException) -> Problem:
@@ -621,7 +799,18 @@ async def _declare(url: str, names: Names, topology: Topology) -> None:
         exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         dlx = await channel.declare_exchange(names.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
         for name, queue in topology.queues.items():
-            declared = await channel.declare_queue(name, durable=True, arguments=queue.arguments)
+            try:
+                declared = await channel.declare_queue(name, durable=True, arguments=queue.arguments)
+            except aio_pika.exceptions.ChannelPreconditionFailed:
+                # Declared before with other arguments (an earlier release's lower delivery limit): RabbitMQ keeps a
+                # queue's arguments, so it is used as it is until an operator re-creates it (docs/operations.md).
+                log.warning(
+                    "queue %s exists with other arguments than this release declares (an earlier delivery limit); it "
+                    "is used as it is until it is re-created",
+                    name,
+                )
+                channel = await connection.channel()
+                declared = await channel.declare_queue(name, passive=True)
             await declared.bind(exchange, routing_key=queue.routing_key)
             dlq = dead_letter_queue(names, name)
             declared_dlq = await channel.declare_queue(dlq.name, durable=True, arguments=dlq.arguments)

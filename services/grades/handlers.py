@@ -235,14 +235,28 @@ async def record_entries(
 
     Entries of students not (yet) enrolled make the whole message wait: enrolments arrive on
     another queue, so the message is retried, and dead-lettered only when they never come.
+
+    A message sent with another school's token is refused for who sent it before anything else is looked at: every
+    entry is rejected as forbidden (and dead-lettered so), whether the year is closed or its students enrolled.
     """
-    accepted, rejected = await checked(command, entries, check, deps)
+    accepted: list[Accepted] = []
+    if foreign := another_schools(actor, command.school_code):
+        rejected = [Rejected(i, e, foreign.reason, str(foreign), forbidden=True) for i, e in enumerate(entries)]
+    else:
+        accepted, rejected = await checked(command, entries, check, deps)
     writes, unreasoned = await writes_for(command, actor, accepted, deps)
     await deps.repo.write(command.school_code, command.school_year, kind_of(command), writes)
     in_order = sorted(rejected + unreasoned, key=lambda r: r.index)
     recorded = recorded_event(command, actor, writes, len(accepted) - len(unreasoned), in_order)
     count_recorded(kind_of(command), recorded, deps.metrics)
     return Outcome(publish=[recorded], reply=recorded, rejected=rejected_parts(in_order))
+
+
+def another_schools(actor: Actor, school_code: str) -> Forbidden | None:
+    """The refusal of a message for `school_code` sent with the token of someone acting for another school, if it is."""
+    if actor.school_code == school_code:
+        return None
+    return Forbidden(f"{actor.subject} acts for school {actor.school_code or '(none)'}, not {school_code}")
 
 
 def kind_of(command: RecordAssessments | RecordConduct) -> Kind:

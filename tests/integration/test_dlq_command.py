@@ -1,8 +1,8 @@
 """`hocba dlq list|show|replay|purge` against the real RabbitMQ, in a throw-away namespace.
 
 Dead letters are made the ways they arise: a service's edge gives up on a message (`Bus.dead_letter`,
-which removes the actor token and says whose it was), and the broker gives up on a message whose
-consumer handed it back `delivery_limit` times (x-death, kept whole, token included). Each command runs
+which removes the actor token and says whose it was), and the broker gives up on a message handed back as
+often as its queue allows while no service consumed it (x-death, kept whole, token included). Each command runs
 as an operator runs it (AMQP_URL, HOCBA_NAMESPACE), through typer's runner.
 """
 
@@ -128,9 +128,9 @@ async def dead_letters(settings: Settings) -> None:
         await sync.dead_letter(events, archived("ev-1"), tried, "retries-exhausted", "NotFound: not yet")
         await sync.dead_letter(events, archived("ev-2"), tried, "retries-exhausted", "NotFound: not yet")
         await sync.dead_letter(events, archived("ev-bad"), {}, "invalid", "ValidationError: records.0.digest: missing")
-        await given_up_by_the_broker(settings.amqp_url, events, archived("ev-died"), settings.delivery_limit)
+        await given_up_by_the_broker(settings.amqp_url, events, archived("ev-died"), sync.topology.broker_limit)
         await grades.dead_letter(commands, close_term("cmd-1"), {}, "invalid", "InvalidMessage: term I is open")
-        await given_up_by_the_broker(settings.amqp_url, commands, close_term("cmd-died"), settings.delivery_limit)
+        await given_up_by_the_broker(settings.amqp_url, commands, close_term("cmd-died"), grades.topology.broker_limit)
     finally:
         await sync.broker.stop()
         await grades.broker.stop()

@@ -28,6 +28,7 @@ from shared.messaging import (
     REQUEST_HEADER,
     TOKEN_REMOVED,
     Bus,
+    broker_delivery_limit,
 )
 from shared.mongo import Index, ensure_indexes, insert_one_new
 from shared.outcome import Outcome, RejectedPart
@@ -231,7 +232,7 @@ async def test_messages_are_persistent_and_queues_are_quorum_with_limits(setting
                 await channel.declare_queue(harness.queue, durable=True, arguments={"x-queue-type": "classic"})
         spec = harness.topology.queues[harness.queue]
         assert spec.arguments["x-queue-type"] == "quorum"
-        assert spec.arguments["x-delivery-limit"] == settings.delivery_limit
+        assert spec.arguments["x-delivery-limit"] == broker_delivery_limit(settings.delivery_limit)
         assert spec.arguments["x-dead-letter-exchange"] == settings.names().dead_letter_exchange
         # Publisher confirms: the broker answers each publish with Basic.Ack.
         confirmation = await harness.broker.publish(

@@ -14,6 +14,7 @@ from shared.contracts.grades import CloseTerm
 from shared.contracts.identity import RegisterStudents
 from shared.errors import Forbidden, InvalidMessage, NotFound, TransientError
 from shared.messaging import (
+    RETURNS_ALLOWED,
     TOO_LARGE,
     Topology,
     backoff_seconds,
@@ -73,10 +74,11 @@ def test_names_under_a_namespace():
 
 
 def test_queues_are_quorum_with_a_delivery_limit_and_dead_letter_exchange():
+    """The queue's own limit leaves room, beyond the handler's 7 failures, for returns by consumers that stopped."""
     queue = quorum_queue(Names(), "grades.x.v1", "x.v1", 7)
     assert queue.arguments == {
         "x-queue-type": "quorum",
-        "x-delivery-limit": 7,
+        "x-delivery-limit": 7 + RETURNS_ALLOWED,
         "x-dead-letter-exchange": "hocba.dlx",
         "x-dead-letter-routing-key": "grades.x.v1",
         "x-dead-letter-strategy": "at-least-once",
