@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install rabbitmq signing-tools browser-tools deploy-tools check-deploy docs definitions demo up test lint bench clean
+.PHONY: install rabbitmq signing-tools browser-tools deploy-tools check-deploy docs definitions demo up test lint bench drills clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,7 @@ install: $(VENV)/.installed
 
 ## rabbitmq: make sure RabbitMQ answers at AMQP_URL (installs Debian's rabbitmq-server and starts it when missing),
 ## with its management API (enabled on a local broker: the broker users' provisioning path for remote brokers)
+## and its Prometheus metrics on :15692 (rabbitmq_prometheus: the queue-depth rules, RabbitMQDown, the dashboard)
 rabbitmq: install
 	@$(BIN)/python -m hocba.infra reachable || { \
 	  if ! command -v rabbitmq-server >/dev/null && [ ! -x /usr/sbin/rabbitmq-server ]; then \
@@ -26,7 +27,7 @@ rabbitmq: install
 	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; \
 	  fi; \
 	  $(BIN)/python -m hocba.infra start; }
-	@$(BIN)/python -m hocba.infra management || echo "without it, the management-API test of the broker users fails under make test"
+	@$(BIN)/python -m hocba.infra management || echo "without them, the management-API test of the broker users and the monitoring test fail under make test"
 
 ## signing-tools: SoftHSM2 (the PKCS#11 token the tests sign with), DejaVu fonts (Vietnamese in printed
 ## copies) and poppler-utils (pdftoppm, to look at a printed copy), from Debian's packages when missing
@@ -96,6 +97,10 @@ test: rabbitmq signing-tools browser-tools deploy-tools lint
 ## bench: term-end throughput next to raw signing and raw insert baselines (N=10000 by default)
 bench: rabbitmq
 	$(BIN)/python bench/term_end.py $(BENCH_ARGS)
+
+## drills: the failure drills at full size on a RabbitMQ node (and a three-node cluster) of their own (DRILL_ARGS: --records, --kills, --only)
+drills: rabbitmq
+	$(BIN)/python bench/drills.py $(DRILL_ARGS)
 
 clean:
 	rm -rf $(VENV) .hocba .pytest_cache
