@@ -24,13 +24,14 @@ from hocba.commands import records as records_commands
 from hocba.commands import review as review_commands
 from hocba.commands import sign as sign_command
 from hocba.commands import sync as sync_commands
+from hocba.commands import top as top_command
 from hocba.commands import verify as verify_command
 from hocba.commands import web as web_commands
 from hocba.commands import year as year_commands
 from hocba.console import console, errors
 from hocba.demo import fresh_data_dir, run_demo
 from hocba.infra import InfraError
-from hocba.stack import Stack, StackConfig, interrupt_on_signals
+from hocba.stack import TARGETS_FOLDER, Stack, StackConfig, interrupt_on_signals
 from shared.settings import Settings
 
 app = typer.Typer(help="hocba: electronic student academic records.", no_args_is_help=True, add_completion=False)
@@ -55,11 +56,16 @@ def up(
     """Start MongoDB (embedded unless MONGO_URL is set), the five services, the ministry simulator and the web page
     of the term end (process `web`).
 
-    Runs until Ctrl-C, then stops everything it started.
+    Runs until Ctrl-C, then stops everything it started. While it runs, the processes that serve /metrics are listed
+    for Prometheus in <data-dir>/prometheus/up.json (file-based service discovery; deploy/prometheus/prometheus.yml
+    reads it).
     """
     folder = data_dir or data_root()
+    targets = folder / TARGETS_FOLDER / "up.json"
     stack = Stack(
-        StackConfig.from_environment(folder, signing_workers=signing_workers, fixed_ports=not any_ports, web=True),
+        StackConfig.from_environment(
+            folder, signing_workers=signing_workers, fixed_ports=not any_ports, web=True, targets_file=targets
+        ),
         report=lambda line: console.print(f"· {line}", markup=False),
     )
 
@@ -110,12 +116,15 @@ def demo(
 ) -> None:
     """Run a term end on a fresh local stack and print what happened.
 
-    Exits 0 only if every record reached the ministry simulator exactly once.
+    Exits 0 only if every record reached the ministry simulator exactly once. While it runs, its processes are listed
+    for Prometheus in .hocba/prometheus/demo.json (file-based service discovery), so a local Prometheus watches it.
     """
     folder = fresh_data_dir(data_root())
     interrupt_on_signals()
     try:
-        outcome = run_demo(schools, students, folder, signing_workers, timeout)
+        outcome = run_demo(
+            schools, students, folder, signing_workers, timeout, targets_file=data_root() / TARGETS_FOLDER / "demo.json"
+        )
     except InfraError as exc:
         fail(f"cannot start: {exc}", 2)
     raise typer.Exit(0 if outcome.ok else 1)
@@ -135,6 +144,8 @@ app.add_typer(dlq_commands.app, name="dlq")
 app.add_typer(web_commands.app, name="web")
 grades_commands.app.command("history")(records_commands.history)
 app.command("amend")(amend_command.amend)
+app.command("top")(top_command.top)
+app.command("status", hidden=True)(top_command.top)
 
 
 def main() -> None:

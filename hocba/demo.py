@@ -76,12 +76,25 @@ def dead_letter_total(stack: Stack) -> int:
 
 
 def run_demo(
-    schools: int, students: int, data_dir: Path, signing_workers: int = 1, stage_timeout: float = 600.0
+    schools: int,
+    students: int,
+    data_dir: Path,
+    signing_workers: int = 1,
+    stage_timeout: float = 600.0,
+    targets_file: Path | None = None,
 ) -> DemoOutcome:
-    """A fresh throw-away stack, the term end driven over it, and what the ministry simulator holds after."""
+    """A fresh throw-away stack, the term end driven over it, and what the ministry simulator holds after.
+
+    Its processes are listed for Prometheus in `targets_file` while it runs (file-based service discovery).
+    """
     namespace = f"demo{uuid.uuid4().hex[:8]}."
     config = StackConfig.from_environment(
-        data_dir, namespace=namespace, fixed_ports=False, ephemeral=True, signing_workers=signing_workers
+        data_dir,
+        namespace=namespace,
+        fixed_ports=False,
+        ephemeral=True,
+        signing_workers=signing_workers,
+        targets_file=targets_file,
     )
     stack = Stack(config, report=lambda line: console.print(f"[dim]· {escape(line)}[/dim]"))
     console.print(f"[bold]hocba demo[/bold]: {schools} school(s) × {students} students, data in {escape(str(data_dir))}")

@@ -138,11 +138,18 @@ def ensure_rabbitmq(amqp_url: str, timeout: float = 90.0) -> str:
         )
     subprocess.run([server, "-detached"], check=False, capture_output=True)
     wait_for_port(host, port, timeout, "RabbitMQ")
+    ensure_plugins(amqp_url)
     return "started"
 
 
 #: The management API's port (plain HTTP; a deployment gives its URL instead).
 MANAGEMENT_PORT = 15672
+#: The port of RabbitMQ's Prometheus plugin (rabbitmq_prometheus), which deploy/prometheus scrapes.
+PROMETHEUS_PORT = 15692
+#: The plugins a local broker is given, and the port each opens: the management API (the broker users'
+#: provisioning path, queue depths for KEDA and `hocba top`) and the Prometheus metrics (queue depths, consumers and
+#: alarms for the rules and the dashboard; without them RabbitMQDown fires and four rules read nothing).
+PLUGINS = {"rabbitmq_management": MANAGEMENT_PORT, "rabbitmq_prometheus": PROMETHEUS_PORT}
 
 
 def local_tool(name: str) -> str | None:
@@ -151,21 +158,33 @@ def local_tool(name: str) -> str | None:
 
 
 def ensure_management(amqp_url: str, timeout: float = 60.0) -> str:
-    """Make sure the broker at `amqp_url` serves its management API; on this machine, enable the plugin.
+    """Make sure the broker at `amqp_url` serves its management API and its Prometheus metrics; on this machine,
+    enable the plugins (`ensure_plugins`).
 
     The broker users are provisioned with rabbitmqctl on this machine and through the management API
     elsewhere (hocba.broker); the API also serves queue depths to KEDA. Returns what was done.
     """
+    return ensure_plugins(amqp_url, timeout)
+
+
+def ensure_plugins(amqp_url: str, timeout: float = 60.0) -> str:
+    """Enable the management and Prometheus plugins (`PLUGINS`) of the broker at `amqp_url` when it runs on this
+    machine and they do not answer yet; wait until their ports open. Returns what was done ("reachable" or
+    "enabled"). `rabbitmq-plugins enable` changes a running broker, without a restart, and is remembered for the
+    next start."""
     host = urlparse(amqp_url).hostname or "127.0.0.1"
-    if port_open(host, MANAGEMENT_PORT):
+    missing = [name for name, port in PLUGINS.items() if not port_open(host, port)]
+    if not missing:
         return "reachable"
     plugins = local_tool("rabbitmq-plugins")
     if host not in {"127.0.0.1", "localhost", "::1"} or plugins is None:
-        raise InfraError(f"RabbitMQ's management API is not reachable at {host}:{MANAGEMENT_PORT}")
-    enabled = subprocess.run([plugins, "enable", "rabbitmq_management"], check=False, capture_output=True, text=True)
+        ports = ", ".join(f"{PLUGINS[name]} ({name})" for name in missing)
+        raise InfraError(f"RabbitMQ at {host} does not answer on {ports}: enable the plugins there")
+    enabled = subprocess.run([plugins, "enable", *missing], check=False, capture_output=True, text=True)
     if enabled.returncode != 0:
-        raise InfraError(f"cannot enable rabbitmq_management: {(enabled.stderr or enabled.stdout).strip()[-300:]}")
-    wait_for_port(host, MANAGEMENT_PORT, timeout, "RabbitMQ's management plugin")
+        raise InfraError(f"cannot enable {', '.join(missing)}: {(enabled.stderr or enabled.stdout).strip()[-300:]}")
+    for name in missing:
+        wait_for_port(host, PLUGINS[name], timeout, f"RabbitMQ's plugin {name}")
     return "enabled"
 
 
@@ -252,14 +271,14 @@ def _main(argv: list[str]) -> int:
     if argv[1:] == ["start"]:
         try:
             print(f"RabbitMQ: {ensure_rabbitmq(url)}")
-            print(f"RabbitMQ management API: {ensure_management(url)}")
+            print(f"RabbitMQ management API and Prometheus metrics: {ensure_management(url)}")
         except InfraError as exc:
             print(exc, file=sys.stderr)
             return 1
         return 0
     if argv[1:] == ["management"]:
         try:
-            print(f"RabbitMQ management API: {ensure_management(url)}")
+            print(f"RabbitMQ management API and Prometheus metrics: {ensure_management(url)}")
         except InfraError as exc:
             print(exc, file=sys.stderr)
             return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -40,6 +41,9 @@ from shared.messaging import delete_exchanges, delete_queues
 from shared.settings import DEFAULT_EMBEDDED_MONGO_PORT, DEFAULT_HTTP_PORTS, SERVICES, Settings
 
 SIMULATOR = "ministry-simulator"
+#: The development RFC 3161 time-stamping authority (hocba.tsa), run unless HOCBA_TSA_URL names another TSA.
+TSA = "tsa"
+TSA_URL_VARIABLE = "HOCBA_TSA_URL"
 #: The web gateway's process (`StackConfig.web`).
 WEB = "web"
 #: Signing workers after the first listen on 9111, 9112, … when ports are fixed.
@@ -48,6 +52,11 @@ EXTRA_WORKER_PORT = 9110
 SHARED_SERVER, SERVER_PER_SERVICE = "shared", "per-service"
 #: The environment variable that chooses the layout (`hocba up`, the demo, the benchmarks).
 EMBEDDED_LAYOUT_VARIABLE = "HOCBA_EMBEDDED_MONGO"
+#: The Prometheus job of the processes that serve /metrics (deploy/prometheus: rules and dashboards select it).
+SCRAPE_JOB = "hocba"
+#: Where `hocba up` and `hocba demo` list their processes for Prometheus (file-based service discovery), under the
+#: data folder; deploy/prometheus/prometheus.yml reads every `*.json` there.
+TARGETS_FOLDER = "prometheus"
 
 
 @dataclass
@@ -118,6 +127,9 @@ class StackConfig:
     embedded_layout: str = SHARED_SERVER
     #: The web page of the term end (hocba.web) beside the services, logged in as the command line's roles.
     web: bool = False
+    #: Where to list the processes that serve /metrics for Prometheus's file-based service discovery while the
+    #: stack runs (None: nowhere). Written once every process is ready, removed when the stack stops.
+    targets_file: Path | None = None
 
     @classmethod
     def from_environment(cls, data_dir: Path, **overrides: Any) -> StackConfig:
@@ -177,6 +189,9 @@ class Stack:
         self.mongo_url = config.mongo_url or ""
         self.mongo_urls: dict[str, str] = {}
         self.broker: BrokerUsers | None = None
+        #: The TSA the services timestamp with: the local development one, or the one HOCBA_TSA_URL names.
+        self.tsa_given = config.extra_env.get(TSA_URL_VARIABLE) or os.environ.get(TSA_URL_VARIABLE) or ""
+        self.tsa_url = self.tsa_given
 
     def port(self, name: str) -> int:
         return DEFAULT_HTTP_PORTS[name] if self.config.fixed_ports else free_port()
@@ -218,10 +233,18 @@ class Stack:
         self._provision_broker_users()
         self._start_mongo()
         simulator_port = self.port(SIMULATOR)  # a free port is picked once: the services are told where it is
-        self.children = self._processes(self._environment(simulator_port), simulator_port)
+        tsa_port = None if self.tsa_given else self.port(TSA)
+        if tsa_port is not None:
+            self.tsa_url = f"http://127.0.0.1:{tsa_port}/"
+        environment = self._environment(simulator_port)
+        tsa = [self._tsa_child(environment, tsa_port)] if tsa_port is not None else []
+        self.children = [*tsa, *self._processes(environment, simulator_port)]
         for child in self.children:
             child.start()
         self._wait_ready(ready_timeout)
+        if cfg.targets_file is not None:
+            write_targets(cfg.targets_file, self.children)
+            self.report(f"Prometheus targets (file_sd_configs) in {cfg.targets_file}")
 
     def _provision_broker_users(self) -> None:
         """A user per service, per command-line role and a monitor, and the dead-letter policy, for this namespace
@@ -278,8 +301,14 @@ class Stack:
             "HOCBA_DATA_DIR": str(cfg.data_dir.resolve()),
             "HOCBA_ACTOR_ISSUER_JWKS": os.environ.get("HOCBA_ACTOR_ISSUER_JWKS", str(issuer_jwks.resolve())),
             "HOCBA_PKI_DIR": str(pki_dir),
+            TSA_URL_VARIABLE: self.tsa_url,
             "PYTHONUNBUFFERED": "1",
         }
+
+    def _tsa_child(self, base_env: dict[str, str], port: int) -> Child:
+        """The development TSA (`hocba.tsa`), signing with the PKI's `tsa` certificate; its URL goes to every service."""
+        command = [sys.executable, "-m", "hocba.tsa", "--host", "127.0.0.1", "--port", str(port)]
+        return Child(TSA, command, base_env, port, self.config.data_dir / "logs" / f"{TSA}.log")
 
     def _processes(self, base_env: dict[str, str], simulator_port: int) -> list[Child]:
         """The ministry simulator, then each service (signing as many workers as asked), each with its port and log."""
@@ -324,7 +353,7 @@ class Stack:
                 for child in list(pending):
                     if not child.alive():
                         raise InfraError(f"{child.name} exited during start-up:\n{child.log_tail()}")
-                    path = "/health/live" if child.name == SIMULATOR else "/health/ready"
+                    path = "/health/live" if child.name in (SIMULATOR, TSA) else "/health/ready"
                     try:
                         if client.get(child.base_url + path).status_code == 200:
                             pending.remove(child)
@@ -341,7 +370,12 @@ class Stack:
         return [c for c in self.children if not c.alive()]
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Stop every process this stack started: services first, then the simulator, then MongoDB."""
+        """Stop every process this stack started: services first, then the simulator, then MongoDB.
+
+        Its Prometheus targets go first, so that a process stopping on purpose is not a target that is down.
+        """
+        if self.config.targets_file is not None:
+            self.config.targets_file.unlink(missing_ok=True)
         for child in reversed(self.children):
             child.ask_to_stop()
         deadline = time.monotonic() + timeout
@@ -389,6 +423,35 @@ class Stack:
         worker = threading.Thread(target=asyncio.run, args=(remove(),))
         worker.start()
         worker.join(30)
+
+
+def scrape_service(child: Child) -> str | None:
+    """The `service` label of a process that serves /metrics (a service, a signing worker, the web page, the
+    development TSA), else None (the ministry simulator)."""
+    service = child.name.split("-")[0]
+    return service if service in SERVICES or child.name in {WEB, TSA} else None
+
+
+def scrape_targets(children: list[Child]) -> list[dict[str, Any]]:
+    """Prometheus's file-based service discovery entries for the processes that serve /metrics: one target group a
+    process, labelled with its job, instance, service and process name."""
+    groups = []
+    for child in children:
+        service = scrape_service(child)
+        if service is None:
+            continue
+        address = f"127.0.0.1:{child.port}"
+        labels = {"job": SCRAPE_JOB, "instance": address, "service": service, "process": child.name}
+        groups.append({"targets": [address], "labels": labels})
+    return groups
+
+
+def write_targets(path: Path, children: list[Child]) -> None:
+    """Write the targets file whole (a temporary file renamed over it), so Prometheus never reads half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(json.dumps(scrape_targets(children), indent=2) + "\n")
+    partial.replace(path)
 
 
 def namespace_queues(namespace: str) -> list[str]:

@@ -28,6 +28,7 @@ from hocba.web.board import Board
 from hocba.web.link import Link
 from hocba.web.people import NotSignedIn, SignIn, Voucher
 from shared.auth import SIGN_IN_LIFETIME
+from shared.contracts.signing import SIGNING_ORDER
 
 log = logging.getLogger("hocba.web")
 HERE = Path(__file__).parent
@@ -58,6 +59,9 @@ class GatewayMetrics:
             ["role", "outcome"],
             registry=registry,
         )
+        for role in SIGNING_ORDER:
+            for outcome in ("sent", "unsent"):
+                self.clicks.labels(role, outcome)
 
 
 @dataclass

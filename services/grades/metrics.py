@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+#: Kinds of entry (`hocba_entries_changed_total{kind}`).
+ENTRY_KINDS = ("subject", "homeroom")
+#: What is done to a term (`hocba_terms_changed_total{action}`).
+TERM_ACTIONS = ("close", "reopen")
+#: How a record explanation is answered (`hocba_records_explained_total{outcome}`).
+EXPLAIN_OUTCOMES = ("answered", "refused", "not-found", "unreadable")
+
 
 class GradesMetrics:
     """What grades did with entries, terms and records.
@@ -57,3 +64,12 @@ class GradesMetrics:
         self.explained = Counter(
             "hocba_records_explained_total", "Record explanations answered, by outcome.", ["outcome"], registry=registry
         )
+        # Every labelled series whose values are known starts at 0, so that its first increase is seen; reasons
+        # (of rejections, of records not assembled, of amendments refused) appear when they first happen.
+        for kind in ENTRY_KINDS:
+            self.changed.labels(kind)
+        for action in TERM_ACTIONS:
+            self.terms.labels(action)
+        for outcome in EXPLAIN_OUTCOMES:
+            self.explained.labels(outcome)
+        self.amendments.labels("amended")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+#: What a personal-ID look-up by a person finds.
+FIND_OUTCOMES = ("found", "missing")
+
 
 class IdentityMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -21,3 +24,6 @@ class IdentityMetrics:
             ["outcome"],
             registry=registry,
         )
+        # Every labelled series whose values are known starts at 0, so that its first increase is seen.
+        for outcome in FIND_OUTCOMES:
+            self.found.labels(outcome)

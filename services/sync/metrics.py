@@ -56,6 +56,8 @@ class SyncMetrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
+        for kind in KINDS:
+            self.lag.labels(kind)
         self.last_checkpoint = Gauge(
             "hocba_sync_checkpoint_delivered_timestamp_seconds",
             "When the ministry last acknowledged an archive checkpoint (Unix time).",

@@ -37,6 +37,9 @@ DOMAIN = {
         "hocba_archive_log_entries",
         "hocba_archive_checkpoint_tree_size",
         "hocba_archive_checkpoint_age_seconds",
+        "hocba_archive_checkpoint_unstamped_age_seconds",
+        "hocba_archive_checkpoints_unstamped",
+        "hocba_archive_timestamps_total",
     ),
     "sync": (
         "hocba_sync_deliveries_total",
@@ -71,11 +74,12 @@ def expected(service: str) -> tuple[str, ...]:
 
 
 def known() -> set[str]:
-    """Every name a rule or dashboard may use (histograms with their _bucket/_sum/_count series)."""
+    """Every name a rule or dashboard may use (histograms with their _bucket/_sum/_count series; counters and
+    histograms with the creation time the client library serves beside them, `_created`)."""
     names = set(FASTSTREAM) | set(MESSAGING) | set(RABBITMQ) | {"up"}
     for service in SERVICES:
         names |= set(DOMAIN[service])
     series = set()
     for name in names:
-        series |= {name, f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        series |= {name, f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name.removesuffix('_total')}_created"}
     return series

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import aio_pika
+import httpx
 import pytest
 from aiormq.exceptions import ProbableAuthenticationError
 
@@ -21,7 +23,7 @@ from shared.messaging import delete_exchanges
 from shared.settings import Names, Settings
 from tests.support import amqp_url
 
-PROCESSES = {"ministry-simulator", "identity", "grades", "signing", "archive", "sync", "web"}
+PROCESSES = {"ministry-simulator", "tsa", "identity", "grades", "signing", "archive", "sync", "web"}
 
 
 def alive(pid: int) -> bool:
@@ -60,6 +62,15 @@ async def test_up_runs_every_process_and_ctrl_c_stops_them_all(tmp_path: Path):
     mongo_pid = int((tmp_path / "mongo" / "nx-27017.pid").read_text().strip())
     assert all(alive(pid) for pid in [*pids.values(), mongo_pid])
 
+    # Prometheus's targets (file-based service discovery): exactly the processes that serve /metrics.
+    urls = dict(re.findall(r"│ ([a-z-]+)\s+│ \d+\s+│ (http://[0-9.:]+)\s+│", text))
+    with httpx.Client(timeout=5) as client:
+        serving = {name for name, url in urls.items() if client.get(f"{url}/metrics").status_code == 200}
+    targets = tmp_path / "prometheus" / "up.json"
+    listed = {g["labels"]["process"]: g["targets"] for g in json.loads(targets.read_text())}
+    assert serving and set(listed) == serving, (listed, urls)
+    assert all(listed[name] == [urls[name].removeprefix("http://")] for name in serving)
+
     # The broker users of the namespace: passwords in a private file, the command line's login picked by role.
     store = CredentialStore(tmp_path)
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600 and stat.S_IMODE(store.folder.stat().st_mode) == 0o700
@@ -71,6 +82,7 @@ async def test_up_runs_every_process_and_ctrl_c_stops_them_all(tmp_path: Path):
     up.send_signal(signal.SIGINT)
     rest, _ = up.communicate(timeout=60)
     assert "nothing left running" in rest
+    assert not targets.exists(), "a stopped stack's targets are still listed"
     assert up.returncode == 0
     still = [name for name, pid in pids.items() if alive(pid)] + (["nx-27017"] if alive(mongo_pid) else [])
     assert still == []

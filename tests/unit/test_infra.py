@@ -22,15 +22,41 @@ def test_a_remote_broker_is_never_started_locally(monkeypatch):
         infra.ensure_rabbitmq("amqp://guest:guest@rabbit.example:5672/")
 
 
-def test_an_installed_server_is_started_and_awaited(monkeypatch):
-    calls = []
-    opened = iter([False, False, True])
-    monkeypatch.setattr(infra, "port_open", lambda host, port, timeout=0.5: next(opened))
-    monkeypatch.setattr(infra.shutil, "which", lambda _: "/usr/sbin/rabbitmq-server")
-    monkeypatch.setattr(infra.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
-    monkeypatch.setattr(infra.time, "sleep", lambda _: None)
+class LocalBroker:
+    """This machine's RabbitMQ as the commands see it: which ports answer, and what was run to open them."""
+
+    def __init__(self, *open_ports: int) -> None:
+        self.open = set(open_ports)
+        self.calls: list[list[str]] = []
+
+    def port_open(self, host: str, port: int, timeout: float = 0.5) -> bool:
+        return port in self.open
+
+    def run(self, command: list[str], **_: object) -> infra.subprocess.CompletedProcess[str]:
+        self.calls.append(command)
+        if command[0].endswith("rabbitmq-server"):
+            self.open.add(5672)
+        if command[0].endswith("rabbitmq-plugins"):
+            self.open |= {infra.PLUGINS[name] for name in command[2:]}
+        return infra.subprocess.CompletedProcess(command, 0, "", "")
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> LocalBroker:
+        monkeypatch.setattr(infra, "port_open", self.port_open)
+        monkeypatch.setattr(infra.subprocess, "run", self.run)
+        monkeypatch.setattr(infra, "local_tool", lambda name: f"/usr/sbin/{name}")
+        monkeypatch.setattr(infra.shutil, "which", lambda name: f"/usr/sbin/{name}")
+        monkeypatch.setattr(infra.time, "sleep", lambda _: None)
+        return self
+
+
+def test_an_installed_server_is_started_awaited_and_given_its_management_and_prometheus_plugins(monkeypatch):
+    broker = LocalBroker().install(monkeypatch)
     assert infra.ensure_rabbitmq("amqp://guest:guest@127.0.0.1:5672/") == "started"
-    assert calls == [["/usr/sbin/rabbitmq-server", "-detached"]]
+    assert broker.calls == [
+        ["/usr/sbin/rabbitmq-server", "-detached"],
+        ["/usr/sbin/rabbitmq-plugins", "enable", "rabbitmq_management", "rabbitmq_prometheus"],
+    ]
+    assert {infra.MANAGEMENT_PORT, infra.PROMETHEUS_PORT} <= broker.open
 
 
 def test_a_reachable_broker_is_left_alone(monkeypatch):
@@ -38,28 +64,28 @@ def test_a_reachable_broker_is_left_alone(monkeypatch):
     assert infra.ensure_rabbitmq("amqp://guest:guest@127.0.0.1:5672/") == "reachable"
 
 
-def test_a_local_brokers_management_api_is_enabled_when_it_is_off(monkeypatch):
-    calls: list[list[str]] = []
-    opened = iter([False, True])
-    monkeypatch.setattr(infra, "port_open", lambda host, port, timeout=0.5: next(opened))
-    monkeypatch.setattr(infra, "local_tool", lambda name: f"/usr/sbin/{name}")
-
-    def run(command: list[str], **_: object) -> infra.subprocess.CompletedProcess[str]:
-        calls.append(command)
-        return infra.subprocess.CompletedProcess(command, 0, "", "")
-
-    monkeypatch.setattr(infra.subprocess, "run", run)
+def test_a_local_brokers_management_api_and_prometheus_metrics_are_enabled_when_they_are_off(monkeypatch):
+    broker = LocalBroker(5672).install(monkeypatch)
     assert infra.ensure_management("amqp://guest:guest@127.0.0.1:5672/") == "enabled"
-    assert calls == [["/usr/sbin/rabbitmq-plugins", "enable", "rabbitmq_management"]]
+    assert broker.calls == [["/usr/sbin/rabbitmq-plugins", "enable", "rabbitmq_management", "rabbitmq_prometheus"]]
 
 
-def test_a_served_management_api_is_left_alone(monkeypatch):
-    monkeypatch.setattr(infra, "port_open", lambda host, port, timeout=0.5: port == infra.MANAGEMENT_PORT)
+def test_only_the_plugin_that_is_off_is_enabled(monkeypatch):
+    """A broker with its management API but no Prometheus metrics (as `make rabbitmq` left it before) gets the
+    metrics: without them RabbitMQDown fires on a healthy broker."""
+    broker = LocalBroker(5672, infra.MANAGEMENT_PORT).install(monkeypatch)
+    assert infra.ensure_management("amqp://guest:guest@127.0.0.1:5672/") == "enabled"
+    assert broker.calls == [["/usr/sbin/rabbitmq-plugins", "enable", "rabbitmq_prometheus"]]
+
+
+def test_served_plugins_are_left_alone(monkeypatch):
+    broker = LocalBroker(5672, infra.MANAGEMENT_PORT, infra.PROMETHEUS_PORT).install(monkeypatch)
     assert infra.ensure_management("amqp://guest:guest@127.0.0.1:5672/") == "reachable"
+    assert broker.calls == []
 
 
 def test_a_remote_brokers_plugins_are_never_touched(monkeypatch):
     monkeypatch.setattr(infra, "port_open", lambda host, port, timeout=0.5: False)
     monkeypatch.setattr(infra.subprocess, "run", lambda cmd, **kw: pytest.fail(f"ran {cmd}"))
-    with pytest.raises(infra.InfraError, match="management API is not reachable at rabbit.example:15672"):
+    with pytest.raises(infra.InfraError, match=r"rabbit.example does not answer on 15672 \(rabbitmq_management\)"):
         infra.ensure_management("amqps://admin:x@rabbit.example:5671/")
