@@ -34,6 +34,8 @@ ENV = {
     **{variable: f"validation-only-{name}" for name, variable in BROKER_PASSWORDS.items()},
     **{variable: f"validation-only-mongo-{name}" for name, variable in MONGO_PASSWORDS.items()},
     "HOCBA_MINISTRY_URL": MINISTRY_URL,
+    "HOCBA_TSA_URL": "https://tsa.example.invalid/",
+    "HOCBA_VERIFY_URL": "https://verify.example.invalid",
 }
 #: Where the PKI kept by `hocba pki` (the root CA's key with it) would be, were a file to name it.
 OFFLINE_PKI = "/offline/hocba-pki"
@@ -176,6 +178,11 @@ def test_compose_refuses_to_start_without_each_services_mongodb_password(variabl
 def test_compose_refuses_to_start_without_the_ministrys_address():
     result = refused_without("HOCBA_MINISTRY_URL")
     assert result.returncode != 0 and "HOCBA_MINISTRY_URL (the ministry's https endpoint)" in result.stderr
+
+
+def test_compose_refuses_to_start_without_the_time_stamping_authority():
+    result = refused_without("HOCBA_TSA_URL")
+    assert result.returncode != 0 and "HOCBA_TSA_URL (an RFC 3161 time-stamping authority)" in result.stderr
 
 
 # --- RabbitMQ ---------------------------------------------------------------------------------------
@@ -489,6 +496,30 @@ def test_the_gateway_serves_the_web_page_on_its_port_for_the_hosts_tls_proxy(res
     check = " ".join(gateway["healthcheck"]["test"])
     assert f"http://127.0.0.1:{GATEWAY_PORT}/health/ready" in check
     assert gateway["restart"] == "unless-stopped"
+
+
+def test_compose_refuses_to_start_without_the_verification_pages_address():
+    result = refused_without("HOCBA_VERIFY_URL")
+    assert result.returncode != 0 and "HOCBA_VERIFY_URL (the public verification page's https address)" in result.stderr
+
+
+def test_the_command_line_prints_copies_with_the_verification_pages_address_and_the_archives_tsa(resolved):
+    operator = resolved["services"]["operator"]["environment"]
+    assert operator["HOCBA_VERIFY_URL"] == ENV["HOCBA_VERIFY_URL"]
+    assert operator["HOCBA_TSA_URL"] == resolved["services"]["archive"]["environment"]["HOCBA_TSA_URL"]
+    example = dict(
+        line.split("=", 1) for line in (DEPLOY / ".env.example").read_text().splitlines() if line and line[0] != "#"
+    )
+    assert example["HOCBA_VERIFY_URL"].startswith("https://"), "production prints https addresses only"
+
+
+def test_the_archive_serves_the_verification_page_on_the_loopback_interface_alone_for_the_hosts_tls_proxy(resolved):
+    archive = resolved["services"]["archive"]
+    # Plain http, with /metrics and /health beside the public paths: never published beyond the host.
+    assert published(archive) == {("127.0.0.1", 9104, 9100)}
+    assert {name for name, s in resolved["services"].items() if ("127.0.0.1", 9104, 9100) in published(s)} == {
+        "archive"
+    }
 
 
 def test_the_gateway_runs_in_production_as_the_images_user_with_its_secrets_as_files(resolved):

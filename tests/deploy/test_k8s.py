@@ -13,15 +13,22 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import cast
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
+from faststream.rabbit.subscriber.usecase import RabbitSubscriber
+from starlette.routing import Route
 
 from hocba.broker import IDENTITIES
+from services.archive.handlers import Deps
+from services.archive.http import public_routes
+from services.signing.app import build_app as build_signing
 from shared.contracts.signing import SignWork
-from shared.settings import Names
+from shared.settings import Names, Settings
 from tests.deploy.conftest import DEPLOY
 
 K8S = DEPLOY / "k8s"
@@ -263,15 +270,44 @@ def test_keda_scales_signing_workers_on_the_work_queue_through_the_management_ap
     metadata = trigger["metadata"]
     assert trigger["type"] == "rabbitmq"
     assert metadata["protocol"] == "http", "the management API counts unacknowledged messages too"
-    assert metadata["mode"] == "QueueLength" and float(metadata["value"]) > 0
+    assert metadata["mode"] == "QueueLength"
     assert metadata.get("excludeUnacknowledged", "false") == "false"
-    # The queue the signing workers really consume (production has no namespace prefix).
-    assert metadata["queueName"] == Names("").queue("signing", SignWork.ROUTING_KEY)
+    # The queue the signing workers really consume, under the namespace the manifests give them.
+    assert metadata["queueName"] == Names(Settings(namespace=manifest_namespace(documents)).namespace).queue(
+        "signing", SignWork.ROUTING_KEY
+    )
     auth = by_kind(documents, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
     assert auth["spec"]["secretTargetRef"][0]["parameter"] == "host"
     # KEDA logs in as the monitor: queue depths through the management API, no message in or out.
     assert auth["spec"]["secretTargetRef"][0]["name"] == "hocba-broker-monitor"
     assert "signing" not in {d["metadata"]["name"] for d in documents if d["kind"] == "Deployment" and "replicas" in d["spec"]}
+
+
+def manifest_namespace(documents: list[dict]) -> str:
+    """HOCBA_NAMESPACE as the signing workers get it: their own env, else the generated hocba-config."""
+    signing = by_kind(documents, "Deployment")["signing"]["spec"]["template"]["spec"]["containers"][0]
+    own = {e["name"]: e.get("value", "") for e in signing.get("env", [])}
+    return own.get("HOCBA_NAMESPACE", generated("hocba-config").get("HOCBA_NAMESPACE", ""))
+
+
+def work_prefetch(data_dir: Path) -> int:
+    """Chunks one signing worker holds unacknowledged: its work queue subscriber's prefetch, else the channel's."""
+    service = build_signing(Settings(data_dir=data_dir))
+    subscribers = [s for s in service.broker.subscribers if isinstance(s, RabbitSubscriber)]
+    [worker] = [s for s in subscribers if s.queue.routing_key == SignWork.ROUTING_KEY]
+    channel = worker.channel
+    return channel.prefetch_count if channel is not None and channel.prefetch_count else Settings().prefetch
+
+
+def test_keda_asks_for_no_worker_that_would_find_nothing_to_take(documents, tmp_path):
+    """The target (queued chunks per worker) is at least what one worker holds: with less, KEDA asks for workers
+    while the chunks are already held by the ones running (26 queued, 16 held by 2 workers of prefetch 8, 7 asked
+    for at a target of 4)."""
+    [scaled] = by_kind(documents, "ScaledObject").values()
+    [trigger] = scaled["spec"]["triggers"]
+    target = float(trigger["metadata"]["value"])
+    prefetch = work_prefetch(tmp_path)
+    assert target >= prefetch, f"target {target:.0f} chunks a worker, below the {prefetch} a worker holds"
 
 
 def test_signing_workers_get_longer_to_stop_than_the_slowest_chunk(documents):
@@ -452,18 +488,28 @@ def policies_for(documents: list[dict], labels: dict[str, str]) -> list[dict]:
     ]
 
 
+def merged(policies: list[dict]) -> dict:
+    """What the policies selecting a pod allow together (Kubernetes adds them up): their types and rules."""
+    return {
+        "policyTypes": {kind for p in policies for kind in p["policyTypes"]},
+        "ingress": [rule for p in policies for rule in p.get("ingress", [])],
+        "egress": [rule for p in policies for rule in p.get("egress", [])],
+    }
+
+
 def test_network_policies_deny_by_default_and_allow_only_what_each_service_needs(documents):
     default = by_kind(documents, "NetworkPolicy")["default-deny-all"]["spec"]
     assert default == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}, "deny everything unless allowed"
     for name in HOCBA:
         labels = by_kind(documents, "Deployment")[name]["spec"]["template"]["metadata"]["labels"]
-        [policy] = [p["spec"] for p in policies_for(documents, labels) if p["spec"]["podSelector"]]
-        assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
-        assert peers(policy["ingress"], "from") == {PROMETHEUS}, f"{name} is reached by more than Prometheus"
+        policy = merged([p["spec"] for p in policies_for(documents, labels) if p["spec"]["podSelector"]])
+        assert policy["policyTypes"] == {"Ingress", "Egress"}
+        reached_by = {PROMETHEUS, ("ingress-nginx/ingress-nginx", "TCP", 9100)} if name == "archive" else {PROMETHEUS}
+        assert peers(policy["ingress"], "from") == reached_by, f"{name} is reached by more than it needs"
         expected = {("rabbitmq", "TCP", 5671), ("mongo", "TCP", 27017), *DNS}
-        if name == "sync":
-            [ministry] = address_blocks(policy["egress"])
-            expected.add(ministry)
+        if name in ("sync", "archive"):
+            [outside] = address_blocks(policy["egress"])  # the ministry; the TSA
+            expected.add(outside)
         assert peers(policy["egress"], "to") == expected, name
     labels = by_kind(documents, "Deployment")[GATEWAY]["spec"]["template"]["metadata"]["labels"]
     [policy] = [p["spec"] for p in policies_for(documents, labels) if p["spec"]["podSelector"]]
@@ -491,8 +537,10 @@ def test_the_broker_and_mongodb_accept_the_services_and_their_provisioning_only(
 def test_sync_alone_reaches_the_ministry_over_https(documents):
     policies = by_kind(documents, "NetworkPolicy")
     outside = {name: address_blocks(p["spec"].get("egress", [])) for name, p in policies.items()}
-    assert {name for name, allowed in outside.items() if allowed} == {"sync-to-ministry"}
+    assert {name for name, allowed in outside.items() if allowed} == {"sync-to-ministry", "archive-to-tsa"}
     assert {(protocol, port) for _, protocol, port in outside["sync-to-ministry"]} == {("TCP", 443)}, "https only"
+    [block] = {cidr for cidr, _, _ in outside["sync-to-ministry"]}
+    assert [name for name, allowed in outside.items() if block in {c for c, _, _ in allowed}] == ["sync-to-ministry"]
     assert policies["sync-to-ministry"]["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "sync"}}
     ministry = generated("hocba-ministry")
     assert ministry["HOCBA_MINISTRY_URL"].startswith("https://")
@@ -503,3 +551,116 @@ def test_sync_alone_reaches_the_ministry_over_https(documents):
     }
     assert readers == {"sync"}
     assert "ministry-tls" in volumes(service_pod(documents, "sync")[0])
+
+
+# --- the archive's timestamp authority --------------------------------------------------------------
+
+
+def test_archive_alone_reads_the_tsa_settings_and_its_anchor(documents):
+    tsa = generated("hocba-tsa")
+    assert urlsplit(tsa["HOCBA_TSA_URL"]).scheme == "https", "a production TSA by its https endpoint"
+    assert not any(k.startswith("HOCBA_TSA") for k in generated("hocba-config")), "no other pod gets the TSA"
+    readers = {
+        name
+        for name in (*HOCBA, GATEWAY)
+        if any(names(e["configMapRef"]["name"], "hocba-tsa") for e in service_pod(documents, name)[1]["envFrom"])
+    }
+    assert readers == {"archive"}
+    pod, container = service_pod(documents, "archive")
+    assert not any(k.startswith("HOCBA_TSA") for k in env_of(container)), "set once, in the ConfigMap hocba-tsa"
+    # The anchor is a file of a mounted ConfigMap (a public certificate), at the path the setting names.
+    anchor = PurePosixPath(tsa["HOCBA_TSA_ANCHOR"])
+    folder = str(anchor.parent)
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == folder]
+    assert mount.get("readOnly"), "the anchor is read, never written"
+    assert volumes(pod)[mounted(container)[folder]]["configMap"] == {"name": "hocba-tsa-anchor"}
+    assert anchor.name == "anchor.pem"
+
+
+def test_archive_alone_reaches_the_tsa_block_over_https(documents):
+    policies = by_kind(documents, "NetworkPolicy")
+    tsa = policies["archive-to-tsa"]["spec"]
+    assert tsa["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "archive"}}
+    assert tsa["policyTypes"] == ["Egress"] and "ingress" not in tsa
+    blocks = address_blocks(tsa["egress"])
+    assert {(protocol, port) for _, protocol, port in blocks} == {("TCP", 443)}, "https only"
+    [block] = {cidr for cidr, _, _ in blocks}
+    assert peers(tsa["egress"], "to") == {(block, "TCP", 443)}, "the TSA and nothing else"
+    # No policy selecting another pod lets it reach the TSA's block.
+    for name, policy in policies.items():
+        reaching = block in {cidr for cidr, _, _ in address_blocks(policy["spec"].get("egress", []))}
+        selected = policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        assert not reaching or selected == "archive", f"{name} lets {selected or 'every pod'} reach the TSA"
+    # The one in the manifests is the documentation placeholder the docs tell to change with HOCBA_TSA_URL.
+    assert block == "198.51.100.0/24" and "archive-to-tsa" in (DEPLOY.parent / "docs" / "operations.md").read_text()
+
+
+# --- the public verification page -------------------------------------------------------------------
+
+
+#: The archive's own paths, for Prometheus and the kubelet: never published.
+INTERNAL_PATHS = ("/metrics", "/health/live", "/health/ready")
+
+
+def ingress_matches(paths: list[dict], request_path: str) -> bool:
+    """Whether an Ingress's paths route a request path, as Kubernetes defines it: Exact whole, Prefix by whole
+    path segments (/v matches /v and /v/…, not /v1 nor /verify)."""
+    asked = [s for s in request_path.split("/") if s]
+    for entry in paths:
+        path = entry["path"]
+        if entry["pathType"] == "Exact" and path == request_path:
+            return True
+        segments = [s for s in path.split("/") if s]
+        if entry["pathType"] == "Prefix" and asked[: len(segments)] == segments:
+            return True
+    return False
+
+
+def test_the_verification_page_is_published_with_tls_on_its_public_paths_alone(documents):
+    [ingress] = by_kind(documents, "Ingress").values()
+    spec = ingress["spec"]
+    [rule] = spec["rules"]
+    url = urlsplit(generated_verify_url())
+    assert url.scheme == "https" and rule["host"] == url.hostname, "the host printed in every copy's QR code"
+    tls = spec.get("tls", [])
+    assert [h for entry in tls for h in entry["hosts"]] == [rule["host"]], "https for the page's host"
+    assert all(entry.get("secretName") for entry in tls), "with the certificate of a Secret"
+    paths = rule["http"]["paths"]
+    assert {(p["path"], p["pathType"]) for p in paths} == {
+        ("/verify", "Prefix"),
+        ("/v", "Prefix"),
+        ("/v1/copies", "Prefix"),
+        ("/v1/log", "Prefix"),
+    }
+    # Every public route of the archive is routed (its parameters filled in), none of its own paths.
+    # (The routes read the archive's state only when asked: none is needed to list them.)
+    routes = public_routes(cast("Deps", None)).routes
+    public = [re.sub(r"\{[a-z_]+\}", "1.key", route.path) for route in routes if isinstance(route, Route)]
+    assert len(public) == 8 and all(ingress_matches(paths, p) for p in public), public
+    for path in (*INTERNAL_PATHS, "/", "/v1", "/v1/other", "/verifyx"):
+        assert not ingress_matches(paths, path), f"{path} is published"
+    # Each path to the Service archive, which reaches the archive's HTTP port (the one of its public routes).
+    services = by_kind(documents, "Service")
+    for entry in paths:
+        backend = entry["backend"]["service"]
+        service = services[backend["name"]]["spec"]
+        [port] = [p for p in service["ports"] if p["name"] == backend["port"]["name"]]
+        assert service["selector"] == {"app.kubernetes.io/name": "archive"} and service.get("type") == "ClusterIP"
+        _, container = service_pod(documents, "archive")
+        assert {"name": port["targetPort"], "containerPort": 9100} in container["ports"]
+    assert generated("hocba-config")["HOCBA_HTTP_PORT"] == "9100"
+
+
+def test_the_ingress_controller_alone_reaches_the_archives_http_port_from_outside_the_namespace(documents):
+    labels = by_kind(documents, "Deployment")["archive"]["spec"]["template"]["metadata"]["labels"]
+    reached = merged([p["spec"] for p in policies_for(documents, labels) if p["spec"]["podSelector"]])
+    assert peers(reached["ingress"], "from") == {PROMETHEUS, ("ingress-nginx/ingress-nginx", "TCP", 9100)}
+    [ingress] = by_kind(documents, "Ingress").values()
+    assert ingress["spec"]["ingressClassName"] == "nginx", "the controller the policy lets in"
+
+
+def generated_verify_url() -> str:
+    """HOCBA_VERIFY_URL as the kustomization publishes it for the command line that prints copies."""
+    [generator] = [g for g in kustomization()["configMapGenerator"] if g["name"] == "hocba-verify"]
+    assert generator["options"]["disableNameSuffixHash"], "found by its name: `kubectl get configmap hocba-verify`"
+    return generated("hocba-verify")["HOCBA_VERIFY_URL"]
