@@ -2,9 +2,10 @@
 archive on real RabbitMQ and MongoDB-wire: the archive admits signed record versions (one of them later amended),
 signs checkpoints and exports genuine bundles and a certified copy; the browser verifies them itself.
 
-A genuine bundle, a genuine PDF copy and the page at the copy's QR address pass; a bundle tampered in each way
+A genuine bundle, a genuine sealed PDF copy and the page at the copy's QR address pass; a bundle tampered in each way
 (a grade changed, a signature byte flipped, a proof hash changed, the checkpoint's signature broken, a signature by a
-certificate from another CA, the superseded note altered) and a PDF copy with a changed grade are refused; a wrong
+certificate from another CA, the superseded note altered), a PDF copy with a changed grade, and a sealed copy whose
+printed page was edited, whose seal signature has a byte flipped or which is not signed at all are refused; a wrong
 key in the address is the same 404 as no leaf. Screenshots are kept under build/artifacts/verify-page/ (ignored).
 """
 
@@ -15,13 +16,16 @@ import base64
 import copy
 import json
 import os
+import re
 import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from fpdf import FPDF
+from pyhanko.pdf_utils.reader import PdfFileReader
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -39,7 +44,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from hocba.pdf import render_copy
+from hocba.pades import seal_chain
+from hocba.pdf import copy_pdf_bytes, render_copy
 from services.archive.app import build_app
 from shared.contracts.archive import ExportRecord, ProofReply
 from shared.contracts.signing import BatchCompleted, RecordsCompleted, seal_subject
@@ -49,6 +55,7 @@ from shared.crypto.jws import b64url, b64url_decode, protected_header, sign_deta
 from shared.messaging import delete_exchanges, delete_queues
 from shared.service import ServiceApp, serve
 from shared.settings import Settings
+from tests.copies import key_ask, sealed_copy, sealing
 from tests.support import EmbeddedMongo, amqp_url, bind_queues, free_port, needs
 from tests.unit.archive.conftest import archive_keys
 from tests.unit.signing.trust import SCHOOL, Trust, make_trust, signed_record
@@ -358,16 +365,131 @@ def test_a_superseded_bundle_whose_note_says_current_is_refused(page, exported):
     assert any("SUPERSEDED by version 2" in line and "the bundle states current" in line for line in verdict["failed"])
 
 
-def test_a_genuine_pdf_copy_passes_and_one_with_a_changed_grade_is_refused(page, exported, archive, tmp_path):
-    base = archive[1]
-    qr = copy_qr(base, exported["bundle"], exported["qr"])
-    genuine = render_copy(exported["bundle"], qr, tmp_path / "copy.pdf", datetime.now(UTC), base)
-    verdict = page.drop("copy.pdf", genuine.read_bytes())
+@pytest.fixture(scope="module")
+def sealed(exported, archive, trust) -> bytes:
+    """The certified copy of record 0 as `hocba archive print` writes it: PDF/A-3 sealed PAdES B-LT by the seal."""
+    qr = copy_qr(archive[1], exported["bundle"], exported["qr"])
+    return asyncio.run(sealed_copy(trust.pki, exported["bundle"], qr))
+
+
+#: What the page says of a sealed copy's own signature when every check of it passed.
+PDF_SIGNATURE_CHECKS = (
+    "starts at the file's first byte and leaves out exactly the /Contents string",
+    "covers the file up to the end of the signed revision",
+    "an appended update adding validation data only",
+    "is the signature's messageDigest: the printed page and the attachments are unchanged",
+    "ECDSA P-256 (SHA-256) signature of",
+    "signed by the seal of the record's school (" + SCHOOL + ")",
+    "chains to the trust anchor",
+)
+
+
+def pdf_signature_lines(page: Page) -> dict[str, list[str]]:
+    """The lines of the page's section on the PDF's own signature, by mark."""
+    sections = page.driver.find_elements(By.CSS_SELECTOR, "#result section.checks")
+    [section] = [s for s in sections if "The PDF's signature" in s.find_element(By.TAG_NAME, "h3").text]
+    lines: dict[str, list[str]] = {"passed": [], "failed": [], "not-checked": [], "information": []}
+    for item in section.find_elements(By.TAG_NAME, "li"):
+        lines[item.get_attribute("data-mark") or "?"].append(item.text.replace("\n", " "))
+    return lines
+
+
+def page_content(data: bytes) -> tuple[bytes, int, int]:
+    """The printed page's content stream in the copy: its object number, where its bytes start and how many."""
+    at = data.index(b"/Type /Page\n")
+    number = re.search(rb"/Contents (\d+) 0 R", data[data.rindex(b" obj\n", 0, at) : at])
+    assert number, "the page names its content stream"
+    head = re.search(rb"\n" + number.group(1) + rb" 0 obj\n<<[^>]*?/Length (\d+)[^>]*>>\nstream\n", data)
+    assert head, "the content stream's object"
+    return number.group(1), head.end(), int(head.group(1))
+
+
+def page_edited(data: bytes) -> bytes:
+    """The sealed copy with a text operator of its printed page changed (the first line's position, `Td`), the page's
+    content stream compressed again and padded to its length, so every byte outside it stays where it was signed."""
+    _, start, length = page_content(data)
+    content = zlib.decompress(data[start : start + length])
+    line = content.rindex(b"BT ", 0, content.index(b" Td (")) + 3
+    x = content[line : content.index(b" ", line)]
+    moved = f"{float(x) + 7:.2f}".encode()
+    assert len(moved) == len(x)
+    compressed = zlib.compress(content[:line] + moved + content[line + len(x) :], 9)
+    assert len(compressed) <= length, "the edited page compresses into its room"
+    return data[:start] + compressed + b"\n" * (length - len(compressed)) + data[start + length :]
+
+
+def page_appended(data: bytes) -> bytes:
+    """The sealed copy with an incremental update appended after signing that redefines the page's content stream."""
+    number, _, _ = page_content(data)
+    text = b"BT /F1 12 Tf 100 700 Td (9.7) Tj ET"
+    update = b"\n%s 0 obj\n<< /Length %d >>\nstream\n%s\nendstream\nendobj\n" % (number, len(text), text)
+    return data + update
+
+
+def seal_value_flipped(data: bytes) -> bytes:
+    """The sealed copy with a hex digit of the seal's ECDSA signature value (in /Contents) changed."""
+    [signature] = PdfFileReader(BytesIO(data), strict=False).embedded_signatures
+    contents = bytes(signature.sig_object["/Contents"])
+    value = contents.index(signature.signer_info["signature"].dump())
+    at = int(signature.sig_object["/ByteRange"][1]) + 1 + 2 * value + 20
+    changed = bytearray(data)
+    changed[at] = ord("0") if changed[at] != ord("0") else ord("1")
+    return bytes(changed)
+
+
+def test_a_genuine_sealed_pdf_copy_passes_with_its_own_signature_checked(page, exported, sealed):
+    verdict = page.drop("copy.pdf", sealed)
     page.shot("04-genuine-pdf")
     assert verdict["ok"], verdict["failed"]
     assert any("QR payload is signed by the archive" in line for line in verdict["passed"])
     assert any("the QR's address names this entry" in line for line in verdict["passed"])
+    signature = pdf_signature_lines(page)
+    assert not signature["failed"]
+    passed = " ".join(signature["passed"])
+    for check in PDF_SIGNATURE_CHECKS:
+        assert check in passed, (check, signature)
+    assert "Chữ ký của tệp PDF" in page.driver.find_element(By.ID, "result").text
 
+
+def unsigned_copy(exported: dict[str, Any], base: str) -> bytes:
+    return copy_pdf_bytes(exported["bundle"], copy_qr(base, exported["bundle"], exported["qr"]), datetime.now(UTC))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "refused_for"),
+    [
+        ("page", "is NOT the signature's messageDigest: the file was changed after signing"),
+        ("seal-signature", "over the signed attributes does NOT verify"),
+        ("unsigned", "the PDF carries no signature"),
+        ("appended-page", "the update appended after signing changes object(s)"),
+    ],
+)
+def test_a_copy_whose_page_or_seal_was_changed_or_that_is_unsigned_is_refused(
+    page, exported, archive, sealed, tamper, refused_for
+):
+    """The original attack: the printed page edited (a text operator of the page changed) with the attached bundle left
+    intact. Every check of the bundle and its QR code still passes; the PDF's own signature does not, and the copy is
+    NOT VERIFIED."""
+    if tamper == "page":
+        data = page_edited(sealed)
+    elif tamper == "seal-signature":
+        data = seal_value_flipped(sealed)
+    elif tamper == "unsigned":
+        data = unsigned_copy(exported, archive[1])
+    else:
+        data = page_appended(sealed)
+    verdict = page.drop(f"tampered-{tamper}.pdf", data)
+    page.shot(f"05-pdf-{tamper}")
+    assert not verdict["ok"], f"a copy ({tamper}) passed"
+    signature = pdf_signature_lines(page)
+    assert any(refused_for in line for line in signature["failed"]), signature
+    assert verdict["failed"] == signature["failed"], "only the PDF's own signature fails: the bundle is genuine"
+    assert "NOT VERIFIED" in verdict["banner"]
+
+
+def test_a_pdf_copy_with_a_changed_grade_is_refused(page, exported, archive, tmp_path):
+    base = archive[1]
+    qr = copy_qr(base, exported["bundle"], exported["qr"])
     tampered = render_copy(grade_changed(exported["bundle"]), qr, tmp_path / "tampered.pdf", datetime.now(UTC), base)
     refused = page.drop("tampered.pdf", tampered.read_bytes())
     page.shot("05-tampered-pdf")
@@ -488,14 +610,17 @@ def test_the_page_verifies_a_chain_signed_by_rsa_certification_authorities(page)
     assert links == [True, True, False, False, False]
 
 
-def test_a_copy_whose_attachments_are_compressed_is_read_and_verified(page, exported, archive):
-    """A PDF writer may compress the attached files (FlateDecode): the page inflates them (DecompressionStream)."""
+def test_a_copy_whose_attachments_are_compressed_is_read_and_verified(page, exported, archive, trust):
+    """A PDF writer may compress the attached files (FlateDecode): the page inflates them (DecompressionStream). The
+    copy is sealed as any copy is, so its own signature passes too."""
     pdf = FPDF()
     pdf.add_page()
     pdf.embed_file(bytes=as_json(exported["bundle"]), basename="verification-bundle.json", compress=True)
     qr = copy_qr(archive[1], exported["bundle"], exported["qr"])
     pdf.embed_file(bytes=qr.encode(), basename="qr-payload.txt", compress=True)
-    data = bytes(pdf.output())
+    bundle = exported["bundle"]
+    ask = key_ask(trust.pki, bundle["record"]["school_code"])
+    data = asyncio.run(sealing(trust.pki).seal(bytes(pdf.output()), seal_chain(bundle), ask))
     assert data.count(b"/FlateDecode") >= 2
     verdict = page.drop("compressed.pdf", data)
     assert verdict["ok"], verdict["failed"]

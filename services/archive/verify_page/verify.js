@@ -5,8 +5,9 @@
 // them), the record's bytes are rebuilt as RFC 8785 JSON, the log's proofs are RFC 9162 proofs over SHA-256, and every
 // certificate chain must lead to the trust anchor shown on the page (compare its SHA-256 fingerprint with the one the
 // department publishes, or drop the department's anchor file). What the server answers on line (a newer checkpoint,
-// the version that supersedes this one) is checked the same way before it counts. A check that cannot be made says
-// "not checked", never passed.
+// the version that supersedes this one) is checked the same way before it counts. A PDF copy's own PAdES signature
+// (the CMS SignedData over its signed byte ranges, by the school's seal) is checked too, and a copy verifies only when
+// it holds. A check that cannot be made says "not checked", never passed.
 "use strict";
 
 (() => {
@@ -867,7 +868,7 @@
   async function readPdf(pdf) {
     let bundle = null;
     let qr = null;
-    for (const data of await attachments(pdf)) {
+    for (const data of await attachments(signedRevision(pdf))) {
       const text = new TextDecoder().decode(data).trim();
       if (/^(?:\S*#)?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(text)) qr = text;
       else {
@@ -880,6 +881,217 @@
       }
     }
     return { bundle, qr };
+  }
+
+  // --- a PDF copy: its own PAdES signature ------------------------------------------------------------------------
+
+  const CMS = {
+    signedData: "1.2.840.113549.1.7.2", data: "1.2.840.113549.1.7.1", contentType: "1.2.840.113549.1.9.3",
+    messageDigest: "1.2.840.113549.1.9.4", sha256: "2.16.840.1.101.3.4.2.1",
+  };
+
+  // The PDF's signature dictionaries (/ByteRange [a b c d] and /Contents <hex>) and which one signs the most of the
+  // file: the last signature, whose signed revision ends at c + d.
+  function pdfSignature(pdf) {
+    const text = new TextDecoder("latin1").decode(pdf);
+    const found = [];
+    const ranges = /\/ByteRange\s*\[\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*\]/g;
+    let m;
+    while ((m = ranges.exec(text))) found.push({ at: m.index, range: m.slice(1, 5).map(Number) });
+    if (found.length === 0) return { count: 0, text };
+    const last = found.reduce((best, s) => (s.range[2] + s.range[3] > best.range[2] + best.range[3] ? s : best));
+    const [a, b, c, d] = last.range;
+    return { count: found.length, text, range: last.range, end: c + d, sane: a === 0 && b < c && c + d <= pdf.length };
+  }
+
+  // The bytes a reader of the PDF is shown: the signed revision when the file is signed (its attachments are read
+  // from there, so a file appended after signing cannot stand in for the signed one), or the whole file.
+  function signedRevision(pdf) {
+    const sig = pdfSignature(pdf);
+    return sig.count && sig.sane ? pdf.subarray(0, sig.end) : pdf;
+  }
+
+  // What may follow the signed revision: incremental updates that add validation data (PAdES B-LT's DSS) — new
+  // objects, the catalog again with /DSS added and nothing else changed, the XMP metadata again, the same /Root.
+  // An update that redefines a page, its content, an attachment or the catalog otherwise changes what the copy shows.
+  function appendedUpdate(text, end) {
+    const signed = text.slice(0, end);
+    const tail = text.slice(end);
+    if (/\/Type\s*\/(?:ObjStm|XRef)\b/.test(tail)) return { ok: false, why: "compressed" };
+    const roots = [...signed.matchAll(/\/Root\s+(\d+)\s+(\d+)\s+R/g)].map((r) => r[1]);
+    const root = roots.at(-1);
+    if ([...tail.matchAll(/\/Root\s+(\d+)\s+(\d+)\s+R/g)].some((r) => r[1] !== root)) return { ok: false, why: "root" };
+    const squeeze = (s) => s.replace(/\s+/g, " ").trim();
+    const objects = /(?:^|[\r\n\s])(\d+)\s+(\d+)\s+obj\b([\s\S]*?)\bendobj/g;
+    let m;
+    const changed = [];
+    let added = 0;
+    while ((m = objects.exec(tail))) {
+      const [, number, generation, body] = m;
+      const before = new RegExp(`(?:^|[\\r\\n\\s])${number}\\s+${generation}\\s+obj\\b([\\s\\S]*?)\\bendobj`, "g");
+      const earlier = [...signed.matchAll(before)].at(-1);
+      if (!earlier) {
+        added++;
+        continue;
+      }
+      const dictionary = body.split(/\bstream(?:\r\n|\n|\r)/)[0];
+      if (number === root) {
+        const withoutDss = squeeze(body.replace(/\/DSS\s+\d+\s+\d+\s+R/, ""));
+        if (withoutDss === squeeze(earlier[1])) continue;
+      } else if (/\/Type\s*\/Metadata\b/.test(dictionary) && /\/Subtype\s*\/XML\b/.test(dictionary)) {
+        continue;
+      }
+      changed.push(number);
+    }
+    return { ok: changed.length === 0, changed, added, why: changed.length ? "changed" : null };
+  }
+
+  function signedAttribute(attributes, oid) {
+    for (const attribute of derChildren(attributes)) {
+      const [type, values] = derChildren(attribute);
+      if (derOid(type) === oid) return derChildren(values);
+    }
+    return null;
+  }
+
+  // The CMS SignedData in /Contents: the signer's certificate (by issuer and serial number), the certificates it
+  // carries, its signed attributes (DER, [0] IMPLICIT), digest algorithm, signature algorithm and value.
+  async function readCms(der) {
+    const info = readDer(der);
+    const [type, wrapped] = derChildren(info);
+    if (derOid(type) !== CMS.signedData || wrapped.tag !== 0xa0) throw new Error("not CMS SignedData");
+    const parts = derChildren(derChildren(wrapped)[0]);
+    const carried = parts.find((p) => p.tag === 0xa0);
+    const certificates = carried ? await Promise.all(derChildren(carried).map((c) => parseCertificate(c.all))) : [];
+    const [signer] = derChildren(parts[parts.length - 1]);
+    const fields = derChildren(signer);
+    const [, sid, digestAlgorithm] = fields;
+    const attributes = fields.find((f) => f.tag === 0xa0);
+    if (!attributes) throw new Error("no signed attributes");
+    const rest = fields.slice(fields.indexOf(attributes) + 1);
+    const [signatureAlgorithm, signatureValue] = rest;
+    let cert = null;
+    if (sid.tag === 0x30) {
+      const [issuer, serial] = derChildren(sid);
+      cert = certificates.find((c) => equalBytes(c.issuerDer, issuer.all) && c.serial === toHex(serial.content));
+    }
+    return {
+      cert, certificates, attributes, digestAlgorithm: derOid(derChildren(digestAlgorithm)[0]),
+      signatureAlgorithm: derOid(derChildren(signatureAlgorithm)[0]), signature: signatureValue.content,
+      end: info.end,
+    };
+  }
+
+  // The signer's certificate, then each carried certificate that issued the one before it.
+  function cmsChain(cms) {
+    const chain = [cms.cert];
+    for (;;) {
+      const top = chain[chain.length - 1];
+      const next = cms.certificates.find((c) => !chain.includes(c) && equalBytes(c.subjectDer, top.issuerDer));
+      if (!next || equalBytes(top.subjectDer, top.issuerDer)) return chain;
+      chain.push(next);
+    }
+  }
+
+  // When the signature dictionary says it was signed (/M, inside the signed bytes; stated, not proven).
+  function pdfDate(text, from, to) {
+    const m = /\/M\s*\(D(?::|\\072)?(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})/.exec(text.slice(from, to));
+    return m ? new Date(Date.UTC(m[1], m[2] - 1, m[3], m[4], m[5], m[6])) : null;
+  }
+
+  // The PDF's own signature (PAdES): the byte range, the SHA-256 of the signed bytes against the CMS messageDigest,
+  // the seal's ECDSA signature over the signed attributes, its chain to the anchor, the record's school's seal, and
+  // what was appended after signing.
+  async function checkPdfSignature(pdf, bundle, ctx, verdict) {
+    const section = verdict.section("Chữ ký của tệp PDF", "The PDF's signature");
+    try {
+      await pdfSignatureChecks(section, pdf, bundle, ctx);
+    } catch (e) {
+      section.add(false, "", "", "không đọc được chữ ký của tệp PDF", "the PDF's signature cannot be read");
+    }
+  }
+
+  async function pdfSignatureChecks(section, pdf, bundle, ctx) {
+    const sig = pdfSignature(pdf);
+    if (!sig.count) {
+      section.add(false, "", "", "tệp PDF không có chữ ký số: trang in có thể đã bị sửa mà không ai thấy",
+        "the PDF carries no signature: its printed page could have been changed unseen");
+      return;
+    }
+    const [a, b, c, d] = sig.range;
+    const gap = sig.sane ? sig.text.slice(b, c) : "";
+    const inPlace = sig.sane && /^<[0-9a-fA-F]*>$/.test(gap) && /\/Contents\s*$/.test(sig.text.slice(Math.max(0, b - 64), b));
+    if (!section.add(inPlace, `phạm vi ký /ByteRange [${a} ${b} ${c} ${d}] bắt đầu từ đầu tệp, chỉ chừa đúng chuỗi /Contents`,
+      `the signed /ByteRange [${a} ${b} ${c} ${d}] starts at the file's first byte and leaves out exactly the /Contents string`,
+      `phạm vi ký /ByteRange [${a} ${b} ${c} ${d}] không hợp lệ: không bắt đầu từ đầu tệp hay chừa ra thứ khác ngoài /Contents`,
+      `the signed /ByteRange [${a} ${b} ${c} ${d}] is not sound: it does not start at the file's first byte, or leaves out more than the /Contents string`)) {
+      return;
+    }
+    if (sig.count > 1) {
+      section.inform(`tệp có ${sig.count} chữ ký; kiểm tra chữ ký phủ nhiều nhất của tệp`,
+        `the file has ${sig.count} signatures; the one covering the most of it is checked`);
+    }
+    const revisionEnds = /%%EOF[\r\n]*$/.test(sig.text.slice(Math.max(0, sig.end - 16), sig.end));
+    section.add(revisionEnds, "phạm vi ký phủ trọn phiên bản tệp đã ký (đến %%EOF)",
+      "the signed range covers the file up to the end of the signed revision (%%EOF)",
+      "phạm vi ký không kết thúc ở cuối một phiên bản tệp (%%EOF)", "the signed range does not end where a revision of the file ends (%%EOF)");
+    if (sig.end < pdf.length) {
+      const update = appendedUpdate(sig.text, sig.end);
+      const after = pdf.length - sig.end;
+      if (update.ok) {
+        section.add(true, `${after} byte sau phạm vi ký là bản cập nhật nối thêm, chỉ thêm dữ liệu kiểm tra (DSS: chứng thư, CRL; ${update.added} đối tượng mới)`,
+          `the ${after} bytes after the signed range are an appended update adding validation data only (DSS: certificates, CRLs; ${update.added} new objects)`);
+      } else {
+        section.add(false, "", "",
+          update.why === "compressed" ? "bản cập nhật nối sau khi ký ở dạng nén mà trang không đọc được (hãy dùng hocba verify)"
+            : update.why === "root" ? "bản cập nhật nối sau khi ký thay gốc tài liệu (/Root): trang hiển thị có thể khác trang đã ký"
+              : `bản cập nhật nối sau khi ký sửa đối tượng ${update.changed.join(", ")}: nội dung hiển thị có thể khác nội dung đã ký`,
+          update.why === "compressed" ? "the update appended after signing is compressed (object streams), which this page does not read (use hocba verify)"
+            : update.why === "root" ? "the update appended after signing replaces the document's root (/Root): what is shown may not be what was signed"
+              : `the update appended after signing changes object(s) ${update.changed.join(", ")}: what is shown may not be what was signed`);
+      }
+    } else {
+      section.add(true, "chữ ký phủ toàn bộ tệp", "the signature covers the whole file");
+    }
+    let cms;
+    const contents = fromHex(gap.slice(1, -1));
+    try {
+      cms = await readCms(contents);
+      if (!cms.cert || !cms.attributes) throw new Error("no signer");
+    } catch (e) {
+      section.add(false, "", "", "không đọc được cấu trúc CMS của chữ ký (/Contents): chữ ký đã bị sửa hay hỏng",
+        "the signature's CMS structure (/Contents) cannot be read: the signature was changed or damaged");
+      return;
+    }
+    section.add(contents.subarray(cms.end).every((x) => x === 0), "/Contents chỉ chứa cấu trúc CMS (phần còn lại là số 0)",
+      "/Contents holds the CMS structure and nothing else (zeros after it)",
+      "phần sau cấu trúc CMS trong /Contents đã bị sửa", "the room after the CMS structure in /Contents was changed after signing");
+    const digest = await sha256(concat(pdf.subarray(a, a + b), pdf.subarray(c, c + d)));
+    const stated = signedAttribute(cms.attributes, CMS.messageDigest);
+    const type = signedAttribute(cms.attributes, CMS.contentType);
+    section.add(cms.digestAlgorithm === CMS.sha256 && !!stated && stated.length === 1 && equalBytes(stated[0].content, digest)
+      && !!type && derOid(type[0]) === CMS.data,
+      `mã băm SHA-256 của các byte đã ký (${toHex(digest).slice(0, 16)}…) khớp messageDigest trong chữ ký: trang in và tệp đính kèm chưa bị sửa`,
+      `the SHA-256 of the signed bytes (${toHex(digest).slice(0, 16)}…) is the signature's messageDigest: the printed page and the attachments are unchanged`,
+      `mã băm SHA-256 của các byte đã ký (${toHex(digest).slice(0, 16)}…) KHÁC messageDigest: tệp đã bị sửa sau khi ký (trang in hay tệp đính kèm)`,
+      `the SHA-256 of the signed bytes (${toHex(digest).slice(0, 16)}…) is NOT the signature's messageDigest: the file was changed after signing (the page or an attachment)`);
+    // CMS signs the DER of the signed attributes as a SET OF (tag 0x31), not as the [0] IMPLICIT field it sits in.
+    const signedAttributes = concat(Uint8Array.of(0x31), cms.attributes.all.subarray(1));
+    const isP256 = cms.cert.keyType === OID.ecPublicKey && cms.cert.curve === OID.p256;
+    section.add(isP256 && cms.signatureAlgorithm === "1.2.840.10045.4.3.2"
+      && (await signedBy(cms.cert, cms.signatureAlgorithm, cms.signature, signedAttributes)),
+      `chữ ký ECDSA P-256 (SHA-256) của '${cms.cert.name}' trên các thuộc tính đã ký hợp lệ`,
+      `the ECDSA P-256 (SHA-256) signature of '${cms.cert.name}' over the signed attributes is valid`,
+      `chữ ký ECDSA của '${cms.cert.name}' trên các thuộc tính đã ký KHÔNG hợp lệ`,
+      `the ECDSA signature of '${cms.cert.name}' over the signed attributes does NOT verify`);
+    const school = bundle && bundle.record && bundle.record.school_code;
+    section.add(cms.cert.subject[OID.title] === "school_seal" && !!school && cms.cert.subject[OID.orgId] === school,
+      `ký bằng dấu của trường ${school} (trường của hồ sơ)`, `signed by the seal of the record's school (${school})`,
+      `không ký bằng dấu của trường của hồ sơ (${school || "?"})`, `not signed by the seal of the record's school (${school || "?"})`);
+    const at = pdfDate(sig.text, c, sig.text.indexOf("endobj", c)) || new Date();
+    section.inform(`ký lúc ${vnTime(at)} (theo tệp; dấu thời gian RFC 3161 của chữ ký: trang không kiểm tra, hocba verify kiểm tra)`,
+      `signed at ${at.toISOString()} as the file states (the signature's RFC 3161 timestamp is not checked here; hocba verify checks it)`);
+    await checkChain(section, cmsChain(cms), at, "signing", ctx, null);
   }
 
   // --- the page ---------------------------------------------------------------------------------------------------
@@ -986,7 +1198,8 @@
     }
   }
 
-  async function verifyAll(bundle, qr, fromServer) {
+  // A PDF copy (`pdf`, its bytes) verifies only when its own signature does too.
+  async function verifyAll(bundle, qr, fromServer, pdf) {
     $("result").dataset.done = "false";
     $("status").textContent = "Đang kiểm tra… / Checking…";
     const verdict = new Verdict();
@@ -1008,6 +1221,11 @@
           "không có nội dung QR đi kèm", "no QR payload came with it");
       }
     }
+    if (pdf) {
+      // Shown first: whether the paper's own signature holds is a PDF copy's first question.
+      await checkPdfSignature(pdf, bundle, ctx, verdict);
+      verdict.sections.unshift(verdict.sections.pop());
+    }
     showSummary(bundle, result, status, verdict.ok);
     showVerdict(verdict);
     $("status").textContent = "";
@@ -1019,7 +1237,7 @@
     if (new TextDecoder("latin1").decode(bytes.subarray(0, 5)) === "%PDF-") {
       const { bundle, qr } = await readPdf(bytes);
       if (!bundle) return { error: "Tệp PDF không đính kèm gói xác minh / the PDF has no verification bundle attached" };
-      return { bundle, qr };
+      return { bundle, qr, pdf: bytes };
     }
     const text = new TextDecoder().decode(bytes);
     try {
@@ -1043,7 +1261,7 @@
         $("result").replaceChildren();
         $("result").dataset.done = "true";
       } else {
-        await verifyAll(got.bundle, got.qr);
+        await verifyAll(got.bundle, got.qr, undefined, got.pdf);
       }
     }
   }
@@ -1084,6 +1302,8 @@
   }
 
   // What the tests and a curious reader may call from the console.
-  globalThis.hocbaVerify = { canonical, verifyInclusion, verifyConsistency, verifyAll, parseCertificate, parseCrls, issuedBy };
+  globalThis.hocbaVerify = {
+    canonical, verifyInclusion, verifyConsistency, verifyAll, parseCertificate, parseCrls, issuedBy, pdfSignature,
+  };
   document.addEventListener("DOMContentLoaded", start);
 })();
