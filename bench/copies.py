@@ -82,19 +82,8 @@ class Printed:
 
 def started(child: Child, timeout: float = 60.0) -> None:
     child.start()
-    deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2) as client:
-        while True:
-            if not child.alive():
-                raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
-            try:
-                if client.get(child.base_url + "/health/ready").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{child.name} not ready:\n{child.log_tail()}")
-            time.sleep(0.2)
+        steps.ready(child, client, time.monotonic() + timeout)
 
 
 async def signed_and_archived(amqp_url: str, namespace: str, staff: Staff, by_school: dict) -> list[str]:

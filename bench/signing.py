@@ -128,6 +128,21 @@ class Run:
     cpu: dict[str, float]
 
 
+def ready(child: Child, client: httpx.Client, deadline: float) -> None:
+    """Wait until `child` answers ready; its log's tail in the error when it exits or is not ready by `deadline`."""
+    while True:
+        if not child.alive():
+            raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
+        try:
+            if client.get(child.base_url + "/health/ready").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{child.name} not ready:\n{child.log_tail()}")
+        time.sleep(0.2)
+
+
 class Services:
     """N signing workers and one archive as processes, under one namespace."""
 
@@ -157,17 +172,7 @@ class Services:
         deadline = time.monotonic() + 60
         with httpx.Client(timeout=2) as client:
             for child in self.children:
-                while True:
-                    if not child.alive():
-                        raise RuntimeError(f"{child.name} exited:\n{child.log_tail()}")
-                    try:
-                        if client.get(child.base_url + "/health/ready").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{child.name} not ready:\n{child.log_tail()}")
-                    time.sleep(0.2)
+                ready(child, client, deadline)
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by the signing workers together and by the archive."""

@@ -8,3 +8,14 @@ from rich.console import Console
 console = Console()
 #: Why a command could not do what it was asked, one sentence each.
 errors = Console(stderr=True)
+
+
+def duration(seconds: float | None) -> str:
+    """A wait or an age as a person reads it: seconds, then minutes, then hours; "—" when there is none."""
+    if seconds is None:
+        return "—"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

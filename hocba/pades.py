@@ -17,11 +17,9 @@ signing, fails.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
@@ -53,6 +51,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from shared.contracts.signing import CopySeal
 from shared.crypto.certs import from_x5c, identity
 from shared.crypto.jws import protected_header
+from shared.crypto.timestamps import run_to_end
 from shared.errors import Refused
 
 __all__ = [
@@ -259,14 +258,8 @@ def check_copy_signature(data: bytes, anchors: Sequence[x509.Certificate], schoo
     `anchors` and not revoked by the CRLs embedded in the file (nothing fetched), at the time its RFC 3161 timestamp
     proves, over the whole file as signed, with nothing but validation information appended after signing."""
     logging.getLogger("pyhanko").setLevel(logging.CRITICAL)  # what fails is said in the lines, not in log records
-    checking = _guarded(data, [asn1_certificate(a) for a in anchors], school_code)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(checking)
-    # Called from a coroutine (a web handler, a test): checked on a loop of its own, in a thread.
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, checking).result()
+    # Called from a coroutine too (a web handler, a test): then checked on a loop of its own, in a thread.
+    return run_to_end(_guarded(data, [asn1_certificate(a) for a in anchors], school_code))
 
 
 async def _guarded(data: bytes, anchors: list[asn1_x509.Certificate], school_code: str | None) -> SignatureCheck:

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hocba.commands import DataDir, ask
-from hocba.console import console
+from hocba.console import console, duration
 from shared.contracts.sync import (
     GetSyncStatus,
     Reconcile,
@@ -30,16 +30,6 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print sync's answer as JSO
 
 #: The exit status when sync refuses, cannot answer, or cannot be asked.
 NOT_ANSWERED = 2
-
-
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 @app.command()
@@ -65,7 +55,7 @@ def show_outbox(report: SyncStatus) -> None:
     for count in report.counts:
         table.add_row(escape(count.kind), escape(count.status), f"{count.entries:,}")
     console.print(table)
-    console.print(f"backlog {report.backlog:,}; oldest waiting {age(report.oldest_waiting_seconds)}; parked {report.parked:,}")
+    console.print(f"backlog {report.backlog:,}; oldest waiting {duration(report.oldest_waiting_seconds)}; parked {report.parked:,}")
     if report.last_checkpoint:
         c = report.last_checkpoint
         console.print(f"last checkpoint at the ministry: {escape(c.origin)} size {c.tree_size:,}, {c.delivered_at:%Y-%m-%d %H:%M:%S} UTC")

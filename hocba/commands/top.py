@@ -39,7 +39,7 @@ from rich.text import Text
 from hocba.broker import vhost_of
 from hocba.commands import DataDir, Timeout, connection_failure, fail, school_year_problem, session
 from hocba.commands.dlq import dead_letter_queues
-from hocba.console import console
+from hocba.console import console, duration
 from hocba.stack import TARGETS_FOLDER
 from shared.contracts.grades import ListRecords, RecordList
 from shared.errors import NoAnswer, Refused
@@ -277,16 +277,6 @@ def count(value: float | None) -> str:
 
 def per_second(value: float | None) -> str:
     return "" if value is None else f"{value:,.1f}/s"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def titled(title: str, *columns: str, left: int = 1) -> Table:

@@ -157,7 +157,7 @@ async def request_timestamp(url: str, data: bytes, *, algorithm: str = DEFAULT_H
 
 def stamp(url: str, data: bytes, *, algorithm: str = DEFAULT_HASH, timeout: float = 10.0) -> bytes:
     """`request_timestamp` for code that is not async (commands, PDF signing)."""
-    return _run(request_timestamp(url, data, algorithm=algorithm, timeout=timeout))
+    return run_to_end(request_timestamp(url, data, algorithm=algorithm, timeout=timeout))
 
 
 def read_token(token: bytes) -> tuple[cms.SignedData, tsp.TSTInfo]:
@@ -190,7 +190,7 @@ def verify_timestamp(
     The TSA's certificate must have been valid (and not revoked, by `crls`) at genTime and at `at` (default now):
     a token is relied on until a renewal timestamps it, so `at` is that renewal's genTime.
     """
-    return _run(averify_timestamp(token, data, anchors, crls=crls, at=at))
+    return run_to_end(averify_timestamp(token, data, anchors, crls=crls, at=at))
 
 
 async def averify_timestamp(
@@ -280,7 +280,7 @@ def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
     return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
-def _run(work: Coroutine[Any, Any, _T]) -> _T:
+def run_to_end(work: Coroutine[Any, Any, _T]) -> _T:
     """Run `work` to its end from code that is not async, in a thread of its own when an event loop is running."""
     try:
         asyncio.get_running_loop()
