@@ -37,9 +37,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from fpdf import FPDF
 from pyhanko.pdf_utils.reader import PdfFileReader
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -55,14 +52,13 @@ from shared.crypto.jws import b64url, b64url_decode, protected_header, sign_deta
 from shared.messaging import delete_exchanges, delete_queues
 from shared.service import ServiceApp, serve
 from shared.settings import Settings
+from tests.browser import PHONE, QUIET, headless_chromium, screenshots_folder
 from tests.copies import key_ask, sealed_copy, sealing
-from tests.support import EmbeddedMongo, amqp_url, bind_queues, free_port, needs
+from tests.support import EmbeddedMongo, amqp_url, bind_queues, free_port
 from tests.unit.archive.conftest import archive_keys
 from tests.unit.signing.trust import SCHOOL, Trust, make_trust, signed_record
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts" / "verify-page"
-PHONE = (412, 915)
 #: What the records' documents say of the student (tests/records.py): the page shows none of it.
 STUDENT_NAME = "Nguyễn Văn An"
 AMENDMENT = {"supersedes": 1, "reason": "appeal-decision", "note": "phúc khảo", "requested_by": "ht-79000701"}
@@ -196,32 +192,13 @@ def exported(archive, trust) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    needs(CHROMIUM.exists() and CHROMEDRIVER.exists(), "Debian's chromium and chromium-driver")
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-extensions",
-        f"--window-size={PHONE[0]},{PHONE[1]}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with headless_chromium(*QUIET) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
-    return ARTIFACTS
+    return screenshots_folder(ARTIFACTS)
 
 
 class Page:

@@ -15,21 +15,18 @@ school's term end. A screenshot of each page is kept under tests/artifacts/web/ 
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from hocba.stack import WEB
+from tests.browser import PHONE, headless_chromium, screenshots_folder
 from tests.e2e.school_year import (
     GRADE_6,
     GRADE_10,
@@ -44,12 +41,10 @@ from tests.e2e.school_year import (
     record_ids,
     write_files,
 )
-from tests.support import needs, throwaway_stack
+from tests.support import throwaway_stack
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "web"
 #: A phone's screen (CSS pixels): the pages are made to be used on one.
-PHONE = (412, 915)
 #: The tallest screenshot kept (CSS pixels): a school of 30 classes is many screens long on a phone.
 TALLEST = 3 * PHONE[1]
 PRINCIPAL, HOMEROOM_6A1 = "ht-cvl", "gvcn-6a1"
@@ -72,30 +67,15 @@ def hocba(stack, tmp_path_factory) -> Callable[..., Ran]:
 
 @pytest.fixture(scope="module")
 def browser():
-    needs(CHROMIUM.exists() and CHROMEDRIVER.exists(), "Debian's chromium and chromium-driver")
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        f"--window-size={PHONE[0]},{PHONE[1]}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
-    print(f"\nscreenshots of the web pages: {ARTIFACTS}")
-    return ARTIFACTS
+    folder = screenshots_folder(ARTIFACTS)
+    print(f"\nscreenshots of the web pages: {folder}")
+    return folder
 
 
 class OnTheWeb:
