@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import stat
@@ -110,10 +111,24 @@ def wait_for_port(host: str, port: int, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+#: Where a port for a process to listen on is chosen: below Linux's default range of ephemeral ports (32768–60999),
+#: which every outgoing connection takes its source port from. A port the system picked from that range (bind to 0) can
+#: be taken by some connection between being picked and being listened on, and the process then fails to start.
+LISTEN_PORTS = range(20_000, 32_000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port on 127.0.0.1 nothing listens on now, outside the range outgoing connections take theirs from."""
+    for port in random.sample(LISTEN_PORTS, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # that many taken: whatever the system gives
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def ensure_rabbitmq(amqp_url: str, timeout: float = 90.0) -> str:

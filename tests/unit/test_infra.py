@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
 from hocba import infra
@@ -89,3 +92,20 @@ def test_a_remote_brokers_plugins_are_never_touched(monkeypatch):
     monkeypatch.setattr(infra.subprocess, "run", lambda cmd, **kw: pytest.fail(f"ran {cmd}"))
     with pytest.raises(infra.InfraError, match=r"rabbit.example does not answer on 15672 \(rabbitmq_management\)"):
         infra.ensure_management("amqps://admin:x@rabbit.example:5671/")
+
+
+
+def test_a_port_to_listen_on_is_outside_the_range_outgoing_connections_take_theirs_from():
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = {infra.free_port() for _ in range(20)}
+    assert all(port in infra.LISTEN_PORTS and not low <= port <= high for port in ports), ports
+
+
+def test_a_port_something_listens_on_is_passed_over(monkeypatch):
+    with socket.socket() as taken:
+        busy = infra.free_port()
+        taken.bind(("127.0.0.1", busy))
+        taken.listen()
+        other = infra.free_port()
+        monkeypatch.setattr(infra.random, "sample", lambda population, k: [busy, other])
+        assert infra.free_port() == other
