@@ -34,6 +34,21 @@ def amqp_url() -> str:
 
 
 @contextlib.contextmanager
+def mongo_server(folder: Path) -> Iterator[str]:
+    """The MongoDB the tests store in: `MONGO_URL` when set, else an embedded MongoDB-wire server in `folder`, stopped
+    at the end."""
+    if url := os.environ.get("MONGO_URL"):
+        yield url
+        return
+    server = EmbeddedMongo(folder, free_port())
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
 def throwaway_stack(folder: Path, prefix: str, **options: Any) -> Iterator[Stack]:
     """The whole local stack (database server, five services, ministry simulator) in a namespace of its own under
     `folder`, as `hocba up` starts it on free ports; stopped, its broker users and exchanges removed, afterwards.

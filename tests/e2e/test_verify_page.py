@@ -54,7 +54,7 @@ from shared.service import ServiceApp, serve
 from shared.settings import Settings
 from tests.browser import PHONE, QUIET, headless_chromium, screenshots_folder
 from tests.copies import key_ask, sealed_copy, sealing
-from tests.support import EmbeddedMongo, amqp_url, bind_queues, free_port
+from tests.support import amqp_url, bind_queues, free_port, mongo_server
 from tests.unit.archive.conftest import archive_keys
 from tests.unit.signing.trust import SCHOOL, Trust, make_trust, signed_record
 
@@ -106,13 +106,8 @@ def trust(tmp_path_factory) -> Trust:
 
 @pytest.fixture(scope="module")
 def mongo_url(tmp_path_factory) -> Iterator[str]:
-    if url := os.environ.get("MONGO_URL"):
+    with mongo_server(tmp_path_factory.mktemp("mongo")) as url:
         yield url
-        return
-    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"), free_port())
-    server.start()
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from urllib.parse import urlparse
 
@@ -11,7 +10,7 @@ import pytest
 from shared.messaging import delete_exchanges
 from shared.mongo import Index, ensure_indexes, make_client
 from shared.settings import Names, Settings
-from tests.support import EmbeddedMongo, amqp_url, free_port
+from tests.support import amqp_url, mongo_server
 
 
 @pytest.fixture(scope="session")
@@ -27,13 +26,8 @@ def rabbit_url() -> str:
 
 @pytest.fixture(scope="session")
 def mongo_url(tmp_path_factory) -> str:
-    if url := os.environ.get("MONGO_URL"):
+    with mongo_server(tmp_path_factory.mktemp("mongo")) as url:
         yield url
-        return
-    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"), free_port())
-    server.start()
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture

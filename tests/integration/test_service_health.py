@@ -25,7 +25,11 @@ async def test_a_started_service_is_ready_and_reports_how_its_dependencies_answe
     service = assemble(bus, Storage(mongo_client, owned=False))
     service.health.interval = 0.05
     async with running(service), asyncio.timeout(10):
-        while service.registry.get_sample_value("hocba_dependency_up", {"dependency": "rabbitmq"}) is None:
+        # The two dependencies are checked side by side: wait until each has answered once.
+        while any(
+            service.registry.get_sample_value("hocba_dependency_up", {"dependency": d}) is None
+            for d in ("mongo", "rabbitmq")
+        ):
             await asyncio.sleep(0.05)
         assert service.health.report() == (True, {"started": True, "mongo": True, "rabbitmq": True})
         for dependency in ("mongo", "rabbitmq"):
