@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 
 from services.sync import handlers
-from services.sync.domain import DELIVERED, PARKED, PENDING, SENDING, new_entry
+from services.sync.domain import DELIVERED, PARKED, PENDING, SENDING, DeliveryPolicy, new_entry
 from services.sync.ministry import Ministry
 from shared.contracts.base import derived_id
 from tests.unit.sync.conftest import (
@@ -147,6 +147,20 @@ async def test_an_entry_held_by_another_sender_is_taken_again_only_after_its_lea
     clock.advance(policy.lease_seconds)
     outcome = await handlers.deliver_due(deps)
     assert delivered_ids(outcome) == [event.records[0].record_id]
+    assert store.stats() == stats(1, 0, 1)
+
+
+async def test_a_sender_killed_mid_round_leaves_its_entries_to_another_within_a_minute(deps, repo, store, clock):
+    """A SIGKILLed sync cannot release its claim: its entries wait out the lease, which is a minute, not minutes (the
+    ministry answers a second send of an entry idempotently, so a round outliving the lease doubles nothing)."""
+    deps = replace(deps, policy=replace(deps.policy, lease_seconds=DeliveryPolicy().lease_seconds))
+    event = archived(1)
+    await repo.add_new([new_entry(r, clock.now) for r in event.records])
+    lease = clock.now + timedelta(seconds=deps.policy.lease_seconds)
+    assert [e.status for e in await repo.claim(None, clock.now, lease, "killed-sender", 10)] == [SENDING]
+
+    clock.advance(61)
+    assert delivered_ids(await handlers.deliver_due(deps)) == [event.records[0].record_id]
     assert store.stats() == stats(1, 0, 1)
 
 
