@@ -23,6 +23,7 @@ from shared.crypto.timestamps import (
     stamp,
     verify_timestamp,
 )
+from tests.support import needs
 from tests.tsa import serving
 
 #: The time the test TSA states (its certificate is issued an hour back from the test run's start).
@@ -190,8 +191,8 @@ def test_a_tsa_that_does_not_answer_is_unavailable_not_invalid():
         stamp(f"http://127.0.0.1:{free_port()}/", b"checkpoint 7", timeout=2)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_openssl_verifies_the_token_independently(tsa_url, pki, tmp_path):
+    needs(shutil.which("openssl") is not None, "openssl")
     token, data = tmp_path / "token.der", tmp_path / "data"
     data.write_bytes(b"checkpoint 7")
     token.write_bytes(stamp(tsa_url, b"checkpoint 7"))
