@@ -51,7 +51,7 @@ from hocba.commands.archive import sealing  # noqa: E402
 from hocba.commands.pki import enrol, open_pki  # noqa: E402
 from hocba.infra import EmbeddedMongo, ensure_rabbitmq, free_port  # noqa: E402
 from hocba.keys import dev_issuer  # noqa: E402
-from hocba.pades import CopySealing, HttpTimeStamper, asn1_certificate, seal_chain  # noqa: E402
+from hocba.pades import CopySealing, HttpTimeStamper, seal_chain  # noqa: E402
 from hocba.pdf import copy_pdf_bytes  # noqa: E402
 from hocba.stack import Child, interrupt_on_signals  # noqa: E402
 from hocba.staff import Staff  # noqa: E402
@@ -62,6 +62,7 @@ from shared.contracts.signing import CopySeal, seal_subject  # noqa: E402
 from shared.crypto.certs import load_crls, to_x5c  # noqa: E402
 from shared.crypto.pki import DevPki  # noqa: E402
 from shared.crypto.signer import SoftwareKey, X509Signer  # noqa: E402
+from shared.crypto.timestamps import asn1_certificate  # noqa: E402
 from shared.messaging import Bus, delete_exchanges  # noqa: E402
 from shared.settings import Names, Settings  # noqa: E402
 

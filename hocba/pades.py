@@ -51,7 +51,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from shared.contracts.signing import CopySeal
 from shared.crypto.certs import from_x5c, identity
 from shared.crypto.jws import protected_header
-from shared.crypto.timestamps import run_to_end
+from shared.crypto.timestamps import asn1_certificate, run_to_end
 from shared.errors import Refused
 
 __all__ = [
@@ -78,10 +78,6 @@ AskSeal = Callable[[bytes], Awaitable[CopySeal]]
 # pyHanko warns that revocation information is embedded with fetching off: that is the intent (the PKI's CRLs are
 # given), and a command's output is its own sentences.
 logging.getLogger("pyhanko.sign.signers.pdf_signer").setLevel(logging.ERROR)
-
-
-def asn1_certificate(cert: x509.Certificate) -> asn1_x509.Certificate:
-    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
 def asn1_crls(crls: Iterable[x509.CertificateRevocationList]) -> list[asn1_crl.CertificateList]:

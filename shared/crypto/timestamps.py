@@ -226,7 +226,7 @@ async def _verify(
     mode = "require" if _crl_covers_signer(signed, crls) else "soft-fail"
     for when in dict.fromkeys([gen_time, moment]):
         context = ValidationContext(
-            trust_roots=[_asn1(a) for a in anchors],
+            trust_roots=[asn1_certificate(a) for a in anchors],
             other_certs=[c.chosen for c in signed["certificates"] if c.name == "certificate"],
             crls=[asn1_crl.CertificateList.load(c.public_bytes(serialization.Encoding.DER)) for c in crls],
             moment=when,
@@ -276,7 +276,8 @@ def _crl_covers_signer(signed: cms.SignedData, crls: Sequence[x509.CertificateRe
     return False
 
 
-def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
+def asn1_certificate(cert: x509.Certificate) -> asn1_x509.Certificate:
+    """`cert` as asn1crypto reads it (what pyHanko and its validator take)."""
     return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
