@@ -483,6 +483,9 @@ class Held:
     seq: int | None = None
     #: The receipt id of the document kept for the key in the receipts collection (None: none kept).
     kept_receipt_id: str | None = None
+    #: When the entry was recorded delivered, while the step that recorded it has not finished (its receipt
+    #: kept and its delivery announced); None once it has.
+    recorded_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -516,10 +519,13 @@ class Reconciliation:
 
     Feed it every key present on either side (`compare`), the archive log positions sync knows
     (through `compare` of record entries), then call `finish` with the latest checkpoint's tree size.
-    Each kind of difference keeps its count and up to `limit` example keys.
+    Each kind of difference keeps its count and up to `limit` example keys. A delivery recorded at or
+    after `settling_since` is still being completed (its receipt kept, its delivery announced), so
+    its receipt is not yet looked for; one recorded before it and not completed is a difference.
     """
 
     limit: int = 100
+    settling_since: datetime | None = None
     held: int = 0
     acknowledged: int = 0
     matched: int = 0
@@ -537,7 +543,8 @@ class Reconciliation:
         """One key: sync's entry (or None) against the ministry's acknowledgements of it (maybe none)."""
         self._tally(held, acks)
         if held is not None and held.status == DELIVERED and held.kept_receipt_id != held.receipt_id:
-            self._note("receipt_not_kept", key)
+            if not self._settling(held):
+                self._note("receipt_not_kept", key)
         if len(acks) > 1:
             self._note("acknowledged_twice", key)
         if held is None:
@@ -547,6 +554,10 @@ class Reconciliation:
             self._unacknowledged(key, held)
         else:
             self._acknowledged(key, held, acks)
+
+    def _settling(self, held: Held) -> bool:
+        """Whether the step that recorded `held` delivered may still be keeping its receipt."""
+        return held.recorded_at is not None and self.settling_since is not None and held.recorded_at >= self.settling_since
 
     def _tally(self, held: Held | None, acks: list[Acknowledged]) -> None:
         """Count the key on each side that has it, and the archive log position sync knows for it."""

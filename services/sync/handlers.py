@@ -540,7 +540,8 @@ async def reconcile(request: Reconcile, deps: Deps) -> Outcome:
 
 async def compared(deps: Deps, limit: int) -> Reconciliation:
     """Every key sync holds or the ministry acknowledges, compared; up to `limit` examples per difference."""
-    report = Reconciliation(limit=limit)
+    settling_since = deps.clock() - timedelta(seconds=deps.policy.announce_grace_seconds)
+    report = Reconciliation(limit=limit, settling_since=settling_since)
     acks = merge_acknowledgements([deps.ministry.acknowledgements(kind) for kind in KINDS])
     async for key, held, acknowledged in pair_by_key(deps.repo.holdings(), acks):
         report.compare(key, held, acknowledged)

@@ -498,19 +498,26 @@ class MongoOutboxRepository:
         kept = self.receipts.find({}, {"receipt_id": 1}).sort("_id", 1)
         try:
             receipt = await anext(kept, None)
-            projection = {"kind": 1, "status": 1, "digest": 1, "seq": 1, "receipt": 1}
+            projection = {"kind": 1, "status": 1, "digest": 1, "seq": 1, "receipt": 1, "unannounced_ts": 1}
             async for doc in self.outbox.find({}, projection).sort("_id", 1):
                 while receipt is not None and receipt["_id"] < doc["_id"]:
                     receipt = await anext(kept, None)
                 kept_id = receipt["receipt_id"] if receipt is not None and receipt["_id"] == doc["_id"] else None
+                receipt_id = (doc.get("receipt") or {}).get("receipt_id")
+                if doc["status"] == DELIVERED and kept_id != receipt_id:
+                    # Kept after the receipts cursor read past it: asked again, by key.
+                    again = await self.receipts.find_one({"_id": doc["_id"]}, {"receipt_id": 1})
+                    kept_id = again["receipt_id"] if again is not None else None
+                recorded = doc.get("unannounced_ts")
                 yield Held(
                     key=doc["_id"],
                     kind=doc["kind"],
                     status=doc["status"],
                     digest=doc.get("digest") or "",
-                    receipt_id=(doc.get("receipt") or {}).get("receipt_id"),
+                    receipt_id=receipt_id,
                     seq=doc.get("seq"),
                     kept_receipt_id=kept_id,
+                    recorded_at=_dt(recorded) if recorded is not None else None,
                 )
         finally:
             await kept.close()
@@ -666,7 +673,7 @@ class InMemoryOutboxRepository:
             held, kept = self.held_receipts.get(key), self.receipts.get(key)
             yield Held(
                 key, e.kind, e.status, e.digest, held.receipt_id if held else None, e.seq,
-                kept.receipt_id if kept else None,
+                kept.receipt_id if kept else None, self.unannounced_since.get(key),
             )
 
     async def delivered_checkpoint(self, origin: str) -> int | None:

@@ -89,9 +89,10 @@ async def test_a_crash_between_recording_deliveries_and_keeping_their_receipts_i
         await handlers.accept_archived(archived(3), deps)
     assert {e.status for e in (await deps.repo.entries(KEYS)).values()} == {DELIVERED}
     assert await deps.repo.receipt_ids(KEYS) == {}
+    assert await differences(deps) == {}, "within the grace the step that records a delivery may still be running"
+    clock.advance(POLICY.announce_grace_seconds + 1)
     assert await differences(deps) == {"receipt_not_kept": KEYS}
 
-    clock.advance(POLICY.announce_grace_seconds + 1)
     broker = Broker()
     await handlers.announcing(handlers.reannounce, deps, broker)
 
@@ -104,7 +105,7 @@ async def test_reconcile_names_a_delivered_entry_whose_receipt_document_is_gone(
     """The entry's own copy of the receipt agrees with the ministry; the receipts collection is what is checked."""
     _, client = ministry
     deps = sync_deps(MongoOutboxRepository(db, Vault.ephemeral()), client, Clock())
-    await handlers.accept_archived(archived(3), deps)
+    await handlers.announced(deps, Broker(), await handlers.accept_archived(archived(3), deps))
     await db[RECEIPTS].delete_one({"_id": KEYS[1]})
     await db[RECEIPTS].update_one({"_id": KEYS[2]}, {"$set": {"receipt_id": "MOET-other"}})
 

@@ -252,3 +252,23 @@ async def test_reconciliation_sees_the_receipt_kept_beside_the_one_an_entry_hold
         entries[0].key: (f"r-{entries[0].key}", "r-other"),
         entries[1].key: (f"r-{entries[1].key}", f"r-{entries[1].key}"),
     }
+
+
+async def test_a_receipt_kept_while_reconciliation_walks_the_outbox_is_seen_with_its_entry(repo):
+    """The receipts collection is read beside the outbox; one kept after that read passed it is asked for by key."""
+    entries = records(2)
+    await repo.add_new(entries)
+    claimed = await repo.claim(None, NOW, NOW + LEASE, "a", 10)
+    await repo.record_answers("a", [receipt_from(e, {"receipt_id": f"r-{e.key}"}, NOW) for e in claimed], [])
+    late = next(r for r in await repo.unannounced(NOW, 10) if r.key == entries[1].key)
+    if isinstance(repo, InMemoryOutboxRepository):
+        del repo.receipts[late.key]
+    else:
+        await repo.receipts.delete_one({"_id": late.key})
+
+    walk = repo.holdings()
+    first = await anext(walk)
+    await repo.keep_receipts([late])
+    second = await anext(walk)
+    await walk.aclose()
+    assert (first.kept_receipt_id, second.kept_receipt_id) == (f"r-{entries[0].key}", f"r-{entries[1].key}")

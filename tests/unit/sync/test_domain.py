@@ -272,6 +272,17 @@ def test_a_receipt_document_missing_is_named_even_when_the_ministry_agrees_with_
     assert report.counts["receipt_not_kept"] == 1 and report.examples["receipt_not_kept"] == ["k:1"]
 
 
+def test_a_receipt_not_kept_yet_is_a_difference_only_once_the_step_recording_it_had_time_to_finish():
+    """Recorded delivered, then its receipt kept and its delivery announced: between the two writes it is settling."""
+    settling = replace(held("k:1", kept=None), recorded_at=NOW)
+    stalled = replace(held("k:2", kept=None), recorded_at=NOW - timedelta(seconds=31))
+    report = Reconciliation(limit=10, settling_since=NOW - timedelta(seconds=30))
+    report.compare("k:1", settling, [ack("k:1")])
+    report.compare("k:2", stalled, [ack("k:2")])
+    assert report.matched == 2
+    assert report.counts["receipt_not_kept"] == 1 and report.examples["receipt_not_kept"] == ["k:2"]
+
+
 def test_an_entry_not_delivered_needs_no_receipt_document():
     report = reconciled(("k:1", held("k:1", status=PENDING, kept=None), []))
     assert report.differences == 0
