@@ -542,9 +542,8 @@ class Reconciliation:
     def compare(self, key: str, held: Held | None, acks: list[Acknowledged]) -> None:
         """One key: sync's entry (or None) against the ministry's acknowledgements of it (maybe none)."""
         self._tally(held, acks)
-        if held is not None and held.status == DELIVERED and held.kept_receipt_id != held.receipt_id:
-            if not self._settling(held):
-                self._note("receipt_not_kept", key)
+        if held is not None and self._receipt_not_kept(held):
+            self._note("receipt_not_kept", key)
         if len(acks) > 1:
             self._note("acknowledged_twice", key)
         if held is None:
@@ -555,9 +554,13 @@ class Reconciliation:
         else:
             self._acknowledged(key, held, acks)
 
-    def _settling(self, held: Held) -> bool:
-        """Whether the step that recorded `held` delivered may still be keeping its receipt."""
-        return held.recorded_at is not None and self.settling_since is not None and held.recorded_at >= self.settling_since
+    def _receipt_not_kept(self, held: Held) -> bool:
+        """Delivered, with no receipt document (or another) kept, and past the time the step recording it needs."""
+        if held.status != DELIVERED or held.kept_receipt_id == held.receipt_id:
+            return False
+        if held.recorded_at is None or self.settling_since is None:
+            return True
+        return held.recorded_at < self.settling_since
 
     def _tally(self, held: Held | None, acks: list[Acknowledged]) -> None:
         """Count the key on each side that has it, and the archive log position sync knows for it."""
