@@ -133,11 +133,14 @@ class DeliveryPolicy:
     max_attempts: int = 16
     base_seconds: float = 2.0
     cap_seconds: float = 600.0
-    #: How long a claimed entry belongs to one sender; after that (a crash) another may take it. A sender that is
-    #: cancelled releases its claim at once; one that is killed cannot, so its entries wait out this lease: a minute,
-    #: several times a round's requests (the ministry's timeout is 10 s a request). A round that outlives it may see its
-    #: entries sent again by another sender, which the ministry answers idempotently (the same Idempotency-Key).
-    lease_seconds: float = 60.0
+    #: How long a claimed entry belongs to one sender without word from it; after that (a crash) another may take it.
+    #: The sender renews the lease every `renew_seconds` while its round runs, so a round may take as long as its
+    #: requests do (the ministry's timeout is 10 s a request). A sender that is cancelled releases its claim at once;
+    #: one that is killed cannot, so its entries wait out what is left of this lease: seconds. A sender too slow to
+    #: renew in time may see its entries sent again by another, which the ministry answers idempotently (the same
+    #: Idempotency-Key).
+    lease_seconds: float = 15.0
+    renew_seconds: float = 5.0
     #: How often the relay looks for entries whose next attempt is due.
     relay_interval_seconds: float = 1.0
     #: A delivery not announced this long after it was recorded is taken for lost in a crash and announced again.

@@ -13,6 +13,7 @@ shape without a message. A request that is refused, or that cannot be answered n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -227,16 +228,16 @@ async def deliver(deps: Deps, keys: list[str] | None, limit: int) -> Round:
         await refresh_gauges(deps)
         return Round(0, [])
     deps.endpoint.circuit = circuit.probing(now, deps.policy)
-    claim = uuid4().hex
-    lease_until = now + timedelta(seconds=deps.policy.lease_seconds)
+    lease = Lease(uuid4().hex, [now + timedelta(seconds=deps.policy.lease_seconds)])
     try:
         chosen = keys if keys is None else keys[:allowed]
-        claimed = await deps.repo.claim(chosen, now, lease_until, claim, allowed)
+        claimed = await deps.repo.claim(chosen, now, lease.until, lease.claim, allowed)
         if claimed:
-            receipts, failures, resumed = await send_claimed(deps, claimed)
-            newly = set(await deps.repo.record_answers(claim, receipts, failures))
+            async with renewed(deps, lease):
+                receipts, failures, resumed = await send_claimed(deps, claimed)
+                newly = set(await deps.repo.record_answers(lease.claim, receipts, failures))
     except BaseException:
-        await release(deps, claim, lease_until)
+        await release(deps, lease)
         raise
     if not claimed:
         await refresh_gauges(deps)
@@ -251,11 +252,59 @@ async def deliver(deps: Deps, keys: list[str] | None, limit: int) -> Round:
     return Round(len(claimed), receipts, resumed)
 
 
-async def release(deps: Deps, claim: str, lease_until: datetime) -> None:
+@dataclass
+class Lease:
+    """A round's claim on the entries it took, and the ends of its lease its entries may hold: one, and while a
+    renewal is being written (or after one failed part way) also the ends it is moving them from."""
+
+    claim: str
+    untils: list[datetime]
+
+    @property
+    def until(self) -> datetime:
+        return self.untils[-1]
+
+
+@contextlib.asynccontextmanager
+async def renewed(deps: Deps, lease: Lease) -> AsyncIterator[None]:
+    """The round's lease renewed every `renew_seconds` while the round runs, so a long round keeps its entries and a
+    killed sender's entries are due again within one short lease."""
+
+    async def renewing() -> None:
+        while True:
+            await asyncio.sleep(deps.policy.renew_seconds)
+            until = deps.clock() + timedelta(seconds=deps.policy.lease_seconds)
+            held, lease.untils = lease.untils, [*lease.untils, until]
+            try:
+                for before in held:
+                    await deps.repo.renew(lease.claim, before, until)
+            except Exception as exc:  # noqa: BLE001 - the next renewal, or the lease, takes over
+                log.warning("a delivery round could not renew its lease: %s: %s", type(exc).__name__, exc)
+            else:
+                lease.untils = [until]
+
+    task = asyncio.create_task(renewing())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def release(deps: Deps, lease: Lease) -> None:
     """Hand back what an interrupted round still holds, shielded from a further cancellation; the lease remains the
     fallback when the outbox cannot be reached either."""
+
+    async def released_all() -> list[str]:
+        # A renewal cut short may have reached some entries: each end the lease may hold is looked up.
+        released: list[str] = []
+        for until in lease.untils:
+            released += await deps.repo.release(lease.claim, until, deps.clock())
+        return released
+
     try:
-        released = await asyncio.shield(deps.repo.release(claim, lease_until, deps.clock()))
+        released = await asyncio.shield(released_all())
     except Exception as exc:  # noqa: BLE001 - the round's own error is the one to raise
         log.warning("a delivery round was interrupted and its entries wait for their lease to end: %s: %s", type(exc).__name__, exc)
     else:

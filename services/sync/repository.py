@@ -113,6 +113,10 @@ class OutboxRepository(Protocol):
         current holder.
         """
 
+    async def renew(self, claim: str, lease_until: datetime, renewed_until: datetime) -> int:
+        """Extend to `renewed_until` the lease of the entries still held under `claim` (leased to `lease_until`);
+        returns how many."""
+
     async def release(self, claim: str, lease_until: datetime, now: datetime) -> list[str]:
         """Hand back the entries still held under `claim` (taken with a lease to `lease_until`): pending again, due
         `now`, their attempts unchanged. For a round that was cancelled or failed after claiming, whether or not it
@@ -380,6 +384,14 @@ class MongoOutboxRepository:
         if stale:
             await self.receipts.bulk_write([ReplaceOne({"_id": key}, docs[key]) for key in stale], ordered=False)
 
+    async def renew(self, claim: str, lease_until: datetime, renewed_until: datetime) -> int:
+        until = _ts(renewed_until)
+        renewed = await self.outbox.update_many(
+            {"due_ts": _ts(lease_until), "claim": claim, "status": SENDING},
+            {"$set": {"lease_until_ts": until, "due_ts": until}},
+        )
+        return renewed.modified_count
+
     async def release(self, claim: str, lease_until: datetime, now: datetime) -> list[str]:
         # A claim sets every entry it takes due at its lease's end: one value of the `due` index finds them all.
         cursor = self.outbox.find({"due_ts": _ts(lease_until)}, {"claim": 1, "status": 1})
@@ -616,6 +628,12 @@ class InMemoryOutboxRepository:
     async def announced(self, keys: list[str]) -> None:
         for key in keys:
             self.unannounced_since.pop(key, None)
+
+    async def renew(self, claim: str, lease_until: datetime, renewed_until: datetime) -> int:
+        held = [k for k, e in self.outbox.items() if e.status == SENDING and e.claim == claim and self.leases[k] == lease_until]
+        for key in held:
+            self.leases[key] = renewed_until
+        return len(held)
 
     async def release(self, claim: str, lease_until: datetime, now: datetime) -> list[str]:
         held = sorted(k for k, e in self.outbox.items() if e.status == SENDING and e.claim == claim)

@@ -46,6 +46,24 @@ async def test_an_interrupted_claim_is_released_due_at_once_and_taken_again(repo
     assert sorted(e.key for e in again) == keys[:2], "released entries are due at once, not at their lease's end"
 
 
+async def test_a_renewed_lease_keeps_a_claims_entries_until_its_new_end(repo):
+    entries = [new_entry(record(i), NOW) for i in range(3)]
+    keys = [e.key for e in entries]
+    await repo.add_new(entries)
+    await repo.claim(keys[:2], NOW, NOW + LEASE, "c-1", 10)
+    await repo.claim(keys[2:], NOW, NOW + LEASE, "c-2", 10)
+    renewed = NOW + 2 * LEASE
+
+    assert await repo.renew("c-1", NOW + LEASE, renewed) == 2
+    past_first = NOW + LEASE + timedelta(seconds=1)
+    assert [e.key for e in await repo.claim(None, past_first, past_first + LEASE, "c-3", 10)] == keys[2:], (
+        "only the lease not renewed ran out"
+    )
+    assert await repo.claim(keys[:2], past_first, past_first + LEASE, "c-3", 10) == []
+    assert await repo.renew("c-1", NOW + LEASE, NOW + 3 * LEASE) == 0, "renewed from the end it holds, not another"
+    assert await repo.release("c-1", renewed, LATER) == keys[:2]
+
+
 async def test_a_release_leaves_what_the_round_recorded(repo):
     entries = [new_entry(record(i), NOW) for i in range(2)]
     await repo.add_new(entries)

@@ -150,17 +150,49 @@ async def test_an_entry_held_by_another_sender_is_taken_again_only_after_its_lea
     assert store.stats() == stats(1, 0, 1)
 
 
-async def test_a_sender_killed_mid_round_leaves_its_entries_to_another_within_a_minute(deps, repo, store, clock):
-    """A SIGKILLed sync cannot release its claim: its entries wait out the lease, which is a minute, not minutes (the
-    ministry answers a second send of an entry idempotently, so a round outliving the lease doubles nothing)."""
+async def test_a_sender_killed_mid_round_leaves_its_entries_to_another_within_seconds(deps, repo, store, clock):
+    """A SIGKILLed sync cannot release its claim: its entries wait out the lease, which is seconds, not minutes (a
+    live round renews it, below)."""
     deps = replace(deps, policy=replace(deps.policy, lease_seconds=DeliveryPolicy().lease_seconds))
+    assert deps.policy.lease_seconds <= 15
     event = archived(1)
     await repo.add_new([new_entry(r, clock.now) for r in event.records])
     lease = clock.now + timedelta(seconds=deps.policy.lease_seconds)
     assert [e.status for e in await repo.claim(None, clock.now, lease, "killed-sender", 10)] == [SENDING]
 
-    clock.advance(61)
+    clock.advance(deps.policy.lease_seconds + 1)
     assert delivered_ids(await handlers.deliver_due(deps)) == [event.records[0].record_id]
+    assert store.stats() == stats(1, 0, 1)
+
+
+class HeldBack:
+    """The ministry, answering only when the test says so."""
+
+    def __init__(self, ministry: Ministry) -> None:
+        self.ministry, self.asked, self.answer = ministry, asyncio.Event(), asyncio.Event()
+
+    async def deliver(self, items):
+        self.asked.set()
+        await self.answer.wait()
+        return await self.ministry.deliver(items)
+
+
+async def test_a_round_slower_than_its_lease_keeps_its_entries_by_renewing_it(deps, repo, store, clock):
+    deps = replace(deps, policy=replace(deps.policy, renew_seconds=0.01))
+    event = archived(1)
+    await repo.add_new([new_entry(r, clock.now) for r in event.records])
+    slow = HeldBack(deps.ministry)
+    round_ = asyncio.create_task(handlers.deliver_due(replace(deps, ministry=slow)))
+    await slow.asked.wait()
+
+    for _ in range(3):  # the round waits three leases for its answer, renewing as it goes
+        clock.advance(deps.policy.lease_seconds - 1)
+        await asyncio.sleep(0.05)
+        assert delivered_ids(await handlers.deliver_due(deps)) == [], "another sender takes nothing the round holds"
+    assert store.requests == 0
+
+    slow.answer.set()
+    assert delivered_ids(await round_) == [event.records[0].record_id]
     assert store.stats() == stats(1, 0, 1)
 
 
