@@ -11,6 +11,7 @@ and the delivery:
 
 | drill | fault |
 |---|---|
+| fault-free | none: the same work undisturbed, once for each size drilled, before the drills |
 | worker-kills | a signing worker SIGKILLed `--kills` times (every 2.5 s), restarted each time |
 | broker-restarts | the broker node stopped and started again 3 times |
 | database-kill | the database server SIGKILLed, started again on the same folder |
@@ -24,7 +25,8 @@ archive's log (delivered, missing, duplicated: a record stored twice anywhere), 
 (dead-lettered; the poison drill expects its own messages there and nothing else). "Recovered without
 help" means every record reached the ministry within `--bound` seconds of the click with nobody acting;
 "time to recover" runs from the end of the fault (the last kill, restart or fault cleared) to the last
-record delivered. The exit code is 1 when any drill lost, doubled or needed help.
+record delivered; "click to done" from the principal's click to the last record delivered, and "added by the
+fault" is that beyond the fault-free run of the same size on the same broker. The exit code is 1 when any drill lost, doubled or needed help.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 FIRST_PORT, LAST_PORT = 5700, 5999
 DIST_OFFSET, MANAGEMENT_OFFSET = 20000, 10000
 KILL_INTERVAL = 2.5
+#: The name of the run without a fault that each drill is set against.
+FAULT_FREE = "fault-free"
 
 
 # --- a RabbitMQ node of the drill's own ------------------------------------------------------------------
@@ -244,6 +248,10 @@ class Result:
     expected_dead: int = 0
     recovered: bool = False
     recover_seconds: float | None = None
+    #: From the click to the last record delivered.
+    click_to_done: float | None = None
+    #: What the fault added to `click_to_done`: beyond the fault-free run of the same size in the same group.
+    added_seconds: float | None = None
     #: Records delivered when the fault began (fewer than expected: it landed in the middle of the work).
     delivered_at_fault: int | None = None
     note: str = ""
@@ -311,6 +319,12 @@ async def restart_child(run: Run, name: str) -> None:
         child.process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(child.process.wait)
     child.start()
+
+
+async def fault_free(run: Run, school: str) -> None:
+    """No fault: the same work undisturbed, the baseline each drill's time is set against."""
+    await run.begins()
+    run.over()
 
 
 async def worker_kills(run: Run, school: str) -> None:
@@ -557,6 +571,7 @@ async def run_drill(run: Run, drill: Drill, school: str, bound: float, console: 
     result.recovered = done_at is not None and result.delivered == len(expected)
     if result.recovered and done_at is not None:
         result.recover_seconds = max(0.0, done_at - (run.fault_over or began))
+        result.click_to_done = done_at - began
     result.dead_lettered, by_queue = await settled_dead_letters(run.nodes[0], dead_before, drill.expected_dead)
     if result.dead_lettered != drill.expected_dead:
         result.note += " dead letters in " + ", ".join(f"{q} ({n})" for q, n in sorted(by_queue.items()) if n) + ";"
@@ -609,7 +624,20 @@ def plan(args: argparse.Namespace, cluster: bool) -> list[Drill]:
         Drill("ministry-faults", ministry_faults, args.students),
     ]
     chosen = [Drill("cluster-node-kill", cluster_node_kill, args.students)] if cluster else kills + others
-    return [d for d in chosen if not args.only or d.name in args.only]
+    chosen = [d for d in chosen if not args.only or d.name in args.only]
+    if args.baseline and chosen:
+        # First, on the fresh stack: the same work without a fault, once for each size drilled.
+        chosen = [Drill(FAULT_FREE, fault_free, n) for n in sorted({d.records for d in chosen}, reverse=True)] + chosen
+    return chosen
+
+
+def set_against_baseline(results: list[Result]) -> None:
+    """Each drill's time from click to done, beside the fault-free run of its size in its group."""
+    baseline = {r.expected: r.click_to_done for r in results if r.drill == FAULT_FREE}
+    for r in results:
+        base = baseline.get(r.expected)
+        if r.drill != FAULT_FREE and r.click_to_done is not None and base is not None:
+            r.added_seconds = r.click_to_done - base
 
 
 def run_group(
@@ -653,7 +681,9 @@ def run_group(
             serial += drill.records
         run.term_end = GatedTermEnd(settings, dev_issuer(config.data_dir)[0], plans, stage_timeout=args.bound)
         pairs = [(d, s.code) for d, s in zip(drills, schools, strict=True)]
-        return asyncio.run(drive_in_loop(run, pairs, args.bound, console))
+        results = asyncio.run(drive_in_loop(run, pairs, args.bound, console))
+        set_against_baseline(results)
+        return results
     finally:
         stack.stop()
 
@@ -677,13 +707,17 @@ def table(results: Sequence[Result]) -> Table:
         "dead-lettered",
         "recovered without help",
         "time to recover (s)",
+        "click to done (s)",
+        "added by the fault (s)",
         "delivered when the fault began",
         "note",
     ):
         out.add_column(column, justify="left" if column in ("drill", "note", "recovered without help") else "right")
     for r in results:
         dead = f"{r.dead_lettered:,}" + (f" of {r.expected_dead:,}" if r.expected_dead else "")
-        seconds = f"{r.recover_seconds:.1f}" if r.recover_seconds is not None else "—"
+        seconds, click, added = (
+            f"{v:.1f}" if v is not None else "—" for v in (r.recover_seconds, r.click_to_done, r.added_seconds)
+        )
         out.add_row(
             r.drill,
             f"{r.expected:,}",
@@ -693,6 +727,8 @@ def table(results: Sequence[Result]) -> Table:
             dead,
             "yes" if r.recovered else "no",
             seconds,
+            click,
+            added,
             "—" if r.delivered_at_fault is None else f"{r.delivered_at_fault:,}",
             r.note.strip(),
         )
@@ -712,6 +748,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bound", type=float, default=1800.0, help="seconds a drill may take before it 'needs a human'")
     p.add_argument("--only", nargs="*", default=[], help="drill names to run (default: all)")
     p.add_argument("--no-cluster", action="store_true", help="skip the three-node cluster drill")
+    p.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the fault-free runs the drills are set against",
+    )
     return p
 
 

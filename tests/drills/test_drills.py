@@ -31,14 +31,18 @@ def test_every_drill_recovers_by_itself_with_nothing_lost_or_doubled():
     results = drills.main(REDUCED, console)
     names = [r.drill for r in results]
     assert names == [
+        "fault-free",
+        "fault-free",
         "worker-kills",
         "broker-restarts",
         "database-kill",
         "archive-sync-kills",
         "poison",
         "ministry-faults",
+        "fault-free",
         "cluster-node-kill",
     ]
+    assert [r.expected for r in results if r.drill == "fault-free"] == [60, 40, 40], "one for each size, in each group"
     for r in results:
         assert r.expected > 0, r.drill
         assert r.missing == 0 and r.delivered == r.expected, f"{r.drill}: {r.missing} missing ({r.note})"
@@ -47,4 +51,7 @@ def test_every_drill_recovers_by_itself_with_nothing_lost_or_doubled():
             f"{r.drill}: {r.dead_lettered} dead-lettered, {r.expected_dead} expected"
         )
         assert r.recovered, f"{r.drill} needed help: not every record delivered within the bound ({r.note})"
+        if r.drill == "fault-free":
+            continue
         assert r.delivered_at_fault is not None and r.delivered_at_fault < r.expected, f"{r.drill}: the fault came late"
+        assert r.added_seconds is not None, f"{r.drill}: not set against the fault-free run"
