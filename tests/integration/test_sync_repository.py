@@ -18,6 +18,8 @@ from services.sync.domain import (
     Answer,
     Attempt,
     DeliveryPolicy,
+    OutboxEntry,
+    Receipt,
     after_failure,
     new_checkpoint_entry,
     new_entry,
@@ -239,12 +241,18 @@ async def test_a_delivery_is_owed_an_announcement_until_it_is_kept_announced(rep
     assert await repo.unannounced(NOW + timedelta(minutes=1), 10) == answered[2:]
 
 
-async def test_reconciliation_sees_the_receipt_kept_beside_the_one_an_entry_holds(repo):
-    entries = records(2)
+async def delivered(repo, n: int) -> tuple[list[OutboxEntry], dict[str, Receipt]]:
+    """`n` entries delivered with receipt ids `r-<key>`, and their receipts by key."""
+    entries = records(n)
     await repo.add_new(entries)
     claimed = await repo.claim(None, NOW, NOW + LEASE, "a", 10)
     await repo.record_answers("a", [receipt_from(e, {"receipt_id": f"r-{e.key}"}, NOW) for e in claimed], [])
-    kept = next(r for r in await repo.unannounced(NOW, 10) if r.key == entries[0].key)
+    return entries, {r.key: r for r in await repo.unannounced(NOW, 10)}
+
+
+async def test_reconciliation_sees_the_receipt_kept_beside_the_one_an_entry_holds(repo):
+    entries, receipts = await delivered(repo, 2)
+    kept = receipts[entries[0].key]
     await repo.keep_receipts([replace(kept, receipt_id="r-other")])
 
     held = {h.key: (h.receipt_id, h.kept_receipt_id) async for h in repo.holdings()}
@@ -256,11 +264,8 @@ async def test_reconciliation_sees_the_receipt_kept_beside_the_one_an_entry_hold
 
 async def test_a_receipt_kept_while_reconciliation_walks_the_outbox_is_seen_with_its_entry(repo):
     """The receipts collection is read beside the outbox; one kept after that read passed it is asked for by key."""
-    entries = records(2)
-    await repo.add_new(entries)
-    claimed = await repo.claim(None, NOW, NOW + LEASE, "a", 10)
-    await repo.record_answers("a", [receipt_from(e, {"receipt_id": f"r-{e.key}"}, NOW) for e in claimed], [])
-    late = next(r for r in await repo.unannounced(NOW, 10) if r.key == entries[1].key)
+    entries, receipts = await delivered(repo, 2)
+    late = receipts[entries[1].key]
     if isinstance(repo, InMemoryOutboxRepository):
         del repo.receipts[late.key]
     else:
