@@ -80,6 +80,8 @@ TSA_SUBJECT = "tsa"
 TSA_TITLE = "time-stamping authority"
 ROOT_LIFETIME = timedelta(days=3650)
 HOLDER_LIFETIME = timedelta(days=3 * 365)
+#: A holder's certificate is valid from this long before it was issued (clocks a little behind still accept it).
+HOLDER_BACKDATE = timedelta(hours=1)
 CRL_LIFETIME = timedelta(days=30)
 #: A CRL this close to its nextUpdate is renewed.
 CRL_RENEWAL = timedelta(days=7)
@@ -523,13 +525,18 @@ class DevPki:
             public = private.public_key()
             self._write_key(self.key_path(holder.subject_id), private)
         now = datetime.now(UTC)
+        if self.cert_path(holder.subject_id).exists():
+            # X.509 times are whole seconds: a certificate issued again within the second of the one it replaces
+            # would end with it. The new one is dated a second later, so it always outlives the old.
+            replaced = self.certificate(holder.subject_id).not_valid_before_utc + HOLDER_BACKDATE
+            now = max(now, replaced + timedelta(seconds=1))
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(holder))
             .issuer_name(root_cert.subject)
             .public_key(public)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1))
+            .not_valid_before(now - HOLDER_BACKDATE)
             .not_valid_after(now + HOLDER_LIFETIME)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_usage(commitment=True), critical=True)

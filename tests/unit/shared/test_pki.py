@@ -223,3 +223,13 @@ def test_a_crl_near_its_next_update_is_renewed_with_its_revocations_and_a_fresh_
         first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     )
     assert [e.serial_number for e in renewed] == [e.serial_number for e in first]
+
+
+def test_a_certificate_issued_again_at_once_outlives_the_one_it_replaces(pki):
+    """X.509 times are whole seconds: issued again within the same second, the new one is dated a second later."""
+    first = pki.certificate(archive_holder().subject_id)
+    pki.create([archive_holder()], renew=[archive_holder().subject_id])
+    again = pki.certificate(archive_holder().subject_id)
+    assert again.serial_number != first.serial_number
+    assert again.not_valid_after_utc > first.not_valid_after_utc
+    assert again.not_valid_before_utc > first.not_valid_before_utc
