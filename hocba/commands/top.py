@@ -490,12 +490,24 @@ class QueueReader:
             answer = await client.get(self.endpoint, params=[("family", f) for f in QUEUE_FAMILIES])
             if answer.status_code == 200:
                 lines = queue_lines(parse_metrics(answer.text), self.wanted, vhost_of(self.settings.amqp_url))
-                return Queues(lines, f"RabbitMQ at {self.endpoint}")
+                return await self.completed(Queues(lines, f"RabbitMQ at {self.endpoint}"))
         except (httpx.HTTPError, ValueError):
             pass
-        return await self.declared()
+        return await self.declared(self.wanted)
 
-    async def declared(self) -> Queues:
+    async def completed(self, listed: Queues) -> Queues:
+        """The endpoint's lines with those it does not list yet asked over AMQP: RabbitMQ lists a queue from its
+        first statistics, which for a quorum queue come seconds after it is declared."""
+        missing = [name for name in self.wanted if name not in {line.name for line in listed.lines}]
+        if not missing:
+            return listed
+        asked = await self.declared(missing)
+        if asked.problem or not asked.lines:
+            return listed
+        lines = sorted(listed.lines + asked.lines, key=lambda line: self.wanted.index(line.name))
+        return Queues(tuple(lines), f"{listed.source}, {len(asked.lines)} declared passively")
+
+    async def declared(self, names: Sequence[str]) -> Queues:
         where = urlsplit(self.settings.amqp_url)
         broker = f"RabbitMQ at {where.hostname or '127.0.0.1'}:{where.port or 5672}"
         logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
@@ -503,7 +515,7 @@ class QueueReader:
             if self.connection is None or self.connection.is_closed:
                 self.connection = await aio_pika.connect(self.settings.amqp_url, timeout=5)
             lines = []
-            for name in self.wanted:
+            for name in names:
                 channel = await self.connection.channel()
                 try:
                     declared = await channel.declare_queue(name, passive=True)
