@@ -22,7 +22,9 @@ and the delivery:
 
 Each drill is judged from the data, not from announcements: the ministry simulator's receipts and the
 archive's log (delivered, missing, duplicated: a record stored twice anywhere), the dead-letter queues
-(dead-lettered; the poison drill expects its own messages there and nothing else). "Recovered without
+(dead-lettered; the poison drill expects its own messages there and nothing else), beside what the
+services counted dead-lettered meanwhile (`hocba_messages_dead_lettered_total`; not shown for a drill that
+restarted a process, whose counters began again). "Recovered without
 help" means every record reached the ministry within `--bound` seconds of the click with nobody acting;
 "time to recover" runs from the end of the fault (the last kill, restart or fault cleared) to the last
 record delivered; "click to done" from the principal's click to the last record delivered, and "added by the
@@ -53,6 +55,7 @@ from typing import Any
 
 import aio_pika
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -61,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hocba import demo_data  # noqa: E402
 from hocba.infra import port_open  # noqa: E402
 from hocba.keys import dev_issuer  # noqa: E402
-from hocba.stack import Stack, StackConfig  # noqa: E402
+from hocba.stack import Stack, StackConfig, scrape_service  # noqa: E402
 from hocba.term_end import Cohort, TermEnd  # noqa: E402
 from shared.contracts.grades import RecordAssessments  # noqa: E402
 from shared.contracts.signing import RequestSignBatch  # noqa: E402
@@ -246,6 +249,9 @@ class Result:
     duplicated: int = 0
     dead_lettered: int = 0
     expected_dead: int = 0
+    #: What the services counted dead-lettered meanwhile (`hocba_messages_dead_lettered_total`); None when a
+    #: process was restarted during the drill (its counters began again at 0).
+    counted_dead: int | None = None
     recovered: bool = False
     recover_seconds: float | None = None
     #: From the click to the last record delivered.
@@ -258,7 +264,14 @@ class Result:
 
     @property
     def passed(self) -> bool:
-        return self.recovered and not self.missing and not self.duplicated and self.dead_lettered == self.expected_dead
+        counted = self.counted_dead is None or self.counted_dead == self.dead_lettered
+        return (
+            self.recovered
+            and not self.missing
+            and not self.duplicated
+            and self.dead_lettered == self.expected_dead
+            and counted
+        )
 
 
 @dataclass
@@ -293,6 +306,8 @@ class Run:
     #: Records of the drill's school the ministry held when the fault began (0 unless it came late).
     delivered_at_fault: int | None = None
     delivered_before: int = 0
+    #: Whether the drill restarted a process of the stack (whose counters then began again).
+    restarted: bool = False
 
     def over(self) -> None:
         self.fault_over = time.monotonic()
@@ -315,6 +330,7 @@ class Run:
 
 async def restart_child(run: Run, name: str) -> None:
     child = run.stack.child(name)
+    run.restarted = True
     if child.process is not None:
         child.process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(child.process.wait)
@@ -540,6 +556,8 @@ async def run_drill(run: Run, drill: Drill, school: str, bound: float, console: 
     before = run.delivered_before = await delivered_count(simulator)
     run.delivered_at_fault = None
     dead_before = await asyncio.to_thread(run.nodes[0].dead_letters)
+    run.restarted = False
+    counted_before = await dead_letters_counted(run.stack)
     if not await stack_ready(run.stack, bound):
         result.note += " the stack was not ready before the drill;"
         return result
@@ -572,11 +590,36 @@ async def run_drill(run: Run, drill: Drill, school: str, bound: float, console: 
     if result.recovered and done_at is not None:
         result.recover_seconds = max(0.0, done_at - (run.fault_over or began))
         result.click_to_done = done_at - began
-    result.dead_lettered, by_queue = await settled_dead_letters(run.nodes[0], dead_before, drill.expected_dead)
-    if result.dead_lettered != drill.expected_dead:
-        result.note += " dead letters in " + ", ".join(f"{q} ({n})" for q, n in sorted(by_queue.items()) if n) + ";"
+    await judge_dead_letters(run, drill, result, dead_before, counted_before)
     result.delivered_at_fault = run.delivered_at_fault
     return result
+
+
+async def judge_dead_letters(
+    run: Run, drill: Drill, result: Result, held_before: dict[str, int], counted_before: int
+) -> None:
+    """What the drill added to the dead-letter queues, and what the services counted of it."""
+    result.dead_lettered, by_queue = await settled_dead_letters(run.nodes[0], held_before, drill.expected_dead)
+    if result.dead_lettered != drill.expected_dead:
+        result.note += " dead letters in " + ", ".join(f"{q} ({n})" for q, n in sorted(by_queue.items()) if n) + ";"
+    if not run.restarted:
+        result.counted_dead = await dead_letters_counted(run.stack) - counted_before
+        if result.counted_dead != result.dead_lettered:
+            result.note += f" the services counted {result.counted_dead:,} dead letters;"
+
+
+async def dead_letters_counted(stack: Stack) -> int:
+    """What the stack's processes say they dead-lettered since they started (`hocba_messages_dead_lettered_total`)."""
+    total = 0.0
+    async with httpx.AsyncClient(timeout=10) as client:
+        for child in stack.children:
+            if scrape_service(child) is None:
+                continue
+            exposed = (await client.get(f"{child.base_url}/metrics")).raise_for_status().text
+            for family in text_string_to_metric_families(exposed):
+                if family.name == "hocba_messages_dead_lettered":
+                    total += sum(s.value for s in family.samples if s.name == "hocba_messages_dead_lettered_total")
+    return round(total)
 
 
 async def settled_dead_letters(node: Node, before: dict[str, int], expected: int) -> tuple[int, dict[str, int]]:
@@ -705,6 +748,7 @@ def table(results: Sequence[Result]) -> Table:
         "missing",
         "duplicated",
         "dead-lettered",
+        "counted by the services",
         "recovered without help",
         "time to recover (s)",
         "click to done (s)",
@@ -725,6 +769,7 @@ def table(results: Sequence[Result]) -> Table:
             f"{r.missing:,}",
             f"{r.duplicated:,}",
             dead,
+            "—" if r.counted_dead is None else f"{r.counted_dead:,}",
             "yes" if r.recovered else "no",
             seconds,
             click,

@@ -127,10 +127,12 @@ class Deps:
     #: How often signing looks for such versions.
     announce_interval_seconds: float = 10.0
     #: An open batch that has not moved this long (no chunk counted: one was dead-lettered, or is held by nothing
-    #: that finishes it) has its unfinished chunks published again (`redrive`)...
-    redrive_grace_seconds: float = 120.0
+    #: that finishes it) while no chunk waits in the work queue has its unfinished chunks published again
+    #: (`redrive`): a chunk takes a worker well under a second, so 45 s without one is a stall, and a stalled batch
+    #: moves again within a minute...
+    redrive_grace_seconds: float = 45.0
     #: ...looked for this often.
-    redrive_interval_seconds: float = 30.0
+    redrive_interval_seconds: float = 10.0
     #: Chunks a worker holds unacknowledged: the one it signs and the next. A worker that stops hands back no more.
     work_prefetch: int = 2
     #: How many chunks wait in the work queue, ready for a worker (`Bus.waiting`); None: not known. While any wait, a

@@ -50,8 +50,11 @@ def test_every_drill_recovers_by_itself_with_nothing_lost_or_doubled():
         assert r.dead_lettered == r.expected_dead, (
             f"{r.drill}: {r.dead_lettered} dead-lettered, {r.expected_dead} expected"
         )
+        assert r.counted_dead in (None, r.dead_lettered), f"{r.drill}: the services counted {r.counted_dead} dead letters"
         assert r.recovered, f"{r.drill} needed help: not every record delivered within the bound ({r.note})"
         if r.drill == "fault-free":
             continue
         assert r.delivered_at_fault is not None and r.delivered_at_fault < r.expected, f"{r.drill}: the fault came late"
         assert r.added_seconds is not None, f"{r.drill}: not set against the fault-free run"
+    poison = next(r for r in results if r.drill == "poison")
+    assert poison.counted_dead == poison.dead_lettered == 40, "every dead letter counted where no process restarted"
