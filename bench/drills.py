@@ -804,7 +804,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> list[Result]:
     args = parser().parse_args(argv)
-    console = console or Console(width=200)
+    console = console or Console(width=240)
     for noisy in ("aiormq", "aio_pika", "faststream"):  # the driver's own reconnections, expected in a drill
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     folder = Path(tempfile.mkdtemp(prefix="hocba-drills-"))
