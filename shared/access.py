@@ -25,6 +25,7 @@ from shared.contracts.access import AccessEntry, Action
 from shared.contracts.base import utcnow
 from shared.errors import Forbidden
 from shared.mongo import Index
+from shared.observability import from_zero
 
 ROLES = ("subject_teacher", "homeroom_teacher", "principal", "school_admin", "operator", "service", "public")
 #: Whoever opens a printed copy's address on the public verification page: no sign-in, one subject for all, so
@@ -104,9 +105,8 @@ class AccessMetrics:
             ["role"],
             registry=registry,
         )
-        for role in ROLES:
-            self.reads.labels(role)
-            self.unusual.labels(role)
+        from_zero(self.reads, ROLES)
+        from_zero(self.unusual, ROLES)
 
 
 class AccessRecorder:

@@ -78,6 +78,7 @@ from shared.errors import (
     PermanentError,
     Refused,
 )
+from shared.observability import from_zero
 from shared.outcome import Outcome, RejectedPart
 from shared.settings import Names, Settings
 
@@ -435,12 +436,10 @@ class EdgeMetrics:
 
     def consumed(self, queue: str) -> None:
         """Start the series of `queue` (a queue this service consumes) at 0."""
-        self.retried.labels(queue)
-        for reason in DEAD_LETTER_REASONS:
-            self.dead_lettered.labels(queue, reason)
-        for reason in ANSWER_REASONS:
-            self.refused.labels(queue, reason)
-            self.answered_with_error.labels(queue, reason)
+        from_zero(self.retried, [queue])
+        from_zero(self.dead_lettered, [queue], DEAD_LETTER_REASONS)
+        from_zero(self.refused, [queue], ANSWER_REASONS)
+        from_zero(self.answered_with_error, [queue], ANSWER_REASONS)
 
 
 class MessagingMetrics:

@@ -13,17 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 
 log = logging.getLogger("hocba.health")
+
+Labelled = TypeVar("Labelled", bound=MetricWrapperBase)
+
+
+def from_zero(metric: Labelled, *values: Iterable[str]) -> Labelled:
+    """`metric` with a series at 0 for every combination of its labels' known `values`, so that its first increase
+    is one Prometheus sees: a series that first appears at 1 is invisible to `increase()` and `rate()`."""
+    for labels in itertools.product(*values):
+        metric.labels(*labels)
+    return metric
 
 Check = Callable[[], Awaitable[bool]]
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.contracts.archive import Checkpoint
+from shared.observability import from_zero
 
 #: Why the archive refuses a version: a signature, chain or order that fails; content neither sealed by grades nor
 #: an amendment; a signing time its clock does not bear out.
@@ -37,8 +38,7 @@ class ArchiveMetrics:
             ["reason"],
             registry=registry,
         )
-        for reason in REFUSAL_REASONS:
-            self.refused.labels(reason)
+        from_zero(self.refused, REFUSAL_REASONS)
         self.checkpoints = Counter(
             "hocba_archive_checkpoints_total", "Signed checkpoints of the archive log issued.", registry=registry
         )
@@ -63,8 +63,7 @@ class ArchiveMetrics:
             ["outcome"],
             registry=registry,
         )
-        for outcome in TIMESTAMP_OUTCOMES:
-            self.timestamps.labels(outcome)
+        from_zero(self.timestamps, TIMESTAMP_OUTCOMES)
         self.unstamped_checkpoints = Gauge(
             "hocba_archive_checkpoints_unstamped",
             "Checkpoints waiting for their first timestamp, as the archive last looked (at most a step's worth).",
@@ -90,8 +89,7 @@ class ArchiveMetrics:
             ["route", "status"],
             registry=registry,
         )
-        for route in PUBLIC_ROUTES:
-            self.public_reads.labels(route, "200")
+        from_zero(self.public_reads, PUBLIC_ROUTES, ["200"])
 
     def unstamped(self, waiting: int, oldest_issued_at: datetime | None) -> None:
         """How many checkpoints wait for their first timestamp (up to a step's worth) and since when the oldest."""

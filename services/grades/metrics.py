@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from shared.observability import from_zero
+
 #: Kinds of entry (`hocba_entries_changed_total{kind}`).
 ENTRY_KINDS = ("subject", "homeroom")
 #: What is done to a term (`hocba_terms_changed_total{action}`).
@@ -66,10 +68,7 @@ class GradesMetrics:
         )
         # Every labelled series whose values are known starts at 0, so that its first increase is seen; reasons
         # (of rejections, of records not assembled, of amendments refused) appear when they first happen.
-        for kind in ENTRY_KINDS:
-            self.changed.labels(kind)
-        for action in TERM_ACTIONS:
-            self.terms.labels(action)
-        for outcome in EXPLAIN_OUTCOMES:
-            self.explained.labels(outcome)
-        self.amendments.labels("amended")
+        from_zero(self.changed, ENTRY_KINDS)
+        from_zero(self.terms, TERM_ACTIONS)
+        from_zero(self.explained, EXPLAIN_OUTCOMES)
+        from_zero(self.amendments, ["amended"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from shared.observability import from_zero
+
 #: What a personal-ID look-up by a person finds.
 FIND_OUTCOMES = ("found", "missing")
 
@@ -25,5 +27,4 @@ class IdentityMetrics:
             registry=registry,
         )
         # Every labelled series whose values are known starts at 0, so that its first increase is seen.
-        for outcome in FIND_OUTCOMES:
-            self.found.labels(outcome)
+        from_zero(self.found, FIND_OUTCOMES)

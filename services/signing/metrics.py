@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.contracts.signing import SIGNING_ORDER
+from shared.observability import from_zero
 
 BATCH_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 #: How a batch ends (`hocba_signing_batches_total{outcome}`).
@@ -20,8 +21,7 @@ class SigningMetrics:
             registry=registry,
         )
         # Every labelled series starts at 0, so that the first signatures are an increase Prometheus sees.
-        for role in SIGNING_ORDER:
-            self.records_signed.labels(role)
+        from_zero(self.records_signed, SIGNING_ORDER)
         self.chunks = Counter(
             "hocba_signing_chunks_total", "Chunks of batch work counted as signed.", registry=registry
         )
@@ -38,8 +38,7 @@ class SigningMetrics:
             ["outcome"],
             registry=registry,
         )
-        for outcome in BATCH_OUTCOMES:
-            self.batches.labels(outcome)
+        from_zero(self.batches, BATCH_OUTCOMES)
         self.reviews = Counter(
             "hocba_signing_reviews_confirmed_total",
             "Reviews of a class confirmed by its homeroom teacher (each keeps the record versions it covers).",

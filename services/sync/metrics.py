@@ -8,6 +8,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.sync.domain import CHECKPOINT_REFUSALS, DIFFERENCES, KINDS
+from shared.observability import from_zero
 
 OUTCOMES = ("delivered", "failed", "parked")
 
@@ -22,9 +23,7 @@ class SyncMetrics:
             ["kind", "outcome"],
             registry=registry,
         )
-        for kind in KINDS:
-            for outcome in OUTCOMES:
-                self.deliveries.labels(kind, outcome)
+        from_zero(self.deliveries, KINDS, OUTCOMES)
         self.backlog = Gauge(
             "hocba_sync_backlog_entries",
             "Outbox entries waiting for delivery (pending, or being sent).",
@@ -56,8 +55,7 @@ class SyncMetrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
-        for kind in KINDS:
-            self.lag.labels(kind)
+        from_zero(self.lag, KINDS)
         self.last_checkpoint = Gauge(
             "hocba_sync_checkpoint_delivered_timestamp_seconds",
             "When the ministry last acknowledged an archive checkpoint (Unix time).",
@@ -75,8 +73,7 @@ class SyncMetrics:
             ["reason"],
             registry=registry,
         )
-        for reason in CHECKPOINT_REFUSALS:
-            self.checkpoints_refused.labels(reason)
+        from_zero(self.checkpoints_refused, CHECKPOINT_REFUSALS)
         self.circuit_open = Gauge(
             "hocba_sync_ministry_circuit_open",
             "1 while every request to the ministry has been failing and sync sends only a probe every few seconds, else 0.",
@@ -98,8 +95,7 @@ class SyncMetrics:
             ["difference"],
             registry=registry,
         )
-        for difference in DIFFERENCES:
-            self.differences.labels(difference)
+        from_zero(self.differences, DIFFERENCES)
 
     def checkpoint_delivered(self, tree_size: int, at: datetime) -> None:
         self.last_checkpoint.set(at.timestamp())
