@@ -90,6 +90,14 @@ async def running(service: ServiceApp, timeout: float = 30.0) -> AsyncIterator[S
         await delete_queues(service.settings.amqp_url, service.topology.queues)
 
 
+async def depth(url: str, queue: str) -> int:
+    """How many messages wait in `queue`, ready (a passive declaration: the queue is left as it is)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        declared = await (await connection.channel()).declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
 async def drain(url: str, queue: str, timeout: float = 2.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Take every message now in `queue` (acknowledging them)."""
     connection = await aio_pika.connect(url)

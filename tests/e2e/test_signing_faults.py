@@ -10,7 +10,6 @@ import signal
 import time
 from pathlib import Path
 
-import aio_pika
 import httpx
 import pytest
 
@@ -37,7 +36,7 @@ from shared.mongo import make_client
 from shared.settings import Settings
 from tests import records
 from tests.reviews import confirm_reviews
-from tests.support import throwaway_stack
+from tests.support import depth, throwaway_stack
 
 SCHOOL, YEAR = "79007000", "2025-2026"
 CLASSES = [f"6A{n}" for n in range(1, 16)]
@@ -104,13 +103,6 @@ async def ready(child, timeout: float = 60.0) -> None:
                 pass
             await asyncio.sleep(0.2)
     raise AssertionError(f"{child.name} did not become ready again")
-
-
-async def depth(url: str, queue: str) -> int:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        declared = await (await connection.channel()).declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count or 0
 
 
 async def test_a_worker_killed_mid_batch_loses_nothing_and_signs_nothing_twice(stack):

@@ -54,7 +54,7 @@ from shared.contracts.signing import Signature, SignWork
 from shared.contracts.sync import Reconcile, RetryParked
 from shared.messaging import Bus, delete_exchanges, delete_queues
 from shared.settings import SERVICES, Names, Settings
-from tests.support import needs, running
+from tests.support import depth, needs, running
 from tests.unit.signing.trust import make_trust
 
 Action = Callable[[aio_pika.abc.AbstractChannel], Awaitable[object]]
@@ -307,13 +307,6 @@ async def test_grades_asks_signing_which_versions_carry_a_signature_each_with_it
 
 
 # --- dead letters expire --------------------------------------------------------------------------
-
-
-async def depth(url: str, queue: str) -> int:
-    async with connected(url) as connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count
 
 
 def policies(rabbit_url: str) -> dict[str, dict]:

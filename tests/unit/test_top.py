@@ -5,7 +5,6 @@ works out from two reads, and the screen it prints. Against a running stack: tes
 from __future__ import annotations
 
 import json
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from hocba.commands.top import (
 )
 from hocba.console import console
 from shared.settings import Names
+from tests.support import free_port
 
 RECORDED = Path(__file__).parent / "top_metrics"
 #: The namespace of the recorded stack.
@@ -268,14 +268,8 @@ async def test_the_same_figures_come_from_a_prometheus_servers_answer():
     assert [(q.name, q.ready) for q in queues.lines] == [(work, 5)]
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_once_with_nothing_running_shows_each_process_unreachable_and_exits_1(tmp_path, monkeypatch):
-    port = closed_port()
+    port = free_port()
     targets = tmp_path / "up.json"
     targets.write_text(
         json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"service": "signing", "process": "signing"}}])
@@ -312,7 +306,7 @@ def test_a_targets_file_that_is_not_json_is_said_in_a_sentence(tmp_path):
 
 
 def test_a_prometheus_server_that_does_not_answer_is_said_and_exits_1(monkeypatch):
-    port = closed_port()
+    port = free_port()
     monkeypatch.setattr(console, "width", 100)
     result = CliRunner().invoke(app, ["top", "--once", "--interval", "0.2", "--prometheus", f"http://127.0.0.1:{port}"])
     assert result.exit_code == 1, result.output
