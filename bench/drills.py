@@ -55,16 +55,16 @@ from typing import Any
 
 import aio_pika
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hocba import demo_data  # noqa: E402
+from hocba.demo import dead_letter_total  # noqa: E402
 from hocba.infra import port_open  # noqa: E402
 from hocba.keys import dev_issuer  # noqa: E402
-from hocba.stack import Stack, StackConfig, scrape_service  # noqa: E402
+from hocba.stack import Stack, StackConfig  # noqa: E402
 from hocba.term_end import Cohort, TermEnd  # noqa: E402
 from shared.contracts.grades import RecordAssessments  # noqa: E402
 from shared.contracts.signing import RequestSignBatch  # noqa: E402
@@ -72,9 +72,10 @@ from shared.mongo import make_client  # noqa: E402
 from shared.settings import SERVICES, Settings  # noqa: E402
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
-#: Ports tried for a node: AMQP from 5700, distribution 20000 above, management 10000 above.
+#: Ports tried for a node: AMQP from 5700, distribution 12000 above, management 10000 above: all below the ports
+#: the stack's processes take (`hocba.infra.LISTEN_PORTS`), which a cluster booting beside a stack must not take.
 FIRST_PORT, LAST_PORT = 5700, 5999
-DIST_OFFSET, MANAGEMENT_OFFSET = 20000, 10000
+DIST_OFFSET, MANAGEMENT_OFFSET = 12000, 10000
 KILL_INTERVAL = 2.5
 #: The name of the run without a fault that each drill is set against.
 FAULT_FREE = "fault-free"
@@ -486,7 +487,7 @@ async def archived_keys(stack: Stack, settings: Settings) -> list[tuple[str, int
         await client.close()
 
 
-async def judge(run: Run, drill: Drill, expected: set[tuple[str, int]], result: Result) -> None:
+async def judge(run: Run, expected: set[tuple[str, int]], result: Result) -> None:
     receipts = await ministry_keys(run.stack.simulator.base_url)
     ids = {rid for rid, _ in expected}
     held = Counter((r["record_id"], int(r["version"])) for r in receipts if r["record_id"] in ids)
@@ -557,7 +558,7 @@ async def run_drill(run: Run, drill: Drill, school: str, bound: float, console: 
     run.delivered_at_fault = None
     dead_before = await asyncio.to_thread(run.nodes[0].dead_letters)
     run.restarted = False
-    counted_before = await dead_letters_counted(run.stack)
+    counted_before = await asyncio.to_thread(dead_letter_total, run.stack)
     if not await stack_ready(run.stack, bound):
         result.note += " the stack was not ready before the drill;"
         return result
@@ -585,7 +586,7 @@ async def run_drill(run: Run, drill: Drill, school: str, bound: float, console: 
         fault.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await fault
-    await judge(run, drill, expected, result)
+    await judge(run, expected, result)
     result.recovered = done_at is not None and result.delivered == len(expected)
     if result.recovered and done_at is not None:
         result.recover_seconds = max(0.0, done_at - (run.fault_over or began))
@@ -603,23 +604,9 @@ async def judge_dead_letters(
     if result.dead_lettered != drill.expected_dead:
         result.note += " dead letters in " + ", ".join(f"{q} ({n})" for q, n in sorted(by_queue.items()) if n) + ";"
     if not run.restarted:
-        result.counted_dead = await dead_letters_counted(run.stack) - counted_before
+        result.counted_dead = await asyncio.to_thread(dead_letter_total, run.stack) - counted_before
         if result.counted_dead != result.dead_lettered:
             result.note += f" the services counted {result.counted_dead:,} dead letters;"
-
-
-async def dead_letters_counted(stack: Stack) -> int:
-    """What the stack's processes say they dead-lettered since they started (`hocba_messages_dead_lettered_total`)."""
-    total = 0.0
-    async with httpx.AsyncClient(timeout=10) as client:
-        for child in stack.children:
-            if scrape_service(child) is None:
-                continue
-            exposed = (await client.get(f"{child.base_url}/metrics")).raise_for_status().text
-            for family in text_string_to_metric_families(exposed):
-                if family.name == "hocba_messages_dead_lettered":
-                    total += sum(s.value for s in family.samples if s.name == "hocba_messages_dead_lettered_total")
-    return round(total)
 
 
 async def settled_dead_letters(node: Node, before: dict[str, int], expected: int) -> tuple[int, dict[str, int]]:

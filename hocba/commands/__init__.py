@@ -430,6 +430,13 @@ def calendar_date(text: str, column: str) -> date:
 SCHOOL_YEAR_FORM: TypeAdapter[str] = TypeAdapter(Annotated[(str, *Enrolment.model_fields["school_year"].metadata)])
 
 
+def current_school_year(today: date | None = None) -> str:
+    """The school year under way: from September, the one that begins that year."""
+    today = today or date.today()
+    first = today.year if today.month >= 9 else today.year - 1
+    return f"{first}-{first + 1}"
+
+
 def school_year_problem(text: str) -> str | None:
     """What is wrong with a school year as written ("2025-2026"), or None."""
     try:

@@ -37,16 +37,24 @@ from rich.table import Table
 from rich.text import Text
 
 from hocba.broker import vhost_of
-from hocba.commands import DataDir, Timeout, connection_failure, fail, school_year_problem, session
+from hocba.commands import (
+    DataDir,
+    Timeout,
+    connection_failure,
+    current_school_year,
+    fail,
+    school_year_problem,
+    session,
+)
 from hocba.commands.dlq import dead_letter_queues
 from hocba.console import console, duration
-from hocba.stack import TARGETS_FOLDER
+from hocba.infra import PROMETHEUS_PORT
+from hocba.stack import SCRAPE_JOB, TARGETS_FOLDER
 from shared.contracts.grades import ListRecords, RecordList
 from shared.errors import NoAnswer, Refused
 from shared.settings import DEFAULT_HTTP_PORTS, SERVICES, Names, Settings
 
 #: RabbitMQ's Prometheus plugin (`rabbitmq_prometheus`): per-queue depth and consumers.
-RABBITMQ_PROMETHEUS_PORT = 15692
 QUEUE_FAMILIES = ("queue_coarse_metrics", "queue_consumer_count")
 
 SIGNED = "hocba_records_signed_total"
@@ -564,7 +572,7 @@ async def read_prometheus(
 ) -> tuple[tuple[Read, ...], Queues]:
     """The same figures from a Prometheus server's HTTP API: every watched series, and `up` for each hocba target."""
     names = "|".join(sorted(WATCHED))
-    query = f'{{__name__=~"{names}"}} or up{{job="hocba"}}'
+    query = f'{{__name__=~"{names}"}} or up{{job="{SCRAPE_JOB}"}}'
     where = f"Prometheus at {url}"
     try:
         answer = await client.get(f"{url.rstrip('/')}/api/v1/query", params={"query": query})
@@ -661,7 +669,7 @@ class Reader:
     def __post_init__(self) -> None:
         host = urlsplit(self.settings.amqp_url).hostname or "127.0.0.1"
         endpoint = self.rabbitmq_metrics or urlunsplit(
-            ("http", f"{host}:{RABBITMQ_PROMETHEUS_PORT}", "/metrics/detailed", "", "")
+            ("http", f"{host}:{PROMETHEUS_PORT}", "/metrics/detailed", "", "")
         )
         self.queue_reader = QueueReader(self.settings, self.settings.names(), endpoint)
 
@@ -686,13 +694,6 @@ class Reader:
             self._schools = await read_schools(self.data_dir, self.timeout, self.schools, self.year)
             self._schools_at = at
         return Snapshot(at, datetime.now(UTC), reads, queues, self._schools, problem)
-
-
-def current_school_year(today: datetime | None = None) -> str:
-    """The school year under way: from September, the one that begins that year."""
-    today = today or datetime.now(UTC)
-    first = today.year if today.month >= 9 else today.year - 1
-    return f"{first}-{first + 1}"
 
 
 def chosen_targets(given: Path | None, data_dir: Path) -> list[Target]:

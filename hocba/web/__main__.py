@@ -29,13 +29,13 @@ import os
 import sys
 import time
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
 
 from hocba.broker import role_settings
-from hocba.commands import BrokerUnreachable
+from hocba.commands import BrokerUnreachable, current_school_year
 from hocba.keys import dev_issuer
 from hocba.staff import StaffRegister
 from hocba.web import WEB_PORT
@@ -50,13 +50,6 @@ from shared.observability import configure_logging
 from shared.settings import Misconfigured, Settings
 
 log = logging.getLogger("hocba.web")
-
-
-def current_school_year(today: date | None = None) -> str:
-    """The school year under way: from September, the one that begins that year."""
-    today = today or date.today()
-    first = today.year if today.month >= 9 else today.year - 1
-    return f"{first}-{first + 1}"
 
 
 def session_max_seconds(given: str | None) -> int:
