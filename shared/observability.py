@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -27,15 +27,11 @@ from prometheus_client.metrics import MetricWrapperBase
 
 log = logging.getLogger("hocba.health")
 
-Labelled = TypeVar("Labelled", bound=MetricWrapperBase)
-
-
-def from_zero(metric: Labelled, *values: Iterable[str]) -> Labelled:
-    """`metric` with a series at 0 for every combination of its labels' known `values`, so that its first increase
-    is one Prometheus sees: a series that first appears at 1 is invisible to `increase()` and `rate()`."""
+def from_zero(metric: MetricWrapperBase, *values: Iterable[str]) -> None:
+    """Start a series of `metric` at 0 for every combination of its labels' known `values`, so that its first
+    increase is one Prometheus sees: a series that first appears at 1 is invisible to `increase()` and `rate()`."""
     for labels in itertools.product(*values):
         metric.labels(*labels)
-    return metric
 
 Check = Callable[[], Awaitable[bool]]
 

@@ -29,6 +29,7 @@ from hocba.web.link import Link
 from hocba.web.people import NotSignedIn, SignIn, Voucher
 from shared.auth import SIGN_IN_LIFETIME
 from shared.contracts.signing import SIGNING_ORDER
+from shared.observability import from_zero
 
 log = logging.getLogger("hocba.web")
 HERE = Path(__file__).parent
@@ -59,9 +60,7 @@ class GatewayMetrics:
             ["role", "outcome"],
             registry=registry,
         )
-        for role in SIGNING_ORDER:
-            for outcome in ("sent", "unsent"):
-                self.clicks.labels(role, outcome)
+        from_zero(self.clicks, SIGNING_ORDER, ("sent", "unsent"))
 
 
 @dataclass
