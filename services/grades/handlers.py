@@ -36,6 +36,7 @@ from services.grades.domain.authority import (
     authorise_reader,
     authorise_reopen,
     authorise_term_close,
+    same_school,
 )
 from services.grades.domain.combination import combination_problems, own_subjects
 from services.grades.domain.entries import Entry, EntryProblem
@@ -240,7 +241,9 @@ async def record_entries(
     entry is rejected as forbidden (and dead-lettered so), whether the year is closed or its students enrolled.
     """
     accepted: list[Accepted] = []
-    if foreign := another_schools(actor, command.school_code):
+    try:
+        same_school(actor, command.school_code)
+    except Forbidden as foreign:
         rejected = [Rejected(i, e, foreign.reason, str(foreign), forbidden=True) for i, e in enumerate(entries)]
     else:
         accepted, rejected = await checked(command, entries, check, deps)
@@ -250,13 +253,6 @@ async def record_entries(
     recorded = recorded_event(command, actor, writes, len(accepted) - len(unreasoned), in_order)
     count_recorded(kind_of(command), recorded, deps.metrics)
     return Outcome(publish=[recorded], reply=recorded, rejected=rejected_parts(in_order))
-
-
-def another_schools(actor: Actor, school_code: str) -> Forbidden | None:
-    """The refusal of a message for `school_code` sent with the token of someone acting for another school, if it is."""
-    if actor.school_code == school_code:
-        return None
-    return Forbidden(f"{actor.subject} acts for school {actor.school_code or '(none)'}, not {school_code}")
 
 
 def kind_of(command: RecordAssessments | RecordConduct) -> Kind:

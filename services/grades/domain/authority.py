@@ -9,35 +9,36 @@ from shared.auth import Actor
 from shared.errors import Forbidden
 
 
-def _same_school(actor: Actor, school_code: str) -> None:
+def same_school(actor: Actor, school_code: str) -> None:
+    """Whoever acts does so for the school the message is for."""
     if actor.school_code != school_code:
         raise Forbidden(f"{actor.subject} acts for school {actor.school_code or '(none)'}, not {school_code}")
 
 
 def authorise_assessment(actor: Actor, school_code: str, class_name: str, subject: str) -> None:
     """A subject teacher enters only the subjects and classes assigned to them."""
-    _same_school(actor, school_code)
+    same_school(actor, school_code)
     if not actor.teaches(class_name, subject):
         raise Forbidden(f"{actor.subject} is not assigned to teach {subject} in class {class_name}")
 
 
 def authorise_homeroom_entry(actor: Actor, school_code: str, class_name: str) -> None:
     """Conduct, absences and the homeroom comment come from the class's homeroom teacher."""
-    _same_school(actor, school_code)
+    same_school(actor, school_code)
     if not actor.is_homeroom_teacher_of(class_name):
         raise Forbidden(f"{actor.subject} is not the homeroom teacher of class {class_name}")
 
 
 def authorise_term_close(actor: Actor, school_code: str) -> None:
     """The principal or the school's records administrator closes a term."""
-    _same_school(actor, school_code)
+    same_school(actor, school_code)
     if not (actor.has("principal") or actor.has("school_admin")):
         raise Forbidden(f"{actor.subject} may not close a term: the principal or the school administrator does")
 
 
 def authorise_principal(actor: Actor, school_code: str, what: str) -> None:
     """Reopening a term and closing the year need the principal; `what` names the act."""
-    _same_school(actor, school_code)
+    same_school(actor, school_code)
     if not actor.is_principal_of(school_code):
         raise Forbidden(f"{actor.subject} may not {what}: only the principal may")
 
@@ -46,7 +47,7 @@ def authorise_reopen(actor: Actor, school_code: str, year_closed: bool) -> None:
     """The principal reopens a term. After the year's close, the principal or the school's records administrator
     (who amend its signed records too) reopens it to complete the records nobody has signed yet."""
     if year_closed:
-        _same_school(actor, school_code)
+        same_school(actor, school_code)
         if not (actor.is_principal_of(school_code) or actor.has("school_admin")):
             raise Forbidden(
                 f"{actor.subject} may not reopen a term after the year's close: the principal or the records "
@@ -68,4 +69,4 @@ def authorise_amendment(actor: Actor, issuing_school: str, record_id: str) -> No
 def authorise_reader(actor: Actor, school_code: str) -> None:
     """A record is read by its school's staff, or by the department's operators."""
     if not actor.has("operator"):
-        _same_school(actor, school_code)
+        same_school(actor, school_code)
