@@ -19,7 +19,7 @@ from shared.access import ACCESS_LOG_INDEXES, AccessLogStore, AccessRecorder, In
 from shared.at_rest import KeyRotation, NothingSealed, Reencrypting
 from shared.auth import IssuerKeys, issuer_keys_for
 from shared.contracts.keys import ArchiveKeyRotationProgress
-from shared.crypto.certs import ReloadingTrust, load_certificates, load_crls
+from shared.crypto.certs import ReloadingTrust
 from shared.crypto.pki import ARCHIVE_SUBJECT, DevPki
 from shared.crypto.timestamps import Timestamp, averify_timestamp, request_timestamp
 from shared.crypto.vault import Vault
@@ -33,11 +33,12 @@ NAME = "archive"
 def stamping_from(settings: Settings) -> Stamping:
     """The TSA at HOCBA_TSA_URL; its tokens checked against HOCBA_TSA_ANCHOR, else the PKI's trust anchors and CRL."""
     pki = DevPki.from_settings(settings)
+    # Read once and again only when the files change, not for every token.
+    trust = ReloadingTrust(settings.tsa_anchor, []) if settings.tsa_anchor else ReloadingTrust(pki.anchor_path, [pki.crl_path])
 
     async def verify(token: bytes, data: bytes) -> Timestamp:
-        anchors = load_certificates(settings.tsa_anchor) if settings.tsa_anchor else pki.anchors()
-        crls = [] if settings.tsa_anchor else load_crls(pki.crl_path)
-        return await averify_timestamp(token, data, anchors, crls=crls)
+        store = trust()
+        return await averify_timestamp(token, data, store.anchors, crls=store.crls)
 
     async def request(data: bytes, algorithm: str) -> bytes:
         return await request_timestamp(

@@ -30,6 +30,7 @@ time and never logged.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -274,7 +275,7 @@ def anchors_of(deps: Deps) -> list[bytes]:
 def page(deps: Deps) -> Response:
     """The verification page, shipping the trust anchors (DER, base64) and their SHA-256 fingerprints."""
     anchors = anchors_of(deps)
-    html = (PAGE_FILES / "index.html").read_text(encoding="utf-8")
+    html = page_file("index.html").decode("utf-8")
     html = html.replace("{{anchor}}", " ".join(base64.b64encode(a).decode() for a in anchors))
     html = html.replace("{{anchor_sha256}}", " ".join(hashlib.sha256(a).hexdigest() for a in anchors))
     return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
@@ -294,4 +295,10 @@ async def page_asset(request: Request, deps: Deps) -> Response:
     name = request.path_params["asset"]
     if name not in ASSETS:
         raise Unanswerable(404, "no such file")
-    return Response((PAGE_FILES / name).read_bytes(), media_type=ASSETS[name], headers=PAGE_HEADERS)
+    return Response(page_file(name), media_type=ASSETS[name], headers=PAGE_HEADERS)
+
+
+@functools.cache
+def page_file(name: str) -> bytes:
+    """One of the page's files, read once: they ship with the service and do not change while it runs."""
+    return (PAGE_FILES / name).read_bytes()
