@@ -123,8 +123,6 @@ class SchoolSealSigner(signers.Signer):
         )
         self.certificate = chain[0]
         self.ask = ask
-        #: How many signatures the signing service made for this signer.
-        self.asked = 0
 
     async def async_sign_raw(self, data: bytes, digest_algorithm: str, dry_run: bool = False) -> bytes:
         if digest_algorithm != "sha256":
@@ -132,7 +130,6 @@ class SchoolSealSigner(signers.Signer):
         if dry_run:
             return bytes(SIGNATURE_ROOM)
         reply = await self.ask(data)
-        self.asked += 1
         chain = from_x5c(reply.chain)
         if not chain:
             raise Refused("the signing service sent the seal's signature without its certificate", reason=NOT_SEALED)

@@ -20,17 +20,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hocba.commands import BrokerRole, DataDir, Purpose, Session, Timeout, ask, fail, refusal, run, session
 from hocba.commands.records import STATUS_WORDS, Reader, reader_of
-from hocba.commands.verify import trust_store
+from hocba.commands.verify import configured_tsa_anchors, trust_store
 from hocba.commands.year import school_person, where
 from hocba.console import console
 from hocba.pades import NOT_SEALED, CopySealing, HttpTimeStamper, seal_chain
-from hocba.pdf import copy_pdf_bytes, render_copy, verify_base
+from hocba.pdf import copy_pdf_bytes, verify_base
 from hocba.staff import Person
 from shared.contracts.archive import AuditArchive, AuditReport, ExportRecord, IssueCheckpoint, ProofReply
 from shared.contracts.grades import ListRecords, RecordLine, RecordList
 from shared.contracts.signing import CopySeal, SealCopy
 from shared.crypto.archive_log import check_checkpoint_fields
-from shared.crypto.certs import TrustStore, load_certificates
+from shared.crypto.certs import TrustStore
 from shared.crypto.merkle import verify_consistency
 from shared.errors import Refused
 from shared.settings import DEFAULT_HTTP_PORTS, Misconfigured
@@ -310,10 +310,9 @@ def checked_verify_url() -> str:
         fail(str(exc), 2)
 
 
-def write_copy(bundle: dict[str, Any], qr: str | None, path: Path) -> None:
-    if qr is None:
-        raise Refused("the archive sent no signed QR payload for the certified copy", reason="no-copy")
-    render_copy(bundle, qr, path, datetime.now(UTC))
+def unsealed_copy(bundle: dict[str, Any], qr: str | None, path: Path) -> None:
+    """A certified copy is written sealed (`Sealer`), never from the bundle alone."""
+    raise Refused(f"{path.name} is not sealed: no unsigned copy is written", reason="not-sealed")
 
 
 @dataclass(frozen=True)
@@ -334,7 +333,7 @@ class FileKind:
 
 
 BUNDLES = FileKind(".json", False, write_bundle, "bundle", "bundles", "exported")
-COPIES = FileKind(".pdf", True, write_copy, "certified copy", "certified copies", "printed")
+COPIES = FileKind(".pdf", True, unsealed_copy, "certified copy", "certified copies", "printed")
 
 
 async def fetch_class(
@@ -515,12 +514,7 @@ def copy_sealing(s: Session, client: httpx.AsyncClient) -> CopySealing:
     """The TSA at HOCBA_TSA_URL, and the PKI's trust anchors (with HOCBA_TSA_ANCHOR's) and CRLs, whose chains and
     CRLs each copy embeds."""
     _, trust = trust_store(None, None, s.data_dir)
-    anchors = list(trust.anchors)
-    if s.settings.tsa_anchor is not None:
-        try:
-            anchors += load_certificates(s.settings.tsa_anchor)
-        except (OSError, ValueError):
-            fail(f"HOCBA_TSA_ANCHOR ({s.settings.tsa_anchor}) holds no readable PEM certificate", 2)
+    anchors = [*trust.anchors, *configured_tsa_anchors()]
     stamper = HttpTimeStamper(s.settings.tsa_url, s.settings.tsa_timeout_seconds, client)
     return CopySealing.of(stamper, anchors, trust.crls)
 

@@ -202,16 +202,6 @@ async def averify_timestamp(
     at: datetime | None = None,
 ) -> Timestamp:
     """`verify_timestamp` for async code."""
-    return await _verify(token, data, anchors, crls, at)
-
-
-async def _verify(
-    token: bytes,
-    data: bytes,
-    anchors: Sequence[x509.Certificate],
-    crls: Sequence[x509.CertificateRevocationList],
-    at: datetime | None,
-) -> Timestamp:
     signed, tst_info = read_token(token)
     algorithm = tst_info["message_imprint"]["hash_algorithm"]["algorithm"].native
     if algorithm not in ACCEPTED_HASHES:
