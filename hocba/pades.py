@@ -25,8 +25,7 @@ from datetime import datetime
 from io import BytesIO
 from typing import Any
 
-import httpx
-from asn1crypto import algos, cms, tsp
+from asn1crypto import algos, cms
 from asn1crypto import crl as asn1_crl
 from asn1crypto import parser as asn1_parser
 from asn1crypto import x509 as asn1_x509
@@ -42,7 +41,7 @@ from pyhanko.sign.diff_analysis import ModificationLevel
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.pdf_signer import PdfSignatureMetadata, PdfSigner
 from pyhanko.sign.timestamps import TimeStamper
-from pyhanko.sign.timestamps.common_utils import TimestampRequestError, set_tsp_headers
+from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 from pyhanko.sign.validation import DocumentSecurityStore, SignatureCoverageLevel, async_validate_pdf_signature
 from pyhanko.sign.validation.errors import NoDSSFoundError
 from pyhanko_certvalidator import ValidationContext
@@ -51,7 +50,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from shared.contracts.signing import CopySeal
 from shared.crypto.certs import from_x5c, identity
 from shared.crypto.jws import protected_header
-from shared.crypto.timestamps import asn1_certificate, run_to_end
+from shared.crypto.timestamps import HttpTimeStamper, asn1_certificate, run_to_end
 from shared.errors import Refused
 
 __all__ = [
@@ -148,32 +147,6 @@ class SchoolSealSigner(signers.Signer):
         except InvalidSignature:
             raise Refused("the seal's signature from the signing service does not verify", reason=NOT_SEALED) from None
         return der
-
-
-class HttpTimeStamper(TimeStamper):
-    """RFC 3161 over HTTP (POST application/timestamp-query) with httpx, one connection pool for a command's copies."""
-
-    def __init__(self, url: str, timeout: float, client: httpx.AsyncClient | None = None) -> None:
-        super().__init__()
-        self.url = url
-        self.timeout = timeout
-        self.client = client
-
-    async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
-        headers = set_tsp_headers({})
-        try:
-            if self.client is not None:
-                response = await self.client.post(self.url, content=req.dump(), headers=headers, timeout=self.timeout)
-            else:
-                async with httpx.AsyncClient() as client:
-                    response = await client.post(self.url, content=req.dump(), headers=headers, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise TimestampRequestError(f"the timestamp authority at {self.url} cannot be reached: {exc}") from None
-        if response.headers.get("content-type") != "application/timestamp-reply":
-            raise TimestampRequestError(
-                f"the timestamp authority at {self.url} answered HTTP {response.status_code} without a timestamp reply"
-            )
-        return tsp.TimeStampResp.load(response.content)
 
 
 @dataclass

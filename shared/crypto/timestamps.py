@@ -84,6 +84,14 @@ class TimestampInvalid(TimestampError):
     """The token is malformed, covers other bytes, or its TSA is not trusted: it proves nothing."""
 
 
+class TsaUnreachable(TimestampRequestError):
+    """No answer from the TSA (what pyHanko's signer is told, as a failed timestamp request)."""
+
+    def __init__(self, url: str, error: Exception) -> None:
+        self.error = f"{error or type(error).__name__}"
+        super().__init__(f"the timestamp authority at {url} cannot be reached: {self.error}")
+
+
 class TimeStampReply(tsp.TimeStampResp):
     """A TimeStampResp whose token may be absent, as RFC 3161 §2.4.2 has it (a refusal carries none); asn1crypto's
     own class requires the token, so it can neither write nor read a refusal."""
@@ -117,19 +125,31 @@ class HttpTimeStamper(TimeStamper):
     """pyHanko's request/response handling over httpx (RFC 3161 §3.4: a POST of the DER request): also what a pyHanko
     signer takes as its `timestamper` (a PAdES signature's timestamp from the same TSA)."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, client: httpx.AsyncClient | None = None) -> None:
         super().__init__(include_nonce=True)
         self.url = url
         self.timeout = timeout
+        #: A connection pool to share (a command printing a class's copies), else one per request.
+        self.client = client
 
     async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
-            response = await client.post(self.url, content=req.dump(), headers=set_tsp_headers({}))
+        """The TSA's reply; `TsaUnreachable` when no answer came, `TimestampRequestError` when it was no reply."""
+        try:
+            if self.client is not None:
+                response = await self._posted(self.client, req)
+            else:
+                async with httpx.AsyncClient() as client:
+                    response = await self._posted(client, req)
+        except httpx.HTTPError as exc:
+            raise TsaUnreachable(self.url, exc) from None
         if response.status_code != 200:
             raise TimestampRequestError(f"the TSA answered HTTP {response.status_code}")
         if response.headers.get("content-type", "").split(";")[0].strip() != TIMESTAMP_REPLY:
             raise TimestampRequestError(f"the TSA did not answer with {TIMESTAMP_REPLY}")
         return TimeStampReply.load(response.content)
+
+    async def _posted(self, client: httpx.AsyncClient, req: tsp.TimeStampReq) -> httpx.Response:
+        return await client.post(self.url, content=req.dump(), headers=set_tsp_headers({}), timeout=self.timeout)
 
 
 async def request_timestamp(url: str, data: bytes, *, algorithm: str = DEFAULT_HASH, timeout: float = 10.0) -> bytes:
@@ -144,7 +164,9 @@ async def request_timestamp(url: str, data: bytes, *, algorithm: str = DEFAULT_H
         token = await stamper.async_timestamp(imprint, algorithm)
         info = token["content"]["encap_content_info"]["content"].parsed
         returned = info["message_imprint"]["hashed_message"].native
-    except (httpx.HTTPError, OSError) as exc:
+    except TsaUnreachable as exc:
+        raise TsaUnavailable(f"the TSA at {url} did not answer: {exc.error}") from None
+    except OSError as exc:
         raise TsaUnavailable(f"the TSA at {url} did not answer: {exc or type(exc).__name__}") from None
     except TimestampRequestError as exc:
         raise TsaUnavailable(f"the TSA at {url} gave no timestamp: {exc}") from None
