@@ -69,7 +69,7 @@ from hocba.term_end import Cohort, TermEnd  # noqa: E402
 from shared.contracts.grades import RecordAssessments  # noqa: E402
 from shared.contracts.signing import RequestSignBatch  # noqa: E402
 from shared.mongo import make_client  # noqa: E402
-from shared.settings import SERVICES, Settings  # noqa: E402
+from shared.settings import Settings  # noqa: E402
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 #: Ports tried for a node: AMQP from 5700, distribution 12000 above, management 10000 above: all below the ports
@@ -532,10 +532,9 @@ async def stack_ready(stack: Stack, bound: float) -> bool:
     deadline = time.monotonic() + bound
     async with httpx.AsyncClient(timeout=5) as client:
         for child in stack.children:
-            path = "/health/ready" if child.name in SERVICES or child.name.startswith("signing") else "/health/live"
             while True:
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(child.base_url + path)).status_code == 200:
+                    if (await client.get(child.ready_url)).status_code == 200:
                         break
                 if time.monotonic() > deadline:
                     return False

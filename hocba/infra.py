@@ -153,7 +153,7 @@ def ensure_rabbitmq(amqp_url: str, timeout: float = 90.0) -> str:
         )
     subprocess.run([server, "-detached"], check=False, capture_output=True)
     wait_for_port(host, port, timeout, "RabbitMQ")
-    ensure_plugins(amqp_url)
+    ensure_management(amqp_url)
     return "started"
 
 
@@ -173,20 +173,14 @@ def local_tool(name: str) -> str | None:
 
 
 def ensure_management(amqp_url: str, timeout: float = 60.0) -> str:
-    """Make sure the broker at `amqp_url` serves its management API and its Prometheus metrics; on this machine,
-    enable the plugins (`ensure_plugins`).
-
-    The broker users are provisioned with rabbitmqctl on this machine and through the management API
-    elsewhere (hocba.broker); the API also serves queue depths to KEDA. Returns what was done.
-    """
-    return ensure_plugins(amqp_url, timeout)
-
-
-def ensure_plugins(amqp_url: str, timeout: float = 60.0) -> str:
     """Enable the management and Prometheus plugins (`PLUGINS`) of the broker at `amqp_url` when it runs on this
     machine and they do not answer yet; wait until their ports open. Returns what was done ("reachable" or
     "enabled"). `rabbitmq-plugins enable` changes a running broker, without a restart, and is remembered for the
-    next start."""
+    next start.
+
+    The broker users are provisioned with rabbitmqctl on this machine and through the management API
+    elsewhere (hocba.broker); the API also serves queue depths to KEDA.
+    """
     host = urlparse(amqp_url).hostname or "127.0.0.1"
     missing = [name for name, port in PLUGINS.items() if not port_open(host, port)]
     if not missing:

@@ -75,6 +75,12 @@ class Child:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def ready_url(self) -> str:
+        """Where the process says it can take work: a service's readiness, else (the ministry simulator, the
+        development TSA) that it answers at all."""
+        return self.base_url + ("/health/live" if self.name in (SIMULATOR, TSA) else "/health/ready")
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
@@ -353,9 +359,8 @@ class Stack:
                 for child in list(pending):
                     if not child.alive():
                         raise InfraError(f"{child.name} exited during start-up:\n{child.log_tail()}")
-                    path = "/health/live" if child.name in (SIMULATOR, TSA) else "/health/ready"
                     try:
-                        if client.get(child.base_url + path).status_code == 200:
+                        if client.get(child.ready_url).status_code == 200:
                             pending.remove(child)
                             self.report(f"{child.name} ready on :{child.port}")
                     except httpx.HTTPError:

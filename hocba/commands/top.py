@@ -367,19 +367,14 @@ def processes_table(before: Snapshot | None, after: Snapshot) -> Table:
         if not read.reachable:
             table.add_row(read.target.name, read.target.service, Text(read.problem, style="bold red"), "", "", "")
             continue
-        one = Snapshot(after.at, after.taken, (read,), after.queues)
-        earlier = None
-        if before is not None:
-            earlier = Snapshot(
-                before.at, before.taken, tuple(r for r in before.reads if r.target == read.target), before.queues
-            )
+        one = Snapshot(after.at, after.taken, (read,), after.queues)  # `rate` pairs it with its own earlier read
         dead = value_of(read, DEAD_LETTERED)
         table.add_row(
             read.target.name,
             read.target.service,
             read.target.url,
             count(value_of(read, HANDLED)),
-            per_second(rate(earlier, one, HANDLED)),
+            per_second(rate(before, one, HANDLED)),
             Text(count(dead), style="bold red" if dead else ""),
         )
     return table
