@@ -7,8 +7,10 @@ coming: the watcher reconnects by itself, consumes the same queues again, and ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
+from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
@@ -70,13 +72,23 @@ async def until(condition, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_a_watcher_keeps_every_announcement_across_a_closed_connection(settings: Settings):
-    url = amqp_url()
+@contextlib.asynccontextmanager
+async def watching(url: str, settings: Settings) -> AsyncIterator[tuple[Watch, list[str]]]:
+    """A watcher of batch ends, started, and the batch ids it saw; stopped and the exchanges gone afterwards."""
     seen: list[str] = []
     watch = Watch(url, settings.names(), retry=0.2)
     watch.on(BatchCompleted, lambda m: seen.append(m.batch_id))
     await watch.start()
     try:
+        yield watch, seen
+    finally:
+        await watch.stop()
+        await delete_exchanges(url, settings.names())
+
+
+async def test_a_watcher_keeps_every_announcement_across_a_closed_connection(settings: Settings):
+    url = amqp_url()
+    async with watching(url, settings) as (watch, seen):
         await publish(url, settings, range(0, 20))
         await until(lambda: len(seen) == 20)
         assert await asyncio.to_thread(close_connection, watch.connection_name) == 1
@@ -85,18 +97,11 @@ async def test_a_watcher_keeps_every_announcement_across_a_closed_connection(set
         assert watch.reconnections >= 1
         assert watch.gaps == 0
         assert sorted(set(seen)) == sorted(f"b{n}" for n in range(50))
-    finally:
-        await watch.stop()
-        await delete_exchanges(url, settings.names())
 
 
 async def test_a_watcher_declares_a_fresh_queue_and_counts_a_gap_when_its_queue_is_gone(settings: Settings):
     url = amqp_url()
-    seen: list[str] = []
-    watch = Watch(url, settings.names(), retry=0.2)
-    watch.on(BatchCompleted, lambda m: seen.append(m.batch_id))
-    await watch.start()
-    try:
+    async with watching(url, settings) as (watch, seen):
         lost = watch.queues[BatchCompleted]
         connection = await aio_pika.connect(url)
         async with connection:
@@ -107,6 +112,3 @@ async def test_a_watcher_declares_a_fresh_queue_and_counts_a_gap_when_its_queue_
         assert watch.queues[BatchCompleted] != lost
         await publish(url, settings, range(0, 5))
         await until(lambda: len(seen) == 5)
-    finally:
-        await watch.stop()
-        await delete_exchanges(url, settings.names())

@@ -156,14 +156,19 @@ async def test_renewal_chains_a_new_token_over_the_old_and_every_old_proof_stays
     ]
 
 
-async def test_a_tampered_chain_of_timestamps_fails(own_trust):
-    trust = own_trust
+async def renewed_bundle(trust, algorithm: str) -> dict:
+    """A record's bundle once its checkpoint's timestamp was renewed under `algorithm` by a TSA with a new certificate."""
     with serving(from_pki(trust.pki)) as url:
         deps = with_tsa(archive_deps(trust), trust, url)
         await archived_and_checkpointed(deps, trust)
         trust.pki.create([tsa_holder()], renew=[TSA_SUBJECT])
-        await handlers.renew_timestamps(renew(trust, datetime.now(UTC), algorithm="sha512"), deps)
-        bundle = await exported(deps, trust)
+        await handlers.renew_timestamps(renew(trust, datetime.now(UTC), algorithm=algorithm), deps)
+        return await exported(deps, trust)
+
+
+async def test_a_tampered_chain_of_timestamps_fails(own_trust):
+    trust = own_trust
+    bundle = await renewed_bundle(trust, "sha512")
     store = trust.pki.trust_store()
     first, renewal = bundle["checkpoint_timestamps"]
     assert verify_bundle(bundle, store).ok
@@ -240,12 +245,7 @@ def test_a_timestamp_is_renewed_before_its_tsa_certificate_expires_or_when_its_d
 
 async def test_hocba_verify_states_the_time_the_verdict_rests_on_and_the_chain_of_renewals(own_trust, tmp_path):
     trust = own_trust
-    with serving(from_pki(trust.pki)) as url:
-        deps = with_tsa(archive_deps(trust), trust, url)
-        await archived_and_checkpointed(deps, trust)
-        trust.pki.create([tsa_holder()], renew=[TSA_SUBJECT])
-        await handlers.renew_timestamps(renew(trust, datetime.now(UTC), algorithm="sha384"), deps)
-        bundle = await exported(deps, trust)
+    bundle = await renewed_bundle(trust, "sha384")
     genuine, tampered = tmp_path / "genuine.json", tmp_path / "tampered.json"
     genuine.write_text(json.dumps(bundle))
     tampered.write_text(json.dumps({**bundle, "checkpoint_timestamps": bundle["checkpoint_timestamps"][::-1]}))
